@@ -1,0 +1,115 @@
+# kvroute build. One engine library (engine/ + policies/), two drivers (sim/, live/).
+# Sources are found by wildcard: adding a module is adding a file.
+#
+#   make deps    install the Debian packages (root; idempotent)
+#   make         build ./sim ./epp ./kvctl (-O2)
+#   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
+#   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
+#   make bench   deps, build, the benchmarks (prints a table)
+
+CC       ?= cc
+DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
+            libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev \
+            libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
+            protobuf-c-compiler libssl-dev openssl sqlite3
+
+PKGS     := msgpack libxxhash yaml-0.1 sqlite3 jansson libzmq libcurl libmicrohttpd \
+            grpc gpr libprotobuf-c openssl
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
+INCS     := -Iengine -Ipolicies -Isim -Ilive -Ibuild/gen
+BASE_CFLAGS = -std=gnu11 -g $(WARN) $(INCS) $(PKG_CFLAGS)
+OPT      ?= -O2
+
+VARIANTS := rel asan tsan
+FLAGS_rel  := $(OPT)
+FLAGS_asan := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+FLAGS_tsan := -O1 -fsanitize=thread -fno-omit-frame-pointer
+
+# --- sources ---------------------------------------------------------------
+PROTO_SRC  := $(wildcard live/proto/*.proto)
+PROTO_C    := $(patsubst live/proto/%.proto,build/gen/%.pb-c.c,$(PROTO_SRC))
+PROTO_H    := $(PROTO_C:.c=.h)
+
+ENGINE_SRC := $(wildcard engine/*.c) $(wildcard policies/*.c)
+SIM_MAIN   := sim/main.c
+SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard sim/*.c))
+LIVE_MAINS := live/epp_main.c live/kvctl.c
+LIVE_SRC   := $(filter-out $(LIVE_MAINS),$(wildcard live/*.c)) $(PROTO_C)
+TEST_SRC   := $(wildcard tests/test_*.c)
+TSAN_SRC   := $(wildcard tests/tsan_*.c)
+BENCH_SRC  := $(wildcard tests/bench_*.c)
+HELPER_SRC := $(wildcard tests/support/*.c)
+
+obj = $(patsubst %.c,build/$(1)/%.o,$(2))
+
+define variant_rules
+build/$(1)/%.o: %.c | $(PROTO_H)
+	@mkdir -p $$(@D)
+	$$(CC) $$(BASE_CFLAGS) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@
+build/$(1)/libkvroute.a: $(call obj,$(1),$(ENGINE_SRC))
+	@rm -f $$@; ar rcs $$@ $$^
+build/$(1)/libsim.a: $(call obj,$(1),$(SIM_SRC)) build/$(1)/libkvroute.a
+	@rm -f $$@; ar rcs $$@ $(call obj,$(1),$(SIM_SRC))
+build/$(1)/liblive.a: $(call obj,$(1),$(LIVE_SRC)) build/$(1)/libkvroute.a
+	@rm -f $$@; ar rcs $$@ $(call obj,$(1),$(LIVE_SRC))
+LIBS_$(1) := build/$(1)/libsim.a build/$(1)/liblive.a build/$(1)/libkvroute.a
+endef
+$(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
+
+# generated protobuf-c code is compiled without -Werror's stricter warnings
+build/gen/%.pb-c.c build/gen/%.pb-c.h: live/proto/%.proto
+	@mkdir -p build/gen
+	protoc-c --proto_path=live/proto --c_out=build/gen $<
+
+# --- programs ----------------------------------------------------------------
+BINS := sim epp kvctl
+all: $(BINS)
+
+build/rel/bin/sim: build/rel/sim/main.o $(LIBS_rel)
+	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel)
+	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
+	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+$(BINS): %: build/rel/bin/%
+	@cp $< $@
+
+# --- tests -------------------------------------------------------------------
+TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
+TEST_BINS_TSAN := $(patsubst tests/%.c,build/tsan/tests/bin/%,$(TSAN_SRC))
+BENCH_BINS     := $(patsubst tests/%.c,build/rel/tests/bin/%,$(BENCH_SRC))
+
+build/asan/tests/bin/%: build/asan/tests/%.o $(call obj,asan,$(HELPER_SRC)) $(LIBS_asan)
+	@mkdir -p $(@D); $(CC) $(FLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
+build/tsan/tests/bin/%: build/tsan/tests/%.o $(call obj,tsan,$(HELPER_SRC)) $(LIBS_tsan)
+	@mkdir -p $(@D); $(CC) $(FLAGS_tsan) -o $@ $^ $(PKG_LIBS) -lcmocka
+build/rel/tests/bin/%: build/rel/tests/%.o $(call obj,rel,$(HELPER_SRC)) $(LIBS_rel)
+	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+
+.PHONY: all deps demo test test-build bench clean
+.SECONDARY:
+
+deps:
+	@sh tests/deps.sh $(DEB_PKGS)
+
+test-build: all $(TEST_BINS_ASAN) $(TEST_BINS_TSAN)
+
+test: deps
+	@$(MAKE) --no-print-directory test-build
+	@sh tests/run.sh $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(wildcard tests/it_*.sh)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	./sim scenarios/rate60.yaml
+
+clean:
+	rm -rf build $(BINS)
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,81 @@
+/* kvindex: which endpoint holds which prompt block, fed by vLLM KV events.
+ *
+ * Dual-key (llm-d design, spec kv-events-and-index.md §3):
+ *   request key -> holders, one bitmap over endpoint slots per tier (gpu/cpu/other);
+ *   (endpoint, engine key) -> request key, so BlockRemoved can resolve vLLM's own hashes
+ *   even when pods use different hash seeds or algorithms.
+ * Endpoints are small integer slots (0..max_endpoints-1) fixed at creation, so a
+ * block's holders are a few machine words and the longest-prefix lookup for every
+ * endpoint at once is a running AND over the request's keys.
+ * Bounded: at most capacity request keys, least-recently-stored evicted first.
+ *
+ * Threads: any number of concurrent readers (kvindex_lookup, kvindex_stats, getters)
+ * while one or more writers apply events; writers are serialised internally. */
+#ifndef KVROUTE_KVINDEX_H
+#define KVROUTE_KVINDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kverr.h"
+
+typedef enum { KVTIER_GPU = 0, KVTIER_CPU = 1, KVTIER_OTHER = 2, KVTIER_COUNT = 3 } kvtier;
+
+/* vLLM's medium string ("GPU", "CPU", "STORAGE", NULL) -> tier; NULL/empty is gpu. */
+kvtier kvtier_from_medium(const char *medium, size_t len);
+const char *kvtier_name(kvtier t);
+
+typedef struct kvindex_config {
+    size_t capacity;            /* max request keys held (LRU beyond); 0 = default 1e7 */
+    uint32_t max_endpoints;     /* endpoint slots; 0 = default 256; at most 4096 */
+    double tier_weight[KVTIER_COUNT]; /* all zero = defaults gpu 1.0, cpu 0.8, other 1.0 */
+} kvindex_config;
+
+typedef struct kvindex kvindex;
+
+kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err);
+void kvindex_free(kvindex *ix);
+uint32_t kvindex_max_endpoints(const kvindex *ix);
+
+/* Endpoint slots, named by the pod id the events use (e.g. "10.0.0.7:8000"). */
+int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err);  /* slot, or existing slot */
+int kvindex_endpoint_find(const kvindex *ix, const char *name);        /* slot or -1 */
+const char *kvindex_endpoint_name(const kvindex *ix, int slot);        /* NULL if free */
+/* Removes every entry of the endpoint and frees its slot. */
+void kvindex_endpoint_remove(kvindex *ix, int slot);
+
+/* BlockStored. engine_keys (may be NULL with n_engine 0 for pure request-key stores)
+ * and request_keys may have different lengths (engine and index block sizes differ):
+ * n = max(E, R), pair i maps engine_keys[i*E/n] -> request_keys[i*R/n]. */
+int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n_engine,
+                  const uint64_t *request_keys, size_t n_request, kv_err *err);
+/* The request key an endpoint's engine key maps to (the last one mapped); false if none. */
+bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint64_t *request_key);
+/* BlockRemoved: drops the endpoint's tier entry for each engine key's request keys;
+ * request keys left with no holder are deleted. Returns the number of entries removed. */
+size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n);
+/* AllBlocksCleared: every entry of the endpoint, all tiers; the slot stays. */
+void kvindex_clear_endpoint(kvindex *ix, int slot);
+
+/* Longest consecutive prefix, every endpoint in one pass. For each slot s:
+ * out[s].blocks = number of leading keys the endpoint holds in some tier,
+ * out[s].score  = sum over those blocks of the highest tier weight it holds them in.
+ * out must have kvindex_max_endpoints() entries. Returns the longest match. */
+typedef struct kvindex_match {
+    uint32_t blocks;
+    float score;
+} kvindex_match;
+uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvindex_match *out);
+
+typedef struct kvindex_stats {
+    uint64_t blocks;        /* request keys held */
+    uint64_t entries;       /* (request key, endpoint, tier) holder bits set */
+    uint64_t engine_keys;   /* (endpoint, engine key) mappings */
+    uint64_t bytes;         /* memory used by the index's tables */
+    uint64_t evictions;     /* request keys dropped by the capacity bound */
+    uint64_t stores, removes, clears, lookups;
+} kvindex_stats;
+void kvindex_get_stats(const kvindex *ix, kvindex_stats *out);
+
+#endif

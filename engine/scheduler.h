@@ -1,0 +1,231 @@
+/* scheduler: GIE's scheduling framework in C — the heart shared by ./sim and ./epp.
+ *
+ * A request's views (tokens, block keys, headers) and the endpoints' state go in; a
+ * chosen endpoint and, on demand, a full trace of why come out. Profiles run exactly
+ * as GIE runs them (spec epp.md §1): filters in order (none left -> KV_ENOENDPOINTS),
+ * each scorer's result clamped to [0,1] and added with its (float) weight, no division
+ * by the weight sum, then the picker. Plugins are the types in policies/, found by name
+ * in the registry (policies/registry.c); a config (engine/config.h) says which to build.
+ *
+ * Threads: a sched is used by one thread at a time (the EPP serialises scheduling
+ * calls or runs one sched per worker; shared state such as the kvindex is itself
+ * thread-safe). Ownership: the caller owns requests and endpoints; they only need to
+ * outlive the call (hooks receive what they need to keep by value or by endpoint id). */
+#ifndef KVROUTE_SCHEDULER_H
+#define KVROUTE_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blockkeys.h"
+#include "kverr.h"
+#include "kvindex.h"
+#include "yamltree.h"
+
+/* ---- views ------------------------------------------------------------------ */
+
+typedef struct sched_kv {
+    const char *key, *value;
+} sched_kv;
+
+typedef struct sched_request {
+    const char *id;
+    const char *model;            /* incoming model name */
+    const char *target_model;     /* after any rewrite; NULL = model */
+    const char *lora;             /* LoRA adapter requested, or NULL */
+    const char *cache_salt;       /* NULL if none */
+    const uint32_t *tokens;       /* prompt token ids, or NULL when unknown */
+    size_t n_tokens;
+    const char *prompt;           /* completions prompt text, or JSON of chat messages; NULL if none */
+    size_t prompt_len;
+    const sched_kv *headers;      /* request headers (lower-case keys), e.g. x-session-token */
+    size_t n_headers;
+    int priority;                 /* < 0 is sheddable */
+    uint32_t output_tokens_hint;  /* max_tokens when known (peer cost models); 0 = unknown */
+} sched_request;
+
+typedef struct sched_metrics {
+    bool valid;                   /* scraped and not stale */
+    int waiting;                  /* vllm:num_requests_waiting */
+    int running;                  /* vllm:num_requests_running */
+    double kv_usage;              /* vllm:kv_cache_usage_perc, 0..1 */
+    const char *const *running_loras; size_t n_running_loras;
+    const char *const *waiting_loras; size_t n_waiting_loras;
+    int max_lora;                 /* 0 = unknown */
+    uint32_t block_size;          /* vllm:cache_config_info; 0 = unknown */
+    uint32_t num_gpu_blocks;
+} sched_metrics;
+
+typedef struct sched_endpoint {
+    uint32_t id;                  /* unique for the endpoint's life, assigned by the driver */
+    const char *name;             /* "ip:port": what the gateway routes to */
+    const char *pod;              /* pod name for logs ("<pod>-rank-0"); may equal name */
+    const char *ns;               /* namespace for logs; may be "" */
+    const sched_kv *labels;       /* e.g. llm-d.ai/role=decode */
+    size_t n_labels;
+    sched_metrics m;
+    int in_flight;                /* picker-side: routed, not yet complete (kept by the sched) */
+} sched_endpoint;
+
+const char *sched_label(const sched_endpoint *ep, const char *key);      /* NULL if absent */
+const char *sched_header(const sched_request *r, const char *key);       /* case-insensitive */
+
+/* ---- environment -------------------------------------------------------------- */
+
+typedef struct sched_env {
+    uint64_t seed;                          /* the sim passes its seed; live seeds from the clock */
+    double (*now)(void *clock_ctx);         /* seconds; sim time or CLOCK_MONOTONIC */
+    void *clock_ctx;
+    /* Optional sink for warnings (unknown parameters, deprecated fields) at build time. */
+    void (*warn)(void *warn_ctx, const char *msg);
+    void *warn_ctx;
+} sched_env;
+
+/* ---- plugins ------------------------------------------------------------------- */
+
+typedef enum {
+    SCHED_PROFILE_HANDLER = 1,
+    SCHED_FILTER = 2,
+    SCHED_SCORER = 3,
+    SCHED_PICKER = 4,
+} sched_kind;
+
+typedef struct sched sched;
+typedef struct sched_plugin sched_plugin;
+typedef struct sched_cycle sched_cycle;
+
+typedef struct sched_scored {
+    sched_endpoint *ep;
+    double score;                 /* weighted sum over the profile's scorers */
+} sched_scored;
+
+/* Parameters as written in the config; read them with the yt_* functions.
+ * Keys nobody reads are reported as warnings after init. node may be NULL. */
+typedef struct sched_params {
+    const yt_doc *doc;
+    const yt_node *node;
+} sched_params;
+
+typedef struct sched_plugin_type {
+    const char *type;             /* registry name, e.g. "queue-scorer" */
+    sched_kind kind;
+    /* Parses parameters and allocates p->state. Errors name the field. */
+    int (*init)(sched_plugin *p, const sched_params *params, const sched_env *env, kv_err *err);
+    void (*fini)(sched_plugin *p);
+    /* FILTER: keep a subset, compacting eps[] in place; returns how many are kept. */
+    size_t (*filter)(sched_plugin *p, sched_cycle *c, sched_endpoint **eps, size_t n);
+    /* SCORER: scores[i] for eps[i], nominally in [0,1] (the framework clamps). */
+    void (*score)(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores);
+    /* PICKER: up to max endpoints, best first, from the scored candidates. */
+    size_t (*pick)(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+                   size_t max);
+    /* PROFILE_HANDLER: which profiles to run next (indexes into the profile list; 0 = done),
+     * and which profile's result is primary once all have run. NULL members mean
+     * "run every profile once; the only result is primary" (single-profile-handler). */
+    size_t (*profiles)(sched_plugin *p, sched_cycle *c, size_t n_profiles, const bool *done, size_t *next,
+                       size_t max);
+    int (*primary)(sched_plugin *p, sched_cycle *c, size_t n_profiles, kv_err *err);
+    /* Request hooks for stateful plugins (any kind may have them). */
+    void (*pre_request)(sched_plugin *p, const sched_request *r, sched_endpoint *const *targets, size_t n);
+    void (*response_complete)(sched_plugin *p, const sched_request *r, const sched_endpoint *target);
+    /* Services a driver can ask for by name (e.g. "kvsource" from the precise scorer). */
+    void *(*service)(sched_plugin *p, const char *what);
+} sched_plugin_type;
+
+struct sched_plugin {
+    const sched_plugin_type *type;
+    const char *name;             /* defaults to the type */
+    void *state;
+    sched *owner;
+};
+
+/* Registry (policies/registry.c): NULL-terminated; lookup by type name. */
+extern const sched_plugin_type *const sched_registry[];
+const sched_plugin_type *sched_registry_find(const char *type);
+
+/* ---- per-call state --------------------------------------------------------------- */
+
+/* What a scheduling cycle offers plugins. */
+const sched_request *sched_cycle_request(const sched_cycle *c);
+double sched_cycle_now(const sched_cycle *c);
+uint64_t sched_cycle_rand(sched_cycle *c);                 /* deterministic given env.seed and call order */
+double sched_cycle_rand01(sched_cycle *c);                 /* [0,1) */
+/* Block keys of the request for a key context, hashed once per request and reused by
+ * every scorer and profile with the same (algo, block size, seed). NULL + *n=0 if no tokens. */
+const uint64_t *sched_cycle_keys(sched_cycle *c, const blockkeys_ctx *kc, size_t *n);
+/* Cycle-scoped data shared between plugins (GIE's CycleState), e.g. prefix match info. */
+void sched_cycle_put(sched_cycle *c, const char *key, void *value);
+void *sched_cycle_get(const sched_cycle *c, const char *key);
+/* Scratch memory released when the cycle ends. */
+void *sched_cycle_alloc(sched_cycle *c, size_t size);
+
+/* ---- trace ------------------------------------------------------------------------ */
+
+typedef struct sched_trace_score {
+    const char *profile;
+    const sched_plugin *plugin;   /* log as "<type>/<name>" */
+    const sched_endpoint *ep;
+    double score;                 /* clamped, before weight */
+    double weight;
+} sched_trace_score;
+
+typedef struct sched_trace_filter {
+    const char *profile;
+    const sched_plugin *plugin;
+    const sched_endpoint *ep;     /* removed by this filter */
+} sched_trace_filter;
+
+/* Caller-owned, reusable across calls (sched_trace_reset); NULL = no trace. */
+typedef struct sched_trace {
+    sched_trace_score *scores; size_t n_scores, cap_scores;
+    sched_trace_filter *removed; size_t n_removed, cap_removed;
+    sched_scored *totals; size_t n_totals, cap_totals;    /* primary profile's candidates */
+} sched_trace;
+void sched_trace_reset(sched_trace *t);
+void sched_trace_free(sched_trace *t);
+
+/* ---- scheduler ------------------------------------------------------------------- */
+
+#define SCHED_MAX_TARGETS 8
+
+typedef struct sched_result {
+    const char *profile;                        /* primary profile name */
+    sched_endpoint *targets[SCHED_MAX_TARGETS]; /* best first */
+    size_t n_targets;
+} sched_result;
+
+struct epc_config;   /* engine/config.h */
+
+sched *sched_new(const struct epc_config *cfg, const sched_env *env, kv_err *err);
+void sched_free(sched *s);
+
+/* Runs the profiles for one request over the candidate endpoints.
+ * KV_ENOENDPOINTS when filters leave nothing (EPP: 503); KV_ESTATE when the profile
+ * handler cannot produce a result (EPP: 429 "failed to find target pod"). */
+int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps, size_t n, sched_result *res,
+                   sched_trace *trace, kv_err *err);
+/* Hooks: call after routing (in_flight++, stateful scorers learn) and on completion. */
+void sched_pre_request(sched *s, const sched_request *r, const sched_result *res);
+void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target);
+
+/* Plugins by name and services (the precise scorer's kv source, for ingestion). */
+sched_plugin *sched_plugin_by_name(const sched *s, const char *name);
+size_t sched_services(const sched *s, const char *what, void **out, size_t max);
+
+/* The precise scorer's index and event settings, as the "kvsource" service. */
+typedef struct sched_kvsource {
+    kvindex *index;
+    blockkeys_ctx keys;            /* tokenProcessorConfig: blockSize, hashSeed, algorithm */
+    struct {
+        char zmq_endpoint[256];    /* default tcp://*:5557 */
+        char topic_filter[64];     /* default "kv@" */
+        int concurrency;           /* default 4 */
+        bool discover_pods;        /* default true (llm-d); the guide sets false */
+        int socket_port;           /* default 5557 */
+        char pod_label_selector[256];
+        char pod_namespace[128];
+    } events;
+} sched_kvsource;
+
+#endif
