@@ -1,0 +1,226 @@
+/* blockkeys: llm-d's request-key chains (spec kv-events-and-index.md §3, golden §5).
+ *
+ * Both algorithms hash one record per full block, chained through the previous key:
+ *   xxh64:       XXH64(parent LE64 || tokens LE32... || per extra: len LE64 || bytes)
+ *   fnv64a-cbor: FNV-64a(canonical CBOR [parent, [tokens...], extra])
+ * where extra is CBOR null for text and [{"Hash": id}, ...] for multimodal blocks, as
+ * llm-d-kv-cache's Go encoder (fxamacker canonical) writes a []MMHash. The root is the
+ * same record with no tokens (CBOR null) and the model name as the extra.
+ * FNV is fed incrementally, so no CBOR buffer is ever built. */
+#include "blockkeys.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#define FNV64_OFFSET 0xcbf29ce484222325ULL
+#define FNV64_PRIME 0x100000001b3ULL
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= FNV64_PRIME;
+    }
+    return h;
+}
+
+/* A CBOR head (major type + argument) in its shortest form, as canonical CBOR requires. */
+static uint64_t fnv_cbor_head(uint64_t h, unsigned major, uint64_t v)
+{
+    uint8_t b[9];
+    size_t n;
+    uint8_t mt = (uint8_t)(major << 5);
+    if (v < 24) {
+        b[0] = mt | (uint8_t)v;
+        n = 1;
+    } else if (v <= 0xff) {
+        b[0] = mt | 24;
+        b[1] = (uint8_t)v;
+        n = 2;
+    } else if (v <= 0xffff) {
+        b[0] = mt | 25;
+        b[1] = (uint8_t)(v >> 8);
+        b[2] = (uint8_t)v;
+        n = 3;
+    } else if (v <= 0xffffffffULL) {
+        b[0] = mt | 26;
+        for (int i = 0; i < 4; i++) b[1 + i] = (uint8_t)(v >> (24 - 8 * i));
+        n = 5;
+    } else {
+        b[0] = mt | 27;
+        for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(v >> (56 - 8 * i));
+        n = 9;
+    }
+    return fnv_bytes(h, b, n);
+}
+
+static uint64_t fnv_cbor_text(uint64_t h, const char *s, size_t len)
+{
+    h = fnv_cbor_head(h, 3, len);
+    return fnv_bytes(h, s, len);
+}
+
+static uint64_t fnv_cbor_null(uint64_t h)
+{
+    static const uint8_t null = 0xf6;
+    return fnv_bytes(h, &null, 1);
+}
+
+/* The ids that taint one block, gathered from the caller's extras plus cache_salt. */
+typedef struct block_ids {
+    const blockkeys_extra *extras;
+    size_t n_extras;
+    size_t block;
+    const char *salt;   /* only for the first block */
+} block_ids;
+
+static size_t block_ids_count(const block_ids *b)
+{
+    size_t n = b->salt ? 1 : 0;
+    for (size_t i = 0; i < b->n_extras; i++)
+        if (b->extras[i].block == b->block) n += b->extras[i].n_ids;
+    return n;
+}
+
+/* Calls fn for each id of the block in order: the extras in array order, then the salt
+ * (llm-d-router appends cache_salt after the multimodal hashes). */
+#define BLOCK_IDS_FOREACH(b, id, body)                                                  \
+    do {                                                                                \
+        for (size_t bi_ = 0; bi_ < (b)->n_extras; bi_++) {                              \
+            if ((b)->extras[bi_].block != (b)->block) continue;                         \
+            for (size_t bj_ = 0; bj_ < (b)->extras[bi_].n_ids; bj_++) {                 \
+                const char *id = (b)->extras[bi_].ids[bj_];                             \
+                body;                                                                   \
+            }                                                                           \
+        }                                                                               \
+        if ((b)->salt) {                                                                \
+            const char *id = (b)->salt;                                                 \
+            body;                                                                       \
+        }                                                                               \
+    } while (0)
+
+static uint64_t fnv_block(uint64_t parent, const uint32_t *tokens, size_t n, const block_ids *ids)
+{
+    uint64_t h = fnv_cbor_head(FNV64_OFFSET, 4, 3);
+    h = fnv_cbor_head(h, 0, parent);
+    h = fnv_cbor_head(h, 4, n);
+    for (size_t i = 0; i < n; i++) h = fnv_cbor_head(h, 0, tokens[i]);
+    size_t n_ids = ids ? block_ids_count(ids) : 0;
+    if (n_ids == 0) return fnv_cbor_null(h);
+    h = fnv_cbor_head(h, 4, n_ids);
+    BLOCK_IDS_FOREACH(ids, id, {
+        h = fnv_cbor_head(h, 5, 1);
+        h = fnv_cbor_text(h, "Hash", 4);
+        h = fnv_cbor_text(h, id, strlen(id));
+    });
+    return h;
+}
+
+static void le64(uint8_t out[8], uint64_t v)
+{
+    for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void xxh_extra(XXH64_state_t *st, const char *s, size_t len)
+{
+    uint8_t b[8];
+    le64(b, len);
+    XXH64_update(st, b, 8);
+    XXH64_update(st, s, len);
+}
+
+static uint64_t xxh_block(uint64_t parent, const uint32_t *tokens, size_t n, const block_ids *ids)
+{
+    XXH64_state_t st;
+    uint8_t b[256];
+    XXH64_reset(&st, 0);
+    le64(b, parent);
+    XXH64_update(&st, b, 8);
+    /* Token bytes are little-endian whatever the host, so keys are portable. */
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < sizeof b / 4 ? n - i : sizeof b / 4;
+        for (size_t j = 0; j < m; j++) {
+            uint32_t t = tokens[i + j];
+            b[4 * j] = (uint8_t)t;
+            b[4 * j + 1] = (uint8_t)(t >> 8);
+            b[4 * j + 2] = (uint8_t)(t >> 16);
+            b[4 * j + 3] = (uint8_t)(t >> 24);
+        }
+        XXH64_update(&st, b, 4 * m);
+        i += m;
+    }
+    if (ids) BLOCK_IDS_FOREACH(ids, id, xxh_extra(&st, id, strlen(id)));
+    return XXH64_digest(&st);
+}
+
+int blockkeys_init(blockkeys_ctx *ctx, blockkeys_algo algo, uint32_t block_size, const char *seed, kv_err *err)
+{
+    if (block_size == 0) return kv_err_set(err, KV_EINVAL, "blockkeys: block size must be > 0");
+    if (algo != BLOCKKEYS_XXH64 && algo != BLOCKKEYS_FNV64A_CBOR)
+        return kv_err_set(err, KV_EINVAL, "blockkeys: unknown algorithm %d", (int)algo);
+    if (!seed) seed = "";
+    ctx->algo = algo;
+    ctx->block_size = block_size;
+    ctx->init = algo == BLOCKKEYS_XXH64 ? XXH64(seed, strlen(seed), 0) : fnv_bytes(FNV64_OFFSET, seed, strlen(seed));
+    return KV_OK;
+}
+
+int blockkeys_algo_parse(const char *name, blockkeys_algo *out, kv_err *err)
+{
+    if (name && strcmp(name, "xxh64") == 0) {
+        *out = BLOCKKEYS_XXH64;
+        return KV_OK;
+    }
+    if (name && strcmp(name, "fnv64a-cbor") == 0) {
+        *out = BLOCKKEYS_FNV64A_CBOR;
+        return KV_OK;
+    }
+    return kv_err_set(err, KV_EINVAL, "blockkeys: unknown hash algorithm \"%s\" (expected xxh64 or fnv64a-cbor)",
+                      name ? name : "(null)");
+}
+
+const char *blockkeys_algo_name(blockkeys_algo algo)
+{
+    return algo == BLOCKKEYS_FNV64A_CBOR ? "fnv64a-cbor" : "xxh64";
+}
+
+uint64_t blockkeys_root(const blockkeys_ctx *ctx, const char *model)
+{
+    if (!model) model = "";
+    size_t len = strlen(model);
+    if (ctx->algo == BLOCKKEYS_XXH64) {
+        XXH64_state_t st;
+        uint8_t b[8];
+        XXH64_reset(&st, 0);
+        le64(b, ctx->init);
+        XXH64_update(&st, b, 8);
+        xxh_extra(&st, model, len);
+        return XXH64_digest(&st);
+    }
+    uint64_t h = fnv_cbor_head(FNV64_OFFSET, 4, 3);
+    h = fnv_cbor_head(h, 0, ctx->init);
+    h = fnv_cbor_null(h);
+    return fnv_cbor_text(h, model, len);
+}
+
+size_t blockkeys_compute(const blockkeys_ctx *ctx, uint64_t parent, const uint32_t *tokens, size_t n_tokens,
+                         const blockkeys_extra *extras, size_t n_extras, const char *cache_salt,
+                         uint64_t *out, size_t cap)
+{
+    size_t bs = ctx->block_size;
+    size_t n_blocks = n_tokens / bs;
+    size_t n_out = n_blocks < cap ? n_blocks : cap;
+    bool salted = cache_salt && cache_salt[0];   /* an empty salt is no salt, as in llm-d */
+    for (size_t i = 0; i < n_out; i++) {
+        block_ids ids = {extras, extras ? n_extras : 0, i, (salted && i == 0) ? cache_salt : NULL};
+        const block_ids *idp = (ids.n_extras || ids.salt) ? &ids : NULL;
+        parent = ctx->algo == BLOCKKEYS_XXH64 ? xxh_block(parent, tokens + i * bs, bs, idp)
+                                              : fnv_block(parent, tokens + i * bs, bs, idp);
+        out[i] = parent;
+    }
+    return n_blocks;
+}
