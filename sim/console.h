@@ -1,0 +1,20 @@
+/* console: what ./sim prints. Per-stage lines for each router, and the guide's
+ * comparison table for one stage: every router against the first (the baseline),
+ * rows Requests/sec .. Inter-token latency (ms), columns baseline mean, other mean,
+ * delta and delta % vs baseline. Writes to the FILE it is given; never to stderr. */
+#ifndef KVROUTE_SIM_CONSOLE_H
+#define KVROUTE_SIM_CONSOLE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "lifecycle.h"
+#include "records.h"
+
+/* "router  stage  rate  req/s  out tok/s  TTFT  latency  ITL" lines, one per stage. */
+void console_stage_lines(FILE *f, const char *router, const lc_run *m);
+/* The comparison table for stage (< 0: the last stage) between names[0] (baseline) and
+ * each other router. n >= 2; a router without that stage is skipped with a note. */
+void console_compare(FILE *f, const char *const *names, const lc_run *const *m, size_t n, int stage);
+
+#endif

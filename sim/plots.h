@@ -1,0 +1,27 @@
+/* plots: inference-perf --analyze's three charts with the routers overlaid
+ * (latency_vs_qps, throughput_vs_qps, throughput_vs_latency; x = achieved rate, means
+ * in ms), a TTFT CDF, and per router a chart of each server's KV usage and prefix-cache
+ * hit rate over time. Data goes to DIR/charts/*.dat; the gnuplot scripts in plots/*.gp
+ * turn them into DIR/charts/*.png. Without gnuplot on PATH the data files are still
+ * written and one line on stderr says so. */
+#ifndef KVROUTE_SIM_PLOTS_H
+#define KVROUTE_SIM_PLOTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "kverr.h"
+#include "lifecycle.h"
+#include "records.h"
+
+typedef struct plots_opts {
+    bool run_gnuplot;                 /* false = data files only (--no-plots) */
+    /* Where the *.gp scripts are; NULL = "plots" next to the executable, then ./plots. */
+    const char *script_dir;
+} plots_opts;
+
+/* runs[i] and m[i] belong to router i (baseline first). */
+int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir,
+                const plots_opts *o, kv_err *err);
+
+#endif

@@ -1,0 +1,29 @@
+/* pyemit: writes a jansson tree byte for byte as Python would, because inference-perf's
+ * files come from json.dumps(indent=2) and llm-d's benchmark report from
+ * yaml.dump(indent=2) (keys sorted). Floats are Python's repr (shortest string that
+ * reads back to the same double, exponent below 1e-4 and from 1e16), so outputs are
+ * deterministic and diff cleanly against real runs. Only writing: parsing stays with
+ * jansson and libyaml. Key order for JSON is the object's insertion order. */
+#ifndef KVROUTE_SIM_PYEMIT_H
+#define KVROUTE_SIM_PYEMIT_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+#include "kverr.h"
+
+/* Python repr(float) into buf (>= 32 bytes); returns buf. nan/inf as "NaN", "Infinity",
+ * "-Infinity" (json.dumps spelling). */
+char *pyemit_float_repr(double d, char buf[32]);
+
+/* json.dumps(v, indent=2) (ensure_ascii; no trailing newline). */
+int pyemit_json(FILE *f, const json_t *v, kv_err *err);
+/* yaml.dump(v, indent=2): block style, keys sorted, sequences in mappings not indented,
+ * strings that would read back as another type single-quoted. Ends with a newline. */
+int pyemit_yaml(FILE *f, const json_t *v, kv_err *err);
+
+/* Writes to path via a temporary file renamed into place; errors name the path. */
+int pyemit_json_file(const char *path, const json_t *v, kv_err *err);
+int pyemit_yaml_file(const char *path, const json_t *v, kv_err *err);
+
+#endif

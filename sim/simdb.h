@@ -1,0 +1,45 @@
+/* simdb: the simulator's SQLite database (DIR/runs.db), one row per run, stage, request,
+ * scheduling score and server sample, so runs can be compared with SQL after the fact.
+ * Schema and example queries: docs/sim-outputs.md.
+ *
+ * Deterministic: no wall-clock goes in (runs.created is whatever the caller passes,
+ * NULL by default), rows go in in a fixed order inside one transaction per run, so the
+ * same scenario and seed give the same database bytes.
+ * Threads: one simdb per thread. Ownership: the simdb copies what it stores. */
+#ifndef KVROUTE_SIM_SIMDB_H
+#define KVROUTE_SIM_SIMDB_H
+
+#include <stdint.h>
+
+#include "kverr.h"
+#include "lifecycle.h"
+#include "records.h"
+#include "scheduler.h"
+
+typedef struct simdb simdb;
+
+typedef struct simdb_run_info {
+    const char *scenario;             /* scenario name */
+    const char *router;               /* router name */
+    const char *config;               /* EndpointPickerConfig path or preset name */
+    uint64_t seed;
+    const char *created;              /* free text, NULL = NULL (keep it deterministic) */
+} simdb_run_info;
+
+/* Creates path afresh (an existing file is replaced) with the schema and indexes. */
+simdb *simdb_open(const char *path, kv_err *err);
+/* Commits nothing left open (a run without simdb_end_run is rolled back). */
+void simdb_close(simdb *db);
+
+/* Opens a run: inserts its runs row and starts its transaction. One run at a time. */
+int simdb_begin_run(simdb *db, const simdb_run_info *info, int64_t *run_id, kv_err *err);
+/* One scheduling decision: a decisions row per (profile, scorer, endpoint) score in the
+ * trace, plus one row per primary candidate with plugin "total" (weight NULL);
+ * picked = 1 for the endpoint routed to (res->targets[0]). Endpoints are stored by
+ * sched_endpoint.id, which the simulator sets to the replica index. */
+int simdb_add_decision(simdb *db, int64_t run_id, uint64_t request_id, const sched_trace *t,
+                       const sched_result *res, kv_err *err);
+/* Stages (with the headline metrics), requests and server samples; commits the run. */
+int simdb_end_run(simdb *db, int64_t run_id, const sim_run *run, const lc_run *m, kv_err *err);
+
+#endif
