@@ -1,0 +1,100 @@
+/* server: one simulated vLLM v1 engine replica (one pod, TP GPUs).
+ * Reproduces vLLM's scheduler (continuous batching, chunked prefill, running first,
+ * preempt-by-recompute from the tail, no admissions in a step that preempted) and its
+ * block pool with prefix caching (spec simulators-and-vllm.md §3). Step time comes from
+ * sim/stepmodel.h. Emits the KV events vLLM would publish (BlockStored/BlockRemoved),
+ * as msgpack payloads in vLLM's wire format, so the router ingests them through the real
+ * engine path (kvevents -> kvindex).
+ * Ownership: the server keeps pointers to submitted requests until they finish; the
+ * caller (sim/cluster.c) owns them. Single-threaded. */
+#ifndef KVROUTE_SIM_SERVER_H
+#define KVROUTE_SIM_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kverr.h"
+#include "records.h"
+#include "stepmodel.h"
+
+typedef struct simsrv_config {
+    const sm_model *model;
+    const sm_hardware *hw;
+    int tp;                               /* tensor parallel size */
+    uint32_t block_size;                  /* tokens per KV block (guide: 64) */
+    uint64_t num_gpu_blocks;              /* 0 = derive from gpu_memory_utilization */
+    double gpu_memory_utilization;        /* default 0.9 */
+    uint32_t max_num_batched_tokens;      /* 0 = vLLM default for the hardware */
+    uint32_t max_num_seqs;                /* 0 = vLLM default for the hardware */
+    uint32_t long_prefill_token_threshold;/* 0 = off */
+    uint32_t max_model_len;               /* 0 = model's */
+    bool prefix_caching;                  /* default true */
+    bool emit_kv_events;
+    const char *pod_id;                   /* topic pod id, e.g. "10.0.0.1:8000" */
+    const char *model_name;               /* topic model, e.g. "Qwen/Qwen3-32B" */
+} simsrv_config;
+
+/* A request as the server sees it. The cluster fills the inputs; the server the rest. */
+typedef struct simsrv_req {
+    uint64_t id;
+    const uint32_t *tokens;               /* prompt token ids */
+    uint32_t n_prompt;
+    uint32_t n_output;                    /* tokens to generate (ignore_eos) */
+    void *user;                           /* the cluster's record */
+    /* server-owned progress */
+    uint32_t n_computed;                  /* prompt+output tokens with KV computed */
+    uint32_t n_generated;
+    uint32_t n_cached;                    /* hit tokens at first admission */
+    uint32_t preemptions;
+    bool admitted_once;
+    bool prefill_done;                    /* the first token has been emitted */
+    uint32_t priv[8];                     /* server bookkeeping */
+    void *priv_ptr;
+} simsrv_req;
+
+/* What one engine step did; arrays valid until the next simsrv_step call. */
+typedef struct simsrv_step_result {
+    sim_time duration;                    /* step time (the step ends at now + duration) */
+    simsrv_req **tokens_out; size_t n_tokens_out;    /* each got one new token at step end */
+    simsrv_req **finished; size_t n_finished;        /* generated all n_output this step */
+    uint32_t n_scheduled_tokens, n_prefill_tokens, n_decode_seqs;
+    uint32_t n_preempted;
+    /* KV events published at the end of this step: zero or one msgpack KVEventBatch
+     * payload (vLLM array encoding), with its sequence number. */
+    const uint8_t *kv_payload; size_t kv_payload_len;
+    uint64_t kv_seq;
+} simsrv_step_result;
+
+typedef struct simsrv simsrv;
+
+simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err);
+void simsrv_free(simsrv *s);
+/* Joins the waiting queue and returns KV_OK, or KV_ERANGE (request not queued, the
+ * server keeps no pointer) when vLLM could never serve it: n_prompt == 0, prompt +
+ * output longer than max_model_len, or more blocks than the whole pool holds (vLLM
+ * would reject it at the API, or preempt it forever). Engine block hashes (for prefix
+ * caching and events) are computed once here. */
+int simsrv_submit(simsrv *s, simsrv_req *r);
+bool simsrv_has_work(const simsrv *s);
+/* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done. */
+int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res);
+
+typedef struct simsrv_metrics {
+    int waiting, running;
+    double kv_usage;                      /* used blocks / total, as vllm:kv_cache_usage_perc */
+    uint64_t num_gpu_blocks;
+    uint64_t prompt_tokens, hit_tokens;   /* cumulative, for hit rate */
+    uint64_t preemptions;
+    uint64_t blocks_stored, blocks_removed;
+} simsrv_metrics;
+void simsrv_get_metrics(const simsrv *s, simsrv_metrics *m);
+uint32_t simsrv_block_size(const simsrv *s);
+uint32_t simsrv_max_num_batched_tokens(const simsrv *s);
+uint32_t simsrv_max_num_seqs(const simsrv *s);
+uint64_t simsrv_num_gpu_blocks(const simsrv *s);
+/* Token id of r's i-th generated token: a fixed function of (r->id, i), so that a
+ * multi-turn workload can append the same response tokens to the next turn's prompt. */
+uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i);
+
+#endif

@@ -1,0 +1,65 @@
+/* stepmodel: how long one vLLM engine step takes, from first principles.
+ * Model profile (layers, hidden, heads, KV heads, head_dim, intermediate, vocab,
+ * parameters, dtype bytes) x hardware profile (dense FLOP/s, HBM B/s, interconnect
+ * B/s, memory) x TP. Terms: prefill GEMMs with an efficiency ramp, attention over the
+ * tokens already in context, decode weight and KV reads, TP all-reduces, per-step CPU
+ * overhead (spec simulators-and-vllm.md §4). The efficiency constants are documented in
+ * docs/VALIDATION.md and are the same for every policy, rate and scenario. */
+#ifndef KVROUTE_SIM_STEPMODEL_H
+#define KVROUTE_SIM_STEPMODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kverr.h"
+
+typedef struct sm_model {
+    const char *name;           /* "qwen3-32b" */
+    const char *hf_name;        /* "Qwen/Qwen3-32B" */
+    int layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
+    double params;              /* total parameters */
+    int dtype_bytes;            /* 2 for bf16 */
+    uint32_t max_model_len;
+} sm_model;
+
+typedef struct sm_hardware {
+    const char *name;           /* "h100-sxm" */
+    double flops;               /* dense bf16 FLOP/s per GPU */
+    double hbm_bw;              /* B/s per GPU */
+    double link_bw;             /* interconnect B/s per GPU, one direction */
+    double mem_gib;             /* GiB per GPU */
+    double usable_gib;          /* what torch sees (e.g. 79.2 on H100-80GB) */
+} sm_hardware;
+
+const sm_model *sm_model_find(const char *name);
+const sm_hardware *sm_hardware_find(const char *name);
+
+/* One sequence's share of a step: new tokens computed and context already cached. */
+typedef struct sm_seq {
+    uint32_t new_tokens;        /* 1 for a decode */
+    uint32_t context;           /* tokens already in KV before this step */
+} sm_seq;
+
+/* Step duration in microseconds for a batch. */
+int64_t sm_step_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_seq *seqs, size_t n);
+
+/* KV capacity in blocks per replica, vLLM's way: per rank, not multiplied by TP. */
+uint64_t sm_kv_blocks(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util, uint32_t block_size);
+/* KV bytes per token per GPU. */
+double sm_kv_bytes_per_token(const sm_model *m, int tp);
+
+/* vLLM's defaults for the API server (get_batch_defaults): a GPU of >= 70 GiB that is
+ * not an A100 gets 8192 batched tokens and 1024 sequences, any other 2048 and 256. */
+uint32_t sm_default_max_num_batched_tokens(const sm_hardware *hw);
+uint32_t sm_default_max_num_seqs(const sm_hardware *hw);
+
+/* The same as sm_kv_blocks with the activation peak of a profile run of the given
+ * batch limits (sm_kv_blocks uses the hardware defaults). */
+uint64_t sm_kv_blocks_for(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util,
+                          uint32_t block_size, uint32_t max_num_batched_tokens, uint32_t max_num_seqs);
+
+/* Names of the shipped profiles, NULL-terminated (for error messages and --help). */
+extern const char *const sm_model_names[];
+extern const char *const sm_hardware_names[];
+
+#endif
