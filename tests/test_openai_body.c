@@ -1,0 +1,187 @@
+/* test_openai_body: OpenAI request parsing and usage extraction (live/openai_body.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "openai_body.h"
+
+static int parse(const char *s, oai_request *r, kv_err *e) { return oai_request_parse(s, strlen(s), r, e); }
+
+static void test_text_prompt(void **st)
+{
+    oai_request r;
+    kv_err e = {0};
+    assert_int_equal(parse("{\"model\":\"m1\",\"prompt\":\"hello\",\"max_tokens\":7,\"stream\":true,"
+                           "\"cache_salt\":\"s\"}", &r, &e), KV_OK);
+    assert_string_equal(r.model, "m1");
+    assert_false(r.chat);
+    assert_int_equal(r.prompt_len, 5);
+    assert_memory_equal(r.prompt, "hello", 5);
+    assert_null(r.tokens);
+    assert_int_equal(r.max_tokens, 7);
+    assert_true(r.stream);
+    assert_string_equal(r.cache_salt, "s");
+    oai_request_free(&r);
+}
+
+static void test_token_prompts(void **st)
+{
+    oai_request r;
+    kv_err e = {0};
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[1,2,4294967295]}", &r, &e), KV_OK);
+    assert_int_equal(r.n_tokens, 3);
+    assert_int_equal(r.tokens[0], 1);
+    assert_int_equal(r.tokens[2], 4294967295u);
+    assert_null(r.prompt);
+    assert_false(r.stream);
+    oai_request_free(&r);
+    /* a batch of token lists routes on the first */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[[5,6],[7,8,9]],\"max_completion_tokens\":3}", &r, &e),
+                     KV_OK);
+    assert_int_equal(r.n_tokens, 2);
+    assert_int_equal(r.tokens[0], 5);
+    assert_int_equal(r.tokens[1], 6);
+    assert_int_equal(r.max_tokens, 3);
+    oai_request_free(&r);
+    /* a batch of texts routes on the first */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[\"ab\",\"cd\"]}", &r, &e), KV_OK);
+    assert_int_equal(r.prompt_len, 2);
+    assert_memory_equal(r.prompt, "ab", 2);
+    oai_request_free(&r);
+}
+
+static void test_chat(void **st)
+{
+    oai_request r;
+    kv_err e = {0};
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[ {\"role\": \"user\", \"content\": \"hi\"} ]}", &r, &e),
+                     KV_OK);
+    assert_true(r.chat);
+    assert_non_null(r.messages);
+    assert_string_equal(r.messages_json, "[{\"role\":\"user\",\"content\":\"hi\"}]");
+    assert_int_equal(r.messages_len, strlen(r.messages_json));
+    oai_request_free(&r);
+}
+
+static void expect_err(const char *body, int code, const char *needle)
+{
+    oai_request r;
+    kv_err e = {0};
+    assert_int_equal(parse(body, &r, &e), code);
+    if (!strstr(e.msg, needle))
+        fail_msg("error '%s' lacks '%s'", e.msg, needle);
+    assert_null(r.root);
+    oai_request_free(&r);
+}
+
+static void test_errors(void **st)
+{
+    expect_err("{\"model\":\"m\",", KV_EPARSE, "invalid JSON at line 1");
+    expect_err("", KV_EPARSE, "invalid JSON");
+    expect_err("[1]", KV_EINVAL, "expected a JSON object");
+    expect_err("{\"prompt\":\"x\"}", KV_EINVAL, "field 'model' is required");
+    expect_err("{\"model\":null,\"prompt\":\"x\"}", KV_EINVAL, "field 'model' is required");
+    expect_err("{\"model\":3,\"prompt\":\"x\"}", KV_EINVAL, "field 'model': expected a non-empty string");
+    expect_err("{\"model\":\"\",\"prompt\":\"x\"}", KV_EINVAL, "field 'model'");
+    expect_err("{\"model\":\"m\"}", KV_EINVAL, "neither 'prompt' nor 'messages'");
+    expect_err("{\"model\":\"m\",\"prompt\":[]}", KV_EINVAL, "field 'prompt': empty list");
+    expect_err("{\"model\":\"m\",\"prompt\":[1,-2]}", KV_EINVAL, "field 'prompt[1]': expected a token id");
+    expect_err("{\"model\":\"m\",\"prompt\":[1,4294967296]}", KV_EINVAL, "field 'prompt[1]'");
+    expect_err("{\"model\":\"m\",\"prompt\":[1,2.5]}", KV_EINVAL, "field 'prompt[1]'");
+}
+
+static void test_errors_nested(void **st)
+{
+    expect_err("{\"model\":\"m\",\"prompt\":[[1,\"x\"]]}", KV_EINVAL, "field 'prompt[0][1]'");
+    expect_err("{\"model\":\"m\",\"prompt\":[[]]}", KV_EINVAL, "field 'prompt[0]': empty token list");
+    expect_err("{\"model\":\"m\",\"prompt\":[{}]}", KV_EINVAL, "field 'prompt[0]'");
+    expect_err("{\"model\":\"m\",\"prompt\":7}", KV_EINVAL, "field 'prompt': expected a string or a list");
+    expect_err("{\"model\":\"m\",\"messages\":{}}", KV_EINVAL, "field 'messages': expected a list");
+}
+
+static void test_usage_unstreamed(void **st)
+{
+    const char *b = "{\"id\":\"x\",\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":4,\"total_tokens\":14,"
+                    "\"prompt_tokens_details\":{\"cached_tokens\":8}}}";
+    oai_usage u;
+    assert_int_equal(oai_usage_parse(b, strlen(b), &u, NULL), KV_OK);
+    assert_true(u.found);
+    assert_int_equal(u.prompt_tokens, 10);
+    assert_int_equal(u.completion_tokens, 4);
+    assert_int_equal(u.total_tokens, 14);
+    assert_int_equal(u.cached_tokens, 8);
+    assert_int_equal(oai_usage_parse("{}", 2, &u, NULL), KV_OK);
+    assert_false(u.found);
+    kv_err e = {0};
+    assert_int_equal(oai_usage_parse("nope", 4, &u, &e), KV_EPARSE);
+    assert_non_null(strstr(e.msg, "response body"));
+}
+
+static const char SSE[] =
+    "data: {\"choices\":[{\"text\":\"a\"}],\"usage\":null}\n\n"
+    ": keep-alive comment\n"
+    "data: {\"choices\":[{\"text\":\"b\"}]}\r\n\r\n"
+    "data: not json\n\n"
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n"
+    "data: [DONE]\n\n";
+
+static void check_sse(const oai_sse *s)
+{
+    assert_true(s->done);
+    assert_true(s->usage.found);
+    assert_int_equal(s->usage.prompt_tokens, 3);
+    assert_int_equal(s->usage.completion_tokens, 2);
+    assert_int_equal(s->usage.total_tokens, 5);
+    assert_int_equal(s->events, 3);
+    assert_int_equal(s->bad_events, 1);
+}
+
+/* The result must not depend on where chunk boundaries fall: every split into two,
+ * and byte-by-byte. */
+static void test_sse_splits(void **st)
+{
+    size_t n = strlen(SSE);
+    oai_sse s = {0};
+    assert_int_equal(oai_sse_feed(&s, SSE, n), KV_OK);
+    check_sse(&s);
+    oai_sse_free(&s);
+    for (size_t cut = 0; cut <= n; cut++) {
+        oai_sse t = {0};
+        assert_int_equal(oai_sse_feed(&t, SSE, cut), KV_OK);
+        assert_int_equal(oai_sse_feed(&t, SSE + cut, n - cut), KV_OK);
+        check_sse(&t);
+        oai_sse_free(&t);
+    }
+    oai_sse b = {0};
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(oai_sse_feed(&b, SSE + i, 1), KV_OK);
+    check_sse(&b);
+    oai_sse_free(&b);
+}
+
+static void test_sse_without_done(void **st)
+{
+    oai_sse s = {0};
+    const char *t = "data: {\"usage\":{\"prompt_tokens\":1}}\n\ndata: {\"x\":1";
+    assert_int_equal(oai_sse_feed(&s, t, strlen(t)), KV_OK);
+    assert_false(s.done);
+    assert_true(s.usage.found);
+    assert_int_equal(s.usage.prompt_tokens, 1);
+    assert_int_equal(s.events, 1); /* the unterminated line is still pending */
+    oai_sse_free(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_prompt),   cmocka_unit_test(test_token_prompts),
+        cmocka_unit_test(test_chat),          cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors_nested), cmocka_unit_test(test_usage_unstreamed),
+        cmocka_unit_test(test_sse_splits),    cmocka_unit_test(test_sse_without_done),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
