@@ -128,6 +128,7 @@ typedef enum kvev_reason {
     KVEV_ERR_TYPE,            /* a value of the wrong msgpack type (or out of its range) */
     KVEV_ERR_LENGTH,          /* a container or payload larger than the input can hold / the limit */
     KVEV_ERR_UNKNOWN_EVENT,   /* an event tag that is not one of the three classes */
+    KVEV_ERR_MISSING_FIELD,   /* a required field absent (batch events, block_hashes, token_ids, block_size) */
     KVEV_ERR_TOPIC,           /* topic is not kv@<pod>@<model> */
     KVEV_ERR_SEQ,             /* seq frame shorter than 8 bytes */
     KVEV_ERR_NOMEM,
@@ -150,7 +151,10 @@ const kvev_stats *kvev_decoder_stats(const kvev_decoder *d);
 /* The reason of the last failed call (meaningless after a success). */
 kvev_reason kvev_decoder_last_reason(const kvev_decoder *d);
 
-/* Decodes one KVEventBatch payload into *out (arena-backed, see lifetime above). */
+/* Decodes one KVEventBatch payload into *out (arena-backed, see lifetime above).
+ * Field rules follow llm-d's vLLM adapter: BlockStored needs block_hashes, token_ids and
+ * block_size (parent_block_hash may be absent or nil), BlockRemoved needs block_hashes;
+ * everything after is optional; token ids must fit uint32, group_idx must be >= 0. */
 int kvev_decode_batch(kvev_decoder *d, const void *payload, size_t len, kvev_batch *out, kv_err *err);
 
 /* A whole ZMQ message. pod and model are copied into the arena (NUL-terminated). */
