@@ -41,17 +41,24 @@ uint32_t kvindex_max_endpoints(const kvindex *ix);
 /* Endpoint slots, named by the pod id the events use (e.g. "10.0.0.7:8000"). */
 int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err);  /* slot, or existing slot */
 int kvindex_endpoint_find(const kvindex *ix, const char *name);        /* slot or -1 */
-const char *kvindex_endpoint_name(const kvindex *ix, int slot);        /* NULL if free */
+const char *kvindex_endpoint_name(const kvindex *ix, int slot);        /* NULL if free; valid until the slot is removed */
 /* Removes every entry of the endpoint and frees its slot. */
 void kvindex_endpoint_remove(kvindex *ix, int slot);
 
 /* BlockStored. engine_keys (may be NULL with n_engine 0 for pure request-key stores)
  * and request_keys may have different lengths (engine and index block sizes differ):
- * n = max(E, R), pair i maps engine_keys[i*E/n] -> request_keys[i*R/n]. */
+ * n = max(E, R), pair i maps engine_keys[i*E/n] -> request_keys[i*R/n].
+ * Pairs are applied in order: each request key is stored (or refreshed in LRU order),
+ * then its engine key's mapping is set; a store replaces what the endpoint's engine key
+ * mapped to before. A mapping lives only while the endpoint holds its request key in
+ * some tier: losing the last tier (remove, clear, eviction) drops it.
+ * KV_EINVAL for a free slot or bad tier, KV_ERANGE beyond 65535 request keys per engine key. */
 int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n_engine,
                   const uint64_t *request_keys, size_t n_request, kv_err *err);
 /* The request key an endpoint's engine key maps to (the last one mapped); false if none. */
 bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint64_t *request_key);
+/* Tiers in which the endpoint holds the request key: bit (1 << kvtier) per tier, 0 if none. */
+unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key);
 /* BlockRemoved: drops the endpoint's tier entry for each engine key's request keys;
  * request keys left with no holder are deleted. Returns the number of entries removed. */
 size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n);

@@ -1,0 +1,842 @@
+/* kvindex: the dual-key KV-block index (see kvindex.h, spec kv-events-and-index.md §3).
+ *
+ * Owns three open-addressing tables that share one probing scheme (reftab: buckets of
+ * {index+1, 32-bit hash tag}, linear probing, backward-shift deletion, home slot from
+ * the hash's top bits, tag from its low bits so a probe rarely touches a record it
+ * does not want):
+ *   blocks  request key -> block record {key, gpu bitmap, cpu bitmap, other bitmap},
+ *           records in one flat array so a lookup touches one bucket line and one
+ *           record; LRU neighbours live in a parallel array (32-bit indexes) because
+ *           lookups never need them.
+ *   emaps   (slot, engine key) -> block, a multimap (an engine key maps to several
+ *           request keys when the index block is smaller than the engine block).
+ *           Every mapping is also threaded on its block's list, so evicting or
+ *           clearing a block drops exactly its mappings without a scan.
+ *   names   endpoint name -> slot.
+ *
+ * Invariant: a mapping (slot, ek -> rk) exists only while slot holds rk in some tier;
+ * losing the last tier (remove, clear, eviction) drops the slot's mappings to rk. So
+ * the engine-key table is bounded by the holder entries and never dangles, and a
+ * request key that is evicted and re-stored never resurrects a stale mapping.
+ *
+ * Concurrency: one rwlock, writer-preferring so a steady stream of lookups cannot
+ * starve event ingestion. Lookups take it shared and mutate nothing but an atomic
+ * counter (LRU order is by store recency, so a lookup need not reorder). */
+#define _GNU_SOURCE
+#include "kvindex.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define NIL UINT32_MAX
+#define MAX_ENDPOINTS 4096u
+#define MAX_WORDS (MAX_ENDPOINTS / 64)
+#define DEFAULT_ENDPOINTS 256u
+#define DEFAULT_CAPACITY 10000000u
+#define MAX_CAPACITY (1u << 31)   /* keeps every table within 2^32 buckets */
+#define MAX_NAME_LEN 1024
+#define MAX_POS 65535u            /* request keys per engine key in one store */
+#define MIN_RECORDS 1024u
+#define MIN_TABLE_BITS 4u
+#define LOOKUP_CHUNK 16           /* keys whose memory is prefetched together */
+
+typedef struct bucket {
+    uint32_t ref;   /* record index + 1; 0 = empty */
+    uint32_t tag;   /* low 32 bits of the hash */
+} bucket;
+
+typedef struct reftab {
+    bucket *b;
+    unsigned bits;  /* 2^bits buckets */
+    uint32_t n;
+} reftab;
+
+typedef struct blink {
+    uint32_t prev, next;  /* LRU: prev is more recently stored; next doubles as the free list */
+    uint32_t emaps;       /* head of the block's engine-key mappings */
+} blink;
+
+/* 20 bytes: the engine key is split so the struct needs only 4-byte alignment. */
+typedef struct emap {
+    uint32_t ek_lo, ek_hi;
+    uint32_t blk;
+    uint32_t next;        /* next mapping of the same block, or next free */
+    uint16_t slot;
+    uint16_t pos;         /* order among the request keys one store gave this engine key */
+} emap;
+
+struct kvindex {
+    pthread_rwlock_t lock;
+    uint32_t max_ep, words, stride;  /* stride: uint64 words per record = 1 + 3 * words */
+    uint32_t capacity;
+    float weight[KVTIER_COUNT];
+
+    uint64_t *rec;
+    blink *link;
+    uint32_t n_blk, cap_blk, used_blk, free_blk, mru, lru;
+    reftab btab;
+
+    emap *em;
+    uint32_t n_em, cap_em, used_em, free_em;
+    reftab etab;
+
+    char **names;
+    reftab ntab;
+
+    uint64_t entries, evictions, stores, removes, clears;
+    atomic_uint_fast64_t lookups;
+};
+
+typedef uint64_t (*hash_fn)(const kvindex *ix, uint32_t idx);
+
+/* Keys are hashes already, but tests and some peers use small integers: mix anyway. */
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* ---- reftab ---------------------------------------------------------------- */
+
+static inline size_t rt_mask(const reftab *t) { return ((size_t)1 << t->bits) - 1; }
+static inline size_t rt_home(const reftab *t, uint64_t h) { return (size_t)(h >> (64 - t->bits)); }
+
+static int rt_init(reftab *t, unsigned bits)
+{
+    t->b = calloc((size_t)1 << bits, sizeof *t->b);
+    t->bits = bits;
+    t->n = 0;
+    return t->b ? KV_OK : KV_ENOMEM;
+}
+
+static void rt_put(reftab *t, uint64_t h, uint32_t idx)
+{
+    size_t m = rt_mask(t), i = rt_home(t, h);
+    while (t->b[i].ref) i = (i + 1) & m;
+    t->b[i].ref = idx + 1;
+    t->b[i].tag = (uint32_t)h;
+    t->n++;
+}
+
+/* Backward-shift deletion: later entries of the cluster move up unless that would put
+ * them before their home, so probes never need tombstones. */
+static void rt_del_at(const kvindex *ix, reftab *t, size_t i, hash_fn hf)
+{
+    size_t m = rt_mask(t), j = i;
+    for (;;) {
+        j = (j + 1) & m;
+        if (!t->b[j].ref) break;
+        size_t home = rt_home(t, hf(ix, t->b[j].ref - 1));
+        if (((j - home) & m) >= ((j - i) & m)) {
+            t->b[i] = t->b[j];
+            i = j;
+        }
+    }
+    t->b[i].ref = 0;
+    t->n--;
+}
+
+static void rt_del(const kvindex *ix, reftab *t, uint32_t idx, hash_fn hf)
+{
+    size_t m = rt_mask(t), i = rt_home(t, hf(ix, idx));
+    while (t->b[i].ref != idx + 1) i = (i + 1) & m;
+    rt_del_at(ix, t, i, hf);
+}
+
+/* Keeps the load at most 3/4 for one more entry. */
+static int rt_reserve(const kvindex *ix, reftab *t, hash_fn hf)
+{
+    size_t size = (size_t)1 << t->bits;
+    if ((size_t)t->n + 1 <= size / 4 * 3) return KV_OK;
+    reftab nt;
+    if (rt_init(&nt, t->bits + 1) != KV_OK) return KV_ENOMEM;
+    for (size_t i = 0; i < size; i++)
+        if (t->b[i].ref) rt_put(&nt, hf(ix, t->b[i].ref - 1), t->b[i].ref - 1);
+    free(t->b);
+    *t = nt;
+    return KV_OK;
+}
+
+/* Grows *p (and the parallel array *other, when given) to want elements. */
+static int grow_array(void **p, uint32_t *cap, uint32_t want, size_t elem_size, size_t other_size, void **other)
+{
+    void *np = realloc(*p, (size_t)want * elem_size);
+    if (!np) return KV_ENOMEM;
+    *p = np;
+    if (other) {
+        void *no = realloc(*other, (size_t)want * other_size);
+        if (!no) return KV_ENOMEM;   /* *p is larger than needed, *cap unchanged: still consistent */
+        *other = no;
+    }
+    *cap = want;
+    return KV_OK;
+}
+
+/* ---- blocks ---------------------------------------------------------------- */
+
+static inline uint64_t *rec_of(const kvindex *ix, uint32_t b) { return ix->rec + (size_t)b * ix->stride; }
+static inline uint64_t *tier_of(const kvindex *ix, uint32_t b, int t) { return rec_of(ix, b) + 1 + (size_t)t * ix->words; }
+
+static uint64_t blk_hash(const kvindex *ix, uint32_t b) { return mix64(rec_of(ix, b)[0]); }
+
+static uint32_t blk_find(const kvindex *ix, uint64_t key)
+{
+    uint64_t h = mix64(key);
+    size_t m = rt_mask(&ix->btab), i = rt_home(&ix->btab, h);
+    for (;;) {
+        bucket bk = ix->btab.b[i];
+        if (!bk.ref) return NIL;
+        if (bk.tag == (uint32_t)h && rec_of(ix, bk.ref - 1)[0] == key) return bk.ref - 1;
+        i = (i + 1) & m;
+    }
+}
+
+static void lru_unlink(kvindex *ix, uint32_t b)
+{
+    blink *l = &ix->link[b];
+    if (l->prev != NIL) ix->link[l->prev].next = l->next; else ix->mru = l->next;
+    if (l->next != NIL) ix->link[l->next].prev = l->prev; else ix->lru = l->prev;
+}
+
+static void lru_push(kvindex *ix, uint32_t b)
+{
+    ix->link[b].prev = NIL;
+    ix->link[b].next = ix->mru;
+    if (ix->mru != NIL) ix->link[ix->mru].prev = b; else ix->lru = b;
+    ix->mru = b;
+}
+
+static void lru_touch(kvindex *ix, uint32_t b)
+{
+    if (ix->mru == b) return;
+    lru_unlink(ix, b);
+    lru_push(ix, b);
+}
+
+static bool slot_holds(const kvindex *ix, uint32_t b, int slot)
+{
+    const uint64_t *r = rec_of(ix, b) + 1;
+    uint32_t w = (uint32_t)slot / 64, W = ix->words;
+    uint64_t bit = 1ULL << (slot % 64);
+    return ((r[w] | r[W + w] | r[2 * W + w]) & bit) != 0;
+}
+
+static bool blk_empty(const kvindex *ix, uint32_t b)
+{
+    const uint64_t *r = rec_of(ix, b) + 1;
+    for (uint32_t i = 0; i < 3 * ix->words; i++)
+        if (r[i]) return false;
+    return true;
+}
+
+static void blk_delete(kvindex *ix, uint32_t b)
+{
+    rt_del(ix, &ix->btab, b, blk_hash);
+    lru_unlink(ix, b);
+    ix->link[b].next = ix->free_blk;
+    ix->free_blk = b;
+    ix->n_blk--;
+}
+
+/* ---- engine-key mappings ------------------------------------------------------ */
+
+static inline uint64_t em_ek(const emap *m) { return (uint64_t)m->ek_hi << 32 | m->ek_lo; }
+static inline uint64_t em_hash_of(int slot, uint64_t ek) { return mix64(ek ^ ((uint64_t)(slot + 1) * 0x9E3779B97F4A7C15ULL)); }
+static uint64_t em_hash(const kvindex *ix, uint32_t e) { return em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])); }
+
+static void em_release(kvindex *ix, uint32_t e)
+{
+    rt_del(ix, &ix->etab, e, em_hash);
+    ix->em[e].next = ix->free_em;
+    ix->free_em = e;
+    ix->n_em--;
+}
+
+/* Drops the block's mappings of one slot, or of every slot when slot < 0. */
+static void blk_drop_emaps(kvindex *ix, uint32_t b, int slot)
+{
+    uint32_t *pp = &ix->link[b].emaps;
+    while (*pp != NIL) {
+        uint32_t e = *pp;
+        if (slot < 0 || ix->em[e].slot == slot) {
+            *pp = ix->em[e].next;
+            em_release(ix, e);
+        } else {
+            pp = &ix->em[e].next;
+        }
+    }
+}
+
+/* First mapping of (slot, ek) at or after bucket *pos, advancing *pos past it. */
+static uint32_t em_next(const kvindex *ix, int slot, uint64_t ek, uint64_t h, size_t *pos)
+{
+    size_t m = rt_mask(&ix->etab);
+    for (size_t i = *pos;; i = (i + 1) & m) {
+        bucket bk = ix->etab.b[i];
+        if (!bk.ref) return NIL;
+        const emap *e = &ix->em[bk.ref - 1];
+        if (bk.tag == (uint32_t)h && e->slot == slot && em_ek(e) == ek) {
+            *pos = (i + 1) & m;
+            return bk.ref - 1;
+        }
+    }
+}
+
+static void em_drop_key(kvindex *ix, int slot, uint64_t ek)
+{
+    uint64_t h = em_hash_of(slot, ek);
+    for (;;) {
+        size_t pos = rt_home(&ix->etab, h);
+        uint32_t e = em_next(ix, slot, ek, h, &pos);
+        if (e == NIL) return;
+        uint32_t *pp = &ix->link[ix->em[e].blk].emaps;
+        while (*pp != e) pp = &ix->em[*pp].next;
+        *pp = ix->em[e].next;
+        em_release(ix, e);
+    }
+}
+
+static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
+{
+    if (rt_reserve(ix, &ix->etab, em_hash) != KV_OK) return KV_ENOMEM;
+    uint32_t e = ix->free_em;
+    if (e != NIL) {
+        ix->free_em = ix->em[e].next;
+    } else {
+        if (ix->used_em == ix->cap_em) {
+            if (ix->cap_em >= UINT32_MAX / 2) return KV_EFULL;
+            uint32_t want = ix->cap_em ? ix->cap_em * 2 : MIN_RECORDS;
+            if (grow_array((void **)&ix->em, &ix->cap_em, want, sizeof *ix->em, 0, NULL) != KV_OK) return KV_ENOMEM;
+        }
+        e = ix->used_em++;
+    }
+    emap *m = &ix->em[e];
+    m->ek_lo = (uint32_t)ek;
+    m->ek_hi = (uint32_t)(ek >> 32);
+    m->blk = b;
+    m->slot = (uint16_t)slot;
+    m->pos = (uint16_t)pos;
+    m->next = ix->link[b].emaps;
+    ix->link[b].emaps = e;
+    rt_put(&ix->etab, em_hash_of(slot, ek), e);
+    ix->n_em++;
+    return KV_OK;
+}
+
+/* ---- block lifecycle ---------------------------------------------------------- */
+
+static unsigned blk_popcount(const kvindex *ix, uint32_t b)
+{
+    const uint64_t *r = rec_of(ix, b) + 1;
+    unsigned c = 0;
+    for (uint32_t i = 0; i < 3 * ix->words; i++) c += (unsigned)__builtin_popcountll(r[i]);
+    return c;
+}
+
+static void blk_evict(kvindex *ix, uint32_t b)
+{
+    ix->entries -= blk_popcount(ix, b);
+    blk_drop_emaps(ix, b, -1);
+    blk_delete(ix, b);
+    ix->evictions++;
+}
+
+static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
+{
+    if (ix->n_blk == ix->capacity) blk_evict(ix, ix->lru);
+    if (rt_reserve(ix, &ix->btab, blk_hash) != KV_OK) return KV_ENOMEM;
+    uint32_t b = ix->free_blk;
+    if (b != NIL) {
+        ix->free_blk = ix->link[b].next;
+    } else {
+        if (ix->used_blk == ix->cap_blk) {
+            uint32_t want = ix->cap_blk ? ix->cap_blk * 2 : MIN_RECORDS;
+            if (want > ix->capacity) want = ix->capacity;
+            if (grow_array((void **)&ix->rec, &ix->cap_blk, want, (size_t)ix->stride * 8, sizeof *ix->link,
+                           (void **)&ix->link) != KV_OK)
+                return KV_ENOMEM;
+        }
+        b = ix->used_blk++;
+    }
+    uint64_t *r = rec_of(ix, b);
+    r[0] = key;
+    memset(r + 1, 0, (size_t)(ix->stride - 1) * 8);
+    ix->link[b].emaps = NIL;
+    lru_push(ix, b);
+    rt_put(&ix->btab, mix64(key), b);
+    ix->n_blk++;
+    *out = b;
+    return KV_OK;
+}
+
+/* Clears every tier bit of slot on block b; deletes b if nobody holds it any more. */
+static void blk_clear_slot(kvindex *ix, uint32_t b, int slot)
+{
+    uint32_t w = (uint32_t)slot / 64;
+    uint64_t bit = 1ULL << (slot % 64);
+    for (int t = 0; t < KVTIER_COUNT; t++) {
+        uint64_t *word = tier_of(ix, b, t) + w;
+        if (*word & bit) {
+            *word &= ~bit;
+            ix->entries--;
+        }
+    }
+    blk_drop_emaps(ix, b, slot);
+    if (blk_empty(ix, b)) blk_delete(ix, b);
+}
+
+/* ---- endpoint names ------------------------------------------------------------ */
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return mix64(h);
+}
+
+static uint64_t name_hash(const kvindex *ix, uint32_t slot) { return str_hash(ix->names[slot]); }
+
+static int name_find(const kvindex *ix, const char *name)
+{
+    uint64_t h = str_hash(name);
+    size_t m = rt_mask(&ix->ntab), i = rt_home(&ix->ntab, h);
+    for (;; i = (i + 1) & m) {
+        bucket bk = ix->ntab.b[i];
+        if (!bk.ref) return -1;
+        if (bk.tag == (uint32_t)h && strcmp(ix->names[bk.ref - 1], name) == 0) return (int)bk.ref - 1;
+    }
+}
+
+/* ---- public -------------------------------------------------------------------- */
+
+kvtier kvtier_from_medium(const char *medium, size_t len)
+{
+    if (!medium || len == 0) return KVTIER_GPU;
+    if (len == 3 && strncasecmp(medium, "gpu", 3) == 0) return KVTIER_GPU;
+    if (len == 3 && strncasecmp(medium, "cpu", 3) == 0) return KVTIER_CPU;
+    return KVTIER_OTHER;
+}
+
+const char *kvtier_name(kvtier t)
+{
+    switch (t) {
+    case KVTIER_GPU: return "gpu";
+    case KVTIER_CPU: return "cpu";
+    case KVTIER_OTHER: return "other";
+    default: return "?";
+    }
+}
+
+kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
+{
+    kvindex_config c = cfg ? *cfg : (kvindex_config){0};
+    if (c.capacity == 0) c.capacity = DEFAULT_CAPACITY;
+    if (c.max_endpoints == 0) c.max_endpoints = DEFAULT_ENDPOINTS;
+    if (c.capacity > MAX_CAPACITY) {
+        kv_err_set(err, KV_ERANGE, "kvindex: capacity %zu exceeds the maximum %u", c.capacity, MAX_CAPACITY);
+        return NULL;
+    }
+    if (c.max_endpoints > MAX_ENDPOINTS) {
+        kv_err_set(err, KV_ERANGE, "kvindex: max_endpoints %u exceeds the maximum %u", c.max_endpoints, MAX_ENDPOINTS);
+        return NULL;
+    }
+    bool all_zero = true;
+    for (int t = 0; t < KVTIER_COUNT; t++) {
+        if (!isfinite(c.tier_weight[t]) || c.tier_weight[t] < 0) {
+            kv_err_set(err, KV_EINVAL, "kvindex: tier_weight[%s] = %g, expected a finite value >= 0",
+                       kvtier_name((kvtier)t), c.tier_weight[t]);
+            return NULL;
+        }
+        if (c.tier_weight[t] != 0) all_zero = false;
+    }
+    if (all_zero) {
+        c.tier_weight[KVTIER_GPU] = 1.0;
+        c.tier_weight[KVTIER_CPU] = 0.8;
+        c.tier_weight[KVTIER_OTHER] = 1.0;
+    }
+
+    kvindex *ix = calloc(1, sizeof *ix);
+    if (!ix) goto oom;
+    ix->max_ep = c.max_endpoints;
+    ix->words = (c.max_endpoints + 63) / 64;
+    ix->stride = 1 + 3 * ix->words;
+    ix->capacity = (uint32_t)c.capacity;
+    for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
+    ix->free_blk = ix->mru = ix->lru = NIL;
+    ix->free_em = NIL;
+    atomic_init(&ix->lookups, 0);
+    unsigned nbits = MIN_TABLE_BITS;
+    while (((size_t)1 << nbits) < 2 * (size_t)ix->max_ep) nbits++;
+    ix->names = calloc(ix->max_ep, sizeof *ix->names);
+    if (!ix->names || rt_init(&ix->btab, MIN_TABLE_BITS) || rt_init(&ix->etab, MIN_TABLE_BITS) ||
+        rt_init(&ix->ntab, nbits))
+        goto oom;
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&ix->lock, &a);
+    pthread_rwlockattr_destroy(&a);
+    if (rc == 0) return ix;
+oom:
+    if (ix) {
+        free(ix->names);
+        free(ix->btab.b);
+        free(ix->etab.b);
+        free(ix->ntab.b);
+        free(ix);
+    }
+    kv_err_set(err, KV_ENOMEM, "kvindex: out of memory creating an index for %u endpoints", c.max_endpoints);
+    return NULL;
+}
+
+void kvindex_free(kvindex *ix)
+{
+    if (!ix) return;
+    pthread_rwlock_destroy(&ix->lock);
+    for (uint32_t s = 0; s < ix->max_ep; s++) free(ix->names[s]);
+    free(ix->names);
+    free(ix->ntab.b);
+    free(ix->btab.b);
+    free(ix->etab.b);
+    free(ix->rec);
+    free(ix->link);
+    free(ix->em);
+    free(ix);
+}
+
+uint32_t kvindex_max_endpoints(const kvindex *ix) { return ix->max_ep; }
+
+static kvindex *unconst(const kvindex *ix) { return (kvindex *)ix; }
+static void rdlock(const kvindex *ix) { pthread_rwlock_rdlock(&unconst(ix)->lock); }
+static void wrlock(kvindex *ix) { pthread_rwlock_wrlock(&ix->lock); }
+static void unlock(const kvindex *ix) { pthread_rwlock_unlock(&unconst(ix)->lock); }
+
+int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err)
+{
+    if (!name || !name[0]) return kv_err_set(err, KV_EINVAL, "kvindex: endpoint name is empty");
+    size_t len = strlen(name);
+    if (len > MAX_NAME_LEN)
+        return kv_err_set(err, KV_ERANGE, "kvindex: endpoint name of %zu bytes exceeds %d", len, MAX_NAME_LEN);
+    wrlock(ix);
+    int slot = name_find(ix, name);
+    if (slot >= 0) goto out;
+    for (uint32_t s = 0; s < ix->max_ep; s++) {
+        if (ix->names[s]) continue;
+        ix->names[s] = strdup(name);
+        if (!ix->names[s]) {
+            slot = kv_err_set(err, KV_ENOMEM, "kvindex: out of memory adding endpoint \"%s\"", name);
+            goto out;
+        }
+        rt_put(&ix->ntab, str_hash(name), s);
+        slot = (int)s;
+        goto out;
+    }
+    slot = kv_err_set(err, KV_EFULL, "kvindex: all %u endpoint slots are in use, cannot add \"%s\"", ix->max_ep, name);
+out:
+    unlock(ix);
+    return slot;
+}
+
+int kvindex_endpoint_find(const kvindex *ix, const char *name)
+{
+    if (!name) return -1;
+    rdlock(ix);
+    int slot = name_find(ix, name);
+    unlock(ix);
+    return slot;
+}
+
+const char *kvindex_endpoint_name(const kvindex *ix, int slot)
+{
+    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return NULL;
+    rdlock(ix);
+    const char *n = ix->names[slot];
+    unlock(ix);
+    return n;
+}
+
+static void clear_slot(kvindex *ix, int slot)
+{
+    for (uint32_t b = ix->mru; b != NIL;) {
+        uint32_t next = ix->link[b].next;
+        if (slot_holds(ix, b, slot)) blk_clear_slot(ix, b, slot);
+        b = next;
+    }
+}
+
+static bool slot_live(const kvindex *ix, int slot)
+{
+    return slot >= 0 && (uint32_t)slot < ix->max_ep && ix->names[slot];
+}
+
+void kvindex_endpoint_remove(kvindex *ix, int slot)
+{
+    wrlock(ix);
+    if (slot_live(ix, slot)) {
+        clear_slot(ix, slot);
+        rt_del(ix, &ix->ntab, (uint32_t)slot, name_hash);
+        free(ix->names[slot]);
+        ix->names[slot] = NULL;
+    }
+    unlock(ix);
+}
+
+void kvindex_clear_endpoint(kvindex *ix, int slot)
+{
+    wrlock(ix);
+    if (slot_live(ix, slot)) {
+        clear_slot(ix, slot);
+        ix->clears++;
+    }
+    unlock(ix);
+}
+
+int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n_engine,
+                  const uint64_t *request_keys, size_t n_request, kv_err *err)
+{
+    if ((unsigned)tier >= KVTIER_COUNT) return kv_err_set(err, KV_EINVAL, "kvindex_store: bad tier %d", (int)tier);
+    if ((n_engine && !engine_keys) || (n_request && !request_keys))
+        return kv_err_set(err, KV_EINVAL, "kvindex_store: NULL key array with a non-zero count");
+    if (n_request == 0) return KV_OK;   /* nothing to hold; mappings need a request key */
+    size_t n = n_engine > n_request ? n_engine : n_request;
+    if (n_engine && (n + n_engine - 1) / n_engine > MAX_POS)
+        return kv_err_set(err, KV_ERANGE, "kvindex_store: %zu request keys for %zu engine keys exceeds ratio %u",
+                          n_request, n_engine, MAX_POS);
+    wrlock(ix);
+    int rc = KV_OK;
+    if (!slot_live(ix, slot)) {
+        rc = kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d is not in use", slot);
+        goto out;
+    }
+    ix->stores++;
+    uint32_t w = (uint32_t)slot / 64;
+    uint64_t bit = 1ULL << (slot % 64);
+    size_t group = SIZE_MAX;   /* index into engine_keys of the current mapping group */
+    uint32_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t rk = request_keys[(size_t)((unsigned __int128)i * n_request / n)];
+        uint32_t b = blk_find(ix, rk);
+        if (b == NIL) {
+            if ((rc = blk_new(ix, rk, &b)) != KV_OK) {
+                kv_err_set(err, rc, "kvindex_store: out of memory at block %zu of %zu", i, n);
+                goto out;
+            }
+        } else {
+            lru_touch(ix, b);
+        }
+        uint64_t *word = tier_of(ix, b, tier) + w;
+        if (!(*word & bit)) {
+            *word |= bit;
+            ix->entries++;
+        }
+        if (!n_engine) continue;
+        size_t g = (size_t)((unsigned __int128)i * n_engine / n);
+        if (g != group) {
+            /* A store replaces what this endpoint's engine key mapped to before. */
+            em_drop_key(ix, slot, engine_keys[g]);
+            group = g;
+            pos = 0;
+        } else {
+            pos++;
+        }
+        if ((rc = em_add(ix, slot, engine_keys[g], b, pos)) != KV_OK) {
+            kv_err_set(err, rc, "kvindex_store: cannot add engine-key mapping %zu of %zu", i, n);
+            goto out;
+        }
+    }
+out:
+    unlock(ix);
+    return rc;
+}
+
+bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint64_t *request_key)
+{
+    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return false;
+    rdlock(ix);
+    uint64_t h = em_hash_of(slot, engine_key);
+    size_t pos = rt_home(&ix->etab, h);
+    uint32_t best = NIL;
+    for (uint32_t e; (e = em_next(ix, slot, engine_key, h, &pos)) != NIL;)
+        if (best == NIL || ix->em[e].pos > ix->em[best].pos) best = e;
+    if (best != NIL && request_key) *request_key = rec_of(ix, ix->em[best].blk)[0];
+    unlock(ix);
+    return best != NIL;
+}
+
+unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key)
+{
+    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return 0;
+    rdlock(ix);
+    unsigned mask = 0;
+    uint32_t b = blk_find(ix, request_key);
+    if (b != NIL)
+        for (int t = 0; t < KVTIER_COUNT; t++)
+            if (tier_of(ix, b, t)[slot / 64] & (1ULL << (slot % 64))) mask |= 1u << t;
+    unlock(ix);
+    return mask;
+}
+
+size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n)
+{
+    if ((unsigned)tier >= KVTIER_COUNT || (n && !engine_keys)) return 0;
+    wrlock(ix);
+    size_t removed = 0;
+    if (!slot_live(ix, slot)) goto out;
+    ix->removes++;
+    uint32_t w = (uint32_t)slot / 64;
+    uint64_t bit = 1ULL << (slot % 64);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t ek = engine_keys[k], h = em_hash_of(slot, ek);
+        size_t pos = rt_home(&ix->etab, h);
+        for (uint32_t e; (e = em_next(ix, slot, ek, h, &pos)) != NIL;) {
+            uint32_t b = ix->em[e].blk;
+            uint64_t *word = tier_of(ix, b, tier) + w;
+            if (!(*word & bit)) continue;
+            *word &= ~bit;
+            ix->entries--;
+            removed++;
+            if (slot_holds(ix, b, slot)) continue;
+            /* The slot lost its last tier: its mappings to b go, and the table may have
+             * shifted under the cursor, so probe again from the start. */
+            blk_drop_emaps(ix, b, slot);
+            if (blk_empty(ix, b)) blk_delete(ix, b);
+            pos = rt_home(&ix->etab, h);
+        }
+    }
+out:
+    unlock(ix);
+    return removed;
+}
+
+/* Adds each endpoint set in dev its best tier weight minus the gpu weight (kept in
+ * out[].score until the end); endpoints at exactly the gpu weight never get here. */
+static void adjust_scores(const kvindex *ix, const uint64_t *r, uint32_t w, uint64_t dev, kvindex_match *out)
+{
+    uint32_t W = ix->words;
+    while (dev) {
+        unsigned bitno = (unsigned)__builtin_ctzll(dev);
+        uint64_t bit = 1ULL << bitno;
+        dev &= dev - 1;
+        float best = 0;
+        for (int t = 0; t < KVTIER_COUNT; t++)
+            if ((r[t * W + w] & bit) && ix->weight[t] > best) best = ix->weight[t];
+        out[w * 64 + bitno].score += best - ix->weight[KVTIER_GPU];
+    }
+}
+
+static void set_blocks(uint32_t w, uint64_t bits, uint32_t blocks, kvindex_match *out)
+{
+    while (bits) {
+        out[w * 64 + (unsigned)__builtin_ctzll(bits)].blocks = blocks;
+        bits &= bits - 1;
+    }
+}
+
+uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvindex_match *out)
+{
+    uint32_t W = ix->words;
+    memset(out, 0, ix->max_ep * sizeof *out);
+    atomic_fetch_add_explicit(&unconst(ix)->lookups, 1, memory_order_relaxed);
+    if (n > UINT32_MAX) n = UINT32_MAX;
+    if (n == 0) return 0;
+
+    /* A tier "counts as gpu" when its weight equals gpu's; endpoints holding a block only
+     * in other tiers, or also in a heavier one, need a per-endpoint adjustment. */
+    uint64_t same[KVTIER_COUNT], heavier[KVTIER_COUNT];
+    for (int t = 0; t < KVTIER_COUNT; t++) {
+        same[t] = ix->weight[t] == ix->weight[KVTIER_GPU] ? ~0ULL : 0;
+        heavier[t] = ix->weight[t] > ix->weight[KVTIER_GPU] ? ~0ULL : 0;
+    }
+    uint64_t alive[MAX_WORDS];
+    uint32_t matched = 0, cand[LOOKUP_CHUNK];
+    uint64_t hash[LOOKUP_CHUNK];
+    bool done = false;
+
+    rdlock(ix);
+    const bucket *bt = ix->btab.b;
+    size_t mask = rt_mask(&ix->btab);
+    for (size_t c0 = 0; c0 < n && !done; c0 += LOOKUP_CHUNK) {
+        size_t cn = n - c0 < LOOKUP_CHUNK ? n - c0 : LOOKUP_CHUNK;
+        /* Memory-level parallelism: fetch a chunk's buckets, then its records, before
+         * the dependent AND chain needs them. */
+        for (size_t k = 0; k < cn; k++) {
+            hash[k] = mix64(keys[c0 + k]);
+            __builtin_prefetch(&bt[rt_home(&ix->btab, hash[k])]);
+        }
+        for (size_t k = 0; k < cn; k++) {
+            cand[k] = NIL;
+            for (size_t i = rt_home(&ix->btab, hash[k]); bt[i].ref; i = (i + 1) & mask) {
+                if (bt[i].tag == (uint32_t)hash[k]) {
+                    cand[k] = bt[i].ref - 1;
+                    __builtin_prefetch(rec_of(ix, cand[k]));
+                    break;
+                }
+            }
+        }
+        for (size_t k = 0; k < cn; k++) {
+            size_t j = c0 + k;
+            uint32_t b = cand[k];
+            if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
+            if (b == NIL) {
+                for (uint32_t w = 0; j && w < W; w++) set_blocks(w, alive[w], (uint32_t)j, out);
+                done = true;
+                break;
+            }
+            uint64_t any = 0;
+            const uint64_t *r = rec_of(ix, b) + 1;
+            for (uint32_t w = 0; w < W; w++) {
+                uint64_t held = r[w] | r[W + w] | r[2 * W + w];
+                uint64_t prev = j ? alive[w] : held;
+                uint64_t now = prev & held;
+                set_blocks(w, prev & ~now, (uint32_t)j, out);
+                alive[w] = now;
+                any |= now;
+                uint64_t ok = (r[w] & same[0]) | (r[W + w] & same[1]) | (r[2 * W + w] & same[2]);
+                uint64_t up = (r[w] & heavier[0]) | (r[W + w] & heavier[1]) | (r[2 * W + w] & heavier[2]);
+                uint64_t dev = now & (~ok | up);
+                if (dev) adjust_scores(ix, r, w, dev, out);
+            }
+            if (!any) {
+                done = true;
+                break;
+            }
+            matched = (uint32_t)j + 1;
+        }
+    }
+    unlock(ix);
+    if (!done)
+        for (uint32_t w = 0; w < W; w++) set_blocks(w, alive[w], matched, out);
+    float wg = ix->weight[KVTIER_GPU];
+    for (uint32_t s = 0; s < ix->max_ep; s++)
+        out[s].score = out[s].blocks ? (float)out[s].blocks * wg + out[s].score : 0;
+    return matched;
+}
+
+void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
+{
+    rdlock(ix);
+    out->blocks = ix->n_blk;
+    out->entries = ix->entries;
+    out->engine_keys = ix->n_em;
+    size_t bytes = sizeof *ix + (size_t)ix->cap_blk * (ix->stride * 8 + sizeof *ix->link) +
+                   (size_t)ix->cap_em * sizeof *ix->em + ((size_t)1 << ix->btab.bits) * sizeof(bucket) +
+                   ((size_t)1 << ix->etab.bits) * sizeof(bucket) + ((size_t)1 << ix->ntab.bits) * sizeof(bucket) +
+                   ix->max_ep * sizeof *ix->names;
+    for (uint32_t s = 0; s < ix->max_ep; s++)
+        if (ix->names[s]) bytes += strlen(ix->names[s]) + 1;
+    out->bytes = bytes;
+    out->evictions = ix->evictions;
+    out->stores = ix->stores;
+    out->removes = ix->removes;
+    out->clears = ix->clears;
+    out->lookups = atomic_load_explicit(&ix->lookups, memory_order_relaxed);
+    unlock(ix);
+}
