@@ -1,0 +1,549 @@
+/* server: one simulated vLLM v1 engine (vllm/v1/core/sched/scheduler.py and
+ * kv_cache_manager.py, as spec simulators-and-vllm.md §3 describes them).
+ *
+ * One call of simsrv_step is one engine step: schedule (running requests first, in
+ * order; preempt by recompute from the tail when blocks run out; then admit waiting
+ * requests head-first unless something was preempted), price the batch with the step
+ * model, then apply the step's outcome as vLLM does at its end: computed tokens
+ * advance, requests whose known tokens are all computed sample one token, finished
+ * requests free their blocks (hashes stay cached), and the KV events of the step are
+ * published as one KVEventBatch.
+ *
+ * Engine block hashes are llm-d's xxh64 chain under the seed "vllm", rooted at the
+ * model name: a 64-bit stand-in for vLLM's sha256 chain that differs from the router's
+ * request keys, as the real engine's hashes do. Generated tokens get deterministic ids
+ * (simsrv_output_token) so output blocks hash and publish like prompt blocks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockkeys.h"
+#include "blockpool.h"
+#include "kvevents.h"
+#include "server.h"
+
+#define ENGINE_HASH_SEED "vllm"
+
+/* Per-request state, hung off simsrv_req.priv_ptr between submit and finish. */
+typedef struct rstate {
+    uint64_t *hashes;       /* chained hashes of the full blocks known so far */
+    uint32_t n_hashes;
+    uint32_t *blocks;       /* blocks held, in token order */
+    uint32_t n_blocks;
+    uint32_t cap_blocks;    /* cdiv(n_prompt + n_output, block_size) */
+    uint32_t n_cached;      /* leading blocks already given their hash (vLLM num_cached_block) */
+    uint32_t num_new;       /* tokens scheduled in the current step */
+} rstate;
+
+/* A recorded KV event; arrays are offsets into the server's buffers, resolved when the
+ * batch is encoded (the buffers may move while a step records). */
+typedef struct evrec {
+    kvev_type type;
+    size_t hash_off, n_hashes;
+    size_t tok_off, n_tokens;
+    bool has_parent;
+    uint64_t parent;
+} evrec;
+
+#define VEC(T, name) struct { T *v; size_t n, cap; } name
+
+struct simsrv {
+    simsrv_config cfg;
+    uint32_t bs, max_tokens, max_seqs, max_model_len;
+    uint64_t num_gpu_blocks;          /* as vLLM reports it: usable + the null block */
+    bpool *pool;
+    blockkeys_ctx keys;
+    uint64_t root;
+
+    simsrv_req **wq;                  /* waiting: ring buffer (front = next to admit) */
+    size_t wq_head, wq_len, wq_cap;
+    VEC(simsrv_req *, run);           /* running, in scheduling order */
+
+    VEC(simsrv_req *, sched);         /* this step's scheduled requests */
+    VEC(sm_seq, seqs);
+    VEC(simsrv_req *, out);
+    VEC(simsrv_req *, fin);
+    VEC(uint32_t, tmp_blocks);
+    VEC(uint64_t, tmp_evicted);
+    uint32_t *tmp_tokens;             /* one block of tokens */
+
+    VEC(evrec, ev);
+    VEC(uint64_t, ev_hashes);
+    VEC(uint32_t, ev_tokens);
+    VEC(kvev_event, ev_out);
+    kvev_buf payload;
+    uint64_t next_seq;
+
+    simsrv_metrics m;
+};
+
+static bool grow(void **v, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    void *p = realloc(*v, c * elem);
+    if (!p) return false;
+    *v = p;
+    *cap = c;
+    return true;
+}
+#define VEC_RESERVE(vec, need) grow((void **)&(vec).v, &(vec).cap, (need), sizeof *(vec).v)
+/* Allocation failure in the simulator's own bookkeeping is fatal to the run: the
+ * step reports KV_ENOMEM and the cluster stops. */
+#define VEC_PUSH(vec, x) (VEC_RESERVE(vec, (vec).n + 1) ? ((vec).v[(vec).n++] = (x), true) : false)
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i)
+{
+    return (uint32_t)(mix64(mix64(r->id) ^ i) % (uint64_t)s->cfg.model->vocab);
+}
+
+static uint32_t token_at(const simsrv *s, const simsrv_req *r, uint32_t pos)
+{
+    return pos < r->n_prompt ? r->tokens[pos] : simsrv_output_token(s, r, pos - r->n_prompt);
+}
+
+static uint32_t num_tokens(const simsrv_req *r)
+{
+    return r->n_prompt + r->n_generated;
+}
+
+static uint32_t cdiv(uint64_t a, uint32_t b)
+{
+    return (uint32_t)((a + b - 1) / b);
+}
+
+/* --- lifecycle ----------------------------------------------------------------- */
+
+simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
+{
+    if (!cfg || !cfg->model || !cfg->hw) {
+        kv_err_set(err, KV_EINVAL, "server: config needs a model and a hardware profile");
+        return NULL;
+    }
+    if (cfg->tp < 1) {
+        kv_err_set(err, KV_EINVAL, "server: tensor_parallel_size %d must be >= 1", cfg->tp);
+        return NULL;
+    }
+    simsrv *s = calloc(1, sizeof *s);
+    if (!s) {
+        kv_err_set(err, KV_ENOMEM, "server: out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    if (s->cfg.gpu_memory_utilization <= 0) s->cfg.gpu_memory_utilization = 0.9;
+    if (!s->cfg.model_name) s->cfg.model_name = cfg->model->hf_name;
+    s->bs = cfg->block_size ? cfg->block_size : 16;
+    s->max_tokens = cfg->max_num_batched_tokens ? cfg->max_num_batched_tokens
+                                                : sm_default_max_num_batched_tokens(cfg->hw);
+    s->max_seqs = cfg->max_num_seqs ? cfg->max_num_seqs : sm_default_max_num_seqs(cfg->hw);
+    s->max_model_len = cfg->max_model_len ? cfg->max_model_len : cfg->model->max_model_len;
+    s->num_gpu_blocks = cfg->num_gpu_blocks
+                            ? cfg->num_gpu_blocks
+                            : sm_kv_blocks_for(cfg->model, cfg->hw, cfg->tp, s->cfg.gpu_memory_utilization, s->bs,
+                                               s->max_tokens, s->max_seqs);
+    if (s->num_gpu_blocks < 2 || s->num_gpu_blocks - 1 > UINT32_MAX >> 2) {
+        kv_err_set(err, KV_ERANGE,
+                   "server: %llu KV blocks (model %s, hardware %s, tp %d, gpu_memory_utilization %.2f): need 2..%u",
+                   (unsigned long long)s->num_gpu_blocks, cfg->model->name, cfg->hw->name, cfg->tp,
+                   s->cfg.gpu_memory_utilization, (UINT32_MAX >> 2) + 1);
+        free(s);
+        return NULL;
+    }
+    if (blockkeys_init(&s->keys, BLOCKKEYS_XXH64, s->bs, ENGINE_HASH_SEED, err) != KV_OK) {
+        free(s);
+        return NULL;
+    }
+    s->root = blockkeys_root(&s->keys, s->cfg.model_name);
+    /* vLLM reserves block 0 as the null block; the pool holds the rest. */
+    s->pool = bpool_new((uint32_t)(s->num_gpu_blocks - 1), err);
+    s->tmp_tokens = malloc(s->bs * sizeof *s->tmp_tokens);
+    if (!s->pool || !s->tmp_tokens) {
+        if (s->pool) kv_err_set(err, KV_ENOMEM, "server: out of memory");
+        simsrv_free(s);
+        return NULL;
+    }
+    s->m.num_gpu_blocks = s->num_gpu_blocks;
+    return s;
+}
+
+static void rstate_free(simsrv_req *r)
+{
+    rstate *st = r->priv_ptr;
+    if (!st) return;
+    free(st->hashes);
+    free(st->blocks);
+    free(st);
+    r->priv_ptr = NULL;
+}
+
+void simsrv_free(simsrv *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->wq_len; i++) rstate_free(s->wq[(s->wq_head + i) % s->wq_cap]);
+    for (size_t i = 0; i < s->run.n; i++) rstate_free(s->run.v[i]);
+    free(s->wq);
+    free(s->run.v);
+    free(s->sched.v);
+    free(s->seqs.v);
+    free(s->out.v);
+    free(s->fin.v);
+    free(s->tmp_blocks.v);
+    free(s->tmp_evicted.v);
+    free(s->tmp_tokens);
+    free(s->ev.v);
+    free(s->ev_hashes.v);
+    free(s->ev_tokens.v);
+    free(s->ev_out.v);
+    kvev_buf_free(&s->payload);
+    bpool_free(s->pool);
+    free(s);
+}
+
+uint32_t simsrv_block_size(const simsrv *s) { return s->bs; }
+uint32_t simsrv_max_num_batched_tokens(const simsrv *s) { return s->max_tokens; }
+uint32_t simsrv_max_num_seqs(const simsrv *s) { return s->max_seqs; }
+uint64_t simsrv_num_gpu_blocks(const simsrv *s) { return s->num_gpu_blocks; }
+bool simsrv_has_work(const simsrv *s) { return s->wq_len > 0 || s->run.n > 0; }
+
+void simsrv_get_metrics(const simsrv *s, simsrv_metrics *m)
+{
+    *m = s->m;
+    m->waiting = (int)s->wq_len;
+    m->running = (int)s->run.n;
+    uint32_t total = bpool_num_blocks(s->pool);
+    m->kv_usage = 1.0 - (double)bpool_num_free(s->pool) / total;
+}
+
+/* --- waiting queue --------------------------------------------------------------- */
+
+static bool wq_reserve(simsrv *s)
+{
+    if (s->wq_len < s->wq_cap) return true;
+    size_t cap = s->wq_cap ? s->wq_cap * 2 : 64;
+    simsrv_req **q = malloc(cap * sizeof *q);
+    if (!q) return false;
+    for (size_t i = 0; i < s->wq_len; i++) q[i] = s->wq[(s->wq_head + i) % s->wq_cap];
+    free(s->wq);
+    s->wq = q;
+    s->wq_cap = cap;
+    s->wq_head = 0;
+    return true;
+}
+
+static simsrv_req *wq_front(simsrv *s) { return s->wq[s->wq_head]; }
+
+static void wq_pop_front(simsrv *s)
+{
+    s->wq_head = (s->wq_head + 1) % s->wq_cap;
+    s->wq_len--;
+}
+
+/* Callers reserve first. */
+static void wq_push_back(simsrv *s, simsrv_req *r)
+{
+    s->wq[(s->wq_head + s->wq_len) % s->wq_cap] = r;
+    s->wq_len++;
+}
+
+static void wq_push_front(simsrv *s, simsrv_req *r)
+{
+    s->wq_head = (s->wq_head + s->wq_cap - 1) % s->wq_cap;
+    s->wq[s->wq_head] = r;
+    s->wq_len++;
+}
+
+/* --- hashing ------------------------------------------------------------------------ */
+
+/* Extends r's hash chain over every full block of its known tokens. */
+static void hash_known_blocks(simsrv *s, simsrv_req *r)
+{
+    rstate *st = r->priv_ptr;
+    uint32_t full = num_tokens(r) / s->bs;
+    while (st->n_hashes < full) {
+        uint32_t b = st->n_hashes;
+        uint64_t parent = b ? st->hashes[b - 1] : s->root;
+        for (uint32_t k = 0; k < s->bs; k++) s->tmp_tokens[k] = token_at(s, r, b * s->bs + k);
+        blockkeys_compute(&s->keys, parent, s->tmp_tokens, s->bs, NULL, 0, NULL, &st->hashes[b], 1);
+        st->n_hashes++;
+    }
+}
+
+int simsrv_submit(simsrv *s, simsrv_req *r)
+{
+    uint64_t total = (uint64_t)r->n_prompt + r->n_output;
+    if (r->n_prompt == 0 || total > s->max_model_len || cdiv(total, s->bs) > bpool_num_blocks(s->pool))
+        return KV_ERANGE;
+    if (!wq_reserve(s)) return KV_ENOMEM;
+    rstate *st = calloc(1, sizeof *st);
+    if (!st) return KV_ENOMEM;
+    st->cap_blocks = cdiv(total, s->bs);
+    st->hashes = malloc((total / s->bs + 1) * sizeof *st->hashes);
+    st->blocks = malloc(st->cap_blocks * sizeof *st->blocks);
+    if (!st->hashes || !st->blocks) {
+        free(st->hashes);
+        free(st->blocks);
+        free(st);
+        return KV_ENOMEM;
+    }
+    r->priv_ptr = st;
+    r->n_computed = r->n_generated = r->n_cached = r->preemptions = 0;
+    r->admitted_once = r->prefill_done = false;
+    if (s->cfg.prefix_caching) {
+        st->n_hashes = (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL,
+                                                   st->hashes, total / s->bs + 1);
+    }
+    wq_push_back(s, r);
+    return KV_OK;
+}
+
+/* --- KV allocation (vLLM allocate_slots) ------------------------------------------- */
+
+/* Gives r the blocks for its first num_computed + num_new tokens, taking hits[0..n_hit)
+ * (cached blocks found at admission) first. Records evictions and stores as events.
+ * Returns KV_EFULL, changing nothing, when the pool cannot supply them. */
+static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t num_new, const uint32_t *hits,
+                          uint32_t n_hit)
+{
+    rstate *st = r->priv_ptr;
+    uint32_t need_total = cdiv((uint64_t)num_computed + num_new, s->bs);
+    uint32_t have = st->n_blocks + n_hit;
+    uint32_t need = need_total > have ? need_total - have : 0;
+    uint32_t free_hits = 0;
+    for (uint32_t i = 0; i < n_hit; i++) free_hits += bpool_ref(s->pool, hits[i]) == 0;
+    if ((uint64_t)need + free_hits > bpool_num_free(s->pool)) return KV_EFULL;
+
+    if (n_hit) {
+        bpool_touch(s->pool, hits, n_hit);
+        memcpy(st->blocks + st->n_blocks, hits, n_hit * sizeof *hits);
+        st->n_blocks += n_hit;
+        st->n_cached += n_hit;
+    }
+    if (need) {
+        if (!VEC_RESERVE(s->tmp_evicted, need)) return KV_ENOMEM;
+        size_t n_ev = 0;
+        bpool_alloc(s->pool, need, st->blocks + st->n_blocks, s->tmp_evicted.v, &n_ev);
+        st->n_blocks += need;
+        for (size_t i = 0; i < n_ev; i++) {
+            evrec e = {.type = KVEV_BLOCK_REMOVED, .hash_off = s->ev_hashes.n, .n_hashes = 1};
+            if (!VEC_PUSH(s->ev_hashes, s->tmp_evicted.v[i]) || !VEC_PUSH(s->ev, e)) return KV_ENOMEM;
+        }
+        s->m.blocks_removed += n_ev;
+    }
+    if (!s->cfg.prefix_caching) return KV_OK;
+
+    /* cache_full_blocks: every block now full of known tokens gets its hash. */
+    uint32_t full = (uint32_t)(((uint64_t)num_computed + num_new) / s->bs);
+    if (full > st->n_hashes) full = st->n_hashes;
+    if (full <= st->n_cached) return KV_OK;
+    uint32_t first = st->n_cached;
+    evrec e = {.type = KVEV_BLOCK_STORED, .hash_off = s->ev_hashes.n, .n_hashes = full - first,
+               .tok_off = s->ev_tokens.n, .n_tokens = (size_t)(full - first) * s->bs,
+               .has_parent = first > 0, .parent = first ? st->hashes[first - 1] : 0};
+    if (!VEC_RESERVE(s->ev_hashes, s->ev_hashes.n + e.n_hashes) ||
+        !VEC_RESERVE(s->ev_tokens, s->ev_tokens.n + e.n_tokens) || !VEC_PUSH(s->ev, e))
+        return KV_ENOMEM;
+    for (uint32_t b = first; b < full; b++) {
+        bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
+        s->ev_hashes.v[s->ev_hashes.n++] = st->hashes[b];
+        for (uint32_t k = 0; k < s->bs; k++) s->ev_tokens.v[s->ev_tokens.n++] = token_at(s, r, b * s->bs + k);
+    }
+    st->n_cached = full;
+    s->m.blocks_stored += full - first;
+    return KV_OK;
+}
+
+/* Frees r's blocks, tail first (vLLM frees reversed(blocks) so a request's last blocks
+ * are evicted before its prefix). Cached hashes stay until eviction. */
+static void free_blocks(simsrv *s, simsrv_req *r)
+{
+    rstate *st = r->priv_ptr;
+    for (uint32_t i = 0; i < st->n_blocks / 2; i++) {
+        uint32_t t = st->blocks[i];
+        st->blocks[i] = st->blocks[st->n_blocks - 1 - i];
+        st->blocks[st->n_blocks - 1 - i] = t;
+    }
+    bpool_release(s->pool, st->blocks, st->n_blocks);
+    st->n_blocks = 0;
+    st->n_cached = 0;
+}
+
+/* --- the step ------------------------------------------------------------------------ */
+
+static int schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
+{
+    rstate *st = r->priv_ptr;
+    st->num_new = num_new;
+    sm_seq q = {num_new, r->n_computed};
+    return VEC_PUSH(s->sched, r) && VEC_PUSH(s->seqs, q) ? KV_OK : KV_ENOMEM;
+}
+
+static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed, uint32_t budget)
+{
+    uint32_t n = num_tokens(r) - computed;
+    if (s->cfg.long_prefill_token_threshold && n > s->cfg.long_prefill_token_threshold)
+        n = s->cfg.long_prefill_token_threshold;
+    if (n > budget) n = budget;
+    uint32_t room = s->max_model_len - 1 - computed;
+    return n < room ? n : room;
+}
+
+static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
+{
+    size_t i = 0;
+    while (i < s->run.n && *budget > 0) {
+        simsrv_req *r = s->run.v[i];
+        uint32_t n = cap_new(s, r, r->n_computed, *budget);
+        if (n == 0) {
+            i++;
+            continue;
+        }
+        int rc;
+        bool self_preempted = false;
+        while ((rc = allocate_slots(s, r, r->n_computed, n, NULL, 0)) == KV_EFULL) {
+            simsrv_req *victim = s->run.v[--s->run.n];
+            free_blocks(s, victim);
+            victim->n_computed = 0;
+            victim->preemptions++;
+            s->m.preemptions++;
+            (*n_preempted)++;
+            if (!wq_reserve(s)) return KV_ENOMEM;
+            wq_push_front(s, victim);
+            if (victim == r) {
+                self_preempted = true;
+                break;
+            }
+        }
+        if (self_preempted) break;
+        if (rc != KV_OK || schedule(s, r, n) != KV_OK) return KV_ENOMEM;
+        *budget -= n;
+        i++;
+    }
+    return KV_OK;
+}
+
+static int schedule_waiting(simsrv *s, uint32_t *budget)
+{
+    while (s->wq_len > 0 && *budget > 0 && s->run.n < s->max_seqs) {
+        simsrv_req *r = wq_front(s);
+        rstate *st = r->priv_ptr;
+        uint32_t n_hit = 0;
+        if (s->cfg.prefix_caching) {
+            /* vLLM: the last token is always recomputed to get logits, so at most
+             * num_tokens - 1 tokens (in whole blocks) can come from the cache. */
+            uint32_t max_blocks = (num_tokens(r) - 1) / s->bs;
+            if (max_blocks > st->n_hashes) max_blocks = st->n_hashes;
+            if (!VEC_RESERVE(s->tmp_blocks, max_blocks + 1)) return KV_ENOMEM;
+            n_hit = (uint32_t)bpool_match(s->pool, st->hashes, max_blocks, s->tmp_blocks.v);
+        }
+        uint32_t computed = n_hit * s->bs;
+        uint32_t n = cap_new(s, r, computed, *budget);
+        int rc = allocate_slots(s, r, computed, n, s->tmp_blocks.v, n_hit);
+        if (rc == KV_EFULL) break;  /* head-of-line: nothing behind it is tried */
+        if (rc != KV_OK) return rc;
+        wq_pop_front(s);
+        r->n_computed = computed;
+        if (!r->admitted_once) {
+            r->admitted_once = true;
+            r->n_cached = computed;
+            s->m.prompt_tokens += r->n_prompt;
+            s->m.hit_tokens += computed;
+        }
+        if (!VEC_PUSH(s->run, r) || schedule(s, r, n) != KV_OK) return KV_ENOMEM;
+        *budget -= n;
+    }
+    return KV_OK;
+}
+
+/* Builds this step's KVEventBatch payload from the recorded events. */
+static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
+{
+    if (s->ev.n == 0 || !s->cfg.emit_kv_events) return KV_OK;
+    if (!VEC_RESERVE(s->ev_out, s->ev.n)) return KV_ENOMEM;
+    static const kvev_event blank;
+    for (size_t i = 0; i < s->ev.n; i++) {
+        const evrec *e = &s->ev.v[i];
+        kvev_event *o = &s->ev_out.v[i];
+        *o = blank;
+        o->type = e->type;
+        o->block_hashes = s->ev_hashes.v + e->hash_off;
+        o->n_block_hashes = e->n_hashes;
+        o->medium = kvev_str_c("GPU");
+        if (e->type == KVEV_BLOCK_STORED) {
+            o->has_parent = e->has_parent;
+            o->parent_block_hash = e->parent;
+            o->token_ids = s->ev_tokens.v + e->tok_off;
+            o->n_token_ids = e->n_tokens;
+            o->block_size = s->bs;
+        }
+    }
+    kvev_batch b = {.ts = (double)t_end / SIM_US_PER_S, .has_dp_rank = true, .data_parallel_rank = 0,
+                    .events = s->ev_out.v, .n_events = s->ev.n};
+    int rc = kvev_encode(&b, KVEV_ENC_ARRAY, &s->payload, NULL);
+    if (rc != KV_OK) return rc;
+    res->kv_payload = s->payload.data;
+    res->kv_payload_len = s->payload.len;
+    res->kv_seq = s->next_seq++;
+    return KV_OK;
+}
+
+int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
+{
+    memset(res, 0, sizeof *res);
+    s->sched.n = s->seqs.n = s->out.n = s->fin.n = 0;
+    s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
+
+    uint32_t budget = s->max_tokens, n_preempted = 0;
+    int rc = schedule_running(s, &budget, &n_preempted);
+    if (rc == KV_OK && n_preempted == 0) rc = schedule_waiting(s, &budget);
+    if (rc != KV_OK) return rc;
+    res->n_preempted = n_preempted;
+    if (s->sched.n == 0) return KV_OK;
+
+    res->duration = sm_step_time_us(s->cfg.model, s->cfg.hw, s->cfg.tp, s->seqs.v, s->seqs.n);
+    res->n_scheduled_tokens = s->max_tokens - budget;
+
+    /* The step's outcome, as update_from_output applies it. */
+    for (size_t i = 0; i < s->sched.n; i++) {
+        simsrv_req *r = s->sched.v[i];
+        rstate *st = r->priv_ptr;
+        if (r->prefill_done && st->num_new == 1 && r->n_computed + 1 == num_tokens(r)) res->n_decode_seqs++;
+        else res->n_prefill_tokens += st->num_new;
+        r->n_computed += st->num_new;
+        if (r->n_computed < num_tokens(r)) continue;   /* a partial prefill chunk */
+        r->n_generated++;
+        r->prefill_done = true;
+        if (!VEC_PUSH(s->out, r)) return KV_ENOMEM;
+        if (r->n_generated == r->n_output) {
+            if (!VEC_PUSH(s->fin, r)) return KV_ENOMEM;
+        } else if (s->cfg.prefix_caching) {
+            hash_known_blocks(s, r);
+        }
+    }
+    /* Finished requests leave the running list (order kept) and free their blocks. */
+    if (s->fin.n) {
+        size_t k = 0;
+        for (size_t i = 0; i < s->run.n; i++) {
+            simsrv_req *r = s->run.v[i];
+            if (r->n_generated == r->n_output) {
+                free_blocks(s, r);
+                rstate_free(r);
+            } else {
+                s->run.v[k++] = r;
+            }
+        }
+        s->run.n = k;
+    }
+    res->tokens_out = s->out.v;
+    res->n_tokens_out = s->out.n;
+    res->finished = s->fin.v;
+    res->n_finished = s->fin.n;
+    return publish(s, now + res->duration, res);
+}

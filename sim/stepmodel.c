@@ -1,0 +1,154 @@
+/* stepmodel: the duration of one vLLM engine step (one forward pass over the
+ * scheduled tokens of every running sequence), and the KV capacity of a replica.
+ *
+ * Per GPU of a TP group, for a batch whose sequences compute n_i new tokens over c_i
+ * tokens already in context (m = sum n_i, B = number of sequences):
+ *
+ *   FLOPs  = 2*P_lin/tp * m                       linear layers (QKV, O, gate/up/down)
+ *          + 4*H*d*L/tp * sum n_i*(c_i + (n_i+1)/2) causal attention: query i of the
+ *                                                 chunk sees c_i + i + 1 keys
+ *          + 2*h*V/tp * B                         lm_head: vLLM computes logits at one
+ *                                                 position per scheduled sequence
+ *   T_SM   = FLOPs / (peak * eps(m)),  eps(m) = EPS_MAX * m / (m + M_HALF)
+ *   bytes  = W/tp                                 weights streamed once per step (all but
+ *                                                 the input embedding table)
+ *          + kv * sum (c_i + n_i)                 every sequence reads its whole context
+ *                                                 once, shared prefix included (paged
+ *                                                 attention does not dedupe across
+ *                                                 sequences), and writes its new KV
+ *   T_HBM  = bytes / (hbm_bw * HBM_EFF)
+ *   T_NVL  = 2*L all-reduces of m*h*dtype bytes:  each AR_LAT + 2(tp-1)/tp*bytes/(link*LINK_EFF)
+ *   T_CPU  = STEP_OVH + SEQ_OVH * B               scheduler, input prep, sampling
+ *
+ *   T = max(T_SM, T_HBM) + T_NVL + T_CPU
+ *
+ * Why max and not a sum of SM and HBM: within a GEMM the weight stream and the math
+ * overlap, so a decode step costs its bytes and a prefill chunk its FLOPs; a sum
+ * would charge a decode for the low-efficiency small-m GEMM math on top of the weight
+ * stream (3-6 ms on a 12 ms step) and land outside the spec's roofline estimates
+ * (decode B=64 C=2k ~20 ms with 3.6 ms of compute hidden). The all-reduces and the CPU
+ * work are serial with both in vLLM without async scheduling, so they add.
+ *
+ * The efficiency constants below are the model's only free numbers; docs/VALIDATION.md
+ * gives each one's source. They are the same for every policy, rate and scenario.
+ *
+ * KV capacity per rank, vLLM's determine_available_memory:
+ *   usable*util - weights/tp - activation peak of the profile run - non-torch memory,
+ * divided by one block's bytes on one GPU. The replica's capacity is that (the engine
+ * takes the minimum over ranks); it is not multiplied by tp. */
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "stepmodel.h"
+
+/* GEMM efficiency ramp: large-GEMM bf16 MFU on H100 is 60-75%; 0.70 with a half-point
+ * of 128 rows gives 0.66 at a 2048-token chunk, the spec's 65% prefill figure. */
+#define SM_EPS_MAX 0.70
+#define SM_M_HALF 128.0
+/* Achieved fraction of HBM bandwidth when streaming weights and KV (decode MBU is
+ * typically 70-85%). */
+#define SM_HBM_EFF 0.80
+/* Per all-reduce launch + sync latency (NCCL/custom all-reduce on NVLink: 5-10 us)
+ * and the fraction of the link's one-way bandwidth a ring all-reduce achieves. */
+#define SM_AR_LAT_US 8.0
+#define SM_LINK_EFF 0.90
+/* Host work per step (schedule, prepare inputs, sample, detokenise/stream) and per
+ * scheduled sequence. BLIS's fitted H100 model has 126 us + 32 us/layer (2.2 ms for
+ * 64 layers) and 4.42 us per request; vLLM v1 with CUDA graphs on decode is leaner. */
+#define SM_STEP_OVH_US 500.0
+#define SM_SEQ_OVH_US 5.0
+
+/* Memory vLLM's profile run does not give to KV besides the weights: CUDA context,
+ * NCCL and allocator slack (non-torch), fitted so that Llama-3.1-8B TP1 on an H100
+ * reproduces the 54.62 GiB of KV cache vLLM logs (spec §3). */
+#define SM_NON_TORCH_GIB 0.56
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+static double linear_params(const sm_model *m)
+{
+    double qo = 2.0 * m->hidden * ((double)m->heads * m->head_dim);
+    double kv = 2.0 * m->hidden * ((double)m->kv_heads * m->head_dim);
+    double mlp = 3.0 * m->hidden * (double)m->intermediate;
+    return (double)m->layers * (qo + kv + mlp);
+}
+
+double sm_kv_bytes_per_token(const sm_model *m, int tp)
+{
+    /* KV heads are split across ranks, replicated when there are fewer than tp. */
+    int kvh = m->kv_heads / (tp > 0 ? tp : 1);
+    if (kvh < 1) kvh = 1;
+    return 2.0 * m->layers * kvh * (double)m->head_dim * m->dtype_bytes;
+}
+
+static double eps(double m)
+{
+    return SM_EPS_MAX * m / (m + SM_M_HALF);
+}
+
+int64_t sm_step_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_seq *seqs, size_t n)
+{
+    if (n == 0) return 0;
+    if (tp < 1) tp = 1;
+    double tokens = 0, pairs = 0, ctx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double nt = seqs[i].new_tokens, c = seqs[i].context;
+        tokens += nt;
+        pairs += nt * (c + (nt + 1.0) / 2.0);
+        ctx += c + nt;
+    }
+    double flops = 2.0 * linear_params(m) / tp * tokens
+                 + 4.0 * m->heads * (double)m->head_dim * m->layers / tp * pairs
+                 + 2.0 * m->hidden * (double)m->vocab / tp * (double)n;
+    double t_sm = tokens > 0 ? flops / (hw->flops * eps(tokens)) : 0;
+
+    double weights = (m->params - (double)m->vocab * m->hidden) * m->dtype_bytes / tp;
+    double bytes = weights + sm_kv_bytes_per_token(m, tp) * ctx;
+    double t_hbm = bytes / (hw->hbm_bw * SM_HBM_EFF);
+
+    double t_nvl = 0;
+    if (tp > 1) {
+        double ar_bytes = tokens * m->hidden * m->dtype_bytes;
+        double per = SM_AR_LAT_US * 1e-6 + 2.0 * (tp - 1) / tp * ar_bytes / (hw->link_bw * SM_LINK_EFF);
+        t_nvl = 2.0 * m->layers * per;
+    }
+    double t_cpu = (SM_STEP_OVH_US + SM_SEQ_OVH_US * (double)n) * 1e-6;
+
+    double t = (t_sm > t_hbm ? t_sm : t_hbm) + t_nvl + t_cpu;
+    return (int64_t)ceil(t * 1e6);
+}
+
+uint32_t sm_default_max_num_batched_tokens(const sm_hardware *hw)
+{
+    bool big = hw->mem_gib >= 70.0 && strncmp(hw->name, "a100", 4) != 0;
+    return big ? 8192 : 2048;
+}
+
+uint32_t sm_default_max_num_seqs(const sm_hardware *hw)
+{
+    return sm_default_max_num_batched_tokens(hw) == 8192 ? 1024 : 256;
+}
+
+uint64_t sm_kv_blocks_for(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util,
+                          uint32_t block_size, uint32_t max_num_batched_tokens, uint32_t max_num_seqs)
+{
+    if (tp < 1) tp = 1;
+    if (block_size == 0) return 0;
+    double budget = hw->usable_gib * GIB * gpu_mem_util;
+    double weights = m->params * m->dtype_bytes / tp;
+    /* Profile-run peak: the MLP's gate/up output (2I/tp) and activated product (I/tp)
+     * for every batched token, plus the sampler's fp32 logits over the full vocabulary
+     * for max_num_seqs rows. */
+    double act = (double)max_num_batched_tokens * 3.0 * m->intermediate / tp * m->dtype_bytes
+               + (double)max_num_seqs * m->vocab * 4.0;
+    double avail = budget - weights - act - SM_NON_TORCH_GIB * GIB;
+    if (avail <= 0) return 0;
+    return (uint64_t)floor(avail / (sm_kv_bytes_per_token(m, tp) * block_size));
+}
+
+uint64_t sm_kv_blocks(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util, uint32_t block_size)
+{
+    return sm_kv_blocks_for(m, hw, tp, gpu_mem_util, block_size, sm_default_max_num_batched_tokens(hw),
+                            sm_default_max_num_seqs(hw));
+}
