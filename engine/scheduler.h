@@ -43,6 +43,12 @@ typedef struct sched_request {
     size_t n_headers;
     int priority;                 /* < 0 is sheddable */
     uint32_t output_tokens_hint;  /* max_tokens when known (peer cost models); 0 = unknown */
+    /* Optional precomputed block keys of tokens (for keys_ctx and this request's model or
+     * LoRA, cache_salt folded in): sched_cycle_keys returns them instead of hashing when a
+     * scorer asks for the same (algo, block size, seed). NULL = hash on demand. */
+    const blockkeys_ctx *keys_ctx;
+    const uint64_t *keys;
+    size_t n_keys;
 } sched_request;
 
 typedef struct sched_metrics {
@@ -113,7 +119,8 @@ typedef struct sched_plugin_type {
     /* Parses parameters and allocates p->state. Errors name the field. */
     int (*init)(sched_plugin *p, const sched_params *params, const sched_env *env, kv_err *err);
     void (*fini)(sched_plugin *p);
-    /* FILTER: keep a subset, compacting eps[] in place; returns how many are kept. */
+    /* FILTER: keep a subset, compacting eps[] in place and keeping their order (the trace
+     * derives removals from it); returns how many are kept. */
     size_t (*filter)(sched_plugin *p, sched_cycle *c, sched_endpoint **eps, size_t n);
     /* SCORER: scores[i] for eps[i], nominally in [0,1] (the framework clamps). */
     void (*score)(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores);
@@ -157,8 +164,12 @@ const uint64_t *sched_cycle_keys(sched_cycle *c, const blockkeys_ctx *kc, size_t
 /* Cycle-scoped data shared between plugins (GIE's CycleState), e.g. prefix match info. */
 void sched_cycle_put(sched_cycle *c, const char *key, void *value);
 void *sched_cycle_get(const sched_cycle *c, const char *key);
-/* Scratch memory released when the cycle ends. */
+/* Scratch memory released when the cycle ends (max_align_t aligned; NULL if out of memory). */
 void *sched_cycle_alloc(sched_cycle *c, size_t size);
+/* For profile handlers: a profile's name, and its result in this cycle (NULL when it has
+ * not run or failed). */
+const char *sched_cycle_profile_name(const sched_cycle *c, size_t profile);
+const struct sched_result *sched_cycle_result(const sched_cycle *c, size_t profile);
 
 /* ---- trace ------------------------------------------------------------------------ */
 
@@ -218,7 +229,7 @@ typedef struct sched_kvsource {
     kvindex *index;
     blockkeys_ctx keys;            /* tokenProcessorConfig: blockSize, hashSeed, algorithm */
     struct {
-        char zmq_endpoint[256];    /* default tcp://*:5557 */
+        char zmq_endpoint[256];    /* default "tcp://" "*:5557" (bind all) */
         char topic_filter[64];     /* default "kv@" */
         int concurrency;           /* default 4 */
         bool discover_pods;        /* default true (llm-d); the guide sets false */

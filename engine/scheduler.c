@@ -1,0 +1,620 @@
+/* scheduler: GIE's scheduling framework (see scheduler.h). Owns plugin instances built
+ * from a config, runs profiles for a request, keeps the picker-side in-flight counts and
+ * the cycle state plugins share.
+ *
+ * Per-call memory comes from a cycle arena kept across calls, so a warm scheduling call
+ * does not touch malloc (the trace, which the caller owns, may grow). Randomness is one
+ * splitmix64 stream per sched seeded from env.seed, so a run is a function of the seed and
+ * the call order. */
+#include "scheduler.h"
+
+#include <math.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "policy_util.h"
+
+#define NO_PODS_MSG "no pods available for the given request"
+#define CYCLE_MAX_KV 32
+#define CYCLE_MAX_KEYSETS 8
+#define ARENA_BLOCK (64 * 1024)
+
+typedef struct sched_profile {
+    const char *name;
+    sched_plugin **filters;
+    size_t n_filters;
+    sched_plugin **scorers;
+    double *weights;
+    size_t n_scorers;
+    sched_plugin *picker;
+} sched_profile;
+
+typedef struct arena_blk {
+    struct arena_blk *next;
+    size_t used, cap;
+    alignas(max_align_t) unsigned char data[];
+} arena_blk;
+
+typedef struct cycle_keyset {
+    blockkeys_algo algo;
+    uint32_t block_size;
+    uint64_t init;
+    const char *model;
+    const uint64_t *keys;
+    size_t n;
+} cycle_keyset;
+
+struct sched_cycle {
+    sched *s;
+    const sched_request *r;
+    double now;
+    arena_blk *head, *cur;
+    cycle_keyset keysets[CYCLE_MAX_KEYSETS];
+    size_t n_keysets;
+    struct {
+        const char *key;
+        void *value;
+    } kv[CYCLE_MAX_KV];
+    size_t n_kv;
+    /* per profile, valid during one sched_schedule */
+    sched_result *results;
+    int *rcs;                 /* 0 ok, 1 not run, < 0 failure */
+    bool *done;
+    sched_scored **totals;    /* candidates with their sums, for the trace */
+    size_t *n_totals;
+};
+
+struct sched {
+    sched_env env;
+    sched_plugin *plugins;
+    size_t n_plugins;
+    sched_profile *profiles;
+    size_t n_profiles;
+    sched_plugin *handler;
+    uint64_t rng;
+    pu_idmap in_flight;
+    sched_cycle cycle;
+};
+
+/* ---- views --------------------------------------------------------------------------- */
+
+const char *sched_label(const sched_endpoint *ep, const char *key)
+{
+    for (size_t i = 0; i < ep->n_labels; i++)
+        if (strcmp(ep->labels[i].key, key) == 0)
+            return ep->labels[i].value;
+    return NULL;
+}
+
+const char *sched_header(const sched_request *r, const char *key)
+{
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcasecmp(r->headers[i].key, key) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+/* ---- cycle ----------------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+const sched_request *sched_cycle_request(const sched_cycle *c) { return c->r; }
+double sched_cycle_now(const sched_cycle *c) { return c->now; }
+uint64_t sched_cycle_rand(sched_cycle *c) { return splitmix64(&c->s->rng); }
+double sched_cycle_rand01(sched_cycle *c) { return (double)(sched_cycle_rand(c) >> 11) * 0x1.0p-53; }
+
+void *sched_cycle_alloc(sched_cycle *c, size_t size)
+{
+    size = (size + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
+    for (arena_blk *b = c->cur; b; b = b->next) {
+        if (b->cap - b->used >= size) {
+            void *p = b->data + b->used;
+            b->used += size;
+            c->cur = b;
+            return p;
+        }
+    }
+    size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
+    arena_blk *b = malloc(sizeof *b + cap);
+    if (!b)
+        return NULL;
+    b->cap = cap;
+    b->used = size;
+    b->next = NULL;
+    if (c->cur) {
+        /* append after the last block so the chain is reused in order next time */
+        arena_blk *t = c->cur;
+        while (t->next)
+            t = t->next;
+        t->next = b;
+    } else {
+        c->head = b;
+    }
+    c->cur = b;
+    return b->data;
+}
+
+static void cycle_reset(sched_cycle *c)
+{
+    for (arena_blk *b = c->head; b; b = b->next)
+        b->used = 0;
+    c->cur = c->head;
+    c->n_keysets = 0;
+    c->n_kv = 0;
+    c->r = NULL;
+}
+
+static void cycle_free(sched_cycle *c)
+{
+    arena_blk *b = c->head;
+    while (b) {
+        arena_blk *n = b->next;
+        free(b);
+        b = n;
+    }
+    c->head = c->cur = NULL;
+}
+
+static const char *cycle_model(const sched_request *r)
+{
+    if (r->lora && r->lora[0])
+        return r->lora;
+    if (r->target_model && r->target_model[0])
+        return r->target_model;
+    return r->model ? r->model : "";
+}
+
+const uint64_t *sched_cycle_keys(sched_cycle *c, const blockkeys_ctx *kc, size_t *n)
+{
+    const sched_request *r = c->r;
+    *n = 0;
+    const char *model = cycle_model(r);
+    for (size_t i = 0; i < c->n_keysets; i++) {
+        cycle_keyset *k = &c->keysets[i];
+        if (k->algo == kc->algo && k->block_size == kc->block_size && k->init == kc->init &&
+            strcmp(k->model, model) == 0) {
+            *n = k->n;
+            return k->keys;
+        }
+    }
+    const uint64_t *keys = NULL;
+    size_t nk = 0;
+    if (r->keys && r->keys_ctx && r->keys_ctx->algo == kc->algo && r->keys_ctx->block_size == kc->block_size &&
+        r->keys_ctx->init == kc->init) {
+        keys = r->keys;
+        nk = r->n_keys;
+    } else if (r->tokens && r->n_tokens >= kc->block_size) {
+        size_t nb = r->n_tokens / kc->block_size;
+        uint64_t *out = sched_cycle_alloc(c, nb * sizeof *out);
+        if (!out)
+            return NULL;
+        nk = blockkeys_compute(kc, blockkeys_root(kc, model), r->tokens, r->n_tokens, NULL, 0, r->cache_salt, out,
+                               nb);
+        keys = out;
+    }
+    if (c->n_keysets < CYCLE_MAX_KEYSETS)
+        c->keysets[c->n_keysets++] = (cycle_keyset){
+            .algo = kc->algo, .block_size = kc->block_size, .init = kc->init, .model = model, .keys = keys, .n = nk};
+    *n = nk;
+    return keys;
+}
+
+void sched_cycle_put(sched_cycle *c, const char *key, void *value)
+{
+    for (size_t i = 0; i < c->n_kv; i++)
+        if (strcmp(c->kv[i].key, key) == 0) {
+            c->kv[i].value = value;
+            return;
+        }
+    if (c->n_kv < CYCLE_MAX_KV) {
+        c->kv[c->n_kv].key = key;
+        c->kv[c->n_kv++].value = value;
+    }
+}
+
+void *sched_cycle_get(const sched_cycle *c, const char *key)
+{
+    for (size_t i = 0; i < c->n_kv; i++)
+        if (strcmp(c->kv[i].key, key) == 0)
+            return c->kv[i].value;
+    return NULL;
+}
+
+const char *sched_cycle_profile_name(const sched_cycle *c, size_t profile)
+{
+    return profile < c->s->n_profiles ? c->s->profiles[profile].name : NULL;
+}
+
+const sched_result *sched_cycle_result(const sched_cycle *c, size_t profile)
+{
+    if (profile >= c->s->n_profiles || !c->rcs || c->rcs[profile] != 0)
+        return NULL;
+    return &c->results[profile];
+}
+
+/* ---- trace ------------------------------------------------------------------------------ */
+
+static bool trace_room(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t nc = *cap ? *cap * 2 : 64;
+    while (nc < need)
+        nc *= 2;
+    void *p = realloc(*arr, nc * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = nc;
+    return true;
+}
+
+void sched_trace_reset(sched_trace *t)
+{
+    t->n_scores = t->n_removed = t->n_totals = 0;
+}
+
+void sched_trace_free(sched_trace *t)
+{
+    free(t->scores);
+    free(t->removed);
+    free(t->totals);
+    *t = (sched_trace){0};
+}
+
+/* ---- building ------------------------------------------------------------------------------ */
+
+/* Warns about every parameter no plugin read, with its full path and position. */
+static void warn_unused(const sched *s, const sched_plugin *p, const yt_doc *d, const yt_node *n, char *path,
+                        size_t len, size_t cap)
+{
+    if (!n || n->kind == YT_SCALAR)
+        return;
+    for (size_t i = 0; i < n->n; i++) {
+        size_t l = len;
+        if (n->kind == YT_MAP)
+            l += (size_t)snprintf(path + len, cap - len, "%s%s", len ? "." : "", n->keys[i]);
+        else
+            l += (size_t)snprintf(path + len, cap - len, "[%zu]", i);
+        if (l >= cap)
+            l = cap - 1;
+        if (n->kind == YT_MAP && !n->keynodes[i]->used)
+            pu_warn(&s->env, "%s:%d:%d: plugin '%s' (%s): unknown parameter '%s' ignored", yt_name(d),
+                    n->keynodes[i]->line, n->keynodes[i]->col, p->name, p->type->type, path);
+        else
+            warn_unused(s, p, d, n->items[i], path, l, cap);
+        path[len] = 0;
+    }
+}
+
+static int build_profiles(sched *s, const epc_config *cfg, kv_err *err)
+{
+    s->profiles = calloc(cfg->n_profiles, sizeof *s->profiles);
+    if (!s->profiles)
+        return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+    s->n_profiles = cfg->n_profiles;
+    for (size_t i = 0; i < cfg->n_profiles; i++) {
+        const epc_profile *ep = &cfg->profiles[i];
+        sched_profile *sp = &s->profiles[i];
+        sp->name = ep->name;
+        sp->filters = calloc(ep->n_refs + 1, sizeof *sp->filters);
+        sp->scorers = calloc(ep->n_refs + 1, sizeof *sp->scorers);
+        sp->weights = calloc(ep->n_refs + 1, sizeof *sp->weights);
+        if (!sp->filters || !sp->scorers || !sp->weights)
+            return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+        for (size_t j = 0; j < ep->n_refs; j++) {
+            sched_plugin *p = &s->plugins[ep->refs[j].plugin];
+            switch (p->type->kind) {
+            case SCHED_FILTER: sp->filters[sp->n_filters++] = p; break;
+            case SCHED_SCORER:
+                sp->weights[sp->n_scorers] = ep->refs[j].weight;
+                sp->scorers[sp->n_scorers++] = p;
+                break;
+            case SCHED_PICKER: sp->picker = p; break;
+            case SCHED_PROFILE_HANDLER: break; /* the config loader rejects these */
+            }
+        }
+        if (!sp->picker)
+            return kv_err_set(err, KV_EINVAL, "profile '%s' has no picker", sp->name);
+    }
+    return KV_OK;
+}
+
+sched *sched_new(const epc_config *cfg, const sched_env *env, kv_err *err)
+{
+    sched *s = calloc(1, sizeof *s);
+    if (!s) {
+        kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+        return NULL;
+    }
+    if (env)
+        s->env = *env;
+    s->rng = s->env.seed;
+    s->cycle.s = s;
+    s->plugins = calloc(cfg->n_plugins ? cfg->n_plugins : 1, sizeof *s->plugins);
+    if (!s->plugins) {
+        kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_plugins; i++) {
+        const epc_plugin *cp = &cfg->plugins[i];
+        sched_plugin *p = &s->plugins[i];
+        *p = (sched_plugin){.type = cp->impl, .name = cp->name, .owner = s};
+        sched_params params = {.doc = cfg->doc, .node = cp->params};
+        if (p->type->init && p->type->init(p, &params, &s->env, err))
+            goto fail;
+        s->n_plugins = i + 1;
+        char path[512] = "";
+        warn_unused(s, p, cfg->doc, cp->params, path, 0, sizeof path);
+    }
+    s->handler = &s->plugins[cfg->handler];
+    if (build_profiles(s, cfg, err))
+        goto fail;
+    size_t np = s->n_profiles;
+    sched_cycle *c = &s->cycle;
+    c->results = calloc(np, sizeof *c->results);
+    c->rcs = calloc(np, sizeof *c->rcs);
+    c->done = calloc(np, sizeof *c->done);
+    c->totals = calloc(np, sizeof *c->totals);
+    c->n_totals = calloc(np, sizeof *c->n_totals);
+    if (!c->results || !c->rcs || !c->done || !c->totals || !c->n_totals) {
+        kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+        goto fail;
+    }
+    return s;
+fail:
+    sched_free(s);
+    return NULL;
+}
+
+void sched_free(sched *s)
+{
+    if (!s)
+        return;
+    for (size_t i = s->n_plugins; i-- > 0;)
+        if (s->plugins[i].type->fini)
+            s->plugins[i].type->fini(&s->plugins[i]);
+    free(s->plugins);
+    for (size_t i = 0; i < s->n_profiles; i++) {
+        free(s->profiles[i].filters);
+        free(s->profiles[i].scorers);
+        free(s->profiles[i].weights);
+    }
+    free(s->profiles);
+    sched_cycle *c = &s->cycle;
+    free(c->results);
+    free(c->rcs);
+    free(c->done);
+    free(c->totals);
+    free(c->n_totals);
+    cycle_free(c);
+    pu_idmap_free(&s->in_flight);
+    free(s);
+}
+
+/* ---- running -------------------------------------------------------------------------------- */
+
+static int trace_removed(sched_trace *t, const char *profile, const sched_plugin *p, sched_endpoint **before,
+                         size_t nb, sched_endpoint **after, size_t na)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < nb; i++) {
+        if (j < na && after[j] == before[i]) {
+            j++;
+            continue;
+        }
+        if (!trace_room((void **)&t->removed, &t->cap_removed, t->n_removed + 1, sizeof *t->removed))
+            return KV_ENOMEM;
+        t->removed[t->n_removed++] = (sched_trace_filter){.profile = profile, .plugin = p, .ep = before[i]};
+    }
+    return KV_OK;
+}
+
+/* One profile, exactly as GIE's SchedulerProfile.Run: filters, weighted clamped scores,
+ * picker. Returns 0, KV_ENOENDPOINTS, KV_ESTATE (picker chose nothing) or KV_ENOMEM. */
+static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t n, sched_trace *t)
+{
+    sched_cycle *c = &s->cycle;
+    const sched_profile *pf = &s->profiles[idx];
+    sched_endpoint **work = sched_cycle_alloc(c, n * sizeof *work);
+    sched_endpoint **before = t ? sched_cycle_alloc(c, n * sizeof *before) : NULL;
+    if (!work || (t && !before))
+        return KV_ENOMEM;
+    memcpy(work, eps, n * sizeof *work);
+    size_t k = n;
+    for (size_t f = 0; f < pf->n_filters && k > 0; f++) {
+        sched_plugin *p = pf->filters[f];
+        if (t)
+            memcpy(before, work, k * sizeof *work);
+        size_t m = p->type->filter(p, c, work, k);
+        if (m > k)
+            m = k;
+        if (t && trace_removed(t, pf->name, p, before, k, work, m))
+            return KV_ENOMEM;
+        k = m;
+    }
+    if (k == 0)
+        return KV_ENOENDPOINTS;
+    sched_scored *cands = sched_cycle_alloc(c, k * sizeof *cands);
+    double *sc = sched_cycle_alloc(c, k * sizeof *sc);
+    if (!cands || !sc)
+        return KV_ENOMEM;
+    for (size_t i = 0; i < k; i++)
+        cands[i] = (sched_scored){.ep = work[i], .score = 0};
+    for (size_t j = 0; j < pf->n_scorers; j++) {
+        sched_plugin *p = pf->scorers[j];
+        double w = pf->weights[j];
+        memset(sc, 0, k * sizeof *sc);
+        p->type->score(p, c, work, k, sc);
+        if (t && !trace_room((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
+            return KV_ENOMEM;
+        for (size_t i = 0; i < k; i++) {
+            /* enforceScoreRange; NaN (which GIE would pass on) counts as 0 */
+            double v = sc[i] > 1 ? 1 : sc[i] >= 0 ? sc[i] : 0;
+            cands[i].score += v * w;
+            if (t)
+                t->scores[t->n_scores++] = (sched_trace_score){
+                    .profile = pf->name, .plugin = p, .ep = work[i], .score = v, .weight = w};
+        }
+    }
+    if (t) {
+        sched_scored *copy = sched_cycle_alloc(c, k * sizeof *copy);
+        if (!copy)
+            return KV_ENOMEM;
+        memcpy(copy, cands, k * sizeof *copy);
+        c->totals[idx] = copy;
+        c->n_totals[idx] = k;
+    }
+    sched_result *res = &c->results[idx];
+    *res = (sched_result){.profile = pf->name};
+    size_t got = pf->picker->type->pick(pf->picker, c, cands, k, res->targets, SCHED_MAX_TARGETS);
+    res->n_targets = got > SCHED_MAX_TARGETS ? SCHED_MAX_TARGETS : got;
+    return res->n_targets ? KV_OK : KV_ESTATE;
+}
+
+/* The defaults of a handler without hooks: every profile once; the single result primary. */
+static size_t default_profiles(size_t np, const bool *done, size_t *next, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < np && k < max; i++)
+        if (!done[i])
+            next[k++] = i;
+    return k;
+}
+
+static int default_primary(const sched *s, kv_err *err)
+{
+    if (s->n_profiles != 1)
+        return kv_err_set(err, KV_ESTATE,
+                          "failed to find target pod: single profile handler is intended to be used with a single "
+                          "profile, but %zu profiles were found",
+                          s->n_profiles);
+    return 0;
+}
+
+int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps, size_t n, sched_result *res,
+                   sched_trace *trace, kv_err *err)
+{
+    sched_cycle *c = &s->cycle;
+    cycle_reset(c);
+    c->r = r;
+    c->now = s->env.now ? s->env.now(s->env.clock_ctx) : 0;
+    *res = (sched_result){0};
+    if (trace)
+        sched_trace_reset(trace);
+    if (n == 0)
+        return kv_err_set(err, KV_ENOENDPOINTS, NO_PODS_MSG);
+    for (size_t i = 0; i < n; i++)
+        eps[i]->in_flight = (int)pu_idmap_get(&s->in_flight, eps[i]->id, 0);
+    size_t np = s->n_profiles;
+    for (size_t i = 0; i < np; i++) {
+        c->rcs[i] = 1;
+        c->done[i] = false;
+        c->totals[i] = NULL;
+        c->n_totals[i] = 0;
+    }
+    size_t *next = sched_cycle_alloc(c, np * sizeof *next);
+    if (!next)
+        return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+    sched_plugin *h = s->handler;
+    /* Each round must run a profile not yet run, so at most np rounds. */
+    for (size_t round = 0; round < np; round++) {
+        size_t k = h->type->profiles ? h->type->profiles(h, c, np, c->done, next, np)
+                                     : default_profiles(np, c->done, next, np);
+        size_t ran = 0;
+        for (size_t i = 0; i < k && i < np; i++) {
+            size_t idx = next[i];
+            if (idx >= np || c->done[idx])
+                continue;
+            c->done[idx] = true;
+            c->rcs[idx] = run_profile(s, idx, eps, n, trace);
+            if (c->rcs[idx] == KV_ENOMEM)
+                return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+            ran++;
+        }
+        if (!ran)
+            break;
+    }
+    int primary = h->type->primary ? h->type->primary(h, c, np, err) : default_primary(s, err);
+    if (primary < 0)
+        return primary;
+    if ((size_t)primary >= np)
+        return kv_err_set(err, KV_ESTATE, "failed to find target pod: handler '%s' chose profile %d of %zu", h->name,
+                          primary, np);
+    int rc = c->rcs[primary];
+    if (rc == KV_ENOENDPOINTS)
+        return kv_err_set(err, KV_ENOENDPOINTS, NO_PODS_MSG);
+    if (rc == KV_ESTATE)
+        return kv_err_set(err, KV_ESTATE, "failed to find target pod: profile '%s' picked no endpoint",
+                          s->profiles[primary].name);
+    if (rc != 0)
+        return kv_err_set(err, KV_ESTATE, "failed to find target pod: profile '%s' did not run",
+                          s->profiles[primary].name);
+    *res = c->results[primary];
+    if (trace && c->totals[primary]) {
+        size_t k = c->n_totals[primary];
+        if (!trace_room((void **)&trace->totals, &trace->cap_totals, k, sizeof *trace->totals))
+            return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
+        memcpy(trace->totals, c->totals[primary], k * sizeof *trace->totals);
+        trace->n_totals = k;
+    }
+    return KV_OK;
+}
+
+/* ---- hooks and lookups ------------------------------------------------------------------------ */
+
+void sched_pre_request(sched *s, const sched_request *r, const sched_result *res)
+{
+    for (size_t i = 0; i < res->n_targets; i++) {
+        int64_t *v = pu_idmap_at(&s->in_flight, res->targets[i]->id);
+        if (v)
+            res->targets[i]->in_flight = (int)++*v;
+    }
+    for (size_t i = 0; i < s->n_plugins; i++)
+        if (s->plugins[i].type->pre_request)
+            s->plugins[i].type->pre_request(&s->plugins[i], r, res->targets, res->n_targets);
+}
+
+void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target)
+{
+    if (target) {
+        int64_t *v = pu_idmap_at(&s->in_flight, target->id);
+        if (v && *v > 0)
+            --*v;
+        if (v)
+            target->in_flight = (int)*v;
+    }
+    for (size_t i = 0; i < s->n_plugins; i++)
+        if (s->plugins[i].type->response_complete)
+            s->plugins[i].type->response_complete(&s->plugins[i], r, target);
+}
+
+sched_plugin *sched_plugin_by_name(const sched *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_plugins; i++)
+        if (strcmp(s->plugins[i].name, name) == 0)
+            return &s->plugins[i];
+    return NULL;
+}
+
+size_t sched_services(const sched *s, const char *what, void **out, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_plugins && k < max; i++) {
+        sched_plugin *p = &s->plugins[i];
+        void *v = p->type->service ? p->type->service(p, what) : NULL;
+        if (v)
+            out[k++] = v;
+    }
+    return k;
+}

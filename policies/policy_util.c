@@ -1,0 +1,282 @@
+/* policy_util: shared plugin helpers (see policy_util.h). */
+#include "policy_util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- parameters ------------------------------------------------------------------ */
+
+static void pu_field(char *out, size_t cap, const sched_plugin *p, const char *path, const char *key)
+{
+    if (path && key)
+        snprintf(out, cap, "%s.parameters.%s.%s", p->name, path, key);
+    else if (path || key)
+        snprintf(out, cap, "%s.parameters.%s", p->name, path ? path : key);
+    else
+        snprintf(out, cap, "%s.parameters", p->name);
+}
+
+static const yt_node *pu_value(const yt_node *map, const char *key)
+{
+    const yt_node *n = yt_get(map, key);
+    return n && !yt_is_null(n) ? n : NULL;
+}
+
+int pu_error(const sched_plugin *p, const sched_params *pp, const yt_node *at, const char *path, kv_err *err,
+             const char *fmt, ...)
+{
+    char field[256], msg[320];
+    pu_field(field, sizeof field, p, path, NULL);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return yt_error(pp->doc, at, err, KV_EINVAL, "field '%s': %s", field, msg);
+}
+
+void pu_warn(const sched_env *env, const char *fmt, ...)
+{
+    if (!env || !env->warn)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    env->warn(env->warn_ctx, msg);
+}
+
+int pu_int(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
+           int64_t lo, int64_t hi, int64_t *inout, kv_err *err)
+{
+    const yt_node *n = pu_value(map, key);
+    if (!n)
+        return KV_OK;
+    char f[256];
+    pu_field(f, sizeof f, p, path, key);
+    int64_t v;
+    if (yt_int(pp->doc, n, f, &v, err))
+        return KV_EINVAL;
+    if (v < lo || v > hi)
+        return yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': %lld is out of range [%lld, %lld]", f, (long long)v,
+                        (long long)lo, (long long)hi);
+    *inout = v;
+    return KV_OK;
+}
+
+int pu_double(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+              const char *key, double lo, double hi, double *inout, kv_err *err)
+{
+    const yt_node *n = pu_value(map, key);
+    if (!n)
+        return KV_OK;
+    char f[256];
+    pu_field(f, sizeof f, p, path, key);
+    double v;
+    if (yt_double(pp->doc, n, f, &v, err))
+        return KV_EINVAL;
+    if (v < lo || v > hi)
+        return yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': %g is out of range [%g, %g]", f, v, lo, hi);
+    *inout = v;
+    return KV_OK;
+}
+
+int pu_bool(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
+            bool *inout, kv_err *err)
+{
+    const yt_node *n = pu_value(map, key);
+    if (!n)
+        return KV_OK;
+    char f[256];
+    pu_field(f, sizeof f, p, path, key);
+    return yt_bool(pp->doc, n, f, inout, err);
+}
+
+int pu_string(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+              const char *key, const char **inout, kv_err *err)
+{
+    const yt_node *n = yt_get(map, key);
+    if (!n || (yt_is_null(n) && !n->quoted))
+        return KV_OK;
+    char f[256];
+    pu_field(f, sizeof f, p, path, key);
+    return yt_string(pp->doc, n, f, inout, err);
+}
+
+int pu_duration(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+                const char *key, double *inout, kv_err *err)
+{
+    const yt_node *n = pu_value(map, key);
+    if (!n)
+        return KV_OK;
+    char f[256];
+    pu_field(f, sizeof f, p, path, key);
+    double v;
+    if (yt_duration(pp->doc, n, f, &v, err))
+        return KV_EINVAL;
+    if (v < 0)
+        return yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': a duration must not be negative", f);
+    *inout = v;
+    return KV_OK;
+}
+
+const yt_node *pu_map(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+                      const char *key, int *rc, kv_err *err)
+{
+    const yt_node *n = pu_value(map, key);
+    if (!n || n->kind == YT_MAP)
+        return n;
+    char f[256];
+    pu_field(f, sizeof f, p, path, key);
+    *rc = yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': expected a mapping", f);
+    return NULL;
+}
+
+void pu_accept(const yt_node *n)
+{
+    if (!n)
+        return;
+    yt_node *w = (yt_node *)n; /* 'used' is bookkeeping, not content */
+    w->used = true;
+    for (size_t i = 0; n->kind != YT_SCALAR && i < n->n; i++) {
+        if (n->kind == YT_MAP)
+            n->keynodes[i]->used = true;
+        pu_accept(n->items[i]);
+    }
+}
+
+int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv_err *err)
+{
+    int64_t v = 1;
+    if (pu_int(p, pp, pp->node, NULL, "maxNumOfEndpoints", 1, SCHED_MAX_TARGETS, &v, err))
+        return KV_EINVAL;
+    *out = (size_t)v;
+    return KV_OK;
+}
+
+/* ---- endpoint id map ------------------------------------------------------------- */
+
+static size_t pu_hash32(uint32_t id)
+{
+    uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(x ^ (x >> 29));
+}
+
+static bool pu_idmap_grow(pu_idmap *m)
+{
+    size_t nc = m->cap ? m->cap * 2 : 64;
+    uint64_t *k = calloc(nc, sizeof *k);
+    int64_t *v = calloc(nc, sizeof *v);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return false;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i])
+            continue;
+        size_t j = pu_hash32((uint32_t)(m->keys[i] - 1)) & (nc - 1);
+        while (k[j])
+            j = (j + 1) & (nc - 1);
+        k[j] = m->keys[i];
+        v[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = k;
+    m->vals = v;
+    m->cap = nc;
+    return true;
+}
+
+int64_t *pu_idmap_at(pu_idmap *m, uint32_t id)
+{
+    if ((m->n + 1) * 4 > m->cap * 3 && !pu_idmap_grow(m))
+        return NULL;
+    uint64_t key = (uint64_t)id + 1;
+    size_t j = pu_hash32(id) & (m->cap - 1);
+    while (m->keys[j] && m->keys[j] != key)
+        j = (j + 1) & (m->cap - 1);
+    if (!m->keys[j]) {
+        m->keys[j] = key;
+        m->vals[j] = 0;
+        m->n++;
+    }
+    return &m->vals[j];
+}
+
+int64_t pu_idmap_get(const pu_idmap *m, uint32_t id, int64_t def)
+{
+    if (!m->cap)
+        return def;
+    uint64_t key = (uint64_t)id + 1;
+    size_t j = pu_hash32(id) & (m->cap - 1);
+    while (m->keys[j]) {
+        if (m->keys[j] == key)
+            return m->vals[j];
+        j = (j + 1) & (m->cap - 1);
+    }
+    return def;
+}
+
+void pu_idmap_free(pu_idmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    *m = (pu_idmap){0};
+}
+
+/* ---- scoring helpers ---------------------------------------------------------------- */
+
+void pu_minmax_lower_better(const double *v, size_t n, double *scores)
+{
+    if (!n)
+        return;
+    double lo = v[0], hi = v[0];
+    for (size_t i = 1; i < n; i++) {
+        lo = fmin(lo, v[i]);
+        hi = fmax(hi, v[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        scores[i] = hi == lo ? 1.0 : (hi - v[i]) / (hi - lo);
+}
+
+void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(sched_cycle_rand(c) % i);
+        sched_scored t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}
+
+bool pu_label_in(const sched_endpoint *ep, const char *label, const char *const *values, size_t n,
+                 bool allow_missing)
+{
+    const char *v = sched_label(ep, label);
+    if (!v)
+        return allow_missing;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v, values[i]) == 0)
+            return true;
+    return false;
+}
+
+size_t pu_filter_label(sched_endpoint **eps, size_t n, const char *label, const char *const *values, size_t nv,
+                       bool allow_missing)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (pu_label_in(eps[i], label, values, nv, allow_missing))
+            eps[k++] = eps[i];
+    return k;
+}
+
+void pu_prefix_key(char *out, size_t cap, const char *type, const char *name)
+{
+    snprintf(out, cap, "prefix-match:%s/%s", type, name);
+}

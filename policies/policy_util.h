@@ -1,0 +1,83 @@
+/* policy_util: helpers the plugins in policies/ share, so that each formula, parameter
+ * reader and table exists once: parameter reading with positioned messages, an endpoint
+ * id map, candidate shuffling, label matching and the prefix-match record that prefix
+ * scorers publish in the cycle for no-hit-lru. Not thread-safe beyond what scheduler.h
+ * states (a plugin instance is used by one thread at a time). */
+#ifndef KVROUTE_POLICY_UTIL_H
+#define KVROUTE_POLICY_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scheduler.h"
+
+/* ---- parameters ----------------------------------------------------------------
+ * Each reads map[key] (map may be NULL: the value stays the default) and names the field
+ * "<plugin name>.parameters.<path>.<key>" in messages (path may be NULL). Absent or null
+ * values leave *inout unchanged. Ranges are inclusive. */
+int pu_int(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
+           int64_t lo, int64_t hi, int64_t *inout, kv_err *err);
+int pu_double(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+              const char *key, double lo, double hi, double *inout, kv_err *err);
+int pu_bool(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
+            bool *inout, kv_err *err);
+/* The string points into the config's document (which outlives the plugin). */
+int pu_string(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+              const char *key, const char **inout, kv_err *err);
+int pu_duration(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+                const char *key, double *inout, kv_err *err);
+/* map[key] when it is a mapping; NULL when absent or null; KV_EINVAL (in *rc) otherwise. */
+const yt_node *pu_map(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
+                      const char *key, int *rc, kv_err *err);
+/* Marks a whole subtree read (parameters accepted but not used, e.g. tokenizer settings). */
+void pu_accept(const yt_node *n);
+/* Error at a parameter node, in the same "<plugin>.parameters.<path>" form. */
+int pu_error(const sched_plugin *p, const sched_params *pp, const yt_node *at, const char *path, kv_err *err,
+             const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* env->warn, formatted; nothing when there is no sink. */
+void pu_warn(const sched_env *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* maxNumOfEndpoints, the one parameter every picker takes (default 1). */
+int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv_err *err);
+
+/* ---- endpoint id map: open addressing, endpoint id -> int64 ---------------------- */
+typedef struct pu_idmap {
+    uint64_t *keys;     /* id + 1; 0 = empty */
+    int64_t *vals;
+    size_t cap, n;      /* cap is a power of two */
+} pu_idmap;
+/* The value slot for id, inserted as 0 when absent; NULL when out of memory. */
+int64_t *pu_idmap_at(pu_idmap *m, uint32_t id);
+/* The value for id, or def. */
+int64_t pu_idmap_get(const pu_idmap *m, uint32_t id, int64_t def);
+void pu_idmap_free(pu_idmap *m);
+
+/* ---- scoring helpers ---------------------------------------------------------------- */
+/* GIE's min-max for a load figure where lower is better: (max - v)/(max - min); all equal
+ * (including n == 1) gives 1.0 to every endpoint (queue-scorer, running-requests-size-scorer). */
+void pu_minmax_lower_better(const double *v, size_t n, double *scores);
+/* Fisher-Yates with the cycle's generator: the random tie-break of the pickers. */
+void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n);
+
+/* Does the endpoint's label take one of values? An absent label passes iff allow_missing. */
+bool pu_label_in(const sched_endpoint *ep, const char *label, const char *const *values, size_t n,
+                 bool allow_missing);
+/* Keeps the endpoints pu_label_in accepts, in order; returns how many. */
+size_t pu_filter_label(sched_endpoint **eps, size_t n, const char *label, const char *const *values, size_t nv,
+                       bool allow_missing);
+
+/* ---- prefix match record -------------------------------------------------------------
+ * A prefix scorer (precise-prefix-cache-scorer, prefix-cache-scorer) publishes what it
+ * matched with sched_cycle_put(c, key, info), key from pu_prefix_key(type, name), so
+ * no-hit-lru-scorer (params prefixPluginType/prefixPluginName) can tell a cold request. */
+typedef struct pu_prefix_info {
+    size_t total_blocks;                /* blocks of the request */
+    size_t n;                           /* candidates scored */
+    sched_endpoint *const *eps;         /* those candidates (cycle memory) */
+    const uint32_t *matched;            /* leading blocks each candidate holds */
+} pu_prefix_info;
+#define PU_PREFIX_KEY_MAX 160
+void pu_prefix_key(char *out, size_t cap, const char *type, const char *name);
+
+#endif
