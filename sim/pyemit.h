@@ -16,6 +16,10 @@
  * "-Infinity" (json.dumps spelling). */
 char *pyemit_float_repr(double d, char buf[32]);
 
+/* A plain (unquoted) YAML scalar typed as yaml.safe_load types it: null, bool, int,
+ * float, else string (timestamps stay strings). Returns a new reference or NULL (ENOMEM). */
+json_t *pyemit_yaml_plain_scalar(const char *text);
+
 /* json.dumps(v, indent=2) (ensure_ascii; no trailing newline). */
 int pyemit_json(FILE *f, const json_t *v, kv_err *err);
 /* yaml.dump(v, indent=2): block style, keys sorted, sequences in mappings not indented,
