@@ -1,0 +1,688 @@
+/* test_kvevents: the spec's worked-example bytes (kv-events-and-index.md §1) decoded and
+ * re-encoded byte for byte, hash encodings, every field in all three encodings via round
+ * trips, tolerated extra/missing fields, every rejection reason with its counter, and a
+ * truncation + mutation loop over valid payloads (run under ASan+UBSan). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+
+#include "kvevents.h"
+
+/* Hex with spaces allowed and "quoted" ASCII runs, like the spec writes bytes. */
+static size_t unhex(const char *s, uint8_t *out)
+{
+    size_t n = 0;
+    while (*s) {
+        if (*s == ' ' || *s == '\n') {
+            s++;
+        } else if (*s == '"') {
+            for (s++; *s != '"'; s++) out[n++] = (uint8_t)*s;
+            s++;
+        } else {
+            unsigned v;
+            assert_int_equal(sscanf(s, "%2x", &v), 1);
+            out[n++] = (uint8_t)v;
+            s += 2;
+        }
+    }
+    return n;
+}
+
+#define TOKENS16 "01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10"
+static const char EX_ARRAY[] =
+    "93 cb 41d954fc40200000 91 98 ab\"BlockStored\" 91 cf 2ceabcfae6d332ea c0 dc 0010 " TOKENS16
+    " 10 c0 a3\"GPU\" c0 00";
+static const char EX_MAP[] =
+    "93 cb 41d954fc40200000 91 8b a4\"type\" ab\"BlockStored\" ac\"block_hashes\" 91 cf 2ceabcfae6d332ea"
+    " b1\"parent_block_hash\" c0 a9\"token_ids\" dc 0010 " TOKENS16 " aa\"block_size\" 10 a7\"lora_id\" c0"
+    " a6\"medium\" a3\"GPU\" a9\"lora_name\" c0 aa\"extra_keys\" 91 c0 a9\"group_idx\" 00"
+    " b2\"kv_cache_spec_kind\" ae\"full_attention\" 00";
+static const char EX_REMOVED[] = "93 cb 41d954fc40200000 91 93 ac\"BlockRemoved\" 91 cf 2ceabcfae6d332ea a3\"GPU\" 00";
+static const char EX_CLEARED[] = "93 cb 41d954fc40200000 91 91 b0\"AllBlocksCleared\" 00";
+
+static const uint32_t TOK16[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+static const uint64_t EX_HASH = 3236607068019569386ULL;
+
+static kvev_event example_stored(void)
+{
+    kvev_event e = {0};
+    e.type = KVEV_BLOCK_STORED;
+    e.block_hashes = &EX_HASH;
+    e.n_block_hashes = 1;
+    e.token_ids = TOK16;
+    e.n_token_ids = 16;
+    e.block_size = 16;
+    e.medium = kvev_str_c("GPU");
+    return e;
+}
+
+static void assert_encodes_to(const kvev_batch *b, kvev_encoding enc, const char *hex)
+{
+    uint8_t want[4096];
+    size_t n = unhex(hex, want);
+    kvev_buf buf = {0};
+    kv_err err;
+    assert_int_equal(kvev_encode(b, enc, &buf, &err), KV_OK);
+    assert_int_equal(buf.len, n);
+    assert_memory_equal(buf.data, want, n);
+    kvev_buf_free(&buf);
+}
+
+static void assert_example_event(const kvev_event *e)
+{
+    assert_int_equal(e->type, KVEV_BLOCK_STORED);
+    assert_int_equal(e->n_block_hashes, 1);
+    assert_true(e->block_hashes[0] == EX_HASH);
+    assert_false(e->has_parent);
+    assert_int_equal(e->n_token_ids, 16);
+    assert_memory_equal(e->token_ids, TOK16, sizeof TOK16);
+    assert_int_equal(e->block_size, 16);
+    assert_false(e->has_lora_id);
+    assert_string_equal(e->medium.s, "GPU");
+    assert_int_equal(e->medium.len, 3);
+    assert_null(e->lora_name.s);
+}
+
+static void test_worked_example_array(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    size_t n = unhex(EX_ARRAY, p);
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    kv_err err;
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+    assert_true(b.ts == 1700000000.5);
+    assert_true(b.has_dp_rank);
+    assert_int_equal(b.data_parallel_rank, 0);
+    assert_int_equal(b.n_events, 1);
+    assert_example_event(&b.events[0]);
+    assert_false(b.events[0].has_extra_keys);
+    assert_false(b.events[0].has_group_idx);
+    assert_null(b.events[0].kv_cache_spec_kind.s);
+    assert_int_equal(kvev_decoder_stats(d)->batches, 1);
+    assert_int_equal(kvev_decoder_stats(d)->events[KVEV_BLOCK_STORED], 1);
+
+    /* the encoder reproduces the bytes from structs built by hand and from the decoded ones */
+    kvev_event e = example_stored();
+    kvev_batch mine = {1700000000.5, true, 0, &e, 1};
+    assert_encodes_to(&mine, KVEV_ENC_ARRAY, EX_ARRAY);
+    assert_encodes_to(&b, KVEV_ENC_ARRAY, EX_ARRAY);
+    kvev_decoder_free(d);
+}
+
+static void test_worked_example_map(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    size_t n = unhex(EX_MAP, p);
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, NULL), KV_OK);
+    assert_int_equal(b.n_events, 1);
+    const kvev_event *e = &b.events[0];
+    assert_example_event(e);
+    assert_true(e->has_extra_keys);
+    assert_int_equal(e->n_extra_keys, 1);
+    assert_true(e->extra_keys[0].none);
+    assert_true(e->has_group_idx);
+    assert_int_equal(e->group_idx, 0);
+    assert_string_equal(e->kv_cache_spec_kind.s, "full_attention");
+    assert_false(e->has_sliding_window);
+
+    kvev_event mine = example_stored();
+    kvev_block_extra none = {.none = true};
+    mine.has_extra_keys = true;
+    mine.extra_keys = &none;
+    mine.n_extra_keys = 1;
+    mine.has_group_idx = true;
+    mine.kv_cache_spec_kind = kvev_str_c("full_attention");
+    kvev_batch mb = {1700000000.5, true, 0, &mine, 1};
+    assert_encodes_to(&mb, KVEV_ENC_MAP_EVENTS, EX_MAP);
+    assert_encodes_to(&b, KVEV_ENC_MAP_EVENTS, EX_MAP);
+    kvev_decoder_free(d);
+}
+
+static void test_removed_and_cleared(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    size_t n = unhex(EX_REMOVED, p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, NULL), KV_OK);
+    assert_int_equal(b.n_events, 1);
+    assert_int_equal(b.events[0].type, KVEV_BLOCK_REMOVED);
+    assert_int_equal(b.events[0].n_block_hashes, 1);
+    assert_true(b.events[0].block_hashes[0] == EX_HASH);
+    assert_string_equal(b.events[0].medium.s, "GPU");
+    assert_false(b.events[0].has_group_idx);
+    assert_encodes_to(&b, KVEV_ENC_ARRAY, EX_REMOVED);
+
+    n = unhex(EX_CLEARED, p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, NULL), KV_OK);
+    assert_int_equal(b.n_events, 1);
+    assert_int_equal(b.events[0].type, KVEV_ALL_BLOCKS_CLEARED);
+    assert_encodes_to(&b, KVEV_ENC_ARRAY, EX_CLEARED);
+    const kvev_stats *st = kvev_decoder_stats(d);
+    assert_int_equal(st->events[KVEV_BLOCK_REMOVED], 1);
+    assert_int_equal(st->events[KVEV_ALL_BLOCKS_CLEARED], 1);
+    assert_string_equal(kvev_type_name(KVEV_ALL_BLOCKS_CLEARED), "AllBlocksCleared");
+    kvev_decoder_free(d);
+}
+
+/* Old vLLM (2-element batch), a map-form batch, and a batch with an extra trailing element. */
+static void test_batch_shapes(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    size_t n = unhex("92 cb 41d954fc40200000 91 98 ab\"BlockStored\" 91 cf 2ceabcfae6d332ea c0 dc 0010 " TOKENS16
+                     " 10 c0 a3\"GPU\" c0", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, NULL), KV_OK);
+    assert_false(b.has_dp_rank);
+    assert_example_event(&b.events[0]);
+
+    n = unhex("83 a2\"ts\" cb 41d954fc40200000 a6\"events\" 91 91 b0\"AllBlocksCleared\" b2\"data_parallel_rank\" 03", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, NULL), KV_OK);
+    assert_true(b.ts == 1700000000.5);
+    assert_true(b.has_dp_rank);
+    assert_int_equal(b.data_parallel_rank, 3);
+    assert_int_equal(b.events[0].type, KVEV_ALL_BLOCKS_CLEARED);
+    /* the same map comes out of the encoder */
+    assert_encodes_to(&b, KVEV_ENC_MAP_ALL,
+                      "83 a2\"ts\" cb 41d954fc40200000 a6\"events\" 91 81 a4\"type\" b0\"AllBlocksCleared\""
+                      " b2\"data_parallel_rank\" 03");
+
+    n = unhex("94 cb 41d954fc40200000 90 c0 a5\"extra\"", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, NULL), KV_OK);
+    assert_int_equal(b.n_events, 0);
+    assert_false(b.has_dp_rank);
+    kvev_decoder_free(d);
+}
+
+/* Hashes as uint64 >= 2^63, negative int64, 32/8/3/0-byte bin, also for the parent. */
+static void test_hash_encodings(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    uint8_t digest[32];
+    for (int i = 0; i < 32; i++) digest[i] = (uint8_t)(0xa0 + i);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_double(&pk, 1.0);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "BlockStored", 11);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_uint64(&pk, 0xfedcba9876543210ULL);
+    msgpack_pack_int64(&pk, -2);
+    msgpack_pack_bin_with_body(&pk, digest, 32);
+    msgpack_pack_bin_with_body(&pk, digest, 8);
+    msgpack_pack_bin_with_body(&pk, digest, 3);
+    msgpack_pack_bin_with_body(&pk, digest, 0);
+    msgpack_pack_bin_with_body(&pk, digest + 16, 16);   /* parent as xxh3-128 bytes */
+    msgpack_pack_array(&pk, 0);
+    msgpack_pack_uint8(&pk, 16);
+    msgpack_pack_nil(&pk);
+
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    kv_err err;
+    assert_int_equal(kvev_decode_batch(d, sb.data, sb.size, &b, &err), KV_OK);
+    const kvev_event *e = &b.events[0];
+    assert_int_equal(e->n_block_hashes, 6);
+    assert_true(e->block_hashes[0] == 0xfedcba9876543210ULL);
+    assert_true(e->block_hashes[1] == 0xfffffffffffffffeULL);
+    assert_true(e->block_hashes[2] == 0xb8b9babbbcbdbebfULL);
+    assert_true(e->block_hashes[3] == 0xa0a1a2a3a4a5a6a7ULL);
+    assert_true(e->block_hashes[4] == 0xa0a1a2ULL);
+    assert_true(e->block_hashes[5] == 0);
+    assert_true(e->has_parent);
+    assert_true(e->parent_block_hash == 0xb8b9babbbcbdbebfULL);
+    assert_int_equal(e->n_token_ids, 0);
+    assert_false(b.has_dp_rank);
+    kvev_decoder_free(d);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void assert_same_event(const kvev_event *a, const kvev_event *b)
+{
+    assert_int_equal(a->type, b->type);
+    assert_int_equal(a->n_block_hashes, b->n_block_hashes);
+    if (a->n_block_hashes) assert_memory_equal(a->block_hashes, b->block_hashes, a->n_block_hashes * 8);
+    assert_int_equal(a->medium.s == NULL, b->medium.s == NULL);
+    if (a->medium.s) assert_string_equal(a->medium.s, b->medium.s);
+    assert_int_equal(a->has_group_idx, b->has_group_idx);
+    assert_true(a->group_idx == b->group_idx);
+    if (a->type != KVEV_BLOCK_STORED) return;
+    assert_int_equal(a->has_parent, b->has_parent);
+    assert_true(a->parent_block_hash == b->parent_block_hash);
+    assert_int_equal(a->n_token_ids, b->n_token_ids);
+    if (a->n_token_ids) assert_memory_equal(a->token_ids, b->token_ids, a->n_token_ids * 4);
+    assert_int_equal(a->block_size, b->block_size);
+    assert_int_equal(a->has_lora_id, b->has_lora_id);
+    assert_true(a->lora_id == b->lora_id);
+    assert_int_equal(a->lora_name.s == NULL, b->lora_name.s == NULL);
+    if (a->lora_name.s) assert_string_equal(a->lora_name.s, b->lora_name.s);
+    assert_int_equal(a->has_extra_keys, b->has_extra_keys);
+    assert_int_equal(a->n_extra_keys, b->n_extra_keys);
+    for (size_t i = 0; i < a->n_extra_keys; i++) {
+        const kvev_block_extra *x = &a->extra_keys[i], *y = &b->extra_keys[i];
+        assert_int_equal(x->none, y->none);
+        assert_int_equal(x->n_items, y->n_items);
+        for (size_t k = 0; k < x->n_items; k++) {
+            assert_int_equal(x->items[k].kind, y->items[k].kind);
+            assert_int_equal(x->items[k].id.len, y->items[k].id.len);
+            assert_memory_equal(x->items[k].id.s, y->items[k].id.s, x->items[k].id.len);
+            assert_true(x->items[k].offset == y->items[k].offset);
+        }
+    }
+    assert_int_equal(a->kv_cache_spec_kind.s == NULL, b->kv_cache_spec_kind.s == NULL);
+    if (a->kv_cache_spec_kind.s) assert_string_equal(a->kv_cache_spec_kind.s, b->kv_cache_spec_kind.s);
+    assert_int_equal(a->has_sliding_window, b->has_sliding_window);
+    assert_true(a->kv_cache_spec_sliding_window == b->kv_cache_spec_sliding_window);
+}
+
+/* A batch using every field and value kind. */
+static kvev_event RICH[5];
+static kvev_batch rich_batch(void)
+{
+    static const uint64_t h1[3] = {1, 0x8000000000000000ULL, 0xffffffffffffffffULL};
+    static const uint64_t h2[2] = {77, 78};
+    static uint32_t tok[48];
+    for (uint32_t i = 0; i < 48; i++) tok[i] = i * 40000u + (i == 47 ? 0xffffffffu - 47 * 40000u : 0);
+    static kvev_extra_item it0[2], it2[1];
+    it0[0] = (kvev_extra_item){KVEV_EXTRA_STR, kvev_str_c("img-sha-abc"), 0};
+    it0[1] = (kvev_extra_item){KVEV_EXTRA_PAIR, kvev_str_c("img-legacy"), 5};
+    it2[0] = (kvev_extra_item){KVEV_EXTRA_STR, kvev_str_c("salt"), 0};
+    static kvev_block_extra bx[3];
+    bx[0] = (kvev_block_extra){false, it0, 2};
+    bx[1] = (kvev_block_extra){true, NULL, 0};
+    bx[2] = (kvev_block_extra){false, it2, 1};
+    memset(RICH, 0, sizeof RICH);
+    RICH[0] = (kvev_event){.type = KVEV_BLOCK_STORED, .block_hashes = h1, .n_block_hashes = 3, .has_parent = true,
+                           .parent_block_hash = 0x1234567890abcdefULL, .token_ids = tok, .n_token_ids = 48,
+                           .block_size = 16, .has_lora_id = true, .lora_id = -1, .medium = kvev_str_c("CPU"),
+                           .lora_name = kvev_str_c("sql-lora"), .has_extra_keys = true, .extra_keys = bx,
+                           .n_extra_keys = 3, .has_group_idx = true, .group_idx = 2,
+                           .kv_cache_spec_kind = kvev_str_c("sliding_window"), .has_sliding_window = true,
+                           .kv_cache_spec_sliding_window = 4096};
+    /* group_idx set, extra_keys absent: the positional form needs a nil in between */
+    RICH[1] = (kvev_event){.type = KVEV_BLOCK_STORED, .block_hashes = h2, .n_block_hashes = 2, .token_ids = tok,
+                           .n_token_ids = 32, .block_size = 16, .has_group_idx = true, .group_idx = 1};
+    RICH[2] = (kvev_event){.type = KVEV_BLOCK_REMOVED, .block_hashes = h1, .n_block_hashes = 3,
+                           .has_group_idx = true, .group_idx = 7};
+    RICH[3] = (kvev_event){.type = KVEV_BLOCK_REMOVED, .block_hashes = h2, .n_block_hashes = 2};
+    RICH[4] = (kvev_event){.type = KVEV_ALL_BLOCKS_CLEARED};
+    return (kvev_batch){-3.25, true, 1, RICH, 5};
+}
+
+static void test_round_trip_all_fields(void **state)
+{
+    (void)state;
+    kvev_batch b = rich_batch();
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    for (int enc = KVEV_ENC_ARRAY; enc <= KVEV_ENC_MAP_ALL; enc++) {
+        kvev_buf buf = {0}, again = {0};
+        kv_err err;
+        assert_int_equal(kvev_encode(&b, (kvev_encoding)enc, &buf, &err), KV_OK);
+        kvev_batch out;
+        assert_int_equal(kvev_decode_batch(d, buf.data, buf.len, &out, &err), KV_OK);
+        assert_true(out.ts == -3.25);
+        assert_true(out.has_dp_rank);
+        assert_int_equal(out.data_parallel_rank, 1);
+        assert_int_equal(out.n_events, 5);
+        for (size_t i = 0; i < 5; i++) assert_same_event(&b.events[i], &out.events[i]);
+        assert_int_equal(kvev_encode(&out, (kvev_encoding)enc, &again, &err), KV_OK);
+        assert_int_equal(again.len, buf.len);
+        assert_memory_equal(again.data, buf.data, buf.len);
+        kvev_buf_free(&buf);
+        kvev_buf_free(&again);
+    }
+    kvev_decoder_free(d);
+}
+
+/* Other extra_keys items (bytes, ints) decode as OTHER and cannot be encoded. */
+static void test_extra_key_kinds(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    size_t n = unhex("92 00 91 99 ab\"BlockStored\" 90 c0 90 10 c0 c0 c0"
+                     " 92 93 a1\"a\" c4 02 abcd 92 a1\"b\" c0 c0", p);
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    kv_err err;
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+    const kvev_event *e = &b.events[0];
+    assert_int_equal(e->n_extra_keys, 2);
+    assert_int_equal(e->extra_keys[0].n_items, 3);
+    assert_int_equal(e->extra_keys[0].items[0].kind, KVEV_EXTRA_STR);
+    assert_string_equal(e->extra_keys[0].items[0].id.s, "a");
+    assert_int_equal(e->extra_keys[0].items[1].kind, KVEV_EXTRA_OTHER);
+    assert_int_equal(e->extra_keys[0].items[2].kind, KVEV_EXTRA_PAIR);   /* [str, nil]: llm-d keeps the id */
+    assert_string_equal(e->extra_keys[0].items[2].id.s, "b");
+    assert_true(e->extra_keys[1].none);
+    kvev_buf buf = {0};
+    assert_int_equal(kvev_encode(&b, KVEV_ENC_ARRAY, &buf, &err), KV_EINVAL);
+    assert_non_null(strstr(err.msg, "extra_keys[0][1]"));
+    kvev_buf_free(&buf);
+    kvev_decoder_free(d);
+}
+
+/* Extra trailing fields (newer vLLM) and missing optional ones (older vLLM). */
+static void test_tolerated_fields(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    kvev_batch b;
+    kv_err err;
+    /* 11 fields + 2 unknown trailing ones */
+    size_t n = unhex("92 00 91 9e ab\"BlockStored\" 91 05 06 90 10 c0 c0 c0 c0 01 ae\"full_attention\" c0"
+                     " a3\"new\" 92 01 02", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+    assert_true(b.events[0].block_hashes[0] == 5);
+    assert_true(b.events[0].parent_block_hash == 6);
+    assert_int_equal(b.events[0].group_idx, 1);
+    /* only the four required BlockStored fields */
+    n = unhex("92 00 91 95 ab\"BlockStored\" 91 05 c0 90 40", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+    assert_int_equal(b.events[0].block_size, 64);
+    assert_null(b.events[0].medium.s);
+    /* a map event with unknown keys, fields out of order, missing parent */
+    n = unhex("92 00 91 85 a9\"token_ids\" 91 07 a3\"zzz\" 01 aa\"block_size\" 01 a4\"type\" ab\"BlockStored\""
+              " ac\"block_hashes\" 91 09", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+    assert_int_equal(b.events[0].token_ids[0], 7);
+    assert_false(b.events[0].has_parent);
+    /* BlockRemoved with hashes only, and with an extra field */
+    n = unhex("92 00 92 92 ac\"BlockRemoved\" 91 01 95 ac\"BlockRemoved\" 91 02 c0 03 04", p);
+    assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+    assert_null(b.events[0].medium.s);
+    assert_int_equal(b.events[1].group_idx, 3);
+    assert_int_equal(kvev_decoder_stats(d)->errors[KVEV_ERR_MISSING_FIELD], 0);
+    kvev_decoder_free(d);
+}
+
+typedef struct bad_case {
+    const char *hex;
+    kvev_reason reason;
+    const char *msg_part;
+} bad_case;
+
+static const bad_case BAD[] = {
+    {"", KVEV_ERR_TRUNCATED, "empty"},
+    {"93 cb 41d954fc40200000 91", KVEV_ERR_TRUNCATED, "offset 10"},
+    {"93 cb 41d954fc402000", KVEV_ERR_TRUNCATED, "offset 1"},
+    {"92 00 91 92 ab\"BlockStor\"", KVEV_ERR_TRUNCATED, "offset 4"},
+    {"92 00 90 00", KVEV_ERR_TRAILING, "offset 3"},
+    {"92 00 dd ffffffff", KVEV_ERR_LENGTH, "4294967295 elements"},
+    {"92 00 91 df 7fffffff", KVEV_ERR_LENGTH, "map at offset 3"},
+    {"92 00 91 db ffffffff", KVEV_ERR_LENGTH, "offset 3"},
+    {"92 00 dc 0100 00 00", KVEV_ERR_TRUNCATED, "256 elements"},
+    {"92 00 91 c1", KVEV_ERR_TYPE, "0xc1"},
+    {"a3\"abc\"", KVEV_ERR_TYPE, "batch is str"},
+    {"91 00", KVEV_ERR_MISSING_FIELD, "1 elements"},
+    {"81 a2\"ts\" 00", KVEV_ERR_MISSING_FIELD, "events"},
+    {"92 a1\"x\" 90", KVEV_ERR_TYPE, "ts is str"},
+    {"92 00 a1\"x\"", KVEV_ERR_TYPE, "events is str"},
+    {"93 00 90 a1\"x\"", KVEV_ERR_TYPE, "data_parallel_rank"},
+    {"92 00 92 91 b0\"AllBlocksCleared\" 91 a9\"Exploded!\"", KVEV_ERR_UNKNOWN_EVENT, "event 1: unknown event type \"Exploded!\""},
+    {"92 00 91 91 05", KVEV_ERR_TYPE, "event tag"},
+    {"92 00 91 90", KVEV_ERR_MISSING_FIELD, "no tag"},
+    {"92 00 91 81 a1\"x\" 01", KVEV_ERR_MISSING_FIELD, "\"type\""},
+    {"92 00 91 05", KVEV_ERR_TYPE, "event is int"},
+    {"92 00 91 94 ab\"BlockStored\" 91 05 c0 90", KVEV_ERR_MISSING_FIELD, "block_size"},
+    {"92 00 91 92 ab\"BlockStored\" 91 05", KVEV_ERR_MISSING_FIELD, "token_ids"},
+    {"92 00 91 91 ab\"BlockStored\"", KVEV_ERR_MISSING_FIELD, "block_hashes"},
+    {"92 00 91 91 ac\"BlockRemoved\"", KVEV_ERR_MISSING_FIELD, "block_hashes"},
+    {"92 00 91 95 ab\"BlockStored\" 05 c0 90 10", KVEV_ERR_TYPE, "block_hashes is int"},
+    {"92 00 91 95 ab\"BlockStored\" 91 a1\"x\" c0 90 10", KVEV_ERR_TYPE, "block_hashes[0] is str"},
+    {"92 00 91 95 ab\"BlockStored\" 90 c3 90 10", KVEV_ERR_TYPE, "parent_block_hash"},
+    {"92 00 91 95 ab\"BlockStored\" 90 c0 92 01 ff 10", KVEV_ERR_TYPE, "token_ids[1]"},
+    {"92 00 91 95 ab\"BlockStored\" 90 c0 91 cf 0000000100000000 10", KVEV_ERR_TYPE, "token_ids[0]"},
+    {"92 00 91 95 ab\"BlockStored\" 90 c0 90 ff", KVEV_ERR_TYPE, "block_size"},
+    {"92 00 91 97 ab\"BlockStored\" 90 c0 90 10 c0 05", KVEV_ERR_TYPE, "medium is int"},
+    {"92 00 91 98 ab\"BlockStored\" 90 c0 90 10 c0 c0 90", KVEV_ERR_TYPE, "lora_name"},
+    {"92 00 91 99 ab\"BlockStored\" 90 c0 90 10 c0 c0 c0 a1\"x\"", KVEV_ERR_TYPE, "extra_keys is str"},
+    {"92 00 91 99 ab\"BlockStored\" 90 c0 90 10 c0 c0 c0 91 05", KVEV_ERR_TYPE, "extra_keys[0]"},
+    {"92 00 91 9a ab\"BlockStored\" 90 c0 90 10 c0 c0 c0 c0 ff", KVEV_ERR_TYPE, "group_idx is negative"},
+    {"92 00 91 9b ab\"BlockStored\" 90 c0 90 10 c0 c0 c0 c0 00 01", KVEV_ERR_TYPE, "kv_cache_spec_kind"},
+    {"92 00 91 9c ab\"BlockStored\" 90 c0 90 10 c0 c0 c0 c0 00 c0 a1\"x\"", KVEV_ERR_TYPE, "sliding_window"},
+    {"92 00 91 93 ac\"BlockRemoved\" 90 c2", KVEV_ERR_TYPE, "medium is bool"},
+    {"92 00 91 94 ac\"BlockRemoved\" 90 c0 ca 3f800000", KVEV_ERR_TYPE, "group_idx is float"},
+    {"92 00 91 91 91 91 91 91 91 91 91 91 91 91 91 91 91 91 91 91 00", KVEV_ERR_LENGTH, "nested"},
+};
+
+static void test_malformed_by_reason(void **state)
+{
+    (void)state;
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    uint64_t want[KVEV_ERR_COUNT] = {0};
+    size_t nb = sizeof BAD / sizeof BAD[0];
+    for (size_t i = 0; i < nb; i++) {
+        uint8_t p[512];
+        size_t n = unhex(BAD[i].hex, p);
+        kvev_batch b;
+        kv_err err = {0};
+        int rc = kvev_decode_batch(d, p, n, &b, &err);
+        if (rc == KV_OK || kvev_decoder_last_reason(d) != BAD[i].reason || !strstr(err.msg, BAD[i].msg_part))
+            fail_msg("case %zu (%s): rc %d reason %s msg \"%s\", want %s / \"%s\"", i, BAD[i].hex, rc,
+                     kvev_reason_name(kvev_decoder_last_reason(d)), err.msg, kvev_reason_name(BAD[i].reason),
+                     BAD[i].msg_part);
+        assert_int_equal(rc, BAD[i].reason == KVEV_ERR_LENGTH ? KV_ERANGE : KV_EPARSE);
+        assert_int_equal(err.code, rc);
+        want[BAD[i].reason]++;
+    }
+    const kvev_stats *st = kvev_decoder_stats(d);
+    assert_memory_equal(st->errors, want, sizeof want);
+    assert_int_equal(st->batches, 0);
+    /* the payload limit */
+    kvev_decoder *small = kvev_decoder_new(8, NULL);
+    uint8_t p[512];
+    size_t n = unhex(EX_ARRAY, p);
+    kvev_batch b;
+    kv_err err;
+    assert_int_equal(kvev_decode_batch(small, p, n, &b, &err), KV_ERANGE);
+    assert_int_equal(kvev_decoder_stats(small)->errors[KVEV_ERR_LENGTH], 1);
+    kvev_decoder_free(small);
+    /* reason names are stable metric labels */
+    assert_string_equal(kvev_reason_name(KVEV_ERR_TRUNCATED), "truncated");
+    assert_string_equal(kvev_reason_name(KVEV_ERR_UNKNOWN_EVENT), "unknown_event");
+    for (int r = 0; r < KVEV_ERR_COUNT; r++) assert_string_not_equal(kvev_reason_name((kvev_reason)r), "unknown");
+    kvev_decoder_free(d);
+}
+
+static void test_topic_and_seq(void **state)
+{
+    (void)state;
+    kvev_topic t;
+    const char *ok = "kv@10.0.0.7:8000@Qwen/Qwen3-0.6B";
+    assert_true(kvev_topic_parse(ok, strlen(ok), &t));
+    assert_int_equal(t.pod.len, 13);
+    assert_memory_equal(t.pod.s, "10.0.0.7:8000", 13);
+    assert_int_equal(t.model.len, strlen("Qwen/Qwen3-0.6B"));
+    assert_memory_equal(t.model.s, "Qwen/Qwen3-0.6B", t.model.len);
+    const char *bad[] = {"", "kv", "kv@pod", "kv@a@b@c", "xx@pod@model", "kvv@pod@m", "@pod@model"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(kvev_topic_parse(bad[i], strlen(bad[i]), &t));
+        assert_int_equal(t.pod.len, strlen(bad[i]));   /* reported as such */
+        assert_int_equal(t.model.len, 0);
+    }
+    uint8_t seq[9] = {0, 0, 0, 1, 0, 0, 0, 2, 0xff};
+    uint64_t s;
+    kv_err err;
+    assert_int_equal(kvev_seq_parse(seq, 8, &s, NULL), KV_OK);
+    assert_true(s == 0x0000000100000002ULL);
+    assert_int_equal(kvev_seq_parse(seq, 9, &s, NULL), KV_OK);
+    assert_true(s == 0x0000000100000002ULL);
+    assert_int_equal(kvev_seq_parse(seq, 7, &s, &err), KV_EPARSE);
+    assert_non_null(strstr(err.msg, "7 bytes"));
+}
+
+static void test_decode_message(void **state)
+{
+    (void)state;
+    uint8_t p[512];
+    size_t n = unhex(EX_REMOVED, p);
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    const char *topic = "kv@pod-a@my-model";
+    uint8_t seq[8] = {0, 0, 0, 0, 0, 0, 1, 0};
+    kvev_message m;
+    kv_err err;
+    assert_int_equal(kvev_decode_message(d, topic, strlen(topic), seq, 8, p, n, &m, &err), KV_OK);
+    assert_string_equal(m.pod.s, "pod-a");
+    assert_string_equal(m.model.s, "my-model");
+    assert_true(m.seq == 256);
+    assert_int_equal(m.batch.n_events, 1);
+    assert_int_equal(kvev_decode_message(d, "other", 5, seq, 8, p, n, &m, &err), KV_EPARSE);
+    assert_int_equal(kvev_decoder_last_reason(d), KVEV_ERR_TOPIC);
+    assert_non_null(strstr(err.msg, "\"other\""));
+    assert_int_equal(kvev_decode_message(d, topic, strlen(topic), seq, 4, p, n, &m, &err), KV_EPARSE);
+    assert_int_equal(kvev_decoder_last_reason(d), KVEV_ERR_SEQ);
+    assert_int_equal(kvev_decode_message(d, topic, strlen(topic), seq, 8, p, n - 1, &m, &err), KV_EPARSE);
+    assert_int_equal(kvev_decoder_last_reason(d), KVEV_ERR_TRUNCATED);
+    const kvev_stats *st = kvev_decoder_stats(d);
+    assert_int_equal(st->errors[KVEV_ERR_TOPIC], 1);
+    assert_int_equal(st->errors[KVEV_ERR_SEQ], 1);
+    assert_int_equal(st->errors[KVEV_ERR_TRUNCATED], 1);
+    assert_int_equal(st->batches, 1);
+    kvev_decoder_free(d);
+}
+
+/* A large batch (several arena chunks), then small ones reusing the decoder. */
+static void test_large_batch_and_reuse(void **state)
+{
+    (void)state;
+    enum { NE = 200, NT = 1024 };
+    static kvev_event ev[NE];
+    static uint32_t tok[NT];
+    static uint64_t h[NT / 16];
+    for (size_t i = 0; i < NT; i++) tok[i] = (uint32_t)(i * 997 + 100000);
+    for (size_t i = 0; i < NT / 16; i++) h[i] = i * 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < NE; i++)
+        ev[i] = (kvev_event){.type = KVEV_BLOCK_STORED, .block_hashes = h, .n_block_hashes = NT / 16,
+                             .has_parent = i > 0, .parent_block_hash = i, .token_ids = tok, .n_token_ids = NT,
+                             .block_size = 16, .medium = kvev_str_c("GPU")};
+    kvev_batch b = {2.0, true, 0, ev, NE};
+    kvev_buf buf = {0};
+    assert_int_equal(kvev_encode(&b, KVEV_ENC_ARRAY, &buf, NULL), KV_OK);
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    for (int round = 0; round < 3; round++) {
+        kvev_batch out;
+        assert_int_equal(kvev_decode_batch(d, buf.data, buf.len, &out, NULL), KV_OK);
+        assert_int_equal(out.n_events, NE);
+        for (size_t i = 0; i < NE; i++) assert_same_event(&ev[i], &out.events[i]);
+        uint8_t p[512];
+        size_t n = unhex(EX_ARRAY, p);
+        assert_int_equal(kvev_decode_batch(d, p, n, &out, NULL), KV_OK);
+        assert_example_event(&out.events[0]);
+    }
+    kvev_buf_free(&buf);
+    kvev_decoder_free(d);
+}
+
+static uint64_t rng = 0x243f6a8885a308d3ULL;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Every truncation fails; random mutations never crash, and every call is accounted for
+ * exactly once (a batch or one error reason). Memory safety is ASan's to prove. */
+static void test_truncation_and_mutation(void **state)
+{
+    (void)state;
+    kvev_batch rich = rich_batch();
+    kvev_buf bufs[5] = {{0}};
+    uint8_t p[512];
+    for (int enc = 0; enc < 3; enc++) assert_int_equal(kvev_encode(&rich, (kvev_encoding)enc, &bufs[enc], NULL), KV_OK);
+    size_t n = unhex(EX_MAP, p);
+    bufs[3].data = malloc(n);
+    memcpy(bufs[3].data, p, n);
+    bufs[3].len = n;
+    n = unhex(EX_ARRAY, p);
+    bufs[4].data = malloc(n);
+    memcpy(bufs[4].data, p, n);
+    bufs[4].len = n;
+
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    uint64_t calls = 0;
+    for (int k = 0; k < 5; k++) {
+        size_t len = bufs[k].len;
+        for (size_t cut = 0; cut < len; cut++) {
+            /* copy to an exact-size heap block so ASan catches any overread */
+            uint8_t *t = malloc(cut ? cut : 1);
+            memcpy(t, bufs[k].data, cut);
+            kvev_batch out;
+            assert_int_not_equal(kvev_decode_batch(d, t, cut, &out, NULL), KV_OK);
+            calls++;
+            free(t);
+        }
+        for (int iter = 0; iter < 4000; iter++) {
+            uint8_t *t = malloc(len);
+            memcpy(t, bufs[k].data, len);
+            int flips = 1 + (int)(next_rand() % 3);
+            for (int f = 0; f < flips; f++) {
+                size_t at = next_rand() % len;
+                uint64_t r = next_rand();
+                t[at] = (r & 1) ? (uint8_t)(r >> 8) : (uint8_t)(t[at] ^ (1u << ((r >> 8) % 8)));
+            }
+            size_t tl = (next_rand() % 4 == 0) ? next_rand() % len + 1 : len;
+            kvev_batch out;
+            kv_err err;
+            if (kvev_decode_batch(d, t, tl, &out, &err) == KV_OK) {
+                /* whatever decoded must be internally consistent and re-encodable */
+                kvev_buf re = {0};
+                int rc = kvev_encode(&out, KVEV_ENC_MAP_EVENTS, &re, NULL);
+                assert_true(rc == KV_OK || rc == KV_EINVAL);
+                kvev_buf_free(&re);
+            } else {
+                assert_true(err.msg[0] != 0);
+            }
+            calls++;
+            free(t);
+        }
+    }
+    const kvev_stats *st = kvev_decoder_stats(d);
+    uint64_t accounted = st->batches;
+    for (int r = 0; r < KVEV_ERR_COUNT; r++) accounted += st->errors[r];
+    assert_true(accounted == calls);
+    assert_true(st->errors[KVEV_ERR_TRUNCATED] > 0);
+    kvev_decoder_free(d);
+    for (int k = 0; k < 5; k++) kvev_buf_free(&bufs[k]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_worked_example_array),
+        cmocka_unit_test(test_worked_example_map),
+        cmocka_unit_test(test_removed_and_cleared),
+        cmocka_unit_test(test_batch_shapes),
+        cmocka_unit_test(test_hash_encodings),
+        cmocka_unit_test(test_round_trip_all_fields),
+        cmocka_unit_test(test_extra_key_kinds),
+        cmocka_unit_test(test_tolerated_fields),
+        cmocka_unit_test(test_malformed_by_reason),
+        cmocka_unit_test(test_topic_and_seq),
+        cmocka_unit_test(test_decode_message),
+        cmocka_unit_test(test_large_batch_and_reuse),
+        cmocka_unit_test(test_truncation_and_mutation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
