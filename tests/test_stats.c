@@ -1,0 +1,140 @@
+/* test_stats: np.mean / np.percentile ("linear") semantics, hand-derived:
+ * interpolation values worked out on paper, NumPy's pairwise summation shown by inputs
+ * where it gives a different double than a left-to-right sum (and where a different
+ * block split would too), and the selection path against a full sort. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "stats.h"
+
+static void test_percentile_hand_values(void **state)
+{
+    (void)state;
+    const double v[] = {1, 2, 3, 4};
+    /* q=25: index 0.75 -> t >= 0.5, so b - d*(1-t) = 2 - 0.25 */
+    assert_true(stats_percentile_sorted(v, 4, 25) == 1.75);
+    assert_true(stats_percentile_sorted(v, 4, 50) == 2.5);
+    assert_true(stats_percentile_sorted(v, 4, 0) == 1);
+    assert_true(stats_percentile_sorted(v, 4, 100) == 4);
+    /* q=0.1: index 3*0.001 = 0.003 -> 1.003; q=99.9: index 2.997 -> 4 - 0.003 */
+    assert_true(fabs(stats_percentile_sorted(v, 4, 0.1) - 1.003) < 1e-12);
+    assert_true(fabs(stats_percentile_sorted(v, 4, 99.9) - 3.997) < 1e-12);
+    assert_true(fabs(stats_percentile_sorted(v, 4, 90) - 3.7) < 1e-12);
+    const double w[] = {10, 20};
+    assert_true(fabs(stats_percentile_sorted(w, 2, 0.1) - 10.01) < 1e-12);
+    const double u[] = {1, 2, 3, 4, 5};
+    assert_true(fabs(stats_percentile_sorted(u, 5, 10) - 1.4) < 1e-12);
+    /* integers 196, 197 with 60 items: the example report's p0.1 = 196.059 */
+    double pl[60];
+    for (int i = 0; i < 60; i++)
+        pl[i] = 196 + i; /* sorted; index 0.059 lies between 196 and 197 */
+    assert_true(fabs(stats_percentile_sorted(pl, 60, 0.1) - 196.059) < 1e-9);
+}
+
+static void test_percentile_upper_half_is_exact_at_b(void **state)
+{
+    (void)state;
+    /* With t >= 0.5 NumPy computes b - d*(1-t): for t = 1 - 2^-53 that lands on b
+     * minus a rounding-sized step; a + d*t on the same input gives a different double
+     * for a large a. Both ends stay exact: q = 100 returns the max bit for bit. */
+    const double v[] = {1e300, 3e300};
+    assert_true(stats_percentile_sorted(v, 2, 100) == 3e300);
+    assert_true(stats_percentile_sorted(v, 2, 0) == 1e300);
+    assert_true(stats_percentile_sorted(v, 2, 50) == 2e300);
+}
+
+static void test_mean_pairwise_small_block(void **state)
+{
+    (void)state;
+    /* 2^53 then eight 1.0s. Left to right every +1 is lost (ties to even): 2^53.
+     * NumPy: r[j] = a[j] (j < 8), no full block of 8 follows, so
+     * ((r0+r1)+(r2+r3)) + ((r4+r5)+(r6+r7)) = (2^53 + 2) + 4 = 2^53 + 6, then the
+     * leftover a8: 2^53 + 7 is a tie between +6 and +8 and rounds to even, +8. */
+    double v[9] = {0x1p53, 1, 1, 1, 1, 1, 1, 1, 1};
+    assert_true(stats_mean(v, 9) == (0x1p53 + 8) / 9.0);
+    assert_true(stats_mean(v, 9) != 0x1p53 / 9.0);
+}
+
+static void test_mean_pairwise_split(void **state)
+{
+    (void)state;
+    /* n = 200 splits at 96 (100 rounded down to a multiple of 8).
+     * First 96: r0 = 2^53 (its 11 added ones lost), r1..r7 = 12 each:
+     *   ((2^53 + 12) + 24) + (24 + 24) = 2^53 + 84.
+     * Last 104 ones: 104. Total 2^53 + 188. A split at 100 would give another sum. */
+    double v[200];
+    for (int i = 0; i < 200; i++)
+        v[i] = 1;
+    v[0] = 0x1p53;
+    assert_true(stats_mean(v, 200) == (0x1p53 + 188) / 200.0);
+    assert_true(isnan(stats_mean(v, 0)));
+}
+
+static void test_summarize_matches_sorted_reference(void **state)
+{
+    (void)state;
+    /* Many duplicates (like simulated inter-token gaps) and a few outliers. */
+    uint64_t x = 88172645463325252ULL;
+    for (size_t n = 1; n < 3000; n = n * 3 + 1) {
+        double *v = malloc(n * sizeof *v), *sorted = malloc(n * sizeof *sorted);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v[i] = (x % 10 == 0) ? (double)(x % 100000) / 7.0 : (double)(x % 5);
+        }
+        memcpy(sorted, v, n * sizeof *v);
+        double mean = stats_mean(v, n);
+        for (size_t i = 1; i < n; i++) /* insertion sort: independent of the selection code */
+            for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+                double t = sorted[j];
+                sorted[j] = sorted[j - 1];
+                sorted[j - 1] = t;
+            }
+        stats_block b;
+        stats_summarize(v, n, &b);
+        assert_true(b.valid);
+        assert_true(b.v[STATS_MEAN] == mean);
+        assert_true(b.v[STATS_MIN] == sorted[0]);
+        assert_true(b.v[STATS_MAX] == sorted[n - 1]);
+        for (int k = STATS_P0_1; k <= STATS_P99_9; k++)
+            assert_true(b.v[k] == stats_percentile_sorted(sorted, n, stats_key_q[k]));
+        free(v);
+        free(sorted);
+    }
+}
+
+static void test_summarize_edges(void **state)
+{
+    (void)state;
+    stats_block b;
+    stats_summarize(NULL, 0, &b);
+    assert_false(b.valid);
+    double one = 0.25;
+    stats_summarize(&one, 1, &b);
+    assert_true(b.valid);
+    for (int k = 0; k < STATS_NKEYS; k++)
+        assert_true(b.v[k] == 0.25);
+    assert_string_equal(stats_key_names[STATS_P0_1], "p0.1");
+    assert_string_equal(stats_key_names[STATS_MEDIAN], "median");
+    assert_string_equal(stats_key_names_br[STATS_MEDIAN], "p50");
+    assert_string_equal(stats_key_names_br[STATS_P99_9], "p99p9");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_percentile_hand_values),
+        cmocka_unit_test(test_percentile_upper_half_is_exact_at_b),
+        cmocka_unit_test(test_mean_pairwise_small_block),
+        cmocka_unit_test(test_mean_pairwise_split),
+        cmocka_unit_test(test_summarize_matches_sorted_reference),
+        cmocka_unit_test(test_summarize_edges),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
