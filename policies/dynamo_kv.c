@@ -71,7 +71,6 @@ typedef struct {
     size_t n_flights, cap_flights;
     dkv_flight picked;           /* what pick decided, for pre_request of the same request */
     bool have_picked;
-    bool approx;                 /* the last pick used the approximate tracker */
     sched_env env;
     uint64_t *hashes;            /* pre_request scratch */
     size_t cap_hashes;
@@ -169,18 +168,21 @@ static bool dkv_credit_events(const dkv *s, sched_cycle *c, const sched_kvsource
     size_t nk = 0;
     const uint64_t *keys = sched_cycle_keys(c, &src->keys, &nk);
     const sched_request *r = sched_cycle_request(c);
-    if (!keys || !r->tokens)
+    if (!r->tokens)
         return false;
     *prompt_blocks = (double)r->n_tokens / src->keys.block_size;
     *request_blocks = (uint32_t)((r->n_tokens + src->keys.block_size - 1) / src->keys.block_size);
     kvindex_match *m = sched_cycle_alloc(c, kvindex_max_endpoints(src->index) * sizeof *m);
     if (!m)
         return false;
+    for (size_t i = 0; i < n; i++)
+        credit[i] = 0;
+    if (!keys || nk == 0)
+        return true;
     kvindex_lookup(src->index, keys, nk, m);
     for (size_t i = 0; i < n; i++) {
-        credit[i] = 0;
         int slot = dkv_index_slot(src->index, cands[i].ep->name);
-        if (slot < 0)
+        if (slot < 0 || (uint32_t)slot >= kvindex_max_endpoints(src->index))
             continue;
         for (uint32_t b = 0; b < m[slot].blocks; b++) {
             unsigned t = kvindex_tiers(src->index, slot, keys[b]);
@@ -279,7 +281,6 @@ static size_t dkv_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
     s->picked = (dkv_flight){.id_hash = dkv_id_hash(sched_cycle_request(c)), .ep = cands[pick].ep->id,
                              .prefill = fmax(prompt_blocks - credit[pick], 0), .decode = request_blocks};
     s->have_picked = true;
-    s->approx = approx;
     out[0] = cands[pick].ep;
     return 1;
 }
@@ -316,7 +317,8 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     s->flights[s->n_flights++] = f;
     l->prefill += f.prefill;
     l->decode += f.decode;
-    if (!s->approx || total == 0)
+    /* The tracker learns whenever it is what pick consults (no events for this request). */
+    if (total == 0 || (dkv_source(p) && r->tokens))
         return;
     if (total > s->cap_hashes) {
         uint64_t *h = realloc(s->hashes, total * sizeof *h);
