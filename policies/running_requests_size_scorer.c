@@ -1,0 +1,20 @@
+/* running-requests-size-scorer (GIE): queue-scorer's min-max on vllm:num_requests_running
+ * instead of the waiting queue: (max - r)/(max - min), all equal -> 1.0. Stale or
+ * never-scraped metrics: as queue-scorer (last value; never scraped reads 0). */
+#include "policy_util.h"
+
+static void rrs_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
+{
+    double *v = sched_cycle_alloc(c, (n ? n : 1) * sizeof *v);
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        v[i] = eps[i]->m.running;
+    pu_minmax_lower_better(v, n, scores);
+}
+
+const sched_plugin_type running_requests_size_scorer_type = {
+    .type = "running-requests-size-scorer",
+    .kind = SCHED_SCORER,
+    .score = rrs_score,
+};
