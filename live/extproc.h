@@ -1,0 +1,107 @@
+/* extproc: the Envoy ext-proc gRPC server of ./epp (spec epp.md §4).
+ *
+ * envoy.service.ext_proc.v3.ExternalProcessor/Process on gRPC core's C API: one
+ * completion queue polled by a few worker threads; every HTTP request is one
+ * bidirectional stream driven by a small state machine (request headers stored ->
+ * body buffered to end of stream -> parsed -> token ids -> scheduled -> headers
+ * response with x-gateway-destination-endpoint + the body streamed back in chunks of at
+ * most 62,000 bytes -> response headers and body passed through, usage read ->
+ * sched_response_complete). Errors go back as GIE does: an ImmediateResponse whose body
+ * is "inference gateway: <Code> - <msg>"; a malformed protobuf closes that one stream
+ * with INVALID_ARGUMENT. No bad request can take the server down.
+ *
+ * Body modes: FULL_DUPLEX_STREAMED (what GIE configures) is the default behaviour. When
+ * Envoy announces BUFFERED/BUFFERED_PARTIAL in protocol_config (it then waits for the
+ * headers response before sending the body), the headers are answered at once and the
+ * routing decision travels in the request-body response's header mutation instead.
+ * Without protocol_config there is no way to tell, and full duplex is assumed.
+ *
+ * Threads: the scheduler is called only under the server's lock (a sched is
+ * single-threaded); endpoints are borrowed from the pool between acquire and release,
+ * which the pool implements with its own lock (taken after the server's lock). Text
+ * prompts are tokenised with no lock held. All callbacks may run on any worker thread.
+ * Ownership: the config's sched, pool and strings must outlive the server. */
+#ifndef KVROUTE_EXTPROC_H
+#define KVROUTE_EXTPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kverr.h"
+#include "scheduler.h"
+
+/* The live endpoint set. acquire returns the endpoints, which stay valid and unchanged
+ * (except in_flight, which the sched updates) until the matching release. */
+typedef struct extproc_pool {
+    size_t (*acquire)(void *ctx, sched_endpoint *const **eps);
+    void (*release)(void *ctx);
+    void *ctx;
+} extproc_pool;
+
+/* One routing decision, reported after the headers response is queued. */
+typedef struct extproc_decision {
+    const char *request_id;
+    const char *model;
+    const char *target;           /* "ip:port[,ip:port...]" */
+    const char *profile;
+    size_t n_tokens;              /* token ids the decision used (0: text fallback) */
+    bool tokenize_failed;         /* text prompt scored by prefix text */
+    double sched_seconds;         /* sched_schedule alone */
+    const sched_trace *trace;     /* per-scorer scores when verbosity >= 4, else NULL */
+} extproc_decision;
+
+/* One finished request (response end of stream, or the stream ended early). */
+typedef struct extproc_completion {
+    const char *request_id;
+    const char *model;
+    const char *target;           /* NULL if the request was never routed */
+    int http_status;              /* 200 routed; the ImmediateResponse status otherwise */
+    bool usage_found;
+    uint64_t prompt_tokens, completion_tokens, cached_tokens;
+    size_t request_bytes, response_bytes;
+    double seconds;               /* request headers in -> response end */
+} extproc_completion;
+
+typedef struct extproc_config {
+    const char *addr;             /* e.g. "0.0.0.0:9002"; port 0 picks a free port */
+    const char *cert_pem;         /* PEM certificate chain and key: TLS; both NULL: plaintext */
+    const char *key_pem;
+    sched *sched;
+    extproc_pool pool;
+    int threads;                  /* completion-queue workers; 0 = 4 */
+    int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */
+    size_t max_body;              /* request/response bytes buffered per stream; 0 = 64 MiB */
+    int verbosity;                /* >= 4: "Calculated score" lines; >= 3: "Request handled" */
+    /* Receives each JSON log line (no newline); NULL writes them to stderr. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
+    void (*on_decision)(void *ctx, const extproc_decision *d);   /* optional */
+    void (*on_complete)(void *ctx, const extproc_completion *c); /* optional */
+    void *hook_ctx;
+} extproc_config;
+
+typedef struct extproc_stats {
+    uint64_t streams, streams_active;
+    uint64_t requests;            /* routed */
+    uint64_t errors_400, errors_429, errors_500, errors_503;
+    uint64_t bad_messages;        /* streams closed for an undecodable message */
+    uint64_t tokenize_ok, tokenize_failed;
+    uint64_t completed;
+} extproc_stats;
+
+typedef struct extproc_server extproc_server;
+
+/* Binds, starts the workers and returns; KV_EIO naming the address when it cannot
+ * listen (busy port, bad address), KV_EINVAL for a bad certificate or key. */
+extproc_server *extproc_start(const extproc_config *cfg, kv_err *err);
+int extproc_port(const extproc_server *s);  /* the bound port */
+/* Cancels every stream, joins the workers, frees everything. NULL is a no-op. */
+void extproc_stop(extproc_server *s);
+void extproc_get_stats(const extproc_server *s, extproc_stats *out);
+
+/* Building blocks shared with the health server and tests. */
+#define EXTPROC_METHOD "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+#define EXTPROC_CHUNK 62000       /* GIE's body chunk size (pkg/common/chunking.go) */
+
+#endif
