@@ -222,6 +222,49 @@ void simsrv_get_metrics(const simsrv *s, simsrv_metrics *m)
     m->kv_usage = 1.0 - (double)bpool_num_free(s->pool) / total;
 }
 
+int simsrv_check(const simsrv *s, kv_err *err)
+{
+    uint32_t n = bpool_num_blocks(s->pool);
+    uint32_t *held = calloc(n, sizeof *held);
+    if (!held) return kv_err_set(err, KV_ENOMEM, "server check: out of memory");
+    int rc = KV_OK;
+    for (size_t i = 0; i < s->run.n && rc == KV_OK; i++) {
+        const simsrv_req *r = s->run.v[i];
+        const rstate *st = r->priv_ptr;
+        if (r->n_computed > num_tokens(r) || r->n_generated > r->n_output || st->n_cached > st->n_blocks ||
+            st->n_blocks > st->cap_blocks || (uint64_t)st->n_blocks * s->bs < r->n_computed)
+            rc = kv_err_set(err, KV_ESTATE, "server check: running request %llu: computed %u of %u tokens, "
+                            "%u blocks (%u cached, cap %u), %u of %u generated",
+                            (unsigned long long)r->id, r->n_computed, num_tokens(r), st->n_blocks, st->n_cached,
+                            st->cap_blocks, r->n_generated, r->n_output);
+        for (uint32_t b = 0; b < st->n_blocks; b++) held[st->blocks[b]]++;
+    }
+    for (size_t i = 0; i < s->wq_len && rc == KV_OK; i++) {
+        const simsrv_req *r = s->wq[(s->wq_head + i) % s->wq_cap];
+        const rstate *st = r->priv_ptr;
+        if (st->n_blocks != 0 || r->n_computed != 0)
+            rc = kv_err_set(err, KV_ESTATE, "server check: waiting request %llu holds %u blocks, computed %u",
+                            (unsigned long long)r->id, st->n_blocks, r->n_computed);
+    }
+    uint32_t unref = 0;
+    for (uint32_t b = 0; b < n && rc == KV_OK; b++) {
+        if (held[b] != bpool_ref(s->pool, b))
+            rc = kv_err_set(err, KV_ESTATE, "server check: block %u has ref %u but %u holders", b,
+                            bpool_ref(s->pool, b), held[b]);
+        unref += held[b] == 0;
+    }
+    if (rc == KV_OK && unref != bpool_num_free(s->pool))
+        rc = kv_err_set(err, KV_ESTATE, "server check: %u unreferenced blocks but %u in the free queue", unref,
+                        bpool_num_free(s->pool));
+    if (rc == KV_OK && bpool_free_order(s->pool, held, n) != unref)
+        rc = kv_err_set(err, KV_ESTATE, "server check: free queue length differs from its count");
+    for (uint32_t i = 0; i < unref && rc == KV_OK; i++)
+        if (bpool_ref(s->pool, held[i]) != 0)
+            rc = kv_err_set(err, KV_ESTATE, "server check: referenced block %u in the free queue", held[i]);
+    free(held);
+    return rc;
+}
+
 /* --- waiting queue --------------------------------------------------------------- */
 
 static bool wq_reserve(simsrv *s)

@@ -93,6 +93,12 @@ uint32_t simsrv_block_size(const simsrv *s);
 uint32_t simsrv_max_num_batched_tokens(const simsrv *s);
 uint32_t simsrv_max_num_seqs(const simsrv *s);
 uint64_t simsrv_num_gpu_blocks(const simsrv *s);
+/* Verifies the server's bookkeeping (for tests and --check runs): every block's
+ * reference count equals the number of running requests holding it, waiting requests
+ * hold none, the free queue holds exactly the unreferenced blocks, and no request's
+ * progress exceeds its tokens. KV_ESTATE with the first violation named. O(blocks). */
+int simsrv_check(const simsrv *s, kv_err *err);
+
 /* Token id of r's i-th generated token: a fixed function of (r->id, i), so that a
  * multi-turn workload can append the same response tokens to the next turn's prompt. */
 uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i);

@@ -1,0 +1,424 @@
+/* test_server: the simulated vLLM v1 engine. Hand-worked cases (preemption of the
+ * tail with no admission that step and head-of-line blocking after it; the
+ * num_tokens-1 prefix-hit cap; chunked prefill and TTFT), invariants over a random
+ * shared-prefix workload checked at every step (token budget, max_num_seqs, block
+ * conservation via simsrv_check, exact output lengths, nothing held after drain), and
+ * the KV events decoded back with the engine's decoder and checked against an
+ * independent recomputation of the block hashes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "blockkeys.h"
+#include "kvevents.h"
+#include "server.h"
+
+static simsrv_config base_config(uint32_t bs, uint64_t blocks, uint32_t max_tokens, uint32_t max_seqs)
+{
+    simsrv_config c = {0};
+    c.model = sm_model_find("qwen3-32b");
+    c.hw = sm_hardware_find("h100-sxm");
+    c.tp = 2;
+    c.block_size = bs;
+    c.num_gpu_blocks = blocks;
+    c.max_num_batched_tokens = max_tokens;
+    c.max_num_seqs = max_seqs;
+    c.prefix_caching = true;
+    c.emit_kv_events = true;
+    c.model_name = "Qwen/Qwen3-32B";
+    return c;
+}
+
+static simsrv *new_server(const simsrv_config *c)
+{
+    kv_err err = {0};
+    simsrv *s = simsrv_new(c, &err);
+    if (!s) fail_msg("simsrv_new: %s", err.msg);
+    return s;
+}
+
+static void check(const simsrv *s)
+{
+    kv_err err = {0};
+    if (simsrv_check(s, &err) != KV_OK) fail_msg("%s", err.msg);
+}
+
+static bool produced(const simsrv_step_result *r, const simsrv_req *q)
+{
+    for (size_t i = 0; i < r->n_tokens_out; i++)
+        if (r->tokens_out[i] == q) return true;
+    return false;
+}
+
+static uint32_t *seq_tokens(uint32_t n, uint32_t base)
+{
+    uint32_t *t = malloc(n * sizeof *t);
+    assert_non_null(t);
+    for (uint32_t i = 0; i < n; i++) t[i] = base + i;
+    return t;
+}
+
+/* usable blocks = num_gpu_blocks - 1 (vLLM's null block) = 7, block size 16.
+ * A (32 tokens, 2 blocks), B (32, 2), C (48, 3) fill the pool in step 1. In step 2,
+ * A's first decode token needs a third block: the tail C is preempted, goes to the
+ * front of the waiting queue, and D (10 tokens, 1 block), although a block is free
+ * after A and B, is not admitted because the step preempted. In step 3, C (now 49
+ * tokens with its first output, 4 blocks) does not fit and blocks D behind it. */
+static void test_preemption(void **state)
+{
+    (void)state;
+    simsrv_config c = base_config(16, 8, 256, 16);
+    c.prefix_caching = false;
+    simsrv *s = new_server(&c);
+    uint32_t *ta = seq_tokens(32, 1000), *tb = seq_tokens(32, 2000), *tc = seq_tokens(48, 3000),
+             *td = seq_tokens(10, 4000);
+    simsrv_req a = {.id = 1, .tokens = ta, .n_prompt = 32, .n_output = 40};
+    simsrv_req b = {.id = 2, .tokens = tb, .n_prompt = 32, .n_output = 40};
+    simsrv_req cc = {.id = 3, .tokens = tc, .n_prompt = 48, .n_output = 20};
+    simsrv_req d = {.id = 4, .tokens = td, .n_prompt = 10, .n_output = 5};
+    assert_int_equal(simsrv_submit(s, &a), KV_OK);
+    assert_int_equal(simsrv_submit(s, &b), KV_OK);
+    assert_int_equal(simsrv_submit(s, &cc), KV_OK);
+
+    simsrv_step_result r;
+    sim_time now = 0;
+    assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+    assert_int_equal(r.n_scheduled_tokens, 112);
+    assert_int_equal(r.n_prefill_tokens, 112);
+    assert_int_equal(r.n_tokens_out, 3);
+    assert_true(r.duration > 0);
+    simsrv_metrics m;
+    simsrv_get_metrics(s, &m);
+    assert_true(m.kv_usage == 1.0);
+    check(s);
+    now += r.duration;
+
+    assert_int_equal(simsrv_submit(s, &d), KV_OK);
+    assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+    assert_int_equal(r.n_preempted, 1);
+    assert_int_equal(r.n_tokens_out, 2);
+    assert_true(produced(&r, &a) && produced(&r, &b));
+    assert_int_equal(cc.preemptions, 1);
+    assert_int_equal(cc.n_computed, 0);
+    assert_int_equal(cc.n_generated, 1);   /* its sampled token survives the recompute */
+    simsrv_get_metrics(s, &m);
+    assert_int_equal(m.running, 2);
+    assert_int_equal(m.waiting, 2);
+    assert_int_equal(m.preemptions, 1);
+    assert_int_equal(d.admitted_once, false);
+    check(s);
+    now += r.duration;
+
+    assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+    assert_int_equal(r.n_preempted, 0);
+    assert_int_equal(r.n_tokens_out, 2);
+    assert_int_equal(r.n_decode_seqs, 2);
+    assert_false(d.admitted_once);         /* head-of-line: C is in front and does not fit */
+    simsrv_get_metrics(s, &m);
+    assert_int_equal(m.waiting, 2);
+    check(s);
+    now += r.duration;
+
+    /* Drain: everyone gets exactly its output; C is admitted before D. */
+    simsrv_req *all[] = {&a, &b, &cc, &d};
+    uint32_t got[4] = {0};
+    for (int i = 0; i < 4; i++) got[i] = all[i]->n_generated;
+    int finished = 0, guard = 0;
+    bool c_first = false;
+    while (simsrv_has_work(s)) {
+        assert_true(++guard < 10000);
+        assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+        now += r.duration;
+        for (size_t k = 0; k < r.n_tokens_out; k++)
+            for (int i = 0; i < 4; i++)
+                if (r.tokens_out[k] == all[i]) got[i]++;
+        if (cc.admitted_once && !d.admitted_once) c_first = true;
+        finished += (int)r.n_finished;
+        check(s);
+    }
+    assert_true(c_first);
+    assert_int_equal(finished, 4);
+    for (int i = 0; i < 4; i++) assert_int_equal(got[i], all[i]->n_output);
+    simsrv_get_metrics(s, &m);
+    assert_true(m.kv_usage == 0.0);
+    simsrv_free(s);
+    free(ta); free(tb); free(tc); free(td);
+}
+
+/* Runs r alone to completion; returns its cached tokens at admission. */
+static uint32_t run_one(simsrv *s, simsrv_req *r, sim_time *now)
+{
+    assert_int_equal(simsrv_submit(s, r), KV_OK);
+    simsrv_step_result res;
+    while (simsrv_has_work(s)) {
+        assert_int_equal(simsrv_step(s, *now, &res), KV_OK);
+        *now += res.duration;
+        check(s);
+    }
+    assert_int_equal(r->n_generated, r->n_output);
+    return r->n_cached;
+}
+
+static void test_prefix_hit_cap(void **state)
+{
+    (void)state;
+    simsrv_config c = base_config(16, 64, 2048, 16);
+    simsrv *s = new_server(&c);
+    sim_time now = 0;
+    uint32_t *t = seq_tokens(80, 1);
+    simsrv_req x = {.id = 1, .tokens = t, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(run_one(s, &x, &now), 0);
+    /* The same 64 tokens (4 full blocks): at most 63 may hit, i.e. 3 whole blocks. */
+    simsrv_req y = {.id = 2, .tokens = t, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(run_one(s, &y, &now), 48);
+    /* 65 tokens: the 4 cached blocks all fit under the cap. */
+    simsrv_req z = {.id = 3, .tokens = t, .n_prompt = 65, .n_output = 1};
+    assert_int_equal(run_one(s, &z, &now), 64);
+    /* 47 tokens share 2 full blocks (32) and cap at 46 -> 2 blocks. */
+    simsrv_req w = {.id = 4, .tokens = t, .n_prompt = 47, .n_output = 2};
+    assert_int_equal(run_one(s, &w, &now), 32);
+    /* A change in block 1 stops the hit at the first miss. */
+    uint32_t *u = seq_tokens(80, 1);
+    u[20] = 99999;
+    simsrv_req v = {.id = 5, .tokens = u, .n_prompt = 80, .n_output = 1};
+    assert_int_equal(run_one(s, &v, &now), 16);
+    simsrv_metrics m;
+    simsrv_get_metrics(s, &m);
+    assert_int_equal(m.hit_tokens, 48 + 64 + 32 + 16);
+    assert_int_equal(m.prompt_tokens, 64 + 64 + 65 + 47 + 80);
+    simsrv_free(s);
+    free(t);
+    free(u);
+}
+
+static void test_chunked_prefill_ttft(void **state)
+{
+    (void)state;
+    simsrv_config c = base_config(16, 64, 32, 16);
+    simsrv *s = new_server(&c);
+    uint32_t *t = seq_tokens(100, 1);
+    simsrv_req q = {.id = 1, .tokens = t, .n_prompt = 100, .n_output = 3};
+    assert_int_equal(simsrv_submit(s, &q), KV_OK);
+    simsrv_step_result r;
+    /* 100 tokens in chunks of 32: 32, 32, 32, 4; the first token ends step 4. */
+    uint32_t want[] = {32, 32, 32, 4, 1, 1};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(simsrv_step(s, 0, &r), KV_OK);
+        assert_int_equal(r.n_scheduled_tokens, want[i]);
+        assert_int_equal(r.n_tokens_out, i >= 3 ? 1 : 0);
+        assert_int_equal(q.prefill_done, i >= 3);
+    }
+    assert_int_equal(r.n_finished, 1);
+    assert_false(simsrv_has_work(s));
+    simsrv_free(s);
+
+    /* long_prefill_token_threshold caps a chunk below the budget. */
+    c.max_num_batched_tokens = 2048;
+    c.long_prefill_token_threshold = 40;
+    s = new_server(&c);
+    simsrv_req q2 = {.id = 2, .tokens = t, .n_prompt = 100, .n_output = 1};
+    assert_int_equal(simsrv_submit(s, &q2), KV_OK);
+    assert_int_equal(simsrv_step(s, 0, &r), KV_OK);
+    assert_int_equal(r.n_scheduled_tokens, 40);
+    simsrv_free(s);
+    free(t);
+}
+
+static void test_rejects_and_defaults(void **state)
+{
+    (void)state;
+    simsrv_config c = base_config(16, 8, 0, 0);
+    simsrv *s = new_server(&c);
+    assert_int_equal(simsrv_max_num_batched_tokens(s), 8192);
+    assert_int_equal(simsrv_max_num_seqs(s), 1024);
+    assert_int_equal(simsrv_num_gpu_blocks(s), 8);
+    uint32_t *t = seq_tokens(200, 1);
+    simsrv_req big = {.id = 1, .tokens = t, .n_prompt = 100, .n_output = 20};   /* 8 blocks > 7 */
+    assert_int_equal(simsrv_submit(s, &big), KV_ERANGE);
+    simsrv_req empty = {.id = 2, .tokens = t, .n_prompt = 0, .n_output = 20};
+    assert_int_equal(simsrv_submit(s, &empty), KV_ERANGE);
+    assert_false(simsrv_has_work(s));
+    simsrv_free(s);
+
+    /* Derived capacity: Qwen3-32B, 2xH100, block 64, 0.9 -> ~300k tokens. */
+    c = base_config(64, 0, 0, 0);
+    s = new_server(&c);
+    uint64_t tokens = simsrv_num_gpu_blocks(s) * 64;
+    assert_true(tokens > 285000 && tokens < 333900);
+    simsrv_req longp = {.id = 3, .tokens = t, .n_prompt = 40000, .n_output = 1000};   /* > max_model_len */
+    assert_int_equal(simsrv_submit(s, &longp), KV_ERANGE);
+    simsrv_free(s);
+
+    kv_err err = {0};
+    c.tp = 0;
+    assert_null(simsrv_new(&c, &err));
+    assert_int_equal(err.code, KV_EINVAL);
+    c = base_config(64, 0, 0, 0);
+    c.hw = sm_hardware_find("l40s");   /* 65 GB of weights do not fit one 48 GB card */
+    c.tp = 1;
+    assert_null(simsrv_new(&c, &err));
+    assert_int_equal(err.code, KV_ERANGE);
+    free(t);
+}
+
+/* --- events ------------------------------------------------------------------- */
+
+typedef struct evcheck {
+    kvev_decoder *dec;
+    blockkeys_ctx keys;
+    uint64_t root;
+    uint64_t next_seq;
+    uint64_t *live; size_t n_live, cap_live;   /* multiset of stored, not yet removed */
+    uint64_t stored, removed;
+} evcheck;
+
+static void ev_apply(evcheck *e, const simsrv_step_result *r, uint32_t bs)
+{
+    if (!r->kv_payload) return;
+    assert_int_equal(r->kv_seq, e->next_seq);
+    e->next_seq++;
+    kvev_batch b;
+    kv_err err = {0};
+    if (kvev_decode_batch(e->dec, r->kv_payload, r->kv_payload_len, &b, &err) != KV_OK) fail_msg("%s", err.msg);
+    assert_true(b.n_events > 0);
+    for (size_t i = 0; i < b.n_events; i++) {
+        const kvev_event *ev = &b.events[i];
+        assert_string_equal(ev->medium.s, "GPU");
+        if (ev->type == KVEV_BLOCK_STORED) {
+            assert_int_equal(ev->block_size, bs);
+            assert_int_equal(ev->n_token_ids, ev->n_block_hashes * bs);
+            /* Independent recomputation: the chain from the parent (or the model root)
+             * over the published tokens must give the published hashes. */
+            uint64_t want[64];
+            assert_true(ev->n_block_hashes <= 64);
+            size_t n = blockkeys_compute(&e->keys, ev->has_parent ? ev->parent_block_hash : e->root, ev->token_ids,
+                                         ev->n_token_ids, NULL, 0, NULL, want, 64);
+            assert_int_equal(n, ev->n_block_hashes);
+            assert_memory_equal(want, ev->block_hashes, n * sizeof *want);
+            for (size_t k = 0; k < n; k++) {
+                if (e->n_live == e->cap_live) {
+                    e->cap_live = e->cap_live ? e->cap_live * 2 : 256;
+                    e->live = realloc(e->live, e->cap_live * sizeof *e->live);
+                    assert_non_null(e->live);
+                }
+                e->live[e->n_live++] = ev->block_hashes[k];
+            }
+            e->stored += n;
+        } else {
+            assert_int_equal(ev->type, KVEV_BLOCK_REMOVED);
+            assert_int_equal(ev->n_block_hashes, 1);
+            size_t k = 0;
+            while (k < e->n_live && e->live[k] != ev->block_hashes[0]) k++;
+            if (k == e->n_live) fail_msg("BlockRemoved for a hash never stored");
+            e->live[k] = e->live[--e->n_live];
+            e->removed++;
+        }
+    }
+}
+
+/* A random shared-prefix workload with arrivals between steps; every invariant is
+ * checked at every step. */
+static void run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t max_tokens, uint32_t max_seqs,
+                       uint32_t threshold)
+{
+    simsrv_config c = base_config(bs, blocks, max_tokens, max_seqs);
+    c.long_prefill_token_threshold = threshold;
+    simsrv *s = new_server(&c);
+    evcheck e = {0};
+    e.dec = kvev_decoder_new(0, NULL);
+    assert_non_null(e.dec);
+    assert_int_equal(blockkeys_init(&e.keys, BLOCKKEYS_XXH64, bs, "vllm", NULL), KV_OK);
+    e.root = blockkeys_root(&e.keys, "Qwen/Qwen3-32B");
+    /* The router's request keys use another seed: engine keys must differ. */
+    blockkeys_ctx router;
+    blockkeys_init(&router, BLOCKKEYS_XXH64, bs, "", NULL);
+    assert_true(blockkeys_root(&router, "Qwen/Qwen3-32B") != e.root);
+
+    enum { NREQ = 300, NGROUP = 5 };
+    srand(seed);
+    uint32_t *prefix[NGROUP];
+    for (int g = 0; g < NGROUP; g++) {
+        prefix[g] = malloc(400 * sizeof(uint32_t));
+        for (int k = 0; k < 400; k++) prefix[g][k] = (uint32_t)rand() % 150000;
+    }
+    simsrv_req *req = calloc(NREQ, sizeof *req);
+    uint32_t **toks = calloc(NREQ, sizeof *toks);
+    uint32_t *got = calloc(NREQ, sizeof *got);
+    assert_true(req && toks && got);
+    size_t next = 0, done = 0;
+    sim_time now = 0;
+    int guard = 0;
+    while (done < NREQ) {
+        assert_true(++guard < 200000);
+        for (int k = rand() % 4; k > 0 && next < NREQ; k--, next++) {
+            uint32_t plen = (uint32_t)(rand() % 400), qlen = 1 + (uint32_t)(rand() % 200);
+            uint32_t *t = malloc((plen + qlen) * sizeof *t);
+            memcpy(t, prefix[rand() % NGROUP], plen * sizeof *t);
+            for (uint32_t k2 = 0; k2 < qlen; k2++) t[plen + k2] = (uint32_t)rand() % 150000;
+            toks[next] = t;
+            req[next] = (simsrv_req){.id = next, .tokens = t, .n_prompt = plen + qlen,
+                                     .n_output = 1 + (uint32_t)(rand() % 120)};
+            assert_int_equal(simsrv_submit(s, &req[next]), KV_OK);
+        }
+        simsrv_step_result r;
+        assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+        if (!simsrv_has_work(s) && r.n_tokens_out == 0 && next < NREQ) continue;
+        assert_true(r.n_scheduled_tokens <= max_tokens);
+        simsrv_metrics m;
+        simsrv_get_metrics(s, &m);
+        assert_true(m.running >= 0 && (uint32_t)m.running <= max_seqs);
+        assert_true(m.kv_usage >= 0.0 && m.kv_usage <= 1.0);
+        check(s);
+        for (size_t k = 0; k < r.n_tokens_out; k++) {
+            simsrv_req *q = r.tokens_out[k];
+            got[q->id]++;
+            assert_int_equal(got[q->id], q->n_generated);
+        }
+        for (size_t k = 0; k < r.n_finished; k++) {
+            assert_int_equal(r.finished[k]->n_generated, r.finished[k]->n_output);
+            done++;
+        }
+        ev_apply(&e, &r, bs);
+        now += r.duration;
+    }
+    for (size_t i = 0; i < NREQ; i++) assert_int_equal(got[i], req[i].n_output);
+    simsrv_metrics m;
+    simsrv_get_metrics(s, &m);
+    assert_false(simsrv_has_work(s));
+    assert_true(m.kv_usage == 0.0);              /* nothing held after the drain */
+    assert_int_equal(m.waiting + m.running, 0);
+    assert_int_equal(m.blocks_stored, e.stored);
+    assert_int_equal(m.blocks_removed, e.removed);
+    assert_true(m.hit_tokens > 0);
+    if (blocks < 200) assert_true(m.preemptions > 0);   /* the tight pools must preempt */
+    for (size_t i = 0; i < NREQ; i++) free(toks[i]);
+    for (int g = 0; g < NGROUP; g++) free(prefix[g]);
+    free(req); free(toks); free(got); free(e.live);
+    kvev_decoder_free(e.dec);
+    simsrv_free(s);
+}
+
+static void test_random_invariants(void **state)
+{
+    (void)state;
+    run_random(1, 16, 120, 512, 8, 0);       /* tight KV: preemption by recompute */
+    run_random(2, 16, 2000, 256, 64, 64);    /* roomy KV, small budget, chunk threshold */
+    run_random(3, 64, 60, 1024, 32, 0);      /* big blocks, tight */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_preemption),
+        cmocka_unit_test(test_prefix_hit_cap),
+        cmocka_unit_test(test_chunked_prefill_ttft),
+        cmocka_unit_test(test_rejects_and_defaults),
+        cmocka_unit_test(test_random_invariants),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
