@@ -1,0 +1,489 @@
+/* cluster: the discrete-event driver for one router over simulated replicas (see cluster.h). */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "evq.h"
+#include "kvevents.h"
+#include "kvingest.h"
+#include "server.h"
+
+/* Event kinds, in their order at equal times. */
+enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_ARRIVAL = 3, EV_STAGE = 4 };
+
+typedef struct cl_server {
+    simsrv *srv;
+    bool busy;                        /* a step is in flight */
+    simsrv_step_result res;           /* the step in flight (arrays owned by the server) */
+    sim_time last_scrape;
+    uint64_t last_prompt, last_hit;   /* counters at the previous sample */
+    char name[32];
+    char pod[32];
+} cl_server;
+
+typedef struct cl_payload {
+    uint8_t *data;
+    size_t len;
+} cl_payload;
+
+typedef struct cl {
+    const scenario *s;
+    const workload *w;
+    const cluster_opts *o;
+    sim_run *run;
+    cluster_stats st;
+    sched *sched;
+    sched_endpoint *eps;
+    sched_endpoint **epp;
+    cl_server *srv;
+    size_t n_srv;
+    evq q;
+    sim_time now;
+    /* per request, by global id */
+    simsrv_req *sreq;
+    wl_req *wreq;
+    uint64_t total, completed, next_progress;
+    /* current stage */
+    size_t stage;
+    uint64_t stage_first;             /* global id of the stage's request 0 */
+    uint32_t stage_sent, stage_done;
+    sim_time stage_begin, stage_start;
+    bool finished;
+    /* KV events */
+    kvev_decoder *dec;
+    struct cl_kvsrc {
+        sched_kvsource *src;
+        kvingest *ing;
+        int *slot;                    /* index slot of each server */
+    } kvsrc[8];
+    size_t n_kvsrc;
+    cl_payload *pay;
+    size_t n_pay, cap_pay;
+    sched_trace trace;
+    size_t cap_samples;
+} cl;
+
+static double cl_clock(void *ctx)
+{
+    return (double)((const cl *)ctx)->now / (double)SIM_US_PER_S;
+}
+
+static void cl_req_view(const cl *c, uint64_t id, char *idbuf, size_t cap, sched_request *r)
+{
+    snprintf(idbuf, cap, "req-%llu", (unsigned long long)id);
+    const wl_req *wr = &c->wreq[id];
+    *r = (sched_request){.id = idbuf, .model = c->s->cluster.model->hf_name, .tokens = wr->tokens,
+                         .n_tokens = wr->n_prompt, .output_tokens_hint = wr->n_output};
+}
+
+static void cl_progress(cl *c)
+{
+    if (!c->o || !c->o->progress || c->completed < c->next_progress)
+        return;
+    c->o->progress(c->o->progress_ctx, c->total ? (double)c->completed / (double)c->total : 1.0);
+    c->next_progress = c->completed + (c->total / 200 ? c->total / 200 : 1);
+}
+
+static int cl_push(cl *c, sim_time t, uint32_t kind, int32_t who, uint64_t arg, kv_err *err)
+{
+    if (evq_push(&c->q, t, kind, who, arg))
+        return kv_err_set(err, KV_ENOMEM, "out of memory (event queue)");
+    return KV_OK;
+}
+
+/* ---- stages ------------------------------------------------------------------------ */
+
+/* The harness polls once a second from the stage's beginning until every request of
+ * the stage has finished, then sleeps `interval` before the next stage. */
+static int cl_stage_drained(cl *c, kv_err *err)
+{
+    sim_time drained = c->now + CLUSTER_DONE_DELAY_US;
+    c->run->stages[c->stage].t_end = drained;
+    if (c->stage + 1 >= c->w->n_stages) {
+        c->finished = true;
+        return KV_OK;
+    }
+    sim_time polls = (drained - c->stage_begin + SIM_US_PER_S - 1) / SIM_US_PER_S;
+    return cl_push(c, c->stage_begin + polls * SIM_US_PER_S + c->w->interval, EV_STAGE, (int32_t)(c->stage + 1), 0,
+                   err);
+}
+
+static int cl_request_done(cl *c, kv_err *err)
+{
+    c->completed++;
+    c->stage_done++;
+    cl_progress(c);
+    if (c->stage_done < c->w->stages[c->stage].n_requests)
+        return KV_OK;
+    return cl_stage_drained(c, err);
+}
+
+static int cl_start_stage(cl *c, size_t stage, kv_err *err)
+{
+    const wl_stage *st = &c->w->stages[stage];
+    if (stage > 0)
+        c->stage_first += c->w->stages[stage - 1].n_requests;
+    c->stage = stage;
+    c->stage_sent = c->stage_done = 0;
+    c->stage_begin = c->now;
+    c->stage_start = c->now + SIM_US_PER_S;     /* inference-perf's 1 s head start */
+    sim_stage_info *info = &c->run->stages[stage];
+    *info = (sim_stage_info){.index = (int)stage, .rate = st->rate, .duration_s = st->duration,
+                             .concurrency = (int)st->concurrency, .num_requests = st->n_requests,
+                             .t_begin = c->stage_start, .t_end = c->stage_start};
+    if (st->n_requests == 0)                    /* int(rate*duration) == 0: nothing to send */
+        return cl_stage_drained(c, err);
+    if (st->offsets)
+        return cl_push(c, c->stage_start + st->offsets[0], EV_ARRIVAL, (int32_t)stage, 0, err);
+    uint32_t first = st->concurrency < st->n_requests ? st->concurrency : st->n_requests;
+    for (uint32_t i = 0; i < first; i++) {
+        int rc = cl_push(c, c->stage_start, EV_ARRIVAL, (int32_t)stage, i, err);
+        if (rc)
+            return rc;
+    }
+    return KV_OK;
+}
+
+/* ---- servers ------------------------------------------------------------------------ */
+
+static int cl_kick(cl *c, size_t i, kv_err *err)
+{
+    cl_server *sv = &c->srv[i];
+    if (sv->busy || !simsrv_has_work(sv->srv))
+        return KV_OK;
+    int rc = simsrv_step(sv->srv, c->now, &sv->res);
+    if (rc)
+        return kv_err_set(err, rc, "server %s: step failed at t=%lld us: %s", sv->name, (long long)c->now,
+                          kv_strerror(rc));
+    if (sv->res.duration <= 0)
+        return KV_OK;
+    sv->busy = true;
+    c->st.steps++;
+    return cl_push(c, c->now + sv->res.duration, EV_STEP, (int32_t)i, 0, err);
+}
+
+static int cl_fail(cl *c, sim_request_record *rec, kv_err *err)
+{
+    rec->failed = true;
+    rec->t_end = c->now;
+    c->st.failed++;
+    wl_req_release(&c->wreq[rec->id]);
+    return cl_request_done(c, err);
+}
+
+static int cl_step_end(cl *c, size_t i, kv_err *err)
+{
+    cl_server *sv = &c->srv[i];
+    const simsrv_step_result *res = &sv->res;
+    sv->busy = false;
+    for (size_t k = 0; k < res->n_tokens_out; k++) {
+        sim_request_record *rec = res->tokens_out[k]->user;
+        if (rec->n_token_times == 0)
+            rec->t_first_token = c->now;
+        if (rec->n_token_times < rec->output_tokens + 1u)
+            ((sim_time *)rec->token_times)[rec->n_token_times++] = c->now;
+    }
+    int rc = KV_OK;
+    for (size_t k = 0; k < res->n_finished && !rc; k++) {
+        simsrv_req *r = res->finished[k];
+        sim_request_record *rec = r->user;
+        sim_time done = c->now + CLUSTER_DONE_DELAY_US;
+        if (rec->n_token_times < rec->output_tokens + 1u)
+            ((sim_time *)rec->token_times)[rec->n_token_times++] = done;
+        rec->t_end = done;
+        rec->output_tokens = r->n_generated;
+        rec->cached_tokens = r->n_cached;
+        rec->preemptions = r->preemptions;
+        c->st.preemptions += r->preemptions;
+        char idbuf[32];
+        sched_request view;
+        cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
+        sched_response_complete(c->sched, &view, &c->eps[i]);
+        wl_req_release(&c->wreq[rec->id]);
+        rc = cl_request_done(c, err);
+        const wl_stage *st = &c->w->stages[c->stage];
+        if (!rc && !st->offsets && c->stage_sent < st->n_requests)   /* closed loop: next request */
+            rc = cl_push(c, c->now, EV_ARRIVAL, (int32_t)c->stage, c->stage_sent, err);
+    }
+    if (rc)
+        return rc;
+    if (res->kv_payload_len) {
+        c->st.kv_batches++;
+        if (c->n_kvsrc) {
+            if (c->n_pay == c->cap_pay) {
+                size_t cap = c->cap_pay ? c->cap_pay * 2 : 1024;
+                cl_payload *p = realloc(c->pay, cap * sizeof *p);
+                if (!p)
+                    return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
+                c->pay = p;
+                c->cap_pay = cap;
+            }
+            cl_payload *p = &c->pay[c->n_pay];
+            if (!(p->data = malloc(res->kv_payload_len)))
+                return kv_err_set(err, KV_ENOMEM, "out of memory (KV payload)");
+            memcpy(p->data, res->kv_payload, res->kv_payload_len);
+            p->len = res->kv_payload_len;
+            if ((rc = cl_push(c, c->now + c->s->cluster.kv_event_delay, EV_KV, (int32_t)i, c->n_pay++, err)))
+                return rc;
+        } else {
+            c->st.kv_events_dropped++;   /* counted per batch: nothing decodes them */
+        }
+    }
+    return cl_kick(c, i, err);
+}
+
+static int cl_kv_deliver(cl *c, size_t i, uint64_t slot, kv_err *err)
+{
+    cl_payload *p = &c->pay[slot];
+    kvev_batch b;
+    kv_err e = {0};
+    if (kvev_decode_batch(c->dec, p->data, p->len, &b, &e) != KV_OK) {
+        c->st.kv_decode_errors++;
+    } else {
+        for (size_t k = 0; k < c->n_kvsrc; k++) {
+            int rc = kvingest_apply(c->kvsrc[k].ing, c->kvsrc[k].slot[i], c->s->cluster.model->hf_name, &b, &e);
+            if (rc)
+                return kv_err_set(err, rc, "KV events of %s: %s", c->srv[i].name, e.msg);
+        }
+        c->st.kv_events_delivered += b.n_events;
+    }
+    free(p->data);
+    p->data = NULL;
+    return KV_OK;
+}
+
+static int cl_scrape(cl *c, kv_err *err)
+{
+    for (size_t i = 0; i < c->n_srv; i++) {
+        cl_server *sv = &c->srv[i];
+        simsrv_metrics m;
+        simsrv_get_metrics(sv->srv, &m);
+        sched_metrics *em = &c->eps[i].m;
+        em->valid = true;
+        em->waiting = m.waiting;
+        em->running = m.running;
+        em->kv_usage = m.kv_usage;
+        em->block_size = simsrv_block_size(sv->srv);
+        em->num_gpu_blocks = (uint32_t)m.num_gpu_blocks;
+        sv->last_scrape = c->now;
+        if (c->run->n_samples == c->cap_samples) {
+            size_t cap = c->cap_samples ? c->cap_samples * 2 : 4096;
+            sim_server_sample *ns = realloc(c->run->samples, cap * sizeof *ns);
+            if (!ns)
+                return kv_err_set(err, KV_ENOMEM, "out of memory (server samples)");
+            c->run->samples = ns;
+            c->cap_samples = cap;
+        }
+        uint64_t dp = m.prompt_tokens - sv->last_prompt, dh = m.hit_tokens - sv->last_hit;
+        c->run->samples[c->run->n_samples++] = (sim_server_sample){
+            .t = c->now, .server = (int)i, .waiting = m.waiting, .running = m.running, .kv_usage = m.kv_usage,
+            .hit_rate = dp ? (double)dh / (double)dp : 0.0, .preemptions = m.preemptions};
+        sv->last_prompt = m.prompt_tokens;
+        sv->last_hit = m.hit_tokens;
+    }
+    if (c->finished)
+        return KV_OK;
+    return cl_push(c, c->now + c->s->cluster.scrape_interval, EV_SCRAPE, 0, 0, err);
+}
+
+/* ---- arrivals ------------------------------------------------------------------------ */
+
+static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
+{
+    const wl_stage *st = &c->w->stages[stage];
+    uint64_t id = c->stage_first + i;
+    c->stage_sent++;
+    int rc;
+    if (st->offsets && i + 1 < st->n_requests &&
+        (rc = cl_push(c, c->stage_start + st->offsets[i + 1], EV_ARRIVAL, (int32_t)stage, i + 1, err)))
+        return rc;
+    wl_req *wr = &c->wreq[id];
+    if ((rc = wl_request(c->w, stage, i, wr, err)))
+        return rc;
+    sim_request_record *rec = &c->run->requests[id];
+    sim_time *times = malloc(((size_t)wr->n_output + 1) * sizeof *times);
+    if (!times)
+        return kv_err_set(err, KV_ENOMEM, "out of memory (token times)");
+    *rec = (sim_request_record){.id = id, .stage = (int)stage, .t_scheduled = c->now, .t_start = c->now,
+                                .prompt_tokens = wr->n_prompt, .output_tokens = wr->n_output, .endpoint = -1,
+                                .token_times = times, .prefix_group = wr->group};
+    c->run->n_requests = id + 1 > c->run->n_requests ? id + 1 : c->run->n_requests;
+
+    for (size_t k = 0; k < c->n_srv; k++)    /* a scraper that stopped answering goes stale */
+        if (c->eps[k].m.valid && c->now - c->srv[k].last_scrape > c->s->cluster.metrics_staleness)
+            c->eps[k].m.valid = false;
+    char idbuf[32];
+    sched_request view;
+    cl_req_view(c, id, idbuf, sizeof idbuf, &view);
+    const scn_outputs *out = &c->s->outputs;
+    bool traced = c->o && c->o->decision &&
+                  (out->decisions == SCN_DECISIONS_ALL ||
+                   (out->decisions == SCN_DECISIONS_SAMPLE && id % out->decisions_every == 0));
+    if (traced)
+        sched_trace_reset(&c->trace);
+    sched_result res;
+    kv_err e = {0};
+    rc = sched_schedule(c->sched, &view, c->epp, c->n_srv, &res, traced ? &c->trace : NULL, &e);
+    if (rc == KV_ENOENDPOINTS || rc == KV_ESTATE || (rc == KV_OK && res.n_targets == 0))
+        return cl_fail(c, rec, err);
+    if (rc)
+        return kv_err_set(err, rc, "scheduling %s: %s", idbuf, e.msg);
+    if (traced && (rc = c->o->decision(c->o->decision_ctx, id, &c->trace, &res, err)))
+        return rc;
+    sched_pre_request(c->sched, &view, &res);
+    size_t target = res.targets[0]->id;
+    rec->endpoint = (int)target;
+    simsrv_req *sr = &c->sreq[id];
+    *sr = (simsrv_req){.id = id, .tokens = wr->tokens, .n_prompt = wr->n_prompt, .n_output = wr->n_output,
+                       .user = rec};
+    rc = simsrv_submit(c->srv[target].srv, sr);
+    if (rc == KV_ERANGE) {               /* vLLM would refuse it at the API */
+        sched_response_complete(c->sched, &view, &c->eps[target]);
+        return cl_fail(c, rec, err);
+    }
+    if (rc)
+        return kv_err_set(err, rc, "submitting %s: %s", idbuf, kv_strerror(rc));
+    return cl_kick(c, target, err);
+}
+
+/* ---- run ------------------------------------------------------------------------------ */
+
+static int cl_setup(cl *c, size_t r, kv_err *err)
+{
+    const scn_cluster *k = &c->s->cluster;
+    c->n_srv = k->replicas;
+    c->srv = calloc(c->n_srv, sizeof *c->srv);
+    c->eps = calloc(c->n_srv, sizeof *c->eps);
+    c->epp = calloc(c->n_srv, sizeof *c->epp);
+    c->total = wl_total_requests(c->w);
+    c->sreq = calloc(c->total ? c->total : 1, sizeof *c->sreq);
+    c->wreq = calloc(c->total ? c->total : 1, sizeof *c->wreq);
+    c->run->requests = calloc(c->total ? c->total : 1, sizeof *c->run->requests);
+    c->run->stages = calloc(c->w->n_stages, sizeof *c->run->stages);
+    if (!c->srv || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    c->run->n_stages = c->w->n_stages;
+    for (size_t i = 0; i < c->n_srv; i++) {
+        cl_server *sv = &c->srv[i];
+        snprintf(sv->name, sizeof sv->name, "10.0.%zu.%zu:8000", (i + 1) / 256, (i + 1) % 256);
+        snprintf(sv->pod, sizeof sv->pod, "vllm-replica-%zu", i);
+        simsrv_config sc = {.model = k->model, .hw = k->hw, .tp = k->tp, .block_size = k->block_size,
+                            .num_gpu_blocks = k->num_gpu_blocks, .gpu_memory_utilization = k->gpu_memory_utilization,
+                            .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
+                            .long_prefill_token_threshold = k->long_prefill_token_threshold,
+                            .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
+                            .emit_kv_events = true, .pod_id = sv->name, .model_name = k->model->hf_name};
+        kv_err e = {0};
+        if (!(sv->srv = simsrv_new(&sc, &e)))
+            return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "replica %zu: %s", i, e.msg);
+        c->eps[i] = (sched_endpoint){.id = (uint32_t)i, .name = sv->name, .pod = sv->pod, .ns = ""};
+        c->epp[i] = &c->eps[i];
+    }
+    c->st.num_gpu_blocks = simsrv_num_gpu_blocks(c->srv[0].srv);
+    c->st.max_num_batched_tokens = simsrv_max_num_batched_tokens(c->srv[0].srv);
+    c->st.max_num_seqs = simsrv_max_num_seqs(c->srv[0].srv);
+    sched_env env = {.seed = c->s->seed, .now = cl_clock, .clock_ctx = c, .warn = c->o ? c->o->warn : NULL,
+                     .warn_ctx = c->o ? c->o->warn_ctx : NULL};
+    kv_err e = {0};
+    if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
+        return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", c->s->routers[r].name, e.msg);
+    void *srcs[8];
+    c->n_kvsrc = sched_services(c->sched, "kvsource", srcs, 8);
+    for (size_t k = 0; k < c->n_kvsrc; k++) {
+        struct cl_kvsrc *ks = &c->kvsrc[k];
+        ks->src = srcs[k];
+        if (!(ks->ing = kvingest_new(ks->src->index, &ks->src->keys, &e)))
+            return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "router '%s': %s", c->s->routers[r].name, e.msg);
+        if (!(ks->slot = calloc(c->n_srv, sizeof *ks->slot)))
+            return kv_err_set(err, KV_ENOMEM, "out of memory");
+        for (size_t i = 0; i < c->n_srv; i++) {
+            int slot = kvindex_endpoint_add(ks->src->index, c->srv[i].name, &e);
+            if (slot < 0)
+                return kv_err_set(err, slot, "router '%s': index slot for %s: %s", c->s->routers[r].name,
+                                  c->srv[i].name, e.msg);
+            ks->slot[i] = slot;
+        }
+    }
+    if (c->n_kvsrc && !(c->dec = kvev_decoder_new(0, &e)))
+        return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "%s", e.msg);
+    return KV_OK;
+}
+
+static void cl_teardown(cl *c)
+{
+    for (size_t i = 0; i < c->n_srv && c->srv; i++)
+        simsrv_free(c->srv[i].srv);
+    free(c->srv);
+    free(c->eps);
+    free(c->epp);
+    free(c->sreq);
+    if (c->wreq)
+        for (uint64_t i = 0; i < c->total; i++)
+            wl_req_release(&c->wreq[i]);
+    free(c->wreq);
+    for (size_t i = 0; i < c->n_pay; i++)
+        free(c->pay[i].data);
+    free(c->pay);
+    for (size_t k = 0; k < c->n_kvsrc; k++) {
+        kvingest_free(c->kvsrc[k].ing);
+        free(c->kvsrc[k].slot);
+    }
+    sched_free(c->sched);
+    kvev_decoder_free(c->dec);
+    sched_trace_free(&c->trace);
+    evq_free(&c->q);
+}
+
+int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_opts *o, sim_run *out,
+                cluster_stats *stats, kv_err *err)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    memset(out, 0, sizeof *out);
+    out->router = s->routers[r].name;
+    out->config_path = s->routers[r].source;
+    cl c = {.s = s, .w = w, .o = o, .run = out};
+    evq_init(&c.q);
+    int rc = cl_setup(&c, r, err);
+    if (!rc && w->n_stages)
+        rc = cl_push(&c, 0, EV_STAGE, 0, 0, err);
+    if (!rc)
+        rc = cl_push(&c, 0, EV_SCRAPE, 0, 0, err);
+    evq_event ev;
+    while (!rc && evq_pop(&c.q, &ev)) {
+        c.now = ev.t;
+        switch (ev.kind) {
+        case EV_KV: rc = cl_kv_deliver(&c, (size_t)ev.who, ev.arg, err); break;
+        case EV_SCRAPE: rc = cl_scrape(&c, err); break;
+        case EV_STEP: rc = cl_step_end(&c, (size_t)ev.who, err); break;
+        case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
+        case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
+        }
+    }
+    if (!rc && c.completed != c.total)
+        rc = kv_err_set(err, KV_ESTATE, "router '%s': %llu of %llu requests never completed (a server stalled)",
+                        out->router, (unsigned long long)(c.total - c.completed), (unsigned long long)c.total);
+    c.st.sim_end_us = (uint64_t)c.now;
+    out->events_delivered = c.st.kv_events_delivered;
+    if (stats)
+        *stats = c.st;
+    cl_teardown(&c);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    out->wall_seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (rc)
+        cluster_run_free(out);
+    return rc;
+}
+
+void cluster_run_free(sim_run *run)
+{
+    for (size_t i = 0; i < run->n_requests; i++)
+        free((void *)run->requests[i].token_times);
+    free(run->requests);
+    free(run->stages);
+    free(run->samples);
+    memset(run, 0, sizeof *run);
+}

@@ -1,0 +1,72 @@
+/* cluster: the discrete-event driver — one router in front of a fresh set of simulated
+ * vLLM replicas, replaying the scenario's workload, producing a sim_run (records.h).
+ *
+ * Events (evq.h) at equal times run in this order: KV events reaching the router's
+ * index, metrics scrapes, engine step ends, request arrivals, stage starts; within a
+ * kind, in the order they were scheduled. Nothing else decides the order, so a run is
+ * a pure function of (scenario, workload, seed).
+ *
+ *   arrival   -> sched_request (prompt tokens) -> sched_schedule over the endpoints
+ *                ("10.0.0.<i+1>:8000", id = replica index) -> sched_pre_request ->
+ *                simsrv_submit; an idle server starts a step at once.
+ *   step end  -> every token of the step is stamped at the step's end time (one SSE
+ *                event each); a finished request gets inference-perf's [DONE] event
+ *                CLUSTER_DONE_DELAY_US later, which is also its end time E; then
+ *                sched_response_complete. The step's KV-event payload (vLLM msgpack)
+ *                reaches the router kv_event_delay later, through kvevents decode and
+ *                kvingest into the index of every "kvsource" the scheduler offers
+ *                (none: the events are dropped and counted). The next step starts.
+ *   scrape    -> each server's waiting/running/KV usage/cache config reaches its
+ *                endpoint every scrape_interval; at each decision, metrics older than
+ *                metrics_staleness are marked invalid. A sim_server_sample is recorded.
+ *   stages    -> inference-perf's timing: all requests of a stage are scheduled from the
+ *                stage's start + 1 s head start; the harness polls each second until the
+ *                stage has drained, then sleeps `interval`, then starts the next stage.
+ * Ownership: cluster_run fills a sim_run whose arrays belong to it until
+ * cluster_run_free. Single-threaded; runs for different routers are independent. */
+#ifndef KVROUTE_SIM_CLUSTER_H
+#define KVROUTE_SIM_CLUSTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kverr.h"
+#include "records.h"
+#include "scenario.h"
+#include "scheduler.h"
+#include "workload.h"
+
+#define CLUSTER_DONE_DELAY_US 20     /* [DONE] after the last token: same-read SSE events */
+
+typedef struct cluster_opts {
+    /* Called with the fraction of requests completed, at most ~200 times a run. */
+    void (*progress)(void *ctx, double frac);
+    void *progress_ctx;
+    /* Called for traced decisions (scenario outputs.decisions); trace and result are
+     * valid during the call only. */
+    int (*decision)(void *ctx, uint64_t request_id, const sched_trace *t, const sched_result *res, kv_err *err);
+    void *decision_ctx;
+    /* Warnings from building the scheduler (unknown plugin parameters...). */
+    void (*warn)(void *ctx, const char *msg);
+    void *warn_ctx;
+} cluster_opts;
+
+typedef struct cluster_stats {
+    uint64_t steps;                   /* engine steps over all servers */
+    uint64_t kv_batches;              /* payloads published */
+    uint64_t kv_events_delivered;     /* events ingested into a kvsource index */
+    uint64_t kv_events_dropped;       /* events with nowhere to go (no kvsource) */
+    uint64_t kv_decode_errors;
+    uint64_t failed;                  /* unroutable or unservable requests */
+    uint64_t preemptions;
+    uint64_t sim_end_us;              /* simulated time at the end */
+    uint64_t num_gpu_blocks;          /* per replica, as the servers sized their pools */
+    uint32_t max_num_batched_tokens, max_num_seqs;
+} cluster_stats;
+
+/* Runs router r of the scenario over the workload. stats may be NULL. */
+int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_opts *o, sim_run *out,
+                cluster_stats *stats, kv_err *err);
+void cluster_run_free(sim_run *run);
+
+#endif

@@ -1,0 +1,294 @@
+/* ./sim: run a scenario — every router over the same simulated cluster and workload —
+ * and write inference-perf's reports, the llm-d benchmark report, runs.db and charts,
+ * then print the guide's comparison table.
+ *
+ *   ./sim SCENARIO [--out DIR] [--seed N] [--no-plots] [--quiet]
+ *
+ * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
+ * scenario (the message names the file, line, column and field). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "console.h"
+#include "lifecycle.h"
+#include "plots.h"
+#include "report.h"
+#include "scenario.h"
+#include "simdb.h"
+#include "workload.h"
+
+typedef struct opts {
+    const char *scenario;
+    const char *out;
+    bool has_seed;
+    uint64_t seed;
+    bool no_plots, quiet;
+} opts;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--no-plots] [--quiet]\n"
+               "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
+               "  --out DIR    where to write (default runs/<scenario name>/)\n"
+               "  --seed N     override the scenario's seed\n"
+               "  --no-plots   write chart data but do not run gnuplot\n"
+               "  --quiet      print only the comparison table\n");
+}
+
+static int parse_args(int argc, char **argv, opts *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--out") == 0 && i + 1 < argc) {
+            o->out = argv[++i];
+        } else if (strcmp(a, "--seed") == 0 && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(argv[++i], &end, 10);
+            if (errno || *end || argv[i][0] == '-' || !argv[i][0]) {
+                fprintf(stderr, "sim: --seed: '%s' is not a non-negative integer\n", argv[i]);
+                return 2;
+            }
+            o->has_seed = true;
+            o->seed = v;
+        } else if (strcmp(a, "--no-plots") == 0) {
+            o->no_plots = true;
+        } else if (strcmp(a, "--quiet") == 0) {
+            o->quiet = true;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (a[0] == '-' || o->scenario) {
+            fprintf(stderr, "sim: unexpected argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            o->scenario = a;
+        }
+    }
+    if (!o->scenario) {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+/* Presets live in policies/presets beside the executable (the repository layout), or
+ * under the current directory. */
+static void presets_dir(char *out, size_t cap)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            /* build/rel/bin/sim and ./sim both sit inside the repository */
+            const char *ups[] = {"", "/../../.."};
+            for (size_t i = 0; i < 2; i++) {
+                snprintf(out, cap, "%s%s/policies/presets", exe, ups[i]);
+                struct stat st;
+                if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+                    return;
+            }
+        }
+    }
+    snprintf(out, cap, "policies/presets");
+}
+
+static int mkdirs(const char *path, kv_err *err)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return kv_err_set(err, KV_ERANGE, "%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST)
+                return kv_err_set(err, KV_EIO, "%s: %s", buf, strerror(errno));
+            *p = c;
+            if (!c)
+                break;
+        }
+    }
+    return KV_OK;
+}
+
+typedef struct progress {
+    bool on;
+    const char *router;
+    int last;
+} progress;
+
+static void progress_cb(void *ctx, double frac)
+{
+    progress *p = ctx;
+    int pct = (int)(frac * 100.0);
+    if (!p->on || pct == p->last)
+        return;
+    p->last = pct;
+    int bar = pct * 30 / 100;
+    fprintf(stderr, "\r  %-16s [%.*s%*s] %3d%%", p->router, bar, "##############################", 30 - bar, "",
+            pct);
+    fflush(stderr);
+}
+
+typedef struct decisions {
+    simdb *db;
+    int64_t run_id;
+} decisions;
+
+static int decision_cb(void *ctx, uint64_t id, const sched_trace *t, const sched_result *res, kv_err *err)
+{
+    decisions *d = ctx;
+    return simdb_add_decision(d->db, d->run_id, id, t, res, err);
+}
+
+static void warn_cb(void *ctx, const char *msg)
+{
+    const char *router = ctx;
+    fprintf(stderr, "sim: router '%s': warning: %s\n", router, msg);
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc;
+    char presets[PATH_MAX];
+    presets_dir(presets, sizeof presets);
+    kv_err err = {0};
+    scenario *s = scn_load(o.scenario, presets, &err);
+    if (!s) {
+        fprintf(stderr, "sim: %s\n", err.msg);
+        return 2;
+    }
+    if (o.has_seed)
+        s->seed = o.seed;
+    FILE *con = o.quiet ? NULL : stdout;
+    for (size_t i = 0; con && i < s->n_notes; i++)
+        fprintf(stderr, "sim: note: %s\n", s->notes[i]);
+
+    workload *w = wl_build(&s->workload, s->seed, &err);
+    if (!w) {
+        fprintf(stderr, "sim: %s\n", err.msg);
+        scn_free(s);
+        return 1;
+    }
+    char dir[PATH_MAX];
+    if (o.out)
+        snprintf(dir, sizeof dir, "%s", o.out);
+    else
+        snprintf(dir, sizeof dir, "runs/%s", s->name);
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/runs.db", dir);
+    simdb *db = NULL;
+    size_t n = s->n_routers;
+    sim_run *runs = calloc(n, sizeof *runs);
+    lc_run *lcs = calloc(n, sizeof *lcs);
+    size_t done = 0;
+    rc = runs && lcs ? KV_OK : kv_err_set(&err, KV_ENOMEM, "out of memory");
+    if (!rc && !(rc = mkdirs(dir, &err)))
+        db = simdb_open(path, &err), rc = db ? KV_OK : err.code;
+    if (!rc && con) {
+        const scn_cluster *k = &s->cluster;
+        fprintf(con, "%s: %u x %s on %s, TP=%d, block %u; %llu requests in %zu stage%s (%s, %s); seed %llu\n",
+                s->name, k->replicas, k->model->hf_name, k->hw->name, k->tp, k->block_size,
+                (unsigned long long)wl_total_requests(w), w->n_stages, w->n_stages == 1 ? "" : "s",
+                wl_data_type_name(s->workload.data), wl_load_type_name(s->workload.load),
+                (unsigned long long)s->seed);
+    }
+    for (size_t r = 0; !rc && r < n; r++) {
+        const scn_router *ro = &s->routers[r];
+        simdb_run_info info = {.scenario = s->name, .router = ro->name, .config = ro->source, .seed = s->seed};
+        decisions dc = {.db = db};
+        if ((rc = simdb_begin_run(db, &info, &dc.run_id, &err)))
+            break;
+        progress pr = {.on = con && isatty(STDERR_FILENO), .router = ro->name, .last = -1};
+        cluster_opts co = {.progress = progress_cb, .progress_ctx = &pr, .warn = warn_cb, .warn_ctx = (void *)ro->name};
+        if (s->outputs.decisions != SCN_DECISIONS_NONE) {
+            co.decision = decision_cb;
+            co.decision_ctx = &dc;
+        }
+        cluster_stats st;
+        rc = cluster_run(s, w, r, &co, &runs[r], &st, &err);
+        if (pr.on)
+            fprintf(stderr, "\r%*s\r", 60, "");
+        if (rc)
+            break;
+        done = r + 1;
+        if ((rc = lc_run_compute(&runs[r], &lcs[r], &err)))
+            break;
+        report_opts ro_opts;
+        report_opts_default(&ro_opts);
+        ro_opts.per_request = s->outputs.per_request;
+        ro_opts.token_times = s->outputs.token_times;
+        ro_opts.model_name = s->cluster.model->hf_name;
+        ro_opts.description = s->name;
+        ro_opts.load_args = s->workload_node;
+        char rdir[PATH_MAX + 64];
+        snprintf(rdir, sizeof rdir, "%s/%s", dir, ro->name);
+        if ((rc = report_write_router(&runs[r], &lcs[r], rdir, &ro_opts, &err)) ||
+            (rc = simdb_end_run(db, dc.run_id, &runs[r], &lcs[r], &err)))
+            break;
+        if (con) {
+            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; KV events %llu delivered, "
+                         "%llu batches dropped; %llu KV blocks/replica; %.1f s simulated in %.2f s\n",
+                    ro->name, ro->source, (unsigned long long)runs[r].n_requests, (unsigned long long)st.failed,
+                    (unsigned long long)st.preemptions, (unsigned long long)st.kv_events_delivered,
+                    (unsigned long long)st.kv_events_dropped, (unsigned long long)st.num_gpu_blocks,
+                    (double)st.sim_end_us / 1e6, runs[r].wall_seconds);
+            console_stage_lines(con, ro->name, &lcs[r]);
+        }
+    }
+    if (!rc && (s->outputs.plots || o.no_plots)) {
+        const sim_run **rp = malloc(n * sizeof *rp);
+        const lc_run **lp = malloc(n * sizeof *lp);
+        if (!rp || !lp) {
+            rc = kv_err_set(&err, KV_ENOMEM, "out of memory");
+        } else {
+            for (size_t i = 0; i < n; i++)
+                rp[i] = &runs[i], lp[i] = &lcs[i];
+            plots_opts po = {.run_gnuplot = !o.no_plots};
+            rc = plots_write(rp, lp, n, dir, &po, &err);
+        }
+        free(rp);
+        free(lp);
+    }
+    if (!rc && n >= 2) {
+        const char **names = malloc(n * sizeof *names);
+        const lc_run **lp = malloc(n * sizeof *lp);
+        if (names && lp) {
+            for (size_t i = 0; i < n; i++)
+                names[i] = s->routers[i].name, lp[i] = &lcs[i];
+            fputc('\n', stdout);
+            console_compare(stdout, names, lp, n, s->outputs.report_stage);
+        }
+        free(names);
+        free(lp);
+    }
+    if (!rc && con)
+        fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts)\n", dir);
+    if (rc)
+        fprintf(stderr, "sim: %s\n", err.msg);
+    for (size_t i = 0; i < done; i++) {
+        lc_run_free(&lcs[i]);
+        cluster_run_free(&runs[i]);
+    }
+    free(runs);
+    free(lcs);
+    simdb_close(db);
+    wl_free(w);
+    scn_free(s);
+    return rc ? 1 : 0;
+}

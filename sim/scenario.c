@@ -1,0 +1,357 @@
+/* scenario: loading and validating a simulator scenario file (see scenario.h). */
+#include "scenario.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void scn_note(void *ctx, const char *msg)
+{
+    scenario *s = ctx;
+    char **n = realloc(s->notes, (s->n_notes + 1) * sizeof *n);
+    if (!n)
+        return;           /* a lost note is not worth failing the run for */
+    s->notes = n;
+    if ((n[s->n_notes] = strdup(msg)))
+        s->n_notes++;
+}
+
+static int scn_expect(const yt_doc *d, const yt_node *n, yt_kind kind, const char *path, kv_err *err)
+{
+    static const char *const what[] = {"a scalar", "a map", "a list"};
+    if (n->kind != kind)
+        return yt_error(d, n, err, KV_EINVAL, "field '%s': expected %s", path, what[kind]);
+    return KV_OK;
+}
+
+static int scn_u32(const yt_doc *d, const yt_node *map, const char *key, const char *path, int64_t lo, int64_t hi,
+                   uint32_t *out, kv_err *err)
+{
+    const yt_node *n = yt_get(map, key);
+    if (yt_is_null(n))
+        return KV_OK;
+    char what[128];
+    snprintf(what, sizeof what, "%s.%s", path, key);
+    int64_t v;
+    int rc = yt_int(d, n, what, &v, err);
+    if (rc)
+        return rc;
+    if (v < lo || v > hi)
+        return yt_error(d, n, err, KV_ERANGE, "field '%s': %lld is out of range [%lld, %lld]", what, (long long)v,
+                        (long long)lo, (long long)hi);
+    *out = (uint32_t)v;
+    return KV_OK;
+}
+
+static int scn_dur(const yt_doc *d, const yt_node *map, const char *key, const char *path, sim_time *out,
+                   kv_err *err)
+{
+    const yt_node *n = yt_get(map, key);
+    if (yt_is_null(n))
+        return KV_OK;
+    char what[128];
+    snprintf(what, sizeof what, "%s.%s", path, key);
+    double s;
+    int rc = yt_duration(d, n, what, &s, err);
+    if (rc)
+        return rc;
+    if (s > 86400.0)
+        return yt_error(d, n, err, KV_ERANGE, "field '%s': longer than a day", what);
+    *out = (sim_time)llround(s * (double)SIM_US_PER_S);
+    return KV_OK;
+}
+
+static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
+{
+    const yt_doc *d = s->doc;
+    scn_cluster *k = &s->cluster;
+    *k = (scn_cluster){.replicas = 8, .tp = 2, .block_size = 64, .gpu_memory_utilization = 0.9,
+                       .prefix_caching = true, .kv_event_delay = 5000, .scrape_interval = 50000,
+                       .metrics_staleness = 2 * SIM_US_PER_S};
+    const char *model = "qwen3-32b", *hw = "h100-sxm";
+    const yt_node *mn = NULL, *hn = NULL;
+    int rc;
+    if (c) {
+        if ((rc = scn_expect(d, c, YT_MAP, "cluster", err)))
+            return rc;
+        uint32_t tp = 2;
+        if ((rc = scn_u32(d, c, "replicas", "cluster", 1, 4096, &k->replicas, err)) ||
+            (rc = scn_u32(d, c, "tp", "cluster", 1, 64, &tp, err)) ||
+            (rc = scn_u32(d, c, "block_size", "cluster", 1, 4096, &k->block_size, err)) ||
+            (rc = scn_u32(d, c, "max_num_batched_tokens", "cluster", 1, 10000000, &k->max_num_batched_tokens, err)) ||
+            (rc = scn_u32(d, c, "max_num_seqs", "cluster", 1, 1000000, &k->max_num_seqs, err)) ||
+            (rc = scn_u32(d, c, "long_prefill_token_threshold", "cluster", 0, 10000000,
+                          &k->long_prefill_token_threshold, err)) ||
+            (rc = scn_u32(d, c, "max_model_len", "cluster", 0, 100000000, &k->max_model_len, err)) ||
+            (rc = scn_dur(d, c, "kv_event_delay", "cluster", &k->kv_event_delay, err)) ||
+            (rc = scn_dur(d, c, "scrape_interval", "cluster", &k->scrape_interval, err)) ||
+            (rc = scn_dur(d, c, "metrics_staleness", "cluster", &k->metrics_staleness, err)))
+            return rc;
+        k->tp = (int)tp;
+        const yt_node *n;
+        if (!yt_is_null(n = yt_get(c, "num_gpu_blocks"))) {
+            int64_t v;
+            if ((rc = yt_int(d, n, "cluster.num_gpu_blocks", &v, err)))
+                return rc;
+            if (v < 1 || v > ((int64_t)1 << 40))
+                return yt_error(d, n, err, KV_ERANGE, "field 'cluster.num_gpu_blocks': %lld is out of range",
+                                (long long)v);
+            k->num_gpu_blocks = (uint64_t)v;
+        }
+        if (!yt_is_null(n = yt_get(c, "gpu_memory_utilization"))) {
+            if ((rc = yt_double(d, n, "cluster.gpu_memory_utilization", &k->gpu_memory_utilization, err)))
+                return rc;
+            if (!(k->gpu_memory_utilization > 0 && k->gpu_memory_utilization <= 1))
+                return yt_error(d, n, err, KV_ERANGE, "field 'cluster.gpu_memory_utilization': must be in (0, 1]");
+        }
+        if (!yt_is_null(n = yt_get(c, "prefix_caching")) &&
+            (rc = yt_bool(d, n, "cluster.prefix_caching", &k->prefix_caching, err)))
+            return rc;
+        if (!yt_is_null(mn = yt_get(c, "model")) && (rc = yt_string(d, mn, "cluster.model", &model, err)))
+            return rc;
+        if (!yt_is_null(hn = yt_get(c, "hardware")) && (rc = yt_string(d, hn, "cluster.hardware", &hw, err)))
+            return rc;
+        if (k->scrape_interval <= 0)
+            return yt_error(d, yt_get(c, "scrape_interval"), err, KV_ERANGE,
+                            "field 'cluster.scrape_interval': must be positive");
+        if ((rc = wl_check_keys(d, c, "cluster", err)))
+            return rc;
+    }
+    if (!(k->model = sm_model_find(model)))
+        return yt_error(d, mn ? mn : c, err, KV_EINVAL, "field 'cluster.model': unknown model '%s'", model);
+    if (!(k->hw = sm_hardware_find(hw)))
+        return yt_error(d, hn ? hn : c, err, KV_EINVAL, "field 'cluster.hardware': unknown hardware '%s'", hw);
+    return KV_OK;
+}
+
+static bool scn_name_ok(const char *s)
+{
+    if (!*s || *s == '.')
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
+static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char *presets_dir, kv_err *err)
+{
+    const yt_doc *d = s->doc;
+    char p[48];
+    snprintf(p, sizeof p, "routers[%zu]", i);
+    int rc = scn_expect(d, r, YT_MAP, p, err);
+    if (rc)
+        return rc;
+    scn_router *out = &s->routers[i];
+    const yt_node *nn = yt_get(r, "name"), *pn = yt_get(r, "preset"), *cn = yt_get(r, "config");
+    char what[64];
+    snprintf(what, sizeof what, "%s.name", p);
+    if (!nn)
+        return yt_error(d, r, err, KV_EINVAL, "field '%s': required", what);
+    if ((rc = yt_string(d, nn, what, &out->name, err)))
+        return rc;
+    if (!scn_name_ok(out->name))
+        return yt_error(d, nn, err, KV_EINVAL, "field '%s': '%s' must be letters, digits, '.', '-' or '_' "
+                        "(it names the output folder)", what, out->name);
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(s->routers[j].name, out->name) == 0)
+            return yt_error(d, nn, err, KV_EINVAL, "field '%s': '%s' is already used by routers[%zu]", what,
+                            out->name, j);
+    if (!pn == !cn)
+        return yt_error(d, r, err, KV_EINVAL, "field '%s': give exactly one of 'preset' and 'config'", p);
+    if ((rc = wl_check_keys(d, r, p, err)))
+        return rc;
+    const char *text;
+    if (pn) {
+        snprintf(what, sizeof what, "%s.preset", p);
+        if ((rc = yt_string(d, pn, what, &text, err)))
+            return rc;
+        kv_err e = {0};
+        if (!(out->cfg = epc_load_preset(presets_dir, text, &e)))
+            return yt_error(d, pn, err, e.code ? e.code : KV_EINVAL, "field '%s': %s", what, e.msg);
+        size_t len = strlen(text) + 8;
+        if ((out->source = malloc(len)))
+            snprintf(out->source, len, "preset:%s", text);
+    } else if (cn->kind == YT_MAP) {
+        kv_err e = {0};
+        if (!(out->cfg = epc_load_node(d, cn, &e)))
+            return kv_err_set(err, e.code ? e.code : KV_EINVAL, "%s", e.msg);
+        out->source = strdup("inline");
+    } else {
+        snprintf(what, sizeof what, "%s.config", p);
+        if ((rc = yt_string(d, cn, what, &text, err)))
+            return rc;
+        size_t len = strlen(s->dir) + strlen(text) + 2;
+        if (!(out->source = malloc(len)))
+            return kv_err_set(err, KV_ENOMEM, "out of memory");
+        if (text[0] == '/')
+            snprintf(out->source, len, "%s", text);
+        else
+            snprintf(out->source, len, "%s/%s", s->dir, text);
+        kv_err e = {0};
+        if (!(out->cfg = epc_load_file(out->source, &e)))
+            return yt_error(d, cn, err, e.code ? e.code : KV_EINVAL, "field '%s': %s", what, e.msg);
+    }
+    if (!out->source)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    return KV_OK;
+}
+
+static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)
+{
+    const yt_doc *d = s->doc;
+    s->outputs = (scn_outputs){.report_stage = -1, .per_request = true, .plots = true};
+    if (!o)
+        return KV_OK;
+    int rc = scn_expect(d, o, YT_MAP, "outputs", err);
+    if (rc)
+        return rc;
+    const yt_node *n;
+    if (!yt_is_null(n = yt_get(o, "report_stage"))) {
+        int64_t v;
+        if ((rc = yt_int(d, n, "outputs.report_stage", &v, err)))
+            return rc;
+        if (v < -1 || v >= (int64_t)s->workload.n_stages + (s->workload.load == WL_LOAD_TRACE_REPLAY))
+            return yt_error(d, n, err, KV_ERANGE, "field 'outputs.report_stage': %lld is not a stage "
+                            "(0..%zu, or -1 for the last)", (long long)v,
+                            s->workload.n_stages ? s->workload.n_stages - 1 : 0);
+        s->outputs.report_stage = (int)v;
+    }
+    const char *bools[] = {"per_request", "token_times", "plots"};
+    bool *dst[] = {&s->outputs.per_request, &s->outputs.token_times, &s->outputs.plots};
+    for (int i = 0; i < 3; i++) {
+        char what[48];
+        snprintf(what, sizeof what, "outputs.%s", bools[i]);
+        if (!yt_is_null(n = yt_get(o, bools[i])) && (rc = yt_bool(d, n, what, dst[i], err)))
+            return rc;
+    }
+    if (!yt_is_null(n = yt_get(o, "decisions"))) {
+        const char *v;
+        if (n->kind == YT_MAP) {
+            s->outputs.decisions = SCN_DECISIONS_SAMPLE;
+            s->outputs.decisions_every = 100;
+            if (!yt_get(n, "sample"))
+                return yt_error(d, n, err, KV_EINVAL, "field 'outputs.decisions.sample': required");
+            if ((rc = scn_u32(d, n, "sample", "outputs.decisions", 1, 1000000000, &s->outputs.decisions_every,
+                              err)) ||
+                (rc = wl_check_keys(d, n, "outputs.decisions", err)))
+                return rc;
+        } else if ((rc = yt_string(d, n, "outputs.decisions", &v, err))) {
+            return rc;
+        } else if (strcmp(v, "all") == 0) {
+            s->outputs.decisions = SCN_DECISIONS_ALL;
+        } else if (strcmp(v, "none") == 0) {
+            s->outputs.decisions = SCN_DECISIONS_NONE;
+        } else {
+            return yt_error(d, n, err, KV_EINVAL, "field 'outputs.decisions': expected all, none or "
+                            "{sample: N}, got '%s'", v);
+        }
+    }
+    return wl_check_keys(d, o, "outputs", err);
+}
+
+static int scn_parse(scenario *s, const char *presets_dir, kv_err *err)
+{
+    const yt_doc *d = s->doc;
+    const yt_node *root = yt_root(d);
+    if (!root)
+        return kv_err_set(err, KV_EINVAL, "%s: the scenario is empty", s->path);
+    int rc = scn_expect(d, root, YT_MAP, "<root>", err);
+    if (rc)
+        return rc;
+    const yt_node *n;
+    const char *name = NULL;
+    if (!yt_is_null(n = yt_get(root, "name"))) {
+        if ((rc = yt_string(d, n, "name", &name, err)))
+            return rc;
+        if (!scn_name_ok(name))
+            return yt_error(d, n, err, KV_EINVAL, "field 'name': '%s' must be letters, digits, '.', '-' or '_' "
+                            "(it names the output folder)", name);
+        s->name = strdup(name);
+    } else {
+        const char *base = strrchr(s->path, '/');
+        base = base ? base + 1 : s->path;
+        size_t len = strlen(base);
+        if (len > 5 && strcmp(base + len - 5, ".yaml") == 0)
+            len -= 5;
+        else if (len > 4 && strcmp(base + len - 4, ".yml") == 0)
+            len -= 4;
+        s->name = strndup(base, len);
+    }
+    if (!s->name)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    s->seed = 42;
+    if (!yt_is_null(n = yt_get(root, "seed"))) {
+        int64_t v;
+        if ((rc = yt_int(d, n, "seed", &v, err)))
+            return rc;
+        if (v < 0)
+            return yt_error(d, n, err, KV_ERANGE, "field 'seed': must be non-negative");
+        s->seed = (uint64_t)v;
+    }
+    if ((rc = scn_parse_cluster(s, yt_get(root, "cluster"), err)))
+        return rc;
+    if ((s->workload_node = yt_get(root, "workload")) == NULL)
+        return yt_error(d, root, err, KV_EINVAL, "field 'workload': required");
+    if ((rc = wl_parse(d, s->workload_node, s->dir, scn_note, s, &s->workload, err)))
+        return rc;
+    if ((rc = scn_parse_outputs(s, yt_get(root, "outputs"), err)))
+        return rc;
+    const yt_node *rs = yt_get(root, "routers");
+    if (!rs)
+        return yt_error(d, root, err, KV_EINVAL, "field 'routers': required (a list of {name, preset|config})");
+    if (rs->kind != YT_SEQ || rs->n == 0)
+        return yt_error(d, rs, err, KV_EINVAL, "field 'routers': expected a non-empty list");
+    if (!(s->routers = calloc(rs->n, sizeof *s->routers)))
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    for (size_t i = 0; i < rs->n; i++) {
+        s->n_routers = i + 1;
+        if ((rc = scn_parse_router(s, rs->items[i], i, presets_dir, err)))
+            return rc;
+    }
+    return wl_check_keys(d, root, "", err);
+}
+
+scenario *scn_load(const char *path, const char *presets_dir, kv_err *err)
+{
+    scenario *s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strdup(path))) {
+        free(s);
+        kv_err_set(err, KV_ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *slash = strrchr(path, '/');
+    s->dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+    if (!s->dir) {
+        scn_free(s);
+        kv_err_set(err, KV_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (!(s->doc = yt_load_file(path, err)) || scn_parse(s, presets_dir, err)) {
+        scn_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void scn_free(scenario *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_routers; i++) {
+        epc_free(s->routers[i].cfg);
+        free(s->routers[i].source);
+    }
+    free(s->routers);
+    wl_spec_free(&s->workload);
+    for (size_t i = 0; i < s->n_notes; i++)
+        free(s->notes[i]);
+    free(s->notes);
+    yt_free(s->doc);
+    free(s->name);
+    free(s->path);
+    free(s->dir);
+    free(s);
+}

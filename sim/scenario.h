@@ -1,0 +1,91 @@
+/* scenario: one simulator experiment as a YAML file — the cluster, the routers to
+ * compare, the inference-perf workload, the seed and what to write.
+ *
+ *   name: rate60                     # default: the file name without .yaml
+ *   seed: 42
+ *   cluster: {replicas: 8, model: qwen3-32b, hardware: h100-sxm, tp: 2, block_size: 64,
+ *             num_gpu_blocks: 18000,  # optional, as vLLM logs it; else from memory
+ *             gpu_memory_utilization: 0.9, max_num_batched_tokens, max_num_seqs,
+ *             long_prefill_token_threshold, max_model_len, prefix_caching: true,
+ *             kv_event_delay: 5ms, scrape_interval: 50ms, metrics_staleness: 2s}
+ *   routers:
+ *     - {name: k8s, preset: k8s-service}            # policies/presets/<preset>.yaml
+ *     - {name: mine, config: my-epp.yaml}           # relative to the scenario's folder
+ *     - {name: inline, config: {plugins: [...], schedulingProfiles: [...]}}
+ *   workload: {data: ..., load: ...}                # inference-perf's sections (workload.h)
+ *   outputs: {report_stage: -1, per_request: true, token_times: false, plots: true,
+ *             decisions: none | all | {sample: N}}
+ *
+ * Every error is "file:line:col: field 'a.b': ...", unknown keys included. Notes about
+ * accepted-but-ignored input are collected for the console.
+ * Ownership: a scenario owns its YAML document, strings, configs and notes. */
+#ifndef KVROUTE_SIM_SCENARIO_H
+#define KVROUTE_SIM_SCENARIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "kverr.h"
+#include "records.h"
+#include "stepmodel.h"
+#include "workload.h"
+#include "yamltree.h"
+
+typedef struct scn_cluster {
+    uint32_t replicas;
+    const sm_model *model;
+    const sm_hardware *hw;
+    int tp;
+    uint32_t block_size;
+    uint64_t num_gpu_blocks;               /* 0 = derive from memory */
+    double gpu_memory_utilization;
+    uint32_t max_num_batched_tokens;       /* 0 = vLLM default for the hardware */
+    uint32_t max_num_seqs;
+    uint32_t long_prefill_token_threshold;
+    uint32_t max_model_len;
+    bool prefix_caching;
+    sim_time kv_event_delay;               /* publish -> in the router's index */
+    sim_time scrape_interval;              /* metrics reach the router this often */
+    sim_time metrics_staleness;            /* older metrics are marked invalid */
+} scn_cluster;
+
+typedef struct scn_router {
+    const char *name;                      /* unique, [A-Za-z0-9._-]+ (a directory name) */
+    char *source;                          /* "preset:<name>", the config path, or "inline" */
+    epc_config *cfg;
+} scn_router;
+
+typedef enum { SCN_DECISIONS_NONE = 0, SCN_DECISIONS_ALL, SCN_DECISIONS_SAMPLE } scn_decisions;
+
+typedef struct scn_outputs {
+    int report_stage;                      /* stage the console table shows; -1 = last */
+    bool per_request;                      /* per_request_lifecycle_metrics.json */
+    bool token_times;                      /* include output_token_times in it */
+    bool plots;
+    scn_decisions decisions;
+    uint32_t decisions_every;              /* SAMPLE: every Nth request */
+} scn_outputs;
+
+typedef struct scenario {
+    yt_doc *doc;
+    char *path, *dir;                      /* the file and its folder */
+    char *name;
+    uint64_t seed;
+    scn_cluster cluster;
+    scn_router *routers;
+    size_t n_routers;
+    wl_spec workload;
+    const yt_node *workload_node;          /* as written (the reports' load.args) */
+    scn_outputs outputs;
+    char **notes;
+    size_t n_notes;
+} scenario;
+
+/* Loads and validates a scenario. presets_dir is where preset names are looked up
+ * (e.g. "policies/presets"). */
+scenario *scn_load(const char *path, const char *presets_dir, kv_err *err);
+void scn_free(scenario *s);
+
+#endif
