@@ -1,0 +1,317 @@
+/* simdb: runs.db writer (see simdb.h; schema and queries in docs/sim-outputs.md).
+ * One transaction per run, prepared statements reused for every row: a ladder run's
+ * ~17k requests and their samples go in in a few milliseconds. Times are stored as
+ * seconds (REAL), like the report files. */
+#include "simdb.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char schema[] =
+    "PRAGMA journal_mode=MEMORY;"
+    "PRAGMA synchronous=OFF;"
+    "CREATE TABLE runs("
+    "  run_id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, router TEXT NOT NULL, config TEXT,"
+    "  seed INTEGER NOT NULL, created TEXT, events_delivered INTEGER);"
+    "CREATE TABLE stages("
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), stage INTEGER NOT NULL,"
+    "  rate REAL, duration REAL, concurrency INTEGER, num_requests INTEGER, t_begin REAL, t_end REAL,"
+    "  count INTEGER, successes INTEGER, failures INTEGER,"
+    "  send_duration REAL, total_time REAL, achieved_rate REAL,"
+    "  requests_per_sec REAL, input_tokens_per_sec REAL, output_tokens_per_sec REAL, total_tokens_per_sec REAL,"
+    "  ttft_mean REAL, ttft_p50 REAL, ttft_p90 REAL, ttft_p99 REAL,"
+    "  latency_mean REAL, latency_p50 REAL, latency_p90 REAL, latency_p99 REAL,"
+    "  itl_mean REAL, itl_p50 REAL, itl_p90 REAL, itl_p99 REAL, tpot_mean REAL, ntpot_mean REAL,"
+    "  input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER, preemptions INTEGER,"
+    "  PRIMARY KEY(run_id, stage));"
+    "CREATE TABLE requests("
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), id INTEGER NOT NULL, stage INTEGER NOT NULL,"
+    "  endpoint INTEGER, t_scheduled REAL, t_start REAL, t_first_token REAL, t_end REAL,"
+    "  prompt_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER, preemptions INTEGER,"
+    "  failed INTEGER NOT NULL, prefix_group INTEGER,"
+    "  PRIMARY KEY(run_id, id));"
+    "CREATE TABLE decisions("
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), request_id INTEGER NOT NULL, profile TEXT,"
+    "  plugin TEXT NOT NULL, endpoint INTEGER NOT NULL, score REAL, weight REAL, picked INTEGER NOT NULL);"
+    "CREATE TABLE samples("
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), t REAL NOT NULL, server INTEGER NOT NULL,"
+    "  waiting INTEGER, running INTEGER, kv_usage REAL, hit_rate REAL, preemptions INTEGER);"
+    "CREATE INDEX requests_by_stage ON requests(run_id, stage);"
+    "CREATE INDEX requests_by_endpoint ON requests(run_id, endpoint);"
+    "CREATE INDEX decisions_by_request ON decisions(run_id, request_id);"
+    "CREATE INDEX samples_by_server ON samples(run_id, server, t);";
+
+enum { ST_RUN, ST_RUN_END, ST_STAGE, ST_REQ, ST_DEC, ST_SAMPLE, ST_N };
+static const char *const stmt_sql[ST_N] = {
+    [ST_RUN] = "INSERT INTO runs(scenario, router, config, seed, created) VALUES(?,?,?,?,?)",
+    [ST_RUN_END] = "UPDATE runs SET events_delivered=? WHERE run_id=?",
+    [ST_STAGE] = "INSERT INTO stages VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_REQ] = "INSERT INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_DEC] = "INSERT INTO decisions VALUES(?,?,?,?,?,?,?,?)",
+    [ST_SAMPLE] = "INSERT INTO samples VALUES(?,?,?,?,?,?,?,?)",
+};
+
+struct simdb {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_N];
+    char path[1024];
+    bool in_run;
+};
+
+static int db_err(simdb *d, kv_err *err, const char *what)
+{
+    return kv_err_set(err, KV_EIO, "%s: %s: %s", d->path, what, sqlite3_errmsg(d->db));
+}
+
+simdb *simdb_open(const char *path, kv_err *err)
+{
+    simdb *d = calloc(1, sizeof *d);
+    if (!d) {
+        kv_err_set(err, KV_ENOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    snprintf(d->path, sizeof d->path, "%s", path);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        kv_err_set(err, KV_EIO, "%s: cannot replace: %s", path, strerror(errno));
+        free(d);
+        return NULL;
+    }
+    if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+        sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        db_err(d, err, "cannot create the database");
+        simdb_close(d);
+        return NULL;
+    }
+    for (int i = 0; i < ST_N; i++)
+        if (sqlite3_prepare_v2(d->db, stmt_sql[i], -1, &d->st[i], NULL) != SQLITE_OK) {
+            db_err(d, err, "cannot prepare a statement");
+            simdb_close(d);
+            return NULL;
+        }
+    return d;
+}
+
+void simdb_close(simdb *d)
+{
+    if (!d)
+        return;
+    if (d->in_run)
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    for (int i = 0; i < ST_N; i++)
+        sqlite3_finalize(d->st[i]);
+    sqlite3_close(d->db);
+    free(d);
+}
+
+/* Runs a bound statement to completion and resets it for the next row. */
+static int step(simdb *d, int which, kv_err *err)
+{
+    sqlite3_stmt *s = d->st[which];
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE)
+        return db_err(d, err, "insert failed");
+    return KV_OK;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *t)
+{
+    if (t)
+        sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static double secs(sim_time t)
+{
+    return (double)t / (double)SIM_US_PER_S;
+}
+
+int simdb_begin_run(simdb *d, const simdb_run_info *info, int64_t *run_id, kv_err *err)
+{
+    if (d->in_run)
+        return kv_err_set(err, KV_ESTATE, "%s: a run is already open", d->path);
+    if (!info || !info->scenario || !info->router)
+        return kv_err_set(err, KV_EINVAL, "%s: a run needs a scenario and a router name", d->path);
+    if (sqlite3_exec(d->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return db_err(d, err, "cannot begin a transaction");
+    d->in_run = true;
+    sqlite3_stmt *s = d->st[ST_RUN];
+    bind_text(s, 1, info->scenario);
+    bind_text(s, 2, info->router);
+    bind_text(s, 3, info->config);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)info->seed);
+    bind_text(s, 5, info->created);
+    int rc = step(d, ST_RUN, err);
+    *run_id = sqlite3_last_insert_rowid(d->db);
+    return rc;
+}
+
+static int add_decision_row(simdb *d, int64_t run_id, uint64_t request_id, const char *profile, const char *plugin,
+                            const sched_endpoint *ep, double score, const double *weight, bool picked, kv_err *err)
+{
+    sqlite3_stmt *s = d->st[ST_DEC];
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)request_id);
+    bind_text(s, 3, profile);
+    sqlite3_bind_text(s, 4, plugin, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 5, ep->id);
+    sqlite3_bind_double(s, 6, score);
+    if (weight)
+        sqlite3_bind_double(s, 7, *weight);
+    else
+        sqlite3_bind_null(s, 7);
+    sqlite3_bind_int(s, 8, picked);
+    return step(d, ST_DEC, err);
+}
+
+int simdb_add_decision(simdb *d, int64_t run_id, uint64_t request_id, const sched_trace *t, const sched_result *res,
+                       kv_err *err)
+{
+    if (!d->in_run)
+        return kv_err_set(err, KV_ESTATE, "%s: decision outside a run", d->path);
+    if (!t)
+        return KV_OK;
+    const sched_endpoint *chosen = res && res->n_targets ? res->targets[0] : NULL;
+    char plugin[256];
+    for (size_t i = 0; i < t->n_scores; i++) {
+        const sched_trace_score *sc = &t->scores[i];
+        if (!sc->ep)
+            continue;
+        const char *type = sc->plugin && sc->plugin->type ? sc->plugin->type->type : "?";
+        const char *name = sc->plugin && sc->plugin->name ? sc->plugin->name : type;
+        snprintf(plugin, sizeof plugin, "%s/%s", type, name);
+        int rc = add_decision_row(d, run_id, request_id, sc->profile, plugin, sc->ep, sc->score, &sc->weight,
+                                  sc->ep == chosen, err);
+        if (rc)
+            return rc;
+    }
+    const char *profile = res ? res->profile : NULL;
+    for (size_t i = 0; i < t->n_totals; i++) {
+        if (!t->totals[i].ep)
+            continue;
+        int rc = add_decision_row(d, run_id, request_id, profile, "total", t->totals[i].ep, t->totals[i].score, NULL,
+                                  t->totals[i].ep == chosen, err);
+        if (rc)
+            return rc;
+    }
+    return KV_OK;
+}
+
+static void bind_stat(sqlite3_stmt *s, int i, const stats_block *b, int key)
+{
+    if (b->valid)
+        sqlite3_bind_double(s, i, b->v[key]);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static int add_stage(simdb *d, int64_t run_id, const sim_stage_info *si, const lc_metrics *m, kv_err *err)
+{
+    sqlite3_stmt *s = d->st[ST_STAGE];
+    int c = 1;
+    sqlite3_bind_int64(s, c++, run_id);
+    sqlite3_bind_int(s, c++, si->index);
+    sqlite3_bind_double(s, c++, si->rate);
+    sqlite3_bind_double(s, c++, si->duration_s);
+    sqlite3_bind_int(s, c++, si->concurrency);
+    sqlite3_bind_int64(s, c++, si->num_requests);
+    sqlite3_bind_double(s, c++, secs(si->t_begin));
+    sqlite3_bind_double(s, c++, secs(si->t_end));
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->count);
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->n_success);
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->n_failed);
+    sqlite3_bind_double(s, c++, m->send_duration);
+    sqlite3_bind_double(s, c++, m->total_time);
+    sqlite3_bind_double(s, c++, m->achieved_rate);
+    sqlite3_bind_double(s, c++, m->requests_per_sec);
+    sqlite3_bind_double(s, c++, m->input_tokens_per_sec);
+    sqlite3_bind_double(s, c++, m->output_tokens_per_sec);
+    sqlite3_bind_double(s, c++, m->total_tokens_per_sec);
+    const stats_block *blocks[] = {&m->ttft, &m->request_latency, &m->itl};
+    for (int b = 0; b < 3; b++) {
+        bind_stat(s, c++, blocks[b], STATS_MEAN);
+        bind_stat(s, c++, blocks[b], STATS_MEDIAN);
+        bind_stat(s, c++, blocks[b], STATS_P90);
+        bind_stat(s, c++, blocks[b], STATS_P99);
+    }
+    bind_stat(s, c++, &m->tpot, STATS_MEAN);
+    bind_stat(s, c++, &m->ntpot, STATS_MEAN);
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->input_tokens);
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->output_tokens);
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->cached_tokens);
+    sqlite3_bind_int64(s, c++, (sqlite3_int64)m->preemptions);
+    return step(d, ST_STAGE, err);
+}
+
+static int add_request(simdb *d, int64_t run_id, const sim_request_record *r, kv_err *err)
+{
+    sqlite3_stmt *s = d->st[ST_REQ];
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)r->id);
+    sqlite3_bind_int(s, 3, r->stage);
+    sqlite3_bind_int(s, 4, r->endpoint);
+    sqlite3_bind_double(s, 5, secs(r->t_scheduled));
+    sqlite3_bind_double(s, 6, secs(r->t_start));
+    if (r->failed)
+        sqlite3_bind_null(s, 7);
+    else
+        sqlite3_bind_double(s, 7, secs(r->t_first_token));
+    sqlite3_bind_double(s, 8, secs(r->t_end));
+    sqlite3_bind_int64(s, 9, r->prompt_tokens);
+    sqlite3_bind_int64(s, 10, r->output_tokens);
+    sqlite3_bind_int64(s, 11, r->cached_tokens);
+    sqlite3_bind_int64(s, 12, r->preemptions);
+    sqlite3_bind_int(s, 13, r->failed);
+    if (r->prefix_group == UINT32_MAX)
+        sqlite3_bind_null(s, 14);
+    else
+        sqlite3_bind_int64(s, 14, r->prefix_group);
+    return step(d, ST_REQ, err);
+}
+
+static int add_sample(simdb *d, int64_t run_id, const sim_server_sample *x, kv_err *err)
+{
+    sqlite3_stmt *s = d->st[ST_SAMPLE];
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_double(s, 2, secs(x->t));
+    sqlite3_bind_int(s, 3, x->server);
+    sqlite3_bind_int(s, 4, x->waiting);
+    sqlite3_bind_int(s, 5, x->running);
+    sqlite3_bind_double(s, 6, x->kv_usage);
+    sqlite3_bind_double(s, 7, x->hit_rate);
+    sqlite3_bind_int64(s, 8, (sqlite3_int64)x->preemptions);
+    return step(d, ST_SAMPLE, err);
+}
+
+int simdb_end_run(simdb *d, int64_t run_id, const sim_run *run, const lc_run *m, kv_err *err)
+{
+    if (!d->in_run)
+        return kv_err_set(err, KV_ESTATE, "%s: simdb_end_run without simdb_begin_run", d->path);
+    if (m->n_stages != run->n_stages)
+        return kv_err_set(err, KV_EINVAL, "%s: %zu stage metrics for %zu stages", d->path, m->n_stages,
+                          run->n_stages);
+    int rc = KV_OK;
+    for (size_t i = 0; rc == KV_OK && i < run->n_stages; i++)
+        rc = add_stage(d, run_id, &run->stages[i], &m->stages[i], err);
+    for (size_t i = 0; rc == KV_OK && i < run->n_requests; i++)
+        rc = add_request(d, run_id, &run->requests[i], err);
+    for (size_t i = 0; rc == KV_OK && i < run->n_samples; i++)
+        rc = add_sample(d, run_id, &run->samples[i], err);
+    if (rc == KV_OK) {
+        sqlite3_bind_int64(d->st[ST_RUN_END], 1, (sqlite3_int64)run->events_delivered);
+        sqlite3_bind_int64(d->st[ST_RUN_END], 2, run_id);
+        rc = step(d, ST_RUN_END, err);
+    }
+    if (rc == KV_OK && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = db_err(d, err, "commit failed");
+    if (rc != KV_OK)
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    d->in_run = false;
+    return rc;
+}
