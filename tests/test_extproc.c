@@ -1,0 +1,705 @@
+/* test_extproc: whole ext-proc streams against the in-process server on loopback
+ * (live/extproc.c), driven by the C gRPC client (tests/support/extproc_client.c) the way
+ * Envoy drives GIE's EPP: routing follows the precise scorer's index, the headers
+ * response carries the destination in both the header mutation and the envoy.lb
+ * metadata, the body comes back in 62,000-byte chunks, errors are ImmediateResponses with
+ * GIE's codes and bodies, bad streams are survived, TLS and health work, text prompts are
+ * tokenised through a fake vLLM /tokenize. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "extproc.h"
+#include "support/extproc_client.h"
+#include "health.h"
+#include "support/sched_fixture.h"
+#include "tls.h"
+
+#define BS 16 /* index block size in the test config */
+
+static const char CONFIG[] =
+    "plugins:\n"
+    "- type: precise-prefix-cache-scorer\n"
+    "  parameters:\n"
+    "    tokenProcessorConfig: {blockSize: 16}\n"
+    "- type: kv-cache-utilization-scorer\n"
+    "- type: queue-scorer\n"
+    "- type: max-score-picker\n"
+    "schedulingProfiles:\n"
+    "- name: default\n"
+    "  plugins:\n"
+    "  - {pluginRef: precise-prefix-cache-scorer, weight: 3.0}\n"
+    "  - {pluginRef: kv-cache-utilization-scorer, weight: 2.0}\n"
+    "  - {pluginRef: queue-scorer, weight: 2.0}\n"
+    "  - {pluginRef: max-score-picker}\n";
+
+/* ---- harness ----------------------------------------------------------------------------- */
+
+typedef struct env {
+    fx *f;
+    pthread_mutex_t pool_mu;
+    extproc_server *srv;
+    xpc_client *cli;
+    tls_pem pem;
+    pthread_mutex_t mu; /* guards the fields below, written by server threads */
+    char *log;
+    size_t log_len;
+    extproc_completion last;
+    char last_target[64];
+    int completions;
+} env;
+
+static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
+{
+    env *e = ctx;
+    pthread_mutex_lock(&e->pool_mu);
+    *eps = e->f->ptrs;
+    return e->f->n;
+}
+
+static void pool_release(void *ctx) { pthread_mutex_unlock(&((env *)ctx)->pool_mu); }
+
+static void on_log(void *ctx, const char *line)
+{
+    env *e = ctx;
+    pthread_mutex_lock(&e->mu);
+    size_t n = strlen(line);
+    char *p = realloc(e->log, e->log_len + n + 2);
+    if (p) {
+        memcpy(p + e->log_len, line, n);
+        p[e->log_len + n] = '\n';
+        p[e->log_len + n + 1] = 0;
+        e->log = p, e->log_len += n + 1;
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void on_complete(void *ctx, const extproc_completion *c)
+{
+    env *e = ctx;
+    pthread_mutex_lock(&e->mu);
+    e->last = *c;
+    snprintf(e->last_target, sizeof e->last_target, "%s", c->target ? c->target : "");
+    e->completions++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static env *env_new(bool tls, int tokenize_timeout_ms, const char *ep0_name)
+{
+    env *e = calloc(1, sizeof *e);
+    e->f = fx_new(CONFIG, 4, 7);
+    assert_non_null(e->f);
+    if (ep0_name)
+        snprintf(e->f->names[0], sizeof e->f->names[0], "%s", ep0_name);
+    pthread_mutex_init(&e->pool_mu, NULL);
+    pthread_mutex_init(&e->mu, NULL);
+    extproc_config cfg = {
+        .addr = "127.0.0.1:0",
+        .sched = e->f->s,
+        .pool = {pool_acquire, pool_release, e},
+        .threads = 3,
+        .tokenize_timeout_ms = tokenize_timeout_ms,
+        .verbosity = 4,
+        .log = on_log,
+        .log_ctx = e,
+        .on_complete = on_complete,
+        .hook_ctx = e,
+    };
+    if (tls) {
+        kv_err err = {0};
+        assert_int_equal(tls_self_signed("epp.test", &e->pem, &err), KV_OK);
+        cfg.cert_pem = e->pem.cert;
+        cfg.key_pem = e->pem.key;
+    }
+    kv_err err = {0};
+    e->srv = extproc_start(&cfg, &err);
+    if (!e->srv)
+        fail_msg("extproc_start: %s", err.msg);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", extproc_port(e->srv));
+    e->cli = xpc_connect(target, tls ? e->pem.cert : NULL, tls ? "localhost" : NULL);
+    return e;
+}
+
+static void env_free(env *e)
+{
+    xpc_disconnect(e->cli);
+    extproc_stop(e->srv);
+    fx_free(e->f);
+    tls_pem_free(&e->pem);
+    free(e->log);
+    pthread_mutex_destroy(&e->pool_mu);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+/* Stores tokens[0..n) for endpoint i in the precise scorer's index, as KV events would. */
+static void cache_on(env *e, size_t i, const uint32_t *tokens, size_t n)
+{
+    sched_kvsource *src = NULL;
+    assert_int_equal(sched_services(e->f->s, "kvsource", (void **)&src, 1), 1);
+    kv_err err = {0};
+    int slot = kvindex_endpoint_add(src->index, e->f->names[i], &err);
+    assert_true(slot >= 0);
+    uint64_t keys[256];
+    size_t nk = blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tokens, n, NULL, 0, NULL, keys, 256);
+    assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, nk, &err), KV_OK);
+}
+
+static char *token_body(const uint32_t *t, size_t n, const char *extra)
+{
+    size_t cap = 64 + n * 11 + strlen(extra);
+    char *b = malloc(cap);
+    size_t len = (size_t)snprintf(b, cap, "{\"model\":\"m\",%s\"prompt\":[", extra);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(b + len, cap - len, "%s%u", i ? "," : "", t[i]);
+    snprintf(b + len, cap - len, "]}");
+    return b;
+}
+
+static const char *const REQ_HDRS[] = {":method", "POST", ":path", "/v1/completions", "content-length", "999",
+                                       "x-request-id", "req-1", "x-user", "alice", NULL};
+
+/* Sends headers + body (in pieces of 'piece' bytes), returns the headers response. */
+static xpc_resp *send_request(xpc_stream *s, const char *const *hdrs, const char *body, size_t piece,
+                              const char *const *subset, size_t n_subset)
+{
+    assert_int_equal(xpc_send_request_headers(s, hdrs, false, subset, n_subset, 0), 0);
+    size_t len = strlen(body);
+    for (size_t off = 0; off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        assert_int_equal(xpc_send_body(s, false, body + off, n, off + n == len), 0);
+    }
+    return xpc_recv(s, 5000);
+}
+
+/* Receives the request-body chunks and checks them against body. */
+static void expect_body_chunks(xpc_stream *s, const char *body)
+{
+    size_t len = strlen(body), off = 0;
+    while (off < len) {
+        xpc_resp *r = xpc_recv(s, 5000);
+        assert_non_null(r);
+        assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_BODY);
+        const Envoy__Service__ExtProc__V3__BodyMutation *bm = r->request_body->response->body_mutation;
+        assert_int_equal(bm->mutation_case, ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__MUTATION_STREAMED_RESPONSE);
+        size_t n = bm->streamed_response->body.len;
+        assert_true(n <= EXTPROC_CHUNK);
+        assert_true(off + n <= len);
+        assert_memory_equal(bm->streamed_response->body.data, body + off, n);
+        off += n;
+        assert_int_equal(bm->streamed_response->end_of_stream, off == len);
+        if (off < len)
+            assert_int_equal(n, EXTPROC_CHUNK);
+        xpc_resp_free(r);
+    }
+}
+
+static const char *dest_of(const xpc_resp *r)
+{
+    size_t n;
+    const char *v = xpc_header(r->request_headers->response->header_mutation, "x-gateway-destination-endpoint", &n);
+    static char buf[128];
+    if (!v)
+        return NULL;
+    snprintf(buf, sizeof buf, "%.*s", (int)n, v);
+    return buf;
+}
+
+/* An ImmediateResponse with that status and a body starting with prefix. */
+static void expect_immediate(xpc_resp *r, int status, const char *prefix)
+{
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_IMMEDIATE_RESPONSE);
+    assert_int_equal(r->immediate_response->status->code, status);
+    size_t n = strlen(prefix);
+    if (r->immediate_response->body.len < n || memcmp(r->immediate_response->body.data, prefix, n))
+        fail_msg("body '%.*s' does not start with '%s'", (int)r->immediate_response->body.len,
+                 (const char *)r->immediate_response->body.data, prefix);
+    xpc_resp_free(r);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_routes_to_cache_holder(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    uint32_t t[128];
+    for (size_t i = 0; i < 128; i++)
+        t[i] = (uint32_t)(1000 + i);
+    cache_on(e, 2, t, 128);        /* all 8 blocks on 10.0.0.3 */
+    cache_on(e, 1, t, 3 * BS);     /* 3 blocks on 10.0.0.2 */
+    char *body = token_body(t, 128, "\"max_tokens\":5,");
+
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    assert_non_null(s);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 100, NULL, 0);
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS);
+    const Envoy__Service__ExtProc__V3__CommonResponse *cr = r->request_headers->response;
+    assert_true(cr->clear_route_cache);
+    assert_string_equal(dest_of(r), "10.0.0.3:8000");
+    assert_string_equal(xpc_dest_metadata(r), "10.0.0.3:8000");
+    size_t n;
+    const char *cl = xpc_header(cr->header_mutation, "content-length", &n);
+    assert_non_null(cl);
+    char want[32];
+    snprintf(want, sizeof want, "%zu", strlen(body));
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(cl, want, n);
+    const char *user = xpc_header(cr->header_mutation, "x-user", &n);
+    assert_non_null(user);
+    assert_memory_equal(user, "alice", 5);
+    const char *rid = xpc_header(cr->header_mutation, "x-request-id", &n);
+    assert_non_null(rid);
+    assert_memory_equal(rid, "req-1", 5);
+    assert_null(xpc_header(cr->header_mutation, ":path", NULL));
+    /* only our own Content-Length, not the client's */
+    size_t n_cl = 0;
+    for (size_t i = 0; i < cr->header_mutation->n_set_headers; i++)
+        n_cl += !strcasecmp(cr->header_mutation->set_headers[i]->header->key, "content-length");
+    assert_int_equal(n_cl, 1);
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    assert_int_equal(e->f->eps[2].in_flight, 1);
+
+    /* response: headers, then an unstreamed JSON body in two pieces */
+    const char *rh[] = {":status", "200", "content-type", "application/json", "x-upstream", "u1", NULL};
+    assert_int_equal(xpc_send_response_headers(s, rh, false), 0);
+    r = xpc_recv(s, 5000);
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_HEADERS);
+    const char *w = xpc_header(r->response_headers->response->header_mutation, "x-went-into-resp-headers", &n);
+    assert_non_null(w);
+    assert_memory_equal(w, "true", 4);
+    assert_non_null(xpc_header(r->response_headers->response->header_mutation, "x-upstream", NULL));
+    xpc_resp_free(r);
+    const char *resp = "{\"choices\":[{\"text\":\"hi\"}],\"usage\":{\"prompt_tokens\":128,\"completion_tokens\":5,"
+                       "\"total_tokens\":133,\"prompt_tokens_details\":{\"cached_tokens\":112}}}";
+    size_t rl = strlen(resp);
+    assert_int_equal(xpc_send_body(s, true, resp, 40, false), 0);
+    assert_int_equal(xpc_send_body(s, true, resp + 40, rl - 40, true), 0);
+    r = xpc_recv(s, 5000);
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_BODY);
+    const Envoy__Service__ExtProc__V3__StreamedBodyResponse *sb =
+        r->response_body->response->body_mutation->streamed_response;
+    assert_int_equal(sb->body.len, rl);
+    assert_memory_equal(sb->body.data, resp, rl);
+    assert_true(sb->end_of_stream);
+    xpc_resp_free(r);
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+
+    pthread_mutex_lock(&e->mu);
+    assert_int_equal(e->completions, 1);
+    assert_true(e->last.usage_found);
+    assert_int_equal(e->last.prompt_tokens, 128);
+    assert_int_equal(e->last.completion_tokens, 5);
+    assert_int_equal(e->last.cached_tokens, 112);
+    assert_string_equal(e->last_target, "10.0.0.3:8000");
+    /* llm-d's V(4) score line, one per scorer per endpoint */
+    assert_non_null(strstr(e->log, "\"msg\":\"Calculated score\",\"x-request-id\":\"req-1\",\"incomingModelName\":\"m\","
+                                   "\"targetModelName\":\"m\",\"plugin\":\"precise-prefix-cache-scorer/"
+                                   "precise-prefix-cache-scorer\",\"endpoint\":{\"name\":\"10.0.0.3:8000\","
+                                   "\"namespace\":\"\"},\"score\":1.0}"));
+    assert_non_null(strstr(e->log, "{\"level\":\"Level(-4)\",\"ts\":"));
+    size_t lines = 0;
+    for (const char *p = e->log; (p = strstr(p, "Calculated score")); p++)
+        lines++;
+    assert_int_equal(lines, 3 * 4);
+    pthread_mutex_unlock(&e->mu);
+    assert_int_equal(e->f->eps[2].in_flight, 0);
+    free(body);
+    env_free(e);
+}
+
+static void test_large_body_chunks(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    size_t n = 40000;
+    uint32_t *t = malloc(n * sizeof *t);
+    for (size_t i = 0; i < n; i++)
+        t[i] = (uint32_t)(100000 + i);
+    char *body = token_body(t, n, "");
+    assert_true(strlen(body) > 3 * EXTPROC_CHUNK);
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 70001, NULL, 0);
+    assert_non_null(r);
+    assert_non_null(dest_of(r));
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+    free(t);
+    free(body);
+    env_free(e);
+}
+
+static void test_errors(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    struct {
+        const char *body;
+        int status;
+        const char *prefix;
+    } cases[] = {
+        {"{\"model\":\"m\",\"prompt\":[1,2", 400, "inference gateway: BadRequest - request body: invalid JSON"},
+        {"{\"prompt\":[1,2,3]}", 400, "inference gateway: BadRequest - request body: field 'model' is required"},
+        {"{\"model\":\"m\",\"prompt\":[-1]}", 400, "inference gateway: BadRequest - request body: field 'prompt[0]'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        xpc_stream *s = xpc_open(e->cli, 5000);
+        expect_immediate(send_request(s, REQ_HDRS, cases[i].body, 7, NULL, 0), cases[i].status, cases[i].prefix);
+        assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0); /* the stream ends cleanly */
+        xpc_close(s);
+    }
+    uint32_t t[32] = {0};
+    char *body = token_body(t, 32, "");
+    /* empty subset hint -> 503 */
+    const char *none[1] = {NULL};
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    expect_immediate(send_request(s, REQ_HDRS, body, 1000, none, 0), 503, "inference gateway: ServiceUnavailable - ");
+    xpc_close(s);
+    /* a subset naming no known endpoint -> 503 */
+    const char *stranger[] = {"192.168.9.9:8000"};
+    s = xpc_open(e->cli, 5000);
+    expect_immediate(send_request(s, REQ_HDRS, body, 1000, stranger, 1), 503, "inference gateway: ServiceUnavailable");
+    xpc_close(s);
+    /* the subset restricts the choice even against the cache */
+    cache_on(e, 2, t, 32);
+    const char *sub[] = {"10.0.0.2:8000"};
+    s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 1000, sub, 1);
+    assert_string_equal(dest_of(r), "10.0.0.2:8000");
+    assert_string_equal(xpc_dest_metadata(r), "10.0.0.2:8000");
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    xpc_close(s); /* cancelled mid-response: in-flight must still be released */
+    /* a request without a body goes to some endpoint at once */
+    s = xpc_open(e->cli, 5000);
+    const char *get[] = {":method", "GET", ":path", "/v1/models", NULL};
+    assert_int_equal(xpc_send_request_headers(s, get, true, NULL, 0, 0), 0);
+    r = xpc_recv(s, 5000);
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS);
+    const char *d = dest_of(r);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "10.0.0."));
+    assert_string_equal(xpc_dest_metadata(r), d);
+    xpc_resp_free(r);
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+    extproc_stats st;
+    for (int i = 0; i < 200; i++) { /* the cancelled stream is reaped asynchronously */
+        extproc_get_stats(e->srv, &st);
+        if (st.streams_active == 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.errors_400, 3);
+    assert_int_equal(st.errors_503, 2);
+    assert_int_equal(st.streams_active, 0);
+    assert_int_equal(e->f->eps[1].in_flight, 0);
+    free(body);
+    env_free(e);
+}
+
+/* Garbage, truncated and abandoned streams of every kind; then a good request works. */
+static void test_bad_streams_survived(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    uint32_t t[64];
+    for (size_t i = 0; i < 64; i++)
+        t[i] = (uint32_t)(7 * i);
+    cache_on(e, 3, t, 64);
+    char *body = token_body(t, 64, "");
+    for (int i = 0; i < 60; i++) {
+        xpc_stream *s = xpc_open(e->cli, 5000);
+        assert_non_null(s);
+        switch (i % 6) {
+        case 0: { /* not a protobuf: the stream is closed with INVALID_ARGUMENT */
+            assert_int_equal(xpc_send_raw(s, "\xff\xff\xff\xff", 4), 0);
+            char det[128];
+            assert_int_equal(xpc_finish(s, det, sizeof det, 5000), GRPC_STATUS_INVALID_ARGUMENT);
+            assert_non_null(strstr(det, "ProcessingRequest"));
+            break;
+        }
+        case 1: /* headers, half a body, then gone */
+            assert_int_equal(xpc_send_request_headers(s, REQ_HDRS, false, NULL, 0, 0), 0);
+            assert_int_equal(xpc_send_body(s, false, body, 10, false), 0);
+            break;
+        case 2: /* body before headers is ignored; the stream still closes cleanly */
+            assert_int_equal(xpc_send_body(s, false, body, strlen(body), true), 0);
+            assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+            break;
+        case 3: /* response messages with no request */
+            assert_int_equal(xpc_send_response_headers(s, REQ_HDRS, false), 0);
+            assert_int_equal(xpc_send_body(s, true, "x", 1, true), 0);
+            assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+            break;
+        case 4: /* JSON that is not an object, then more messages after the error */
+            expect_immediate(send_request(s, REQ_HDRS, "[1,2,3]", 3, NULL, 0), 400, "inference gateway: BadRequest");
+            assert_int_equal(xpc_send_body(s, false, "more", 4, true), 0);
+            assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+            break;
+        default: /* nothing at all */
+            assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+            break;
+        }
+        xpc_close(s);
+    }
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 50, NULL, 0);
+    assert_string_equal(dest_of(r), "10.0.0.4:8000");
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    xpc_close(s);
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.bad_messages, 10);
+    assert_int_equal(st.errors_400, 10);
+    free(body);
+    env_free(e);
+}
+
+static void test_streamed_response(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    uint32_t t[20] = {1, 2, 3};
+    char *body = token_body(t, 20, "\"stream\":true,");
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 1 << 20, NULL, 0);
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    const char *rh[] = {":status", "200", "content-type", "text/event-stream; charset=utf-8", NULL};
+    assert_int_equal(xpc_send_response_headers(s, rh, false), 0);
+    xpc_resp_free(xpc_recv(s, 5000));
+    const char *chunks[] = {"data: {\"choices\":[{\"text\":\"a\"}]}\n\nda",
+                            "ta: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":1}}\n\n",
+                            "data: [DONE]\n\n"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(xpc_send_body(s, true, chunks[i], strlen(chunks[i]), i == 2), 0);
+        r = xpc_recv(s, 5000);
+        assert_non_null(r);
+        const Envoy__Service__ExtProc__V3__StreamedBodyResponse *sb =
+            r->response_body->response->body_mutation->streamed_response;
+        assert_int_equal(sb->body.len, strlen(chunks[i]));
+        assert_memory_equal(sb->body.data, chunks[i], sb->body.len);
+        assert_int_equal(sb->end_of_stream, i == 2);
+        xpc_resp_free(r);
+    }
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+    pthread_mutex_lock(&e->mu);
+    assert_true(e->last.usage_found);
+    assert_int_equal(e->last.prompt_tokens, 20);
+    assert_int_equal(e->last.completion_tokens, 1);
+    pthread_mutex_unlock(&e->mu);
+    free(body);
+    env_free(e);
+}
+
+/* Envoy in BUFFERED mode waits for the headers answer before it sends the body. */
+static void test_buffered_mode(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    uint32_t t[32] = {5};
+    cache_on(e, 1, t, 32);
+    char *body = token_body(t, 32, "");
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    assert_int_equal(xpc_send_request_headers(s, REQ_HDRS, false, NULL, 0, 2), 0);
+    xpc_resp *r = xpc_recv(s, 5000);
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS);
+    assert_null(xpc_dest_metadata(r));
+    xpc_resp_free(r);
+    assert_int_equal(xpc_send_body(s, false, body, strlen(body), true), 0);
+    r = xpc_recv(s, 5000);
+    assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_BODY);
+    size_t n;
+    const char *d = xpc_header(r->request_body->response->header_mutation, "x-gateway-destination-endpoint", &n);
+    assert_non_null(d);
+    assert_memory_equal(d, "10.0.0.2:8000", n);
+    assert_true(r->request_body->response->clear_route_cache);
+    assert_null(r->request_body->response->body_mutation);
+    assert_string_equal(xpc_dest_metadata(r), "10.0.0.2:8000");
+    xpc_resp_free(r);
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+    free(body);
+    env_free(e);
+}
+
+static void test_tls_and_health(void **state)
+{
+    env *e = env_new(true, -1, NULL);
+    uint32_t t[16] = {9};
+    cache_on(e, 0, t, 16);
+    char *body = token_body(t, 16, "");
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    assert_non_null(s);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 1000, NULL, 0);
+    assert_non_null(r);
+    assert_string_equal(dest_of(r), "10.0.0.1:8000");
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+    /* a plaintext client cannot talk to the TLS port */
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", extproc_port(e->srv));
+    xpc_client *plain = xpc_connect(target, NULL, NULL);
+    s = xpc_open(plain, 2000);
+    if (s) {
+        assert_null(xpc_recv(s, 2000));
+        xpc_close(s);
+    }
+    xpc_disconnect(plain);
+    free(body);
+    env_free(e);
+
+    kv_err err = {0};
+    health_server *h = health_start("127.0.0.1:0", NULL, NULL, &err);
+    assert_non_null(h);
+    snprintf(target, sizeof target, "127.0.0.1:%d", health_port(h));
+    xpc_client *c = xpc_connect(target, NULL, NULL);
+    assert_int_equal(xpc_health_check(c, "inference-extension", 5000), 1);
+    xpc_disconnect(c);
+    /* the same port cannot be bound twice */
+    char busy[64];
+    snprintf(busy, sizeof busy, "127.0.0.1:%d", health_port(h));
+    health_server *h2 = health_start(busy, NULL, NULL, &err);
+    assert_null(h2);
+    assert_non_null(strstr(err.msg, busy));
+    health_stop(h);
+}
+
+static bool not_ready(void *ctx) { return *(bool *)ctx; }
+
+static void test_health_not_ready(void **state)
+{
+    bool ready = false;
+    kv_err err = {0};
+    health_server *h = health_start("127.0.0.1:0", not_ready, &ready, &err);
+    assert_non_null(h);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", health_port(h));
+    xpc_client *c = xpc_connect(target, NULL, NULL);
+    assert_int_equal(xpc_health_check(c, "", 5000), 2);
+    ready = true;
+    assert_int_equal(xpc_health_check(c, "envoy.service.ext_proc.v3.ExternalProcessor", 5000), 1);
+    xpc_disconnect(c);
+    health_stop(h);
+}
+
+/* ---- /tokenize ------------------------------------------------------------------------------ */
+
+static const uint32_t TOK[48] = {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+                                 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42,
+                                 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58};
+
+typedef struct fake {
+    int calls;
+    char last[512];
+} fake;
+
+static enum MHD_Result tokenize_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                        const char *version, const char *data, size_t *size, void **con_cls)
+{
+    fake *f = cls;
+    if (!*con_cls) {
+        *con_cls = calloc(1, 1024);
+        return MHD_YES;
+    }
+    char *acc = *con_cls;
+    if (*size) {
+        size_t have = strlen(acc), n = *size < 1023 - have ? *size : 1023 - have;
+        memcpy(acc + have, data, n);
+        *size = 0;
+        return MHD_YES;
+    }
+    __atomic_add_fetch(&f->calls, 1, __ATOMIC_SEQ_CST);
+    snprintf(f->last, sizeof f->last, "%s", acc);
+    char out[1024];
+    size_t len = (size_t)snprintf(out, sizeof out, "{\"count\":48,\"max_model_len\":4096,\"tokens\":[");
+    for (int i = 0; i < 48; i++)
+        len += (size_t)snprintf(out + len, sizeof out - len, "%s%u", i ? "," : "", TOK[i]);
+    len += (size_t)snprintf(out + len, sizeof out - len, "]}");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, out, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result rc = MHD_queue_response(conn, strcmp(url, "/tokenize") ? 404 : 200, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static void free_con(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
+{
+    free(*con_cls);
+}
+
+static void test_tokenize_text_prompts(void **state)
+{
+    fake fk = {0};
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, tokenize_handler, &fk,
+                                            MHD_OPTION_NOTIFY_COMPLETED, free_con, NULL, MHD_OPTION_END);
+    assert_non_null(d);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    char name[32];
+    snprintf(name, sizeof name, "127.0.0.1:%u", info->port);
+    env *e = env_new(false, 2000, name);
+    cache_on(e, 3, TOK, 48); /* the prompt's tokens live on 10.0.0.4 */
+    const char *sub[] = {name, "10.0.0.4:8000"};
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    const char *body = "{\"model\":\"m\",\"prompt\":\"hello world\"}";
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 1000, sub, 2); /* /tokenize goes to the fake */
+    assert_string_equal(dest_of(r), "10.0.0.4:8000");
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    xpc_close(s);
+    assert_true(fk.calls >= 1);
+    assert_non_null(strstr(fk.last, "\"prompt\":\"hello world\""));
+    /* chat messages are sent as messages, so vLLM applies its chat template */
+    const char *sub1[] = {name};
+    s = xpc_open(e->cli, 5000);
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    r = send_request(s, REQ_HDRS, body, 1000, sub1, 1);
+    assert_string_equal(dest_of(r), name);
+    xpc_resp_free(r);
+    xpc_close(s);
+    assert_non_null(strstr(fk.last, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"));
+    MHD_stop_daemon(d);
+    /* the tokenizer is gone: the request is still routed (prefix-text fallback) */
+    s = xpc_open(e->cli, 5000);
+    r = send_request(s, REQ_HDRS, "{\"model\":\"m\",\"prompt\":\"x\"}", 1000, sub1, 1);
+    assert_non_null(r);
+    assert_string_equal(dest_of(r), name);
+    xpc_resp_free(r);
+    xpc_close(s);
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.tokenize_ok, 2);
+    assert_int_equal(st.tokenize_failed, 1);
+    env_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routes_to_cache_holder), cmocka_unit_test(test_large_body_chunks),
+        cmocka_unit_test(test_errors),                 cmocka_unit_test(test_bad_streams_survived),
+        cmocka_unit_test(test_streamed_response),      cmocka_unit_test(test_buffered_mode),
+        cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
+        cmocka_unit_test(test_tokenize_text_prompts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
