@@ -1,8 +1,8 @@
 /* plots: inference-perf --analyze's three charts with the routers overlaid
  * (latency_vs_qps, throughput_vs_qps, throughput_vs_latency; x = achieved rate, means
  * in ms), a TTFT CDF, and per router a chart of each server's KV usage and prefix-cache
- * hit rate over time. Data goes to DIR/charts/*.dat; the gnuplot scripts in plots/*.gp
- * turn them into DIR/charts/*.png. Without gnuplot on PATH the data files are still
+ * hit rate over time. Data goes to DIR/charts/ as .dat files; the gnuplot scripts in
+ * plots/ turn them into .png files next to them. Without gnuplot on PATH the data files are still
  * written and one line on stderr says so. */
 #ifndef KVROUTE_SIM_PLOTS_H
 #define KVROUTE_SIM_PLOTS_H
