@@ -1,0 +1,263 @@
+/* test_scheduler: the GIE profile run (filters in order, clamped weighted sums with float
+ * weights and no division, the picker), the typed no-endpoint error, the trace contents,
+ * determinism under a seed, the in-flight counters and the small view helpers. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "scheduler.h"
+
+typedef struct world {
+    epc_config *cfg;
+    sched *s;
+    sched_endpoint ep[6];
+    sched_endpoint *eps[6];
+    char names[6][24];
+} world;
+
+static void world_open(world *w, const char *yaml, uint64_t seed)
+{
+    memset(w, 0, sizeof *w);
+    kv_err err = {0};
+    w->cfg = epc_load_string(yaml, strlen(yaml), "t.yaml", &err);
+    if (!w->cfg)
+        fail_msg("%s", err.msg);
+    w->s = sched_new(w->cfg, &(sched_env){.seed = seed}, &err);
+    if (!w->s)
+        fail_msg("%s", err.msg);
+    for (int i = 0; i < 6; i++) {
+        snprintf(w->names[i], sizeof w->names[i], "10.1.0.%d:8000", i);
+        w->ep[i] = (sched_endpoint){.id = (uint32_t)i * 7, .name = w->names[i], .pod = w->names[i], .ns = ""};
+        w->eps[i] = &w->ep[i];
+    }
+}
+
+static void world_close(world *w)
+{
+    sched_free(w->s);
+    epc_free(w->cfg);
+}
+
+static const sched_request req = {.id = "q", .model = "m"};
+
+static const char *weighted_yaml = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+                                   "- type: kv-cache-utilization-scorer\n  name: kv\n- type: queue-scorer\n"
+                                   "schedulingProfiles:\n- name: main\n  plugins:\n"
+                                   "  - {pluginRef: kv, weight: 2.5}\n  - {pluginRef: queue-scorer, weight: 0.5}\n";
+
+static void test_weighted_clamped_sum_and_trace(void **state)
+{
+    world w;
+    world_open(&w, weighted_yaml, 1);
+    /* kv: 1-0.2 = 0.8; 1-(-0.5) = 1.5 -> 1; 1-1.7 -> 0.  queue (4,0,2): 0, 1, 0.5 */
+    double usage[] = {0.2, -0.5, 1.7};
+    int waiting[] = {4, 0, 2};
+    for (int i = 0; i < 3; i++)
+        w.ep[i].m.kv_usage = usage[i], w.ep[i].m.waiting = waiting[i];
+    sched_trace tr = {0};
+    sched_result res;
+    kv_err err = {0};
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 3, &res, &tr, &err), KV_OK);
+    assert_string_equal(res.profile, "main");
+    assert_int_equal(res.n_targets, 1);
+    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    /* every scorer's clamped score and weight per endpoint, scorers in profile order */
+    double want_s[] = {0.8, 1.0, 0.0, 0.0, 1.0, 0.5}, want_w[] = {2.5, 2.5, 2.5, 0.5, 0.5, 0.5};
+    const char *want_p[] = {"kv", "kv", "kv", "queue-scorer", "queue-scorer", "queue-scorer"};
+    assert_int_equal(tr.n_scores, 6);
+    for (int i = 0; i < 6; i++) {
+        assert_string_equal(tr.scores[i].profile, "main");
+        assert_string_equal(tr.scores[i].plugin->name, want_p[i]);
+        assert_ptr_equal(tr.scores[i].ep, &w.ep[i % 3]);
+        assert_true(fabs(tr.scores[i].score - want_s[i]) < 1e-12);
+        assert_true(tr.scores[i].weight == want_w[i]);
+    }
+    /* totals: sum of score*weight, not divided by the weight sum */
+    double want_t[] = {2.0, 3.0, 0.25};
+    assert_int_equal(tr.n_totals, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_ptr_equal(tr.totals[i].ep, &w.ep[i]);
+        assert_true(fabs(tr.totals[i].score - want_t[i]) < 1e-12);
+    }
+    assert_int_equal(tr.n_removed, 0);
+    /* the trace is reset, not appended to, on the next call; NULL trace is fine */
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, &tr, &err), KV_OK);
+    assert_int_equal(tr.n_scores, 4);
+    assert_int_equal(tr.n_totals, 2);
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 3, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    sched_trace_free(&tr);
+    world_close(&w);
+}
+
+static void test_filters_in_order_and_no_endpoints(void **state)
+{
+    world w;
+    world_open(&w,
+               "plugins:\n- type: decode-filter\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
+               "- type: queue-scorer\n",
+               1);
+    sched_kv pre_a[] = {{"llm-d.ai/role", "prefill"}, {"zone", "a"}}, dec_a[] = {{"llm-d.ai/role", "decode"}, {"zone", "a"}},
+             dec_b[] = {{"llm-d.ai/role", "decode"}, {"zone", "b"}}, none[] = {{"zone", "a"}};
+    w.ep[0].labels = pre_a, w.ep[0].n_labels = 2;
+    w.ep[1].labels = dec_b, w.ep[1].n_labels = 2;
+    w.ep[2].labels = dec_a, w.ep[2].n_labels = 2;
+    w.ep[3].labels = none, w.ep[3].n_labels = 1;
+    sched_trace tr = {0};
+    sched_result res;
+    kv_err err = {0};
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 4, &res, &tr, &err), KV_OK);
+    /* decode-filter drops ep0, then by-label drops ep1 */
+    assert_int_equal(tr.n_removed, 2);
+    assert_ptr_equal(tr.removed[0].ep, &w.ep[0]);
+    assert_string_equal(tr.removed[0].plugin->type->type, "decode-filter");
+    assert_ptr_equal(tr.removed[1].ep, &w.ep[1]);
+    assert_string_equal(tr.removed[1].plugin->type->type, "by-label");
+    assert_string_equal(tr.removed[1].profile, "default");
+    assert_int_equal(tr.n_totals, 2);
+    assert_int_equal(tr.n_scores, 2); /* only survivors are scored */
+    assert_true(res.targets[0] == &w.ep[2] || res.targets[0] == &w.ep[3]);
+    /* nothing left after the filters: the typed error GIE returns */
+    err = (kv_err){0};
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, &tr, &err), KV_ENOENDPOINTS);
+    assert_string_equal(err.msg, "no pods available for the given request");
+    assert_int_equal(res.n_targets, 0);
+    assert_int_equal(tr.n_scores, 0);
+    /* and no candidates at all */
+    err = (kv_err){0};
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 0, &res, &tr, &err), KV_ENOENDPOINTS);
+    assert_string_equal(err.msg, "no pods available for the given request");
+    sched_trace_free(&tr);
+    world_close(&w);
+}
+
+static void picks(const char *yaml, uint64_t seed, int *out, int n)
+{
+    world w;
+    world_open(&w, yaml, seed);
+    for (int i = 0; i < n; i++) {
+        sched_result res;
+        kv_err err;
+        assert_int_equal(sched_schedule(w.s, &req, w.eps, 6, &res, NULL, &err), KV_OK);
+        out[i] = (int)(res.targets[0] - w.ep);
+    }
+    world_close(&w);
+}
+
+static void test_deterministic_with_seed(void **state)
+{
+    /* six tied endpoints: every pick is the random tie-break */
+    const char *yaml = "plugins:\n- type: queue-scorer\n- type: max-score-picker\n";
+    int a[64], b[64], c[64];
+    picks(yaml, 2024, a, 64);
+    picks(yaml, 2024, b, 64);
+    picks(yaml, 2025, c, 64);
+    assert_memory_equal(a, b, sizeof a);
+    assert_true(memcmp(a, c, sizeof a) != 0);
+    int seen[6] = {0};
+    for (int i = 0; i < 64; i++)
+        seen[a[i]]++;
+    for (int i = 0; i < 6; i++)
+        assert_true(seen[i] > 0);
+}
+
+static void test_in_flight_counters(void **state)
+{
+    world w;
+    world_open(&w, weighted_yaml, 1);
+    sched_result res = {.n_targets = 1, .targets = {&w.ep[2]}};
+    sched_pre_request(w.s, &req, &res);
+    sched_pre_request(w.s, &req, &res);
+    assert_int_equal(w.ep[2].in_flight, 2);
+    /* a driver that rebuilds its endpoint views still sees the sched's counts */
+    w.ep[2].in_flight = 0;
+    sched_result out;
+    kv_err err;
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 3, &out, NULL, &err), KV_OK);
+    assert_int_equal(w.ep[2].in_flight, 2);
+    assert_int_equal(w.ep[1].in_flight, 0);
+    sched_response_complete(w.s, &req, &w.ep[2]);
+    sched_response_complete(w.s, &req, &w.ep[2]);
+    sched_response_complete(w.s, &req, &w.ep[2]); /* never below zero */
+    assert_int_equal(w.ep[2].in_flight, 0);
+    sched_response_complete(w.s, &req, NULL);
+    world_close(&w);
+}
+
+static void test_views_and_lookups(void **state)
+{
+    sched_kv labels[] = {{"llm-d.ai/role", "decode"}};
+    sched_endpoint ep = {.labels = labels, .n_labels = 1};
+    assert_string_equal(sched_label(&ep, "llm-d.ai/role"), "decode");
+    assert_null(sched_label(&ep, "LLM-D.ai/role"));
+    sched_kv hdr[] = {{"x-session-token", "abc"}};
+    sched_request r = {.headers = hdr, .n_headers = 1};
+    assert_string_equal(sched_header(&r, "X-Session-Token"), "abc");
+    assert_null(sched_header(&r, "x-other"));
+
+    world w;
+    world_open(&w, weighted_yaml, 1);
+    assert_non_null(sched_plugin_by_name(w.s, "kv"));
+    assert_string_equal(sched_plugin_by_name(w.s, "kv")->type->type, "kv-cache-utilization-scorer");
+    assert_non_null(sched_plugin_by_name(w.s, "single-profile-handler"));
+    assert_non_null(sched_plugin_by_name(w.s, "max-score-picker"));
+    assert_null(sched_plugin_by_name(w.s, "nope"));
+    void *svc[1];
+    assert_int_equal(sched_services(w.s, "kvsource", svc, 1), 0);
+    world_close(&w);
+}
+
+/* Two precise scorers with the same key context (blockSize and its alias) in one profile
+ * read the cycle's keys for that context and each its own index. */
+static void test_two_precise_scorers_agree(void **state)
+{
+    world w;
+    world_open(&w,
+               "plugins:\n- type: precise-prefix-cache-scorer\n  name: p1\n  parameters: {tokenProcessorConfig: "
+               "{blockSize: 2}}\n- type: precise-prefix-cache-scorer\n  name: p2\n  parameters: {tokenProcessorConfig: "
+               "{blockSizeTokens: 2}, normalization: minmax}\n",
+               1);
+    void *svc[2];
+    assert_int_equal(sched_services(w.s, "kvsource", svc, 2), 2);
+    uint32_t tok[6] = {5, 6, 7, 8, 9, 10};
+    for (int k = 0; k < 2; k++) {
+        sched_kvsource *src = svc[k];
+        uint64_t keys[3];
+        blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tok, 6, NULL, 0, NULL, keys, 3);
+        kv_err err;
+        int slot = kvindex_endpoint_add(src->index, w.names[1], &err);
+        assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 2, &err), KV_OK);
+    }
+    sched_request r = {.id = "x", .model = "m", .tokens = tok, .n_tokens = 6};
+    sched_trace tr = {0};
+    sched_result res;
+    kv_err err;
+    assert_int_equal(sched_schedule(w.s, &r, w.eps, 3, &res, &tr, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_int_equal(tr.n_scores, 6);
+    assert_true(fabs(tr.scores[1].score - 2.0 / 3.0) < 1e-6); /* p1: 2 of 3 blocks */
+    assert_true(tr.scores[4].score == 1.0);                    /* p2: min-max, alone in the map */
+    assert_true(tr.scores[0].score == 0 && tr.scores[3].score == 0);
+    sched_trace_free(&tr);
+    world_close(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_weighted_clamped_sum_and_trace),
+        cmocka_unit_test(test_filters_in_order_and_no_endpoints),
+        cmocka_unit_test(test_deterministic_with_seed),
+        cmocka_unit_test(test_in_flight_counters),
+        cmocka_unit_test(test_views_and_lookups),
+        cmocka_unit_test(test_two_precise_scorers_agree),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
