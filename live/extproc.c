@@ -119,9 +119,11 @@ struct extproc_server {
     pthread_t *threads;
     int n_threads;
     op o_shutdown;
-    pthread_mutex_t mu;               /* stopping, stats, shutdown_seen */
+    pthread_rwlock_t gate;            /* stopping: read to start an operation, written to stop */
+    bool stopping;
+    pthread_mutex_t mu;               /* stats, shutdown_seen, rr */
     pthread_cond_t cv;
-    bool stopping, shutdown_seen;
+    bool shutdown_seen;
     extproc_stats stats;
     pthread_mutex_t sched_mu;         /* sched calls and the trace */
     sched_trace trace;
@@ -1006,44 +1008,46 @@ static bool unref(stream *st)
     return true;
 }
 
+/* Starts a batch unless the server is stopping: once extproc_stop has closed the gate
+ * no new operation may reach the completion queue it is about to shut down. */
+static bool begin(extproc_server *s, grpc_call *call, const grpc_op *ops, size_t n, void *tag)
+{
+    pthread_rwlock_rdlock(&s->gate);
+    bool ok = !s->stopping && grpc_call_start_batch(call, ops, n, tag, NULL) == GRPC_CALL_OK;
+    pthread_rwlock_unlock(&s->gate);
+    return ok;
+}
+
 static bool start(stream *st, const grpc_op *ops, size_t n, enum op_kind kind)
 {
     st->o_main.kind = kind;
-    return grpc_call_start_batch(st->call, ops, n, &st->o_main, NULL) == GRPC_CALL_OK;
+    return begin(st->srv, st->call, ops, n, &st->o_main);
 }
 
-static void post_recv(stream *st)
+/* Next step of the main chain: a queued reply, the final status, or the next receive.
+ * Called with st->mu held; returns true when the stream was freed (chain could not go on). */
+static bool advance(stream *st)
 {
     grpc_op op = {0};
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &st->recv_buf;
-    if (!start(st, &op, 1, OP_RECV))
-        st->refs--; /* cannot fail on a live call; keep accounting right if it does */
-}
-
-/* Next step of the main chain: a queued reply, the final status, or the next receive. */
-static void advance(stream *st)
-{
+    enum op_kind kind;
     if (st->out_i < st->out_n) {
-        grpc_op op = {0};
         op.op = GRPC_OP_SEND_MESSAGE;
         st->sending = st->outq[st->out_i++];
         op.data.send_message.send_message = st->sending;
-        if (!start(st, &op, 1, OP_SEND))
-            st->refs--;
-        return;
-    }
-    st->out_i = st->out_n = 0;
-    if (st->close_after) {
-        grpc_op op = {0};
+        kind = OP_SEND;
+    } else if (st->close_after) {
+        st->out_i = st->out_n = 0;
         op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
         op.data.send_status_from_server.status = st->close_code;
         op.data.send_status_from_server.status_details = &st->close_details;
-        if (!start(st, &op, 1, OP_STATUS))
-            st->refs--;
-        return;
+        kind = OP_STATUS;
+    } else {
+        st->out_i = st->out_n = 0;
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &st->recv_buf;
+        kind = OP_RECV;
     }
-    post_recv(st);
+    return !start(st, &op, 1, kind) && unref(st);
 }
 
 static void close_with(stream *st, grpc_status_code code, const char *msg)
@@ -1073,8 +1077,11 @@ static void request_stream(extproc_server *s)
     stream *st = stream_new(s);
     if (!st)
         return;
-    if (grpc_server_request_registered_call(s->server, s->method, &st->call, &st->deadline, &st->md, NULL, s->cq,
-                                            s->cq, &st->o_main) != GRPC_CALL_OK)
+    pthread_rwlock_rdlock(&s->gate);
+    bool ok = !s->stopping && grpc_server_request_registered_call(s->server, s->method, &st->call, &st->deadline,
+                                                                  &st->md, NULL, s->cq, s->cq, &st->o_main) == GRPC_CALL_OK;
+    pthread_rwlock_unlock(&s->gate);
+    if (!ok)
         stream_free(st);
 }
 
@@ -1086,18 +1093,16 @@ static void on_new(stream *st, bool ok)
         return;
     }
     pthread_mutex_lock(&s->mu);
-    bool stopping = s->stopping;
     s->stats.streams++;
     s->stats.streams_active++;
     pthread_mutex_unlock(&s->mu);
-    if (!stopping)
-        request_stream(s);
+    request_stream(s);
     pthread_mutex_lock(&st->mu);
     st->refs = 2;
     grpc_op close_op = {0};
     close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     close_op.data.recv_close_on_server.cancelled = &st->cancelled;
-    if (grpc_call_start_batch(st->call, &close_op, 1, &st->o_close, NULL) != GRPC_CALL_OK)
+    if (!begin(s, st->call, &close_op, 1, &st->o_close))
         st->refs--;
     grpc_op ops[2] = {{0}, {0}};
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -1137,8 +1142,8 @@ static void on_main(stream *st, bool ok)
             }
         }
     }
-    advance(st);
-    pthread_mutex_unlock(&st->mu);
+    if (!advance(st))
+        pthread_mutex_unlock(&st->mu);
 }
 
 static void on_close(stream *st)
@@ -1190,6 +1195,7 @@ extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
     }
     s->cfg = *cfg;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_rwlock_init(&s->gate, NULL);
     pthread_mutex_init(&s->sched_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->o_shutdown.kind = OP_SHUTDOWN;
@@ -1224,6 +1230,10 @@ extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
             ;
         grpc_completion_queue_destroy(s->cq);
         grpc_shutdown();
+        pthread_mutex_destroy(&s->mu);
+        pthread_rwlock_destroy(&s->gate);
+        pthread_mutex_destroy(&s->sched_mu);
+        pthread_cond_destroy(&s->cv);
         free(s);
         return NULL;
     }
@@ -1250,9 +1260,9 @@ void extproc_stop(extproc_server *s)
 {
     if (!s)
         return;
-    pthread_mutex_lock(&s->mu);
+    pthread_rwlock_wrlock(&s->gate);
     s->stopping = true;
-    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&s->gate);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->o_shutdown);
     grpc_server_cancel_all_calls(s->server);
     pthread_mutex_lock(&s->mu);
@@ -1267,6 +1277,7 @@ void extproc_stop(extproc_server *s)
     free(s->threads);
     sched_trace_free(&s->trace);
     pthread_mutex_destroy(&s->mu);
+    pthread_rwlock_destroy(&s->gate);
     pthread_mutex_destroy(&s->sched_mu);
     pthread_cond_destroy(&s->cv);
     free(s);

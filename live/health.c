@@ -114,6 +114,7 @@ static void answer(health_server *h, hcall *c)
 static void *loop(void *arg)
 {
     health_server *h = arg;
+    bool down = false; /* after the shutdown notification the server may be gone */
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(h->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
@@ -122,13 +123,13 @@ static void *loop(void *arg)
             continue;
         if (ev.tag == &h->shutdown_tag) {
             pthread_mutex_lock(&h->mu);
-            h->shutdown_seen = true;
+            h->shutdown_seen = down = true;
             pthread_cond_signal(&h->cv);
             pthread_mutex_unlock(&h->mu);
             continue;
         }
         hcall *c = ev.tag;
-        if (!ev.success || c->stage == T_DONE) { /* done, or cancelled by shutdown */
+        if (!ev.success || c->stage == T_DONE || down) { /* done, or cancelled by shutdown */
             hcall_free(c);
             continue;
         }
