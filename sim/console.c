@@ -70,6 +70,28 @@ static const row rows[] = {
     {"Inter-token latency (ms)", 2, false, g_itl},
 };
 
+/* Terminal columns of a UTF-8 string (every character one column wide). */
+static int cols(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static int colw(const char *header, int min)
+{
+    return cols(header) > min ? cols(header) : min;
+}
+
+/* Right-aligns s in w columns (printf pads bytes, not columns, so "Δ" needs this). */
+static const char *pad(char *buf, size_t cap, const char *s, int w)
+{
+    int n = w - cols(s);
+    snprintf(buf, cap, "%*s%s", n > 0 ? n : 0, "", s);
+    return buf;
+}
+
 static const lc_metrics *find_stage(const lc_run *m, int stage)
 {
     for (size_t i = 0; i < m->n_stages; i++)
@@ -95,14 +117,15 @@ void console_compare(FILE *f, const char *const *names, const lc_run *const *m, 
             fprintf(f, "stage %d: not run by %s\n", stage, names[k]);
             continue;
         }
-        char h1[64], h2[64], h3[96], h4[64];
+        char h1[64], h2[64], h3[96], h4[64], p1[128], p2[128], p3[160], p4[128];
         snprintf(h1, sizeof h1, "%s (Mean)", names[0]);
         snprintf(h2, sizeof h2, "%s (Mean)", names[k]);
         snprintf(h3, sizeof h3, "Δ (%s - %s)", names[k], names[0]);
         snprintf(h4, sizeof h4, "Δ%% vs %s", names[0]);
         fprintf(f, "\nStage %d (rate %g): %s vs %s\n", stage, base->requested_rate, names[0], names[k]);
-        /* "Δ" is two bytes but one column: pad those headers by one more. */
-        fprintf(f, "%-26s %16s %16s %*s %*s\n", "Metric", h1, h2, 21, h3, 13, h4);
+        int w1 = colw(h1, 16), w2 = colw(h2, 16), w3 = colw(h3, 20), w4 = colw(h4, 12);
+        fprintf(f, "%-26s %s %s %s %s\n", "Metric", pad(p1, sizeof p1, h1, w1), pad(p2, sizeof p2, h2, w2),
+                pad(p3, sizeof p3, h3, w3), pad(p4, sizeof p4, h4, w4));
         for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
             double a = rows[r].get(base), b = rows[r].get(other);
             char s1[48], s2[48], s3[48], s4[48];
@@ -115,7 +138,7 @@ void console_compare(FILE *f, const char *const *names, const lc_run *const *m, 
             } else {
                 snprintf(s4, sizeof s4, "n/a");
             }
-            fprintf(f, "%-26s %16s %16s %20s %12s\n", rows[r].label, s1, s2, s3, s4);
+            fprintf(f, "%-26s %*s %*s %*s %*s\n", rows[r].label, w1, s1, w2, s2, w3, s3, w4, s4);
         }
     }
 }

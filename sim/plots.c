@@ -1,0 +1,290 @@
+/* plots: chart data files and the gnuplot runs that draw them (see plots.h).
+ * Data layout (DIR/charts/):
+ *   stages.dat        one gnuplot index per router, one row per stage
+ *   ttft_cdf.dat      one index per router: TTFT (s) and cumulative fraction
+ *   servers_<r>.dat   per router, one index per server: time series samples
+ * gnuplot gets the data directory, the router names and counts through -e, so the
+ * scripts in plots/ stay plain gnuplot that a user can rerun and edit. */
+#define _GNU_SOURCE
+#include "plots.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Router names become file names and gnuplot words: keep [A-Za-z0-9._-]. */
+static void safe_name(char *out, size_t cap, const char *name)
+{
+    size_t o = 0;
+    for (const char *p = name ? name : "router"; *p && o + 1 < cap; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                  c == '_' || c == '-';
+        out[o++] = ok ? c : '_';
+    }
+    out[o] = 0;
+}
+
+static FILE *open_data(const char *dir, const char *name, char *path, size_t cap, kv_err *err)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        kv_err_set(err, KV_EIO, "%s: cannot create: %s", path, strerror(errno));
+    return f;
+}
+
+static int close_data(FILE *f, const char *path, kv_err *err)
+{
+    bool bad = ferror(f);
+    if (fclose(f) != 0 || bad)
+        return kv_err_set(err, KV_EIO, "%s: write failed", path);
+    return KV_OK;
+}
+
+static double ms(const stats_block *b, int key)
+{
+    return b->valid ? 1000 * b->v[key] : 0.0 / 0.0;
+}
+
+static int cmp_by_rate(const void *a, const void *b)
+{
+    const lc_metrics *x = *(const lc_metrics *const *)a, *y = *(const lc_metrics *const *)b;
+    if (x->achieved_rate != y->achieved_rate)
+        return x->achieved_rate < y->achieved_rate ? -1 : 1;
+    return (x->stage > y->stage) - (x->stage < y->stage);
+}
+
+/* Rows in order of achieved rate, so a line through a ladder whose warm-up stage comes
+ * first does not double back. */
+static int write_stages(const char *dir, const sim_run *const *runs, const lc_run *const *m, size_t n, kv_err *err)
+{
+    char path[PATH_MAX];
+    FILE *f = open_data(dir, "stages.dat", path, sizeof path, err);
+    if (!f)
+        return KV_EIO;
+    for (size_t r = 0; r < n; r++) {
+        fprintf(f, "%s# router %s\n# stage requested_rate achieved_rate ttft_ms ntpot_ms itl_ms input_tok_s "
+                   "output_tok_s total_tok_s ttft_p90_ms latency_s req_s\n",
+                r ? "\n\n" : "", runs[r]->router ? runs[r]->router : "?");
+        const lc_metrics **order = malloc((m[r]->n_stages ? m[r]->n_stages : 1) * sizeof *order);
+        if (!order) {
+            fclose(f);
+            return kv_err_set(err, KV_ENOMEM, "%s: out of memory", path);
+        }
+        for (size_t i = 0; i < m[r]->n_stages; i++)
+            order[i] = &m[r]->stages[i];
+        qsort(order, m[r]->n_stages, sizeof *order, cmp_by_rate);
+        for (size_t i = 0; i < m[r]->n_stages; i++) {
+            const lc_metrics *s = order[i];
+            fprintf(f, "%d %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", s->stage, s->requested_rate,
+                    s->achieved_rate, ms(&s->ttft, STATS_MEAN), ms(&s->ntpot, STATS_MEAN), ms(&s->itl, STATS_MEAN),
+                    s->input_tokens_per_sec, s->output_tokens_per_sec, s->total_tokens_per_sec,
+                    ms(&s->ttft, STATS_P90), ms(&s->request_latency, STATS_MEAN) / 1000, s->requests_per_sec);
+        }
+        free(order);
+    }
+    return close_data(f, path, err);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* At most this many points per CDF: enough for a smooth line at any run size. */
+#define CDF_POINTS 2000
+
+static int write_ttft_cdf(const char *dir, const sim_run *const *runs, size_t n, kv_err *err)
+{
+    char path[PATH_MAX];
+    FILE *f = open_data(dir, "ttft_cdf.dat", path, sizeof path, err);
+    if (!f)
+        return KV_EIO;
+    int rc = KV_OK;
+    for (size_t r = 0; r < n && rc == KV_OK; r++) {
+        const sim_run *run = runs[r];
+        double *v = malloc((run->n_requests ? run->n_requests : 1) * sizeof *v);
+        if (!v) {
+            rc = kv_err_set(err, KV_ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < run->n_requests; i++) {
+            const sim_request_record *q = &run->requests[i];
+            if (!q->failed && q->n_token_times > 1 && q->token_times)
+                v[k++] = (double)(q->token_times[0] - q->t_start) / SIM_US_PER_S;
+        }
+        qsort(v, k, sizeof *v, cmp_double);
+        fprintf(f, "%s# router %s\n# ttft_s fraction\n", r ? "\n\n" : "", run->router ? run->router : "?");
+        size_t step = k > CDF_POINTS ? k / CDF_POINTS : 1;
+        for (size_t i = 0; i < k; i += step)
+            fprintf(f, "%.9g %.9g\n", v[i], (double)(i + 1) / (double)k);
+        if (k && (k - 1) % step)
+            fprintf(f, "%.9g 1\n", v[k - 1]);
+        if (k == 0) /* gnuplot needs at least one point per index */
+            fprintf(f, "0 0\n");
+        free(v);
+    }
+    int crc = close_data(f, path, err);
+    return rc ? rc : crc;
+}
+
+static int server_count(const sim_run *run)
+{
+    int n = 0;
+    for (size_t i = 0; i < run->n_samples; i++)
+        if (run->samples[i].server + 1 > n)
+            n = run->samples[i].server + 1;
+    return n;
+}
+
+static int write_servers(const char *dir, const sim_run *run, const char *safe, int nservers, kv_err *err)
+{
+    char path[PATH_MAX], name[300];
+    snprintf(name, sizeof name, "servers_%s.dat", safe);
+    FILE *f = open_data(dir, name, path, sizeof path, err);
+    if (!f)
+        return KV_EIO;
+    for (int s = 0; s < nservers; s++) {
+        fprintf(f, "%s# server %d\n# t_s kv_usage_pct hit_rate_pct waiting running preemptions\n", s ? "\n\n" : "",
+                s);
+        bool any = false;
+        for (size_t i = 0; i < run->n_samples; i++) {
+            const sim_server_sample *x = &run->samples[i];
+            if (x->server != s)
+                continue;
+            any = true;
+            fprintf(f, "%.6f %.6g %.6g %d %d %llu\n", (double)x->t / SIM_US_PER_S, 100 * x->kv_usage,
+                    100 * x->hit_rate, x->waiting, x->running, (unsigned long long)x->preemptions);
+        }
+        if (!any)
+            fprintf(f, "0 0 0 0 0 0\n");
+    }
+    return close_data(f, path, err);
+}
+
+static bool has_scripts(const char *dir)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/latency_vs_qps.gp", dir);
+    return access(p, R_OK) == 0;
+}
+
+/* plots/ next to the executable (the repo root for ./sim), else ./plots. */
+static bool find_scripts(const plots_opts *o, char *out, size_t cap)
+{
+    if (o && o->script_dir) {
+        snprintf(out, cap, "%s", o->script_dir);
+        return has_scripts(out);
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        snprintf(out, cap, "%s/plots", dirname(exe));
+        if (has_scripts(out))
+            return true;
+    }
+    snprintf(out, cap, "plots");
+    return has_scripts(out);
+}
+
+/* Runs gnuplot -e vars script; KV_ENOTFOUND when gnuplot is not on PATH. */
+static int run_gnuplot(const char *vars, const char *script, kv_err *err)
+{
+    char *argv[] = {"gnuplot", "-e", (char *)vars, (char *)script, NULL};
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ);
+    if (rc == ENOENT)
+        return KV_ENOTFOUND;
+    if (rc != 0)
+        return kv_err_set(err, KV_EIO, "gnuplot: cannot start: %s", strerror(rc));
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return kv_err_set(err, KV_EIO, "gnuplot: wait failed: %s", strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        return KV_ENOTFOUND;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return kv_err_set(err, KV_EIO, "gnuplot %s failed (status %d)", script, status);
+    return KV_OK;
+}
+
+int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir, const plots_opts *o,
+                kv_err *err)
+{
+    char cdir[PATH_MAX];
+    if ((size_t)snprintf(cdir, sizeof cdir, "%s/charts", dir) >= sizeof cdir)
+        return kv_err_set(err, KV_ERANGE, "plots: path too long: %s", dir);
+    if (mkdir(cdir, 0777) != 0 && errno != EEXIST)
+        return kv_err_set(err, KV_EIO, "%s: cannot create directory: %s", cdir, strerror(errno));
+
+    char (*safe)[128] = calloc(n ? n : 1, sizeof *safe);
+    int *nservers = calloc(n ? n : 1, sizeof *nservers);
+    int rc = safe && nservers ? KV_OK : kv_err_set(err, KV_ENOMEM, "plots: out of memory");
+    for (size_t r = 0; rc == KV_OK && r < n; r++) {
+        safe_name(safe[r], sizeof safe[r], runs[r]->router);
+        nservers[r] = server_count(runs[r]);
+        rc = write_servers(cdir, runs[r], safe[r], nservers[r], err);
+    }
+    if (rc == KV_OK)
+        rc = write_stages(cdir, runs, m, n, err);
+    if (rc == KV_OK)
+        rc = write_ttft_cdf(cdir, runs, n, err);
+    if (rc != KV_OK || !o || !o->run_gnuplot)
+        goto out;
+
+    char sdir[PATH_MAX];
+    if (!find_scripts(o, sdir, sizeof sdir)) {
+        rc = kv_err_set(err, KV_ENOTFOUND, "plots: no gnuplot scripts (latency_vs_qps.gp) in %s", sdir);
+        goto out;
+    }
+    /* Router words for the overlay titles, in order: word(routers, i). */
+    size_t cap = 64 + n * 130 + 2 * PATH_MAX;
+    char *vars = malloc(cap), *words = malloc(n * 130 + 1);
+    if (!vars || !words) {
+        free(vars), free(words);
+        rc = kv_err_set(err, KV_ENOMEM, "plots: out of memory");
+        goto out;
+    }
+    words[0] = 0;
+    for (size_t r = 0; r < n; r++) {
+        if (r)
+            strcat(words, " ");
+        strcat(words, safe[r]);
+    }
+    static const char *const overlay[] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
+                                          "ttft_cdf"};
+    char script[PATH_MAX + 64];
+    for (size_t i = 0; rc == KV_OK && i < sizeof overlay / sizeof *overlay; i++) {
+        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu", cdir, sdir, words, n);
+        snprintf(script, sizeof script, "%s/%s.gp", sdir, overlay[i]);
+        rc = run_gnuplot(vars, script, err);
+    }
+    for (size_t r = 0; rc == KV_OK && r < n; r++) {
+        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
+                 nservers[r]);
+        snprintf(script, sizeof script, "%s/server_timeseries.gp", sdir);
+        rc = run_gnuplot(vars, script, err);
+    }
+    free(vars), free(words);
+    if (rc == KV_ENOTFOUND) {
+        fprintf(stderr, "sim: gnuplot not found on PATH; chart data written to %s (.dat files)\n", cdir);
+        rc = KV_OK;
+    }
+out:
+    free(safe);
+    free(nservers);
+    return rc;
+}
