@@ -1,0 +1,359 @@
+/* epp_main: ./epp, the endpoint picker daemon. Parses GIE-style flags, loads the
+ * EndpointPickerConfig, builds the scheduler, and runs the ext-proc server (TLS by
+ * default) and the plaintext gRPC health server until SIGTERM/SIGINT, then stops both
+ * cleanly. Start-up fails fast, exit status 2, with one precise message: a bad flag or
+ * config (file:line:col from the loader), a busy port, a missing certificate.
+ *
+ * Endpoints come from --endpoints ip:port,... (a static set; each named after its
+ * address). Flags of features this binary does not have (Kubernetes discovery via
+ * --pool-name/--endpoint-selector, the decision log) are refused at start-up rather
+ * than silently ignored. Logs are JSON lines on stderr, zap-style, so llm-d users' greps
+ * keep working. */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "extproc.h"
+#include "health.h"
+#include "scheduler.h"
+#include "tls.h"
+
+#define MAX_ENDPOINTS 4096
+
+typedef struct opts {
+    const char *config_file;
+    int grpc_port, health_port, metrics_port;
+    bool secure;
+    const char *cert_path;
+    const char *kv_metric;
+    const char *pool_name, *pool_namespace, *endpoint_selector;
+    const char *endpoints;
+    const char *decision_log;
+    int verbosity;
+    int threads;
+    int tokenize_timeout_ms;
+} opts;
+
+/* ---- log lines ------------------------------------------------------------------------------ */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_line(void *ctx, const char *line)
+{
+    pthread_mutex_lock(&log_mu);
+    fputs(line, stderr);
+    fputc('\n', stderr);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void logf_(const char *level, const char *msg, const char *key, const char *value)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_t *o = json_object();
+    json_object_set_new(o, "level", json_string(level));
+    json_object_set_new(o, "ts", json_real(ts.tv_sec + ts.tv_nsec * 1e-9));
+    json_object_set_new(o, "caller", json_string("epp/main"));
+    json_object_set_new(o, "msg", json_string(msg));
+    if (key)
+        json_object_set_new(o, key, json_string(value));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (s)
+        log_line(NULL, s);
+    free(s);
+}
+
+static void on_warn(void *ctx, const char *msg) { logf_("info", "config warning", "warning", msg); }
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "epp: %s\n", msg);
+    return 2;
+}
+
+/* ---- flags ----------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: epp --config-file FILE --endpoints IP:PORT[,IP:PORT...] [flags]\n"
+            "  --config-file FILE                  EndpointPickerConfig YAML (GIE/llm-d format)\n"
+            "  --endpoints LIST                    model-server endpoints ip:port,...\n"
+            "  --grpc-port N                       ext-proc port (default 9002)\n"
+            "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
+            "  --metrics-port N                    Prometheus port (default 9090)\n"
+            "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
+            "  --cert-path DIR                     tls.crt and tls.key (default: self-signed)\n"
+            "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
+            "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
+            "  --threads N                         ext-proc worker threads (default 8)\n"
+            "  -v N                                log verbosity (4: per-scorer score lines)\n");
+}
+
+/* "--name=value", "--name value" or "-name ..." (Go's flag package accepts one or two dashes). */
+static const char *flag_value(int argc, char **argv, int *i, const char *name, bool is_bool)
+{
+    const char *a = argv[*i];
+    a += a[1] == '-' ? 2 : 1;
+    size_t n = strlen(name);
+    if (strncmp(a, name, n))
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n])
+        return NULL;
+    if (is_bool) {
+        if (*i + 1 < argc && (!strcmp(argv[*i + 1], "true") || !strcmp(argv[*i + 1], "false")))
+            return argv[++*i];
+        return "true";
+    }
+    if (*i + 1 >= argc)
+        return "";
+    return argv[++*i];
+}
+
+static int parse_int(const char *name, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi)
+        return fail("flag --%s: expected an integer in [%d, %d], got '%s'", name, lo, hi, v);
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_flags(int argc, char **argv, opts *o)
+{
+    *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .secure = true,
+                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000};
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (argv[i][0] != '-' || !argv[i][1])
+            return fail("unexpected argument '%s' (flags start with --)", argv[i]);
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+#define STR(flag, field)                                                   \
+    if ((v = flag_value(argc, argv, &i, flag, false))) {                   \
+        if (!*v)                                                           \
+            return fail("flag --%s needs a value", flag);                  \
+        o->field = v;                                                      \
+        continue;                                                          \
+    }
+#define INT(flag, field, lo, hi)                                           \
+    if ((v = flag_value(argc, argv, &i, flag, false))) {                   \
+        if (parse_int(flag, v, lo, hi, &o->field))                         \
+            return 2;                                                      \
+        continue;                                                          \
+    }
+        STR("config-file", config_file)
+        STR("cert-path", cert_path)
+        STR("kv-cache-usage-percentage-metric", kv_metric)
+        STR("pool-name", pool_name)
+        STR("pool-namespace", pool_namespace)
+        STR("endpoint-selector", endpoint_selector)
+        STR("endpoints", endpoints)
+        STR("decision-log", decision_log)
+        INT("grpc-port", grpc_port, 0, 65535)
+        INT("grpc-health-port", health_port, 0, 65535)
+        INT("metrics-port", metrics_port, 0, 65535)
+        INT("v", verbosity, 0, 10)
+        INT("threads", threads, 1, 256)
+        INT("tokenize-timeout-ms", tokenize_timeout_ms, -1, 600000)
+#undef STR
+#undef INT
+        if ((v = flag_value(argc, argv, &i, "secure-serving", true))) {
+            if (strcmp(v, "true") && strcmp(v, "false"))
+                return fail("flag --secure-serving: expected true or false, got '%s'", v);
+            o->secure = !strcmp(v, "true");
+            continue;
+        }
+        usage(stderr);
+        return fail("unknown flag '%s'", argv[i]);
+    }
+    if (!o->config_file)
+        return fail("--config-file is required");
+    if (o->pool_name || o->endpoint_selector)
+        return fail("--%s needs Kubernetes endpoint discovery, which this build does not include; list the "
+                    "endpoints with --endpoints ip:port,...",
+                    o->pool_name ? "pool-name" : "endpoint-selector");
+    if (o->decision_log)
+        return fail("--decision-log is not supported by this build");
+    if (!o->endpoints)
+        return fail("--endpoints ip:port,... is required");
+    return 0;
+}
+
+/* ---- static endpoint pool ---------------------------------------------------------------------- */
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    sched_endpoint eps[MAX_ENDPOINTS];
+    sched_endpoint *ptrs[MAX_ENDPOINTS];
+    char *names[MAX_ENDPOINTS];
+    size_t n;
+} pool;
+
+static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
+{
+    pool *p = ctx;
+    pthread_mutex_lock(&p->mu);
+    *eps = p->ptrs;
+    return p->n;
+}
+
+static void pool_release(void *ctx) { pthread_mutex_unlock(&((pool *)ctx)->mu); }
+
+static int pool_parse(pool *p, const char *list)
+{
+    const char *s = list;
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        if (len) {
+            char *name = strndup(s, len);
+            const char *colon = strrchr(name, ':');
+            char *end;
+            long port = colon ? strtol(colon + 1, &end, 10) : 0;
+            if (!colon || colon == name || !colon[1] || *end || port < 1 || port > 65535) {
+                int rc = fail("--endpoints: '%s' is not ip:port", name);
+                free(name);
+                return rc;
+            }
+            for (size_t i = 0; i < p->n; i++)
+                if (!strcmp(p->names[i], name)) {
+                    int rc = fail("--endpoints: '%s' is listed twice", name);
+                    free(name);
+                    return rc;
+                }
+            if (p->n == MAX_ENDPOINTS) {
+                free(name);
+                return fail("--endpoints: more than %d endpoints", MAX_ENDPOINTS);
+            }
+            p->names[p->n] = name;
+            p->eps[p->n] = (sched_endpoint){.id = (uint32_t)p->n, .name = name, .pod = name, .ns = ""};
+            p->ptrs[p->n] = &p->eps[p->n];
+            p->n++;
+        }
+        s += len + (s[len] == ',');
+    }
+    if (!p->n)
+        return fail("--endpoints: no endpoint given");
+    return 0;
+}
+
+/* ---- main --------------------------------------------------------------------------------------- */
+
+static double mono_now(void *ctx)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static bool always_ready(void *ctx) { return true; }
+
+int main(int argc, char **argv)
+{
+    opts o;
+    int rc = parse_flags(argc, argv, &o);
+    if (rc)
+        return rc;
+    static pool p;
+    pthread_mutex_init(&p.mu, NULL);
+    if ((rc = pool_parse(&p, o.endpoints)))
+        return rc;
+
+    kv_err err = {0};
+    epc_config *cfg = epc_load_file(o.config_file, &err);
+    if (!cfg)
+        return fail("%s", err.msg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = mono_now, .warn = on_warn};
+    sched *s = sched_new(cfg, &env, &err);
+    if (!s) {
+        epc_free(cfg);
+        return fail("%s", err.msg);
+    }
+
+    tls_pem pem = {0};
+    if (o.secure) {
+        rc = o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err);
+        if (rc != KV_OK) {
+            sched_free(s);
+            epc_free(cfg);
+            return fail("%s", err.msg);
+        }
+    }
+
+    /* Signals are taken synchronously by main; every thread started below inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    char addr[64];
+    snprintf(addr, sizeof addr, "0.0.0.0:%d", o.grpc_port);
+    extproc_config xc = {
+        .addr = addr,
+        .cert_pem = pem.cert,
+        .key_pem = pem.key,
+        .sched = s,
+        .pool = {pool_acquire, pool_release, &p},
+        .threads = o.threads,
+        .tokenize_timeout_ms = o.tokenize_timeout_ms,
+        .verbosity = o.verbosity,
+        .log = log_line,
+    };
+    extproc_server *xs = extproc_start(&xc, &err);
+    health_server *hs = NULL;
+    if (xs) {
+        char haddr[64];
+        snprintf(haddr, sizeof haddr, "0.0.0.0:%d", o.health_port);
+        hs = health_start(haddr, always_ready, NULL, &err);
+    }
+    if (!xs || !hs) {
+        extproc_stop(xs);
+        tls_pem_free(&pem);
+        sched_free(s);
+        epc_free(cfg);
+        return fail("%s", err.msg);
+    }
+    char ports[160];
+    snprintf(ports, sizeof ports, "grpc=%d health=%d tls=%s endpoints=%zu", extproc_port(xs), health_port(hs),
+             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", p.n);
+    logf_("info", "EPP started", "listening", ports);
+    logf_("info", "Prometheus metrics are not exported by this build", "metrics-port", "unused");
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    logf_("info", "Shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    health_stop(hs);
+    extproc_stop(xs);
+    tls_pem_free(&pem);
+    sched_free(s);
+    epc_free(cfg);
+    for (size_t i = 0; i < p.n; i++)
+        free(p.names[i]);
+    logf_("info", "EPP stopped", NULL, NULL);
+    return 0;
+}

@@ -1,0 +1,63 @@
+#!/bin/sh
+# it_epp_startup: ./epp fails fast with one precise message (bad config with its
+# file:line:col, bad flag, missing certificate, busy port), starts on free ports in
+# TLS and plaintext mode, and exits 0 on SIGTERM and SIGINT after a clean shutdown.
+# Run from the repository root after `make epp`.
+set -u
+EPP=./epp
+CFG=policies/presets/llm-d-precise.yaml
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+check() { # name, expected exit, expected text, command...
+    name=$1 want=$2 text=$3; shift 3
+    "$@" >"$T/out" 2>&1; rc=$?
+    if [ "$rc" -ne "$want" ] || ! grep -qF -- "$text" "$T/out"; then
+        echo "FAIL $name: exit $rc (want $want), output:"; sed 's/^/    /' "$T/out"; fails=$((fails + 1))
+    else
+        echo "ok   $name"
+    fi
+}
+printf 'plugins:\n- type: queue-scorer\n  bogus: 1\n' >"$T/bad.yaml"
+check bad-config 2 "bad.yaml:3:3: field 'plugins[0]': unknown field 'bogus'" \
+    $EPP --config-file "$T/bad.yaml" --endpoints 127.0.0.1:8000
+check missing-config 2 "$T/none.yaml" $EPP --config-file "$T/none.yaml" --endpoints 127.0.0.1:8000
+check no-endpoints 2 "--endpoints ip:port,... is required" $EPP --config-file $CFG
+check bad-endpoint 2 "'10.0.0.1' is not ip:port" $EPP --config-file $CFG --endpoints 10.0.0.1
+check bad-flag 2 "unknown flag '--nope'" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --nope
+check bad-port 2 "flag --grpc-port: expected an integer" $EPP --config-file $CFG --endpoints a:1 --grpc-port x
+check missing-cert 2 "tls: cannot open $T/tls.crt" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=a -days 1 \
+    -keyout "$T/other.key" -out "$T/tls.crt" >/dev/null 2>&1
+openssl ecparam -name prime256v1 -genkey -noout -out "$T/tls.key" 2>/dev/null
+check mismatched-key 2 "does not match the certificate" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
+
+# start on free ports, then a second instance on the same gRPC port must fail
+start() { # log file, extra flags...
+    log=$1; shift
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000,127.0.0.1:8001 --grpc-port 0 --grpc-health-port 0 "$@" \
+        2>"$log" &
+    pid=$!
+    i=0
+    while ! grep -q "EPP started" "$log" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+}
+start "$T/a.log"
+A=$pid
+port=$(sed -n 's/.*grpc=\([0-9]*\).*/\1/p' "$T/a.log")
+if [ -z "$port" ]; then echo "FAIL start: no port in log"; cat "$T/a.log"; fails=$((fails + 1)); fi
+check busy-port 2 "cannot listen on 0.0.0.0:$port" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --grpc-port "$port" --grpc-health-port 0
+kill -TERM $A; wait $A; rc=$?
+if [ $rc -eq 0 ] && grep -q '"msg":"EPP stopped"' "$T/a.log" && grep -q '"signal":"SIGTERM"' "$T/a.log"; then
+    echo "ok   sigterm"
+else
+    echo "FAIL sigterm: exit $rc"; cat "$T/a.log"; fails=$((fails + 1))
+fi
+start "$T/b.log" --secure-serving=false -v 4
+B=$pid
+if grep -q 'tls=off endpoints=2' "$T/b.log"; then echo "ok   plaintext"; else echo "FAIL plaintext"; fails=$((fails + 1)); fi
+kill -INT $B; wait $B; rc=$?
+if [ $rc -eq 0 ] && grep -q '"signal":"SIGINT"' "$T/b.log"; then echo "ok   sigint"; else
+    echo "FAIL sigint: exit $rc"; cat "$T/b.log"; fails=$((fails + 1)); fi
+[ $fails -eq 0 ]
