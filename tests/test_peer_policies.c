@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "blockkeys.h"
+#include "config.h"
 #include "kvindex.h"
 #include "support/sched_fixture.h"
 
@@ -353,6 +354,52 @@ static void test_bad_params(void **state)
     }
 }
 
+/* The three presets route token-id and text requests end to end; with every pod alike,
+ * a repeated prompt goes back where the first one went (the approximate scorers have
+ * learnt it; the Dynamo preset's event index is empty, so it balances by load instead). */
+static void test_presets_route(void **state)
+{
+    (void)state;
+    const char *names[] = {"llm-d-approximate", "sglang-cache-aware", "dynamo-kv"};
+    const bool sticky[] = {true, true, false};
+    uint32_t tok[256];
+    for (int i = 0; i < 256; i++)
+        tok[i] = (uint32_t)(i * 7 + 1);
+    for (size_t k = 0; k < 3; k++) {
+        kv_err err = {0};
+        epc_config *cfg = epc_load_preset("policies/presets", names[k], &err);
+        if (!cfg)
+            fail_msg("%s: %s", names[k], err.msg);
+        sched_env env = {.seed = 3};
+        sched *s = sched_new(cfg, &env, &err);
+        if (!s)
+            fail_msg("%s: %s", names[k], err.msg);
+        sched_endpoint eps[3];
+        sched_endpoint *ptrs[3];
+        char nm[3][32];
+        for (int i = 0; i < 3; i++) {
+            snprintf(nm[i], sizeof nm[i], "10.0.1.%d:8000", i + 1);
+            eps[i] = (sched_endpoint){.id = (uint32_t)i, .name = nm[i], .pod = nm[i], .ns = ""};
+            eps[i].m = (sched_metrics){.valid = true, .block_size = 16, .num_gpu_blocks = 1000};
+            ptrs[i] = &eps[i];
+        }
+        sched_request r = fx_tokens("a", tok, 256);
+        sched_result res1, res2;
+        assert_int_equal(sched_schedule(s, &r, ptrs, 3, &res1, NULL, &err), KV_OK);
+        sched_pre_request(s, &r, &res1);
+        assert_int_equal(sched_schedule(s, &r, ptrs, 3, &res2, NULL, &err), KV_OK);
+        if (sticky[k])
+            assert_ptr_equal(res1.targets[0], res2.targets[0]);
+        else
+            assert_ptr_not_equal(res1.targets[0], res2.targets[0]);
+        sched_response_complete(s, &r, res1.targets[0]);
+        sched_request t = fx_text("b", "a text prompt that is long enough for a few blocks of sixteen");
+        assert_int_equal(sched_schedule(s, &t, ptrs, 3, &res1, NULL, &err), KV_OK);
+        sched_free(s);
+        epc_free(cfg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -367,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_dynamo_softmax),
         cmocka_unit_test(test_dynamo_tier_credit),
         cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_presets_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
