@@ -395,6 +395,31 @@ static void test_scorer_tokens(void **state)
     fx_free(f);
 }
 
+/* The match is published for no-hit-lru-scorer (default prefixPluginType/Name: this
+ * scorer): a cold request is spread by LRU rank, a request with a hit gets 0.5 everywhere. */
+static void test_scorer_feeds_no_hit_lru(void **state)
+{
+    (void)state;
+    fx *f = fx_new("plugins:\n"
+                   "- type: prefix-cache-scorer\n"
+                   "  parameters: {autoTune: false, blockSize: 8}\n"
+                   "- type: no-hit-lru-scorer\n"
+                   "- type: max-score-picker\n",
+                   3, 1);
+    assert_non_null(f);
+    sched_request cold = fx_text("cold", "AAAAAAAABBBBBBBB");
+    assert_ptr_equal(fx_route(f, &cold), &f->eps[0]);            /* never-used pods rank by order */
+    assert_float_equal(fx_score(f, "no-hit-lru-scorer", 0), 1.0, 1e-12);
+    assert_float_equal(fx_score(f, "no-hit-lru-scorer", 2), 0.0, 1e-12);
+    sched_request warm = fx_text("warm", "AAAAAAAACCCCCCCC");
+    assert_ptr_equal(fx_pick(f, &warm), &f->eps[0]);
+    for (size_t i = 0; i < 3; i++)
+        assert_float_equal(fx_score(f, "no-hit-lru-scorer", i), 0.5, 1e-12);
+    sched_request cold2 = fx_text("cold2", "ZZZZZZZZ");
+    assert_ptr_equal(fx_pick(f, &cold2), &f->eps[1]);            /* ep0 is now the most recent */
+    fx_free(f);
+}
+
 static void test_scorer_bad_params(void **state)
 {
     (void)state;
@@ -427,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_scorer_lru_and_truncation),
         cmocka_unit_test(test_scorer_autotune),
         cmocka_unit_test(test_scorer_tokens),
+        cmocka_unit_test(test_scorer_feeds_no_hit_lru),
         cmocka_unit_test(test_scorer_bad_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
