@@ -95,16 +95,16 @@ static void swap(double *a, size_t i, size_t j)
     a[j] = t;
 }
 
-/* Moves the k-th smallest of a[0..n) to a[k], smaller ones before, larger after.
- * Three-way partitioning keeps runs of equal gaps (common in simulated ITL) linear;
- * after 2*log2(n) rounds without converging the rest is simply sorted. */
-static void select_kth(double *a, size_t n, size_t k)
+/* Puts the elements of rank ranks[0..nr) (ascending, within [lo, hi)) in place, as a
+ * full sort would: one three-way partition serves every rank at once, and each side
+ * recurses only with the ranks that fall in it, so a block's 24 ranks cost a few passes,
+ * not 24. Three-way partitioning keeps runs of equal values (simulated inter-token gaps
+ * are integer microseconds, mostly a handful of step times) linear; past the depth
+ * budget a range is simply sorted. */
+static void multiselect(double *a, size_t lo, size_t hi, const size_t *ranks, size_t nr, int budget)
 {
-    size_t lo = 0, hi = n, budget = 2;
-    for (size_t m = n; m > 1; m >>= 1)
-        budget += 2;
-    while (hi - lo > 1) {
-        if (budget-- == 0) {
+    while (nr > 0 && hi - lo > 1) {
+        if (budget-- == 0 || hi - lo <= 16) {
             qsort(a + lo, hi - lo, sizeof *a, cmp_double);
             return;
         }
@@ -121,12 +121,20 @@ static void select_kth(double *a, size_t n, size_t k)
             else
                 i++;
         }
-        if (k < lt)
-            hi = lt;
-        else if (k >= gt)
-            lo = gt;
-        else
-            return;
+        size_t nl = 0, nm;
+        while (nl < nr && ranks[nl] < lt)
+            nl++;
+        nm = nl;
+        while (nm < nr && ranks[nm] < gt)
+            nm++;
+        /* recurse into the smaller rank set, loop on the other */
+        if (nl < nr - nm) {
+            multiselect(a, lo, lt, ranks, nl, budget);
+            ranks += nm, nr -= nm, lo = gt;
+        } else {
+            multiselect(a, gt, hi, ranks + nm, nr - nm, budget);
+            nr = nl, hi = lt;
+        }
     }
 }
 
@@ -147,22 +155,21 @@ void stats_summarize(double *v, size_t n, stats_block *out)
     }
     out->v[STATS_MIN] = mn;
     out->v[STATS_MAX] = mx;
-    /* The percentile keys' ranks ascend with the key order, so each selection can
-     * start where the previous one ended: everything before it is no larger. */
-    size_t from = 0;
+    /* Each percentile needs the elements of rank floor(index) and the one after. */
+    size_t ranks[2 * STATS_NKEYS], nr = 0, lo_of[STATS_NKEYS];
+    double t_of[STATS_NKEYS];
     for (int key = STATS_P0_1; key <= STATS_P99_9; key++) {
-        size_t lo;
-        double t;
-        virtual_index(n, stats_key_q[key], &lo, &t);
-        if (lo >= from) {
-            select_kth(v + from, n - from, lo - from);
-            from = lo;
-        }
-        double a = v[lo], b = a;
-        if (lo + 1 < n) {
-            select_kth(v + lo + 1, n - lo - 1, 0);
-            b = v[lo + 1];
-        }
-        out->v[key] = lerp(a, b, t);
+        virtual_index(n, stats_key_q[key], &lo_of[key], &t_of[key]);
+        for (size_t r = lo_of[key]; r <= lo_of[key] + 1 && r < n; r++)
+            if (nr == 0 || r > ranks[nr - 1]) /* keys ascend, so ranks do */
+                ranks[nr++] = r;
+    }
+    int budget = 2;
+    for (size_t m = n; m > 1; m >>= 1)
+        budget += 2;
+    multiselect(v, 0, n, ranks, nr, budget);
+    for (int key = STATS_P0_1; key <= STATS_P99_9; key++) {
+        size_t lo = lo_of[key];
+        out->v[key] = lerp(v[lo], lo + 1 < n ? v[lo + 1] : v[lo], t_of[key]);
     }
 }

@@ -109,6 +109,37 @@ static void test_summarize_matches_sorted_reference(void **state)
     }
 }
 
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Large inputs in the shapes that break naive quickselect: sorted, reversed, all equal,
+ * few distinct values. Reference: libc qsort. */
+static void test_summarize_large_shapes(void **state)
+{
+    (void)state;
+    const size_t n = 200003;
+    double *v = malloc(n * sizeof *v), *ref = malloc(n * sizeof *ref);
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (int shape = 0; shape < 4; shape++) {
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v[i] = shape == 0 ? (double)i : shape == 1 ? (double)(n - i) : shape == 2 ? 0.063 : (double)(x % 7) * 0.01;
+        }
+        memcpy(ref, v, n * sizeof *v);
+        qsort(ref, n, sizeof *ref, cmp_d);
+        stats_block b;
+        stats_summarize(v, n, &b);
+        for (int k = STATS_P0_1; k <= STATS_P99_9; k++)
+            assert_true(b.v[k] == stats_percentile_sorted(ref, n, stats_key_q[k]));
+        assert_true(b.v[STATS_MIN] == ref[0] && b.v[STATS_MAX] == ref[n - 1]);
+    }
+    free(v);
+    free(ref);
+}
+
 static void test_summarize_edges(void **state)
 {
     (void)state;
@@ -134,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_mean_pairwise_small_block),
         cmocka_unit_test(test_mean_pairwise_split),
         cmocka_unit_test(test_summarize_matches_sorted_reference),
+        cmocka_unit_test(test_summarize_large_shapes),
         cmocka_unit_test(test_summarize_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
