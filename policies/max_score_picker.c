@@ -34,17 +34,25 @@ static size_t msp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
     size_t want = (size_t)(uintptr_t)p->state;
     if (want > max)
         want = max;
-    pu_shuffle(c, cands, n);
+    if (n == 0)
+        return 0;
     if (want == 1) {
-        /* the first maximum after the shuffle is what the stable sort would put first */
-        size_t best = 0;
-        for (size_t i = 1; i < n; i++)
-            if (cands[i].score > cands[best].score)
+        /* Shuffle-then-stable-sort puts a uniformly chosen one of the top-scoring
+         * candidates first; reservoir sampling over the ties chooses the same way in one
+         * pass, drawing only when there is a tie. */
+        size_t best = 0, ties = 1;
+        for (size_t i = 1; i < n; i++) {
+            if (cands[i].score > cands[best].score) {
                 best = i;
-        if (n)
-            out[0] = cands[best].ep;
-        return n ? 1 : 0;
+                ties = 1;
+            } else if (cands[i].score == cands[best].score && pu_below(c, ++ties) == 0) {
+                best = i;
+            }
+        }
+        out[0] = cands[best].ep;
+        return 1;
     }
+    pu_shuffle(c, cands, n);
     msp_sort_desc(cands, n);
     size_t k = n < want ? n : want;
     for (size_t i = 0; i < k; i++)

@@ -1,7 +1,6 @@
 /* policy_util: shared plugin helpers (see policy_util.h). */
 #include "policy_util.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,17 +236,23 @@ void pu_minmax_lower_better(const double *v, size_t n, double *scores)
         return;
     double lo = v[0], hi = v[0];
     for (size_t i = 1; i < n; i++) {
-        lo = fmin(lo, v[i]);
-        hi = fmax(hi, v[i]);
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
     }
     for (size_t i = 0; i < n; i++)
         scores[i] = hi == lo ? 1.0 : (hi - v[i]) / (hi - lo);
 }
 
+size_t pu_below(sched_cycle *c, size_t n)
+{
+    /* Lemire's multiply-shift: no division on the hot path; the bias is below 2^-50 */
+    return (size_t)(((unsigned __int128)sched_cycle_rand(c) * n) >> 64);
+}
+
 void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(sched_cycle_rand(c) % i);
+        size_t j = pu_below(c, i);
         sched_scored t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;

@@ -19,8 +19,8 @@
  * shared system prompt first (epp.md §7 issue 4; inference-sim issue #1007).
  *
  * Endpoints are looked up in the index by name ("ip:port", llm-d v0.7+), falling back to
- * the IP alone (v0.5 topics "kv@<ip>@<model>"); the slot is cached per endpoint id and
- * revalidated by name, since the ingester may recycle slots.
+ * the IP alone (v0.5 topics "kv@<ip>@<model>"); the slot is cached per endpoint id (see
+ * pps_slot for how the cache stays right when the ingester recycles slots).
  *
  * Publishes the per-endpoint matched blocks for no-hit-lru (policy_util.h). */
 #include <stdio.h>
@@ -30,13 +30,15 @@
 #include "policy_util.h"
 
 enum { NORM_MATCHED_TOTAL, NORM_MINMAX };
+#define PPS_RECHECK 4
 
 typedef struct pps_state {
     sched_kvsource src;
     int norm;
     kvindex_match *match;          /* one per index slot */
     uint32_t slots;
-    pu_idmap slot_of;              /* endpoint id -> slot + 1 */
+    pu_idmap slot_of;              /* endpoint id -> slot + 1; 0 = look it up */
+    size_t recheck;                /* rotating start of the candidates re-resolved */
     char info_key[PU_PREFIX_KEY_MAX];
 } pps_state;
 
@@ -230,48 +232,45 @@ static int pps_init(sched_plugin *p, const sched_params *pp, const sched_env *en
     return KV_OK;
 }
 
-static bool pps_slot_is(const kvindex *ix, int slot, const char *name, size_t len)
-{
-    const char *s = kvindex_endpoint_name(ix, slot);
-    return s && strlen(s) == len && memcmp(s, name, len) == 0;
-}
-
-static int pps_find(const kvindex *ix, const char *name, size_t *len)
+/* The index slot of an endpoint's name, or of its IP alone (v0.5 topics); -1 if none. */
+static int pps_find(const kvindex *ix, const char *name)
 {
     int slot = kvindex_endpoint_find(ix, name);
-    *len = strlen(name);
     const char *colon = strrchr(name, ':');
-    if (slot < 0 && colon) {
+    if (slot < 0 && colon && (size_t)(colon - name) < 256) {
         char ip[256];
-        size_t n = (size_t)(colon - name);
-        if (n < sizeof ip) {
-            memcpy(ip, name, n);
-            ip[n] = 0;
-            slot = kvindex_endpoint_find(ix, ip);
-            *len = n;
-        }
+        memcpy(ip, name, (size_t)(colon - name));
+        ip[colon - name] = 0;
+        slot = kvindex_endpoint_find(ix, ip);
     }
     return slot;
 }
 
-static int pps_slot(pps_state *st, const sched_endpoint *ep)
+/* Looks the endpoint up in the index and caches a found slot (unknown endpoints are
+ * looked up again on every call, so a pod's first events count at once). */
+static int pps_resolve(pps_state *st, const sched_endpoint *ep)
+{
+    int slot = pps_find(st->src.index, ep->name);
+    int64_t *v = pu_idmap_at(&st->slot_of, ep->id);
+    if (v)
+        *v = slot >= 0 ? slot + 1 : 0;
+    return slot;
+}
+
+/* The slot whose match counts for candidate i. A cached slot is trusted when it matched
+ * nothing (score 0 either way) except for a few candidates per call, re-resolved in turn
+ * (PPS_RECHECK), so a pod re-added to the index under a new slot is noticed within n /
+ * PPS_RECHECK calls; a cached slot that matched is confirmed before it scores, so a
+ * recycled slot never lends one pod's cache to another. */
+static int pps_slot(pps_state *st, const sched_endpoint *ep, bool recheck)
 {
     int64_t cached = pu_idmap_get(&st->slot_of, ep->id, 0);
-    if (cached > 0) {
-        int slot = (int)cached - 1;
-        const char *colon = strrchr(ep->name, ':');
-        if (pps_slot_is(st->src.index, slot, ep->name, strlen(ep->name)) ||
-            (colon && pps_slot_is(st->src.index, slot, ep->name, (size_t)(colon - ep->name))))
-            return slot;
-    }
-    size_t len;
-    int slot = pps_find(st->src.index, ep->name, &len);
-    if (slot >= 0) {
-        int64_t *v = pu_idmap_at(&st->slot_of, ep->id);
-        if (v)
-            *v = slot + 1;
-    }
-    return slot;
+    if (cached == 0 || recheck)
+        return pps_resolve(st, ep);
+    int slot = (int)cached - 1;
+    if ((uint32_t)slot >= st->slots || st->match[slot].blocks == 0)
+        return slot;
+    return pps_find(st->src.index, ep->name) == slot ? slot : pps_resolve(st, ep);
 }
 
 static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
@@ -287,8 +286,11 @@ static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
     if (nk > 0 && kvindex_lookup(st->src.index, keys, nk, st->match) > 0) {
         double lo = 0, hi = 0;
         bool any = false;
+        size_t first = n ? st->recheck % n : 0;
+        st->recheck += PPS_RECHECK;
         for (size_t i = 0; i < n; i++) {
-            int slot = pps_slot(st, eps[i]);
+            bool recheck = (i + n - first) % n < PPS_RECHECK;
+            int slot = pps_slot(st, eps[i], recheck);
             if (slot < 0 || (uint32_t)slot >= st->slots || st->match[slot].blocks == 0)
                 continue;
             double raw = st->match[slot].score;
