@@ -50,6 +50,7 @@ typedef struct cl {
     size_t stage;
     uint64_t stage_first;             /* global id of the stage's request 0 */
     uint32_t stage_sent, stage_done;
+    uint32_t stage_queued;            /* closed loop: arrivals pushed so far */
     sim_time stage_begin, stage_start;
     bool finished;
     /* KV events */
@@ -98,9 +99,8 @@ static int cl_push(cl *c, sim_time t, uint32_t kind, int32_t who, uint64_t arg, 
 
 /* The harness polls once a second from the stage's beginning until every request of
  * the stage has finished, then sleeps `interval` before the next stage. */
-static int cl_stage_drained(cl *c, kv_err *err)
+static int cl_stage_drained(cl *c, sim_time drained, kv_err *err)
 {
-    sim_time drained = c->now + CLUSTER_DONE_DELAY_US;
     c->run->stages[c->stage].t_end = drained;
     if (c->stage + 1 >= c->w->n_stages) {
         c->finished = true;
@@ -111,14 +111,19 @@ static int cl_stage_drained(cl *c, kv_err *err)
                    err);
 }
 
-static int cl_request_done(cl *c, kv_err *err)
+/* A request of the current stage ended at t_end (its E): a closed-loop stage sends the
+ * next one then. */
+static int cl_request_done(cl *c, sim_time t_end, kv_err *err)
 {
     c->completed++;
     c->stage_done++;
     cl_progress(c);
-    if (c->stage_done < c->w->stages[c->stage].n_requests)
+    const wl_stage *st = &c->w->stages[c->stage];
+    if (!st->offsets && c->stage_queued < st->n_requests)
+        return cl_push(c, t_end, EV_ARRIVAL, (int32_t)c->stage, c->stage_queued++, err);
+    if (c->stage_done < st->n_requests)
         return KV_OK;
-    return cl_stage_drained(c, err);
+    return cl_stage_drained(c, t_end, err);
 }
 
 static int cl_start_stage(cl *c, size_t stage, kv_err *err)
@@ -127,7 +132,7 @@ static int cl_start_stage(cl *c, size_t stage, kv_err *err)
     if (stage > 0)
         c->stage_first += c->w->stages[stage - 1].n_requests;
     c->stage = stage;
-    c->stage_sent = c->stage_done = 0;
+    c->stage_sent = c->stage_done = c->stage_queued = 0;
     c->stage_begin = c->now;
     c->stage_start = c->now + SIM_US_PER_S;     /* inference-perf's 1 s head start */
     sim_stage_info *info = &c->run->stages[stage];
@@ -135,12 +140,12 @@ static int cl_start_stage(cl *c, size_t stage, kv_err *err)
                              .concurrency = (int)st->concurrency, .num_requests = st->n_requests,
                              .t_begin = c->stage_start, .t_end = c->stage_start};
     if (st->n_requests == 0)                    /* int(rate*duration) == 0: nothing to send */
-        return cl_stage_drained(c, err);
+        return cl_stage_drained(c, c->now, err);
     if (st->offsets)
         return cl_push(c, c->stage_start + st->offsets[0], EV_ARRIVAL, (int32_t)stage, 0, err);
     uint32_t first = st->concurrency < st->n_requests ? st->concurrency : st->n_requests;
     for (uint32_t i = 0; i < first; i++) {
-        int rc = cl_push(c, c->stage_start, EV_ARRIVAL, (int32_t)stage, i, err);
+        int rc = cl_push(c, c->stage_start, EV_ARRIVAL, (int32_t)stage, c->stage_queued++, err);
         if (rc)
             return rc;
     }
@@ -171,7 +176,7 @@ static int cl_fail(cl *c, sim_request_record *rec, kv_err *err)
     rec->t_end = c->now;
     c->st.failed++;
     wl_req_release(&c->wreq[rec->id]);
-    return cl_request_done(c, err);
+    return cl_request_done(c, c->now, err);
 }
 
 static int cl_step_end(cl *c, size_t i, kv_err *err)
@@ -203,10 +208,7 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
         sched_response_complete(c->sched, &view, &c->eps[i]);
         wl_req_release(&c->wreq[rec->id]);
-        rc = cl_request_done(c, err);
-        const wl_stage *st = &c->w->stages[c->stage];
-        if (!rc && !st->offsets && c->stage_sent < st->n_requests)   /* closed loop: next request */
-            rc = cl_push(c, c->now, EV_ARRIVAL, (int32_t)c->stage, c->stage_sent, err);
+        rc = cl_request_done(c, done, err);
     }
     if (rc)
         return rc;
@@ -295,7 +297,8 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
 {
     const wl_stage *st = &c->w->stages[stage];
     uint64_t id = c->stage_first + i;
-    c->stage_sent++;
+    if (c->stage_sent++ == 0)
+        c->run->stages[stage].t_begin = c->now;   /* the stage's first send */
     int rc;
     if (st->offsets && i + 1 < st->n_requests &&
         (rc = cl_push(c, c->stage_start + st->offsets[i + 1], EV_ARRIVAL, (int32_t)stage, i + 1, err)))
@@ -463,6 +466,8 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
         }
     }
+    if (!rc)
+        rc = cl_scrape(&c, err);     /* a last sample after the drain: every block released */
     if (!rc && c.completed != c.total)
         rc = kv_err_set(err, KV_ESTATE, "router '%s': %llu of %llu requests never completed (a server stalled)",
                         out->router, (unsigned long long)(c.total - c.completed), (unsigned long long)c.total);
