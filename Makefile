@@ -66,7 +66,8 @@ build/gen/%.pb-c.c build/gen/%.pb-c.h: live/proto/%.proto
 
 # --- programs ----------------------------------------------------------------
 BINS := sim epp kvctl
-all: $(BINS)
+all: $(addprefix build/rel/bin/,$(BINS))
+	@for b in $(BINS); do [ -d $$b ] || cp -f build/rel/bin/$$b $$b; done
 
 build/rel/bin/sim: build/rel/sim/main.o $(LIBS_rel)
 	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
@@ -74,8 +75,6 @@ build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel)
 	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
 	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
-$(BINS): %: build/rel/bin/%
-	@cp $< $@
 
 # --- tests -------------------------------------------------------------------
 TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
