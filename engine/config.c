@@ -348,9 +348,19 @@ static int cfg_defaults(cfg_build *b, const yt_node *root, const yt_node *profil
         *p = (epc_profile){.name = DEFAULT_PROFILE};
         c->n_profiles = 1;
         size_t cap = 0;
-        for (size_t i = 0; i < c->n_plugins; i++)
-            if (c->plugins[i].impl->kind != SCHED_PROFILE_HANDLER && cfg_add_ref(p, &cap, i, 1, err))
+        int picker = -1;
+        for (size_t i = 0; i < c->n_plugins; i++) {
+            sched_kind k = c->plugins[i].impl->kind;
+            if (k == SCHED_PICKER && picker >= 0)
+                return yt_error(d, c->plugins[i].node, err, KV_EINVAL,
+                                "field 'plugins[%zu]': the default profile would have two pickers ('%s' and '%s'); "
+                                "list schedulingProfiles",
+                                i, c->plugins[picker].name, c->plugins[i].name);
+            if (k == SCHED_PICKER)
+                picker = (int)i;
+            if (k != SCHED_PROFILE_HANDLER && cfg_add_ref(p, &cap, i, 1, err))
                 return KV_ENOMEM;
+        }
     }
     for (size_t i = 0; i < c->n_profiles; i++) {
         epc_profile *p = &c->profiles[i];

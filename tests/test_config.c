@@ -239,6 +239,8 @@ static const struct {
     {"bad-two-pickers.yaml", "9:16: field 'schedulingProfiles[0].plugins[1].pluginRef': profile 'default' already "
                              "has picker 'max-score-picker'"},
     {"bad-saturation.yaml", "3:25: field 'saturationDetector.kvCacheUtilThreshold': 1.5 is out of range [0, 1]"},
+    {"bad-default-two-pickers.yaml", "3:3: field 'plugins[1]': the default profile would have two pickers "
+                                     "('random-picker' and 'max-score-picker'); list schedulingProfiles"},
     {"bad-handler-in-profile.yaml", "7:16: field 'schedulingProfiles[0].plugins[0].pluginRef': "
                                     "'single-profile-handler' is a profile handler; handlers are not profile plugins"},
 };

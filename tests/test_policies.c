@@ -314,6 +314,46 @@ static void test_precise_minmax_quirks(void **state)
     rig_close(&r);
 }
 
+/* The ingester may free a pod's slot and give it to another pod: the scorer must not
+ * lend the new pod's cache to the old name, and must find a pod re-added elsewhere. */
+static void test_precise_recycled_slots(void **state)
+{
+    rig r;
+    rig_open(&r, PRECISE(matched-total), 1);
+    sched_kvsource *src = kvsource(&r);
+    uint32_t tok[8] = {9, 8, 7, 6, 5, 4, 3, 2};
+    sched_request q = {.id = "r", .model = "m", .tokens = tok, .n_tokens = 8};
+    double s[4];
+    hold(src, "10.0.0.1:8000", tok, 8, 1, KVTIER_GPU);
+    rig_run(&r, &q, 4, s, NULL);
+    assert_scores(s, (double[]){0.5, 0, 0, 0}, 4);
+    int old = kvindex_endpoint_find(src->index, "10.0.0.1:8000");
+    kvindex_endpoint_remove(src->index, old);
+    hold(src, "10.0.0.9:8000", tok, 8, 2, KVTIER_GPU); /* not a candidate; likely reuses the slot */
+    rig_run(&r, &q, 4, s, NULL);
+    assert_scores(s, (double[]){0, 0, 0, 0}, 4);
+    /* ep1 appears in the index after being cached as unknown: counted at once */
+    hold(src, "10.0.0.2:8000", tok, 8, 2, KVTIER_GPU);
+    rig_run(&r, &q, 4, s, NULL);
+    assert_scores(s, (double[]){0, 1.0, 0, 0}, 4);
+    /* ep0, cached at a slot that matches nothing, leaves; a stranger takes that slot and
+     * ep0 returns under another one: every cached slot is re-resolved within n / 4 calls */
+    double s8[8];
+    hold(src, "10.0.0.1:8000", tok, 8, 1, KVTIER_GPU);
+    rig_run(&r, &q, 8, s8, NULL); /* caches ep0's slot */
+    assert_true(s8[0] == 0.5);
+    int slot0 = kvindex_endpoint_find(src->index, "10.0.0.1:8000");
+    kvindex_endpoint_remove(src->index, slot0);
+    kv_err err = {0};
+    assert_int_equal(kvindex_endpoint_add(src->index, "10.0.0.50:8000", &err), slot0);
+    hold(src, "10.0.0.1:8000", tok, 8, 1, KVTIER_GPU);
+    assert_int_not_equal(kvindex_endpoint_find(src->index, "10.0.0.1:8000"), slot0);
+    for (int i = 0; i < 2; i++)
+        rig_run(&r, &q, 8, s8, NULL);
+    assert_scores(s8, (double[]){0.5, 1.0, 0, 0, 0, 0, 0, 0}, 8);
+    rig_close(&r);
+}
+
 static void test_no_hit_lru_scorer(void **state)
 {
     rig r;
@@ -575,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_session_affinity_scorer),
         cmocka_unit_test(test_precise_matched_total),
         cmocka_unit_test(test_precise_minmax_quirks),
+        cmocka_unit_test(test_precise_recycled_slots),
         cmocka_unit_test(test_no_hit_lru_scorer),
         cmocka_unit_test(test_role_filters),
         cmocka_unit_test(test_by_label),
