@@ -6,9 +6,9 @@
  *
  * Endpoints come from --endpoints ip:port,... (a static set; each named after its
  * address). Flags of features this binary does not have (Kubernetes discovery via
- * --pool-name/--endpoint-selector, the decision log) are refused at start-up rather
- * than silently ignored. Logs are JSON lines on stderr, zap-style, so llm-d users' greps
- * keep working. */
+ * --pool-name/--endpoint-selector) are refused at start-up rather than silently
+ * ignored. --decision-log FILE records every decision in SQLite (live/decisionlog.h).
+ * Logs are JSON lines on stderr, zap-style, so llm-d users' greps keep working. */
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "decisionlog.h"
 #include "extproc.h"
 #include "health.h"
 #include "scheduler.h"
@@ -103,6 +104,7 @@ static void usage(FILE *f)
             "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
             "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
             "  --threads N                         ext-proc worker threads (default 8)\n"
+            "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n");
 }
 
@@ -195,8 +197,6 @@ static int parse_flags(int argc, char **argv, opts *o)
         return fail("--%s needs Kubernetes endpoint discovery, which this build does not include; list the "
                     "endpoints with --endpoints ip:port,...",
                     o->pool_name ? "pool-name" : "endpoint-selector");
-    if (o->decision_log)
-        return fail("--decision-log is not supported by this build");
     if (!o->endpoints)
         return fail("--endpoints ip:port,... is required");
     return 0;
@@ -270,6 +270,13 @@ static double mono_now(void *ctx)
 
 static bool always_ready(void *ctx) { return true; }
 
+static void on_decision(void *ctx, const extproc_decision *d)
+{
+    kv_err err = {0};
+    if (decisionlog_add(ctx, d->trace, d->result, &err) != KV_OK)
+        logf_("error", "decision log write failed", "error", err.msg);
+}
+
 int main(int argc, char **argv)
 {
     opts o;
@@ -294,10 +301,17 @@ int main(int argc, char **argv)
         return fail("%s", err.msg);
     }
 
+    decisionlog *dl = NULL;
+    if (o.decision_log && !(dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err))) {
+        sched_free(s);
+        epc_free(cfg);
+        return fail("%s", err.msg);
+    }
     tls_pem pem = {0};
     if (o.secure) {
         rc = o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err);
         if (rc != KV_OK) {
+            decisionlog_close(dl);
             sched_free(s);
             epc_free(cfg);
             return fail("%s", err.msg);
@@ -323,6 +337,9 @@ int main(int argc, char **argv)
         .tokenize_timeout_ms = o.tokenize_timeout_ms,
         .verbosity = o.verbosity,
         .log = log_line,
+        .trace_decisions = dl != NULL,
+        .on_decision = dl ? on_decision : NULL,
+        .hook_ctx = dl,
     };
     extproc_server *xs = extproc_start(&xc, &err);
     health_server *hs = NULL;
@@ -333,6 +350,7 @@ int main(int argc, char **argv)
     }
     if (!xs || !hs) {
         extproc_stop(xs);
+        decisionlog_close(dl);
         tls_pem_free(&pem);
         sched_free(s);
         epc_free(cfg);
@@ -349,6 +367,7 @@ int main(int argc, char **argv)
     logf_("info", "Shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     health_stop(hs);
     extproc_stop(xs);
+    decisionlog_close(dl);
     tls_pem_free(&pem);
     sched_free(s);
     epc_free(cfg);

@@ -672,7 +672,7 @@ static void route(stream *st)
         .output_tokens_hint = r->max_tokens,
     };
 
-    bool verbose = s->cfg.verbosity >= 4;
+    bool verbose = s->cfg.verbosity >= 4, tracing = verbose || s->cfg.trace_decisions;
     const extproc_pool *pool = &s->cfg.pool;
     pthread_mutex_lock(&s->sched_mu);
     sched_endpoint *const *eps;
@@ -685,9 +685,9 @@ static void route(stream *st)
         rc = KV_ENOENDPOINTS;
         snprintf(e.msg, sizeof e.msg, "%s", no_candidates_msg(st));
     } else {
-        if (verbose)
+        if (tracing)
             sched_trace_reset(&s->trace);
-        rc = sched_schedule(s->cfg.sched, &st->sreq, cand, k, &res, verbose ? &s->trace : NULL, &e);
+        rc = sched_schedule(s->cfg.sched, &st->sreq, cand, k, &res, tracing ? &s->trace : NULL, &e);
         dt = now_s() - t0;
     }
     if (rc == KV_OK && res.n_targets > 0) {
@@ -709,7 +709,7 @@ static void route(stream *st)
                 log_scores(s, st, &s->trace);
             if (s->cfg.on_decision) {
                 extproc_decision d = {st->request_id, r->model, st->target, res.profile, st->sreq.n_tokens,
-                                      tok_failed, dt, verbose ? &s->trace : NULL};
+                                      tok_failed, dt, &res, tracing ? &s->trace : NULL};
                 s->cfg.on_decision(s->cfg.hook_ctx, &d);
             }
         }

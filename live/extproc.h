@@ -48,7 +48,8 @@ typedef struct extproc_decision {
     size_t n_tokens;              /* token ids the decision used (0: text fallback) */
     bool tokenize_failed;         /* text prompt scored by prefix text */
     double sched_seconds;         /* sched_schedule alone */
-    const sched_trace *trace;     /* per-scorer scores when verbosity >= 4, else NULL */
+    const sched_result *result;   /* endpoints valid only during the callback */
+    const sched_trace *trace;     /* per-scorer scores when traced (see trace_decisions), else NULL */
 } extproc_decision;
 
 /* One finished request (response end of stream, or the stream ended early). */
@@ -73,9 +74,11 @@ typedef struct extproc_config {
     int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */
     size_t max_body;              /* request/response bytes buffered per stream; 0 = 64 MiB */
     int verbosity;                /* >= 4: "Calculated score" lines; >= 3: "Request handled" */
+    bool trace_decisions;         /* trace every decision for on_decision (verbosity >= 4 does too) */
     /* Receives each JSON log line (no newline); NULL writes them to stderr. */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
+    /* Called under the scheduler lock, right after the decision: keep it short. */
     void (*on_decision)(void *ctx, const extproc_decision *d);   /* optional */
     void (*on_complete)(void *ctx, const extproc_completion *c); /* optional */
     void *hook_ctx;

@@ -12,12 +12,14 @@
 #include <cmocka.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "decisionlog.h"
 #include "extproc.h"
 #include "support/extproc_client.h"
 #include "health.h"
@@ -56,6 +58,7 @@ typedef struct env {
     extproc_completion last;
     char last_target[64];
     int completions;
+    decisionlog *dl;
 } env;
 
 static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
@@ -93,7 +96,14 @@ static void on_complete(void *ctx, const extproc_completion *c)
     pthread_mutex_unlock(&e->mu);
 }
 
-static env *env_new(bool tls, int tokenize_timeout_ms, const char *ep0_name)
+static void on_decision(void *ctx, const extproc_decision *d)
+{
+    env *e = ctx;
+    if (e->dl)
+        assert_int_equal(decisionlog_add(e->dl, d->trace, d->result, NULL), KV_OK);
+}
+
+static env *env_new_dl(bool tls, int tokenize_timeout_ms, const char *ep0_name, decisionlog *dl)
 {
     env *e = calloc(1, sizeof *e);
     e->f = fx_new(CONFIG, 4, 7);
@@ -112,8 +122,11 @@ static env *env_new(bool tls, int tokenize_timeout_ms, const char *ep0_name)
         .log = on_log,
         .log_ctx = e,
         .on_complete = on_complete,
+        .on_decision = on_decision,
+        .trace_decisions = dl != NULL,
         .hook_ctx = e,
     };
+    e->dl = dl;
     if (tls) {
         kv_err err = {0};
         assert_int_equal(tls_self_signed("epp.test", &e->pem, &err), KV_OK);
@@ -128,6 +141,11 @@ static env *env_new(bool tls, int tokenize_timeout_ms, const char *ep0_name)
     snprintf(target, sizeof target, "127.0.0.1:%d", extproc_port(e->srv));
     e->cli = xpc_connect(target, tls ? e->pem.cert : NULL, tls ? "localhost" : NULL);
     return e;
+}
+
+static env *env_new(bool tls, int tokenize_timeout_ms, const char *ep0_name)
+{
+    return env_new_dl(tls, tokenize_timeout_ms, ep0_name, NULL);
 }
 
 static void env_free(env *e)
@@ -692,6 +710,62 @@ static void test_tokenize_text_prompts(void **state)
     env_free(e);
 }
 
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* --decision-log: the simulator's decisions rows for every live decision. */
+static void test_decision_log(void **state)
+{
+    char path[] = "/tmp/test_extproc_dl_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    kv_err err = {0};
+    decisionlog *dl = decisionlog_open(path, "inline.yaml", 7, &err);
+    if (!dl)
+        fail_msg("%s", err.msg);
+    env *e = env_new_dl(false, -1, NULL, dl);
+    e->f->eps[1].m.waiting = 3; /* queue-scorer tells the endpoints apart */
+    uint32_t t[64];
+    for (size_t i = 0; i < 64; i++)
+        t[i] = (uint32_t)(50 + i);
+    cache_on(e, 2, t, 64);
+    char *body = token_body(t, 64, "");
+    for (int i = 0; i < 2; i++) {
+        xpc_stream *s = xpc_open(e->cli, 5000);
+        xpc_resp *r = send_request(s, REQ_HDRS, body, 1000, NULL, 0);
+        assert_string_equal(dest_of(r), "10.0.0.3:8000");
+        xpc_resp_free(r);
+        xpc_close(s);
+    }
+    env_free(e);
+    decisionlog_close(dl);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM runs WHERE scenario='live' AND seed=7"), 1);
+    /* 3 scorers x 4 endpoints + 4 totals, per decision */
+    assert_int_equal(query_int(db, "SELECT count(*) FROM decisions"), 2 * 16);
+    assert_int_equal(query_int(db, "SELECT count(DISTINCT request_id) FROM decisions"), 2);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM decisions WHERE picked=1 AND endpoint<>2"), 0);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM decisions WHERE plugin='total' AND picked=1"), 2);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM decisions WHERE plugin='precise-prefix-cache-scorer/"
+                                   "precise-prefix-cache-scorer' AND endpoint=2 AND score=1.0 AND weight=3.0"),
+                     2);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM decisions WHERE plugin='queue-scorer/queue-scorer' "
+                                   "AND endpoint=1 AND score=0.0"),
+                     2);
+    sqlite3_close(db);
+    unlink(path);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -699,7 +773,7 @@ int main(void)
         cmocka_unit_test(test_errors),                 cmocka_unit_test(test_bad_streams_survived),
         cmocka_unit_test(test_streamed_response),      cmocka_unit_test(test_buffered_mode),
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
-        cmocka_unit_test(test_tokenize_text_prompts),
+        cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
