@@ -42,7 +42,8 @@
 #define MAX_POS 65535u            /* request keys per engine key in one store */
 #define MIN_RECORDS 1024u
 #define MIN_TABLE_BITS 4u
-#define LOOKUP_CHUNK 16           /* keys whose memory is prefetched together */
+#define PREFETCH_AHEAD 8          /* keys between a record's prefetch and its use */
+#define PIPE 32                   /* ring of in-flight keys, > 2 * PREFETCH_AHEAD */
 
 typedef struct bucket {
     uint32_t ref;   /* record index + 1; 0 = empty */
@@ -740,6 +741,24 @@ static void set_blocks(uint32_t w, uint64_t bits, uint32_t blocks, kvindex_match
     }
 }
 
+/* First record whose bucket tag matches the hash, or NIL when the key is surely absent;
+ * the caller confirms the key (a tag collision falls back to blk_find). */
+static inline uint32_t blk_candidate(const kvindex *ix, uint64_t h)
+{
+    size_t m = rt_mask(&ix->btab);
+    for (size_t i = rt_home(&ix->btab, h);; i = (i + 1) & m) {
+        bucket bk = ix->btab.b[i];
+        if (!bk.ref || bk.tag == (uint32_t)h) return bk.ref - 1;   /* ref 0 -> NIL */
+    }
+}
+
+static inline void prefetch_record(const kvindex *ix, uint32_t b)
+{
+    const char *r = (const char *)rec_of(ix, b);
+    for (size_t off = 0; off < (size_t)ix->stride * 8; off += 64) __builtin_prefetch(r + off);
+    __builtin_prefetch(r + (size_t)ix->stride * 8 - 1);
+}
+
 uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvindex_match *out)
 {
     uint32_t W = ix->words;
@@ -755,64 +774,55 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         same[t] = ix->weight[t] == ix->weight[KVTIER_GPU] ? ~0ULL : 0;
         heavier[t] = ix->weight[t] > ix->weight[KVTIER_GPU] ? ~0ULL : 0;
     }
-    uint64_t alive[MAX_WORDS];
-    uint32_t matched = 0, cand[LOOKUP_CHUNK];
-    uint64_t hash[LOOKUP_CHUNK];
+    uint64_t alive[MAX_WORDS], hash[PIPE];
+    uint32_t matched = 0, cand[PIPE];
     bool done = false;
 
     rdlock(ix);
-    const bucket *bt = ix->btab.b;
-    size_t mask = rt_mask(&ix->btab);
-    for (size_t c0 = 0; c0 < n && !done; c0 += LOOKUP_CHUNK) {
-        size_t cn = n - c0 < LOOKUP_CHUNK ? n - c0 : LOOKUP_CHUNK;
-        /* Memory-level parallelism: fetch a chunk's buckets, then its records, before
-         * the dependent AND chain needs them. */
-        for (size_t k = 0; k < cn; k++) {
-            hash[k] = mix64(keys[c0 + k]);
-            __builtin_prefetch(&bt[rt_home(&ix->btab, hash[k])]);
+    /* Memory-level parallelism: key j+2A's bucket and key j+A's record are in flight
+     * while key j is ANDed, so the dependent chain rarely waits on DRAM. */
+    size_t ahead = 2 * PREFETCH_AHEAD < n ? 2 * PREFETCH_AHEAD : n;
+    for (size_t k = 0; k < ahead; k++) {
+        hash[k] = mix64(keys[k]);
+        __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[k])]);
+    }
+    for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
+        if ((cand[k] = blk_candidate(ix, hash[k])) != NIL) prefetch_record(ix, cand[k]);
+    size_t j = 0;
+    for (; j < n; j++) {
+        size_t far = j + 2 * PREFETCH_AHEAD, near = j + PREFETCH_AHEAD;
+        if (far < n) {
+            hash[far % PIPE] = mix64(keys[far]);
+            __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[far % PIPE])]);
         }
-        for (size_t k = 0; k < cn; k++) {
-            cand[k] = NIL;
-            for (size_t i = rt_home(&ix->btab, hash[k]); bt[i].ref; i = (i + 1) & mask) {
-                if (bt[i].tag == (uint32_t)hash[k]) {
-                    cand[k] = bt[i].ref - 1;
-                    __builtin_prefetch(rec_of(ix, cand[k]));
-                    break;
-                }
-            }
+        if (near < n && (cand[near % PIPE] = blk_candidate(ix, hash[near % PIPE])) != NIL)
+            prefetch_record(ix, cand[near % PIPE]);
+        uint32_t b = cand[j % PIPE];
+        if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
+        if (b == NIL) break;
+        uint64_t any = 0;
+        const uint64_t *r = rec_of(ix, b) + 1;
+        for (uint32_t w = 0; w < W; w++) {
+            uint64_t held = r[w] | r[W + w] | r[2 * W + w];
+            uint64_t prev = j ? alive[w] : held;
+            uint64_t now = prev & held;
+            set_blocks(w, prev & ~now, (uint32_t)j, out);
+            alive[w] = now;
+            any |= now;
+            uint64_t ok = (r[w] & same[0]) | (r[W + w] & same[1]) | (r[2 * W + w] & same[2]);
+            uint64_t up = (r[w] & heavier[0]) | (r[W + w] & heavier[1]) | (r[2 * W + w] & heavier[2]);
+            uint64_t dev = now & (~ok | up);
+            if (dev) adjust_scores(ix, r, w, dev, out);
         }
-        for (size_t k = 0; k < cn; k++) {
-            size_t j = c0 + k;
-            uint32_t b = cand[k];
-            if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
-            if (b == NIL) {
-                for (uint32_t w = 0; j && w < W; w++) set_blocks(w, alive[w], (uint32_t)j, out);
-                done = true;
-                break;
-            }
-            uint64_t any = 0;
-            const uint64_t *r = rec_of(ix, b) + 1;
-            for (uint32_t w = 0; w < W; w++) {
-                uint64_t held = r[w] | r[W + w] | r[2 * W + w];
-                uint64_t prev = j ? alive[w] : held;
-                uint64_t now = prev & held;
-                set_blocks(w, prev & ~now, (uint32_t)j, out);
-                alive[w] = now;
-                any |= now;
-                uint64_t ok = (r[w] & same[0]) | (r[W + w] & same[1]) | (r[2 * W + w] & same[2]);
-                uint64_t up = (r[w] & heavier[0]) | (r[W + w] & heavier[1]) | (r[2 * W + w] & heavier[2]);
-                uint64_t dev = now & (~ok | up);
-                if (dev) adjust_scores(ix, r, w, dev, out);
-            }
-            if (!any) {
-                done = true;
-                break;
-            }
-            matched = (uint32_t)j + 1;
+        if (!any) {
+            done = true;
+            break;
         }
     }
     unlock(ix);
-    if (!done)
+    matched = (uint32_t)j;
+    /* Endpoints still alive matched every key up to the stop. */
+    if (!done && matched)
         for (uint32_t w = 0; w < W; w++) set_blocks(w, alive[w], matched, out);
     float wg = ix->weight[KVTIER_GPU];
     for (uint32_t s = 0; s < ix->max_ep; s++)
