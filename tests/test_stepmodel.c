@@ -69,27 +69,31 @@ static void test_profiles(void **state)
     assert_true(sm_kv_bytes_per_token(m, 16) == sm_kv_bytes_per_token(m, 8));
 }
 
-/* Spec §4 table. Tolerances: decode +-1 ms around 13-14 ms and +-10% elsewhere; prefill
- * +-10% (2048, 8192) and +-25% at 512 tokens, where the estimate ignores the GEMM ramp. */
+/* Spec §4 table. Decode: +-1 ms around 13-14 ms at B=1, +-10% elsewhere. Prefill: the
+ * spec's figures assume 65% MFU ("general knowledge, not checked"); calibration against
+ * the guide settled at 0.60 peak efficiency (docs/VALIDATION.md), about 17% slower, so
+ * the band is -5%/+20%. At 512 tokens the spec also ignores the small-GEMM ramp: the
+ * model must be slower than the spec's 27 ms but by less than half. */
 static void test_spec_estimates(void **state)
 {
     (void)state;
     const sm_model *m = qwen();
     const sm_hardware *h = h100();
-    in_band(decode_ms(m, h, 2, 1, 1024), 12.0, 15.0);
+    in_band(decode_ms(m, h, 2, 1, 1024), 12.5, 15.0);
     in_band(decode_ms(m, h, 2, 64, 2048), 18.0, 22.0);
     in_band(decode_ms(m, h, 2, 128, 2048), 27.0 * 0.9, 27.0 * 1.1);
     in_band(decode_ms(m, h, 2, 256, 4096), 62.0 * 0.9, 62.0 * 1.1);
-    in_band(prefill_ms(m, h, 2, 2048, 0), 99.0, 121.0);
-    in_band(prefill_ms(m, h, 2, 8192, 0), 405.0, 495.0);
-    in_band(prefill_ms(m, h, 2, 512, 0), 27.0 * 0.75, 27.0 * 1.25);
+    in_band(prefill_ms(m, h, 2, 2048, 0), 110.0 * 0.95, 110.0 * 1.2);
+    in_band(prefill_ms(m, h, 2, 8192, 0), 450.0 * 0.95, 450.0 * 1.2);
+    in_band(prefill_ms(m, h, 2, 512, 0), 27.0, 27.0 * 1.5);
 
-    /* Decodes riding along a 2048-token chunk cost about the chunk (~110 ms). */
+    /* Decodes riding along a 2048-token chunk cost about the chunk alone. */
     sm_seq mix[65];
     mix[0] = (sm_seq){2048, 0};
     for (int i = 1; i < 65; i++) mix[i] = (sm_seq){1, 2048};
     double t = sm_step_time_us(m, h, 2, mix, 65) / 1000.0;
-    in_band(t, prefill_ms(m, h, 2, 2048, 0), 125.0);
+    double alone = prefill_ms(m, h, 2, 2048, 0);
+    in_band(t, alone, alone * 1.1);
     assert_int_equal(sm_step_time_us(m, h, 2, NULL, 0), 0);
 }
 
