@@ -453,7 +453,7 @@ static int cmp_key(const void *a, const void *b)
 
 /* Writes a non-empty mapping or sequence at column 'indent'. inline_first: the first
  * line continues the current one (after "- "). */
-static int yaml_block(FILE *f, const json_t *v, int indent, bool inline_first)
+static int yaml_block(FILE *f, const json_t *v, int indent, bool inline_first, bool sort)
 {
     if (json_is_object(v)) {
         size_t n = json_object_size(v), i = 0;
@@ -463,7 +463,8 @@ static int yaml_block(FILE *f, const json_t *v, int indent, bool inline_first)
         const char *key;
         json_t *val;
         json_object_foreach((json_t *)v, key, val) keys[i++] = key;
-        qsort(keys, n, sizeof *keys, cmp_key);
+        if (sort)
+            qsort(keys, n, sizeof *keys, cmp_key);
         for (i = 0; i < n; i++) {
             if (i || !inline_first)
                 indent_to(f, indent);
@@ -477,7 +478,7 @@ static int yaml_block(FILE *f, const json_t *v, int indent, bool inline_first)
                 continue;
             }
             fputc('\n', f);
-            int rc = yaml_block(f, val, json_is_object(val) ? indent + 2 : indent, false);
+            int rc = yaml_block(f, val, json_is_object(val) ? indent + 2 : indent, false, sort);
             if (rc) {
                 free(keys);
                 return rc;
@@ -496,20 +497,20 @@ static int yaml_block(FILE *f, const json_t *v, int indent, bool inline_first)
             fputc('\n', f);
             continue;
         }
-        int rc = yaml_block(f, item, indent + 2, true);
+        int rc = yaml_block(f, item, indent + 2, true, sort);
         if (rc)
             return rc;
     }
     return KV_OK;
 }
 
-int pyemit_yaml(FILE *f, const json_t *v, kv_err *err)
+static int emit_yaml(FILE *f, const json_t *v, bool sort, kv_err *err)
 {
     if (!v)
         return kv_err_set(err, KV_EINVAL, "pyemit: no YAML value to write");
     int rc = KV_OK;
     if (is_block(v))
-        rc = yaml_block(f, v, 0, false);
+        rc = yaml_block(f, v, 0, false, sort);
     else {
         yaml_scalar(f, v); /* PyYAML ends a bare scalar document with "..." */
         fputs("\n...\n", f);
@@ -519,6 +520,16 @@ int pyemit_yaml(FILE *f, const json_t *v, kv_err *err)
     if (ferror(f))
         return kv_err_set(err, KV_EIO, "pyemit: write failed: %s", strerror(errno));
     return KV_OK;
+}
+
+int pyemit_yaml(FILE *f, const json_t *v, kv_err *err)
+{
+    return emit_yaml(f, v, true, err);
+}
+
+int pyemit_yaml_unsorted(FILE *f, const json_t *v, kv_err *err)
+{
+    return emit_yaml(f, v, false, err);
 }
 
 /* ---- files ------------------------------------------------------------------------- */
@@ -552,4 +563,9 @@ int pyemit_json_file(const char *path, const json_t *v, kv_err *err)
 int pyemit_yaml_file(const char *path, const json_t *v, kv_err *err)
 {
     return write_file(path, v, pyemit_yaml, err);
+}
+
+int pyemit_yaml_unsorted_file(const char *path, const json_t *v, kv_err *err)
+{
+    return write_file(path, v, pyemit_yaml_unsorted, err);
 }

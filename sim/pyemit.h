@@ -25,9 +25,13 @@ int pyemit_json(FILE *f, const json_t *v, kv_err *err);
 /* yaml.dump(v, indent=2): block style, keys sorted, sequences in mappings not indented,
  * strings that would read back as another type single-quoted. Ends with a newline. */
 int pyemit_yaml(FILE *f, const json_t *v, kv_err *err);
+/* yaml.dump(v, sort_keys=False): the same, keys in insertion order (inference-perf's
+ * config.yaml). */
+int pyemit_yaml_unsorted(FILE *f, const json_t *v, kv_err *err);
 
 /* Writes to path via a temporary file renamed into place; errors name the path. */
 int pyemit_json_file(const char *path, const json_t *v, kv_err *err);
 int pyemit_yaml_file(const char *path, const json_t *v, kv_err *err);
+int pyemit_yaml_unsorted_file(const char *path, const json_t *v, kv_err *err);
 
 #endif

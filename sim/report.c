@@ -228,8 +228,10 @@ static int make_dir(const char *dir, kv_err *err)
     return KV_OK;
 }
 
+enum { OUT_JSON, OUT_YAML, OUT_YAML_UNSORTED };
+
 /* Writes tree (taking the reference) to dir/name. */
-static int write_tree(const char *dir, const char *name, json_t *tree, bool yaml, kv_err *err)
+static int write_tree(const char *dir, const char *name, json_t *tree, int how, kv_err *err)
 {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) {
@@ -238,7 +240,9 @@ static int write_tree(const char *dir, const char *name, json_t *tree, bool yaml
     }
     if (!tree)
         return kv_err_set(err, KV_ENOMEM, "%s: out of memory building the report", path);
-    int rc = yaml ? pyemit_yaml_file(path, tree, err) : pyemit_json_file(path, tree, err);
+    int rc = how == OUT_YAML            ? pyemit_yaml_file(path, tree, err)
+             : how == OUT_YAML_UNSORTED ? pyemit_yaml_unsorted_file(path, tree, err)
+                                        : pyemit_json_file(path, tree, err);
     json_decref(tree);
     return rc;
 }
@@ -255,15 +259,18 @@ int report_write_router(const sim_run *run, const lc_run *m, const char *dir, co
     for (size_t i = 0; rc == KV_OK && i < m->n_stages; i++) {
         const lc_metrics *s = &m->stages[i];
         snprintf(name, sizeof name, "stage_%d_lifecycle_metrics.json", s->stage);
-        rc = write_tree(dir, name, report_lifecycle_json(s), false, err);
+        rc = write_tree(dir, name, report_lifecycle_json(s), OUT_JSON, err);
         if (rc == KV_OK && o->benchmark_report) {
             snprintf(name, sizeof name, "benchmark_report,_stage_%d_lifecycle_metrics.json.yaml", s->stage);
-            rc = write_tree(dir, name, report_benchmark_v01(s, o), true, err);
+            rc = write_tree(dir, name, report_benchmark_v01(s, o), OUT_YAML, err);
         }
     }
     if (rc == KV_OK)
-        rc = write_tree(dir, "summary_lifecycle_metrics.json", report_lifecycle_json(&m->summary), false, err);
+        rc = write_tree(dir, "summary_lifecycle_metrics.json", report_lifecycle_json(&m->summary), OUT_JSON, err);
     if (rc == KV_OK && o->per_request)
-        rc = write_tree(dir, "per_request_lifecycle_metrics.json", report_per_request_json(run, o), false, err);
+        rc = write_tree(dir, "per_request_lifecycle_metrics.json", report_per_request_json(run, o), OUT_JSON, err);
+    /* inference-perf saves its config with yaml.dump(sort_keys=False) */
+    if (rc == KV_OK && o->load_args)
+        rc = write_tree(dir, "config.yaml", report_yaml_to_json(o->load_args), OUT_YAML_UNSORTED, err);
     return rc;
 }

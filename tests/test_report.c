@@ -360,6 +360,64 @@ static void test_yaml_args_typed_like_safe_load(void **state)
     yt_free(doc);
 }
 
+static char *slurp(const char *path, size_t *len);
+
+/* json.dumps escapes (ensure_ascii) and PyYAML's quoting for what plain style cannot carry. */
+static void test_string_escapes(void **state)
+{
+    (void)state;
+    json_t *j = json_pack("[s]", "a\"b\\c\n\x01\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    char *t = emit(pyemit_json, j);
+    assert_string_equal(t, "[\n  \"a\\\"b\\\\c\\n\\u0001\\u00e9\\u20ac\\ud83d\\ude00\"\n]");
+    free(t);
+    json_decref(j);
+    j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "u", "\xc3\xa9\xe2\x82\xac", "dash", "- x", "hash",
+                  "#x", "yes", "yes", "num", "12", "lead", " x", "url", "http://gw:80/v1");
+    t = emit(pyemit_yaml, j);
+    assert_string_equal(t, "dash: '- x'\nhash: '#x'\nlead: ' x'\nnum: '12'\nu: \"\\xE9\\u20AC\"\n"
+                           "url: http://gw:80/v1\n'yes': 'yes'\n");
+    free(t);
+    json_decref(j);
+}
+
+static void test_config_yaml_keeps_order(void **state)
+{
+    (void)state;
+    const char *text = "load:\n  type: poisson\n  stages:\n  - {rate: 15, duration: 50}\ndata:\n  type: random\n";
+    yt_doc *doc = yt_load_string(text, strlen(text), "w.yaml", NULL);
+    assert_non_null(doc);
+    char d[] = "/tmp/test_report_cfg_XXXXXX";
+    assert_non_null(mkdtemp(d));
+    report_opts o;
+    report_opts_default(&o);
+    o.per_request = false;
+    o.load_args = yt_root(doc);
+    lc_run r;
+    assert_int_equal(lc_run_compute(&fixture, &r, NULL), KV_OK);
+    assert_int_equal(report_write_router(&fixture, &r, d, &o, NULL), KV_OK);
+    char p[200];
+    snprintf(p, sizeof p, "%s/config.yaml", d);
+    size_t n;
+    char *b = slurp(p, &n);
+    b[n] = 0;
+    /* yaml.dump(sort_keys=False): load before data, rate before duration */
+    assert_string_equal(b, "load:\n  type: poisson\n  stages:\n  - rate: 15\n    duration: 50\ndata:\n  type: random\n");
+    free(b);
+    /* and the v0.1 report carries the same config, sorted, under scenario.load.args */
+    snprintf(p, sizeof p, "%s/benchmark_report,_stage_0_lifecycle_metrics.json.yaml", d);
+    b = slurp(p, &n);
+    b[n] = 0;
+    assert_non_null(strstr(b, "  load:\n    args:\n      data:\n        type: random\n      load:\n        stages:\n"
+                              "        - duration: 50\n          rate: 15\n        type: poisson\n    metadata:\n"
+                              "      stage: 0\n    name: inference-perf\n"));
+    free(b);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+    lc_run_free(&r);
+    yt_free(doc);
+}
+
 static void test_per_request_records(void **state)
 {
     (void)state;
@@ -467,6 +525,8 @@ int main(void)
         cmocka_unit_test(test_benchmark_report_v01_mapping),
         cmocka_unit_test(test_yaml_layout_like_pyyaml),
         cmocka_unit_test(test_yaml_args_typed_like_safe_load),
+        cmocka_unit_test(test_string_escapes),
+        cmocka_unit_test(test_config_yaml_keeps_order),
         cmocka_unit_test(test_per_request_records),
         cmocka_unit_test(test_files_byte_identical_across_writes),
         cmocka_unit_test(test_bad_records_rejected),
