@@ -1,0 +1,139 @@
+/* test_scenario: scenario files load with their defaults, and every bad scenario stops
+ * with the file, line, column and field at fault (the exact text is asserted). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "scenario.h"
+
+static void test_rate60(void **state)
+{
+    (void)state;
+    kv_err e = {0};
+    scenario *s = scn_load("scenarios/rate60.yaml", "policies/presets", &e);
+    if (!s) fprintf(stderr, "%s\n", e.msg);
+    assert_non_null(s);
+    assert_string_equal(s->name, "rate60");
+    assert_int_equal(s->seed, 42);
+    assert_int_equal(s->cluster.replicas, 8);
+    assert_string_equal(s->cluster.model->name, "qwen3-32b");
+    assert_string_equal(s->cluster.hw->name, "h100-sxm");
+    assert_int_equal(s->cluster.tp, 2);
+    assert_int_equal(s->cluster.block_size, 64);
+    assert_int_equal(s->cluster.kv_event_delay, 5000);
+    assert_int_equal(s->cluster.scrape_interval, 50000);
+    assert_int_equal(s->cluster.metrics_staleness, 2000000);
+    assert_int_equal(s->n_routers, 2);
+    assert_string_equal(s->routers[0].name, "k8s-service");
+    assert_string_equal(s->routers[0].source, "preset:k8s-service");
+    assert_string_equal(s->routers[1].name, "llm-d-precise");
+    assert_non_null(s->routers[1].cfg);
+    assert_int_equal(s->workload.data, WL_DATA_SHARED_PREFIX);
+    assert_int_equal(s->workload.sp.num_groups, 150);
+    assert_int_equal(s->workload.load, WL_LOAD_POISSON);
+    assert_int_equal(s->workload.n_stages, 2);
+    assert_int_equal(s->workload.stages[1].num_requests, 1500);
+    assert_int_equal(s->outputs.report_stage, 1);
+    assert_int_equal(s->outputs.decisions, SCN_DECISIONS_SAMPLE);
+    assert_int_equal(s->outputs.decisions_every, 50);
+    scn_free(s);
+}
+
+/* The ladder pastes a whole inference-perf workload: the extra sections are noted. */
+static void test_ladder_notes(void **state)
+{
+    (void)state;
+    kv_err e = {0};
+    scenario *s = scn_load("scenarios/precise-guide-ladder.yaml", "policies/presets", &e);
+    assert_non_null(s);
+    assert_int_equal(s->workload.n_stages, 17);
+    assert_int_equal(s->n_notes, 5);    /* api, server, tokenizer, report, storage */
+    assert_non_null(strstr(s->notes[0], "workload.api: accepted and ignored"));
+    scn_free(s);
+}
+
+/* Defaults when the cluster and outputs sections are left out or partial; inline
+ * router configs load. */
+static void test_defaults(void **state)
+{
+    (void)state;
+    kv_err e = {0};
+    scenario *s = scn_load("tests/data/scenarios/small-concurrent.yaml", "policies/presets", &e);
+    assert_non_null(s);
+    assert_int_equal(s->seed, 3);
+    assert_int_equal(s->cluster.tp, 2);
+    assert_int_equal(s->cluster.block_size, 64);
+    assert_true(s->cluster.gpu_memory_utilization == 0.9);
+    assert_true(s->cluster.prefix_caching);
+    assert_int_equal(s->outputs.report_stage, -1);
+    assert_true(s->outputs.per_request);
+    assert_false(s->outputs.plots);
+    assert_int_equal(s->outputs.decisions, SCN_DECISIONS_NONE);
+    scn_free(s);
+    s = scn_load("scenarios/small-random.yaml", "policies/presets", &e);
+    assert_non_null(s);
+    assert_string_equal(s->routers[1].source, "inline");
+    assert_non_null(s->routers[1].cfg);
+    scn_free(s);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"tests/data/scenarios/bad-config-file.yaml",
+         "tests/data/scenarios/bad-config-file.yaml:3:24: field 'routers[0].config': tests/data/scenarios/missing-epp.yaml: cannot open: No such file or directory"},
+        {"tests/data/scenarios/bad-dup-router.yaml",
+         "tests/data/scenarios/bad-dup-router.yaml:4:12: field 'routers[1].name': 'rr' is already used by routers[0]"},
+        {"tests/data/scenarios/bad-duration.yaml",
+         "tests/data/scenarios/bad-duration.yaml:3:20: field 'cluster.scrape_interval': expected a duration such as 50ms, 2s or 2m, got '5 parsecs'"},
+        {"tests/data/scenarios/bad-inline-config.yaml",
+         "tests/data/scenarios/bad-inline-config.yaml:6:17: field 'plugins[0].type': unknown plugin type 'no-such-scorer'"},
+        {"tests/data/scenarios/bad-model.yaml",
+         "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5'"},
+        {"tests/data/scenarios/bad-multiturn.yaml",
+         "tests/data/scenarios/bad-multiturn.yaml:5:71: field 'workload.data.shared_prefix.enable_multi_turn_chat': multi-turn chat is not supported yet"},
+        {"tests/data/scenarios/bad-name.yaml",
+         "tests/data/scenarios/bad-name.yaml:1:7: field 'name': 'bad/../x' must be letters, digits, '.', '-' or '_' (it names the output folder)"},
+        {"tests/data/scenarios/bad-no-routers.yaml",
+         "tests/data/scenarios/bad-no-routers.yaml:1:1: field 'routers': required (a list of {name, preset|config})"},
+        {"tests/data/scenarios/bad-preset.yaml",
+         "tests/data/scenarios/bad-preset.yaml:3:24: field 'routers[0].preset': preset 'no-such-preset': no file policies/presets/no-such-preset.yaml"},
+        {"tests/data/scenarios/bad-report-stage.yaml",
+         "tests/data/scenarios/bad-report-stage.yaml:7:25: field 'outputs.report_stage': 5 is not a stage (0..1, or -1 for the last)"},
+        {"tests/data/scenarios/bad-router-both.yaml",
+         "tests/data/scenarios/bad-router-both.yaml:3:5: field 'routers[0]': give exactly one of 'preset' and 'config'"},
+        {"tests/data/scenarios/bad-seed.yaml",
+         "tests/data/scenarios/bad-seed.yaml:2:7: field 'seed': must be non-negative"},
+        {"tests/data/scenarios/bad-top-key.yaml",
+         "tests/data/scenarios/bad-top-key.yaml:2:1: field 'routerz': unknown key"},
+        {"tests/data/scenarios/bad-unknown-key.yaml",
+         "tests/data/scenarios/bad-unknown-key.yaml:2:24: field 'cluster.gpus': unknown key"},
+        {"tests/data/scenarios/bad-yaml.yaml",
+         "tests/data/scenarios/bad-yaml.yaml:2:1: did not find expected ',' or ']' while parsing a flow sequence"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        kv_err e = {0};
+        scenario *s = scn_load(cases[i][0], "policies/presets", &e);
+        assert_null(s);
+        assert_string_equal(e.msg, cases[i][1]);
+    }
+    kv_err e = {0};
+    assert_null(scn_load("tests/data/scenarios/no-such-file.yaml", "policies/presets", &e));
+    assert_non_null(strstr(e.msg, "tests/data/scenarios/no-such-file.yaml"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rate60),
+        cmocka_unit_test(test_ladder_notes),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
