@@ -227,10 +227,9 @@ static int cfg_profiles(cfg_build *b, const yt_doc *d, const yt_node *list)
             if (k < 0)
                 return yt_error(d, ref, err, KV_EINVAL, "field '%s': unknown plugin '%s'", fw, refname);
             const sched_plugin_type *t = c->plugins[k].impl;
-            if (t->kind == SCHED_PROFILE_HANDLER)
-                return yt_error(d, ref, err, KV_EINVAL,
-                                "field '%s': '%s' is a profile handler; handlers are not profile plugins", fw,
-                                refname);
+            if (t->kind == SCHED_PROFILE_HANDLER || t->kind == SCHED_REQUEST_CONTROL)
+                return yt_error(d, ref, err, KV_EINVAL, "field '%s': '%s' is a %s; it has no place in a profile",
+                                fw, refname, t->kind == SCHED_PROFILE_HANDLER ? "profile handler" : "request-control plugin");
             for (size_t q = 0; q < p->n_refs; q++) {
                 if (p->refs[q].plugin == (size_t)k)
                     return yt_error(d, ref, err, KV_EINVAL, "field '%s': plugin '%s' is referenced twice", fw,
@@ -358,7 +357,7 @@ static int cfg_defaults(cfg_build *b, const yt_node *root, const yt_node *profil
                                 i, c->plugins[picker].name, c->plugins[i].name);
             if (k == SCHED_PICKER)
                 picker = (int)i;
-            if (k != SCHED_PROFILE_HANDLER && cfg_add_ref(p, &cap, i, 1, err))
+            if (k != SCHED_PROFILE_HANDLER && k != SCHED_REQUEST_CONTROL && cfg_add_ref(p, &cap, i, 1, err))
                 return KV_ENOMEM;
         }
     }

@@ -18,7 +18,8 @@
  * no profiles -> one profile "default" with every filter, scorer and picker; one profile
  * and no handler -> a single-profile-handler is added; a profile without a picker gets a
  * max-score-picker (an existing plugin of that type, or one added); a missing weight is 1.
- * Weights are floats (llm-d-router); "3.0" and "3" both load.
+ * Weights are floats (llm-d-router); "3.0" and "3" both load. Profile handlers and
+ * request-control plugins (e.g. prefill-header-handler) cannot be referenced in a profile.
  *
  * Errors are "file:line:col: field '<path>': <message>" (yamltree positions).
  * Ownership: an epc_config owns its YAML document and every string; plugins built from it

@@ -321,7 +321,8 @@ static int build_profiles(sched *s, const epc_config *cfg, kv_err *err)
                 sp->scorers[sp->n_scorers++] = p;
                 break;
             case SCHED_PICKER: sp->picker = p; break;
-            case SCHED_PROFILE_HANDLER: break; /* the config loader rejects these */
+            case SCHED_PROFILE_HANDLER:
+            case SCHED_REQUEST_CONTROL: break; /* the config loader rejects these */
             }
         }
         if (!sp->picker)
@@ -561,6 +562,11 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
         return kv_err_set(err, KV_ESTATE, "failed to find target pod: profile '%s' did not run",
                           s->profiles[primary].name);
     *res = c->results[primary];
+    for (size_t i = 0; i < np && res->n_others < SCHED_MAX_PROFILES; i++)
+        if (i != (size_t)primary && c->rcs[i] == 0) {
+            res->others[res->n_others].profile = c->results[i].profile;
+            res->others[res->n_others++].target = c->results[i].targets[0];
+        }
     if (trace && c->totals[primary]) {
         size_t k = c->n_totals[primary];
         if (!trace_room((void **)&trace->totals, &trace->cap_totals, k, sizeof *trace->totals))

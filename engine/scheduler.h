@@ -95,6 +95,9 @@ typedef enum {
     SCHED_FILTER = 2,
     SCHED_SCORER = 3,
     SCHED_PICKER = 4,
+    /* Request-control plugins named in configs but not in profiles (e.g. llm-d's
+     * prefill-header-handler): only hooks, no place in a profile run. */
+    SCHED_REQUEST_CONTROL = 5,
 } sched_kind;
 
 typedef struct sched sched;
@@ -200,10 +203,20 @@ void sched_trace_free(sched_trace *t);
 
 #define SCHED_MAX_TARGETS 8
 
+#define SCHED_MAX_PROFILES 4
+
 typedef struct sched_result {
     const char *profile;                        /* primary profile name */
     sched_endpoint *targets[SCHED_MAX_TARGETS]; /* best first */
     size_t n_targets;
+    /* The other profiles that ran and picked (GIE's ProfileResults), first target each,
+     * in profile order; e.g. pd-profile-handler's "prefill" pick, which the EPP sends as
+     * x-prefiller-host-port. */
+    struct {
+        const char *profile;
+        sched_endpoint *target;
+    } others[SCHED_MAX_PROFILES];
+    size_t n_others;
 } sched_result;
 
 struct epc_config;   /* engine/config.h */

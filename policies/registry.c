@@ -4,7 +4,7 @@
 
 #include "scheduler.h"
 
-extern const sched_plugin_type single_profile_handler_type;
+extern const sched_plugin_type single_profile_handler_type, pd_profile_handler_type, prefill_header_handler_type;
 extern const sched_plugin_type decode_filter_type, prefill_filter_type, by_label_type, by_label_selector_type;
 extern const sched_plugin_type max_score_picker_type, random_picker_type, weighted_random_picker_type,
     round_robin_picker_type;
@@ -15,6 +15,8 @@ extern const sched_plugin_type prefix_cache_scorer_type, sglang_cache_aware_type
 
 const sched_plugin_type *const sched_registry[] = {
     &single_profile_handler_type,
+    &pd_profile_handler_type,
+    &prefill_header_handler_type,
     &decode_filter_type,
     &prefill_filter_type,
     &by_label_type,

@@ -242,7 +242,7 @@ static const struct {
     {"bad-default-two-pickers.yaml", "3:3: field 'plugins[1]': the default profile would have two pickers "
                                      "('random-picker' and 'max-score-picker'); list schedulingProfiles"},
     {"bad-handler-in-profile.yaml", "7:16: field 'schedulingProfiles[0].plugins[0].pluginRef': "
-                                    "'single-profile-handler' is a profile handler; handlers are not profile plugins"},
+                                    "'single-profile-handler' is a profile handler; it has no place in a profile"},
 };
 
 static void test_bad_files_rejected_with_position(void **state)

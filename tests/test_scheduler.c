@@ -249,6 +249,62 @@ static void test_two_precise_scorers_agree(void **state)
     world_close(&w);
 }
 
+/* llm-d's P/D: decode first, prefill only when the decode pod lacks enough of the prompt. */
+static void test_pd_profile_handler(void **state)
+{
+    world w;
+    world_open(&w,
+               "plugins:\n- type: prefill-header-handler\n- type: prefill-filter\n- type: decode-filter\n"
+               "- type: max-score-picker\n- type: queue-scorer\n- type: precise-prefix-cache-scorer\n"
+               "  parameters: {tokenProcessorConfig: {blockSize: 4}}\n- type: pd-profile-handler\n"
+               "  parameters: {threshold: 20, prefixPluginType: precise-prefix-cache-scorer}\n"
+               "schedulingProfiles:\n- name: prefill\n  plugins: [{pluginRef: prefill-filter}, "
+               "{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]\n- name: decode\n"
+               "  plugins: [{pluginRef: decode-filter}, {pluginRef: precise-prefix-cache-scorer, weight: 10}, "
+               "{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]\n",
+               3);
+    sched_kv pre[] = {{"llm-d.ai/role", "prefill"}}, dec[] = {{"llm-d.ai/role", "decode"}};
+    int waiting[] = {0, 5, 0, 3};
+    for (int i = 0; i < 4; i++) {
+        w.ep[i].labels = i < 2 ? pre : dec;
+        w.ep[i].n_labels = 1;
+        w.ep[i].m.waiting = waiting[i];
+    }
+    uint32_t tok[16];
+    for (int i = 0; i < 16; i++)
+        tok[i] = 40 + (uint32_t)i;
+    sched_request r = {.id = "pd", .model = "m", .tokens = tok, .n_tokens = 16}; /* 64 characters */
+    sched_result res;
+    kv_err err = {0};
+    /* cold: 64 uncached characters >= 20 -> prefill on the idler prefill pod */
+    assert_int_equal(sched_schedule(w.s, &r, w.eps, 4, &res, NULL, &err), KV_OK);
+    assert_string_equal(res.profile, "decode");
+    assert_ptr_equal(res.targets[0], &w.ep[2]);
+    assert_int_equal(res.n_others, 1);
+    assert_string_equal(res.others[0].profile, "prefill");
+    assert_ptr_equal(res.others[0].target, &w.ep[0]);
+    /* ep3 caches 2 of 4 blocks: it wins decode, 32 characters left >= 20 -> prefill */
+    void *svc[1];
+    assert_int_equal(sched_services(w.s, "kvsource", svc, 1), 1);
+    sched_kvsource *src = svc[0];
+    uint64_t keys[4];
+    blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tok, 16, NULL, 0, NULL, keys, 4);
+    int slot = kvindex_endpoint_add(src->index, w.names[3], &err);
+    assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 2, &err), KV_OK);
+    assert_int_equal(sched_schedule(w.s, &r, w.eps, 4, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &w.ep[3]);
+    assert_int_equal(res.n_others, 1);
+    /* 3 of 4: 16 characters < 20 -> decode only */
+    assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 3, &err), KV_OK);
+    assert_int_equal(sched_schedule(w.s, &r, w.eps, 4, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &w.ep[3]);
+    assert_int_equal(res.n_others, 0);
+    /* no decode pod: the primary profile failed */
+    assert_int_equal(sched_schedule(w.s, &r, w.eps, 2, &res, NULL, &err), KV_ENOENDPOINTS);
+    assert_string_equal(err.msg, "no pods available for the given request");
+    world_close(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_in_flight_counters),
         cmocka_unit_test(test_views_and_lookups),
         cmocka_unit_test(test_two_precise_scorers_agree),
+        cmocka_unit_test(test_pd_profile_handler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
