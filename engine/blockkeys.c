@@ -136,11 +136,14 @@ static void xxh_extra(XXH64_state_t *st, const char *s, size_t len)
 static uint64_t xxh_block(uint64_t parent, const uint32_t *tokens, size_t n, const block_ids *ids)
 {
     XXH64_state_t st;
-    uint8_t b[256];
+    uint8_t b[256];   /* the parent, then (big-endian hosts) token bytes */
     XXH64_reset(&st, 0);
     le64(b, parent);
     XXH64_update(&st, b, 8);
     /* Token bytes are little-endian whatever the host, so keys are portable. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    XXH64_update(&st, tokens, 4 * n);
+#else
     for (size_t i = 0; i < n;) {
         size_t m = n - i < sizeof b / 4 ? n - i : sizeof b / 4;
         for (size_t j = 0; j < m; j++) {
@@ -153,6 +156,7 @@ static uint64_t xxh_block(uint64_t parent, const uint32_t *tokens, size_t n, con
         XXH64_update(&st, b, 4 * m);
         i += m;
     }
+#endif
     if (ids) BLOCK_IDS_FOREACH(ids, id, xxh_extra(&st, id, strlen(id)));
     return XXH64_digest(&st);
 }

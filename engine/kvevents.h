@@ -8,7 +8,7 @@
  * Missing or extra trailing fields are tolerated; hashes arrive as uint64, int64 or bytes
  * (bytes: the last 8 read big-endian, left-padded when shorter), exactly as llm-d reads them.
  *
- * Decoding uses msgpack-c. Decoded events point into an arena owned by the decoder and
+ * Decoded events point into an arena owned by the decoder and
  * reused by the next decode call on the same decoder: everything reachable from a
  * kvev_batch / kvev_message is valid until the next kvev_decode_* call or
  * kvev_decoder_free. A decoder is single-threaded (use one per ingest thread).
@@ -144,7 +144,7 @@ typedef struct kvev_stats {
 
 typedef struct kvev_decoder kvev_decoder;
 
-/* max_payload: payloads longer than this are rejected (KVEV_ERR_LENGTH); 0 = 64 MiB. */
+/* max_payload: payloads longer than this are rejected (KVEV_ERR_LENGTH); 0 = 16 MiB. */
 kvev_decoder *kvev_decoder_new(size_t max_payload, kv_err *err);
 void kvev_decoder_free(kvev_decoder *d);
 const kvev_stats *kvev_decoder_stats(const kvev_decoder *d);

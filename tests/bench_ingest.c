@@ -1,0 +1,140 @@
+/* bench_ingest: the whole event path on one core (issue 2 §6): pre-encoded vLLM
+ * KVEventBatch payloads of BlockStored events (64-token blocks, realistic token ids,
+ * half the events chained to a parent block) from 8 and from 256 pods are decoded,
+ * keyed (xxh64 request keys) and inserted into a kvindex. Prints blocks per second
+ * against the 3 million target. Encoding is outside the timed region. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "blockkeys.h"
+#include "kvevents.h"
+#include "kvindex.h"
+#include "kvingest.h"
+
+#define BLOCK 64
+#define BLOCKS_PER_EVENT 16    /* a 1k-token prompt chunk per event */
+#define EVENTS_PER_BATCH 4
+#define TOTAL_BLOCKS (1u << 19)
+#define ROUNDS 3
+#define TARGET 3.0e6
+
+typedef struct payload {
+    uint8_t *data;
+    size_t len;
+    int pod;
+} payload;
+
+static void die(const char *what, const kv_err *err)
+{
+    fprintf(stderr, "bench_ingest: %s: %s\n", what, err ? err->msg : "failed");
+    exit(1);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Pod p's batches, round-robin over pods. Each pod's second event of a request names
+ * the first event's last hash as its parent, as vLLM does for a prompt that fills more
+ * blocks in a later step. */
+static payload *encode_all(int n_pods, size_t *n_out)
+{
+    size_t n_events = TOTAL_BLOCKS / BLOCKS_PER_EVENT, n_batches = n_events / EVENTS_PER_BATCH;
+    payload *out = calloc(n_batches, sizeof *out);
+    static uint32_t tok[EVENTS_PER_BATCH][BLOCKS_PER_EVENT * BLOCK];
+    static uint64_t hashes[EVENTS_PER_BATCH][BLOCKS_PER_EVENT];
+    kvev_event ev[EVENTS_PER_BATCH];
+    kvev_buf buf = {0};
+    uint64_t next_hash = 1;
+    for (size_t b = 0; b < n_batches; b++) {
+        for (int e = 0; e < EVENTS_PER_BATCH; e++) {
+            for (size_t t = 0; t < BLOCKS_PER_EVENT * BLOCK; t++) tok[e][t] = (uint32_t)(rnd() % 151000);
+            for (size_t h = 0; h < BLOCKS_PER_EVENT; h++) hashes[e][h] = (next_hash++) * 0x9e3779b97f4a7c15ULL;
+            ev[e] = (kvev_event){.type = KVEV_BLOCK_STORED, .block_hashes = hashes[e], .n_block_hashes = BLOCKS_PER_EVENT,
+                                 .token_ids = tok[e], .n_token_ids = BLOCKS_PER_EVENT * BLOCK, .block_size = BLOCK,
+                                 .medium = kvev_str_c("GPU")};
+            if (e % 2 == 1) {
+                ev[e].has_parent = true;
+                ev[e].parent_block_hash = hashes[e - 1][BLOCKS_PER_EVENT - 1];
+            }
+        }
+        kvev_batch batch = {1700000000.0 + (double)b, true, 0, ev, EVENTS_PER_BATCH};
+        kv_err err;
+        if (kvev_encode(&batch, KVEV_ENC_ARRAY, &buf, &err)) die("encode", &err);
+        out[b].data = malloc(buf.len);
+        memcpy(out[b].data, buf.data, buf.len);
+        out[b].len = buf.len;
+        out[b].pod = (int)(b % (size_t)n_pods);
+    }
+    kvev_buf_free(&buf);
+    *n_out = n_batches;
+    return out;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void bench(int n_pods)
+{
+    size_t n_batches, bytes = 0;
+    payload *p = encode_all(n_pods, &n_batches);
+    for (size_t i = 0; i < n_batches; i++) bytes += p[i].len;
+    double best = 0;
+    kvingest_stats st = {0};
+    for (int round = 0; round < ROUNDS; round++) {
+        kv_err err;
+        kvindex_config cfg = {.capacity = 2 * TOTAL_BLOCKS, .max_endpoints = 256};
+        kvindex *ix = kvindex_new(&cfg, &err);
+        if (!ix) die("kvindex_new", &err);
+        int slots[256];
+        for (int i = 0; i < n_pods; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "10.0.%d.%d:8000", i / 250, i % 250);
+            if ((slots[i] = kvindex_endpoint_add(ix, name, &err)) < 0) die("endpoint_add", &err);
+        }
+        blockkeys_ctx keys;
+        if (blockkeys_init(&keys, BLOCKKEYS_XXH64, BLOCK, "", &err)) die("blockkeys_init", &err);
+        kvingest *g = kvingest_new(ix, &keys, &err);
+        if (!g) die("kvingest_new", &err);
+        double t0 = now();
+        for (size_t i = 0; i < n_batches; i++)
+            if (kvingest_payload(g, slots[p[i].pod], "Qwen/Qwen3-32B", p[i].data, p[i].len, &err)) die("ingest", &err);
+        double dt = now() - t0;
+        kvingest_get_stats(g, &st);
+        double rate = (double)st.blocks_stored / dt;
+        if (rate > best) best = rate;
+        kvingest_free(g);
+        kvindex_free(ix);
+    }
+    char name[96], measured[96], target[32];
+    snprintf(name, sizeof name, "ingest: decode+key+insert, %d pods, %u x 64-token blocks", n_pods, TOTAL_BLOCKS);
+    snprintf(measured, sizeof measured, "blocks/s=%.2fM (%.0f MB/s msgpack, orphans %llu)", best / 1e6,
+             best / TOTAL_BLOCKS * (double)bytes / 1e6, (unsigned long long)st.orphans);
+    snprintf(target, sizeof target, ">= %.1fM/s", TARGET / 1e6);
+    bool ok = best >= TARGET && st.blocks_stored == TOTAL_BLOCKS && st.orphans == 0;
+    printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, target, ok ? "PASS" : "MISS");
+    fflush(stdout);
+    for (size_t i = 0; i < n_batches; i++) free(p[i].data);
+    free(p);
+}
+
+int main(void)
+{
+    printf("| %-58s | %-52s | %-14s | %-4s |\n", "ingest benchmark (one core)", "measured", "target", "");
+    printf("|%s|%s|%s|%s|\n", "------------------------------------------------------------",
+           "------------------------------------------------------", "----------------", "------");
+    bench(8);
+    bench(256);
+    return 0;
+}
