@@ -4,9 +4,11 @@
  * {index+1, 32-bit hash tag}, linear probing, backward-shift deletion, home slot from
  * the hash's top bits, tag from its low bits so a probe rarely touches a record it
  * does not want):
- *   blocks  request key -> block record {key, gpu bitmap, cpu bitmap, other bitmap},
- *           records in one flat array so a lookup touches one bucket line and one
- *           record; LRU neighbours live in a parallel array (32-bit indexes) because
+ *   blocks  request key -> block record {key, gpu bitmap} in one flat array, so a
+ *           lookup touches one bucket line and one small record. The cpu and other
+ *           bitmaps live in a parallel "side" array that a lookup reads only for blocks
+ *           whose bit in the nongpu bitset (1 bit per block, cache-resident) is set;
+ *           LRU neighbours live in another parallel array (32-bit indexes) because
  *           lookups never need them.
  *   emaps   (slot, engine key) -> block, a multimap (an engine key maps to several
  *           request keys when the index block is smaller than the engine block).
@@ -72,11 +74,13 @@ typedef struct emap {
 
 struct kvindex {
     pthread_rwlock_t lock;
-    uint32_t max_ep, words, stride;  /* stride: uint64 words per record = 1 + 3 * words */
+    uint32_t max_ep, words, stride;  /* stride: uint64 words per record = 1 + words */
     uint32_t capacity;
     float weight[KVTIER_COUNT];
 
     uint64_t *rec;
+    uint64_t *side;    /* per block: cpu bitmap, other bitmap (2 * words) */
+    uint64_t *nongpu;  /* bit b: block b has a cpu or other holder */
     blink *link;
     uint32_t n_blk, cap_blk, used_blk, free_blk, mru, lru;
     reftab btab;
@@ -166,25 +170,35 @@ static int rt_reserve(const kvindex *ix, reftab *t, hash_fn hf)
     return KV_OK;
 }
 
-/* Grows *p (and the parallel array *other, when given) to want elements. */
-static int grow_array(void **p, uint32_t *cap, uint32_t want, size_t elem_size, size_t other_size, void **other)
+/* Grows an array to bytes; on failure it stays as it was, so the caller can leave its
+ * capacity unchanged and every array remains at least that large. */
+static int grow(void *pp, size_t bytes)
 {
-    void *np = realloc(*p, (size_t)want * elem_size);
+    void *np = realloc(*(void **)pp, bytes);
     if (!np) return KV_ENOMEM;
-    *p = np;
-    if (other) {
-        void *no = realloc(*other, (size_t)want * other_size);
-        if (!no) return KV_ENOMEM;   /* *p is larger than needed, *cap unchanged: still consistent */
-        *other = no;
-    }
-    *cap = want;
+    *(void **)pp = np;
     return KV_OK;
 }
 
 /* ---- blocks ---------------------------------------------------------------- */
 
 static inline uint64_t *rec_of(const kvindex *ix, uint32_t b) { return ix->rec + (size_t)b * ix->stride; }
-static inline uint64_t *tier_of(const kvindex *ix, uint32_t b, int t) { return rec_of(ix, b) + 1 + (size_t)t * ix->words; }
+static inline uint64_t *side_of(const kvindex *ix, uint32_t b) { return ix->side + (size_t)b * 2 * ix->words; }
+static inline uint64_t *tier_of(const kvindex *ix, uint32_t b, int t)
+{
+    return t == KVTIER_GPU ? rec_of(ix, b) + 1 : side_of(ix, b) + (size_t)(t - 1) * ix->words;
+}
+static inline bool has_side(const kvindex *ix, uint32_t b) { return (ix->nongpu[b / 64] >> (b % 64)) & 1; }
+
+/* Recomputes block b's nongpu bit after its cpu or other bitmap changed. */
+static void side_changed(kvindex *ix, uint32_t b)
+{
+    const uint64_t *r = side_of(ix, b);
+    uint64_t any = 0;
+    for (uint32_t i = 0; i < 2 * ix->words; i++) any |= r[i];
+    if (any) ix->nongpu[b / 64] |= 1ULL << (b % 64);
+    else ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
+}
 
 static uint64_t blk_hash(const kvindex *ix, uint32_t b) { return mix64(rec_of(ix, b)[0]); }
 
@@ -224,16 +238,17 @@ static void lru_touch(kvindex *ix, uint32_t b)
 
 static bool slot_holds(const kvindex *ix, uint32_t b, int slot)
 {
-    const uint64_t *r = rec_of(ix, b) + 1;
     uint32_t w = (uint32_t)slot / 64, W = ix->words;
     uint64_t bit = 1ULL << (slot % 64);
-    return ((r[w] | r[W + w] | r[2 * W + w]) & bit) != 0;
+    if (rec_of(ix, b)[1 + w] & bit) return true;
+    return has_side(ix, b) && ((side_of(ix, b)[w] | side_of(ix, b)[W + w]) & bit);
 }
 
 static bool blk_empty(const kvindex *ix, uint32_t b)
 {
+    if (has_side(ix, b)) return false;
     const uint64_t *r = rec_of(ix, b) + 1;
-    for (uint32_t i = 0; i < 3 * ix->words; i++)
+    for (uint32_t i = 0; i < ix->words; i++)
         if (r[i]) return false;
     return true;
 }
@@ -315,7 +330,8 @@ static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
         if (ix->used_em == ix->cap_em) {
             if (ix->cap_em >= UINT32_MAX / 2) return KV_EFULL;
             uint32_t want = ix->cap_em ? ix->cap_em * 2 : MIN_RECORDS;
-            if (grow_array((void **)&ix->em, &ix->cap_em, want, sizeof *ix->em, 0, NULL) != KV_OK) return KV_ENOMEM;
+            if (grow(&ix->em, (size_t)want * sizeof *ix->em) != KV_OK) return KV_ENOMEM;
+            ix->cap_em = want;
         }
         e = ix->used_em++;
     }
@@ -336,9 +352,9 @@ static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
 
 static unsigned blk_popcount(const kvindex *ix, uint32_t b)
 {
-    const uint64_t *r = rec_of(ix, b) + 1;
     unsigned c = 0;
-    for (uint32_t i = 0; i < 3 * ix->words; i++) c += (unsigned)__builtin_popcountll(r[i]);
+    for (int t = 0; t < KVTIER_COUNT; t++)
+        for (uint32_t i = 0; i < ix->words; i++) c += (unsigned)__builtin_popcountll(tier_of(ix, b, t)[i]);
     return c;
 }
 
@@ -361,15 +377,20 @@ static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
         if (ix->used_blk == ix->cap_blk) {
             uint32_t want = ix->cap_blk ? ix->cap_blk * 2 : MIN_RECORDS;
             if (want > ix->capacity) want = ix->capacity;
-            if (grow_array((void **)&ix->rec, &ix->cap_blk, want, (size_t)ix->stride * 8, sizeof *ix->link,
-                           (void **)&ix->link) != KV_OK)
+            size_t bits_old = ((size_t)ix->cap_blk + 63) / 64, bits_new = ((size_t)want + 63) / 64;
+            if (grow(&ix->rec, (size_t)want * ix->stride * 8) || grow(&ix->side, (size_t)want * 2 * ix->words * 8) ||
+                grow(&ix->link, (size_t)want * sizeof *ix->link) || grow(&ix->nongpu, bits_new * 8))
                 return KV_ENOMEM;
+            memset(ix->nongpu + bits_old, 0, (bits_new - bits_old) * 8);
+            ix->cap_blk = want;
         }
         b = ix->used_blk++;
     }
     uint64_t *r = rec_of(ix, b);
     r[0] = key;
     memset(r + 1, 0, (size_t)(ix->stride - 1) * 8);
+    memset(side_of(ix, b), 0, (size_t)2 * ix->words * 8);
+    ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
     ix->link[b].emaps = NIL;
     lru_push(ix, b);
     rt_put(&ix->btab, mix64(key), b);
@@ -390,6 +411,7 @@ static void blk_clear_slot(kvindex *ix, uint32_t b, int slot)
             ix->entries--;
         }
     }
+    side_changed(ix, b);
     blk_drop_emaps(ix, b, slot);
     if (blk_empty(ix, b)) blk_delete(ix, b);
 }
@@ -468,7 +490,7 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     if (!ix) goto oom;
     ix->max_ep = c.max_endpoints;
     ix->words = (c.max_endpoints + 63) / 64;
-    ix->stride = 1 + 3 * ix->words;
+    ix->stride = 1 + ix->words;
     ix->capacity = (uint32_t)c.capacity;
     for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
     ix->free_blk = ix->mru = ix->lru = NIL;
@@ -508,6 +530,8 @@ void kvindex_free(kvindex *ix)
     free(ix->btab.b);
     free(ix->etab.b);
     free(ix->rec);
+    free(ix->side);
+    free(ix->nongpu);
     free(ix->link);
     free(ix->em);
     free(ix);
@@ -637,6 +661,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         if (!(*word & bit)) {
             *word |= bit;
             ix->entries++;
+            if (tier != KVTIER_GPU) ix->nongpu[b / 64] |= 1ULL << (b % 64);
         }
         if (!n_engine) continue;
         size_t g = (size_t)((unsigned __int128)i * n_engine / n);
@@ -703,6 +728,7 @@ size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine
             if (!(*word & bit)) continue;
             *word &= ~bit;
             ix->entries--;
+            if (tier != KVTIER_GPU) side_changed(ix, b);
             removed++;
             if (slot_holds(ix, b, slot)) continue;
             /* The slot lost its last tier: its mappings to b go, and the table may have
@@ -718,17 +744,18 @@ out:
 }
 
 /* Adds each endpoint set in dev its best tier weight minus the gpu weight (kept in
- * out[].score until the end); endpoints at exactly the gpu weight never get here. */
-static void adjust_scores(const kvindex *ix, const uint64_t *r, uint32_t w, uint64_t dev, kvindex_match *out)
+ * out[].score until the end); endpoints at exactly the gpu weight never get here.
+ * tiers[t] is tier t's bitmap word w of the block. */
+static void adjust_scores(const kvindex *ix, const uint64_t tiers[KVTIER_COUNT], uint32_t w, uint64_t dev,
+                          kvindex_match *out)
 {
-    uint32_t W = ix->words;
     while (dev) {
         unsigned bitno = (unsigned)__builtin_ctzll(dev);
         uint64_t bit = 1ULL << bitno;
         dev &= dev - 1;
         float best = 0;
         for (int t = 0; t < KVTIER_COUNT; t++)
-            if ((r[t * W + w] & bit) && ix->weight[t] > best) best = ix->weight[t];
+            if ((tiers[t] & bit) && ix->weight[t] > best) best = ix->weight[t];
         out[w * 64 + bitno].score += best - ix->weight[KVTIER_GPU];
     }
 }
@@ -752,11 +779,16 @@ static inline uint32_t blk_candidate(const kvindex *ix, uint64_t h)
     }
 }
 
+static inline void prefetch_span(const void *p, size_t bytes)
+{
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off);
+    __builtin_prefetch((const char *)p + bytes - 1);
+}
+
 static inline void prefetch_record(const kvindex *ix, uint32_t b)
 {
-    const char *r = (const char *)rec_of(ix, b);
-    for (size_t off = 0; off < (size_t)ix->stride * 8; off += 64) __builtin_prefetch(r + off);
-    __builtin_prefetch(r + (size_t)ix->stride * 8 - 1);
+    prefetch_span(rec_of(ix, b), (size_t)ix->stride * 8);
+    if (has_side(ix, b)) prefetch_span(side_of(ix, b), (size_t)ix->words * 16);
 }
 
 uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvindex_match *out)
@@ -801,18 +833,20 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
         if (b == NIL) break;
         uint64_t any = 0;
-        const uint64_t *r = rec_of(ix, b) + 1;
+        const uint64_t *g = rec_of(ix, b) + 1;
+        const uint64_t *side = has_side(ix, b) ? side_of(ix, b) : NULL;
         for (uint32_t w = 0; w < W; w++) {
-            uint64_t held = r[w] | r[W + w] | r[2 * W + w];
+            uint64_t tiers[KVTIER_COUNT] = {g[w], side ? side[w] : 0, side ? side[W + w] : 0};
+            uint64_t held = tiers[0] | tiers[1] | tiers[2];
             uint64_t prev = j ? alive[w] : held;
             uint64_t now = prev & held;
             set_blocks(w, prev & ~now, (uint32_t)j, out);
             alive[w] = now;
             any |= now;
-            uint64_t ok = (r[w] & same[0]) | (r[W + w] & same[1]) | (r[2 * W + w] & same[2]);
-            uint64_t up = (r[w] & heavier[0]) | (r[W + w] & heavier[1]) | (r[2 * W + w] & heavier[2]);
+            uint64_t ok = (tiers[0] & same[0]) | (tiers[1] & same[1]) | (tiers[2] & same[2]);
+            uint64_t up = (tiers[0] & heavier[0]) | (tiers[1] & heavier[1]) | (tiers[2] & heavier[2]);
             uint64_t dev = now & (~ok | up);
-            if (dev) adjust_scores(ix, r, w, dev, out);
+            if (dev) adjust_scores(ix, tiers, w, dev, out);
         }
         if (!any) {
             done = true;
@@ -836,7 +870,8 @@ void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
     out->blocks = ix->n_blk;
     out->entries = ix->entries;
     out->engine_keys = ix->n_em;
-    size_t bytes = sizeof *ix + (size_t)ix->cap_blk * (ix->stride * 8 + sizeof *ix->link) +
+    size_t bytes = sizeof *ix + (size_t)ix->cap_blk * (ix->stride * 8 + ix->words * 16 + sizeof *ix->link) +
+                   ((size_t)ix->cap_blk + 63) / 64 * 8 +
                    (size_t)ix->cap_em * sizeof *ix->em + ((size_t)1 << ix->btab.bits) * sizeof(bucket) +
                    ((size_t)1 << ix->etab.bits) * sizeof(bucket) + ((size_t)1 << ix->ntab.bits) * sizeof(bucket) +
                    ix->max_ep * sizeof *ix->names;
