@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <math.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +54,7 @@ static int close_data(FILE *f, const char *path, kv_err *err)
 
 static double ms(const stats_block *b, int key)
 {
-    return b->valid ? 1000 * b->v[key] : 0.0 / 0.0;
+    return b->valid ? 1000 * b->v[key] : NAN; /* gnuplot skips "nan" */
 }
 
 static int cmp_by_rate(const void *a, const void *b)
