@@ -5,6 +5,19 @@
  * both, with the kvEventsConfig settings, to the drivers as the "kvsource" service: the
  * live ingester and the simulator feed events into that index with those keys.
  *
+ * Parameters (llm-d's, plus two of kvroute's):
+ *   tokenProcessorConfig{blockSize | blockSizeTokens (16), hashSeed (""), hashAlgorithm
+ *     ("xxh64" | "fnv64a-cbor", default xxh64)};
+ *   indexerConfig{kvBlockIndexConfig{inMemoryConfig{size}} -> index capacity,
+ *     kvBlockScorerConfig{backendConfigs[]{name, weight}} -> tier weights,
+ *     tokenizersPoolConfig (accepted: requests arrive as token ids),
+ *     speculativeIndexing (ignored with a warning, as llm-d ignores it there)};
+ *   backendConfigs[] (same as above, top level); kvEventsConfig{zmqEndpoint, topicFilter,
+ *     concurrency, discoverPods, socketPort, podDiscoveryConfig{labelSelector,
+ *     podNamespace, socketPort}} -> sched_kvsource.events for the ingester;
+ *   normalization (kvroute: "matched-total" | "minmax"); maxEndpoints (kvroute: index
+ *     slots, default 256, at most 4096).
+ *
  * Raw score: kvindex_lookup's tier-weighted count of leading blocks (gpu 1.0, cpu 0.8 by
  * default). Normalisation, parameter `normalization`:
  *   "matched-total" (default): raw / number of request blocks, as llm-d-router after
