@@ -1,0 +1,67 @@
+/* records: what the simulator measured, in the shapes the report writers consume.
+ * Produced by the cluster driver (sim/cluster.c), read by sim/report.c (inference-perf
+ * JSON, llm-d benchmark report), sim/simdb.c (SQLite) and sim/plots.c (gnuplot).
+ * Times are integer microseconds of simulated time (sim_time); writers convert to
+ * seconds. Ownership: a sim_run owns its arrays; writers only read. */
+#ifndef KVROUTE_SIM_RECORDS_H
+#define KVROUTE_SIM_RECORDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int64_t sim_time;              /* microseconds */
+#define SIM_US_PER_S 1000000LL
+
+typedef struct sim_request_record {
+    uint64_t id;                       /* 0.. in arrival order within the run */
+    int stage;                         /* load stage index */
+    sim_time t_scheduled;              /* when the load generator meant to send it */
+    sim_time t_start;                  /* sent (inference-perf start_time) */
+    sim_time t_first_token;            /* first streamed event (TTFT = this - t_start) */
+    sim_time t_end;                    /* response fully read (E) */
+    uint32_t prompt_tokens;
+    uint32_t output_tokens;
+    uint32_t cached_tokens;            /* prefix-cache hit tokens at (first) admission */
+    uint32_t preemptions;
+    int endpoint;                      /* replica index the router chose */
+    bool failed;
+    /* Timestamps of every streamed event, [DONE] included (inference-perf appends one
+     * per SSE event): token_times[0..n_token_times) in microseconds. */
+    const sim_time *token_times;
+    uint32_t n_token_times;
+    uint32_t prefix_group;             /* shared_prefix group (or UINT32_MAX) */
+} sim_request_record;
+
+typedef struct sim_stage_info {
+    int index;
+    double rate;                       /* requested rate (req/s); 0 for concurrent */
+    double duration_s;                 /* configured duration */
+    int concurrency;                   /* concurrent load type; 0 otherwise */
+    uint32_t num_requests;
+    sim_time t_begin, t_end;           /* first send, last completion */
+} sim_stage_info;
+
+/* Per-server time series sample, taken at each scrape interval. */
+typedef struct sim_server_sample {
+    sim_time t;
+    int server;
+    int waiting, running;
+    double kv_usage;                   /* 0..1 */
+    double hit_rate;                   /* prefix-cache hit tokens / prompt tokens, over the interval */
+    uint64_t preemptions;              /* cumulative */
+} sim_server_sample;
+
+/* One router's run over the scenario's workload. */
+typedef struct sim_run {
+    const char *router;                /* router name from the scenario */
+    const char *config_path;           /* EndpointPickerConfig file or preset used */
+    sim_request_record *requests; size_t n_requests;
+    sim_stage_info *stages; size_t n_stages;
+    sim_server_sample *samples; size_t n_samples;
+    uint64_t events_delivered;         /* KV events that reached the router's index */
+    double wall_seconds;               /* host time the run took (not written to outputs
+                                        * that must be byte-identical) */
+} sim_run;
+
+#endif
