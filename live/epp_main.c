@@ -4,13 +4,12 @@
  * cleanly. Start-up fails fast, exit status 2, with one precise message: a bad flag or
  * config (file:line:col from the loader), a busy port, a missing certificate.
  *
- * Endpoints come from --endpoints ip:port,... (a static set; each named after its
- * address). Flags of features this binary does not have (Kubernetes discovery via
+ * Endpoints come from --endpoints ip:port,... or a file of them (live/endpoints.h, a
+ * static set; each named after its address). Flags of features this binary does not have (Kubernetes discovery via
  * --pool-name/--endpoint-selector) are refused at start-up rather than silently
  * ignored. --decision-log FILE records every decision in SQLite (live/decisionlog.h).
- * Logs are JSON lines on stderr, zap-style, so llm-d users' greps keep working. */
+ * Logs are zap-shaped JSON lines on stderr (live/log.h), so llm-d users' greps keep working. */
 #include <errno.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,15 +18,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "decisionlog.h"
 #include "extproc.h"
+#include "endpoints.h"
 #include "health.h"
+#include "log.h"
 #include "scheduler.h"
 #include "tls.h"
-
-#define MAX_ENDPOINTS 4096
 
 typedef struct opts {
     const char *config_file;
@@ -43,38 +43,7 @@ typedef struct opts {
     int tokenize_timeout_ms;
 } opts;
 
-/* ---- log lines ------------------------------------------------------------------------------ */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void log_line(void *ctx, const char *line)
-{
-    pthread_mutex_lock(&log_mu);
-    fputs(line, stderr);
-    fputc('\n', stderr);
-    fflush(stderr);
-    pthread_mutex_unlock(&log_mu);
-}
-
-static void logf_(const char *level, const char *msg, const char *key, const char *value)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    json_t *o = json_object();
-    json_object_set_new(o, "level", json_string(level));
-    json_object_set_new(o, "ts", json_real(ts.tv_sec + ts.tv_nsec * 1e-9));
-    json_object_set_new(o, "caller", json_string("epp/main"));
-    json_object_set_new(o, "msg", json_string(msg));
-    if (key)
-        json_object_set_new(o, key, json_string(value));
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (s)
-        log_line(NULL, s);
-    free(s);
-}
-
-static void on_warn(void *ctx, const char *msg) { logf_("info", "config warning", "warning", msg); }
+static void on_warn(void *ctx, const char *msg) { LOG_W("config warning", "{s:s}", "warning", msg); }
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -202,63 +171,6 @@ static int parse_flags(int argc, char **argv, opts *o)
     return 0;
 }
 
-/* ---- static endpoint pool ---------------------------------------------------------------------- */
-
-typedef struct pool {
-    pthread_mutex_t mu;
-    sched_endpoint eps[MAX_ENDPOINTS];
-    sched_endpoint *ptrs[MAX_ENDPOINTS];
-    char *names[MAX_ENDPOINTS];
-    size_t n;
-} pool;
-
-static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
-{
-    pool *p = ctx;
-    pthread_mutex_lock(&p->mu);
-    *eps = p->ptrs;
-    return p->n;
-}
-
-static void pool_release(void *ctx) { pthread_mutex_unlock(&((pool *)ctx)->mu); }
-
-static int pool_parse(pool *p, const char *list)
-{
-    const char *s = list;
-    while (*s) {
-        size_t len = strcspn(s, ",");
-        if (len) {
-            char *name = strndup(s, len);
-            const char *colon = strrchr(name, ':');
-            char *end;
-            long port = colon ? strtol(colon + 1, &end, 10) : 0;
-            if (!colon || colon == name || !colon[1] || *end || port < 1 || port > 65535) {
-                int rc = fail("--endpoints: '%s' is not ip:port", name);
-                free(name);
-                return rc;
-            }
-            for (size_t i = 0; i < p->n; i++)
-                if (!strcmp(p->names[i], name)) {
-                    int rc = fail("--endpoints: '%s' is listed twice", name);
-                    free(name);
-                    return rc;
-                }
-            if (p->n == MAX_ENDPOINTS) {
-                free(name);
-                return fail("--endpoints: more than %d endpoints", MAX_ENDPOINTS);
-            }
-            p->names[p->n] = name;
-            p->eps[p->n] = (sched_endpoint){.id = (uint32_t)p->n, .name = name, .pod = name, .ns = ""};
-            p->ptrs[p->n] = &p->eps[p->n];
-            p->n++;
-        }
-        s += len + (s[len] == ',');
-    }
-    if (!p->n)
-        return fail("--endpoints: no endpoint given");
-    return 0;
-}
-
 /* ---- main --------------------------------------------------------------------------------------- */
 
 static double mono_now(void *ctx)
@@ -274,7 +186,7 @@ static void on_decision(void *ctx, const extproc_decision *d)
 {
     kv_err err = {0};
     if (decisionlog_add(ctx, d->trace, d->result, &err) != KV_OK)
-        logf_("error", "decision log write failed", "error", err.msg);
+        LOG_E("decision log write failed", "{s:s}", "error", err.msg);
 }
 
 int main(int argc, char **argv)
@@ -283,40 +195,38 @@ int main(int argc, char **argv)
     int rc = parse_flags(argc, argv, &o);
     if (rc)
         return rc;
-    static pool p;
-    pthread_mutex_init(&p.mu, NULL);
-    if ((rc = pool_parse(&p, o.endpoints)))
-        return rc;
-
+    log_setup(o.verbosity, NULL, NULL);
     kv_err err = {0};
-    epc_config *cfg = epc_load_file(o.config_file, &err);
-    if (!cfg)
-        return fail("%s", err.msg);
+    epset *eps = NULL;
+    epc_config *cfg = NULL;
+    sched *s = NULL;
+    decisionlog *dl = NULL;
+    tls_pem pem = {0};
+    extproc_server *xs = NULL;
+    health_server *hs = NULL;
+    rc = 2;
+
+    if (!(eps = epset_new(0, NULL, NULL, &err)))
+        goto out;
+    /* --endpoints takes the list itself or a file holding it */
+    if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
+                                         : epset_parse_list(eps, o.endpoints, "--endpoints", &err)) != KV_OK)
+        goto out;
+    if (epset_count(eps) == 0) {
+        kv_err_set(&err, KV_EINVAL, "--endpoints: no endpoint given");
+        goto out;
+    }
+    if (!(cfg = epc_load_file(o.config_file, &err)))
+        goto out;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = mono_now, .warn = on_warn};
-    sched *s = sched_new(cfg, &env, &err);
-    if (!s) {
-        epc_free(cfg);
-        return fail("%s", err.msg);
-    }
-
-    decisionlog *dl = NULL;
-    if (o.decision_log && !(dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err))) {
-        sched_free(s);
-        epc_free(cfg);
-        return fail("%s", err.msg);
-    }
-    tls_pem pem = {0};
-    if (o.secure) {
-        rc = o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err);
-        if (rc != KV_OK) {
-            decisionlog_close(dl);
-            sched_free(s);
-            epc_free(cfg);
-            return fail("%s", err.msg);
-        }
-    }
+    if (!(s = sched_new(cfg, &env, &err)))
+        goto out;
+    if (o.decision_log && !(dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err)))
+        goto out;
+    if (o.secure && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))
+        goto out;
 
     /* Signals are taken synchronously by main; every thread started below inherits the mask. */
     sigset_t sigs;
@@ -325,54 +235,47 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    char addr[64];
+    char addr[64], haddr[64];
     snprintf(addr, sizeof addr, "0.0.0.0:%d", o.grpc_port);
+    snprintf(haddr, sizeof haddr, "0.0.0.0:%d", o.health_port);
     extproc_config xc = {
         .addr = addr,
         .cert_pem = pem.cert,
         .key_pem = pem.key,
         .sched = s,
-        .pool = {pool_acquire, pool_release, &p},
+        .pool = {epset_acquire, epset_release, eps},
         .threads = o.threads,
         .tokenize_timeout_ms = o.tokenize_timeout_ms,
-        .verbosity = o.verbosity,
-        .log = log_line,
         .trace_decisions = dl != NULL,
         .on_decision = dl ? on_decision : NULL,
         .hook_ctx = dl,
     };
-    extproc_server *xs = extproc_start(&xc, &err);
-    health_server *hs = NULL;
-    if (xs) {
-        char haddr[64];
-        snprintf(haddr, sizeof haddr, "0.0.0.0:%d", o.health_port);
-        hs = health_start(haddr, always_ready, NULL, &err);
-    }
-    if (!xs || !hs) {
-        extproc_stop(xs);
-        decisionlog_close(dl);
-        tls_pem_free(&pem);
-        sched_free(s);
-        epc_free(cfg);
-        return fail("%s", err.msg);
-    }
+    if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, always_ready, NULL, &err)))
+        goto out;
     char ports[160];
     snprintf(ports, sizeof ports, "grpc=%d health=%d tls=%s endpoints=%zu", extproc_port(xs), health_port(hs),
-             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", p.n);
-    logf_("info", "EPP started", "listening", ports);
-    logf_("info", "Prometheus metrics are not exported by this build", "metrics-port", "unused");
+             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
+    LOG_I("EPP started", "{s:s}", "listening", ports);
+    LOG_I("Prometheus metrics are not exported by this build", "{s:i}", "metrics-port", o.metrics_port);
 
     int sig = 0;
     sigwait(&sigs, &sig);
-    logf_("info", "Shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    LOG_I("Shutting down", "{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    rc = 0;
+out:
+    if (rc)
+        fail("%s", err.msg);
     health_stop(hs);
     extproc_stop(xs);
     decisionlog_close(dl);
     tls_pem_free(&pem);
-    sched_free(s);
-    epc_free(cfg);
-    for (size_t i = 0; i < p.n; i++)
-        free(p.names[i]);
-    logf_("info", "EPP stopped", NULL, NULL);
-    return 0;
+    if (s)
+        sched_free(s);
+    if (cfg)
+        epc_free(cfg);
+    if (eps)
+        epset_free(eps);
+    if (!rc)
+        LOG_I("EPP stopped", NULL);
+    return rc;
 }

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "ext_proc.pb-c.h"
+#include "log.h"
 #include "openai_body.h"
 #include "tokenize.h"
 
@@ -137,13 +138,6 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static double wall_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 #define STAT_ADD(s, field, v)                 \
     do {                                      \
         pthread_mutex_lock(&(s)->mu);         \
@@ -153,47 +147,17 @@ static double wall_s(void)
 
 /* ---- logging ------------------------------------------------------------------------ */
 
-static void log_json(extproc_server *s, json_t *o)
-{
-    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!line)
-        return;
-    if (s->cfg.log)
-        s->cfg.log(s->cfg.log_ctx, line);
-    else
-        fprintf(stderr, "%s\n", line);
-    free(line);
-}
-
-static json_t *log_head(const char *level, const char *caller, const char *msg)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "level", json_string(level));
-    json_object_set_new(o, "ts", json_real(wall_s()));
-    json_object_set_new(o, "caller", json_string(caller));
-    json_object_set_new(o, "msg", json_string(msg));
-    return o;
-}
-
 /* llm-d's V(4) line, field for field, so `grep "Calculated score"` works unchanged. */
-static void log_scores(extproc_server *s, const stream *st, const sched_trace *t)
+static void log_scores(const stream *st, const sched_trace *t)
 {
+    char plugin[256];
     for (size_t i = 0; i < t->n_scores; i++) {
         const sched_trace_score *sc = &t->scores[i];
-        json_t *o = log_head("Level(-4)", "framework/scheduler_profile.go:165", "Calculated score");
-        json_object_set_new(o, "x-request-id", json_string(st->request_id));
-        json_object_set_new(o, "incomingModelName", json_string(st->sreq.model));
-        json_object_set_new(o, "targetModelName", json_string(st->sreq.model));
-        char plugin[256];
         snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
-        json_object_set_new(o, "plugin", json_string(plugin));
-        json_t *ep = json_object();
-        json_object_set_new(ep, "name", json_string(sc->ep->pod ? sc->ep->pod : sc->ep->name));
-        json_object_set_new(ep, "namespace", json_string(sc->ep->ns ? sc->ep->ns : ""));
-        json_object_set_new(o, "endpoint", ep);
-        json_object_set_new(o, "score", json_real(sc->score));
-        log_json(s, o);
+        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", st->request_id,
+              "incomingModelName", st->sreq.model, "targetModelName", st->sreq.model, "plugin", plugin, "endpoint",
+              "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
+              sc->score);
     }
 }
 
@@ -331,13 +295,8 @@ static void reply_error(stream *st, int status, const char *msg)
     else
         s->stats.errors_500++;
     pthread_mutex_unlock(&s->mu);
-    if (s->cfg.verbosity >= 2) {
-        json_t *o = log_head("info", "handlers/server.go", "Request rejected");
-        json_object_set_new(o, "x-request-id", json_string(st->request_id ? st->request_id : ""));
-        json_object_set_new(o, "status", json_integer(status));
-        json_object_set_new(o, "error", json_stringn(body, (size_t)len));
-        log_json(s, o);
-    }
+    LOG_V(2, "Request rejected", "{s:s, s:i, s:s%}", "x-request-id", st->request_id ? st->request_id : "", "status",
+          status, "error", body, (size_t)len);
 }
 
 /* {"envoy.lb": {"x-gateway-destination-endpoint": target}} */
@@ -631,13 +590,9 @@ static bool tokenize(stream *st)
     const oai_request *r = &st->oreq;
     int rc = tokenize_vllm(ep, r->model, r->prompt, r->prompt_len, r->chat ? r->messages_json : NULL, timeout,
                            &st->tok, &st->n_tok, &e);
-    if (rc != KV_OK && s->cfg.verbosity >= 2) {
-        json_t *o = log_head("info", "requestcontrol/tokenize.go", "Tokenization failed, scoring by prefix text");
-        json_object_set_new(o, "x-request-id", json_string(st->request_id));
-        json_object_set_new(o, "endpoint", json_string(ep));
-        json_object_set_new(o, "error", json_string(e.msg));
-        log_json(s, o);
-    }
+    if (rc != KV_OK)
+        LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", st->request_id,
+              "endpoint", ep, "error", e.msg);
     free(ep);
     if (rc == KV_OK)
         STAT_ADD(s, tokenize_ok, 1);
@@ -672,7 +627,7 @@ static void route(stream *st)
         .output_tokens_hint = r->max_tokens,
     };
 
-    bool verbose = s->cfg.verbosity >= 4, tracing = verbose || s->cfg.trace_decisions;
+    bool verbose = log_enabled(4), tracing = verbose || s->cfg.trace_decisions;
     const extproc_pool *pool = &s->cfg.pool;
     pthread_mutex_lock(&s->sched_mu);
     sched_endpoint *const *eps;
@@ -706,7 +661,7 @@ static void route(stream *st)
             sched_pre_request(s->cfg.sched, &st->sreq, &res);
             st->pre_requested = true;
             if (verbose)
-                log_scores(s, st, &s->trace);
+                log_scores(st, &s->trace);
             if (s->cfg.on_decision) {
                 extproc_decision d = {st->request_id, r->model, st->target, res.profile, st->sreq.n_tokens,
                                       tok_failed, dt, &res, tracing ? &s->trace : NULL};
@@ -738,14 +693,8 @@ static void route(stream *st)
     reply_route(st, true);
     if (!st->req_buffered) /* in buffered mode Envoy forwards its own copy */
         reply_chunks(st, true, st->body, st->body_len, true);
-    if (s->cfg.verbosity >= 3) {
-        json_t *o = log_head("Level(-3)", "handlers/server.go", "Request handled");
-        json_object_set_new(o, "x-request-id", json_string(st->request_id));
-        json_object_set_new(o, "model", json_string(r->model));
-        json_object_set_new(o, "endpoint", json_string(st->target));
-        json_object_set_new(o, "tokens", json_integer((json_int_t)st->sreq.n_tokens));
-        log_json(s, o);
-    }
+    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:I}", "x-request-id", st->request_id, "model", r->model, "endpoint",
+          st->target, "tokens", (json_int_t)st->sreq.n_tokens);
     st->body_len = 0; /* the buffer now serves the response */
 }
 

@@ -20,6 +20,8 @@
  * single-threaded); endpoints are borrowed from the pool between acquire and release,
  * which the pool implements with its own lock (taken after the server's lock). Text
  * prompts are tokenised with no lock held. All callbacks may run on any worker thread.
+ * Logs go through live/log.h: V(4) gives llm-d's "Calculated score" line per scorer per
+ * endpoint, V(3) "Request handled", V(2) rejected requests and tokenisation fallbacks.
  * Ownership: the config's sched, pool and strings must outlive the server. */
 #ifndef KVROUTE_EXTPROC_H
 #define KVROUTE_EXTPROC_H
@@ -73,11 +75,7 @@ typedef struct extproc_config {
     int threads;                  /* completion-queue workers; 0 = 4 */
     int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */
     size_t max_body;              /* request/response bytes buffered per stream; 0 = 64 MiB */
-    int verbosity;                /* >= 4: "Calculated score" lines; >= 3: "Request handled" */
-    bool trace_decisions;         /* trace every decision for on_decision (verbosity >= 4 does too) */
-    /* Receives each JSON log line (no newline); NULL writes them to stderr. */
-    void (*log)(void *ctx, const char *line);
-    void *log_ctx;
+    bool trace_decisions;         /* trace every decision for on_decision (log V(4) does too) */
     /* Called under the scheduler lock, right after the decision: keep it short. */
     void (*on_decision)(void *ctx, const extproc_decision *d);   /* optional */
     void (*on_complete)(void *ctx, const extproc_completion *c); /* optional */

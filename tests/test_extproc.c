@@ -23,6 +23,7 @@
 #include "extproc.h"
 #include "support/extproc_client.h"
 #include "health.h"
+#include "log.h"
 #include "support/sched_fixture.h"
 #include "tls.h"
 
@@ -118,15 +119,13 @@ static env *env_new_dl(bool tls, int tokenize_timeout_ms, const char *ep0_name, 
         .pool = {pool_acquire, pool_release, e},
         .threads = 3,
         .tokenize_timeout_ms = tokenize_timeout_ms,
-        .verbosity = 4,
-        .log = on_log,
-        .log_ctx = e,
         .on_complete = on_complete,
         .on_decision = on_decision,
         .trace_decisions = dl != NULL,
         .hook_ctx = e,
     };
     e->dl = dl;
+    log_setup(4, on_log, e); /* process-wide: set before this env's server starts */
     if (tls) {
         kv_err err = {0};
         assert_int_equal(tls_self_signed("epp.test", &e->pem, &err), KV_OK);
@@ -152,6 +151,7 @@ static void env_free(env *e)
 {
     xpc_disconnect(e->cli);
     extproc_stop(e->srv);
+    log_setup(0, NULL, NULL);
     fx_free(e->f);
     tls_pem_free(&e->pem);
     free(e->log);
@@ -330,7 +330,7 @@ static void test_routes_to_cache_holder(void **state)
                                    "\"targetModelName\":\"m\",\"plugin\":\"precise-prefix-cache-scorer/"
                                    "precise-prefix-cache-scorer\",\"endpoint\":{\"name\":\"10.0.0.3:8000\","
                                    "\"namespace\":\"\"},\"score\":1.0}"));
-    assert_non_null(strstr(e->log, "{\"level\":\"Level(-4)\",\"ts\":"));
+    assert_non_null(strstr(e->log, "{\"level\":\"Level(-4)\",\"ts\":\""));
     size_t lines = 0;
     for (const char *p = e->log; (p = strstr(p, "Calculated score")); p++)
         lines++;
