@@ -290,6 +290,46 @@ static void test_bad_parameters_rejected_at_build(void **state)
     }
 }
 
+/* Every truncation and many one-byte corruptions of the guide's file either load (and
+ * then build or fail with a message) or fail with a positioned message; none crashes or
+ * leaks (ASan). */
+static void test_mutated_guide_never_crashes(void **state)
+{
+    FILE *f = fopen(D "guide-precise.yaml", "rb");
+    assert_non_null(f);
+    char text[4096];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    static const char subst[] = {':', '-', '{', '}', '[', ' ', '\n', 'x', '"', '#', '&', '*', '\0'};
+    int loaded = 0, rejected = 0;
+    for (size_t cut = 0; cut <= n; cut++) {
+        for (size_t k = 0; k <= sizeof subst; k++) {
+            char buf[4096];
+            memcpy(buf, text, n);
+            size_t len = cut;
+            if (k < sizeof subst) { /* corrupt one byte, keep the length */
+                buf[cut < n ? cut : n - 1] = subst[k];
+                len = n;
+            }
+            kv_err err = {0};
+            epc_config *c = epc_load_string(buf, len, "m.yaml", &err);
+            if (!c) {
+                assert_true(err.code < 0);
+                assert_true(err.msg[0] != 0);
+                rejected++;
+                continue;
+            }
+            loaded++;
+            sched *s = sched_new(c, &(sched_env){.seed = 1}, &err);
+            if (!s)
+                assert_true(err.msg[0] != 0);
+            sched_free(s);
+            epc_free(c);
+        }
+    }
+    assert_true(loaded > 0 && rejected > 0);
+}
+
 static void test_missing_file(void **state)
 {
     kv_err err = {0};
@@ -309,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_unknown_parameters_warn),
         cmocka_unit_test(test_bad_files_rejected_with_position),
         cmocka_unit_test(test_bad_parameters_rejected_at_build),
+        cmocka_unit_test(test_mutated_guide_never_crashes),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
