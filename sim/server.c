@@ -105,9 +105,15 @@ uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i)
     return (uint32_t)(mix64(mix64(r->id) ^ i) % (uint64_t)s->cfg.model->vocab);
 }
 
-static uint32_t token_at(const simsrv *s, const simsrv_req *r, uint32_t pos)
+/* Writes tokens [pos, pos + n) of r's prompt-then-output sequence to out. */
+static void tokens_at(const simsrv *s, const simsrv_req *r, uint32_t pos, uint32_t n, uint32_t *out)
 {
-    return pos < r->n_prompt ? r->tokens[pos] : simsrv_output_token(s, r, pos - r->n_prompt);
+    uint32_t k = 0;
+    if (pos < r->n_prompt) {
+        k = r->n_prompt - pos < n ? r->n_prompt - pos : n;
+        memcpy(out, r->tokens + pos, k * sizeof *out);
+    }
+    for (; k < n; k++) out[k] = simsrv_output_token(s, r, pos + k - r->n_prompt);
 }
 
 static uint32_t num_tokens(const simsrv_req *r)
@@ -313,7 +319,7 @@ static void hash_known_blocks(simsrv *s, simsrv_req *r)
     while (st->n_hashes < full) {
         uint32_t b = st->n_hashes;
         uint64_t parent = b ? st->hashes[b - 1] : s->root;
-        for (uint32_t k = 0; k < s->bs; k++) s->tmp_tokens[k] = token_at(s, r, b * s->bs + k);
+        tokens_at(s, r, b * s->bs, s->bs, s->tmp_tokens);
         blockkeys_compute(&s->keys, parent, s->tmp_tokens, s->bs, NULL, 0, NULL, &st->hashes[b], 1);
         st->n_hashes++;
     }
@@ -396,8 +402,9 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     for (uint32_t b = first; b < full; b++) {
         bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
         s->ev_hashes.v[s->ev_hashes.n++] = st->hashes[b];
-        for (uint32_t k = 0; k < s->bs; k++) s->ev_tokens.v[s->ev_tokens.n++] = token_at(s, r, b * s->bs + k);
     }
+    tokens_at(s, r, first * s->bs, (uint32_t)e.n_tokens, s->ev_tokens.v + s->ev_tokens.n);
+    s->ev_tokens.n += e.n_tokens;
     st->n_cached = full;
     s->m.blocks_stored += full - first;
     return KV_OK;
