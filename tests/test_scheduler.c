@@ -249,6 +249,66 @@ static void test_two_precise_scorers_agree(void **state)
     world_close(&w);
 }
 
+static double clamp01(double v) { return v > 1 ? 1 : v >= 0 ? v : 0; }
+
+/* An independent model of the profile run: random metrics (some out of range) through
+ * four load scorers with float weights; the trace must hold the formulas' clamped values
+ * and the sums, and max-score-picker must return an endpoint with the largest sum. */
+static void test_profile_matches_reference_model(void **state)
+{
+    world w;
+    world_open(&w,
+               "plugins:\n- type: kv-cache-utilization-scorer\n- type: queue-scorer\n"
+               "- type: running-requests-size-scorer\n- type: load-aware-scorer\n  parameters: {threshold: 10}\n"
+               "schedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: kv-cache-utilization-scorer, weight: 1.5}\n"
+               "  - {pluginRef: queue-scorer, weight: 0.25}\n  - {pluginRef: running-requests-size-scorer, weight: 2}\n"
+               "  - {pluginRef: load-aware-scorer, weight: 3}\n",
+               99);
+    const double wt[4] = {1.5, 0.25, 2, 3};
+    uint64_t rng = 7;
+    sched_trace tr = {0};
+    for (int trial = 0; trial < 300; trial++) {
+        size_t n = 1 + trial % 6;
+        for (size_t i = 0; i < n; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            w.ep[i].m.kv_usage = (double)((rng >> 33) % 1400) / 1000.0 - 0.2; /* -0.2 .. 1.2 */
+            w.ep[i].m.waiting = (int)((rng >> 20) % 14);
+            w.ep[i].m.running = (int)((rng >> 8) % 5);
+        }
+        double ref[6][4], total[6], best = -1;
+        double qlo = 1e9, qhi = -1, rlo = 1e9, rhi = -1;
+        for (size_t i = 0; i < n; i++) {
+            qlo = fmin(qlo, w.ep[i].m.waiting), qhi = fmax(qhi, w.ep[i].m.waiting);
+            rlo = fmin(rlo, w.ep[i].m.running), rhi = fmax(rhi, w.ep[i].m.running);
+        }
+        for (size_t i = 0; i < n; i++) {
+            double q = w.ep[i].m.waiting, rr = w.ep[i].m.running;
+            ref[i][0] = clamp01(1 - w.ep[i].m.kv_usage);
+            ref[i][1] = qhi == qlo ? 1 : (qhi - q) / (qhi - qlo);
+            ref[i][2] = rhi == rlo ? 1 : (rhi - rr) / (rhi - rlo);
+            ref[i][3] = q == 0 ? 0.5 : 0.5 * (1 - fmin(q, 10) / 10);
+            total[i] = 0;
+            for (int k = 0; k < 4; k++)
+                total[i] += ref[i][k] * wt[k];
+            best = fmax(best, total[i]);
+        }
+        sched_result res;
+        kv_err err;
+        assert_int_equal(sched_schedule(w.s, &req, w.eps, n, &res, &tr, &err), KV_OK);
+        assert_int_equal(tr.n_scores, 4 * n);
+        for (size_t j = 0; j < tr.n_scores; j++) {
+            size_t i = (size_t)(tr.scores[j].ep - w.ep), k = j / n;
+            assert_true(fabs(tr.scores[j].score - ref[i][k]) < 1e-12);
+            assert_true(tr.scores[j].weight == wt[k]);
+        }
+        for (size_t j = 0; j < tr.n_totals; j++)
+            assert_true(fabs(tr.totals[j].score - total[tr.totals[j].ep - w.ep]) < 1e-9);
+        assert_true(fabs(total[res.targets[0] - w.ep] - best) < 1e-9);
+    }
+    sched_trace_free(&tr);
+    world_close(&w);
+}
+
 /* llm-d's P/D: decode first, prefill only when the decode pod lacks enough of the prompt. */
 static void test_pd_profile_handler(void **state)
 {
@@ -315,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_views_and_lookups),
         cmocka_unit_test(test_two_precise_scorers_agree),
         cmocka_unit_test(test_pd_profile_handler),
+        cmocka_unit_test(test_profile_matches_reference_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
