@@ -190,11 +190,13 @@ static uint64_t be_read(const uint8_t *p, size_t n)
     return v;
 }
 
-static int truncated(kvev_decoder *d, size_t at, uint64_t want, size_t have, const char *what)
+/* A declared length (unit: "bytes" or "elements") beyond the input: truncation, or an
+ * absurd length when no payload we accept could hold it. */
+static int truncated(kvev_decoder *d, size_t at, uint64_t want, size_t have, const char *what, const char *unit)
 {
     kvev_reason r = want > d->max_payload ? KVEV_ERR_LENGTH : KVEV_ERR_TRUNCATED;
-    return fail(d, r, "%s at offset %zu declares %llu %s, %zu bytes remain", what, at, (unsigned long long)want,
-                strcmp(what, "value") == 0 ? "bytes" : "elements", have);
+    return fail(d, r, "%s at offset %zu declares %llu %s, %zu bytes remain", what, at, (unsigned long long)want, unit,
+                have);
 }
 
 /* Reads one value head at the cursor. A container's elements each need at least one
@@ -237,7 +239,7 @@ static int mp_next(kvev_decoder *d, mp_val *v)
     case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: v->kind = MP_EXT, fixed = 1u << (t - 0xd4), typeb = 1; goto blob;
     case 0xca: case 0xcb: {
         size_t n = t == 0xca ? 4 : 8;
-        if (left < n) return truncated(d, at, n, left, "value");
+        if (left < n) return truncated(d, at, n, left, "value", "bytes");
         uint64_t bits = be_read(p + 1, n);
         if (n == 4) {
             uint32_t b32 = (uint32_t)bits;
@@ -253,7 +255,7 @@ static int mp_next(kvev_decoder *d, mp_val *v)
     }
     case 0xcc: case 0xcd: case 0xce: case 0xcf: case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
         size_t n = 1u << ((t - 0xcc) & 3);
-        if (left < n) return truncated(d, at, n, left, "value");
+        if (left < n) return truncated(d, at, n, left, "value", "bytes");
         uint64_t u = be_read(p + 1, n);
         d->off += 1 + n;
         if (t <= 0xcf) {
@@ -267,7 +269,7 @@ static int mp_next(kvev_decoder *d, mp_val *v)
     }
     case 0xdc: case 0xdd: case 0xde: case 0xdf: {
         size_t n = (t & 1) ? 4 : 2;
-        if (left < n) return truncated(d, at, n, left, "value");
+        if (left < n) return truncated(d, at, n, left, "value", "bytes");
         v->kind = t <= 0xdd ? MP_ARRAY : MP_MAP;
         v->v.u = be_read(p + 1, n);
         d->off += 1 + n;
@@ -278,15 +280,15 @@ static int mp_next(kvev_decoder *d, mp_val *v)
 container: {
         uint64_t need = v->kind == MP_MAP ? 2 * v->v.u : v->v.u;
         size_t rem = d->len - d->off;
-        if (need > rem) return truncated(d, at, v->v.u, rem, v->kind == MP_MAP ? "map" : "array");
+        if (need > rem) return truncated(d, at, v->v.u, rem, v->kind == MP_MAP ? "map" : "array", "elements");
         return KV_OK;
     }
 blob:
-    if (left < lenbytes) return truncated(d, at, lenbytes, left, "value");
+    if (left < lenbytes) return truncated(d, at, lenbytes, left, "value", "bytes");
     {
         uint64_t n = lenbytes ? be_read(p + 1, lenbytes) : fixed;
         uint64_t total = typeb + n;
-        if (total > left - lenbytes) return truncated(d, at, total, left - lenbytes, "value");
+        if (total > left - lenbytes) return truncated(d, at, total, left - lenbytes, "value", "bytes");
         v->v.b.p = p + 1 + lenbytes + typeb;
         v->v.b.n = (size_t)n;
         d->off += 1 + lenbytes + (size_t)total;

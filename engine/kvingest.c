@@ -298,16 +298,17 @@ int kvingest_apply(kvingest *g, int slot, const char *model, const kvev_batch *b
         return kv_err_set(err, KV_EINVAL, "kvingest: endpoint slot %d is not in use", slot);
     for (size_t i = 0; i < b->n_events; i++) {
         const kvev_event *e = &b->events[i];
+        if ((unsigned)e->type >= KVEV_TYPE_COUNT)   /* only a hand-built batch can do this */
+            return kv_err_set(err, KV_EINVAL, "kvingest: event %zu of %zu has bad type %d", i, b->n_events, (int)e->type);
         BUMP(g, events[e->type], 1);
         int rc = KV_OK;
-        switch (e->type) {
-        case KVEV_BLOCK_STORED: rc = on_stored(g, slot, model, e, err); break;
-        case KVEV_BLOCK_REMOVED: on_removed(g, slot, e); break;
-        case KVEV_ALL_BLOCKS_CLEARED:
+        if (e->type == KVEV_BLOCK_STORED) {
+            rc = on_stored(g, slot, model, e, err);
+        } else if (e->type == KVEV_BLOCK_REMOVED) {
+            on_removed(g, slot, e);
+        } else {
             kvindex_clear_endpoint(g->ix, slot);
             BUMP(g, clears, 1);
-            break;
-        default: rc = kv_err_set(err, KV_EINVAL, "kvingest: event %zu has bad type %d", i, (int)e->type);
         }
         if (rc) {
             kv_err_prefix(err, "event %zu of %zu: ", i, b->n_events);

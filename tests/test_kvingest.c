@@ -362,6 +362,10 @@ static void test_clear_payload_and_errors(void **state)
     assert_non_null(strstr(err.msg, "slot 63"));
     assert_int_equal(kvingest_apply(f->g, -1, "m", &one, &err), KV_EINVAL);
     assert_int_equal(kvingest_apply(f->g, f->a, NULL, &one, &err), KV_EINVAL);
+    kvev_event odd = {.type = (kvev_type)9};
+    kvev_batch oddb = {1.0, false, 0, &odd, 1};
+    assert_int_equal(kvingest_apply(f->g, f->a, "m", &oddb, &err), KV_EINVAL);
+    assert_non_null(strstr(err.msg, "bad type 9"));
     blockkeys_ctx bad = {0};
     assert_null(kvingest_new(f->ix, &bad, &err));
     kvev_buf_free(&buf);
