@@ -15,6 +15,7 @@
 #include <grpc/support/time.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,13 +53,15 @@ typedef Envoy__Service__ExtProc__V3__Value PValue;
 #define SUBSET_NS "envoy.lb.subset_hint"
 #define SUBSET_KEY "x-gateway-destination-endpoint-subset"
 
-enum op_kind { OP_NEW, OP_RECV, OP_SEND, OP_STATUS, OP_CLOSE, OP_SHUTDOWN };
-
+/* Completion tags carry their kind in the low bits of the stream pointer, so a worker
+ * can dispatch an event without touching stream memory before it holds the stream's
+ * lock. The main operation's own kind (receive, send, status) is stream state. */
+enum tag_kind { TAG_NEW = 0, TAG_MAIN = 1, TAG_CLOSE = 2, TAG_SHUTDOWN = 3 };
+enum op_kind { OP_RECV, OP_SEND, OP_STATUS };
 typedef struct stream stream;
-typedef struct op {
-    enum op_kind kind;
-    stream *st;
-} op;
+#define TAG(st, kind) ((void *)((uintptr_t)(st) | (uintptr_t)(kind)))
+#define TAG_STREAM(t) ((stream *)((uintptr_t)(t) & ~(uintptr_t)7))
+#define TAG_KIND(t) ((enum tag_kind)((uintptr_t)(t) & 7))
 
 typedef struct hdr {
     char *key, *value;
@@ -70,7 +73,8 @@ struct stream {
     extproc_server *srv;
     pthread_mutex_t mu;
     int refs;
-    op o_main, o_close;
+    enum op_kind main_kind;           /* the main operation in flight */
+    bool started;                     /* the call arrived (counted in streams_active) */
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
@@ -119,7 +123,6 @@ struct extproc_server {
     int port;
     pthread_t *threads;
     int n_threads;
-    op o_shutdown;
     pthread_rwlock_t gate;            /* stopping: read to start an operation, written to stop */
     bool stopping;
     pthread_mutex_t mu;               /* stats, shutdown_seen, rr */
@@ -129,6 +132,9 @@ struct extproc_server {
     pthread_mutex_t sched_mu;         /* sched calls and the trace */
     sched_trace trace;
     uint64_t rr;                      /* round robin over endpoints for /tokenize */
+    /* Release/acquire edge from a stream's creator to the worker that first sees it: the
+     * real ordering goes through gRPC's completion queue, which TSan cannot see. */
+    atomic_uint handoff;
 };
 
 static double now_s(void)
@@ -939,7 +945,7 @@ static void stream_free(stream *st)
     free(st->target);
     oai_sse_free(&st->sse);
     pthread_mutex_destroy(&st->mu);
-    if (st->o_main.kind != OP_NEW) {
+    if (st->started) {
         pthread_mutex_lock(&s->mu);
         s->stats.streams_active--;
         pthread_mutex_unlock(&s->mu);
@@ -969,8 +975,8 @@ static bool begin(extproc_server *s, grpc_call *call, const grpc_op *ops, size_t
 
 static bool start(stream *st, const grpc_op *ops, size_t n, enum op_kind kind)
 {
-    st->o_main.kind = kind;
-    return begin(st->srv, st->call, ops, n, &st->o_main);
+    st->main_kind = kind;
+    return begin(st->srv, st->call, ops, n, TAG(st, TAG_MAIN));
 }
 
 /* Next step of the main chain: a queued reply, the final status, or the next receive.
@@ -1014,8 +1020,6 @@ static stream *stream_new(extproc_server *s)
         return NULL;
     st->srv = s;
     pthread_mutex_init(&st->mu, NULL);
-    st->o_main = (op){OP_NEW, st};
-    st->o_close = (op){OP_CLOSE, st};
     st->close_details = grpc_empty_slice();
     grpc_metadata_array_init(&st->md);
     return st;
@@ -1026,9 +1030,10 @@ static void request_stream(extproc_server *s)
     stream *st = stream_new(s);
     if (!st)
         return;
+    atomic_fetch_add_explicit(&s->handoff, 1, memory_order_release);
     pthread_rwlock_rdlock(&s->gate);
     bool ok = !s->stopping && grpc_server_request_registered_call(s->server, s->method, &st->call, &st->deadline,
-                                                                  &st->md, NULL, s->cq, s->cq, &st->o_main) == GRPC_CALL_OK;
+                                                                  &st->md, NULL, s->cq, s->cq, TAG(st, TAG_NEW)) == GRPC_CALL_OK;
     pthread_rwlock_unlock(&s->gate);
     if (!ok)
         stream_free(st);
@@ -1036,22 +1041,24 @@ static void request_stream(extproc_server *s)
 
 static void on_new(stream *st, bool ok)
 {
+    pthread_mutex_lock(&st->mu);
     extproc_server *s = st->srv;
     if (!ok) { /* the server is shutting down */
+        pthread_mutex_unlock(&st->mu);
         stream_free(st);
         return;
     }
+    st->started = true;
     pthread_mutex_lock(&s->mu);
     s->stats.streams++;
     s->stats.streams_active++;
     pthread_mutex_unlock(&s->mu);
     request_stream(s);
-    pthread_mutex_lock(&st->mu);
     st->refs = 2;
     grpc_op close_op = {0};
     close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     close_op.data.recv_close_on_server.cancelled = &st->cancelled;
-    if (!begin(s, st->call, &close_op, 1, &st->o_close))
+    if (!begin(s, st->call, &close_op, 1, TAG(st, TAG_CLOSE)))
         st->refs--;
     grpc_op ops[2] = {{0}, {0}};
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -1065,7 +1072,7 @@ static void on_new(stream *st, bool ok)
 static void on_main(stream *st, bool ok)
 {
     pthread_mutex_lock(&st->mu);
-    enum op_kind kind = st->o_main.kind;
+    enum op_kind kind = st->main_kind;
     if (kind == OP_SEND) {
         grpc_byte_buffer_destroy(st->sending);
         st->sending = NULL;
@@ -1111,17 +1118,18 @@ static void *worker(void *arg)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
-        op *o = ev.tag;
-        switch (o->kind) {
-        case OP_SHUTDOWN:
+        atomic_load_explicit(&s->handoff, memory_order_acquire);
+        stream *st = TAG_STREAM(ev.tag);
+        switch (TAG_KIND(ev.tag)) {
+        case TAG_SHUTDOWN:
             pthread_mutex_lock(&s->mu);
             s->shutdown_seen = true;
             pthread_cond_broadcast(&s->cv);
             pthread_mutex_unlock(&s->mu);
             break;
-        case OP_NEW: on_new(o->st, ev.success); break;
-        case OP_CLOSE: on_close(o->st); break;
-        default: on_main(o->st, ev.success); break;
+        case TAG_NEW: on_new(st, ev.success); break;
+        case TAG_CLOSE: on_close(st); break;
+        default: on_main(st, ev.success); break;
         }
     }
     return NULL;
@@ -1147,7 +1155,6 @@ extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
     pthread_rwlock_init(&s->gate, NULL);
     pthread_mutex_init(&s->sched_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    s->o_shutdown.kind = OP_SHUTDOWN;
     tokenize_global_init();
     grpc_init();
     s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -1212,7 +1219,7 @@ void extproc_stop(extproc_server *s)
     pthread_rwlock_wrlock(&s->gate);
     s->stopping = true;
     pthread_rwlock_unlock(&s->gate);
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->o_shutdown);
+    grpc_server_shutdown_and_notify(s->server, s->cq, TAG(NULL, TAG_SHUTDOWN));
     grpc_server_cancel_all_calls(s->server);
     pthread_mutex_lock(&s->mu);
     while (!s->shutdown_seen)
