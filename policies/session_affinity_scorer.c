@@ -3,9 +3,11 @@
  * on the response at ResponseComplete; this scorer only reads it. A missing or undecodable
  * token scores every pod 0. */
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "policy_util.h"
+#include "session_affinity.h"
 
 #define SA_MAX_TOKEN 512
 
@@ -27,17 +29,28 @@ static int sa_decode(const char *in, unsigned char *out, size_t cap)
     return len;
 }
 
+static const char *sa_ns(const sched_endpoint *ep) { return ep->ns ? ep->ns : ""; }
+static const char *sa_pod(const sched_endpoint *ep) { return ep->pod ? ep->pod : ep->name; }
+
+int session_affinity_token(const sched_endpoint *ep, char *out, size_t cap)
+{
+    unsigned char plain[SA_MAX_TOKEN];
+    int n = snprintf((char *)plain, sizeof plain, "%s/%s", sa_ns(ep), sa_pod(ep));
+    if (n < 0 || (size_t)n >= sizeof plain || ((size_t)n + 2) / 3 * 4 + 1 > cap)
+        return KV_ERANGE;
+    return EVP_EncodeBlock((unsigned char *)out, plain, n);
+}
+
 static bool sa_is(const sched_endpoint *ep, const unsigned char *tok, size_t len)
 {
-    const char *ns = ep->ns ? ep->ns : "";
-    const char *pod = ep->pod ? ep->pod : ep->name;
+    const char *ns = sa_ns(ep), *pod = sa_pod(ep);
     size_t nl = strlen(ns), pl = strlen(pod);
     return len == nl + 1 + pl && memcmp(tok, ns, nl) == 0 && tok[nl] == '/' && memcmp(tok + nl + 1, pod, pl) == 0;
 }
 
 static void sa_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
 {
-    const char *hdr = sched_header(sched_cycle_request(c), "x-session-token");
+    const char *hdr = sched_header(sched_cycle_request(c), SESSION_AFFINITY_HEADER);
     unsigned char tok[SA_MAX_TOKEN];
     int len = hdr ? sa_decode(hdr, tok, sizeof tok) : -1;
     for (size_t i = 0; i < n; i++)

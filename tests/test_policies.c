@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "scheduler.h"
+#include "session_affinity.h"
 
 #define NEP 8
 
@@ -225,6 +226,14 @@ static void test_session_affinity_scorer(void **state)
     hdr[0].value = "bGxtL3BvZC1h"; /* llm/pod-a */
     rig_run(&r, &q, 3, s, NULL);
     assert_scores(s, (double[]){1, 0, 0}, 3);
+    /* the token a driver writes on the response brings the next request back */
+    char tok[64];
+    assert_int_equal(session_affinity_token(&r.ep[2], tok, sizeof tok), 12);
+    assert_string_equal(tok, "bGxtL3BvZC1j"); /* llm/pod-c */
+    hdr[0].value = tok;
+    rig_run(&r, &q, 3, s, NULL);
+    assert_scores(s, (double[]){0, 0, 1}, 3);
+    assert_int_equal(session_affinity_token(&r.ep[2], tok, 12), KV_ERANGE);
     rig_close(&r);
 }
 
