@@ -432,7 +432,6 @@ epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *n
 {
     epset_match r = EPSET_NO_MATCH;
     const char *best = NULL;
-    size_t same_host = 0;
     bool pod_has_port = memchr(pod, ':', len) != NULL;
     size_t hl = host_len(pod, len);
     LOCK(s);
@@ -445,12 +444,11 @@ epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *n
             break;
         }
         if (host_len(n, nl) == hl && !memcmp(n, pod, hl)) {
-            same_host++;
             if (!best || port_of(n) < port_of(best))
                 best = n;
         }
     }
-    if (r != EPSET_EXACT && best && (!pod_has_port || same_host == 1))
+    if (r != EPSET_EXACT && best && !pod_has_port)
         r = EPSET_LOOSE;
     if (r != EPSET_NO_MATCH)
         snprintf(name, cap, "%s", best);

@@ -77,8 +77,9 @@ bool epset_set_metrics(epset *s, const char *name, const sched_metrics *m);
 
 /* KV-event topics name a pod by "ip" (llm-d up to v0.6) or "ip:port" (v0.7 on). Exact:
  * pod equals an endpoint name. Loose: pod is a bare ip and an endpoint has that ip (the
- * lowest port wins when a pod has several ranks), or pod is ip:port and the only endpoint
- * with that ip has another port. Writes the endpoint name; false when nothing matches. */
+ * lowest port wins when a pod has several ranks). An ip:port naming no endpoint never
+ * matches another port: with data-parallel ranks that would credit one rank's cache to
+ * another. Writes the endpoint name; EPSET_NO_MATCH when nothing matches. */
 typedef enum { EPSET_NO_MATCH = 0, EPSET_EXACT = 1, EPSET_LOOSE = 2 } epset_match;
 epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *name, size_t cap);
 

@@ -1,0 +1,637 @@
+/* ingest: ZMQ KV-event ingestion (see ingest.h for modes, trust, order and threads).
+ *
+ * Hand-off frames, receiver -> worker (inproc PUSH -> PULL, one pair per worker):
+ *   ['E', endpoint name, topic, seq, payload]   an event batch
+ *   ['R', endpoint name]                        the endpoint left: drop its index slot
+ *   ['Q']                                       stop */
+#include "ingest.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <jansson.h>
+#include <zmq.h>
+
+#include "kvingest.h"
+#include "log.h"
+#include "replay.h"
+#include "seqtrack.h"
+
+#define NAME_MAX_LEN 256
+#define REPLAY_MAX_BATCHES 100000   /* vLLM buffers 10,000 steps by default */
+
+typedef struct counters {
+    atomic_uint_fast64_t messages, bad_frames, rejected_pods, loose_matches;
+    atomic_uint_fast64_t decode_errors[KVEV_ERR_COUNT];
+    atomic_uint_fast64_t duplicates, gaps, restarts, missed;
+    atomic_uint_fast64_t replays, replayed_batches, replay_failures, lost;
+    atomic_uint_fast64_t endpoints_removed, apply_errors, lag_count;
+    atomic_uint_fast64_t lag_last_us, lag_max_us, lag_sum_us;
+} counters;
+
+typedef struct worker {
+    struct ingest *g;
+    int idx;
+    void *pull;                   /* owned by the worker thread */
+    kvev_decoder *dec;
+    kvingest *ki;
+    seqtrack *seq;
+    pthread_t th;
+    bool started;
+} worker;
+
+struct ingest {
+    ingest_config cfg;
+    void *zctx;
+    void *sub;                    /* owned by the receiver thread once it runs */
+    void **push;                  /* receiver's PUSH sockets, one per worker */
+    worker *workers;
+    int n_workers;
+    pthread_t rx;
+    bool rx_started;
+    atomic_bool stop;
+    epset_snap initial;           /* the set at start; the receiver takes it over */
+    char bound[256];
+    counters c;
+};
+
+uint32_t ingest_fnv1a32(const char *s, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+void ingest_config_from_kvsource(ingest_config *cfg, const sched_kvsource *src, epset *endpoints)
+{
+    *cfg = (ingest_config){.index = src->index, .keys = src->keys, .endpoints = endpoints,
+                           .concurrency = src->events.concurrency, .discover_pods = src->events.discover_pods,
+                           .socket_port = src->events.socket_port};
+    snprintf(cfg->zmq_endpoint, sizeof cfg->zmq_endpoint, "%s", src->events.zmq_endpoint);
+    snprintf(cfg->topic_filter, sizeof cfg->topic_filter, "%s", src->events.topic_filter);
+}
+
+static void inc(atomic_uint_fast64_t *a, uint64_t n) { atomic_fetch_add_explicit(a, n, memory_order_relaxed); }
+static uint64_t get(const atomic_uint_fast64_t *a)
+{
+    return atomic_load_explicit((atomic_uint_fast64_t *)a, memory_order_relaxed);
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static size_t host_part(const char *name, char *host, size_t cap)
+{
+    const char *colon = strrchr(name, ':');
+    size_t n = colon ? (size_t)(colon - name) : strlen(name);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(host, name, n);
+    host[n] = 0;
+    return n;
+}
+
+/* ---- worker ------------------------------------------------------------------------------ */
+
+typedef struct apply_ctx {
+    worker *w;
+    int slot;
+    const char *model;
+    const char *name;
+    uint64_t before;              /* replayed batches at or past this seq are the live ones */
+    uint64_t last;
+    long applied;
+} apply_ctx;
+
+static void apply_payload(worker *w, int slot, const char *model, const char *name, const void *payload, size_t len)
+{
+    ingest *g = w->g;
+    kvev_batch b;
+    kv_err err = {0};
+    if (kvev_decode_batch(w->dec, payload, len, &b, &err) != KV_OK) {
+        inc(&g->c.decode_errors[kvev_decoder_last_reason(w->dec)], 1);
+        LOG_V(1, "KV event batch rejected", "{s:s, s:s}", "pod", name, "error", err.msg);
+        return;
+    }
+    if (b.ts > 0) {
+        double lag = wall_now() - b.ts;
+        uint64_t us = lag > 0 ? (uint64_t)(lag * 1e6) : 0;
+        atomic_store_explicit(&g->c.lag_last_us, us, memory_order_relaxed);
+        inc(&g->c.lag_sum_us, us);
+        inc(&g->c.lag_count, 1);
+        uint64_t max = get(&g->c.lag_max_us);
+        while (us > max && !atomic_compare_exchange_weak(&g->c.lag_max_us, &max, us))
+            ;
+    }
+    if (kvingest_apply(w->ki, slot, model, &b, &err) != KV_OK) {
+        inc(&g->c.apply_errors, 1);
+        LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
+    }
+}
+
+static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
+{
+    apply_ctx *a = ctx;
+    /* Only the missing range, in increasing order: the live message follows, and anything
+     * newer will arrive live anyway. */
+    if (seq >= a->before || (a->applied && seq <= a->last))
+        return 0;
+    apply_payload(a->w, a->slot, a->model, a->name, payload, len);
+    a->last = seq;
+    a->applied++;
+    inc(&a->w->g->c.replayed_batches, 1);
+    return 0;
+}
+
+static void handle_gap(worker *w, int slot, const char *model, const char *name, const seqtrack_result *r,
+                       uint64_t seq)
+{
+    ingest *g = w->g;
+    inc(r->status == SEQTRACK_GAP ? &g->c.gaps : &g->c.restarts, 1);
+    inc(&g->c.missed, r->missed);
+    if (g->cfg.replay_port > 0) {
+        char host[NAME_MAX_LEN], ep[NAME_MAX_LEN + 32];
+        host_part(name, host, sizeof host);
+        snprintf(ep, sizeof ep, "tcp://%s:%d", host, g->cfg.replay_port);
+        apply_ctx a = {.w = w, .slot = slot, .model = model, .name = name, .before = seq};
+        kv_err err = {0};
+        inc(&g->c.replays, 1);
+        long rc = replay_fetch(g->zctx, ep, r->replay_from, g->cfg.replay_timeout_ms, REPLAY_MAX_BATCHES,
+                               replay_cb, &a, &err);
+        uint64_t got = a.applied > 0 ? (uint64_t)a.applied : 0;
+        if (rc >= 0 && got >= r->missed)
+            return;
+        if (rc < 0)
+            inc(&g->c.replay_failures, 1);
+        inc(&g->c.lost, r->missed > got ? r->missed - got : 0);
+        LOG_W("KV event replay incomplete; the pod's index entries may be stale",
+              "{s:s, s:s, s:I, s:I, s:s}", "pod", name, "replayEndpoint", ep, "missed", (json_int_t)r->missed,
+              "replayed", (json_int_t)got, "error", rc < 0 ? err.msg : "batches no longer buffered");
+        return;
+    }
+    inc(&g->c.lost, r->missed);
+    LOG_W("KV events lost; the pod's index entries may be stale (no replay socket configured)",
+          "{s:s, s:s, s:I, s:I}", "pod", name, "kind", seqtrack_status_name(r->status), "missed",
+          (json_int_t)r->missed, "seq", (json_int_t)seq);
+}
+
+static void worker_event(worker *w, zmq_msg_t *f)
+{
+    ingest *g = w->g;
+    char name[NAME_MAX_LEN], model[512];
+    size_t nl = zmq_msg_size(&f[1]);
+    if (nl >= sizeof name)
+        return;   /* the receiver never forwards such names */
+    memcpy(name, zmq_msg_data(&f[1]), nl);
+    name[nl] = 0;
+    kvev_topic t;
+    kvev_topic_parse(zmq_msg_data(&f[2]), zmq_msg_size(&f[2]), &t);
+    size_t ml = t.model.len < sizeof model ? t.model.len : sizeof model - 1;
+    memcpy(model, t.model.s, ml);
+    model[ml] = 0;
+    uint64_t seq = 0;
+    kvev_seq_parse(zmq_msg_data(&f[3]), zmq_msg_size(&f[3]), &seq, NULL);
+
+    kv_err err = {0};
+    int slot = kvindex_endpoint_add(g->cfg.index, name, &err);
+    if (slot < 0) {
+        inc(&g->c.apply_errors, 1);
+        LOG_E("No index slot for endpoint", "{s:s, s:s}", "pod", name, "error", err.msg);
+        return;
+    }
+    seqtrack_result r;
+    if (seqtrack_observe(w->seq, name, nl, seq, &r, &err) == KV_OK) {
+        if (r.status == SEQTRACK_DUPLICATE) {
+            inc(&g->c.duplicates, 1);
+            return;
+        }
+        if (r.status == SEQTRACK_GAP || r.status == SEQTRACK_RESTART)
+            handle_gap(w, slot, model, name, &r, seq);
+    }
+    apply_payload(w, slot, model, name, zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+}
+
+static void worker_remove(worker *w, const zmq_msg_t *namef)
+{
+    ingest *g = w->g;
+    char name[NAME_MAX_LEN];
+    size_t nl = zmq_msg_size((zmq_msg_t *)namef);
+    if (nl >= sizeof name)
+        return;
+    memcpy(name, zmq_msg_data((zmq_msg_t *)namef), nl);
+    name[nl] = 0;
+    seqtrack_forget(w->seq, name, nl);
+    int slot = kvindex_endpoint_find(g->cfg.index, name);
+    if (slot < 0)
+        return;
+    kvingest_forget_endpoint(w->ki, slot);
+    kvindex_endpoint_remove(g->cfg.index, slot);
+    inc(&g->c.endpoints_removed, 1);
+    LOG_I("Endpoint left; its KV-cache index entries were removed", "{s:s}", "pod", name);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        zmq_msg_t f[5];
+        size_t n = 0;
+        bool more = true;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, w->pull, 0) < 0) {
+                zmq_msg_close(&m);
+                if (zmq_errno() == EINTR)
+                    continue;
+                goto out;   /* context terminated */
+            }
+            more = zmq_msg_more(&m);
+            if (n < 5)
+                f[n++] = m;
+            else
+                zmq_msg_close(&m);
+        }
+        char kind = zmq_msg_size(&f[0]) ? *(char *)zmq_msg_data(&f[0]) : 0;
+        if (kind == 'E' && n == 5)
+            worker_event(w, f);
+        else if (kind == 'R' && n == 2)
+            worker_remove(w, &f[1]);
+        for (size_t i = 0; i < n; i++)
+            zmq_msg_close(&f[i]);
+        if (kind == 'Q')
+            break;
+    }
+out:
+    zmq_close(w->pull);
+    w->pull = NULL;
+    return NULL;
+}
+
+/* ---- receiver ---------------------------------------------------------------------------- */
+
+typedef struct rx_state {
+    epset_snap known;             /* endpoints as last seen */
+    char **hosts;                 /* discovery mode: hosts the SUB is connected to */
+    size_t n_hosts;
+    char **warned;                /* pods already warned about (loose match), bounded */
+    size_t n_warned;
+} rx_state;
+
+#define MAX_WARNED 4096
+
+static void send_to(ingest *g, const char *name, size_t nl, char kind, zmq_msg_t *rest, size_t n_rest)
+{
+    void *p = g->push[ingest_fnv1a32(name, nl) % (uint32_t)g->n_workers];
+    zmq_send(p, &kind, 1, ZMQ_SNDMORE);
+    zmq_send(p, name, nl, n_rest ? ZMQ_SNDMORE : 0);
+    for (size_t i = 0; i < n_rest; i++)
+        zmq_msg_send(&rest[i], p, i + 1 < n_rest ? ZMQ_SNDMORE : 0);
+}
+
+static bool has_host(const epset_snap *s, const char *host)
+{
+    char h[NAME_MAX_LEN];
+    for (size_t i = 0; i < s->n; i++) {
+        host_part(s->names[i], h, sizeof h);
+        if (!strcmp(h, host))
+            return true;
+    }
+    return false;
+}
+
+/* Applies an endpoint-set change: departed endpoints lose their index slot (through their
+ * worker), and in discovery mode the SUB follows the hosts. */
+static void rx_follow(ingest *g, rx_state *st)
+{
+    epset_snap now;
+    kv_err err = {0};
+    if (epset_snapshot(g->cfg.endpoints, &now, &err) != KV_OK)
+        return;   /* retried on the next poll: the generation is re-read */
+    for (size_t i = 0; i < st->known.n; i++)
+        if (!epset_snap_has(&now, st->known.names[i]))
+            send_to(g, st->known.names[i], strlen(st->known.names[i]), 'R', NULL, 0);
+    if (g->cfg.discover_pods) {
+        for (size_t i = 0; i < st->n_hosts;) {
+            if (has_host(&now, st->hosts[i])) {
+                i++;
+                continue;
+            }
+            char ep[NAME_MAX_LEN + 32];
+            snprintf(ep, sizeof ep, "tcp://%s:%d", st->hosts[i], g->cfg.socket_port);
+            zmq_disconnect(g->sub, ep);
+            free(st->hosts[i]);
+            st->hosts[i] = st->hosts[--st->n_hosts];
+        }
+        for (size_t i = 0; i < now.n; i++) {
+            char h[NAME_MAX_LEN];
+            host_part(now.names[i], h, sizeof h);
+            bool have = false;
+            for (size_t j = 0; j < st->n_hosts && !have; j++)
+                have = !strcmp(st->hosts[j], h);
+            char **grown = have ? NULL : realloc(st->hosts, (st->n_hosts + 1) * sizeof *grown);
+            if (!grown)
+                continue;
+            st->hosts = grown;
+            char ep[NAME_MAX_LEN + 32];
+            snprintf(ep, sizeof ep, "tcp://%s:%d", h, g->cfg.socket_port);
+            if (zmq_connect(g->sub, ep) != 0) {
+                LOG_W("Cannot connect to a pod's KV-event publisher", "{s:s, s:s}", "endpoint", ep, "error",
+                      zmq_strerror(zmq_errno()));
+                continue;
+            }
+            if ((st->hosts[st->n_hosts] = strdup(h)))
+                st->n_hosts++;
+        }
+    }
+    epset_snap_free(&st->known);
+    st->known = now;
+}
+
+static void rx_warn_loose(rx_state *st, const char *pod, size_t len, const char *name)
+{
+    for (size_t i = 0; i < st->n_warned; i++)
+        if (strlen(st->warned[i]) == len && !memcmp(st->warned[i], pod, len))
+            return;
+    if (st->n_warned < MAX_WARNED) {
+        char **g = realloc(st->warned, (st->n_warned + 1) * sizeof *g);
+        if (g && (g[st->n_warned] = strndup(pod, len)))
+            st->n_warned++;
+        if (g)
+            st->warned = g;
+    }
+    bool bare = memchr(pod, ':', len) == NULL;
+    LOG_W(bare ? "KV-event topic names the pod by IP only (llm-d <= v0.6 form); matched to the endpoint by IP"
+               : "KV-event topic names the pod by ip:port, but with another port than the endpoint's; matched by IP",
+          "{s:s%, s:s, s:s}", "topicPod", pod, len, "endpoint", name, "form", bare ? "ip" : "ip:port");
+}
+
+/* One received message (frames f[0..n)). Consumes the frames it forwards. */
+static void rx_message(ingest *g, rx_state *st, zmq_msg_t *f, size_t n)
+{
+    if (n != 3) {
+        inc(&g->c.bad_frames, 1);
+        return;
+    }
+    inc(&g->c.messages, 1);
+    kvev_topic t;
+    if (!kvev_topic_parse(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &t)) {
+        inc(&g->c.decode_errors[KVEV_ERR_TOPIC], 1);
+        return;
+    }
+    uint64_t seq;
+    if (kvev_seq_parse(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &seq, NULL) != KV_OK) {
+        inc(&g->c.decode_errors[KVEV_ERR_SEQ], 1);
+        return;
+    }
+    char name[NAME_MAX_LEN];
+    epset_match m = epset_match_pod(g->cfg.endpoints, t.pod.s, t.pod.len, name, sizeof name);
+    if (m == EPSET_NO_MATCH) {
+        uint64_t r = atomic_fetch_add(&g->c.rejected_pods, 1) + 1;
+        if ((r & (r - 1)) == 0)   /* 1st, 2nd, 4th, ...: visible without flooding the log */
+            LOG_W("KV events from a pod that is not a known endpoint were rejected", "{s:s%, s:I}", "topicPod",
+                  t.pod.s, t.pod.len, "rejectedTotal", (json_int_t)r);
+        return;
+    }
+    if (m == EPSET_LOOSE) {
+        inc(&g->c.loose_matches, 1);
+        rx_warn_loose(st, t.pod.s, t.pod.len, name);
+    }
+    send_to(g, name, strlen(name), 'E', f, 3);
+}
+
+static void *rx_main(void *arg)
+{
+    ingest *g = arg;
+    rx_state st = {.known = g->initial};
+    g->initial = (epset_snap){0};
+    uint64_t gen = epset_generation(g->cfg.endpoints);
+    rx_follow(g, &st);   /* catches changes since ingest_start, connects in discovery mode */
+    while (!atomic_load(&g->stop)) {
+        zmq_pollitem_t pi = {.socket = g->sub, .events = ZMQ_POLLIN};
+        zmq_poll(&pi, 1, 50);
+        uint64_t now_gen = epset_generation(g->cfg.endpoints);
+        if (now_gen != gen) {
+            gen = now_gen;
+            rx_follow(g, &st);
+        }
+        /* Bounded drain, so endpoint changes and stop are seen under a flood too. */
+        for (int k = 0; k < 1024; k++) {
+            zmq_msg_t f[3];
+            size_t n = 0;
+            bool more = true;
+            while (more) {
+                zmq_msg_t m;
+                zmq_msg_init(&m);
+                if (zmq_msg_recv(&m, g->sub, n ? 0 : ZMQ_DONTWAIT) < 0) {
+                    zmq_msg_close(&m);
+                    break;
+                }
+                more = zmq_msg_more(&m);
+                if (n < 3)
+                    f[n] = m;
+                else
+                    zmq_msg_close(&m);
+                n++;
+            }
+            if (!n)
+                break;
+            rx_message(g, &st, f, n);
+            for (size_t i = 0; i < n && i < 3; i++)
+                zmq_msg_close(&f[i]);
+        }
+    }
+    for (int i = 0; i < g->n_workers; i++)
+        zmq_send(g->push[i], "Q", 1, 0);
+    epset_snap_free(&st.known);
+    for (size_t i = 0; i < st.n_hosts; i++)
+        free(st.hosts[i]);
+    free(st.hosts);
+    for (size_t i = 0; i < st.n_warned; i++)
+        free(st.warned[i]);
+    free(st.warned);
+    return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void *zsock(ingest *g, int type)
+{
+    void *s = zmq_socket(g->zctx, type);
+    int zero = 0;
+    if (s)
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    return s;
+}
+
+ingest *ingest_start(const ingest_config *cfg, kv_err *err)
+{
+    if (!cfg->index || !cfg->endpoints) {
+        kv_err_set(err, KV_EINVAL, "ingest: index and endpoints are required");
+        return NULL;
+    }
+    if (cfg->discover_pods && (cfg->socket_port < 1 || cfg->socket_port > 65535)) {
+        kv_err_set(err, KV_EINVAL, "ingest: kvEventsConfig.socketPort %d is not a port", cfg->socket_port);
+        return NULL;
+    }
+    ingest *g = calloc(1, sizeof *g);
+    if (!g) {
+        kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+        return NULL;
+    }
+    g->cfg = *cfg;
+    if (g->cfg.concurrency <= 0)
+        g->cfg.concurrency = 4;
+    if (g->cfg.replay_timeout_ms <= 0)
+        g->cfg.replay_timeout_ms = 1000;
+    g->n_workers = g->cfg.concurrency;
+    g->zctx = zmq_ctx_new();
+    g->push = calloc((size_t)g->n_workers, sizeof *g->push);
+    g->workers = calloc((size_t)g->n_workers, sizeof *g->workers);
+    if (!g->zctx || !g->push || !g->workers) {
+        kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+        goto fail;
+    }
+    if (!(g->sub = zsock(g, ZMQ_SUB))) {
+        kv_err_set(err, KV_EIO, "ingest: SUB socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    int hwm = 100000;   /* vLLM's own PUB hwm: a burst fits before anything is dropped */
+    zmq_setsockopt(g->sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(g->sub, ZMQ_SUBSCRIBE, g->cfg.topic_filter, strlen(g->cfg.topic_filter));
+    if (!g->cfg.discover_pods) {
+        if (zmq_bind(g->sub, g->cfg.zmq_endpoint) != 0) {
+            kv_err_set(err, KV_EIO, "ingest: cannot bind kvEventsConfig.zmqEndpoint '%s': %s", g->cfg.zmq_endpoint,
+                       zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+        size_t len = sizeof g->bound;
+        zmq_getsockopt(g->sub, ZMQ_LAST_ENDPOINT, g->bound, &len);
+    }
+    for (int i = 0; i < g->n_workers; i++) {
+        worker *w = &g->workers[i];
+        char addr[64];
+        snprintf(addr, sizeof addr, "inproc://kvingest-%d", i);
+        w->g = g;
+        w->idx = i;
+        w->pull = zsock(g, ZMQ_PULL);
+        g->push[i] = zsock(g, ZMQ_PUSH);
+        if (!w->pull || !g->push[i] || zmq_bind(w->pull, addr) || zmq_connect(g->push[i], addr)) {
+            kv_err_set(err, KV_EIO, "ingest: worker %d socket: %s", i, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+        if (!(w->dec = kvev_decoder_new(0, err)) || !(w->ki = kvingest_new(g->cfg.index, &g->cfg.keys, err)) ||
+            !(w->seq = seqtrack_new(err)))
+            goto fail;
+    }
+    /* The index holds only endpoints of the set: slots left from before (a restarted
+     * ingest) are dropped while no thread runs yet. */
+    if (epset_snapshot(g->cfg.endpoints, &g->initial, err) != KV_OK)
+        goto fail;
+    for (uint32_t slot = 0; slot < kvindex_max_endpoints(g->cfg.index); slot++) {
+        const char *name = kvindex_endpoint_name(g->cfg.index, (int)slot);
+        if (name && !epset_snap_has(&g->initial, name))
+            kvindex_endpoint_remove(g->cfg.index, (int)slot);
+    }
+    for (int i = 0; i < g->n_workers; i++) {
+        if (pthread_create(&g->workers[i].th, NULL, worker_main, &g->workers[i])) {
+            kv_err_set(err, KV_EIO, "ingest: cannot start worker %d", i);
+            goto fail;
+        }
+        g->workers[i].started = true;
+    }
+    if (pthread_create(&g->rx, NULL, rx_main, g)) {
+        kv_err_set(err, KV_EIO, "ingest: cannot start the receiver");
+        goto fail;
+    }
+    g->rx_started = true;
+    return g;
+fail:
+    ingest_stop(g);
+    return NULL;
+}
+
+const char *ingest_endpoint(const ingest *g) { return g->bound; }
+
+void ingest_stop(ingest *g)
+{
+    if (!g)
+        return;
+    atomic_store(&g->stop, true);
+    if (g->rx_started)
+        pthread_join(g->rx, NULL);
+    else
+        for (int i = 0; i < g->n_workers && g->push; i++)
+            if (g->push[i] && g->workers[i].started)
+                zmq_send(g->push[i], "Q", 1, 0);
+    for (int i = 0; i < g->n_workers && g->workers; i++) {
+        worker *w = &g->workers[i];
+        if (w->started)
+            pthread_join(w->th, NULL);
+        else if (w->pull)
+            zmq_close(w->pull);
+        kvev_decoder_free(w->dec);
+        kvingest_free(w->ki);
+        seqtrack_free(w->seq);
+    }
+    for (int i = 0; i < g->n_workers && g->push; i++)
+        if (g->push[i])
+            zmq_close(g->push[i]);
+    if (g->sub)
+        zmq_close(g->sub);
+    if (g->zctx)
+        zmq_ctx_term(g->zctx);
+    epset_snap_free(&g->initial);
+    free(g->push);
+    free(g->workers);
+    free(g);
+}
+
+void ingest_get_stats(const ingest *g, ingest_stats *out)
+{
+    *out = (ingest_stats){0};
+    const counters *c = &g->c;
+    out->messages = get(&c->messages);
+    out->bad_frames = get(&c->bad_frames);
+    out->rejected_pods = get(&c->rejected_pods);
+    out->loose_matches = get(&c->loose_matches);
+    for (int r = 0; r < KVEV_ERR_COUNT; r++)
+        out->decode_errors[r] = get(&c->decode_errors[r]);
+    out->duplicates = get(&c->duplicates);
+    out->gaps = get(&c->gaps);
+    out->restarts = get(&c->restarts);
+    out->missed = get(&c->missed);
+    out->replays = get(&c->replays);
+    out->replayed_batches = get(&c->replayed_batches);
+    out->replay_failures = get(&c->replay_failures);
+    out->lost = get(&c->lost);
+    out->endpoints_removed = get(&c->endpoints_removed);
+    out->apply_errors = get(&c->apply_errors);
+    out->lag_count = get(&c->lag_count);
+    out->lag_last_s = get(&c->lag_last_us) * 1e-6;
+    out->lag_max_s = get(&c->lag_max_us) * 1e-6;
+    out->lag_sum_s = get(&c->lag_sum_us) * 1e-6;
+    for (int i = 0; i < g->n_workers; i++) {
+        kvingest_stats ks;
+        if (!g->workers[i].ki)
+            continue;
+        kvingest_get_stats(g->workers[i].ki, &ks);
+        out->batches += ks.batches;
+        for (int t = 0; t < KVEV_TYPE_COUNT; t++)
+            out->events[t] += ks.events[t];
+        out->blocks_stored += ks.blocks_stored;
+        out->blocks_removed += ks.blocks_removed;
+        out->orphans += ks.orphans;
+    }
+}

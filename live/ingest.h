@@ -1,0 +1,91 @@
+/* ingest: vLLM KV events over ZMQ into the kvindex (spec kv-events-and-index.md §1, §3;
+ * llm-d-kv-cache's events pool).
+ *
+ * Modes: centralised (discover_pods false) binds one SUB socket on zmq_endpoint that
+ * every vLLM pod connects to; pod discovery connects the SUB to tcp://<ip>:<socket_port>
+ * of every endpoint in the epset and follows it as pods come and go. The SUB filters on
+ * topic_filter ("kv@"); a message must be exactly [topic, seq >= 8 bytes, payload].
+ *
+ * Trust: a topic's pod id must name a known endpoint (epset_match_pod: "ip:port", or a
+ * bare "ip" matched loosely, with one warning per pod saying which form it uses); events
+ * of any other pod are rejected and counted, so a stray publisher cannot steer traffic.
+ * Index slots are named by the endpoint name (what the precise scorer looks up). When an
+ * endpoint leaves the set, its index entries are removed (kvindex_endpoint_remove).
+ *
+ * Order and sharding: events go to concurrency worker threads by FNV-1a-32 of the
+ * endpoint name a topic resolves to, modulo concurrency (llm-d shards by the topic pod
+ * id; resolving first keeps ip and ip:port topics of one endpoint, and that endpoint's
+ * removal, on one worker, so a removal can never interleave with its own stores).
+ *
+ * Sequence numbers: per endpoint (seqtrack). A duplicate is dropped. On a gap or a
+ * publisher restart, with replay_port set, the worker asks tcp://<ip>:<replay_port> for
+ * the missing batches (live/replay.h) and applies those before the live one; without a
+ * replay socket, or when replay fails, the loss is counted and a warning says the pod's
+ * entries may be stale (llm-d has no gap handling at all).
+ *
+ * Threads: the receiver thread owns the SUB socket, the epset following, pod matching and
+ * the hand-off (inproc PUSH/PULL, frames moved without copying); each worker owns its
+ * decoder, kvingest and seqtrack and writes the shared kvindex (thread-safe). Counters are
+ * C11 atomics; ingest_get_stats may be called from any thread. ingest_stop joins all. */
+#ifndef KVROUTE_INGEST_H
+#define KVROUTE_INGEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blockkeys.h"
+#include "endpoints.h"
+#include "kverr.h"
+#include "kvevents.h"
+#include "kvindex.h"
+#include "scheduler.h"
+
+typedef struct ingest_config {
+    kvindex *index;               /* borrowed; must outlive the ingest */
+    blockkeys_ctx keys;           /* the index's key context (tokenProcessorConfig) */
+    epset *endpoints;             /* borrowed */
+    char zmq_endpoint[256];       /* centralised mode: bind address ("tcp://" "*:5557") */
+    char topic_filter[64];        /* "kv@" */
+    int concurrency;              /* worker threads; <= 0: 4 */
+    bool discover_pods;
+    int socket_port;              /* pod discovery: the pods' PUB port */
+    int replay_port;              /* vLLM replay ROUTER port on each pod; 0 = none */
+    int replay_timeout_ms;        /* per reply; <= 0: 1000 */
+} ingest_config;
+
+/* Fills cfg from the precise scorer's kvsource (kvEventsConfig); replay stays off. */
+void ingest_config_from_kvsource(ingest_config *cfg, const sched_kvsource *src, epset *endpoints);
+
+typedef struct ingest_stats {
+    uint64_t messages;                    /* 3-frame messages received */
+    uint64_t bad_frames;                  /* messages without exactly 3 frames */
+    uint64_t rejected_pods;               /* topics naming no known endpoint */
+    uint64_t loose_matches;               /* messages whose pod id matched only loosely */
+    uint64_t decode_errors[KVEV_ERR_COUNT]; /* by reason, topic and seq frame included */
+    uint64_t batches;                     /* applied */
+    uint64_t events[KVEV_TYPE_COUNT];
+    uint64_t blocks_stored, blocks_removed, orphans;
+    uint64_t apply_errors;                /* kvindex refused a batch part-way (out of memory) */
+    uint64_t duplicates, gaps, restarts;
+    uint64_t missed;                      /* batches a gap or restart skipped */
+    uint64_t replays, replayed_batches, replay_failures;
+    uint64_t lost;                        /* missed batches not recovered by replay */
+    uint64_t endpoints_removed;           /* index slots dropped because the endpoint left */
+    uint64_t lag_count;                   /* batches with a timestamp */
+    double lag_last_s, lag_max_s, lag_sum_s; /* receive time - batch ts (vLLM's wall clock) */
+} ingest_stats;
+
+typedef struct ingest ingest;
+
+/* Binds (centralised mode) and starts the threads. KV_EIO naming the address when the
+ * bind fails (busy port, bad endpoint), KV_EINVAL for a bad config. */
+ingest *ingest_start(const ingest_config *cfg, kv_err *err);
+/* The address actually bound (port resolved when zmq_endpoint used "*"); "" in discovery mode. */
+const char *ingest_endpoint(const ingest *g);
+void ingest_stop(ingest *g);
+void ingest_get_stats(const ingest *g, ingest_stats *out);
+
+/* FNV-1a 32-bit (llm-d's shard hash). */
+uint32_t ingest_fnv1a32(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,27 @@
+/* replay: the client side of vLLM's KV-event replay socket (spec kv-events-and-index.md
+ * §1). vLLM keeps its last buffer_steps batches and serves them from a ROUTER bound at
+ * kv_events_config.replay_endpoint: a DEALER sends ["", start_seq (8 bytes BE)] and gets
+ * ["", seq, payload] for every buffered seq >= start_seq, then the end marker
+ * ["", 0xFFFFFFFFFFFFFFFF, ""]. Replayed frames carry no topic.
+ *
+ * One call = one short-lived DEALER (gaps are rare; a socket per call keeps no state to
+ * go stale when a pod restarts). Blocking, bounded by timeout_ms per receive and by
+ * max_batches. Thread-safe given a thread-safe ZMQ context. */
+#ifndef KVROUTE_REPLAY_H
+#define KVROUTE_REPLAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kverr.h"
+
+#define REPLAY_END UINT64_MAX
+
+/* cb gets each batch in the order served; a non-zero return stops the fetch (returned).
+ * Returns the number of batches delivered, or KV_EIO (connect failure, timeout before the
+ * end marker, naming endpoint and seq), KV_EPARSE (a reply that is not ["", seq8,
+ * payload]). Batches delivered before an error were delivered. */
+long replay_fetch(void *zctx, const char *endpoint, uint64_t start_seq, int timeout_ms, size_t max_batches,
+                  int (*cb)(void *ctx, uint64_t seq, const void *payload, size_t len), void *ctx, kv_err *err);
+
+#endif
