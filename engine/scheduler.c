@@ -78,6 +78,7 @@ struct sched {
     uint64_t rng;
     pu_idmap in_flight;
     sched_cycle cycle;
+    const sched_result *hook_result;   /* during sched_pre_request */
 };
 
 /* ---- views --------------------------------------------------------------------------- */
@@ -586,10 +587,14 @@ void sched_pre_request(sched *s, const sched_request *r, const sched_result *res
         if (v)
             res->targets[i]->in_flight = (int)++*v;
     }
+    s->hook_result = res;
     for (size_t i = 0; i < s->n_plugins; i++)
         if (s->plugins[i].type->pre_request)
             s->plugins[i].type->pre_request(&s->plugins[i], r, res->targets, res->n_targets);
+    s->hook_result = NULL;
 }
+
+const sched_result *sched_pre_request_result(const sched *s) { return s->hook_result; }
 
 void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target)
 {

@@ -231,6 +231,9 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
                    sched_trace *trace, kv_err *err);
 /* Hooks: call after routing (in_flight++, stateful scorers learn) and on completion. */
 void sched_pre_request(sched *s, const sched_request *r, const sched_result *res);
+/* Inside a pre_request hook (p->owner): the whole result, e.g. the "prefill" profile's pick
+ * in res->others; NULL outside sched_pre_request. */
+const sched_result *sched_pre_request_result(const sched *s);
 void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target);
 
 /* Plugins by name and services (the precise scorer's kv source, for ingestion). */

@@ -343,6 +343,11 @@ static void test_pd_profile_handler(void **state)
     assert_int_equal(res.n_others, 1);
     assert_string_equal(res.others[0].profile, "prefill");
     assert_ptr_equal(res.others[0].target, &w.ep[0]);
+    assert_null(sched_pre_request_result(w.s));
+    sched_pre_request(w.s, &r, &res); /* the decode pod only is in flight */
+    assert_int_equal(w.ep[2].in_flight, 1);
+    assert_int_equal(w.ep[0].in_flight, 0);
+    assert_null(sched_pre_request_result(w.s));
     /* ep3 caches 2 of 4 blocks: it wins decode, 32 characters left >= 20 -> prefill */
     void *svc[1];
     assert_int_equal(sched_services(w.s, "kvsource", svc, 1), 1);
