@@ -624,6 +624,16 @@ void kvindex_clear_endpoint(kvindex *ix, int slot)
     unlock(ix);
 }
 
+/* Index into an array of m keys of pair i of n (the engine/index block ratio rule). */
+static inline size_t pair_at(size_t i, size_t m, size_t n) { return (size_t)((unsigned __int128)i * m / n); }
+
+static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_t ne, const uint64_t *rk, size_t nr,
+                          size_t n, size_t i)
+{
+    __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, mix64(rk[pair_at(i, nr, n)]))]);
+    if (ne) __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, em_hash_of(slot, ek[pair_at(i, ne, n)]))]);
+}
+
 int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n_engine,
                   const uint64_t *request_keys, size_t n_request, kv_err *err)
 {
@@ -646,8 +656,13 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     uint64_t bit = 1ULL << (slot % 64);
     size_t group = SIZE_MAX;   /* index into engine_keys of the current mapping group */
     uint32_t pos = 0;
+    /* Keep the next pairs' bucket lines in flight: a chain's keys are independent probes. */
+    for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
+        prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, k);
     for (size_t i = 0; i < n; i++) {
-        uint64_t rk = request_keys[(size_t)((unsigned __int128)i * n_request / n)];
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, i + PREFETCH_AHEAD);
+        uint64_t rk = request_keys[pair_at(i, n_request, n)];
         uint32_t b = blk_find(ix, rk);
         if (b == NIL) {
             if ((rc = blk_new(ix, rk, &b)) != KV_OK) {
@@ -664,7 +679,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
             if (tier != KVTIER_GPU) ix->nongpu[b / 64] |= 1ULL << (b % 64);
         }
         if (!n_engine) continue;
-        size_t g = (size_t)((unsigned __int128)i * n_engine / n);
+        size_t g = pair_at(i, n_engine, n);
         if (g != group) {
             /* A store replaces what this endpoint's engine key mapped to before. */
             em_drop_key(ix, slot, engine_keys[g]);
