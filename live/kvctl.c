@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,12 +26,29 @@ static const char USAGE[] =
     "       kvctl decode [FILE | --hex HEX | -]      a msgpack KVEventBatch -> one JSON line per event\n"
     "       kvctl listen tcp://HOST:PORT [--bind] [--topic PREFIX]   (default topic prefix kv@; Ctrl-C stops)\n";
 
-static int usage(const char *fmt, const char *arg)
+static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "kvctl: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\n%s", USAGE);
     return 2;
+}
+
+/* Bad input or environment: one message, exit status 1. */
+static int failed(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int failed(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kvctl: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
 }
 
 /* --- keys ---------------------------------------------------------------------------- */
@@ -56,10 +74,7 @@ static void push(u32vec *t, uint32_t x)
     if (t->n == t->cap) {
         t->cap = t->cap ? 2 * t->cap : 256;
         t->v = realloc(t->v, t->cap * sizeof *t->v);
-        if (!t->v) {
-            fprintf(stderr, "kvctl: out of memory\n");
-            exit(1);
-        }
+        if (!t->v) exit(failed("out of memory"));
     }
     t->v[t->n++] = x;
 }
@@ -127,7 +142,7 @@ static int cmd_keys(int argc, char **argv)
             rc = usage("bad token list \"%s\" (integers in [0, 2^32) or A..B ranges)", a);
         }
     }
-    if (rc == 0 && !model) rc = usage("keys needs --model%s", "");
+    if (rc == 0 && !model) rc = usage("keys needs --model");
     blockkeys_ctx ctx;
     blockkeys_algo algo;
     kv_err err;
@@ -303,27 +318,26 @@ static int cmd_decode(int argc, char **argv)
 {
     uint8_t *p = NULL;
     size_t n = 0;
-    if (argc > 2 || (argc == 2 && strcmp(argv[0], "--hex") != 0)) return usage("decode takes one FILE, --hex HEX or -%s", "");
+    if (argc > 2 || (argc == 2 && strcmp(argv[0], "--hex") != 0)) return usage("decode takes one FILE, --hex HEX or -");
     if (argc == 2) {
         if (!unhex(argv[1], &p, &n)) return usage("--hex: \"%s\" is not an even number of hex digits", argv[1]);
     } else if (argc == 0 || strcmp(argv[0], "-") == 0) {
-        if (!read_all(stdin, &p, &n)) return fprintf(stderr, "kvctl: cannot read stdin\n"), 1;
+        if (!read_all(stdin, &p, &n)) return failed("cannot read stdin");
     } else if (strcmp(argv[0], "--hex") == 0) {
-        return usage("--hex needs a value%s", "");
+        return usage("--hex needs a value");
     } else {
         FILE *f = fopen(argv[0], "rb");
-        if (!f) return fprintf(stderr, "kvctl: %s: %s\n", argv[0], strerror(errno)), 1;
+        if (!f) return failed("%s: %s", argv[0], strerror(errno));
         bool ok = read_all(f, &p, &n);
         fclose(f);
-        if (!ok) return fprintf(stderr, "kvctl: %s: read error\n", argv[0]), 1;
+        if (!ok) return failed("%s: read error", argv[0]);
     }
     kv_err err;
     kvev_decoder *d = kvev_decoder_new(0, &err);
     kvev_batch b;
     int rc = 0;
     if (kvev_decode_batch(d, p, n, &b, &err)) {
-        fprintf(stderr, "kvctl: %s\n", err.msg);
-        rc = 1;
+        rc = failed("%s", err.msg);
     } else {
         for (size_t i = 0; i < b.n_events; i++) {
             json_t *o = event_json(&b.events[i]);
@@ -415,7 +429,7 @@ static int cmd_listen(int argc, char **argv)
         else if (argv[i][0] != '-' && !endpoint) endpoint = argv[i];
         else return usage("listen: unexpected argument \"%s\"", argv[i]);
     }
-    if (!endpoint) return usage("listen needs an endpoint such as tcp://10.0.0.7:5557%s", "");
+    if (!endpoint) return usage("listen needs an endpoint such as tcp://10.0.0.7:5557");
     void *ctx = zmq_ctx_new();
     void *sock = zmq_socket(ctx, ZMQ_SUB);
     int timeout_ms = 200, linger = 0;
@@ -423,10 +437,10 @@ static int cmd_listen(int argc, char **argv)
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock, ZMQ_SUBSCRIBE, topic, strlen(topic));
     if ((bind ? zmq_bind(sock, endpoint) : zmq_connect(sock, endpoint)) != 0) {
-        fprintf(stderr, "kvctl: cannot %s %s: %s\n", bind ? "bind" : "connect to", endpoint, zmq_strerror(zmq_errno()));
+        int rc = failed("cannot %s %s: %s", bind ? "bind" : "connect to", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(sock);
         zmq_ctx_term(ctx);
-        return 1;
+        return rc;
     }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -440,8 +454,7 @@ static int cmd_listen(int argc, char **argv)
         zmq_msg_t f[4];
         int nf = recv_message(sock, f, 4);
         if (nf < 0) {
-            fprintf(stderr, "kvctl: receive: %s\n", zmq_strerror(zmq_errno()));
-            rc = 1;
+            rc = failed("receive: %s", zmq_strerror(zmq_errno()));
             break;
         }
         if (nf == 0) continue;
@@ -461,10 +474,13 @@ static int cmd_listen(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) return usage("a command is required%s", "");
+    if (argc < 2) return usage("a command is required");
     if (strcmp(argv[1], "keys") == 0) return cmd_keys(argc - 2, argv + 2);
     if (strcmp(argv[1], "decode") == 0) return cmd_decode(argc - 2, argv + 2);
     if (strcmp(argv[1], "listen") == 0) return cmd_listen(argc - 2, argv + 2);
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) return fputs(USAGE, stdout), 0;
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
     return usage("unknown command \"%s\"", argv[1]);
 }
