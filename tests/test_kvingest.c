@@ -372,6 +372,71 @@ static void test_clear_payload_and_errors(void **state)
     fx_free(f);
 }
 
+
+static uint64_t rng = 0x853c49e6748fea9bULL;
+static uint64_t rnd(uint64_t n)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng % n;
+}
+
+/* Random but well-formed batches with every odd combination the rules branch on (zero
+ * block size, tokens without hashes, unknown parents, foreign kinds, ratios either way,
+ * clears mid-batch), through the wire format: never an error, never a sanitizer report,
+ * and every event accounted for. */
+static void test_random_batches(void **state)
+{
+    (void)state;
+    fx *f = fx_new(16);
+    static const char *const media[] = {"GPU", "CPU", "STORAGE", NULL};
+    static const char *const kinds[] = {"full_attention", "sliding_window", "mla_attention", NULL};
+    static const uint32_t sizes[] = {16, 64, 8, 0, 5};
+    static uint64_t hashes[8][6];
+    static kvev_extra_item items[2] = {{KVEV_EXTRA_STR, {"img", 3}, 0}, {KVEV_EXTRA_PAIR, {"v", 1}, 2}};
+    static kvev_block_extra bx[4];
+    kvev_event ev[8];
+    kvev_buf buf = {0};
+    uint64_t n_events = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t n = 1 + rnd(8);
+        for (size_t i = 0; i < n; i++) {
+            size_t nh = rnd(6);
+            for (size_t h = 0; h < nh; h++) hashes[i][h] = 1 + rnd(200);
+            const char *m = media[rnd(4)];
+            ev[i] = (kvev_event){.type = (kvev_type)(rnd(10) < 6 ? KVEV_BLOCK_STORED : rnd(10) < 8 ? KVEV_BLOCK_REMOVED
+                                                                                                 : KVEV_ALL_BLOCKS_CLEARED),
+                                 .block_hashes = hashes[i], .n_block_hashes = nh, .medium = kvev_str_c(m)};
+            if (rnd(4) == 0) ev[i].has_group_idx = true, ev[i].group_idx = (int64_t)rnd(3);
+            if (ev[i].type != KVEV_BLOCK_STORED) continue;
+            ev[i].block_size = sizes[rnd(5)];
+            ev[i].token_ids = f->tok;
+            ev[i].n_token_ids = rnd(3) == 0 ? 0 : rnd(200);
+            ev[i].has_parent = rnd(2);
+            ev[i].parent_block_hash = rnd(3) ? 1 + rnd(200) : 0;
+            if (rnd(5) == 0) ev[i].lora_name = kvev_str_c("lora-x");
+            const char *k = kinds[rnd(4)];
+            ev[i].kv_cache_spec_kind = kvev_str_c(k);
+            if (rnd(3) == 0) {
+                size_t nb = rnd(5);
+                for (size_t b = 0; b < nb; b++) bx[b] = (kvev_block_extra){rnd(2), items, rnd(3)};
+                ev[i].has_extra_keys = true, ev[i].extra_keys = bx, ev[i].n_extra_keys = nb;
+            }
+        }
+        kvev_batch b = {1.0, true, 0, ev, n};
+        assert_int_equal(kvev_encode(&b, (kvev_encoding)rnd(3), &buf, NULL), KV_OK);
+        kv_err err;
+        int rc = kvingest_payload(f->g, rnd(2) ? f->a : f->b, "m", buf.data, buf.len, &err);
+        if (rc) fail_msg("iteration %d: %s", iter, err.msg);
+        n_events += n;
+    }
+    kvingest_stats s = stats(f);
+    assert_true(s.events[0] + s.events[1] + s.events[2] == n_events);
+    assert_int_equal(s.batches, 3000);
+    assert_true(s.blocks_stored > 0 && s.orphans > 0 && s.skipped_kind > 0 && s.skipped_non_dense > 0);
+    kvev_buf_free(&buf);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_tiers),
         cmocka_unit_test(test_cache_groups),
         cmocka_unit_test(test_clear_payload_and_errors),
+        cmocka_unit_test(test_random_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
