@@ -2,9 +2,9 @@
  *
  * Decoding is one pass of a bounds-checked msgpack cursor straight into kvev_event
  * structs. msgpack-c's object-tree unpack was measured at 13 ns per object here, i.e.
- * ~860 ns of a 64-token block's budget of 330 ns (3 M blocks/s), and it sizes a
- * container's element array from the header before reading the elements, so a 5-byte
- * header could demand gigabytes. The cursor instead rejects any container declaring more
+ * ~860 ns per 64-token block against a whole-pipeline budget of 330 ns (3 M blocks/s),
+ * and it sizes a container's element array from the header before reading the elements,
+ * so a 5-byte header could demand gigabytes. The cursor instead rejects any container declaring more
  * elements than bytes remain, and decodes token ids with a fast path for the three
  * encodings they use. Decoded data lives in a chunked arena (chunks never move, so
  * pointers stay valid while later events are appended) reset by the next call.

@@ -1,7 +1,8 @@
 /* test_kvevents: the spec's worked-example bytes (kv-events-and-index.md §1) decoded and
  * re-encoded byte for byte, hash encodings, every field in all three encodings via round
  * trips, tolerated extra/missing fields, every rejection reason with its counter, and a
- * truncation + mutation loop over valid payloads (run under ASan+UBSan). */
+ * truncation + mutation loop over valid payloads (run under ASan+UBSan) in which
+ * msgpack-c, an independent reader, must accept whatever the decoder accepts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
