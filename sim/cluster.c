@@ -4,12 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "evq.h"
 #include "kvevents.h"
 #include "kvingest.h"
 #include "server.h"
+
+#define CL_HUGE (2u << 20)           /* huge page size for the token-time block */
 
 /* Event kinds, in their order at equal times. */
 enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_ARRIVAL = 3, EV_STAGE = 4 };
@@ -24,10 +27,17 @@ typedef struct cl_server {
     char pod[32];
 } cl_server;
 
-typedef struct cl_payload {
-    uint8_t *data;
-    size_t len;
-} cl_payload;
+/* KV payloads in flight to the router. Every payload waits the same kv_event_delay, so
+ * they are delivered in the order they were published: a FIFO of byte ranges in one
+ * buffer, emptied (and rewound) whenever everything published has been delivered. */
+typedef struct cl_payloads {
+    uint8_t *bytes;
+    size_t used, cap;
+    struct {
+        size_t off, len;
+    } *q;
+    size_t head, tail, qcap;
+} cl_payloads;
 
 typedef struct cl {
     const scenario *s;
@@ -61,8 +71,9 @@ typedef struct cl {
         int *slot;                    /* index slot of each server */
     } kvsrc[8];
     size_t n_kvsrc;
-    cl_payload *pay;
-    size_t n_pay, cap_pay;
+    cl_payloads pay;
+    sim_time *token_pool;             /* every record's token_times, one allocation */
+    size_t token_next;                /* next free slot: requests arrive in id order */
     sched_trace trace;
     size_t cap_samples;
 } cl;
@@ -214,35 +225,44 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         return rc;
     if (res->kv_payload_len) {
         c->st.kv_batches++;
-        if (c->n_kvsrc) {
-            if (c->n_pay == c->cap_pay) {
-                size_t cap = c->cap_pay ? c->cap_pay * 2 : 1024;
-                cl_payload *p = realloc(c->pay, cap * sizeof *p);
-                if (!p)
-                    return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
-                c->pay = p;
-                c->cap_pay = cap;
-            }
-            cl_payload *p = &c->pay[c->n_pay];
-            if (!(p->data = malloc(res->kv_payload_len)))
-                return kv_err_set(err, KV_ENOMEM, "out of memory (KV payload)");
-            memcpy(p->data, res->kv_payload, res->kv_payload_len);
-            p->len = res->kv_payload_len;
-            if ((rc = cl_push(c, c->now + c->s->cluster.kv_event_delay, EV_KV, (int32_t)i, c->n_pay++, err)))
-                return rc;
-        } else {
-            c->st.kv_events_dropped++;   /* counted per batch: nothing decodes them */
+        cl_payloads *p = &c->pay;
+        if (p->used + res->kv_payload_len > p->cap) {
+            size_t cap = p->cap ? p->cap : 65536;
+            while (cap < p->used + res->kv_payload_len)
+                cap *= 2;
+            uint8_t *b = realloc(p->bytes, cap);
+            if (!b)
+                return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
+            p->bytes = b;
+            p->cap = cap;
         }
+        if (p->tail == p->qcap) {
+            size_t cap = p->qcap ? p->qcap * 2 : 256;
+            void *q = realloc(p->q, cap * sizeof *p->q);
+            if (!q)
+                return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
+            p->q = q;
+            p->qcap = cap;
+        }
+        memcpy(p->bytes + p->used, res->kv_payload, res->kv_payload_len);
+        p->q[p->tail].off = p->used;
+        p->q[p->tail++].len = res->kv_payload_len;
+        p->used += res->kv_payload_len;
+        if ((rc = cl_push(c, c->now + c->s->cluster.kv_event_delay, EV_KV, (int32_t)i, 0, err)))
+            return rc;
     }
     return cl_kick(c, i, err);
 }
 
-static int cl_kv_deliver(cl *c, size_t i, uint64_t slot, kv_err *err)
+static int cl_kv_deliver(cl *c, size_t i, kv_err *err)
 {
-    cl_payload *p = &c->pay[slot];
+    cl_payloads *p = &c->pay;
+    const uint8_t *data = p->bytes + p->q[p->head].off;
+    size_t len = p->q[p->head].len;
+    p->head++;
     kvev_batch b;
     kv_err e = {0};
-    if (kvev_decode_batch(c->dec, p->data, p->len, &b, &e) != KV_OK) {
+    if (kvev_decode_batch(c->dec, data, len, &b, &e) != KV_OK) {
         c->st.kv_decode_errors++;
     } else {
         for (size_t k = 0; k < c->n_kvsrc; k++) {
@@ -252,8 +272,8 @@ static int cl_kv_deliver(cl *c, size_t i, uint64_t slot, kv_err *err)
         }
         c->st.kv_events_delivered += b.n_events;
     }
-    free(p->data);
-    p->data = NULL;
+    if (p->head == p->tail)
+        p->head = p->tail = p->used = 0;
     return KV_OK;
 }
 
@@ -307,9 +327,8 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
     if ((rc = wl_request(c->w, stage, i, wr, err)))
         return rc;
     sim_request_record *rec = &c->run->requests[id];
-    sim_time *times = malloc(((size_t)wr->n_output + 1) * sizeof *times);
-    if (!times)
-        return kv_err_set(err, KV_ENOMEM, "out of memory (token times)");
+    sim_time *times = c->token_pool + c->token_next;
+    c->token_next += (size_t)wr->n_output + 1;
     *rec = (sim_request_record){.id = id, .stage = (int)stage, .t_scheduled = c->now, .t_start = c->now,
                                 .prompt_tokens = wr->n_prompt, .output_tokens = wr->n_output, .endpoint = -1,
                                 .token_times = times, .prefix_group = wr->group};
@@ -357,6 +376,7 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
 static int cl_setup(cl *c, size_t r, kv_err *err)
 {
     const scn_cluster *k = &c->s->cluster;
+    const char *rname = c->s->routers[r].name;
     c->n_srv = k->replicas;
     c->srv = calloc(c->n_srv, sizeof *c->srv);
     c->eps = calloc(c->n_srv, sizeof *c->eps);
@@ -369,49 +389,64 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     if (!c->srv || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     c->run->n_stages = c->w->n_stages;
+    /* Token times (one per SSE event, the run's largest array): one block, on huge
+     * pages where the kernel offers them, instead of a page fault every 4 KiB. */
+    size_t n_times = 0;
+    for (size_t st = 0; st < c->w->n_stages; st++)
+        for (uint64_t i = 0; i < c->w->stages[st].n_requests; i++)
+            n_times += (size_t)wl_output_len(c->w, st, i) + 1;
+    size_t bytes = ((n_times ? n_times : 1) * sizeof(sim_time) + CL_HUGE - 1) / CL_HUGE * CL_HUGE;
+    if (posix_memalign((void **)&c->token_pool, CL_HUGE, bytes))
+        return kv_err_set(err, KV_ENOMEM, "out of memory (%zu token times)", n_times);
+    madvise(c->token_pool, bytes, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
     for (size_t i = 0; i < c->n_srv; i++) {
         cl_server *sv = &c->srv[i];
         snprintf(sv->name, sizeof sv->name, "10.0.%zu.%zu:8000", (i + 1) / 256, (i + 1) % 256);
         snprintf(sv->pod, sizeof sv->pod, "vllm-replica-%zu", i);
-        simsrv_config sc = {.model = k->model, .hw = k->hw, .tp = k->tp, .block_size = k->block_size,
-                            .num_gpu_blocks = k->num_gpu_blocks, .gpu_memory_utilization = k->gpu_memory_utilization,
-                            .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
-                            .long_prefill_token_threshold = k->long_prefill_token_threshold,
-                            .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
-                            .emit_kv_events = true, .pod_id = sv->name, .model_name = k->model->hf_name};
-        kv_err e = {0};
-        if (!(sv->srv = simsrv_new(&sc, &e)))
-            return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "replica %zu: %s", i, e.msg);
         c->eps[i] = (sched_endpoint){.id = (uint32_t)i, .name = sv->name, .pod = sv->pod, .ns = ""};
         c->epp[i] = &c->eps[i];
     }
-    c->st.num_gpu_blocks = simsrv_num_gpu_blocks(c->srv[0].srv);
-    c->st.max_num_batched_tokens = simsrv_max_num_batched_tokens(c->srv[0].srv);
-    c->st.max_num_seqs = simsrv_max_num_seqs(c->srv[0].srv);
     sched_env env = {.seed = c->s->seed, .now = cl_clock, .clock_ctx = c, .warn = c->o ? c->o->warn : NULL,
                      .warn_ctx = c->o ? c->o->warn_ctx : NULL};
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
-        return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", c->s->routers[r].name, e.msg);
+        return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
     void *srcs[8];
     c->n_kvsrc = sched_services(c->sched, "kvsource", srcs, 8);
     for (size_t k = 0; k < c->n_kvsrc; k++) {
         struct cl_kvsrc *ks = &c->kvsrc[k];
         ks->src = srcs[k];
         if (!(ks->ing = kvingest_new(ks->src->index, &ks->src->keys, &e)))
-            return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "router '%s': %s", c->s->routers[r].name, e.msg);
+            return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "router '%s': %s", rname, e.msg);
         if (!(ks->slot = calloc(c->n_srv, sizeof *ks->slot)))
             return kv_err_set(err, KV_ENOMEM, "out of memory");
         for (size_t i = 0; i < c->n_srv; i++) {
             int slot = kvindex_endpoint_add(ks->src->index, c->srv[i].name, &e);
             if (slot < 0)
-                return kv_err_set(err, slot, "router '%s': index slot for %s: %s", c->s->routers[r].name,
-                                  c->srv[i].name, e.msg);
+                return kv_err_set(err, slot, "router '%s': index slot for %s: %s", rname, c->srv[i].name, e.msg);
             ks->slot[i] = slot;
         }
     }
     if (c->n_kvsrc && !(c->dec = kvev_decoder_new(0, &e)))
         return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "%s", e.msg);
+    /* Servers publish KV events only to a router that can read them: encoding is a
+     * large share of a step's cost, and nothing else about the server changes. */
+    c->st.kv_published = c->n_kvsrc > 0;
+    for (size_t i = 0; i < c->n_srv; i++) {
+        cl_server *sv = &c->srv[i];
+        simsrv_config sc = {.model = k->model, .hw = k->hw, .tp = k->tp, .block_size = k->block_size,
+                            .num_gpu_blocks = k->num_gpu_blocks, .gpu_memory_utilization = k->gpu_memory_utilization,
+                            .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
+                            .long_prefill_token_threshold = k->long_prefill_token_threshold,
+                            .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
+                            .emit_kv_events = c->st.kv_published, .pod_id = sv->name,
+                            .model_name = k->model->hf_name};
+        if (!(sv->srv = simsrv_new(&sc, &e)))
+            return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "replica %zu: %s", i, e.msg);
+    }
+    c->st.num_gpu_blocks = simsrv_num_gpu_blocks(c->srv[0].srv);
+    c->st.max_num_batched_tokens = simsrv_max_num_batched_tokens(c->srv[0].srv);
+    c->st.max_num_seqs = simsrv_max_num_seqs(c->srv[0].srv);
     return KV_OK;
 }
 
@@ -427,9 +462,8 @@ static void cl_teardown(cl *c)
         for (uint64_t i = 0; i < c->total; i++)
             wl_req_release(&c->wreq[i]);
     free(c->wreq);
-    for (size_t i = 0; i < c->n_pay; i++)
-        free(c->pay[i].data);
-    free(c->pay);
+    free(c->pay.bytes);
+    free(c->pay.q);
     for (size_t k = 0; k < c->n_kvsrc; k++) {
         kvingest_free(c->kvsrc[k].ing);
         free(c->kvsrc[k].slot);
@@ -459,7 +493,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
     while (!rc && evq_pop(&c.q, &ev)) {
         c.now = ev.t;
         switch (ev.kind) {
-        case EV_KV: rc = cl_kv_deliver(&c, (size_t)ev.who, ev.arg, err); break;
+        case EV_KV: rc = cl_kv_deliver(&c, (size_t)ev.who, err); break;
         case EV_SCRAPE: rc = cl_scrape(&c, err); break;
         case EV_STEP: rc = cl_step_end(&c, (size_t)ev.who, err); break;
         case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
@@ -473,6 +507,8 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
                         out->router, (unsigned long long)(c.total - c.completed), (unsigned long long)c.total);
     c.st.sim_end_us = (uint64_t)c.now;
     out->events_delivered = c.st.kv_events_delivered;
+    if (out->n_requests == 0)          /* else requests[0].token_times owns the block */
+        free(c.token_pool);
     if (stats)
         *stats = c.st;
     cl_teardown(&c);
@@ -485,8 +521,8 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
 
 void cluster_run_free(sim_run *run)
 {
-    for (size_t i = 0; i < run->n_requests; i++)
-        free((void *)run->requests[i].token_times);
+    if (run->n_requests)
+        free((void *)run->requests[0].token_times);
     free(run->requests);
     free(run->stages);
     free(run->samples);

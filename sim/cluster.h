@@ -15,7 +15,8 @@
  *                sched_response_complete. The step's KV-event payload (vLLM msgpack)
  *                reaches the router kv_event_delay later, through kvevents decode and
  *                kvingest into the index of every "kvsource" the scheduler offers
- *                (none: the events are dropped and counted). The next step starts.
+ *                (a router without one gets none: its servers do not publish, which
+ *                changes nothing else about them). The next step starts.
  *   scrape    -> each server's waiting/running/KV usage/cache config reaches its
  *                endpoint every scrape_interval; at each decision, metrics older than
  *                metrics_staleness are marked invalid. A sim_server_sample is recorded.
@@ -23,7 +24,8 @@
  *                stage's start + 1 s head start; the harness polls each second until the
  *                stage has drained, then sleeps `interval`, then starts the next stage.
  * Ownership: cluster_run fills a sim_run whose arrays belong to it until
- * cluster_run_free. Single-threaded; runs for different routers are independent. */
+ * cluster_run_free (the records' token_times are slices of one block that starts at
+ * requests[0].token_times). Single-threaded; runs for different routers are independent. */
 #ifndef KVROUTE_SIM_CLUSTER_H
 #define KVROUTE_SIM_CLUSTER_H
 
@@ -53,9 +55,9 @@ typedef struct cluster_opts {
 
 typedef struct cluster_stats {
     uint64_t steps;                   /* engine steps over all servers */
+    bool kv_published;                /* false: the router has no kvsource, servers publish nothing */
     uint64_t kv_batches;              /* payloads published */
     uint64_t kv_events_delivered;     /* events ingested into a kvsource index */
-    uint64_t kv_events_dropped;       /* events with nowhere to go (no kvsource) */
     uint64_t kv_decode_errors;
     uint64_t failed;                  /* unroutable or unservable requests */
     uint64_t preemptions;

@@ -242,11 +242,16 @@ int main(int argc, char **argv)
             (rc = simdb_end_run(db, dc.run_id, &runs[r], &lcs[r], &err)))
             break;
         if (con) {
-            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; KV events %llu delivered, "
-                         "%llu batches dropped; %llu KV blocks/replica; %.1f s simulated in %.2f s\n",
+            char kv[96];
+            if (st.kv_published)
+                snprintf(kv, sizeof kv, "KV events: %llu delivered in %llu batches", (unsigned long long)st.kv_events_delivered,
+                         (unsigned long long)st.kv_batches);
+            else
+                snprintf(kv, sizeof kv, "KV events: not published (the router has no kvsource)");
+            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica; "
+                         "%.1f s simulated in %.2f s\n",
                     ro->name, ro->source, (unsigned long long)runs[r].n_requests, (unsigned long long)st.failed,
-                    (unsigned long long)st.preemptions, (unsigned long long)st.kv_events_delivered,
-                    (unsigned long long)st.kv_events_dropped, (unsigned long long)st.num_gpu_blocks,
+                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks,
                     (double)st.sim_end_us / 1e6, runs[r].wall_seconds);
             console_stage_lines(con, ro->name, &lcs[r]);
         }

@@ -840,6 +840,17 @@ uint64_t wl_total_requests(const workload *w)
     return n;
 }
 
+uint32_t wl_output_len(const workload *w, size_t stage, uint64_t i)
+{
+    (void)stage;   /* every stage replays the same sequence */
+    switch (w->spec.data) {
+    case WL_DATA_SHARED_PREFIX: return w->prompts[i % w->n_prompts].n_output;
+    case WL_DATA_RANDOM: return (uint32_t)w->out_len[i % (uint64_t)w->spec.output.total_count];
+    case WL_DATA_TRACE: return w->prompts[i].n_output;
+    }
+    return 0;
+}
+
 int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err *err)
 {
     memset(out, 0, sizeof *out);

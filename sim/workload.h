@@ -127,6 +127,9 @@ typedef struct wl_req {
 int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err *err);
 void wl_req_release(wl_req *r);
 
+/* The output length of the i-th request of a stage, without building its prompt. */
+uint32_t wl_output_len(const workload *w, size_t stage, uint64_t i);
+
 /* Total requests over all stages. */
 uint64_t wl_total_requests(const workload *w);
 
