@@ -1,0 +1,374 @@
+/* promexp: the ./epp metric set and its /metrics endpoint (see promexp.h).
+ *
+ * Labelled series live in small fixed tables (label values interned on first sight under
+ * a mutex, values updated with atomics), so the observe path is a short scan and a few
+ * atomic adds; label sets beyond the table's size are folded into one overflow series
+ * rather than growing without bound on hostile model names. */
+#include "promexp.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SERIES 256
+#define OVERFLOW_LABEL "_other"
+
+/* GIE metrics.go buckets. */
+static const double request_buckets[] = {0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3,
+                                          4, 5, 6, 8, 10, 15, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480,
+                                          600, 900, 1200, 1800, 2700, 3600};
+static const double sched_buckets[] = {0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
+#define N_REQ_B (sizeof request_buckets / sizeof request_buckets[0])
+#define N_SCHED_B (sizeof sched_buckets / sizeof sched_buckets[0])
+
+typedef struct hist {
+    atomic_uint_fast64_t buckets[N_REQ_B + 1];   /* per bucket (not cumulative); last = +Inf */
+    atomic_uint_fast64_t count;
+    _Atomic double sum;
+} hist;
+
+static void hist_observe(hist *h, const double *bounds, size_t n, double v)
+{
+    size_t i = 0;
+    while (i < n && v > bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    double old = atomic_load_explicit(&h->sum, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak(&h->sum, &old, old + v))
+        ;
+}
+
+/* One (model_name, target_model_name) series. */
+typedef struct req_series {
+    char model[128], target[128];
+    atomic_uint_fast64_t total;
+    atomic_uint_fast64_t errors[5];   /* by error_codes[] */
+    hist duration;
+} req_series;
+
+static const struct { int status; const char *code; } error_codes[] = {
+    {400, "BadRequest"}, {429, "InferencePoolResourceExhausted"}, {503, "ServiceUnavailable"},
+    {500, "Internal"}, {0, "Unknown"},
+};
+#define N_CODES (sizeof error_codes / sizeof error_codes[0])
+
+struct promexp {
+    promexp_sources src;
+    char pool_name[128];
+    struct MHD_Daemon *mhd;
+    int port;
+    pthread_mutex_t mu;                 /* guards series interning */
+    req_series series[MAX_SERIES];
+    atomic_size_t n_series;
+    hist sched;
+    atomic_uint_fast64_t sched_ok, sched_fail;
+};
+
+const char *promexp_error_code(int http_status)
+{
+    for (size_t i = 0; i < N_CODES - 1; i++)
+        if (error_codes[i].status == http_status)
+            return error_codes[i].code;
+    return error_codes[N_CODES - 1].code;
+}
+
+static size_t code_index(int http_status)
+{
+    for (size_t i = 0; i < N_CODES - 1; i++)
+        if (error_codes[i].status == http_status)
+            return i;
+    return N_CODES - 1;
+}
+
+static req_series *series_find(promexp *p, const char *model, const char *target)
+{
+    size_t n = atomic_load(&p->n_series);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(p->series[i].model, model) && !strcmp(p->series[i].target, target))
+            return &p->series[i];
+    return NULL;
+}
+
+static req_series *series_get(promexp *p, const char *model, const char *target)
+{
+    req_series *s = series_find(p, model, target);
+    if (s)
+        return s;
+    pthread_mutex_lock(&p->mu);
+    if (!(s = series_find(p, model, target))) {
+        size_t n = atomic_load(&p->n_series);
+        if (n >= MAX_SERIES - 1) {
+            model = target = OVERFLOW_LABEL;
+            s = series_find(p, model, target);
+        }
+        if (!s) {
+            s = &p->series[n];
+            snprintf(s->model, sizeof s->model, "%s", model);
+            snprintf(s->target, sizeof s->target, "%s", target);
+            atomic_store(&p->n_series, n + 1);   /* publishes the names written above */
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+void promexp_observe_request(promexp *p, const char *model, const char *target_model, int http_status,
+                             double seconds)
+{
+    req_series *s = series_get(p, model ? model : "", target_model ? target_model : (model ? model : ""));
+    atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
+    if (http_status != 200)
+        atomic_fetch_add_explicit(&s->errors[code_index(http_status)], 1, memory_order_relaxed);
+    else
+        hist_observe(&s->duration, request_buckets, N_REQ_B, seconds);
+}
+
+void promexp_observe_schedule(promexp *p, double seconds, bool ok)
+{
+    hist_observe(&p->sched, sched_buckets, N_SCHED_B, seconds);
+    atomic_fetch_add_explicit(ok ? &p->sched_ok : &p->sched_fail, 1, memory_order_relaxed);
+}
+
+/* ---- rendering ----------------------------------------------------------------------------- */
+
+/* A label value with the exposition format's escapes (backslash, quote, newline). */
+static void put_label(FILE *f, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fputc('\\', f), fputc(*v, f);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+static void head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void model_labels(FILE *f, const req_series *s)
+{
+    fputs("model_name=\"", f);
+    put_label(f, s->model);
+    fputs("\",target_model_name=\"", f);
+    put_label(f, s->target);
+    fputc('"', f);
+}
+
+static uint64_t ld(const atomic_uint_fast64_t *a) { return atomic_load_explicit((atomic_uint_fast64_t *)a, memory_order_relaxed); }
+
+/* labels: a callback writing the series' labels (without braces), or NULL. */
+static void put_hist(FILE *f, const char *name, hist *h, const double *bounds, size_t n,
+                     void (*labels)(FILE *, const req_series *), const req_series *s)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= n; i++) {
+        cum += ld(&h->buckets[i]);
+        fprintf(f, "%s_bucket{", name);
+        if (labels) {
+            labels(f, s);
+            fputc(',', f);
+        }
+        if (i < n)
+            fprintf(f, "le=\"%g\"} %llu\n", bounds[i], (unsigned long long)cum);
+        else
+            fprintf(f, "le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    fprintf(f, "%s_sum", name);
+    if (labels) {
+        fputc('{', f);
+        labels(f, s);
+        fputc('}', f);
+    }
+    fprintf(f, " %.9g\n%s_count", atomic_load(&h->sum), name);
+    if (labels) {
+        fputc('{', f);
+        labels(f, s);
+        fputc('}', f);
+    }
+    fprintf(f, " %llu\n", (unsigned long long)ld(&h->count));
+}
+
+static void write_requests(promexp *p, FILE *f)
+{
+    size_t n = atomic_load(&p->n_series);
+    head(f, "inference_objective_request_total", "counter", "Counter of inference objective requests broken out for each model and target model.");
+    for (size_t i = 0; i < n; i++) {
+        fputs("inference_objective_request_total{", f);
+        model_labels(f, &p->series[i]);
+        fprintf(f, "} %llu\n", (unsigned long long)ld(&p->series[i].total));
+    }
+    head(f, "inference_objective_request_error_total", "counter", "Counter of inference objective requests errors broken out for each model and target model.");
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < N_CODES; c++) {
+            uint64_t v = ld(&p->series[i].errors[c]);
+            if (!v)
+                continue;
+            fputs("inference_objective_request_error_total{", f);
+            model_labels(f, &p->series[i]);
+            fprintf(f, ",error_code=\"%s\"} %llu\n", error_codes[c].code, (unsigned long long)v);
+        }
+    head(f, "inference_objective_request_duration_seconds", "histogram", "Inference objective response latency distribution in seconds for each model and target model.");
+    for (size_t i = 0; i < n; i++)
+        put_hist(f, "inference_objective_request_duration_seconds", &p->series[i].duration, request_buckets, N_REQ_B,
+                 model_labels, &p->series[i]);
+    head(f, "inference_extension_scheduler_e2e_duration_seconds", "histogram", "End-to-end scheduling latency distribution in seconds.");
+    put_hist(f, "inference_extension_scheduler_e2e_duration_seconds", &p->sched, sched_buckets, N_SCHED_B, NULL, NULL);
+    head(f, "inference_extension_scheduler_attempts_total", "counter", "Total number of scheduling attempts.");
+    fprintf(f, "inference_extension_scheduler_attempts_total{status=\"success\"} %llu\n",
+            (unsigned long long)ld(&p->sched_ok));
+    fprintf(f, "inference_extension_scheduler_attempts_total{status=\"failure\"} %llu\n",
+            (unsigned long long)ld(&p->sched_fail));
+}
+
+static void gauge(FILE *f, const char *name, const char *help, const char *pool, double v)
+{
+    head(f, name, "gauge", help);
+    fprintf(f, "%s{name=\"", name);
+    put_label(f, pool);
+    fprintf(f, "\"} %.9g\n", v);
+}
+
+static void plain(FILE *f, const char *name, const char *type, const char *help, double v)
+{
+    head(f, name, type, help);
+    fprintf(f, "%s %.9g\n", name, v);
+}
+
+static void write_ingest(const ingest_stats *s, FILE *f)
+{
+    static const char *const type_names[KVEV_TYPE_COUNT] = {"BlockStored", "BlockRemoved", "AllBlocksCleared"};
+    plain(f, "kvroute_kv_events_messages_total", "counter", "ZMQ KV-event messages received with three frames.", (double)s->messages);
+    plain(f, "kvroute_kv_events_bad_frames_total", "counter", "ZMQ messages without exactly three frames.", (double)s->bad_frames);
+    plain(f, "kvroute_kv_events_batches_total", "counter", "KV-event batches applied to the index.", (double)s->batches);
+    head(f, "kvroute_kv_events_events_total", "counter", "KV events applied, by type.");
+    for (int t = 0; t < KVEV_TYPE_COUNT; t++)
+        fprintf(f, "kvroute_kv_events_events_total{type=\"%s\"} %llu\n", type_names[t], (unsigned long long)s->events[t]);
+    head(f, "kvroute_kv_events_decode_errors_total", "counter", "KV-event messages rejected, by reason.");
+    for (int r = 0; r < KVEV_ERR_COUNT; r++)
+        fprintf(f, "kvroute_kv_events_decode_errors_total{reason=\"%s\"} %llu\n", kvev_reason_name((kvev_reason)r),
+                (unsigned long long)s->decode_errors[r]);
+    plain(f, "kvroute_kv_events_blocks_stored_total", "counter", "Request keys stored from BlockStored events.", (double)s->blocks_stored);
+    plain(f, "kvroute_kv_events_blocks_removed_total", "counter", "Index entries removed by BlockRemoved events.", (double)s->blocks_removed);
+    plain(f, "kvroute_kv_events_orphans_total", "counter", "BlockStored events whose parent block is unknown.", (double)s->orphans);
+    plain(f, "kvroute_kv_events_rejected_pods_total", "counter", "Messages from pods that are not known endpoints.", (double)s->rejected_pods);
+    plain(f, "kvroute_kv_events_loose_matches_total", "counter", "Messages whose topic pod id matched an endpoint by IP only.", (double)s->loose_matches);
+    plain(f, "kvroute_kv_events_duplicates_total", "counter", "Messages dropped as duplicates (same seq).", (double)s->duplicates);
+    plain(f, "kvroute_kv_events_gaps_total", "counter", "Sequence gaps detected.", (double)s->gaps);
+    plain(f, "kvroute_kv_events_restarts_total", "counter", "Publisher restarts detected (seq went back).", (double)s->restarts);
+    plain(f, "kvroute_kv_events_missed_batches_total", "counter", "Batches skipped by gaps and restarts.", (double)s->missed);
+    plain(f, "kvroute_kv_events_replays_total", "counter", "Replay requests sent to pods.", (double)s->replays);
+    plain(f, "kvroute_kv_events_replayed_batches_total", "counter", "Batches recovered by replay.", (double)s->replayed_batches);
+    plain(f, "kvroute_kv_events_replay_failures_total", "counter", "Replay requests that failed.", (double)s->replay_failures);
+    plain(f, "kvroute_kv_events_lost_batches_total", "counter", "Missed batches not recovered.", (double)s->lost);
+    plain(f, "kvroute_kv_events_endpoints_removed_total", "counter", "Index slots dropped because their endpoint left.", (double)s->endpoints_removed);
+    plain(f, "kvroute_kv_events_apply_errors_total", "counter", "Batches the index could not fully apply.", (double)s->apply_errors);
+    plain(f, "kvroute_kv_events_lag_seconds", "gauge", "Receive time minus the last batch's timestamp.", s->lag_last_s);
+    plain(f, "kvroute_kv_events_lag_max_seconds", "gauge", "Largest lag seen.", s->lag_max_s);
+    plain(f, "kvroute_kv_events_lag_seconds_sum", "counter", "Sum of batch lags.", s->lag_sum_s);
+    plain(f, "kvroute_kv_events_lag_seconds_count", "counter", "Batches with a timestamp.", (double)s->lag_count);
+}
+
+void promexp_write(promexp *p, FILE *f)
+{
+    write_requests(p, f);
+    if (p->src.endpoints) {
+        epset_summary s;
+        epset_get_summary(p->src.endpoints, &s);
+        gauge(f, "inference_pool_ready_pods", "The number of ready pods in the inference server pool.", p->pool_name, (double)s.ready);
+        gauge(f, "inference_pool_average_kv_cache_utilization", "The average kv cache utilization for an inference server pool.", p->pool_name, s.avg_kv_usage);
+        gauge(f, "inference_pool_average_queue_size", "The average number of requests pending in the model server queue.", p->pool_name, s.avg_waiting);
+    }
+    if (p->src.index) {
+        kvindex_stats s;
+        kvindex_get_stats(p->src.index, &s);
+        plain(f, "kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (stores).", (double)s.stores);
+        plain(f, "kvcache_index_evictions_total", "counter", "Total number of KV-block evictions.", (double)s.evictions);
+        plain(f, "kvcache_index_lookup_requests_total", "counter", "Total number of lookup calls.", (double)s.lookups);
+        plain(f, "kvcache_index_size_blocks", "gauge", "Request keys held by the index.", (double)s.blocks);
+        plain(f, "kvcache_index_size_entries", "gauge", "(block, pod, tier) entries held by the index.", (double)s.entries);
+        plain(f, "kvcache_index_size_bytes", "gauge", "Memory used by the index's tables.", (double)s.bytes);
+    }
+    if (p->src.ingest) {
+        ingest_stats s;
+        ingest_get_stats(p->src.ingest, &s);
+        write_ingest(&s, f);
+    }
+}
+
+/* ---- HTTP ----------------------------------------------------------------------------------- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    promexp *p = cls;
+    struct MHD_Response *r;
+    unsigned status = MHD_HTTP_OK;
+    if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    } else if (strcmp(url, "/metrics")) {
+        status = MHD_HTTP_NOT_FOUND;
+        r = MHD_create_response_from_buffer(10, "not found\n", MHD_RESPMEM_PERSISTENT);
+    } else {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+            return MHD_NO;
+        promexp_write(p, f);
+        fclose(f);
+        r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    }
+    if (!r)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+promexp *promexp_start(int port, const promexp_sources *src, kv_err *err)
+{
+    promexp *p = calloc(1, sizeof *p);
+    if (!p) {
+        kv_err_set(err, KV_ENOMEM, "metrics: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    if (src)
+        p->src = *src;
+    snprintf(p->pool_name, sizeof p->pool_name, "%s", p->src.pool_name ? p->src.pool_name : "");
+    p->src.pool_name = p->pool_name;
+    if (port >= 0) {
+        p->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
+                                  on_request, p, MHD_OPTION_END);
+        if (!p->mhd) {
+            kv_err_set(err, KV_EIO, "metrics: cannot listen on port %d (--metrics-port)", port);
+            promexp_stop(p);
+            return NULL;
+        }
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(p->mhd, MHD_DAEMON_INFO_BIND_PORT);
+        p->port = info ? info->port : port;
+    }
+    return p;
+}
+
+int promexp_port(const promexp *p) { return p->port; }
+
+void promexp_stop(promexp *p)
+{
+    if (!p)
+        return;
+    if (p->mhd)
+        MHD_stop_daemon(p->mhd);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}

@@ -1,0 +1,62 @@
+/* promexp: ./epp's Prometheus metrics, under the names llm-d users already chart
+ * (GIE pkg/epp/metrics, llm-d-kv-cache kvcache/metrics; spec epp.md §5), served as
+ * text exposition format 0.0.4 on --metrics-port (9090) at /metrics by libmicrohttpd.
+ *
+ *   inference_objective_request_total{model_name,target_model_name}          counter
+ *   inference_objective_request_error_total{model_name,target_model_name,error_code}
+ *   inference_objective_request_duration_seconds{model_name,target_model_name} histogram
+ *   inference_extension_scheduler_e2e_duration_seconds                       histogram
+ *   inference_extension_scheduler_attempts_total{status}                      counter
+ *   inference_pool_ready_pods{name}, inference_pool_average_kv_cache_utilization{name},
+ *   inference_pool_average_queue_size{name}                                   gauges (epset)
+ *   kvcache_index_admissions_total, _evictions_total, _lookup_requests_total,
+ *   kvcache_index_size_blocks, _entries, _bytes                               (kvindex)
+ *   kvroute_kv_events_*                                                       (ingest, §1)
+ * Per-plugin durations (inference_extension_plugin_duration_seconds) are not exported:
+ * the scheduler does not time plugins individually.
+ *
+ * Threads: the observe calls may come from any thread (C11 atomics; a label set seen for
+ * the first time takes a short mutex). Scrapes run on libmicrohttpd's thread and read the
+ * sources through their own thread-safe getters. Sources are borrowed and must outlive
+ * the exporter (promexp_stop first). */
+#ifndef KVROUTE_PROMEXP_H
+#define KVROUTE_PROMEXP_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "endpoints.h"
+#include "ingest.h"
+#include "kverr.h"
+#include "kvindex.h"
+
+typedef struct promexp_sources {
+    const char *pool_name;        /* the inference_pool_* name label */
+    epset *endpoints;             /* NULL: no pool gauges */
+    kvindex *index;               /* NULL: no kvcache_index_* */
+    ingest *ingest;               /* NULL: no kvroute_kv_events_* */
+} promexp_sources;
+
+typedef struct promexp promexp;
+
+/* Creates the metric set; with port >= 0 also serves it (0 picks a free port); port < 0
+ * serves nothing (promexp_write still renders). KV_EIO naming the port when it cannot
+ * listen. */
+promexp *promexp_start(int port, const promexp_sources *src, kv_err *err);
+int promexp_port(const promexp *p);
+void promexp_stop(promexp *p);
+
+/* One finished request: http_status 200 counts as success, anything else also counts as
+ * an error with GIE's error code for the status. target_model NULL = model. */
+void promexp_observe_request(promexp *p, const char *model, const char *target_model, int http_status,
+                             double seconds);
+/* One scheduling call (sched_schedule alone) and whether it produced a target. */
+void promexp_observe_schedule(promexp *p, double seconds, bool ok);
+
+/* Renders the whole exposition into f (what GET /metrics returns). */
+void promexp_write(promexp *p, FILE *f);
+
+/* GIE's error_code label for an ImmediateResponse status (400 -> "BadRequest", ...). */
+const char *promexp_error_code(int http_status);
+
+#endif

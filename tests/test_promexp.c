@@ -1,0 +1,151 @@
+/* test_promexp: the /metrics exposition over real HTTP on loopback -- exact sample lines
+ * for request counters, error codes, cumulative histogram buckets, label escaping, the
+ * series bound, pool gauges from the endpoint set and index sizes from a kvindex. */
+#include <curl/curl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "endpoints.h"
+#include "promexp.h"
+
+typedef struct body {
+    char *data;
+    size_t len;
+} body;
+
+static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
+{
+    body *b = ctx;
+    b->data = realloc(b->data, b->len + sz * n + 1);
+    memcpy(b->data + b->len, p, sz * n);
+    b->len += sz * n;
+    b->data[b->len] = 0;
+    return sz * n;
+}
+
+static long get(int port, const char *path, body *b)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    long code = 0;
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    return code;
+}
+
+static void has_line(const char *text, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = text; (p = strstr(p, line)); p += n)
+        if ((p == text || p[-1] == '\n') && (p[n] == '\n' || !p[n]))
+            return;
+    fail_msg("missing line: %s", line);
+}
+
+static void test_exposition(void **state)
+{
+    (void)state;
+    epset *eps = epset_new(0, NULL, NULL, NULL);
+    assert_int_equal(epset_parse_list(eps, "10.0.0.1:8000,10.0.0.2:8000", "t", NULL), KV_OK);
+    sched_metrics m = {.valid = true, .waiting = 3, .kv_usage = 0.5};
+    assert_true(epset_set_metrics(eps, "10.0.0.1:8000", &m));
+    kvindex_config ic = {.capacity = 100, .max_endpoints = 8};
+    kvindex *ix = kvindex_new(&ic, NULL);
+    int slot = kvindex_endpoint_add(ix, "10.0.0.1:8000", NULL);
+    uint64_t keys[3] = {1, 2, 3};
+    assert_int_equal(kvindex_store(ix, slot, KVTIER_GPU, NULL, 0, keys, 3, NULL), KV_OK);
+
+    promexp_sources src = {.pool_name = "pool-a", .endpoints = eps, .index = ix};
+    kv_err err = {0};
+    promexp *p = promexp_start(0, &src, &err);
+    if (!p)
+        fail_msg("%s", err.msg);
+    assert_true(promexp_port(p) > 0);
+    promexp_observe_request(p, "m", NULL, 200, 0.01);
+    promexp_observe_request(p, "m", "m", 200, 0.3);
+    promexp_observe_request(p, "m", "m", 429, 0);
+    promexp_observe_request(p, "a\"b\\c\nd", "t", 400, 0);
+    promexp_observe_schedule(p, 0.00015, true);
+    promexp_observe_schedule(p, 0.5, false);
+
+    body b = {0};
+    assert_int_equal(get(promexp_port(p), "/metrics", &b), 200);
+    has_line(b.data, "# TYPE inference_objective_request_total counter");
+    has_line(b.data, "inference_objective_request_total{model_name=\"m\",target_model_name=\"m\"} 3");
+    has_line(b.data, "inference_objective_request_error_total{model_name=\"m\",target_model_name=\"m\","
+                     "error_code=\"InferencePoolResourceExhausted\"} 1");
+    has_line(b.data, "inference_objective_request_error_total{model_name=\"a\\\"b\\\\c\\nd\",target_model_name=\"t\","
+                     "error_code=\"BadRequest\"} 1");
+    has_line(b.data, "inference_objective_request_duration_seconds_bucket{model_name=\"m\",target_model_name=\"m\",le=\"0.005\"} 0");
+    has_line(b.data, "inference_objective_request_duration_seconds_bucket{model_name=\"m\",target_model_name=\"m\",le=\"0.025\"} 1");
+    has_line(b.data, "inference_objective_request_duration_seconds_bucket{model_name=\"m\",target_model_name=\"m\",le=\"0.2\"} 1");
+    has_line(b.data, "inference_objective_request_duration_seconds_bucket{model_name=\"m\",target_model_name=\"m\",le=\"0.4\"} 2");
+    has_line(b.data, "inference_objective_request_duration_seconds_bucket{model_name=\"m\",target_model_name=\"m\",le=\"+Inf\"} 2");
+    has_line(b.data, "inference_objective_request_duration_seconds_sum{model_name=\"m\",target_model_name=\"m\"} 0.31");
+    has_line(b.data, "inference_objective_request_duration_seconds_count{model_name=\"m\",target_model_name=\"m\"} 2");
+    has_line(b.data, "inference_extension_scheduler_e2e_duration_seconds_bucket{le=\"0.0001\"} 0");
+    has_line(b.data, "inference_extension_scheduler_e2e_duration_seconds_bucket{le=\"0.0002\"} 1");
+    has_line(b.data, "inference_extension_scheduler_e2e_duration_seconds_bucket{le=\"0.1\"} 1");
+    has_line(b.data, "inference_extension_scheduler_e2e_duration_seconds_bucket{le=\"+Inf\"} 2");
+    has_line(b.data, "inference_extension_scheduler_attempts_total{status=\"failure\"} 1");
+    has_line(b.data, "inference_pool_ready_pods{name=\"pool-a\"} 2");
+    has_line(b.data, "inference_pool_average_kv_cache_utilization{name=\"pool-a\"} 0.5");
+    has_line(b.data, "inference_pool_average_queue_size{name=\"pool-a\"} 3");
+    has_line(b.data, "kvcache_index_size_blocks 3");
+    has_line(b.data, "kvcache_index_admissions_total 1");
+    assert_null(strstr(b.data, "kvroute_kv_events_"));   /* no ingest given */
+    free(b.data);
+
+    b = (body){0};
+    assert_int_equal(get(promexp_port(p), "/other", &b), 404);
+    free(b.data);
+
+    /* Hostile label values cannot grow the table without bound. */
+    for (int i = 0; i < 1000; i++) {
+        char model[32];
+        snprintf(model, sizeof model, "m%d", i);
+        promexp_observe_request(p, model, NULL, 200, 1);
+    }
+    b = (body){0};
+    assert_int_equal(get(promexp_port(p), "/metrics", &b), 200);
+    has_line(b.data, "inference_objective_request_total{model_name=\"_other\",target_model_name=\"_other\"} 747");
+    free(b.data);
+
+    assert_string_equal(promexp_error_code(503), "ServiceUnavailable");
+    assert_string_equal(promexp_error_code(418), "Unknown");
+    promexp_stop(p);
+    kvindex_free(ix);
+    epset_free(eps);
+}
+
+static void test_busy_port(void **state)
+{
+    (void)state;
+    promexp *a = promexp_start(0, NULL, NULL);
+    assert_non_null(a);
+    kv_err err = {0};
+    assert_null(promexp_start(promexp_port(a), NULL, &err));
+    assert_int_equal(err.code, KV_EIO);
+    assert_non_null(strstr(err.msg, "--metrics-port"));
+    promexp_stop(a);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_exposition),
+    cmocka_unit_test(test_busy_port),
+};
+
+int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }
