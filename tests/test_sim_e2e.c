@@ -223,6 +223,49 @@ static void assert_runs_equal(const sim_run *a, const sim_run *b)
     assert_memory_equal(a->stages, b->stages, a->n_stages * sizeof *a->stages);
 }
 
+typedef struct traced {
+    uint64_t calls, last_id;
+    size_t min_candidates;
+    bool picked_is_best;
+} traced;
+
+static int on_decision(void *ctx, uint64_t id, const sched_trace *t, const sched_result *res, kv_err *err)
+{
+    (void)err;
+    traced *d = ctx;
+    d->calls++;
+    d->last_id = id;
+    d->min_candidates = t->n_totals < d->min_candidates ? t->n_totals : d->min_candidates;
+    /* max-score-picker: the endpoint routed to has the best total */
+    double best = -1, chosen = -1;
+    for (size_t i = 0; i < t->n_totals; i++) {
+        best = t->totals[i].score > best ? t->totals[i].score : best;
+        if (t->totals[i].ep == res->targets[0]) chosen = t->totals[i].score;
+    }
+    d->picked_is_best &= chosen == best;
+    return KV_OK;
+}
+
+/* outputs.decisions: all -> one traced decision per request, every replica scored, and
+ * the precise router always routes to a best-scoring endpoint. */
+static void test_decision_traces(void **state)
+{
+    (void)state;
+    sim x = load("scenarios/small-shared-prefix.yaml");
+    assert_int_equal(x.s->outputs.decisions, SCN_DECISIONS_ALL);
+    traced d = {.min_candidates = SIZE_MAX, .picked_is_best = true};
+    cluster_opts o = {.decision = on_decision, .decision_ctx = &d};
+    sim_run r;
+    kv_err e = {0};
+    assert_int_equal(cluster_run(x.s, x.w, router(&x, "llm-d-precise"), &o, &r, NULL, &e), KV_OK);
+    assert_int_equal(d.calls, r.n_requests);
+    assert_int_equal(d.last_id, r.n_requests - 1);
+    assert_int_equal(d.min_candidates, 4);
+    assert_true(d.picked_is_best);
+    cluster_run_free(&r);
+    unload(&x);
+}
+
 static void test_deterministic(void **state)
 {
     (void)state;
@@ -300,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_shared_prefix_precise_beats_round_robin),
         cmocka_unit_test(test_random_cache_only_loses_to_least_queue),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_decision_traces),
         cmocka_unit_test(test_concurrent_closed_loop),
         cmocka_unit_test(test_trace_replay),
     };
