@@ -3,6 +3,7 @@
  * then validate), so a file GIE rejects is rejected here with the position of the node
  * at fault, and a file GIE accepts builds the same profiles. */
 #include "config.h"
+#include "policy_util.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -13,21 +14,6 @@
 #define DEFAULT_PROFILE "default"
 #define SINGLE_HANDLER "single-profile-handler"
 #define MAX_SCORE_PICKER "max-score-picker"
-
-static bool cfg_grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t nc = *cap ? *cap * 2 : 8;
-    while (nc < need)
-        nc *= 2;
-    void *p = realloc(*arr, nc * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = nc;
-    return true;
-}
 
 typedef struct cfg_build {
     epc_config *cfg;
@@ -41,7 +27,7 @@ static int cfg_add_plugin(cfg_build *b, const char *name, const char *type, cons
                           const yt_node *params, const yt_node *node)
 {
     epc_config *c = b->cfg;
-    if (!cfg_grow((void **)&c->plugins, &b->cap_plugins, c->n_plugins + 1, sizeof *c->plugins))
+    if (!pu_grow((void **)&c->plugins, &b->cap_plugins, c->n_plugins + 1, sizeof *c->plugins))
         return cfg_nomem(b->err);
     c->plugins[c->n_plugins++] = (epc_plugin){.name = name, .type = type, .impl = impl, .params = params,
                                               .node = node};
@@ -167,7 +153,7 @@ static int cfg_plugins(cfg_build *b, const yt_doc *d, const yt_node *list)
 
 static int cfg_add_ref(epc_profile *p, size_t *cap, size_t plugin, double weight, kv_err *err)
 {
-    if (!cfg_grow((void **)&p->refs, cap, p->n_refs + 1, sizeof *p->refs))
+    if (!pu_grow((void **)&p->refs, cap, p->n_refs + 1, sizeof *p->refs))
         return cfg_nomem(err);
     p->refs[p->n_refs++] = (epc_ref){.plugin = plugin, .weight = weight};
     return KV_OK;

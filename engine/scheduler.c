@@ -245,21 +245,6 @@ const sched_result *sched_cycle_result(const sched_cycle *c, size_t profile)
 
 /* ---- trace ------------------------------------------------------------------------------ */
 
-static bool trace_room(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t nc = *cap ? *cap * 2 : 64;
-    while (nc < need)
-        nc *= 2;
-    void *p = realloc(*arr, nc * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = nc;
-    return true;
-}
-
 void sched_trace_reset(sched_trace *t)
 {
     t->n_scores = t->n_removed = t->n_totals = 0;
@@ -415,7 +400,7 @@ static int trace_removed(sched_trace *t, const char *profile, const sched_plugin
             j++;
             continue;
         }
-        if (!trace_room((void **)&t->removed, &t->cap_removed, t->n_removed + 1, sizeof *t->removed))
+        if (!pu_grow((void **)&t->removed, &t->cap_removed, t->n_removed + 1, sizeof *t->removed))
             return KV_ENOMEM;
         t->removed[t->n_removed++] = (sched_trace_filter){.profile = profile, .plugin = p, .ep = before[i]};
     }
@@ -458,7 +443,7 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
         double w = pf->weights[j];
         memset(sc, 0, k * sizeof *sc);
         p->type->score(p, c, work, k, sc);
-        if (t && !trace_room((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
+        if (t && !pu_grow((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
             return KV_ENOMEM;
         for (size_t i = 0; i < k; i++) {
             /* enforceScoreRange; NaN (which GIE would pass on) counts as 0 */
@@ -570,7 +555,7 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
         }
     if (trace && c->totals[primary]) {
         size_t k = c->n_totals[primary];
-        if (!trace_room((void **)&trace->totals, &trace->cap_totals, k, sizeof *trace->totals))
+        if (!pu_grow((void **)&trace->totals, &trace->cap_totals, k, sizeof *trace->totals))
             return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
         memcpy(trace->totals, c->totals[primary], k * sizeof *trace->totals);
         trace->n_totals = k;

@@ -66,7 +66,7 @@ typedef struct {
     uint32_t block_size;
     prefix_index *ix;            /* approximate tracker, and endpoint id -> slot for loads */
     dkv_load *load;              /* by slot */
-    uint32_t cap_load;
+    size_t cap_load;
     dkv_flight *flights;
     size_t n_flights, cap_flights;
     dkv_flight picked;           /* what pick decided, for pre_request of the same request */
@@ -124,17 +124,10 @@ static dkv_load *dkv_load_of(dkv *s, uint32_t ep)
     int slot = prefix_index_slot(s->ix, ep, SIZE_MAX);
     if (slot < 0)
         return NULL;
-    if ((uint32_t)slot >= s->cap_load) {
-        uint32_t cap = s->cap_load ? 2 * s->cap_load : 16;
-        while (cap <= (uint32_t)slot)
-            cap *= 2;
-        dkv_load *nl = realloc(s->load, cap * sizeof *nl);
-        if (!nl)
-            return NULL;
-        memset(nl + s->cap_load, 0, (cap - s->cap_load) * sizeof *nl);
-        s->load = nl;
-        s->cap_load = cap;
-    }
+    size_t old = s->cap_load;
+    if (!pu_grow((void **)&s->load, &s->cap_load, (size_t)slot + 1, sizeof *s->load))
+        return NULL;
+    memset(s->load + old, 0, (s->cap_load - old) * sizeof *s->load);
     return &s->load[slot];
 }
 
@@ -243,7 +236,7 @@ static size_t dkv_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
     double lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < n; i++) {
         int slot = prefix_index_find(s->ix, cands[i].ep->id);
-        dkv_load l = slot >= 0 && (uint32_t)slot < s->cap_load ? s->load[slot] : (dkv_load){0, 0};
+        dkv_load l = slot >= 0 && (size_t)slot < s->cap_load ? s->load[slot] : (dkv_load){0, 0};
         cost[i] = s->prefill_scale * fmax(l.prefill + prompt_blocks - credit[i], 0) + l.decode + request_blocks;
         lo = fmin(lo, cost[i]);
         hi = fmax(hi, cost[i]);
@@ -306,14 +299,8 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     dkv_load *l = dkv_load_of(s, ep);
     if (!l)
         return;
-    if (s->n_flights == s->cap_flights) {
-        size_t cap = s->cap_flights ? 2 * s->cap_flights : 64;
-        dkv_flight *nf = realloc(s->flights, cap * sizeof *nf);
-        if (!nf)
-            return;   /* untracked: the load model misses one request rather than failing routing */
-        s->flights = nf;
-        s->cap_flights = cap;
-    }
+    if (!pu_grow((void **)&s->flights, &s->cap_flights, s->n_flights + 1, sizeof *s->flights))
+        return;   /* untracked: the load model misses one request rather than failing routing */
     s->flights[s->n_flights++] = f;
     l->prefill += f.prefill;
     l->decode += f.decode;
@@ -341,7 +328,7 @@ static void dkv_response_complete(sched_plugin *p, const sched_request *r, const
         if (f.id_hash != h || f.ep != target->id)
             continue;
         int slot = prefix_index_find(s->ix, f.ep);
-        if (slot >= 0 && (uint32_t)slot < s->cap_load) {
+        if (slot >= 0 && (size_t)slot < s->cap_load) {
             s->load[slot].prefill = fmax(s->load[slot].prefill - f.prefill, 0);
             s->load[slot].decode = fmax(s->load[slot].decode - f.decode, 0);
         }

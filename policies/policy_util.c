@@ -156,6 +156,28 @@ int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv
     return KV_OK;
 }
 
+/* ---- growable arrays ------------------------------------------------------------- */
+
+bool pu_grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2)
+            return false;
+        nc *= 2;
+    }
+    if (nc > SIZE_MAX / elem)
+        return false;
+    void *p = realloc(*arr, nc * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = nc;
+    return true;
+}
+
 /* ---- endpoint id map ------------------------------------------------------------- */
 
 static size_t pu_hash32(uint32_t id)

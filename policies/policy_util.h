@@ -41,6 +41,11 @@ void pu_warn(const sched_env *env, const char *fmt, ...) __attribute__((format(p
 /* maxNumOfEndpoints, the one parameter every picker takes (default 1). */
 int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv_err *err);
 
+/* ---- growable arrays -------------------------------------------------------------- */
+/* Makes room for need elements of elem bytes in *arr (capacity *cap elements), doubling
+ * from 16. false, with *arr and *cap untouched, when out of memory or the size overflows. */
+bool pu_grow(void **arr, size_t *cap, size_t need, size_t elem);
+
 /* ---- endpoint id map: open addressing, endpoint id -> int64 ---------------------- */
 typedef struct pu_idmap {
     uint64_t *keys;     /* id + 1; 0 = empty */
