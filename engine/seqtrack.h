@@ -5,6 +5,8 @@
  * replay socket (ROUTER, spec §1) for everything from last+1; seq == last is a
  * duplicate; seq < last means the publisher restarted (its counter began again at 0),
  * as llm-d-router's subscriber reads it. Pods are keyed by their topic pod id.
+ * Observe live messages only: frames replayed from the ROUTER socket carry old seqs and
+ * would read as a restart; after a replay, the live stream simply continues.
  *
  * A small open-addressing table; one seqtrack per subscriber thread (not thread-safe). */
 #ifndef KVROUTE_SEQTRACK_H
