@@ -44,8 +44,8 @@
 #define MAX_POS 65535u            /* request keys per engine key in one store */
 #define MIN_RECORDS 1024u
 #define MIN_TABLE_BITS 4u
-#define PREFETCH_AHEAD 8          /* keys between a record's prefetch and its use */
-#define PIPE 32                   /* ring of in-flight keys, > 2 * PREFETCH_AHEAD */
+#define PREFETCH_AHEAD 16         /* keys between a record's prefetch and its use */
+#define PIPE 64                   /* ring of in-flight keys, > 2 * PREFETCH_AHEAD */
 
 typedef struct bucket {
     uint32_t ref;   /* record index + 1; 0 = empty */
@@ -849,19 +849,28 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         if (b == NIL) break;
         uint64_t any = 0;
         const uint64_t *g = rec_of(ix, b) + 1;
-        const uint64_t *side = has_side(ix, b) ? side_of(ix, b) : NULL;
-        for (uint32_t w = 0; w < W; w++) {
-            uint64_t tiers[KVTIER_COUNT] = {g[w], side ? side[w] : 0, side ? side[W + w] : 0};
-            uint64_t held = tiers[0] | tiers[1] | tiers[2];
-            uint64_t prev = j ? alive[w] : held;
-            uint64_t now = prev & held;
-            set_blocks(w, prev & ~now, (uint32_t)j, out);
-            alive[w] = now;
-            any |= now;
-            uint64_t ok = (tiers[0] & same[0]) | (tiers[1] & same[1]) | (tiers[2] & same[2]);
-            uint64_t up = (tiers[0] & heavier[0]) | (tiers[1] & heavier[1]) | (tiers[2] & heavier[2]);
-            uint64_t dev = now & (~ok | up);
-            if (dev) adjust_scores(ix, tiers, w, dev, out);
+        if (!has_side(ix, b)) {
+            /* Held in gpu only: every survivor scores exactly the gpu weight. */
+            for (uint32_t w = 0; w < W; w++) {
+                uint64_t prev = j ? alive[w] : g[w], now = prev & g[w];
+                if (prev != now) set_blocks(w, prev & ~now, (uint32_t)j, out);
+                alive[w] = now;
+                any |= now;
+            }
+        } else {
+            const uint64_t *side = side_of(ix, b);
+            for (uint32_t w = 0; w < W; w++) {
+                uint64_t tiers[KVTIER_COUNT] = {g[w], side[w], side[W + w]};
+                uint64_t held = tiers[0] | tiers[1] | tiers[2];
+                uint64_t prev = j ? alive[w] : held, now = prev & held;
+                set_blocks(w, prev & ~now, (uint32_t)j, out);
+                alive[w] = now;
+                any |= now;
+                uint64_t ok = (tiers[0] & same[0]) | (tiers[1] & same[1]) | (tiers[2] & same[2]);
+                uint64_t up = (tiers[0] & heavier[0]) | (tiers[1] & heavier[1]) | (tiers[2] & heavier[2]);
+                uint64_t dev = now & (~ok | up);
+                if (dev) adjust_scores(ix, tiers, w, dev, out);
+            }
         }
         if (!any) {
             done = true;
