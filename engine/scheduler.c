@@ -19,8 +19,6 @@
 #include "policy_util.h"
 
 #define NO_PODS_MSG "no pods available for the given request"
-#define CYCLE_MAX_KV 32
-#define CYCLE_MAX_KEYSETS 8
 #define ARENA_BLOCK (64 * 1024)
 
 typedef struct sched_profile {
@@ -53,13 +51,17 @@ struct sched_cycle {
     const sched_request *r;
     double now;
     arena_blk *head, *cur;
-    cycle_keyset keysets[CYCLE_MAX_KEYSETS];
-    size_t n_keysets;
-    struct {
+    /* Both tables grow (kept across calls, so a warm call does not allocate); a put or an
+     * arena block that cannot be had sets oom, and the call fails with KV_ENOMEM rather than
+     * scoring on with a value silently missing. */
+    cycle_keyset *keysets;
+    size_t n_keysets, cap_keysets;
+    struct cycle_kv {
         const char *key;
         void *value;
-    } kv[CYCLE_MAX_KV];
-    size_t n_kv;
+    } *kv;
+    size_t n_kv, cap_kv;
+    bool oom;
     /* per profile, valid during one sched_schedule */
     sched_result *results;
     int *rcs;                 /* 0 ok, 1 not run, < 0 failure */
@@ -127,8 +129,10 @@ void *sched_cycle_alloc(sched_cycle *c, size_t size)
     }
     size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
     arena_blk *b = malloc(sizeof *b + cap);
-    if (!b)
+    if (!b) {
+        c->oom = true;
         return NULL;
+    }
     b->cap = cap;
     b->used = size;
     b->next = NULL;
@@ -152,6 +156,7 @@ static void cycle_reset(sched_cycle *c)
     c->cur = c->head;
     c->n_keysets = 0;
     c->n_kv = 0;
+    c->oom = false;
     c->r = NULL;
 }
 
@@ -164,6 +169,8 @@ static void cycle_free(sched_cycle *c)
         b = n;
     }
     c->head = c->cur = NULL;
+    free(c->keysets);
+    free(c->kv);
 }
 
 static const char *cycle_model(const sched_request *r)
@@ -203,7 +210,8 @@ const uint64_t *sched_cycle_keys(sched_cycle *c, const blockkeys_ctx *kc, size_t
                                nb);
         keys = out;
     }
-    if (c->n_keysets < CYCLE_MAX_KEYSETS)
+    /* Without room the keys are still right, only hashed again by the next asker. */
+    if (pu_grow((void **)&c->keysets, &c->cap_keysets, c->n_keysets + 1, sizeof *c->keysets))
         c->keysets[c->n_keysets++] = (cycle_keyset){
             .algo = kc->algo, .block_size = kc->block_size, .init = kc->init, .model = model, .keys = keys, .n = nk};
     *n = nk;
@@ -217,10 +225,11 @@ void sched_cycle_put(sched_cycle *c, const char *key, void *value)
             c->kv[i].value = value;
             return;
         }
-    if (c->n_kv < CYCLE_MAX_KV) {
-        c->kv[c->n_kv].key = key;
-        c->kv[c->n_kv++].value = value;
+    if (!pu_grow((void **)&c->kv, &c->cap_kv, c->n_kv + 1, sizeof *c->kv)) {
+        c->oom = true;
+        return;
     }
+    c->kv[c->n_kv++] = (struct cycle_kv){.key = key, .value = value};
 }
 
 void *sched_cycle_get(const sched_cycle *c, const char *key)
@@ -533,6 +542,8 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
             break;
     }
     int primary = h->type->primary ? h->type->primary(h, c, np, err) : default_primary(s, err);
+    if (c->oom)
+        return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory (cycle state or scratch)");
     if (primary < 0)
         return primary;
     if ((size_t)primary >= np)

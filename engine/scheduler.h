@@ -164,10 +164,12 @@ double sched_cycle_rand01(sched_cycle *c);                 /* [0,1) */
 /* Block keys of the request for a key context, hashed once per request and reused by
  * every scorer and profile with the same (algo, block size, seed). NULL + *n=0 if no tokens. */
 const uint64_t *sched_cycle_keys(sched_cycle *c, const blockkeys_ctx *kc, size_t *n);
-/* Cycle-scoped data shared between plugins (GIE's CycleState), e.g. prefix match info. */
+/* Cycle-scoped data shared between plugins (GIE's CycleState), e.g. prefix match info.
+ * Any number of keys; if the table cannot grow, sched_schedule fails with KV_ENOMEM. */
 void sched_cycle_put(sched_cycle *c, const char *key, void *value);
 void *sched_cycle_get(const sched_cycle *c, const char *key);
-/* Scratch memory released when the cycle ends (max_align_t aligned; NULL if out of memory). */
+/* Scratch memory released when the cycle ends (max_align_t aligned; NULL if out of memory,
+ * and sched_schedule then fails with KV_ENOMEM). */
 void *sched_cycle_alloc(sched_cycle *c, size_t size);
 /* For profile handlers: a profile's name, and its result in this cycle (NULL when it has
  * not run or failed). */

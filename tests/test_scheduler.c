@@ -310,6 +310,69 @@ static void test_profile_matches_reference_model(void **state)
 }
 
 /* llm-d's P/D: decode first, prefill only when the decode pod lacks enough of the prompt. */
+/* A scorer that stores 100 cycle entries and asks for 12 key contexts twice: every entry
+ * reads back, and the second ask of each context gets the cached keys (the same array). */
+#define PUTS 100
+#define KEYSETS 12
+static char put_keys[PUTS][8];
+static int put_vals[PUTS];
+static int cycle_checks;
+
+static void many_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
+{
+    for (int i = 0; i < PUTS; i++)
+        sched_cycle_put(c, put_keys[i], &put_vals[i]);
+    for (int i = 0; i < PUTS; i++)
+        assert_ptr_equal(sched_cycle_get(c, put_keys[i]), &put_vals[i]);
+    const uint64_t *first[KEYSETS];
+    blockkeys_ctx kc[KEYSETS];
+    for (int i = 0; i < KEYSETS; i++) {
+        char seed[8];
+        snprintf(seed, sizeof seed, "s%d", i);
+        assert_int_equal(blockkeys_init(&kc[i], BLOCKKEYS_XXH64, 4, seed, NULL), KV_OK);
+        size_t nk = 0;
+        first[i] = sched_cycle_keys(c, &kc[i], &nk);
+        assert_non_null(first[i]);
+        assert_int_equal(nk, 2);
+    }
+    for (int i = 0; i < KEYSETS; i++) {
+        size_t nk = 0;
+        assert_ptr_equal(sched_cycle_keys(c, &kc[i], &nk), first[i]);
+        assert_int_equal(nk, 2);
+        for (int j = 0; j < i; j++)
+            assert_true(first[i][0] != first[j][0]);
+    }
+    cycle_checks++;
+}
+
+static const sched_plugin_type many_type = {.type = "test-many-entries", .kind = SCHED_SCORER, .score = many_score};
+
+static void test_cycle_tables_grow(void **state)
+{
+    for (int i = 0; i < PUTS; i++)
+        snprintf(put_keys[i], sizeof put_keys[i], "k%d", i);
+    world w;
+    memset(&w, 0, sizeof w);
+    kv_err err = {0};
+    w.cfg = epc_load_string(weighted_yaml, strlen(weighted_yaml), "t.yaml", &err);
+    assert_non_null(w.cfg);
+    int kv = epc_plugin_index(w.cfg, "kv");
+    assert_true(kv >= 0);
+    w.cfg->plugins[kv].impl = &many_type; /* a test scorer in the real profile run */
+    w.s = sched_new(w.cfg, &(sched_env){.seed = 1}, &err);
+    assert_non_null(w.s);
+    sched_endpoint ep = {.id = 1, .name = "10.1.0.1:8000"}, *eps[] = {&ep};
+    uint32_t tokens[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    sched_request r = {.id = "g", .model = "m", .tokens = tokens, .n_tokens = 8};
+    sched_result res;
+    cycle_checks = 0;
+    for (int round = 0; round < 2; round++) /* the second call reuses the grown tables */
+        assert_int_equal(sched_schedule(w.s, &r, eps, 1, &res, NULL, &err), KV_OK);
+    assert_int_equal(cycle_checks, 2);
+    assert_ptr_equal(res.targets[0], &ep);
+    world_close(&w);
+}
+
 static void test_pd_profile_handler(void **state)
 {
     world w;
@@ -381,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_two_precise_scorers_agree),
         cmocka_unit_test(test_pd_profile_handler),
         cmocka_unit_test(test_profile_matches_reference_model),
+        cmocka_unit_test(test_cycle_tables_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
