@@ -15,7 +15,18 @@
 #define CL_HUGE (2u << 20)           /* huge page size for the token-time block */
 
 /* Event kinds, in their order at equal times. */
-enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_ARRIVAL = 3, EV_STAGE = 4 };
+enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5 };
+
+#define CL_NONE UINT64_MAX
+
+/* A multi-turn user (workload.h, wl_multi_turn): its context so far, whether a round is
+ * in flight, and the rounds waiting for it (ids linked through cl.pend_next). */
+typedef struct cl_session {
+    uint32_t *ctx;                    /* NULL: still the group's system prompt */
+    uint32_t n_ctx;
+    bool busy;
+    uint64_t head, tail;
+} cl_session;
 
 typedef struct cl_server {
     simsrv *srv;
@@ -76,6 +87,8 @@ typedef struct cl {
     size_t token_next;                /* next free slot: requests arrive in id order */
     sched_trace trace;
     size_t cap_samples;
+    cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
+    uint64_t *pend_next;
 } cl;
 
 static double cl_clock(void *ctx)
@@ -181,13 +194,49 @@ static int cl_kick(cl *c, size_t i, kv_err *err)
     return cl_push(c, c->now + sv->res.duration, EV_STEP, (int32_t)i, 0, err);
 }
 
+/* The multi-turn user of request id (rounds go to users i mod N within the stage). */
+static uint32_t cl_user(const cl *c, uint64_t id)
+{
+    return (uint32_t)((id - c->stage_first) % c->w->n_prompts);
+}
+
+/* A multi-turn round ended at t (r = the server's request when it was answered, NULL
+ * when it failed): the context becomes prompt + response, and the user's next waiting
+ * round is sent at t. */
+static int cl_session_end(cl *c, uint64_t id, const simsrv *srv, const simsrv_req *r, sim_time t, kv_err *err)
+{
+    if (!c->sess)
+        return KV_OK;
+    cl_session *ss = &c->sess[cl_user(c, id)];
+    if (r) {
+        const wl_req *wr = &c->wreq[id];
+        uint32_t n = wr->n_prompt + r->n_generated;
+        uint32_t *ctx = realloc(ss->ctx, (size_t)n * sizeof *ctx);
+        if (!ctx)
+            return kv_err_set(err, KV_ENOMEM, "out of memory (multi-turn context)");
+        memcpy(ctx, wr->tokens, (size_t)wr->n_prompt * sizeof *ctx);
+        for (uint32_t k = 0; k < r->n_generated; k++)
+            ctx[wr->n_prompt + k] = simsrv_output_token(srv, r, k);
+        ss->ctx = ctx;
+        ss->n_ctx = n;
+    }
+    ss->busy = false;
+    if (ss->head == CL_NONE)
+        return KV_OK;
+    uint64_t next = ss->head;
+    ss->head = c->pend_next[next];
+    ss->busy = true;                  /* reserved for the waiting round */
+    return cl_push(c, t, EV_SEND, 0, next, err);
+}
+
 static int cl_fail(cl *c, sim_request_record *rec, kv_err *err)
 {
     rec->failed = true;
     rec->t_end = c->now;
     c->st.failed++;
+    int rc = cl_session_end(c, rec->id, NULL, NULL, c->now, err);
     wl_req_release(&c->wreq[rec->id]);
-    return cl_request_done(c, c->now, err);
+    return rc ? rc : cl_request_done(c, c->now, err);
 }
 
 static int cl_step_end(cl *c, size_t i, kv_err *err)
@@ -218,8 +267,10 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         sched_request view;
         cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
         sched_response_complete(c->sched, &view, &c->eps[i]);
+        rc = cl_session_end(c, rec->id, sv->srv, r, done, err);
         wl_req_release(&c->wreq[rec->id]);
-        rc = cl_request_done(c, done, err);
+        if (!rc)
+            rc = cl_request_done(c, done, err);
     }
     if (rc)
         return rc;
@@ -313,27 +364,30 @@ static int cl_scrape(cl *c, kv_err *err)
 
 /* ---- arrivals ------------------------------------------------------------------------ */
 
-static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
+/* Sends request id now: its prompt (for a multi-turn round, the user's context and
+ * question), a routing decision, and the chosen server. */
+static int cl_send(cl *c, uint64_t id, kv_err *err)
 {
-    const wl_stage *st = &c->w->stages[stage];
-    uint64_t id = c->stage_first + i;
-    if (c->stage_sent++ == 0)
-        c->run->stages[stage].t_begin = c->now;   /* the stage's first send */
-    int rc;
-    if (st->offsets && i + 1 < st->n_requests &&
-        (rc = cl_push(c, c->stage_start + st->offsets[i + 1], EV_ARRIVAL, (int32_t)stage, i + 1, err)))
-        return rc;
-    wl_req *wr = &c->wreq[id];
-    if ((rc = wl_request(c->w, stage, i, wr, err)))
-        return rc;
     sim_request_record *rec = &c->run->requests[id];
-    sim_time *times = c->token_pool + c->token_next;
-    c->token_next += (size_t)wr->n_output + 1;
-    *rec = (sim_request_record){.id = id, .stage = (int)stage, .t_scheduled = c->now, .t_start = c->now,
-                                .prompt_tokens = wr->n_prompt, .output_tokens = wr->n_output, .endpoint = -1,
-                                .token_times = times, .prefix_group = wr->group};
-    c->run->n_requests = id + 1 > c->run->n_requests ? id + 1 : c->run->n_requests;
-
+    wl_req *wr = &c->wreq[id];
+    rec->t_start = c->now;
+    if (c->stage_sent++ == 0)
+        c->run->stages[c->stage].t_begin = c->now;   /* the stage's first send */
+    if (c->sess) {
+        uint32_t u = cl_user(c, id);
+        cl_session *ss = &c->sess[u];
+        const wl_prompt *p = &c->w->prompts[u];
+        const uint32_t *ctx = ss->ctx ? ss->ctx : p->tokens;
+        uint32_t n_ctx = ss->ctx ? ss->n_ctx : p->n_prefix, n_q = p->n_tokens - p->n_prefix;
+        uint32_t *t = malloc(((size_t)n_ctx + n_q) * sizeof *t);
+        if (!t)
+            return kv_err_set(err, KV_ENOMEM, "out of memory (multi-turn prompt)");
+        memcpy(t, ctx, (size_t)n_ctx * sizeof *t);
+        memcpy(t + n_ctx, p->tokens + p->n_prefix, (size_t)n_q * sizeof *t);
+        *wr = (wl_req){t, n_ctx + n_q, p->n_output, p->group, t};
+        ss->busy = true;
+        rec->prompt_tokens = wr->n_prompt;
+    }
     for (size_t k = 0; k < c->n_srv; k++)    /* a scraper that stopped answering goes stale */
         if (c->eps[k].m.valid && c->now - c->srv[k].last_scrape > c->s->cluster.metrics_staleness)
             c->eps[k].m.valid = false;
@@ -348,7 +402,7 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
         sched_trace_reset(&c->trace);
     sched_result res;
     kv_err e = {0};
-    rc = sched_schedule(c->sched, &view, c->epp, c->n_srv, &res, traced ? &c->trace : NULL, &e);
+    int rc = sched_schedule(c->sched, &view, c->epp, c->n_srv, &res, traced ? &c->trace : NULL, &e);
     if (rc == KV_ENOENDPOINTS || rc == KV_ESTATE || (rc == KV_OK && res.n_targets == 0))
         return cl_fail(c, rec, err);
     if (rc)
@@ -371,6 +425,45 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
     return cl_kick(c, target, err);
 }
 
+/* The load generator's scheduled time for request i of a stage: the record starts here;
+ * a multi-turn round whose user is still busy waits for the previous round. */
+static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
+{
+    const wl_stage *st = &c->w->stages[stage];
+    uint64_t id = c->stage_first + i;
+    int rc;
+    if (st->offsets && i + 1 < st->n_requests &&
+        (rc = cl_push(c, c->stage_start + st->offsets[i + 1], EV_ARRIVAL, (int32_t)stage, i + 1, err)))
+        return rc;
+    uint32_t n_output = wl_output_len(c->w, stage, i);
+    sim_request_record *rec = &c->run->requests[id];
+    sim_time *times = c->token_pool + c->token_next;
+    c->token_next += (size_t)n_output + 1;
+    *rec = (sim_request_record){.id = id, .stage = (int)stage, .t_scheduled = c->now, .t_start = c->now,
+                                .output_tokens = n_output, .endpoint = -1, .token_times = times};
+    c->run->n_requests = id + 1 > c->run->n_requests ? id + 1 : c->run->n_requests;
+    if (c->sess) {
+        cl_session *ss = &c->sess[cl_user(c, id)];
+        rec->prefix_group = c->w->prompts[cl_user(c, id)].group;
+        if (ss->busy) {
+            c->pend_next[id] = CL_NONE;
+            if (ss->head == CL_NONE)
+                ss->head = id;
+            else
+                c->pend_next[ss->tail] = id;
+            ss->tail = id;
+            return KV_OK;
+        }
+        return cl_send(c, id, err);
+    }
+    wl_req *wr = &c->wreq[id];
+    if ((rc = wl_request(c->w, stage, i, wr, err)))
+        return rc;
+    rec->prompt_tokens = wr->n_prompt;
+    rec->prefix_group = wr->group;
+    return cl_send(c, id, err);
+}
+
 /* ---- run ------------------------------------------------------------------------------ */
 
 static int cl_setup(cl *c, size_t r, kv_err *err)
@@ -389,6 +482,14 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     if (!c->srv || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     c->run->n_stages = c->w->n_stages;
+    if (wl_multi_turn(c->w)) {
+        c->sess = calloc(c->w->n_prompts, sizeof *c->sess);
+        c->pend_next = calloc(c->total ? c->total : 1, sizeof *c->pend_next);
+        if (!c->sess || !c->pend_next)
+            return kv_err_set(err, KV_ENOMEM, "out of memory");
+        for (size_t u = 0; u < c->w->n_prompts; u++)
+            c->sess[u].head = c->sess[u].tail = CL_NONE;
+    }
     /* Token times (one per SSE event, the run's largest array): one block, on huge
      * pages where the kernel offers them, instead of a page fault every 4 KiB. */
     size_t n_times = 0;
@@ -462,6 +563,11 @@ static void cl_teardown(cl *c)
         for (uint64_t i = 0; i < c->total; i++)
             wl_req_release(&c->wreq[i]);
     free(c->wreq);
+    if (c->sess)
+        for (size_t u = 0; u < c->w->n_prompts; u++)
+            free(c->sess[u].ctx);
+    free(c->sess);
+    free(c->pend_next);
     free(c->pay.bytes);
     free(c->pay.q);
     for (size_t k = 0; k < c->n_kvsrc; k++) {
@@ -496,6 +602,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         case EV_KV: rc = cl_kv_deliver(&c, (size_t)ev.who, err); break;
         case EV_SCRAPE: rc = cl_scrape(&c, err); break;
         case EV_STEP: rc = cl_step_end(&c, (size_t)ev.who, err); break;
+        case EV_SEND: rc = cl_send(&c, ev.arg, err); break;
         case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
         case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
         }

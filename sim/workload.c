@@ -156,13 +156,9 @@ static int wl_parse_data(const yt_doc *d, const yt_node *data, const char *base_
                 (rc = wl_get_u32(d, sp, "output_len", p, 1, WL_MAX_LEN, &s->sp.output_len, err)))
                 return rc;
             const yt_node *mt = yt_get(sp, "enable_multi_turn_chat");
-            bool multi = false;
             if (!yt_is_null(mt) &&
-                (rc = yt_bool(d, mt, "workload.data.shared_prefix.enable_multi_turn_chat", &multi, err)))
+                (rc = yt_bool(d, mt, "workload.data.shared_prefix.enable_multi_turn_chat", &s->sp.multi_turn, err)))
                 return rc;
-            if (multi)
-                return yt_error(d, mt, err, KV_EINVAL, "field 'workload.data.shared_prefix.enable_multi_turn_chat': "
-                                "multi-turn chat is not supported yet");
             if ((rc = wl_check_keys(d, sp, p, err)))
                 return rc;
         }
@@ -492,7 +488,7 @@ static int wl_build_shared_prefix(workload *w, kv_err *err)
             else
                 memcpy(p, prefix, plen[g] * sizeof *p);
             wl_fill_tokens(&tr, s->vocab, p + plen[g], qlen[i]);
-            w->prompts[i] = (wl_prompt){p, plen[g] + qlen[i], s->sp.output_len, g};
+            w->prompts[i] = (wl_prompt){p, plen[g] + qlen[i], s->sp.output_len, g, plen[g]};
             p += plen[g] + qlen[i];
         }
     }
@@ -723,7 +719,8 @@ static int wl_build_trace(workload *w, kv_err *err)
     for (size_t i = 0; i < n; i++) {
         /* n_tokens holds the shared-prefix length here: tokens are made per request. */
         w->prompts[i] = (wl_prompt){NULL, (uint32_t)(rows[i].group >= 0 ? rows[i].prefix : 0),
-                                    (uint32_t)rows[i].out, rows[i].group >= 0 ? (uint32_t)rows[i].group : UINT32_MAX};
+                                    (uint32_t)rows[i].out, rows[i].group >= 0 ? (uint32_t)rows[i].group : UINT32_MAX,
+                                    0};
         off[i] = wl_us(rows[i].t);
     }
     /* Input lengths ride in in_len so wl_request can build each prompt. */
@@ -838,6 +835,11 @@ uint64_t wl_total_requests(const workload *w)
     for (size_t i = 0; i < w->n_stages; i++)
         n += w->stages[i].n_requests;
     return n;
+}
+
+bool wl_multi_turn(const workload *w)
+{
+    return w->spec.data == WL_DATA_SHARED_PREFIX && w->spec.sp.multi_turn;
 }
 
 uint32_t wl_output_len(const workload *w, size_t stage, uint64_t i)

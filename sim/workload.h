@@ -8,7 +8,8 @@
  *     system-prompt tokens followed by its own question tokens (synthetic token ids
  *     from the seeded stream), shuffled once. Request i of every stage uses prompt
  *     i mod N: each stage restarts at prompt 0, exactly as inference-perf's run_stage
- *     calls get_data() afresh. An optional re-tokenisation drift (kvroute extension
+ *     calls get_data() afresh. With enable_multi_turn_chat each prompt is a user
+ *     session (see wl_multi_turn). An optional re-tokenisation drift (kvroute extension
  *     `workload.retokenize: {mean, spread}`) lengthens the group prefix and each
  *     question by a drawn fraction, reproducing the guide's 7515-7689 tokens for a
  *     nominal 7200 (decoded random ids re-tokenise longer).
@@ -61,6 +62,7 @@ typedef struct wl_spec {
     struct {
         uint32_t num_groups, num_prompts_per_group;
         uint32_t system_prompt_len, question_len, output_len;
+        bool multi_turn;            /* enable_multi_turn_chat */
     } sp;
     wl_dist input, output;          /* random */
     char *trace_path;               /* trace: resolved against the scenario's folder */
@@ -91,6 +93,7 @@ typedef struct wl_prompt {
     uint32_t n_tokens;
     uint32_t n_output;
     uint32_t group;                 /* prefix group, UINT32_MAX when none */
+    uint32_t n_prefix;              /* shared_prefix: the system prompt's share of tokens */
 } wl_prompt;
 
 typedef struct wl_stage {
@@ -126,6 +129,14 @@ typedef struct wl_req {
 } wl_req;
 int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err *err);
 void wl_req_release(wl_req *r);
+
+/* shared_prefix with enable_multi_turn_chat (inference-perf's LocalUserSession): prompt
+ * u is user u, whose context starts as its group's system prompt. Request i of a stage
+ * is a round for user i mod N; its prompt is context + question (prompts[u] split at
+ * n_prefix), and once answered the context becomes that prompt + the response. Rounds
+ * of one user are serialised; contexts persist across stages. The cluster driver keeps
+ * the sessions (they depend on the responses, i.e. on the run). */
+bool wl_multi_turn(const workload *w);
 
 /* The output length of the i-th request of a stage, without building its prompt. */
 uint32_t wl_output_len(const workload *w, size_t stage, uint64_t i);

@@ -95,8 +95,6 @@ static void test_errors(void **state)
          "tests/data/scenarios/bad-inline-config.yaml:6:17: field 'plugins[0].type': unknown plugin type 'no-such-scorer'"},
         {"tests/data/scenarios/bad-model.yaml",
          "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5'"},
-        {"tests/data/scenarios/bad-multiturn.yaml",
-         "tests/data/scenarios/bad-multiturn.yaml:5:71: field 'workload.data.shared_prefix.enable_multi_turn_chat': multi-turn chat is not supported yet"},
         {"tests/data/scenarios/bad-name.yaml",
          "tests/data/scenarios/bad-name.yaml:1:7: field 'name': 'bad/../x' must be letters, digits, '.', '-' or '_' (it names the output folder)"},
         {"tests/data/scenarios/bad-no-routers.yaml",

@@ -337,6 +337,56 @@ static void test_trace_replay(void **state)
     unload(&x);
 }
 
+/* Multi-turn: round k of a user sends system prompt + (k+1) questions + k answers,
+ * rounds of a user are serialised (sent at max(scheduled, previous end)), contexts carry
+ * over into the next stage, and the precise router finds each user's context cached. */
+static void test_multi_turn(void **state)
+{
+    (void)state;
+    sim x = load("tests/data/scenarios/small-multiturn.yaml");
+    assert_true(wl_multi_turn(x.w));
+    const char *names[2] = {"rr", "precise"};
+    for (int k = 0; k < 2; k++) {
+        sim_run r;
+        run(&x, names[k], &r, NULL);
+        assert_int_equal(r.n_requests, 16 + 4);
+        int rounds[4] = {0};
+        const sim_request_record *prev[4] = {NULL};
+        size_t same_endpoint = 0, exact_hits = 0;
+        for (size_t id = 0; id < r.n_requests; id++) {
+            const sim_request_record *q = &r.requests[id];
+            size_t first = q->stage == 0 ? 0 : 16;
+            uint32_t u = (uint32_t)((id - first) % 4);
+            const wl_prompt *p = &x.w->prompts[u];
+            uint32_t P = p->n_prefix, Q = p->n_tokens - p->n_prefix, O = 20, n = (uint32_t)rounds[u];
+            assert_false(q->failed);
+            assert_int_equal(q->prompt_tokens, P + (n + 1) * Q + n * O);
+            assert_int_equal(q->output_tokens, O);
+            assert_int_equal(q->n_token_times, O + 1);
+            if (prev[u]) {
+                sim_time ready = prev[u]->t_end > q->t_scheduled ? prev[u]->t_end : q->t_scheduled;
+                assert_int_equal(q->t_start, ready);
+                if (q->endpoint == prev[u]->endpoint) {
+                    same_endpoint++;
+                    uint32_t ctx = P + n * (Q + O);
+                    exact_hits += q->cached_tokens == ctx / 64 * 64;
+                }
+            } else {
+                assert_int_equal(q->t_start, q->t_scheduled);
+            }
+            prev[u] = q;
+            rounds[u]++;
+        }
+        for (int u = 0; u < 4; u++) assert_int_equal(rounds[u], 5);
+        if (k == 1) {                 /* precise: follows each user's context, hits all of it */
+            assert_true(same_endpoint >= 14);
+            assert_int_equal(exact_hits, same_endpoint);
+        }
+        cluster_run_free(&r);
+    }
+    unload(&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_random_cache_only_loses_to_least_queue),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_decision_traces),
+        cmocka_unit_test(test_multi_turn),
         cmocka_unit_test(test_concurrent_closed_loop),
         cmocka_unit_test(test_trace_replay),
     };

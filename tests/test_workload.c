@@ -310,10 +310,10 @@ static void test_parse_errors(void **state)
     expect_error("workload:\n  data: {type: shared_prefix}\n  load: {type: poisson, stages: [{rate: 1, duration: 1}],"
                  " bogus: 1}\n",
                  "t.yaml:3:59: field 'workload.load.bogus': unknown key");
-    expect_error("workload:\n  data:\n    type: shared_prefix\n    shared_prefix: {enable_multi_turn_chat: true}\n"
+    expect_error("workload:\n  data:\n    type: shared_prefix\n    shared_prefix: {enable_multi_turn_chat: maybe}\n"
                  "  load: {stages: [{rate: 1, duration: 1}]}\n",
-                 "t.yaml:4:45: field 'workload.data.shared_prefix.enable_multi_turn_chat': multi-turn chat is not "
-                 "supported yet");
+                 "t.yaml:4:45: field 'workload.data.shared_prefix.enable_multi_turn_chat': expected true or false, "
+                 "got 'maybe'");
     expect_error("workload:\n  data: {type: shared_prefix}\n  load: {type: poisson, stages: [{rate: 1}]}\n",
                  "t.yaml:3:34: field 'workload.load.stages[0].duration': required for load type poisson");
     expect_error("workload:\n  data: {type: sharegpt}\n  load: {stages: [{rate: 1, duration: 1}]}\n",
