@@ -1,0 +1,70 @@
+/* k8s: Kubernetes endpoint discovery for ./epp (spec epp.md §5; GIE pod reconciler and
+ * datastore), through the API server with the pod's service account, libcurl + jansson.
+ *
+ * Which pods: those matching a label selector -- given directly (--endpoint-selector
+ * k=v,... with target ports), or read once at start from an InferencePool
+ * (--pool-name/--pool-namespace: GET .../inferencepools/<name>, spec.selector.matchLabels
+ * and spec.targetPorts[].number; v1alpha2's flat spec.selector and targetPortNumber are
+ * read too). Only Ready pods with a podIP and no deletionTimestamp count. Each pod x
+ * target port i is one endpoint "<pod>-rank-<i>" at podIP:port, labels = the pod's.
+ *
+ * How: LIST pods (labelSelector), then WATCH from the list's resourceVersion, applying
+ * ADDED/MODIFIED/DELETED events one line at a time and handing the whole resulting set
+ * to epset_sync after each change; a watch that ends is resumed from the last
+ * resourceVersion, an ERROR event (410 Gone) or a failed request leads to a fresh LIST
+ * after a short back-off. Changes to the InferencePool itself after start are not
+ * followed (restart the EPP, as a changed Deployment does).
+ *
+ * In-cluster defaults: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, bearer
+ * token and CA from /var/run/secrets/kubernetes.io/serviceaccount/; every path and the
+ * base URL can be overridden (tests use a plain-http fake API server).
+ *
+ * Threads: one watcher thread owns the HTTP transfers and the pod table; it writes only
+ * to the epset (thread-safe). k8s_synced/k8s_get_stats may be called from any thread. */
+#ifndef KVROUTE_K8S_H
+#define KVROUTE_K8S_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "endpoints.h"
+#include "kverr.h"
+
+#define K8S_MAX_PORTS 8
+
+typedef struct k8s_config {
+    epset *endpoints;             /* borrowed */
+    const char *base_url;         /* NULL: in-cluster https URL from the environment */
+    const char *token_path;       /* NULL: the service-account token */
+    const char *ca_path;          /* NULL: the service-account ca.crt */
+    const char *ns;               /* namespace; NULL: $NAMESPACE, then "default" (GIE) */
+    const char *selector;         /* "k=v,..." (with target_ports), or NULL with pool_name */
+    int target_ports[K8S_MAX_PORTS];
+    size_t n_target_ports;
+    const char *pool_name;        /* InferencePool to read selector and ports from */
+    const char *pool_group;       /* NULL: "inference.networking.k8s.io" (v1) */
+    int retry_ms;                 /* back-off before a re-list; <= 0: 1000 */
+} k8s_config;
+
+typedef struct k8s_stats {
+    uint64_t lists, watches, events, relists, errors;
+    uint64_t pods_ready;          /* eligible pods now */
+} k8s_stats;
+
+typedef struct k8s_watcher k8s_watcher;
+
+/* Reads the pool (when named) and does the first LIST before returning, so a bad
+ * selector, a missing pool, a refused token or an unreachable API server fail start-up
+ * with a message naming the URL and status. Then watches on its own thread. */
+k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err);
+void k8s_stop(k8s_watcher *w);
+bool k8s_synced(const k8s_watcher *w);
+void k8s_get_stats(const k8s_watcher *w, k8s_stats *out);
+/* The selector in use ("k=v,..."), e.g. read from the pool. */
+const char *k8s_selector(const k8s_watcher *w);
+
+/* Parses "8000,8001" into ports; KV_EINVAL naming the item. */
+int k8s_parse_ports(const char *list, int *ports, size_t *n, kv_err *err);
+
+#endif
