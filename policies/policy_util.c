@@ -156,6 +156,22 @@ int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv
     return KV_OK;
 }
 
+int pu_picker_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
+{
+    size_t max;
+    if (pu_picker_max(p, pp, &max, err))
+        return KV_EINVAL;
+    p->state = (void *)(uintptr_t)max; /* a count, not a pointer: nothing to free */
+    return KV_OK;
+}
+
+size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n)
+{
+    size_t k = (size_t)(uintptr_t)p->state;
+    k = k < max ? k : max;
+    return k < n ? k : n;
+}
+
 /* ---- growable arrays ------------------------------------------------------------- */
 
 bool pu_grow(void **arr, size_t *cap, size_t need, size_t elem)

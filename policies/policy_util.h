@@ -40,6 +40,10 @@ void pu_warn(const sched_env *env, const char *fmt, ...) __attribute__((format(p
 
 /* maxNumOfEndpoints, the one parameter every picker takes (default 1). */
 int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv_err *err);
+/* The init of a picker with no other parameter: maxNumOfEndpoints is kept in p->state. */
+int pu_picker_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err);
+/* How many such a picker returns: maxNumOfEndpoints capped at max and at n candidates. */
+size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n);
 
 /* ---- growable arrays -------------------------------------------------------------- */
 /* Makes room for need elements of elem bytes in *arr (capacity *cap elements), doubling

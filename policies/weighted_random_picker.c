@@ -3,25 +3,13 @@
  * 0 gets key 0 (never chosen ahead of a positive score); when every score is 0 the pick is
  * uniformly random, as GIE falls back to its random picker. */
 #include <math.h>
-#include <stdint.h>
 
 #include "policy_util.h"
-
-static int wrp_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
-{
-    size_t max;
-    if (pu_picker_max(p, pp, &max, err))
-        return KV_EINVAL;
-    p->state = (void *)(uintptr_t)max;
-    return KV_OK;
-}
 
 static size_t wrp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
                        size_t max)
 {
-    size_t k = (size_t)(uintptr_t)p->state;
-    k = k < max ? k : max;
-    k = k < n ? k : n;
+    size_t k = pu_picker_count(p, max, n);
     bool any = false;
     for (size_t i = 0; i < n; i++)
         any |= cands[i].score > 0;
@@ -53,6 +41,6 @@ static size_t wrp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
 const sched_plugin_type weighted_random_picker_type = {
     .type = "weighted-random-picker",
     .kind = SCHED_PICKER,
-    .init = wrp_init,
+    .init = pu_picker_init,
     .pick = wrp_pick,
 };
