@@ -81,7 +81,7 @@ typedef struct kvindex_stats {
     uint64_t engine_keys;   /* (endpoint, engine key) mappings */
     uint64_t bytes;         /* memory used by the index's tables */
     uint64_t evictions;     /* request keys dropped by the capacity bound */
-    uint64_t stores, removes, clears, lookups;
+    uint64_t stores, removes, clears, lookups;  /* calls on a live slot (lookups: all calls) */
 } kvindex_stats;
 void kvindex_get_stats(const kvindex *ix, kvindex_stats *out);
 
