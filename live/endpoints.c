@@ -268,10 +268,13 @@ int epset_parse_list(epset *s, const char *text, const char *what, kv_err *err)
             specs = g;
         }
         specs[n++] = (ep_spec){.name = item};
-        *p = saved;
-        line += saved == '\n';
-        if (saved && saved != '#')
-            *p++ = 0;
+        if (!saved)
+            break;
+        p++;   /* past the terminator, which stays NUL: it ends the item */
+        if (saved == '#')
+            p += strcspn(p, "\n");
+        else
+            line += saved == '\n';
     }
     if (rc == KV_OK && !n)
         rc = kv_err_set(err, KV_EINVAL, "%s: no endpoint given", what);
