@@ -268,17 +268,19 @@ void pu_idmap_free(pu_idmap *m)
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
 
-void pu_minmax_lower_better(const double *v, size_t n, double *scores)
+void pu_minmax_lower_better(sched_endpoint *const *eps, size_t n, double (*load)(const sched_endpoint *),
+                            double *scores)
 {
     if (!n)
         return;
-    double lo = v[0], hi = v[0];
+    double lo = load(eps[0]), hi = lo;
     for (size_t i = 1; i < n; i++) {
-        lo = v[i] < lo ? v[i] : lo;
-        hi = v[i] > hi ? v[i] : hi;
+        double v = load(eps[i]);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
     }
     for (size_t i = 0; i < n; i++)
-        scores[i] = hi == lo ? 1.0 : (hi - v[i]) / (hi - lo);
+        scores[i] = hi == lo ? 1.0 : (hi - load(eps[i])) / (hi - lo);
 }
 
 size_t pu_below(sched_cycle *c, size_t n)

@@ -63,9 +63,11 @@ int64_t pu_idmap_get(const pu_idmap *m, uint32_t id, int64_t def);
 void pu_idmap_free(pu_idmap *m);
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
-/* GIE's min-max for a load figure where lower is better: (max - v)/(max - min); all equal
- * (including n == 1) gives 1.0 to every endpoint (queue-scorer, running-requests-size-scorer). */
-void pu_minmax_lower_better(const double *v, size_t n, double *scores);
+/* GIE's min-max for a load figure where lower is better: (max - v)/(max - min) with v =
+ * load(eps[i]); all equal (including n == 1) gives 1.0 to every endpoint (queue-scorer,
+ * running-requests-size-scorer). */
+void pu_minmax_lower_better(sched_endpoint *const *eps, size_t n, double (*load)(const sched_endpoint *),
+                            double *scores);
 /* A uniform integer in [0, n), n > 0, from the cycle's generator. */
 size_t pu_below(sched_cycle *c, size_t n);
 /* Fisher-Yates with the cycle's generator: the random tie-break of the pickers. */

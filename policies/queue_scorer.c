@@ -4,14 +4,11 @@
  * (staleness is the saturation detector's concern); a never-scraped pod reads 0. */
 #include "policy_util.h"
 
+static double queue_waiting(const sched_endpoint *ep) { return ep->m.waiting; }
+
 static void queue_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
 {
-    double *q = sched_cycle_alloc(c, (n ? n : 1) * sizeof *q);
-    if (!q)
-        return; /* scores stay 0 */
-    for (size_t i = 0; i < n; i++)
-        q[i] = eps[i]->m.waiting;
-    pu_minmax_lower_better(q, n, scores);
+    pu_minmax_lower_better(eps, n, queue_waiting, scores);
 }
 
 const sched_plugin_type queue_scorer_type = {
