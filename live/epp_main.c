@@ -1,14 +1,16 @@
 /* epp_main: ./epp, the endpoint picker daemon. Parses GIE-style flags, loads the
- * EndpointPickerConfig, builds the scheduler, and runs the ext-proc server (TLS by
- * default) and the plaintext gRPC health server until SIGTERM/SIGINT, then stops both
- * cleanly. Start-up fails fast, exit status 2, with one precise message: a bad flag or
- * config (file:line:col from the loader), a busy port, a missing certificate.
+ * EndpointPickerConfig, builds the scheduler and wires the live modules around it:
+ * endpoints (a static --endpoints list or file, or Kubernetes discovery by InferencePool
+ * or label selector: live/endpoints.h, live/k8s.h), /metrics scraping (live/scrape.h),
+ * vLLM KV-event ingestion into the precise scorer's index when the config has one
+ * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h), the ext-proc
+ * server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
+ * decision log. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
  *
- * Endpoints come from --endpoints ip:port,... or a file of them (live/endpoints.h, a
- * static set; each named after its address). Flags of features this binary does not have (Kubernetes discovery via
- * --pool-name/--endpoint-selector) are refused at start-up rather than silently
- * ignored. --decision-log FILE records every decision in SQLite (live/decisionlog.h).
- * Logs are zap-shaped JSON lines on stderr (live/log.h), so llm-d users' greps keep working. */
+ * Start-up fails fast, exit status 2, with one precise message on stderr: a bad flag or
+ * config (file:line:col from the loader), a busy port (gRPC, health, metrics or ZMQ), a
+ * missing or mismatched certificate, an unreachable API server. Logs are zap-shaped JSON
+ * lines on stderr (live/log.h), so llm-d users' greps keep working. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,8 +27,12 @@
 #include "extproc.h"
 #include "endpoints.h"
 #include "health.h"
+#include "ingest.h"
+#include "k8s.h"
 #include "log.h"
+#include "promexp.h"
 #include "scheduler.h"
+#include "scrape.h"
 #include "tls.h"
 
 typedef struct opts {
@@ -35,7 +41,7 @@ typedef struct opts {
     bool secure;
     const char *cert_path;
     const char *kv_metric;
-    const char *pool_name, *pool_namespace, *endpoint_selector;
+    const char *pool_name, *pool_namespace, *pool_group, *endpoint_selector, *target_ports;
     const char *endpoints;
     const char *decision_log;
     int verbosity;
@@ -62,9 +68,14 @@ static int fail(const char *fmt, ...)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: epp --config-file FILE --endpoints IP:PORT[,IP:PORT...] [flags]\n"
+            "usage: epp --config-file FILE (--endpoints LIST | --pool-name NAME | --endpoint-selector SEL) [flags]\n"
             "  --config-file FILE                  EndpointPickerConfig YAML (GIE/llm-d format)\n"
-            "  --endpoints LIST                    model-server endpoints ip:port,...\n"
+            "  --endpoints LIST|FILE               static model-server endpoints ip:port,...\n"
+            "  --pool-name NAME                    InferencePool to follow (in-cluster)\n"
+            "  --pool-namespace NS                 its namespace (default $NAMESPACE, then default)\n"
+            "  --pool-group GROUP                  InferencePool API group (default inference.networking.k8s.io)\n"
+            "  --endpoint-selector k=v,...         pods to follow instead of a pool\n"
+            "  --endpoint-target-ports P,...       their model-server ports\n"
             "  --grpc-port N                       ext-proc port (default 9002)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
@@ -140,7 +151,9 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("kv-cache-usage-percentage-metric", kv_metric)
         STR("pool-name", pool_name)
         STR("pool-namespace", pool_namespace)
+        STR("pool-group", pool_group)
         STR("endpoint-selector", endpoint_selector)
+        STR("endpoint-target-ports", target_ports)
         STR("endpoints", endpoints)
         STR("decision-log", decision_log)
         INT("grpc-port", grpc_port, 0, 65535)
@@ -162,12 +175,12 @@ static int parse_flags(int argc, char **argv, opts *o)
     }
     if (!o->config_file)
         return fail("--config-file is required");
-    if (o->pool_name || o->endpoint_selector)
-        return fail("--%s needs Kubernetes endpoint discovery, which this build does not include; list the "
-                    "endpoints with --endpoints ip:port,...",
-                    o->pool_name ? "pool-name" : "endpoint-selector");
-    if (!o->endpoints)
-        return fail("--endpoints ip:port,... is required");
+    int sources = !!o->endpoints + !!o->pool_name + !!o->endpoint_selector;
+    if (sources != 1)
+        return fail(sources ? "--endpoints, --pool-name and --endpoint-selector are exclusive: pick one"
+                            : "endpoints: give --endpoints ip:port,..., --pool-name or --endpoint-selector");
+    if (o->endpoint_selector && !o->target_ports)
+        return fail("--endpoint-selector needs --endpoint-target-ports");
     return 0;
 }
 
@@ -180,13 +193,31 @@ static double mono_now(void *ctx)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static bool always_ready(void *ctx) { return true; }
+typedef struct epp_daemon {
+    promexp *pm;
+    decisionlog *dl;
+    k8s_watcher *k8s;
+} epp_daemon;
 
-static void on_decision(void *ctx, const extproc_decision *d)
+static bool ready(void *ctx)
 {
+    const epp_daemon *d = ctx;
+    return !d->k8s || k8s_synced(d->k8s);
+}
+
+static void on_decision(void *ctx, const extproc_decision *dec)
+{
+    epp_daemon *d = ctx;
+    promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
     kv_err err = {0};
-    if (decisionlog_add(ctx, d->trace, d->result, &err) != KV_OK)
+    if (d->dl && decisionlog_add(d->dl, dec->trace, dec->result, &err) != KV_OK)
         LOG_E("decision log write failed", "{s:s}", "error", err.msg);
+}
+
+static void on_complete(void *ctx, const extproc_completion *c)
+{
+    epp_daemon *d = ctx;
+    promexp_observe_request(d->pm, c->model ? c->model : "", NULL, c->http_status, c->seconds);
 }
 
 int main(int argc, char **argv)
@@ -197,25 +228,17 @@ int main(int argc, char **argv)
         return rc;
     log_setup(o.verbosity, NULL, NULL);
     kv_err err = {0};
+    epp_daemon d = {0};
     epset *eps = NULL;
     epc_config *cfg = NULL;
     sched *s = NULL;
-    decisionlog *dl = NULL;
     tls_pem pem = {0};
+    ingest *ing = NULL;
+    scraper *scr = NULL;
     extproc_server *xs = NULL;
     health_server *hs = NULL;
     rc = 2;
 
-    if (!(eps = epset_new(0, NULL, NULL, &err)))
-        goto out;
-    /* --endpoints takes the list itself or a file holding it */
-    if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
-                                         : epset_parse_list(eps, o.endpoints, "--endpoints", &err)) != KV_OK)
-        goto out;
-    if (epset_count(eps) == 0) {
-        kv_err_set(&err, KV_EINVAL, "--endpoints: no endpoint given");
-        goto out;
-    }
     if (!(cfg = epc_load_file(o.config_file, &err)))
         goto out;
     struct timespec ts;
@@ -223,9 +246,9 @@ int main(int argc, char **argv)
     sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = mono_now, .warn = on_warn};
     if (!(s = sched_new(cfg, &env, &err)))
         goto out;
-    if (o.decision_log && !(dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err)))
-        goto out;
     if (o.secure && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))
+        goto out;
+    if (o.decision_log && !(d.dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err)))
         goto out;
 
     /* Signals are taken synchronously by main; every thread started below inherits the mask. */
@@ -234,6 +257,44 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (!(eps = epset_new(0, NULL, NULL, &err)))
+        goto out;
+    if (o.endpoints) { /* the list itself, or a file holding it */
+        if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
+                                             : epset_parse_list(eps, o.endpoints, "--endpoints", &err)) != KV_OK)
+            goto out;
+        if (epset_count(eps) == 0) {
+            kv_err_set(&err, KV_EINVAL, "--endpoints: no endpoint given");
+            goto out;
+        }
+    } else {
+        k8s_config kc = {.endpoints = eps, .ns = o.pool_namespace, .selector = o.endpoint_selector,
+                         .pool_name = o.pool_name, .pool_group = o.pool_group};
+        if (o.target_ports && k8s_parse_ports(o.target_ports, kc.target_ports, &kc.n_target_ports, &err) != KV_OK)
+            goto out;
+        if (!(d.k8s = k8s_start(&kc, &err)))
+            goto out;
+    }
+
+    /* KV events feed the precise scorer's index when the config has one */
+    sched_kvsource *src = NULL;
+    if (sched_services(s, "kvsource", (void **)&src, 1) == 1) {
+        ingest_config ic;
+        ingest_config_from_kvsource(&ic, src, eps);
+        if (!(ing = ingest_start(&ic, &err)))
+            goto out;
+        LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i}", "zmqEndpoint",
+              ic.discover_pods ? "" : ingest_endpoint(ing), "topicFilter", ic.topic_filter, "discoverPods",
+              ic.discover_pods, "concurrency", ic.concurrency);
+    }
+    scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
+    if (!(scr = scrape_start(&sc, &err)))
+        goto out;
+    promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
+                          .index = src ? src->index : NULL, .ingest = ing};
+    if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)))
+        goto out;
 
     char addr[64], haddr[64];
     snprintf(addr, sizeof addr, "0.0.0.0:%d", o.grpc_port);
@@ -246,17 +307,18 @@ int main(int argc, char **argv)
         .pool = {epset_acquire, epset_release, eps},
         .threads = o.threads,
         .tokenize_timeout_ms = o.tokenize_timeout_ms,
-        .trace_decisions = dl != NULL,
-        .on_decision = dl ? on_decision : NULL,
-        .hook_ctx = dl,
+        .trace_decisions = d.dl != NULL,
+        .on_decision = on_decision,
+        .on_complete = on_complete,
+        .hook_ctx = &d,
     };
-    if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, always_ready, NULL, &err)))
+    if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, ready, &d, &err)))
         goto out;
-    char ports[160];
-    snprintf(ports, sizeof ports, "grpc=%d health=%d tls=%s endpoints=%zu", extproc_port(xs), health_port(hs),
-             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
+    char ports[200];
+    snprintf(ports, sizeof ports, "grpc=%d health=%d metrics=%d tls=%s endpoints=%zu", extproc_port(xs),
+             health_port(hs), promexp_port(d.pm), o.secure ? (o.cert_path ? "files" : "self-signed") : "off",
+             epset_count(eps));
     LOG_I("EPP started", "{s:s}", "listening", ports);
-    LOG_I("Prometheus metrics are not exported by this build", "{s:i}", "metrics-port", o.metrics_port);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -267,7 +329,15 @@ out:
         fail("%s", err.msg);
     health_stop(hs);
     extproc_stop(xs);
-    decisionlog_close(dl);
+    if (scr)
+        scrape_stop(scr);
+    if (d.k8s)
+        k8s_stop(d.k8s);
+    if (ing)
+        ingest_stop(ing);
+    if (d.pm)
+        promexp_stop(d.pm);
+    decisionlog_close(d.dl);
     tls_pem_free(&pem);
     if (s)
         sched_free(s);

@@ -666,14 +666,14 @@ static void route(stream *st)
             st->target_id = res.targets[0]->id;
             sched_pre_request(s->cfg.sched, &st->sreq, &res);
             st->pre_requested = true;
-            if (verbose)
-                log_scores(st, &s->trace);
-            if (s->cfg.on_decision) {
-                extproc_decision d = {st->request_id, r->model, st->target, res.profile, st->sreq.n_tokens,
-                                      tok_failed, dt, &res, tracing ? &s->trace : NULL};
-                s->cfg.on_decision(s->cfg.hook_ctx, &d);
-            }
         }
+    }
+    if (k > 0 && verbose)
+        log_scores(st, &s->trace);
+    if (k > 0 && s->cfg.on_decision) {
+        extproc_decision d = {st->request_id, r->model, rc == KV_OK ? st->target : NULL, res.profile,
+                              st->sreq.n_tokens, tok_failed, dt, &res, tracing ? &s->trace : NULL};
+        s->cfg.on_decision(s->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);
     pthread_mutex_unlock(&s->sched_mu);

@@ -41,11 +41,11 @@ typedef struct extproc_pool {
     void *ctx;
 } extproc_pool;
 
-/* One routing decision, reported after the headers response is queued. */
+/* One scheduling call, reported right after it (every call, failed ones included). */
 typedef struct extproc_decision {
     const char *request_id;
     const char *model;
-    const char *target;           /* "ip:port[,ip:port...]" */
+    const char *target;           /* "ip:port[,ip:port...]"; NULL when scheduling failed */
     const char *profile;
     size_t n_tokens;              /* token ids the decision used (0: text fallback) */
     bool tokenize_failed;         /* text prompt scored by prefix text */

@@ -1,7 +1,8 @@
 #!/bin/sh
 # it_epp_startup: ./epp fails fast with one precise message (bad config with its
-# file:line:col, bad flag, missing certificate, busy port), starts on free ports in
-# TLS and plaintext mode, and exits 0 on SIGTERM and SIGINT after a clean shutdown.
+# file:line:col, bad flag, missing certificate, busy gRPC/metrics/ZMQ port), starts on
+# free ports in TLS and plaintext mode with KV-event ingestion, and exits 0 on SIGTERM
+# and SIGINT after a clean shutdown.
 # Run from the repository root after `make epp`.
 set -u
 EPP=./epp
@@ -22,7 +23,8 @@ printf 'plugins:\n- type: queue-scorer\n  bogus: 1\n' >"$T/bad.yaml"
 check bad-config 2 "bad.yaml:3:3: field 'plugins[0]': unknown field 'bogus'" \
     $EPP --config-file "$T/bad.yaml" --endpoints 127.0.0.1:8000
 check missing-config 2 "$T/none.yaml" $EPP --config-file "$T/none.yaml" --endpoints 127.0.0.1:8000
-check no-endpoints 2 "--endpoints ip:port,... is required" $EPP --config-file $CFG
+check no-endpoints 2 "give --endpoints ip:port,..., --pool-name or --endpoint-selector" $EPP --config-file $CFG
+check two-sources 2 "are exclusive" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --pool-name p
 check bad-endpoint 2 "'10.0.0.1' is not ip:port" $EPP --config-file $CFG --endpoints 10.0.0.1
 check bad-flag 2 "unknown flag '--nope'" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --nope
 check bad-port 2 "flag --grpc-port: expected an integer" $EPP --config-file $CFG --endpoints a:1 --grpc-port x
@@ -33,11 +35,13 @@ openssl ecparam -name prime256v1 -genkey -noout -out "$T/tls.key" 2>/dev/null
 check mismatched-key 2 "does not match the certificate" \
     $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
 
-# start on free ports, then a second instance on the same gRPC port must fail
+# start on free ports (ZMQ included), then second instances on the same ports must fail
+sed 's|zmqEndpoint: "tcp://\*:5557"|zmqEndpoint: "tcp://127.0.0.1:*"|' $CFG >"$T/eph.yaml"
+grep -q '127.0.0.1:\*' "$T/eph.yaml" || { echo "FAIL: could not rewrite the preset's zmqEndpoint"; exit 1; }
 start() { # log file, extra flags...
     log=$1; shift
-    $EPP --config-file $CFG --endpoints 127.0.0.1:8000,127.0.0.1:8001 --grpc-port 0 --grpc-health-port 0 "$@" \
-        2>"$log" &
+    $EPP --config-file "$T/eph.yaml" --endpoints 127.0.0.1:8000,127.0.0.1:8001 --grpc-port 0 --grpc-health-port 0 \
+        --metrics-port 0 "$@" 2>"$log" &
     pid=$!
     i=0
     while ! grep -q "EPP started" "$log" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
@@ -45,9 +49,18 @@ start() { # log file, extra flags...
 start "$T/a.log"
 A=$pid
 port=$(sed -n 's/.*grpc=\([0-9]*\).*/\1/p' "$T/a.log")
-if [ -z "$port" ]; then echo "FAIL start: no port in log"; cat "$T/a.log"; fails=$((fails + 1)); fi
+mport=$(sed -n 's/.*metrics=\([0-9]*\).*/\1/p' "$T/a.log")
+zmq=$(sed -n 's/.*"zmqEndpoint":"\([^"]*\)".*/\1/p' "$T/a.log")
+if [ -z "$port" ] || [ -z "$mport" ] || [ -z "$zmq" ]; then
+    echo "FAIL start: ports missing from the log"; cat "$T/a.log"; fails=$((fails + 1))
+fi
 check busy-port 2 "cannot listen on 0.0.0.0:$port" \
-    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --grpc-port "$port" --grpc-health-port 0
+    $EPP --config-file "$T/eph.yaml" --endpoints 127.0.0.1:8000 --grpc-port "$port" --grpc-health-port 0 --metrics-port 0
+check busy-metrics 2 "$mport" \
+    $EPP --config-file "$T/eph.yaml" --endpoints 127.0.0.1:8000 --grpc-port 0 --grpc-health-port 0 --metrics-port "$mport"
+sed "s|zmqEndpoint: \"tcp://127.0.0.1:\\*\"|zmqEndpoint: \"$zmq\"|" "$T/eph.yaml" >"$T/busy.yaml"
+check busy-zmq 2 "cannot bind kvEventsConfig.zmqEndpoint '$zmq'" \
+    $EPP --config-file "$T/busy.yaml" --endpoints 127.0.0.1:8000 --grpc-port 0 --grpc-health-port 0 --metrics-port 0
 kill -TERM $A; wait $A; rc=$?
 if [ $rc -eq 0 ] && grep -q '"msg":"EPP stopped"' "$T/a.log" && grep -q '"signal":"SIGTERM"' "$T/a.log"; then
     echo "ok   sigterm"
