@@ -176,8 +176,14 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
             snprintf(out->source, len, "preset:%s", text);
     } else if (cn->kind == YT_MAP) {
         kv_err e = {0};
-        if (!(out->cfg = epc_load_node(d, cn, &e)))
-            return kv_err_set(err, e.code ? e.code : KV_EINVAL, "%s", e.msg);
+        if (!(out->cfg = epc_load_node(d, cn, &e))) {
+            /* the config loader names fields from the config's root: say where that is */
+            const char *f = strstr(e.msg, "field '");
+            if (!f)
+                return kv_err_set(err, e.code ? e.code : KV_EINVAL, "%s", e.msg);
+            return kv_err_set(err, e.code ? e.code : KV_EINVAL, "%.*sfield '%s.config.%s", (int)(f - e.msg), e.msg, p,
+                              f + 7);
+        }
         out->source = strdup("inline");
     } else {
         snprintf(what, sizeof what, "%s.config", p);
