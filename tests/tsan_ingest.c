@@ -69,6 +69,8 @@ typedef struct fx {
     ingest *g;
 } fx;
 
+static int replay_timeout_ms = 2000;
+
 static void fx_init(fx *f, const char *endpoints, bool discover, int socket_port, int replay_port)
 {
     memset(f, 0, sizeof *f);
@@ -86,7 +88,7 @@ static void fx_init(fx *f, const char *endpoints, bool discover, int socket_port
         fail_msg("%s", err.msg);
     ingest_config cfg = {.index = f->ix, .keys = f->kc, .endpoints = f->eps, .concurrency = 4,
                          .discover_pods = discover, .socket_port = socket_port, .replay_port = replay_port,
-                         .replay_timeout_ms = 2000};
+                         .replay_timeout_ms = replay_timeout_ms};
     snprintf(cfg.zmq_endpoint, sizeof cfg.zmq_endpoint, "tcp://127.0.0.1:*");
     snprintf(cfg.topic_filter, sizeof cfg.topic_filter, "kv@");
     if (!(f->g = ingest_start(&cfg, &err)))
@@ -237,12 +239,17 @@ static void test_events_land(void **state)
 /* Batches 2..4 of 8 are never published. With a replay socket the gap is filled and the
  * index ends equal to the gap-free reference; without one the loss is counted and the
  * rest of the chain is orphaned (parents unknown). */
-static void run_gap(bool with_replay)
+typedef enum { REPLAY_OK, REPLAY_NONE, REPLAY_DOWN } replay_mode;
+
+static void run_gap(replay_mode mode)
 {
+    bool with_replay = mode == REPLAY_OK;
     fake_pub *p = fake_pub_new("kv@127.0.0.1:8000@m", true);
     assert_non_null(p);
     fx f;
-    fx_init(&f, "127.0.0.1:8000", false, 0, with_replay ? fake_pub_replay_port(p) : 0);
+    replay_timeout_ms = mode == REPLAY_DOWN ? 200 : 2000;
+    /* REPLAY_DOWN: a replay port where nothing listens (the request times out). */
+    fx_init(&f, "127.0.0.1:8000", false, 0, mode == REPLAY_OK ? fake_pub_replay_port(p) : mode == REPLAY_DOWN ? 1 : 0);
     assert_int_equal(fake_pub_connect(p, ingest_endpoint(f.g)), 0);
     warm_up(&f, p);
     chain c;
@@ -263,7 +270,8 @@ static void run_gap(bool with_replay)
     } else {
         WAIT_FOR(&f, batches, CHAIN - 3);
         ingest_stats s = st(&f);
-        assert_true(s.gaps == 1 && s.missed == 3 && s.lost == 3 && s.replays == 0);
+        assert_true(s.gaps == 1 && s.missed == 3 && s.lost == 3);
+        assert_true(mode == REPLAY_DOWN ? s.replays == 1 && s.replay_failures == 1 : s.replays == 0);
         assert_true(s.orphans == 3);   /* batches 5..7 chain from the lost 4 */
         assert_int_equal(held(&f, "127.0.0.1:8000", &c), 2);
     }
@@ -279,8 +287,9 @@ static void run_gap(bool with_replay)
     fx_free(&f);
 }
 
-static void test_gap_replay(void **state) { (void)state; run_gap(true); }
-static void test_gap_no_replay(void **state) { (void)state; run_gap(false); }
+static void test_gap_replay(void **state) { (void)state; run_gap(REPLAY_OK); }
+static void test_gap_no_replay(void **state) { (void)state; run_gap(REPLAY_NONE); }
+static void test_gap_replay_down(void **state) { (void)state; run_gap(REPLAY_DOWN); }
 
 /* Strays, malformed frames and bad payloads are counted; the next good batch applies. */
 static void test_stray_and_malformed(void **state)
@@ -440,6 +449,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_events_land),
     cmocka_unit_test(test_gap_replay),
     cmocka_unit_test(test_gap_no_replay),
+    cmocka_unit_test(test_gap_replay_down),
     cmocka_unit_test(test_stray_and_malformed),
     cmocka_unit_test(test_discovery_and_many_pods),
 };
