@@ -1,9 +1,10 @@
 /* kvindex: the dual-key KV-block index (see kvindex.h, spec kv-events-and-index.md §3).
  *
  * Owns three open-addressing tables that share one probing scheme (reftab: buckets of
- * {index+1, 32-bit hash tag}, linear probing, backward-shift deletion, home slot from
- * the hash's top bits, tag from its low bits so a probe rarely touches a record it
- * does not want):
+ * {index+1, 32-bit hash tag}, linear probing, backward-shift deletion). The tag is the
+ * hash's top 32 bits and the home bucket its top log2(size) bits, so moving entries
+ * (deletion, rehash) never reads a record, and a probe rarely touches a record it does
+ * not want (only same-home entries can share a tag):
  *   blocks  request key -> block record {key, gpu bitmap} in one flat array, so a
  *           lookup touches one bucket line and one small record. The cpu and other
  *           bitmaps live in a parallel "side" array that a lookup reads only for blocks
@@ -96,7 +97,6 @@ struct kvindex {
     atomic_uint_fast64_t lookups;
 };
 
-typedef uint64_t (*hash_fn)(const kvindex *ix, uint32_t idx);
 
 /* Keys are hashes already, but tests and some peers use small integers: mix anyway. */
 static inline uint64_t mix64(uint64_t x)
@@ -112,7 +112,9 @@ static inline uint64_t mix64(uint64_t x)
 /* ---- reftab ---------------------------------------------------------------- */
 
 static inline size_t rt_mask(const reftab *t) { return ((size_t)1 << t->bits) - 1; }
-static inline size_t rt_home(const reftab *t, uint64_t h) { return (size_t)(h >> (64 - t->bits)); }
+static inline uint32_t rt_tag(uint64_t h) { return (uint32_t)(h >> 32); }
+static inline size_t rt_home_of_tag(const reftab *t, uint32_t tag) { return (size_t)(tag >> (32 - t->bits)); }
+static inline size_t rt_home(const reftab *t, uint64_t h) { return rt_home_of_tag(t, rt_tag(h)); }
 
 static int rt_init(reftab *t, unsigned bits)
 {
@@ -122,24 +124,26 @@ static int rt_init(reftab *t, unsigned bits)
     return t->b ? KV_OK : KV_ENOMEM;
 }
 
-static void rt_put(reftab *t, uint64_t h, uint32_t idx)
+static void rt_put_tag(reftab *t, uint32_t tag, uint32_t idx)
 {
-    size_t m = rt_mask(t), i = rt_home(t, h);
+    size_t m = rt_mask(t), i = rt_home_of_tag(t, tag);
     while (t->b[i].ref) i = (i + 1) & m;
     t->b[i].ref = idx + 1;
-    t->b[i].tag = (uint32_t)h;
+    t->b[i].tag = tag;
     t->n++;
 }
 
+static void rt_put(reftab *t, uint64_t h, uint32_t idx) { rt_put_tag(t, rt_tag(h), idx); }
+
 /* Backward-shift deletion: later entries of the cluster move up unless that would put
  * them before their home, so probes never need tombstones. */
-static void rt_del_at(const kvindex *ix, reftab *t, size_t i, hash_fn hf)
+static void rt_del_at(reftab *t, size_t i)
 {
     size_t m = rt_mask(t), j = i;
     for (;;) {
         j = (j + 1) & m;
         if (!t->b[j].ref) break;
-        size_t home = rt_home(t, hf(ix, t->b[j].ref - 1));
+        size_t home = rt_home_of_tag(t, t->b[j].tag);
         if (((j - home) & m) >= ((j - i) & m)) {
             t->b[i] = t->b[j];
             i = j;
@@ -149,22 +153,24 @@ static void rt_del_at(const kvindex *ix, reftab *t, size_t i, hash_fn hf)
     t->n--;
 }
 
-static void rt_del(const kvindex *ix, reftab *t, uint32_t idx, hash_fn hf)
+/* Deletes the entry for idx, whose key hashes to h. */
+static void rt_del(reftab *t, uint64_t h, uint32_t idx)
 {
-    size_t m = rt_mask(t), i = rt_home(t, hf(ix, idx));
+    size_t m = rt_mask(t), i = rt_home(t, h);
     while (t->b[i].ref != idx + 1) i = (i + 1) & m;
-    rt_del_at(ix, t, i, hf);
+    rt_del_at(t, i);
 }
 
 /* Keeps the load at most 3/4 for one more entry. */
-static int rt_reserve(const kvindex *ix, reftab *t, hash_fn hf)
+static int rt_reserve(reftab *t)
 {
     size_t size = (size_t)1 << t->bits;
     if ((size_t)t->n + 1 <= size / 4 * 3) return KV_OK;
+    if (t->bits == 32) return KV_EFULL;
     reftab nt;
     if (rt_init(&nt, t->bits + 1) != KV_OK) return KV_ENOMEM;
     for (size_t i = 0; i < size; i++)
-        if (t->b[i].ref) rt_put(&nt, hf(ix, t->b[i].ref - 1), t->b[i].ref - 1);
+        if (t->b[i].ref) rt_put_tag(&nt, t->b[i].tag, t->b[i].ref - 1);
     free(t->b);
     *t = nt;
     return KV_OK;
@@ -200,7 +206,6 @@ static void side_changed(kvindex *ix, uint32_t b)
     else ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
 }
 
-static uint64_t blk_hash(const kvindex *ix, uint32_t b) { return mix64(rec_of(ix, b)[0]); }
 
 static uint32_t blk_find(const kvindex *ix, uint64_t key)
 {
@@ -209,7 +214,7 @@ static uint32_t blk_find(const kvindex *ix, uint64_t key)
     for (;;) {
         bucket bk = ix->btab.b[i];
         if (!bk.ref) return NIL;
-        if (bk.tag == (uint32_t)h && rec_of(ix, bk.ref - 1)[0] == key) return bk.ref - 1;
+        if (bk.tag == rt_tag(h) && rec_of(ix, bk.ref - 1)[0] == key) return bk.ref - 1;
         i = (i + 1) & m;
     }
 }
@@ -255,7 +260,7 @@ static bool blk_empty(const kvindex *ix, uint32_t b)
 
 static void blk_delete(kvindex *ix, uint32_t b)
 {
-    rt_del(ix, &ix->btab, b, blk_hash);
+    rt_del(&ix->btab, mix64(rec_of(ix, b)[0]), b);
     lru_unlink(ix, b);
     ix->link[b].next = ix->free_blk;
     ix->free_blk = b;
@@ -266,11 +271,10 @@ static void blk_delete(kvindex *ix, uint32_t b)
 
 static inline uint64_t em_ek(const emap *m) { return (uint64_t)m->ek_hi << 32 | m->ek_lo; }
 static inline uint64_t em_hash_of(int slot, uint64_t ek) { return mix64(ek ^ ((uint64_t)(slot + 1) * 0x9E3779B97F4A7C15ULL)); }
-static uint64_t em_hash(const kvindex *ix, uint32_t e) { return em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])); }
 
 static void em_release(kvindex *ix, uint32_t e)
 {
-    rt_del(ix, &ix->etab, e, em_hash);
+    rt_del(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])), e);
     ix->em[e].next = ix->free_em;
     ix->free_em = e;
     ix->n_em--;
@@ -299,7 +303,7 @@ static uint32_t em_next(const kvindex *ix, int slot, uint64_t ek, uint64_t h, si
         bucket bk = ix->etab.b[i];
         if (!bk.ref) return NIL;
         const emap *e = &ix->em[bk.ref - 1];
-        if (bk.tag == (uint32_t)h && e->slot == slot && em_ek(e) == ek) {
+        if (bk.tag == rt_tag(h) && e->slot == slot && em_ek(e) == ek) {
             *pos = (i + 1) & m;
             return bk.ref - 1;
         }
@@ -322,7 +326,8 @@ static void em_drop_key(kvindex *ix, int slot, uint64_t ek)
 
 static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
 {
-    if (rt_reserve(ix, &ix->etab, em_hash) != KV_OK) return KV_ENOMEM;
+    int rc = rt_reserve(&ix->etab);
+    if (rc != KV_OK) return rc;
     uint32_t e = ix->free_em;
     if (e != NIL) {
         ix->free_em = ix->em[e].next;
@@ -362,6 +367,10 @@ static void blk_evict(kvindex *ix, uint32_t b)
 {
     ix->entries -= blk_popcount(ix, b);
     blk_drop_emaps(ix, b, -1);
+    /* Free records hold no bits, so clear_slot's scan can skip them without a marker. */
+    memset(rec_of(ix, b) + 1, 0, (size_t)(ix->stride - 1) * 8);
+    memset(side_of(ix, b), 0, (size_t)2 * ix->words * 8);
+    ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
     blk_delete(ix, b);
     ix->evictions++;
 }
@@ -369,7 +378,8 @@ static void blk_evict(kvindex *ix, uint32_t b)
 static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
 {
     if (ix->n_blk == ix->capacity) blk_evict(ix, ix->lru);
-    if (rt_reserve(ix, &ix->btab, blk_hash) != KV_OK) return KV_ENOMEM;
+    int rc = rt_reserve(&ix->btab);
+    if (rc != KV_OK) return rc;
     uint32_t b = ix->free_blk;
     if (b != NIL) {
         ix->free_blk = ix->link[b].next;
@@ -425,7 +435,6 @@ static uint64_t str_hash(const char *s)
     return mix64(h);
 }
 
-static uint64_t name_hash(const kvindex *ix, uint32_t slot) { return str_hash(ix->names[slot]); }
 
 static int name_find(const kvindex *ix, const char *name)
 {
@@ -434,7 +443,7 @@ static int name_find(const kvindex *ix, const char *name)
     for (;; i = (i + 1) & m) {
         bucket bk = ix->ntab.b[i];
         if (!bk.ref) return -1;
-        if (bk.tag == (uint32_t)h && strcmp(ix->names[bk.ref - 1], name) == 0) return (int)bk.ref - 1;
+        if (bk.tag == rt_tag(h) && strcmp(ix->names[bk.ref - 1], name) == 0) return (int)bk.ref - 1;
     }
 }
 
@@ -588,13 +597,12 @@ const char *kvindex_endpoint_name(const kvindex *ix, int slot)
     return n;
 }
 
+/* A scan of the record array in order, not of the LRU list: it streams through memory
+ * (free records hold no bits) instead of chasing links, since it stalls every lookup. */
 static void clear_slot(kvindex *ix, int slot)
 {
-    for (uint32_t b = ix->mru; b != NIL;) {
-        uint32_t next = ix->link[b].next;
+    for (uint32_t b = 0; b < ix->used_blk; b++)
         if (slot_holds(ix, b, slot)) blk_clear_slot(ix, b, slot);
-        b = next;
-    }
 }
 
 static bool slot_live(const kvindex *ix, int slot)
@@ -607,7 +615,7 @@ void kvindex_endpoint_remove(kvindex *ix, int slot)
     wrlock(ix);
     if (slot_live(ix, slot)) {
         clear_slot(ix, slot);
-        rt_del(ix, &ix->ntab, (uint32_t)slot, name_hash);
+        rt_del(&ix->ntab, str_hash(ix->names[slot]), (uint32_t)slot);
         free(ix->names[slot]);
         ix->names[slot] = NULL;
     }
@@ -666,7 +674,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         uint32_t b = blk_find(ix, rk);
         if (b == NIL) {
             if ((rc = blk_new(ix, rk, &b)) != KV_OK) {
-                kv_err_set(err, rc, "kvindex_store: out of memory at block %zu of %zu", i, n);
+                kv_err_set(err, rc, "kvindex_store: cannot add block %zu of %zu: %s", i, n, kv_strerror(rc));
                 goto out;
             }
         } else {
@@ -689,7 +697,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
             pos++;
         }
         if ((rc = em_add(ix, slot, engine_keys[g], b, pos)) != KV_OK) {
-            kv_err_set(err, rc, "kvindex_store: cannot add engine-key mapping %zu of %zu", i, n);
+            kv_err_set(err, rc, "kvindex_store: cannot add engine-key mapping %zu of %zu: %s", i, n, kv_strerror(rc));
             goto out;
         }
     }
@@ -790,7 +798,7 @@ static inline uint32_t blk_candidate(const kvindex *ix, uint64_t h)
     size_t m = rt_mask(&ix->btab);
     for (size_t i = rt_home(&ix->btab, h);; i = (i + 1) & m) {
         bucket bk = ix->btab.b[i];
-        if (!bk.ref || bk.tag == (uint32_t)h) return bk.ref - 1;   /* ref 0 -> NIL */
+        if (!bk.ref || bk.tag == rt_tag(h)) return bk.ref - 1;   /* ref 0 -> NIL */
     }
 }
 
