@@ -595,8 +595,11 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         rc = cl_push(&c, 0, EV_STAGE, 0, 0, err);
     if (!rc)
         rc = cl_push(&c, 0, EV_SCRAPE, 0, 0, err);
+    c.finished = w->n_stages == 0;
     evq_event ev;
-    while (!rc && evq_pop(&c.q, &ev)) {
+    /* Once the last stage has drained, what is left (scrapes, KV deliveries) cannot
+     * change any record: the run ends at the last completion. */
+    while (!rc && !c.finished && evq_pop(&c.q, &ev)) {
         c.now = ev.t;
         switch (ev.kind) {
         case EV_KV: rc = cl_kv_deliver(&c, (size_t)ev.who, err); break;

@@ -204,6 +204,26 @@ static void test_random_cache_only_loses_to_least_queue(void **state)
     unload(&x);
 }
 
+/* Metrics reach the router only at scrapes: least-queue with a scrape every 50 ms
+ * balances; with one scrape at t=0 (then stale) it routes blind and does worse. */
+static void test_stale_metrics_hurt_load_balancing(void **state)
+{
+    (void)state;
+    sim x = load("scenarios/small-random.yaml");
+    sim_run fresh, stale;
+    run(&x, "least-queue", &fresh, NULL);
+    x.s->cluster.scrape_interval = 3600 * SIM_US_PER_S;
+    run(&x, "least-queue", &stale, NULL);
+    check_invariants(&x, &stale);
+    size_t scrapes_fresh = fresh.n_samples / x.s->cluster.replicas;
+    assert_int_equal(stale.n_samples, 2 * x.s->cluster.replicas);    /* t=0 and after the drain */
+    assert_true(scrapes_fresh > 100);
+    assert_true(mean_ttft(&stale, 0) > mean_ttft(&fresh, 0));
+    cluster_run_free(&fresh);
+    cluster_run_free(&stale);
+    unload(&x);
+}
+
 static void assert_runs_equal(const sim_run *a, const sim_run *b)
 {
     assert_int_equal(a->n_requests, b->n_requests);
@@ -392,6 +412,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_prefix_precise_beats_round_robin),
         cmocka_unit_test(test_random_cache_only_loses_to_least_queue),
+        cmocka_unit_test(test_stale_metrics_hurt_load_balancing),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_decision_traces),
         cmocka_unit_test(test_multi_turn),
