@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 
 #include "endpoints.h"
 #include "scrape.h"
@@ -173,8 +174,48 @@ static void test_poller(void **state)
     fake_vllm_stop(v);
 }
 
+typedef struct buf {
+    char data[4096];
+    size_t len;
+} buf;
+
+static size_t collect(char *p, size_t sz, size_t n, void *ctx)
+{
+    buf *b = ctx;
+    size_t k = sz * n < sizeof b->data - 1 - b->len ? sz * n : sizeof b->data - 1 - b->len;
+    memcpy(b->data + b->len, p, k);
+    b->len += k;
+    b->data[b->len] = 0;
+    return sz * n;
+}
+
+/* The fake's /tokenize answers in vLLM's shape (one id per byte) for other tests. */
+static void test_fake_tokenize(void **state)
+{
+    (void)state;
+    fake_vllm *v = fake_vllm_start();
+    assert_non_null(v);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/tokenize", fake_vllm_port(v));
+    CURL *c = curl_easy_init();
+    buf b = {.len = 0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{\"model\":\"m\",\"prompt\":\"AB\"}");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    assert_int_equal(code, 200);
+    assert_string_equal(b.data, "{\"count\":2,\"max_model_len\":8192,\"tokens\":[65,66]}");
+    assert_int_equal(fake_vllm_requests(v, "/tokenize"), 1);
+    fake_vllm_stop(v);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_parse),
+    cmocka_unit_test(test_fake_tokenize),
     cmocka_unit_test(test_poller),
 };
 
