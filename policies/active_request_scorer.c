@@ -8,8 +8,6 @@
  * all), so expiry pops the head; completion scans from the head, where the oldest
  * requests — the ones most likely to complete — are. */
 #include <stdlib.h>
-#include <string.h>
-#include <xxhash.h>
 
 #include "policy_util.h"
 
@@ -93,12 +91,6 @@ static bool ar_push(ar_state *st, ar_entry e)
     return true;
 }
 
-static uint64_t ar_hash(const sched_request *r)
-{
-    const char *id = r->id ? r->id : "";
-    return XXH64(id, strlen(id), 0);
-}
-
 static void ar_pre_request(sched_plugin *p, const sched_request *r, sched_endpoint *const *targets, size_t n)
 {
     ar_state *st = p->state;
@@ -107,7 +99,7 @@ static void ar_pre_request(sched_plugin *p, const sched_request *r, sched_endpoi
     if (!n)
         return;
     int64_t *c = pu_idmap_at(&st->count, targets[0]->id);
-    if (!c || !ar_push(st, (ar_entry){.req = ar_hash(r), .ep = targets[0]->id, .live = true,
+    if (!c || !ar_push(st, (ar_entry){.req = pu_request_hash(r), .ep = targets[0]->id, .live = true,
                                       .deadline = now + st->timeout}))
         return;
     ++*c;
@@ -116,7 +108,7 @@ static void ar_pre_request(sched_plugin *p, const sched_request *r, sched_endpoi
 static void ar_complete(sched_plugin *p, const sched_request *r, const sched_endpoint *target)
 {
     ar_state *st = p->state;
-    uint64_t h = ar_hash(r);
+    uint64_t h = pu_request_hash(r);
     for (size_t i = 0; i < st->n; i++) {
         ar_entry *e = &st->q[(st->head + i) % st->cap];
         if (e->live && e->req == h && (!target || e->ep == target->id)) {

@@ -45,7 +45,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "policy_util.h"
 #include "prefix_index.h"
@@ -112,12 +111,6 @@ static void dkv_fini(sched_plugin *p)
     p->state = NULL;
 }
 
-static uint64_t dkv_id_hash(const sched_request *r)
-{
-    const char *id = r->id ? r->id : "";
-    return XXH64(id, strlen(id), 0);
-}
-
 /* The load record of an endpoint, created empty; NULL when out of memory. */
 static dkv_load *dkv_load_of(dkv *s, uint32_t ep)
 {
@@ -135,23 +128,6 @@ static const sched_kvsource *dkv_source(const sched_plugin *p)
 {
     void *src = NULL;
     return p->owner && sched_services(p->owner, "kvsource", &src, 1) == 1 ? src : NULL;
-}
-
-/* Index slot of an endpoint: by "ip:port", else by the IP alone (llm-d v0.5 topics). */
-static int dkv_index_slot(const kvindex *ix, const char *name)
-{
-    int slot = kvindex_endpoint_find(ix, name);
-    const char *colon = strrchr(name, ':');
-    if (slot < 0 && colon) {
-        char ip[256];
-        size_t n = (size_t)(colon - name);
-        if (n < sizeof ip) {
-            memcpy(ip, name, n);
-            ip[n] = 0;
-            slot = kvindex_endpoint_find(ix, ip);
-        }
-    }
-    return slot;
 }
 
 /* Per-candidate credit from the KV-event index; false when the cycle has no keys. */
@@ -174,7 +150,7 @@ static bool dkv_credit_events(const dkv *s, sched_cycle *c, const sched_kvsource
         return true;
     kvindex_lookup(src->index, keys, nk, m);
     for (size_t i = 0; i < n; i++) {
-        int slot = dkv_index_slot(src->index, cands[i].ep->name);
+        int slot = pu_kvindex_slot(src->index, cands[i].ep->name);
         if (slot < 0 || (uint32_t)slot >= kvindex_max_endpoints(src->index))
             continue;
         for (uint32_t b = 0; b < m[slot].blocks; b++) {
@@ -271,7 +247,7 @@ static size_t dkv_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
         if (n_ties > 0)
             pick = n_ties > 1 ? ties[sched_cycle_rand(c) % n_ties] : ties[0];
     }
-    s->picked = (dkv_flight){.id_hash = dkv_id_hash(sched_cycle_request(c)), .ep = cands[pick].ep->id,
+    s->picked = (dkv_flight){.id_hash = pu_request_hash(sched_cycle_request(c)), .ep = cands[pick].ep->id,
                              .prefill = fmax(prompt_blocks - credit[pick], 0), .decode = request_blocks};
     s->have_picked = true;
     out[0] = cands[pick].ep;
@@ -288,11 +264,11 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     size_t units = 0;
     size_t total = prefix_index_hash(r, block_chars, SIZE_MAX, NULL, 0, &units);
     dkv_flight f = s->picked;
-    if (!s->have_picked || f.id_hash != dkv_id_hash(r) || f.ep != ep) {
+    if (!s->have_picked || f.id_hash != pu_request_hash(r) || f.ep != ep) {
         /* Routed without this picker's decision (e.g. another profile's result): charge
          * the whole prompt, as if nothing were cached. */
         uint32_t bu = prefix_index_block_units(r, block_chars);
-        f = (dkv_flight){.id_hash = dkv_id_hash(r), .ep = ep, .prefill = (double)units / bu,
+        f = (dkv_flight){.id_hash = pu_request_hash(r), .ep = ep, .prefill = (double)units / bu,
                          .decode = (double)((units + bu - 1) / bu)};
     }
     s->have_picked = false;
@@ -322,7 +298,7 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
 static void dkv_response_complete(sched_plugin *p, const sched_request *r, const sched_endpoint *target)
 {
     dkv *s = p->state;
-    uint64_t h = dkv_id_hash(r);
+    uint64_t h = pu_request_hash(r);
     for (size_t i = 0; i < s->n_flights; i++) {
         dkv_flight f = s->flights[i];
         if (f.id_hash != h || f.ep != target->id)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* ---- parameters ------------------------------------------------------------------ */
 
@@ -297,6 +298,25 @@ void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n)
         a[i - 1] = a[j];
         a[j] = t;
     }
+}
+
+uint64_t pu_request_hash(const sched_request *r)
+{
+    const char *id = r->id ? r->id : "";
+    return XXH64(id, strlen(id), 0);
+}
+
+int pu_kvindex_slot(const kvindex *ix, const char *name)
+{
+    int slot = kvindex_endpoint_find(ix, name);
+    const char *colon = strrchr(name, ':');
+    if (slot < 0 && colon && (size_t)(colon - name) < 256) {
+        char ip[256];
+        memcpy(ip, name, (size_t)(colon - name));
+        ip[colon - name] = 0;
+        slot = kvindex_endpoint_find(ix, ip);
+    }
+    return slot;
 }
 
 bool pu_label_in(const sched_endpoint *ep, const char *label, const char *const *values, size_t n,

@@ -73,6 +73,13 @@ size_t pu_below(sched_cycle *c, size_t n);
 /* Fisher-Yates with the cycle's generator: the random tie-break of the pickers. */
 void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n);
 
+/* XXH64 of the request id ("" when NULL): how stateful plugins match a completion to the
+ * pre_request that counted it without keeping the id string. */
+uint64_t pu_request_hash(const sched_request *r);
+/* The KV-event index slot of an endpoint: by its name ("ip:port", llm-d v0.7+ topics), else
+ * by the IP alone (v0.5 topics "kv@<ip>@<model>"); -1 when the index knows neither. */
+int pu_kvindex_slot(const kvindex *ix, const char *name);
+
 /* Does the endpoint's label take one of values? An absent label passes iff allow_missing. */
 bool pu_label_in(const sched_endpoint *ep, const char *label, const char *const *values, size_t n,
                  bool allow_missing);

@@ -32,7 +32,7 @@
  * shared system prompt first (epp.md §7 issue 4; inference-sim issue #1007).
  *
  * Endpoints are looked up in the index by name ("ip:port", llm-d v0.7+), falling back to
- * the IP alone (v0.5 topics "kv@<ip>@<model>"); the slot is cached per endpoint id (see
+ * the IP alone (v0.5 topics "kv@<ip>@<model>"), by pu_kvindex_slot; the slot is cached per endpoint id (see
  * pps_slot for how the cache stays right when the ingester recycles slots).
  *
  * Publishes the per-endpoint matched blocks for no-hit-lru (policy_util.h). */
@@ -245,25 +245,11 @@ static int pps_init(sched_plugin *p, const sched_params *pp, const sched_env *en
     return KV_OK;
 }
 
-/* The index slot of an endpoint's name, or of its IP alone (v0.5 topics); -1 if none. */
-static int pps_find(const kvindex *ix, const char *name)
-{
-    int slot = kvindex_endpoint_find(ix, name);
-    const char *colon = strrchr(name, ':');
-    if (slot < 0 && colon && (size_t)(colon - name) < 256) {
-        char ip[256];
-        memcpy(ip, name, (size_t)(colon - name));
-        ip[colon - name] = 0;
-        slot = kvindex_endpoint_find(ix, ip);
-    }
-    return slot;
-}
-
 /* Looks the endpoint up in the index and caches a found slot (unknown endpoints are
  * looked up again on every call, so a pod's first events count at once). */
 static int pps_resolve(pps_state *st, const sched_endpoint *ep)
 {
-    int slot = pps_find(st->src.index, ep->name);
+    int slot = pu_kvindex_slot(st->src.index, ep->name);
     int64_t *v = pu_idmap_at(&st->slot_of, ep->id);
     if (v)
         *v = slot >= 0 ? slot + 1 : 0;
@@ -283,7 +269,7 @@ static int pps_slot(pps_state *st, const sched_endpoint *ep, bool recheck)
     int slot = (int)cached - 1;
     if ((uint32_t)slot >= st->slots || st->match[slot].blocks == 0)
         return slot;
-    return pps_find(st->src.index, ep->name) == slot ? slot : pps_resolve(st, ep);
+    return pu_kvindex_slot(st->src.index, ep->name) == slot ? slot : pps_resolve(st, ep);
 }
 
 static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
