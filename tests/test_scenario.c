@@ -5,9 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
+#include "rng.h"
 #include "scenario.h"
 
 static void test_rate60(void **state)
@@ -125,6 +128,60 @@ static void test_errors(void **state)
     assert_non_null(strstr(e.msg, "tests/data/scenarios/no-such-file.yaml"));
 }
 
+/* Random byte edits of a valid scenario never crash or leak: each load either succeeds
+ * or returns an error whose message names the file. */
+static void test_mutations_never_crash(void **state)
+{
+    (void)state;
+    FILE *f = fopen("scenarios/rate60.yaml", "rb");
+    assert_non_null(f);
+    char base[8192];
+    size_t n = fread(base, 1, sizeof base - 1, f);
+    fclose(f);
+    assert_true(n > 100 && n < sizeof base - 1);
+    static const char alphabet[] = ":{}[],-# \n\t'\"0123456789.abcxyz&*!|>";
+    char path[] = "/tmp/kvroute_scn_XXXXXX.yaml";
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    close(fd);
+    rng r;
+    rng_seed(&r, 2024, 1);
+    int ok = 0, bad = 0;
+    for (int iter = 0; iter < 300; iter++) {
+        char buf[8192];
+        size_t len = n;
+        memcpy(buf, base, n);
+        for (int k = 0, edits = 1 + (int)rng_below(&r, 4); k < edits; k++) {
+            size_t at = (size_t)rng_below(&r, len);
+            switch (rng_below(&r, 3)) {
+            case 0: buf[at] = alphabet[rng_below(&r, sizeof alphabet - 1)]; break;
+            case 1: memmove(buf + at, buf + at + 1, len - at - 1); len--; break;
+            default:
+                if (len + 1 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, len - at);
+                    buf[at] = alphabet[rng_below(&r, sizeof alphabet - 1)];
+                    len++;
+                }
+            }
+        }
+        f = fopen(path, "wb");
+        assert_non_null(f);
+        fwrite(buf, 1, len, f);
+        fclose(f);
+        kv_err e = {0};
+        scenario *s = scn_load(path, "policies/presets", &e);
+        if (s) {
+            ok++;
+            scn_free(s);
+        } else {
+            bad++;
+            assert_non_null(strstr(e.msg, "kvroute_scn_"));
+        }
+    }
+    remove(path);
+    assert_true(ok > 0 && bad > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +189,7 @@ int main(void)
         cmocka_unit_test(test_ladder_notes),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_mutations_never_crash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
