@@ -642,9 +642,9 @@ static void route(stream *st)
     size_t k = candidates(st, eps, n, &cand);
     sched_result res = {0};
     double t0 = now_s(), dt = 0;
-    if (k == 0) {
+    bool no_candidates = k == 0;
+    if (no_candidates) {
         rc = KV_ENOENDPOINTS;
-        snprintf(e.msg, sizeof e.msg, "%s", no_candidates_msg(st));
     } else {
         if (tracing)
             sched_trace_reset(&s->trace);
@@ -679,8 +679,10 @@ static void route(stream *st)
     pthread_mutex_unlock(&s->sched_mu);
     free(cand);
 
-    if (rc == KV_ENOENDPOINTS) {
-        reply_error(st, 503, e.msg[0] ? e.msg : no_candidates_msg(st));
+    /* GIE: no candidates before scheduling is 503; any scheduler failure, filters that
+     * leave nothing included, is 429 "failed to find target pod" (director.go). */
+    if (no_candidates) {
+        reply_error(st, 503, no_candidates_msg(st));
         return;
     }
     if (rc != KV_OK || res.n_targets == 0) {

@@ -7,7 +7,9 @@
  * response with x-gateway-destination-endpoint + the body streamed back in chunks of at
  * most 62,000 bytes -> response headers and body passed through, usage read ->
  * sched_response_complete). Errors go back as GIE does: an ImmediateResponse whose body
- * is "inference gateway: <Code> - <msg>"; a malformed protobuf closes that one stream
+ * is "inference gateway: <Code> - <msg>" (no candidate endpoint, e.g. an empty subset
+ * hint: 503; any scheduler failure, filters leaving nothing included: 429 "failed to
+ * find target pod", as GIE's director maps them); a malformed protobuf closes that one stream
  * with INVALID_ARGUMENT. No bad request can take the server down.
  *
  * Body modes: FULL_DUPLEX_STREAMED (what GIE configures) is the default behaviour. When

@@ -104,10 +104,11 @@ static void on_decision(void *ctx, const extproc_decision *d)
         assert_int_equal(decisionlog_add(e->dl, d->trace, d->result, NULL), KV_OK);
 }
 
-static env *env_new_dl(bool tls, int tokenize_timeout_ms, const char *ep0_name, decisionlog *dl)
+static env *env_new_cfg(const char *config, bool tls, int tokenize_timeout_ms, const char *ep0_name,
+                        decisionlog *dl)
 {
     env *e = calloc(1, sizeof *e);
-    e->f = fx_new(CONFIG, 4, 7);
+    e->f = fx_new(config, 4, 7);
     assert_non_null(e->f);
     if (ep0_name)
         snprintf(e->f->names[0], sizeof e->f->names[0], "%s", ep0_name);
@@ -144,7 +145,7 @@ static env *env_new_dl(bool tls, int tokenize_timeout_ms, const char *ep0_name, 
 
 static env *env_new(bool tls, int tokenize_timeout_ms, const char *ep0_name)
 {
-    return env_new_dl(tls, tokenize_timeout_ms, ep0_name, NULL);
+    return env_new_cfg(CONFIG, tls, tokenize_timeout_ms, ep0_name, NULL);
 }
 
 static void env_free(env *e)
@@ -710,6 +711,26 @@ static void test_tokenize_text_prompts(void **state)
     env_free(e);
 }
 
+/* A filter that leaves nothing is a scheduler failure: 429, as GIE's director answers. */
+static void test_scheduler_failure_429(void **state)
+{
+    static const char cfg[] = "plugins:\n- type: prefill-filter\n- type: queue-scorer\n";
+    env *e = env_new_cfg(cfg, false, -1, NULL, NULL);
+    uint32_t t[16] = {1};
+    char *body = token_body(t, 16, "");
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    expect_immediate(send_request(s, REQ_HDRS, body, 1000, NULL, 0), 429,
+                     "inference gateway: InferencePoolResourceExhausted - failed to find target pod: ");
+    assert_int_equal(xpc_finish(s, NULL, 0, 5000), 0);
+    xpc_close(s);
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.errors_429, 1);
+    assert_int_equal(st.errors_503, 0);
+    free(body);
+    env_free(e);
+}
+
 static int64_t query_int(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st;
@@ -731,7 +752,7 @@ static void test_decision_log(void **state)
     decisionlog *dl = decisionlog_open(path, "inline.yaml", 7, &err);
     if (!dl)
         fail_msg("%s", err.msg);
-    env *e = env_new_dl(false, -1, NULL, dl);
+    env *e = env_new_cfg(CONFIG, false, -1, NULL, dl);
     e->f->eps[1].m.waiting = 3; /* queue-scorer tells the endpoints apart */
     uint32_t t[64];
     for (size_t i = 0; i < 64; i++)
@@ -774,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_streamed_response),      cmocka_unit_test(test_buffered_mode),
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
         cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
+        cmocka_unit_test(test_scheduler_failure_429),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
