@@ -300,6 +300,64 @@ static void test_endpoints(void **state)
     kvindex_free(ix);
 }
 
+/* Enough blocks and mappings to grow every array and table several times over, with
+ * side (cpu) bitmaps and three bitmap words per tier. */
+static void test_growth(void **state)
+{
+    enum { N = 5000 };
+    kvindex *ix = new_index(0, 130);
+    int a = add_ep(ix, "a"), b = add_ep(ix, "b");
+    for (int i = 0; i < 128; i++) {   /* slots 2..129: the last one is in the third word */
+        char name[16];
+        snprintf(name, sizeof name, "x%d", i);
+        add_ep(ix, name);
+    }
+    uint64_t *rk = malloc(N * sizeof *rk), *ek = malloc(N * sizeof *ek);
+    for (uint64_t i = 0; i < N; i++) {
+        rk[i] = i * 0x9E3779B97F4A7C15ULL;
+        ek[i] = ~rk[i];
+    }
+    for (size_t i = 0; i < N; i += 50) {
+        store(ix, a, KVTIER_GPU, ek + i, 50, rk + i, 50);
+        store(ix, 129, KVTIER_CPU, NULL, 0, rk + i, 50);
+        if (i % 100 == 0) store(ix, b, KVTIER_OTHER, ek + i, 50, rk + i, 50);
+    }
+    kvindex_stats st;
+    kvindex_get_stats(ix, &st);
+    assert_int_equal(st.blocks, N);
+    assert_int_equal(st.entries, 2 * N + N / 2);
+    assert_int_equal(st.engine_keys, N + N / 2);
+    for (size_t i = 0; i < N; i++) {
+        uint64_t got = 0;
+        assert_true(kvindex_request_key(ix, a, ek[i], &got));
+        assert_int_equal(got, rk[i]);
+        assert_int_equal(kvindex_tiers(ix, 129, rk[i]), 1u << KVTIER_CPU);
+        assert_int_equal(kvindex_tiers(ix, b, rk[i]), (i % 100) < 50 ? 1u << KVTIER_OTHER : 0);
+    }
+    kvindex_match m[130];
+    assert_int_equal(kvindex_lookup(ix, rk, N, m), N);
+    assert_int_equal(m[a].blocks, N);
+    assert_int_equal(m[129].blocks, N);
+    assert_int_equal(m[b].blocks, 50);
+    assert_true(fabsf(m[129].score - 0.8f * N) < 0.5f);
+    /* a drops every other block: the cpu holder keeps them all alive */
+    for (size_t i = 0; i < N; i += 2) assert_int_equal(kvindex_remove(ix, a, KVTIER_GPU, &ek[i], 1), 1);
+    kvindex_endpoint_remove(ix, 129);
+    kvindex_get_stats(ix, &st);
+    assert_int_equal(st.blocks, N / 2 + N / 4);   /* a's odd blocks, plus b's even ones */
+    assert_int_equal(kvindex_lookup(ix, rk + 1, 1, m), 1);
+    assert_int_equal(m[a].blocks, 1);
+    kvindex_clear_endpoint(ix, a);
+    kvindex_clear_endpoint(ix, b);
+    kvindex_get_stats(ix, &st);
+    assert_int_equal(st.blocks, 0);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.engine_keys, 0);
+    free(rk);
+    free(ek);
+    kvindex_free(ix);
+}
+
 /* ---- reference model ---------------------------------------------------------------- */
 
 #define M_EP 130
@@ -702,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_key_zero_and_errors),
         cmocka_unit_test(test_capacity_eviction_order),
         cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_growth),
         cmocka_unit_test(test_property_small_capacity),
         cmocka_unit_test(test_property_large_capacity),
     };
