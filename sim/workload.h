@@ -23,6 +23,8 @@
  *     sum to exactly 1 s (k = 0 skips the second), until int(rate*duration) requests;
  *     constant: N exponential gaps scaled to sum to the duration; concurrent:
  *     {num_requests, concurrency_level}, a closed loop run by the cluster driver.
+ * kvroute extensions beside data/load: `retokenize: {mean, spread}` (above) and
+ * `vocab_size` (token ids are drawn in [0, vocab_size); default Qwen3's 151643).
  * Arrival offsets are relative to the stage's start_time (which already includes
  * inference-perf's 1 s head start), in integer microseconds.
  * Ownership: a workload owns every array; requests with owned tokens are released with
