@@ -30,6 +30,7 @@ typedef struct counters {
     atomic_uint_fast64_t duplicates, gaps, restarts, missed;
     atomic_uint_fast64_t replays, replayed_batches, replay_failures, lost;
     atomic_uint_fast64_t endpoints_removed, apply_errors, lag_count;
+    atomic_int_fast64_t stale_endpoints;
     atomic_uint_fast64_t lag_last_us, lag_max_us, lag_sum_us;
 } counters;
 
@@ -40,6 +41,8 @@ typedef struct worker {
     kvev_decoder *dec;
     kvingest *ki;
     seqtrack *seq;
+    char **stale;                 /* endpoints with unrecovered losses (their entries may be stale) */
+    size_t n_stale;
     pthread_t th;
     bool started;
 } worker;
@@ -114,6 +117,34 @@ typedef struct apply_ctx {
     long applied;
 } apply_ctx;
 
+/* Possibly-stale marks: set on an unrecovered loss, cleared when the pod clears its
+ * whole cache (AllBlocksCleared: what the index holds for it is exact again) or leaves. */
+static void stale_mark(worker *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_stale; i++)
+        if (!strcmp(w->stale[i], name))
+            return;
+    char **g = realloc(w->stale, (w->n_stale + 1) * sizeof *g);
+    if (!g)
+        return;
+    w->stale = g;
+    if ((g[w->n_stale] = strdup(name))) {
+        w->n_stale++;
+        atomic_fetch_add(&w->g->c.stale_endpoints, 1);
+    }
+}
+
+static void stale_clear(worker *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_stale; i++)
+        if (!strcmp(w->stale[i], name)) {
+            free(w->stale[i]);
+            w->stale[i] = w->stale[--w->n_stale];
+            atomic_fetch_sub(&w->g->c.stale_endpoints, 1);
+            return;
+        }
+}
+
 static void apply_payload(worker *w, int slot, const char *model, const char *name, const void *payload, size_t len)
 {
     ingest *g = w->g;
@@ -134,6 +165,9 @@ static void apply_payload(worker *w, int slot, const char *model, const char *na
         while (us > max && !atomic_compare_exchange_weak(&g->c.lag_max_us, &max, us))
             ;
     }
+    for (size_t i = 0; i < b.n_events; i++)
+        if (b.events[i].type == KVEV_ALL_BLOCKS_CLEARED)
+            stale_clear(w, name);
     if (kvingest_apply(w->ki, slot, model, &b, &err) != KV_OK) {
         inc(&g->c.apply_errors, 1);
         LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
@@ -160,6 +194,8 @@ static void handle_gap(worker *w, int slot, const char *model, const char *name,
     ingest *g = w->g;
     inc(r->status == SEQTRACK_GAP ? &g->c.gaps : &g->c.restarts, 1);
     inc(&g->c.missed, r->missed);
+    if (!r->missed)
+        return;   /* a publisher restarted at seq 0: nothing was lost */
     if (g->cfg.replay_port > 0) {
         char host[NAME_MAX_LEN], ep[NAME_MAX_LEN + 32];
         host_part(name, host, sizeof host);
@@ -175,12 +211,14 @@ static void handle_gap(worker *w, int slot, const char *model, const char *name,
         if (rc < 0)
             inc(&g->c.replay_failures, 1);
         inc(&g->c.lost, r->missed > got ? r->missed - got : 0);
+        stale_mark(w, name);
         LOG_W("KV event replay incomplete; the pod's index entries may be stale",
               "{s:s, s:s, s:I, s:I, s:s}", "pod", name, "replayEndpoint", ep, "missed", (json_int_t)r->missed,
               "replayed", (json_int_t)got, "error", rc < 0 ? err.msg : "batches no longer buffered");
         return;
     }
     inc(&g->c.lost, r->missed);
+    stale_mark(w, name);
     LOG_W("KV events lost; the pod's index entries may be stale (no replay socket configured)",
           "{s:s, s:s, s:I, s:I}", "pod", name, "kind", seqtrack_status_name(r->status), "missed",
           (json_int_t)r->missed, "seq", (json_int_t)seq);
@@ -232,6 +270,7 @@ static void worker_remove(worker *w, const zmq_msg_t *namef)
     memcpy(name, zmq_msg_data((zmq_msg_t *)namef), nl);
     name[nl] = 0;
     seqtrack_forget(w->seq, name, nl);
+    stale_clear(w, name);
     int slot = kvindex_endpoint_find(g->cfg.index, name);
     if (slot < 0)
         return;
@@ -584,6 +623,9 @@ void ingest_stop(ingest *g)
         kvev_decoder_free(w->dec);
         kvingest_free(w->ki);
         seqtrack_free(w->seq);
+        for (size_t j = 0; j < w->n_stale; j++)
+            free(w->stale[j]);
+        free(w->stale);
     }
     for (int i = 0; i < g->n_workers && g->push; i++)
         if (g->push[i])
@@ -618,6 +660,8 @@ void ingest_get_stats(const ingest *g, ingest_stats *out)
     out->lost = get(&c->lost);
     out->endpoints_removed = get(&c->endpoints_removed);
     out->apply_errors = get(&c->apply_errors);
+    int64_t stale = atomic_load(&((counters *)c)->stale_endpoints);
+    out->stale_endpoints = stale > 0 ? (uint64_t)stale : 0;
     out->lag_count = get(&c->lag_count);
     out->lag_last_s = get(&c->lag_last_us) * 1e-6;
     out->lag_max_s = get(&c->lag_max_us) * 1e-6;

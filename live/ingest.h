@@ -20,8 +20,9 @@
  * Sequence numbers: per endpoint (seqtrack). A duplicate is dropped. On a gap or a
  * publisher restart, with replay_port set, the worker asks tcp://<ip>:<replay_port> for
  * the missing batches (live/replay.h) and applies those before the live one; without a
- * replay socket, or when replay fails, the loss is counted and a warning says the pod's
- * entries may be stale (llm-d has no gap handling at all).
+ * replay socket, or when replay fails, the loss is counted, a warning says the pod's
+ * entries may be stale and the endpoint is marked so (stale_endpoints) until it sends
+ * AllBlocksCleared or leaves (llm-d has no gap handling at all).
  *
  * Threads: the receiver thread owns the SUB socket, the epset following, pod matching and
  * the hand-off (inproc PUSH/PULL, frames moved without copying); each worker owns its
@@ -71,6 +72,8 @@ typedef struct ingest_stats {
     uint64_t replays, replayed_batches, replay_failures;
     uint64_t lost;                        /* missed batches not recovered by replay */
     uint64_t endpoints_removed;           /* index slots dropped because the endpoint left */
+    uint64_t stale_endpoints;             /* now: endpoints with unrecovered losses since their last
+                                             AllBlocksCleared (their entries may be stale) */
     uint64_t lag_count;                   /* batches with a timestamp */
     double lag_last_s, lag_max_s, lag_sum_s; /* receive time - batch ts (vLLM's wall clock) */
 } ingest_stats;

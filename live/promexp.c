@@ -268,6 +268,7 @@ static void write_ingest(const ingest_stats *s, FILE *f)
     plain(f, "kvroute_kv_events_replayed_batches_total", "counter", "Batches recovered by replay.", (double)s->replayed_batches);
     plain(f, "kvroute_kv_events_replay_failures_total", "counter", "Replay requests that failed.", (double)s->replay_failures);
     plain(f, "kvroute_kv_events_lost_batches_total", "counter", "Missed batches not recovered.", (double)s->lost);
+    plain(f, "kvroute_kv_events_stale_endpoints", "gauge", "Endpoints with unrecovered event losses (entries possibly stale).", (double)s->stale_endpoints);
     plain(f, "kvroute_kv_events_endpoints_removed_total", "counter", "Index slots dropped because their endpoint left.", (double)s->endpoints_removed);
     plain(f, "kvroute_kv_events_apply_errors_total", "counter", "Batches the index could not fully apply.", (double)s->apply_errors);
     plain(f, "kvroute_kv_events_lag_seconds", "gauge", "Receive time minus the last batch's timestamp.", s->lag_last_s);

@@ -264,7 +264,7 @@ static void run_gap(replay_mode mode)
         WAIT_FOR(&f, batches, CHAIN);
         ingest_stats s = st(&f);
         assert_true(s.gaps == 1 && s.missed == 3 && s.replays == 1 && s.replayed_batches == 3);
-        assert_true(s.lost == 0 && s.replay_failures == 0 && s.orphans == 0);
+        assert_true(s.lost == 0 && s.replay_failures == 0 && s.orphans == 0 && s.stale_endpoints == 0);
         assert_int_equal(held(&f, "127.0.0.1:8000", &c), CHAIN);
         assert_same(&f, &c, 1);
     } else {
@@ -273,6 +273,7 @@ static void run_gap(replay_mode mode)
         assert_true(s.gaps == 1 && s.missed == 3 && s.lost == 3);
         assert_true(mode == REPLAY_DOWN ? s.replays == 1 && s.replay_failures == 1 : s.replays == 0);
         assert_true(s.orphans == 3);   /* batches 5..7 chain from the lost 4 */
+        assert_true(s.stale_endpoints == 1);
         assert_int_equal(held(&f, "127.0.0.1:8000", &c), 2);
     }
     /* A restarted publisher (seq back to 0) is a restart, not a duplicate. */
@@ -283,6 +284,9 @@ static void run_gap(replay_mode mode)
     WAIT_FOR(&f, restarts, 1);
     WAIT_FOR(&f, events[KVEV_ALL_BLOCKS_CLEARED], 1);
     assert_int_equal(held(&f, "127.0.0.1:8000", &c), 0);
+    ingest_stats s = st(&f);
+    assert_true(s.stale_endpoints == 0);   /* cleared: exact again */
+    assert_true(s.lost == (with_replay ? 0u : 3u));   /* a restart at seq 0 loses nothing */
     fake_pub_free(p);
     fx_free(&f);
 }
