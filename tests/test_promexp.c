@@ -143,8 +143,45 @@ static void test_busy_port(void **state)
     promexp_stop(a);
 }
 
+/* The kv-event counters of a running ingest, labelled by reason and event type. */
+static void test_ingest_counters(void **state)
+{
+    (void)state;
+    epset *eps = epset_new(0, NULL, NULL, NULL);
+    kvindex_config ic = {.capacity = 100, .max_endpoints = 8};
+    kvindex *ix = kvindex_new(&ic, NULL);
+    ingest_config cfg = {.index = ix, .endpoints = eps, .concurrency = 1};
+    assert_int_equal(blockkeys_init(&cfg.keys, BLOCKKEYS_FNV64A_CBOR, 16, "", NULL), KV_OK);
+    snprintf(cfg.zmq_endpoint, sizeof cfg.zmq_endpoint, "tcp://127.0.0.1:*");
+    snprintf(cfg.topic_filter, sizeof cfg.topic_filter, "kv@");
+    kv_err err = {0};
+    ingest *g = ingest_start(&cfg, &err);
+    if (!g)
+        fail_msg("%s", err.msg);
+    promexp_sources src = {.ingest = g};
+    promexp *p = promexp_start(-1, &src, NULL);
+    assert_non_null(p);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    promexp_write(p, f);
+    fclose(f);
+    has_line(text, "# TYPE kvroute_kv_events_batches_total counter");
+    has_line(text, "kvroute_kv_events_messages_total 0");
+    has_line(text, "kvroute_kv_events_events_total{type=\"BlockStored\"} 0");
+    has_line(text, "kvroute_kv_events_decode_errors_total{reason=\"truncated\"} 0");
+    has_line(text, "kvroute_kv_events_stale_endpoints 0");
+    assert_null(strstr(text, "inference_pool_ready_pods"));   /* no endpoint set given */
+    free(text);
+    promexp_stop(p);
+    ingest_stop(g);
+    kvindex_free(ix);
+    epset_free(eps);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_exposition),
+    cmocka_unit_test(test_ingest_counters),
     cmocka_unit_test(test_busy_port),
 };
 
