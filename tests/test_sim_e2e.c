@@ -286,6 +286,48 @@ static void test_decision_traces(void **state)
     unload(&x);
 }
 
+/* decisions: {sample: N} traces requests 0, N, 2N, ... only. */
+static void test_decision_sampling(void **state)
+{
+    (void)state;
+    sim x = load("scenarios/small-shared-prefix.yaml");
+    x.s->outputs.decisions = SCN_DECISIONS_SAMPLE;
+    x.s->outputs.decisions_every = 10;
+    traced d = {.min_candidates = SIZE_MAX, .picked_is_best = true};
+    cluster_opts o = {.decision = on_decision, .decision_ctx = &d};
+    sim_run r;
+    kv_err e = {0};
+    assert_int_equal(cluster_run(x.s, x.w, router(&x, "llm-d-precise"), &o, &r, NULL, &e), KV_OK);
+    assert_int_equal(d.calls, (r.n_requests + 9) / 10);
+    assert_int_equal(d.last_id, (r.n_requests - 1) / 10 * 10);
+    cluster_run_free(&r);
+    unload(&x);
+}
+
+/* The precise router only knows what KV events have told it: with a delay longer than
+ * the run nothing reaches its index, and it finds far fewer cached prefixes. */
+static void test_kv_event_delay(void **state)
+{
+    (void)state;
+    sim x = load("scenarios/small-shared-prefix.yaml");
+    sim_run fast, late;
+    cluster_stats sf, sl;
+    run(&x, "llm-d-precise", &fast, &sf);
+    x.s->cluster.kv_event_delay = 3600 * SIM_US_PER_S;
+    run(&x, "llm-d-precise", &late, &sl);
+    check_invariants(&x, &late);
+    assert_true(sf.kv_events_delivered > 0);
+    assert_int_equal(sl.kv_events_delivered, 0);
+    assert_true(sl.kv_batches > 0);
+    size_t hit_fast = 0, hit_late = 0;
+    for (size_t i = 0; i < fast.n_requests; i++)
+        hit_fast += fast.requests[i].cached_tokens > 0, hit_late += late.requests[i].cached_tokens > 0;
+    assert_true(hit_late * 2 < hit_fast);
+    cluster_run_free(&fast);
+    cluster_run_free(&late);
+    unload(&x);
+}
+
 static void test_deterministic(void **state)
 {
     (void)state;
@@ -415,6 +457,8 @@ int main(void)
         cmocka_unit_test(test_stale_metrics_hurt_load_balancing),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_decision_traces),
+        cmocka_unit_test(test_decision_sampling),
+        cmocka_unit_test(test_kv_event_delay),
         cmocka_unit_test(test_multi_turn),
         cmocka_unit_test(test_concurrent_closed_loop),
         cmocka_unit_test(test_trace_replay),
