@@ -19,7 +19,9 @@
  *
  * Sequence numbers: per endpoint (seqtrack). A duplicate is dropped. On a gap or a
  * publisher restart, with replay_port set, the worker asks tcp://<ip>:<replay_port> for
- * the missing batches (live/replay.h) and applies those before the live one; without a
+ * the missing batches (live/replay.h) and applies those before the live one (the fetch
+ * blocks that worker, and so the other pods of its shard, for at most replay_timeout_ms
+ * per reply: gaps are rare, and order within a pod must hold); without a
  * replay socket, or when replay fails, the loss is counted, a warning says the pod's
  * entries may be stale and the endpoint is marked so (stale_endpoints) until it sends
  * AllBlocksCleared or leaves (llm-d has no gap handling at all).
