@@ -90,7 +90,7 @@ struct stream {
     enum phase phase;
     double t_start;
     hdr *hdrs;
-    size_t n_hdrs, cap_hdrs;
+    size_t n_hdrs;
     const char *request_id;           /* points into hdrs */
     bool req_buffered, resp_buffered; /* from protocol_config */
     bool have_subset;
