@@ -71,8 +71,6 @@ typedef struct {
     dkv_flight picked;           /* what pick decided, for pre_request of the same request */
     bool have_picked;
     sched_env env;
-    uint64_t *hashes;            /* pre_request scratch */
-    size_t cap_hashes;
 } dkv;
 
 static int dkv_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
@@ -106,7 +104,6 @@ static void dkv_fini(sched_plugin *p)
     prefix_index_free(s->ix);
     free(s->load);
     free(s->flights);
-    free(s->hashes);
     free(s);
     p->state = NULL;
 }
@@ -168,7 +165,7 @@ static void dkv_credit_approx(dkv *s, sched_cycle *c, sched_scored *cands, size_
     uint32_t block_chars = s->block_size * 4;
     uint32_t bu = prefix_index_block_units(r, block_chars);
     size_t units = 0;
-    size_t total = prefix_index_hash(r, block_chars, SIZE_MAX, NULL, 0, &units);
+    prefix_index_hash(r, block_chars, SIZE_MAX, NULL, 0, &units);
     *prompt_blocks = (double)units / bu;
     *request_blocks = (uint32_t)((units + bu - 1) / bu);
     for (size_t i = 0; i < n; i++)
@@ -177,12 +174,9 @@ static void dkv_credit_approx(dkv *s, sched_cycle *c, sched_scored *cands, size_
     uint32_t slots = prefix_index_slots(s->ix);
     for (uint32_t slot = 0; slot < slots; slot++)
         prefix_index_expire(s->ix, (int)slot, cutoff);
-    uint64_t *hashes = total ? sched_cycle_alloc(c, total * sizeof *hashes) : NULL;
-    uint32_t *run = slots ? sched_cycle_alloc(c, slots * sizeof *run) : NULL;
-    if (!hashes || !run)
+    uint32_t *run;
+    if (!prefix_index_match_cycle(s->ix, c, block_chars, SIZE_MAX, NULL, &run))
         return;
-    prefix_index_hash(r, block_chars, SIZE_MAX, hashes, total, NULL);
-    prefix_index_match(s->ix, hashes, total, NULL, run);
     for (size_t i = 0; i < n; i++) {
         int slot = prefix_index_find(s->ix, cands[i].ep->id);
         if (slot >= 0)
@@ -262,7 +256,7 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     uint32_t ep = targets[0]->id;
     uint32_t block_chars = s->block_size * 4;
     size_t units = 0;
-    size_t total = prefix_index_hash(r, block_chars, SIZE_MAX, NULL, 0, &units);
+    prefix_index_hash(r, block_chars, SIZE_MAX, NULL, 0, &units);
     dkv_flight f = s->picked;
     if (!s->have_picked || f.id_hash != pu_request_hash(r) || f.ep != ep) {
         /* Routed without this picker's decision (e.g. another profile's result): charge
@@ -281,18 +275,9 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     l->prefill += f.prefill;
     l->decode += f.decode;
     /* The tracker learns whenever it is what pick consults (no events for this request). */
-    if (total == 0 || (dkv_source(p) && r->tokens))
+    if (dkv_source(p) && r->tokens)
         return;
-    if (total > s->cap_hashes) {
-        uint64_t *h = realloc(s->hashes, total * sizeof *h);
-        if (!h)
-            return;
-        s->hashes = h;
-        s->cap_hashes = total;
-    }
-    prefix_index_hash(r, block_chars, SIZE_MAX, s->hashes, total, NULL);
-    double now = s->env.now ? s->env.now(s->env.clock_ctx) : 0;
-    prefix_index_add(s->ix, prefix_index_find(s->ix, ep), s->hashes, total, now, false);
+    prefix_index_learn(s->ix, r, block_chars, SIZE_MAX, ep, SIZE_MAX, pu_now(&s->env), false);
 }
 
 static void dkv_response_complete(sched_plugin *p, const sched_request *r, const sched_endpoint *target)

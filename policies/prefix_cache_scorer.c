@@ -37,8 +37,6 @@ typedef struct {
     prefix_index *ix;
     sched_env env;
     char key[PU_PREFIX_KEY_MAX];
-    uint64_t *hashes;        /* pre_request scratch */
-    size_t cap_hashes;
 } pcs;
 
 static int pcs_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
@@ -71,7 +69,6 @@ static void pcs_fini(sched_plugin *p)
     if (!s)
         return;
     prefix_index_free(s->ix);
-    free(s->hashes);
     free(s);
     p->state = NULL;
 }
@@ -104,15 +101,9 @@ static void pcs_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
         matched[i] = 0;
     *info = (pu_prefix_info){.total_blocks = total, .n = n, .eps = eps, .matched = matched};
     sched_cycle_put(c, s->key, info);
-    uint32_t slots = prefix_index_slots(s->ix);
-    if (total == 0 || slots == 0)
+    uint32_t *counts;
+    if (!prefix_index_match_cycle(s->ix, c, pcs_block_chars(s), s->max_blocks, &counts, NULL))
         return;
-    uint64_t *hashes = sched_cycle_alloc(c, total * sizeof *hashes);
-    uint32_t *counts = sched_cycle_alloc(c, slots * sizeof *counts);
-    if (!hashes || !counts)
-        return;
-    prefix_index_hash(r, pcs_block_chars(s), s->max_blocks, hashes, total, NULL);
-    prefix_index_match(s->ix, hashes, total, counts, NULL);
     for (size_t i = 0; i < n; i++) {
         int slot = prefix_index_find(s->ix, eps[i]->id);
         if (slot >= 0) {
@@ -128,23 +119,9 @@ static void pcs_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     if (n == 0)
         return;
     const sched_endpoint *ep = targets[0];
-    size_t total = prefix_index_hash(r, pcs_block_chars(s), s->max_blocks, NULL, 0, NULL);
-    if (total == 0)
-        return;
-    if (total > s->cap_hashes) {
-        uint64_t *h = realloc(s->hashes, total * sizeof *h);
-        if (!h)
-            return;   /* learning is best effort: the next request retries */
-        s->hashes = h;
-        s->cap_hashes = total;
-    }
-    prefix_index_hash(r, pcs_block_chars(s), s->max_blocks, s->hashes, total, NULL);
     size_t cap = s->auto_tune && ep->m.num_gpu_blocks ? ep->m.num_gpu_blocks : s->lru_cap;
-    int slot = prefix_index_slot(s->ix, ep->id, cap);
-    if (slot < 0)
-        return;
-    double now = s->env.now ? s->env.now(s->env.clock_ctx) : 0;
-    prefix_index_add(s->ix, slot, s->hashes, total, now, false);
+    /* learning is best effort: a failed insert is retried by the next request */
+    prefix_index_learn(s->ix, r, pcs_block_chars(s), s->max_blocks, ep->id, cap, pu_now(&s->env), false);
 }
 
 const sched_plugin_type prefix_cache_scorer_type = {

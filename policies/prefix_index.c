@@ -195,6 +195,8 @@ struct prefix_index {
     uint32_t n_e, cap_e, free_e;
     lru *slots;
     uint32_t n_slots, cap_slots;
+    uint64_t *scratch;   /* prefix_index_learn's hashes, reused across requests */
+    size_t cap_scratch;
 };
 
 prefix_index *prefix_index_new(void)
@@ -213,6 +215,7 @@ void prefix_index_free(prefix_index *ix)
     pu_idmap_free(&ix->ids);
     free(ix->e);
     free(ix->slots);
+    free(ix->scratch);
     free(ix);
 }
 
@@ -385,6 +388,42 @@ size_t prefix_index_match(const prefix_index *ix, const uint64_t *hashes, size_t
         }
     }
     return k;
+}
+
+size_t prefix_index_match_cycle(const prefix_index *ix, sched_cycle *c, uint32_t block_chars, size_t max_blocks,
+                                uint32_t **counts, uint32_t **run)
+{
+    const sched_request *r = sched_cycle_request(c);
+    size_t total = prefix_index_hash(r, block_chars, max_blocks, NULL, 0, NULL);
+    if (total == 0 || ix->n_slots == 0)
+        return 0;
+    uint64_t *hashes = sched_cycle_alloc(c, total * sizeof *hashes);
+    uint32_t *cs = counts ? sched_cycle_alloc(c, ix->n_slots * sizeof *cs) : NULL;
+    uint32_t *rs = run ? sched_cycle_alloc(c, ix->n_slots * sizeof *rs) : NULL;
+    if (!hashes || (counts && !cs) || (run && !rs))
+        return 0;
+    prefix_index_hash(r, block_chars, max_blocks, hashes, total, NULL);
+    prefix_index_match(ix, hashes, total, cs, rs);
+    if (counts)
+        *counts = cs;
+    if (run)
+        *run = rs;
+    return total;
+}
+
+int prefix_index_learn(prefix_index *ix, const sched_request *r, uint32_t block_chars, size_t max_blocks,
+                       uint32_t endpoint_id, size_t capacity, double now, bool root_last)
+{
+    size_t total = prefix_index_hash(r, block_chars, max_blocks, NULL, 0, NULL);
+    if (total == 0)
+        return KV_OK;
+    if (!pu_grow((void **)&ix->scratch, &ix->cap_scratch, total, sizeof *ix->scratch))
+        return KV_ENOMEM;
+    prefix_index_hash(r, block_chars, max_blocks, ix->scratch, total, NULL);
+    int slot = prefix_index_slot(ix, endpoint_id, capacity);
+    if (slot < 0)
+        return slot;
+    return prefix_index_add(ix, slot, ix->scratch, total, now, root_last);
 }
 
 size_t prefix_index_trim(prefix_index *ix, int slot, size_t max)

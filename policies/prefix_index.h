@@ -61,6 +61,22 @@ int prefix_index_add(prefix_index *ix, int slot, const uint64_t *hashes, size_t 
 size_t prefix_index_match(const prefix_index *ix, const uint64_t *hashes, size_t n, uint32_t *counts,
                           uint32_t *run);
 
+/* The request side of the three policies, so each hashes and matches the same way:
+ * - prefix_index_match_cycle: r = the cycle's request, hashed into cycle memory and
+ *   matched; *counts and *run (either pointer may be NULL when not wanted) are
+ *   prefix_index_slots() entries as prefix_index_match leaves them. Returns the number of
+ *   blocks, 0 (arrays untouched) when there is no full block, no slot, or no cycle memory
+ *   (sched_schedule then fails with KV_ENOMEM).
+ * - prefix_index_learn: after routing r to endpoint_id, hashes r into the index's own
+ *   scratch, takes the endpoint's slot (created with capacity on first use) and adds the
+ *   hashes at time now. A request with no full block changes nothing, not even the slot.
+ *   KV_OK or KV_ENOMEM; callers may ignore it (the index is a hint: a missed insert costs
+ *   one affinity chance, never a routing failure). */
+size_t prefix_index_match_cycle(const prefix_index *ix, sched_cycle *c, uint32_t block_chars, size_t max_blocks,
+                                uint32_t **counts, uint32_t **run);
+int prefix_index_learn(prefix_index *ix, const sched_request *r, uint32_t block_chars, size_t max_blocks,
+                       uint32_t endpoint_id, size_t capacity, double now, bool root_last);
+
 size_t prefix_index_size(const prefix_index *ix, int slot);            /* entries held */
 /* Evicts the slot's least recently inserted entries down to max; returns how many. */
 size_t prefix_index_trim(prefix_index *ix, int slot, size_t max);

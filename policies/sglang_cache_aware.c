@@ -46,8 +46,6 @@ typedef struct {
     sched_env env;
     bool evict_started;
     double last_evict;
-    uint64_t *hashes;        /* pre_request scratch */
-    size_t cap_hashes;
 } sca;
 
 static int sca_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
@@ -83,7 +81,6 @@ static void sca_fini(sched_plugin *p)
     if (!s)
         return;
     prefix_index_free(s->ix);
-    free(s->hashes);
     free(s);
     p->state = NULL;
 }
@@ -136,16 +133,10 @@ static size_t sca_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
 
     const sched_request *r = sched_cycle_request(c);
     size_t units = 0;
-    size_t total = prefix_index_hash(r, s->block_chars, SIZE_MAX, NULL, 0, &units);
-    uint32_t slots = prefix_index_slots(s->ix);
-    if (total == 0 || slots == 0)
+    prefix_index_hash(r, s->block_chars, SIZE_MAX, NULL, 0, &units);
+    uint32_t *run;
+    if (!prefix_index_match_cycle(s->ix, c, s->block_chars, SIZE_MAX, NULL, &run))
         return 1;
-    uint64_t *hashes = sched_cycle_alloc(c, total * sizeof *hashes);
-    uint32_t *run = sched_cycle_alloc(c, slots * sizeof *run);
-    if (!hashes || !run)
-        return 1;
-    prefix_index_hash(r, s->block_chars, SIZE_MAX, hashes, total, NULL);
-    prefix_index_match(s->ix, hashes, total, NULL, run);
     size_t best = SIZE_MAX;
     uint32_t best_run = 0;
     for (size_t i = 0; i < n; i++) {
@@ -168,22 +159,8 @@ static void sca_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     sca *s = p->state;
     if (n == 0)
         return;
-    size_t total = prefix_index_hash(r, s->block_chars, SIZE_MAX, NULL, 0, NULL);
-    if (total == 0)
-        return;
-    if (total > s->cap_hashes) {
-        uint64_t *h = realloc(s->hashes, total * sizeof *h);
-        if (!h)
-            return;   /* the tree is a hint: a missed insert costs one cache-affinity chance */
-        s->hashes = h;
-        s->cap_hashes = total;
-    }
-    prefix_index_hash(r, s->block_chars, SIZE_MAX, s->hashes, total, NULL);
-    int slot = prefix_index_slot(s->ix, targets[0]->id, SIZE_MAX);
-    if (slot < 0)
-        return;
-    double now = s->env.now ? s->env.now(s->env.clock_ctx) : 0;
-    prefix_index_add(s->ix, slot, s->hashes, total, now, true);
+    /* root last: the LRU end stays a leaf, as SGLang evicts leaves */
+    prefix_index_learn(s->ix, r, s->block_chars, SIZE_MAX, targets[0]->id, SIZE_MAX, pu_now(&s->env), true);
 }
 
 const sched_plugin_type sglang_cache_aware_type = {
