@@ -8,8 +8,9 @@
  * own stream, as Envoy opens one per HTTP request; bodies are pre-built. Second row: the
  * same while a local publisher streams vLLM BlockStored events at 100,000 blocks/s over
  * ZMQ into live ingestion (live/ingest.h), which decodes them and writes the index the
- * decisions read. A third row times the OpenAI body parse alone (jansson), the largest
- * share of a decision.
+ * decisions read. Two breakdown rows follow: one client sending back to back (the
+ * service time, without queueing), and the OpenAI body parse alone (jansson), the
+ * largest share of a decision.
  * Target: p99 under 1 ms. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -61,6 +62,8 @@ typedef struct bench {
     double lat[N_REQ];
     atomic_int errors;
     atomic_bool stop_writer;
+    int n_req, clients;     /* this run */
+    double rate;            /* requests/s; 0 = closed loop (each client back to back) */
     char *body[BODIES];     /* pre-built so the clients spend no CPU on JSON */
     epset *eps;             /* the same endpoints, for ingestion's pod matching */
     ingest *ing;
@@ -138,11 +141,11 @@ static void *client(void *arg)
     bench *b = ca->b;
     uint64_t rng = 1000 + (uint64_t)ca->k;
     const char *hdrs[] = {":method", "POST", ":path", "/v1/completions", "x-request-id", "bench", NULL};
-    for (int i = ca->k; i < N_REQ; i += CLIENTS) {
+    for (int i = ca->k; i < b->n_req; i += b->clients) {
         size_t which = rng_next(&rng) % BODIES;
         const char *body = b->body[which];
         size_t len = b->len[which];
-        double due = b->t0 + i / RATE, now = now_s();
+        double due = b->rate > 0 ? b->t0 + i / b->rate : 0, now = now_s();
         if (due > now) {
             struct timespec ts = {0, (long)((due - now) * 1e9)};
             nanosleep(&ts, NULL);
@@ -212,10 +215,13 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void run(bench *b, const char *name, bool with_writer)
+static void run(bench *b, const char *name, bool with_writer, int n_req, int clients, double rate)
 {
+    b->n_req = n_req, b->clients = clients, b->rate = rate;
     pthread_t w, th[CLIENTS];
     client_arg args[CLIENTS];
+    if (clients > CLIENTS)
+        clients = CLIENTS;
     atomic_store(&b->stop_writer, false);
     atomic_store(&b->errors, 0);
     ingest_stats st0, st1;
@@ -223,11 +229,11 @@ static void run(bench *b, const char *name, bool with_writer)
     if (with_writer)
         pthread_create(&w, NULL, publisher, b);
     b->t0 = now_s() + 0.05;
-    for (int k = 0; k < CLIENTS; k++) {
+    for (int k = 0; k < clients; k++) {
         args[k] = (client_arg){b, k};
         pthread_create(&th[k], NULL, client, &args[k]);
     }
-    for (int k = 0; k < CLIENTS; k++)
+    for (int k = 0; k < clients; k++)
         pthread_join(th[k], NULL);
     double secs = now_s() - b->t0;
     ingest_get_stats(b->ing, &st1);
@@ -236,11 +242,11 @@ static void run(bench *b, const char *name, bool with_writer)
         pthread_join(w, NULL);
     }
     double blocks_rate = (double)(st1.blocks_stored - st0.blocks_stored) / secs;
-    qsort(b->lat, N_REQ, sizeof b->lat[0], cmp_double);
-    double p50 = b->lat[N_REQ / 2], p99 = b->lat[(size_t)(N_REQ * 0.99)];
+    qsort(b->lat, (size_t)n_req, sizeof b->lat[0], cmp_double);
+    double p50 = b->lat[n_req / 2], p99 = b->lat[(size_t)(n_req * 0.99)];
     char measured[160], target[32];
     int n = snprintf(measured, sizeof measured, "p50 %.0f us, p99 %.0f us (%d req, %.0f/s, %d errors", p50, p99,
-                     N_REQ, N_REQ / secs, atomic_load(&b->errors));
+                     n_req, n_req / secs, atomic_load(&b->errors));
     if (with_writer)
         n += snprintf(measured + n, sizeof measured - n, "; %.0f blocks/s ingested", blocks_rate);
     snprintf(measured + n, sizeof measured - n, ")");
@@ -320,8 +326,9 @@ int main(void)
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", extproc_port(b.srv));
     b.cli = xpc_connect(target, NULL, NULL);
-    run(&b, "ext-proc decision: 8k-token ids, 8 eps, 1000 req/s", false);
-    run(&b, "ext-proc decision: same + 100k blocks/s KV events over ZMQ", true);
+    run(&b, "ext-proc decision: 8k-token ids, 8 eps, 1000 req/s", false, N_REQ, CLIENTS, RATE);
+    run(&b, "ext-proc decision: same + 100k blocks/s KV events over ZMQ", true, N_REQ, CLIENTS, RATE);
+    run(&b, "  service time: one client back to back, no queueing", false, 1000, 1, 0);
     parse_row(&b);
     xpc_disconnect(b.cli);
     extproc_stop(b.srv);
