@@ -23,7 +23,10 @@
 
 #define ENGINE_HASH_SEED "vllm"
 
-/* Per-request state, hung off simsrv_req.priv_ptr between submit and finish. */
+/* Per-request state, hung off simsrv_req.priv_ptr between submit and finish. The
+ * server recycles these (and their arrays, grown only when a longer request comes)
+ * from chunks it owns, so the running set's states sit together in memory and a run
+ * allocates nothing per request once warm. */
 typedef struct rstate {
     uint64_t *hashes;       /* chained hashes of the full blocks known so far */
     uint32_t n_hashes;
@@ -32,7 +35,11 @@ typedef struct rstate {
     uint32_t cap_blocks;    /* cdiv(n_prompt + n_output, block_size) */
     uint32_t n_cached;      /* leading blocks already given their hash (vLLM num_cached_block) */
     uint32_t num_new;       /* tokens scheduled in the current step */
+    uint32_t hashes_room, blocks_room;  /* allocated lengths of hashes and blocks */
+    struct rstate *next_free;
 } rstate;
+
+#define RS_CHUNK 64
 
 /* A recorded KV event; arrays are offsets into the server's buffers, resolved when the
  * batch is encoded (the buffers may move while a step records). */
@@ -59,7 +66,7 @@ struct simsrv {
     VEC(simsrv_req *, run);           /* running, in scheduling order */
 
     VEC(simsrv_req *, sched);         /* this step's scheduled requests */
-    VEC(sm_seq, seqs);
+    sm_batch batch;                   /* this step's sequences, priced at its end */
     VEC(simsrv_req *, out);
     VEC(simsrv_req *, fin);
     VEC(uint32_t, tmp_blocks);
@@ -74,6 +81,9 @@ struct simsrv {
     uint64_t next_seq;
 
     simsrv_metrics m;
+    rstate **rs_chunks;               /* every rstate the server made, RS_CHUNK per chunk */
+    size_t n_rs_chunks;
+    rstate *rs_free;                  /* recycled states */
 };
 
 static bool grow(void **v, size_t *cap, size_t need, size_t elem)
@@ -180,25 +190,63 @@ simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
     return s;
 }
 
-static void rstate_free(simsrv_req *r)
+/* A recycled state with room for n_hashes hashes and n_blocks blocks, zeroed
+ * otherwise; NULL when out of memory. */
+static rstate *rstate_get(simsrv *s, uint32_t n_hashes, uint32_t n_blocks)
+{
+    if (!s->rs_free) {
+        rstate **chunks = realloc(s->rs_chunks, (s->n_rs_chunks + 1) * sizeof *chunks);
+        if (!chunks) return NULL;
+        s->rs_chunks = chunks;
+        rstate *c = calloc(RS_CHUNK, sizeof *c);
+        if (!c) return NULL;
+        chunks[s->n_rs_chunks++] = c;
+        for (size_t i = 0; i < RS_CHUNK; i++) c[i].next_free = i + 1 < RS_CHUNK ? &c[i + 1] : NULL;
+        s->rs_free = c;
+    }
+    rstate *st = s->rs_free;
+    if (st->hashes_room < n_hashes) {
+        uint64_t *h = realloc(st->hashes, n_hashes * sizeof *h);
+        if (!h) return NULL;
+        st->hashes = h;
+        st->hashes_room = n_hashes;
+    }
+    if (st->blocks_room < n_blocks) {
+        uint32_t *b = realloc(st->blocks, n_blocks * sizeof *b);
+        if (!b) return NULL;
+        st->blocks = b;
+        st->blocks_room = n_blocks;
+    }
+    s->rs_free = st->next_free;
+    st->next_free = NULL;
+    st->n_hashes = st->n_blocks = st->n_cached = st->num_new = 0;
+    return st;
+}
+
+static void rstate_put(simsrv *s, simsrv_req *r)
 {
     rstate *st = r->priv_ptr;
-    if (!st) return;
-    free(st->hashes);
-    free(st->blocks);
-    free(st);
+    st->next_free = s->rs_free;
+    s->rs_free = st;
     r->priv_ptr = NULL;
 }
 
 void simsrv_free(simsrv *s)
 {
     if (!s) return;
-    for (size_t i = 0; i < s->wq_len; i++) rstate_free(s->wq[(s->wq_head + i) % s->wq_cap]);
-    for (size_t i = 0; i < s->run.n; i++) rstate_free(s->run.v[i]);
+    for (size_t i = 0; i < s->wq_len; i++) s->wq[(s->wq_head + i) % s->wq_cap]->priv_ptr = NULL;
+    for (size_t i = 0; i < s->run.n; i++) s->run.v[i]->priv_ptr = NULL;
+    for (size_t c = 0; c < s->n_rs_chunks; c++) {
+        for (size_t i = 0; i < RS_CHUNK; i++) {
+            free(s->rs_chunks[c][i].hashes);
+            free(s->rs_chunks[c][i].blocks);
+        }
+        free(s->rs_chunks[c]);
+    }
+    free(s->rs_chunks);
     free(s->wq);
     free(s->run.v);
     free(s->sched.v);
-    free(s->seqs.v);
     free(s->out.v);
     free(s->fin.v);
     free(s->tmp_blocks.v);
@@ -331,17 +379,9 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
     if (r->n_prompt == 0 || total > s->max_model_len || cdiv(total, s->bs) > bpool_num_blocks(s->pool))
         return KV_ERANGE;
     if (!wq_reserve(s)) return KV_ENOMEM;
-    rstate *st = calloc(1, sizeof *st);
+    rstate *st = rstate_get(s, (uint32_t)(total / s->bs + 1), cdiv(total, s->bs));
     if (!st) return KV_ENOMEM;
     st->cap_blocks = cdiv(total, s->bs);
-    st->hashes = malloc((total / s->bs + 1) * sizeof *st->hashes);
-    st->blocks = malloc(st->cap_blocks * sizeof *st->blocks);
-    if (!st->hashes || !st->blocks) {
-        free(st->hashes);
-        free(st->blocks);
-        free(st);
-        return KV_ENOMEM;
-    }
     r->priv_ptr = st;
     r->n_computed = r->n_generated = r->n_cached = r->preemptions = 0;
     r->admitted_once = r->prefill_done = false;
@@ -380,7 +420,7 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
         size_t n_ev = 0;
         bpool_alloc(s->pool, need, st->blocks + st->n_blocks, s->tmp_evicted.v, &n_ev);
         st->n_blocks += need;
-        for (size_t i = 0; i < n_ev; i++) {
+        for (size_t i = 0; i < n_ev && s->cfg.emit_kv_events; i++) {
             evrec e = {.type = KVEV_BLOCK_REMOVED, .hash_off = s->ev_hashes.n, .n_hashes = 1};
             if (!VEC_PUSH(s->ev_hashes, s->tmp_evicted.v[i]) || !VEC_PUSH(s->ev, e)) return KV_ENOMEM;
         }
@@ -393,6 +433,12 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     if (full > st->n_hashes) full = st->n_hashes;
     if (full <= st->n_cached) return KV_OK;
     uint32_t first = st->n_cached;
+    s->m.blocks_stored += full - first;
+    if (!s->cfg.emit_kv_events) {
+        for (uint32_t b = first; b < full; b++) bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
+        st->n_cached = full;
+        return KV_OK;
+    }
     evrec e = {.type = KVEV_BLOCK_STORED, .hash_off = s->ev_hashes.n, .n_hashes = full - first,
                .tok_off = s->ev_tokens.n, .n_tokens = (size_t)(full - first) * s->bs,
                .has_parent = first > 0, .parent = first ? st->hashes[first - 1] : 0};
@@ -406,7 +452,6 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     tokens_at(s, r, first * s->bs, (uint32_t)e.n_tokens, s->ev_tokens.v + s->ev_tokens.n);
     s->ev_tokens.n += e.n_tokens;
     st->n_cached = full;
-    s->m.blocks_stored += full - first;
     return KV_OK;
 }
 
@@ -431,8 +476,8 @@ static int schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
 {
     rstate *st = r->priv_ptr;
     st->num_new = num_new;
-    sm_seq q = {num_new, r->n_computed};
-    return VEC_PUSH(s->sched, r) && VEC_PUSH(s->seqs, q) ? KV_OK : KV_ENOMEM;
+    sm_batch_add(&s->batch, num_new, r->n_computed);
+    return VEC_PUSH(s->sched, r) ? KV_OK : KV_ENOMEM;
 }
 
 static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed, uint32_t budget)
@@ -547,7 +592,8 @@ static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 {
     memset(res, 0, sizeof *res);
-    s->sched.n = s->seqs.n = s->out.n = s->fin.n = 0;
+    s->sched.n = s->out.n = s->fin.n = 0;
+    s->batch = (sm_batch){0};
     s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
 
     uint32_t budget = s->max_tokens, n_preempted = 0;
@@ -557,7 +603,7 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     res->n_preempted = n_preempted;
     if (s->sched.n == 0) return KV_OK;
 
-    res->duration = sm_step_time_us(s->cfg.model, s->cfg.hw, s->cfg.tp, s->seqs.v, s->seqs.n);
+    res->duration = sm_batch_time_us(s->cfg.model, s->cfg.hw, s->cfg.tp, &s->batch);
     res->n_scheduled_tokens = s->max_tokens - budget;
 
     /* The step's outcome, as update_from_output applies it. */
@@ -584,7 +630,7 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
             simsrv_req *r = s->run.v[i];
             if (r->n_generated == r->n_output) {
                 free_blocks(s, r);
-                rstate_free(r);
+                rstate_put(s, r);
             } else {
                 s->run.v[k++] = r;
             }

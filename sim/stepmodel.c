@@ -98,18 +98,19 @@ static double eps(double m)
 
 int64_t sm_step_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_seq *seqs, size_t n)
 {
-    if (n == 0) return 0;
+    sm_batch b = {0};
+    for (size_t i = 0; i < n; i++) sm_batch_add(&b, seqs[i].new_tokens, seqs[i].context);
+    return sm_batch_time_us(m, hw, tp, &b);
+}
+
+int64_t sm_batch_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_batch *b)
+{
+    if (b->n == 0) return 0;
     if (tp < 1) tp = 1;
-    double tokens = 0, pairs = 0, ctx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double nt = seqs[i].new_tokens, c = seqs[i].context;
-        tokens += nt;
-        pairs += nt * (c + (nt + 1.0) / 2.0);
-        ctx += c + nt;
-    }
+    double tokens = b->tokens, pairs = b->pairs, ctx = b->ctx, n = (double)b->n;
     double flops = 2.0 * linear_params(m) / tp * tokens
                  + 4.0 * m->heads * (double)m->head_dim * m->layers / tp * pairs
-                 + 2.0 * m->hidden * (double)m->vocab / tp * (double)n;
+                 + 2.0 * m->hidden * (double)m->vocab / tp * n;
     double t_sm = tokens > 0 ? flops / (hw->flops * eps(tokens)) : 0;
 
     double weights = (m->params - (double)m->vocab * m->hidden) * m->dtype_bytes / tp;
@@ -122,7 +123,7 @@ int64_t sm_step_time_us(const sm_model *m, const sm_hardware *hw, int tp, const 
         double per = SM_AR_LAT_US * 1e-6 + 2.0 * (tp - 1) / tp * ar_bytes / (hw->link_bw * SM_LINK_EFF);
         t_nvl = 2.0 * m->layers * per;
     }
-    double t_cpu = (SM_STEP_OVH_US + SM_LAYER_OVH_US * m->layers + SM_SEQ_OVH_US * (double)n) * 1e-6;
+    double t_cpu = (SM_STEP_OVH_US + SM_LAYER_OVH_US * m->layers + SM_SEQ_OVH_US * n) * 1e-6;
 
     double t = (t_sm > t_hbm ? t_sm : t_hbm) + t_nvl + t_cpu;
     return (int64_t)ceil(t * 1e6);

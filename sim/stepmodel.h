@@ -43,6 +43,27 @@ typedef struct sm_seq {
 /* Step duration in microseconds for a batch. */
 int64_t sm_step_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_seq *seqs, size_t n);
 
+/* The same batch as running sums, so a scheduler can price a step while it builds it
+ * instead of keeping a per-sequence array: sm_batch_add once per scheduled sequence,
+ * then sm_batch_time_us. sm_step_time_us(seqs) == sm_batch_time_us(sum of seqs). */
+typedef struct sm_batch {
+    double tokens;              /* sum n_i */
+    double pairs;               /* sum n_i * (c_i + (n_i + 1) / 2): causal attention pairs */
+    double ctx;                 /* sum (c_i + n_i): KV read and written */
+    size_t n;                   /* sequences */
+} sm_batch;
+
+static inline void sm_batch_add(sm_batch *b, uint32_t new_tokens, uint32_t context)
+{
+    double nt = new_tokens, c = context;
+    b->tokens += nt;
+    b->pairs += nt * (c + (nt + 1.0) / 2.0);
+    b->ctx += c + nt;
+    b->n++;
+}
+
+int64_t sm_batch_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_batch *b);
+
 /* KV capacity in blocks per replica, vLLM's way: per rank, not multiplied by TP. */
 uint64_t sm_kv_blocks(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util, uint32_t block_size);
 /* KV bytes per token per GPU. */
