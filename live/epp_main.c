@@ -217,7 +217,7 @@ static void on_decision(void *ctx, const extproc_decision *dec)
 static void on_complete(void *ctx, const extproc_completion *c)
 {
     epp_daemon *d = ctx;
-    promexp_observe_request(d->pm, c->model ? c->model : "", NULL, c->http_status, c->seconds);
+    promexp_observe_request(d->pm, c->model ? c->model : "", c->target_model, c->http_status, c->seconds);
 }
 
 int main(int argc, char **argv)

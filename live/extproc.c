@@ -100,6 +100,7 @@ struct stream {
     size_t body_len, body_cap;
     size_t request_bytes;
     oai_request oreq;
+    void *incoming_model;             /* json_t kept alive when the model is rewritten */
     uint32_t *tok;                    /* ids from /tokenize (owned) */
     size_t n_tok;
     sched_kv *skv;
@@ -161,7 +162,8 @@ static void log_scores(const stream *st, const sched_trace *t)
         const sched_trace_score *sc = &t->scores[i];
         snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
         LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", st->request_id,
-              "incomingModelName", st->sreq.model, "targetModelName", st->sreq.model, "plugin", plugin, "endpoint",
+              "incomingModelName", st->sreq.model, "targetModelName",
+              st->sreq.target_model ? st->sreq.target_model : st->sreq.model, "plugin", plugin, "endpoint",
               "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
               sc->score);
     }
@@ -570,7 +572,7 @@ static const char *no_candidates_msg(const stream *st)
 }
 
 /* A text prompt's token ids from one candidate's /tokenize; false on failure. */
-static bool tokenize(stream *st)
+static bool tokenize(stream *st, const char *model)
 {
     extproc_server *s = st->srv;
     const extproc_pool *pool = &s->cfg.pool;
@@ -594,7 +596,7 @@ static bool tokenize(stream *st)
     kv_err e = {0};
     int timeout = s->cfg.tokenize_timeout_ms ? s->cfg.tokenize_timeout_ms : 1000;
     const oai_request *r = &st->oreq;
-    int rc = tokenize_vllm(ep, r->model, r->prompt, r->prompt_len, r->chat ? r->messages_json : NULL, timeout,
+    int rc = tokenize_vllm(ep, model, r->prompt, r->prompt_len, r->chat ? r->messages_json : NULL, timeout,
                            &st->tok, &st->n_tok, &e);
     if (rc != KV_OK)
         LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", st->request_id,
@@ -607,6 +609,28 @@ static bool tokenize(stream *st)
     return rc == KV_OK;
 }
 
+/* x-gateway-model-name-rewrite: GIE sends the body upstream with `model` replaced, so
+ * the body is re-serialised (and Content-Length follows). The incoming name stays alive
+ * for logs and hooks. Returns the model to route for, or NULL when out of memory. */
+static const char *rewrite_model(stream *st)
+{
+    const char *to = sched_header(&(sched_request){.headers = st->skv, .n_headers = st->n_hdrs},
+                                  "x-gateway-model-name-rewrite");
+    json_t *root = st->oreq.root;
+    if (!to || !*to || !strcmp(to, st->oreq.model))
+        return st->oreq.model;
+    st->incoming_model = json_incref(json_object_get(root, "model"));
+    if (json_object_set_new(root, "model", json_string(to)))
+        return NULL;
+    char *body = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!body)
+        return NULL;
+    free(st->body);
+    st->body = body;
+    st->body_len = st->body_cap = strlen(body);
+    return json_string_value(json_object_get(root, "model"));
+}
+
 static void route(stream *st)
 {
     extproc_server *s = st->srv;
@@ -617,12 +641,18 @@ static void route(stream *st)
         return;
     }
     const oai_request *r = &st->oreq;
+    const char *target_model = rewrite_model(st);
+    if (!target_model) {
+        set_error_oom(st);
+        return;
+    }
     bool tok_failed = false;
     if (!r->tokens && s->cfg.tokenize_timeout_ms >= 0)
-        tok_failed = !tokenize(st);
+        tok_failed = !tokenize(st, target_model);
     st->sreq = (sched_request){
         .id = st->request_id,
         .model = r->model,
+        .target_model = target_model == r->model ? NULL : target_model,
         .cache_salt = r->cache_salt,
         .tokens = r->tokens ? r->tokens : st->tok,
         .n_tokens = r->tokens ? r->n_tokens : st->n_tok,
@@ -755,7 +785,8 @@ static void report(stream *st)
     if (st->target)
         STAT_ADD(s, completed, 1);
     if (s->cfg.on_complete) {
-        extproc_completion c = {st->request_id, st->oreq.model, st->target, st->http_status, st->usage.found,
+        extproc_completion c = {st->request_id, st->oreq.model, st->sreq.target_model, st->target, st->http_status,
+                                st->usage.found,
                                 st->usage.prompt_tokens, st->usage.completion_tokens, st->usage.cached_tokens,
                                 st->request_bytes, st->response_bytes, now_s() - st->t_start};
         s->cfg.on_complete(s->cfg.hook_ctx, &c);
@@ -942,6 +973,7 @@ static void stream_free(stream *st)
         free(st->subset[i]);
     free(st->subset);
     free(st->body);
+    json_decref(st->incoming_model);
     oai_request_free(&st->oreq);
     free(st->tok);
     free(st->target);

@@ -59,7 +59,8 @@ typedef struct extproc_decision {
 /* One finished request (response end of stream, or the stream ended early). */
 typedef struct extproc_completion {
     const char *request_id;
-    const char *model;
+    const char *model;            /* as the client sent it */
+    const char *target_model;     /* after x-gateway-model-name-rewrite; NULL = model */
     const char *target;           /* NULL if the request was never routed */
     int http_status;              /* 200 routed; the ImmediateResponse status otherwise */
     bool usage_found;

@@ -711,6 +711,40 @@ static void test_tokenize_text_prompts(void **state)
     env_free(e);
 }
 
+/* x-gateway-model-name-rewrite: the body goes upstream with the new model name. */
+static void test_model_rewrite(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    uint32_t t[16] = {3};
+    char *body = token_body(t, 16, "");
+    const char *hdrs[] = {":path", "/v1/completions", "x-request-id", "rw-1", "x-gateway-model-name-rewrite",
+                          "m-v2", NULL};
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, hdrs, body, 1000, NULL, 0);
+    assert_non_null(r);
+    size_t n;
+    const char *cl = xpc_header(r->request_headers->response->header_mutation, "content-length", &n);
+    assert_non_null(cl);
+    char *upstream = strdup(body);
+    char *at = strstr(upstream, "\"model\":\"m\"");
+    assert_non_null(at);
+    char want[512];
+    snprintf(want, sizeof want, "%.*s\"model\":\"m-v2\"%s", (int)(at - upstream), upstream, at + strlen("\"model\":\"m\""));
+    char len[16];
+    snprintf(len, sizeof len, "%zu", strlen(want));
+    assert_int_equal(n, strlen(len));
+    assert_memory_equal(cl, len, n);
+    xpc_resp_free(r);
+    expect_body_chunks(s, want);
+    xpc_close(s);
+    pthread_mutex_lock(&e->mu);
+    assert_non_null(strstr(e->log, "\"x-request-id\":\"rw-1\",\"incomingModelName\":\"m\",\"targetModelName\":\"m-v2\""));
+    pthread_mutex_unlock(&e->mu);
+    free(upstream);
+    free(body);
+    env_free(e);
+}
+
 /* A filter that leaves nothing is a scheduler failure: 429, as GIE's director answers. */
 static void test_scheduler_failure_429(void **state)
 {
@@ -795,7 +829,7 @@ int main(void)
         cmocka_unit_test(test_streamed_response),      cmocka_unit_test(test_buffered_mode),
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
         cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
-        cmocka_unit_test(test_scheduler_failure_429),
+        cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
