@@ -44,6 +44,7 @@ typedef struct opts {
     const char *pool_name, *pool_namespace, *pool_group, *endpoint_selector, *target_ports;
     const char *endpoints;
     const char *decision_log;
+    const char *zap_encoder;
     int verbosity;
     int threads;
     int tokenize_timeout_ms;
@@ -85,7 +86,8 @@ static void usage(FILE *f)
             "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
             "  --threads N                         ext-proc worker threads (default 8)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
-            "  -v N                                log verbosity (4: per-scorer score lines)\n");
+            "  -v N                                log verbosity (4: per-scorer score lines)\n"
+            "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
 }
 
 /* "--name=value", "--name value" or "-name ..." (Go's flag package accepts one or two dashes). */
@@ -156,6 +158,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("endpoint-target-ports", target_ports)
         STR("endpoints", endpoints)
         STR("decision-log", decision_log)
+        STR("zap-encoder", zap_encoder)
         INT("grpc-port", grpc_port, 0, 65535)
         INT("grpc-health-port", health_port, 0, 65535)
         INT("metrics-port", metrics_port, 0, 65535)
@@ -175,6 +178,9 @@ static int parse_flags(int argc, char **argv, opts *o)
     }
     if (!o->config_file)
         return fail("--config-file is required");
+    if (o->zap_encoder && strcmp(o->zap_encoder, "json"))
+        return fail("flag --zap-encoder: only json is supported (log lines are zap's JSON shape), got '%s'",
+                    o->zap_encoder);
     int sources = !!o->endpoints + !!o->pool_name + !!o->endpoint_selector;
     if (sources != 1)
         return fail(sources ? "--endpoints, --pool-name and --endpoint-selector are exclusive: pick one"
