@@ -17,11 +17,13 @@
  * headers response before sending the body), the headers are answered at once and the
  * routing decision travels in the request-body response's header mutation instead.
  * Without protocol_config there is no way to tell, and full duplex is assumed.
+ * The body goes upstream byte for byte (Content-Length is its length), except that
+ * x-gateway-model-name-rewrite re-serialises it with the new `model`, as GIE does.
  *
  * Threads: the scheduler is called only under the server's lock (a sched is
  * single-threaded); endpoints are borrowed from the pool between acquire and release,
  * which the pool implements with its own lock (taken after the server's lock). Text
- * prompts are tokenised with no lock held. All callbacks may run on any worker thread.
+ * prompts are tokenised holding only their own stream's lock. All callbacks may run on any worker thread.
  * Logs go through live/log.h: V(4) gives llm-d's "Calculated score" line per scorer per
  * endpoint, V(3) "Request handled", V(2) rejected requests and tokenisation fallbacks.
  * Ownership: the config's sched, pool and strings must outlive the server. */
