@@ -2,7 +2,7 @@
  * and write inference-perf's reports, the llm-d benchmark report, runs.db and charts,
  * then print the guide's comparison table.
  *
- *   ./sim SCENARIO [--out DIR] [--seed N] [--no-plots] [--quiet]
+ *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field). */
@@ -29,14 +29,17 @@ typedef struct opts {
     bool has_seed;
     uint64_t seed;
     bool no_plots, quiet;
+    const char *only[16];             /* --router: run only these (scenario order kept) */
+    size_t n_only;
 } opts;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--no-plots] [--quiet]\n"
+    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
                "  --seed N     override the scenario's seed\n"
+               "  --router R   run only router R (repeatable; default all)\n"
                "  --no-plots   write chart data but do not run gnuplot\n"
                "  --quiet      print only the comparison table\n");
 }
@@ -60,6 +63,12 @@ static int parse_args(int argc, char **argv, opts *o)
             o->seed = v;
         } else if (strcmp(a, "--no-plots") == 0) {
             o->no_plots = true;
+        } else if (strcmp(a, "--router") == 0 && i + 1 < argc) {
+            if (o->n_only == sizeof o->only / sizeof *o->only) {
+                fprintf(stderr, "sim: too many --router options\n");
+                return 2;
+            }
+            o->only[o->n_only++] = argv[++i];
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = true;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -123,6 +132,37 @@ static int mkdirs(const char *path, kv_err *err)
     return KV_OK;
 }
 
+/* --router: drops the scenario's other routers (their configs are freed). */
+static int keep_routers(scenario *s, const char *const *only, size_t n_only)
+{
+    for (size_t k = 0; k < n_only; k++) {
+        size_t i = 0;
+        while (i < s->n_routers && strcmp(s->routers[i].name, only[k]) != 0)
+            i++;
+        if (i == s->n_routers) {
+            fprintf(stderr, "sim: --router %s: the scenario has no such router (", only[k]);
+            for (size_t j = 0; j < s->n_routers; j++)
+                fprintf(stderr, "%s%s", j ? ", " : "", s->routers[j].name);
+            fprintf(stderr, ")\n");
+            return 2;
+        }
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < s->n_routers; i++) {
+        bool keep = false;
+        for (size_t k = 0; k < n_only; k++)
+            keep |= strcmp(s->routers[i].name, only[k]) == 0;
+        if (keep) {
+            s->routers[kept++] = s->routers[i];
+        } else {
+            epc_free(s->routers[i].cfg);
+            free(s->routers[i].source);
+        }
+    }
+    s->n_routers = kept;
+    return 0;
+}
+
 typedef struct progress {
     bool on;
     const char *router;
@@ -175,6 +215,10 @@ int main(int argc, char **argv)
     }
     if (o.has_seed)
         s->seed = o.seed;
+    if (o.n_only && (rc = keep_routers(s, o.only, o.n_only))) {
+        scn_free(s);
+        return rc;
+    }
     FILE *con = o.quiet ? NULL : stdout;
     for (size_t i = 0; con && i < s->n_notes; i++)
         fprintf(stderr, "sim: note: %s\n", s->notes[i]);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # it_sim: the ./sim program end to end — files written, byte-identical outputs for the
 # same scenario and seed (every file compared), a different seed changing them, exit
-# status 2 with file:line:col for a bad scenario and bad usage, 1 for a runtime failure.
+# status 2 with file:line:col for a bad scenario and bad usage, 1 for a runtime failure;
+# --router runs a subset.
 set -u
 SIM=${SIM:-build/rel/bin/sim}
 [ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
@@ -36,6 +37,11 @@ grep -q "bad-unknown-key.yaml:2:24: field 'cluster.gpus': unknown key" "$tmp/x.e
 [ $? -eq 2 ] || fail "no arguments: exit status is not 2"
 "$SIM" scenarios/small-random.yaml --seed abc >/dev/null 2>&1
 [ $? -eq 2 ] || fail "bad --seed: exit status is not 2"
+"$SIM" scenarios/small-random.yaml --router nope --out "$tmp/r" >/dev/null 2>"$tmp/r.err"
+[ $? -eq 2 ] || fail "unknown --router: exit status is not 2"
+grep -q "no such router (least-queue, cache-only)" "$tmp/r.err" || fail "unknown --router message: $(cat "$tmp/r.err")"
+"$SIM" scenarios/small-random.yaml --router cache-only --out "$tmp/r" --quiet >/dev/null 2>&1 || fail "--router cache-only"
+[ -d "$tmp/r/cache-only" ] && [ ! -d "$tmp/r/least-queue" ] || fail "--router ran other routers"
 touch "$tmp/file"
 "$SIM" scenarios/small-random.yaml --out "$tmp/file/sub" --quiet >/dev/null 2>"$tmp/y.err"
 [ $? -eq 1 ] || fail "unwritable output: exit status is not 1"
