@@ -2,8 +2,9 @@
  * vLLM replicas, replaying the scenario's workload, producing a sim_run (records.h).
  *
  * Events (evq.h) at equal times run in this order: KV events reaching the router's
- * index, metrics scrapes, engine step ends, request arrivals, stage starts; within a
- * kind, in the order they were scheduled. Nothing else decides the order, so a run is
+ * index, metrics scrapes, engine step ends, multi-turn rounds released by the previous
+ * round's end, request arrivals, stage starts; within a kind, in the order they were
+ * scheduled. Nothing else decides the order, so a run is
  * a pure function of (scenario, workload, seed).
  *
  *   arrival   -> sched_request (prompt tokens) -> sched_schedule over the endpoints
@@ -20,6 +21,9 @@
  *   scrape    -> each server's waiting/running/KV usage/cache config reaches its
  *                endpoint every scrape_interval; at each decision, metrics older than
  *                metrics_staleness are marked invalid. A sim_server_sample is recorded.
+ *   sessions  -> multi-turn (wl_multi_turn): a round whose user is busy waits and is
+ *                sent when the previous round ends; its prompt is the user's context
+ *                (prompt + response token ids of the previous round) + the question.
  *   stages    -> inference-perf's timing: all requests of a stage are scheduled from the
  *                stage's start + 1 s head start; the harness polls each second until the
  *                stage has drained, then sleeps `interval`, then starts the next stage.
