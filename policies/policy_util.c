@@ -9,6 +9,8 @@
 
 /* ---- parameters ------------------------------------------------------------------ */
 
+#define PU_FIELD_MAX 256
+
 static void pu_field(char *out, size_t cap, const sched_plugin *p, const char *path, const char *key)
 {
     if (path && key)
@@ -25,10 +27,20 @@ static const yt_node *pu_value(const yt_node *map, const char *key)
     return n && !yt_is_null(n) ? n : NULL;
 }
 
+/* map[key] unless absent or null, with its field name in f for the messages. */
+static const yt_node *pu_param(const sched_plugin *p, const yt_node *map, const char *path, const char *key,
+                               char f[PU_FIELD_MAX])
+{
+    const yt_node *n = pu_value(map, key);
+    if (n)
+        pu_field(f, PU_FIELD_MAX, p, path, key);
+    return n;
+}
+
 int pu_error(const sched_plugin *p, const sched_params *pp, const yt_node *at, const char *path, kv_err *err,
              const char *fmt, ...)
 {
-    char field[256], msg[320];
+    char field[PU_FIELD_MAX], msg[320];
     pu_field(field, sizeof field, p, path, NULL);
     va_list ap;
     va_start(ap, fmt);
@@ -52,11 +64,10 @@ void pu_warn(const sched_env *env, const char *fmt, ...)
 int pu_int(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
            int64_t lo, int64_t hi, int64_t *inout, kv_err *err)
 {
-    const yt_node *n = pu_value(map, key);
+    char f[PU_FIELD_MAX];
+    const yt_node *n = pu_param(p, map, path, key, f);
     if (!n)
         return KV_OK;
-    char f[256];
-    pu_field(f, sizeof f, p, path, key);
     int64_t v;
     if (yt_int(pp->doc, n, f, &v, err))
         return KV_EINVAL;
@@ -70,11 +81,10 @@ int pu_int(const sched_plugin *p, const sched_params *pp, const yt_node *map, co
 int pu_double(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
               const char *key, double lo, double hi, double *inout, kv_err *err)
 {
-    const yt_node *n = pu_value(map, key);
+    char f[PU_FIELD_MAX];
+    const yt_node *n = pu_param(p, map, path, key, f);
     if (!n)
         return KV_OK;
-    char f[256];
-    pu_field(f, sizeof f, p, path, key);
     double v;
     if (yt_double(pp->doc, n, f, &v, err))
         return KV_EINVAL;
@@ -87,12 +97,9 @@ int pu_double(const sched_plugin *p, const sched_params *pp, const yt_node *map,
 int pu_bool(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
             bool *inout, kv_err *err)
 {
-    const yt_node *n = pu_value(map, key);
-    if (!n)
-        return KV_OK;
-    char f[256];
-    pu_field(f, sizeof f, p, path, key);
-    return yt_bool(pp->doc, n, f, inout, err);
+    char f[PU_FIELD_MAX];
+    const yt_node *n = pu_param(p, map, path, key, f);
+    return n ? yt_bool(pp->doc, n, f, inout, err) : KV_OK;
 }
 
 int pu_string(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
@@ -101,7 +108,7 @@ int pu_string(const sched_plugin *p, const sched_params *pp, const yt_node *map,
     const yt_node *n = yt_get(map, key);
     if (!n || (yt_is_null(n) && !n->quoted))
         return KV_OK;
-    char f[256];
+    char f[PU_FIELD_MAX];
     pu_field(f, sizeof f, p, path, key);
     return yt_string(pp->doc, n, f, inout, err);
 }
@@ -109,11 +116,10 @@ int pu_string(const sched_plugin *p, const sched_params *pp, const yt_node *map,
 int pu_duration(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
                 const char *key, double *inout, kv_err *err)
 {
-    const yt_node *n = pu_value(map, key);
+    char f[PU_FIELD_MAX];
+    const yt_node *n = pu_param(p, map, path, key, f);
     if (!n)
         return KV_OK;
-    char f[256];
-    pu_field(f, sizeof f, p, path, key);
     double v;
     if (yt_duration(pp->doc, n, f, &v, err))
         return KV_EINVAL;
@@ -126,11 +132,10 @@ int pu_duration(const sched_plugin *p, const sched_params *pp, const yt_node *ma
 const yt_node *pu_map(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
                       const char *key, int *rc, kv_err *err)
 {
-    const yt_node *n = pu_value(map, key);
+    char f[PU_FIELD_MAX];
+    const yt_node *n = pu_param(p, map, path, key, f);
     if (!n || n->kind == YT_MAP)
         return n;
-    char f[256];
-    pu_field(f, sizeof f, p, path, key);
     *rc = yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': expected a mapping", f);
     return NULL;
 }
