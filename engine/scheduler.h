@@ -227,8 +227,10 @@ sched *sched_new(const struct epc_config *cfg, const sched_env *env, kv_err *err
 void sched_free(sched *s);
 
 /* Runs the profiles for one request over the candidate endpoints.
- * KV_ENOENDPOINTS when filters leave nothing (EPP: 503); KV_ESTATE when the profile
- * handler cannot produce a result (EPP: 429 "failed to find target pod"). */
+ * KV_ENOENDPOINTS when filters leave nothing; KV_ESTATE when the profile handler cannot
+ * produce a result. The EPP answers both with 429 "failed to find target pod", as GIE's
+ * director does for any scheduler error; 503 is only for a request with no candidate
+ * endpoints before scheduling (empty pool or subset hint). */
 int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps, size_t n, sched_result *res,
                    sched_trace *trace, kv_err *err);
 /* Hooks: call after routing (in_flight++, stateful scorers learn) and on completion. */
