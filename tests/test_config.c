@@ -245,18 +245,25 @@ static const struct {
                                     "'single-profile-handler' is a profile handler; it has no place in a profile"},
 };
 
+/* Fails unless err is exactly "<path>:<msg>". */
+static void assert_positioned(const char *path, const char *msg, const kv_err *err)
+{
+    char want[640];
+    snprintf(want, sizeof want, "%s:%s", path, msg);
+    if (strcmp(err->msg, want) != 0)
+        fail_msg("%s:\n got  %s\n want %s", path, err->msg, want);
+}
+
 static void test_bad_files_rejected_with_position(void **state)
 {
     for (size_t i = 0; i < sizeof bad_load / sizeof bad_load[0]; i++) {
-        char path[256], want[640];
+        char path[256];
         snprintf(path, sizeof path, D "%s", bad_load[i].file);
-        snprintf(want, sizeof want, "%s:%s", path, bad_load[i].msg);
         kv_err err = {0};
         epc_config *c = epc_load_file(path, &err);
         if (c)
             fail_msg("%s loaded", path);
-        if (strcmp(err.msg, want) != 0)
-            fail_msg("%s:\n got  %s\n want %s", path, err.msg, want);
+        assert_positioned(path, bad_load[i].msg, &err);
         assert_int_equal(err.code, KV_EINVAL);
     }
 }
@@ -273,9 +280,8 @@ static const struct {
 static void test_bad_parameters_rejected_at_build(void **state)
 {
     for (size_t i = 0; i < sizeof bad_build / sizeof bad_build[0]; i++) {
-        char path[256], want[640];
+        char path[256];
         snprintf(path, sizeof path, D "%s", bad_build[i].file);
-        snprintf(want, sizeof want, "%s:%s", path, bad_build[i].msg);
         kv_err err = {0};
         epc_config *c = epc_load_file(path, &err);
         if (!c)
@@ -284,8 +290,7 @@ static void test_bad_parameters_rejected_at_build(void **state)
         sched *s = sched_new(c, &env, &err);
         if (s)
             fail_msg("%s built", path);
-        if (strcmp(err.msg, want) != 0)
-            fail_msg("%s:\n got  %s\n want %s", path, err.msg, want);
+        assert_positioned(path, bad_build[i].msg, &err);
         epc_free(c);
     }
 }

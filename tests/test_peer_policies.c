@@ -176,6 +176,16 @@ static const uint32_t R2[12] = {1, 2, 3, 4, 5, 6, 7, 8, 20, 21, 22, 23};
 /* ep0 is serving R1 (2 blocks of 4 tokens: prefill 2, decode 2) and holds its 2 blocks;
  * R2 shares those 2 blocks and adds 1. By hand, with scale s and credit c:
  *   ep0 = s x max(2 + 3 - 2c, 0) + (2 + 3)      ep1 = s x 3 + 3. */
+/* The index of the endpoint f picks for r; f is freed. */
+static size_t pick_and_free(fx *f, const sched_request *r)
+{
+    sched_endpoint *ep = fx_pick(f, r);
+    assert_non_null(ep);
+    size_t i = (size_t)(ep - f->eps);
+    fx_free(f);
+    return i;
+}
+
 static size_t dynamo_r2(const char *params, bool complete_r1)
 {
     fx *f = picker(DYN, params, 2, 7);
@@ -183,11 +193,7 @@ static size_t dynamo_r2(const char *params, bool complete_r1)
     fx_assign(f, &r1, &f->eps[0]);
     if (complete_r1)
         fx_done(f, &r1, &f->eps[0]);
-    sched_endpoint *ep = fx_pick(f, &r2);
-    assert_non_null(ep);
-    size_t i = (size_t)(ep - f->eps);
-    fx_free(f);
-    return i;
+    return pick_and_free(f, &r2);
 }
 
 static void test_dynamo_cost_arithmetic(void **state)
@@ -308,11 +314,7 @@ static size_t dynamo_tiers(const char *params)
         assert_int_equal(kvindex_store(src->index, slot, tier[e], NULL, 0, keys, held[e], &err), KV_OK);
     }
     sched_request r = fx_tokens("r", tok, 16);
-    sched_endpoint *ep = fx_pick(f, &r);
-    assert_non_null(ep);
-    size_t i = (size_t)(ep - f->eps);
-    fx_free(f);
-    return i;
+    return pick_and_free(f, &r);
 }
 
 static void test_dynamo_tier_credit(void **state)

@@ -546,18 +546,25 @@ static void test_max_score_picker(void **state)
     rig_close(&r);
 }
 
+/* trials picks over the first n endpoints, each returning want_targets; hits[i] counts
+ * ep i picked first. */
+static void rig_hits(rig *r, size_t n, int trials, size_t want_targets, int *hits)
+{
+    for (int t = 0; t < trials; t++) {
+        sched_result res;
+        assert_int_equal(rig_run(r, &plain, n, NULL, &res), KV_OK);
+        assert_int_equal(res.n_targets, want_targets);
+        hits[res.targets[0] - r->ep]++;
+    }
+}
+
 static void test_random_picker(void **state)
 {
     rig r;
     rig_open(&r, PICKER("random-picker", ""), 5);
     r.ep[0].m.waiting = 0, r.ep[1].m.waiting = 100, r.ep[2].m.waiting = 100;
     int hits[3] = {0};
-    for (int t = 0; t < 3000; t++) {
-        sched_result res;
-        rig_run(&r, &plain, 3, NULL, &res);
-        assert_int_equal(res.n_targets, 1);
-        hits[res.targets[0] - r.ep]++;
-    }
+    rig_hits(&r, 3, 3000, 1, hits);
     for (int i = 0; i < 3; i++) /* scores ignored: ~1000 each */
         assert_true(hits[i] > 850 && hits[i] < 1150);
     rig_close(&r);
@@ -570,11 +577,7 @@ static void test_weighted_random_picker(void **state)
     rig_open(&r, PICKER("weighted-random-picker", ""), 9);
     r.ep[0].m.waiting = 0, r.ep[1].m.waiting = 2, r.ep[2].m.waiting = 3;
     int hits[3] = {0};
-    for (int t = 0; t < 4000; t++) {
-        sched_result res;
-        rig_run(&r, &plain, 3, NULL, &res);
-        hits[res.targets[0] - r.ep]++;
-    }
+    rig_hits(&r, 3, 4000, 1, hits);
     /* A-Res with k = 1 picks i with probability w_i / sum w: 0.75 and 0.25; a 0 never */
     assert_int_equal(hits[2], 0);
     assert_true(hits[0] > 2850 && hits[0] < 3150);
