@@ -80,6 +80,13 @@ uint32_t bpool_num_free(const bpool *p) { return p->n_free; }
 uint32_t bpool_num_cached(const bpool *p) { return p->n_cached; }
 uint32_t bpool_ref(const bpool *p, uint32_t b) { return p->blk[b].ref; }
 
+size_t bpool_count_unreferenced(const bpool *p, const uint32_t *blocks, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += p->blk[blocks[i]].ref == 0;
+    return k;
+}
+
 bool bpool_hash_of(const bpool *p, uint32_t b, uint64_t *hash)
 {
     if (!p->blk[b].hashed) return false;

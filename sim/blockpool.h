@@ -52,6 +52,9 @@ void bpool_release(bpool *p, const uint32_t *blocks, size_t n);
 void bpool_set_hash(bpool *p, uint32_t block, uint64_t hash);
 
 uint32_t bpool_ref(const bpool *p, uint32_t block);
+/* How many of blocks[0..n) have no reference (sit in the free queue): what a cache
+ * hit on them would take out of the free pool. */
+size_t bpool_count_unreferenced(const bpool *p, const uint32_t *blocks, size_t n);
 bool bpool_hash_of(const bpool *p, uint32_t block, uint64_t *hash);
 /* The free queue from head to tail, for tests: writes up to cap block ids, returns the
  * queue length. */

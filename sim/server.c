@@ -15,6 +15,7 @@
  * (simsrv_output_token) so output blocks hash and publish like prompt blocks. */
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "blockkeys.h"
 #include "blockpool.h"
@@ -40,6 +41,21 @@ typedef struct rstate {
 } rstate;
 
 #define RS_CHUNK 64
+
+/* Prompt hash chains seen before, so a prompt that comes back (inference-perf cycles
+ * through the same 750 prompts every stage) is not rehashed block by block. A
+ * direct-mapped table keyed by a one-pass XXH3 fingerprint of the prompt's tokens and
+ * its length: fingerprinting 30 KB of tokens costs a few percent of chaining 118
+ * blocks through xxh64. Two different prompts would have to collide on 64 bits (and
+ * the same length) to share an entry. Bounded: a new prompt evicts the slot's old one. */
+#define MEMO_SLOTS 1024
+typedef struct memo_ent {
+    uint64_t fp;
+    uint32_t n_prompt;      /* 0: empty slot */
+    uint32_t n_hashes;
+    uint64_t *hashes;
+    uint32_t room;
+} memo_ent;
 
 /* A recorded KV event; arrays are offsets into the server's buffers, resolved when the
  * batch is encoded (the buffers may move while a step records). */
@@ -81,6 +97,7 @@ struct simsrv {
     uint64_t next_seq;
 
     simsrv_metrics m;
+    memo_ent *memo;                   /* MEMO_SLOTS entries, allocated on first use */
     rstate **rs_chunks;               /* every rstate the server made, RS_CHUNK per chunk */
     size_t n_rs_chunks;
     rstate *rs_free;                  /* recycled states */
@@ -110,9 +127,14 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+static uint32_t output_token(uint64_t seed, uint32_t i, uint64_t vocab)
+{
+    return (uint32_t)(mix64(seed ^ i) % vocab);
+}
+
 uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i)
 {
-    return (uint32_t)(mix64(mix64(r->id) ^ i) % (uint64_t)s->cfg.model->vocab);
+    return output_token(mix64(r->id), i, (uint64_t)s->cfg.model->vocab);
 }
 
 /* Writes tokens [pos, pos + n) of r's prompt-then-output sequence to out. */
@@ -123,7 +145,8 @@ static void tokens_at(const simsrv *s, const simsrv_req *r, uint32_t pos, uint32
         k = r->n_prompt - pos < n ? r->n_prompt - pos : n;
         memcpy(out, r->tokens + pos, k * sizeof *out);
     }
-    for (; k < n; k++) out[k] = simsrv_output_token(s, r, pos + k - r->n_prompt);
+    uint64_t seed = mix64(r->id), vocab = (uint64_t)s->cfg.model->vocab;
+    for (; k < n; k++) out[k] = output_token(seed, pos + k - r->n_prompt, vocab);
 }
 
 static uint32_t num_tokens(const simsrv_req *r)
@@ -244,6 +267,8 @@ void simsrv_free(simsrv *s)
         free(s->rs_chunks[c]);
     }
     free(s->rs_chunks);
+    for (size_t i = 0; s->memo && i < MEMO_SLOTS; i++) free(s->memo[i].hashes);
+    free(s->memo);
     free(s->wq);
     free(s->run.v);
     free(s->sched.v);
@@ -373,6 +398,34 @@ static void hash_known_blocks(simsrv *s, simsrv_req *r)
     }
 }
 
+/* Writes the engine hash chain of r's prompt's full blocks to out (room for
+ * n_prompt / block_size) and returns its length. */
+static uint32_t prompt_hashes(simsrv *s, const simsrv_req *r, uint64_t *out)
+{
+    uint32_t n = r->n_prompt / s->bs;
+    if (!s->memo) s->memo = calloc(MEMO_SLOTS, sizeof *s->memo);
+    if (!s->memo || n == 0)
+        return (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL, out, n);
+    uint64_t fp = XXH3_64bits(r->tokens, (size_t)r->n_prompt * sizeof *r->tokens);
+    memo_ent *e = &s->memo[fp & (MEMO_SLOTS - 1)];
+    if (e->n_prompt == r->n_prompt && e->fp == fp) {
+        memcpy(out, e->hashes, e->n_hashes * sizeof *out);
+        return e->n_hashes;
+    }
+    uint32_t k = (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL, out, n);
+    if (e->room < k) {
+        uint64_t *h = realloc(e->hashes, k * sizeof *h);
+        if (!h) return k;   /* no memo entry; the chain itself is complete */
+        e->hashes = h;
+        e->room = k;
+    }
+    memcpy(e->hashes, out, k * sizeof *out);
+    e->fp = fp;
+    e->n_prompt = r->n_prompt;
+    e->n_hashes = k;
+    return k;
+}
+
 int simsrv_submit(simsrv *s, simsrv_req *r)
 {
     uint64_t total = (uint64_t)r->n_prompt + r->n_output;
@@ -385,15 +438,22 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
     r->priv_ptr = st;
     r->n_computed = r->n_generated = r->n_cached = r->preemptions = 0;
     r->admitted_once = r->prefill_done = false;
-    if (s->cfg.prefix_caching) {
-        st->n_hashes = (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL,
-                                                   st->hashes, total / s->bs + 1);
-    }
+    if (s->cfg.prefix_caching) st->n_hashes = prompt_hashes(s, r, st->hashes);
     wq_push_back(s, r);
     return KV_OK;
 }
 
 /* --- KV allocation (vLLM allocate_slots) ------------------------------------------- */
+
+/* True when r's blocks already hold its first `end` tokens and every full block among
+ * them already carries its hash: allocate_slots would change nothing (63 decode steps
+ * in 64 at block size 64). */
+static bool slots_ready(const simsrv *s, const rstate *st, uint32_t end)
+{
+    if ((uint64_t)end > (uint64_t)st->n_blocks * s->bs) return false;
+    return !s->cfg.prefix_caching || (uint64_t)end < (uint64_t)(st->n_cached + 1) * s->bs ||
+           st->n_hashes <= st->n_cached;
+}
 
 /* Gives r the blocks for its first num_computed + num_new tokens, taking hits[0..n_hit)
  * (cached blocks found at admission) first. Records evictions and stores as events.
@@ -405,9 +465,8 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     uint32_t need_total = cdiv((uint64_t)num_computed + num_new, s->bs);
     uint32_t have = st->n_blocks + n_hit;
     uint32_t need = need_total > have ? need_total - have : 0;
-    uint32_t free_hits = 0;
-    for (uint32_t i = 0; i < n_hit; i++) free_hits += bpool_ref(s->pool, hits[i]) == 0;
-    if ((uint64_t)need + free_hits > bpool_num_free(s->pool)) return KV_EFULL;
+    size_t free_hits = n_hit ? bpool_count_unreferenced(s->pool, hits, n_hit) : 0;
+    if (need + free_hits > bpool_num_free(s->pool)) return KV_EFULL;
 
     if (n_hit) {
         bpool_touch(s->pool, hits, n_hit);
@@ -472,12 +531,12 @@ static void free_blocks(simsrv *s, simsrv_req *r)
 
 /* --- the step ------------------------------------------------------------------------ */
 
-static int schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
+static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
 {
     rstate *st = r->priv_ptr;
     st->num_new = num_new;
     sm_batch_add(&s->batch, num_new, r->n_computed);
-    return VEC_PUSH(s->sched, r) ? KV_OK : KV_ENOMEM;
+    s->sched.v[s->sched.n++] = r;   /* room reserved by simsrv_step */
 }
 
 static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed, uint32_t budget)
@@ -500,9 +559,10 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
             i++;
             continue;
         }
-        int rc;
+        int rc = KV_OK;
         bool self_preempted = false;
-        while ((rc = allocate_slots(s, r, r->n_computed, n, NULL, 0)) == KV_EFULL) {
+        while (!slots_ready(s, r->priv_ptr, r->n_computed + n) &&
+               (rc = allocate_slots(s, r, r->n_computed, n, NULL, 0)) == KV_EFULL) {
             simsrv_req *victim = s->run.v[--s->run.n];
             free_blocks(s, victim);
             victim->n_computed = 0;
@@ -517,7 +577,8 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
             }
         }
         if (self_preempted) break;
-        if (rc != KV_OK || schedule(s, r, n) != KV_OK) return KV_ENOMEM;
+        if (rc != KV_OK) return rc;
+        schedule(s, r, n);
         *budget -= n;
         i++;
     }
@@ -551,7 +612,8 @@ static int schedule_waiting(simsrv *s, uint32_t *budget)
             s->m.prompt_tokens += r->n_prompt;
             s->m.hit_tokens += computed;
         }
-        if (!VEC_PUSH(s->run, r) || schedule(s, r, n) != KV_OK) return KV_ENOMEM;
+        if (!VEC_PUSH(s->run, r)) return KV_ENOMEM;
+        schedule(s, r, n);
         *budget -= n;
     }
     return KV_OK;
@@ -596,6 +658,9 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     s->batch = (sm_batch){0};
     s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
 
+    /* Every running request and every admission is scheduled at most once. */
+    size_t most = s->run.n + (s->wq_len < s->max_seqs ? s->wq_len : s->max_seqs);
+    if (!VEC_RESERVE(s->sched, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most)) return KV_ENOMEM;
     uint32_t budget = s->max_tokens, n_preempted = 0;
     int rc = schedule_running(s, &budget, &n_preempted);
     if (rc == KV_OK && n_preempted == 0) rc = schedule_waiting(s, &budget);
@@ -616,10 +681,10 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
         if (r->n_computed < num_tokens(r)) continue;   /* a partial prefill chunk */
         r->n_generated++;
         r->prefill_done = true;
-        if (!VEC_PUSH(s->out, r)) return KV_ENOMEM;
+        s->out.v[s->out.n++] = r;
         if (r->n_generated == r->n_output) {
-            if (!VEC_PUSH(s->fin, r)) return KV_ENOMEM;
-        } else if (s->cfg.prefix_caching) {
+            s->fin.v[s->fin.n++] = r;
+        } else if (s->cfg.prefix_caching && num_tokens(r) >= (uint64_t)(st->n_hashes + 1) * s->bs) {
             hash_known_blocks(s, r);
         }
     }
