@@ -1,6 +1,8 @@
 /* policy_util: helpers the plugins in policies/ share, so that each formula, parameter
- * reader and table exists once: parameter reading with positioned messages, an endpoint
- * id map, candidate shuffling, label matching and the prefix-match record that prefix
+ * reader and table exists once: parameter reading with positioned messages, the picker
+ * count, growable arrays (also used by engine/config.c and engine/scheduler.c), an
+ * endpoint id map, min-max scoring, candidate shuffling, request-id hashing, the KV-index
+ * lookup of an endpoint by name, label matching and the prefix-match record that prefix
  * scorers publish in the cycle for no-hit-lru. Not thread-safe beyond what scheduler.h
  * states (a plugin instance is used by one thread at a time). */
 #ifndef KVROUTE_POLICY_UTIL_H

@@ -16,8 +16,8 @@
  *
  * Differences from GIE, deliberate: PreRequest inserts synchronously (GIE uses a
  * goroutine), so simulated runs are deterministic; only the primary result's first target
- * is inserted (GIE also inserts for the pod of a profile named "prefill"; the pre_request
- * hook here sees only the primary result); endpoints are never dropped from the index (GIE
+ * is inserted (GIE also inserts for the pod of a profile named "prefill"; not done here,
+ * though sched_pre_request_result now offers that pick); endpoints are never dropped from the index (GIE
  * sweeps pods gone from the datastore every 2 minutes), their LRU bound still holds.
  * The match is published for no-hit-lru-scorer under pu_prefix_key(type, name). */
 #include <stdlib.h>
