@@ -196,6 +196,40 @@ static void test_prefix_hit_cap(void **state)
     free(u);
 }
 
+/* The server remembers prompt hash chains by content, not by buffer: the same tokens
+ * in another buffer hit like the original, the original buffer rewritten in place
+ * does not reuse the old chain, and a prompt whose memo slot was taken by 1100 others
+ * since still gets its own chain. */
+static void test_prompt_memo(void **state)
+{
+    (void)state;
+    simsrv_config c = base_config(16, 4096, 2048, 16);
+    simsrv *s = new_server(&c);
+    sim_time now = 0;
+    uint32_t *t = seq_tokens(64, 1), *copy = seq_tokens(64, 1);
+    simsrv_req x = {.id = 1, .tokens = t, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(run_one(s, &x, &now), 0);
+    simsrv_req y = {.id = 2, .tokens = copy, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(run_one(s, &y, &now), 48);
+    /* Block 2 of the original buffer changes: only blocks 0-1 can still hit. */
+    t[40] = 77777;
+    simsrv_req z = {.id = 3, .tokens = t, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(run_one(s, &z, &now), 32);
+    /* 1100 other two-block prompts, then the copy again: still its 3 blocks. */
+    uint32_t *other = seq_tokens(32, 0);
+    for (uint32_t i = 0; i < 1100; i++) {
+        for (uint32_t k = 0; k < 32; k++) other[k] = 1000000 + i * 32 + k;
+        simsrv_req o = {.id = 100 + i, .tokens = other, .n_prompt = 32, .n_output = 1};
+        assert_int_equal(run_one(s, &o, &now), 0);
+    }
+    simsrv_req w = {.id = 4, .tokens = copy, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(run_one(s, &w, &now), 48);
+    simsrv_free(s);
+    free(t);
+    free(copy);
+    free(other);
+}
+
 static void test_chunked_prefill_ttft(void **state)
 {
     (void)state;
@@ -453,6 +487,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_prefix_hit_cap),
+        cmocka_unit_test(test_prompt_memo),
         cmocka_unit_test(test_chunked_prefill_ttft),
         cmocka_unit_test(test_rejects_and_defaults),
         cmocka_unit_test(test_random_invariants),

@@ -97,6 +97,36 @@ static void test_spec_estimates(void **state)
     assert_int_equal(sm_step_time_us(m, h, 2, NULL, 0), 0);
 }
 
+/* One mixed step worked by hand from the formula in sim/stepmodel.c and the
+ * Qwen3-32B / H100 profiles, TP 2: a 1584-token chunk over a 6000-token cached prefix
+ * (the llm-d row's typical admission) plus 100 decodes at 8000 tokens of context.
+ *   linear params L*(2*h*H*d + 2*h*Hkv*d + 3*h*I) = 64*(2*5120*8192 + 2*5120*1024
+ *     + 3*5120*25600) = 31,205,621,760
+ *   m = 1684 tokens, pairs = 1584*(6000 + 1585/2) + 100*(8000 + 1) = 11,559,420
+ *   FLOPs/GPU = 31,205,621,760*1684 + 4*64*128*64/2*11,559,420 + 5120*151936*101
+ *             = 5.2550267e13 + 1.2120930e13 + 7.8569e10 = 6.4749767e13
+ *   eps(1684) = 0.6*1684/1812 = 0.557616; T_SM = 6.4749767e13/(989.4e12*0.557616) = 117.363 ms
+ *   bytes = (32.76e9 - 151936*5120)*2/2 + 131072*(7584 + 100*8001) -> T_HBM = 45.72 ms at
+ *     3.35e12*0.9 B/s (hidden under T_SM: max, not sum)
+ *   T_NVL = 128 all-reduces * (8 us + 1684*5120*2 B/(450e9*0.9) B/s) = 128*50.58 us = 6.474 ms
+ *   T_CPU = 126 + 32.1*64 + 4.42*101 us = 2.627 ms
+ *   T = 117.363 + 6.474 + 2.627 = 126.464 ms */
+static void test_mixed_step_by_hand(void **state)
+{
+    (void)state;
+    const sm_model *m = qwen();
+    const sm_hardware *h = h100();
+    sm_seq mix[101];
+    mix[0] = (sm_seq){1584, 6000};
+    for (int i = 1; i < 101; i++) mix[i] = (sm_seq){1, 8000};
+    int64_t t = sm_step_time_us(m, h, 2, mix, 101);
+    assert_in_range(t, 126464 - 2, 126464 + 2);
+    /* The running-sum form prices the same batch identically. */
+    sm_batch b = {0};
+    for (int i = 0; i < 101; i++) sm_batch_add(&b, mix[i].new_tokens, mix[i].context);
+    assert_int_equal(sm_batch_time_us(m, h, 2, &b), t);
+}
+
 static void test_monotonic(void **state)
 {
     (void)state;
@@ -169,6 +199,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_profiles),
         cmocka_unit_test(test_spec_estimates),
+        cmocka_unit_test(test_mixed_step_by_hand),
         cmocka_unit_test(test_monotonic),
         cmocka_unit_test(test_kv_capacity),
         cmocka_unit_test(test_defaults),
