@@ -21,6 +21,8 @@
  * losing the last tier (remove, clear, eviction) drops the slot's mappings to rk. So
  * the engine-key table is bounded by the holder entries and never dangles, and a
  * request key that is evicted and re-stored never resurrects a stale mapping.
+ * Invariant: a record on the free list holds no bits (a block is deleted only once
+ * empty; eviction clears it), so new records need no clearing and scans need no marker.
  *
  * Concurrency: one rwlock, writer-preferring so a steady stream of lookups cannot
  * starve event ingestion. Lookups take it shared and mutate nothing but an atomic
