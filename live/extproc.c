@@ -100,7 +100,7 @@ struct stream {
     size_t body_len, body_cap;
     size_t request_bytes;
     oai_request oreq;
-    void *incoming_model;             /* json_t kept alive when the model is rewritten */
+    void *rewritten;                  /* json_t of a body whose model was rewritten */
     uint32_t *tok;                    /* ids from /tokenize (owned) */
     size_t n_tok;
     sched_kv *skv;
@@ -610,24 +610,29 @@ static bool tokenize(stream *st, const char *model)
 }
 
 /* x-gateway-model-name-rewrite: GIE sends the body upstream with `model` replaced, so
- * the body is re-serialised (and Content-Length follows). The incoming name stays alive
- * for logs and hooks. Returns the model to route for, or NULL when out of memory. */
+ * the body is re-serialised (and Content-Length follows). This rare path alone builds a
+ * JSON tree (kept for the new name's lifetime); the parsed request keeps the incoming
+ * name for logs and hooks. Returns the model to route for, or NULL when out of memory. */
 static const char *rewrite_model(stream *st)
 {
     const char *to = sched_header(&(sched_request){.headers = st->skv, .n_headers = st->n_hdrs},
                                   "x-gateway-model-name-rewrite");
-    json_t *root = st->oreq.root;
     if (!to || !*to || !strcmp(to, st->oreq.model))
         return st->oreq.model;
-    st->incoming_model = json_incref(json_object_get(root, "model"));
-    if (json_object_set_new(root, "model", json_string(to)))
+    json_t *root = json_loadb(st->body, st->body_len, 0, NULL); /* valid JSON: NULL is ENOMEM (or past jansson's depth limit) */
+    if (!root || json_object_set_new(root, "model", json_string(to))) {
+        json_decref(root);
         return NULL;
+    }
+    st->rewritten = root;
     char *body = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!body)
         return NULL;
     free(st->body);
     st->body = body;
     st->body_len = st->body_cap = strlen(body);
+    st->oreq.messages = NULL; /* pointed into the old body */
+    st->oreq.messages_raw_len = 0;
     return json_string_value(json_object_get(root, "model"));
 }
 
@@ -973,7 +978,7 @@ static void stream_free(stream *st)
         free(st->subset[i]);
     free(st->subset);
     free(st->body);
-    json_decref(st->incoming_model);
+    json_decref(st->rewritten);
     oai_request_free(&st->oreq);
     free(st->tok);
     free(st->target);

@@ -1,6 +1,7 @@
 /* openai_body: the parts of OpenAI-style request and response bodies the EPP reads.
  *
- * Requests (/v1/completions, /v1/chat/completions) are parsed with jansson: `model` is
+ * Requests (/v1/completions, /v1/chat/completions) are parsed in one streaming pass
+ * (yajl), token ids straight into an array, no tree: `model` is
  * required; `prompt` makes it a completions request and may be text, token ids, a list
  * of texts or a list of token-id lists (a batch: only the first element is routed on,
  * since one request goes to one endpoint and the first prompt's prefix is as good a key
@@ -11,8 +12,9 @@
  * text/event-stream body fed chunk by chunk (lines may be split across chunks; `[DONE]`
  * ends the stream; the last usage object seen wins).
  *
- * Ownership: an oai_request owns its JSON tree; every pointer in it is valid until
- * oai_request_free. Not thread-safe per object; distinct objects are independent. */
+ * Ownership: an oai_request owns copies of its strings and ids, valid until
+ * oai_request_free; only `messages` points into the parsed body. Not thread-safe per
+ * object; distinct objects are independent. */
 #ifndef KVROUTE_OPENAI_BODY_H
 #define KVROUTE_OPENAI_BODY_H
 
@@ -23,17 +25,20 @@
 #include "kverr.h"
 
 typedef struct oai_request {
-    void *root;               /* json_t *, owned */
     const char *model;        /* required */
     bool chat;                /* messages rather than prompt */
-    const char *prompt;       /* completions text prompt; NULL for token ids or chat */
+    const char *prompt;       /* completions text prompt (first of a batch); NULL for
+                                 token ids or chat */
     size_t prompt_len;
     uint32_t *tokens;         /* completions token-id prompt (owned); NULL otherwise */
     size_t n_tokens;
     char *messages_json;      /* chat: compact JSON of `messages` (owned), the text the
-                                 approximate scorer hashes (GIE marshals messages) */
+                                 approximate scorer hashes and /tokenize gets (GIE
+                                 marshals messages) */
     size_t messages_len;
-    const void *messages;     /* chat: the json_t array, for /tokenize */
+    const char *messages;     /* chat: the `messages` array as it is in the body (not
+                                 owned: valid while the parsed body is) */
+    size_t messages_raw_len;
     uint32_t max_tokens;      /* 0 when absent */
     bool stream;
     const char *cache_salt;   /* NULL when absent */

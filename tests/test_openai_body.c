@@ -54,6 +54,8 @@ static void test_token_prompts(void **st)
     oai_request_free(&r);
 }
 
+static void expect_err(const char *body, int code, const char *needle);
+
 static void test_chat(void **st)
 {
     oai_request r;
@@ -62,9 +64,82 @@ static void test_chat(void **st)
                      KV_OK);
     assert_true(r.chat);
     assert_non_null(r.messages);
+    assert_int_equal(r.messages_raw_len, strlen("[ {\"role\": \"user\", \"content\": \"hi\"} ]"));
+    assert_memory_equal(r.messages, "[ {\"role\": \"user\", \"content\": \"hi\"} ]", r.messages_raw_len);
     assert_string_equal(r.messages_json, "[{\"role\":\"user\",\"content\":\"hi\"}]");
     assert_int_equal(r.messages_len, strlen(r.messages_json));
     oai_request_free(&r);
+
+    /* nesting, numbers, escapes and non-ASCII come out compact and as jansson wrote them */
+    const char *b = "{\"messages\": [{\"role\":\"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\\\"b\\n\u00e9\"}],"
+                    " \"n\": [1, -2, true, false, null, {}]}], \"model\": \"m\", \"prompt\": null}";
+    assert_int_equal(parse(b, &r, &e), KV_OK);
+    assert_true(r.chat);
+    assert_string_equal(r.messages_json, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\\\"b\\n\u00e9\"}],"
+                                         "\"n\":[1,-2,true,false,null,{}]}]");
+    oai_request_free(&r);
+
+    /* a prompt wins over messages, whatever the messages are */
+    assert_int_equal(parse("{\"messages\":7,\"model\":\"m\",\"prompt\":[3]}", &r, &e), KV_OK);
+    assert_false(r.chat);
+    assert_null(r.messages);
+    assert_int_equal(r.n_tokens, 1);
+    oai_request_free(&r);
+}
+
+/* Fields anywhere in the object, nested look-alikes ignored, repeated keys: last wins. */
+static void test_field_order_and_repeats(void **st)
+{
+    oai_request r;
+    kv_err e = {0};
+    assert_int_equal(parse("{\"x\":{\"model\":\"no\",\"prompt\":[9]},\"stream\":true,\"prompt\":[[1]],"
+                           "\"max_tokens\":\"5\",\"max_completion_tokens\":4,\"cache_salt\":\"a\","
+                           "\"prompt\":[7,8],\"model\":\"m1\",\"model\":\"m2\",\"stream\":1,\"cache_salt\":\"b\"}",
+                           &r, &e),
+                     KV_OK);
+    assert_string_equal(r.model, "m2");
+    assert_int_equal(r.n_tokens, 2);
+    assert_int_equal(r.tokens[0], 7);
+    assert_int_equal(r.tokens[1], 8);
+    assert_false(r.stream);
+    assert_int_equal(r.max_tokens, 4); /* max_tokens is not an integer: max_completion_tokens */
+    assert_string_equal(r.cache_salt, "b");
+    oai_request_free(&r);
+    /* a bad prompt replaced by a good one is fine; the reverse is not */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[-1],\"prompt\":\"ok\"}", &r, &e), KV_OK);
+    assert_memory_equal(r.prompt, "ok", 2);
+    oai_request_free(&r);
+    expect_err("{\"model\":\"m\",\"prompt\":\"ok\",\"prompt\":[1,{}]}", KV_EINVAL, "field 'prompt[1]'");
+    /* JSON errors win over field errors, and say where they are */
+    expect_err("{\"prompt\":[-1],\n\"model\":3,\n  x}", KV_EPARSE, "invalid JSON at line 3 column 3");
+    expect_err("{\"model\":\"m\",\"prompt\":[1]} {}", KV_EPARSE, "invalid JSON");
+    expect_err("{\"model\":\"m\",\"prompt\":\"\xff\"}", KV_EPARSE, "invalid JSON");
+    expect_err("{\"model\":\"m\",\"prompt\":[1, 99999999999999999999]}", KV_EPARSE, "invalid JSON");
+    expect_err("3", KV_EINVAL, "expected a JSON object");
+}
+
+/* Token-id lists of every size and spacing against the ids they were printed from. */
+static void test_token_lists_reference(void **st)
+{
+    static char body[1 << 20];
+    static uint32_t ids[60000];
+    uint64_t x = 42;
+    for (int round = 0; round < 40; round++) {
+        size_t n = round < 3 ? (size_t)round + 1 : 1 + (size_t)(x >> 33) % 60000;
+        int len = snprintf(body, sizeof body, "{ \"model\" : \"m\" ,\"prompt\":%s[", round % 2 ? "[" : "");
+        for (size_t i = 0; i < n; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (uint32_t)(x >> (32 + (i % 3) * 8)); /* 32, 24 and 16-bit magnitudes */
+            len += snprintf(body + len, sizeof body - len, "%s%u", i ? (i % 5 ? "," : " ,\n ") : "", ids[i]);
+        }
+        len += snprintf(body + len, sizeof body - len, "]%s}", round % 2 ? ",[1]]" : "");
+        oai_request r;
+        kv_err e = {0};
+        assert_int_equal(oai_request_parse(body, (size_t)len, &r, &e), KV_OK);
+        assert_int_equal(r.n_tokens, n);
+        assert_memory_equal(r.tokens, ids, n * sizeof ids[0]);
+        oai_request_free(&r);
+    }
 }
 
 static void expect_err(const char *body, int code, const char *needle)
@@ -74,7 +149,10 @@ static void expect_err(const char *body, int code, const char *needle)
     assert_int_equal(parse(body, &r, &e), code);
     if (!strstr(e.msg, needle))
         fail_msg("error '%s' lacks '%s'", e.msg, needle);
-    assert_null(r.root);
+    assert_null(r.model);
+    assert_null(r.tokens);
+    assert_null(r.prompt);
+    assert_null(r.messages_json);
     oai_request_free(&r);
 }
 
@@ -182,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_chat),          cmocka_unit_test(test_errors),
         cmocka_unit_test(test_errors_nested), cmocka_unit_test(test_usage_unstreamed),
         cmocka_unit_test(test_sse_splits),    cmocka_unit_test(test_sse_without_done),
+        cmocka_unit_test(test_field_order_and_repeats), cmocka_unit_test(test_token_lists_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
