@@ -335,14 +335,16 @@ out:
         fail("%s", err.msg);
     health_stop(hs);
     extproc_stop(xs);
+    /* after the ext-proc hooks that observe into it, before the sources a scrape reads
+     * (ingest, index, endpoints): a scrape during shutdown must not see them freed */
+    if (d.pm)
+        promexp_stop(d.pm);
     if (scr)
         scrape_stop(scr);
     if (d.k8s)
         k8s_stop(d.k8s);
     if (ing)
         ingest_stop(ing);
-    if (d.pm)
-        promexp_stop(d.pm);
     decisionlog_close(d.dl);
     tls_pem_free(&pem);
     if (s)
