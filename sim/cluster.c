@@ -259,7 +259,7 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         if (rec->n_token_times < rec->output_tokens + 1u)
             ((sim_time *)rec->token_times)[rec->n_token_times++] = done;
         rec->t_end = done;
-        rec->output_tokens = r->n_generated;
+        rec->output_tokens = wl_counted_output(c->w, rec->id, r->n_generated);   /* the client's count */
         rec->cached_tokens = r->n_cached;
         rec->preemptions = r->preemptions;
         c->st.preemptions += r->preemptions;

@@ -25,6 +25,7 @@ enum {
     RNG_STREAM_LENGTHS = 4,     /* input/output length distributions */
     RNG_STREAM_DRIFT = 5,       /* re-tokenisation length drift */
     RNG_STREAM_TRACE = 6,       /* trace replay synthetic tokens */
+    RNG_STREAM_COUNTED = 7,     /* output_retokenize: counted output tokens, per request */
 };
 
 void rng_seed(rng *r, uint64_t seed, uint64_t stream);

@@ -197,6 +197,12 @@ static int wl_parse_data(const yt_doc *d, const yt_node *data, const char *base_
             snprintf(s->trace_path, need, "%s", file);
         else
             snprintf(s->trace_path, need, "%s/%s", base_dir, file);
+        /* A missing trace is a fault of the scenario: say where it names the file. */
+        FILE *f = fopen(s->trace_path, "r");
+        if (!f)
+            return yt_error(d, fn, err, KV_EINVAL, "field 'workload.data.trace.file': cannot open '%s': %s",
+                            s->trace_path, strerror(errno));
+        fclose(f);
     } else {
         return yt_error(d, type, err, KV_EINVAL, "field 'workload.data.type': '%s' is not supported "
                         "(shared_prefix, random or trace)", t);
@@ -305,6 +311,58 @@ static int wl_parse_load(const yt_doc *d, const yt_node *load, wl_note_fn note, 
     return wl_check_keys(d, load, "workload.load", err);
 }
 
+/* The guide's output_length percentiles over 1000 generated tokens (spec
+ * inference-perf.md "Where the guide's numbers come from"), as counted/generated. */
+static const double wl_guide_counted[][2] = {
+    {0.00, 0.004}, {0.01, 0.033}, {0.05, 0.1927}, {0.10, 0.9449}, {0.25, 0.992},
+    {0.50, 0.998}, {0.75, 1.000}, {0.99, 1.000},  {1.00, 1.999},
+};
+
+static int wl_parse_counted(const yt_doc *d, const yt_node *n, wl_spec *s, kv_err *err)
+{
+    const char *F = "workload.output_retokenize";
+    if (n->kind == YT_SCALAR) {
+        if (strcmp(n->str, "guide") != 0)
+            return yt_error(d, n, err, KV_EINVAL, "field '%s': '%s' is not a built-in table (guide), "
+                            "or give {points: [[quantile, ratio], ...]}", F, n->str);
+        s->n_counted = sizeof wl_guide_counted / sizeof *wl_guide_counted;
+        for (uint32_t i = 0; i < s->n_counted; i++) {
+            s->counted[i].q = wl_guide_counted[i][0];
+            s->counted[i].ratio = wl_guide_counted[i][1];
+        }
+        return KV_OK;
+    }
+    int rc = wl_expect_map(d, n, F, err);
+    const yt_node *pts = rc ? NULL : yt_get(n, "points");
+    if (!rc && (!pts || pts->kind != YT_SEQ || pts->n < 2 || pts->n > WL_COUNTED_MAX))
+        return yt_error(d, pts ? pts : n, err, KV_EINVAL, "field '%s.points': expected a list of 2 to %d "
+                        "[quantile, ratio] pairs", F, WL_COUNTED_MAX);
+    for (size_t i = 0; !rc && i < pts->n; i++) {
+        const yt_node *p = pts->items[i];
+        char what[96];
+        snprintf(what, sizeof what, "%s.points[%zu]", F, i);
+        if (p->kind != YT_SEQ || p->n != 2)
+            return yt_error(d, p, err, KV_EINVAL, "field '%s': expected [quantile, ratio]", what);
+        double q, r;
+        if ((rc = yt_double(d, p->items[0], what, &q, err)) || (rc = yt_double(d, p->items[1], what, &r, err)))
+            return rc;
+        double q_lo = i ? s->counted[i - 1].q : 0.0, r_lo = i ? s->counted[i - 1].ratio : 0.0;
+        bool q_ok = i == 0 ? q == 0.0 : i + 1 == pts->n ? q == 1.0 : q > q_lo && q < 1.0;
+        if (!q_ok)
+            return yt_error(d, p->items[0], err, KV_ERANGE, "field '%s': quantile %g out of order (the first "
+                            "is 0, the last 1, increasing between)", what, q);
+        if (!(r >= r_lo && r <= 100.0))
+            return yt_error(d, p->items[1], err, KV_ERANGE, "field '%s': ratio %g out of order (non-decreasing, "
+                            "in [0, 100])", what, r);
+        s->counted[i].q = q;
+        s->counted[i].ratio = r;
+    }
+    if (!rc)
+        rc = wl_check_keys(d, n, F, err);
+    s->n_counted = rc ? 0 : (uint32_t)pts->n;
+    return rc;
+}
+
 int wl_parse(const yt_doc *d, const yt_node *w, const char *base_dir, wl_note_fn note, void *note_ctx,
              wl_spec *s, kv_err *err)
 {
@@ -332,6 +390,8 @@ int wl_parse(const yt_doc *d, const yt_node *w, const char *base_dir, wl_note_fn
             rc = yt_error(d, rt, err, KV_EINVAL, "field 'workload.retokenize.spread': larger than mean "
                           "(prompts would shrink)");
     }
+    if (!rc && (rt = yt_get(w, "output_retokenize")))
+        rc = wl_parse_counted(d, rt, s, err);
     if (!rc && !yt_is_null(yt_get(w, "vocab_size")))
         rc = wl_get_u32(d, w, "vocab_size", "workload", 2, UINT32_MAX, &s->vocab, err);
     /* Sections of a pasted inference-perf config that a simulation has no use for. */
@@ -827,6 +887,24 @@ void wl_free(workload *w)
     free(w->out_len);
     wl_spec_free(&w->spec);
     free(w);
+}
+
+uint32_t wl_counted_output(const workload *w, uint64_t id, uint32_t generated)
+{
+    const wl_spec *s = &w->spec;
+    if (s->n_counted < 2 || generated == 0)
+        return generated;
+    rng r;
+    rng_seed(&r, w->seed ^ rng_mix64(id), RNG_STREAM_COUNTED);
+    double u = rng_01(&r);
+    uint32_t k = 1;
+    while (k + 1 < s->n_counted && s->counted[k].q <= u)
+        k++;
+    double q0 = s->counted[k - 1].q, q1 = s->counted[k].q;
+    double r0 = s->counted[k - 1].ratio, r1 = s->counted[k].ratio;
+    double ratio = r0 + (r1 - r0) * (u - q0) / (q1 - q0);
+    double c = floor((double)generated * ratio + 0.5);
+    return c < 1.0 ? 1u : c > (double)UINT32_MAX ? UINT32_MAX : (uint32_t)c;
 }
 
 uint64_t wl_total_requests(const workload *w)

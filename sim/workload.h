@@ -23,8 +23,24 @@
  *     sum to exactly 1 s (k = 0 skips the second), until int(rate*duration) requests;
  *     constant: N exponential gaps scaled to sum to the duration; concurrent:
  *     {num_requests, concurrency_level}, a closed loop run by the cluster driver.
- * kvroute extensions beside data/load: `retokenize: {mean, spread}` (above) and
- * `vocab_size` (token ids are drawn in [0, vocab_size); default Qwen3's 151643).
+ * kvroute extensions beside data/load: `retokenize: {mean, spread}` (above),
+ * `vocab_size` (token ids are drawn in [0, vocab_size); default Qwen3's 151643) and
+ * `output_retokenize` (below).
+ *
+ * output_retokenize: inference-perf counts a response's output_tokens by re-tokenising
+ * the streamed text on the client, so the guide reports a mean output_length of 936.8
+ * for 1000 generated tokens (spec inference-perf.md "Where the guide's numbers come
+ * from"). With this extension the server still generates exactly output_len tokens
+ * (streamed events, ITL and TPOT unchanged); only the *counted* output_tokens of each
+ * finished request (records, output tok/s, NTPOT, output_len statistics) is
+ * generated x ratio, ratio drawn from an empirical inverse CDF given as points
+ * (quantile, ratio), linear between points, quantiles from 0 to 1 increasing, ratios
+ * non-decreasing. `output_retokenize: guide` is the built-in table from the guide's
+ * published percentiles of output_length / 1000 (min 4, p1 33, p5 192.7, p10 944.9,
+ * p25 992, p50 998, p75..p99 1000, max 1999); or give
+ * `output_retokenize: {points: [[0, 0.9], [1, 1.0]]}`. The draw for request id uses
+ * its own seeded stream (RNG_STREAM_COUNTED, keyed by the global request id), so every
+ * router of a scenario sees the same count for the same request.
  * Arrival offsets are relative to the stage's start_time (which already includes
  * inference-perf's 1 s head start), in integer microseconds.
  * Ownership: a workload owns every array; requests with owned tokens are released with
@@ -53,6 +69,8 @@ typedef struct wl_dist {
     int64_t total_count;
 } wl_dist;
 
+#define WL_COUNTED_MAX 32          /* points of an output_retokenize table */
+
 typedef struct wl_stage_spec {
     double rate, duration;          /* constant / poisson */
     uint32_t num_requests;          /* concurrent */
@@ -74,6 +92,10 @@ typedef struct wl_spec {
     size_t n_stages;
     double drift_mean, drift_spread;/* retokenize: fraction added, +- half-width */
     uint32_t vocab;                 /* token ids drawn in [0, vocab) (Qwen3: 151643) */
+    struct {
+        double q, ratio;            /* quantile in [0,1], counted/generated there */
+    } counted[WL_COUNTED_MAX];      /* output_retokenize; n_counted = 0: off */
+    uint32_t n_counted;
 } wl_spec;
 
 /* A note about accepted-but-ignored input ("api section ignored"), for the console. */
@@ -142,6 +164,11 @@ bool wl_multi_turn(const workload *w);
 
 /* The output length of the i-th request of a stage, without building its prompt. */
 uint32_t wl_output_len(const workload *w, size_t stage, uint64_t i);
+
+/* The output_tokens a client counts for global request id that generated `generated`
+ * tokens (output_retokenize; `generated` itself when off). At least 1 when generated
+ * is. Pure: the same workload, id and count give the same answer in every run. */
+uint32_t wl_counted_output(const workload *w, uint64_t id, uint32_t generated);
 
 /* Total requests over all stages. */
 uint64_t wl_total_requests(const workload *w);

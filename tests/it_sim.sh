@@ -33,6 +33,9 @@ cmp -s "$tmp/a/k8s-service/stage_1_lifecycle_metrics.json" "$tmp/c/k8s-service/s
 "$SIM" tests/data/scenarios/bad-unknown-key.yaml --out "$tmp/x" >/dev/null 2>"$tmp/x.err"
 [ $? -eq 2 ] || fail "bad scenario: exit status is not 2"
 grep -q "bad-unknown-key.yaml:2:24: field 'cluster.gpus': unknown key" "$tmp/x.err" || fail "bad scenario message: $(cat "$tmp/x.err")"
+"$SIM" tests/data/scenarios/bad-trace-missing.yaml --out "$tmp/x" >/dev/null 2>"$tmp/x.err"
+[ $? -eq 2 ] || fail "missing trace: exit status is not 2"
+grep -q "bad-trace-missing.yaml:7:37: field 'workload.data.trace.file': cannot open" "$tmp/x.err" || fail "missing trace message: $(cat "$tmp/x.err")"
 "$SIM" >/dev/null 2>&1
 [ $? -eq 2 ] || fail "no arguments: exit status is not 2"
 "$SIM" scenarios/small-random.yaml --seed abc >/dev/null 2>&1

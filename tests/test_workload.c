@@ -2,7 +2,8 @@
  * inference-perf.md §1-2): request counts int(rate*duration), Poisson windows whose
  * last arrival lands on the window's end, constant gaps summing to the duration,
  * every stage restarting at prompt 0, the shuffle being a permutation, shared prefixes,
- * length distributions, re-tokenisation drift, trace files, and parse errors. */
+ * length distributions, re-tokenisation drift, trace files, and parse errors; the
+ * counted output tokens of output_retokenize follow their inverse CDF. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <math.h>
 
 #include "workload.h"
 
@@ -296,6 +298,98 @@ static void test_trace_csv_and_jsonl(void **state)
     unlink(jl);
 }
 
+/* A trace that does not exist is the scenario's fault: an error at the field naming it. */
+static void test_trace_missing(void **state)
+{
+    (void)state;
+    wl_spec s;
+    kv_err e = {0};
+    const char *yaml = "workload:\n  data: {type: trace, trace: {file: kvroute-no-such-trace.csv}}\n"
+                       "  load: {type: trace_replay}\n";
+    assert_int_equal(parse(yaml, &s, &e), KV_EINVAL);
+    assert_string_equal(e.msg, "t.yaml:2:37: field 'workload.data.trace.file': cannot open "
+                               "'/tmp/kvroute-no-such-trace.csv': No such file or directory");
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* output_retokenize: guide. The guide's published points (quantile, tokens of 1000)
+ * are checked against the empirical CDF of 40,000 draws: at each point's value the
+ * fraction of draws below and at it brackets the quantile (tolerance 0.01, about 5
+ * standard errors); the mean matches the table's piecewise-linear mean (trapezoids,
+ * computed here from the published numbers); counts are a pure function of (seed, id). */
+static void test_output_retokenize_guide(void **state)
+{
+    (void)state;
+    static const double pts[][2] = {{0, 4}, {0.01, 33}, {0.05, 192.7}, {0.10, 944.9}, {0.25, 992},
+                                    {0.50, 998}, {0.75, 1000}, {0.99, 1000}, {1, 1999}};
+    const size_t np = sizeof pts / sizeof *pts;
+    workload *w = build("workload:\n  data: {type: shared_prefix, shared_prefix: {num_groups: 2, "
+                        "num_prompts_per_group: 2, system_prompt_len: 8, question_len: 4, output_len: 1000}}\n"
+                        "  load: {stages: [{rate: 1, duration: 4}]}\n  output_retokenize: guide\n", 3);
+    enum { N = 40000 };
+    uint32_t *c = malloc(N * sizeof *c);
+    double sum = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        c[i] = wl_counted_output(w, i, 1000);
+        assert_int_equal(wl_counted_output(w, i, 1000), c[i]);     /* pure */
+        sum += c[i];
+    }
+    qsort(c, N, sizeof *c, cmp_u32);
+    assert_true(c[0] >= 4 && c[N - 1] <= 1999);
+    for (size_t k = 1; k + 1 < np; k++) {
+        uint32_t v = (uint32_t)lround(pts[k][1]);
+        size_t below = 0, at = 0;
+        for (uint32_t i = 0; i < N; i++) below += c[i] < v, at += c[i] <= v;
+        assert_true((double)below / N - 0.01 <= pts[k][0]);
+        assert_true((double)at / N + 0.01 >= pts[k][0]);
+    }
+    double mean = 0;
+    for (size_t k = 1; k < np; k++) mean += (pts[k][0] - pts[k - 1][0]) * (pts[k][1] + pts[k - 1][1]) / 2;
+    assert_true(fabs(sum / N - mean) < 0.01 * mean);
+    assert_true(fabs(sum / N - 936.8) < 0.02 * 936.8);             /* the guide's mean output_length */
+    /* the count scales with the generated length; none, zero and another seed */
+    assert_int_equal(wl_counted_output(w, 7, 0), 0);
+    uint32_t half = wl_counted_output(w, 7, 500), full = wl_counted_output(w, 7, 1000);
+    assert_true(abs((int)(2 * half) - (int)full) <= 1);
+    workload *w2 = build("workload:\n  data: {type: shared_prefix, shared_prefix: {num_groups: 2, "
+                         "num_prompts_per_group: 2, system_prompt_len: 8, question_len: 4, output_len: 1000}}\n"
+                         "  load: {stages: [{rate: 1, duration: 4}]}\n", 3);
+    size_t differ = 0;
+    for (uint32_t i = 0; i < 100; i++) {
+        assert_int_equal(wl_counted_output(w2, i, 1000), 1000);       /* off */
+        differ += wl_counted_output(w, i, 1000) != wl_counted_output(w, i + 100, 1000);
+    }
+    assert_true(differ > 50);
+    wl_free(w2);
+    free(c);
+    wl_free(w);
+}
+
+/* A custom table: two points give a uniform ratio in [0.5, 1.0). */
+static void test_output_retokenize_points(void **state)
+{
+    (void)state;
+    workload *w = build("workload:\n  data: {type: shared_prefix, shared_prefix: {num_groups: 1, "
+                        "num_prompts_per_group: 1, system_prompt_len: 8, question_len: 4, output_len: 100}}\n"
+                        "  load: {stages: [{rate: 1, duration: 4}]}\n"
+                        "  output_retokenize: {points: [[0, 0.5], [1, 1.0]]}\n", 9);
+    uint32_t lo = 1000, hi = 0, n_low = 0;
+    for (uint32_t i = 0; i < 10000; i++) {
+        uint32_t v = wl_counted_output(w, i, 100);
+        lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+        n_low += v < 75;
+    }
+    assert_int_equal(lo, 50);
+    assert_int_equal(hi, 100);
+    assert_true(n_low > 4700 && n_low < 5300);   /* about half below the midpoint */
+    wl_free(w);
+}
+
 static void expect_error(const char *yaml, const char *msg)
 {
     wl_spec s;
@@ -327,6 +421,22 @@ static void test_parse_errors(void **state)
                  "t.yaml:2:44: field 'workload.data.input_distribution': min 10 is greater than max 5");
     expect_error("workload:\n  data: {type: shared_prefix}\n  load: {type: concurrent, stages: [{rate: 1, duration: 1}]}\n",
                  "t.yaml:3:37: field 'workload.load.stages[0].num_requests': required for load type concurrent");
+    const char *ld = "workload:\n  data: {type: shared_prefix}\n  load: {stages: [{rate: 1, duration: 1}]}\n";
+    char y[512];
+    snprintf(y, sizeof y, "%s  output_retokenize: median\n", ld);
+    expect_error(y, "t.yaml:4:22: field 'workload.output_retokenize': 'median' is not a built-in table (guide), "
+                    "or give {points: [[quantile, ratio], ...]}");
+    snprintf(y, sizeof y, "%s  output_retokenize: {points: [[0, 1]]}\n", ld);
+    expect_error(y, "t.yaml:4:31: field 'workload.output_retokenize.points': expected a list of 2 to 32 "
+                    "[quantile, ratio] pairs");
+    snprintf(y, sizeof y, "%s  output_retokenize: {points: [[0, 1], [0.5, 0.9], [1, 2]]}\n", ld);
+    expect_error(y, "t.yaml:4:46: field 'workload.output_retokenize.points[1]': ratio 0.9 out of order "
+                    "(non-decreasing, in [0, 100])");
+    snprintf(y, sizeof y, "%s  output_retokenize: {points: [[0.1, 1], [1, 2]]}\n", ld);
+    expect_error(y, "t.yaml:4:33: field 'workload.output_retokenize.points[0]': quantile 0.1 out of order "
+                    "(the first is 0, the last 1, increasing between)");
+    snprintf(y, sizeof y, "%s  output_retokenize: {points: [[0, 1], [1, 2]], scale: 2}\n", ld);
+    expect_error(y, "t.yaml:4:49: field 'workload.output_retokenize.scale': unknown key");
 }
 
 /* A pasted inference-perf config: the sections a simulation does not need are noted. */
@@ -368,6 +478,9 @@ int main(void)
         cmocka_unit_test(test_retokenize_drift),
         cmocka_unit_test(test_random_data),
         cmocka_unit_test(test_trace_csv_and_jsonl),
+        cmocka_unit_test(test_trace_missing),
+        cmocka_unit_test(test_output_retokenize_guide),
+        cmocka_unit_test(test_output_retokenize_points),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_pasted_sections_noted),
     };
