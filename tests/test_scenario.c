@@ -40,6 +40,8 @@ static void test_rate60(void **state)
     assert_int_equal(s->workload.load, WL_LOAD_POISSON);
     assert_int_equal(s->workload.n_stages, 2);
     assert_int_equal(s->workload.stages[1].num_requests, 1500);
+    assert_int_equal(s->workload.n_counted, 9);          /* output_retokenize: guide */
+    assert_true(s->workload.counted[2].ratio == 0.1927);
     assert_int_equal(s->outputs.report_stage, 1);
     assert_int_equal(s->outputs.decisions, SCN_DECISIONS_SAMPLE);
     assert_int_equal(s->outputs.decisions_every, 50);
@@ -55,6 +57,7 @@ static void test_ladder_notes(void **state)
     assert_non_null(s);
     assert_int_equal(s->workload.n_stages, 17);
     assert_int_equal(s->n_notes, 5);    /* api, server, tokenizer, report, storage */
+    assert_int_equal(s->workload.n_counted, 9);          /* output_retokenize: guide */
     assert_non_null(strstr(s->notes[0], "workload.api: accepted and ignored"));
     scn_free(s);
 }
