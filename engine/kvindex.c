@@ -904,6 +904,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         } else {
             const uint64_t *side = side_of(ix, b);
             for (uint32_t w = 0; w < W; w++) {
+                if (j && !alive[w]) continue;   /* nobody left in this word */
                 uint64_t tiers[KVTIER_COUNT] = {g[w], side[w], side[W + w]};
                 uint64_t held = tiers[0] | tiers[1] | tiers[2];
                 uint64_t prev = j ? alive[w] : held, now = prev & held;
