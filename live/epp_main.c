@@ -232,6 +232,7 @@ int main(int argc, char **argv)
     int rc = parse_flags(argc, argv, &o);
     if (rc)
         return rc;
+    extproc_keep_heap();
     log_setup(o.verbosity, NULL, NULL);
     kv_err err = {0};
     epp_daemon d = {0};

@@ -14,6 +14,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1240,6 +1241,12 @@ extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
     for (int i = 0; i < s->n_threads; i++)
         pthread_create(&s->threads[i], NULL, worker, s);
     return s;
+}
+
+void extproc_keep_heap(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 16 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
 int extproc_port(const extproc_server *s) { return s->port; }
