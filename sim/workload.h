@@ -37,7 +37,8 @@
  * (quantile, ratio), linear between points, quantiles from 0 to 1 increasing, ratios
  * non-decreasing. `output_retokenize: guide` is the built-in table from the guide's
  * published percentiles of output_length / 1000 (min 4, p1 33, p5 192.7, p10 944.9,
- * p25 992, p50 998, p75..p99 1000, max 1999); or give
+ * p25 992, p50 998, p75..p99 1000, max 1999; linear between them its mean is 931.9, the
+ * guide's 936.8: the published points do not say how the mass lies between them); or give
  * `output_retokenize: {points: [[0, 0.9], [1, 1.0]]}`. The draw for request id uses
  * its own seeded stream (RNG_STREAM_COUNTED, keyed by the global request id), so every
  * router of a scenario sees the same count for the same request.
