@@ -31,10 +31,13 @@ enum model_st { M_ABSENT, M_BAD, M_OK };
 enum prompt_st { P_ABSENT, P_TEXT, P_LIST, P_IDS, P_TEXTS, P_NESTED, P_BAD };
 enum kind { K_NULL, K_BOOL, K_INT, K_DOUBLE, K_STRING, K_CONTAINER };
 
-typedef struct rparse {
+struct oai_request_parser {
     oai_request *out;
     yajl_handle h;
-    const char *body;
+    size_t base;                /* body bytes fed before the current piece */
+    yajl_status st;             /* not ok: stopped at byte err_off */
+    size_t err_off;
+    size_t msg_start, msg_end;  /* the messages list in the body */
     int depth;                  /* containers open; -1 after a scalar document */
     bool object;                /* the top level is an object */
     enum field field;           /* key of the top-level value being read */
@@ -50,7 +53,8 @@ typedef struct rparse {
     bool mt_int, mct_int;       /* max_tokens, max_completion_tokens are integers */
     long long mt, mct;
     bool oom;
-} rparse;
+};
+typedef struct oai_request_parser rparse;
 
 static char *copy_str(const unsigned char *s, size_t n)
 {
@@ -260,7 +264,7 @@ static int open_container(rparse *p, bool map)
         else if (!(p->gen = yajl_gen_alloc(NULL)))
             return p->oom = true, 0;
         p->gen_failed = false;
-        p->out->messages = p->body + yajl_get_bytes_consumed(p->h) - 1;
+        p->msg_start = p->base + yajl_get_bytes_consumed(p->h) - 1;
     } else if (p->depth == 1) {
         if (!top_value(p, K_CONTAINER, 0, 0, NULL, 0))
             return p->oom = true, 0;
@@ -284,7 +288,7 @@ static int close_container(rparse *p, bool map)
         if (!p->gen_failed)
             gen_check(p, map ? yajl_gen_map_close(p->gen) : yajl_gen_array_close(p->gen));
         if (p->depth == 1)
-            p->out->messages_raw_len = (size_t)(p->body + yajl_get_bytes_consumed(p->h) - p->out->messages);
+            p->msg_end = p->base + yajl_get_bytes_consumed(p->h);
     }
     if (p->field == F_PROMPT) {
         if (p->depth == 1 && p->prompt == P_LIST)
@@ -328,18 +332,18 @@ static const yajl_callbacks CALLBACKS = {cb_null,      cb_bool, cb_int,     cb_d
                                          cb_start_map, cb_key,  cb_end_map, cb_start_array, cb_end_array};
 
 /* KV_EPARSE naming line, column and byte of the error, as jansson's messages did. */
-static int json_error(rparse *p, size_t off, size_t len, kv_err *err)
+static int json_error(rparse *p, const char *body, size_t off, size_t len, kv_err *err)
 {
     if (off > len)
         off = len;
     int line = 1, col = 0; /* jansson's convention: column = bytes read on the line */
     for (size_t i = 0; i < off; i++) {
-        if (p->body[i] == '\n')
+        if (body[i] == '\n')
             line++, col = 0;
         else
             col++;
     }
-    unsigned char *msg = yajl_get_error(p->h, 0, (const unsigned char *)p->body, len);
+    unsigned char *msg = yajl_get_error(p->h, 0, (const unsigned char *)body, len);
     size_t n = msg ? strcspn((const char *)msg, "\n") : 0;
     int rc = kv_err_set(err, KV_EPARSE, "request body: invalid JSON at line %d column %d (byte %zu): %.*s", line, col,
                         off, (int)n, msg ? (const char *)msg : "");
@@ -349,7 +353,7 @@ static int json_error(rparse *p, size_t off, size_t len, kv_err *err)
 }
 
 /* The field checks, in the order a reader of the whole object would make them. */
-static int finish(rparse *p, kv_err *err)
+static int finish(rparse *p, const char *body, size_t len, kv_err *err)
 {
     oai_request *o = p->out;
     if (!p->object)
@@ -374,8 +378,8 @@ static int finish(rparse *p, kv_err *err)
             return kv_err_set(err, KV_ENOMEM, "request body: field 'messages': cannot serialise");
         o->messages_len = n;
         o->chat = true;
-    } else {
-        o->messages = NULL, o->messages_raw_len = 0;
+        if (p->msg_start < p->msg_end && p->msg_end <= len)
+            o->messages = body + p->msg_start, o->messages_raw_len = p->msg_end - p->msg_start;
     }
     long long mt = p->mt_int ? p->mt : p->mct_int ? p->mct : 0;
     if (mt > 0)
@@ -383,27 +387,64 @@ static int finish(rparse *p, kv_err *err)
     return KV_OK;
 }
 
-int oai_request_parse(const char *body, size_t len, oai_request *out, kv_err *err)
+oai_request_parser *oai_request_begin(oai_request *out)
 {
     memset(out, 0, sizeof *out);
-    rparse p = {.out = out, .body = body};
-    if (!(p.h = yajl_alloc(&CALLBACKS, NULL, &p)))
-        return kv_err_set(err, KV_ENOMEM, "request body: cannot allocate a parser");
-    size_t off = len; /* where a JSON error is: the end, unless the first call stopped early */
-    yajl_status st = yajl_parse(p.h, (const unsigned char *)body, len);
-    if (st == yajl_status_ok)
-        st = yajl_complete_parse(p.h);
-    else
-        off = yajl_get_bytes_consumed(p.h);
-    int rc = p.oom                   ? kv_err_set(err, KV_ENOMEM, "request body: out of memory (%zu bytes)", len)
-             : st != yajl_status_ok ? json_error(&p, off, len, err)
-                                     : finish(&p, err);
-    if (p.gen)
-        yajl_gen_free(p.gen);
-    yajl_free(p.h);
+    rparse *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->out = out;
+    if (!(p->h = yajl_alloc(&CALLBACKS, NULL, p))) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int oai_request_feed(oai_request_parser *p, const char *piece, size_t len)
+{
+    if (p->st != yajl_status_ok || p->oom || len == 0)
+        return p->oom ? KV_ENOMEM : KV_OK;
+    p->st = yajl_parse(p->h, (const unsigned char *)piece, len);
+    if (p->st != yajl_status_ok)
+        p->err_off = p->base + yajl_get_bytes_consumed(p->h);
+    p->base += len;
+    return p->oom ? KV_ENOMEM : KV_OK;
+}
+
+void oai_request_parser_free(oai_request_parser *p)
+{
+    if (!p)
+        return;
+    if (p->gen)
+        yajl_gen_free(p->gen);
+    yajl_free(p->h);
+    free(p);
+}
+
+int oai_request_end(oai_request_parser *p, const char *body, size_t len, kv_err *err)
+{
+    oai_request *out = p->out;
+    if (p->st == yajl_status_ok && !p->oom) {
+        p->st = yajl_complete_parse(p->h);
+        p->err_off = len; /* premature end: the error is at the end */
+    }
+    int rc = p->oom                  ? kv_err_set(err, KV_ENOMEM, "request body: out of memory (%zu bytes)", len)
+             : p->st != yajl_status_ok ? json_error(p, body, p->err_off, len, err)
+                                       : finish(p, body, len, err);
+    oai_request_parser_free(p);
     if (rc != KV_OK)
         oai_request_free(out);
     return rc;
+}
+
+int oai_request_parse(const char *body, size_t len, oai_request *out, kv_err *err)
+{
+    oai_request_parser *p = oai_request_begin(out);
+    if (!p)
+        return kv_err_set(err, KV_ENOMEM, "request body: cannot allocate a parser");
+    oai_request_feed(p, body, len);
+    return oai_request_end(p, body, len, err);
 }
 
 void oai_request_free(oai_request *r)

@@ -50,6 +50,19 @@ typedef struct oai_request {
 int oai_request_parse(const char *body, size_t len, oai_request *out, kv_err *err);
 void oai_request_free(oai_request *r);
 
+/* The same parse for a body that arrives in pieces, so that most of it is done before
+ * the last piece comes: begin (NULL when out of memory), feed every piece in order (any
+ * split, even inside a token; KV_ENOMEM only, other errors wait), then end with the
+ * whole body (the pieces together), which reports and fills *out exactly as
+ * oai_request_parse would, and frees the parser. *out must stay put from begin to end
+ * and may be read only after end. A parser not ended is freed with
+ * oai_request_parser_free (then oai_request_free(out)). */
+typedef struct oai_request_parser oai_request_parser;
+oai_request_parser *oai_request_begin(oai_request *out);
+int oai_request_feed(oai_request_parser *p, const char *piece, size_t len);
+int oai_request_end(oai_request_parser *p, const char *body, size_t len, kv_err *err);
+void oai_request_parser_free(oai_request_parser *p);
+
 typedef struct oai_usage {
     bool found;
     uint64_t prompt_tokens, completion_tokens, total_tokens;

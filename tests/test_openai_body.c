@@ -118,6 +118,64 @@ static void test_field_order_and_repeats(void **st)
     expect_err("3", KV_EINVAL, "expected a JSON object");
 }
 
+/* Fed in pieces (every two-piece split, and byte by byte), a body parses exactly as it
+ * does whole: same fields, same raw messages span, same error text. */
+static void same_parse(const char *body, size_t len, size_t cut, size_t step)
+{
+    oai_request whole, part;
+    kv_err ew = {0}, ep = {0};
+    int rw = oai_request_parse(body, len, &whole, &ew);
+    oai_request_parser *p = oai_request_begin(&part);
+    assert_non_null(p);
+    for (size_t off = 0; off < len;) {
+        size_t n = off < cut ? cut - off : step;
+        n = n > len - off ? len - off : n;
+        assert_int_equal(oai_request_feed(p, body + off, n), KV_OK);
+        off += n;
+    }
+    assert_int_equal(oai_request_end(p, body, len, &ep), rw);
+    assert_string_equal(ep.msg, ew.msg);
+    if (rw == KV_OK) {
+        assert_string_equal(part.model, whole.model);
+        assert_int_equal(part.chat, whole.chat);
+        assert_int_equal(part.n_tokens, whole.n_tokens);
+        if (whole.n_tokens)
+            assert_memory_equal(part.tokens, whole.tokens, whole.n_tokens * sizeof whole.tokens[0]);
+        assert_int_equal(part.prompt_len, whole.prompt_len);
+        if (whole.prompt)
+            assert_memory_equal(part.prompt, whole.prompt, whole.prompt_len);
+        if (whole.chat) {
+            assert_string_equal(part.messages_json, whole.messages_json);
+            assert_ptr_equal(part.messages, whole.messages);
+            assert_int_equal(part.messages_raw_len, whole.messages_raw_len);
+        }
+        assert_int_equal(part.max_tokens, whole.max_tokens);
+        assert_int_equal(part.stream, whole.stream);
+    }
+    oai_request_free(&whole);
+    oai_request_free(&part);
+}
+
+static void test_pieces(void **st)
+{
+    static const char *bodies[] = {
+        "{\"model\":\"m\",\"prompt\":[123456,7,4294967295,0],\"max_tokens\":9,\"stream\":true}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"h\\u00e9llo \\\"x\\\"\"}],\"cache_salt\":\"s\"}",
+        "{\"model\":\"m\",\"prompt\":[[1,2],[3]],\"max_completion_tokens\":2}",
+        "{\"model\":\"m\",\"prompt\":\"text\\n\"}",
+        "{\"model\":\"m\",\n\"prompt\":[1,2,}",
+        "{\"model\":\"m\",\"prompt\":[1,-2]}",
+        "{\"model\":\"m\",\"prompt\":[1,2]",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        size_t len = strlen(bodies[i]);
+        for (size_t cut = 0; cut <= len; cut++)
+            same_parse(bodies[i], len, cut, len);
+        same_parse(bodies[i], len, 0, 1);
+    }
+    oai_request_parser_free(oai_request_begin(&(oai_request){0})); /* abandoned: no leak */
+}
+
 /* Token-id lists of every size and spacing against the ids they were printed from. */
 static void test_token_lists_reference(void **st)
 {
@@ -261,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_errors_nested), cmocka_unit_test(test_usage_unstreamed),
         cmocka_unit_test(test_sse_splits),    cmocka_unit_test(test_sse_without_done),
         cmocka_unit_test(test_field_order_and_repeats), cmocka_unit_test(test_token_lists_reference),
+        cmocka_unit_test(test_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
