@@ -101,6 +101,7 @@ struct stream {
     size_t body_len, body_cap;
     size_t request_bytes;
     oai_request oreq;
+    oai_request_parser *parser;       /* fed each request body piece as it arrives */
     void *rewritten;                  /* json_t of a body whose model was rewritten */
     uint32_t *tok;                    /* ids from /tokenize (owned) */
     size_t n_tok;
@@ -641,7 +642,13 @@ static void route(stream *st)
 {
     extproc_server *s = st->srv;
     kv_err e = {0};
-    int rc = oai_request_parse(st->body, st->body_len, &st->oreq, &e);
+    oai_request_parser *p = st->parser ? st->parser : oai_request_begin(&st->oreq);
+    st->parser = NULL;
+    if (!p) {
+        set_error_oom(st);
+        return;
+    }
+    int rc = oai_request_end(p, st->body, st->body_len, &e);
     if (rc != KV_OK) {
         reply_error(st, rc == KV_ENOMEM ? 500 : 400, e.msg);
         return;
@@ -826,6 +833,13 @@ static void on_request_body(stream *st, const HttpBody *b, bool eos)
         reply_error(st, 400, "request body larger than the EPP's buffer limit");
         return;
     }
+    /* parse while the rest is on its way: at end of stream only the last piece is left */
+    if (b && b->body.len &&
+        ((!st->parser && !(st->parser = oai_request_begin(&st->oreq))) ||
+         oai_request_feed(st->parser, (const char *)b->body.data, b->body.len) != KV_OK)) {
+        set_error_oom(st);
+        return;
+    }
     if (eos)
         route(st);
     else if (st->req_buffered) /* BUFFERED_PARTIAL: every message wants an answer */
@@ -980,6 +994,7 @@ static void stream_free(stream *st)
     free(st->subset);
     free(st->body);
     json_decref(st->rewritten);
+    oai_request_parser_free(st->parser);
     oai_request_free(&st->oreq);
     free(st->tok);
     free(st->target);

@@ -3,9 +3,9 @@
  * envoy.service.ext_proc.v3.ExternalProcessor/Process on gRPC core's C API: one
  * completion queue polled by a few worker threads; every HTTP request is one
  * bidirectional stream driven by a small state machine (request headers stored ->
- * body buffered to end of stream -> parsed -> token ids -> scheduled -> headers
- * response with x-gateway-destination-endpoint + the body streamed back in chunks of at
- * most 62,000 bytes -> response headers and body passed through, usage read ->
+ * body buffered, and parsed piece by piece as it arrives, to end of stream -> token
+ * ids -> scheduled -> headers response with x-gateway-destination-endpoint + the
+ * body streamed back in chunks of at most 62,000 bytes -> response headers and body passed through, usage read ->
  * sched_response_complete). Errors go back as GIE does: an ImmediateResponse whose body
  * is "inference gateway: <Code> - <msg>" (no candidate endpoint, e.g. an empty subset
  * hint: 503; any scheduler failure, filters leaving nothing included: 429 "failed to
