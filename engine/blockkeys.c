@@ -6,7 +6,8 @@
  * where extra is CBOR null for text and [{"Hash": id}, ...] for multimodal blocks, as
  * llm-d-kv-cache's Go encoder (fxamacker canonical) writes a []MMHash. The root is the
  * same record with no tokens (CBOR null) and the model name as the extra.
- * FNV is fed incrementally, so no CBOR buffer is ever built. */
+ * FNV is fed incrementally, so no CBOR buffer is ever built; an xxh64 text block is
+ * hashed in one call over a stack copy of its record. */
 #include "blockkeys.h"
 
 #include <stdbool.h>
@@ -133,30 +134,44 @@ static void xxh_extra(XXH64_state_t *st, const char *s, size_t len)
     XXH64_update(st, s, len);
 }
 
+/* Token bytes are little-endian whatever the host, so keys are portable. */
+static void le32s(uint8_t *out, const uint32_t *tokens, size_t n)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(out, tokens, 4 * n);
+#else
+    for (size_t j = 0; j < n; j++) {
+        uint32_t t = tokens[j];
+        out[4 * j] = (uint8_t)t;
+        out[4 * j + 1] = (uint8_t)(t >> 8);
+        out[4 * j + 2] = (uint8_t)(t >> 16);
+        out[4 * j + 3] = (uint8_t)(t >> 24);
+    }
+#endif
+}
+
+/* The record of a text block up to this many tokens is hashed in one XXH64() call over a
+ * stack copy: a streaming state's reset/update/digest cost more than the hashing itself
+ * at block size 16 (21 -> 8.5 us for 512 keys). */
+#define XXH_ONESHOT_TOKENS 1024
+
 static uint64_t xxh_block(uint64_t parent, const uint32_t *tokens, size_t n, const block_ids *ids)
 {
-    XXH64_state_t st;
-    uint8_t b[256];   /* the parent, then (big-endian hosts) token bytes */
-    XXH64_reset(&st, 0);
+    uint8_t b[8 + 4 * XXH_ONESHOT_TOKENS];
     le64(b, parent);
+    if (!ids && n <= XXH_ONESHOT_TOKENS) {
+        le32s(b + 8, tokens, n);
+        return XXH64(b, 8 + 4 * n, 0);
+    }
+    XXH64_state_t st;
+    XXH64_reset(&st, 0);
     XXH64_update(&st, b, 8);
-    /* Token bytes are little-endian whatever the host, so keys are portable. */
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    XXH64_update(&st, tokens, 4 * n);
-#else
     for (size_t i = 0; i < n;) {
-        size_t m = n - i < sizeof b / 4 ? n - i : sizeof b / 4;
-        for (size_t j = 0; j < m; j++) {
-            uint32_t t = tokens[i + j];
-            b[4 * j] = (uint8_t)t;
-            b[4 * j + 1] = (uint8_t)(t >> 8);
-            b[4 * j + 2] = (uint8_t)(t >> 16);
-            b[4 * j + 3] = (uint8_t)(t >> 24);
-        }
+        size_t m = n - i < XXH_ONESHOT_TOKENS ? n - i : XXH_ONESHOT_TOKENS;
+        le32s(b, tokens + i, m);
         XXH64_update(&st, b, 4 * m);
         i += m;
     }
-#endif
     if (ids) BLOCK_IDS_FOREACH(ids, id, xxh_extra(&st, id, strlen(id)));
     return XXH64_digest(&st);
 }

@@ -297,6 +297,24 @@ static void test_block_sizes_partial_and_cap(void **state)
     assert_true(none == 1);
 }
 
+/* Blocks far larger than any stack copy (xxh64 hashes those records in pieces) and the
+ * largest token ids still match the reference encoder. */
+static void test_huge_blocks(void **state)
+{
+    (void)state;
+    enum { BS = 2500, N = 2 * BS + 7 };
+    static uint32_t tok[N];
+    for (size_t i = 0; i < N; i++) tok[i] = i % 3 == 0 ? UINT32_MAX - (uint32_t)i : (uint32_t)(i * 2654435761u);
+    for (size_t a = 0; a < 2; a++) {
+        blockkeys_ctx ctx;
+        assert_int_equal(blockkeys_init(&ctx, ALGOS[a], BS, "s", NULL), KV_OK);
+        uint64_t root = blockkeys_root(&ctx, "m"), got[2], want[2];
+        assert_int_equal(blockkeys_compute(&ctx, root, tok, N, NULL, 0, NULL, got, 2), 2);
+        rchain(ALGOS[a], root, tok, N, BS, NULL, NULL, want);
+        assert_memory_equal(got, want, sizeof got);
+    }
+}
+
 static void test_multimodal_extras_and_salt(void **state)
 {
     (void)state;
@@ -388,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_seeds_and_models),
         cmocka_unit_test(test_integer_boundaries),
         cmocka_unit_test(test_block_sizes_partial_and_cap),
+        cmocka_unit_test(test_huge_blocks),
         cmocka_unit_test(test_multimodal_extras_and_salt),
         cmocka_unit_test(test_lora_root),
         cmocka_unit_test(test_init_and_names),
