@@ -473,6 +473,32 @@ static const bad_case BAD[] = {
     {"92 00 91 c7 05 01 02", KVEV_ERR_TRUNCATED, "declares 6 bytes"},
 };
 
+/* Every width msgpack gives a token id (fixint, uint8/16/32/64, positive int8/16/32),
+ * each largest value, decoded the same with plenty of payload after the ids and with
+ * the ids at the very end of the payload. */
+static void test_token_widths(void **state)
+{
+    (void)state;
+    static const char *const ids = "9c 05 cc ff cd 1234 ce 89abcdef ce ffffffff d0 05 d1 0102 d2 00010000"
+                                   " cf 00000000ffffffff 00 7f cc 80";
+    static const uint32_t want[12] = {5, 255, 0x1234, 0x89abcdef, 0xffffffff, 5, 258, 65536, 0xffffffff, 0, 127, 128};
+    char hex[2][512];
+    snprintf(hex[0], sizeof hex[0], "92 00 91 95 ab\"BlockStored\" 91 05 c0 %s 40", ids);
+    snprintf(hex[1], sizeof hex[1], "92 00 91 98 ab\"BlockStored\" 91 05 c0 %s 40 c0 a3\"GPU\" c0", ids);
+    kvev_decoder *d = kvev_decoder_new(0, NULL);
+    for (int k = 0; k < 2; k++) {
+        uint8_t p[256];
+        size_t n = unhex(hex[k], p);
+        kvev_batch b;
+        kv_err err;
+        assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
+        assert_int_equal(b.events[0].n_token_ids, 12);
+        assert_memory_equal(b.events[0].token_ids, want, sizeof want);
+        assert_int_equal(b.events[0].block_size, 64);
+    }
+    kvev_decoder_free(d);
+}
+
 static void test_malformed_by_reason(void **state)
 {
     (void)state;
@@ -698,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_all_fields),
         cmocka_unit_test(test_extra_key_kinds),
         cmocka_unit_test(test_tolerated_fields),
+        cmocka_unit_test(test_token_widths),
         cmocka_unit_test(test_malformed_by_reason),
         cmocka_unit_test(test_topic_and_seq),
         cmocka_unit_test(test_decode_message),
