@@ -29,7 +29,7 @@ enum model_st { M_ABSENT, M_BAD, M_OK };
 /* P_LIST: a list whose first element is still to come; the first element makes it
  * P_IDS (list of ids), P_TEXTS (batch of texts) or P_NESTED (batch of id lists). */
 enum prompt_st { P_ABSENT, P_TEXT, P_LIST, P_IDS, P_TEXTS, P_NESTED, P_BAD };
-enum kind { K_NULL, K_BOOL, K_INT, K_DOUBLE, K_STRING, K_CONTAINER };
+enum kind { K_NULL, K_BOOL, K_INT, K_DOUBLE, K_STRING, K_LIST, K_MAP };
 
 struct oai_request_parser {
     oai_request *out;
@@ -172,7 +172,7 @@ static int prompt_value(rparse *p, enum kind k, long long i, const unsigned char
             if (!(p->out->prompt = copy_str(s, n)))
                 return 0;
             p->out->prompt_len = n;
-        } else if (k == K_CONTAINER && !s) { /* s marks a map, see open_container */
+        } else if (k == K_LIST) {
             p->prompt = P_NESTED;
         } else {
             prompt_fail(p, "field 'prompt[0]': expected a string, a token id or a list of token ids");
@@ -266,11 +266,10 @@ static int open_container(rparse *p, bool map)
         p->gen_failed = false;
         p->msg_start = p->base + yajl_get_bytes_consumed(p->h) - 1;
     } else if (p->depth == 1) {
-        if (!top_value(p, K_CONTAINER, 0, 0, NULL, 0))
+        if (!top_value(p, map ? K_MAP : K_LIST, 0, 0, NULL, 0))
             return p->oom = true, 0;
     } else if (p->field == F_PROMPT) {
-        /* a non-NULL s tells prompt_value that the container is a map */
-        if (!prompt_value(p, K_CONTAINER, 0, map ? (const unsigned char *)"" : NULL, 0))
+        if (!prompt_value(p, map ? K_MAP : K_LIST, 0, NULL, 0))
             return p->oom = true, 0;
     }
     if (in_messages(p) && !p->gen_failed)
