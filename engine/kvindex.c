@@ -668,8 +668,9 @@ void kvindex_clear_endpoint(kvindex *ix, int slot)
     unlock(ix);
 }
 
-/* Index into an array of m keys of pair i of n (the engine/index block ratio rule). */
-static inline size_t pair_at(size_t i, size_t m, size_t n) { return (size_t)((unsigned __int128)i * m / n); }
+/* Index into an array of m keys of pair i of n (the engine/index block ratio rule).
+ * Equal block sizes, the common case, skip the 128-bit division (a libgcc call). */
+static inline size_t pair_at(size_t i, size_t m, size_t n) { return m == n ? i : (size_t)((unsigned __int128)i * m / n); }
 
 static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_t ne, const uint64_t *rk, size_t nr,
                           size_t n, size_t i)
