@@ -5,14 +5,14 @@
  * 8k-token token-id prompt, block keys, precise-prefix + kv-utilisation + queue scoring
  * over 8 endpoints, response encode, both gRPC hops. Requests are paced open-loop at
  * 1,000/s by 8 client threads (a late request starts at once and is counted as late),
- * 5,000 in all, each on its own stream, as Envoy opens one per HTTP request; bodies are
+ * 5,000 in all, each on its own stream, as Envoy opens one per HTTP request. Bodies are
  * pre-built and sent in 16 KiB pieces as Envoy forwards them (HTTP/2's default frame
- * size), so the server parses each piece as it comes; latency runs from the last one. Second row: the same while a local publisher streams vLLM BlockStored
- * events at 100,000 blocks/s over ZMQ into live ingestion (live/ingest.h), which decodes
- * them and writes the index the decisions read. Breakdown rows follow: one client
- * sending each body whole and back to back (the service time, without queueing or
- * overlap), sched_schedule inside the
- * server (from the decision hook), and the OpenAI body parse alone.
+ * size), so the server parses each piece as it comes; latency runs from the last one.
+ * Second row: the same while a local publisher streams vLLM BlockStored events at
+ * 100,000 blocks/s over ZMQ into live ingestion (live/ingest.h), which decodes them and
+ * writes the index the decisions read. Breakdown rows: sched_schedule inside the server
+ * (from the decision hook), one client sending each body whole and back to back (the
+ * service time, without queueing or overlap), and the OpenAI body parse alone.
  * Every row gives the process CPU per request (client, server and publisher together)
  * and the load average when it ended: client, server and publisher share this machine's
  * cores with whatever else runs, and a loaded machine's wake-up delays land in p99.
