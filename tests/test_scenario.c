@@ -27,6 +27,7 @@ static void test_rate60(void **state)
     assert_string_equal(s->cluster.hw->name, "h100-sxm");
     assert_int_equal(s->cluster.tp, 2);
     assert_int_equal(s->cluster.block_size, 64);
+    assert_int_equal(s->cluster.num_gpu_blocks, 5500);   /* calibrated, docs/VALIDATION.md */
     assert_int_equal(s->cluster.kv_event_delay, 5000);
     assert_int_equal(s->cluster.scrape_interval, 50000);
     assert_int_equal(s->cluster.metrics_staleness, 2000000);
