@@ -29,34 +29,24 @@ static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
     return h;
 }
 
-/* A CBOR head (major type + argument) in its shortest form, as canonical CBOR requires. */
-static uint64_t fnv_cbor_head(uint64_t h, unsigned major, uint64_t v)
+static inline uint64_t fnv_byte(uint64_t h, unsigned b)
 {
-    uint8_t b[9];
-    size_t n;
-    uint8_t mt = (uint8_t)(major << 5);
-    if (v < 24) {
-        b[0] = mt | (uint8_t)v;
-        n = 1;
-    } else if (v <= 0xff) {
-        b[0] = mt | 24;
-        b[1] = (uint8_t)v;
-        n = 2;
-    } else if (v <= 0xffff) {
-        b[0] = mt | 25;
-        b[1] = (uint8_t)(v >> 8);
-        b[2] = (uint8_t)v;
-        n = 3;
-    } else if (v <= 0xffffffffULL) {
-        b[0] = mt | 26;
-        for (int i = 0; i < 4; i++) b[1 + i] = (uint8_t)(v >> (24 - 8 * i));
-        n = 5;
-    } else {
-        b[0] = mt | 27;
-        for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(v >> (56 - 8 * i));
-        n = 9;
-    }
-    return fnv_bytes(h, b, n);
+    return (h ^ (uint8_t)b) * FNV64_PRIME;
+}
+
+/* A CBOR head (major type + argument) in its shortest form, as canonical CBOR requires,
+ * fed to FNV byte by byte (no staging buffer: this runs once per token). */
+static inline uint64_t fnv_cbor_head(uint64_t h, unsigned major, uint64_t v)
+{
+    unsigned mt = major << 5;
+    int n;   /* argument bytes after the initial byte */
+    if (v < 24) return fnv_byte(h, mt | (unsigned)v);
+    if (v <= 0xff) h = fnv_byte(h, mt | 24), n = 1;
+    else if (v <= 0xffff) h = fnv_byte(h, mt | 25), n = 2;
+    else if (v <= 0xffffffffULL) h = fnv_byte(h, mt | 26), n = 4;
+    else h = fnv_byte(h, mt | 27), n = 8;
+    for (int i = n - 1; i >= 0; i--) h = fnv_byte(h, (unsigned)(v >> (8 * i)));
+    return h;
 }
 
 static uint64_t fnv_cbor_text(uint64_t h, const char *s, size_t len)
