@@ -1,4 +1,4 @@
-# kvroute build. One engine library (engine/ + policies/), two drivers (sim/, live/).
+# kvroute build. One engine library (engine/ + policies/), two drivers (simulator/, live/).
 # Sources are found by wildcard: adding a module is adding a file.
 #
 #   make deps    install the Debian packages (root; idempotent)
@@ -19,7 +19,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
-INCS     := -Iengine -Ipolicies -Isim -Ilive -Ibuild/gen
+INCS     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
 BASE_CFLAGS = -std=gnu11 -g $(WARN) $(INCS) $(PKG_CFLAGS)
 OPT      ?= -O2
 
@@ -34,8 +34,8 @@ PROTO_C    := $(patsubst live/proto/%.proto,build/gen/%.pb-c.c,$(PROTO_SRC))
 PROTO_H    := $(PROTO_C:.c=.h)
 
 ENGINE_SRC := $(wildcard engine/*.c) $(wildcard policies/*.c)
-SIM_MAIN   := sim/main.c
-SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard sim/*.c))
+SIM_MAIN   := simulator/main.c
+SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard simulator/*.c))
 LIVE_MAINS := live/epp_main.c live/kvctl.c
 LIVE_SRC   := $(filter-out $(LIVE_MAINS),$(wildcard live/*.c)) $(PROTO_C)
 TEST_SRC   := $(wildcard tests/test_*.c)
@@ -69,7 +69,7 @@ BINS := sim epp kvctl
 all: $(addprefix build/rel/bin/,$(BINS))
 	@for b in $(BINS); do [ -d $$b ] || cp -f build/rel/bin/$$b $$b; done
 
-build/rel/bin/sim: build/rel/sim/main.o $(LIBS_rel)
+build/rel/bin/sim: build/rel/simulator/main.o $(LIBS_rel)
 	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel)
 	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)

@@ -1,5 +1,5 @@
 /* decisionlog: ./epp --decision-log FILE, live routing decisions in SQLite with the
- * simulator's schema (runs + decisions tables, as sim/simdb.c creates them and
+ * simulator's schema (runs + decisions tables, as simulator/simdb.c creates them and
  * docs/sim-outputs.md documents), so the same queries compare live and simulated
  * decisions. One runs row per daemon start (scenario "live", router "epp", config = the
  * config file, seed = the scheduler's seed); each decision adds a row per (profile,

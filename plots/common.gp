@@ -1,6 +1,6 @@
 # common.gp: terminal and styles shared by the simulator's charts.
 # The caller sets W and H (pixels) before loading this file; ./sim passes datadir,
-# scriptdir and the router names with -e (see sim/plots.c).
+# scriptdir and the router names with -e (see simulator/plots.c).
 if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
     set terminal pngcairo size W,H font "sans,10" noenhanced
 } else {

@@ -97,7 +97,7 @@ static void test_spec_estimates(void **state)
     assert_int_equal(sm_step_time_us(m, h, 2, NULL, 0), 0);
 }
 
-/* One mixed step worked by hand from the formula in sim/stepmodel.c and the
+/* One mixed step worked by hand from the formula in simulator/stepmodel.c and the
  * Qwen3-32B / H100 profiles, TP 2: a 1584-token chunk over a 6000-token cached prefix
  * (the llm-d row's typical admission) plus 100 decodes at 8000 tokens of context.
  *   linear params L*(2*h*H*d + 2*h*Hkv*d + 3*h*I) = 64*(2*5120*8192 + 2*5120*1024

@@ -2,11 +2,11 @@
  * Reproduces vLLM's scheduler (continuous batching, chunked prefill, running first,
  * preempt-by-recompute from the tail, no admissions in a step that preempted) and its
  * block pool with prefix caching (spec simulators-and-vllm.md §3). Step time comes from
- * sim/stepmodel.h. Emits the KV events vLLM would publish (BlockStored/BlockRemoved),
+ * simulator/stepmodel.h. Emits the KV events vLLM would publish (BlockStored/BlockRemoved),
  * as msgpack payloads in vLLM's wire format, so the router ingests them through the real
  * engine path (kvevents -> kvindex).
  * Ownership: the server keeps pointers to submitted requests until they finish; the
- * caller (sim/cluster.c) owns them. Single-threaded. */
+ * caller (simulator/cluster.c) owns them. Single-threaded. */
 #ifndef KVROUTE_SIM_SERVER_H
 #define KVROUTE_SIM_SERVER_H
 

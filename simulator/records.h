@@ -1,6 +1,6 @@
 /* records: what the simulator measured, in the shapes the report writers consume.
- * Produced by the cluster driver (sim/cluster.c), read by sim/report.c (inference-perf
- * JSON, llm-d benchmark report), sim/simdb.c (SQLite) and sim/plots.c (gnuplot).
+ * Produced by the cluster driver (simulator/cluster.c), read by simulator/report.c (inference-perf
+ * JSON, llm-d benchmark report), simulator/simdb.c (SQLite) and simulator/plots.c (gnuplot).
  * Times are integer microseconds of simulated time (sim_time); writers convert to
  * seconds. Ownership: a sim_run owns its arrays; writers only read. */
 #ifndef KVROUTE_SIM_RECORDS_H

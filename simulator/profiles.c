@@ -1,7 +1,7 @@
 /* profiles: the model and hardware profiles the step-time model and KV sizing read.
  * Every number is a published figure (model config.json, GPU datasheet); the source is
  * named next to each profile. Nothing here is fitted: the fitted efficiency constants
- * live in sim/stepmodel.c. */
+ * live in simulator/stepmodel.c. */
 #include <string.h>
 
 #include "stepmodel.h"

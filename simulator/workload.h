@@ -110,7 +110,7 @@ int wl_parse(const yt_doc *d, const yt_node *workload, const char *base_dir, wl_
              wl_spec *out, kv_err *err);
 void wl_spec_free(wl_spec *s);
 /* Errors on the first key of map nobody read: "file:line:col: field 'path.key': unknown key".
- * Shared with sim/scenario.c. */
+ * Shared with simulator/scenario.c. */
 int wl_check_keys(const yt_doc *d, const yt_node *map, const char *path, kv_err *err);
 
 typedef struct wl_prompt {
