@@ -1,5 +1,6 @@
 # server_timeseries.gp: one router's servers over time: KV cache usage and prefix-cache
-# hit rate (hit tokens / prompt tokens over each scrape interval), one line per server.
+# hit rate (hit tokens / prompt tokens admitted over the trailing 5 s; gaps where nothing
+# was admitted), one line per server.
 W = 1400; H = 800
 load scriptdir.'/common.gp'
 set output datadir.'/servers_'.router.'.png'

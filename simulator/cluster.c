@@ -1,6 +1,7 @@
 /* cluster: the discrete-event driver for one router over simulated replicas (see cluster.h). */
 #include "cluster.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,19 @@ typedef struct cl_session {
     uint64_t head, tail;
 } cl_session;
 
+#define CL_HIT_RING 128             /* samples kept for the trailing hit-rate window */
+#define CL_HIT_WINDOW_US (5 * SIM_US_PER_S)
+
 typedef struct cl_server {
     simsrv *srv;
     bool busy;                        /* a step is in flight */
     simsrv_step_result res;           /* the step in flight (arrays owned by the server) */
     sim_time last_scrape;
-    uint64_t last_prompt, last_hit;   /* counters at the previous sample */
+    /* Cumulative prompt/hit token counters at the last CL_HIT_RING samples: the sampled hit
+     * rate is taken over a trailing window, because one 50 ms interval holds zero or one
+     * admission and a per-interval rate only ever reads 0 or the last request's hit. */
+    uint64_t ring_prompt[CL_HIT_RING], ring_hit[CL_HIT_RING];
+    uint64_t n_sampled;
     char name[32];
     char pod[32];
 } cl_server;
@@ -350,12 +358,23 @@ static int cl_scrape(cl *c, kv_err *err)
             c->run->samples = ns;
             c->cap_samples = cap;
         }
-        uint64_t dp = m.prompt_tokens - sv->last_prompt, dh = m.hit_tokens - sv->last_hit;
+        sim_time interval = c->s->cluster.scrape_interval > 0 ? c->s->cluster.scrape_interval : 1;
+        uint64_t window = (uint64_t)(CL_HIT_WINDOW_US / interval);
+        if (window < 1)
+            window = 1;
+        if (window > CL_HIT_RING - 1)
+            window = CL_HIT_RING - 1;
+        uint64_t back = sv->n_sampled < window ? sv->n_sampled : window;
+        size_t old = (size_t)((sv->n_sampled - back) % CL_HIT_RING);
+        uint64_t dp = m.prompt_tokens - (back ? sv->ring_prompt[old] : 0);
+        uint64_t dh = m.hit_tokens - (back ? sv->ring_hit[old] : 0);
         c->run->samples[c->run->n_samples++] = (sim_server_sample){
             .t = c->now, .server = (int)i, .waiting = m.waiting, .running = m.running, .kv_usage = m.kv_usage,
-            .hit_rate = dp ? (double)dh / (double)dp : 0.0, .preemptions = m.preemptions};
-        sv->last_prompt = m.prompt_tokens;
-        sv->last_hit = m.hit_tokens;
+            .hit_rate = dp ? (double)dh / (double)dp : NAN, .preemptions = m.preemptions};
+        size_t cur = (size_t)(sv->n_sampled % CL_HIT_RING);
+        sv->ring_prompt[cur] = m.prompt_tokens;
+        sv->ring_hit[cur] = m.hit_tokens;
+        sv->n_sampled++;
     }
     if (c->finished)
         return KV_OK;

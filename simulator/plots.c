@@ -166,8 +166,13 @@ static int write_servers(const char *dir, const sim_run *run, const char *safe, 
             if (x->server != s)
                 continue;
             any = true;
-            fprintf(f, "%.6f %.6g %.6g %d %d %llu\n", (double)x->t / SIM_US_PER_S, 100 * x->kv_usage,
-                    100 * x->hit_rate, x->waiting, x->running, (unsigned long long)x->preemptions);
+            char hit[32];   /* NaN (nothing admitted in the window) is a gap in the chart */
+            if (isnan(x->hit_rate))
+                snprintf(hit, sizeof hit, "NaN");
+            else
+                snprintf(hit, sizeof hit, "%.6g", 100 * x->hit_rate);
+            fprintf(f, "%.6f %.6g %s %d %d %llu\n", (double)x->t / SIM_US_PER_S, 100 * x->kv_usage, hit,
+                    x->waiting, x->running, (unsigned long long)x->preemptions);
         }
         if (!any)
             fprintf(f, "0 0 0 0 0 0\n");

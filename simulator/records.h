@@ -48,7 +48,8 @@ typedef struct sim_server_sample {
     int server;
     int waiting, running;
     double kv_usage;                   /* 0..1 */
-    double hit_rate;                   /* prefix-cache hit tokens / prompt tokens, over the interval */
+    double hit_rate;                   /* prefix-cache hit tokens / prompt tokens admitted over the
+                                        * trailing 5 s; NaN when nothing was admitted then */
     uint64_t preemptions;              /* cumulative */
 } sim_server_sample;
 

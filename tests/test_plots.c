@@ -2,6 +2,7 @@
  * gnuplot index per router or server; gnuplot (when installed) turns the scripts in
  * plots/ into real PNGs; without gnuplot on PATH the data is still written. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,9 +33,10 @@ static sim_server_sample samples[] = {
     {.t = US(0.05), .server = 0, .kv_usage = 0.5, .hit_rate = 0.25},
     {.t = US(0.05), .server = 1, .kv_usage = 0.125, .hit_rate = 1},
     {.t = US(0.10), .server = 0, .kv_usage = 0.75, .hit_rate = 0},
+    {.t = US(0.15), .server = 0, .kv_usage = 0.75, .hit_rate = NAN},   /* nothing admitted: a gap */
 };
 static sim_run run_a = {.router = "k8s service", .requests = recs, .n_requests = 3, .stages = stages,
-                        .n_stages = 2, .samples = samples, .n_samples = 3};
+                        .n_stages = 2, .samples = samples, .n_samples = 4};
 
 static char *slurp(const char *path)
 {
@@ -93,7 +95,7 @@ static void test_data_files(void **state)
     snprintf(p, sizeof p, "%s/charts/servers_k8s_service.dat", dir);
     s = slurp(p);
     assert_non_null(strstr(s, "# server 0\n# t_s kv_usage_pct hit_rate_pct waiting running preemptions\n"
-                              "0.050000 50 25 0 0 0\n0.100000 75 0 0 0 0\n\n\n# server 1\n"));
+                              "0.050000 50 25 0 0 0\n0.100000 75 0 0 0 0\n0.150000 75 NaN 0 0 0\n\n\n# server 1\n"));
     free(s);
 }
 
