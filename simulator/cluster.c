@@ -58,6 +58,25 @@ typedef struct cl_payloads {
     size_t head, tail, qcap;
 } cl_payloads;
 
+/* The router's block keys per workload prompt. A prompt is sent once per stage, and
+ * hashing its ~500 blocks for every routing decision is the largest cost of the precise
+ * router's choice; the keys depend only on the tokens and the kvsource key context, so
+ * they are computed once per distinct prompt and passed in the request view
+ * (sched_request.keys). Only prompts that live in the workload's own storage are
+ * memoised (keyed by their address, stable for the run); per-request token buffers
+ * (random data, multi-turn contexts) are hashed by the scheduler as before. */
+typedef struct cl_keymemo {
+    const blockkeys_ctx *kc;          /* NULL: no kvsource, nothing to memoise */
+    uint64_t root;
+    struct {
+        const uint32_t *tokens;       /* NULL = empty slot */
+        uint32_t n_tokens;
+        size_t n_keys;
+        uint64_t *keys;
+    } *slot;
+    size_t cap, used;                 /* cap: power of two; at most half of it is used */
+} cl_keymemo;
+
 typedef struct cl {
     const scenario *s;
     const workload *w;
@@ -97,6 +116,7 @@ typedef struct cl {
     size_t cap_samples;
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
     uint64_t *pend_next;
+    cl_keymemo km;
 } cl;
 
 static double cl_clock(void *ctx)
@@ -104,12 +124,52 @@ static double cl_clock(void *ctx)
     return (double)((const cl *)ctx)->now / (double)SIM_US_PER_S;
 }
 
-static void cl_req_view(const cl *c, uint64_t id, char *idbuf, size_t cap, sched_request *r)
+/* The memoised keys of wr's prompt, computed on first use; false when wr's tokens are
+ * not the workload's (or memory ran out: the scheduler then hashes them itself). */
+static bool cl_keymemo_get(cl_keymemo *m, const wl_req *wr, const uint64_t **keys, size_t *n)
+{
+    if (!m->kc || !m->slot || wr->owned || wr->n_prompt < m->kc->block_size)
+        return false;
+    uintptr_t h = (uintptr_t)wr->tokens;
+    h ^= h >> 17;
+    h *= 0x9e3779b97f4a7c15ULL;
+    size_t i = (size_t)(h >> 20) & (m->cap - 1);
+    while (m->slot[i].tokens && (m->slot[i].tokens != wr->tokens || m->slot[i].n_tokens != wr->n_prompt))
+        i = (i + 1) & (m->cap - 1);
+    if (!m->slot[i].tokens) {
+        if (2 * (m->used + 1) > m->cap)
+            return false;
+        size_t nb = wr->n_prompt / m->kc->block_size;
+        uint64_t *k = malloc(nb * sizeof *k);
+        if (!k)
+            return false;
+        blockkeys_compute(m->kc, m->root, wr->tokens, wr->n_prompt, NULL, 0, NULL, k, nb);
+        m->slot[i].tokens = wr->tokens;
+        m->slot[i].n_tokens = wr->n_prompt;
+        m->slot[i].n_keys = nb;
+        m->slot[i].keys = k;
+        m->used++;
+    }
+    *keys = m->slot[i].keys;
+    *n = m->slot[i].n_keys;
+    return true;
+}
+
+static void cl_keymemo_free(cl_keymemo *m)
+{
+    for (size_t i = 0; i < m->cap && m->slot; i++)
+        free(m->slot[i].keys);
+    free(m->slot);
+}
+
+static void cl_req_view(cl *c, uint64_t id, char *idbuf, size_t cap, sched_request *r)
 {
     snprintf(idbuf, cap, "req-%llu", (unsigned long long)id);
     const wl_req *wr = &c->wreq[id];
     *r = (sched_request){.id = idbuf, .model = c->s->cluster.model->hf_name, .tokens = wr->tokens,
                          .n_tokens = wr->n_prompt, .output_tokens_hint = wr->n_output};
+    if (cl_keymemo_get(&c->km, wr, &r->keys, &r->n_keys))
+        r->keys_ctx = c->km.kc;
 }
 
 static void cl_progress(cl *c)
@@ -549,6 +609,13 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     }
     if (c->n_kvsrc && !(c->dec = kvev_decoder_new(0, &e)))
         return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "%s", e.msg);
+    if (c->n_kvsrc) {   /* without the table, every request is simply hashed by the scheduler */
+        c->km.kc = &c->kvsrc[0].src->keys;
+        c->km.root = blockkeys_root(c->km.kc, c->s->cluster.model->hf_name);
+        for (c->km.cap = 16; c->km.cap < 2 * c->w->n_prompts + 2;)
+            c->km.cap *= 2;
+        c->km.slot = calloc(c->km.cap, sizeof *c->km.slot);
+    }
     /* Servers publish KV events only to a router that can read them: encoding is a
      * large share of a step's cost, and nothing else about the server changes. */
     c->st.kv_published = c->n_kvsrc > 0;
@@ -596,6 +663,7 @@ static void cl_teardown(cl *c)
     sched_free(c->sched);
     kvev_decoder_free(c->dec);
     sched_trace_free(&c->trace);
+    cl_keymemo_free(&c->km);
     evq_free(&c->q);
 }
 
