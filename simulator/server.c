@@ -76,6 +76,8 @@ struct simsrv {
     bpool *pool;
     blockkeys_ctx keys;
     uint64_t root;
+    uint64_t vocab;                   /* > 0 */
+    unsigned __int128 vocab_m;        /* 2^128 / vocab, rounded up: x % vocab without a divide */
 
     simsrv_req **wq;                  /* waiting: ring buffer (front = next to admit) */
     size_t wq_head, wq_len, wq_cap;
@@ -127,14 +129,25 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static uint32_t output_token(uint64_t seed, uint32_t i, uint64_t vocab)
+/* x % s->vocab by Lemire's fastmod (a 128-bit reciprocal, exact for every 64-bit x):
+ * output tokens are drawn for every generated token, twice (hashing and publishing),
+ * and a 64-bit divide was most of their cost. */
+static uint64_t vocab_mod(const simsrv *s, uint64_t x)
 {
-    return (uint32_t)(mix64(seed ^ i) % vocab);
+    unsigned __int128 low = s->vocab_m * x;
+    unsigned __int128 bot = ((unsigned __int128)(uint64_t)low * s->vocab) >> 64;
+    unsigned __int128 top = (unsigned __int128)(uint64_t)(low >> 64) * s->vocab;
+    return (uint64_t)((bot + top) >> 64);
+}
+
+static uint32_t output_token(const simsrv *s, uint64_t seed, uint32_t i)
+{
+    return (uint32_t)vocab_mod(s, mix64(seed ^ i));
 }
 
 uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i)
 {
-    return output_token(mix64(r->id), i, (uint64_t)s->cfg.model->vocab);
+    return output_token(s, mix64(r->id), i);
 }
 
 /* Writes tokens [pos, pos + n) of r's prompt-then-output sequence to out. */
@@ -145,8 +158,8 @@ static void tokens_at(const simsrv *s, const simsrv_req *r, uint32_t pos, uint32
         k = r->n_prompt - pos < n ? r->n_prompt - pos : n;
         memcpy(out, r->tokens + pos, k * sizeof *out);
     }
-    uint64_t seed = mix64(r->id), vocab = (uint64_t)s->cfg.model->vocab;
-    for (; k < n; k++) out[k] = output_token(seed, pos + k - r->n_prompt, vocab);
+    uint64_t seed = mix64(r->id);
+    for (; k < n; k++) out[k] = output_token(s, seed, pos + k - r->n_prompt);
 }
 
 static uint32_t num_tokens(const simsrv_req *r)
@@ -201,6 +214,8 @@ simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
         return NULL;
     }
     s->root = blockkeys_root(&s->keys, s->cfg.model_name);
+    s->vocab = cfg->model->vocab > 0 ? (uint64_t)cfg->model->vocab : 1;
+    s->vocab_m = ~(unsigned __int128)0 / s->vocab + 1;
     /* vLLM reserves block 0 as the null block; the pool holds the rest. */
     s->pool = bpool_new((uint32_t)(s->num_gpu_blocks - 1), err);
     s->tmp_tokens = malloc(s->bs * sizeof *s->tmp_tokens);
