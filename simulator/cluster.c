@@ -5,15 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "evq.h"
+#include "hugepage.h"
 #include "kvevents.h"
 #include "kvingest.h"
 #include "server.h"
-
-#define CL_HUGE (2u << 20)           /* huge page size for the token-time block */
 
 /* Event kinds, in their order at equal times. */
 enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5 };
@@ -412,7 +410,8 @@ static int cl_scrape(cl *c, kv_err *err)
         sv->last_scrape = c->now;
         if (c->run->n_samples == c->cap_samples) {
             size_t cap = c->cap_samples ? c->cap_samples * 2 : 4096;
-            sim_server_sample *ns = realloc(c->run->samples, cap * sizeof *ns);
+            sim_server_sample *ns =
+                hugepage_grow(c->run->samples, c->run->n_samples * sizeof *ns, cap * sizeof *ns);
             if (!ns)
                 return kv_err_set(err, KV_ENOMEM, "out of memory (server samples)");
             c->run->samples = ns;
@@ -575,10 +574,8 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     for (size_t st = 0; st < c->w->n_stages; st++)
         for (uint64_t i = 0; i < c->w->stages[st].n_requests; i++)
             n_times += (size_t)wl_output_len(c->w, st, i) + 1;
-    size_t bytes = ((n_times ? n_times : 1) * sizeof(sim_time) + CL_HUGE - 1) / CL_HUGE * CL_HUGE;
-    if (posix_memalign((void **)&c->token_pool, CL_HUGE, bytes))
+    if (!(c->token_pool = hugepage_alloc((n_times ? n_times : 1) * sizeof(sim_time))))
         return kv_err_set(err, KV_ENOMEM, "out of memory (%zu token times)", n_times);
-    madvise(c->token_pool, bytes, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
     for (size_t i = 0; i < c->n_srv; i++) {
         cl_server *sv = &c->srv[i];
         snprintf(sv->name, sizeof sv->name, "10.0.%zu.%zu:8000", (i + 1) / 256, (i + 1) % 256);

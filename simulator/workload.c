@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hugepage.h"
 #include "rng.h"
 
 #define WL_QWEN_VOCAB 151643u       /* Qwen3 tokenizer vocab_size: ids inference-perf draws */
@@ -531,7 +532,7 @@ static int wl_build_shared_prefix(workload *w, kv_err *err)
             total += plen[g] + qlen[i];
         }
     }
-    if (!(w->pool = malloc((total ? total : 1) * sizeof *w->pool))) {
+    if (!(w->pool = hugepage_alloc((total ? total : 1) * sizeof *w->pool))) {
         free(plen);
         free(qlen);
         return kv_err_set(err, KV_ENOMEM, "out of memory for %zu prompt tokens", total);
