@@ -270,21 +270,13 @@ static int cfg_saturation(const yt_doc *d, const yt_node *n, epc_config *c, kv_e
         return KV_EINVAL;
     if (q && !yt_is_null(q)) {
         int64_t v;
-        if (yt_int(d, q, "saturationDetector.queueDepthThreshold", &v, err))
+        if (yt_int_range(d, q, "saturationDetector.queueDepthThreshold", 0, 1000000, &v, err))
             return KV_EINVAL;
-        if (v < 0 || v > 1000000)
-            return yt_error(d, q, err, KV_EINVAL,
-                            "field 'saturationDetector.queueDepthThreshold': %lld is out of range [0, 1000000]",
-                            (long long)v);
         c->saturation.queue_depth = (int)v;
     }
     if (kv && !yt_is_null(kv)) {
-        if (yt_double(d, kv, "saturationDetector.kvCacheUtilThreshold", &c->saturation.kv_util, err))
+        if (yt_double_range(d, kv, "saturationDetector.kvCacheUtilThreshold", 0, 1, &c->saturation.kv_util, err))
             return KV_EINVAL;
-        if (c->saturation.kv_util < 0 || c->saturation.kv_util > 1)
-            return yt_error(d, kv, err, KV_EINVAL,
-                            "field 'saturationDetector.kvCacheUtilThreshold': %g is out of range [0, 1]",
-                            c->saturation.kv_util);
     }
     if (st && !yt_is_null(st) &&
         yt_duration(d, st, "saturationDetector.metricsStalenessThreshold", &c->saturation.staleness_s, err))

@@ -391,6 +391,33 @@ int yt_int(const yt_doc *d, const yt_node *n, const char *what, int64_t *out, kv
     return yt_error(d, n, err, KV_EINVAL, "field '%s': expected an integer, got '%s'", what, n->str);
 }
 
+int yt_int_range(const yt_doc *d, const yt_node *n, const char *what, int64_t lo, int64_t hi, int64_t *out,
+                 kv_err *err)
+{
+    int64_t v;
+    int rc = yt_int(d, n, what, &v, err);
+    if (rc)
+        return rc;
+    if (v < lo || v > hi)
+        return yt_error(d, n, err, KV_EINVAL, "field '%s': %lld is out of range [%lld, %lld]", what, (long long)v,
+                        (long long)lo, (long long)hi);
+    *out = v;
+    return KV_OK;
+}
+
+int yt_double_range(const yt_doc *d, const yt_node *n, const char *what, double lo, double hi, double *out,
+                    kv_err *err)
+{
+    double v;
+    int rc = yt_double(d, n, what, &v, err);
+    if (rc)
+        return rc;
+    if (v < lo || v > hi)
+        return yt_error(d, n, err, KV_EINVAL, "field '%s': %g is out of range [%g, %g]", what, v, lo, hi);
+    *out = v;
+    return KV_OK;
+}
+
 int yt_double(const yt_doc *d, const yt_node *n, const char *what, double *out, kv_err *err)
 {
     if (yt_expect_scalar(d, n, what, "a number", err))

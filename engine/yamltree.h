@@ -42,6 +42,11 @@ bool yt_is_null(const yt_node *n);             /* absent, ~, null, or empty plai
  * Each returns KV_OK or KV_EINVAL with "name:line:col: field 'what': expected ..., got '...'". */
 int yt_int(const yt_doc *d, const yt_node *n, const char *what, int64_t *out, kv_err *err);
 int yt_double(const yt_doc *d, const yt_node *n, const char *what, double *out, kv_err *err);
+/* A number in [lo, hi]; outside it is KV_EINVAL "field 'what': V is out of range [lo, hi]". */
+int yt_int_range(const yt_doc *d, const yt_node *n, const char *what, int64_t lo, int64_t hi, int64_t *out,
+                 kv_err *err);
+int yt_double_range(const yt_doc *d, const yt_node *n, const char *what, double lo, double hi, double *out,
+                    kv_err *err);
 int yt_bool(const yt_doc *d, const yt_node *n, const char *what, bool *out, kv_err *err);
 int yt_string(const yt_doc *d, const yt_node *n, const char *what, const char **out, kv_err *err);
 /* Duration: a number of seconds, or a Go-style string "50ms", "2s", "2m", "1h30m". */

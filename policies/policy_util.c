@@ -68,14 +68,7 @@ int pu_int(const sched_plugin *p, const sched_params *pp, const yt_node *map, co
     const yt_node *n = pu_param(p, map, path, key, f);
     if (!n)
         return KV_OK;
-    int64_t v;
-    if (yt_int(pp->doc, n, f, &v, err))
-        return KV_EINVAL;
-    if (v < lo || v > hi)
-        return yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': %lld is out of range [%lld, %lld]", f, (long long)v,
-                        (long long)lo, (long long)hi);
-    *inout = v;
-    return KV_OK;
+    return yt_int_range(pp->doc, n, f, lo, hi, inout, err);
 }
 
 int pu_double(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
@@ -85,13 +78,7 @@ int pu_double(const sched_plugin *p, const sched_params *pp, const yt_node *map,
     const yt_node *n = pu_param(p, map, path, key, f);
     if (!n)
         return KV_OK;
-    double v;
-    if (yt_double(pp->doc, n, f, &v, err))
-        return KV_EINVAL;
-    if (v < lo || v > hi)
-        return yt_error(pp->doc, n, err, KV_EINVAL, "field '%s': %g is out of range [%g, %g]", f, v, lo, hi);
-    *inout = v;
-    return KV_OK;
+    return yt_double_range(pp->doc, n, f, lo, hi, inout, err);
 }
 
 int pu_bool(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
