@@ -8,7 +8,8 @@
  * elements than bytes remain, and decodes token ids with a fast path for the three
  * encodings they use. Decoded data lives in a chunked arena (chunks never move, so
  * pointers stay valid while later events are appended) reset by the next call.
- * The encoder writes through msgpack-c's packer into a kvev_buf. */
+ * The encoder writes through msgpack-c's packer into a kvev_buf (integer arrays directly,
+ * in the packer's own encoding). */
 #include "kvevents.h"
 
 #include <msgpack.h>
@@ -853,25 +854,60 @@ typedef struct enc {
     bool map;       /* events as maps */
 } enc;
 
-static int buf_write(void *data, const char *p, size_t n)
+/* Room for n more bytes at the end of x's buffer, or NULL (and x->oom) without it. */
+static uint8_t *buf_reserve(enc *x, size_t n)
 {
-    enc *x = data;
     kvev_buf *b = x->buf;
-    if (x->oom) return -1;
+    if (x->oom) return NULL;
     if (b->cap - b->len < n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->len < n) cap *= 2;
         uint8_t *nd = realloc(b->data, cap);
         if (!nd) {
             x->oom = true;
-            return -1;
+            return NULL;
         }
         b->data = nd;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
+    return b->data + b->len;
+}
+
+static int buf_write(void *data, const char *p, size_t n)
+{
+    enc *x = data;
+    uint8_t *d = buf_reserve(x, n);
+    if (!d) return -1;
+    memcpy(d, p, n);
+    x->buf->len += n;
     return 0;
+}
+
+/* v in msgpack-c's smallest unsigned form (what msgpack_pack_uint32/64 write); returns
+ * the bytes written, at most 9. */
+static size_t put_uint(uint8_t *p, uint64_t v)
+{
+    if (v < 0x80) {
+        p[0] = (uint8_t)v;
+        return 1;
+    }
+    size_t n = v < 0x100 ? 1 : v < 0x10000 ? 2 : v <= UINT32_MAX ? 4 : 8;
+    p[0] = n == 1 ? 0xcc : n == 2 ? 0xcd : n == 4 ? 0xce : 0xcf;
+    for (size_t i = 0; i < n; i++) p[1 + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    return 1 + n;
+}
+
+/* An array of unsigned integers, written straight into the buffer: token ids and block
+ * hashes are most of a payload, and the packer's callback cost a call per integer. */
+static void pack_uint_array(msgpack_packer *pk, const uint32_t *v32, const uint64_t *v64, size_t n)
+{
+    enc *x = pk->data;
+    msgpack_pack_array(pk, n);
+    uint8_t *d = buf_reserve(x, n * 9);
+    if (!d) return;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += put_uint(d + k, v32 ? v32[i] : v64[i]);
+    x->buf->len += k;
 }
 
 static void pack_cstr(msgpack_packer *pk, const char *s)
@@ -899,8 +935,7 @@ static void pack_opt_int(msgpack_packer *pk, bool has, int64_t v)
 
 static void pack_hashes(msgpack_packer *pk, const uint64_t *h, size_t n)
 {
-    msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++) msgpack_pack_uint64(pk, h[i]);
+    pack_uint_array(pk, NULL, h, n);
 }
 
 static int pack_extra_keys(msgpack_packer *pk, const kvev_event *e, kv_err *err, size_t ev)
@@ -949,8 +984,7 @@ static int pack_field(msgpack_packer *pk, const kvev_event *e, size_t k, kv_err 
         else msgpack_pack_nil(pk);
         break;
     case F_TOKENS:
-        msgpack_pack_array(pk, e->n_token_ids);
-        for (size_t i = 0; i < e->n_token_ids; i++) msgpack_pack_uint32(pk, e->token_ids[i]);
+        pack_uint_array(pk, e->token_ids, NULL, e->n_token_ids);
         break;
     case F_BLOCK_SIZE: msgpack_pack_uint32(pk, e->block_size); break;
     case F_LORA_ID: pack_opt_int(pk, e->has_lora_id, e->lora_id); break;
