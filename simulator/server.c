@@ -37,6 +37,10 @@ typedef struct rstate {
     uint32_t n_cached;      /* leading blocks already given their hash (vLLM num_cached_block) */
     uint32_t num_new;       /* tokens scheduled in the current step */
     uint32_t hashes_room, blocks_room;  /* allocated lengths of hashes and blocks */
+    /* The output tokens drawn so far (simsrv_output_token), so an output block's tokens
+     * are drawn once for its hash and copied when it is published. */
+    uint32_t *out;
+    uint32_t n_out, out_room;
     struct rstate *next_free;
 } rstate;
 
@@ -150,7 +154,8 @@ uint32_t simsrv_output_token(const simsrv *s, const simsrv_req *r, uint32_t i)
     return output_token(s, mix64(r->id), i);
 }
 
-/* Writes tokens [pos, pos + n) of r's prompt-then-output sequence to out. */
+/* Writes tokens [pos, pos + n) of r's prompt-then-output sequence to out (known
+ * tokens only: pos + n <= n_prompt + n_output). */
 static void tokens_at(const simsrv *s, const simsrv_req *r, uint32_t pos, uint32_t n, uint32_t *out)
 {
     uint32_t k = 0;
@@ -158,8 +163,12 @@ static void tokens_at(const simsrv *s, const simsrv_req *r, uint32_t pos, uint32
         k = r->n_prompt - pos < n ? r->n_prompt - pos : n;
         memcpy(out, r->tokens + pos, k * sizeof *out);
     }
+    if (k == n) return;
+    rstate *st = r->priv_ptr;
+    uint32_t first = pos + k - r->n_prompt, end = pos + n - r->n_prompt;
     uint64_t seed = mix64(r->id);
-    for (; k < n; k++) out[k] = output_token(s, seed, pos + k - r->n_prompt);
+    for (; st->n_out < end; st->n_out++) st->out[st->n_out] = output_token(s, seed, st->n_out);
+    memcpy(out + k, st->out + first, (size_t)(end - first) * sizeof *out);
 }
 
 static uint32_t num_tokens(const simsrv_req *r)
@@ -228,9 +237,9 @@ simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
     return s;
 }
 
-/* A recycled state with room for n_hashes hashes and n_blocks blocks, zeroed
- * otherwise; NULL when out of memory. */
-static rstate *rstate_get(simsrv *s, uint32_t n_hashes, uint32_t n_blocks)
+/* A recycled state with room for n_hashes hashes, n_blocks blocks and n_out output
+ * tokens, zeroed otherwise; NULL when out of memory. */
+static rstate *rstate_get(simsrv *s, uint32_t n_hashes, uint32_t n_blocks, uint32_t n_out)
 {
     if (!s->rs_free) {
         rstate **chunks = realloc(s->rs_chunks, (s->n_rs_chunks + 1) * sizeof *chunks);
@@ -255,9 +264,15 @@ static rstate *rstate_get(simsrv *s, uint32_t n_hashes, uint32_t n_blocks)
         st->blocks = b;
         st->blocks_room = n_blocks;
     }
+    if (st->out_room < n_out) {
+        uint32_t *o = realloc(st->out, n_out * sizeof *o);
+        if (!o) return NULL;
+        st->out = o;
+        st->out_room = n_out;
+    }
     s->rs_free = st->next_free;
     st->next_free = NULL;
-    st->n_hashes = st->n_blocks = st->n_cached = st->num_new = 0;
+    st->n_hashes = st->n_blocks = st->n_cached = st->num_new = st->n_out = 0;
     return st;
 }
 
@@ -278,6 +293,7 @@ void simsrv_free(simsrv *s)
         for (size_t i = 0; i < RS_CHUNK; i++) {
             free(s->rs_chunks[c][i].hashes);
             free(s->rs_chunks[c][i].blocks);
+            free(s->rs_chunks[c][i].out);
         }
         free(s->rs_chunks[c]);
     }
@@ -447,7 +463,7 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
     if (r->n_prompt == 0 || total > s->max_model_len || cdiv(total, s->bs) > bpool_num_blocks(s->pool))
         return KV_ERANGE;
     if (!wq_reserve(s)) return KV_ENOMEM;
-    rstate *st = rstate_get(s, (uint32_t)(total / s->bs + 1), cdiv(total, s->bs));
+    rstate *st = rstate_get(s, (uint32_t)(total / s->bs + 1), cdiv(total, s->bs), r->n_output);
     if (!st) return KV_ENOMEM;
     st->cap_blocks = cdiv(total, s->bs);
     r->priv_ptr = st;
