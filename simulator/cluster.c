@@ -108,8 +108,11 @@ typedef struct cl {
     } kvsrc[8];
     size_t n_kvsrc;
     cl_payloads pay;
-    sim_time *token_pool;             /* every record's token_times, one allocation */
-    size_t token_next;                /* next free slot: requests arrive in id order */
+    /* Every record's token times, one allocation: uint32_t offsets (token_offsets) until
+     * a request outlives 2^32 us, then sim_time (token_times) for the rest of the run. */
+    void *token_pool;
+    bool token_wide;
+    size_t token_next, token_cap;     /* next free slot (requests arrive in id order); slots */
     sched_trace trace;
     size_t cap_samples;
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
@@ -305,25 +308,63 @@ static int cl_fail(cl *c, sim_request_record *rec, kv_err *err)
     return rc ? rc : cl_request_done(c, c->now, err);
 }
 
+/* Moves every token time recorded so far to sim_time slots: a request has outlived
+ * what a 32-bit offset from its start can hold (71 minutes). */
+static int cl_widen_token_times(cl *c, kv_err *err)
+{
+    sim_time *wide = hugepage_alloc(c->token_cap * sizeof *wide);
+    if (!wide)
+        return kv_err_set(err, KV_ENOMEM, "out of memory (%zu token times)", c->token_cap);
+    const uint32_t *narrow = c->token_pool;
+    for (size_t i = 0; i < c->run->n_requests; i++) {
+        sim_request_record *r = &c->run->requests[i];
+        if (!r->token_offsets)
+            continue;   /* not arrived yet */
+        size_t at = (size_t)(r->token_offsets - narrow);
+        for (uint32_t j = 0; j < r->n_token_times; j++)
+            wide[at + j] = sim_token_time(r, j);
+        r->token_times = wide + at;
+        r->token_offsets = NULL;
+    }
+    free(c->token_pool);
+    c->token_pool = wide;
+    c->token_wide = true;
+    return KV_OK;
+}
+
+/* Appends t to rec's token times (at most output_tokens + 1 of them: [DONE] included). */
+static int cl_token_time(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
+{
+    if (rec->n_token_times >= rec->output_tokens + 1u)
+        return KV_OK;
+    int rc;
+    if (rec->token_offsets && t - rec->t_start > (sim_time)UINT32_MAX && (rc = cl_widen_token_times(c, err)))
+        return rc;
+    if (rec->token_offsets)
+        ((uint32_t *)rec->token_offsets)[rec->n_token_times++] = (uint32_t)(t - rec->t_start);
+    else
+        ((sim_time *)rec->token_times)[rec->n_token_times++] = t;
+    return KV_OK;
+}
+
 static int cl_step_end(cl *c, size_t i, kv_err *err)
 {
     cl_server *sv = &c->srv[i];
     const simsrv_step_result *res = &sv->res;
     sv->busy = false;
-    for (size_t k = 0; k < res->n_tokens_out; k++) {
+    int rc = KV_OK;
+    for (size_t k = 0; k < res->n_tokens_out && !rc; k++) {
         sim_request_record *rec = res->tokens_out[k]->user;
         if (rec->n_token_times == 0)
             rec->t_first_token = c->now;
-        if (rec->n_token_times < rec->output_tokens + 1u)
-            ((sim_time *)rec->token_times)[rec->n_token_times++] = c->now;
+        rc = cl_token_time(c, rec, c->now, err);
     }
-    int rc = KV_OK;
     for (size_t k = 0; k < res->n_finished && !rc; k++) {
         simsrv_req *r = res->finished[k];
         sim_request_record *rec = r->user;
         sim_time done = c->now + CLUSTER_DONE_DELAY_US;
-        if (rec->n_token_times < rec->output_tokens + 1u)
-            ((sim_time *)rec->token_times)[rec->n_token_times++] = done;
+        if ((rc = cl_token_time(c, rec, done, err)))
+            break;
         rec->t_end = done;
         rec->output_tokens = wl_counted_output(c->w, rec->id, r->n_generated);   /* the client's count */
         rec->cached_tokens = r->n_cached;
@@ -515,10 +556,14 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
         return rc;
     uint32_t n_output = wl_output_len(c->w, stage, i);
     sim_request_record *rec = &c->run->requests[id];
-    sim_time *times = c->token_pool + c->token_next;
+    size_t at = c->token_next;
     c->token_next += (size_t)n_output + 1;
     *rec = (sim_request_record){.id = id, .stage = (int)stage, .t_scheduled = c->now, .t_start = c->now,
-                                .output_tokens = n_output, .endpoint = -1, .token_times = times};
+                                .output_tokens = n_output, .endpoint = -1};
+    if (c->token_wide)
+        rec->token_times = (sim_time *)c->token_pool + at;
+    else
+        rec->token_offsets = (uint32_t *)c->token_pool + at;
     c->run->n_requests = id + 1 > c->run->n_requests ? id + 1 : c->run->n_requests;
     if (c->sess) {
         cl_session *ss = &c->sess[cl_user(c, id)];
@@ -574,7 +619,8 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     for (size_t st = 0; st < c->w->n_stages; st++)
         for (uint64_t i = 0; i < c->w->stages[st].n_requests; i++)
             n_times += (size_t)wl_output_len(c->w, st, i) + 1;
-    if (!(c->token_pool = hugepage_alloc((n_times ? n_times : 1) * sizeof(sim_time))))
+    c->token_cap = n_times ? n_times : 1;
+    if (!(c->token_pool = hugepage_alloc(c->token_cap * sizeof(uint32_t))))
         return kv_err_set(err, KV_ENOMEM, "out of memory (%zu token times)", n_times);
     for (size_t i = 0; i < c->n_srv; i++) {
         cl_server *sv = &c->srv[i];
@@ -701,7 +747,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
                         out->router, (unsigned long long)(c.total - c.completed), (unsigned long long)c.total);
     c.st.sim_end_us = (uint64_t)c.now;
     out->events_delivered = c.st.kv_events_delivered;
-    if (out->n_requests == 0)          /* else requests[0].token_times owns the block */
+    if (out->n_requests == 0)          /* else requests[0]'s token times own the block */
         free(c.token_pool);
     if (stats)
         *stats = c.st;
@@ -716,7 +762,8 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
 void cluster_run_free(sim_run *run)
 {
     if (run->n_requests)
-        free((void *)run->requests[0].token_times);
+        free(run->requests[0].token_offsets ? (void *)run->requests[0].token_offsets
+                                            : (void *)run->requests[0].token_times);
     free(run->requests);
     free(run->stages);
     free(run->samples);

@@ -19,7 +19,7 @@ static bool in_set(const sim_request_record *r, int stage)
 
 static bool streamable(const sim_request_record *r)
 {
-    return !r->failed && r->n_token_times > 1 && r->token_times != NULL;
+    return !r->failed && r->n_token_times > 1 && sim_has_token_times(r);
 }
 
 /* Scratch arrays for one set, sized by a first pass over the records. */
@@ -116,12 +116,15 @@ int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
         out->cached_tokens += r->cached_tokens;
         out->preemptions += r->preemptions;
         if (streamable(r)) {
-            const sim_time *tt = r->token_times;
             uint32_t k = r->n_token_times;
-            s.ttft[s.n_tpot] = secs(tt[0] - r->t_start);
-            s.tpot[s.n_tpot++] = secs(tt[k - 1] - tt[0]) / (double)(k - 1);
-            for (uint32_t j = 1; j < k; j++)
-                s.itl[s.n_itl++] = secs(tt[j] - tt[j - 1]);
+            sim_time first = sim_token_time(r, 0), prev = first;
+            s.ttft[s.n_tpot] = secs(first - r->t_start);
+            s.tpot[s.n_tpot++] = secs(sim_token_time(r, k - 1) - first) / (double)(k - 1);
+            for (uint32_t j = 1; j < k; j++) {
+                sim_time t = sim_token_time(r, j);
+                s.itl[s.n_itl++] = secs(t - prev);
+                prev = t;
+            }
         }
     }
 

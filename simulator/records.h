@@ -31,7 +31,22 @@ typedef struct sim_request_record {
     const sim_time *token_times;
     uint32_t n_token_times;
     uint32_t prefix_group;             /* shared_prefix group (or UINT32_MAX) */
+    /* The same timestamps in the cluster driver's compact form, microseconds after
+     * t_start (half the bytes of the run's largest array). At most one of token_times
+     * and token_offsets is set; readers go through sim_token_time. */
+    const uint32_t *token_offsets;
 } sim_request_record;
+
+static inline bool sim_has_token_times(const sim_request_record *r)
+{
+    return r->token_times != NULL || r->token_offsets != NULL;
+}
+
+/* Timestamp j < n_token_times of a record with sim_has_token_times. */
+static inline sim_time sim_token_time(const sim_request_record *r, uint32_t j)
+{
+    return r->token_offsets ? r->t_start + (sim_time)r->token_offsets[j] : r->token_times[j];
+}
 
 typedef struct sim_stage_info {
     int index;

@@ -108,8 +108,8 @@ json_t *report_per_request_json(const sim_run *run, const report_opts *o)
         put(info, "output_tokens", json_integer(r->output_tokens));
         if (o->token_times) {
             json_t *tt = json_array();
-            for (uint32_t j = 0; r->token_times && j < r->n_token_times; j++)
-                json_array_append_new(tt, json_real(secs(r->token_times[j])));
+            for (uint32_t j = 0; sim_has_token_times(r) && j < r->n_token_times; j++)
+                json_array_append_new(tt, json_real(secs(sim_token_time(r, j))));
             put(info, "output_token_times", tt);
         }
         put(extra, "stage", json_integer(r->stage));
