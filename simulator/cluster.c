@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "evq.h"
 #include "hugepage.h"
@@ -57,24 +58,28 @@ typedef struct cl_payloads {
     size_t head, tail, qcap;
 } cl_payloads;
 
-/* The router's block keys per workload prompt. A prompt is sent once per stage, and
- * hashing its ~500 blocks for every routing decision is the largest cost of the precise
- * router's choice; the keys depend only on the tokens and the kvsource key context, so
- * they are computed once per distinct prompt and passed in the request view
- * (sched_request.keys). Only prompts that live in the workload's own storage are
- * memoised (keyed by their address, stable for the run); per-request token buffers
- * (random data, multi-turn contexts) are hashed by the scheduler as before. */
-typedef struct cl_keymemo {
-    const blockkeys_ctx *kc;          /* NULL: no kvsource, nothing to memoise */
+/* What is computed once per workload prompt rather than per request: inference-perf
+ * sends each of the ladder's 750 prompts once per stage. The router's block keys (for
+ * the precise router, hashing ~500 blocks per decision was the largest cost of its
+ * choice), passed in the request view (sched_request.keys), and the fingerprint the
+ * servers' prefix memo keys prompts by (simsrv_req.prompt_fp). Only prompts that live
+ * in the workload's own storage are memoised (keyed by their address, stable for the
+ * run); per-request token buffers (random data, multi-turn contexts) are hashed by the
+ * scheduler and the server as before. */
+typedef struct cl_prompt {
+    const uint32_t *tokens;           /* NULL = empty slot */
+    uint32_t n_tokens;
+    uint64_t fp;                      /* XXH3_64bits of the tokens */
+    size_t n_keys;
+    uint64_t *keys;                   /* NULL: no kvsource (or no memory for them) */
+} cl_prompt;
+
+typedef struct cl_prompts {
+    const blockkeys_ctx *kc;          /* the first kvsource's key context, or NULL */
     uint64_t root;
-    struct {
-        const uint32_t *tokens;       /* NULL = empty slot */
-        uint32_t n_tokens;
-        size_t n_keys;
-        uint64_t *keys;
-    } *slot;
+    cl_prompt *slot;
     size_t cap, used;                 /* cap: power of two; at most half of it is used */
-} cl_keymemo;
+} cl_prompts;
 
 typedef struct cl {
     const scenario *s;
@@ -118,7 +123,7 @@ typedef struct cl {
     size_t cap_samples;
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
     uint64_t *pend_next;
-    cl_keymemo km;
+    cl_prompts prompts;
 } cl;
 
 static double cl_clock(void *ctx)
@@ -126,38 +131,35 @@ static double cl_clock(void *ctx)
     return (double)((const cl *)ctx)->now / (double)SIM_US_PER_S;
 }
 
-/* The memoised keys of wr's prompt, computed on first use; false when wr's tokens are
- * not the workload's (or memory ran out: the scheduler then hashes them itself). */
-static bool cl_keymemo_get(cl_keymemo *m, const wl_req *wr, const uint64_t **keys, size_t *n)
+/* The memo entry of wr's prompt, filled on first use; NULL when wr's tokens are not the
+ * workload's (or the table is full: callers then hash as if there were no memo). */
+static const cl_prompt *cl_prompt_get(cl_prompts *m, const wl_req *wr)
 {
-    if (!m->kc || !m->slot || wr->owned || wr->n_prompt < m->kc->block_size)
-        return false;
+    if (!m->slot || wr->owned || wr->n_prompt == 0)
+        return NULL;
     uintptr_t h = (uintptr_t)wr->tokens;
     h ^= h >> 17;
     h *= 0x9e3779b97f4a7c15ULL;
     size_t i = (size_t)(h >> 20) & (m->cap - 1);
     while (m->slot[i].tokens && (m->slot[i].tokens != wr->tokens || m->slot[i].n_tokens != wr->n_prompt))
         i = (i + 1) & (m->cap - 1);
-    if (!m->slot[i].tokens) {
+    cl_prompt *e = &m->slot[i];
+    if (!e->tokens) {
         if (2 * (m->used + 1) > m->cap)
-            return false;
-        size_t nb = wr->n_prompt / m->kc->block_size;
-        uint64_t *k = malloc(nb * sizeof *k);
-        if (!k)
-            return false;
-        blockkeys_compute(m->kc, m->root, wr->tokens, wr->n_prompt, NULL, 0, NULL, k, nb);
-        m->slot[i].tokens = wr->tokens;
-        m->slot[i].n_tokens = wr->n_prompt;
-        m->slot[i].n_keys = nb;
-        m->slot[i].keys = k;
+            return NULL;
+        *e = (cl_prompt){.tokens = wr->tokens, .n_tokens = wr->n_prompt,
+                         .fp = XXH3_64bits(wr->tokens, (size_t)wr->n_prompt * sizeof *wr->tokens)};
+        size_t nb = m->kc ? wr->n_prompt / m->kc->block_size : 0;
+        if (nb && (e->keys = malloc(nb * sizeof *e->keys))) {
+            blockkeys_compute(m->kc, m->root, wr->tokens, wr->n_prompt, NULL, 0, NULL, e->keys, nb);
+            e->n_keys = nb;
+        }
         m->used++;
     }
-    *keys = m->slot[i].keys;
-    *n = m->slot[i].n_keys;
-    return true;
+    return e;
 }
 
-static void cl_keymemo_free(cl_keymemo *m)
+static void cl_prompts_free(cl_prompts *m)
 {
     for (size_t i = 0; i < m->cap && m->slot; i++)
         free(m->slot[i].keys);
@@ -170,8 +172,12 @@ static void cl_req_view(cl *c, uint64_t id, char *idbuf, size_t cap, sched_reque
     const wl_req *wr = &c->wreq[id];
     *r = (sched_request){.id = idbuf, .model = c->s->cluster.model->hf_name, .tokens = wr->tokens,
                          .n_tokens = wr->n_prompt, .output_tokens_hint = wr->n_output};
-    if (cl_keymemo_get(&c->km, wr, &r->keys, &r->n_keys))
-        r->keys_ctx = c->km.kc;
+    const cl_prompt *p = cl_prompt_get(&c->prompts, wr);
+    if (p && p->keys) {
+        r->keys = p->keys;
+        r->n_keys = p->n_keys;
+        r->keys_ctx = c->prompts.kc;
+    }
 }
 
 static void cl_progress(cl *c)
@@ -539,6 +545,9 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
     simsrv_req *sr = &c->sreq[id];
     *sr = (simsrv_req){.id = id, .tokens = wr->tokens, .n_prompt = wr->n_prompt, .n_output = wr->n_output,
                        .user = rec};
+    const cl_prompt *pm = cl_prompt_get(&c->prompts, wr);
+    if (pm)
+        sr->prompt_fp = pm->fp;
     rc = simsrv_submit(c->srv[target].srv, sr);
     if (rc == KV_ERANGE) {               /* vLLM would refuse it at the API */
         sched_response_complete(c->sched, &view, &c->eps[target]);
@@ -657,13 +666,14 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     }
     if (c->n_kvsrc && !(c->dec = kvev_decoder_new(0, &e)))
         return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "%s", e.msg);
-    if (c->n_kvsrc) {   /* without the table, every request is simply hashed by the scheduler */
-        c->km.kc = &c->kvsrc[0].src->keys;
-        c->km.root = blockkeys_root(c->km.kc, c->s->cluster.model->hf_name);
-        for (c->km.cap = 16; c->km.cap < 2 * c->w->n_prompts + 2;)
-            c->km.cap *= 2;
-        c->km.slot = calloc(c->km.cap, sizeof *c->km.slot);
+    if (c->n_kvsrc) {
+        c->prompts.kc = &c->kvsrc[0].src->keys;
+        c->prompts.root = blockkeys_root(c->prompts.kc, c->s->cluster.model->hf_name);
     }
+    for (c->prompts.cap = 16; c->prompts.cap < 2 * c->w->n_prompts + 2;)
+        c->prompts.cap *= 2;
+    /* without the table, every request is simply hashed by the scheduler and the server */
+    c->prompts.slot = calloc(c->prompts.cap, sizeof *c->prompts.slot);
     /* Servers publish KV events only to a router that can read them: encoding is a
      * large share of a step's cost, and nothing else about the server changes. */
     c->st.kv_published = c->n_kvsrc > 0;
@@ -711,7 +721,7 @@ static void cl_teardown(cl *c)
     sched_free(c->sched);
     kvev_decoder_free(c->dec);
     sched_trace_free(&c->trace);
-    cl_keymemo_free(&c->km);
+    cl_prompts_free(&c->prompts);
     evq_free(&c->q);
 }
 

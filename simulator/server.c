@@ -437,7 +437,7 @@ static uint32_t prompt_hashes(simsrv *s, const simsrv_req *r, uint64_t *out)
     if (!s->memo) s->memo = calloc(MEMO_SLOTS, sizeof *s->memo);
     if (!s->memo || n == 0)
         return (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL, out, n);
-    uint64_t fp = XXH3_64bits(r->tokens, (size_t)r->n_prompt * sizeof *r->tokens);
+    uint64_t fp = r->prompt_fp ? r->prompt_fp : XXH3_64bits(r->tokens, (size_t)r->n_prompt * sizeof *r->tokens);
     memo_ent *e = &s->memo[fp & (MEMO_SLOTS - 1)];
     if (e->n_prompt == r->n_prompt && e->fp == fp) {
         memcpy(out, e->hashes, e->n_hashes * sizeof *out);

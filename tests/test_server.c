@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "blockkeys.h"
 #include "kvevents.h"
@@ -445,9 +446,10 @@ static void test_random_invariants(void **state)
     run_random(3, 64, 60, 1024, 32, 0);      /* big blocks, tight */
 }
 
-/* The same submissions give the same steps and the same event bytes; with events
- * off, no payload at all. */
-static uint64_t run_digest(bool events)
+/* The same submissions give the same steps and the same event bytes, whether the
+ * caller supplies the prompts' fingerprints (simsrv_req.prompt_fp) or the server
+ * computes them; with events off, no payload at all. */
+static uint64_t run_digest(bool events, bool fingerprints)
 {
     simsrv_config c = base_config(16, 100, 256, 16);
     c.emit_kv_events = events;
@@ -458,6 +460,7 @@ static uint64_t run_digest(bool events)
     for (int i = 0; i < N; i++) {
         q[i] = (simsrv_req){.id = (uint64_t)i, .tokens = t + (i % 5) * 17, .n_prompt = 100 + (uint32_t)(i * 37 % 300),
                             .n_output = 1 + (uint32_t)(i * 13 % 50)};
+        if (fingerprints) q[i].prompt_fp = XXH3_64bits(q[i].tokens, (size_t)q[i].n_prompt * sizeof *q[i].tokens);
         assert_int_equal(simsrv_submit(s, &q[i]), KV_OK);
     }
     uint64_t h = 1469598103934665603ULL;
@@ -478,8 +481,9 @@ static uint64_t run_digest(bool events)
 static void test_deterministic(void **state)
 {
     (void)state;
-    assert_true(run_digest(true) == run_digest(true));
-    run_digest(false);
+    assert_true(run_digest(true, false) == run_digest(true, false));
+    assert_true(run_digest(true, false) == run_digest(true, true));
+    run_digest(false, false);
 }
 
 int main(void)
