@@ -418,6 +418,28 @@ int yt_double_range(const yt_doc *d, const yt_node *n, const char *what, double 
     return KV_OK;
 }
 
+int yt_opt_int(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
+               int64_t *out, kv_err *err)
+{
+    const yt_node *n = yt_get(map, key);
+    if (yt_is_null(n))
+        return KV_OK;
+    char what[256];
+    snprintf(what, sizeof what, "%s.%s", path, key);
+    return yt_int_range(d, n, what, lo, hi, out, err);
+}
+
+int yt_opt_double(const yt_doc *d, const yt_node *map, const char *path, const char *key, double lo, double hi,
+                  double *out, kv_err *err)
+{
+    const yt_node *n = yt_get(map, key);
+    if (yt_is_null(n))
+        return KV_OK;
+    char what[256];
+    snprintf(what, sizeof what, "%s.%s", path, key);
+    return yt_double_range(d, n, what, lo, hi, out, err);
+}
+
 int yt_double(const yt_doc *d, const yt_node *n, const char *what, double *out, kv_err *err)
 {
     if (yt_expect_scalar(d, n, what, "a number", err))

@@ -47,6 +47,11 @@ int yt_int_range(const yt_doc *d, const yt_node *n, const char *what, int64_t lo
                  kv_err *err);
 int yt_double_range(const yt_doc *d, const yt_node *n, const char *what, double lo, double hi, double *out,
                     kv_err *err);
+/* Optional fields of a map: absent or null keeps *out; messages name the field "path.key". */
+int yt_opt_int(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
+               int64_t *out, kv_err *err);
+int yt_opt_double(const yt_doc *d, const yt_node *map, const char *path, const char *key, double lo, double hi,
+                  double *out, kv_err *err);
 int yt_bool(const yt_doc *d, const yt_node *n, const char *what, bool *out, kv_err *err);
 int yt_string(const yt_doc *d, const yt_node *n, const char *what, const char **out, kv_err *err);
 /* Duration: a number of seconds, or a Go-style string "50ms", "2s", "2m", "1h30m". */

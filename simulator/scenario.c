@@ -28,20 +28,10 @@ static int scn_expect(const yt_doc *d, const yt_node *n, yt_kind kind, const cha
 static int scn_u32(const yt_doc *d, const yt_node *map, const char *key, const char *path, int64_t lo, int64_t hi,
                    uint32_t *out, kv_err *err)
 {
-    const yt_node *n = yt_get(map, key);
-    if (yt_is_null(n))
-        return KV_OK;
-    char what[128];
-    snprintf(what, sizeof what, "%s.%s", path, key);
-    int64_t v;
-    int rc = yt_int(d, n, what, &v, err);
-    if (rc)
-        return rc;
-    if (v < lo || v > hi)
-        return yt_error(d, n, err, KV_ERANGE, "field '%s': %lld is out of range [%lld, %lld]", what, (long long)v,
-                        (long long)lo, (long long)hi);
+    int64_t v = *out;
+    int rc = yt_opt_int(d, map, path, key, lo, hi, &v, err);
     *out = (uint32_t)v;
-    return KV_OK;
+    return rc;
 }
 
 static int scn_dur(const yt_doc *d, const yt_node *map, const char *key, const char *path, sim_time *out,

@@ -58,52 +58,16 @@ static int wl_expect_map(const yt_doc *d, const yt_node *n, const char *path, kv
     return KV_OK;
 }
 
-/* Reads an optional integer field into [lo, hi]; absent or null keeps *out. */
-static int wl_get_int(const yt_doc *d, const yt_node *map, const char *key, const char *path, int64_t lo,
-                      int64_t hi, int64_t *out, kv_err *err)
-{
-    const yt_node *n = yt_get(map, key);
-    if (yt_is_null(n))
-        return KV_OK;
-    char what[160];
-    snprintf(what, sizeof what, "%s.%s", path, key);
-    int64_t v;
-    int rc = yt_int(d, n, what, &v, err);
-    if (rc)
-        return rc;
-    if (v < lo || v > hi)
-        return yt_error(d, n, err, KV_ERANGE, "field '%s': %lld is out of range [%lld, %lld]", what,
-                        (long long)v, (long long)lo, (long long)hi);
-    *out = v;
-    return KV_OK;
-}
-
+/* yt_opt_int into a uint32_t field. */
 static int wl_get_u32(const yt_doc *d, const yt_node *map, const char *key, const char *path, int64_t lo,
                       int64_t hi, uint32_t *out, kv_err *err)
 {
     int64_t v = *out;
-    int rc = wl_get_int(d, map, key, path, lo, hi, &v, err);
+    int rc = yt_opt_int(d, map, path, key, lo, hi, &v, err);
     *out = (uint32_t)v;
     return rc;
 }
 
-static int wl_get_double(const yt_doc *d, const yt_node *map, const char *key, const char *path, double lo,
-                         double hi, double *out, kv_err *err)
-{
-    const yt_node *n = yt_get(map, key);
-    if (yt_is_null(n))
-        return KV_OK;
-    char what[160];
-    snprintf(what, sizeof what, "%s.%s", path, key);
-    double v;
-    int rc = yt_double(d, n, what, &v, err);
-    if (rc)
-        return rc;
-    if (!(v >= lo && v <= hi))
-        return yt_error(d, n, err, KV_ERANGE, "field '%s': %g is out of range [%g, %g]", what, v, lo, hi);
-    *out = v;
-    return KV_OK;
-}
 
 static int wl_parse_dist(const yt_doc *d, const yt_node *n, const char *path, wl_dist *out, kv_err *err)
 {
@@ -111,12 +75,12 @@ static int wl_parse_dist(const yt_doc *d, const yt_node *n, const char *path, wl
     if (rc)
         return rc;
     *out = (wl_dist){.min = 1, .max = 1, .mean = 1, .std_dev = 0, .total_count = 0};
-    if ((rc = wl_get_int(d, n, "min", path, 0, WL_MAX_LEN, &out->min, err)) ||
-        (rc = wl_get_int(d, n, "max", path, 0, WL_MAX_LEN, &out->max, err)) ||
-        (rc = wl_get_double(d, n, "mean", path, 0, WL_MAX_LEN, &out->mean, err)) ||
-        (rc = wl_get_double(d, n, "std_dev", path, 0, WL_MAX_LEN, &out->std_dev, err)) ||
-        (rc = wl_get_double(d, n, "std", path, 0, WL_MAX_LEN, &out->std_dev, err)) ||
-        (rc = wl_get_int(d, n, "total_count", path, 0, 100000000, &out->total_count, err)))
+    if ((rc = yt_opt_int(d, n, path, "min", 0, WL_MAX_LEN, &out->min, err)) ||
+        (rc = yt_opt_int(d, n, path, "max", 0, WL_MAX_LEN, &out->max, err)) ||
+        (rc = yt_opt_double(d, n, path, "mean", 0, WL_MAX_LEN, &out->mean, err)) ||
+        (rc = yt_opt_double(d, n, path, "std_dev", 0, WL_MAX_LEN, &out->std_dev, err)) ||
+        (rc = yt_opt_double(d, n, path, "std", 0, WL_MAX_LEN, &out->std_dev, err)) ||
+        (rc = yt_opt_int(d, n, path, "total_count", 0, 100000000, &out->total_count, err)))
         return rc;
     if (out->min > out->max)
         return yt_error(d, n, err, KV_EINVAL, "field '%s': min %lld is greater than max %lld", path,
@@ -241,8 +205,8 @@ static int wl_parse_stages(const yt_doc *d, const yt_node *st, wl_spec *s, kv_er
                 if (!yt_get(n, need[k]))
                     return yt_error(d, n, err, KV_EINVAL, "field '%s.%s': required for load type %s", p, need[k],
                                     wl_load_type_name(s->load));
-            if ((rc = wl_get_double(d, n, "rate", p, 1e-9, 1e6, &g->rate, err)) ||
-                (rc = wl_get_double(d, n, "duration", p, 1e-9, 1e7, &g->duration, err)))
+            if ((rc = yt_opt_double(d, n, p, "rate", 1e-9, 1e6, &g->rate, err)) ||
+                (rc = yt_opt_double(d, n, p, "duration", 1e-9, 1e7, &g->duration, err)))
                 return rc;
             double count = g->rate * g->duration;
             if (count > 1e8)
@@ -272,7 +236,7 @@ static int wl_parse_load(const yt_doc *d, const yt_node *load, wl_note_fn note, 
     else
         return yt_error(d, type, err, KV_EINVAL, "field 'workload.load.type': '%s' is not supported "
                         "(constant, poisson, concurrent or trace_replay)", t);
-    if ((rc = wl_get_double(d, load, "interval", "workload.load", 0, 1e6, &s->interval, err)))
+    if ((rc = yt_opt_double(d, load, "workload.load", "interval", 0, 1e6, &s->interval, err)))
         return rc;
     if (s->load == WL_LOAD_TRACE_REPLAY) {
         if (s->data != WL_DATA_TRACE)
@@ -385,8 +349,8 @@ int wl_parse(const yt_doc *d, const yt_node *w, const char *base_dir, wl_note_fn
     const yt_node *rt = yt_get(w, "retokenize");
     if (!rc && rt) {
         if (!(rc = wl_expect_map(d, rt, "workload.retokenize", err)) &&
-            !(rc = wl_get_double(d, rt, "mean", "workload.retokenize", 0, 1, &s->drift_mean, err)) &&
-            !(rc = wl_get_double(d, rt, "spread", "workload.retokenize", 0, 1, &s->drift_spread, err)) &&
+            !(rc = yt_opt_double(d, rt, "workload.retokenize", "mean", 0, 1, &s->drift_mean, err)) &&
+            !(rc = yt_opt_double(d, rt, "workload.retokenize", "spread", 0, 1, &s->drift_spread, err)) &&
             !(rc = wl_check_keys(d, rt, "workload.retokenize", err)) && s->drift_spread > s->drift_mean)
             rc = yt_error(d, rt, err, KV_EINVAL, "field 'workload.retokenize.spread': larger than mean "
                           "(prompts would shrink)");
