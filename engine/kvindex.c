@@ -101,6 +101,7 @@ struct kvindex {
 
     uint64_t entries, evictions, stores, removes, clears;
     atomic_uint_fast64_t lookups;
+    atomic_uint_fast64_t ep_version; /* bumped under the write lock by slot add/remove */
 };
 
 
@@ -541,6 +542,7 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     ix->free_blk = ix->mru = ix->lru = NIL;
     ix->free_em = NIL;
     atomic_init(&ix->lookups, 0);
+    atomic_init(&ix->ep_version, 0);
     unsigned nbits = MIN_TABLE_BITS;
     while (((size_t)1 << nbits) < 2 * (size_t)ix->max_ep) nbits++;
     ix->names = calloc(ix->max_ep, sizeof *ix->names);
@@ -607,6 +609,7 @@ int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err)
         }
         rt_put(&ix->ntab, str_hash(name), s);
         slot = (int)s;
+        atomic_fetch_add_explicit(&ix->ep_version, 1, memory_order_release);
         goto out;
     }
     slot = kv_err_set(err, KV_EFULL, "kvindex: all %u endpoint slots are in use, cannot add \"%s\"", ix->max_ep, name);
@@ -622,6 +625,11 @@ int kvindex_endpoint_find(const kvindex *ix, const char *name)
     int slot = name_find(ix, name);
     unlock(ix);
     return slot;
+}
+
+uint64_t kvindex_endpoints_version(const kvindex *ix)
+{
+    return atomic_load_explicit(&ix->ep_version, memory_order_acquire);
 }
 
 const char *kvindex_endpoint_name(const kvindex *ix, int slot)
@@ -654,6 +662,7 @@ void kvindex_endpoint_remove(kvindex *ix, int slot)
         rt_del(&ix->ntab, str_hash(ix->names[slot]), (uint32_t)slot);
         free(ix->names[slot]);
         ix->names[slot] = NULL;
+        atomic_fetch_add_explicit(&ix->ep_version, 1, memory_order_release);
     }
     unlock(ix);
 }

@@ -44,6 +44,9 @@ int kvindex_endpoint_find(const kvindex *ix, const char *name);        /* slot o
 const char *kvindex_endpoint_name(const kvindex *ix, int slot);        /* NULL if free; valid until the slot is removed */
 /* Removes every entry of the endpoint and frees its slot. */
 void kvindex_endpoint_remove(kvindex *ix, int slot);
+/* Changes whenever a slot is added or removed (never otherwise), so a caller may cache
+ * name -> slot resolutions and trust them while it reads the same value. Lock-free. */
+uint64_t kvindex_endpoints_version(const kvindex *ix);
 
 /* BlockStored. engine_keys (may be NULL with n_engine 0 for pure request-key stores)
  * and request_keys may have different lengths (engine and index block sizes differ):

@@ -32,8 +32,9 @@
  * shared system prompt first (epp.md §7 issue 4; inference-sim issue #1007).
  *
  * Endpoints are looked up in the index by name ("ip:port", llm-d v0.7+), falling back to
- * the IP alone (v0.5 topics "kv@<ip>@<model>"), by pu_kvindex_slot; the slot is cached per endpoint id (see
- * pps_slot for how the cache stays right when the ingester recycles slots).
+ * the IP alone (v0.5 topics "kv@<ip>@<model>"), by pu_kvindex_slot; the resolution is cached per endpoint
+ * id, tagged with kvindex_endpoints_version (see pps_slot), so a call resolves names only after the
+ * ingester added or removed a slot.
  *
  * Publishes the per-endpoint matched blocks for no-hit-lru (policy_util.h). */
 #include <stdio.h>
@@ -43,15 +44,13 @@
 #include "policy_util.h"
 
 enum { NORM_MATCHED_TOTAL, NORM_MINMAX };
-#define PPS_RECHECK 4
 
 typedef struct pps_state {
     sched_kvsource src;
     int norm;
     kvindex_match *match;          /* one per index slot */
     uint32_t slots;
-    pu_idmap slot_of;              /* endpoint id -> slot + 1; 0 = look it up */
-    size_t recheck;                /* rotating start of the candidates re-resolved */
+    pu_idmap slot_of;              /* endpoint id -> version << 32 | (slot + 1, 0 = unknown) */
     char info_key[PU_PREFIX_KEY_MAX];
 } pps_state;
 
@@ -245,31 +244,23 @@ static int pps_init(sched_plugin *p, const sched_params *pp, const sched_env *en
     return KV_OK;
 }
 
-/* Looks the endpoint up in the index and caches a found slot (unknown endpoints are
- * looked up again on every call, so a pod's first events count at once). */
-static int pps_resolve(pps_state *st, const sched_endpoint *ep)
+/* The slot whose match counts for ep, -1 if the index does not know it. A cached
+ * resolution is trusted only when it was made at the version the lookup ran under
+ * (trusted false: slots changed during the lookup, so resolve afresh), so a recycled slot
+ * never lends one pod's cache to another and a pod added or re-added under a new slot
+ * counts at once. The version is kept to 32 bits: a stale entry would need exactly 2^32
+ * slot changes between two calls to pass. */
+static int pps_slot(pps_state *st, const sched_endpoint *ep, uint64_t version, bool trusted)
 {
+    uint64_t tag = (uint64_t)(uint32_t)version << 32;
+    uint64_t cached = (uint64_t)pu_idmap_get(&st->slot_of, ep->id, 0);
+    if (trusted && cached && (cached & ~0xffffffffull) == tag)
+        return (int)(cached & 0xffffffffull) - 1;
     int slot = pu_kvindex_slot(st->src.index, ep->name);
     int64_t *v = pu_idmap_at(&st->slot_of, ep->id);
-    if (v)
-        *v = slot >= 0 ? slot + 1 : 0;
+    if (v && trusted)
+        *v = (int64_t)(tag | (uint64_t)(slot + 1));
     return slot;
-}
-
-/* The slot whose match counts for candidate i. A cached slot is trusted when it matched
- * nothing (score 0 either way) except for a few candidates per call, re-resolved in turn
- * (PPS_RECHECK), so a pod re-added to the index under a new slot is noticed within n /
- * PPS_RECHECK calls; a cached slot that matched is confirmed before it scores, so a
- * recycled slot never lends one pod's cache to another. */
-static int pps_slot(pps_state *st, const sched_endpoint *ep, bool recheck)
-{
-    int64_t cached = pu_idmap_get(&st->slot_of, ep->id, 0);
-    if (cached == 0 || recheck)
-        return pps_resolve(st, ep);
-    int slot = (int)cached - 1;
-    if ((uint32_t)slot >= st->slots || st->match[slot].blocks == 0)
-        return slot;
-    return pu_kvindex_slot(st->src.index, ep->name) == slot ? slot : pps_resolve(st, ep);
 }
 
 static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
@@ -282,14 +273,13 @@ static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
     if (!matched || !info)
         return;
     memset(matched, 0, (n ? n : 1) * sizeof *matched);
+    uint64_t version = kvindex_endpoints_version(st->src.index);
     if (nk > 0 && kvindex_lookup(st->src.index, keys, nk, st->match) > 0) {
+        bool trusted = kvindex_endpoints_version(st->src.index) == version;
         double lo = 0, hi = 0;
         bool any = false;
-        size_t first = n ? st->recheck % n : 0;
-        st->recheck += PPS_RECHECK;
         for (size_t i = 0; i < n; i++) {
-            bool recheck = (i + n - first) % n < PPS_RECHECK;
-            int slot = pps_slot(st, eps[i], recheck);
+            int slot = pps_slot(st, eps[i], version, trusted);
             if (slot < 0 || (uint32_t)slot >= st->slots || st->match[slot].blocks == 0)
                 continue;
             double raw = st->match[slot].score;
