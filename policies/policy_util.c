@@ -266,14 +266,16 @@ void pu_minmax_lower_better(sched_endpoint *const *eps, size_t n, double (*load)
 {
     if (!n)
         return;
-    double lo = load(eps[0]), hi = lo;
+    /* scores[] holds the loads until normalised: one indirect call per endpoint */
+    for (size_t i = 0; i < n; i++)
+        scores[i] = load(eps[i]);
+    double lo = scores[0], hi = lo;
     for (size_t i = 1; i < n; i++) {
-        double v = load(eps[i]);
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
+        lo = scores[i] < lo ? scores[i] : lo;
+        hi = scores[i] > hi ? scores[i] : hi;
     }
     for (size_t i = 0; i < n; i++)
-        scores[i] = hi == lo ? 1.0 : (hi - load(eps[i])) / (hi - lo);
+        scores[i] = hi == lo ? 1.0 : (hi - scores[i]) / (hi - lo);
 }
 
 size_t pu_below(sched_cycle *c, size_t n)
