@@ -815,18 +815,27 @@ out:
 /* Adds each endpoint set in dev its best tier weight minus the gpu weight (kept in
  * out[].score until the end); endpoints at exactly the gpu weight never get here.
  * tiers[t] is tier t's bitmap word w of the block. */
-static void adjust_scores(const kvindex *ix, const uint64_t tiers[KVTIER_COUNT], uint32_t w, uint64_t dev,
-                          kvindex_match *out)
+/* A slot's deviation from the gpu weight is charged per run of keys, not per key: entering
+ * tier t's class (t is the best tier it holds the key in) at key j charges -j * d[t],
+ * leaving it at key j' charges +j' * d[t], so a run costs two updates however long. */
+static void charge(uint32_t w, uint64_t bits, float amount, kvindex_match *out)
 {
-    while (dev) {
-        unsigned bitno = (unsigned)__builtin_ctzll(dev);
-        uint64_t bit = 1ULL << bitno;
-        dev &= dev - 1;
-        float best = 0;
-        for (int t = 0; t < KVTIER_COUNT; t++)
-            if ((tiers[t] & bit) && ix->weight[t] > best) best = ix->weight[t];
-        out[w * 64 + bitno].score += best - ix->weight[KVTIER_GPU];
+    while (bits) {
+        out[w * 64 + (unsigned)__builtin_ctzll(bits)].score += amount;
+        bits &= bits - 1;
     }
+}
+
+/* Every open run ends at key j. */
+static void runs_end(uint64_t run[KVTIER_COUNT][MAX_WORDS], uint32_t W, const float *d, uint32_t j,
+                     kvindex_match *out)
+{
+    for (int t = 0; t < KVTIER_COUNT; t++)
+        for (uint32_t w = 0; w < W; w++)
+            if (run[t][w]) {
+                charge(w, run[t][w], (float)j * d[t], out);
+                run[t][w] = 0;
+            }
 }
 
 static void set_blocks(uint32_t w, uint64_t bits, uint32_t blocks, kvindex_match *out)
@@ -875,9 +884,19 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         same[t] = ix->weight[t] == ix->weight[KVTIER_GPU] ? ~0ULL : 0;
         heavier[t] = ix->weight[t] > ix->weight[KVTIER_GPU] ? ~0ULL : 0;
     }
-    uint64_t alive[MAX_WORDS], hash[PIPE];
+    /* dom[t]: tiers that outrank t (heavier, or as heavy and listed first), so each
+     * holder of a key falls in the class of exactly one tier, its best. */
+    unsigned dom[KVTIER_COUNT] = {0};
+    float d[KVTIER_COUNT];
+    for (int t = 0; t < KVTIER_COUNT; t++) {
+        d[t] = ix->weight[t] - ix->weight[KVTIER_GPU];
+        for (int u = 0; u < KVTIER_COUNT; u++)
+            if (ix->weight[u] > ix->weight[t] || (ix->weight[u] == ix->weight[t] && u < t)) dom[t] |= 1u << u;
+    }
+    uint64_t alive[MAX_WORDS], hash[PIPE], run[KVTIER_COUNT][MAX_WORDS];
+    memset(run, 0, sizeof run);
     uint32_t matched = 0, cand[PIPE];
-    bool done = false;
+    bool done = false, runs = false;
 
     rdlock(ix);
     /* Memory-level parallelism: key j+2A's bucket and key j+A's record are in flight
@@ -905,6 +924,8 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         const uint64_t *g = rec_of(ix, b) + 1;
         if (!has_side(ix, b)) {
             /* Held in gpu only: every survivor scores exactly the gpu weight. */
+            if (runs) runs_end(run, W, d, (uint32_t)j, out);
+            runs = false;
             for (uint32_t w = 0; w < W; w++) {
                 uint64_t prev = j ? alive[w] : g[w], now = prev & g[w];
                 if (prev != now) set_blocks(w, prev & ~now, (uint32_t)j, out);
@@ -924,7 +945,20 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
                 uint64_t ok = (tiers[0] & same[0]) | (tiers[1] & same[1]) | (tiers[2] & same[2]);
                 uint64_t up = (tiers[0] & heavier[0]) | (tiers[1] & heavier[1]) | (tiers[2] & heavier[2]);
                 uint64_t dev = now & (~ok | up);
-                if (dev) adjust_scores(ix, tiers, w, dev, out);
+                for (int t = 0; t < KVTIER_COUNT; t++) {
+                    uint64_t cls = 0;
+                    if (dev && d[t] != 0) {
+                        uint64_t over = 0;
+                        for (int u = 0; u < KVTIER_COUNT; u++)
+                            if (dom[t] >> u & 1) over |= tiers[u];
+                        cls = dev & tiers[t] & ~over;
+                    }
+                    if (cls == run[t][w]) continue;
+                    charge(w, cls & ~run[t][w], -(float)j * d[t], out);
+                    charge(w, run[t][w] & ~cls, (float)j * d[t], out);
+                    run[t][w] = cls;
+                    runs |= cls != 0;
+                }
             }
         }
         if (!any) {
@@ -937,6 +971,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     /* Endpoints still alive matched every key up to the stop. */
     if (!done && matched)
         for (uint32_t w = 0; w < W; w++) set_blocks(w, alive[w], matched, out);
+    if (runs) runs_end(run, W, d, matched, out);
     float wg = ix->weight[KVTIER_GPU];
     for (uint32_t s = 0; s < ix->max_ep; s++)
         out[s].score = out[s].blocks ? (float)out[s].blocks * wg + out[s].score : 0;
