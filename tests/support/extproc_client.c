@@ -92,11 +92,9 @@ xpc_stream *xpc_open(xpc_client *c, int timeout_ms)
     return s;
 }
 
-static int send_msg(xpc_stream *s, const ProtobufCMessage *m)
+/* Sends one message made of the slice; takes the caller's reference to it. */
+static int send_slice(xpc_stream *s, grpc_slice sl)
 {
-    size_t n = protobuf_c_message_get_packed_size(m);
-    grpc_slice sl = grpc_slice_malloc(n);
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
     grpc_slice_unref(sl);
     grpc_op op = {0};
@@ -107,17 +105,16 @@ static int send_msg(xpc_stream *s, const ProtobufCMessage *m)
     return ok ? 0 : -1;
 }
 
+static int send_msg(xpc_stream *s, const ProtobufCMessage *m)
+{
+    grpc_slice sl = grpc_slice_malloc(protobuf_c_message_get_packed_size(m));
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
+    return send_slice(s, sl);
+}
+
 int xpc_send_raw(xpc_stream *s, const void *bytes, size_t len)
 {
-    grpc_slice sl = grpc_slice_from_copied_buffer(bytes, len);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-    grpc_slice_unref(sl);
-    grpc_op op = {0};
-    op.op = GRPC_OP_SEND_MESSAGE;
-    op.data.send_message.send_message = bb;
-    bool ok = run(s, &op, 1, 5000);
-    grpc_byte_buffer_destroy(bb);
-    return ok ? 0 : -1;
+    return send_slice(s, grpc_slice_from_copied_buffer(bytes, len));
 }
 
 static int send_headers(xpc_stream *s, bool response, const char *const *kv, bool eos, const char *const *subset,
