@@ -429,6 +429,15 @@ int yt_opt_int(const yt_doc *d, const yt_node *map, const char *path, const char
     return yt_int_range(d, n, what, lo, hi, out, err);
 }
 
+int yt_opt_u32(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
+               uint32_t *out, kv_err *err)
+{
+    int64_t v = *out;
+    int rc = yt_opt_int(d, map, path, key, lo, hi, &v, err);
+    *out = (uint32_t)v;
+    return rc;
+}
+
 int yt_opt_double(const yt_doc *d, const yt_node *map, const char *path, const char *key, double lo, double hi,
                   double *out, kv_err *err)
 {

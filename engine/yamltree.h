@@ -50,6 +50,9 @@ int yt_double_range(const yt_doc *d, const yt_node *n, const char *what, double 
 /* Optional fields of a map: absent or null keeps *out; messages name the field "path.key". */
 int yt_opt_int(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
                int64_t *out, kv_err *err);
+/* yt_opt_int into a uint32_t field; lo and hi must lie within uint32_t. */
+int yt_opt_u32(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
+               uint32_t *out, kv_err *err);
 int yt_opt_double(const yt_doc *d, const yt_node *map, const char *path, const char *key, double lo, double hi,
                   double *out, kv_err *err);
 int yt_bool(const yt_doc *d, const yt_node *n, const char *what, bool *out, kv_err *err);

@@ -25,15 +25,6 @@ static int scn_expect(const yt_doc *d, const yt_node *n, yt_kind kind, const cha
     return KV_OK;
 }
 
-static int scn_u32(const yt_doc *d, const yt_node *map, const char *key, const char *path, int64_t lo, int64_t hi,
-                   uint32_t *out, kv_err *err)
-{
-    int64_t v = *out;
-    int rc = yt_opt_int(d, map, path, key, lo, hi, &v, err);
-    *out = (uint32_t)v;
-    return rc;
-}
-
 static int scn_dur(const yt_doc *d, const yt_node *map, const char *key, const char *path, sim_time *out,
                    kv_err *err)
 {
@@ -66,14 +57,14 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
         if ((rc = scn_expect(d, c, YT_MAP, "cluster", err)))
             return rc;
         uint32_t tp = 2;
-        if ((rc = scn_u32(d, c, "replicas", "cluster", 1, 4096, &k->replicas, err)) ||
-            (rc = scn_u32(d, c, "tp", "cluster", 1, 64, &tp, err)) ||
-            (rc = scn_u32(d, c, "block_size", "cluster", 1, 4096, &k->block_size, err)) ||
-            (rc = scn_u32(d, c, "max_num_batched_tokens", "cluster", 1, 10000000, &k->max_num_batched_tokens, err)) ||
-            (rc = scn_u32(d, c, "max_num_seqs", "cluster", 1, 1000000, &k->max_num_seqs, err)) ||
-            (rc = scn_u32(d, c, "long_prefill_token_threshold", "cluster", 0, 10000000,
+        if ((rc = yt_opt_u32(d, c, "cluster", "replicas", 1, 4096, &k->replicas, err)) ||
+            (rc = yt_opt_u32(d, c, "cluster", "tp", 1, 64, &tp, err)) ||
+            (rc = yt_opt_u32(d, c, "cluster", "block_size", 1, 4096, &k->block_size, err)) ||
+            (rc = yt_opt_u32(d, c, "cluster", "max_num_batched_tokens", 1, 10000000, &k->max_num_batched_tokens, err)) ||
+            (rc = yt_opt_u32(d, c, "cluster", "max_num_seqs", 1, 1000000, &k->max_num_seqs, err)) ||
+            (rc = yt_opt_u32(d, c, "cluster", "long_prefill_token_threshold", 0, 10000000,
                           &k->long_prefill_token_threshold, err)) ||
-            (rc = scn_u32(d, c, "max_model_len", "cluster", 0, 100000000, &k->max_model_len, err)) ||
+            (rc = yt_opt_u32(d, c, "cluster", "max_model_len", 0, 100000000, &k->max_model_len, err)) ||
             (rc = scn_dur(d, c, "kv_event_delay", "cluster", &k->kv_event_delay, err)) ||
             (rc = scn_dur(d, c, "scrape_interval", "cluster", &k->scrape_interval, err)) ||
             (rc = scn_dur(d, c, "metrics_staleness", "cluster", &k->metrics_staleness, err)))
@@ -230,7 +221,7 @@ static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)
             s->outputs.decisions_every = 100;
             if (!yt_get(n, "sample"))
                 return yt_error(d, n, err, KV_EINVAL, "field 'outputs.decisions.sample': required");
-            if ((rc = scn_u32(d, n, "sample", "outputs.decisions", 1, 1000000000, &s->outputs.decisions_every,
+            if ((rc = yt_opt_u32(d, n, "outputs.decisions", "sample", 1, 1000000000, &s->outputs.decisions_every,
                               err)) ||
                 (rc = wl_check_keys(d, n, "outputs.decisions", err)))
                 return rc;

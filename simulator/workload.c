@@ -58,17 +58,6 @@ static int wl_expect_map(const yt_doc *d, const yt_node *n, const char *path, kv
     return KV_OK;
 }
 
-/* yt_opt_int into a uint32_t field. */
-static int wl_get_u32(const yt_doc *d, const yt_node *map, const char *key, const char *path, int64_t lo,
-                      int64_t hi, uint32_t *out, kv_err *err)
-{
-    int64_t v = *out;
-    int rc = yt_opt_int(d, map, path, key, lo, hi, &v, err);
-    *out = (uint32_t)v;
-    return rc;
-}
-
-
 static int wl_parse_dist(const yt_doc *d, const yt_node *n, const char *path, wl_dist *out, kv_err *err)
 {
     int rc = wl_expect_map(d, n, path, err);
@@ -114,11 +103,11 @@ static int wl_parse_data(const yt_doc *d, const yt_node *data, const char *base_
         if (sp) {
             const char *p = "workload.data.shared_prefix";
             if ((rc = wl_expect_map(d, sp, p, err)) ||
-                (rc = wl_get_u32(d, sp, "num_groups", p, 1, 1000000, &s->sp.num_groups, err)) ||
-                (rc = wl_get_u32(d, sp, "num_prompts_per_group", p, 1, 1000000, &s->sp.num_prompts_per_group, err)) ||
-                (rc = wl_get_u32(d, sp, "system_prompt_len", p, 0, WL_MAX_LEN, &s->sp.system_prompt_len, err)) ||
-                (rc = wl_get_u32(d, sp, "question_len", p, 0, WL_MAX_LEN, &s->sp.question_len, err)) ||
-                (rc = wl_get_u32(d, sp, "output_len", p, 1, WL_MAX_LEN, &s->sp.output_len, err)))
+                (rc = yt_opt_u32(d, sp, p, "num_groups", 1, 1000000, &s->sp.num_groups, err)) ||
+                (rc = yt_opt_u32(d, sp, p, "num_prompts_per_group", 1, 1000000, &s->sp.num_prompts_per_group, err)) ||
+                (rc = yt_opt_u32(d, sp, p, "system_prompt_len", 0, WL_MAX_LEN, &s->sp.system_prompt_len, err)) ||
+                (rc = yt_opt_u32(d, sp, p, "question_len", 0, WL_MAX_LEN, &s->sp.question_len, err)) ||
+                (rc = yt_opt_u32(d, sp, p, "output_len", 1, WL_MAX_LEN, &s->sp.output_len, err)))
                 return rc;
             const yt_node *mt = yt_get(sp, "enable_multi_turn_chat");
             if (!yt_is_null(mt) &&
@@ -196,8 +185,8 @@ static int wl_parse_stages(const yt_doc *d, const yt_node *st, wl_spec *s, kv_er
                 if (!yt_get(n, need[k]))
                     return yt_error(d, n, err, KV_EINVAL, "field '%s.%s': required for load type concurrent", p,
                                     need[k]);
-            if ((rc = wl_get_u32(d, n, "num_requests", p, 1, 100000000, &g->num_requests, err)) ||
-                (rc = wl_get_u32(d, n, "concurrency_level", p, 1, 1000000, &g->concurrency, err)))
+            if ((rc = yt_opt_u32(d, n, p, "num_requests", 1, 100000000, &g->num_requests, err)) ||
+                (rc = yt_opt_u32(d, n, p, "concurrency_level", 1, 1000000, &g->concurrency, err)))
                 return rc;
         } else {
             const char *need[] = {"rate", "duration"};
@@ -358,7 +347,7 @@ int wl_parse(const yt_doc *d, const yt_node *w, const char *base_dir, wl_note_fn
     if (!rc && (rt = yt_get(w, "output_retokenize")))
         rc = wl_parse_counted(d, rt, s, err);
     if (!rc && !yt_is_null(yt_get(w, "vocab_size")))
-        rc = wl_get_u32(d, w, "vocab_size", "workload", 2, UINT32_MAX, &s->vocab, err);
+        rc = yt_opt_u32(d, w, "workload", "vocab_size", 2, UINT32_MAX, &s->vocab, err);
     /* Sections of a pasted inference-perf config that a simulation has no use for. */
     static const char *const pasted[] = {"api", "server", "tokenizer", "report", "storage", "metrics"};
     for (size_t i = 0; !rc && i < sizeof pasted / sizeof *pasted; i++)
