@@ -8,25 +8,30 @@
 #   make bench   deps, build, the benchmarks (prints a table)
 
 CC       ?= cc
+CXX      ?= c++
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
-            protobuf-c-compiler libssl-dev openssl sqlite3
+            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev
 
 PKGS     := msgpack libxxhash yaml-0.1 sqlite3 jansson yajl libzmq libcurl libmicrohttpd \
-            grpc gpr libprotobuf-c openssl
+            grpc gpr libprotobuf-c openssl simdjson
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 INCS     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
 BASE_CFLAGS = -std=gnu11 -g $(WARN) $(INCS) $(PKG_CFLAGS)
+# C++ only where a chosen library is C++ (simdjson); no exceptions cross into C
+BASE_CXXFLAGS = -std=gnu++17 -g -fno-exceptions $(WARN) $(INCS) $(PKG_CFLAGS)
 OPT      ?= -O2
 
 VARIANTS := rel asan tsan
 FLAGS_rel  := $(OPT)
 FLAGS_asan := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 FLAGS_tsan := -O1 -fsanitize=thread -fno-omit-frame-pointer
+# simdjson's internal assertions (on unless NDEBUG) cost it half its speed; sanitized builds keep them
+CXXFLAGS_rel := -DNDEBUG
 
 # --- sources ---------------------------------------------------------------
 PROTO_SRC  := $(wildcard live/proto/*.proto)
@@ -37,18 +42,21 @@ ENGINE_SRC := $(wildcard engine/*.c) $(wildcard policies/*.c)
 SIM_MAIN   := simulator/main.c
 SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard simulator/*.c))
 LIVE_MAINS := live/epp_main.c live/kvctl.c
-LIVE_SRC   := $(filter-out $(LIVE_MAINS),$(wildcard live/*.c)) $(PROTO_C)
+LIVE_SRC   := $(filter-out $(LIVE_MAINS),$(wildcard live/*.c)) $(PROTO_C) $(wildcard live/*.cc)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TSAN_SRC   := $(wildcard tests/tsan_*.c)
 BENCH_SRC  := $(wildcard tests/bench_*.c)
 HELPER_SRC := $(wildcard tests/support/*.c)
 
-obj = $(patsubst %.c,build/$(1)/%.o,$(2))
+obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $$(@D)
 	$$(CC) $$(BASE_CFLAGS) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@
+build/$(1)/%.o: %.cc | $(PROTO_H)
+	@mkdir -p $$(@D)
+	$$(CXX) $$(BASE_CXXFLAGS) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@
 build/$(1)/libkvroute.a: $(call obj,$(1),$(ENGINE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libsim.a: $(call obj,$(1),$(SIM_SRC)) build/$(1)/libkvroute.a
@@ -70,11 +78,11 @@ all: $(addprefix build/rel/bin/,$(BINS))
 	@for b in $(BINS); do [ -d $$b ] || cp -f build/rel/bin/$$b $$b; done
 
 build/rel/bin/sim: build/rel/simulator/main.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 
 # --- tests -------------------------------------------------------------------
 TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
@@ -82,11 +90,11 @@ TEST_BINS_TSAN := $(patsubst tests/%.c,build/tsan/tests/bin/%,$(TSAN_SRC))
 BENCH_BINS     := $(patsubst tests/%.c,build/rel/tests/bin/%,$(BENCH_SRC))
 
 build/asan/tests/bin/%: build/asan/tests/%.o $(call obj,asan,$(HELPER_SRC)) $(LIBS_asan)
-	@mkdir -p $(@D); $(CC) $(FLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
+	@mkdir -p $(@D); $(CXX) $(FLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
 build/tsan/tests/bin/%: build/tsan/tests/%.o $(call obj,tsan,$(HELPER_SRC)) $(LIBS_tsan)
-	@mkdir -p $(@D); $(CC) $(FLAGS_tsan) -o $@ $^ $(PKG_LIBS) -lcmocka
+	@mkdir -p $(@D); $(CXX) $(FLAGS_tsan) -o $@ $^ $(PKG_LIBS) -lcmocka
 build/rel/tests/bin/%: build/rel/tests/%.o $(call obj,rel,$(HELPER_SRC)) $(LIBS_rel)
-	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 
 .PHONY: all deps demo test test-build bench clean
 .SECONDARY:

@@ -101,7 +101,6 @@ struct stream {
     size_t body_len, body_cap;
     size_t request_bytes;
     oai_request oreq;
-    oai_request_parser *parser;       /* fed each request body piece as it arrives */
     void *rewritten;                  /* json_t of a body whose model was rewritten */
     uint32_t *tok;                    /* ids from /tokenize (owned) */
     size_t n_tok;
@@ -432,9 +431,10 @@ static bool body_append(stream *st, const uint8_t *p, size_t n)
     size_t max = st->srv->cfg.max_body ? st->srv->cfg.max_body : (64u << 20);
     if (st->body_len + n > max)
         return false;
-    if (st->body_len + n > st->body_cap) {
+    /* room for the parser's read-ahead past the end (OAI_BODY_PADDING) saves a copy */
+    if (st->body_len + n + OAI_BODY_PADDING > st->body_cap) {
         size_t cap = st->body_cap ? st->body_cap * 2 : 4096;
-        while (cap < st->body_len + n)
+        while (cap < st->body_len + n + OAI_BODY_PADDING)
             cap *= 2;
         char *b = realloc(st->body, cap);
         if (!b)
@@ -633,8 +633,6 @@ static const char *rewrite_model(stream *st)
     free(st->body);
     st->body = body;
     st->body_len = st->body_cap = strlen(body);
-    st->oreq.messages = NULL; /* pointed into the old body */
-    st->oreq.messages_raw_len = 0;
     return json_string_value(json_object_get(root, "model"));
 }
 
@@ -642,13 +640,7 @@ static void route(stream *st)
 {
     extproc_server *s = st->srv;
     kv_err e = {0};
-    oai_request_parser *p = st->parser ? st->parser : oai_request_begin(&st->oreq);
-    st->parser = NULL;
-    if (!p) {
-        set_error_oom(st);
-        return;
-    }
-    int rc = oai_request_end(p, st->body, st->body_len, &e);
+    int rc = oai_request_parse(st->body, st->body_len, st->body_cap, &st->oreq, &e);
     if (rc != KV_OK) {
         reply_error(st, rc == KV_ENOMEM ? 500 : 400, e.msg);
         return;
@@ -833,13 +825,6 @@ static void on_request_body(stream *st, const HttpBody *b, bool eos)
         reply_error(st, 400, "request body larger than the EPP's buffer limit");
         return;
     }
-    /* parse while the rest is on its way: at end of stream only the last piece is left */
-    if (b && b->body.len &&
-        ((!st->parser && !(st->parser = oai_request_begin(&st->oreq))) ||
-         oai_request_feed(st->parser, (const char *)b->body.data, b->body.len) != KV_OK)) {
-        set_error_oom(st);
-        return;
-    }
     if (eos)
         route(st);
     else if (st->req_buffered) /* BUFFERED_PARTIAL: every message wants an answer */
@@ -994,7 +979,6 @@ static void stream_free(stream *st)
     free(st->subset);
     free(st->body);
     json_decref(st->rewritten);
-    oai_request_parser_free(st->parser);
     oai_request_free(&st->oreq);
     free(st->tok);
     free(st->target);

@@ -1,20 +1,19 @@
 /* openai_body: the parts of OpenAI-style request and response bodies the EPP reads.
  *
- * Requests (/v1/completions, /v1/chat/completions) are parsed in one streaming pass
- * (yajl), token ids straight into an array, no tree: `model` is
- * required; `prompt` makes it a completions request and may be text, token ids, a list
- * of texts or a list of token-id lists (a batch: only the first element is routed on,
- * since one request goes to one endpoint and the first prompt's prefix is as good a key
- * as any); otherwise `messages` makes it a chat request. max_tokens (or
- * max_completion_tokens), stream and cache_salt are read when present.
+ * Requests (/v1/completions, /v1/chat/completions; read in openai_request.cc with
+ * simdjson, token ids straight into an array, no tree): `model` is required; `prompt`
+ * makes it a completions request and may be text, token ids, a list of texts or a list
+ * of token-id lists (a batch: only the first element is routed on, since one request
+ * goes to one endpoint and the first prompt's prefix is as good a key as any); otherwise
+ * `messages` makes it a chat request. max_tokens (or max_completion_tokens), stream and
+ * cache_salt are read when present.
  *
- * Responses: `usage` is read from an unstreamed JSON body, or from the `data:` lines of a
- * text/event-stream body fed chunk by chunk (lines may be split across chunks; `[DONE]`
- * ends the stream; the last usage object seen wins).
+ * Responses (openai_body.c, jansson): `usage` is read from an unstreamed JSON body, or
+ * from the `data:` lines of a text/event-stream body fed chunk by chunk (lines may be
+ * split across chunks; `[DONE]` ends the stream; the last usage object seen wins).
  *
  * Ownership: an oai_request owns copies of its strings and ids, valid until
- * oai_request_free; only `messages` points into the parsed body. Not thread-safe per
- * object; distinct objects are independent. */
+ * oai_request_free. Not thread-safe per object; distinct objects are independent. */
 #ifndef KVROUTE_OPENAI_BODY_H
 #define KVROUTE_OPENAI_BODY_H
 
@@ -36,32 +35,21 @@ typedef struct oai_request {
                                  approximate scorer hashes and /tokenize gets (GIE
                                  marshals messages) */
     size_t messages_len;
-    const char *messages;     /* chat: the `messages` array as it is in the body (not
-                                 owned: valid while the parsed body is) */
-    size_t messages_raw_len;
     uint32_t max_tokens;      /* 0 when absent */
     bool stream;
     const char *cache_salt;   /* NULL when absent */
 } oai_request;
 
+/* Bytes past the end of a request body that the parser may read (never write). A caller
+ * whose buffer has this much room after the body passes its size as `readable`, and the
+ * body is read where it is; otherwise (readable = len) it is copied first. */
+#define OAI_BODY_PADDING 64
+
 /* Parses body[0..len). KV_EPARSE with the JSON error position for bad JSON, KV_EINVAL
  * naming the field for a missing model or a malformed prompt/messages. On error *out is
  * left empty (safe to free). */
-int oai_request_parse(const char *body, size_t len, oai_request *out, kv_err *err);
+int oai_request_parse(const char *body, size_t len, size_t readable, oai_request *out, kv_err *err);
 void oai_request_free(oai_request *r);
-
-/* The same parse for a body that arrives in pieces, so that most of it is done before
- * the last piece comes: begin (NULL when out of memory), feed every piece in order (any
- * split, even inside a token; KV_ENOMEM only, other errors wait), then end with the
- * whole body (the pieces together), which reports and fills *out exactly as
- * oai_request_parse would, and frees the parser. *out must stay put from begin to end
- * and may be read only after end. A parser not ended is freed with
- * oai_request_parser_free (then oai_request_free(out)). */
-typedef struct oai_request_parser oai_request_parser;
-oai_request_parser *oai_request_begin(oai_request *out);
-int oai_request_feed(oai_request_parser *p, const char *piece, size_t len);
-int oai_request_end(oai_request_parser *p, const char *body, size_t len, kv_err *err);
-void oai_request_parser_free(oai_request_parser *p);
 
 typedef struct oai_usage {
     bool found;

@@ -14,10 +14,16 @@
  * (from the decision hook), one client sending each body whole and back to back (the
  * service time, without queueing or overlap), and the OpenAI body parse alone.
  * Every row gives the process CPU per request (client, server and publisher together)
- * and the load average when it ended: client, server and publisher share this machine's
- * cores with whatever else runs, and a loaded machine's wake-up delays land in p99.
+ * and the load average when it ended. On two or more cores the server's threads run on
+ * core 0 and the client and publisher on core 1, as a production EPP has its CPU to
+ * itself while the gateway and vLLM run elsewhere; a last row, for information, lets the
+ * load generator share both cores with the server. Whatever else runs on the machine
+ * still competes, and a loaded machine's wake-up delays land in p99.
  * Target: p99 under 1 ms. */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +50,7 @@
 #define SHARED 4096
 #define TARGET_US 1000.0
 #define PIECE 16384
+#define BODY_CAP (PROMPT * 8 + 128) /* bytes per pre-built body: room for the ids and the parser's padding */
 
 static const char CONFIG[] =
     "plugins:\n"
@@ -73,6 +80,7 @@ typedef struct bench {
     atomic_size_t n_sched;
     atomic_int errors, late; /* late: started more than 1 ms after its due time */
     atomic_bool stop_writer;
+    bool split;             /* this run: server on core 0, client and publisher on core 1 */
     int n_req, clients;     /* this run */
     size_t piece;           /* body bytes per message; 0 = the whole body in one */
     double rate;            /* requests/s; 0 = closed loop (each client back to back) */
@@ -88,6 +96,31 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Core placement. Split: every thread that exists now (the server's: gRPC, ingestion,
+ * ZMQ) on core 0, and the client and publisher threads, started later, on core 1, as an
+ * EPP pod with a core of its own sees a gateway and vLLM pods that run elsewhere. Shared:
+ * every thread may run anywhere, the load generator competing with the server. */
+static void set_affinity(pid_t tid, int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long c = 0; c < n; c++)
+        if (cpu < 0 || c == cpu)
+            CPU_SET((int)c, &set);
+    sched_setaffinity(tid, sizeof set, &set);
+}
+
+static void place_existing_threads(int cpu)
+{
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.')
+            set_affinity((pid_t)atoi(e->d_name), cpu);
+    if (d)
+        closedir(d);
 }
 
 static uint64_t rng_next(uint64_t *s)
@@ -152,6 +185,8 @@ static void *client(void *arg)
     client_arg *ca = arg;
     bench *b = ca->b;
     prctl(PR_SET_NAME, "bench-client"); /* perf --sort comm tells client from server CPU */
+    if (b->split)
+        set_affinity(0, 1);
     uint64_t rng = 1000 + (uint64_t)ca->k;
     const char *hdrs[] = {":method", "POST", ":path", "/v1/completions", "x-request-id", "bench", NULL};
     for (int i = ca->k; i < b->n_req; i += b->clients) {
@@ -204,6 +239,8 @@ static void *publisher(void *arg)
 {
     bench *b = arg;
     prctl(PR_SET_NAME, "bench-publisher");
+    if (b->split)
+        set_affinity(0, 1);
     uint64_t rng = 77, hashes[EV_BLOCKS];
     uint32_t *pool = malloc(EV_POOL * sizeof *pool);
     for (size_t i = 0; i < EV_POOL; i++)
@@ -263,9 +300,13 @@ static void row(const char *name, const char *measured, const char *target, cons
     fflush(stdout);
 }
 
-static void run(bench *b, const char *name, bool with_writer, int n_req, int clients, double rate, size_t piece)
+/* split: the server has core 0 to itself (the target rows); otherwise the load generator
+ * shares both cores with it, and the row is for information. */
+static void run(bench *b, const char *name, bool with_writer, int n_req, int clients, double rate, size_t piece,
+                bool split)
 {
-    b->n_req = n_req, b->clients = clients, b->rate = rate, b->piece = piece;
+    b->n_req = n_req, b->clients = clients, b->rate = rate, b->piece = piece, b->split = split;
+    place_existing_threads(split ? 0 : -1);
     pthread_t w, th[CLIENTS];
     client_arg args[CLIENTS];
     if (clients > CLIENTS)
@@ -304,7 +345,8 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
     snprintf(target, sizeof target, "p99 < %.0f us", TARGET_US);
     /* an open-loop row that could not keep its rate did not measure what it claims */
     bool kept_rate = rate <= 0 || n_req / secs >= 0.95 * rate;
-    row(name, measured, target, p99 < TARGET_US && atomic_load(&b->errors) == 0 && kept_rate ? "PASS" : "MISS");
+    bool met = p99 < TARGET_US && atomic_load(&b->errors) == 0 && kept_rate;
+    row(name, measured, split ? target : "(info)", !split ? "info" : met ? "PASS" : "MISS");
     if (rate > 0) { /* where the time goes: the scheduler inside the server */
         size_t ns = atomic_load(&b->n_sched);
         ns = ns > N_REQ ? N_REQ : ns;
@@ -315,25 +357,33 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
     }
 }
 
-/* Where the time goes: the OpenAI body parse of one such body, alone. */
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Where the time goes: the OpenAI body parse of one such body, alone, in this thread's
+ * CPU time (a busy machine's waits would hide it in wall time). */
 static void parse_row(bench *b)
 {
     enum { N = 300 };
     static double lat[N];
     for (int i = 0; i < N; i++) {
         oai_request r;
-        double t1 = now_s();
-        int rc = oai_request_parse(b->body[i % BODIES], b->len[i % BODIES], &r, NULL);
-        lat[i] = (now_s() - t1) * 1e6;
+        double t1 = thread_cpu_s();
+        int rc = oai_request_parse(b->body[i % BODIES], b->len[i % BODIES], BODY_CAP, &r, NULL);
+        lat[i] = (thread_cpu_s() - t1) * 1e6;
         oai_request_free(&r);
         if (rc != KV_OK)
             atomic_fetch_add(&b->errors, 1);
     }
     qsort(lat, N, sizeof lat[0], cmp_double);
     char measured[128];
-    snprintf(measured, sizeof measured, "p50 %.0f us, p99 %.0f us (%zu-byte body, %d parses; load %.1f)", lat[N / 2],
+    snprintf(measured, sizeof measured, "cpu p50 %.0f us, p99 %.0f us (%zu-byte body, %d parses; load %.1f)", lat[N / 2],
              lat[N * 99 / 100], b->len[0], N, load1());
-    row("  of which: JSON body parse (yajl), 8k token ids", measured, "(breakdown)", "info");
+    row("  of which: JSON body parse (simdjson), 8k token ids", measured, "(breakdown)", "info");
 }
 
 int main(void)
@@ -353,8 +403,8 @@ int main(void)
     uint64_t rng = 5;
     for (size_t i = 0; i < BODIES; i++) {
         prompt_tokens(t, i % GROUPS, &rng);
-        b.body[i] = malloc(PROMPT * 8 + 128);
-        b.len[i] = body_of(b.body[i], PROMPT * 8 + 128, t);
+        b.body[i] = malloc(BODY_CAP);
+        b.len[i] = body_of(b.body[i], BODY_CAP, t);
     }
     free(t);
     kv_err err = {0};
@@ -387,13 +437,16 @@ int main(void)
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", extproc_port(b.srv));
     b.cli = xpc_connect(target, NULL, NULL);
-    char machine[160];
-    snprintf(machine, sizeof machine, "%ld cores, load %.1f: client, server (%d worker%s) and publisher share them%s",
-             cores, load1(), workers, workers > 1 ? "s" : "", cores <= 2 ? " (figures are pessimistic)" : "");
+    char machine[200];
+    bool split = cores >= 2;
+    snprintf(machine, sizeof machine, "%ld cores, load %.1f; server: %d worker%s%s", cores, load1(), workers,
+             workers > 1 ? "s" : "",
+             split ? "; target rows: server alone on core 0, client and publisher on core 1" : ", all on one core");
     row("ext-proc bench machine", machine, "", "info");
-    run(&b, "ext-proc decision: 8k-token ids, 8 eps, 1000 req/s", false, N_REQ, CLIENTS, RATE, PIECE);
-    run(&b, "ext-proc decision: same + 100k blocks/s KV events over ZMQ", true, N_REQ, CLIENTS, RATE, PIECE);
-    run(&b, "  service time: one client, whole bodies, back to back", false, 1000, 1, 0, 0);
+    run(&b, "ext-proc decision: 8k-token ids, 8 eps, 1000 req/s", false, N_REQ, CLIENTS, RATE, PIECE, split);
+    run(&b, "ext-proc decision: same + 100k blocks/s KV events over ZMQ", true, N_REQ, CLIENTS, RATE, PIECE, split);
+    run(&b, "  service time: one client, whole bodies, back to back", false, 1000, 1, 0, 0, split);
+    run(&b, "  same + events, load generator sharing the server's cores", true, N_REQ, CLIENTS, RATE, PIECE, false);
     parse_row(&b);
     xpc_disconnect(b.cli);
     extproc_stop(b.srv);

@@ -1,4 +1,5 @@
-/* test_openai_body: OpenAI request parsing and usage extraction (live/openai_body.c). */
+/* test_openai_body: OpenAI request parsing (live/openai_request.cc) and usage extraction
+ * (live/openai_body.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,10 @@
 
 #include "openai_body.h"
 
-static int parse(const char *s, oai_request *r, kv_err *e) { return oai_request_parse(s, strlen(s), r, e); }
+static int parse(const char *s, oai_request *r, kv_err *e)
+{
+    return oai_request_parse(s, strlen(s), strlen(s), r, e);
+}
 
 static void test_text_prompt(void **st)
 {
@@ -63,26 +67,24 @@ static void test_chat(void **st)
     assert_int_equal(parse("{\"model\":\"m\",\"messages\":[ {\"role\": \"user\", \"content\": \"hi\"} ]}", &r, &e),
                      KV_OK);
     assert_true(r.chat);
-    assert_non_null(r.messages);
-    assert_int_equal(r.messages_raw_len, strlen("[ {\"role\": \"user\", \"content\": \"hi\"} ]"));
-    assert_memory_equal(r.messages, "[ {\"role\": \"user\", \"content\": \"hi\"} ]", r.messages_raw_len);
     assert_string_equal(r.messages_json, "[{\"role\":\"user\",\"content\":\"hi\"}]");
     assert_int_equal(r.messages_len, strlen(r.messages_json));
     oai_request_free(&r);
 
-    /* nesting, numbers, escapes and non-ASCII come out compact and as jansson wrote them */
+    /* nesting, numbers (as written), escapes and non-ASCII come out compact and as
+     * jansson wrote them; an escaped key is unescaped */
     const char *b = "{\"messages\": [{\"role\":\"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\\\"b\\n\u00e9\"}],"
-                    " \"n\": [1, -2, true, false, null, {}]}], \"model\": \"m\", \"prompt\": null}";
+                    " \"n\": [1, -2, 2.5e-3 , true, false, null, {}], \"\\u006b\": []}], \"model\": \"m\", \"prompt\": null}";
     assert_int_equal(parse(b, &r, &e), KV_OK);
     assert_true(r.chat);
     assert_string_equal(r.messages_json, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\\\"b\\n\u00e9\"}],"
-                                         "\"n\":[1,-2,true,false,null,{}]}]");
+                                         "\"n\":[1,-2,2.5e-3,true,false,null,{}],\"k\":[]}]");
     oai_request_free(&r);
 
     /* a prompt wins over messages, whatever the messages are */
     assert_int_equal(parse("{\"messages\":7,\"model\":\"m\",\"prompt\":[3]}", &r, &e), KV_OK);
     assert_false(r.chat);
-    assert_null(r.messages);
+    assert_null(r.messages_json);
     assert_int_equal(r.n_tokens, 1);
     oai_request_free(&r);
 }
@@ -114,27 +116,28 @@ static void test_field_order_and_repeats(void **st)
     expect_err("{\"prompt\":[-1],\n\"model\":3,\n  x}", KV_EPARSE, "invalid JSON at line 3 column 3");
     expect_err("{\"model\":\"m\",\"prompt\":[1]} {}", KV_EPARSE, "invalid JSON");
     expect_err("{\"model\":\"m\",\"prompt\":\"\xff\"}", KV_EPARSE, "invalid JSON");
-    expect_err("{\"model\":\"m\",\"prompt\":[1, 99999999999999999999]}", KV_EPARSE, "invalid JSON");
+    expect_err("{\"model\":\"m\",\"prompt\":[1, 99999999999999999999]}", KV_EINVAL, "field 'prompt[1]'"); /* valid JSON */
+    expect_err("{\"model\":\"m\",\"prompt\":[1],\"temperature\":tru}", KV_EPARSE, "invalid JSON at line 1"); /* unread field */
+    expect_err("{\"model\":\"m\",\"prompt\":[1],\"x\":[{\"y\":[1 2]}]}", KV_EPARSE, "invalid JSON");
+    expect_err("{\"model\":\"m\",\"prompt\":[1],\"x\":\"\\q\"}", KV_EPARSE, "invalid JSON");
     expect_err("3", KV_EINVAL, "expected a JSON object");
 }
 
-/* Fed in pieces (every two-piece split, and byte by byte), a body parses exactly as it
- * does whole: same fields, same raw messages span, same error text. */
-static void same_parse(const char *body, size_t len, size_t cut, size_t step)
+/* Read in place, with hostile bytes in the padding after the end, a body parses exactly
+ * as its copy does: same fields, same error text. Every proper prefix is invalid JSON. */
+static void same_in_place(const char *body, size_t len, size_t cut, char fill)
 {
+    static char buf[4096];
+    assert_true(len + OAI_BODY_PADDING <= sizeof buf);
+    memcpy(buf, body, cut);
+    memset(buf + cut, fill, OAI_BODY_PADDING);
     oai_request whole, part;
     kv_err ew = {0}, ep = {0};
-    int rw = oai_request_parse(body, len, &whole, &ew);
-    oai_request_parser *p = oai_request_begin(&part);
-    assert_non_null(p);
-    for (size_t off = 0; off < len;) {
-        size_t n = off < cut ? cut - off : step;
-        n = n > len - off ? len - off : n;
-        assert_int_equal(oai_request_feed(p, body + off, n), KV_OK);
-        off += n;
-    }
-    assert_int_equal(oai_request_end(p, body, len, &ep), rw);
+    int rw = oai_request_parse(body, cut, cut, &whole, &ew);
+    assert_int_equal(oai_request_parse(buf, cut, cut + OAI_BODY_PADDING, &part, &ep), rw);
     assert_string_equal(ep.msg, ew.msg);
+    if (cut < len)
+        assert_int_equal(rw, KV_EPARSE);
     if (rw == KV_OK) {
         assert_string_equal(part.model, whole.model);
         assert_int_equal(part.chat, whole.chat);
@@ -144,11 +147,8 @@ static void same_parse(const char *body, size_t len, size_t cut, size_t step)
         assert_int_equal(part.prompt_len, whole.prompt_len);
         if (whole.prompt)
             assert_memory_equal(part.prompt, whole.prompt, whole.prompt_len);
-        if (whole.chat) {
+        if (whole.chat)
             assert_string_equal(part.messages_json, whole.messages_json);
-            assert_ptr_equal(part.messages, whole.messages);
-            assert_int_equal(part.messages_raw_len, whole.messages_raw_len);
-        }
         assert_int_equal(part.max_tokens, whole.max_tokens);
         assert_int_equal(part.stream, whole.stream);
     }
@@ -156,7 +156,7 @@ static void same_parse(const char *body, size_t len, size_t cut, size_t step)
     oai_request_free(&part);
 }
 
-static void test_pieces(void **st)
+static void test_in_place(void **st)
 {
     static const char *bodies[] = {
         "{\"model\":\"m\",\"prompt\":[123456,7,4294967295,0],\"max_tokens\":9,\"stream\":true}",
@@ -167,13 +167,13 @@ static void test_pieces(void **st)
         "{\"model\":\"m\",\"prompt\":[1,-2]}",
         "{\"model\":\"m\",\"prompt\":[1,2]",
     };
+    static const char fills[] = {0, '}', ']', '"', '1', ',', '\\', ' '};
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         size_t len = strlen(bodies[i]);
-        for (size_t cut = 0; cut <= len; cut++)
-            same_parse(bodies[i], len, cut, len);
-        same_parse(bodies[i], len, 0, 1);
+        for (size_t f = 0; f < sizeof fills; f++)
+            for (size_t cut = 0; cut <= len; cut++)
+                same_in_place(bodies[i], len, cut, fills[f]);
     }
-    oai_request_parser_free(oai_request_begin(&(oai_request){0})); /* abandoned: no leak */
 }
 
 /* Token-id lists of every size and spacing against the ids they were printed from. */
@@ -193,7 +193,7 @@ static void test_token_lists_reference(void **st)
         len += snprintf(body + len, sizeof body - len, "]%s}", round % 2 ? ",[1]]" : "");
         oai_request r;
         kv_err e = {0};
-        assert_int_equal(oai_request_parse(body, (size_t)len, &r, &e), KV_OK);
+        assert_int_equal(oai_request_parse(body, (size_t)len, (size_t)len, &r, &e), KV_OK);
         assert_int_equal(r.n_tokens, n);
         assert_memory_equal(r.tokens, ids, n * sizeof ids[0]);
         oai_request_free(&r);
@@ -319,7 +319,7 @@ int main(void)
         cmocka_unit_test(test_errors_nested), cmocka_unit_test(test_usage_unstreamed),
         cmocka_unit_test(test_sse_splits),    cmocka_unit_test(test_sse_without_done),
         cmocka_unit_test(test_field_order_and_repeats), cmocka_unit_test(test_token_lists_reference),
-        cmocka_unit_test(test_pieces),
+        cmocka_unit_test(test_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
