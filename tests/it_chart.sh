@@ -1,76 +1,226 @@
 #!/bin/sh
-# it_chart: consistency of the Helm chart in live/chart without helm (not installable
-# here, so the templates are never rendered):
-#   1. Chart.yaml and values.yaml parse as YAML, and the default EndpointPickerConfig in
-#      values.yaml parses too (python3's yaml module when present; said when skipped);
-#   2. every .Values.<path> a template references exists in values.yaml (key paths read
-#      from values.yaml by indentation -- grep level, not a YAML parser);
-#   3. the ports and names the EPP and llm-d users rely on are there.
-# Run from the repository root.
+# it_chart: the Helm chart in live/chart, rendered by a real helm (v3.6.2, fetched once by
+# tests/tools/helm.sh into build/tools/), and the image recipe in live/Dockerfile.
+#   1. `helm lint --strict` with the default values and every value set below;
+#   2. `helm template` of each value set (default; HA with 3 replicas in discoverPods mode;
+#      an endpoint selector instead of the pool; plaintext ext-proc with GIE's list-form
+#      flags and its own config file; Prometheus ServiceMonitor; a v1alpha2 pool with a
+#      release named 42; a flag value of 1000000), checked by tests/tools/chart_check.py on
+#      the manifests as JSON (tests/tools/yaml2json.c, libyaml): names, strategy, grace
+#      period, args, ports, probes, env, /config mount, Service, Role, InferencePool;
+#   3. values the chart must refuse, each with its message (config file not in the
+#      ConfigMap, zmqPort != the config's zmqEndpoint, replicas > 1 in centralised ZMQ
+#      mode, a flag that overrides a chart-owned port);
+#   4. ./epp with each rendered Deployment's args and ConfigMap:
+#      a. exactly the rendered args (config path -> the rendered file copied here): flags
+#         and config are accepted and it stops at Kubernetes discovery, since there is
+#         no API server (./epp takes its URL only from KUBERNETES_SERVICE_HOST/PORT as
+#         https with the service-account token and CA at their fixed paths, which a
+#         test outside a cluster cannot provide without flags ./epp does not have);
+#      b. the rendered args with the pool/selector flags replaced by --endpoints, ports 0
+#         and the config's ZMQ bind address on loopback port 0: it starts ("EPP started")
+#         and exits 0 on SIGTERM;
+#   5. live/Dockerfile: its make targets exist, every COPY source exists or is built by
+#      them, its build packages cover the Makefile's, and its runtime packages own every
+#      shared library ./epp and ./kvctl need (dpkg -S; said when skipped).
+# Run from the repository root after `make all`. Needs npm once (or HELM=/path/to/helm).
 set -u
 C=${CHART:-live/chart}
+EPP=./epp
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 
-# 1. YAML syntax.
-if python3 -c 'import yaml' 2>/dev/null; then
-    for f in $C/Chart.yaml $C/values.yaml; do
-        python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$f" 2>/dev/null || fail "$f does not parse"
-    done
-    python3 - "$C/values.yaml" <<'PY' || fail "default pluginsCustomConfig is not a valid EndpointPickerConfig body"
-import sys, yaml
-v = yaml.safe_load(open(sys.argv[1]))
-ie = v["inferenceExtension"]
-cfg = yaml.safe_load(ie["pluginsCustomConfig"][ie["pluginsConfigFile"]])
-assert cfg["kind"] == "EndpointPickerConfig"
-types = [p["type"] for p in cfg["plugins"]]
-assert "precise-prefix-cache-scorer" in types, types
-refs = [r["pluginRef"] for r in cfg["schedulingProfiles"][0]["plugins"]]
-assert all(r in types for r in refs), refs
-PY
-else
-    echo "skip YAML parse: python3 with the yaml module is not installed"
+HELM=$(sh tests/tools/helm.sh) || { echo "FAIL it_chart: no helm (see the message above)"; exit 1; }
+mkdir -p build/tools
+Y=build/tools/yaml2json
+if [ ! -x $Y ] || [ tests/tools/yaml2json.c -nt $Y ]; then
+    cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O1 -o $Y tests/tools/yaml2json.c \
+        $(pkg-config --cflags --libs yaml-0.1 jansson) || { echo "FAIL it_chart: cannot build $Y"; exit 1; }
 fi
 
-# 2. Template value references against the key paths of values.yaml.
-paths=$(awk '
-    /^[ \t]*#/ || /^[ \t]*$/ { next }
-    {
-        match($0, /^ */); ind = RLENGTH
-        if (block >= 0 && ind > block) next      # inside a block scalar
-        block = -1
-        line = substr($0, ind + 1)
-        if (line ~ /^- /) next                    # list items: no deeper references
-        if (!match(line, /^[A-Za-z0-9_.-]+:/)) next
-        key = substr(line, 1, RLENGTH - 1)
-        while (depth > 0 && ind <= indent[depth]) depth--
-        depth++; indent[depth] = ind; name[depth] = key
-        p = name[1]; for (i = 2; i <= depth; i++) p = p "." name[i]
-        print p
-        if (line ~ /[|>][-+]?[ \t]*$/) block = ind
-    }
-    BEGIN { block = -1; depth = 0 }' $C/values.yaml)
-refs=$(grep -ho '\.Values\.[A-Za-z0-9_.]*' $C/templates/* | sed 's/^\.Values\.//; s/\.$//' | sort -u)
-[ -n "$refs" ] || fail "no .Values references found in the templates"
-for r in $refs; do
-    echo "$paths" | grep -qx "$r" || fail "templates reference .Values.$r, which values.yaml does not define"
-done
+# ---- value sets ------------------------------------------------------------------------------
+# A config in discoverPods mode (each replica subscribes to every pod: HA is sound).
+cat >"$T/ha.yaml" <<'EOF'
+inferenceExtension:
+  replicas: 3
+  pluginsCustomConfig:
+    custom-plugins.yaml: |
+      apiVersion: inference.networking.x-k8s.io/v1alpha1
+      kind: EndpointPickerConfig
+      plugins:
+      - type: precise-prefix-cache-scorer
+        parameters:
+          tokenProcessorConfig: {blockSize: 64}
+          indexerConfig: {tokenizersPoolConfig: {modelName: Qwen/Qwen3-32B}}
+          kvEventsConfig: {topicFilter: "kv@", discoverPods: true, socketPort: 5557}
+      - type: queue-scorer
+      - type: max-score-picker
+      schedulingProfiles:
+      - name: default
+        plugins:
+        - {pluginRef: precise-prefix-cache-scorer, weight: 3}
+        - {pluginRef: queue-scorer, weight: 2}
+        - {pluginRef: max-score-picker}
+EOF
+cat >"$T/selector.yaml" <<'EOF'
+kvroute:
+  endpointSelector: {tier: 1, app: vllm}
+inferencePool:
+  targetPorts: [{number: 8000}, {number: 8001}]
+EOF
+cat >"$T/plain.yaml" <<'EOF'
+inferenceExtension:
+  flags:
+  - {name: secure-serving, value: false}
+  - {name: v, value: 4}
+  - {name: tokenize-timeout-ms, value: 600000}
+  pluginsConfigFile: plain.yaml
+  pluginsCustomConfig:
+    plain.yaml: |
+      plugins:
+      - type: queue-scorer
+      - type: max-score-picker
+      schedulingProfiles:
+      - name: default
+        plugins: [{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]
+EOF
+cat >"$T/monitoring.yaml" <<'EOF'
+inferenceExtension:
+  monitoring:
+    prometheus: {enabled: true, interval: 15s, extraLabels: {release: prom}}
+EOF
+cat >"$T/alpha2.yaml" <<'EOF'
+inferencePool:
+  apiVersion: inference.networking.x-k8s.io/v1alpha2
+EOF
+cat >"$T/bignum.yaml" <<'EOF'
+inferenceExtension:
+  flags: {tokenize-timeout-ms: 1000000}
+EOF
+: >"$T/default.yaml"
 
-# 3. What users and the EPP rely on.
-grep -q 'name: grpc-ext-proc' $C/templates/service.yaml || fail "service lacks grpc-ext-proc"
-grep -q 'name: http-metrics' $C/templates/service.yaml || fail "service lacks http-metrics"
-grep -q 'name: zmq' $C/templates/service.yaml || fail "service lacks the zmq port"
-for v in 'extProcPort: 9002' 'healthPort: 9003' 'metricsPort: 9090' 'zmqPort: 5557'; do
-    grep -q "$v" $C/values.yaml || fail "values.yaml lacks '$v'"
+out=$($HELM lint --strict $C 2>&1) || fail "helm lint --strict: $out"
+NS=llm-d
+# case, release; bignum is rendered only (./epp caps --tokenize-timeout-ms at 600000)
+for spec in default:gaie ha:gaie selector:gaie plain:gaie monitoring:gaie alpha2:42 bignum:gaie; do
+    case=${spec%%:*} rel=${spec#*:}
+    D=$T/$case
+    mkdir -p "$D"
+    out=$($HELM lint --strict $C -f "$T/$case.yaml" 2>&1) || fail "helm lint --strict ($case): $out"
+    if ! $HELM template "$rel" $C --namespace $NS -f "$T/$case.yaml" >"$D/render.yaml" 2>"$D/err"; then
+        fail "helm template ($case): $(cat "$D/err")"
+        continue
+    fi
+    $Y "$D/render.yaml" >"$D/render.json" || { fail "$case: the render is not YAML"; continue; }
+    python3 tests/tools/chart_check.py "$D/render.json" "$rel" $NS "$case" "$D" || fails=$((fails + 1))
 done
-for a in -- --pool-name --pool-namespace --config-file; do
-    [ "$a" = -- ] && continue
-    grep -q -- "- $a\$" $C/templates/deployment.yaml || fail "deployment lacks $a"
-done
-grep -q 'resources: \["pods"\]' $C/templates/rbac.yaml || fail "role lacks pods"
-grep -q 'verbs: \["get", "watch", "list"\]' $C/templates/rbac.yaml || fail "role verbs"
-grep -q 'grpc:' $C/templates/deployment.yaml || fail "no gRPC probes"
-grep -q 'endpointPickerRef:' $C/templates/inferencepool.yaml || fail "InferencePool lacks endpointPickerRef"
+grep -q '"1000000"' "$T/bignum/render.yaml" || fail "bignum: a flag of 1000000 does not render as \"1000000\""
 
-[ $fails -eq 0 ] && echo "it_chart: ok ($(echo "$refs" | wc -l) value references checked)"
+# ---- values the chart refuses ---------------------------------------------------------------------
+refuse() { # name, expected text, helm --set args...
+    name=$1 text=$2; shift 2
+    if $HELM template gaie $C --namespace $NS "$@" >/dev/null 2>"$T/err"; then
+        fail "refuse-$name: rendered"
+    elif ! grep -qF -- "$text" "$T/err"; then
+        fail "refuse-$name: message lacks '$text': $(cat "$T/err")"
+    fi
+}
+refuse config-file 'pluginsConfigFile "x.yaml" is not a key' --set inferenceExtension.pluginsConfigFile=x.yaml
+refuse zmq-port 'zmqPort is 5556 but kvEventsConfig.zmqEndpoint' --set inferenceExtension.zmqPort=5556
+refuse ha-centralised 'replicas is 2 but kvEventsConfig.discoverPods is false' --set inferenceExtension.replicas=2
+refuse owned-flag 'flags sets --grpc-port' --set inferenceExtension.flags.grpc-port=1
+refuse selector-ports 'kvroute.endpointSelector needs inferencePool.targetPorts' \
+    --set kvroute.endpointSelector.app=vllm --set inferencePool.targetPorts=null
+
+# ---- ./epp on the rendered args and config ------------------------------------------------------
+if [ ! -x $EPP ]; then
+    fail "$EPP is not built (make all)"
+else
+    for case in default ha selector plain monitoring alpha2; do
+        D=$T/$case
+        [ -f "$D/args" ] || continue
+        # the rendered config, with a centralised ZMQ bind on a free loopback port
+        for f in "$D"/config/*; do
+            sed 's|tcp://\*:5557|tcp://127.0.0.1:*|' "$f" >"$f.run"
+        done
+        # a. exactly the rendered args: everything is accepted up to Kubernetes discovery
+        set --
+        while IFS= read -r a; do
+            case $a in /config/*) a=$D/config/${a#/config/} ;; esac
+            set -- "$@" "$a"
+        done <"$D/args"
+        env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT $EPP "$@" >"$D/a.log" 2>&1
+        rc=$?
+        if [ $rc -ne 2 ] || ! grep -q 'k8s: KUBERNETES_SERVICE_HOST/PORT are not set' "$D/a.log"; then
+            fail "epp-args-$case: exit $rc, expected 2 at Kubernetes discovery: $(cat "$D/a.log")"
+        fi
+        # b. the same with static endpoints and free ports: starts, then exits 0 on SIGTERM
+        set --
+        skip=0
+        while IFS= read -r a; do
+            if [ $skip = 1 ]; then skip=0; continue; fi
+            case $a in
+            --pool-name | --pool-namespace | --pool-group | --endpoint-selector | --endpoint-target-ports)
+                skip=1; continue ;;
+            /config/*) a=$D/config/${a#/config/}.run ;;
+            esac
+            case ${prev:-} in --grpc-port | --grpc-health-port | --metrics-port) a=0 ;; esac
+            prev=$a
+            set -- "$@" "$a"
+        done <"$D/args"
+        prev=
+        $EPP "$@" --endpoints 127.0.0.1:1,127.0.0.1:2 2>"$D/b.log" &
+        pid=$!
+        i=0
+        while ! grep -q '"EPP started"' "$D/b.log" && kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do
+            sleep 0.05; i=$((i + 1))
+        done
+        if ! grep -q '"EPP started"' "$D/b.log"; then
+            fail "epp-run-$case: did not start: $(tail -5 "$D/b.log")"
+            kill $pid 2>/dev/null; wait $pid 2>/dev/null
+            continue
+        fi
+        tls=self-signed; [ $case = plain ] && tls=off
+        grep -q "tls=$tls endpoints=2" "$D/b.log" || fail "epp-run-$case: expected tls=$tls: $(grep started "$D/b.log")"
+        kill -TERM $pid
+        wait $pid; rc=$?
+        [ $rc -eq 0 ] && grep -q '"EPP stopped"' "$D/b.log" || fail "epp-run-$case: exit $rc after SIGTERM: $(tail -3 "$D/b.log")"
+    done
+fi
+
+# ---- live/Dockerfile ---------------------------------------------------------------------------
+DF=live/Dockerfile
+targets=$(sed -n 's/^RUN make clean && make -j"$(nproc)" //p' $DF)
+[ -n "$targets" ] || fail "Dockerfile: no 'make ... TARGETS' line found"
+make -n $targets >/dev/null 2>&1 || fail "Dockerfile: make has no rule for: $targets"
+for src in $(sed -n 's/^COPY --from=build \(.*\) [^ ]*$/\1/p' $DF); do
+    p=${src#/src/}
+    [ -e "$p" ] || echo " $targets " | grep -q " $p " || fail "Dockerfile: COPY $src is neither in the repository nor a make target"
+done
+entry=$(sed -n 's/^ENTRYPOINT \["\([^"]*\)".*/\1/p' $DF)
+grep -q "^COPY --from=build .*/$(basename "$entry") .*$(dirname "$entry")/\$" $DF || fail "Dockerfile: ENTRYPOINT $entry is not copied"
+stage() { # Nth "apt-get install" list of the Dockerfile
+    awk -v n="$1" '/apt-get install/ { k++ } k == n { print } /rm -rf/ && k == n { exit }' $DF |
+        tr ' \\' '\n\n' | grep -E '^[a-z0-9][a-z0-9.+-]+$' | grep -vE '^(apt-get|install|rm|RUN|update|-y)$'
+}
+build_pkgs=$(stage 1) run_pkgs=$(stage 2)
+deb=$(make -s -p -n 2>/dev/null | sed -n 's/^DEB_PKGS := //p' | head -1)
+for p in $deb; do
+    case $p in libcmocka-dev | gnuplot-nox | sqlite3 | openssl) continue ;; esac   # tests and demo only
+    echo "$build_pkgs" | grep -qx "$p" || fail "Dockerfile: build stage lacks $p (Makefile DEB_PKGS)"
+done
+if command -v dpkg >/dev/null && [ -x ./kvctl ]; then
+    for lib in $(objdump -p $EPP ./kvctl | awk '/NEEDED/ { print $2 }' | sort -u); do
+        path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
+        owner=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)
+        case $owner in libc6 | libgcc-s1 | "") continue ;; esac       # in the base image
+        echo "$run_pkgs" | grep -qx "$owner" || fail "Dockerfile: runtime stage lacks $owner ($lib)"
+    done
+else
+    echo "skip Dockerfile runtime libraries: dpkg or ./kvctl missing"
+fi
+
+[ $fails -eq 0 ] && echo "it_chart: ok (helm $($HELM version --short); 7 value sets rendered and checked, 5 refused, 6 run by ./epp)"
 [ $fails -eq 0 ]
