@@ -306,7 +306,7 @@ int main(int argc, char **argv)
         }
     } else {
         k8s_config kc = {.endpoints = eps, .ns = o.pool_namespace, .selector = o.endpoint_selector,
-                         .pool_name = o.pool_name, .pool_group = o.pool_group};
+                         .pool_name = o.pool_name, .pool_group = o.pool_group, .objectives = d.objs};
         if (o.target_ports && k8s_parse_ports(o.target_ports, kc.target_ports, &kc.n_target_ports, &err) != KV_OK)
             goto out;
         if (!(d.k8s = k8s_start(&kc, &err)))
