@@ -49,6 +49,7 @@ typedef struct opts {
     const char *endpoints;
     const char *objectives;
     const char *decision_log;
+    const char *replay_endpoint;
     const char *zap_encoder;
     int verbosity;
     int threads;
@@ -91,6 +92,7 @@ static void usage(FILE *f)
             "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
             "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
             "  --threads N                         ext-proc worker threads (default 8)\n"
+            "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n"
             "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
@@ -165,6 +167,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("endpoints", endpoints)
         STR("objectives", objectives)
         STR("decision-log", decision_log)
+        STR("kv-events-replay-endpoint", replay_endpoint)
         STR("zap-encoder", zap_encoder)
         INT("grpc-port", grpc_port, 0, 65535)
         INT("grpc-health-port", health_port, 0, 65535)
@@ -318,11 +321,12 @@ int main(int argc, char **argv)
     if (sched_services(s, "kvsource", (void **)&src, 1) == 1) {
         ingest_config ic;
         ingest_config_from_kvsource(&ic, src, eps);
-        if (!(ing = ingest_start(&ic, &err)))
+        if ((o.replay_endpoint && ingest_parse_replay(&ic, o.replay_endpoint, &err) != KV_OK) ||
+            !(ing = ingest_start(&ic, &err)))
             goto out;
-        LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i}", "zmqEndpoint",
+        LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i, s:i}", "zmqEndpoint",
               ic.discover_pods ? "" : ingest_endpoint(ing), "topicFilter", ic.topic_filter, "discoverPods",
-              ic.discover_pods, "concurrency", ic.concurrency);
+              ic.discover_pods, "concurrency", ic.concurrency, "replayPort", ic.replay_port);
     }
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))

@@ -31,6 +31,8 @@ check objectives-k8s 2 "--objectives is for --endpoints" $EPP --config-file $CFG
 check bad-objectives 2 "'a=x' is not name=priority" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --objectives a=x
 check bad-sd-env 2 "SD_KV_CACHE_UTIL_THRESHOLD" env SD_KV_CACHE_UTIL_THRESHOLD=2 \
     $EPP --config-file $CFG --endpoints 127.0.0.1:8000
+check bad-replay 2 "each pod binds its own replay socket" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --kv-events-replay-endpoint tcp://10.0.0.1:5558
 check bad-port 2 "flag --grpc-port: expected an integer" $EPP --config-file $CFG --endpoints a:1 --grpc-port x
 check missing-cert 2 "tls: cannot open $T/tls.crt" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=a -days 1 \
