@@ -1,5 +1,5 @@
-/* decisionlog: SQLite decision log of ./epp (see decisionlog.h). The two tables are
- * the simulator's runs and decisions definitions, verbatim, created when absent. */
+/* decisionlog: SQLite decision log of ./epp (see decisionlog.h). runs and decisions are
+ * the simulator's definitions, verbatim; live_requests is ours. Created when absent. */
 #include "decisionlog.h"
 
 #include <pthread.h>
@@ -17,12 +17,16 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS decisions("
     "  run_id INTEGER NOT NULL REFERENCES runs(run_id), request_id INTEGER NOT NULL, profile TEXT,"
     "  plugin TEXT NOT NULL, endpoint INTEGER NOT NULL, score REAL, weight REAL, picked INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS decisions_by_request ON decisions(run_id, request_id);";
+    "CREATE INDEX IF NOT EXISTS decisions_by_request ON decisions(run_id, request_id);"
+    "CREATE TABLE IF NOT EXISTS live_requests("
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), request_id INTEGER NOT NULL, x_request_id TEXT,"
+    "  model TEXT, target_model TEXT, objective TEXT, fairness_id TEXT, priority INTEGER NOT NULL,"
+    "  outcome TEXT NOT NULL, target TEXT, PRIMARY KEY(run_id, request_id));";
 
 struct decisionlog {
     pthread_mutex_t mu;
     sqlite3 *db;
-    sqlite3_stmt *ins;
+    sqlite3_stmt *ins, *req;
     int64_t run_id;
     uint64_t seq;
     char path[1024];
@@ -71,6 +75,8 @@ decisionlog *decisionlog_open(const char *path, const char *config, uint64_t see
     run = NULL;
     d->run_id = sqlite3_last_insert_rowid(d->db);
     if (sqlite3_prepare_v2(d->db, "INSERT INTO decisions VALUES(?,?,?,?,?,?,?,?)", -1, &d->ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(d->db, "INSERT INTO live_requests VALUES(?,?,?,?,?,?,?,?,?,?)", -1, &d->req, NULL) !=
+            SQLITE_OK ||
         sqlite3_exec(d->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
         db_err(d, err, "prepare");
         goto fail;
@@ -79,10 +85,19 @@ decisionlog *decisionlog_open(const char *path, const char *config, uint64_t see
 fail:
     sqlite3_finalize(run);
     sqlite3_finalize(d->ins);
+    sqlite3_finalize(d->req);
     sqlite3_close(d->db);
     pthread_mutex_destroy(&d->mu);
     free(d);
     return NULL;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, i);
 }
 
 static int row(decisionlog *d, const char *profile, const char *plugin, const sched_endpoint *ep, double score,
@@ -92,11 +107,8 @@ static int row(decisionlog *d, const char *profile, const char *plugin, const sc
     sqlite3_reset(s);
     sqlite3_bind_int64(s, 1, d->run_id);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)d->seq);
-    if (profile)
-        sqlite3_bind_text(s, 3, profile, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(s, 3);
-    sqlite3_bind_text(s, 4, plugin, -1, SQLITE_TRANSIENT);
+    bind_text(s, 3, profile);
+    bind_text(s, 4, plugin);
     sqlite3_bind_int64(s, 5, ep->id);
     sqlite3_bind_double(s, 6, score);
     if (weight)
@@ -107,20 +119,37 @@ static int row(decisionlog *d, const char *profile, const char *plugin, const sc
     return sqlite3_step(s) == SQLITE_DONE ? KV_OK : db_err(d, err, "insert decision");
 }
 
-int decisionlog_add(decisionlog *d, const sched_trace *t, const sched_result *res, kv_err *err)
+static int request_row(decisionlog *d, const extproc_decision *dec, kv_err *err)
 {
-    if (!t)
-        return KV_OK;
+    sqlite3_stmt *s = d->req;
+    sqlite3_reset(s);
+    sqlite3_bind_int64(s, 1, d->run_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)d->seq);
+    bind_text(s, 3, dec->request_id);
+    bind_text(s, 4, dec->model);
+    bind_text(s, 5, dec->target_model ? dec->target_model : dec->model);
+    bind_text(s, 6, dec->objective);
+    bind_text(s, 7, dec->fairness_id);
+    sqlite3_bind_int(s, 8, dec->priority);
+    bind_text(s, 9, dec->shed ? "shed" : dec->target ? "routed" : "failed");
+    bind_text(s, 10, dec->target);
+    return sqlite3_step(s) == SQLITE_DONE ? KV_OK : db_err(d, err, "insert live request");
+}
+
+int decisionlog_add(decisionlog *d, const extproc_decision *dec, kv_err *err)
+{
+    const sched_trace *t = dec->trace;
+    const sched_result *res = dec->result;
     const sched_endpoint *chosen = res && res->n_targets ? res->targets[0] : NULL;
     char plugin[256];
-    int rc = KV_OK;
     pthread_mutex_lock(&d->mu);
-    for (size_t i = 0; i < t->n_scores && rc == KV_OK; i++) {
+    int rc = request_row(d, dec, err);
+    for (size_t i = 0; t && i < t->n_scores && rc == KV_OK; i++) {
         const sched_trace_score *sc = &t->scores[i];
         snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
         rc = row(d, sc->profile, plugin, sc->ep, sc->score, &sc->weight, sc->ep == chosen, err);
     }
-    for (size_t i = 0; i < t->n_totals && rc == KV_OK; i++)
+    for (size_t i = 0; t && i < t->n_totals && rc == KV_OK; i++)
         rc = row(d, res ? res->profile : NULL, "total", t->totals[i].ep, t->totals[i].score, NULL,
                  t->totals[i].ep == chosen, err);
     if (++d->seq % COMMIT_EVERY == 0 && rc == KV_OK &&
@@ -136,6 +165,7 @@ void decisionlog_close(decisionlog *d)
         return;
     sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL);
     sqlite3_finalize(d->ins);
+    sqlite3_finalize(d->req);
     sqlite3_close(d->db);
     pthread_mutex_destroy(&d->mu);
     free(d);

@@ -7,6 +7,13 @@
  * routed to. request_id is the decision's sequence number in this run (the live
  * x-request-id is not an integer); endpoint is sched_endpoint.id.
  *
+ * The decisions schema has no room for what only live requests carry, so a third table,
+ * live_requests, holds one row per decision under the same (run_id, request_id): the
+ * x-request-id, model and target model (after x-gateway-model-name-rewrite), the
+ * InferenceObjective named by x-gateway-inference-objective and its priority, the
+ * x-gateway-inference-fairness-id, the outcome ("routed", "failed": the scheduler found
+ * nothing, "shed": sheddable while saturated, nothing scheduled) and the target.
+ *
  * Rows are committed every 256 decisions and at close, so a crash loses at most that
  * many. Threads: calls are serialised by an internal mutex. */
 #ifndef KVROUTE_DECISIONLOG_H
@@ -14,14 +21,15 @@
 
 #include <stdint.h>
 
+#include "extproc.h"
 #include "kverr.h"
-#include "scheduler.h"
 
 typedef struct decisionlog decisionlog;
 
 /* Creates or appends to path; KV_EIO naming the file on failure. */
 decisionlog *decisionlog_open(const char *path, const char *config, uint64_t seed, kv_err *err);
-int decisionlog_add(decisionlog *d, const sched_trace *t, const sched_result *res, kv_err *err);
+/* One decision as extproc reports it (its trace when traced, else only live_requests). */
+int decisionlog_add(decisionlog *d, const extproc_decision *dec, kv_err *err);
 void decisionlog_close(decisionlog *d);
 
 #endif

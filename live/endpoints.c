@@ -4,6 +4,7 @@
 #include "endpoints.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,13 @@ size_t epset_acquire(void *ctx, sched_endpoint *const **eps)
 }
 
 void epset_release(void *ctx) { UNLOCK((epset *)ctx); }
+
+double epset_metrics_age(void *ctx, const sched_endpoint *ep)
+{
+    epset *s = ctx;
+    const ep_entry *e = (const ep_entry *)ep; /* ep is an entry's first member */
+    return e->scraped ? s->now(s->now_ctx) - e->scraped_at : INFINITY;
+}
 
 uint64_t epset_generation(const epset *s)
 {

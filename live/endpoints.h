@@ -57,6 +57,9 @@ int epset_load_file(epset *s, const char *path, kv_err *err);
 /* extproc_pool callbacks (ctx = the epset). */
 size_t epset_acquire(void *ctx, sched_endpoint *const **eps);
 void epset_release(void *ctx);
+/* Between acquire and release (ctx = the epset, ep one of the acquired endpoints):
+ * seconds since ep's last successful scrape, INFINITY if it never had one. */
+double epset_metrics_age(void *ctx, const sched_endpoint *ep);
 
 uint64_t epset_generation(const epset *s);
 size_t epset_count(const epset *s);

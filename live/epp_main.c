@@ -5,7 +5,9 @@
  * vLLM KV-event ingestion into the precise scorer's index when the config has one
  * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h), the ext-proc
  * server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
- * decision log. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
+ * decision log. Admission as GIE's director: InferenceObjective priorities
+ * (live/objectives.h, from the cluster or --objectives) and the saturation detector
+ * (live/saturation.h) that sheds requests with priority < 0. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
  *
  * Start-up fails fast, exit status 2, with one precise message on stderr: a bad flag or
  * config (file:line:col from the loader), a busy port (gRPC, health, metrics or ZMQ), a
@@ -30,7 +32,9 @@
 #include "ingest.h"
 #include "k8s.h"
 #include "log.h"
+#include "objectives.h"
 #include "promexp.h"
+#include "saturation.h"
 #include "scheduler.h"
 #include "scrape.h"
 #include "tls.h"
@@ -43,7 +47,9 @@ typedef struct opts {
     const char *kv_metric;
     const char *pool_name, *pool_namespace, *pool_group, *endpoint_selector, *target_ports;
     const char *endpoints;
+    const char *objectives;
     const char *decision_log;
+    const char *replay_endpoint;
     const char *zap_encoder;
     int verbosity;
     int threads;
@@ -77,6 +83,7 @@ static void usage(FILE *f)
             "  --pool-group GROUP                  InferencePool API group (default inference.networking.k8s.io)\n"
             "  --endpoint-selector k=v,...         pods to follow instead of a pool\n"
             "  --endpoint-target-ports P,...       their model-server ports\n"
+            "  --objectives FILE|name=prio,...     InferenceObjectives for --endpoints (manifests or inline)\n"
             "  --grpc-port N                       ext-proc port (default 9002)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
@@ -85,6 +92,7 @@ static void usage(FILE *f)
             "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
             "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
             "  --threads N                         ext-proc worker threads (default 8)\n"
+            "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n"
             "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
@@ -157,7 +165,9 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("endpoint-selector", endpoint_selector)
         STR("endpoint-target-ports", target_ports)
         STR("endpoints", endpoints)
+        STR("objectives", objectives)
         STR("decision-log", decision_log)
+        STR("kv-events-replay-endpoint", replay_endpoint)
         STR("zap-encoder", zap_encoder)
         INT("grpc-port", grpc_port, 0, 65535)
         INT("grpc-health-port", health_port, 0, 65535)
@@ -185,6 +195,9 @@ static int parse_flags(int argc, char **argv, opts *o)
     if (sources != 1)
         return fail(sources ? "--endpoints, --pool-name and --endpoint-selector are exclusive: pick one"
                             : "endpoints: give --endpoints ip:port,..., --pool-name or --endpoint-selector");
+    if (o->objectives && !o->endpoints)
+        return fail("--objectives is for --endpoints; with --pool-name or --endpoint-selector the InferenceObjectives "
+                    "come from the cluster");
     if (o->endpoint_selector && !o->target_ports)
         return fail("--endpoint-selector needs --endpoint-target-ports");
     return 0;
@@ -203,6 +216,9 @@ typedef struct epp_daemon {
     promexp *pm;
     decisionlog *dl;
     k8s_watcher *k8s;
+    objectives *objs;
+    epset *eps;
+    saturation_config sat;
 } epp_daemon;
 
 static bool ready(void *ctx)
@@ -211,12 +227,24 @@ static bool ready(void *ctx)
     return !d->k8s || k8s_synced(d->k8s);
 }
 
+static bool objective_priority(void *ctx, const char *objective, int *priority)
+{
+    return objectives_priority(((epp_daemon *)ctx)->objs, objective, priority);
+}
+
+static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
+{
+    epp_daemon *d = ctx;
+    return saturation_saturated(&d->sat, cands, n, epset_metrics_age, d->eps);
+}
+
 static void on_decision(void *ctx, const extproc_decision *dec)
 {
     epp_daemon *d = ctx;
-    promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
+    if (!dec->shed)
+        promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
     kv_err err = {0};
-    if (d->dl && decisionlog_add(d->dl, dec->trace, dec->result, &err) != KV_OK)
+    if (d->dl && decisionlog_add(d->dl, dec, &err) != KV_OK)
         LOG_E("decision log write failed", "{s:s}", "error", err.msg);
 }
 
@@ -248,6 +276,10 @@ int main(int argc, char **argv)
 
     if (!(cfg = epc_load_file(o.config_file, &err)))
         goto out;
+    saturation_defaults(&d.sat);
+    if (saturation_from_env(&d.sat, getenv, &err) != KV_OK || !(d.objs = objectives_new(&err)) ||
+        (o.objectives && objectives_load(d.objs, o.objectives, &err) != KV_OK))
+        goto out;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = mono_now, .warn = on_warn};
@@ -265,7 +297,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    if (!(eps = epset_new(0, NULL, NULL, &err)))
+    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
         goto out;
     if (o.endpoints) { /* the list itself, or a file holding it */
         if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
@@ -277,7 +309,7 @@ int main(int argc, char **argv)
         }
     } else {
         k8s_config kc = {.endpoints = eps, .ns = o.pool_namespace, .selector = o.endpoint_selector,
-                         .pool_name = o.pool_name, .pool_group = o.pool_group};
+                         .pool_name = o.pool_name, .pool_group = o.pool_group, .objectives = d.objs};
         if (o.target_ports && k8s_parse_ports(o.target_ports, kc.target_ports, &kc.n_target_ports, &err) != KV_OK)
             goto out;
         if (!(d.k8s = k8s_start(&kc, &err)))
@@ -289,11 +321,12 @@ int main(int argc, char **argv)
     if (sched_services(s, "kvsource", (void **)&src, 1) == 1) {
         ingest_config ic;
         ingest_config_from_kvsource(&ic, src, eps);
-        if (!(ing = ingest_start(&ic, &err)))
+        if ((o.replay_endpoint && ingest_parse_replay(&ic, o.replay_endpoint, &err) != KV_OK) ||
+            !(ing = ingest_start(&ic, &err)))
             goto out;
-        LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i}", "zmqEndpoint",
+        LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i, s:i}", "zmqEndpoint",
               ic.discover_pods ? "" : ingest_endpoint(ing), "topicFilter", ic.topic_filter, "discoverPods",
-              ic.discover_pods, "concurrency", ic.concurrency);
+              ic.discover_pods, "concurrency", ic.concurrency, "replayPort", ic.replay_port);
     }
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))
@@ -318,6 +351,9 @@ int main(int argc, char **argv)
         .on_decision = on_decision,
         .on_complete = on_complete,
         .hook_ctx = &d,
+        .objective_priority = objective_priority,
+        .saturated = saturated,
+        .admission_ctx = &d,
     };
     if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, ready, &d, &err)))
         goto out;
@@ -347,6 +383,7 @@ out:
     if (ing)
         ingest_stop(ing);
     decisionlog_close(d.dl);
+    objectives_free(d.objs);
     tls_pem_free(&pem);
     if (s)
         sched_free(s);

@@ -93,6 +93,7 @@ struct stream {
     hdr *hdrs;
     size_t n_hdrs;
     const char *request_id;           /* points into hdrs */
+    const char *objective, *fairness_id; /* control headers (point into hdrs or static) */
     bool req_buffered, resp_buffered; /* from protocol_config */
     bool have_subset;
     char **subset;
@@ -611,14 +612,21 @@ static bool tokenize(stream *st, const char *model)
     return rc == KV_OK;
 }
 
+/* A control header by its GIE name, or by llm-d-router's newer alias, which wins. */
+static const char *control_header(const stream *st, const char *gie, const char *llmd)
+{
+    const sched_request view = {.headers = st->skv, .n_headers = st->n_hdrs};
+    const char *v = sched_header(&view, llmd);
+    return v ? v : sched_header(&view, gie);
+}
+
 /* x-gateway-model-name-rewrite: GIE sends the body upstream with `model` replaced, so
  * the body is re-serialised (and Content-Length follows). This rare path alone builds a
  * JSON tree (kept for the new name's lifetime); the parsed request keeps the incoming
  * name for logs and hooks. Returns the model to route for, or NULL when out of memory. */
 static const char *rewrite_model(stream *st)
 {
-    const char *to = sched_header(&(sched_request){.headers = st->skv, .n_headers = st->n_hdrs},
-                                  "x-gateway-model-name-rewrite");
+    const char *to = control_header(st, "x-gateway-model-name-rewrite", "x-llm-d-router-model-name-rewrite");
     if (!to || !*to || !strcmp(to, st->oreq.model))
         return st->oreq.model;
     json_t *root = json_loadb(st->body, st->body_len, 0, NULL); /* valid JSON: NULL is ENOMEM (or past jansson's depth limit) */
@@ -651,6 +659,9 @@ static void route(stream *st)
         set_error_oom(st);
         return;
     }
+    int priority = 0;
+    if (s->cfg.objective_priority)
+        s->cfg.objective_priority(s->cfg.admission_ctx, st->objective, &priority);
     bool tok_failed = false;
     if (!r->tokens && s->cfg.tokenize_timeout_ms >= 0)
         tok_failed = !tokenize(st, target_model);
@@ -665,6 +676,7 @@ static void route(stream *st)
         .prompt_len = r->chat ? r->messages_len : r->prompt_len,
         .headers = st->skv,
         .n_headers = st->n_hdrs,
+        .priority = priority,
         .output_tokens_hint = r->max_tokens,
     };
 
@@ -678,7 +690,9 @@ static void route(stream *st)
     sched_result res = {0};
     double t0 = now_s(), dt = 0;
     bool no_candidates = k == 0;
-    if (no_candidates) {
+    /* GIE's admission: only sheddable requests are checked, after the candidates. */
+    bool shed = !no_candidates && priority < 0 && s->cfg.saturated && s->cfg.saturated(s->cfg.admission_ctx, cand, k);
+    if (no_candidates || shed) {
         rc = KV_ENOENDPOINTS;
     } else {
         if (tracing)
@@ -703,11 +717,12 @@ static void route(stream *st)
             st->pre_requested = true;
         }
     }
-    if (k > 0 && verbose)
+    if (k > 0 && !shed && verbose)
         log_scores(st, &s->trace);
     if (k > 0 && s->cfg.on_decision) {
-        extproc_decision d = {st->request_id, r->model, rc == KV_OK ? st->target : NULL, res.profile,
-                              st->sreq.n_tokens, tok_failed, dt, &res, tracing ? &s->trace : NULL};
+        extproc_decision d = {st->request_id, r->model, st->sreq.target_model, st->objective, st->fairness_id,
+                              priority, shed, rc == KV_OK ? st->target : NULL, res.profile, st->sreq.n_tokens,
+                              tok_failed, dt, &res, tracing && !shed ? &s->trace : NULL};
         s->cfg.on_decision(s->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);
@@ -718,6 +733,10 @@ static void route(stream *st)
      * leave nothing included, is 429 "failed to find target pod" (director.go). */
     if (no_candidates) {
         reply_error(st, 503, no_candidates_msg(st));
+        return;
+    }
+    if (shed) {
+        reply_error(st, 429, "system saturated, sheddable request dropped");
         return;
     }
     if (rc != KV_OK || res.n_targets == 0) {
@@ -736,8 +755,9 @@ static void route(stream *st)
     reply_route(st, true);
     if (!st->req_buffered) /* in buffered mode Envoy forwards its own copy */
         reply_chunks(st, true, st->body, st->body_len, true);
-    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:I}", "x-request-id", st->request_id, "model", r->model, "endpoint",
-          st->target, "tokens", (json_int_t)st->sreq.n_tokens);
+    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", st->request_id, "model",
+          r->model, "endpoint", st->target, "objectiveKey", st->objective, "fairnessID", st->fairness_id, "priority",
+          priority, "tokens", (json_int_t)st->sreq.n_tokens);
     st->body_len = 0; /* the buffer now serves the response */
 }
 
@@ -809,6 +829,10 @@ static void on_request_headers(stream *st, const HttpHeaders *h)
         set_error_oom(st);
         return;
     }
+    st->objective = control_header(st, "x-gateway-inference-objective", "x-llm-d-router-inference-objective");
+    st->fairness_id = control_header(st, "x-gateway-inference-fairness-id", "x-llm-d-router-inference-fairness-id");
+    if (!st->fairness_id || !*st->fairness_id)
+        st->fairness_id = "default-flow"; /* GIE's DefaultFairnessID */
     st->phase = PH_BODY;
     if (h->end_of_stream)
         route_headers_only(st);

@@ -20,6 +20,12 @@
  * The body goes upstream byte for byte (Content-Length is its length), except that
  * x-gateway-model-name-rewrite re-serialises it with the new `model`, as GIE does.
  *
+ * Control headers (GIE pkg/epp/handlers; llm-d-router's x-llm-d-router-* names are
+ * accepted too and win when both are sent): x-gateway-inference-objective names the
+ * InferenceObjective whose priority goes into the scheduler request (and decides
+ * shedding), x-gateway-inference-fairness-id is recorded ("default-flow" when absent),
+ * x-gateway-model-name-rewrite is the model sent upstream and scheduled for.
+ *
  * Threads: the scheduler is called only under the server's lock (a sched is
  * single-threaded); endpoints are borrowed from the pool between acquire and release,
  * which the pool implements with its own lock (taken after the server's lock). Text
@@ -45,11 +51,17 @@ typedef struct extproc_pool {
     void *ctx;
 } extproc_pool;
 
-/* One scheduling call, reported right after it (every call, failed ones included). */
+/* One admission and scheduling call, reported right after it (every request with
+ * candidates: scheduled, failed, or shed before scheduling). */
 typedef struct extproc_decision {
     const char *request_id;
     const char *model;
-    const char *target;           /* "ip:port[,ip:port...]"; NULL when scheduling failed */
+    const char *target_model;     /* after x-gateway-model-name-rewrite; NULL = model */
+    const char *objective;        /* x-gateway-inference-objective; NULL if none */
+    const char *fairness_id;      /* x-gateway-inference-fairness-id, or GIE's "default-flow" */
+    int priority;                 /* the objective's (0 when unknown) */
+    bool shed;                    /* sheddable and the pool saturated: 429, nothing scheduled */
+    const char *target;           /* "ip:port[,ip:port...]"; NULL when scheduling failed or shed */
     const char *profile;
     size_t n_tokens;              /* token ids the decision used (0: text fallback) */
     bool tokenize_failed;         /* text prompt scored by prefix text */
@@ -81,6 +93,14 @@ typedef struct extproc_config {
     int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */
     size_t max_body;              /* request/response bytes buffered per stream; 0 = 64 MiB */
     bool trace_decisions;         /* trace every decision for on_decision (log V(4) does too) */
+    /* Admission, as GIE's director: the request's InferenceObjective priority (false:
+     * unknown objective, priority 0), and for sheddable requests (priority < 0) whether
+     * the candidates are saturated (429 "system saturated, sheddable request dropped").
+     * saturated runs with the pool acquired. Both optional: without them every request
+     * has priority 0 and none is shed. */
+    bool (*objective_priority)(void *ctx, const char *objective, int *priority);
+    bool (*saturated)(void *ctx, sched_endpoint *const *candidates, size_t n);
+    void *admission_ctx;
     /* Called under the scheduler lock, right after the decision: keep it short. */
     void (*on_decision)(void *ctx, const extproc_decision *d);   /* optional */
     void (*on_complete)(void *ctx, const extproc_completion *c); /* optional */

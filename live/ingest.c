@@ -81,6 +81,29 @@ void ingest_config_from_kvsource(ingest_config *cfg, const sched_kvsource *src, 
     snprintf(cfg->topic_filter, sizeof cfg->topic_filter, "%s", src->events.topic_filter);
 }
 
+int ingest_parse_replay(ingest_config *cfg, const char *spec, kv_err *err)
+{
+    const char *port = spec;
+    if (!strncmp(spec, "tcp://", 6)) {
+        const char *host = spec + 6, *colon = strrchr(host, ':');
+        size_t hl = colon ? (size_t)(colon - host) : 0;
+        bool wildcard = (hl == 1 && host[0] == '*') || (hl == 7 && !strncmp(host, "0.0.0.0", 7)) ||
+                        (hl == 4 && !strncmp(host, "[::]", 4));
+        if (!colon || !wildcard)
+            return kv_err_set(err, KV_EINVAL,
+                              "--kv-events-replay-endpoint '%s': each pod binds its own replay socket; give "
+                              "tcp://*:PORT (vLLM's replay_endpoint) or PORT",
+                              spec);
+        port = colon + 1;
+    }
+    char *end;
+    long v = strtol(port, &end, 10);
+    if (!*port || *end || v < 1 || v > 65535)
+        return kv_err_set(err, KV_EINVAL, "--kv-events-replay-endpoint '%s': no port in 1..65535", spec);
+    cfg->replay_port = (int)v;
+    return KV_OK;
+}
+
 static void inc(atomic_uint_fast64_t *a, uint64_t n) { atomic_fetch_add_explicit(a, n, memory_order_relaxed); }
 static uint64_t get(const atomic_uint_fast64_t *a)
 {

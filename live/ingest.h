@@ -56,8 +56,15 @@ typedef struct ingest_config {
     int replay_timeout_ms;        /* per reply; <= 0: 1000 */
 } ingest_config;
 
-/* Fills cfg from the precise scorer's kvsource (kvEventsConfig); replay stays off. */
+/* Fills cfg from the precise scorer's kvsource (kvEventsConfig); replay stays off until
+ * ingest_parse_replay sets it. */
 void ingest_config_from_kvsource(ingest_config *cfg, const sched_kvsource *src, epset *endpoints);
+
+/* --kv-events-replay-endpoint: the value of vLLM's kv_events_config.replay_endpoint as
+ * the pods are started with ("tcp://" "*:5558", a wildcard host, since every pod binds its
+ * own), or just the port. The replay ROUTER of a pod is then tcp://<pod-ip>:<port>, in
+ * both centralised and discovery mode. Sets cfg->replay_port; KV_EINVAL naming the value. */
+int ingest_parse_replay(ingest_config *cfg, const char *spec, kv_err *err);
 
 typedef struct ingest_stats {
     uint64_t messages;                    /* 3-frame messages received */

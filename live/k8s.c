@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "objectives.h"
 
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount/"
 #define MAX_BODY (64u << 20)
@@ -25,30 +27,50 @@ typedef struct pod {
     json_t *labels;               /* metadata.labels (owned reference) */
 } pod;
 
-struct k8s_watcher {
-    k8s_config cfg;
-    char base[512], ns[256], selector[1024], token[8192], ca[512], group[128];
-    bool https;
-    pod *pods;
-    size_t n_pods;
+/* One followed collection: LIST, then WATCH from the list's resourceVersion, on its own
+ * thread. list replaces the collection's state from a LIST response; event applies one
+ * watch event. */
+typedef struct feed feed;
+struct feed {
+    k8s_watcher *w;
+    const char *what;             /* "pod", "InferencePool", "InferenceObjective" (logs) */
+    void (*path)(feed *f, char *out, size_t cap, bool watch);
+    int (*list)(feed *f, json_t *items, kv_err *err);
+    int (*event)(feed *f, const char *type, json_t *obj);
     char rv[64];                  /* resourceVersion to watch from */
+    atomic_uint restart;          /* bumped by another feed: end the watch, LIST again */
+    unsigned restart_seen;
+    bool optional;                /* a 404 (CRD not installed) is waited out with one log line */
+    bool need_list;
     pthread_t th;
     bool started;
+};
+
+struct k8s_watcher {
+    k8s_config cfg;
+    char base[512], ns[256], token[8192], ca[512], group[128];
+    bool https;
+    pthread_mutex_t mu;           /* the pod table, selector, ports and pool_gone */
+    char selector[1024];
+    bool pool_gone;               /* the followed InferencePool was deleted: no endpoints */
+    pod *pods;
+    size_t n_pods;
+    feed pods_feed, pool_feed, obj_feed;
     atomic_bool stop, synced;
-    atomic_uint_fast64_t lists, watches, events, relists, errors, pods_ready;
+    atomic_uint_fast64_t lists, watches, events, relists, errors, pods_ready, pool_changes;
 };
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
 typedef struct sink {
-    k8s_watcher *w;
+    feed *f;
     char *buf;
     size_t len;
     bool watch;                   /* split into lines and apply as watch events */
     bool failed;
 } sink;
 
-static int apply_event(k8s_watcher *w, const char *line, size_t len);
+static int apply_event(feed *f, const char *line, size_t len);
 
 static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
 {
@@ -67,7 +89,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
         char *nl;
         while ((nl = memchr(s->buf, '\n', s->len))) {
             size_t line = (size_t)(nl - s->buf);
-            if (line && apply_event(s->w, s->buf, line) != KV_OK)
+            if (line && apply_event(s->f, s->buf, line) != KV_OK)
                 s->failed = true;
             memmove(s->buf, nl + 1, s->len - line - 1);
             s->len -= line + 1;
@@ -76,14 +98,18 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
     return add;
 }
 
+/* Ends a transfer on shutdown, and a watch whose feed was asked to re-list. */
 static int on_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
-    return atomic_load(&((k8s_watcher *)ctx)->stop) ? 1 : 0;
+    const sink *s = ctx;
+    return atomic_load(&s->f->w->stop) || (s->watch && atomic_load(&s->f->restart) != s->f->restart_seen);
 }
 
 /* GET base+path into s; *status gets the HTTP status. KV_EIO naming the URL. */
 static int http_get(k8s_watcher *w, const char *path, sink *s, long timeout_s, long *status, kv_err *err)
 {
+    if (!s->f)
+        s->f = &w->pods_feed; /* a one-off GET: only the stop flag matters */
     char url[4096];
     snprintf(url, sizeof url, "%s%s", w->base, path);
     CURL *c = curl_easy_init();
@@ -105,7 +131,7 @@ static int http_get(k8s_watcher *w, const char *path, sink *s, long timeout_s, l
     curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     if (w->https && w->ca[0])
         curl_easy_setopt(c, CURLOPT_CAINFO, w->ca);
@@ -121,7 +147,7 @@ static int http_get(k8s_watcher *w, const char *path, sink *s, long timeout_s, l
 
 static int get_json(k8s_watcher *w, const char *path, json_t **out, kv_err *err)
 {
-    sink s = {.w = w};
+    sink s = {0};
     long status;
     int rc = http_get(w, path, &s, 30, &status, err);
     if (rc == KV_OK && status != 200)
@@ -201,10 +227,16 @@ static int pod_put(k8s_watcher *w, json_t *obj)
 
 static int cmp_pod(const void *a, const void *b) { return strcmp(((const pod *)a)->name, ((const pod *)b)->name); }
 
-/* Hands the eligible pods x target ports to the endpoint set. */
+/* Hands the eligible pods x target ports to the endpoint set (none while the pool is
+ * deleted). Caller holds w->mu. */
 static int publish(k8s_watcher *w, kv_err *err)
 {
-    qsort(w->pods, w->n_pods, sizeof *w->pods, cmp_pod);
+    if (w->pool_gone) {
+        atomic_store(&w->pods_ready, 0);
+        return epset_sync(w->cfg.endpoints, NULL, 0, err);
+    }
+    if (w->n_pods)
+        qsort(w->pods, w->n_pods, sizeof *w->pods, cmp_pod);
     size_t np = w->cfg.n_target_ports, n = 0, ready = 0, nl = 0;
     for (size_t i = 0; i < w->n_pods; i++)
         if (w->pods[i].eligible) {
@@ -245,7 +277,7 @@ static int publish(k8s_watcher *w, kv_err *err)
     return rc;
 }
 
-static int apply_event(k8s_watcher *w, const char *line, size_t len)
+static int apply_event(feed *f, const char *line, size_t len)
 {
     json_t *ev = json_loadb(line, len, 0, NULL);
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -258,104 +290,333 @@ static int apply_event(k8s_watcher *w, const char *line, size_t len)
     else {
         const char *rv = json_string_value(json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
         if (rv)
-            snprintf(w->rv, sizeof w->rv, "%s", rv);
+            snprintf(f->rv, sizeof f->rv, "%s", rv);
         if (strcmp(type, "BOOKMARK")) {
-            atomic_fetch_add(&w->events, 1);
-            if (!strcmp(type, "DELETED")) {
-                const char *name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
-                pod *p = name ? pod_find(w, name) : NULL;
-                if (p)
-                    pod_drop(w, p);
-            } else
-                rc = pod_put(w, obj);
-            kv_err err = {0};
-            if (rc == KV_OK && (rc = publish(w, &err)) != KV_OK)
-                LOG_E("Endpoint set update failed", "{s:s}", "error", err.msg);
+            atomic_fetch_add(&f->w->events, 1);
+            rc = f->event(f, type, obj);
         }
     }
     json_decref(ev);
     return rc;
 }
 
+static const char *obj_name(json_t *obj)
+{
+    return json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+}
+
+static int pods_event(feed *f, const char *type, json_t *obj)
+{
+    k8s_watcher *w = f->w;
+    int rc = KV_OK;
+    pthread_mutex_lock(&w->mu);
+    if (!strcmp(type, "DELETED")) {
+        const char *name = obj_name(obj);
+        pod *p = name ? pod_find(w, name) : NULL;
+        if (p)
+            pod_drop(w, p);
+    } else
+        rc = pod_put(w, obj);
+    kv_err err = {0};
+    if (rc == KV_OK && (rc = publish(w, &err)) != KV_OK)
+        LOG_E("Endpoint set update failed", "{s:s}", "error", err.msg);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
 /* ---- list / watch ---------------------------------------------------------------------------- */
 
-static void pods_path(k8s_watcher *w, char *out, size_t cap, bool watch)
+/* A collection path; the watch form resumes from f->rv. query: "" or "&..." filters. */
+static void feed_path(feed *f, char *out, size_t cap, const char *collection, const char *query, bool watch)
 {
-    char *sel = curl_easy_escape(NULL, w->selector, 0);
-    char *rv = curl_easy_escape(NULL, w->rv, 0);
-    snprintf(out, cap, "/api/v1/namespaces/%s/pods?labelSelector=%s%s%s%s", w->ns, sel ? sel : "",
-             watch ? "&watch=1&allowWatchBookmarks=true&resourceVersion=" : "", watch && rv ? rv : "",
-             watch ? "&timeoutSeconds=" "60" : "");
-    curl_free(sel);
+    char *rv = curl_easy_escape(NULL, f->rv, 0);
+    snprintf(out, cap, "%s?limit=0%s%s%s%s", collection, query, watch ? "&watch=1&allowWatchBookmarks=true&resourceVersion=" : "",
+             watch && rv ? rv : "", watch ? "&timeoutSeconds=" "60" : "");
     curl_free(rv);
 }
 
-static int list_pods(k8s_watcher *w, kv_err *err)
+static void pods_path(feed *f, char *out, size_t cap, bool watch)
 {
-    char path[2048];
-    pods_path(w, path, sizeof path, false);
-    json_t *list;
-    int rc = get_json(w, path, &list, err);
-    if (rc != KV_OK)
-        return rc;
+    k8s_watcher *w = f->w;
+    char coll[512], query[1200];
+    snprintf(coll, sizeof coll, "/api/v1/namespaces/%s/pods", w->ns);
+    pthread_mutex_lock(&w->mu);
+    char *sel = curl_easy_escape(NULL, w->selector, 0);
+    pthread_mutex_unlock(&w->mu);
+    snprintf(query, sizeof query, "&labelSelector=%s", sel ? sel : "");
+    curl_free(sel);
+    feed_path(f, out, cap, coll, query, watch);
+}
+
+static int pods_list(feed *f, json_t *items, kv_err *err)
+{
+    k8s_watcher *w = f->w;
+    int rc = KV_OK;
+    pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < w->n_pods; i++) {
         free(w->pods[i].name);
         json_decref(w->pods[i].labels);
     }
     w->n_pods = 0;
-    const char *rv = json_string_value(json_object_get(json_object_get(list, "metadata"), "resourceVersion"));
-    snprintf(w->rv, sizeof w->rv, "%s", rv ? rv : "");
     size_t i;
     json_t *item;
-    json_array_foreach(json_object_get(list, "items"), i, item) {
+    json_array_foreach(items, i, item) {
         if ((rc = pod_put(w, item)) != KV_OK) {
             rc = kv_err_set(err, rc, "k8s: pod list item %zu: no metadata.name (or out of memory)", i);
             break;
         }
     }
-    json_decref(list);
     if (rc == KV_OK)
         rc = publish(w, err);
+    pthread_mutex_unlock(&w->mu);
     atomic_fetch_add(&w->lists, 1);
     return rc;
 }
 
-static void *watch_main(void *arg)
+/* LIST into the feed's state; KV_ENOTFOUND when the collection does not exist. */
+static int feed_list(feed *f, kv_err *err)
 {
-    k8s_watcher *w = arg;
-    bool need_list = false;
+    char path[2048];
+    f->restart_seen = atomic_load(&f->restart); /* a bump from here on ends the next watch */
+    f->path(f, path, sizeof path, false);
+    json_t *list;
+    int rc = get_json(f->w, path, &list, err);
+    if (rc != KV_OK)
+        return rc;
+    const char *rv = json_string_value(json_object_get(json_object_get(list, "metadata"), "resourceVersion"));
+    snprintf(f->rv, sizeof f->rv, "%s", rv ? rv : "");
+    rc = f->list(f, json_object_get(list, "items"), err);
+    json_decref(list);
+    return rc;
+}
+
+static void backoff(k8s_watcher *w, int ms)
+{
+    for (int t = 0; t < ms / 10 && !atomic_load(&w->stop); t++)
+        usleep(10000);
+}
+
+static void *feed_main(void *arg)
+{
+    feed *f = arg;
+    k8s_watcher *w = f->w;
+    bool said_missing = false;
     while (!atomic_load(&w->stop)) {
         kv_err err = {0};
-        if (need_list) {
+        if (f->need_list) {
             atomic_fetch_add(&w->relists, 1);
-            if (list_pods(w, &err) != KV_OK) {
-                atomic_fetch_add(&w->errors, 1);
-                LOG_W("Pod list failed; retrying", "{s:s}", "error", err.msg);
-                for (int t = 0; t < w->cfg.retry_ms / 10 && !atomic_load(&w->stop); t++)
-                    usleep(10000);
+            int rc = feed_list(f, &err);
+            if (rc == KV_ENOTFOUND && f->optional) {
+                if (!said_missing)
+                    LOG_I("Collection not served (CRD not installed?); will look again", "{s:s, s:s}", "kind", f->what,
+                          "error", err.msg);
+                said_missing = true;
+                backoff(w, 10 * w->cfg.retry_ms);
                 continue;
             }
-            need_list = false;
+            if (rc != KV_OK) {
+                atomic_fetch_add(&w->errors, 1);
+                LOG_W("List failed; retrying", "{s:s, s:s}", "kind", f->what, "error", err.msg);
+                backoff(w, w->cfg.retry_ms);
+                continue;
+            }
+            f->need_list = false;
         }
         char path[2048];
-        pods_path(w, path, sizeof path, true);
-        sink s = {.w = w, .watch = true};
+        f->path(f, path, sizeof path, true);
+        sink s = {.f = f, .watch = true};
         long status;
         atomic_fetch_add(&w->watches, 1);
         int rc = http_get(w, path, &s, WATCH_TIMEOUT_S + 5, &status, &err);
         free(s.buf);
         if (atomic_load(&w->stop))
             break;
-        if (rc != KV_OK || status != 200 || s.failed) {
+        if (atomic_load(&f->restart) != f->restart_seen) {
+            f->need_list = true; /* asked to (the selector changed), not a failure */
+        } else if (rc != KV_OK || status != 200 || s.failed) {
             atomic_fetch_add(&w->errors, 1);
             if (rc != KV_OK || status != 200)
-                LOG_W("Pod watch failed; re-listing", "{s:s, s:i}", "error", err.msg, "status", (int)status);
-            need_list = true;
-            for (int t = 0; t < w->cfg.retry_ms / 10 && !atomic_load(&w->stop); t++)
-                usleep(10000);
+                LOG_W("Watch failed; re-listing", "{s:s, s:s, s:i}", "kind", f->what, "error", err.msg, "status",
+                      (int)status);
+            f->need_list = true;
+            backoff(w, w->cfg.retry_ms);
         }
     }
     return NULL;
+}
+
+/* ---- the InferencePool ------------------------------------------------------------------------ */
+
+/* spec.selector.matchLabels (v1) or a flat spec.selector (v1alpha2), and the ports. */
+static int parse_pool(k8s_watcher *w, json_t *pool, char *sel, size_t cap, int *ports, size_t *n, kv_err *err)
+{
+    json_t *spec = json_object_get(pool, "spec"), *js = json_object_get(spec, "selector");
+    json_t *ml = json_object_get(js, "matchLabels");
+    if (!json_is_object(ml))
+        ml = js;
+    size_t off = 0;
+    const char *k;
+    json_t *v;
+    sel[0] = 0;
+    json_object_foreach(ml, k, v) {
+        if (!json_is_string(v))
+            continue;
+        off += (size_t)snprintf(sel + off, off < cap ? cap - off : 0, "%s%s=%s", off ? "," : "", k,
+                                json_string_value(v));
+    }
+    *n = 0;
+    size_t i;
+    json_t *tp;
+    json_array_foreach(json_object_get(spec, "targetPorts"), i, tp) {
+        json_int_t port = json_integer_value(json_object_get(tp, "number"));
+        if (port >= 1 && port <= 65535 && *n < K8S_MAX_PORTS)
+            ports[(*n)++] = (int)port;
+    }
+    json_int_t legacy = json_integer_value(json_object_get(spec, "targetPortNumber"));
+    if (!*n && legacy >= 1 && legacy <= 65535)
+        ports[(*n)++] = (int)legacy;
+    if (!sel[0] || off >= cap)
+        return kv_err_set(err, KV_EINVAL, "k8s: InferencePool %s/%s: spec.selector.matchLabels is empty or too long",
+                          w->ns, w->cfg.pool_name);
+    if (!*n)
+        return kv_err_set(err, KV_EINVAL, "k8s: InferencePool %s/%s: no spec.targetPorts[].number", w->ns,
+                          w->cfg.pool_name);
+    return KV_OK;
+}
+
+/* The pool (re)appeared or changed: a new selector means a new pod LIST (the pods feed
+ * is told to restart), new ports only a new endpoint set. */
+static void pool_apply(feed *f, json_t *pool)
+{
+    k8s_watcher *w = f->w;
+    char sel[sizeof w->selector];
+    int ports[K8S_MAX_PORTS];
+    size_t n;
+    kv_err err = {0};
+    if (parse_pool(w, pool, sel, sizeof sel, ports, &n, &err) != KV_OK) {
+        atomic_fetch_add(&w->errors, 1);
+        LOG_W("InferencePool change ignored", "{s:s}", "error", err.msg);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    bool was_gone = w->pool_gone, sel_changed = strcmp(sel, w->selector) != 0;
+    bool ports_changed = n != w->cfg.n_target_ports || memcmp(ports, w->cfg.target_ports, n * sizeof *ports);
+    if (was_gone || sel_changed || ports_changed) {
+        memcpy(w->selector, sel, sizeof sel);
+        memcpy(w->cfg.target_ports, ports, n * sizeof *ports);
+        w->cfg.n_target_ports = n;
+        w->pool_gone = false;
+        atomic_fetch_add(&w->pool_changes, 1);
+        if (was_gone || sel_changed)
+            atomic_fetch_add(&w->pods_feed.restart, 1);
+        else if (publish(w, &err) != KV_OK)
+            LOG_E("Endpoint set update failed", "{s:s}", "error", err.msg);
+        LOG_I("InferencePool changed", "{s:s, s:s, s:i}", "pool", w->cfg.pool_name, "selector", sel, "targetPorts",
+              (int)n);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void pool_deleted(feed *f)
+{
+    k8s_watcher *w = f->w;
+    kv_err err = {0};
+    pthread_mutex_lock(&w->mu);
+    if (!w->pool_gone) {
+        w->pool_gone = true;
+        atomic_fetch_add(&w->pool_changes, 1);
+        LOG_W("InferencePool deleted; no endpoints until it is back", "{s:s}", "pool", w->cfg.pool_name);
+        if (publish(w, &err) != KV_OK)
+            LOG_E("Endpoint set update failed", "{s:s}", "error", err.msg);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void pool_path(feed *f, char *out, size_t cap, bool watch)
+{
+    k8s_watcher *w = f->w;
+    char coll[768], query[400];
+    snprintf(coll, sizeof coll, "/apis/%s/v1/namespaces/%s/inferencepools", w->group, w->ns);
+    char *name = curl_easy_escape(NULL, w->cfg.pool_name, 0);
+    snprintf(query, sizeof query, "&fieldSelector=metadata.name%%3D%s", name ? name : "");
+    curl_free(name);
+    feed_path(f, out, cap, coll, query, watch);
+}
+
+static int pool_list(feed *f, json_t *items, kv_err *err)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item) {
+        const char *name = obj_name(item);
+        if (name && !strcmp(name, f->w->cfg.pool_name)) {
+            pool_apply(f, item);
+            return KV_OK;
+        }
+    }
+    pool_deleted(f);
+    return KV_OK;
+}
+
+static int pool_event(feed *f, const char *type, json_t *obj)
+{
+    const char *name = obj_name(obj);
+    if (!name || strcmp(name, f->w->cfg.pool_name))
+        return KV_OK;
+    if (!strcmp(type, "DELETED"))
+        pool_deleted(f);
+    else
+        pool_apply(f, obj);
+    return KV_OK;
+}
+
+/* ---- InferenceObjectives ------------------------------------------------------------------------ */
+
+/* The objective's name and priority when it belongs to our pool (any pool without one). */
+static bool objective_of_pool(k8s_watcher *w, json_t *obj, const char **name, int *priority)
+{
+    json_t *spec = json_object_get(obj, "spec");
+    const char *pool = json_string_value(json_object_get(json_object_get(spec, "poolRef"), "name"));
+    json_int_t p = json_integer_value(json_object_get(spec, "priority"));
+    *name = obj_name(obj);
+    *priority = p < INT_MIN ? INT_MIN : p > INT_MAX ? INT_MAX : (int)p;
+    return *name && (!w->cfg.pool_name || (pool && !strcmp(pool, w->cfg.pool_name)));
+}
+
+static void obj_path(feed *f, char *out, size_t cap, bool watch)
+{
+    char coll[512];
+    snprintf(coll, sizeof coll, "/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/%s/inferenceobjectives",
+             f->w->ns);
+    feed_path(f, out, cap, coll, "", watch);
+}
+
+static int obj_list(feed *f, json_t *items, kv_err *err)
+{
+    size_t n = json_array_size(items), k = 0;
+    objective_spec *specs = calloc(n ? n : 1, sizeof *specs);
+    if (!specs)
+        return kv_err_set(err, KV_ENOMEM, "k8s: out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (objective_of_pool(f->w, json_array_get(items, i), &specs[k].name, &specs[k].priority))
+            k++;
+    int rc = objectives_sync(f->w->cfg.objectives, specs, k, err);
+    free(specs);
+    return rc;
+}
+
+static int obj_event(feed *f, const char *type, json_t *obj)
+{
+    const char *name;
+    int priority;
+    bool ours = objective_of_pool(f->w, obj, &name, &priority);
+    if (!name)
+        return KV_EPARSE;
+    if (!ours || !strcmp(type, "DELETED")) /* deleted, or moved to another pool */
+        objectives_remove(f->w->cfg.objectives, name);
+    else if (objectives_put(f->w->cfg.objectives, name, priority, NULL) != KV_OK)
+        return KV_ENOMEM;
+    return KV_OK;
 }
 
 /* ---- set-up ------------------------------------------------------------------------------- */
@@ -379,7 +640,7 @@ int k8s_parse_ports(const char *list, int *ports, size_t *n, kv_err *err)
     return *n ? KV_OK : kv_err_set(err, KV_EINVAL, "target ports: none given");
 }
 
-/* spec.selector.matchLabels (v1) or a flat spec.selector (v1alpha2), and the ports. */
+/* The pool as it is at start-up: a missing or unusable pool fails start-up. */
 static int read_pool(k8s_watcher *w, kv_err *err)
 {
     char path[1024];
@@ -388,39 +649,11 @@ static int read_pool(k8s_watcher *w, kv_err *err)
     int rc = get_json(w, path, &pool, err);
     if (rc != KV_OK)
         return rc;
-    json_t *spec = json_object_get(pool, "spec"), *sel = json_object_get(spec, "selector");
-    json_t *ml = json_object_get(sel, "matchLabels");
-    if (!json_is_object(ml))
-        ml = sel;
-    size_t off = 0;
-    const char *k;
-    json_t *v;
-    w->selector[0] = 0;
-    json_object_foreach(ml, k, v) {
-        if (!json_is_string(v))
-            continue;
-        off += (size_t)snprintf(w->selector + off, off < sizeof w->selector ? sizeof w->selector - off : 0, "%s%s=%s",
-                                off ? "," : "", k, json_string_value(v));
-    }
-    w->cfg.n_target_ports = 0;
-    size_t i;
-    json_t *tp;
-    json_array_foreach(json_object_get(spec, "targetPorts"), i, tp) {
-        json_int_t port = json_integer_value(json_object_get(tp, "number"));
-        if (port >= 1 && port <= 65535 && w->cfg.n_target_ports < K8S_MAX_PORTS)
-            w->cfg.target_ports[w->cfg.n_target_ports++] = (int)port;
-    }
-    json_int_t legacy = json_integer_value(json_object_get(spec, "targetPortNumber"));
-    if (!w->cfg.n_target_ports && legacy >= 1 && legacy <= 65535)
-        w->cfg.target_ports[w->cfg.n_target_ports++] = (int)legacy;
+    rc = parse_pool(w, pool, w->selector, sizeof w->selector, w->cfg.target_ports, &w->cfg.n_target_ports, err);
+    const char *rv = json_string_value(json_object_get(json_object_get(pool, "metadata"), "resourceVersion"));
+    snprintf(w->pool_feed.rv, sizeof w->pool_feed.rv, "%s", rv ? rv : "");
     json_decref(pool);
-    if (!w->selector[0] || off >= sizeof w->selector)
-        return kv_err_set(err, KV_EINVAL, "k8s: InferencePool %s/%s: spec.selector.matchLabels is empty or too long",
-                          w->ns, w->cfg.pool_name);
-    if (!w->cfg.n_target_ports)
-        return kv_err_set(err, KV_EINVAL, "k8s: InferencePool %s/%s: no spec.targetPorts[].number", w->ns,
-                          w->cfg.pool_name);
-    return KV_OK;
+    return rc;
 }
 
 static int read_file(const char *path, char *out, size_t cap, kv_err *err)
@@ -433,6 +666,20 @@ static int read_file(const char *path, char *out, size_t cap, kv_err *err)
     while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
         n--;
     out[n] = 0;
+    return KV_OK;
+}
+
+static void feed_init(feed *f, k8s_watcher *w, const char *what, void (*path)(feed *, char *, size_t, bool),
+                      int (*list)(feed *, json_t *, kv_err *), int (*event)(feed *, const char *, json_t *))
+{
+    *f = (feed){.w = w, .what = what, .path = path, .list = list, .event = event};
+}
+
+static int feed_start(feed *f, kv_err *err)
+{
+    if (pthread_create(&f->th, NULL, feed_main, f))
+        return kv_err_set(err, KV_EIO, "k8s: cannot start the %s watcher", f->what);
+    f->started = true;
     return KV_OK;
 }
 
@@ -451,7 +698,12 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
         kv_err_set(err, KV_ENOMEM, "k8s: out of memory");
         return NULL;
     }
+    pthread_mutex_init(&w->mu, NULL);
     w->cfg = *cfg;
+    feed_init(&w->pods_feed, w, "pod", pods_path, pods_list, pods_event);
+    feed_init(&w->pool_feed, w, "InferencePool", pool_path, pool_list, pool_event);
+    feed_init(&w->obj_feed, w, "InferenceObjective", obj_path, obj_list, obj_event);
+    w->obj_feed.optional = w->obj_feed.need_list = true;
     if (w->cfg.retry_ms <= 0)
         w->cfg.retry_ms = 1000;
     const char *ns = cfg->ns ? cfg->ns : getenv("NAMESPACE");
@@ -463,7 +715,7 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
         const char *h = getenv("KUBERNETES_SERVICE_HOST"), *p = getenv("KUBERNETES_SERVICE_PORT");
         if (!h || !p) {
             kv_err_set(err, KV_EINVAL, "k8s: KUBERNETES_SERVICE_HOST/PORT are not set (not running in a cluster?)");
-            free(w);
+            k8s_stop(w);
             return NULL;
         }
         snprintf(w->base, sizeof w->base, strchr(h, ':') ? "https://[%s]:%s" : "https://%s:%s", h, p);
@@ -472,23 +724,23 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
     snprintf(w->ca, sizeof w->ca, "%s", cfg->ca_path ? cfg->ca_path : SA_DIR "ca.crt");
     const char *tok = cfg->token_path ? cfg->token_path : SA_DIR "token";
     if (read_file(tok, w->token, sizeof w->token, err) != KV_OK && (cfg->token_path || w->https)) {
-        free(w);
+        k8s_stop(w);
         return NULL;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    bool follow_pool = cfg->pool_name && !cfg->selector;
     if (cfg->selector)
         snprintf(w->selector, sizeof w->selector, "%s", cfg->selector);
-    if ((cfg->pool_name && !cfg->selector && read_pool(w, err) != KV_OK) || list_pods(w, err) != KV_OK) {
+    if ((follow_pool && read_pool(w, err) != KV_OK) || feed_list(&w->pods_feed, err) != KV_OK) {
         k8s_stop(w);
         return NULL;
     }
     atomic_store(&w->synced, true);
-    if (pthread_create(&w->th, NULL, watch_main, w)) {
-        kv_err_set(err, KV_EIO, "k8s: cannot start the watcher");
+    if (feed_start(&w->pods_feed, err) != KV_OK || (follow_pool && feed_start(&w->pool_feed, err) != KV_OK) ||
+        (cfg->objectives && feed_start(&w->obj_feed, err) != KV_OK)) {
         k8s_stop(w);
         return NULL;
     }
-    w->started = true;
     return w;
 }
 
@@ -497,23 +749,32 @@ void k8s_stop(k8s_watcher *w)
     if (!w)
         return;
     atomic_store(&w->stop, true);
-    if (w->started)
-        pthread_join(w->th, NULL);
+    feed *feeds[] = {&w->pods_feed, &w->pool_feed, &w->obj_feed};
+    for (size_t i = 0; i < 3; i++)
+        if (feeds[i]->started)
+            pthread_join(feeds[i]->th, NULL);
     for (size_t i = 0; i < w->n_pods; i++) {
         free(w->pods[i].name);
         json_decref(w->pods[i].labels);
     }
     free(w->pods);
+    pthread_mutex_destroy(&w->mu);
     free(w);
 }
 
 bool k8s_synced(const k8s_watcher *w) { return atomic_load(&((k8s_watcher *)w)->synced); }
 
-const char *k8s_selector(const k8s_watcher *w) { return w->selector; }
+void k8s_selector(k8s_watcher *w, char *out, size_t cap)
+{
+    pthread_mutex_lock(&w->mu);
+    snprintf(out, cap, "%s", w->selector);
+    pthread_mutex_unlock(&w->mu);
+}
 
 void k8s_get_stats(const k8s_watcher *w, k8s_stats *out)
 {
     k8s_watcher *m = (k8s_watcher *)w;
-    *out = (k8s_stats){atomic_load(&m->lists), atomic_load(&m->watches), atomic_load(&m->events),
-                       atomic_load(&m->relists), atomic_load(&m->errors), atomic_load(&m->pods_ready)};
+    *out = (k8s_stats){atomic_load(&m->lists),  atomic_load(&m->watches),    atomic_load(&m->events),
+                       atomic_load(&m->relists), atomic_load(&m->errors),    atomic_load(&m->pods_ready),
+                       atomic_load(&m->pool_changes)};
 }

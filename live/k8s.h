@@ -12,15 +12,28 @@
  * ADDED/MODIFIED/DELETED events one line at a time and handing the whole resulting set
  * to epset_sync after each change; a watch that ends is resumed from the last
  * resourceVersion, an ERROR event (410 Gone) or a failed request leads to a fresh LIST
- * after a short back-off. Changes to the InferencePool itself after start are not
- * followed (restart the EPP, as a changed Deployment does).
+ * after a short back-off.
+ *
+ * The InferencePool is followed the same way (fieldSelector metadata.name=<pool>), as
+ * GIE's pool reconciler does: a new selector re-lists the pods with it (the pod watch is
+ * ended and restarted), new target ports re-publish the endpoints, and a deleted pool
+ * empties the endpoint set until it is created again (the index entries of endpoints
+ * that leave are purged by ingestion, as for any departing endpoint).
+ *
+ * With cfg.objectives, the pool namespace's InferenceObjectives
+ * (inference.networking.x-k8s.io/v1alpha2) whose spec.poolRef.name is the pool (any, in
+ * selector mode) are kept in that table: name -> spec.priority (absent: 0). Without the
+ * CRD (404) the watcher says so once and looks again now and then; requests then have
+ * priority 0.
  *
  * In-cluster defaults: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, bearer
  * token and CA from /var/run/secrets/kubernetes.io/serviceaccount/; every path and the
  * base URL can be overridden (tests use a plain-http fake API server).
  *
- * Threads: one watcher thread owns the HTTP transfers and the pod table; it writes only
- * to the epset (thread-safe). k8s_synced/k8s_get_stats may be called from any thread. */
+ * Threads: one thread per followed collection (pods, pool, objectives), each owning its
+ * HTTP transfers; the pod table, selector and ports are under one mutex (the pool thread
+ * changes them); they write only to the epset and the objectives table (both
+ * thread-safe). k8s_synced/k8s_selector/k8s_get_stats may be called from any thread. */
 #ifndef KVROUTE_K8S_H
 #define KVROUTE_K8S_H
 
@@ -45,11 +58,13 @@ typedef struct k8s_config {
     const char *pool_name;        /* InferencePool to read selector and ports from */
     const char *pool_group;       /* NULL: "inference.networking.k8s.io" (v1) */
     int retry_ms;                 /* back-off before a re-list; <= 0: 1000 */
+    struct objectives *objectives; /* InferenceObjectives to follow (borrowed); NULL: not followed */
 } k8s_config;
 
 typedef struct k8s_stats {
     uint64_t lists, watches, events, relists, errors;
     uint64_t pods_ready;          /* eligible pods now */
+    uint64_t pool_changes;        /* InferencePool selector/port changes, deletions, re-creations */
 } k8s_stats;
 
 typedef struct k8s_watcher k8s_watcher;
@@ -61,8 +76,8 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err);
 void k8s_stop(k8s_watcher *w);
 bool k8s_synced(const k8s_watcher *w);
 void k8s_get_stats(const k8s_watcher *w, k8s_stats *out);
-/* The selector in use ("k=v,..."), e.g. read from the pool. */
-const char *k8s_selector(const k8s_watcher *w);
+/* The selector in use ("k=v,..."), e.g. read from the pool, copied into out. */
+void k8s_selector(k8s_watcher *w, char *out, size_t cap);
 
 /* Parses "8000,8001" into ports; KV_EINVAL naming the item. */
 int k8s_parse_ports(const char *list, int *ports, size_t *n, kv_err *err);

@@ -27,6 +27,12 @@ check no-endpoints 2 "give --endpoints ip:port,..., --pool-name or --endpoint-se
 check two-sources 2 "are exclusive" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --pool-name p
 check bad-endpoint 2 "'10.0.0.1' is not ip:port" $EPP --config-file $CFG --endpoints 10.0.0.1
 check bad-flag 2 "unknown flag '--nope'" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --nope
+check objectives-k8s 2 "--objectives is for --endpoints" $EPP --config-file $CFG --pool-name p --objectives a=1
+check bad-objectives 2 "'a=x' is not name=priority" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --objectives a=x
+check bad-sd-env 2 "SD_KV_CACHE_UTIL_THRESHOLD" env SD_KV_CACHE_UTIL_THRESHOLD=2 \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000
+check bad-replay 2 "each pod binds its own replay socket" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --kv-events-replay-endpoint tcp://10.0.0.1:5558
 check bad-port 2 "flag --grpc-port: expected an integer" $EPP --config-file $CFG --endpoints a:1 --grpc-port x
 check missing-cert 2 "tls: cannot open $T/tls.crt" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=a -days 1 \

@@ -24,6 +24,7 @@
 #include "support/extproc_client.h"
 #include "health.h"
 #include "log.h"
+#include "objectives.h"
 #include "support/sched_fixture.h"
 #include "tls.h"
 
@@ -60,6 +61,15 @@ typedef struct env {
     char last_target[64];
     int completions;
     decisionlog *dl;
+    objectives *objs;
+    bool saturated;               /* what the saturation hook answers */
+    int saturation_asks;
+    int decisions;
+    struct {
+        char objective[64], fairness[64], target_model[64];
+        int priority;
+        bool shed;
+    } dec;                        /* the last decision's admission fields */
 } env;
 
 static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
@@ -101,7 +111,30 @@ static void on_decision(void *ctx, const extproc_decision *d)
 {
     env *e = ctx;
     if (e->dl)
-        assert_int_equal(decisionlog_add(e->dl, d->trace, d->result, NULL), KV_OK);
+        assert_int_equal(decisionlog_add(e->dl, d, NULL), KV_OK);
+    pthread_mutex_lock(&e->mu);
+    e->decisions++;
+    snprintf(e->dec.objective, sizeof e->dec.objective, "%s", d->objective ? d->objective : "");
+    snprintf(e->dec.fairness, sizeof e->dec.fairness, "%s", d->fairness_id ? d->fairness_id : "");
+    snprintf(e->dec.target_model, sizeof e->dec.target_model, "%s", d->target_model ? d->target_model : "");
+    e->dec.priority = d->priority;
+    e->dec.shed = d->shed;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static bool objective_priority(void *ctx, const char *objective, int *priority)
+{
+    return objectives_priority(((env *)ctx)->objs, objective, priority);
+}
+
+static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
+{
+    env *e = ctx;
+    pthread_mutex_lock(&e->mu);
+    e->saturation_asks++;
+    bool v = e->saturated;
+    pthread_mutex_unlock(&e->mu);
+    return v;
 }
 
 static env *env_new_cfg(const char *config, bool tls, int tokenize_timeout_ms, const char *ep0_name,
@@ -124,8 +157,13 @@ static env *env_new_cfg(const char *config, bool tls, int tokenize_timeout_ms, c
         .on_decision = on_decision,
         .trace_decisions = dl != NULL,
         .hook_ctx = e,
+        .objective_priority = objective_priority,
+        .saturated = saturated,
+        .admission_ctx = e,
     };
     e->dl = dl;
+    e->objs = objectives_new(NULL);
+    assert_non_null(e->objs);
     log_setup(4, on_log, e); /* process-wide: set before this env's server starts */
     if (tls) {
         kv_err err = {0};
@@ -156,6 +194,7 @@ static void env_free(env *e)
     fx_free(e->f);
     tls_pem_free(&e->pem);
     free(e->log);
+    objectives_free(e->objs);
     pthread_mutex_destroy(&e->pool_mu);
     pthread_mutex_destroy(&e->mu);
     free(e);
@@ -745,6 +784,74 @@ static void test_model_rewrite(void **state)
     env_free(e);
 }
 
+/* Control headers as GIE reads them: the objective's priority goes with the decision
+ * (unknown objective or none: 0), the fairness id defaults to "default-flow", a
+ * sheddable request is turned away with 429 only while the candidates are saturated, and
+ * a request with priority >= 0 is never checked; llm-d-router's newer header names win. */
+static void test_objectives_and_shedding(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    assert_int_equal(objectives_load(e->objs, "batch=-1,premium=10", NULL), KV_OK);
+    uint32_t t[16] = {9};
+    char *body = token_body(t, 16, "");
+    const char *shed_hdrs[] = {":path", "/v1/completions", "x-gateway-inference-objective", "batch",
+                               "x-gateway-inference-fairness-id", "tenant-a", NULL};
+    const char *premium[] = {":path", "/v1/completions", "x-gateway-inference-objective", "premium", NULL};
+    const char *unknown[] = {":path", "/v1/completions", "x-gateway-inference-objective", "nope", NULL};
+    const char *aliased[] = {":path", "/v1/completions", "x-gateway-inference-objective", "batch",
+                             "x-llm-d-router-inference-objective", "premium", "x-llm-d-router-inference-fairness-id",
+                             "tenant-b", NULL};
+
+    /* not saturated: the sheddable request is routed, its priority and fairness id recorded */
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, shed_hdrs, body, 1000, NULL, 0);
+    assert_non_null(dest_of(r));
+    xpc_resp_free(r);
+    xpc_close(s);
+    pthread_mutex_lock(&e->mu);
+    assert_int_equal(e->dec.priority, -1);
+    assert_string_equal(e->dec.objective, "batch");
+    assert_string_equal(e->dec.fairness, "tenant-a");
+    assert_false(e->dec.shed);
+    assert_int_equal(e->saturation_asks, 1);
+    e->saturated = true;
+    pthread_mutex_unlock(&e->mu);
+
+    /* saturated: shed with GIE's error, before any scheduling */
+    s = xpc_open(e->cli, 5000);
+    expect_immediate(send_request(s, shed_hdrs, body, 1000, NULL, 0), 429,
+                     "inference gateway: InferencePoolResourceExhausted - system saturated, sheddable request dropped");
+    xpc_close(s);
+    pthread_mutex_lock(&e->mu);
+    assert_true(e->dec.shed);
+    assert_int_equal(e->saturation_asks, 2);
+    pthread_mutex_unlock(&e->mu);
+
+    /* priority >= 0 (known, unknown, aliased) passes a saturated pool without being checked */
+    const char *const *ok[] = {premium, unknown, aliased};
+    const int want_prio[] = {10, 0, 10};
+    const char *want_fair[] = {"default-flow", "default-flow", "tenant-b"};
+    for (int i = 0; i < 3; i++) {
+        s = xpc_open(e->cli, 5000);
+        r = send_request(s, ok[i], body, 1000, NULL, 0);
+        assert_non_null(dest_of(r));
+        xpc_resp_free(r);
+        xpc_close(s);
+        pthread_mutex_lock(&e->mu);
+        assert_int_equal(e->dec.priority, want_prio[i]);
+        assert_string_equal(e->dec.fairness, want_fair[i]);
+        assert_false(e->dec.shed);
+        assert_int_equal(e->saturation_asks, 2);
+        pthread_mutex_unlock(&e->mu);
+    }
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.errors_429, 1);
+    assert_int_equal(st.requests, 4);
+    free(body);
+    env_free(e);
+}
+
 /* A filter that leaves nothing is a scheduler failure: 429, as GIE's director answers. */
 static void test_scheduler_failure_429(void **state)
 {
@@ -805,6 +912,13 @@ static void test_decision_log(void **state)
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(query_int(db, "SELECT count(*) FROM runs WHERE scenario='live' AND seed=7"), 1);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM live_requests WHERE x_request_id='req-1' AND model='m' AND "
+                                   "target_model='m' AND objective IS NULL AND fairness_id='default-flow' AND "
+                                   "priority=0 AND outcome='routed' AND target='10.0.0.3:8000'"),
+                     2);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM live_requests l JOIN decisions d USING(run_id, request_id) "
+                                   "WHERE d.plugin='total' AND d.picked=1"),
+                     2);
     /* 3 scorers x 4 endpoints + 4 totals, per decision */
     assert_int_equal(query_int(db, "SELECT count(*) FROM decisions"), 2 * 16);
     assert_int_equal(query_int(db, "SELECT count(DISTINCT request_id) FROM decisions"), 2);
@@ -830,6 +944,7 @@ int main(void)
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
         cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
         cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
+        cmocka_unit_test(test_objectives_and_shedding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,11 @@
 /* test_k8s: discovery against a fake API server on loopback -- the InferencePool's
  * selector and target ports, the first LIST (only Ready pods without a deletion
  * timestamp, one endpoint per pod x port named <pod>-rank-<i>, the pod's labels), WATCH
- * transitions (ready, not ready, deleting, deleted, new pod), re-list after a 410, and
- * start-up failures naming the cause (bad token, missing pool, missing ports). */
+ * transitions (ready, not ready, deleting, deleted, new pod), re-list after a 410,
+ * InferencePool changes after start (new ports, new selector, deleted, re-created) with
+ * the endpoint set following, InferenceObjectives of the pool (list, watch, other pools
+ * ignored, CRD absent at first), and start-up failures naming the cause (bad token,
+ * missing pool, missing ports). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,7 @@
 #include "endpoints.h"
 #include "k8s.h"
 #include "log.h"
+#include "objectives.h"
 #include "support/fake_k8s.h"
 
 static void quiet(void *ctx, const char *line) { (void)ctx; (void)line; }
@@ -99,8 +103,9 @@ static void test_pool_list_and_watch(void **state)
     if (!w)
         fail_msg("%s", err.msg);
     assert_true(k8s_synced(w));
-    assert_string_equal(k8s_selector(w), "app=vllm,tier=gpu");
     char sel[256];
+    k8s_selector(w, sel, sizeof sel);
+    assert_string_equal(sel, "app=vllm,tier=gpu");
     fake_k8s_last_selector(f.api, sel, sizeof sel);
     assert_string_equal(sel, "app=vllm,tier=gpu");
     /* The first list is in place when k8s_start returns. */
@@ -174,6 +179,95 @@ static void test_selector_mode(void **state)
     fx_free(&f);
 }
 
+/* The pool changes under a running watcher: ports, then selector, then it is deleted
+ * and created again; the endpoint set follows each time. */
+static void test_pool_changes(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "s3cret");
+    fake_k8s_put_pod(f.api, "a", "10.2.0.1", true, false, "app=vllm,tier=gpu");
+    fake_k8s_put_pod(f.api, "b", "10.2.0.2", true, false, "app=other");
+    k8s_config cfg = pool_cfg(&f);
+    kv_err err = {0};
+    k8s_watcher *w = k8s_start(&cfg, &err);
+    if (!w)
+        fail_msg("%s", err.msg);
+    assert_true(set_is(f.eps, "10.2.0.1:8000=a-rank-0,10.2.0.1:8001=a-rank-1"));
+
+    int one[] = {9000};
+    fake_k8s_set_pool(f.api, "ns", "pool", "app=vllm,tier=gpu", one, 1);   /* ports only */
+    WAIT_SET(f.eps, "10.2.0.1:9000=a-rank-0");
+    /* new selector: the pods are listed again with it */
+    unsigned lists = fake_k8s_lists(f.api);
+    fake_k8s_set_pool(f.api, "ns", "pool", "app=other", one, 1);
+    WAIT_SET(f.eps, "10.2.0.2:9000=b-rank-0");
+    assert_true(fake_k8s_lists(f.api) > lists);
+    char sel[256];
+    fake_k8s_last_selector(f.api, sel, sizeof sel);
+    assert_string_equal(sel, "app=other");
+    k8s_selector(w, sel, sizeof sel);
+    assert_string_equal(sel, "app=other");
+
+    fake_k8s_delete_pool(f.api, "pool");                                   /* deleted: no endpoints */
+    WAIT_SET(f.eps, "");
+    fake_k8s_put_pod(f.api, "c", "10.2.0.3", true, false, "app=other");    /* pods still followed */
+    usleep(100000);
+    assert_true(set_is(f.eps, ""));
+    int two[] = {8200, 8201};
+    fake_k8s_set_pool(f.api, "ns", "pool", "app=other", two, 2);           /* re-created */
+    WAIT_SET(f.eps, "10.2.0.2:8200=b-rank-0,10.2.0.2:8201=b-rank-1,10.2.0.3:8200=c-rank-0,10.2.0.3:8201=c-rank-1");
+    k8s_stats st;
+    k8s_get_stats(w, &st);
+    assert_int_equal(st.pool_changes, 4);
+    k8s_stop(w);
+    fx_free(&f);
+}
+
+static bool prio_is(objectives *o, const char *name, bool known, int want)
+{
+    for (int t = 0; t < 1000; t++) {
+        int p;
+        if (objectives_priority(o, name, &p) == known && p == want)
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+/* InferenceObjectives of the pool: the CRD appears after start, then objectives come,
+ * change, move to another pool and go. */
+static void test_objectives(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "s3cret");
+    objectives *objs = objectives_new(NULL);
+    k8s_config cfg = pool_cfg(&f);
+    cfg.objectives = objs;
+    kv_err err = {0};
+    k8s_watcher *w = k8s_start(&cfg, &err);
+    if (!w)
+        fail_msg("%s", err.msg); /* no InferenceObjective CRD yet: not a start-up failure */
+    usleep(50000);
+    fake_k8s_put_objective(f.api, "batch", "pool", true, -3);
+    fake_k8s_put_objective(f.api, "plain", "pool", false, 0);
+    fake_k8s_put_objective(f.api, "theirs", "other-pool", true, 7);
+    assert_true(prio_is(objs, "batch", true, -3));
+    assert_true(prio_is(objs, "plain", true, 0));
+    assert_true(prio_is(objs, "theirs", false, 0));
+    fake_k8s_put_objective(f.api, "batch", "pool", true, 2);             /* changed */
+    assert_true(prio_is(objs, "batch", true, 2));
+    fake_k8s_put_objective(f.api, "plain", "other-pool", true, 1);       /* moved away */
+    assert_true(prio_is(objs, "plain", false, 0));
+    fake_k8s_delete_objective(f.api, "batch");
+    assert_true(prio_is(objs, "batch", false, 0));
+    assert_int_equal(objectives_count(objs), 0);
+    k8s_stop(w);
+    objectives_free(objs);
+    fx_free(&f);
+}
+
 static void test_startup_failures(void **state)
 {
     (void)state;
@@ -207,6 +301,8 @@ static void test_startup_failures(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pool_list_and_watch),
     cmocka_unit_test(test_selector_mode),
+    cmocka_unit_test(test_pool_changes),
+    cmocka_unit_test(test_objectives),
     cmocka_unit_test(test_startup_failures),
 };
 

@@ -249,7 +249,13 @@ static void run_gap(replay_mode mode)
     fx f;
     replay_timeout_ms = mode == REPLAY_DOWN ? 200 : 2000;
     /* REPLAY_DOWN: a replay port where nothing listens (the request times out). */
-    fx_init(&f, "127.0.0.1:8000", false, 0, mode == REPLAY_OK ? fake_pub_replay_port(p) : mode == REPLAY_DOWN ? 1 : 0);
+    /* REPLAY_OK: configured as ./epp's --kv-events-replay-endpoint is, from vLLM's replay_endpoint */
+    ingest_config rc = {0};
+    char spec[32];
+    snprintf(spec, sizeof spec, "tcp://*:%d", fake_pub_replay_port(p));
+    assert_int_equal(ingest_parse_replay(&rc, mode == REPLAY_OK ? spec : mode == REPLAY_DOWN ? "1" : "0", NULL),
+                     mode == REPLAY_NONE ? KV_EINVAL : KV_OK);
+    fx_init(&f, "127.0.0.1:8000", false, 0, rc.replay_port);
     assert_int_equal(fake_pub_connect(p, ingest_endpoint(f.g)), 0);
     warm_up(&f, p);
     chain c;

@@ -1,8 +1,11 @@
 /* fake_k8s: a tiny Kubernetes API server for tests (plain HTTP on 127.0.0.1, libmicrohttpd,
- * a thread per connection): GET of one InferencePool, LIST of pods and streaming WATCH of
- * pods (ADDED/MODIFIED/DELETED lines from a resourceVersion on), bearer-token checked.
- * The label selector a client sends is recorded, not evaluated: tests put only the pods
- * the selector would match. Thread-safe setters. */
+ * a thread per connection), bearer-token checked, for three collections: pods,
+ * InferencePools (inference.networking.k8s.io/v1) and InferenceObjectives
+ * (inference.networking.x-k8s.io/v1alpha2; 404, as without the CRD, until the first
+ * fake_k8s_put_objective). Each serves GET of one object, LIST and streaming WATCH
+ * (ADDED/MODIFIED/DELETED lines from a resourceVersion on), fieldSelector
+ * metadata.name=X and equality label selectors (k=v,...) honoured; the last pod label
+ * selector a client sent is recorded. Thread-safe setters. */
 #ifndef KVROUTE_FAKE_K8S_H
 #define KVROUTE_FAKE_K8S_H
 
@@ -12,9 +15,14 @@ typedef struct fake_k8s fake_k8s;
 
 fake_k8s *fake_k8s_start(const char *token);
 int fake_k8s_port(const fake_k8s *k);
-/* The InferencePool "ns/name" served (v1 shape): matchLabels "k=v,...", target ports. */
+/* Adds or replaces the InferencePool "ns/name" (v1 shape): matchLabels "k=v,...", target
+ * ports (an ADDED or MODIFIED event). */
 void fake_k8s_set_pool(fake_k8s *k, const char *ns, const char *name, const char *match_labels, const int *ports,
                        int n_ports);
+void fake_k8s_delete_pool(fake_k8s *k, const char *name);
+/* An InferenceObjective of the pool (spec.priority only when has_priority). */
+void fake_k8s_put_objective(fake_k8s *k, const char *name, const char *pool, bool has_priority, int priority);
+void fake_k8s_delete_objective(fake_k8s *k, const char *name);
 /* Adds or replaces a pod (ADDED or MODIFIED event). labels "k=v,...". */
 void fake_k8s_put_pod(fake_k8s *k, const char *name, const char *ip, bool ready, bool deleting, const char *labels);
 void fake_k8s_delete_pod(fake_k8s *k, const char *name);
