@@ -461,9 +461,31 @@ static const token_code TOKEN_CODES[256] = {
     [0xce] = {5, 24, 0xffffffff},
 };
 
+static inline uint64_t be64_at(const uint8_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return x;
+}
+
+/* Bytes taken by a token id whose head byte is b, for the four heads TOKEN_CODES
+ * accepts (other bytes give 2 or 5, and are caught by the table). Arithmetic, not the
+ * table: the next id's position hangs on it, and a table load would add its latency
+ * to that chain. */
+static inline unsigned token_width(unsigned b)
+{
+    return b < 0x80 ? 1 : (0x5532u >> (4 * ((b - 0xcc) & 3))) & 15;
+}
+
 /* The hot loop of the decoder. Real token ids mix uint16 and uint32 at random, so the
  * id is extracted without branching on its width (a mispredict per id cost more than
- * the rest of the decode); only the last few bytes of a payload take the careful path. */
+ * the rest of the decode). Ids go in runs that cannot reach the payload's last 8 bytes
+ * (at most 5 bytes each), so a run needs no bounds check per id; a head the table does
+ * not accept is noted, not branched on, and sends the run back to the careful path,
+ * which decodes one id at a time. */
 static int f_tokens(kvev_decoder *d, kvev_event *e)
 {
     mp_val v;
@@ -474,20 +496,37 @@ static int f_tokens(kvev_decoder *d, kvev_event *e)
     uint32_t *t = arena_alloc(&d->ar, n * sizeof *t);
     if (!t && n) return out_of_memory(d);
     const uint8_t *p = d->p;
-    size_t off = d->off, len = d->len;
-    for (size_t i = 0; i < n; i++) {
-        if (len - off >= 8) {
-            const token_code *c = &TOKEN_CODES[p[off]];
-            if (c->len) {
-                uint64_t x;
-                memcpy(&x, p + off, 8);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                x = __builtin_bswap64(x);
-#endif
-                t[i] = (uint32_t)(x >> c->shift) & c->mask;
+    size_t off = d->off, len = d->len, i = 0;
+    bool fast = true;
+    while (i < n) {
+        size_t run = len - off >= 8 ? (len - off - 8) / 5 : 0;
+        if (run > n - i) run = n - i;
+        if (fast && run >= 8) {
+            size_t off0 = off;
+            unsigned bad = 0;
+            size_t k = i, end = i + run;
+            for (; k + 2 <= end; k += 2) {
+                uint64_t x = be64_at(p + off);
+                unsigned b0 = (unsigned)(x >> 56), w0 = token_width(b0);
+                unsigned b1 = (unsigned)(x >> (56 - 8 * w0)) & 0xff;
+                const token_code *c0 = &TOKEN_CODES[b0], *c1 = &TOKEN_CODES[b1];
+                t[k] = (uint32_t)(x >> c0->shift) & c0->mask;
+                t[k + 1] = (uint32_t)(be64_at(p + off + w0) >> c1->shift) & c1->mask;
+                bad |= (c0->len == 0) | (c1->len == 0);
+                off += w0 + token_width(b1);
+            }
+            if (k < end) {
+                const token_code *c = &TOKEN_CODES[p[off]];
+                t[k] = (uint32_t)(be64_at(p + off) >> c->shift) & c->mask;
+                bad |= c->len == 0;
                 off += c->len;
+            }
+            if (!bad) {
+                i += run;
                 continue;
             }
+            off = off0;
+            fast = false;
         }
         d->off = off;
         mp_val x;
@@ -495,7 +534,7 @@ static int f_tokens(kvev_decoder *d, kvev_event *e)
         if (x.kind != MP_UINT || x.v.u > UINT32_MAX)
             return fail(d, KVEV_ERR_TYPE, "event %zu: token_ids[%zu] at offset %zu is not an integer in [0, 2^32)",
                         d->event, i, x.at);
-        t[i] = (uint32_t)x.v.u;
+        t[i++] = (uint32_t)x.v.u;
         off = d->off;
     }
     d->off = off;

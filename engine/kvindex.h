@@ -30,6 +30,8 @@ typedef struct kvindex_config {
     size_t capacity;            /* max request keys held (LRU beyond); 0 = default 1e7 */
     uint32_t max_endpoints;     /* endpoint slots; 0 = default 256; at most 4096 */
     double tier_weight[KVTIER_COUNT]; /* all zero = defaults gpu 1.0, cpu 0.8, other 1.0 */
+    bool time_writes;           /* record how long each write-lock hold lasts (stats.write_hold_*);
+                                 * costs two clock reads per hold */
 } kvindex_config;
 
 typedef struct kvindex kvindex;
@@ -47,6 +49,11 @@ void kvindex_endpoint_remove(kvindex *ix, int slot);
 /* Changes whenever a slot is added or removed (never otherwise), so a caller may cache
  * name -> slot resolutions and trust them while it reads the same value. Lock-free. */
 uint64_t kvindex_endpoints_version(const kvindex *ix);
+
+/* Writers hold the lock for at most KVINDEX_STORE_SLICE pairs of one store (a long
+ * BlockStored is applied in slices, readers may run between them), so lookups never wait
+ * behind a whole event; the other writes are short or, like endpoint removal, rare. */
+#define KVINDEX_STORE_SLICE 256
 
 /* BlockStored. engine_keys (may be NULL with n_engine 0 for pure request-key stores)
  * and request_keys may have different lengths (engine and index block sizes differ):
@@ -85,6 +92,9 @@ typedef struct kvindex_stats {
     uint64_t bytes;         /* memory used by the index's tables */
     uint64_t evictions;     /* request keys dropped by the capacity bound */
     uint64_t stores, removes, clears, lookups;  /* calls on a live slot (lookups: all calls) */
+    /* With cfg.time_writes: write-lock holds, the longest, and the 99th percentile (to
+     * 250 ns resolution, capped at 1 ms); zero otherwise. */
+    uint64_t write_holds, write_hold_max_ns, write_hold_p99_ns;
 } kvindex_stats;
 void kvindex_get_stats(const kvindex *ix, kvindex_stats *out);
 

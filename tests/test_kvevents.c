@@ -474,26 +474,30 @@ static const bad_case BAD[] = {
 };
 
 /* Every width msgpack gives a token id (fixint, uint8/16/32/64, positive int8/16/32),
- * each largest value, decoded the same with plenty of payload after the ids and with
- * the ids at the very end of the payload. */
+ * each largest value, decoded the same with plenty of payload after the ids, with the
+ * ids at the very end of the payload, and after 20 canonical ids (the decoder's fast
+ * runs then succeed before one meets an int8 head and falls back). */
 static void test_token_widths(void **state)
 {
     (void)state;
     static const char *const ids = "9c 05 cc ff cd 1234 ce 89abcdef ce ffffffff d0 05 d1 0102 d2 00010000"
                                    " cf 00000000ffffffff 00 7f cc 80";
     static const uint32_t want[12] = {5, 255, 0x1234, 0x89abcdef, 0xffffffff, 5, 258, 65536, 0xffffffff, 0, 127, 128};
-    char hex[2][512];
+    char hex[3][1024], prefix[512] = "";
     snprintf(hex[0], sizeof hex[0], "92 00 91 95 ab\"BlockStored\" 91 05 c0 %s 40", ids);
     snprintf(hex[1], sizeof hex[1], "92 00 91 98 ab\"BlockStored\" 91 05 c0 %s 40 c0 a3\"GPU\" c0", ids);
+    for (int i = 0; i < 20; i++) strcat(prefix, i % 3 ? "ce 00012345 " : "cd 0102 ");
+    snprintf(hex[2], sizeof hex[2], "92 00 91 95 ab\"BlockStored\" 91 05 c0 dc 0020 %s%s 40", prefix, ids + 3);
     kvev_decoder *d = kvev_decoder_new(0, NULL);
-    for (int k = 0; k < 2; k++) {
-        uint8_t p[256];
-        size_t n = unhex(hex[k], p);
+    for (int k = 0; k < 3; k++) {
+        uint8_t p[512];
+        size_t n = unhex(hex[k], p), skip = k == 2 ? 20 : 0;
         kvev_batch b;
         kv_err err;
         assert_int_equal(kvev_decode_batch(d, p, n, &b, &err), KV_OK);
-        assert_int_equal(b.events[0].n_token_ids, 12);
-        assert_memory_equal(b.events[0].token_ids, want, sizeof want);
+        assert_int_equal(b.events[0].n_token_ids, 12 + skip);
+        for (size_t i = 0; i < skip; i++) assert_int_equal(b.events[0].token_ids[i], i % 3 ? 0x12345 : 0x102);
+        assert_memory_equal(b.events[0].token_ids + skip, want, sizeof want);
         assert_int_equal(b.events[0].block_size, 64);
     }
     kvev_decoder_free(d);

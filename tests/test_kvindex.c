@@ -736,6 +736,39 @@ static void run_stream(uint64_t seed, uint32_t max_ep, size_t capacity, const do
     free(u);
 }
 
+/* A store longer than one write-lock slice is applied whole, with the engine keys'
+ * grouping intact across slice boundaries (3 request keys per engine key, so groups
+ * straddle them), and with time_writes the index counts one hold per slice. */
+static void test_sliced_store_and_hold_times(void **state)
+{
+    (void)state;
+    enum { NE = 700, NR = 3 * NE };
+    kvindex_config cfg = {.capacity = 4 * NR, .max_endpoints = 8, .time_writes = true};
+    kv_err err;
+    kvindex *ix = kvindex_new(&cfg, &err);
+    assert_non_null(ix);
+    int s = kvindex_endpoint_add(ix, "a", &err);
+    assert_int_equal(s, 0);
+    static uint64_t ek[NE], rk[NR];
+    for (int i = 0; i < NE; i++) ek[i] = 1000000 + (uint64_t)i;
+    for (int i = 0; i < NR; i++) rk[i] = 5000000 + (uint64_t)i;
+    assert_int_equal(kvindex_store(ix, s, KVTIER_GPU, ek, NE, rk, NR, &err), KV_OK);
+    for (int i = 0; i < NR; i++) assert_int_equal(kvindex_tiers(ix, s, rk[i]), 1u << KVTIER_GPU);
+    for (int i = 0; i < NE; i++) {
+        uint64_t r;
+        assert_true(kvindex_request_key(ix, s, ek[i], &r));
+        assert_int_equal(r, rk[3 * i + 2]);   /* the last of its group */
+    }
+    kvindex_stats st;
+    kvindex_get_stats(ix, &st);
+    assert_int_equal(st.blocks, NR);
+    assert_int_equal(st.engine_keys, NR);
+    /* endpoint_add, then ceil(NR / slice) slices of the store */
+    assert_int_equal(st.write_holds, 1 + (NR + KVINDEX_STORE_SLICE - 1) / KVINDEX_STORE_SLICE);
+    assert_true(st.write_hold_p99_ns > 0 && st.write_hold_p99_ns <= st.write_hold_max_ns + 250);
+    kvindex_free(ix);
+}
+
 static void test_property_small_capacity(void **state)
 {
     const double w[KVTIER_COUNT] = {1.0, 0.8, 1.0};
@@ -761,6 +794,7 @@ int main(void)
         cmocka_unit_test(test_capacity_eviction_order),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_growth),
+        cmocka_unit_test(test_sliced_store_and_hold_times),
         cmocka_unit_test(test_property_small_capacity),
         cmocka_unit_test(test_property_large_capacity),
     };
