@@ -648,6 +648,7 @@ static void route(stream *st)
 {
     extproc_server *s = st->srv;
     kv_err e = {0};
+    double t_body = now_s();
     int rc = oai_request_parse(st->body, st->body_len, st->body_cap, &st->oreq, &e);
     if (rc != KV_OK) {
         reply_error(st, rc == KV_ENOMEM ? 500 : 400, e.msg);
@@ -722,7 +723,7 @@ static void route(stream *st)
     if (k > 0 && s->cfg.on_decision) {
         extproc_decision d = {st->request_id, r->model, st->sreq.target_model, st->objective, st->fairness_id,
                               priority, shed, rc == KV_OK ? st->target : NULL, res.profile, st->sreq.n_tokens,
-                              tok_failed, dt, &res, tracing && !shed ? &s->trace : NULL};
+                              tok_failed, dt, now_s() - t_body, &res, tracing && !shed ? &s->trace : NULL};
         s->cfg.on_decision(s->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);

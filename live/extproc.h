@@ -66,6 +66,8 @@ typedef struct extproc_decision {
     size_t n_tokens;              /* token ids the decision used (0: text fallback) */
     bool tokenize_failed;         /* text prompt scored by prefix text */
     double sched_seconds;         /* sched_schedule alone */
+    double decide_seconds;        /* the whole body in -> this decision: body parse, token
+                                     ids, block keys, scheduling (wall time) */
     const sched_result *result;   /* endpoints valid only during the callback */
     const sched_trace *trace;     /* per-scorer scores when traced (see trace_decisions), else NULL */
 } extproc_decision;
