@@ -7,12 +7,16 @@
  * 1,000/s by 8 client threads (a late request starts at once and is counted as late),
  * 5,000 in all, each on its own stream, as Envoy opens one per HTTP request. Bodies are
  * pre-built and sent in 16 KiB pieces as Envoy forwards them (HTTP/2's default frame
- * size), so the server parses each piece as it comes; latency runs from the last one.
+ * size); the server parses the body once it is whole; latency runs from the last piece.
  * Second row: the same while a local publisher streams vLLM BlockStored events at
  * 100,000 blocks/s over ZMQ into live ingestion (live/ingest.h), which decodes them and
- * writes the index the decisions read. Breakdown rows: sched_schedule inside the server
- * (from the decision hook), one client sending each body whole and back to back (the
- * service time, without queueing or overlap), and the OpenAI body parse alone.
+ * writes the index the decisions read. Breakdown rows, per request on one clock (the
+ * x-request-id carries its number to the decision hook): the server's own work from
+ * the whole body to the decision, sched_schedule within it, and the two transport legs
+ * (last piece sent -> body whole in the server; decision -> client has it: gRPC, the
+ * kernel's loopback and thread wake-ups); then one client sending each body whole and
+ * back to back (the service time, without queueing or overlap), and the OpenAI body
+ * parse alone.
  * Every row gives the process CPU per request (client, server and publisher together)
  * and the load average when it ended. On two or more cores the server's threads run on
  * core 0 and the client and publisher on core 1, as a production EPP has its CPU to
@@ -78,6 +82,9 @@ typedef struct bench {
     double lat[N_REQ];
     double sched_us[N_REQ];   /* sched_schedule per decision, from the hook */
     double decide_us[N_REQ];  /* whole body in -> decision, inside the server, from the hook */
+    /* per request (x-request-id = its number), on the one monotonic clock: last body piece
+     * sent, body complete in the server, decision made, decision received by the client */
+    double t_sent[N_REQ], t_body[N_REQ], t_decided[N_REQ], t_recv[N_REQ];
     atomic_size_t n_sched;
     atomic_int errors, late; /* late: started more than 1 ms after its due time */
     atomic_bool stop_writer;
@@ -210,8 +217,10 @@ static void *client(void *arg)
     if (b->split)
         set_affinity(0, 1);
     uint64_t rng = 1000 + (uint64_t)ca->k;
-    const char *hdrs[] = {":method", "POST", ":path", "/v1/completions", "x-request-id", "bench", NULL};
+    char rid[16];
+    const char *hdrs[] = {":method", "POST", ":path", "/v1/completions", "x-request-id", rid, NULL};
     for (int i = ca->k; i < b->n_req; i += b->clients) {
+        snprintf(rid, sizeof rid, "%d", i);
         size_t which = rng_next(&rng) % BODIES;
         const char *body = b->body[which];
         size_t len = b->len[which];
@@ -238,6 +247,7 @@ static void *client(void *arg)
         if (!r || r->response_case != ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS)
             atomic_fetch_add(&b->errors, 1);
         b->lat[i] = (t2 - t1) * 1e6;
+        b->t_sent[i] = t1, b->t_recv[i] = t2;
         xpc_resp_free(r);
         for (size_t got = 0; got < len;) { /* drain the body chunks */
             xpc_resp *c = xpc_recv(s, 5000);
@@ -302,6 +312,11 @@ static void on_decision(void *ctx, const extproc_decision *d)
         b->sched_us[i] = d->sched_seconds * 1e6;
         b->decide_us[i] = d->decide_seconds * 1e6;
     }
+    int r = d->request_id ? atoi(d->request_id) : -1;
+    if (r >= 0 && r < N_REQ) {
+        b->t_decided[r] = now_s();
+        b->t_body[r] = b->t_decided[r] - d->decide_seconds;
+    }
 }
 
 static double cpu_s(void)
@@ -339,6 +354,8 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
     atomic_store(&b->errors, 0);
     atomic_store(&b->late, 0);
     atomic_store(&b->n_sched, 0);
+    memset(b->t_decided, 0, sizeof b->t_decided);
+    memset(b->t_recv, 0, sizeof b->t_recv);
     double cpu0 = cpu_s();
     ingest_stats st0, st1;
     ingest_get_stats(b->ing, &st0);
@@ -358,6 +375,13 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
         pthread_join(w, NULL);
     }
     double blocks_rate = (double)(st1.blocks_stored - st0.blocks_stored) / secs;
+    static double in_us[N_REQ], out_us[N_REQ];
+    size_t n_split = 0;
+    for (int i = 0; i < n_req; i++)
+        if (b->t_decided[i] > 0 && b->t_recv[i] > 0) {
+            in_us[n_split] = (b->t_body[i] - b->t_sent[i]) * 1e6;
+            out_us[n_split++] = (b->t_recv[i] - b->t_decided[i]) * 1e6;
+        }
     qsort(b->lat, (size_t)n_req, sizeof b->lat[0], cmp_double);
     double p50 = b->lat[n_req / 2], p99 = b->lat[(size_t)(n_req * 0.99)];
     char measured[256], target[32];
@@ -382,6 +406,12 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
         snprintf(measured, sizeof measured, "p50 %.0f us, p99 %.0f us (%zu decisions of the row above)",
                  ns ? b->sched_us[ns / 2] : 0, ns ? b->sched_us[(size_t)(ns * 0.99)] : 0, ns);
         row("    of which: sched_schedule (precise prefix, 8 eps)", measured, "(breakdown)", "info");
+        qsort(in_us, n_split, sizeof in_us[0], cmp_double);
+        qsort(out_us, n_split, sizeof out_us[0], cmp_double);
+        snprintf(measured, sizeof measured, "in: p50 %.0f us, p99 %.0f us; out: p50 %.0f us, p99 %.0f us (%zu requests)",
+                 n_split ? in_us[n_split / 2] : 0, n_split ? in_us[(size_t)(n_split * 0.99)] : 0,
+                 n_split ? out_us[n_split / 2] : 0, n_split ? out_us[(size_t)(n_split * 0.99)] : 0, n_split);
+        row("  of which: gRPC+host, last piece -> server; decision -> client", measured, "(breakdown)", "info");
     }
 }
 
