@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "config.h"
 #include "policy_util.h"
@@ -81,6 +82,8 @@ struct sched {
     pu_idmap in_flight;
     sched_cycle cycle;
     const sched_result *hook_result;   /* during sched_pre_request */
+    sched_observer obs;                /* NULL: plugin calls are not timed */
+    void *obs_ctx;
 };
 
 /* ---- views --------------------------------------------------------------------------- */
@@ -398,6 +401,41 @@ void sched_free(sched *s)
     free(s);
 }
 
+/* ---- observer -------------------------------------------------------------------------------- */
+
+const char *sched_point_name(sched_point pt)
+{
+    static const char *const names[SCHED_POINT_COUNT] = {"ProfilePicker", "Filter", "Scorer", "Picker",
+                                                         "ProcessProfilesResults"};
+    return (unsigned)pt < SCHED_POINT_COUNT ? names[pt] : "Unknown";
+}
+
+void sched_set_observer(sched *s, sched_observer fn, void *ctx)
+{
+    s->obs = fn;
+    s->obs_ctx = ctx;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Runs call (a statement invoking plugin p); with an observer, timed and reported. The
+ * call is written twice so that the unobserved path costs one branch and no clock. */
+#define OBSERVED(s, pt, p, call)                                                                   \
+    do {                                                                                           \
+        if (__builtin_expect((s)->obs != NULL, 0)) {                                               \
+            double t0_ = mono_s();                                                                 \
+            call;                                                                                  \
+            (s)->obs((s)->obs_ctx, &(s)->cycle, (pt), (size_t)((p) - (s)->plugins), mono_s() - t0_); \
+        } else {                                                                                   \
+            call;                                                                                  \
+        }                                                                                          \
+    } while (0)
+
 /* ---- running -------------------------------------------------------------------------------- */
 
 static int trace_removed(sched_trace *t, const char *profile, const sched_plugin *p, sched_endpoint **before,
@@ -432,7 +470,8 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
         sched_plugin *p = pf->filters[f];
         if (t)
             memcpy(before, work, k * sizeof *work);
-        size_t m = p->type->filter(p, c, work, k);
+        size_t m;
+        OBSERVED(s, SCHED_POINT_FILTER, p, m = p->type->filter(p, c, work, k));
         if (m > k)
             m = k;
         if (t && trace_removed(t, pf->name, p, before, k, work, m))
@@ -451,7 +490,7 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
         sched_plugin *p = pf->scorers[j];
         double w = pf->weights[j];
         memset(sc, 0, k * sizeof *sc);
-        p->type->score(p, c, work, k, sc);
+        OBSERVED(s, SCHED_POINT_SCORER, p, p->type->score(p, c, work, k, sc));
         if (t && !pu_grow((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
             return KV_ENOMEM;
         for (size_t i = 0; i < k; i++) {
@@ -473,7 +512,9 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
     }
     sched_result *res = &c->results[idx];
     *res = (sched_result){.profile = pf->name};
-    size_t got = pf->picker->type->pick(pf->picker, c, cands, k, res->targets, SCHED_MAX_TARGETS);
+    size_t got;
+    OBSERVED(s, SCHED_POINT_PICKER, pf->picker,
+             got = pf->picker->type->pick(pf->picker, c, cands, k, res->targets, SCHED_MAX_TARGETS));
     res->n_targets = got > SCHED_MAX_TARGETS ? SCHED_MAX_TARGETS : got;
     return res->n_targets ? KV_OK : KV_ESTATE;
 }
@@ -525,8 +566,10 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
     sched_plugin *h = s->handler;
     /* Each round must run a profile not yet run, so at most np rounds. */
     for (size_t round = 0; round < np; round++) {
-        size_t k = h->type->profiles ? h->type->profiles(h, c, np, c->done, next, np)
-                                     : default_profiles(np, c->done, next, np);
+        size_t k;
+        OBSERVED(s, SCHED_POINT_PROFILE_PICKER, h,
+                 k = h->type->profiles ? h->type->profiles(h, c, np, c->done, next, np)
+                                       : default_profiles(np, c->done, next, np));
         size_t ran = 0;
         for (size_t i = 0; i < k && i < np; i++) {
             size_t idx = next[i];
@@ -541,7 +584,9 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
         if (!ran)
             break;
     }
-    int primary = h->type->primary ? h->type->primary(h, c, np, err) : default_primary(s, err);
+    int primary;
+    OBSERVED(s, SCHED_POINT_PROCESS_RESULTS, h,
+             primary = h->type->primary ? h->type->primary(h, c, np, err) : default_primary(s, err));
     if (c->oom)
         return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory (cycle state or scratch)");
     if (primary < 0)
@@ -605,6 +650,9 @@ void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *t
         if (s->plugins[i].type->response_complete)
             s->plugins[i].type->response_complete(&s->plugins[i], r, target);
 }
+
+size_t sched_plugin_count(const sched *s) { return s->n_plugins; }
+const sched_plugin *sched_plugin_at(const sched *s, size_t i) { return i < s->n_plugins ? &s->plugins[i] : NULL; }
 
 sched_plugin *sched_plugin_by_name(const sched *s, const char *name)
 {

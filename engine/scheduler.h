@@ -240,7 +240,31 @@ void sched_pre_request(sched *s, const sched_request *r, const sched_result *res
 const sched_result *sched_pre_request_result(const sched *s);
 void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target);
 
-/* Plugins by name and services (the precise scorer's kv source, for ingestion). */
+/* ---- observer ------------------------------------------------------------------------ */
+
+/* GIE's plugin extension points, as its plugin_duration_seconds labels them. */
+typedef enum {
+    SCHED_POINT_PROFILE_PICKER = 0,   /* the profile handler choosing profiles, once per round */
+    SCHED_POINT_FILTER = 1,
+    SCHED_POINT_SCORER = 2,
+    SCHED_POINT_PICKER = 3,
+    SCHED_POINT_PROCESS_RESULTS = 4,  /* the profile handler choosing the primary result */
+    SCHED_POINT_COUNT = 5,
+} sched_point;
+const char *sched_point_name(sched_point pt);   /* "ProfilePicker", "Filter", ... */
+
+/* Called after every plugin call of sched_schedule with its CLOCK_MONOTONIC duration;
+ * plugin is the index in config order (sched_plugin_at). c is the running cycle, so an
+ * observer may read what the plugin published (sched_cycle_get). Runs on the scheduling
+ * thread: it must not schedule, and should be cheap. Without an observer (the
+ * simulator) the scheduler reads no clock; the cost is one predictable branch per call. */
+typedef void (*sched_observer)(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds);
+void sched_set_observer(sched *s, sched_observer fn, void *ctx);   /* fn NULL: none */
+
+/* Plugins in config order, by index and by name; services (the precise scorer's kv source,
+ * for ingestion). */
+size_t sched_plugin_count(const sched *s);
+const sched_plugin *sched_plugin_at(const sched *s, size_t i);
 sched_plugin *sched_plugin_by_name(const sched *s, const char *name);
 size_t sched_services(const sched *s, const char *what, void **out, size_t max);
 

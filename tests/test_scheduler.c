@@ -1,6 +1,7 @@
 /* test_scheduler: the GIE profile run (filters in order, clamped weighted sums with float
  * weights and no division, the picker), the typed no-endpoint error, the trace contents,
- * determinism under a seed, the in-flight counters and the small view helpers. */
+ * determinism under a seed, the in-flight counters, the plugin-call observer and the small
+ * view helpers. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -433,6 +434,70 @@ static void test_pd_profile_handler(void **state)
     world_close(&w);
 }
 
+/* ---- observer ---- */
+
+typedef struct obs_log {
+    const sched *s;
+    char calls[16][64];   /* "<point> <plugin name>" */
+    size_t n;
+    bool bad;             /* a negative duration or a cycle without the request */
+} obs_log;
+
+static void obs_record(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds)
+{
+    obs_log *l = ctx;
+    const sched_plugin *p = sched_plugin_at(l->s, plugin);
+    if (seconds < 0 || !p || strcmp(sched_cycle_request(c)->id, "q"))
+        l->bad = true;
+    if (l->n < 16)
+        snprintf(l->calls[l->n], sizeof l->calls[0], "%s %s", sched_point_name(pt), p ? p->name : "?");
+    l->n++;
+}
+
+static void test_observer_sees_every_plugin_call(void **state)
+{
+    world w;
+    world_open(&w,
+               "plugins:\n- type: decode-filter\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
+               "- type: queue-scorer\n- type: kv-cache-utilization-scorer\n",
+               1);
+    sched_kv dec_a[] = {{"llm-d.ai/role", "decode"}, {"zone", "a"}}, dec_b[] = {{"llm-d.ai/role", "decode"}, {"zone", "b"}};
+    w.ep[0].labels = dec_b, w.ep[0].n_labels = 2;
+    w.ep[1].labels = dec_a, w.ep[1].n_labels = 2;
+    obs_log log = {.s = w.s};
+    sched_set_observer(w.s, obs_record, &log);
+    sched_result res;
+    kv_err err = {0};
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    /* GIE's extension points, in the order the framework calls the plugins */
+    const char *want[] = {"ProfilePicker single-profile-handler", "Filter decode-filter", "Filter by-label",
+                          "Scorer queue-scorer", "Scorer kv-cache-utilization-scorer", "Picker max-score-picker",
+                          "ProcessProfilesResults single-profile-handler"};
+    assert_int_equal(log.n, 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_string_equal(log.calls[i], want[i]);
+    assert_false(log.bad);
+    /* filters leaving nothing: no scorer or picker runs, the handler still reports */
+    log.n = 0;
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 1, &res, NULL, &err), KV_ENOENDPOINTS);
+    const char *want_empty[] = {"ProfilePicker single-profile-handler", "Filter decode-filter", "Filter by-label",
+                                "ProcessProfilesResults single-profile-handler"};
+    assert_int_equal(log.n, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(log.calls[i], want_empty[i]);
+    /* removed: silence, and the same pick */
+    sched_set_observer(w.s, NULL, NULL);
+    log.n = 0;
+    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_int_equal(log.n, 0);
+    assert_string_equal(sched_point_name(SCHED_POINT_SCORER), "Scorer");
+    assert_string_equal(sched_point_name(SCHED_POINT_COUNT), "Unknown");
+    assert_null(sched_plugin_at(w.s, sched_plugin_count(w.s)));
+    world_close(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -445,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_pd_profile_handler),
         cmocka_unit_test(test_profile_matches_reference_model),
         cmocka_unit_test(test_cycle_tables_grow),
+        cmocka_unit_test(test_observer_sees_every_plugin_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
