@@ -333,7 +333,7 @@ int main(int argc, char **argv)
         goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
                           .index = src ? src->index : NULL, .ingest = ing};
-    if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)))
+    if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
     char addr[64], haddr[64];

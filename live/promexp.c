@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy_util.h"
+
 #define MAX_SERIES 256
 #define OVERFLOW_LABEL "_other"
 
@@ -20,9 +22,13 @@
 static const double request_buckets[] = {0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3,
                                           4, 5, 6, 8, 10, 15, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480,
                                           600, 900, 1200, 1800, 2700, 3600};
+/* scheduler_e2e_duration_seconds and plugin_duration_seconds */
 static const double sched_buckets[] = {0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
+/* llm-d-kv-cache's lookup_latency_seconds: Prometheus' default buckets */
+static const double lookup_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define N_REQ_B (sizeof request_buckets / sizeof request_buckets[0])
 #define N_SCHED_B (sizeof sched_buckets / sizeof sched_buckets[0])
+#define N_LOOKUP_B (sizeof lookup_buckets / sizeof lookup_buckets[0])
 
 typedef struct hist {
     atomic_uint_fast64_t buckets[N_REQ_B + 1];   /* per bucket (not cumulative); last = +Inf */
@@ -56,6 +62,14 @@ static const struct { int status; const char *code; } error_codes[] = {
 };
 #define N_CODES (sizeof error_codes / sizeof error_codes[0])
 
+/* One scheduler plugin: a duration series per extension point it is called at, and for a
+ * precise prefix scorer the key of the match record it publishes in the cycle. */
+typedef struct plugin_series {
+    const char *type, *name;        /* borrowed from the sched */
+    hist duration[SCHED_POINT_COUNT];
+    char prefix_key[PU_PREFIX_KEY_MAX];   /* "" unless precise-prefix-cache-scorer */
+} plugin_series;
+
 struct promexp {
     promexp_sources src;
     char pool_name[128];
@@ -66,6 +80,10 @@ struct promexp {
     atomic_size_t n_series;
     hist sched;
     atomic_uint_fast64_t sched_ok, sched_fail;
+    plugin_series *plugins;             /* set once by promexp_observe_sched */
+    atomic_size_t n_plugins;            /* published after plugins[] is filled */
+    hist lookup;
+    atomic_uint_fast64_t lookup_hits;
 };
 
 const char *promexp_error_code(int http_status)
@@ -133,6 +151,43 @@ void promexp_observe_schedule(promexp *p, double seconds, bool ok)
     atomic_fetch_add_explicit(ok ? &p->sched_ok : &p->sched_fail, 1, memory_order_relaxed);
 }
 
+/* The scheduler's observer: lock-free, allocation-free. */
+static void on_plugin_call(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds)
+{
+    promexp *p = ctx;
+    plugin_series *ps = &p->plugins[plugin];
+    hist_observe(&ps->duration[pt], sched_buckets, N_SCHED_B, seconds);
+    if (pt != SCHED_POINT_SCORER || !ps->prefix_key[0])
+        return;
+    const pu_prefix_info *info = sched_cycle_get(c, ps->prefix_key);
+    if (!info || info->total_blocks == 0)
+        return; /* no blocks, no index lookup */
+    uint32_t longest = 0;
+    for (size_t i = 0; i < info->n; i++)
+        longest = info->matched[i] > longest ? info->matched[i] : longest;
+    hist_observe(&p->lookup, lookup_buckets, N_LOOKUP_B, seconds);
+    atomic_fetch_add_explicit(&p->lookup_hits, longest, memory_order_relaxed);
+}
+
+int promexp_observe_sched(promexp *p, sched *s, kv_err *err)
+{
+    size_t n = sched_plugin_count(s);
+    if (p->plugins)
+        return kv_err_set(err, KV_ESTATE, "metrics: a scheduler is already observed");
+    if (!(p->plugins = calloc(n ? n : 1, sizeof *p->plugins)))
+        return kv_err_set(err, KV_ENOMEM, "metrics: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const sched_plugin *sp = sched_plugin_at(s, i);
+        p->plugins[i].type = sp->type->type;
+        p->plugins[i].name = sp->name;
+        if (!strcmp(sp->type->type, "precise-prefix-cache-scorer"))
+            pu_prefix_key(p->plugins[i].prefix_key, sizeof p->plugins[i].prefix_key, sp->type->type, sp->name);
+    }
+    atomic_store(&p->n_plugins, n);
+    sched_set_observer(s, on_plugin_call, p);
+    return KV_OK;
+}
+
 /* ---- rendering ----------------------------------------------------------------------------- */
 
 /* A label value with the exposition format's escapes (backslash, quote, newline). */
@@ -153,8 +208,9 @@ static void head(FILE *f, const char *name, const char *type, const char *help)
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void model_labels(FILE *f, const req_series *s)
+static void model_labels(FILE *f, const void *series)
 {
+    const req_series *s = series;
     fputs("model_name=\"", f);
     put_label(f, s->model);
     fputs("\",target_model_name=\"", f);
@@ -166,7 +222,7 @@ static uint64_t ld(const atomic_uint_fast64_t *a) { return atomic_load_explicit(
 
 /* labels: a callback writing the series' labels (without braces), or NULL. */
 static void put_hist(FILE *f, const char *name, hist *h, const double *bounds, size_t n,
-                     void (*labels)(FILE *, const req_series *), const req_series *s)
+                     void (*labels)(FILE *, const void *), const void *s)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i <= n; i++) {
@@ -228,6 +284,36 @@ static void write_requests(promexp *p, FILE *f)
             (unsigned long long)ld(&p->sched_fail));
 }
 
+typedef struct plugin_labels {
+    const plugin_series *ps;
+    sched_point pt;
+} plugin_labels;
+
+static void put_plugin_labels(FILE *f, const void *v)
+{
+    const plugin_labels *l = v;
+    fprintf(f, "extension_point=\"%s\",plugin_type=\"", sched_point_name(l->pt));
+    put_label(f, l->ps->type);
+    fputs("\",plugin_name=\"", f);
+    put_label(f, l->ps->name);
+    fputc('"', f);
+}
+
+/* Only the (point, plugin) pairs that were called, as a Prometheus HistogramVec shows. */
+static void write_plugins(promexp *p, FILE *f)
+{
+    static const char *const name = "inference_extension_plugin_duration_seconds";
+    size_t n = atomic_load(&p->n_plugins);
+    head(f, name, "histogram", "Plugin processing latency distribution in seconds for each extension point, plugin type and plugin name.");
+    for (size_t i = 0; i < n; i++)
+        for (int pt = 0; pt < SCHED_POINT_COUNT; pt++) {
+            hist *h = &p->plugins[i].duration[pt];
+            if (ld(&h->count))
+                put_hist(f, name, h, sched_buckets, N_SCHED_B, put_plugin_labels,
+                         &(plugin_labels){.ps = &p->plugins[i], .pt = (sched_point)pt});
+        }
+}
+
 static void gauge(FILE *f, const char *name, const char *help, const char *pool, double v)
 {
     head(f, name, "gauge", help);
@@ -280,6 +366,7 @@ static void write_ingest(const ingest_stats *s, FILE *f)
 void promexp_write(promexp *p, FILE *f)
 {
     write_requests(p, f);
+    write_plugins(p, f);
     if (p->src.endpoints) {
         epset_summary s;
         epset_get_summary(p->src.endpoints, &s);
@@ -293,6 +380,11 @@ void promexp_write(promexp *p, FILE *f)
         plain(f, "kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (stores).", (double)s.stores);
         plain(f, "kvcache_index_evictions_total", "counter", "Total number of KV-block evictions.", (double)s.evictions);
         plain(f, "kvcache_index_lookup_requests_total", "counter", "Total number of lookup calls.", (double)s.lookups);
+        /* KVC adds the longest per-pod match to both counters; so do we */
+        plain(f, "kvcache_index_lookup_hits_total", "counter", "Number of keys found in the cache on Lookup() (longest candidate match, blocks).", (double)ld(&p->lookup_hits));
+        plain(f, "kvcache_index_max_pod_hit_count_total", "counter", "Maximum cache hits on a single pod on Lookup(), summed over lookups.", (double)ld(&p->lookup_hits));
+        head(f, "kvcache_index_lookup_latency_seconds", "histogram", "Latency of Lookup calls in seconds (precise prefix scorer calls).");
+        put_hist(f, "kvcache_index_lookup_latency_seconds", &p->lookup, lookup_buckets, N_LOOKUP_B, NULL, NULL);
         plain(f, "kvcache_index_size_blocks", "gauge", "Request keys held by the index.", (double)s.blocks);
         plain(f, "kvcache_index_size_entries", "gauge", "(block, pod, tier) entries held by the index.", (double)s.entries);
         plain(f, "kvcache_index_size_bytes", "gauge", "Memory used by the index's tables.", (double)s.bytes);
@@ -371,5 +463,6 @@ void promexp_stop(promexp *p)
     if (p->mhd)
         MHD_stop_daemon(p->mhd);
     pthread_mutex_destroy(&p->mu);
+    free(p->plugins);
     free(p);
 }

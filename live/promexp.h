@@ -7,13 +7,17 @@
  *   inference_objective_request_duration_seconds{model_name,target_model_name} histogram
  *   inference_extension_scheduler_e2e_duration_seconds                       histogram
  *   inference_extension_scheduler_attempts_total{status}                      counter
+ *   inference_extension_plugin_duration_seconds{extension_point,plugin_type,plugin_name}
+ *                                                                             histogram (observer)
  *   inference_pool_ready_pods{name}, inference_pool_average_kv_cache_utilization{name},
  *   inference_pool_average_queue_size{name}                                   gauges (epset)
  *   kvcache_index_admissions_total, _evictions_total, _lookup_requests_total,
  *   kvcache_index_size_blocks, _entries, _bytes                               (kvindex)
+ *   kvcache_index_lookup_hits_total, _max_pod_hit_count_total,
+ *   kvcache_index_lookup_latency_seconds                                      (observer)
  *   kvroute_kv_events_*                                                       (ingest, §1)
- * Per-plugin durations (inference_extension_plugin_duration_seconds) are not exported:
- * the scheduler does not time plugins individually.
+ * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
+ * observer (sched_set_observer), which promexp_observe_sched installs.
  *
  * Threads: the observe calls may come from any thread (C11 atomics; a label set seen for
  * the first time takes a short mutex). Scrapes run on libmicrohttpd's thread and read the
@@ -29,6 +33,7 @@
 #include "ingest.h"
 #include "kverr.h"
 #include "kvindex.h"
+#include "scheduler.h"
 
 typedef struct promexp_sources {
     const char *pool_name;        /* the inference_pool_* name label */
@@ -52,6 +57,15 @@ void promexp_observe_request(promexp *p, const char *model, const char *target_m
                              double seconds);
 /* One scheduling call (sched_schedule alone) and whether it produced a target. */
 void promexp_observe_schedule(promexp *p, double seconds, bool ok);
+
+/* Installs p as s's plugin-call observer: every plugin call's duration goes into
+ * inference_extension_plugin_duration_seconds, and each precise-prefix-cache-scorer call
+ * that looked the index up (the request had at least one block) into
+ * kvcache_index_lookup_latency_seconds, its longest candidate match (blocks) into
+ * kvcache_index_lookup_hits_total and _max_pod_hit_count_total, as llm-d-kv-cache counts
+ * them. Call once, before scheduling starts; s must outlive p (its plugin names are
+ * borrowed). The observe path allocates nothing and takes no lock. */
+int promexp_observe_sched(promexp *p, sched *s, kv_err *err);
 
 /* Renders the whole exposition into f (what GET /metrics returns). */
 void promexp_write(promexp *p, FILE *f);

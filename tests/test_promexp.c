@@ -1,6 +1,7 @@
 /* test_promexp: the /metrics exposition over real HTTP on loopback -- exact sample lines
  * for request counters, error codes, cumulative histogram buckets, label escaping, the
- * series bound, pool gauges from the endpoint set and index sizes from a kvindex. */
+ * series bound, pool gauges from the endpoint set, index sizes from a kvindex, and the
+ * plugin durations and lookup hit counters a scheduler's observer feeds. */
 #include <curl/curl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 
 #include "endpoints.h"
 #include "promexp.h"
+#include "support/sched_fixture.h"
 
 typedef struct body {
     char *data;
@@ -179,9 +181,87 @@ static void test_ingest_counters(void **state)
     epset_free(eps);
 }
 
+static char *render(promexp *p)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    promexp_write(p, f);
+    fclose(f);
+    return text;
+}
+
+/* Plugin durations per (extension point, plugin) as the observer reports them, and the
+ * lookup metrics KVC defines: per index lookup, the longest candidate match in blocks. */
+static void test_plugin_and_lookup_metrics(void **state)
+{
+    (void)state;
+    fx *f = fx_new("plugins:\n- type: precise-prefix-cache-scorer\n  name: pp\n"
+                   "  parameters: {tokenProcessorConfig: {blockSize: 4}}\n- type: queue-scorer\n"
+                   "schedulingProfiles:\n- name: main\n  plugins: [{pluginRef: pp, weight: 3}, "
+                   "{pluginRef: queue-scorer}]\n",
+                   3, 1);
+    assert_non_null(f);
+    void *svc[1];
+    assert_int_equal(sched_services(f->s, "kvsource", svc, 1), 1);
+    sched_kvsource *src = svc[0];
+    uint32_t tok[16];
+    for (int i = 0; i < 16; i++)
+        tok[i] = 7 + (uint32_t)i;
+    uint64_t keys[4];
+    blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tok, 16, NULL, 0, NULL, keys, 4);
+    kv_err err = {0};
+    int s1 = kvindex_endpoint_add(src->index, f->names[1], &err), s2 = kvindex_endpoint_add(src->index, f->names[2], &err);
+    assert_int_equal(kvindex_store(src->index, s1, KVTIER_GPU, NULL, 0, keys, 3, &err), KV_OK);
+    assert_int_equal(kvindex_store(src->index, s2, KVTIER_GPU, NULL, 0, keys, 1, &err), KV_OK);
+
+    promexp_sources ps = {.index = src->index};
+    promexp *p = promexp_start(-1, &ps, NULL);
+    assert_non_null(p);
+    assert_int_equal(promexp_observe_sched(p, f->s, &err), KV_OK);
+    assert_int_equal(promexp_observe_sched(p, f->s, &err), KV_ESTATE);
+    sched_request r = fx_tokens("a", tok, 16), shorter = fx_tokens("b", tok, 3); /* 4 blocks; none */
+    assert_ptr_equal(fx_pick(f, &r), &f->eps[1]);
+    assert_ptr_equal(fx_pick(f, &r), &f->eps[1]);
+    assert_non_null(fx_pick(f, &shorter));
+
+    char *text = render(p);
+    has_line(text, "# TYPE inference_extension_plugin_duration_seconds histogram");
+    static const char *const series[][2] = {
+        {"ProfilePicker", "single-profile-handler\",plugin_name=\"single-profile-handler"},
+        {"Scorer", "precise-prefix-cache-scorer\",plugin_name=\"pp"},
+        {"Scorer", "queue-scorer\",plugin_name=\"queue-scorer"},
+        {"Picker", "max-score-picker\",plugin_name=\"max-score-picker"},
+        {"ProcessProfilesResults", "single-profile-handler\",plugin_name=\"single-profile-handler"},
+    };
+    for (size_t i = 0; i < sizeof series / sizeof series[0]; i++) {
+        char line[256];
+        snprintf(line, sizeof line,
+                 "inference_extension_plugin_duration_seconds_count{extension_point=\"%s\",plugin_type=\"%s\"} 3",
+                 series[i][0], series[i][1]);
+        has_line(text, line);
+        snprintf(line, sizeof line,
+                 "inference_extension_plugin_duration_seconds_bucket{extension_point=\"%s\",plugin_type=\"%s\","
+                 "le=\"+Inf\"} 3",
+                 series[i][0], series[i][1]);
+        has_line(text, line);
+    }
+    assert_null(strstr(text, "extension_point=\"Filter\""));   /* no filter configured, no series */
+    /* two lookups (the 3-token request has no block), longest match 3 blocks each */
+    has_line(text, "kvcache_index_lookup_requests_total 2");
+    has_line(text, "kvcache_index_lookup_hits_total 6");
+    has_line(text, "kvcache_index_max_pod_hit_count_total 6");
+    has_line(text, "kvcache_index_lookup_latency_seconds_count 2");
+    has_line(text, "kvcache_index_lookup_latency_seconds_bucket{le=\"+Inf\"} 2");
+    free(text);
+    promexp_stop(p);
+    fx_free(f);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_exposition),
     cmocka_unit_test(test_ingest_counters),
+    cmocka_unit_test(test_plugin_and_lookup_metrics),
     cmocka_unit_test(test_busy_port),
 };
 
