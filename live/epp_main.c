@@ -1,7 +1,8 @@
 /* epp_main: ./epp, the endpoint picker daemon. Parses GIE-style flags, loads the
  * EndpointPickerConfig, builds the scheduler and wires the live modules around it:
  * endpoints (a static --endpoints list or file, or Kubernetes discovery by InferencePool
- * or label selector: live/endpoints.h, live/k8s.h), /metrics scraping (live/scrape.h),
+ * or label selector: live/endpoints.h, live/k8s.h; in cluster with the service account, or
+ * with --kubeconfig / $KUBECONFIG from outside: live/kubeconfig.h), /metrics scraping (live/scrape.h),
  * vLLM KV-event ingestion into the precise scorer's index when the config has one
  * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h), the ext-proc
  * server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
@@ -31,6 +32,7 @@
 #include "health.h"
 #include "ingest.h"
 #include "k8s.h"
+#include "kubeconfig.h"
 #include "log.h"
 #include "objectives.h"
 #include "promexp.h"
@@ -47,6 +49,7 @@ typedef struct opts {
     const char *kv_metric;
     const char *pool_name, *pool_namespace, *pool_group, *endpoint_selector, *target_ports;
     const char *endpoints;
+    const char *kubeconfig;
     const char *objectives;
     const char *decision_log;
     const char *replay_endpoint;
@@ -78,11 +81,13 @@ static void usage(FILE *f)
             "usage: epp --config-file FILE (--endpoints LIST | --pool-name NAME | --endpoint-selector SEL) [flags]\n"
             "  --config-file FILE                  EndpointPickerConfig YAML (GIE/llm-d format)\n"
             "  --endpoints LIST|FILE               static model-server endpoints ip:port,...\n"
-            "  --pool-name NAME                    InferencePool to follow (in-cluster)\n"
+            "  --pool-name NAME                    InferencePool to follow (in-cluster, or --kubeconfig)\n"
             "  --pool-namespace NS                 its namespace (default $NAMESPACE, then default)\n"
             "  --pool-group GROUP                  InferencePool API group (default inference.networking.k8s.io)\n"
             "  --endpoint-selector k=v,...         pods to follow instead of a pool\n"
             "  --endpoint-target-ports P,...       their model-server ports\n"
+            "  --kubeconfig FILE                   API server and token from a kubeconfig's current context\n"
+            "                                      (default $KUBECONFIG; in a cluster the service account)\n"
             "  --objectives FILE|name=prio,...     InferenceObjectives for --endpoints (manifests or inline)\n"
             "  --grpc-port N                       ext-proc port (default 9002)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
@@ -165,6 +170,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("endpoint-selector", endpoint_selector)
         STR("endpoint-target-ports", target_ports)
         STR("endpoints", endpoints)
+        STR("kubeconfig", kubeconfig)
         STR("objectives", objectives)
         STR("decision-log", decision_log)
         STR("kv-events-replay-endpoint", replay_endpoint)
@@ -198,6 +204,8 @@ static int parse_flags(int argc, char **argv, opts *o)
     if (o->objectives && !o->endpoints)
         return fail("--objectives is for --endpoints; with --pool-name or --endpoint-selector the InferenceObjectives "
                     "come from the cluster");
+    if (o->kubeconfig && o->endpoints)
+        return fail("--kubeconfig is for --pool-name or --endpoint-selector; --endpoints needs no API server");
     if (o->endpoint_selector && !o->target_ports)
         return fail("--endpoint-selector needs --endpoint-target-ports");
     return 0;
@@ -268,6 +276,7 @@ int main(int argc, char **argv)
     epc_config *cfg = NULL;
     sched *s = NULL;
     tls_pem pem = {0};
+    kubeconfig kcfg = {0};
     ingest *ing = NULL;
     scraper *scr = NULL;
     extproc_server *xs = NULL;
@@ -312,6 +321,20 @@ int main(int argc, char **argv)
                          .pool_name = o.pool_name, .pool_group = o.pool_group, .objectives = d.objs};
         if (o.target_ports && k8s_parse_ports(o.target_ports, kc.target_ports, &kc.n_target_ports, &err) != KV_OK)
             goto out;
+        char kpath[1024];
+        if (kubeconfig_locate(o.kubeconfig, getenv, kpath, sizeof kpath, &err) != KV_OK ||
+            (kpath[0] && kubeconfig_load(&kcfg, kpath, &err) != KV_OK))
+            goto out;
+        if (kpath[0]) {
+            kc.base_url = kcfg.server;
+            kc.token = kcfg.token;
+            kc.token_path = kcfg.token_path[0] ? kcfg.token_path : NULL;
+            kc.ca_path = kcfg.ca_path[0] ? kcfg.ca_path : NULL;
+            kc.ca_pem = kcfg.ca_pem;
+            kc.insecure_skip_tls_verify = kcfg.insecure;
+            LOG_I("Using kubeconfig", "{s:s, s:s, s:s}", "path", kpath, "context", kcfg.context, "server",
+                  kcfg.server);
+        }
         if (!(d.k8s = k8s_start(&kc, &err)))
             goto out;
     }
@@ -385,6 +408,7 @@ out:
     decisionlog_close(d.dl);
     objectives_free(d.objs);
     tls_pem_free(&pem);
+    kubeconfig_free(&kcfg);
     if (s)
         sched_free(s);
     if (cfg)

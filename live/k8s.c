@@ -48,7 +48,8 @@ struct feed {
 
 struct k8s_watcher {
     k8s_config cfg;
-    char base[512], ns[256], token[8192], ca[512], group[128];
+    char base[1024], ns[256], token[8192], ca[1024], group[128];
+    char *ca_pem;                 /* copy of cfg.ca_pem */
     bool https;
     pthread_mutex_t mu;           /* the pod table, selector, ports and pool_gone */
     char selector[1024];
@@ -133,8 +134,16 @@ static int http_get(k8s_watcher *w, const char *path, sink *s, long timeout_s, l
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (w->https && w->ca[0])
+    if (w->https && w->ca_pem) {
+        struct curl_blob blob = {.data = w->ca_pem, .len = strlen(w->ca_pem), .flags = CURL_BLOB_COPY};
+        curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+    } else if (w->https && w->ca[0]) {
         curl_easy_setopt(c, CURLOPT_CAINFO, w->ca);
+    }
+    if (w->https && w->cfg.insecure_skip_tls_verify) {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     CURLcode rc = curl_easy_perform(c);
     *status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
@@ -721,9 +730,23 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
         snprintf(w->base, sizeof w->base, strchr(h, ':') ? "https://[%s]:%s" : "https://%s:%s", h, p);
     }
     w->https = !strncmp(w->base, "https:", 6);
-    snprintf(w->ca, sizeof w->ca, "%s", cfg->ca_path ? cfg->ca_path : SA_DIR "ca.crt");
-    const char *tok = cfg->token_path ? cfg->token_path : SA_DIR "token";
-    if (read_file(tok, w->token, sizeof w->token, err) != KV_OK && (cfg->token_path || w->https)) {
+    bool in_cluster = !cfg->base_url;
+    const char *ca = cfg->ca_path ? cfg->ca_path : in_cluster ? SA_DIR "ca.crt" : "";
+    snprintf(w->ca, sizeof w->ca, "%s", ca);
+    if (cfg->ca_pem && !(w->ca_pem = strdup(cfg->ca_pem))) {
+        kv_err_set(err, KV_ENOMEM, "k8s: out of memory");
+        k8s_stop(w);
+        return NULL;
+    }
+    const char *tok = cfg->token_path ? cfg->token_path : in_cluster ? SA_DIR "token" : NULL;
+    if (cfg->token) {
+        if (strlen(cfg->token) >= sizeof w->token) {
+            kv_err_set(err, KV_EINVAL, "k8s: bearer token longer than %zu bytes", sizeof w->token - 1);
+            k8s_stop(w);
+            return NULL;
+        }
+        snprintf(w->token, sizeof w->token, "%s", cfg->token);
+    } else if (tok && read_file(tok, w->token, sizeof w->token, err) != KV_OK && (cfg->token_path || w->https)) {
         k8s_stop(w);
         return NULL;
     }
@@ -758,6 +781,7 @@ void k8s_stop(k8s_watcher *w)
         json_decref(w->pods[i].labels);
     }
     free(w->pods);
+    free(w->ca_pem);
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

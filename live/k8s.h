@@ -26,9 +26,12 @@
  * CRD (404) the watcher says so once and looks again now and then; requests then have
  * priority 0.
  *
- * In-cluster defaults: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, bearer
- * token and CA from /var/run/secrets/kubernetes.io/serviceaccount/; every path and the
- * base URL can be overridden (tests use a plain-http fake API server).
+ * In-cluster defaults (base_url NULL): https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,
+ * bearer token and CA from /var/run/secrets/kubernetes.io/serviceaccount/. With base_url
+ * (out of cluster, from a kubeconfig: live/kubeconfig.h) only the credentials given are
+ * used: a token or token file (none: no Authorization header), a CA file or PEM in memory
+ * (none: the system's CA store), or no verification at all; http:// is accepted (tests
+ * use a plain-http fake API server).
  *
  * Threads: one thread per followed collection (pods, pool, objectives), each owning its
  * HTTP transfers; the pod table, selector and ports are under one mutex (the pool thread
@@ -49,8 +52,11 @@
 typedef struct k8s_config {
     epset *endpoints;             /* borrowed */
     const char *base_url;         /* NULL: in-cluster https URL from the environment */
-    const char *token_path;       /* NULL: the service-account token */
-    const char *ca_path;          /* NULL: the service-account ca.crt */
+    const char *token_path;       /* NULL: in cluster the service-account token, else none */
+    const char *token;            /* the bearer token itself; wins over token_path */
+    const char *ca_path;          /* NULL: in cluster the service-account ca.crt, else ca_pem */
+    const char *ca_pem;           /* CA bundle in memory, NUL-terminated (certificate-authority-data) */
+    bool insecure_skip_tls_verify;
     const char *ns;               /* namespace; NULL: $NAMESPACE, then "default" (GIE) */
     const char *selector;         /* "k=v,..." (with target_ports), or NULL with pool_name */
     int target_ports[K8S_MAX_PORTS];
