@@ -541,11 +541,17 @@ static void pool_deleted(feed *f)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* GIE's two pool groups: inference.networking.x-k8s.io serves only v1alpha2. */
+static const char *pool_version(const k8s_watcher *w)
+{
+    return strcmp(w->group, "inference.networking.x-k8s.io") ? "v1" : "v1alpha2";
+}
+
 static void pool_path(feed *f, char *out, size_t cap, bool watch)
 {
     k8s_watcher *w = f->w;
     char coll[768], query[400];
-    snprintf(coll, sizeof coll, "/apis/%s/v1/namespaces/%s/inferencepools", w->group, w->ns);
+    snprintf(coll, sizeof coll, "/apis/%s/%s/namespaces/%s/inferencepools", w->group, pool_version(w), w->ns);
     char *name = curl_easy_escape(NULL, w->cfg.pool_name, 0);
     snprintf(query, sizeof query, "&fieldSelector=metadata.name%%3D%s", name ? name : "");
     curl_free(name);
@@ -653,7 +659,8 @@ int k8s_parse_ports(const char *list, int *ports, size_t *n, kv_err *err)
 static int read_pool(k8s_watcher *w, kv_err *err)
 {
     char path[1024];
-    snprintf(path, sizeof path, "/apis/%s/v1/namespaces/%s/inferencepools/%s", w->group, w->ns, w->cfg.pool_name);
+    snprintf(path, sizeof path, "/apis/%s/%s/namespaces/%s/inferencepools/%s", w->group, pool_version(w), w->ns,
+             w->cfg.pool_name);
     json_t *pool;
     int rc = get_json(w, path, &pool, err);
     if (rc != KV_OK)

@@ -298,12 +298,31 @@ static void test_startup_failures(void **state)
     fx_free(&f);
 }
 
+/* --pool-group inference.networking.x-k8s.io: the pool is read at that group's v1alpha2 path. */
+static void test_pool_group_v1alpha2(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "s3cret");
+    fake_k8s_put_pod(f.api, "p1", "10.0.0.1", true, false, "app=vllm,tier=gpu");
+    k8s_config cfg = pool_cfg(&f);
+    cfg.pool_group = "inference.networking.x-k8s.io";
+    kv_err err = {0};
+    k8s_watcher *w = k8s_start(&cfg, &err);
+    if (!w)
+        fail_msg("%s", err.msg);
+    assert_true(set_is(f.eps, "10.0.0.1:8000=p1-rank-0,10.0.0.1:8001=p1-rank-1"));
+    k8s_stop(w);
+    fx_free(&f);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pool_list_and_watch),
     cmocka_unit_test(test_selector_mode),
     cmocka_unit_test(test_pool_changes),
     cmocka_unit_test(test_objectives),
     cmocka_unit_test(test_startup_failures),
+    cmocka_unit_test(test_pool_group_v1alpha2),
 };
 
 int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }

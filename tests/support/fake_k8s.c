@@ -135,6 +135,7 @@ static int route(const char *url, char *name, size_t cap)
     } routes[] = {
         {"/api/v1/namespaces/", "/pods", C_PODS},
         {"/apis/inference.networking.k8s.io/v1/namespaces/", "/inferencepools", C_POOLS},
+        {"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/", "/inferencepools", C_POOLS},
         {"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/", "/inferenceobjectives", C_OBJS},
     };
     name[0] = 0;

@@ -1,6 +1,7 @@
 /* fake_k8s: a tiny Kubernetes API server for tests (plain HTTP on 127.0.0.1, libmicrohttpd,
  * a thread per connection), bearer-token checked, for three collections: pods,
- * InferencePools (inference.networking.k8s.io/v1) and InferenceObjectives
+ * InferencePools (inference.networking.k8s.io/v1; the same v1-shaped objects are also
+ * served under inference.networking.x-k8s.io/v1alpha2's path) and InferenceObjectives
  * (inference.networking.x-k8s.io/v1alpha2; 404, as without the CRD, until the first
  * fake_k8s_put_objective). Each serves GET of one object, LIST and streaming WATCH
  * (ADDED/MODIFIED/DELETED lines from a resourceVersion on), fieldSelector
