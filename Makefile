@@ -88,6 +88,8 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
 TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
 TEST_BINS_TSAN := $(patsubst tests/%.c,build/tsan/tests/bin/%,$(TSAN_SRC))
 BENCH_BINS     := $(patsubst tests/%.c,build/rel/tests/bin/%,$(BENCH_SRC))
+# programs the shell tests run (it_chart.sh: an API server for ./epp --kubeconfig)
+TOOL_BINS      := build/rel/tests/bin/tools/fake_k8s_server
 
 build/asan/tests/bin/%: build/asan/tests/%.o $(call obj,asan,$(HELPER_SRC)) $(LIBS_asan)
 	@mkdir -p $(@D); $(CXX) $(FLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
@@ -102,7 +104,7 @@ build/rel/tests/bin/%: build/rel/tests/%.o $(call obj,rel,$(HELPER_SRC)) $(LIBS_
 deps:
 	@sh tests/deps.sh $(DEB_PKGS)
 
-test-build: all $(TEST_BINS_ASAN) $(TEST_BINS_TSAN)
+test-build: all $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(TOOL_BINS)
 
 test: deps
 	@$(MAKE) --no-print-directory test-build

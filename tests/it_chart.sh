@@ -12,18 +12,20 @@
 #      ConfigMap, zmqPort != the config's zmqEndpoint, replicas > 1 in centralised ZMQ
 #      mode, a flag that overrides a chart-owned port);
 #   4. ./epp with each rendered Deployment's args and ConfigMap:
-#      a. exactly the rendered args (config path -> the rendered file copied here): flags
-#         and config are accepted and it stops at Kubernetes discovery, since there is
-#         no API server (./epp takes its URL only from KUBERNETES_SERVICE_HOST/PORT as
-#         https with the service-account token and CA at their fixed paths, which a
-#         test outside a cluster cannot provide without flags ./epp does not have);
+#      a. exactly the rendered args (config path -> the rendered file copied here) plus
+#         --kubeconfig naming a fake API server (build/rel/tests/bin/tools/fake_k8s_server)
+#         that serves the pool (or, in selector mode, just pods) with two Ready pods: it
+#         discovers them (endpoints = pods x target ports), starts ("EPP started") and
+#         exits 0 on SIGTERM. The chart's fixed ports (9002, 9003, 9090, ZMQ 5557) are
+#         kept by running in a network namespace of its own (unshare -n, as root); where
+#         that is refused, the ports are set to 0 and ZMQ to loopback, and it says so;
 #      b. the rendered args with the pool/selector flags replaced by --endpoints, ports 0
 #         and the config's ZMQ bind address on loopback port 0: it starts ("EPP started")
 #         and exits 0 on SIGTERM;
 #   5. live/Dockerfile: its make targets exist, every COPY source exists or is built by
 #      them, its build packages cover the Makefile's, and its runtime packages own every
 #      shared library ./epp and ./kvctl need (dpkg -S; said when skipped).
-# Run from the repository root after `make all`. Needs npm once (or HELM=/path/to/helm).
+# Run from the repository root after `make test-build`. Needs npm once (or HELM=/path/to/helm).
 set -u
 C=${CHART:-live/chart}
 EPP=./epp
@@ -135,8 +137,46 @@ refuse selector-ports 'kvroute.endpointSelector needs inferencePool.targetPorts'
     --set kvroute.endpointSelector.app=vllm --set inferencePool.targetPorts=null
 
 # ---- ./epp on the rendered args and config ------------------------------------------------------
-if [ ! -x $EPP ]; then
-    fail "$EPP is not built (make all)"
+FK=build/rel/tests/bin/tools/fake_k8s_server
+# One run of 4a, in whatever network namespace it is started in: the fake API server,
+# a kubeconfig for it, ./epp with the given args until "EPP started", then SIGTERM.
+# Args: dir, pool name ("-" in selector mode), target ports, then ./epp's arguments.
+cat >"$T/run_a.sh" <<'EOF'
+D=$1 pool=$2 ports=$3; shift 3
+[ "${NETNS:-}" = 1 ] && { ip link set lo up || exit 3; }
+$FK s3cret llm-d "$pool" llm-d.ai/inference-serving=true "$ports" \
+    llm-d.ai/inference-serving=true,app=vllm,tier=1 2 >"$D/fk.out" 2>&1 &
+fk=$!
+i=0
+while ! grep -q '^port ' "$D/fk.out" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+cat >"$D/kubeconfig" <<EOK
+apiVersion: v1
+kind: Config
+current-context: fake
+clusters:
+- name: fake
+  cluster: {server: "http://127.0.0.1:$(sed -n 's/^port //p' "$D/fk.out")"}
+contexts:
+- name: fake
+  context: {cluster: fake, user: test}
+users:
+- name: test
+  user: {token: s3cret}
+EOK
+env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT $EPP "$@" --kubeconfig "$D/kubeconfig" 2>"$D/a.log" &
+pid=$!
+i=0
+while ! grep -q '"EPP started"' "$D/a.log" && kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do
+    sleep 0.05; i=$((i + 1))
+done
+kill -TERM $pid 2>/dev/null
+wait $pid; rc=$?
+kill -TERM $fk; wait $fk
+exit $rc
+EOF
+if unshare -n true 2>/dev/null && command -v ip >/dev/null; then netns=1; else netns=0; fi
+if [ ! -x $EPP ] || [ ! -x $FK ]; then
+    fail "$EPP or $FK is not built (make test-build)"
 else
     for case in default ha selector plain monitoring alpha2; do
         D=$T/$case
@@ -145,16 +185,29 @@ else
         for f in "$D"/config/*; do
             sed 's|tcp://\*:5557|tcp://127.0.0.1:*|' "$f" >"$f.run"
         done
-        # a. exactly the rendered args: everything is accepted up to Kubernetes discovery
+        # a. exactly the rendered args, discovering through a kubeconfig
         set --
+        pool=- ports=8000 prev=
         while IFS= read -r a; do
-            case $a in /config/*) a=$D/config/${a#/config/} ;; esac
+            case $prev in
+            --pool-name) pool=$a ;;
+            --endpoint-target-ports) ports=$a ;;
+            --grpc-port | --grpc-health-port | --metrics-port) [ $netns = 1 ] || a=0 ;;
+            esac
+            case $a in /config/*) a=$D/config/${a#/config/}; [ $netns = 1 ] || a=$a.run ;; esac
+            prev=$a
             set -- "$@" "$a"
         done <"$D/args"
-        env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT $EPP "$@" >"$D/a.log" 2>&1
+        prev=
+        want=$((2 * ($(echo "$ports" | tr -cd , | wc -c) + 1)))
+        if [ $netns = 1 ]; then
+            NETNS=1 FK=$FK EPP=$EPP unshare -n sh "$T/run_a.sh" "$D" "$pool" "$ports" "$@"
+        else
+            FK=$FK EPP=$EPP sh "$T/run_a.sh" "$D" "$pool" "$ports" "$@"
+        fi
         rc=$?
-        if [ $rc -ne 2 ] || ! grep -q 'k8s: KUBERNETES_SERVICE_HOST/PORT are not set' "$D/a.log"; then
-            fail "epp-args-$case: exit $rc, expected 2 at Kubernetes discovery: $(cat "$D/a.log")"
+        if ! grep -q '"EPP started"' "$D/a.log" || ! grep -q "endpoints=$want\"" "$D/a.log" || [ $rc -ne 0 ]; then
+            fail "epp-args-$case: exit $rc, expected a start with $want endpoints via --kubeconfig: $(tail -5 "$D/a.log")"
         fi
         # b. the same with static endpoints and free ports: starts, then exits 0 on SIGTERM
         set --
@@ -222,5 +275,6 @@ else
     echo "skip Dockerfile runtime libraries: dpkg or ./kvctl missing"
 fi
 
-[ $fails -eq 0 ] && echo "it_chart: ok (helm $($HELM version --short); 7 value sets rendered and checked, 5 refused, 6 run by ./epp)"
+[ $netns = 1 ] && exact="rendered ports in a network namespace" || exact="no network namespace: ports 0"
+[ $fails -eq 0 ] && echo "it_chart: ok (helm $($HELM version --short); 7 value sets rendered and checked, 5 refused, 6 run by ./epp with --kubeconfig against a fake API server ($exact) and with --endpoints)"
 [ $fails -eq 0 ]
