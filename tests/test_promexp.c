@@ -145,6 +145,16 @@ static void test_busy_port(void **state)
     promexp_stop(a);
 }
 
+static char *render(promexp *p)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    promexp_write(p, f);
+    fclose(f);
+    return text;
+}
+
 /* The kv-event counters of a running ingest, labelled by reason and event type. */
 static void test_ingest_counters(void **state)
 {
@@ -163,11 +173,7 @@ static void test_ingest_counters(void **state)
     promexp_sources src = {.ingest = g};
     promexp *p = promexp_start(-1, &src, NULL);
     assert_non_null(p);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    promexp_write(p, f);
-    fclose(f);
+    char *text = render(p);
     has_line(text, "# TYPE kvroute_kv_events_batches_total counter");
     has_line(text, "kvroute_kv_events_messages_total 0");
     has_line(text, "kvroute_kv_events_events_total{type=\"BlockStored\"} 0");
@@ -179,16 +185,6 @@ static void test_ingest_counters(void **state)
     ingest_stop(g);
     kvindex_free(ix);
     epset_free(eps);
-}
-
-static char *render(promexp *p)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    promexp_write(p, f);
-    fclose(f);
-    return text;
 }
 
 /* Plugin durations per (extension point, plugin) as the observer reports them, and the
