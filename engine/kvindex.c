@@ -82,6 +82,8 @@ typedef struct emap {
 
 struct kvindex {
     pthread_rwlock_t lock;
+    pthread_mutex_t wmu;   /* writers, one at a time: held across a whole change, including
+                              the table growth done between its write-locked slices */
     uint32_t max_ep, words, stride;  /* stride: uint64 words per record = 1 + words */
     uint32_t capacity;
     float weight[KVTIER_COUNT];
@@ -159,6 +161,16 @@ static int region_grow(void *pp, size_t *bytes, size_t new_bytes, bool populate)
     return KV_OK;
 }
 
+/* Faults in [from, to) of a region ahead of use, outside the write lock. */
+static void region_populate(void *p, size_t from, size_t to)
+{
+#ifdef __SANITIZE_ADDRESS__
+    (void)p, (void)from, (void)to;
+#else
+    if (to > from) madvise((char *)p + from, to - from, MADV_POPULATE_WRITE);
+#endif
+}
+
 static void region_free(void *p, size_t bytes)
 {
 #ifdef __SANITIZE_ADDRESS__
@@ -226,15 +238,30 @@ static void rt_del(reftab *t, uint64_t h, uint32_t idx)
 }
 
 /* Keeps the load at most 3/4 for one more entry. */
+/* The table sized for n + more entries at a load of at most 3/4. */
+static unsigned rt_bits_for(const reftab *t, size_t more)
+{
+    unsigned bits = t->bits;
+    while (bits < 32 && (size_t)t->n + more > ((size_t)1 << bits) / 4 * 3) bits++;
+    return bits;
+}
+
+/* A copy of t with 2^bits buckets in *out; t is only read. */
+static int rt_rebuilt(const reftab *t, unsigned bits, reftab *out)
+{
+    if (rt_init(out, bits) != KV_OK) return KV_ENOMEM;
+    for (size_t i = 0, size = (size_t)1 << t->bits; i < size; i++)
+        if (t->b[i].ref) rt_put_tag(out, t->b[i].tag, t->b[i].ref - 1);
+    return KV_OK;
+}
+
 static int rt_reserve(reftab *t)
 {
-    size_t size = (size_t)1 << t->bits;
-    if ((size_t)t->n + 1 <= size / 4 * 3) return KV_OK;
-    if (t->bits == 32) return KV_EFULL;
+    unsigned bits = rt_bits_for(t, 1);
+    if (bits == t->bits) return KV_OK;
+    if ((size_t)t->n + 1 > ((size_t)1 << bits) / 4 * 3) return KV_EFULL;
     reftab nt;
-    if (rt_init(&nt, t->bits + 1) != KV_OK) return KV_ENOMEM;
-    for (size_t i = 0; i < size; i++)
-        if (t->b[i].ref) rt_put_tag(&nt, t->b[i].tag, t->b[i].ref - 1);
+    if (rt_rebuilt(t, bits, &nt) != KV_OK) return KV_ENOMEM;
     rt_free(t);
     *t = nt;
     return KV_OK;
@@ -378,6 +405,15 @@ static void em_drop_key(kvindex *ix, int slot, uint64_t ek)
     }
 }
 
+static int em_array_grow(kvindex *ix, bool populate)
+{
+    if (ix->cap_em >= UINT32_MAX / 2) return KV_EFULL;
+    uint32_t want = ix->cap_em ? ix->cap_em * 2 : MIN_RECORDS;
+    if (region_grow(&ix->em, &ix->em_bytes, (size_t)want * sizeof *ix->em, populate) != KV_OK) return KV_ENOMEM;
+    ix->cap_em = want;
+    return KV_OK;
+}
+
 static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
 {
     int rc = rt_reserve(&ix->etab);
@@ -386,12 +422,7 @@ static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
     if (e != NIL) {
         ix->free_em = ix->em[e].next;
     } else {
-        if (ix->used_em == ix->cap_em) {
-            if (ix->cap_em >= UINT32_MAX / 2) return KV_EFULL;
-            uint32_t want = ix->cap_em ? ix->cap_em * 2 : MIN_RECORDS;
-            if (region_grow(&ix->em, &ix->em_bytes, (size_t)want * sizeof *ix->em, true) != KV_OK) return KV_ENOMEM;
-            ix->cap_em = want;
-        }
+        if (ix->used_em == ix->cap_em && (rc = em_array_grow(ix, true)) != KV_OK) return rc;
         e = ix->used_em++;
     }
     emap *m = &ix->em[e];
@@ -429,6 +460,21 @@ static void blk_evict(kvindex *ix, uint32_t b)
     ix->evictions++;
 }
 
+/* Doubles the block arrays (up to capacity). populate: fault the new part in now; a
+ * writer growing under the write lock passes false and populates after releasing it. */
+static int blk_arrays_grow(kvindex *ix, bool populate)
+{
+    uint32_t want = ix->cap_blk ? ix->cap_blk * 2 : MIN_RECORDS;
+    if (want > ix->capacity) want = ix->capacity;
+    if (region_grow(&ix->rec, &ix->rec_bytes, (size_t)want * ix->stride * 8, populate) ||
+        region_grow(&ix->side, &ix->side_bytes, (size_t)want * 2 * ix->words * 8, false) ||
+        region_grow(&ix->link, &ix->link_bytes, (size_t)want * sizeof *ix->link, populate) ||
+        region_grow(&ix->nongpu, &ix->nongpu_bytes, ((size_t)want + 63) / 64 * 8, false))
+        return KV_ENOMEM;
+    ix->cap_blk = want;
+    return KV_OK;
+}
+
 static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
 {
     if (ix->n_blk == ix->capacity) blk_evict(ix, ix->lru);
@@ -438,16 +484,7 @@ static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
     if (b != NIL) {
         ix->free_blk = ix->link[b].next;
     } else {
-        if (ix->used_blk == ix->cap_blk) {
-            uint32_t want = ix->cap_blk ? ix->cap_blk * 2 : MIN_RECORDS;
-            if (want > ix->capacity) want = ix->capacity;
-            if (region_grow(&ix->rec, &ix->rec_bytes, (size_t)want * ix->stride * 8, true) ||
-                region_grow(&ix->side, &ix->side_bytes, (size_t)want * 2 * ix->words * 8, false) ||
-                region_grow(&ix->link, &ix->link_bytes, (size_t)want * sizeof *ix->link, true) ||
-                region_grow(&ix->nongpu, &ix->nongpu_bytes, ((size_t)want + 63) / 64 * 8, false))
-                return KV_ENOMEM;
-            ix->cap_blk = want;
-        }
+        if (ix->used_blk == ix->cap_blk && blk_arrays_grow(ix, true) != KV_OK) return KV_ENOMEM;
         b = ix->used_blk++;
     }
     /* No bits to clear: fresh records are zero pages and freed ones were emptied. */
@@ -569,7 +606,8 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     int rc = pthread_rwlock_init(&ix->lock, &a);
     pthread_rwlockattr_destroy(&a);
-    if (rc == 0) return ix;
+    if (rc == 0 && pthread_mutex_init(&ix->wmu, NULL) == 0) return ix;
+    if (rc == 0) pthread_rwlock_destroy(&ix->lock);
 oom:
     if (ix) {
         free(ix->hold_hist);
@@ -587,6 +625,7 @@ void kvindex_free(kvindex *ix)
 {
     if (!ix) return;
     pthread_rwlock_destroy(&ix->lock);
+    pthread_mutex_destroy(&ix->wmu);
     for (uint32_t s = 0; s < ix->max_ep; s++) free(ix->names[s]);
     free(ix->names);
     rt_free(&ix->ntab);
@@ -631,13 +670,71 @@ static void wrunlock(kvindex *ix)
     pthread_rwlock_unlock(&ix->lock);
 }
 
+/* A writer: the writer mutex for the whole change, the write lock for the parts that
+ * lookups must not see half done. */
+static void wbegin(kvindex *ix)
+{
+    pthread_mutex_lock(&ix->wmu);
+    wrlock(ix);
+}
+
+static void wend(kvindex *ix)
+{
+    wrunlock(ix);
+    pthread_mutex_unlock(&ix->wmu);
+}
+
+/* Room for `blocks` more request keys and `maps` more engine-key mappings, made while
+ * lookups go on: with the writer mutex held and the write lock not, a bigger hash table
+ * is built from the old one (which only writers change) and swapped in under the write
+ * lock, and grown arrays are faulted in after it is released. Growth at 10M keys copies
+ * ~100 MB; under the write lock that stalled every routing decision for as long. */
+static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
+{
+    reftab nb = {0}, ne = {0};
+    if (ix->n_blk + blocks > ix->capacity) /* past capacity, stores evict: n_blk stays put */
+        blocks = ix->capacity - ix->n_blk;
+    unsigned bb = rt_bits_for(&ix->btab, blocks), eb = rt_bits_for(&ix->etab, maps);
+    if ((bb != ix->btab.bits && rt_rebuilt(&ix->btab, bb, &nb) != KV_OK) ||
+        (eb != ix->etab.bits && rt_rebuilt(&ix->etab, eb, &ne) != KV_OK)) {
+        if (nb.b) rt_free(&nb);
+        return KV_ENOMEM;
+    }
+    bool grow_blk = ix->free_blk == NIL && ix->used_blk + blocks > ix->cap_blk && ix->cap_blk < ix->capacity;
+    bool grow_em = ix->free_em == NIL && maps && ix->used_em + maps > ix->cap_em;
+    if (!nb.b && !ne.b && !grow_blk && !grow_em) return KV_OK;
+    size_t rec0 = ix->rec_bytes, link0 = ix->link_bytes, em0 = ix->em_bytes;
+    int rc = KV_OK;
+    wrlock(ix);
+    if (nb.b) {
+        rt_free(&ix->btab);
+        ix->btab = nb;
+    }
+    if (ne.b) {
+        rt_free(&ix->etab);
+        ix->etab = ne;
+    }
+    if (grow_blk) rc = blk_arrays_grow(ix, false);
+    if (rc == KV_OK && grow_em) rc = em_array_grow(ix, false);
+    uint64_t *rec = ix->rec;
+    blink *link = ix->link;
+    emap *em = ix->em;
+    size_t rec1 = ix->rec_bytes, link1 = ix->link_bytes, em1 = ix->em_bytes;
+    wrunlock(ix);
+    /* only writers move or grow these, and this writer holds the writer mutex */
+    region_populate(rec, rec0, rec1);
+    region_populate(link, link0, link1);
+    region_populate(em, em0, em1);
+    return rc;
+}
+
 int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err)
 {
     if (!name || !name[0]) return kv_err_set(err, KV_EINVAL, "kvindex: endpoint name is empty");
     size_t len = strlen(name);
     if (len > MAX_NAME_LEN)
         return kv_err_set(err, KV_ERANGE, "kvindex: endpoint name of %zu bytes exceeds %d", len, MAX_NAME_LEN);
-    wrlock(ix);
+    wbegin(ix);
     int slot = name_find(ix, name);
     if (slot >= 0) goto out;
     for (uint32_t s = 0; s < ix->max_ep; s++) {
@@ -654,7 +751,7 @@ int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err)
     }
     slot = kv_err_set(err, KV_EFULL, "kvindex: all %u endpoint slots are in use, cannot add \"%s\"", ix->max_ep, name);
 out:
-    wrunlock(ix);
+    wend(ix);
     return slot;
 }
 
@@ -696,7 +793,7 @@ static bool slot_live(const kvindex *ix, int slot)
 
 void kvindex_endpoint_remove(kvindex *ix, int slot)
 {
-    wrlock(ix);
+    wbegin(ix);
     if (slot_live(ix, slot)) {
         clear_slot(ix, slot);
         rt_del(&ix->ntab, str_hash(ix->names[slot]), (uint32_t)slot);
@@ -704,17 +801,17 @@ void kvindex_endpoint_remove(kvindex *ix, int slot)
         ix->names[slot] = NULL;
         atomic_fetch_add_explicit(&ix->ep_version, 1, memory_order_release);
     }
-    wrunlock(ix);
+    wend(ix);
 }
 
 void kvindex_clear_endpoint(kvindex *ix, int slot)
 {
-    wrlock(ix);
+    wbegin(ix);
     if (slot_live(ix, slot)) {
         clear_slot(ix, slot);
         ix->clears++;
     }
-    wrunlock(ix);
+    wend(ix);
 }
 
 /* Index into an array of m keys of pair i of n (the engine/index block ratio rule).
@@ -739,8 +836,14 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     if (n_engine && (n + n_engine - 1) / n_engine > MAX_POS)
         return kv_err_set(err, KV_ERANGE, "kvindex_store: %zu request keys for %zu engine keys exceeds ratio %u",
                           n_request, n_engine, MAX_POS);
+    pthread_mutex_lock(&ix->wmu);
+    size_t slice = n < KVINDEX_STORE_SLICE ? n : KVINDEX_STORE_SLICE;
+    int rc = reserve_unlocked(ix, slice, n_engine ? slice : 0);
     wrlock(ix);
-    int rc = KV_OK;
+    if (rc != KV_OK) {
+        kv_err_set(err, rc, "kvindex_store: cannot grow the index for %zu blocks: %s", n, kv_strerror(rc));
+        goto out;
+    }
     if (!slot_live(ix, slot)) {
         rc = kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d is not in use", slot);
         goto out;
@@ -756,7 +859,14 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     for (size_t i = 0; i < n; i++) {
         if (i && i % KVINDEX_STORE_SLICE == 0) {
             wrunlock(ix);   /* let waiting lookups in between slices */
+            slice = n - i < KVINDEX_STORE_SLICE ? n - i : KVINDEX_STORE_SLICE;
+            rc = reserve_unlocked(ix, slice, n_engine ? slice : 0);
             wrlock(ix);
+            if (rc != KV_OK) {
+                kv_err_set(err, rc, "kvindex_store: cannot grow the index at block %zu of %zu: %s", i, n,
+                           kv_strerror(rc));
+                goto out;
+            }
             if (!slot_live(ix, slot)) {
                 rc = kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d was removed during the store", slot);
                 goto out;
@@ -796,7 +906,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         }
     }
 out:
-    wrunlock(ix);
+    wend(ix);
     return rc;
 }
 
@@ -830,7 +940,7 @@ unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key)
 size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n)
 {
     if ((unsigned)tier >= KVTIER_COUNT || (n && !engine_keys)) return 0;
-    wrlock(ix);
+    wbegin(ix);
     size_t removed = 0;
     if (!slot_live(ix, slot)) goto out;
     ix->removes++;
@@ -856,7 +966,7 @@ size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine
         }
     }
 out:
-    wrunlock(ix);
+    wend(ix);
     return removed;
 }
 

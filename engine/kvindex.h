@@ -52,7 +52,10 @@ uint64_t kvindex_endpoints_version(const kvindex *ix);
 
 /* Writers hold the lock for at most KVINDEX_STORE_SLICE pairs of one store (a long
  * BlockStored is applied in slices, readers may run between them), so lookups never wait
- * behind a whole event; the other writes are short or, like endpoint removal, rare. */
+ * behind a whole event; growing the hash tables and arrays for a slice happens between
+ * slices, outside the lock (writers are serialised by a mutex of their own), so lookups
+ * do not wait behind a rehash either; the other writes are short or, like endpoint
+ * removal, rare. */
 #define KVINDEX_STORE_SLICE 256
 
 /* BlockStored. engine_keys (may be NULL with n_engine 0 for pure request-key stores)

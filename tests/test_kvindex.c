@@ -763,8 +763,10 @@ static void test_sliced_store_and_hold_times(void **state)
     kvindex_get_stats(ix, &st);
     assert_int_equal(st.blocks, NR);
     assert_int_equal(st.engine_keys, NR);
-    /* endpoint_add, then ceil(NR / slice) slices of the store */
-    assert_int_equal(st.write_holds, 1 + (NR + KVINDEX_STORE_SLICE - 1) / KVINDEX_STORE_SLICE);
+    /* endpoint_add, then ceil(NR / slice) slices of the store, each preceded by at most
+     * one short hold that swaps in grown tables (built outside the lock) */
+    size_t slices = (NR + KVINDEX_STORE_SLICE - 1) / KVINDEX_STORE_SLICE;
+    assert_true(st.write_holds >= 1 + slices && st.write_holds <= 1 + 2 * slices);
     assert_true(st.write_hold_p99_ns > 0 && st.write_hold_p99_ns <= st.write_hold_max_ns + 250);
     kvindex_free(ix);
 }
