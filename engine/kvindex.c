@@ -825,6 +825,26 @@ static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_
     if (ne) __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, em_hash_of(slot, ek[pair_at(i, ne, n)]))]);
 }
 
+/* A full index evicts its least recently stored block for every new one: the victims'
+ * bucket lines are as random as the new keys'. *cursor walks the LRU list a few blocks
+ * ahead of the tail (a hint only: a touched or recycled block just makes it restart). */
+static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
+{
+    uint32_t v = *cursor;
+    if (v == NIL || v >= ix->used_blk) {
+        v = ix->lru;
+        for (int k = 0; k < PREFETCH_AHEAD && v != NIL; k++) v = ix->link[v].prev;
+    } else {
+        v = ix->link[v].prev;
+    }
+    *cursor = v;
+    if (v == NIL || v >= ix->used_blk) return;
+    __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, mix64(rec_of(ix, v)[0]))]);
+    uint32_t e = ix->link[v].emaps;
+    if (e != NIL && e < ix->used_em)
+        __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])))]);
+}
+
 int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n_engine,
                   const uint64_t *request_keys, size_t n_request, kv_err *err)
 {
@@ -856,7 +876,9 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     /* Keep the next pairs' bucket lines in flight: a chain's keys are independent probes. */
     for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
         prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, k);
+    uint32_t victim = NIL;
     for (size_t i = 0; i < n; i++) {
+        if (ix->n_blk == ix->capacity) prefetch_victim(ix, &victim);
         if (i && i % KVINDEX_STORE_SLICE == 0) {
             wrunlock(ix);   /* let waiting lookups in between slices */
             slice = n - i < KVINDEX_STORE_SLICE ? n - i : KVINDEX_STORE_SLICE;

@@ -44,7 +44,7 @@ static uint64_t rnd(void)
 /* Pod p's batches, round-robin over pods. Each pod's second event of a request names
  * the first event's last hash as its parent, as vLLM does for a prompt that fills more
  * blocks in a later step. */
-static payload *encode_all(int n_pods, size_t *n_out)
+static payload *encode_all(int n_pods, uint64_t first_hash, size_t *n_out)
 {
     size_t n_events = TOTAL_BLOCKS / BLOCKS_PER_EVENT, n_batches = n_events / EVENTS_PER_BATCH;
     payload *out = calloc(n_batches, sizeof *out);
@@ -52,7 +52,7 @@ static payload *encode_all(int n_pods, size_t *n_out)
     static uint64_t hashes[EVENTS_PER_BATCH][BLOCKS_PER_EVENT];
     kvev_event ev[EVENTS_PER_BATCH];
     kvev_buf buf = {0};
-    uint64_t next_hash = 1;
+    uint64_t next_hash = first_hash;
     for (size_t b = 0; b < n_batches; b++) {
         for (int e = 0; e < EVENTS_PER_BATCH; e++) {
             for (size_t t = 0; t < BLOCKS_PER_EVENT * BLOCK; t++) tok[e][t] = (uint32_t)(rnd() % 151000);
@@ -86,12 +86,16 @@ static double now(void)
 }
 
 /* One ingest of every payload into a fresh index; returns the seconds it took and the
- * ingest's and the index's stats. time_writes: the index times its write-lock holds. */
-static double ingest_once(int n_pods, const payload *p, size_t n_batches, bool time_writes, kvingest_stats *st,
-                          kvindex_stats *ist)
+ * ingest's and the index's stats. time_writes: the index times its write-lock holds.
+ * warm: first (untimed) ingest these into an index of capacity TOTAL_BLOCKS, so that the
+ * timed ingest runs at steady state, every store evicting the least recent block, as in
+ * an EPP that has been up for a while (no table growth, no first-touch page faults). */
+static double ingest_once(int n_pods, const payload *p, size_t n_batches, const payload *warm, bool time_writes,
+                          kvingest_stats *st, kvindex_stats *ist)
 {
     kv_err err;
-    kvindex_config cfg = {.capacity = 2 * TOTAL_BLOCKS, .max_endpoints = 256, .time_writes = time_writes};
+    kvindex_config cfg = {.capacity = warm ? TOTAL_BLOCKS : 2 * TOTAL_BLOCKS, .max_endpoints = 256,
+                          .time_writes = time_writes};
     kvindex *ix = kvindex_new(&cfg, &err);
     if (!ix) die("kvindex_new", &err);
     int slots[256];
@@ -104,11 +108,18 @@ static double ingest_once(int n_pods, const payload *p, size_t n_batches, bool t
     if (blockkeys_init(&keys, BLOCKKEYS_XXH64, BLOCK, "", &err)) die("blockkeys_init", &err);
     kvingest *g = kvingest_new(ix, &keys, &err);
     if (!g) die("kvingest_new", &err);
+    for (size_t i = 0; warm && i < n_batches; i++)
+        if (kvingest_payload(g, slots[warm[i].pod], "Qwen/Qwen3-32B", warm[i].data, warm[i].len, &err))
+            die("ingest", &err);
+    kvingest_stats before = {0};
+    kvingest_get_stats(g, &before);
     double t0 = now();
     for (size_t i = 0; i < n_batches; i++)
         if (kvingest_payload(g, slots[p[i].pod], "Qwen/Qwen3-32B", p[i].data, p[i].len, &err)) die("ingest", &err);
     double dt = now() - t0;
     kvingest_get_stats(g, st);
+    st->blocks_stored -= before.blocks_stored;
+    st->orphans -= before.orphans;
     kvindex_get_stats(ix, ist);
     kvingest_free(g);
     kvindex_free(ix);
@@ -118,20 +129,23 @@ static double ingest_once(int n_pods, const payload *p, size_t n_batches, bool t
 static void bench(int n_pods)
 {
     size_t n_batches, bytes = 0;
-    payload *p = encode_all(n_pods, &n_batches);
+    payload *p = encode_all(n_pods, 1, &n_batches);
+    payload *warm = encode_all(n_pods, 1 + TOTAL_BLOCKS, &n_batches);
     for (size_t i = 0; i < n_batches; i++) bytes += p[i].len;
-    double best = 0;
-    kvingest_stats st = {0};
-    kvindex_stats hold;
+    double best = 0, steady = 0;
+    kvingest_stats st = {0}, steady_st = {0};
+    kvindex_stats hold, steady_ist;
     for (int round = 0; round < ROUNDS; round++) {
-        double rate = (double)TOTAL_BLOCKS / ingest_once(n_pods, p, n_batches, false, &st, &hold);
+        double rate = (double)TOTAL_BLOCKS / ingest_once(n_pods, p, n_batches, NULL, false, &st, &hold);
         if (rate > best) best = rate;
+        rate = (double)TOTAL_BLOCKS / ingest_once(n_pods, p, n_batches, warm, false, &steady_st, &steady_ist);
+        if (rate > steady) steady = rate;
     }
     /* Write-lock holds, from one more run (not in the rate) with the index timing them:
      * what a concurrent lookup may wait behind; stores are applied in slices of at most
      * KVINDEX_STORE_SLICE blocks. */
     kvingest_stats hold_st;
-    ingest_once(n_pods, p, n_batches, true, &hold_st, &hold);
+    ingest_once(n_pods, p, n_batches, NULL, true, &hold_st, &hold);
     /* Where the time goes: decode alone, then decode + request keys, on the same data. */
     kvev_decoder *d = kvev_decoder_new(0, NULL);
     blockkeys_ctx keys;
@@ -161,6 +175,11 @@ static void bench(int n_pods)
     snprintf(target, sizeof target, ">= %.1fM/s", TARGET / 1e6);
     bool ok = best >= TARGET && st.blocks_stored == TOTAL_BLOCKS && st.orphans == 0;
     printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, target, ok ? "PASS" : "MISS");
+    snprintf(name, sizeof name, "  same, steady state: full index, every store evicts");
+    snprintf(measured, sizeof measured, "blocks/s=%.2fM (evictions %llu, orphans %llu)", steady / 1e6,
+             (unsigned long long)steady_ist.evictions, (unsigned long long)steady_st.orphans);
+    ok = steady >= TARGET && steady_st.blocks_stored == TOTAL_BLOCKS && steady_st.orphans == 0;
+    printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, target, ok ? "PASS" : "MISS");
     snprintf(name, sizeof name, "  of which per block: decode / +keys / index (by difference)");
     snprintf(measured, sizeof measured, "%.0f ns / %.0f ns / %.0f ns", t_dec / TOTAL_BLOCKS * 1e9,
              (t_key - t_dec) / TOTAL_BLOCKS * 1e9, (1.0 / best - t_key / TOTAL_BLOCKS) * 1e9);
@@ -170,8 +189,9 @@ static void bench(int n_pods)
              hold.write_hold_max_ns / 1e3, (unsigned long long)hold.write_holds);
     printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, "", "info");
     fflush(stdout);
-    for (size_t i = 0; i < n_batches; i++) free(p[i].data);
+    for (size_t i = 0; i < n_batches; i++) free(p[i].data), free(warm[i].data);
     free(p);
+    free(warm);
 }
 
 /* The host's dependent random-access latency over 128 MiB: an index insert touches a few
