@@ -269,8 +269,12 @@ error_code read_prompt(reader &r, od::value v)
     }
     // The first element decides what the list is. On-Demand cannot look at an element
     // without starting to read it, so its first byte is read from the text after '['.
-    std::string_view open = v.raw_json_token();
-    char c = open.data()[open.size()];
+    // raw_json_token() is "[" and the whitespace after it; the text stays valid through
+    // the document's padding, so the scan stops at the element's byte or the ']'.
+    const char *q = v.raw_json_token().data() + 1;
+    while (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')
+        q++;
+    char c = *q;
     od::array a;
     if ((e = v.get_array().get(a)))
         return e;

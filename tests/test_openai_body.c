@@ -51,6 +51,17 @@ static void test_token_prompts(void **st)
     assert_int_equal(r.tokens[1], 6);
     assert_int_equal(r.max_tokens, 3);
     oai_request_free(&r);
+    /* whitespace before the first element does not change what the list is */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[ \n\t1, 2 ]}", &r, &e), KV_OK);
+    assert_int_equal(r.n_tokens, 2);
+    oai_request_free(&r);
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[\r\n [ 5 , 6 ] ]}", &r, &e), KV_OK);
+    assert_int_equal(r.n_tokens, 2);
+    assert_int_equal(r.tokens[1], 6);
+    oai_request_free(&r);
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[  \"ab\" ]}", &r, &e), KV_OK);
+    assert_memory_equal(r.prompt, "ab", 2);
+    oai_request_free(&r);
     /* a batch of texts routes on the first */
     assert_int_equal(parse("{\"model\":\"m\",\"prompt\":[\"ab\",\"cd\"]}", &r, &e), KV_OK);
     assert_int_equal(r.prompt_len, 2);
