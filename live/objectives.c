@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "yamltree.h"
+#include "manifests.h"
 
 typedef struct entry {
     char *name;
@@ -139,84 +139,18 @@ size_t objectives_count(objectives *o)
 
 /* ---- --objectives ------------------------------------------------------------------------- */
 
-/* One InferenceObjective manifest (kind may be omitted; anything else is an error). */
-static int load_object(objectives *o, const yt_doc *d, const yt_node *obj, const char *what, kv_err *err)
+/* One InferenceObjective manifest. */
+static int load_object(void *ctx, const yt_doc *d, const yt_node *obj, const char *what, kv_err *err)
 {
-    const yt_node *kind = yt_get(obj, "kind");
-    const char *k = NULL;
-    if (!yt_is_null(kind) && (yt_string(d, kind, what, &k, err) != KV_OK || strcmp(k, "InferenceObjective")))
-        return k ? yt_error(d, kind, err, KV_EINVAL, "field '%s.kind': expected InferenceObjective, got '%s'", what, k)
-                 : KV_EINVAL;
     const char *name;
-    char field[128];
-    snprintf(field, sizeof field, "%s.metadata.name", what);
-    const yt_node *md = yt_get(obj, "metadata"), *nm = yt_get(md, "name");
-    if (yt_is_null(nm))
-        return yt_error(d, md ? md : obj, err, KV_EINVAL, "field '%s': required", field);
-    if (yt_string(d, nm, field, &name, err) != KV_OK)
+    if (manifest_name(d, obj, what, "InferenceObjective", &name, err) != KV_OK)
         return KV_EINVAL;
     int64_t prio = 0;
+    char field[128];
     snprintf(field, sizeof field, "%s.spec", what);
     if (yt_opt_int(d, yt_get(obj, "spec"), field, "priority", INT_MIN, INT_MAX, &prio, err) != KV_OK)
         return KV_EINVAL;
-    return objectives_put(o, name, (int)prio, err);
-}
-
-static int load_doc(objectives *o, const char *text, size_t len, const char *name, kv_err *err)
-{
-    yt_doc *d = yt_load_string(text, len, name, err);
-    if (!d)
-        return KV_EINVAL;
-    const yt_node *root = yt_root(d), *items = yt_get(root, "items");
-    int rc = KV_OK;
-    if (!root) {
-        /* an empty document between separators */
-    } else if (root->kind != YT_MAP) {
-        rc = yt_error(d, root, err, KV_EINVAL, "expected an InferenceObjective manifest (a map)");
-    } else if (items) {
-        if (items->kind != YT_SEQ)
-            rc = yt_error(d, items, err, KV_EINVAL, "field 'items': expected a list");
-        for (size_t i = 0; rc == KV_OK && items->kind == YT_SEQ && i < items->n; i++) {
-            char what[32];
-            snprintf(what, sizeof what, "items[%zu]", i);
-            rc = load_object(o, d, items->items[i], what, err);
-        }
-    } else {
-        rc = load_object(o, d, root, "InferenceObjective", err);
-    }
-    yt_free(d);
-    return rc;
-}
-
-/* The first line at or after text that is exactly "---", or NULL. */
-static const char *doc_separator(const char *text)
-{
-    for (const char *l = text; *l;) {
-        if (!strncmp(l, "---", 3) && (l[3] == '\n' || l[3] == '\r' || !l[3]))
-            return l;
-        const char *nl = strchr(l, '\n');
-        if (!nl)
-            break;
-        l = nl + 1;
-    }
-    return NULL;
-}
-
-/* Splits on "---" lines; each document keeps its own line numbers, so messages name
- * "file (document N)" when there are several. */
-static int load_text(objectives *o, const char *text, const char *path, kv_err *err)
-{
-    const char *doc = text;
-    for (int idx = 1;; idx++) {
-        const char *sep = doc_separator(doc);
-        char name[600];
-        snprintf(name, sizeof name, idx == 1 && !sep ? "%s" : "%s (document %d)", path, idx);
-        int rc = load_doc(o, doc, sep ? (size_t)(sep - doc) : strlen(doc), name, err);
-        if (rc != KV_OK || !sep)
-            return rc;
-        const char *nl = strchr(sep, '\n');
-        doc = nl ? nl + 1 : sep + 3;
-    }
+    return objectives_put(ctx, name, (int)prio, err);
 }
 
 static int load_inline(objectives *o, const char *list, kv_err *err)
@@ -245,33 +179,5 @@ int objectives_load(objectives *o, const char *arg, kv_err *err)
 {
     if (access(arg, R_OK) != 0)
         return load_inline(o, arg, err);
-    FILE *f = fopen(arg, "r");
-    if (!f)
-        return kv_err_set(err, KV_EIO, "--objectives %s: %s", arg, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0, got;
-    char chunk[4096];
-    int rc = KV_OK;
-    while (rc == KV_OK && (got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (len + got + 1 > cap) {
-            cap = 2 * (len + got + 1);
-            char *g = realloc(buf, cap);
-            if (!g)
-                rc = kv_err_set(err, KV_ENOMEM, "--objectives %s: out of memory", arg);
-            else
-                buf = g;
-        }
-        if (rc == KV_OK) {
-            memcpy(buf + len, chunk, got);
-            len += got;
-            buf[len] = 0;
-        }
-    }
-    if (rc == KV_OK && ferror(f))
-        rc = kv_err_set(err, KV_EIO, "--objectives %s: read error", arg);
-    fclose(f);
-    if (rc == KV_OK)
-        rc = load_text(o, buf ? buf : "", arg, err);
-    free(buf);
-    return rc;
+    return manifests_load(arg, "--objectives", "InferenceObjective", load_object, o, err);
 }
