@@ -8,7 +8,8 @@
  * server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
  * decision log. Admission as GIE's director: InferenceObjective priorities
  * (live/objectives.h, from the cluster or --objectives) and the saturation detector
- * (live/saturation.h) that sheds requests with priority < 0. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
+ * (live/saturation.h) that sheds requests with priority < 0; InferenceModelRewrites
+ * (live/model_rewrites.h, from the cluster or --model-rewrites) choose the model sent upstream. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
  *
  * Start-up fails fast, exit status 2, with one precise message on stderr: a bad flag or
  * config (file:line:col from the loader), a busy port (gRPC, health, metrics or ZMQ), a
@@ -34,6 +35,7 @@
 #include "k8s.h"
 #include "kubeconfig.h"
 #include "log.h"
+#include "model_rewrites.h"
 #include "objectives.h"
 #include "promexp.h"
 #include "saturation.h"
@@ -51,6 +53,7 @@ typedef struct opts {
     const char *endpoints;
     const char *kubeconfig;
     const char *objectives;
+    const char *model_rewrites;
     const char *decision_log;
     const char *replay_endpoint;
     const char *zap_encoder;
@@ -89,6 +92,7 @@ static void usage(FILE *f)
             "  --kubeconfig FILE                   API server and token from a kubeconfig's current context\n"
             "                                      (default $KUBECONFIG; in a cluster the service account)\n"
             "  --objectives FILE|name=prio,...     InferenceObjectives for --endpoints (manifests or inline)\n"
+            "  --model-rewrites FILE               InferenceModelRewrite manifests for --endpoints\n"
             "  --grpc-port N                       ext-proc port (default 9002)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
@@ -172,6 +176,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("endpoints", endpoints)
         STR("kubeconfig", kubeconfig)
         STR("objectives", objectives)
+        STR("model-rewrites", model_rewrites)
         STR("decision-log", decision_log)
         STR("kv-events-replay-endpoint", replay_endpoint)
         STR("zap-encoder", zap_encoder)
@@ -204,6 +209,9 @@ static int parse_flags(int argc, char **argv, opts *o)
     if (o->objectives && !o->endpoints)
         return fail("--objectives is for --endpoints; with --pool-name or --endpoint-selector the InferenceObjectives "
                     "come from the cluster");
+    if (o->model_rewrites && !o->endpoints)
+        return fail("--model-rewrites is for --endpoints; with --pool-name or --endpoint-selector the "
+                    "InferenceModelRewrites come from the cluster");
     if (o->kubeconfig && o->endpoints)
         return fail("--kubeconfig is for --pool-name or --endpoint-selector; --endpoints needs no API server");
     if (o->endpoint_selector && !o->target_ports)
@@ -225,6 +233,7 @@ typedef struct epp_daemon {
     decisionlog *dl;
     k8s_watcher *k8s;
     objectives *objs;
+    model_rewrites *rewrites;
     epset *eps;
     saturation_config sat;
 } epp_daemon;
@@ -238,6 +247,11 @@ static bool ready(void *ctx)
 static bool objective_priority(void *ctx, const char *objective, int *priority)
 {
     return objectives_priority(((epp_daemon *)ctx)->objs, objective, priority);
+}
+
+static int rewrite_model(void *ctx, const char *model, char **to)
+{
+    return model_rewrites_pick(((epp_daemon *)ctx)->rewrites, model, to, NULL);
 }
 
 static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
@@ -287,7 +301,9 @@ int main(int argc, char **argv)
         goto out;
     saturation_defaults(&d.sat);
     if (saturation_from_env(&d.sat, getenv, &err) != KV_OK || !(d.objs = objectives_new(&err)) ||
-        (o.objectives && objectives_load(d.objs, o.objectives, &err) != KV_OK))
+        (o.objectives && objectives_load(d.objs, o.objectives, &err) != KV_OK) ||
+        !(d.rewrites = model_rewrites_new(NULL, NULL, &err)) ||
+        (o.model_rewrites && model_rewrites_load(d.rewrites, o.model_rewrites, &err) != KV_OK))
         goto out;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -318,7 +334,8 @@ int main(int argc, char **argv)
         }
     } else {
         k8s_config kc = {.endpoints = eps, .ns = o.pool_namespace, .selector = o.endpoint_selector,
-                         .pool_name = o.pool_name, .pool_group = o.pool_group, .objectives = d.objs};
+                         .pool_name = o.pool_name, .pool_group = o.pool_group, .objectives = d.objs,
+                         .model_rewrites = d.rewrites};
         if (o.target_ports && k8s_parse_ports(o.target_ports, kc.target_ports, &kc.n_target_ports, &err) != KV_OK)
             goto out;
         char kpath[1024];
@@ -376,6 +393,7 @@ int main(int argc, char **argv)
         .hook_ctx = &d,
         .objective_priority = objective_priority,
         .saturated = saturated,
+        .model_rewrite = rewrite_model,
         .admission_ctx = &d,
     };
     if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, ready, &d, &err)))
@@ -407,6 +425,7 @@ out:
         ingest_stop(ing);
     decisionlog_close(d.dl);
     objectives_free(d.objs);
+    model_rewrites_free(d.rewrites);
     tls_pem_free(&pem);
     kubeconfig_free(&kcfg);
     if (s)

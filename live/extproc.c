@@ -620,20 +620,30 @@ static const char *control_header(const stream *st, const char *gie, const char 
     return v ? v : sched_header(&view, gie);
 }
 
-/* x-gateway-model-name-rewrite: GIE sends the body upstream with `model` replaced, so
- * the body is re-serialised (and Content-Length follows). This rare path alone builds a
- * JSON tree (kept for the new name's lifetime); the parsed request keeps the incoming
- * name for logs and hooks. Returns the model to route for, or NULL when out of memory. */
+/* An InferenceModelRewrite rule for the body's model, else x-gateway-model-name-rewrite:
+ * GIE sends the body upstream with `model` replaced, so the body is re-serialised (and
+ * Content-Length follows). This rare path alone builds a JSON tree (kept for the new
+ * name's lifetime); the parsed request keeps the incoming name for logs and hooks.
+ * Returns the model to route for, or NULL when out of memory. */
 static const char *rewrite_model(stream *st)
 {
-    const char *to = control_header(st, "x-gateway-model-name-rewrite", "x-llm-d-router-model-name-rewrite");
-    if (!to || !*to || !strcmp(to, st->oreq.model))
+    const extproc_config *cfg = &st->srv->cfg;
+    char *ruled = NULL;
+    if (cfg->model_rewrite && cfg->model_rewrite(cfg->admission_ctx, st->oreq.model, &ruled) != KV_OK)
+        return NULL;
+    const char *to =
+        ruled ? ruled : control_header(st, "x-gateway-model-name-rewrite", "x-llm-d-router-model-name-rewrite");
+    if (!to || !*to || !strcmp(to, st->oreq.model)) {
+        free(ruled);
         return st->oreq.model;
+    }
     json_t *root = json_loadb(st->body, st->body_len, 0, NULL); /* valid JSON: NULL is ENOMEM (or past jansson's depth limit) */
     if (!root || json_object_set_new(root, "model", json_string(to))) {
+        free(ruled);
         json_decref(root);
         return NULL;
     }
+    free(ruled);
     st->rewritten = root;
     char *body = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!body)

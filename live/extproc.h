@@ -56,7 +56,7 @@ typedef struct extproc_pool {
 typedef struct extproc_decision {
     const char *request_id;
     const char *model;
-    const char *target_model;     /* after x-gateway-model-name-rewrite; NULL = model */
+    const char *target_model;     /* after InferenceModelRewrites and x-gateway-model-name-rewrite; NULL = model */
     const char *objective;        /* x-gateway-inference-objective; NULL if none */
     const char *fairness_id;      /* x-gateway-inference-fairness-id, or GIE's "default-flow" */
     int priority;                 /* the objective's (0 when unknown) */
@@ -76,7 +76,7 @@ typedef struct extproc_decision {
 typedef struct extproc_completion {
     const char *request_id;
     const char *model;            /* as the client sent it */
-    const char *target_model;     /* after x-gateway-model-name-rewrite; NULL = model */
+    const char *target_model;     /* after InferenceModelRewrites and x-gateway-model-name-rewrite; NULL = model */
     const char *target;           /* NULL if the request was never routed */
     int http_status;              /* 200 routed; the ImmediateResponse status otherwise */
     bool usage_found;
@@ -102,6 +102,11 @@ typedef struct extproc_config {
      * has priority 0 and none is shed. */
     bool (*objective_priority)(void *ctx, const char *objective, int *priority);
     bool (*saturated)(void *ctx, sched_endpoint *const *candidates, size_t n);
+    /* InferenceModelRewrite (live/model_rewrites.h): the target for the body's model, a
+     * malloc'd name, or *to NULL when no rule matches; a rule wins over the
+     * x-gateway-model-name-rewrite header, as in GIE's director. Optional; with ctx
+     * admission_ctx. A failure (KV_ENOMEM) answers 500. */
+    int (*model_rewrite)(void *ctx, const char *model, char **to);
     void *admission_ctx;
     /* Called under the scheduler lock, right after the decision: keep it short. */
     void (*on_decision)(void *ctx, const extproc_decision *d);   /* optional */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "model_rewrites.h"
 #include "objectives.h"
 
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount/"
@@ -33,7 +34,7 @@ typedef struct pod {
 typedef struct feed feed;
 struct feed {
     k8s_watcher *w;
-    const char *what;             /* "pod", "InferencePool", "InferenceObjective" (logs) */
+    const char *what;             /* "pod", "InferencePool", "InferenceObjective", ... (logs) */
     void (*path)(feed *f, char *out, size_t cap, bool watch);
     int (*list)(feed *f, json_t *items, kv_err *err);
     int (*event)(feed *f, const char *type, json_t *obj);
@@ -56,7 +57,7 @@ struct k8s_watcher {
     bool pool_gone;               /* the followed InferencePool was deleted: no endpoints */
     pod *pods;
     size_t n_pods;
-    feed pods_feed, pool_feed, obj_feed;
+    feed pods_feed, pool_feed, obj_feed, rw_feed;
     atomic_bool stop, synced;
     atomic_uint_fast64_t lists, watches, events, relists, errors, pods_ready, pool_changes;
 };
@@ -587,15 +588,21 @@ static int pool_event(feed *f, const char *type, json_t *obj)
 
 /* ---- InferenceObjectives ------------------------------------------------------------------------ */
 
+/* Whether a GIE object's spec.poolRef names our pool (any pool, in selector mode). */
+static bool of_our_pool(k8s_watcher *w, json_t *obj)
+{
+    json_t *ref = json_object_get(json_object_get(obj, "spec"), "poolRef");
+    const char *pool = json_string_value(json_object_get(ref, "name"));
+    return !w->cfg.pool_name || (pool && !strcmp(pool, w->cfg.pool_name));
+}
+
 /* The objective's name and priority when it belongs to our pool (any pool without one). */
 static bool objective_of_pool(k8s_watcher *w, json_t *obj, const char **name, int *priority)
 {
-    json_t *spec = json_object_get(obj, "spec");
-    const char *pool = json_string_value(json_object_get(json_object_get(spec, "poolRef"), "name"));
-    json_int_t p = json_integer_value(json_object_get(spec, "priority"));
+    json_int_t p = json_integer_value(json_object_get(json_object_get(obj, "spec"), "priority"));
     *name = obj_name(obj);
     *priority = p < INT_MIN ? INT_MIN : p > INT_MAX ? INT_MAX : (int)p;
-    return *name && (!w->cfg.pool_name || (pool && !strcmp(pool, w->cfg.pool_name)));
+    return *name && of_our_pool(w, obj);
 }
 
 static void obj_path(feed *f, char *out, size_t cap, bool watch)
@@ -632,6 +639,51 @@ static int obj_event(feed *f, const char *type, json_t *obj)
     else if (objectives_put(f->w->cfg.objectives, name, priority, NULL) != KV_OK)
         return KV_ENOMEM;
     return KV_OK;
+}
+
+/* ---- InferenceModelRewrites ----------------------------------------------------------------------- */
+
+static void rw_path(feed *f, char *out, size_t cap, bool watch)
+{
+    char coll[512];
+    snprintf(coll, sizeof coll, "/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/%s/inferencemodelrewrites",
+             f->w->ns);
+    feed_path(f, out, cap, coll, "", watch);
+}
+
+static int rw_list(feed *f, json_t *items, kv_err *err)
+{
+    size_t n = json_array_size(items), k = 0;
+    model_rewrite **blocks = calloc(n ? n : 1, sizeof *blocks);
+    model_rewrite *v = calloc(n ? n : 1, sizeof *v);
+    int rc = blocks && v ? KV_OK : kv_err_set(err, KV_ENOMEM, "k8s: out of memory");
+    for (size_t i = 0; rc == KV_OK && i < n; i++) {
+        json_t *obj = json_array_get(items, i);
+        if (of_our_pool(f->w, obj) && (blocks[k] = model_rewrites_from_json(obj)))
+            v[k] = *blocks[k], k++;
+    }
+    if (rc == KV_OK)
+        rc = model_rewrites_sync(f->w->cfg.model_rewrites, v, k, err);
+    for (size_t i = 0; i < k; i++)
+        free(blocks[i]);
+    free(blocks);
+    free(v);
+    return rc;
+}
+
+static int rw_event(feed *f, const char *type, json_t *obj)
+{
+    const char *name = obj_name(obj);
+    if (!name)
+        return KV_EPARSE;
+    if (!of_our_pool(f->w, obj) || !strcmp(type, "DELETED")) { /* deleted, or moved to another pool */
+        model_rewrites_remove(f->w->cfg.model_rewrites, name);
+        return KV_OK;
+    }
+    model_rewrite *rw = model_rewrites_from_json(obj);
+    int rc = rw ? model_rewrites_put(f->w->cfg.model_rewrites, rw, NULL) : KV_ENOMEM;
+    free(rw);
+    return rc;
 }
 
 /* ---- set-up ------------------------------------------------------------------------------- */
@@ -720,6 +772,8 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
     feed_init(&w->pool_feed, w, "InferencePool", pool_path, pool_list, pool_event);
     feed_init(&w->obj_feed, w, "InferenceObjective", obj_path, obj_list, obj_event);
     w->obj_feed.optional = w->obj_feed.need_list = true;
+    feed_init(&w->rw_feed, w, "InferenceModelRewrite", rw_path, rw_list, rw_event);
+    w->rw_feed.optional = w->rw_feed.need_list = true;
     if (w->cfg.retry_ms <= 0)
         w->cfg.retry_ms = 1000;
     const char *ns = cfg->ns ? cfg->ns : getenv("NAMESPACE");
@@ -767,7 +821,8 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
     }
     atomic_store(&w->synced, true);
     if (feed_start(&w->pods_feed, err) != KV_OK || (follow_pool && feed_start(&w->pool_feed, err) != KV_OK) ||
-        (cfg->objectives && feed_start(&w->obj_feed, err) != KV_OK)) {
+        (cfg->objectives && feed_start(&w->obj_feed, err) != KV_OK) ||
+        (cfg->model_rewrites && feed_start(&w->rw_feed, err) != KV_OK)) {
         k8s_stop(w);
         return NULL;
     }
@@ -779,8 +834,8 @@ void k8s_stop(k8s_watcher *w)
     if (!w)
         return;
     atomic_store(&w->stop, true);
-    feed *feeds[] = {&w->pods_feed, &w->pool_feed, &w->obj_feed};
-    for (size_t i = 0; i < 3; i++)
+    feed *feeds[] = {&w->pods_feed, &w->pool_feed, &w->obj_feed, &w->rw_feed};
+    for (size_t i = 0; i < 4; i++)
         if (feeds[i]->started)
             pthread_join(feeds[i]->th, NULL);
     for (size_t i = 0; i < w->n_pods; i++) {

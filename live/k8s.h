@@ -26,6 +26,10 @@
  * CRD (404) the watcher says so once and looks again now and then; requests then have
  * priority 0.
  *
+ * With cfg.model_rewrites, the namespace's InferenceModelRewrites whose spec.poolRef.name
+ * is the pool are kept in that table the same way (a missing CRD is waited out likewise:
+ * no rewrites meanwhile).
+ *
  * In-cluster defaults (base_url NULL): https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,
  * bearer token and CA from /var/run/secrets/kubernetes.io/serviceaccount/. With base_url
  * (out of cluster, from a kubeconfig: live/kubeconfig.h) only the credentials given are
@@ -33,10 +37,10 @@
  * (none: the system's CA store), or no verification at all; http:// is accepted (tests
  * use a plain-http fake API server).
  *
- * Threads: one thread per followed collection (pods, pool, objectives), each owning its
+ * Threads: one thread per followed collection (pods, pool, objectives, rewrites), each owning its
  * HTTP transfers; the pod table, selector and ports are under one mutex (the pool thread
- * changes them); they write only to the epset and the objectives table (both
- * thread-safe). k8s_synced/k8s_selector/k8s_get_stats may be called from any thread. */
+ * changes them); they write only to the epset and the objectives and rewrites tables
+ * (all thread-safe). k8s_synced/k8s_selector/k8s_get_stats may be called from any thread. */
 #ifndef KVROUTE_K8S_H
 #define KVROUTE_K8S_H
 
@@ -65,6 +69,7 @@ typedef struct k8s_config {
     const char *pool_group;       /* NULL: "inference.networking.k8s.io" (v1) */
     int retry_ms;                 /* back-off before a re-list; <= 0: 1000 */
     struct objectives *objectives; /* InferenceObjectives to follow (borrowed); NULL: not followed */
+    struct model_rewrites *model_rewrites; /* InferenceModelRewrites to follow (borrowed); NULL: not */
 } k8s_config;
 
 typedef struct k8s_stats {

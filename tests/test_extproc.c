@@ -24,6 +24,7 @@
 #include "support/extproc_client.h"
 #include "health.h"
 #include "log.h"
+#include "model_rewrites.h"
 #include "objectives.h"
 #include "support/sched_fixture.h"
 #include "tls.h"
@@ -62,6 +63,8 @@ typedef struct env {
     int completions;
     decisionlog *dl;
     objectives *objs;
+    model_rewrites *rewrites;
+    uint64_t draws;               /* the rewrites' random source: 0, 1, 2, ... */
     bool saturated;               /* what the saturation hook answers */
     int saturation_asks;
     int decisions;
@@ -127,6 +130,13 @@ static bool objective_priority(void *ctx, const char *objective, int *priority)
     return objectives_priority(((env *)ctx)->objs, objective, priority);
 }
 
+static int rewrite_model(void *ctx, const char *model, char **to)
+{
+    return model_rewrites_pick(((env *)ctx)->rewrites, model, to, NULL);
+}
+
+static uint64_t counting(void *ctx) { return (*(uint64_t *)ctx)++; }
+
 static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
 {
     env *e = ctx;
@@ -159,11 +169,14 @@ static env *env_new_cfg(const char *config, bool tls, int tokenize_timeout_ms, c
         .hook_ctx = e,
         .objective_priority = objective_priority,
         .saturated = saturated,
+        .model_rewrite = rewrite_model,
         .admission_ctx = e,
     };
     e->dl = dl;
     e->objs = objectives_new(NULL);
+    e->rewrites = model_rewrites_new(counting, &e->draws, NULL);
     assert_non_null(e->objs);
+    assert_non_null(e->rewrites);
     log_setup(4, on_log, e); /* process-wide: set before this env's server starts */
     if (tls) {
         kv_err err = {0};
@@ -195,6 +208,7 @@ static void env_free(env *e)
     tls_pem_free(&e->pem);
     free(e->log);
     objectives_free(e->objs);
+    model_rewrites_free(e->rewrites);
     pthread_mutex_destroy(&e->pool_mu);
     pthread_mutex_destroy(&e->mu);
     free(e);
@@ -750,25 +764,21 @@ static void test_tokenize_text_prompts(void **state)
     env_free(e);
 }
 
-/* x-gateway-model-name-rewrite: the body goes upstream with the new model name. */
-static void test_model_rewrite(void **state)
+/* Sends body (model "m") with hdrs and checks that it goes upstream with model `to`
+ * (Content-Length following), that the decision's target model is `to`, and that the
+ * log line pairs the incoming and target names. */
+static void expect_upstream_model(env *e, const char **hdrs, const char *body, const char *to)
 {
-    env *e = env_new(false, -1, NULL);
-    uint32_t t[16] = {3};
-    char *body = token_body(t, 16, "");
-    const char *hdrs[] = {":path", "/v1/completions", "x-request-id", "rw-1", "x-gateway-model-name-rewrite",
-                          "m-v2", NULL};
     xpc_stream *s = xpc_open(e->cli, 5000);
     xpc_resp *r = send_request(s, hdrs, body, 1000, NULL, 0);
     assert_non_null(r);
     size_t n;
     const char *cl = xpc_header(r->request_headers->response->header_mutation, "content-length", &n);
     assert_non_null(cl);
-    char *upstream = strdup(body);
-    char *at = strstr(upstream, "\"model\":\"m\"");
+    const char *at = strstr(body, "\"model\":\"m\"");
     assert_non_null(at);
     char want[512];
-    snprintf(want, sizeof want, "%.*s\"model\":\"m-v2\"%s", (int)(at - upstream), upstream, at + strlen("\"model\":\"m\""));
+    snprintf(want, sizeof want, "%.*s\"model\":\"%s\"%s", (int)(at - body), body, to, at + strlen("\"model\":\"m\""));
     char len[16];
     snprintf(len, sizeof len, "%zu", strlen(want));
     assert_int_equal(n, strlen(len));
@@ -776,10 +786,42 @@ static void test_model_rewrite(void **state)
     xpc_resp_free(r);
     expect_body_chunks(s, want);
     xpc_close(s);
+    char line[160];
+    snprintf(line, sizeof line, "\"incomingModelName\":\"m\",\"targetModelName\":\"%s\"", to);
     pthread_mutex_lock(&e->mu);
-    assert_non_null(strstr(e->log, "\"x-request-id\":\"rw-1\",\"incomingModelName\":\"m\",\"targetModelName\":\"m-v2\""));
+    assert_string_equal(e->dec.target_model, to);
+    assert_non_null(strstr(e->log, line));
     pthread_mutex_unlock(&e->mu);
-    free(upstream);
+}
+
+/* x-gateway-model-name-rewrite, then InferenceModelRewrites: the body goes upstream with
+ * the new model name; a rule for the body's model wins over the header (GIE's director
+ * applies the rule after the header), a 1:3 split follows the random draws, and a model
+ * no rule names keeps the header's choice. */
+static void test_model_rewrite(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    uint32_t t[16] = {3};
+    char *body = token_body(t, 16, "");
+    const char *hdrs[] = {":path", "/v1/completions", "x-request-id", "rw-1", "x-gateway-model-name-rewrite",
+                          "m-v2", NULL};
+    const char *plain[] = {":path", "/v1/completions", NULL};
+    expect_upstream_model(e, hdrs, body, "m-v2");
+
+    const char *models[] = {"m"};
+    model_rewrite_target split[] = {{"m-canary", 1}, {"m-stable", 3}};
+    model_rewrite_rule rule = {models, 1, split, 2};
+    model_rewrite rw = {"canary", 0, &rule, 1};
+    assert_int_equal(model_rewrites_put(e->rewrites, &rw, NULL), KV_OK);
+    expect_upstream_model(e, hdrs, body, "m-canary"); /* draw 0 */
+    expect_upstream_model(e, hdrs, body, "m-stable"); /* draws 1..3 */
+    expect_upstream_model(e, plain, body, "m-stable");
+    expect_upstream_model(e, plain, body, "m-stable");
+    expect_upstream_model(e, hdrs, body, "m-canary"); /* draw 4 */
+
+    models[0] = "not-m";
+    assert_int_equal(model_rewrites_put(e->rewrites, &rw, NULL), KV_OK);
+    expect_upstream_model(e, hdrs, body, "m-v2");
     free(body);
     env_free(e);
 }

@@ -20,6 +20,7 @@
 #include "endpoints.h"
 #include "k8s.h"
 #include "log.h"
+#include "model_rewrites.h"
 #include "objectives.h"
 #include "support/fake_k8s.h"
 
@@ -235,6 +236,67 @@ static bool prio_is(objectives *o, const char *name, bool known, int want)
     return false;
 }
 
+/* The target for model once the watcher has caught up ("" for none), polled. */
+static bool rewrite_is(model_rewrites *t, const char *model, const char *want)
+{
+    for (int i = 0; i < 1000; i++) {
+        char *to = NULL;
+        assert_int_equal(model_rewrites_pick(t, model, &to, NULL), KV_OK);
+        bool ok = !strcmp(to ? to : "", want);
+        free(to);
+        if (ok)
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+/* InferenceModelRewrites of the pool: the CRD appears after start; rewrites of other
+ * pools are ignored; the older object wins a conflict; updates, moves and deletes follow. */
+static void test_model_rewrites(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "s3cret");
+    model_rewrites *rw = model_rewrites_new(NULL, NULL, NULL);
+    k8s_config cfg = pool_cfg(&f);
+    cfg.model_rewrites = rw;
+    kv_err err = {0};
+    k8s_watcher *w = k8s_start(&cfg, &err);
+    if (!w)
+        fail_msg("%s", err.msg); /* no InferenceModelRewrite CRD yet: not a start-up failure */
+    usleep(50000);
+    fake_k8s_put_model_rewrite(f.api, "alias", "2025-06-02T00:00:00Z",
+                               "{\"poolRef\":{\"name\":\"pool\"},\"rules\":[{\"matches\":[{\"model\":"
+                               "{\"type\":\"Exact\",\"value\":\"lora\"}}],\"targets\":[{\"modelRewrite\":\"lora-v2\"}]}]}");
+    fake_k8s_put_model_rewrite(f.api, "theirs", "2025-01-01T00:00:00Z",
+                               "{\"poolRef\":{\"name\":\"other-pool\"},\"rules\":[{\"targets\":"
+                               "[{\"modelRewrite\":\"elsewhere\"}]}]}");
+    assert_true(rewrite_is(rw, "lora", "lora-v2"));
+    assert_true(rewrite_is(rw, "base", ""));
+    /* an older object naming the same model wins */
+    fake_k8s_put_model_rewrite(f.api, "older", "2025-06-01T00:00:00Z",
+                               "{\"poolRef\":{\"name\":\"pool\"},\"rules\":[{\"matches\":[{\"model\":"
+                               "{\"value\":\"lora\"}}],\"targets\":[{\"modelRewrite\":\"lora-v1\"}]}]}");
+    assert_true(rewrite_is(rw, "lora", "lora-v1"));
+    /* moved to another pool: gone from ours */
+    fake_k8s_put_model_rewrite(f.api, "older", "2025-06-01T00:00:00Z",
+                               "{\"poolRef\":{\"name\":\"other-pool\"},\"rules\":[]}");
+    assert_true(rewrite_is(rw, "lora", "lora-v2"));
+    /* updated to a catch-all */
+    fake_k8s_put_model_rewrite(f.api, "alias", "2025-06-02T00:00:00Z",
+                               "{\"poolRef\":{\"name\":\"pool\"},\"rules\":[{\"matches\":[],"
+                               "\"targets\":[{\"modelRewrite\":\"base\"}]}]}");
+    assert_true(rewrite_is(rw, "anything", "base"));
+    assert_int_equal(model_rewrites_count(rw), 1);
+    fake_k8s_delete_model_rewrite(f.api, "alias");
+    assert_true(rewrite_is(rw, "anything", ""));
+    assert_int_equal(model_rewrites_count(rw), 0);
+    k8s_stop(w);
+    model_rewrites_free(rw);
+    fx_free(&f);
+}
+
 /* InferenceObjectives of the pool: the CRD appears after start, then objectives come,
  * change, move to another pool and go. */
 static void test_objectives(void **state)
@@ -321,6 +383,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_selector_mode),
     cmocka_unit_test(test_pool_changes),
     cmocka_unit_test(test_objectives),
+    cmocka_unit_test(test_model_rewrites),
     cmocka_unit_test(test_startup_failures),
     cmocka_unit_test(test_pool_group_v1alpha2),
 };

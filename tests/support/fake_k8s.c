@@ -1,4 +1,5 @@
-/* fake_k8s: pods, InferencePools and InferenceObjectives over plain HTTP (see the header). */
+/* fake_k8s: pods, InferencePools, InferenceObjectives and InferenceModelRewrites over plain
+ * HTTP (see the header). */
 #include "fake_k8s.h"
 
 #include <arpa/inet.h>
@@ -11,9 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-enum coll { C_PODS, C_POOLS, C_OBJS, C_N };
+enum coll { C_PODS, C_POOLS, C_OBJS, C_REWRITES, C_N };
 
-static const char *const coll_kind[C_N] = {"PodList", "InferencePoolList", "InferenceObjectiveList"};
+static const char *const coll_kind[C_N] = {"PodList", "InferencePoolList", "InferenceObjectiveList",
+                                           "InferenceModelRewriteList"};
 
 typedef struct event {
     long rv;
@@ -31,6 +33,7 @@ struct fake_k8s {
     bool stopping;
     json_t *objs[C_N];            /* per collection: name -> object */
     bool objectives_served;       /* the InferenceObjective CRD "is installed" */
+    bool rewrites_served;         /* the InferenceModelRewrite CRD "is installed" */
     char pool_ns[128];
     long rv;
     event *events;
@@ -137,6 +140,7 @@ static int route(const char *url, char *name, size_t cap)
         {"/apis/inference.networking.k8s.io/v1/namespaces/", "/inferencepools", C_POOLS},
         {"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/", "/inferencepools", C_POOLS},
         {"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/", "/inferenceobjectives", C_OBJS},
+        {"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/", "/inferencemodelrewrites", C_REWRITES},
     };
     name[0] = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -172,7 +176,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     char name[128];
     int coll = route(url, name, sizeof name);
     pthread_mutex_lock(&k->mu);
-    if (coll < 0 || (coll == C_OBJS && !k->objectives_served)) {
+    if (coll < 0 || (coll == C_OBJS && !k->objectives_served) || (coll == C_REWRITES && !k->rewrites_served)) {
         pthread_mutex_unlock(&k->mu);
         return reply(c, 404, "{\"kind\":\"Status\",\"code\":404}");
     }
@@ -345,6 +349,20 @@ void fake_k8s_put_objective(fake_k8s *k, const char *name, const char *pool, boo
 }
 
 void fake_k8s_delete_objective(fake_k8s *k, const char *name) { del(k, C_OBJS, name); }
+
+void fake_k8s_put_model_rewrite(fake_k8s *k, const char *name, const char *created, const char *spec_json)
+{
+    json_t *spec = json_loads(spec_json, 0, NULL);
+    json_t *o = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:o}", "apiVersion", "inference.networking.x-k8s.io/v1alpha2",
+                          "kind", "InferenceModelRewrite", "metadata", "name", name, "namespace", "ns",
+                          "creationTimestamp", created, "spec", spec ? spec : json_object());
+    pthread_mutex_lock(&k->mu);
+    k->rewrites_served = true;
+    pthread_mutex_unlock(&k->mu);
+    put(k, C_REWRITES, name, o);
+}
+
+void fake_k8s_delete_model_rewrite(fake_k8s *k, const char *name) { del(k, C_REWRITES, name); }
 
 void fake_k8s_put_pod(fake_k8s *k, const char *name, const char *ip, bool ready, bool deleting, const char *labels)
 {

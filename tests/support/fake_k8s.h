@@ -24,6 +24,10 @@ void fake_k8s_delete_pool(fake_k8s *k, const char *name);
 /* An InferenceObjective of the pool (spec.priority only when has_priority). */
 void fake_k8s_put_objective(fake_k8s *k, const char *name, const char *pool, bool has_priority, int priority);
 void fake_k8s_delete_objective(fake_k8s *k, const char *name);
+/* An InferenceModelRewrite: creationTimestamp and spec (JSON text, poolRef included). The
+ * first one "installs" the CRD: until then the collection answers 404. */
+void fake_k8s_put_model_rewrite(fake_k8s *k, const char *name, const char *created, const char *spec_json);
+void fake_k8s_delete_model_rewrite(fake_k8s *k, const char *name);
 /* Adds or replaces a pod (ADDED or MODIFIED event). labels "k=v,...". */
 void fake_k8s_put_pod(fake_k8s *k, const char *name, const char *ip, bool ready, bool deleting, const char *labels);
 void fake_k8s_delete_pod(fake_k8s *k, const char *name);
