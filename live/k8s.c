@@ -605,12 +605,17 @@ static bool objective_of_pool(k8s_watcher *w, json_t *obj, const char **name, in
     return *name && of_our_pool(w, obj);
 }
 
-static void obj_path(feed *f, char *out, size_t cap, bool watch)
+/* A collection of GIE's x-k8s.io v1alpha2 group in the pool's namespace. */
+static void x_k8s_path(feed *f, const char *resource, char *out, size_t cap, bool watch)
 {
     char coll[512];
-    snprintf(coll, sizeof coll, "/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/%s/inferenceobjectives",
-             f->w->ns);
+    snprintf(coll, sizeof coll, "/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/%s/%s", f->w->ns, resource);
     feed_path(f, out, cap, coll, "", watch);
+}
+
+static void obj_path(feed *f, char *out, size_t cap, bool watch)
+{
+    x_k8s_path(f, "inferenceobjectives", out, cap, watch);
 }
 
 static int obj_list(feed *f, json_t *items, kv_err *err)
@@ -645,10 +650,7 @@ static int obj_event(feed *f, const char *type, json_t *obj)
 
 static void rw_path(feed *f, char *out, size_t cap, bool watch)
 {
-    char coll[512];
-    snprintf(coll, sizeof coll, "/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/%s/inferencemodelrewrites",
-             f->w->ns);
-    feed_path(f, out, cap, coll, "", watch);
+    x_k8s_path(f, "inferencemodelrewrites", out, cap, watch);
 }
 
 static int rw_list(feed *f, json_t *items, kv_err *err)

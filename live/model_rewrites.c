@@ -367,13 +367,15 @@ static int load_rule(const yt_doc *d, const yt_node *rn, const char *path, model
     for (size_t i = 0; rc == KV_OK && ms && i < ms->n; i++) {
         snprintf(field, sizeof field, "%s.matches[%zu].model", path, i);
         const yt_node *m = yt_get(ms->items[i], "model"), *type = yt_get(m, "type");
-        const char *ts;
+        const char *how = NULL;
+        char tfield[220];
+        snprintf(tfield, sizeof tfield, "%s.type", field);
         if (!m || m->kind != YT_MAP)
             rc = yt_error(d, m ? m : ms->items[i], err, KV_EINVAL, "field '%s': required (a map)", field);
-        else if (!yt_is_null(type) && yt_string(d, type, field, &ts, err) == KV_OK && strcmp(ts, "Exact"))
-            rc = yt_error(d, type, err, KV_EINVAL, "field '%s.type': '%s' is not supported (only Exact)", field, ts);
-        else if (!yt_is_null(type) && !ts)
+        else if (!yt_is_null(type) && yt_string(d, type, tfield, &how, err) != KV_OK)
             rc = KV_EINVAL;
+        else if (how && strcmp(how, "Exact"))
+            rc = yt_error(d, type, err, KV_EINVAL, "field '%s': '%s' is not supported (only Exact)", tfield, how);
         else
             rc = req_string(d, m, field, "value", &models[r->n_models++], err);
     }

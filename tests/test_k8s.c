@@ -268,7 +268,8 @@ static void test_model_rewrites(void **state)
     usleep(50000);
     fake_k8s_put_model_rewrite(f.api, "alias", "2025-06-02T00:00:00Z",
                                "{\"poolRef\":{\"name\":\"pool\"},\"rules\":[{\"matches\":[{\"model\":"
-                               "{\"type\":\"Exact\",\"value\":\"lora\"}}],\"targets\":[{\"modelRewrite\":\"lora-v2\"}]}]}");
+                               "{\"type\":\"Exact\",\"value\":\"lora\"}}],"
+                               "\"targets\":[{\"modelRewrite\":\"lora-v2\"}]}]}");
     fake_k8s_put_model_rewrite(f.api, "theirs", "2025-01-01T00:00:00Z",
                                "{\"poolRef\":{\"name\":\"other-pool\"},\"rules\":[{\"targets\":"
                                "[{\"modelRewrite\":\"elsewhere\"}]}]}");

@@ -246,6 +246,9 @@ static void test_manifests(void **state)
          "  - matches: [{model: {type: Prefix, value: m}}]\n    targets: [{modelRewrite: x}]\n",
          ":5:", "'InferenceModelRewrite.spec.rules[0].matches[0].model.type': 'Prefix' is not supported"},
         {"kind: InferenceModelRewrite\nmetadata: {name: a}\nspec:\n  rules:\n"
+         "  - matches: [{model: {type: [Exact], value: m}}]\n    targets: [{modelRewrite: x}]\n",
+         ":5:", "'InferenceModelRewrite.spec.rules[0].matches[0].model.type'"},
+        {"kind: InferenceModelRewrite\nmetadata: {name: a}\nspec:\n  rules:\n"
          "  - matches: [{model: {type: Exact}}]\n    targets: [{modelRewrite: x}]\n",
          ":5:", "'InferenceModelRewrite.spec.rules[0].matches[0].model.value': required"},
         {"kind: InferenceModelRewrite\nmetadata: {name: a}\nspec:\n  rules:\n"
