@@ -845,6 +845,22 @@ static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
         __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])))]);
 }
 
+/* Opens the slice of a store that starts at pair i of n: room for it made outside the
+ * lock (reserve_unlocked), then the write lock, with the endpoint still in place. Returns
+ * with the write lock held, also on error (the caller's exit path releases it). */
+static int store_slice_open(kvindex *ix, int slot, size_t i, size_t n, bool maps, kv_err *err)
+{
+    size_t slice = n - i < KVINDEX_STORE_SLICE ? n - i : KVINDEX_STORE_SLICE;
+    int rc = reserve_unlocked(ix, slice, maps ? slice : 0);
+    wrlock(ix);
+    if (rc != KV_OK)
+        return kv_err_set(err, rc, "kvindex_store: cannot grow the index at block %zu of %zu: %s", i, n,
+                          kv_strerror(rc));
+    if (slot_live(ix, slot)) return KV_OK;
+    if (i == 0) return kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d is not in use", slot);
+    return kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d was removed during the store", slot);
+}
+
 int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_keys, size_t n_engine,
                   const uint64_t *request_keys, size_t n_request, kv_err *err)
 {
@@ -857,17 +873,8 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         return kv_err_set(err, KV_ERANGE, "kvindex_store: %zu request keys for %zu engine keys exceeds ratio %u",
                           n_request, n_engine, MAX_POS);
     pthread_mutex_lock(&ix->wmu);
-    size_t slice = n < KVINDEX_STORE_SLICE ? n : KVINDEX_STORE_SLICE;
-    int rc = reserve_unlocked(ix, slice, n_engine ? slice : 0);
-    wrlock(ix);
-    if (rc != KV_OK) {
-        kv_err_set(err, rc, "kvindex_store: cannot grow the index for %zu blocks: %s", n, kv_strerror(rc));
-        goto out;
-    }
-    if (!slot_live(ix, slot)) {
-        rc = kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d is not in use", slot);
-        goto out;
-    }
+    int rc = store_slice_open(ix, slot, 0, n, n_engine > 0, err);
+    if (rc != KV_OK) goto out;
     ix->stores++;
     uint32_t w = (uint32_t)slot / 64;
     uint64_t bit = 1ULL << (slot % 64);
@@ -878,22 +885,11 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, k);
     uint32_t victim = NIL;
     for (size_t i = 0; i < n; i++) {
-        if (ix->n_blk == ix->capacity) prefetch_victim(ix, &victim);
         if (i && i % KVINDEX_STORE_SLICE == 0) {
             wrunlock(ix);   /* let waiting lookups in between slices */
-            slice = n - i < KVINDEX_STORE_SLICE ? n - i : KVINDEX_STORE_SLICE;
-            rc = reserve_unlocked(ix, slice, n_engine ? slice : 0);
-            wrlock(ix);
-            if (rc != KV_OK) {
-                kv_err_set(err, rc, "kvindex_store: cannot grow the index at block %zu of %zu: %s", i, n,
-                           kv_strerror(rc));
-                goto out;
-            }
-            if (!slot_live(ix, slot)) {
-                rc = kv_err_set(err, KV_EINVAL, "kvindex_store: endpoint slot %d was removed during the store", slot);
-                goto out;
-            }
+            if ((rc = store_slice_open(ix, slot, i, n, n_engine > 0, err)) != KV_OK) goto out;
         }
+        if (ix->n_blk == ix->capacity) prefetch_victim(ix, &victim);
         if (i + PREFETCH_AHEAD < n)
             prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, i + PREFETCH_AHEAD);
         uint64_t rk = request_keys[pair_at(i, n_request, n)];
