@@ -389,9 +389,10 @@ error_code read_field(reader &r, std::string_view k, od::value v)
     return walk(r, v, nullptr);
 }
 
-// KV_EPARSE naming line, column and byte of the error. yajl finds where; should it find
-// no error at all, simdjson's reason is given without a position.
-int json_error(const char *body, size_t len, error_code why, kv_err *err)
+// A body simdjson did not read as a JSON object: yajl re-reads it to say where it is
+// invalid (KV_EPARSE naming line, column and byte). Valid to yajl: KV_EINVAL when it
+// is just not an object (not_object), else simdjson's reason without a position.
+int json_error(const char *body, size_t len, error_code why, bool not_object, kv_err *err)
 {
     yajl_handle h = yajl_alloc(nullptr, nullptr, nullptr);
     if (!h)
@@ -402,7 +403,9 @@ int json_error(const char *body, size_t len, error_code why, kv_err *err)
     if (st == yajl_status_ok)
         st = yajl_complete_parse(h);
     int rc;
-    if (st == yajl_status_ok) {
+    if (st == yajl_status_ok && not_object) {
+        rc = kv_err_set(err, KV_EINVAL, "request body: expected a JSON object");
+    } else if (st == yajl_status_ok) {
         rc = kv_err_set(err, KV_EPARSE, "request body: invalid JSON: %s", simdjson::error_message(why));
     } else {
         if (off > len)
@@ -466,7 +469,7 @@ error_code read_document(reader &r, simdjson::padded_string_view in, bool *objec
     if (e || (e = doc.type().get(t)))
         return e;
     *object = t == od::json_type::object;
-    if (!*object) // rare: yajl judges its validity (json_error) rather than a second walker here
+    if (!*object) // rare: json_error has yajl judge its validity rather than a second walker here
         return simdjson::INCORRECT_TYPE;
     od::object o;
     if ((e = doc.get_object().get(o)))
@@ -479,18 +482,6 @@ error_code read_document(reader &r, simdjson::padded_string_view in, bool *objec
     }
     // past the object's end there is no further structural character, only whitespace
     return doc.current_location().error() == simdjson::OUT_OF_BOUNDS ? SUCCESS : simdjson::TRAILING_CONTENT;
-}
-
-// Whether yajl accepts the whole body as JSON.
-bool yajl_valid(const char *body, size_t len)
-{
-    yajl_handle h = yajl_alloc(nullptr, nullptr, nullptr);
-    if (!h)
-        return false;
-    const unsigned char *b = reinterpret_cast<const unsigned char *>(body);
-    bool ok = yajl_parse(h, b, len) == yajl_status_ok && yajl_complete_parse(h) == yajl_status_ok;
-    yajl_free(h);
-    return ok;
 }
 
 } // namespace
@@ -514,10 +505,8 @@ extern "C" int oai_request_parse(const char *body, size_t len, size_t readable, 
     int rc;
     if (e == simdjson::MEMALLOC)
         rc = kv_err_set(err, KV_ENOMEM, "request body: out of memory (%zu bytes)", len);
-    else if (e == simdjson::INCORRECT_TYPE && !object && yajl_valid(body, len))
-        rc = kv_err_set(err, KV_EINVAL, "request body: expected a JSON object");
     else if (e)
-        rc = json_error(body, len, e, err);
+        rc = json_error(body, len, e, e == simdjson::INCORRECT_TYPE && !object, err);
     else
         rc = finish(r, err);
     if (rc != KV_OK)
