@@ -257,6 +257,7 @@ static int rt_rebuilt(const reftab *t, unsigned bits, reftab *out)
 
 static int rt_reserve(reftab *t)
 {
+    if ((size_t)t->n + 1 <= ((size_t)1 << t->bits) / 4 * 3) return KV_OK;   /* the usual case, per store */
     unsigned bits = rt_bits_for(t, 1);
     if (bits == t->bits) return KV_OK;
     if ((size_t)t->n + 1 > ((size_t)1 << bits) / 4 * 3) return KV_EFULL;
@@ -288,9 +289,9 @@ static void side_changed(kvindex *ix, uint32_t b)
 }
 
 
-static uint32_t blk_find(const kvindex *ix, uint64_t key)
+/* h is mix64(key), which callers that prefetched the key's bucket already hold. */
+static uint32_t blk_find_h(const kvindex *ix, uint64_t key, uint64_t h)
 {
-    uint64_t h = mix64(key);
     size_t m = rt_mask(&ix->btab), i = rt_home(&ix->btab, h);
     for (;;) {
         bucket bk = ix->btab.b[i];
@@ -299,6 +300,8 @@ static uint32_t blk_find(const kvindex *ix, uint64_t key)
         i = (i + 1) & m;
     }
 }
+
+static uint32_t blk_find(const kvindex *ix, uint64_t key) { return blk_find_h(ix, key, mix64(key)); }
 
 static void lru_unlink(kvindex *ix, uint32_t b)
 {
@@ -391,9 +394,9 @@ static uint32_t em_next(const kvindex *ix, int slot, uint64_t ek, uint64_t h, si
     }
 }
 
-static void em_drop_key(kvindex *ix, int slot, uint64_t ek)
+/* h is em_hash_of(slot, ek). */
+static void em_drop_key(kvindex *ix, int slot, uint64_t ek, uint64_t h)
 {
-    uint64_t h = em_hash_of(slot, ek);
     for (;;) {
         size_t pos = rt_home(&ix->etab, h);
         uint32_t e = em_next(ix, slot, ek, h, &pos);
@@ -414,7 +417,7 @@ static int em_array_grow(kvindex *ix, bool populate)
     return KV_OK;
 }
 
-static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
+static int em_add(kvindex *ix, int slot, uint64_t ek, uint64_t h, uint32_t b, uint32_t pos)
 {
     int rc = rt_reserve(&ix->etab);
     if (rc != KV_OK) return rc;
@@ -433,18 +436,22 @@ static int em_add(kvindex *ix, int slot, uint64_t ek, uint32_t b, uint32_t pos)
     m->pos = (uint16_t)pos;
     m->next = ix->link[b].emaps;
     ix->link[b].emaps = e;
-    rt_put(&ix->etab, em_hash_of(slot, ek), e);
+    rt_put(&ix->etab, h, e);
     ix->n_em++;
     return KV_OK;
 }
 
 /* ---- block lifecycle ---------------------------------------------------------- */
 
+/* Holders of block b; the cpu/other bitmaps are read only when the nongpu bit says they
+ * hold something, since on eviction they are a cache line nobody else needs. */
 static unsigned blk_popcount(const kvindex *ix, uint32_t b)
 {
     unsigned c = 0;
-    for (int t = 0; t < KVTIER_COUNT; t++)
-        for (uint32_t i = 0; i < ix->words; i++) c += (unsigned)__builtin_popcountll(tier_of(ix, b, t)[i]);
+    const uint64_t *g = rec_of(ix, b) + 1;
+    for (uint32_t i = 0; i < ix->words; i++) c += (unsigned)__builtin_popcountll(g[i]);
+    if (has_side(ix, b))
+        for (uint32_t i = 0; i < 2 * ix->words; i++) c += (unsigned)__builtin_popcountll(side_of(ix, b)[i]);
     return c;
 }
 
@@ -454,8 +461,10 @@ static void blk_evict(kvindex *ix, uint32_t b)
     blk_drop_emaps(ix, b, -1);
     /* Free records hold no bits, so clear_slot's scan can skip them without a marker. */
     memset(rec_of(ix, b) + 1, 0, (size_t)(ix->stride - 1) * 8);
-    memset(side_of(ix, b), 0, (size_t)2 * ix->words * 8);
-    ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
+    if (has_side(ix, b)) {
+        memset(side_of(ix, b), 0, (size_t)2 * ix->words * 8);
+        ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
+    }
     blk_delete(ix, b);
     ix->evictions++;
 }
@@ -475,7 +484,7 @@ static int blk_arrays_grow(kvindex *ix, bool populate)
     return KV_OK;
 }
 
-static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
+static int blk_new(kvindex *ix, uint64_t key, uint64_t h, uint32_t *out)
 {
     if (ix->n_blk == ix->capacity) blk_evict(ix, ix->lru);
     int rc = rt_reserve(&ix->btab);
@@ -491,7 +500,7 @@ static int blk_new(kvindex *ix, uint64_t key, uint32_t *out)
     rec_of(ix, b)[0] = key;
     ix->link[b].emaps = NIL;
     lru_push(ix, b);
-    rt_put(&ix->btab, mix64(key), b);
+    rt_put(&ix->btab, h, b);
     ix->n_blk++;
     *out = b;
     return KV_OK;
@@ -818,11 +827,20 @@ void kvindex_clear_endpoint(kvindex *ix, int slot)
  * Equal block sizes, the common case, skip the 128-bit division (a libgcc call). */
 static inline size_t pair_at(size_t i, size_t m, size_t n) { return m == n ? i : (size_t)((unsigned __int128)i * m / n); }
 
+/* The hashes of a store's pair i, kept in a ring from its prefetch until its use. */
+typedef struct pair_hash {
+    uint64_t rk, ek;
+} pair_hash;
+
 static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_t ne, const uint64_t *rk, size_t nr,
-                          size_t n, size_t i)
+                          size_t n, size_t i, pair_hash *ring)
 {
-    __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, mix64(rk[pair_at(i, nr, n)]))]);
-    if (ne) __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, em_hash_of(slot, ek[pair_at(i, ne, n)]))]);
+    pair_hash *h = &ring[i % PIPE];
+    h->rk = mix64(rk[pair_at(i, nr, n)]);
+    __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, h->rk)]);
+    if (!ne) return;
+    h->ek = em_hash_of(slot, ek[pair_at(i, ne, n)]);
+    __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, h->ek)]);
 }
 
 /* A full index evicts its least recently stored block for every new one: the victims'
@@ -881,8 +899,9 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     size_t group = SIZE_MAX;   /* index into engine_keys of the current mapping group */
     uint32_t pos = 0;
     /* Keep the next pairs' bucket lines in flight: a chain's keys are independent probes. */
+    pair_hash ring[PIPE];
     for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
-        prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, k);
+        prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, k, ring);
     uint32_t victim = NIL;
     for (size_t i = 0; i < n; i++) {
         if (i && i % KVINDEX_STORE_SLICE == 0) {
@@ -891,11 +910,12 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         }
         if (ix->n_blk == ix->capacity) prefetch_victim(ix, &victim);
         if (i + PREFETCH_AHEAD < n)
-            prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, i + PREFETCH_AHEAD);
+            prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, i + PREFETCH_AHEAD, ring);
+        const pair_hash *h = &ring[i % PIPE];
         uint64_t rk = request_keys[pair_at(i, n_request, n)];
-        uint32_t b = blk_find(ix, rk);
+        uint32_t b = blk_find_h(ix, rk, h->rk);
         if (b == NIL) {
-            if ((rc = blk_new(ix, rk, &b)) != KV_OK) {
+            if ((rc = blk_new(ix, rk, h->rk, &b)) != KV_OK) {
                 kv_err_set(err, rc, "kvindex_store: cannot add block %zu of %zu: %s", i, n, kv_strerror(rc));
                 goto out;
             }
@@ -912,13 +932,13 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         size_t g = pair_at(i, n_engine, n);
         if (g != group) {
             /* A store replaces what this endpoint's engine key mapped to before. */
-            em_drop_key(ix, slot, engine_keys[g]);
+            em_drop_key(ix, slot, engine_keys[g], h->ek);
             group = g;
             pos = 0;
         } else {
             pos++;
         }
-        if ((rc = em_add(ix, slot, engine_keys[g], b, pos)) != KV_OK) {
+        if ((rc = em_add(ix, slot, engine_keys[g], h->ek, b, pos)) != KV_OK) {
             kv_err_set(err, rc, "kvindex_store: cannot add engine-key mapping %zu of %zu: %s", i, n, kv_strerror(rc));
             goto out;
         }
