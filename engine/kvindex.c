@@ -832,15 +832,24 @@ typedef struct pair_hash {
     uint64_t rk, ek;
 } pair_hash;
 
+/* A probe starts at its home bucket and may run on into the next line (a cluster, or a
+ * deletion's backward shift up to the next empty bucket): both lines are fetched. */
+static inline void prefetch_probe(const reftab *t, uint64_t h)
+{
+    const bucket *b = &t->b[rt_home(t, h)];
+    __builtin_prefetch(b);
+    __builtin_prefetch((const char *)b + 64);
+}
+
 static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_t ne, const uint64_t *rk, size_t nr,
                           size_t n, size_t i, pair_hash *ring)
 {
     pair_hash *h = &ring[i % PIPE];
     h->rk = mix64(rk[pair_at(i, nr, n)]);
-    __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, h->rk)]);
+    prefetch_probe(&ix->btab, h->rk);
     if (!ne) return;
     h->ek = em_hash_of(slot, ek[pair_at(i, ne, n)]);
-    __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, h->ek)]);
+    prefetch_probe(&ix->etab, h->ek);
 }
 
 /* A full index evicts its least recently stored block for every new one: the victims'
@@ -857,10 +866,10 @@ static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
     }
     *cursor = v;
     if (v == NIL || v >= ix->used_blk) return;
-    __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, mix64(rec_of(ix, v)[0]))]);
+    prefetch_probe(&ix->btab, mix64(rec_of(ix, v)[0]));
     uint32_t e = ix->link[v].emaps;
     if (e != NIL && e < ix->used_em)
-        __builtin_prefetch(&ix->etab.b[rt_home(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])))]);
+        prefetch_probe(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])));
 }
 
 /* Opens the slice of a store that starts at pair i of n: room for it made outside the
