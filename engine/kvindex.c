@@ -85,6 +85,8 @@ struct kvindex {
     pthread_mutex_t wmu;   /* writers, one at a time: held across a whole change, including
                               the table growth done between its write-locked slices */
     uint32_t max_ep, words, stride;  /* stride: uint64 words per record = 1 + words */
+    uint32_t live_words;   /* words up to the highest slot in use: the rest hold no bits,
+                              so lookups neither read nor scan them */
     uint32_t capacity;
     float weight[KVTIER_COUNT];
 
@@ -737,6 +739,14 @@ static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
     return rc;
 }
 
+/* Called under the write lock whenever a slot is taken or freed. */
+static void live_words_update(kvindex *ix)
+{
+    uint32_t s = ix->max_ep;
+    while (s > 0 && !ix->names[s - 1]) s--;
+    ix->live_words = (s + 63) / 64;
+}
+
 int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err)
 {
     if (!name || !name[0]) return kv_err_set(err, KV_EINVAL, "kvindex: endpoint name is empty");
@@ -755,6 +765,7 @@ int kvindex_endpoint_add(kvindex *ix, const char *name, kv_err *err)
         }
         rt_put(&ix->ntab, str_hash(name), s);
         slot = (int)s;
+        live_words_update(ix);
         atomic_fetch_add_explicit(&ix->ep_version, 1, memory_order_release);
         goto out;
     }
@@ -808,6 +819,7 @@ void kvindex_endpoint_remove(kvindex *ix, int slot)
         rt_del(&ix->ntab, str_hash(ix->names[slot]), (uint32_t)slot);
         free(ix->names[slot]);
         ix->names[slot] = NULL;
+        live_words_update(ix);
         atomic_fetch_add_explicit(&ix->ep_version, 1, memory_order_release);
     }
     wend(ix);
@@ -1068,15 +1080,14 @@ static inline void prefetch_span(const void *p, size_t bytes)
     __builtin_prefetch((const char *)p + bytes - 1);
 }
 
-static inline void prefetch_record(const kvindex *ix, uint32_t b)
+static inline void prefetch_record(const kvindex *ix, uint32_t b, uint32_t live)
 {
-    prefetch_span(rec_of(ix, b), (size_t)ix->stride * 8);
+    prefetch_span(rec_of(ix, b), (size_t)(1 + live) * 8);
     if (has_side(ix, b)) prefetch_span(side_of(ix, b), (size_t)ix->words * 16);
 }
 
 uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvindex_match *out)
 {
-    uint32_t W = ix->words;
     memset(out, 0, ix->max_ep * sizeof *out);
     atomic_fetch_add_explicit(&unconst(ix)->lookups, 1, memory_order_relaxed);
     if (n > UINT32_MAX) n = UINT32_MAX;
@@ -1104,6 +1115,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     bool done = false, runs = false;
 
     rdlock(ix);
+    uint32_t W = ix->live_words, SW = ix->words;   /* scanned words; side layout's words */
     /* Memory-level parallelism: key j+2A's bucket and key j+A's record are in flight
      * while key j is ANDed, so the dependent chain rarely waits on DRAM. */
     size_t ahead = 2 * PREFETCH_AHEAD < n ? 2 * PREFETCH_AHEAD : n;
@@ -1112,7 +1124,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[k])]);
     }
     for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
-        if ((cand[k] = blk_candidate(ix, hash[k])) != NIL) prefetch_record(ix, cand[k]);
+        if ((cand[k] = blk_candidate(ix, hash[k])) != NIL) prefetch_record(ix, cand[k], W);
     size_t j = 0;
     for (; j < n; j++) {
         size_t far = j + 2 * PREFETCH_AHEAD, near = j + PREFETCH_AHEAD;
@@ -1121,7 +1133,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
             __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[far % PIPE])]);
         }
         if (near < n && (cand[near % PIPE] = blk_candidate(ix, hash[near % PIPE])) != NIL)
-            prefetch_record(ix, cand[near % PIPE]);
+            prefetch_record(ix, cand[near % PIPE], W);
         uint32_t b = cand[j % PIPE];
         if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
         if (b == NIL) break;
@@ -1141,7 +1153,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
             const uint64_t *side = side_of(ix, b);
             for (uint32_t w = 0; w < W; w++) {
                 if (j && !alive[w]) continue;   /* nobody left in this word */
-                uint64_t tiers[KVTIER_COUNT] = {g[w], side[w], side[W + w]};
+                uint64_t tiers[KVTIER_COUNT] = {g[w], side[w], side[SW + w]};
                 uint64_t held = tiers[0] | tiers[1] | tiers[2];
                 uint64_t prev = j ? alive[w] : held, now = prev & held;
                 set_blocks(w, prev & ~now, (uint32_t)j, out);

@@ -300,6 +300,41 @@ static void test_endpoints(void **state)
     kvindex_free(ix);
 }
 
+/* Lookups scan bitmap words only up to the highest slot in use: a holder in a high word
+ * must count while that slot lives, and again when the slot is taken anew after the
+ * highest slots were freed (the scanned width shrinks and grows back). */
+static void test_lookup_width_follows_slots(void **state)
+{
+    kvindex *ix = new_index(0, 200);
+    char name[16];
+    int slot[200];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "e%d", i);
+        slot[i] = add_ep(ix, name);
+    }
+    uint64_t rk[3] = {7, 8, 9};
+    kvindex_match m[200];
+    store(ix, slot[0], KVTIER_GPU, NULL, 0, rk, 2);
+    store(ix, slot[150], KVTIER_GPU, NULL, 0, rk, 3);
+    store(ix, slot[199], KVTIER_CPU, NULL, 0, rk, 1);
+    assert_int_equal(kvindex_lookup(ix, rk, 3, m), 3);
+    assert_int_equal(m[0].blocks, 2);
+    assert_int_equal(m[150].blocks, 3);
+    assert_int_equal(m[199].blocks, 1);
+    for (int i = 64; i < 200; i++) kvindex_endpoint_remove(ix, slot[i]);   /* one word left */
+    assert_int_equal(kvindex_lookup(ix, rk, 3, m), 2);
+    assert_int_equal(m[0].blocks, 2);
+    assert_int_equal(m[150].blocks, 0);
+    int again = add_ep(ix, "late");
+    assert_int_equal(again, 64);   /* the lowest free slot: the scan widens to word 1 */
+    store(ix, again, KVTIER_CPU, NULL, 0, rk, 3);
+    assert_int_equal(kvindex_lookup(ix, rk, 3, m), 3);
+    assert_int_equal(m[0].blocks, 2);
+    assert_int_equal(m[64].blocks, 3);
+    assert_true(m[64].score > 2.3f && m[64].score < 2.5f);   /* three cpu blocks at 0.8 */
+    kvindex_free(ix);
+}
+
 /* Enough blocks and mappings to grow every array and table several times over, with
  * side (cpu) bitmaps and three bitmap words per tier. */
 static void test_growth(void **state)
@@ -795,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_key_zero_and_errors),
         cmocka_unit_test(test_capacity_eviction_order),
         cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_lookup_width_follows_slots),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_sliced_store_and_hold_times),
         cmocka_unit_test(test_property_small_capacity),
