@@ -57,6 +57,11 @@ uint64_t kvindex_endpoints_version(const kvindex *ix);
  * do not wait behind a rehash either; the other writes are short or, like endpoint
  * removal, rare. */
 #define KVINDEX_STORE_SLICE 256
+/* Clearing an endpoint (AllBlocksCleared, removal) scans every record: the write lock is
+ * let go after KVINDEX_CLEAR_SCAN records or KVINDEX_CLEAR_SLICE blocks cleared
+ * (each a few random cache lines), whichever comes first. */
+#define KVINDEX_CLEAR_SCAN 16384
+#define KVINDEX_CLEAR_SLICE 128
 
 /* BlockStored. engine_keys (may be NULL with n_engine 0 for pure request-key stores)
  * and request_keys may have different lengths (engine and index block sizes differ):

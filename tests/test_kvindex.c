@@ -803,6 +803,22 @@ static void test_sliced_store_and_hold_times(void **state)
     size_t slices = (NR + KVINDEX_STORE_SLICE - 1) / KVINDEX_STORE_SLICE;
     assert_true(st.write_holds >= 1 + slices && st.write_holds <= 1 + 2 * slices);
     assert_true(st.write_hold_p99_ns > 0 && st.write_hold_p99_ns <= st.write_hold_max_ns + 250);
+
+    /* Clearing the endpoint also runs in slices, and leaves another holder whole. */
+    int t = kvindex_endpoint_add(ix, "b", &err);
+    assert_int_equal(kvindex_store(ix, t, KVTIER_GPU, NULL, 0, rk + 100, 10, &err), KV_OK);
+    kvindex_get_stats(ix, &st);
+    uint64_t holds = st.write_holds;
+    kvindex_clear_endpoint(ix, s);
+    kvindex_get_stats(ix, &st);
+    assert_true(st.write_holds - holds >= (NR + KVINDEX_CLEAR_SLICE - 1) / KVINDEX_CLEAR_SLICE);
+    assert_int_equal(st.blocks, 10);
+    assert_int_equal(st.entries, 10);
+    assert_int_equal(st.engine_keys, 0);
+    for (int i = 0; i < NR; i++)
+        assert_int_equal(kvindex_tiers(ix, s, rk[i]), 0);
+    for (int i = 100; i < 110; i++) assert_int_equal(kvindex_tiers(ix, t, rk[i]), 1u << KVTIER_GPU);
+    assert_false(kvindex_request_key(ix, s, ek[0], NULL));
     kvindex_free(ix);
 }
 
