@@ -315,6 +315,56 @@ static void test_huge_blocks(void **state)
     }
 }
 
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* xxh64 computes text blocks word by word rather than through XXH64(): every block size
+ * that changes its shape (records shorter than one 32-byte stripe, each stripe count, each
+ * tail of 8-byte words with and without a lone token), random tokens over the whole
+ * 32-bit range, random parents and seeds must still give XXH64 of the record's bytes.
+ * Every fourth repetition gives block 1 an extra, so text blocks beside a multimodal one
+ * (routed per block) are covered too. */
+static void test_xxh64_text_blocks_random(void **state)
+{
+    (void)state;
+    enum { MAX_BS = 256, BLOCKS = 4 };
+    static uint32_t tok[BLOCKS * MAX_BS + MAX_BS];
+    uint64_t got[BLOCKS], want[BLOCKS], rng = 2024;
+    const char *img[] = {"img-7f3a"};
+    blockkeys_extra ex[] = {{1, img, 1}};
+    const char *ids[BLOCKS][8] = {{0}, {"img-7f3a"}};
+    size_t n_ids[BLOCKS] = {0, 1, 0, 0};
+    size_t sizes[72], n_sizes = 0;
+    for (size_t bs = 1; bs <= 70; bs++) sizes[n_sizes++] = bs;
+    sizes[n_sizes++] = 128;
+    sizes[n_sizes++] = MAX_BS;
+    for (size_t z = 0; z < n_sizes; z++)
+        for (int rep = 0; rep < 8; rep++) {
+            size_t bs = sizes[z], n = BLOCKS * bs + splitmix(&rng) % bs;   /* plus a partial block */
+            for (size_t i = 0; i < n; i++) {
+                uint64_t r = splitmix(&rng);
+                /* a third small ids, a third beyond 16 bits, a third anywhere in 32 bits */
+                tok[i] = r % 3 == 0 ? (uint32_t)(r >> 32) % 300 : r % 3 == 1 ? 65536 + (uint32_t)(r >> 32) % 200000
+                                                                              : (uint32_t)(r >> 32);
+            }
+            char seed[24];
+            snprintf(seed, sizeof seed, "%llu", (unsigned long long)splitmix(&rng));
+            blockkeys_ctx ctx;
+            assert_int_equal(blockkeys_init(&ctx, BLOCKKEYS_XXH64, (uint32_t)bs, seed, NULL), KV_OK);
+            uint64_t parent = rep % 2 ? splitmix(&rng) : blockkeys_root(&ctx, "m");
+            int mm = rep % 4 == 3;
+            assert_int_equal(blockkeys_compute(&ctx, parent, tok, n, mm ? ex : NULL, mm ? 1 : 0, NULL, got, BLOCKS),
+                             BLOCKS);
+            rchain(BLOCKKEYS_XXH64, parent, tok, BLOCKS * bs, bs, ids, mm ? n_ids : NULL, want);
+            assert_memory_equal(got, want, sizeof got);
+        }
+}
+
 static void test_multimodal_extras_and_salt(void **state)
 {
     (void)state;
@@ -407,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_integer_boundaries),
         cmocka_unit_test(test_block_sizes_partial_and_cap),
         cmocka_unit_test(test_huge_blocks),
+        cmocka_unit_test(test_xxh64_text_blocks_random),
         cmocka_unit_test(test_multimodal_extras_and_salt),
         cmocka_unit_test(test_lora_root),
         cmocka_unit_test(test_init_and_names),
