@@ -717,15 +717,10 @@ static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
     if (!nb.b && !ne.b && !grow_blk && !grow_em) return KV_OK;
     size_t rec0 = ix->rec_bytes, link0 = ix->link_bytes, em0 = ix->em_bytes;
     int rc = KV_OK;
+    reftab ob = ix->btab, oe = ix->etab;
     wrlock(ix);
-    if (nb.b) {
-        rt_free(&ix->btab);
-        ix->btab = nb;
-    }
-    if (ne.b) {
-        rt_free(&ix->etab);
-        ix->etab = ne;
-    }
+    if (nb.b) ix->btab = nb;
+    if (ne.b) ix->etab = ne;
     if (grow_blk) rc = blk_arrays_grow(ix, false);
     if (rc == KV_OK && grow_em) rc = em_array_grow(ix, false);
     uint64_t *rec = ix->rec;
@@ -733,6 +728,10 @@ static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
     emap *em = ix->em;
     size_t rec1 = ix->rec_bytes, link1 = ix->link_bytes, em1 = ix->em_bytes;
     wrunlock(ix);
+    /* No lookup can still be in the old tables (it would have held the lock we just had),
+     * and unmapping tens of MB (page freeing, TLB shootdowns) took milliseconds under it. */
+    if (nb.b) rt_free(&ob);
+    if (ne.b) rt_free(&oe);
     /* only writers move or grow these, and this writer holds the writer mutex */
     region_populate(rec, rec0, rec1);
     region_populate(link, link0, link1);
