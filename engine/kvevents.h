@@ -151,6 +151,18 @@ const kvev_stats *kvev_decoder_stats(const kvev_decoder *d);
 /* The reason of the last failed call (meaningless after a success). */
 kvev_reason kvev_decoder_last_reason(const kvev_decoder *d);
 
+/* Which code decodes token ids, the bulk of every BlockStored (a test and benchmark
+ * hook; decoders start with the fastest this CPU has). KVEV_TOKENS_VECTOR is an AVX-512
+ * VBMI path, used when the CPU has it (x86-64 only); KVEV_TOKENS_SCALAR is the portable
+ * path. Both give identical results and errors for every input. Returns the path now in
+ * use: SCALAR when VECTOR was asked for on a CPU without VBMI. */
+typedef enum kvev_tokens_path { KVEV_TOKENS_SCALAR = 0, KVEV_TOKENS_VECTOR = 1 } kvev_tokens_path;
+kvev_tokens_path kvev_decoder_set_tokens_path(kvev_decoder *d, kvev_tokens_path want);
+/* Token ids the vector path decoded on this decoder so far (the rest went the scalar
+ * way: arrays' last ids within 128 bytes of the payload's end, and after a head it does
+ * not accept), so tests can tell it ran. */
+uint64_t kvev_decoder_vector_ids(const kvev_decoder *d);
+
 /* Decodes one KVEventBatch payload into *out (arena-backed, see lifetime above).
  * Field rules follow llm-d's vLLM adapter: BlockStored needs block_hashes, token_ids and
  * block_size (parent_block_hash may be absent or nil), BlockRemoved needs block_hashes;

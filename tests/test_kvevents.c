@@ -717,6 +717,185 @@ static void test_truncation_and_mutation(void **state)
     for (int k = 0; k < 5; k++) kvev_buf_free(&bufs[k]);
 }
 
+/* --- token ids: vector path against scalar path ---------------------------------------- */
+
+typedef struct tok_payload {
+    uint8_t b[4096];
+    size_t len;
+    uint32_t want[3][256];   /* the ids as generated, per event */
+    size_t n_want[3];
+    size_t n_events;
+    bool valid;              /* no error injected: must decode to want */
+} tok_payload;
+
+static void put(tok_payload *tp, const void *s, size_t n)
+{
+    memcpy(tp->b + tp->len, s, n);
+    tp->len += n;
+}
+
+static void put_be(tok_payload *tp, uint8_t head, uint64_t v, size_t n)
+{
+    tp->b[tp->len++] = head;
+    for (size_t i = n; i-- > 0;) tp->b[tp->len++] = (uint8_t)(v >> (8 * i));
+}
+
+/* One id in one of the four accepted encodings (minimal or not), chosen by enc 0..3. */
+static uint32_t put_id(tok_payload *tp, int enc)
+{
+    uint64_t r = next_rand();
+    switch (enc) {
+    case 0: tp->b[tp->len++] = (uint8_t)(r & 0x7f); return (uint32_t)(r & 0x7f);
+    case 1: put_be(tp, 0xcc, r & 0xff, 1); return (uint32_t)(r & 0xff);
+    case 2: put_be(tp, 0xcd, r & 0xffff, 2); return (uint32_t)(r & 0xffff);
+    default: {
+        /* mostly vocabulary-sized, sometimes any 32-bit value */
+        uint32_t v = (r >> 32) % 4 ? (uint32_t)(r % 151000) : (uint32_t)(r >> 8);
+        put_be(tp, 0xce, v, 4);
+        return v;
+    }
+    }
+}
+
+/* A value in a token array that the fast paths do not accept. Some the careful path still
+ * reads as an id (uint64 and signed encodings of values in range); the rest are errors.
+ * Returns true, with *v, for the former. */
+static bool put_odd(tok_payload *tp, uint32_t *v)
+{
+    uint64_t r = next_rand();
+    *v = (uint32_t)(r >> 40);
+    switch (r % 10) {
+    case 0: put_be(tp, 0xcf, *v, 8); return true;
+    case 1: put_be(tp, 0xd2, *v >> 1, 4); *v >>= 1; return true;
+    case 2: put_be(tp, 0xd1, *v & 0x7fff, 2); *v &= 0x7fff; return true;
+    case 3: put_be(tp, 0xd0, *v & 0x7f, 1); *v &= 0x7f; return true;
+    case 4: put_be(tp, 0xcf, (uint64_t)1 << 32 | *v, 8); return false;   /* above uint32 */
+    case 5: put_be(tp, 0xd1, 0x8000 | *v, 2); return false;              /* negative */
+    case 6: tp->b[tp->len++] = (uint8_t)(0xe0 | (r >> 8 & 0x1f)); return false;   /* negative fixint */
+    case 7: tp->b[tp->len++] = 0xc0; return false;                        /* nil */
+    case 8: tp->b[tp->len++] = 0xc1; return false;                        /* never used */
+    default: put(tp, "\xa1x", 2); return false;                           /* str */
+    }
+}
+
+/* A batch [0, [event...]] of 1..3 BlockStored events ["BlockStored", [5], nil, ids, 64,
+ * ...], the last one's ids ending one byte before the payload does. Arrays of 0..200 ids
+ * in random mixes of the four encodings, or in runs of one; sometimes an odd value, or
+ * a count larger than the ids written. */
+static void tok_generate(tok_payload *tp)
+{
+    memset(tp, 0, offsetof(tok_payload, b) + 16);
+    tp->len = 0;
+    tp->valid = true;
+    tp->n_events = 1 + next_rand() % 3;
+    put(tp, "\x92\x00", 2);
+    tp->b[tp->len++] = (uint8_t)(0x90 | tp->n_events);
+    for (size_t e = 0; e < tp->n_events; e++) {
+        bool last = e + 1 == tp->n_events;
+        bool trailing = !last || next_rand() % 2;
+        tp->b[tp->len++] = trailing ? 0x98 : 0x95;
+        put(tp, "\xab" "BlockStored" "\x91\x05\xc0", 15);
+        size_t n = next_rand() % 4 == 0 ? next_rand() % 16 : next_rand() % 201, declared = n;
+        if (next_rand() % 16 == 0) declared += 1 + next_rand() % 40, tp->valid = false;
+        if (declared < 16) tp->b[tp->len++] = (uint8_t)(0x90 | declared);
+        else put_be(tp, 0xdc, declared, 2);
+        int style = (int)(next_rand() % 4);   /* 0: mixed, 1: runs, 2: vocabulary ids, 3: one encoding */
+        int enc = (int)(next_rand() % 4);
+        size_t odd_at = next_rand() % 8 == 0 && n ? next_rand() % n : SIZE_MAX;
+        for (size_t i = 0; i < n; i++) {
+            if (i == odd_at) {
+                if (!put_odd(tp, &tp->want[e][i])) tp->valid = false;
+                continue;
+            }
+            if (style == 0 || (style == 1 && next_rand() % 24 == 0)) enc = (int)(next_rand() % 4);
+            if (style == 2) {
+                uint32_t v = (uint32_t)(next_rand() % 151000);
+                enc = v < 0x80 ? 0 : v <= 0xff ? 1 : v <= 0xffff ? 2 : 3;
+                tp->want[e][i] = v;
+                if (enc == 0) tp->b[tp->len++] = (uint8_t)v;
+                else put_be(tp, (uint8_t)(0xcb + enc), v, enc == 3 ? 4 : (size_t)enc);
+                continue;
+            }
+            tp->want[e][i] = put_id(tp, enc);
+        }
+        tp->n_want[e] = n;
+        tp->b[tp->len++] = 0x40;
+        if (trailing) put(tp, "\xc0\xa3GPU\xc0", 6);
+    }
+}
+
+/* Decodes b[0..len) (an exact-size heap copy, for ASan) with both decoders; they must
+ * agree on the result code, message, reason and every decoded id. Returns the rc. */
+static int tok_both(kvev_decoder *dv, kvev_decoder *ds, const uint8_t *b, size_t len, kvev_batch *out)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    memcpy(copy, b, len);
+    kv_err ev = {0}, es = {0};
+    kvev_batch bs;
+    int rv = kvev_decode_batch(dv, copy, len, out, &ev);
+    int rs = kvev_decode_batch(ds, copy, len, &bs, &es);
+    free(copy);
+    assert_int_equal(rv, rs);
+    if (rv != KV_OK) {
+        assert_string_equal(ev.msg, es.msg);
+        assert_int_equal(kvev_decoder_last_reason(dv), kvev_decoder_last_reason(ds));
+        return rv;
+    }
+    assert_int_equal(out->n_events, bs.n_events);
+    for (size_t e = 0; e < out->n_events; e++) {
+        assert_int_equal(out->events[e].n_token_ids, bs.events[e].n_token_ids);
+        assert_memory_equal(out->events[e].token_ids, bs.events[e].token_ids, bs.events[e].n_token_ids * 4);
+        assert_int_equal(out->events[e].block_size, bs.events[e].block_size);
+    }
+    return rv;
+}
+
+static void test_token_paths_agree(void **state)
+{
+    (void)state;
+    kvev_decoder *dv = kvev_decoder_new(0, NULL), *ds = kvev_decoder_new(0, NULL);
+    bool vector = kvev_decoder_set_tokens_path(dv, KVEV_TOKENS_VECTOR) == KVEV_TOKENS_VECTOR;
+    assert_int_equal(kvev_decoder_set_tokens_path(ds, KVEV_TOKENS_SCALAR), KVEV_TOKENS_SCALAR);
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* a CPU with VBMI must get the vector path, or this test compares scalar with itself */
+    bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
+    assert_int_equal(vector, cpu);
+#endif
+    if (!vector) print_message("test_token_paths_agree: this CPU has no AVX-512 VBMI; only the scalar path runs\n");
+    static tok_payload tp;
+    size_t ok = 0, bad = 0, cuts = 0;
+    for (int iter = 0; iter < 6000; iter++) {
+        tok_generate(&tp);
+        kvev_batch out;
+        int rc = tok_both(dv, ds, tp.b, tp.len, &out);
+        if (tp.valid) {
+            /* and both read what was written */
+            assert_int_equal(rc, KV_OK);
+            assert_int_equal(out.n_events, tp.n_events);
+            for (size_t e = 0; e < tp.n_events; e++) {
+                assert_int_equal(out.events[e].n_token_ids, tp.n_want[e]);
+                assert_memory_equal(out.events[e].token_ids, tp.want[e], tp.n_want[e] * 4);
+            }
+        }
+        rc == KV_OK ? ok++ : bad++;
+        /* truncated: at every byte for some payloads, at a few random bytes for the rest */
+        if (iter % 100 == 0) {
+            for (size_t cut = 0; cut < tp.len; cut++, cuts++)
+                assert_int_not_equal(tok_both(dv, ds, tp.b, cut, &out), KV_OK);
+        } else {
+            for (int k = 0; k < 3; k++, cuts++)
+                assert_int_not_equal(tok_both(dv, ds, tp.b, next_rand() % tp.len, &out), KV_OK);
+        }
+    }
+    assert_true(ok > 1000 && bad > 300 && cuts > 20000);
+    assert_memory_equal(kvev_decoder_stats(dv), kvev_decoder_stats(ds), sizeof(kvev_stats));
+    assert_int_equal(kvev_decoder_vector_ids(ds), 0);
+    if (vector) assert_true(kvev_decoder_vector_ids(dv) > 100000);
+    kvev_decoder_free(dv);
+    kvev_decoder_free(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -734,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_decode_message),
         cmocka_unit_test(test_large_batch_and_reuse),
         cmocka_unit_test(test_truncation_and_mutation),
+        cmocka_unit_test(test_token_paths_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
