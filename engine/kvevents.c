@@ -564,7 +564,9 @@ TOKENS_TARGET static size_t tokens_vector(const uint8_t *p, size_t off, size_t l
             __m512i src = _mm512_sub_epi8(_mm512_permutexvar_epi8(rep, end), byte_in_dword);
             __mmask64 in = _mm512_cmplt_epu8_mask(byte_in_dword, _mm512_permutexvar_epi8(rep, vlen));
             __m512i ids = _mm512_maskz_permutex2var_epi8(in, lo, src, hi);
-            _mm512_mask_storeu_epi32(t + k + g, (__mmask16)(take >> g), ids);
+            /* a group past the ids taken stores nothing (its mask is empty); its address
+             * stays inside the array all the same (a select, not a branch) */
+            _mm512_mask_storeu_epi32(t + k + (g < taken ? g : 0), (__mmask16)(take >> g), ids);
         }
         if (bad || last) {
             uint8_t at[64];
