@@ -1131,6 +1131,8 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
 
     rdlock(ix);
     uint32_t W = ix->live_words, SW = ix->words;   /* scanned words; side layout's words */
+    /* Words with a survivor: after the first few keys most hold none and are skipped. */
+    uint64_t lw = W == 64 ? ~0ULL : (1ULL << W) - 1;
     /* Memory-level parallelism: key j+2A's bucket and key j+A's record are in flight
      * while key j is ANDed, so the dependent chain rarely waits on DRAM. */
     size_t ahead = 2 * PREFETCH_AHEAD < n ? 2 * PREFETCH_AHEAD : n;
@@ -1152,28 +1154,28 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
         uint32_t b = cand[j % PIPE];
         if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
         if (b == NIL) break;
-        uint64_t any = 0;
         const uint64_t *g = rec_of(ix, b) + 1;
         if (!has_side(ix, b)) {
             /* Held in gpu only: every survivor scores exactly the gpu weight. */
             if (runs) runs_end(run, W, d, (uint32_t)j, out);
             runs = false;
-            for (uint32_t w = 0; w < W; w++) {
+            for (uint64_t m = lw; m; m &= m - 1) {
+                uint32_t w = (uint32_t)__builtin_ctzll(m);
                 uint64_t prev = j ? alive[w] : g[w], now = prev & g[w];
                 if (prev != now) set_blocks(w, prev & ~now, (uint32_t)j, out);
                 alive[w] = now;
-                any |= now;
+                if (!now) lw &= ~(1ULL << w);
             }
         } else {
             const uint64_t *side = side_of(ix, b);
-            for (uint32_t w = 0; w < W; w++) {
-                if (j && !alive[w]) continue;   /* nobody left in this word */
+            for (uint64_t m = lw; m; m &= m - 1) {
+                uint32_t w = (uint32_t)__builtin_ctzll(m);
                 uint64_t tiers[KVTIER_COUNT] = {g[w], side[w], side[SW + w]};
                 uint64_t held = tiers[0] | tiers[1] | tiers[2];
                 uint64_t prev = j ? alive[w] : held, now = prev & held;
                 set_blocks(w, prev & ~now, (uint32_t)j, out);
                 alive[w] = now;
-                any |= now;
+                if (!now) lw &= ~(1ULL << w);
                 uint64_t ok = (tiers[0] & same[0]) | (tiers[1] & same[1]) | (tiers[2] & same[2]);
                 uint64_t up = (tiers[0] & heavier[0]) | (tiers[1] & heavier[1]) | (tiers[2] & heavier[2]);
                 uint64_t dev = now & (~ok | up);
@@ -1193,7 +1195,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
                 }
             }
         }
-        if (!any) {
+        if (!lw) {
             done = true;
             break;
         }
