@@ -239,12 +239,14 @@ static void rt_del(reftab *t, uint64_t h, uint32_t idx)
     rt_del_at(t, i);
 }
 
-/* Keeps the load at most 3/4 for one more entry. */
-/* The table sized for n + more entries at a load of at most 3/4. */
+/* Entries a table of 2^bits buckets takes: a load of at most 3/4. */
+static inline size_t rt_room(unsigned bits) { return ((size_t)1 << bits) / 4 * 3; }
+
+/* The table sized for n + more entries. */
 static unsigned rt_bits_for(const reftab *t, size_t more)
 {
     unsigned bits = t->bits;
-    while (bits < 32 && (size_t)t->n + more > ((size_t)1 << bits) / 4 * 3) bits++;
+    while (bits < 32 && (size_t)t->n + more > rt_room(bits)) bits++;
     return bits;
 }
 
@@ -259,10 +261,9 @@ static int rt_rebuilt(const reftab *t, unsigned bits, reftab *out)
 
 static int rt_reserve(reftab *t)
 {
-    if ((size_t)t->n + 1 <= ((size_t)1 << t->bits) / 4 * 3) return KV_OK;   /* the usual case, per store */
+    if ((size_t)t->n + 1 <= rt_room(t->bits)) return KV_OK;   /* the usual case, per store */
     unsigned bits = rt_bits_for(t, 1);
-    if (bits == t->bits) return KV_OK;
-    if ((size_t)t->n + 1 > ((size_t)1 << bits) / 4 * 3) return KV_EFULL;
+    if ((size_t)t->n + 1 > rt_room(bits)) return KV_EFULL;   /* 2^32 buckets and full */
     reftab nt;
     if (rt_rebuilt(t, bits, &nt) != KV_OK) return KV_ENOMEM;
     rt_free(t);
