@@ -26,6 +26,7 @@
 #include "log.h"
 #include "model_rewrites.h"
 #include "objectives.h"
+#include "support/regress.h"
 #include "support/sched_fixture.h"
 #include "tls.h"
 
@@ -764,6 +765,32 @@ static void test_tokenize_text_prompts(void **state)
     env_free(e);
 }
 
+/* Issue 10 finding 1: a body nesting arrays 100,000 deep in an unread field killed the
+ * server (stack overflow). Now it is answered 400 naming the limit, and the server goes
+ * on routing. */
+static void test_nested_body_survived(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    size_t n;
+    char *deep = regress_read("openai_body", "nested-100k.json", &n);
+    assert_non_null(deep);
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    expect_immediate(send_request(s, REQ_HDRS, deep, 60000, NULL, 0), 400,
+                     "inference gateway: BadRequest - request body: arrays and objects nested deeper than 1024 levels");
+    xpc_close(s);
+    free(deep);
+    uint32_t t[32] = {5};
+    char *body = token_body(t, 32, "");
+    s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 1000, NULL, 0);
+    assert_non_null(dest_of(r));
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    xpc_close(s);
+    free(body);
+    env_free(e);
+}
+
 /* Sends body (model "m") with hdrs and checks that it goes upstream with model `to`
  * (Content-Length following), that the decision's target model is `to`, and that the
  * log line pairs the incoming and target names. */
@@ -986,7 +1013,7 @@ int main(void)
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
         cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
         cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
-        cmocka_unit_test(test_objectives_and_shedding),
+        cmocka_unit_test(test_objectives_and_shedding), cmocka_unit_test(test_nested_body_survived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
