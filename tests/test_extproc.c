@@ -741,15 +741,23 @@ static void test_tokenize_text_prompts(void **state)
     xpc_close(s);
     assert_true(fk.calls >= 1);
     assert_non_null(strstr(fk.last, "\"prompt\":\"hello world\""));
-    /* chat messages are sent as messages, so vLLM applies its chat template */
+    /* chat messages are sent as messages, so vLLM applies its chat template; \u0000,
+     * which the request reader accepts, reaches /tokenize too (issue 10 finding 5) */
     const char *sub1[] = {name};
-    s = xpc_open(e->cli, 5000);
-    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    r = send_request(s, REQ_HDRS, body, 1000, sub1, 1);
-    assert_string_equal(dest_of(r), name);
-    xpc_resp_free(r);
-    xpc_close(s);
-    assert_non_null(strstr(fk.last, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"));
+    static const char *const chats[][2] = {
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+         "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}",
+         "\"content\":\"a\\u0000b\""},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        s = xpc_open(e->cli, 5000);
+        r = send_request(s, REQ_HDRS, chats[i][0], 1000, sub1, 1);
+        assert_string_equal(dest_of(r), name);
+        xpc_resp_free(r);
+        xpc_close(s);
+        assert_non_null(strstr(fk.last, chats[i][1]));
+    }
     MHD_stop_daemon(d);
     /* the tokenizer is gone: the request is still routed (prefix-text fallback) */
     s = xpc_open(e->cli, 5000);
@@ -760,7 +768,7 @@ static void test_tokenize_text_prompts(void **state)
     xpc_close(s);
     extproc_stats st;
     extproc_get_stats(e->srv, &st);
-    assert_int_equal(st.tokenize_ok, 2);
+    assert_int_equal(st.tokenize_ok, 3);
     assert_int_equal(st.tokenize_failed, 1);
     env_free(e);
 }
@@ -799,6 +807,7 @@ static void expect_upstream_model(env *e, const char **hdrs, const char *body, c
     xpc_stream *s = xpc_open(e->cli, 5000);
     xpc_resp *r = send_request(s, hdrs, body, 1000, NULL, 0);
     assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS);
     size_t n;
     const char *cl = xpc_header(r->request_headers->response->header_mutation, "content-length", &n);
     assert_non_null(cl);
@@ -850,6 +859,31 @@ static void test_model_rewrite(void **state)
     assert_int_equal(model_rewrites_put(e->rewrites, &rw, NULL), KV_OK);
     expect_upstream_model(e, hdrs, body, "m-v2");
     free(body);
+
+    /* Issue 10 finding 5: \u0000 in a string is routed with or without a rewrite (it was
+     * 500 "out of memory" with one); what jansson cannot hold is 400 on the rewrite path,
+     * and so is a rewrite header that is not UTF-8, never 500. */
+    body = token_body(t, 16, "\"user\":\"a\\u0000b\",");
+    expect_upstream_model(e, hdrs, body, "m-v2");
+    free(body);
+    static const struct {
+        const char *extra, *name, *prefix;
+    } bad[] = {
+        {"\"seed\":100000000000000000000,", "m-v2", "inference gateway: BadRequest - request body: cannot rewrite 'model'"},
+        {"\"\\u0000\":1,", "m-v2", "inference gateway: BadRequest - request body: cannot rewrite 'model'"},
+        {"", "m-\xff", "inference gateway: BadRequest - the rewritten model name is not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        body = token_body(t, 16, bad[i].extra);
+        const char *h[] = {":path", "/v1/completions", "x-gateway-model-name-rewrite", bad[i].name, NULL};
+        xpc_stream *s = xpc_open(e->cli, 5000);
+        expect_immediate(send_request(s, h, body, 1000, NULL, 0), 400, bad[i].prefix);
+        xpc_close(s);
+        free(body);
+    }
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.errors_500, 0);
     env_free(e);
 }
 
