@@ -27,6 +27,7 @@
 #include "ext_proc.pb-c.h"
 #include "log.h"
 #include "openai_body.h"
+#include "pbdepth.h"
 #include "tokenize.h"
 
 typedef Envoy__Service__ExtProc__V3__ProcessingRequest PReq;
@@ -183,15 +184,23 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *m)
     return bb;
 }
 
-static PReq *unpack(grpc_byte_buffer *bb)
+/* A client's message, or NULL with *err saying why. protobuf-c recurses once per nested
+ * message, so the nesting is bounded before it unpacks (pbdepth.h). */
+static PReq *unpack(grpc_byte_buffer *bb, kv_err *err)
 {
     grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb))
+    if (!grpc_byte_buffer_reader_init(&r, bb)) {
+        kv_err_set(err, KV_EPARSE, "ext_proc: cannot read ProcessingRequest");
         return NULL;
+    }
     grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    PReq *m = envoy__service__ext_proc__v3__processing_request__unpack(NULL, GRPC_SLICE_LENGTH(sl),
-                                                                         GRPC_SLICE_START_PTR(sl));
+    const ProtobufCMessageDescriptor *d = &envoy__service__ext_proc__v3__processing_request__descriptor;
+    PReq *m = NULL;
+    if (pbdepth_check(d, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), EXTPROC_MAX_NESTING, err) == KV_OK &&
+        !(m = envoy__service__ext_proc__v3__processing_request__unpack(NULL, GRPC_SLICE_LENGTH(sl),
+                                                                       GRPC_SLICE_START_PTR(sl))))
+        kv_err_set(err, KV_EPARSE, "ext_proc: cannot decode ProcessingRequest");
     grpc_slice_unref(sl);
     return m;
 }
@@ -1178,12 +1187,13 @@ static void on_main(stream *st, bool ok)
         if (!st->recv_buf) { /* Envoy half-closed: finish with OK */
             close_with(st, GRPC_STATUS_OK, "");
         } else {
-            PReq *m = unpack(st->recv_buf);
+            kv_err e = {0};
+            PReq *m = unpack(st->recv_buf, &e);
             grpc_byte_buffer_destroy(st->recv_buf);
             st->recv_buf = NULL;
             if (!m) {
                 STAT_ADD(st->srv, bad_messages, 1);
-                close_with(st, GRPC_STATUS_INVALID_ARGUMENT, "ext_proc: cannot decode ProcessingRequest");
+                close_with(st, GRPC_STATUS_INVALID_ARGUMENT, e.msg);
             } else {
                 process(st, m);
                 protobuf_c_message_free_unpacked(&m->base, NULL);

@@ -773,10 +773,11 @@ static void test_tokenize_text_prompts(void **state)
     env_free(e);
 }
 
-/* Issue 10 finding 1: a body nesting arrays 100,000 deep in an unread field killed the
- * server (stack overflow). Now it is answered 400 naming the limit, and the server goes
- * on routing. */
-static void test_nested_body_survived(void **state)
+/* Issue 10 findings 1 and 2, each of which killed the server (stack overflow): a body
+ * nesting arrays 100,000 deep in an unread field is answered 400 naming the limit; a
+ * ProcessingRequest nesting ListValues 10,000 deep in its metadata_context closes its
+ * stream with INVALID_ARGUMENT. The server goes on routing. */
+static void test_nested_input_survived(void **state)
 {
     env *e = env_new(false, -1, NULL);
     size_t n;
@@ -785,6 +786,16 @@ static void test_nested_body_survived(void **state)
     xpc_stream *s = xpc_open(e->cli, 5000);
     expect_immediate(send_request(s, REQ_HDRS, deep, 60000, NULL, 0), 400,
                      "inference gateway: BadRequest - request body: arrays and objects nested deeper than 1024 levels");
+    xpc_close(s);
+    free(deep);
+    deep = regress_read("extproc_stream", "nested-listvalue.bin", &n);
+    assert_non_null(deep);
+    s = xpc_open(e->cli, 5000);
+    assert_int_equal(xpc_send_raw(s, deep, n), 0);
+    char det[256];
+    assert_int_equal(xpc_finish(s, det, sizeof det, 5000), GRPC_STATUS_INVALID_ARGUMENT);
+    if (!strstr(det, "ProcessingRequest: messages nested deeper than 100"))
+        fail_msg("details '%s'", det);
     xpc_close(s);
     free(deep);
     uint32_t t[32] = {5};
@@ -796,6 +807,10 @@ static void test_nested_body_survived(void **state)
     expect_body_chunks(s, body);
     xpc_close(s);
     free(body);
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.bad_messages, 1);
+    assert_int_equal(st.errors_400, 1);
     env_free(e);
 }
 
@@ -1047,7 +1062,7 @@ int main(void)
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
         cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
         cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
-        cmocka_unit_test(test_objectives_and_shedding), cmocka_unit_test(test_nested_body_survived),
+        cmocka_unit_test(test_objectives_and_shedding), cmocka_unit_test(test_nested_input_survived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
