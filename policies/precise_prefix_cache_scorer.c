@@ -2,8 +2,9 @@
  * longest prefix of the request's blocks it holds according to vLLM's own KV events.
  *
  * It owns the kvindex and the request-key context (tokenProcessorConfig), and offers
- * both, with the kvEventsConfig settings, to the drivers as the "kvsource" service: the
- * live ingester and the simulator feed events into that index with those keys.
+ * both, with the kvEventsConfig settings, to the drivers as its kvsource
+ * (precise_prefix_cache_scorer.h): the live ingester and the simulator feed events into
+ * that index with those keys.
  *
  * Parameters (llm-d's, plus two of kvroute's):
  *   tokenProcessorConfig{blockSize | blockSizeTokens (16), hashSeed (""), hashAlgorithm
@@ -42,6 +43,7 @@
 #include <string.h>
 
 #include "policy_util.h"
+#include "precise_prefix_cache_scorer.h"
 
 enum { NORM_MATCHED_TOTAL, NORM_MINMAX };
 
@@ -50,7 +52,7 @@ typedef struct pps_state {
     int norm;
     kvindex_match *match;          /* one per index slot */
     uint32_t slots;
-    pu_idmap slot_of;              /* endpoint id -> version << 32 | (slot + 1, 0 = unknown) */
+    idmap slot_of;              /* endpoint id -> version << 32 | (slot + 1, 0 = unknown) */
     char info_key[PU_PREFIX_KEY_MAX];
 } pps_state;
 
@@ -139,7 +141,7 @@ static int pps_indexer(sched_plugin *p, const sched_params *pp, const sched_env 
     pu_accept(yt_get(ix, "tokenizersPoolConfig"));
     const yt_node *spec = yt_get(ix, "speculativeIndexing");
     if (spec)
-        pu_warn(env,
+        sched_warn(env,
                 "%s:%d:%d: plugin '%s': indexerConfig.speculativeIndexing is ignored (llm-d reads "
                 "speculativeIndexing only as a top-level parameter)",
                 yt_name(pp->doc), spec->line, spec->col, p->name);
@@ -186,7 +188,7 @@ static void pps_fini(sched_plugin *p)
         return;
     kvindex_free(st->src.index);
     free(st->match);
-    pu_idmap_free(&st->slot_of);
+    idmap_free(&st->slot_of);
     free(st);
     p->state = NULL;
 }
@@ -214,7 +216,7 @@ static int pps_init(sched_plugin *p, const sched_params *pp, const sched_env *en
     if (!rc) {
         const yt_node *spec = yt_get(pp->node, "speculativeIndexing");
         if (spec)
-            pu_warn(env, "%s:%d:%d: plugin '%s': speculativeIndexing is not implemented; ignored",
+            sched_warn(env, "%s:%d:%d: plugin '%s': speculativeIndexing is not implemented; ignored",
                     yt_name(pp->doc), spec->line, spec->col, p->name);
         if (strcmp(norm, "matched-total") == 0)
             st->norm = NORM_MATCHED_TOTAL;
@@ -253,11 +255,11 @@ static int pps_init(sched_plugin *p, const sched_params *pp, const sched_env *en
 static int pps_slot(pps_state *st, const sched_endpoint *ep, uint64_t version, bool trusted)
 {
     uint64_t tag = (uint64_t)(uint32_t)version << 32;
-    uint64_t cached = (uint64_t)pu_idmap_get(&st->slot_of, ep->id, 0);
+    uint64_t cached = (uint64_t)idmap_get(&st->slot_of, ep->id, 0);
     if (trusted && cached && (cached & ~0xffffffffull) == tag)
         return (int)(cached & 0xffffffffull) - 1;
     int slot = pu_kvindex_slot(st->src.index, ep->name);
-    int64_t *v = pu_idmap_at(&st->slot_of, ep->id);
+    int64_t *v = idmap_at(&st->slot_of, ep->id);
     if (v && trusted)
         *v = (int64_t)(tag | (uint64_t)(slot + 1));
     return slot;
@@ -305,7 +307,23 @@ static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
 static void *pps_service(sched_plugin *p, const char *what)
 {
     pps_state *st = p->state;
-    return strcmp(what, "kvsource") == 0 ? &st->src : NULL;
+    return strcmp(what, PPS_KVSOURCE_SERVICE) == 0 ? &st->src : NULL;
+}
+
+extern const sched_plugin_type precise_prefix_cache_scorer_type;
+
+size_t pps_kvsources(const sched *s, sched_kvsource **out, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < sched_plugin_count(s); i++) {
+        const sched_plugin *p = sched_plugin_at(s, i);
+        if (p->type != &precise_prefix_cache_scorer_type)
+            continue;
+        if (k < max)
+            out[k] = &((pps_state *)p->state)->src;
+        k++;
+    }
+    return k;
 }
 
 const sched_plugin_type precise_prefix_cache_scorer_type = {
