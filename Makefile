@@ -25,8 +25,11 @@ PKGS_engine := msgpack libxxhash yaml-0.1
 PKGS_sim    := $(PKGS_engine) sqlite3 jansson
 PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
                openssl simdjson
-pkg_libs     = $(shell pkg-config --libs $(PKGS_$(1)) 2>/dev/null) -lpthread -lm
-PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS_live) 2>/dev/null)
+# asked of pkg-config once per make, not once per compile and link (`make test` runs
+# `make deps` first and then a sub-make, which asks again with the packages present)
+$(foreach s,engine sim live,$(eval PKG_LIBS_$(s) := $(shell pkg-config --libs $(PKGS_$(s)) 2>/dev/null)))
+pkg_libs     = $(PKG_LIBS_$(1)) -lpthread -lm
+PKG_CFLAGS  := $(shell pkg-config --cflags $(PKGS_live) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 # Layering: the include paths each folder compiles with (by a source's first path
