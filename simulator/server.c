@@ -321,6 +321,7 @@ uint32_t simsrv_block_size(const simsrv *s) { return s->bs; }
 uint32_t simsrv_max_num_batched_tokens(const simsrv *s) { return s->max_tokens; }
 uint32_t simsrv_max_num_seqs(const simsrv *s) { return s->max_seqs; }
 uint64_t simsrv_num_gpu_blocks(const simsrv *s) { return s->num_gpu_blocks; }
+uint32_t simsrv_max_model_len(const simsrv *s) { return s->max_model_len; }
 bool simsrv_has_work(const simsrv *s) { return s->wq_len > 0 || s->run.n > 0; }
 
 void simsrv_get_metrics(const simsrv *s, simsrv_metrics *m)
@@ -674,7 +675,7 @@ static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
     }
     kvev_batch b = {.ts = (double)t_end / SIM_US_PER_S, .has_dp_rank = true, .data_parallel_rank = 0,
                     .events = s->ev_out.v, .n_events = s->ev.n};
-    int rc = kvev_encode(&b, KVEV_ENC_ARRAY, &s->payload, NULL);
+    int rc = kvev_encode(&b, s->cfg.kv_encoding, &s->payload, NULL);
     if (rc != KV_OK) return rc;
     res->kv_payload = s->payload.data;
     res->kv_payload_len = s->payload.len;
