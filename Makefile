@@ -12,10 +12,10 @@ CXX      ?= c++
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
-            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev
+            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev
 
 PKGS     := msgpack libxxhash yaml-0.1 sqlite3 jansson yajl libzmq libcurl libmicrohttpd \
-            grpc gpr libprotobuf-c openssl simdjson
+            grpc gpr libprotobuf-c openssl simdjson libevent
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
