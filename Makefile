@@ -93,8 +93,10 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
 TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
 TEST_BINS_TSAN := $(patsubst tests/%.c,build/tsan/tests/bin/%,$(TSAN_SRC))
 BENCH_BINS     := $(patsubst tests/%.c,build/rel/tests/bin/%,$(BENCH_SRC))
-# programs the shell tests run (it_chart.sh: an API server for ./epp --kubeconfig)
-TOOL_BINS      := build/rel/tests/bin/tools/fake_k8s_server
+# programs the shell tests run (it_chart.sh: an API server for ./epp --kubeconfig;
+# it_serve.sh: an ext-proc request for ./epp, an independent msgpack-c KV-event reader)
+TOOL_BINS      := build/rel/tests/bin/tools/fake_k8s_server build/rel/tests/bin/tools/extproc_route \
+                  build/rel/tests/bin/tools/kv_msgpack_check
 
 build/asan/tests/bin/%: build/asan/tests/%.o $(call obj,asan,$(HELPER_SRC)) $(LIBS_asan)
 	@mkdir -p $(@D); $(CXX) $(FLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka

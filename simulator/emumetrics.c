@@ -3,6 +3,7 @@
 #include "emumetrics.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,21 @@ static void put(out *o, const char *fmt, ...)
     }
 }
 
+/* A double as Python's repr writes it (the client library vLLM uses): the shortest
+ * text that reads back the same, positional from 1e-4 to 1e16 with ".0" on whole
+ * numbers ("0.005", "2560.0"), else in exponent form ("1e-05"). */
+static const char *num(double v, char buf[32])
+{
+    double a = v < 0 ? -v : v;
+    bool positional = v == 0 || (a >= 1e-4 && a < 1e16);
+    for (int prec = positional ? 0 : 1; prec <= 17; prec++) {
+        snprintf(buf, 32, positional ? "%.*f" : "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (positional && !strchr(buf, '.')) strcat(buf, ".0");
+    return buf;
+}
+
 static void metric(out *o, const char *name, const char *type, const char *help)
 {
     put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -75,26 +91,29 @@ static void metric(out *o, const char *name, const char *type, const char *help)
 static void counter(out *o, const char *base, const char *help, const char *labels, double v)
 {
     metric(o, base, "counter", help);
-    put(o, "%s_total{%s} %.17g\n", base, labels, v);
+    char b[32];
+    put(o, "%s_total{%s} %s\n", base, labels, num(v, b));
 }
 
 static void gauge(out *o, const char *name, const char *help, const char *labels, double v)
 {
     metric(o, name, "gauge", help);
-    put(o, "%s{%s} %.17g\n", name, labels, v);
+    char b[32];
+    put(o, "%s{%s} %s\n", name, labels, num(v, b));
 }
 
 static void histogram(out *o, const hist_def *d, const emumet_hist *h, const char *labels)
 {
     metric(o, d->name, "histogram", d->help);
     uint64_t cum = 0;
+    char b1[32], b2[32];
     for (size_t b = 0; b < d->n; b++) {
         cum += h->counts[b];
-        put(o, "%s_bucket{%s,le=\"%.17g\"} %llu\n", d->name, labels, d->bounds[b], (unsigned long long)cum);
+        put(o, "%s_bucket{%s,le=\"%s\"} %s\n", d->name, labels, num(d->bounds[b], b1), num((double)cum, b2));
     }
-    put(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", d->name, labels, (unsigned long long)h->count);
-    put(o, "%s_count{%s} %llu\n%s_sum{%s} %.17g\n", d->name, labels, (unsigned long long)h->count, d->name, labels,
-        h->sum);
+    put(o, "%s_bucket{%s,le=\"+Inf\"} %s\n", d->name, labels, num((double)h->count, b1));
+    put(o, "%s_count{%s} %s\n", d->name, labels, num((double)h->count, b1));
+    put(o, "%s_sum{%s} %s\n", d->name, labels, num(h->sum, b2));
 }
 
 char *emumet_render(const emumet_pod *m, const emumet_view *v, size_t *len)
@@ -111,8 +130,9 @@ char *emumet_render(const emumet_pod *m, const emumet_view *v, size_t *len)
             "engine=\"0\",num_gpu_blocks=\"%llu\"} 1.0\n",
         v->block_size, (unsigned long long)v->num_gpu_blocks);
     metric(&o, "vllm:lora_requests_info", "gauge", "Running stats on lora requests.");
-    put(&o, "vllm:lora_requests_info{max_lora=\"0\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} %.17g\n",
-        (double)time(NULL));
+    char b[32];
+    put(&o, "vllm:lora_requests_info{max_lora=\"0\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} %s\n",
+        num((double)time(NULL), b));
     counter(&o, "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", lab,
             (double)v->prefix_queries);
     counter(&o, "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", lab,

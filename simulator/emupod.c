@@ -97,7 +97,9 @@ static void publish(emupod *p, const uint8_t *data, size_t len)
     uint64_t seq = p->seq++;
     p->st.batches++;
     keep_for_replay(p, seq, data, len);
-    if (p->cfg.drop_batches > 0 && rng_01(&p->rng) < p->cfg.drop_batches) {
+    /* the first batch after a start or restart is always sent: a router cannot see a
+     * gap before the first sequence number it receives */
+    if (seq > 0 && p->cfg.drop_batches > 0 && rng_01(&p->rng) < p->cfg.drop_batches) {
         p->st.dropped++;
         return;
     }

@@ -15,7 +15,8 @@
  * [id, "", seq, payload] for every buffered seq >= start_seq, then [id, "", 2^64-1, ""].
  *
  * Faults: a batch may be dropped on the PUB side (it stays in the replay buffer, so a
- * router fills the gap by replay); emupod_restart is a pod restart (in-flight requests
+ * router fills the gap by replay; never the first after a start or restart, since no
+ * router could see that gap); emupod_restart is a pod restart (in-flight requests
  * fail, the KV cache and metrics start empty, the sequence restarts at 0 with an
  * AllBlocksCleared batch).
  *
