@@ -218,6 +218,7 @@ typedef struct hreq {
     json_int_t created;
     uint32_t n_prompt, max_tokens, n_out;
     uint32_t *out;                     /* non-streamed: the tokens so far */
+    char *head;                        /* streamed: chunk_head */
 } hreq;
 
 static json_t *usage(const hreq *r, bool with_details)
@@ -255,31 +256,53 @@ static char *token_text(const hreq *r, const uint32_t *ids, size_t n)
     return emutok_decode(ids, n, emupod_vocab(r->h->pod), &s, &len, NULL) == KV_OK ? s : NULL;
 }
 
+/* The fixed head of this request's token chunks: the envelope jansson writes, cut
+ * before its closing brace, then the choice up to the text. Built once per request, so
+ * a token costs one small JSON string encoding (the chunks are the emulator's hottest
+ * path: one per running request per step). NULL when out of memory. */
+static char *chunk_head(const hreq *r)
+{
+    char *env = json_dumps(envelope(r, r->chat ? "chat.completion.chunk" : "text_completion") ?: json_null(),
+                           JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = env ? strlen(env) : 0;
+    if (n < 2 || env[n - 1] != '}') {
+        free(env);
+        return NULL;
+    }
+    const char *tail = r->chat ? ",\"choices\":[{\"index\":0,\"delta\":{\"content\":" : ",\"choices\":[{\"index\":0,\"text\":";
+    char *h = malloc(n + strlen(tail));
+    if (h) sprintf(h, "%.*s%s", (int)(n - 1), env, tail);
+    free(env);
+    return h;
+}
+
 static void stream_token(hreq *r, uint32_t id)
 {
     bool last = r->n_out == r->max_tokens;
-    char *text = token_text(r, &id, 1);
-    json_t *choice;
-    if (r->chat) {
-        if (r->n_out == 1) {   /* the role chunk leaves with the first token, as vLLM's does */
-            json_t *first = envelope(r, "chat.completion.chunk");
-            json_object_set_new(first, "choices",
-                                json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", 0, "delta", "role",
-                                          "assistant", "content", "", "logprobs", "finish_reason"));
-            send_event(r, first);
-        }
-        choice = json_pack("{s:i, s:{s:s}, s:n, s:o}", "index", 0, "delta", "content", text ? text : "", "logprobs",
-                           "finish_reason", last ? json_string("length") : json_null());
-    } else {
-        choice = json_pack("{s:i, s:s, s:n, s:o}", "index", 0, "text", text ? text : "", "logprobs",
-                           "finish_reason", last ? json_string("length") : json_null());
+    if (r->chat && r->n_out == 1) {   /* the role chunk leaves with the first token, as vLLM's does */
+        json_t *first = envelope(r, "chat.completion.chunk");
+        json_object_set_new(first, "choices", json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", 0, "delta", "role",
+                                                        "assistant", "content", "", "logprobs", "finish_reason"));
+        send_event(r, first);
     }
+    char *text = token_text(r, &id, 1);
+    json_t *js = json_string(text ? text : "");
+    char *tj = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    json_decref(js);
     free(text);
-    if (last || !r->chat) json_object_set_new(choice, "stop_reason", json_null());
-    json_t *c = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion");
-    json_object_set_new(c, "choices", json_pack("[o]", choice));
-    if (!r->chat) json_object_set_new(c, "usage", json_null());
-    send_event(r, c);
+    static const char *tails[2][2] = {
+        {",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}],\"usage\":null}",
+         ",\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null}],\"usage\":null}"},
+        {"},\"logprobs\":null,\"finish_reason\":null}]}",
+         "},\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null}]}"},
+    };
+    struct evbuffer *b = evbuffer_new();
+    if (b && tj && r->head) {
+        evbuffer_add_printf(b, "data: %s%s%s\n\n", r->head, tj, tails[r->chat][last]);
+        evhttp_send_reply_chunk(r->req, b);
+    }
+    if (b) evbuffer_free(b);
+    free(tj);
 }
 
 static void on_token(void *ctx, uint32_t id)
@@ -292,6 +315,7 @@ static void on_token(void *ctx, uint32_t id)
 
 static void hreq_free(hreq *r)
 {
+    free(r->head);
     free(r->out);
     free(r);
 }
@@ -414,6 +438,11 @@ static void handle_completion(emuhttp *h, struct evhttp_request *req, bool chat)
                 .created = (json_int_t)time(NULL), .n_prompt = (uint32_t)n, .max_tokens = mt, .out = r->out};
     snprintf(r->id, sizeof r->id, "%s%016llx%016llx", chat ? "chatcmpl-" : "cmpl-",
              (unsigned long long)rng_mix64(h->cfg.seed ^ (uint64_t)h->cfg.port), (unsigned long long)h->next_id++);
+    if (stream && !(r->head = chunk_head(r))) {
+        hreq_free(r);
+        reply_error(req, 500, NULL, "out of memory");
+        goto out;
+    }
     emupod_sink sink = {.token = on_token, .done = on_done, .ctx = r};
     int rc = emupod_submit(h->pod, ids, (uint32_t)n, mt, &sink, &r->pr);
     if (rc != KV_OK) {
