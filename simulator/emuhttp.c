@@ -262,8 +262,9 @@ static char *token_text(const hreq *r, const uint32_t *ids, size_t n)
  * path: one per running request per step). NULL when out of memory. */
 static char *chunk_head(const hreq *r)
 {
-    char *env = json_dumps(envelope(r, r->chat ? "chat.completion.chunk" : "text_completion") ?: json_null(),
-                           JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *e = envelope(r, r->chat ? "chat.completion.chunk" : "text_completion");
+    char *env = e ? json_dumps(e, JSON_COMPACT) : NULL;
+    json_decref(e);
     size_t n = env ? strlen(env) : 0;
     if (n < 2 || env[n - 1] != '}') {
         free(env);
