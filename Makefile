@@ -15,9 +15,12 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
             protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev
 
 PKGS     := msgpack libxxhash yaml-0.1 sqlite3 jansson yajl libzmq libcurl libmicrohttpd \
-            grpc gpr libprotobuf-c openssl simdjson libevent
+            grpc gpr libprotobuf-c openssl simdjson
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# libevent (./sim serve's HTTP server and timers) is linked only into the programs that
+# call it, so ./epp and ./kvctl do not carry it (its headers need no flags)
+EVENT_LIBS = $(shell pkg-config --libs libevent 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 INCS     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
@@ -83,7 +86,7 @@ all: $(addprefix build/rel/bin/,$(BINS))
 	@for b in $(BINS); do [ -d $$b ] || cp -f build/rel/bin/$$b $$b; done
 
 build/rel/bin/sim: build/rel/simulator/main.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS) $(EVENT_LIBS)
 build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel)
 	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
@@ -103,7 +106,7 @@ build/asan/tests/bin/%: build/asan/tests/%.o $(call obj,asan,$(HELPER_SRC)) $(LI
 build/tsan/tests/bin/%: build/tsan/tests/%.o $(call obj,tsan,$(HELPER_SRC)) $(LIBS_tsan)
 	@mkdir -p $(@D); $(CXX) $(FLAGS_tsan) -o $@ $^ $(PKG_LIBS) -lcmocka
 build/rel/tests/bin/%: build/rel/tests/%.o $(call obj,rel,$(HELPER_SRC)) $(LIBS_rel)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS) $(EVENT_LIBS)
 
 .PHONY: all deps demo test test-build bench clean
 .SECONDARY:
