@@ -476,15 +476,18 @@ static json_t *ids_json(const uint32_t *ids, size_t n)
     return a;
 }
 
-static void handle_tokenize(emuhttp *h, struct evhttp_request *req, int render)
+typedef enum render_kind { TOKENIZE = 0, RENDER_COMPLETIONS, RENDER_CHAT } render_kind;
+
+/* POST /tokenize (text or messages) and the two render endpoints: the same token ids. */
+static void handle_tokenize(emuhttp *h, struct evhttp_request *req, render_kind render)
 {
     json_t *body = read_body(req);
     if (!body) return;
     uint32_t *ids = NULL;
     size_t n = 0;
-    bool chat = render ? render == 2 : json_object_get(body, "messages") != NULL;
+    bool chat = render == TOKENIZE ? json_object_get(body, "messages") != NULL : render == RENDER_CHAT;
     if (model_ok(h, req, body) && prompt_tokens(h, req, body, chat, &ids, &n)) {
-        if (!render) {
+        if (render == TOKENIZE) {
             reply_json(req, 200,
                        json_pack("{s:i, s:i, s:o, s:n}", "count", (json_int_t)n, "max_model_len",
                                  (json_int_t)emupod_max_model_len(h->pod), "tokens", ids_json(ids, n), "token_strs"));
@@ -590,10 +593,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     bool post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
     bool get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
     if (!path) path = "";
-    struct { const char *path; bool post; int kind; } routes[] = {
-        {"/v1/completions", true, 1}, {"/v1/chat/completions", true, 2}, {"/tokenize", true, 3},
-        {"/v1/completions/render", true, 4}, {"/v1/chat/completions/render", true, 5}, {"/detokenize", true, 6},
-        {"/v1/models", false, 7}, {"/health", false, 8}, {"/metrics", false, 9},
+    enum { COMPLETIONS, CHAT, TOKENIZE_EP, RENDER_C, RENDER_CH, DETOKENIZE, MODELS, HEALTH, METRICS };
+    static const struct { const char *path; bool post; int kind; } routes[] = {
+        {"/v1/completions", true, COMPLETIONS}, {"/v1/chat/completions", true, CHAT},
+        {"/tokenize", true, TOKENIZE_EP}, {"/v1/completions/render", true, RENDER_C},
+        {"/v1/chat/completions/render", true, RENDER_CH}, {"/detokenize", true, DETOKENIZE},
+        {"/v1/models", false, MODELS}, {"/health", false, HEALTH}, {"/metrics", false, METRICS},
     };
     if (!strncmp(path, "/admin/", 7)) {
         if (post) handle_admin(h, req, path + 7);
@@ -607,14 +612,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             return;
         }
         switch (routes[i].kind) {
-        case 1: handle_completion(h, req, false); return;
-        case 2: handle_completion(h, req, true); return;
-        case 3: handle_tokenize(h, req, 0); return;
-        case 4: handle_tokenize(h, req, 1); return;
-        case 5: handle_tokenize(h, req, 2); return;
-        case 6: handle_detokenize(h, req); return;
-        case 7: handle_models(h, req); return;
-        case 8: evhttp_send_reply(req, 200, "OK", NULL); return;
+        case COMPLETIONS: handle_completion(h, req, false); return;
+        case CHAT: handle_completion(h, req, true); return;
+        case TOKENIZE_EP: handle_tokenize(h, req, TOKENIZE); return;
+        case RENDER_C: handle_tokenize(h, req, RENDER_COMPLETIONS); return;
+        case RENDER_CH: handle_tokenize(h, req, RENDER_CHAT); return;
+        case DETOKENIZE: handle_detokenize(h, req); return;
+        case MODELS: handle_models(h, req); return;
+        case HEALTH: evhttp_send_reply(req, 200, "OK", NULL); return;
         default: handle_metrics(h, req); return;
         }
     }
