@@ -14,7 +14,7 @@
  *
  * Threads: libevent's evhttp on the serve event loop, the same loop as the pods'
  * engines; a request's tokens come back through the pod's sink on that loop. A client
- * that disconnects detaches its request (emupod_detach). */
+ * that disconnects aborts its request (emupod_detach). */
 #ifndef KVROUTE_SIM_EMUHTTP_H
 #define KVROUTE_SIM_EMUHTTP_H
 

@@ -12,6 +12,8 @@
 
 struct emupod_req {
     simsrv_req sr;                     /* what the model sees; sr.user = this */
+    emupod *pod;
+    bool aborted;                      /* out of the model; freed once no step result names it */
     uint32_t *tokens;
     emupod_sink sink;                  /* ctx NULL: detached */
     int64_t t_arrival, t_last;         /* monotonic us */
@@ -225,7 +227,8 @@ static void on_step_end(evutil_socket_t fd, short what, void *arg)
     emupod *p = arg;
     int64_t now = mono_us();
     const simsrv_step_result *res = &p->res;
-    for (size_t i = 0; i < res->n_tokens_out; i++) deliver_token(p, res->tokens_out[i]->user, now);
+    for (size_t i = 0; i < res->n_tokens_out; i++)
+        if (!((emupod_req *)res->tokens_out[i]->user)->aborted) deliver_token(p, res->tokens_out[i]->user, now);
     for (size_t i = 0; i < res->n_finished; i++) {
         emupod_req *r = res->finished[i]->user;
         emumet_observe(&p->met, EMUMET_E2E, (double)(now - r->t_arrival) / 1e6);
@@ -234,6 +237,10 @@ static void on_step_end(evutil_socket_t fd, short what, void *arg)
         req_unlink_free(p, r);
     }
     if (res->kv_payload_len && p->pub) publish(p, res->kv_payload, res->kv_payload_len);
+    for (emupod_req *r = p->live, *next; r; r = next) {   /* aborted during the step */
+        next = r->next;
+        if (r->aborted) req_unlink_free(p, r);
+    }
     p->busy = false;
     step_start(p, p->t_step_end);
 }
@@ -251,6 +258,7 @@ int emupod_submit(emupod *p, const uint32_t *tokens, uint32_t n, uint32_t max_to
     if (n) memcpy(r->tokens, tokens, n * sizeof *tokens);
     r->sr = (simsrv_req){.id = p->next_id++, .tokens = r->tokens, .n_prompt = n, .n_output = max_tokens, .user = r};
     r->sink = *sink;
+    r->pod = p;
     r->t_arrival = mono_us();
     r->queued = true;
     int rc = simsrv_submit(p->srv, &r->sr);
@@ -267,7 +275,14 @@ int emupod_submit(emupod *p, const uint32_t *tokens, uint32_t n, uint32_t max_to
     return KV_OK;
 }
 
-void emupod_detach(emupod_req *r) { r->sink.ctx = NULL; }
+void emupod_detach(emupod_req *r)
+{
+    emupod *p = r->pod;
+    r->sink.ctx = NULL;
+    if (simsrv_abort(p->srv, &r->sr) != KV_OK) return;   /* finished in the step in flight */
+    r->aborted = true;
+    if (!p->busy) req_unlink_free(p, r);   /* else the step's end frees it, after its result */
+}
 
 /* --- lifecycle ------------------------------------------------------------------------- */
 

@@ -68,8 +68,8 @@ void emupod_free(emupod *p);
  * for emupod_detach until its sink's done ran. */
 int emupod_submit(emupod *p, const uint32_t *tokens, uint32_t n, uint32_t max_tokens, const emupod_sink *sink,
                   emupod_req **out);
-/* The client went away: no more sink calls. The request runs on in the model to its end,
- * and is freed there. */
+/* The client went away: no more sink calls, and the request leaves the model as vLLM
+ * aborts one (simsrv_abort: its blocks are freed, their hashes stay cached). */
 void emupod_detach(emupod_req *r);
 
 int emupod_restart(emupod *p, kv_err *err);

@@ -561,6 +561,28 @@ static void free_blocks(simsrv *s, simsrv_req *r)
     st->n_cached = 0;
 }
 
+int simsrv_abort(simsrv *s, simsrv_req *r)
+{
+    if (!r->priv_ptr) return KV_ENOTFOUND;
+    for (size_t i = 0; i < s->wq_len; i++) {
+        if (s->wq[(s->wq_head + i) % s->wq_cap] != r) continue;
+        for (size_t j = i; j + 1 < s->wq_len; j++)   /* the rest keeps its order */
+            s->wq[(s->wq_head + j) % s->wq_cap] = s->wq[(s->wq_head + j + 1) % s->wq_cap];
+        s->wq_len--;
+        rstate_put(s, r);   /* waiting requests hold no blocks */
+        return KV_OK;
+    }
+    for (size_t i = 0; i < s->run.n; i++) {
+        if (s->run.v[i] != r) continue;
+        memmove(&s->run.v[i], &s->run.v[i + 1], (s->run.n - i - 1) * sizeof *s->run.v);
+        s->run.n--;
+        free_blocks(s, r);
+        rstate_put(s, r);
+        return KV_OK;
+    }
+    return KV_ENOTFOUND;
+}
+
 /* --- the step ------------------------------------------------------------------------ */
 
 static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)

@@ -80,6 +80,12 @@ void simsrv_free(simsrv *s);
  * would reject it at the API, or preempt it forever). Engine block hashes (for prefix
  * caching and events) are computed once here. */
 int simsrv_submit(simsrv *s, simsrv_req *r);
+/* Takes a waiting or running request out, as vLLM aborts one whose client left: its
+ * blocks are freed (their hashes stay cached, so no KV event), the server keeps no
+ * pointer. KV_ENOTFOUND when r is not in the server (finished, or never submitted).
+ * Between steps only; a step's result may still point at r (the caller keeps r until
+ * it has read that result). */
+int simsrv_abort(simsrv *s, simsrv_req *r);
 bool simsrv_has_work(const simsrv *s);
 /* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done. */
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res);

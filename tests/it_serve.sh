@@ -4,7 +4,8 @@
 #    both endpoints streamed and whole, checks the chunk format, [DONE] and usage;
 #  - KV events read by msgpack-c (kv_msgpack_check) and by ./kvctl, array and map
 #    encodings; a repeated prompt stores no new block and shows as prefix-cache hits
-#    in /metrics; --fail-rate 1 answers 500; /metrics stops answering on request;
+#    in /metrics; a client's disconnect aborts its request; --fail-rate 1 answers 500;
+#    /metrics stops answering on request;
 #  - ./epp routes on the pods' events (ext-proc requests by tools/extproc_route): a
 #    repeated prompt goes to the pod holding it, batches dropped by the pods are
 #    fetched through their replay sockets, and a pod restart clears its blocks in the
@@ -75,6 +76,11 @@ curl -s --max-time 1 $U/metrics >/dev/null; rc=$?
 check "a pod told to stop answering /metrics times the scraper out" "28" "$rc"
 curl -s -X POST $U/admin/metrics/on >/dev/null
 check "... and answers again when told" "200" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 $U/metrics)"
+
+timeout 0.5 curl -sN $U/v1/completions -d '{"prompt":"the cat","max_tokens":5000,"stream":true}' >/dev/null
+sleep 0.5
+check "a client that disconnects aborts its request (no request left running)" "0.0" \
+    "$(metric $U 'vllm:num_requests_running{')"
 
 serve "$D/m.log" --port $((B + 2)) --kv-events-port $((B + 12)) --kv-events-encoding map --fail-rate 1
 $T/kv_msgpack_check tcp://127.0.0.1:$((B + 12)) 1 5000 >"$D/mp2.out" 2>&1 &
