@@ -207,12 +207,11 @@ static void test_abort(void **state)
     simsrv_config c = base_config(16, 64, 2048, 1);   /* one running at a time */
     simsrv *s = new_server(&c);
     uint32_t *t = seq_tokens(64, 1), *u = seq_tokens(32, 500), *v = seq_tokens(32, 900);
-    simsrv_req a = {.id = 1, .tokens = t, .n_prompt = 64, .n_output = 50};
-    simsrv_req b = {.id = 2, .tokens = u, .n_prompt = 32, .n_output = 2};
-    simsrv_req d = {.id = 3, .tokens = v, .n_prompt = 32, .n_output = 2};
-    assert_int_equal(simsrv_submit(s, &a), KV_OK);
-    assert_int_equal(simsrv_submit(s, &b), KV_OK);
-    assert_int_equal(simsrv_submit(s, &d), KV_OK);
+    simsrv_req a = {.id = 1, .tokens = t, .n_prompt = 64, .n_output = 50},
+               b = {.id = 2, .tokens = u, .n_prompt = 32, .n_output = 2},
+               d = {.id = 3, .tokens = v, .n_prompt = 32, .n_output = 2};
+    simsrv_req *in_order[] = {&a, &b, &d};
+    for (size_t i = 0; i < 3; i++) assert_int_equal(simsrv_submit(s, in_order[i]), KV_OK);
     simsrv_step_result r;
     sim_time now = 0;
     assert_int_equal(simsrv_step(s, now, &r), KV_OK);   /* a prefills; b, d wait */
