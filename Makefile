@@ -18,11 +18,12 @@ CXX      ?= c++
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
-            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev
+            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev
 
 # pkg-config libraries, by the folders that need them (the engine's are everyone's)
 PKGS_engine := msgpack libxxhash yaml-0.1
-PKGS_sim    := $(PKGS_engine) sqlite3 jansson
+# ./sim serve: libevent (HTTP server, timers) and libzmq (KV events); no gRPC, TLS, curl
+PKGS_sim    := $(PKGS_engine) sqlite3 jansson libevent libzmq
 PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
                openssl simdjson
 # asked of pkg-config once per make, not once per compile and link (`make test` runs
@@ -133,7 +134,8 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
 TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvingest test_peer_policies \
               test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
 TESTS_SIM  := test_blockpool test_console test_evq test_plots test_report test_scenario test_server \
-              test_sim_e2e test_simdb test_stats test_stepmodel test_workload bench_sched bench_sim
+              test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok bench_sched bench_sim \
+              bench_serve
 test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
 test_pkgs   = $(if $(filter all,$(1)),live,$(if $(filter core,$(1)),engine,sim))
 test_helpers = $(call obj,$(1),$(CORE_HELPER_SRC) $(if $(filter all,$(2)),$(HELPER_SRC)))
@@ -142,8 +144,10 @@ test_ld     = $(if $(filter all,$(1)),$(CXX),$(CC))
 TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
 TEST_BINS_TSAN := $(patsubst tests/%.c,build/tsan/tests/bin/%,$(TSAN_SRC))
 BENCH_BINS     := $(patsubst tests/%.c,build/rel/tests/bin/%,$(BENCH_SRC))
-# programs the shell tests run (it_chart.sh: an API server for ./epp --kubeconfig)
-TOOL_BINS      := build/rel/tests/bin/tools/fake_k8s_server
+# programs the shell tests run (it_chart.sh: an API server for ./epp --kubeconfig;
+# it_serve.sh: an ext-proc request for ./epp, an independent msgpack-c KV-event reader)
+TOOL_BINS      := build/rel/tests/bin/tools/fake_k8s_server build/rel/tests/bin/tools/extproc_route \
+                  build/rel/tests/bin/tools/kv_msgpack_check
 
 # $(1) variant, $(2) test name, $(3) its link set, $(4) extra libraries
 define test_rule
@@ -153,7 +157,7 @@ endef
 $(foreach t,$(TEST_SRC),$(eval $(call test_rule,asan,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))),-lcmocka)))
 $(foreach t,$(TSAN_SRC),$(eval $(call test_rule,tsan,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))),-lcmocka)))
 $(foreach t,$(BENCH_SRC),$(eval $(call test_rule,rel,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))))))
-$(eval $(call test_rule,rel,tools/fake_k8s_server,all))
+$(foreach t,fake_k8s_server extproc_route kv_msgpack_check,$(eval $(call test_rule,rel,tools/$(t),all)))
 
 .PHONY: all deps demo test test-build bench clean
 .SECONDARY:

@@ -3,6 +3,7 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]
+ *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field), or one whose estimated
@@ -21,6 +22,7 @@
 #include "plots.h"
 #include "report.h"
 #include "scenario.h"
+#include "serve.h"
 #include "simdb.h"
 #include "workload.h"
 
@@ -37,6 +39,7 @@ typedef struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]\n"
+               "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
                "  --seed N     override the scenario's seed\n"
@@ -240,12 +243,14 @@ static void warn_cb(void *ctx, const char *msg)
 
 int main(int argc, char **argv)
 {
+    char presets[PATH_MAX];
+    presets_dir(presets, sizeof presets);
+    if (argc > 1 && strcmp(argv[1], "serve") == 0)
+        return serve_main(argc - 1, argv + 1, presets);
     opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc;
-    char presets[PATH_MAX];
-    presets_dir(presets, sizeof presets);
     kv_err err = {0};
     scenario *s = scn_load(o.scenario, presets, &err);
     if (!s) {

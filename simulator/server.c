@@ -321,6 +321,7 @@ uint32_t simsrv_block_size(const simsrv *s) { return s->bs; }
 uint32_t simsrv_max_num_batched_tokens(const simsrv *s) { return s->max_tokens; }
 uint32_t simsrv_max_num_seqs(const simsrv *s) { return s->max_seqs; }
 uint64_t simsrv_num_gpu_blocks(const simsrv *s) { return s->num_gpu_blocks; }
+uint32_t simsrv_max_model_len(const simsrv *s) { return s->max_model_len; }
 bool simsrv_has_work(const simsrv *s) { return s->wq_len > 0 || s->run.n > 0; }
 
 void simsrv_get_metrics(const simsrv *s, simsrv_metrics *m)
@@ -560,6 +561,28 @@ static void free_blocks(simsrv *s, simsrv_req *r)
     st->n_cached = 0;
 }
 
+int simsrv_abort(simsrv *s, simsrv_req *r)
+{
+    if (!r->priv_ptr) return KV_ENOTFOUND;
+    for (size_t i = 0; i < s->wq_len; i++) {
+        if (s->wq[(s->wq_head + i) % s->wq_cap] != r) continue;
+        for (size_t j = i; j + 1 < s->wq_len; j++)   /* the rest keeps its order */
+            s->wq[(s->wq_head + j) % s->wq_cap] = s->wq[(s->wq_head + j + 1) % s->wq_cap];
+        s->wq_len--;
+        rstate_put(s, r);   /* waiting requests hold no blocks */
+        return KV_OK;
+    }
+    for (size_t i = 0; i < s->run.n; i++) {
+        if (s->run.v[i] != r) continue;
+        memmove(&s->run.v[i], &s->run.v[i + 1], (s->run.n - i - 1) * sizeof *s->run.v);
+        s->run.n--;
+        free_blocks(s, r);
+        rstate_put(s, r);
+        return KV_OK;
+    }
+    return KV_ENOTFOUND;
+}
+
 /* --- the step ------------------------------------------------------------------------ */
 
 static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
@@ -674,7 +697,7 @@ static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
     }
     kvev_batch b = {.ts = (double)t_end / SIM_US_PER_S, .has_dp_rank = true, .data_parallel_rank = 0,
                     .events = s->ev_out.v, .n_events = s->ev.n};
-    int rc = kvev_encode(&b, KVEV_ENC_ARRAY, &s->payload, NULL);
+    int rc = kvev_encode(&b, s->cfg.kv_encoding, &s->payload, NULL);
     if (rc != KV_OK) return rc;
     res->kv_payload = s->payload.data;
     res->kv_payload_len = s->payload.len;

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "kverr.h"
+#include "kvevents.h"
 #include "records.h"
 #include "stepmodel.h"
 
@@ -31,6 +32,7 @@ typedef struct simsrv_config {
     uint32_t max_model_len;               /* 0 = model's */
     bool prefix_caching;                  /* default true */
     bool emit_kv_events;
+    kvev_encoding kv_encoding;            /* KVEV_ENC_ARRAY (the zero default) or a map form */
     const char *pod_id;                   /* topic pod id, e.g. "10.0.0.1:8000" */
     const char *model_name;               /* topic model, e.g. "Qwen/Qwen3-32B" */
 } simsrv_config;
@@ -78,6 +80,12 @@ void simsrv_free(simsrv *s);
  * would reject it at the API, or preempt it forever). Engine block hashes (for prefix
  * caching and events) are computed once here. */
 int simsrv_submit(simsrv *s, simsrv_req *r);
+/* Takes a waiting or running request out, as vLLM aborts one whose client left: its
+ * blocks are freed (their hashes stay cached, so no KV event), the server keeps no
+ * pointer. KV_ENOTFOUND when r is not in the server (finished, or never submitted).
+ * Between steps only; a step's result may still point at r (the caller keeps r until
+ * it has read that result). */
+int simsrv_abort(simsrv *s, simsrv_req *r);
 bool simsrv_has_work(const simsrv *s);
 /* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done. */
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res);
@@ -95,6 +103,7 @@ uint32_t simsrv_block_size(const simsrv *s);
 uint32_t simsrv_max_num_batched_tokens(const simsrv *s);
 uint32_t simsrv_max_num_seqs(const simsrv *s);
 uint64_t simsrv_num_gpu_blocks(const simsrv *s);
+uint32_t simsrv_max_model_len(const simsrv *s);
 /* Verifies the server's bookkeeping (for tests and --check runs): every block's
  * reference count equals the number of running requests holding it, waiting requests
  * hold none, the free queue holds exactly the unreferenced blocks, and no request's

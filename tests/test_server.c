@@ -197,6 +197,54 @@ static void test_prefix_hit_cap(void **state)
     free(u);
 }
 
+/* vLLM's abort: a running request leaves with its blocks freed but their hashes cached
+ * (a later identical prompt hits them, no BlockRemoved is published), a waiting one
+ * leaves the queue with the others' order kept, the bookkeeping stays consistent, and a
+ * finished or unknown request is KV_ENOTFOUND. */
+static void test_abort(void **state)
+{
+    (void)state;
+    simsrv_config c = base_config(16, 64, 2048, 1);   /* one running at a time */
+    simsrv *s = new_server(&c);
+    uint32_t *t = seq_tokens(64, 1), *u = seq_tokens(32, 500), *v = seq_tokens(32, 900);
+    simsrv_req a = {.id = 1, .tokens = t, .n_prompt = 64, .n_output = 50},
+               b = {.id = 2, .tokens = u, .n_prompt = 32, .n_output = 2},
+               d = {.id = 3, .tokens = v, .n_prompt = 32, .n_output = 2};
+    simsrv_req *in_order[] = {&a, &b, &d};
+    for (size_t i = 0; i < 3; i++) assert_int_equal(simsrv_submit(s, in_order[i]), KV_OK);
+    simsrv_step_result r;
+    sim_time now = 0;
+    assert_int_equal(simsrv_step(s, now, &r), KV_OK);   /* a prefills; b, d wait */
+    now += r.duration;
+    assert_true(produced(&r, &a));
+    assert_int_equal(simsrv_abort(s, &b), KV_OK);       /* waiting: out of the queue */
+    assert_int_equal(simsrv_abort(s, &a), KV_OK);       /* running: blocks freed */
+    check(s);
+    simsrv_metrics m;
+    simsrv_get_metrics(s, &m);
+    assert_int_equal(m.running, 0);
+    assert_int_equal(m.waiting, 1);
+    assert_int_equal(m.blocks_removed, 0);
+    assert_int_equal(simsrv_step(s, now, &r), KV_OK);   /* d is next, b is gone */
+    now += r.duration;
+    assert_true(produced(&r, &d));
+    assert_false(produced(&r, &b));
+    while (simsrv_has_work(s)) {
+        assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+        now += r.duration;
+    }
+    assert_int_equal(simsrv_abort(s, &d), KV_ENOTFOUND);   /* finished */
+    simsrv_req e = {.id = 4, .tokens = t, .n_prompt = 64, .n_output = 1};
+    assert_int_equal(simsrv_submit(s, &e), KV_OK);
+    assert_int_equal(simsrv_step(s, now, &r), KV_OK);
+    assert_int_equal(e.n_cached, 48);                   /* a's blocks stayed cached */
+    check(s);
+    simsrv_free(s);
+    free(t);
+    free(u);
+    free(v);
+}
+
 /* The server remembers prompt hash chains by content, not by buffer: the same tokens
  * in another buffer hit like the original, the original buffer rewritten in place
  * does not reuse the old chain, and a prompt whose memo slot was taken by 1100 others
@@ -491,6 +539,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_prefix_hit_cap),
+        cmocka_unit_test(test_abort),
         cmocka_unit_test(test_prompt_memo),
         cmocka_unit_test(test_chunked_prefill_ttft),
         cmocka_unit_test(test_rejects_and_defaults),

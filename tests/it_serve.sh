@@ -1,0 +1,142 @@
+#!/bin/sh
+# it_serve: ./sim serve's emulated vLLM pods on loopback, checked from outside:
+#  - an independent client (tests/tools/sse_client.py, python3 standard library) reads
+#    both endpoints streamed and whole, checks the chunk format, [DONE] and usage;
+#  - KV events read by msgpack-c (kv_msgpack_check) and by ./kvctl, array and map
+#    encodings; a repeated prompt stores no new block and shows as prefix-cache hits
+#    in /metrics; a client's disconnect aborts its request; --fail-rate 1 answers 500;
+#    /metrics stops answering on request;
+#  - ./epp routes on the pods' events (ext-proc requests by tools/extproc_route): a
+#    repeated prompt goes to the pod holding it, batches dropped by the pods are
+#    fetched through their replay sockets, and a pod restart clears its blocks in the
+#    index (the decision log's precise-prefix-cache-scorer score for it drops to 0).
+# Run from the repo root after `make all` and the tools (make test-build).
+S=./sim; E=./epp; K=./kvctl; T=build/rel/tests/bin/tools
+for b in $S $E $K $T/kv_msgpack_check $T/extproc_route; do
+    [ -x "$b" ] || { echo "it_serve: $b is not built (run make test-build)"; exit 1; }
+done
+MODEL=Qwen/Qwen3-32B
+B=$((10000 + ($$ % 200) * 100))   # ports B..B+99 per test process, below the ephemeral range
+D=$(mktemp -d); [ -n "$KEEP" ] && echo "it_serve: keeping $D"
+pids=""
+fail=0
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "$KEEP" ] || rm -rf "$D"; }
+trap cleanup EXIT
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fail=1; }
+check() { if [ "$3" = "$2" ]; then ok "$1"; else bad "$1"; echo "  want: $2"; echo "  got:  $3"; fi; }
+serve() {   # log, args...: starts ./sim serve, waits for its pod lines
+    log=$1; shift
+    $S serve "$@" >"$log" 2>&1 &
+    pids="$pids $!"
+    for _ in $(seq 50); do grep -q '^pod ' "$log" && return 0; sleep 0.1; done
+    echo "it_serve: ./sim serve did not start:"; cat "$log"; exit 1
+}
+metric() {   # url, series name prefix: its value
+    curl -s --max-time 5 "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { print $NF; exit }'
+}
+ids() {   # n, first: a token-id prompt list "first,...,first+n-1"
+    seq -s, "$2" $(($2 + $1 - 1))
+}
+complete() {   # pod url, prompt json, max_tokens
+    curl -s --max-time 20 "$1/v1/completions" -H 'content-type: application/json' \
+        -d "{\"model\":\"$MODEL\",\"prompt\":$2,\"max_tokens\":$3}" >/dev/null
+}
+
+# --- one pod per process: API, events, metrics, faults ------------------------------------
+P=$B
+serve "$D/a.log" --replicas 2 --port $P --kv-events-port $((B + 10)) --speedup 20
+check "one line per pod with its URL and KV-event endpoint" \
+    "pod 0: http://127.0.0.1:$P  kv-events tcp://127.0.0.1:$((B + 10)) (bind)  replay off  model $MODEL" \
+    "$(sed -n 1p "$D/a.log")"
+check "pod 1 listens on port+1" "200" "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$((P + 1))/health)"
+if python3 tests/tools/sse_client.py 127.0.0.1:$P $MODEL >"$D/sse.out" 2>&1; then ok "SSE and whole responses (independent client)"
+else bad "SSE and whole responses (independent client)"; cat "$D/sse.out"; fi
+
+$T/kv_msgpack_check tcp://127.0.0.1:$((B + 11)) 1 5000 >"$D/mp.out" 2>&1 &
+mp=$!
+$K listen tcp://127.0.0.1:$((B + 11)) >"$D/kl.out" 2>&1 &
+kl=$!; pids="$pids $kl"
+sleep 0.5   # both subscriptions are up (a PUB drops what no one subscribed to yet)
+U=http://127.0.0.1:$((P + 1))
+complete $U "[$(ids 130 1000)]" 2
+complete $U "[$(ids 130 1000)]" 2
+wait $mp
+check "msgpack-c reads [topic, seq, KVEventBatch]: one BlockStored of 2 blocks" \
+    "kv@127.0.0.1:$((P + 1))@$MODEL 0 BlockStored 2 128" "$(cat "$D/mp.out")"
+sleep 0.3; kill $kl
+check "kvctl decodes the pod's events: the repeated prompt stored no new block" "1" \
+    "$(grep -c '"type":"BlockStored"' "$D/kl.out")"
+check "prefix-cache queries count both prompts" "260.0" "$(metric $U 'vllm:prefix_cache_queries_total{')"
+check "the repeat shows as 128 prefix-cache hit tokens" "128.0" "$(metric $U 'vllm:prefix_cache_hits_total{')"
+check "cache_config_info carries block size and GPU blocks" "1" \
+    "$(curl -s $U/metrics | grep -c '^vllm:cache_config_info{block_size="64",.*num_gpu_blocks="[0-9]*"} 1.0$')"
+curl -s -X POST $U/admin/metrics/off >/dev/null
+curl -s --max-time 1 $U/metrics >/dev/null; rc=$?
+check "a pod told to stop answering /metrics times the scraper out" "28" "$rc"
+curl -s -X POST $U/admin/metrics/on >/dev/null
+check "... and answers again when told" "200" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 $U/metrics)"
+
+timeout 0.5 curl -sN $U/v1/completions -d '{"prompt":"the cat","max_tokens":5000,"stream":true}' >/dev/null
+sleep 0.5
+check "a client that disconnects aborts its request (no request left running)" "0.0" \
+    "$(metric $U 'vllm:num_requests_running{')"
+
+serve "$D/m.log" --port $((B + 2)) --kv-events-port $((B + 12)) --kv-events-encoding map --fail-rate 1
+$T/kv_msgpack_check tcp://127.0.0.1:$((B + 12)) 1 5000 >"$D/mp2.out" 2>&1 &
+mp=$!; sleep 0.5
+curl -s -X POST http://127.0.0.1:$((B + 2))/admin/restart >/dev/null
+wait $mp
+check "map encoding: the restart's AllBlocksCleared at seq 0" "kv@127.0.0.1:$((B + 2))@$MODEL 0 AllBlocksCleared 0 0" \
+    "$(cat "$D/mp2.out")"
+code=$(curl -s -o "$D/f.json" -w '%{http_code}' http://127.0.0.1:$((B + 2))/v1/completions -d '{"prompt":"a b"}')
+check "--fail-rate 1 answers 500 with an OpenAI error body" "500 InternalServerError" \
+    "$code $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["error"]["type"])' "$D/f.json")"
+
+# --- ./epp routing on two pods' events (one pod per loopback address) ---------------------
+Z=$((B + 30)); R=$((B + 31)); HP=$((B + 40))
+for i in 1 2; do
+    serve "$D/e$i.log" --host 127.0.0.$i --port $HP --kv-events-endpoint tcp://127.0.0.1:$Z --replay-port $R \
+        --drop-event-batches 0.3 --speedup 20
+done
+sed "s#tcp://\*:5557#tcp://127.0.0.1:$Z#" policies/presets/llm-d-precise.yaml >"$D/epp.yaml"
+$E --config-file "$D/epp.yaml" --endpoints 127.0.0.1:$HP,127.0.0.2:$HP --grpc-port $((B + 32)) \
+    --grpc-health-port $((B + 33)) --metrics-port $((B + 34)) --secure-serving=false \
+    --kv-events-replay-endpoint $R --decision-log "$D/dec.db" >"$D/epp.log" 2>&1 &
+epp=$!; pids="$pids $epp"
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:$((B + 34))/metrics && break; sleep 0.1; done
+sleep 1   # the pods' PUB sockets connect to the EPP's SUB
+route() {   # prompt text: the picked endpoint
+    printf '{"model":"%s","prompt":"%s","max_tokens":2}' $MODEL "$1" >"$D/body.json"
+    $T/extproc_route 127.0.0.1:$((B + 32)) /v1/completions "$D/body.json"
+}
+text() {   # n: a prompt of 6 x 70 one-token words, distinct per n
+    w=""; for k in $(seq 420); do w="$w w$1x$k"; done
+    echo "$w" | tr '0123456789' 'abcdefghij'
+}
+: >"$D/first"
+for n in 1 2 3 4 5 6; do
+    dest=$(route "$(text $n)")
+    echo "$n $dest" >>"$D/first"
+    complete "http://$dest" "\"$(text $n)\"" 2
+done
+for i in 1 2; do for k in 1 2 3; do complete "http://127.0.0.$i:$HP" "[$(ids 100 $((i * 5000 + k * 200)))]" 1; done; done
+sleep 0.5
+same=0
+while read -r n dest; do [ "$(route "$(text $n)")" = "$dest" ] && same=$((same + 1)); done <"$D/first"
+check "./epp sends each repeated prompt to the pod that holds it (6 of 6)" "6" "$same"
+EM=http://127.0.0.1:$((B + 34))
+lost=$(metric $EM 'kvroute_kv_events_gaps_total'); rep=$(metric $EM 'kvroute_kv_events_replayed_batches_total')
+[ "${lost:-0}" -gt 0 ] && [ "${rep:-0}" -gt 0 ] && ok "dropped batches were fetched by replay (gaps $lost, replayed $rep)" \
+    || bad "dropped batches were fetched by replay (gaps ${lost:-?}, replayed ${rep:-?})"
+check "no replay failed" "0" "$(metric $EM 'kvroute_kv_events_replay_failures_total')"
+dest=$(awk '$1 == 1 { print $2 }' "$D/first")
+curl -s -X POST "http://$dest/admin/restart" >/dev/null
+sleep 0.5
+route "$(text 1)" >/dev/null
+kill $epp; wait $epp 2>/dev/null
+idx=0; [ "${dest%%:*}" = 127.0.0.2 ] && idx=1   # the decision log names endpoints by index
+scores=$(sqlite3 "$D/dec.db" "SELECT score FROM decisions WHERE plugin LIKE 'precise%' AND endpoint = $idx \
+    AND request_id IN (6, 12) ORDER BY request_id" | tr '\n' ' ')
+check "after the pod's restart its precise score for the prompt it held drops from 1 to 0" "1.0 0.0 " "$scores"
+exit $fail
