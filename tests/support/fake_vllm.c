@@ -60,12 +60,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *version, const char *data, size_t *data_size, void **con_cls)
 {
     fake_vllm *v = cls;
+    upload *u = *con_cls;
+    if (!u) {
+        /* The first call has only the headers. A reply queued now makes MHD close the
+         * connection after it (it cannot know the request is whole), where vLLM keeps
+         * connections alive: a scraper would open one per scrape. */
+        *con_cls = calloc(1, sizeof *u);
+        return *con_cls ? MHD_YES : MHD_NO;
+    }
     if (!strcmp(method, "POST")) {
-        upload *u = *con_cls;
-        if (!u) {
-            *con_cls = calloc(1, sizeof *u);
-            return *con_cls ? MHD_YES : MHD_NO;
-        }
         if (*data_size) {
             char *g = realloc(u->data, u->len + *data_size);
             if (!g)
