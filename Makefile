@@ -6,6 +6,7 @@
 #   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
+#   make soak    deps, build, ./epp for SOAK_MINUTES (default 30) under load, watched for growth
 
 CC       ?= cc
 CXX      ?= c++
@@ -103,7 +104,7 @@ build/tsan/tests/bin/%: build/tsan/tests/%.o $(call obj,tsan,$(HELPER_SRC)) $(LI
 build/rel/tests/bin/%: build/rel/tests/%.o $(call obj,rel,$(HELPER_SRC)) $(LIBS_rel)
 	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
 
-.PHONY: all deps demo test test-build bench clean
+.PHONY: all deps demo test test-build bench soak clean
 .SECONDARY:
 
 deps:
@@ -118,6 +119,11 @@ test: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+SOAK_MINUTES ?= 30
+soak: deps
+	@$(MAKE) --no-print-directory build/rel/bin/epp build/rel/tests/bin/soak
+	SOAK_MINUTES=$(SOAK_MINUTES) build/rel/tests/bin/soak build/rel/bin/epp
 
 demo: deps
 	@$(MAKE) --no-print-directory all
