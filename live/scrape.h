@@ -17,8 +17,9 @@
  * endpoint set's staleness rule, GIE's: the endpoint stays a candidate and scorers see it
  * as having no metrics.
  *
- * Threads: one scraper thread drives every transfer through one curl multi handle; it
- * follows the endpoint set by generation. scrape_get_stats may be called from any thread. */
+ * Threads: one scraper thread drives every transfer through one curl multi handle,
+ * which keeps one connection alive per endpoint; it follows the endpoint set by
+ * generation. scrape_get_stats may be called from any thread. */
 #ifndef KVROUTE_SCRAPE_H
 #define KVROUTE_SCRAPE_H
 
