@@ -25,8 +25,9 @@
  * which series and by how much) if RSS, descriptors or index bytes grows more than
  * GROWTH_MAX from its value at minute 5 (half the run when it is shorter than 10
  * minutes) to its maximum after that, if a request failed, if no lookup hit, if the
- * index never evicted, if the publishers fell below FLOOR_BLOCKS blocks/s, or if the
- * EPP died or did not stop cleanly on SIGTERM.
+ * index never evicted, if the EPP counted no restart, clear, malformed message or
+ * removal (the run did not exercise it), if the publishers fell below FLOOR_BLOCKS
+ * blocks/s, or if the EPP died or did not stop cleanly on SIGTERM.
  *
  * The EPP dies with this process however it ends (PR_SET_PDEATHSIG, and a kill on
  * SIGINT/SIGTERM and at exit). Threads: main (start-up, sampling, verdict), the
@@ -77,6 +78,9 @@
 typedef struct sample {
     double t, rss_kib, fds, index_bytes;
     double index_blocks, evictions, lookups, hit_blocks, epp_stored;
+    /* what the EPP counted of the disturbances: restarts, AllBlocksCleared, malformed
+     * messages (bad frames and decode errors), BlockRemoved entries */
+    double epp_restarts, epp_clears, epp_malformed, epp_removed;
     uint64_t published, requests, failed;
 } sample;
 
@@ -404,14 +408,18 @@ static long log_value(const char *log, const char *marker, const char *key)
 
 /* ---- sampling ------------------------------------------------------------------------- */
 
-/* An unlabelled series' value in Prometheus text, or NAN. */
-static double prom_value(const char *body, const char *name)
+/* The sum of the series whose name (with labels, if given) starts a line of Prometheus
+ * text, or NAN when none does. */
+static double prom_sum(const char *body, const char *name)
 {
     size_t nl = strlen(name);
+    double sum = NAN;
     for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (!strncmp(p, name, nl) && p[nl] == ' ')
-            return strtod(p + nl + 1, NULL);
-    return NAN;
+        if (!strncmp(p, name, nl) && (p[nl] == ' ' || p[nl] == '{')) {
+            const char *v = strchr(p + nl, ' ');
+            sum = (isnan(sum) ? 0 : sum) + (v ? strtod(v + 1, NULL) : NAN);
+        }
+    return sum;
 }
 
 static double proc_rss_kib(pid_t pid)
@@ -454,12 +462,17 @@ static bool take_sample(soak *s, CURL *curl, sample *o)
                   .requests = atomic_load(&s->requests),
                   .failed = atomic_load(&s->failed)};
     if (ok) {
-        o->index_bytes = prom_value(body.s, "kvcache_index_size_bytes");
-        o->index_blocks = prom_value(body.s, "kvcache_index_size_blocks");
-        o->evictions = prom_value(body.s, "kvcache_index_evictions_total");
-        o->lookups = prom_value(body.s, "kvcache_index_lookup_requests_total");
-        o->hit_blocks = prom_value(body.s, "kvcache_index_lookup_hits_total");
-        o->epp_stored = prom_value(body.s, "kvroute_kv_events_blocks_stored_total");
+        o->index_bytes = prom_sum(body.s, "kvcache_index_size_bytes");
+        o->index_blocks = prom_sum(body.s, "kvcache_index_size_blocks");
+        o->evictions = prom_sum(body.s, "kvcache_index_evictions_total");
+        o->lookups = prom_sum(body.s, "kvcache_index_lookup_requests_total");
+        o->hit_blocks = prom_sum(body.s, "kvcache_index_lookup_hits_total");
+        o->epp_stored = prom_sum(body.s, "kvroute_kv_events_blocks_stored_total");
+        o->epp_restarts = prom_sum(body.s, "kvroute_kv_events_restarts_total");
+        o->epp_clears = prom_sum(body.s, "kvroute_kv_events_events_total{type=\"AllBlocksCleared\"}");
+        o->epp_malformed = prom_sum(body.s, "kvroute_kv_events_bad_frames_total") +
+                           prom_sum(body.s, "kvroute_kv_events_decode_errors_total");
+        o->epp_removed = prom_sum(body.s, "kvroute_kv_events_blocks_removed_total");
     }
     free(body.s);
     return ok && !isnan(o->index_bytes) && !isnan(o->rss_kib) && !isnan(o->fds);
@@ -676,6 +689,13 @@ int main(int argc, char **argv)
         if (z->failed) {
             printf("soak: FAIL: %llu of %llu requests failed; the first: %s\n", (unsigned long long)z->failed,
                    (unsigned long long)z->requests, s.first_failure);
+            ok = false;
+        }
+        printf("soak: the EPP counted %.0f publisher restarts, %.0f AllBlocksCleared, %.0f malformed messages, "
+               "%.0f index entries removed by BlockRemoved\n",
+               z->epp_restarts, z->epp_clears, z->epp_malformed, z->epp_removed);
+        if (!(z->epp_restarts > 0 && z->epp_clears > 0 && z->epp_malformed > 0 && z->epp_removed > 0)) {
+            printf("soak: FAIL: the EPP saw none of one kind of disturbance: the run did not exercise it\n");
             ok = false;
         }
         if (!(z->hit_blocks > 0)) {
