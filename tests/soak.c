@@ -21,13 +21,14 @@
  *
  * Every SAMPLE_S seconds: the EPP's VmRSS (/proc/PID/status), open descriptors
  * (/proc/PID/fd) and kvcache_index_size_bytes (its /metrics), with the load counters:
- * one line on stdout, one row in build/soak/soak.csv. The run fails (exit 1, saying
- * which series and by how much) if RSS, descriptors or index bytes grows more than
- * GROWTH_MAX from its value at minute 5 (half the run when it is shorter than 10
- * minutes) to its maximum after that, if a request failed, if no lookup hit, if the
- * index never evicted, if the EPP counted no restart, clear, malformed message or
- * removal (the run did not exercise it), if the publishers fell below FLOOR_BLOCKS
- * blocks/s, or if the EPP died or did not stop cleanly on SIGTERM.
+ * one line on stdout, one row in build/soak/soak.csv; the EPP's /proc/PID/smaps is
+ * copied at minute 5 and at the end (smaps-base.txt, smaps-end.txt). The run fails
+ * (exit 1, saying which series and by how much) if RSS, descriptors or index bytes
+ * grows more than GROWTH_MAX from its value at minute 5 (half the run when it is
+ * shorter than 10 minutes) to its maximum after that, if a request failed, if no lookup
+ * hit, if the index never evicted, if the EPP counted no restart, clear, malformed
+ * message or removal (the run did not exercise it), if the publishers fell below
+ * FLOOR_BLOCKS blocks/s, or if the EPP died or did not stop cleanly on SIGTERM.
  *
  * The EPP dies with this process however it ends (PR_SET_PDEATHSIG, and a kill on
  * SIGINT/SIGTERM and at exit). Threads: main (start-up, sampling, verdict), the
@@ -450,6 +451,21 @@ static double proc_fds(pid_t pid)
     return n;
 }
 
+/* A copy of the EPP's /proc/PID/smaps, so that growth can be traced to a mapping (the
+ * heap, a thread's malloc arena, an index region) by comparing two copies. */
+static void save_smaps(const char *path)
+{
+    char src[64], buf[65536];
+    snprintf(src, sizeof src, "/proc/%d/smaps", (int)epp_pid);
+    FILE *in = fopen(src, "r"), *out = fopen(path, "w");
+    for (size_t n; in && out && (n = fread(buf, 1, sizeof buf, in)) > 0;)
+        fwrite(buf, 1, n, out);
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}
+
 static bool take_sample(soak *s, CURL *curl, sample *o)
 {
     text body = {0};
@@ -637,7 +653,8 @@ int main(int argc, char **argv)
     pthread_create(&pub, NULL, publisher, &s);
     for (int k = 0; k < CLIENTS; k++)
         pthread_create(&cl[k], NULL, client, &s);
-    size_t n_max = minutes * 60 >= 2 * SAMPLE_S ? (size_t)(minutes * 60 / SAMPLE_S) : 2, n = 0;
+    double base_t = fmin(BASE_S, minutes * 60 / 2);
+    size_t n_max = minutes * 60 >= 2 * SAMPLE_S ? (size_t)(minutes * 60 / SAMPLE_S) : 2, n = 0, base = 0;
     sample *v = calloc(n_max, sizeof *v);
     const char *died = NULL;
     for (size_t i = 1; v && i <= n_max; i++) {
@@ -657,8 +674,14 @@ int main(int argc, char **argv)
                 v[n].epp_stored, (unsigned long long)v[n].requests, (unsigned long long)v[n].failed, v[n].lookups,
                 v[n].hit_blocks);
         fflush(csv);
+        if ((n == 0 || v[n - 1].t < base_t - 1) && v[n].t >= base_t - 1) {
+            base = n;
+            save_smaps(OUT_DIR "/smaps-base.txt");
+        }
         n++;
     }
+    if (!died)
+        save_smaps(OUT_DIR "/smaps-end.txt");
     stop_load(&s, pub, cl);
     bool clean = !died && stop_epp();
     fclose(csv);
@@ -671,10 +694,6 @@ int main(int argc, char **argv)
         printf("soak: FAIL: the EPP did not exit 0 within 30 s of SIGTERM; its log is %s\n", log);
     if (n >= 2) {
         const sample *a = &v[0], *z = &v[n - 1];
-        double base_t = fmin(BASE_S, minutes * 60 / 2);
-        size_t base = 0;
-        while (base + 1 < n && v[base].t < base_t - 1)
-            base++;
         printf("soak: %.1f min, %d pods; events %.0f blocks/s published (floor %.0f), %.0f/s stored by the EPP; "
                "requests %.1f/s, %llu sent, %llu failed; lookups %.0f, %.1f blocks hit per lookup; %llu malformed "
                "messages, %llu pod restarts, %llu cache clears\n",
