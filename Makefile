@@ -7,6 +7,7 @@
 #   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
+#   make soak    deps, build, ./epp for SOAK_MINUTES (default 30) under load, watched for growth
 #
 # Layering is a build fact: each folder compiles with only the include paths it may use
 # (INC_<folder> below), so a header included across a forbidden boundary is a compile
@@ -158,8 +159,9 @@ $(foreach t,$(TEST_SRC),$(eval $(call test_rule,asan,$(basename $(notdir $(t))),
 $(foreach t,$(TSAN_SRC),$(eval $(call test_rule,tsan,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))),-lcmocka)))
 $(foreach t,$(BENCH_SRC),$(eval $(call test_rule,rel,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))))))
 $(foreach t,fake_k8s_server extproc_route kv_msgpack_check,$(eval $(call test_rule,rel,tools/$(t),all)))
+$(eval $(call test_rule,rel,soak,all))
 
-.PHONY: all deps demo test test-build bench clean
+.PHONY: all deps demo test test-build bench soak clean
 .SECONDARY:
 
 deps:
@@ -174,6 +176,11 @@ test: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+SOAK_MINUTES ?= 30
+soak: deps
+	@$(MAKE) --no-print-directory build/rel/bin/epp build/rel/tests/bin/soak
+	SOAK_MINUTES=$(SOAK_MINUTES) build/rel/tests/bin/soak build/rel/bin/epp
 
 demo: deps
 	@$(MAKE) --no-print-directory all
