@@ -299,7 +299,7 @@ static void dkv_response_complete(sched_plugin *p, const sched_request *r, const
     }
 }
 
-const sched_plugin_type dynamo_kv_type = {
+const sched_plugin_type dynamo_kv_picker_type = {
     .type = "dynamo-kv-picker",
     .kind = SCHED_PICKER,
     .init = dkv_init,
