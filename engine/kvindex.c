@@ -57,7 +57,7 @@
 
 typedef struct bucket {
     uint32_t ref;   /* record index + 1; 0 = empty */
-    uint32_t tag;   /* low 32 bits of the hash */
+    uint32_t tag;   /* top 32 bits of the hash (rt_tag) */
 } bucket;
 
 typedef struct reftab {

@@ -51,7 +51,6 @@ typedef struct simsrv_req {
     uint32_t preemptions;
     bool admitted_once;
     bool prefill_done;                    /* the first token has been emitted */
-    uint32_t priv[8];                     /* server bookkeeping */
     void *priv_ptr;
 } simsrv_req;
 
