@@ -1,4 +1,4 @@
-/* dynamo-kv-picker: NVIDIA Dynamo's KV router cost function (spec peer-routers.md §2;
+/* dynamo-kv-picker: NVIDIA Dynamo's KV router cost function (docs/upstream/peer-routers.md §2;
  * ai-dynamo/dynamo docs/components/router/router-concepts.md, router-configuration.md,
  * lib/kv-router scheduling selector). A picker, because Dynamo decides alone (argmin or
  * softmax sampling over its own cost); a profile holds only this picker, and scores from

@@ -1,4 +1,4 @@
-/* sglang-cache-aware-picker: SGLang's cache-aware routing policy (spec peer-routers.md §1;
+/* sglang-cache-aware-picker: SGLang's cache-aware routing policy (docs/upstream/peer-routers.md §1;
  * sgl-project/sglang sgl-model-gateway/src/policies/cache_aware.rs), as a picker that
  * decides alone: a profile holds only this picker (scores from other plugins in the
  * profile are ignored).
