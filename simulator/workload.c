@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "hugepage.h"
 #include "mix64.h"
 #include "rng.h"
@@ -715,14 +716,9 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
         }
         if ((rc = wl_row_check(path, lineno, &r, n ? &rows[n - 1] : NULL, err)))
             break;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            wl_row *nr = realloc(rows, cap * sizeof *nr);
-            if (!nr) {
-                rc = kv_err_set(err, KV_ENOMEM, "out of memory reading %s", path);
-                break;
-            }
-            rows = nr;
+        if (!grow_array((void **)&rows, &cap, n + 1, sizeof *rows)) {
+            rc = kv_err_set(err, KV_ENOMEM, "out of memory reading %s", path);
+            break;
         }
         rows[n++] = r;
     }
