@@ -1,4 +1,4 @@
-/* scrape: polls every endpoint's vLLM /metrics (spec epp.md §5, GIE backend/metrics) and
+/* scrape: polls every endpoint's vLLM /metrics (docs/upstream/epp.md §5, GIE backend/metrics) and
  * stores what the scheduler reads into the endpoint set.
  *
  * Read from the Prometheus text format (a small line parser: name, {labels}, value):
