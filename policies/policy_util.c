@@ -344,3 +344,34 @@ void pu_prefix_key(char *out, size_t cap, const char *type, const char *name)
 {
     snprintf(out, cap, "prefix-match:%s/%s", type, name);
 }
+
+int pu_bind_producer(sched_plugin *p, const char *param, const char *name, const char *dflt, const char *what,
+                     sched_plugin **producer, const void **svc, kv_err *err)
+{
+    const char *want = name ? name : dflt;
+    sched_plugin *q = sched_plugin_by_name(p->owner, want);
+    const void *v = q && q->type->service ? q->type->service(q, what) : NULL;
+    if (!q)
+        return kv_err_set(err, KV_EINVAL,
+                          "plugin '%s' (%s): %s '%s' names no plugin of this config (declare it under plugins:)",
+                          p->name, p->type->type, name ? param : "default producer", want);
+    if (!v)
+        return kv_err_set(err, KV_EINVAL, "plugin '%s' (%s): %s '%s' is a %s, which produces no %s", p->name,
+                          p->type->type, name ? param : "default producer", want, q->type->type, what);
+    *producer = q;
+    *svc = v;
+    return KV_OK;
+}
+
+void pu_ignore(const sched_plugin *p, const sched_params *pp, const sched_env *env, const char *const *keys, size_t n,
+               const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        const yt_node *v = yt_get(pp->node, keys[i]);
+        if (!v)
+            continue;
+        pu_accept(v);
+        pu_warn(env, "%s:%d:%d: plugin '%s' (%s): parameter '%s' is accepted and ignored: %s", yt_name(pp->doc),
+                v->line, v->col, p->name, p->type->type, keys[i], why);
+    }
+}
