@@ -246,6 +246,48 @@ static void test_precise_producer_feeds_scorer(void **state)
     fx_free(f);
 }
 
+static void test_speculative_indexing(void **state)
+{
+    (void)state;
+    const char *cfg = "plugins:\n"
+                      "- type: precise-prefix-cache-producer\n"
+                      "  parameters: {tokenProcessorConfig: {blockSizeTokens: 64}, speculativeIndexing: true,\n"
+                      "               speculativeTTL: 2s}\n"
+                      "- type: prefix-cache-scorer\n"
+                      "  parameters: {prefixMatchInfoProducerName: precise-prefix-cache-producer}\n"
+                      "- type: max-score-picker\n";
+    fx *f = fx_new(cfg, 4, 1);
+    assert_non_null(f);
+    uint32_t a[256];
+    tokens(a, 256, 4, 0);
+    sched_request r1 = fx_tokens("r1", a, 256), r2 = fx_tokens("r2", a, 256), r3 = fx_tokens("r3", a, 256);
+    /* No event yet: the first request goes anywhere, and its pick then holds all 4 blocks. */
+    sched_endpoint *first = fx_route(f, &r1);
+    assert_non_null(first);
+    f->now = 1.9;
+    assert_ptr_equal(fx_pick(f, &r2), first);
+    assert_float_equal(fx_score(f, "prefix-cache-scorer", first->id), 1.0, 1e-12);
+    /* The TTL ends: nothing is held any more. */
+    f->now = 2.1;
+    assert_non_null(fx_pick(f, &r2));
+    for (size_t i = 0; i < 4; i++)
+        assert_true(fx_score(f, "prefix-cache-scorer", i) == 0.0);
+    /* Events confirm 2 blocks on a pod: they stay after every speculative entry expired. */
+    fx_route(f, &r2);
+    sched_kvsource *src = NULL;
+    assert_int_equal(sched_services(f->s, "kvsource", (void **)&src, 1), 1);
+    uint64_t keys[4];
+    assert_int_equal(blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), a, 256, NULL, 0, NULL, keys, 4), 4);
+    kv_err err = {0};
+    int slot = kvindex_endpoint_add(src->index, f->names[3], &err);
+    assert_true(slot >= 0);
+    assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 2, &err), KV_OK);
+    f->now = 10;
+    assert_ptr_equal(fx_pick(f, &r3), &f->eps[3]);
+    assert_float_equal(fx_score(f, "prefix-cache-scorer", 3), 0.5, 1e-12);
+    fx_free(f);
+}
+
 /* ---- loading ---------------------------------------------------------------------------- */
 
 typedef struct warnbuf {
@@ -376,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_affinity_threshold),
         cmocka_unit_test(test_prefix_scorer_on_producer),
         cmocka_unit_test(test_precise_producer_feeds_scorer),
+        cmocka_unit_test(test_speculative_indexing),
         cmocka_unit_test(test_samples_load),
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
