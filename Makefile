@@ -1,11 +1,17 @@
-# kvroute build. One engine library (engine/ + policies/), two drivers (simulator/, live/).
-# Sources are found by wildcard: adding a module is adding a file.
+# kvroute build. Four folders, four libraries, layered: engine/ (libengine.a) <- policies/
+# (libpolicies.a) <- simulator/ (libsim.a) for ./sim, and <- live/ (liblive.a) for ./epp and
+# ./kvctl. Sources are found by wildcard: adding a module is adding a file.
 #
 #   make deps    install the Debian packages (root; idempotent)
 #   make         build ./sim ./epp ./kvctl (-O2)
 #   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
+#
+# Layering is a build fact: each folder compiles with only the include paths it may use
+# (INC_<folder> below), so a header included across a forbidden boundary is a compile
+# error naming the file; and each program links only its folders' libraries and the
+# pkg-config libraries they need (./sim links no gRPC, TLS, curl or microhttpd).
 
 CC       ?= cc
 CXX      ?= c++
@@ -14,16 +20,30 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
             protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev
 
-PKGS     := msgpack libxxhash yaml-0.1 sqlite3 jansson yajl libzmq libcurl libmicrohttpd \
-            grpc gpr libprotobuf-c openssl simdjson
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# pkg-config libraries, by the folders that need them (the engine's are everyone's)
+PKGS_engine := msgpack libxxhash yaml-0.1
+PKGS_sim    := $(PKGS_engine) sqlite3 jansson
+PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
+               openssl simdjson
+pkg_libs     = $(shell pkg-config --libs $(PKGS_$(1)) 2>/dev/null) -lpthread -lm
+PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS_live) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
-INCS     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
-BASE_CFLAGS = -std=gnu11 -g $(WARN) $(INCS) $(PKG_CFLAGS)
+# Layering: the include paths each folder compiles with (by a source's first path
+# component; build/gen is the generated protobuf-c code of live/). The engine sees only
+# itself; policies see the engine; the two drivers see the engine and the policies but
+# never each other; tests and tools see everything.
+INC_engine    := -Iengine
+INC_policies  := -Iengine -Ipolicies
+INC_simulator := -Iengine -Ipolicies -Isimulator
+INC_live      := -Iengine -Ipolicies -Ilive -Ibuild/gen
+INC_build     := $(INC_live)
+INC_tests     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
+incs           = $(INC_$(firstword $(subst /, ,$(1))))
+LAYER_HINT     = echo "$<: not compiled; $(firstword $(subst /, ,$<))/ sees only $(call incs,$<) (layering: Makefile header)" >&2; exit 1
+BASE_CFLAGS    = -std=gnu11 -g $(WARN) $(PKG_CFLAGS)
 # C++ only where a chosen library is C++ (simdjson); no exceptions cross into C
-BASE_CXXFLAGS = -std=gnu++17 -g -fno-exceptions $(WARN) $(INCS) $(PKG_CFLAGS)
+BASE_CXXFLAGS  = -std=gnu++17 -g -fno-exceptions $(WARN) $(PKG_CFLAGS)
 OPT      ?= -O2
 # x86-64 CPUs have had popcnt since 2008; without the flag every __builtin_popcountll
 # (holder bitmaps: eviction, scoring) is a libgcc call of ~20 instructions
@@ -43,7 +63,8 @@ PROTO_SRC  := $(wildcard live/proto/*.proto)
 PROTO_C    := $(patsubst live/proto/%.proto,build/gen/%.pb-c.c,$(PROTO_SRC))
 PROTO_H    := $(PROTO_C:.c=.h)
 
-ENGINE_SRC := $(wildcard engine/*.c) $(wildcard policies/*.c)
+ENGINE_SRC := $(wildcard engine/*.c)
+POLICY_SRC := $(wildcard policies/*.c)
 SIM_MAIN   := simulator/main.c
 SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard simulator/*.c))
 LIVE_MAINS := live/epp_main.c live/kvctl.c
@@ -51,24 +72,33 @@ LIVE_SRC   := $(filter-out $(LIVE_MAINS),$(wildcard live/*.c)) $(PROTO_C) $(wild
 TEST_SRC   := $(wildcard tests/test_*.c)
 TSAN_SRC   := $(wildcard tests/tsan_*.c)
 BENCH_SRC  := $(wildcard tests/bench_*.c)
-HELPER_SRC := $(wildcard tests/support/*.c)
+# tests/support: the scheduler fixture needs only the engine and policies; the fakes
+# (gRPC client, vLLM, Kubernetes, KV-event publisher) need live/'s libraries
+CORE_HELPER_SRC := tests/support/sched_fixture.c
+HELPER_SRC := $(filter-out $(CORE_HELPER_SRC),$(wildcard tests/support/*.c))
 
 obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 
+# Libraries, in link order, and what each link set adds to the objects (pkg-config).
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $$(@D)
-	$$(CC) $$(BASE_CFLAGS) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@
+	$$(CC) $$(BASE_CFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@ || { $$(LAYER_HINT); }
 build/$(1)/%.o: %.cc | $(PROTO_H)
 	@mkdir -p $$(@D)
-	$$(CXX) $$(BASE_CXXFLAGS) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@
-build/$(1)/libkvroute.a: $(call obj,$(1),$(ENGINE_SRC))
+	$$(CXX) $$(BASE_CXXFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@ || { $$(LAYER_HINT); }
+build/$(1)/libengine.a: $(call obj,$(1),$(ENGINE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
-build/$(1)/libsim.a: $(call obj,$(1),$(SIM_SRC)) build/$(1)/libkvroute.a
-	@rm -f $$@; ar rcs $$@ $(call obj,$(1),$(SIM_SRC))
-build/$(1)/liblive.a: $(call obj,$(1),$(LIVE_SRC)) build/$(1)/libkvroute.a
-	@rm -f $$@; ar rcs $$@ $(call obj,$(1),$(LIVE_SRC))
-LIBS_$(1) := build/$(1)/libsim.a build/$(1)/liblive.a build/$(1)/libkvroute.a
+build/$(1)/libpolicies.a: $(call obj,$(1),$(POLICY_SRC))
+	@rm -f $$@; ar rcs $$@ $$^
+build/$(1)/libsim.a: $(call obj,$(1),$(SIM_SRC))
+	@rm -f $$@; ar rcs $$@ $$^
+build/$(1)/liblive.a: $(call obj,$(1),$(LIVE_SRC))
+	@rm -f $$@; ar rcs $$@ $$^
+LIBS_$(1)_core := build/$(1)/libpolicies.a build/$(1)/libengine.a
+LIBS_$(1)_sim  := build/$(1)/libsim.a $$(LIBS_$(1)_core)
+LIBS_$(1)_live := build/$(1)/liblive.a $$(LIBS_$(1)_core)
+LIBS_$(1)_all  := build/$(1)/libsim.a $$(LIBS_$(1)_live)
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
 
@@ -79,29 +109,47 @@ build/gen/%.pb-c.c build/gen/%.pb-c.h: live/proto/%.proto
 
 # --- programs ----------------------------------------------------------------
 BINS := sim epp kvctl
+.DEFAULT_GOAL := all
 all: $(addprefix build/rel/bin/,$(BINS))
 	@for b in $(BINS); do [ -d $$b ] || cp -f build/rel/bin/$$b $$b; done
 
-build/rel/bin/sim: build/rel/simulator/main.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
-build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
-build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+# ./sim is C only (no libstdc++); the live programs link simdjson's C++
+build/rel/bin/sim: build/rel/simulator/main.o $(LIBS_rel_sim)
+	@mkdir -p $(@D); $(CC) $(FLAGS_rel) -o $@ $^ $(call pkg_libs,sim)
+build/rel/bin/epp: build/rel/live/epp_main.o $(LIBS_rel_live)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(call pkg_libs,live)
+build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(call pkg_libs,live)
 
 # --- tests -------------------------------------------------------------------
+# A test links by what it uses: those named in TESTS_CORE (engine and policies only,
+# plus the scheduler fixture) link libpolicies + libengine; those in TESTS_SIM add
+# libsim; every other test, benchmark and tool links all four libraries and the fakes.
+# A new test not listed links everything, which always works.
+TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvingest test_llmd_plugins test_peer_policies \
+              test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
+TESTS_SIM  := test_blockpool test_console test_evq test_plots test_report test_scenario test_server \
+              test_sim_e2e test_simdb test_stats test_stepmodel test_workload bench_sched bench_sim
+test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
+test_pkgs   = $(if $(filter all,$(1)),live,$(if $(filter core,$(1)),engine,sim))
+test_helpers = $(call obj,$(1),$(CORE_HELPER_SRC) $(if $(filter all,$(2)),$(HELPER_SRC)))
+test_ld     = $(if $(filter all,$(1)),$(CXX),$(CC))
+
 TEST_BINS_ASAN := $(patsubst tests/%.c,build/asan/tests/bin/%,$(TEST_SRC))
 TEST_BINS_TSAN := $(patsubst tests/%.c,build/tsan/tests/bin/%,$(TSAN_SRC))
 BENCH_BINS     := $(patsubst tests/%.c,build/rel/tests/bin/%,$(BENCH_SRC))
 # programs the shell tests run (it_chart.sh: an API server for ./epp --kubeconfig)
 TOOL_BINS      := build/rel/tests/bin/tools/fake_k8s_server
 
-build/asan/tests/bin/%: build/asan/tests/%.o $(call obj,asan,$(HELPER_SRC)) $(LIBS_asan)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
-build/tsan/tests/bin/%: build/tsan/tests/%.o $(call obj,tsan,$(HELPER_SRC)) $(LIBS_tsan)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_tsan) -o $@ $^ $(PKG_LIBS) -lcmocka
-build/rel/tests/bin/%: build/rel/tests/%.o $(call obj,rel,$(HELPER_SRC)) $(LIBS_rel)
-	@mkdir -p $(@D); $(CXX) $(FLAGS_rel) -o $@ $^ $(PKG_LIBS)
+# $(1) variant, $(2) test name, $(3) its link set, $(4) extra libraries
+define test_rule
+build/$(1)/tests/bin/$(2): build/$(1)/tests/$(2).o $(call test_helpers,$(1),$(3)) $(LIBS_$(1)_$(3))
+	@mkdir -p $$(@D); $(call test_ld,$(3)) $(FLAGS_$(1)) -o $$@ $$^ $$(call pkg_libs,$(call test_pkgs,$(3))) $(4)
+endef
+$(foreach t,$(TEST_SRC),$(eval $(call test_rule,asan,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))),-lcmocka)))
+$(foreach t,$(TSAN_SRC),$(eval $(call test_rule,tsan,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))),-lcmocka)))
+$(foreach t,$(BENCH_SRC),$(eval $(call test_rule,rel,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))))))
+$(eval $(call test_rule,rel,tools/fake_k8s_server,all))
 
 .PHONY: all deps demo test test-build bench clean
 .SECONDARY:

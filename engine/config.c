@@ -3,7 +3,7 @@
  * then validate), so a file GIE rejects is rejected here with the position of the node
  * at fault, and a file GIE accepts builds the same profiles. */
 #include "config.h"
-#include "policy_util.h"
+#include "grow.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -17,6 +17,7 @@
 
 typedef struct cfg_build {
     epc_config *cfg;
+    const sched_plugin_type *const *registry;
     size_t cap_plugins;
     kv_err *err;
 } cfg_build;
@@ -27,7 +28,7 @@ static int cfg_add_plugin(cfg_build *b, const char *name, const char *type, cons
                           const yt_node *params, const yt_node *node)
 {
     epc_config *c = b->cfg;
-    if (!pu_grow((void **)&c->plugins, &b->cap_plugins, c->n_plugins + 1, sizeof *c->plugins))
+    if (!grow_array((void **)&c->plugins, &b->cap_plugins, c->n_plugins + 1, sizeof *c->plugins))
         return cfg_nomem(b->err);
     c->plugins[c->n_plugins++] = (epc_plugin){.name = name, .type = type, .impl = impl, .params = params,
                                               .node = node};
@@ -124,7 +125,7 @@ static int cfg_plugins(cfg_build *b, const yt_doc *d, const yt_node *list)
         snprintf(w2, sizeof w2, "%s.type", what);
         if (yt_string(d, tn, w2, &type, err))
             return KV_EINVAL;
-        const sched_plugin_type *impl = sched_registry_find(type);
+        const sched_plugin_type *impl = sched_registry_find(b->registry, type);
         if (!impl)
             return yt_error(d, tn, err, KV_EINVAL, "field '%s': unknown plugin type '%s'", w2, type);
         name = type;
@@ -153,7 +154,7 @@ static int cfg_plugins(cfg_build *b, const yt_doc *d, const yt_node *list)
 
 static int cfg_add_ref(epc_profile *p, size_t *cap, size_t plugin, double weight, kv_err *err)
 {
-    if (!pu_grow((void **)&p->refs, cap, p->n_refs + 1, sizeof *p->refs))
+    if (!grow_array((void **)&p->refs, cap, p->n_refs + 1, sizeof *p->refs))
         return cfg_nomem(err);
     p->refs[p->n_refs++] = (epc_ref){.plugin = plugin, .weight = weight};
     return KV_OK;
@@ -365,7 +366,7 @@ static int cfg_default_plugin(cfg_build *b, const char *type, size_t *out)
 {
     int k = cfg_find_type(b->cfg, type);
     if (k < 0) {
-        const sched_plugin_type *impl = sched_registry_find(type);
+        const sched_plugin_type *impl = sched_registry_find(b->registry, type);
         if (!impl)
             return kv_err_set(b->err, KV_ESTATE, "config: plugin type '%s' is not registered", type);
         if (epc_plugin_index(b->cfg, type) >= 0)
@@ -444,7 +445,8 @@ static int cfg_defaults(cfg_build *b, const yt_node *root, const yt_node *profil
     return KV_OK;
 }
 
-epc_config *epc_load_node(const yt_doc *d, const yt_node *root, kv_err *err)
+epc_config *epc_load_node(const yt_doc *d, const yt_node *root, const sched_plugin_type *const *registry,
+                          kv_err *err)
 {
     epc_config *c = calloc(1, sizeof *c);
     if (!c) {
@@ -453,7 +455,7 @@ epc_config *epc_load_node(const yt_doc *d, const yt_node *root, kv_err *err)
     }
     c->doc = d;
     c->api_version = "";
-    cfg_build b = {.cfg = c, .err = err};
+    cfg_build b = {.cfg = c, .registry = registry, .err = err};
     int rc;
     if (!root || yt_is_null(root)) {
         rc = kv_err_set(err, KV_EINVAL, "%s: empty config", yt_name(d));
@@ -481,11 +483,11 @@ fail:
     return NULL;
 }
 
-static epc_config *cfg_own(yt_doc *doc, kv_err *err)
+static epc_config *cfg_own(yt_doc *doc, const sched_plugin_type *const *registry, kv_err *err)
 {
     if (!doc)
         return NULL;
-    epc_config *c = epc_load_node(doc, yt_root(doc), err);
+    epc_config *c = epc_load_node(doc, yt_root(doc), registry, err);
     if (!c) {
         yt_free(doc);
         return NULL;
@@ -494,11 +496,15 @@ static epc_config *cfg_own(yt_doc *doc, kv_err *err)
     return c;
 }
 
-epc_config *epc_load_file(const char *path, kv_err *err) { return cfg_own(yt_load_file(path, err), err); }
-
-epc_config *epc_load_string(const char *text, size_t len, const char *name, kv_err *err)
+epc_config *epc_load_file(const char *path, const sched_plugin_type *const *registry, kv_err *err)
 {
-    return cfg_own(yt_load_string(text, len, name, err), err);
+    return cfg_own(yt_load_file(path, err), registry, err);
+}
+
+epc_config *epc_load_string(const char *text, size_t len, const char *name, const sched_plugin_type *const *registry,
+                            kv_err *err)
+{
+    return cfg_own(yt_load_string(text, len, name, err), registry, err);
 }
 
 void epc_free(epc_config *c)
@@ -531,10 +537,11 @@ int epc_preset_path(const char *dir, const char *name, char *out, size_t cap, kv
     return KV_OK;
 }
 
-epc_config *epc_load_preset(const char *dir, const char *name, kv_err *err)
+epc_config *epc_load_preset(const char *dir, const char *name, const sched_plugin_type *const *registry,
+                            kv_err *err)
 {
     char path[4096];
     if (epc_preset_path(dir, name, path, sizeof path, err))
         return NULL;
-    return epc_load_file(path, err);
+    return epc_load_file(path, registry, err);
 }

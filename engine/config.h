@@ -43,7 +43,7 @@
 typedef struct epc_plugin {
     const char *name;                 /* unique; defaults to type */
     const char *type;                 /* registry name */
-    const sched_plugin_type *impl;    /* resolved from the registry */
+    const sched_plugin_type *impl;    /* resolved from the loader's registry */
     const yt_node *params;            /* 'parameters', or NULL */
     const yt_node *node;              /* the plugins[] entry; NULL for a defaulted plugin */
 } epc_plugin;
@@ -81,19 +81,24 @@ typedef struct epc_config {
     const yt_node *data_layer;        /* 'dataLayer' as written (validated), or NULL */
 } epc_config;
 
-epc_config *epc_load_file(const char *path, kv_err *err);
+/* Plugin types are looked up in registry (sched_registry_find): the drivers pass the
+ * policies' table (policies/registry.h), which the engine does not link. */
+epc_config *epc_load_file(const char *path, const sched_plugin_type *const *registry, kv_err *err);
 /* name is used in messages in place of a file name (e.g. "scenario.yaml:inline"). */
-epc_config *epc_load_string(const char *text, size_t len, const char *name, kv_err *err);
+epc_config *epc_load_string(const char *text, size_t len, const char *name, const sched_plugin_type *const *registry,
+                            kv_err *err);
 /* Loads a map node of an already parsed document (e.g. the inline config of a scenario
  * file). The config borrows doc, which must outlive it. */
-epc_config *epc_load_node(const yt_doc *doc, const yt_node *root, kv_err *err);
+epc_config *epc_load_node(const yt_doc *doc, const yt_node *root, const sched_plugin_type *const *registry,
+                          kv_err *err);
 void epc_free(epc_config *cfg);
 
 /* "<dir>/<name>.yaml" for a preset name such as "llm-d-precise" (dir is the presets
  * folder, e.g. "policies/presets"). Names are [A-Za-z0-9._-]+ and must not start with a
  * dot, so a name can never leave the folder. KV_ENOTFOUND when no such file exists. */
 int epc_preset_path(const char *dir, const char *name, char *out, size_t cap, kv_err *err);
-epc_config *epc_load_preset(const char *dir, const char *name, kv_err *err);
+epc_config *epc_load_preset(const char *dir, const char *name, const sched_plugin_type *const *registry,
+                            kv_err *err);
 
 /* Index of the plugin with that name, or -1. */
 int epc_plugin_index(const epc_config *cfg, const char *name);

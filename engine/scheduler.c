@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdalign.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,8 @@
 #include <time.h>
 
 #include "config.h"
-#include "policy_util.h"
+#include "grow.h"
+#include "idmap.h"
 
 #define NO_PODS_MSG "no pods available for the given request"
 #define ARENA_BLOCK (64 * 1024)
@@ -79,7 +81,7 @@ struct sched {
     size_t n_profiles;
     sched_plugin *handler;
     uint64_t rng;
-    pu_idmap in_flight;
+    idmap in_flight;
     sched_cycle cycle;
     const sched_result *hook_result;   /* during sched_pre_request */
     sched_observer obs;                /* NULL: plugin calls are not timed */
@@ -87,6 +89,26 @@ struct sched {
 };
 
 /* ---- views --------------------------------------------------------------------------- */
+
+const sched_plugin_type *sched_registry_find(const sched_plugin_type *const *registry, const char *type)
+{
+    for (size_t i = 0; registry && registry[i]; i++)
+        if (strcmp(registry[i]->type, type) == 0)
+            return registry[i];
+    return NULL;
+}
+
+void sched_warn(const sched_env *env, const char *fmt, ...)
+{
+    if (!env || !env->warn)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    env->warn(env->warn_ctx, msg);
+}
 
 const char *sched_label(const sched_endpoint *ep, const char *key)
 {
@@ -214,7 +236,7 @@ const uint64_t *sched_cycle_keys(sched_cycle *c, const blockkeys_ctx *kc, size_t
         keys = out;
     }
     /* Without room the keys are still right, only hashed again by the next asker. */
-    if (pu_grow((void **)&c->keysets, &c->cap_keysets, c->n_keysets + 1, sizeof *c->keysets))
+    if (grow_array((void **)&c->keysets, &c->cap_keysets, c->n_keysets + 1, sizeof *c->keysets))
         c->keysets[c->n_keysets++] = (cycle_keyset){
             .algo = kc->algo, .block_size = kc->block_size, .init = kc->init, .model = model, .keys = keys, .n = nk};
     *n = nk;
@@ -228,7 +250,7 @@ void sched_cycle_put(sched_cycle *c, const char *key, void *value)
             c->kv[i].value = value;
             return;
         }
-    if (!pu_grow((void **)&c->kv, &c->cap_kv, c->n_kv + 1, sizeof *c->kv)) {
+    if (!grow_array((void **)&c->kv, &c->cap_kv, c->n_kv + 1, sizeof *c->kv)) {
         c->oom = true;
         return;
     }
@@ -287,7 +309,7 @@ static void warn_unused(const sched *s, const sched_plugin *p, const yt_doc *d, 
         if (l >= cap)
             l = cap - 1;
         if (n->kind == YT_MAP && !n->keynodes[i]->used)
-            pu_warn(&s->env, "%s:%d:%d: plugin '%s' (%s): unknown parameter '%s' ignored", yt_name(d),
+            sched_warn(&s->env, "%s:%d:%d: plugin '%s' (%s): unknown parameter '%s' ignored", yt_name(d),
                     n->keynodes[i]->line, n->keynodes[i]->col, p->name, p->type->type, path);
         else
             warn_unused(s, p, d, n->items[i], path, l, cap);
@@ -322,7 +344,7 @@ static int build_profiles(sched *s, const epc_config *cfg, kv_err *err)
             case SCHED_REQUEST_CONTROL:
                 /* llm-d's profiles skip a plugin that is no filter, scorer or picker (the
                  * precise guide lists its tokenizer there); said once, not refused */
-                pu_warn(&s->env, "profile '%s': plugin '%s' (%s) is not a filter, scorer or picker; it has no "
+                sched_warn(&s->env, "profile '%s': plugin '%s' (%s) is not a filter, scorer or picker; it has no "
                         "effect in a profile (it runs as a request hook)", sp->name, p->name, p->type->type);
                 break;
             case SCHED_PROFILE_HANDLER: break; /* the config loader rejects these */
@@ -405,7 +427,7 @@ void sched_free(sched *s)
     free(c->totals);
     free(c->n_totals);
     cycle_free(c);
-    pu_idmap_free(&s->in_flight);
+    idmap_free(&s->in_flight);
     free(s);
 }
 
@@ -455,7 +477,7 @@ static int trace_removed(sched_trace *t, const char *profile, const sched_plugin
             j++;
             continue;
         }
-        if (!pu_grow((void **)&t->removed, &t->cap_removed, t->n_removed + 1, sizeof *t->removed))
+        if (!grow_array((void **)&t->removed, &t->cap_removed, t->n_removed + 1, sizeof *t->removed))
             return KV_ENOMEM;
         t->removed[t->n_removed++] = (sched_trace_filter){.profile = profile, .plugin = p, .ep = before[i]};
     }
@@ -499,7 +521,7 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
         double w = pf->weights[j];
         memset(sc, 0, k * sizeof *sc);
         OBSERVED(s, SCHED_POINT_SCORER, p, p->type->score(p, c, work, k, sc));
-        if (t && !pu_grow((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
+        if (t && !grow_array((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
             return KV_ENOMEM;
         for (size_t i = 0; i < k; i++) {
             /* enforceScoreRange; NaN (which GIE would pass on) counts as 0 */
@@ -560,7 +582,7 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
     if (n == 0)
         return kv_err_set(err, KV_ENOENDPOINTS, NO_PODS_MSG);
     for (size_t i = 0; i < n; i++)
-        eps[i]->in_flight = (int)pu_idmap_get(&s->in_flight, eps[i]->id, 0);
+        eps[i]->in_flight = (int)idmap_get(&s->in_flight, eps[i]->id, 0);
     size_t np = s->n_profiles;
     for (size_t i = 0; i < np; i++) {
         c->rcs[i] = 1;
@@ -619,7 +641,7 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
         }
     if (trace && c->totals[primary]) {
         size_t k = c->n_totals[primary];
-        if (!pu_grow((void **)&trace->totals, &trace->cap_totals, k, sizeof *trace->totals))
+        if (!grow_array((void **)&trace->totals, &trace->cap_totals, k, sizeof *trace->totals))
             return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
         memcpy(trace->totals, c->totals[primary], k * sizeof *trace->totals);
         trace->n_totals = k;
@@ -632,7 +654,7 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
 void sched_pre_request(sched *s, const sched_request *r, const sched_result *res)
 {
     for (size_t i = 0; i < res->n_targets; i++) {
-        int64_t *v = pu_idmap_at(&s->in_flight, res->targets[i]->id);
+        int64_t *v = idmap_at(&s->in_flight, res->targets[i]->id);
         if (v)
             res->targets[i]->in_flight = (int)++*v;
     }
@@ -648,7 +670,7 @@ const sched_result *sched_pre_request_result(const sched *s) { return s->hook_re
 void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target)
 {
     if (target) {
-        int64_t *v = pu_idmap_at(&s->in_flight, target->id);
+        int64_t *v = idmap_at(&s->in_flight, target->id);
         if (v && *v > 0)
             --*v;
         if (v)

@@ -5,7 +5,8 @@
  * as GIE runs them (spec epp.md §1): filters in order (none left -> KV_ENOENDPOINTS),
  * each scorer's result clamped to [0,1] and added with its (float) weight, no division
  * by the weight sum, then the picker. Plugins are the types in policies/, found by name
- * in the registry (policies/registry.c); a config (engine/config.h) says which to build.
+ * in the registry the driver gives the config loader (policies/registry.h); a config
+ * (engine/config.h) says which to build.
  *
  * Threads: a sched is used by one thread at a time (the EPP serialises scheduling
  * calls or runs one sched per worker; shared state such as the kvindex is itself
@@ -88,6 +89,10 @@ typedef struct sched_env {
     void *warn_ctx;
 } sched_env;
 
+/* env->warn, formatted (the scheduler's and plugins' build-time warnings); nothing when
+ * there is no sink. */
+void sched_warn(const sched_env *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---- plugins ------------------------------------------------------------------- */
 
 typedef enum {
@@ -142,7 +147,8 @@ typedef struct sched_plugin_type {
     /* The first response chunk for r came back from target: its prefill is done (llm-d's
      * StartOfStream; the in-flight load producer releases the prompt's tokens here). */
     void (*response_started)(sched_plugin *p, const sched_request *r, const sched_endpoint *target);
-    /* Services a driver can ask for by name (e.g. "kvsource" from the precise scorer). */
+    /* Services a driver or plugin can ask for by name (sched_services); the precise scorer
+     * offers its kvsource this way (policies/precise_prefix_cache_scorer.h). */
     void *(*service)(sched_plugin *p, const char *what);
     /* Called once every plugin of the sched is built, in config order: resolves the plugins
      * this one reads from by name (sched_plugin_by_name(p->owner, ...)), e.g. the producer a
@@ -160,9 +166,10 @@ struct sched_plugin {
     sched *owner;
 };
 
-/* Registry (policies/registry.c): NULL-terminated; lookup by type name. */
-extern const sched_plugin_type *const sched_registry[];
-const sched_plugin_type *sched_registry_find(const char *type);
+/* A registry is a NULL-terminated table of plugin types, looked up by type name (NULL when
+ * absent). The engine owns the interface and holds no table: policies/registry.h has the
+ * policies' one, which the drivers pass to the config loader (config.h). */
+const sched_plugin_type *sched_registry_find(const sched_plugin_type *const *registry, const char *type);
 
 /* ---- per-call state --------------------------------------------------------------- */
 
@@ -273,26 +280,11 @@ const char *sched_point_name(sched_point pt);   /* "ProfilePicker", "Filter", ..
 typedef void (*sched_observer)(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds);
 void sched_set_observer(sched *s, sched_observer fn, void *ctx);   /* fn NULL: none */
 
-/* Plugins in config order, by index and by name; services (the precise scorer's kv source,
- * for ingestion). */
+/* Plugins in config order, by index and by name; services by name (the first max that
+ * answer what, in config order). */
 size_t sched_plugin_count(const sched *s);
 const sched_plugin *sched_plugin_at(const sched *s, size_t i);
 sched_plugin *sched_plugin_by_name(const sched *s, const char *name);
 size_t sched_services(const sched *s, const char *what, void **out, size_t max);
-
-/* The precise scorer's index and event settings, as the "kvsource" service. */
-typedef struct sched_kvsource {
-    kvindex *index;
-    blockkeys_ctx keys;            /* tokenProcessorConfig: blockSize, hashSeed, algorithm */
-    struct {
-        char zmq_endpoint[256];    /* default "tcp://" "*:5557" (bind all) */
-        char topic_filter[64];     /* default "kv@" */
-        int concurrency;           /* default 4 */
-        bool discover_pods;        /* default true (llm-d); the guide sets false */
-        int socket_port;           /* default 5557 */
-        char pod_label_selector[256];
-        char pod_namespace[128];
-    } events;
-} sched_kvsource;
 
 #endif

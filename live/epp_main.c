@@ -3,9 +3,9 @@
  * endpoints (a static --endpoints list or file, or Kubernetes discovery by InferencePool
  * or label selector: live/endpoints.h, live/k8s.h; in cluster with the service account, or
  * with --kubeconfig / $KUBECONFIG from outside: live/kubeconfig.h), /metrics scraping (live/scrape.h),
- * vLLM KV-event ingestion into the precise scorer's index when the config has one
- * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h), the ext-proc
- * server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
+ * vLLM KV-event ingestion into the index of every precise scorer the config has
+ * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h; its index and
+ * event metrics are the first precise scorer's), the ext-proc server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
  * decision log. Admission as GIE's director: InferenceObjective priorities
  * (live/objectives.h, from the cluster or --objectives) and the saturation detector
  * (live/saturation.h) that sheds requests with priority < 0; InferenceModelRewrites
@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "registry.h"
 #include "decisionlog.h"
 #include "extproc.h"
 #include "endpoints.h"
@@ -291,13 +292,15 @@ int main(int argc, char **argv)
     sched *s = NULL;
     tls_pem pem = {0};
     kubeconfig kcfg = {0};
-    ingest *ing = NULL;
+    sched_kvsource **srcs = NULL;
+    ingest **ings = NULL;
+    size_t n_ing = 0;
     scraper *scr = NULL;
     extproc_server *xs = NULL;
     health_server *hs = NULL;
     rc = 2;
 
-    if (!(cfg = epc_load_file(o.config_file, &err)))
+    if (!(cfg = epc_load_file(o.config_file, registry_types, &err)))
         goto out;
     saturation_defaults(&d.sat);
     if (saturation_from_env(&d.sat, getenv, &err) != KV_OK || !(d.objs = objectives_new(&err)) ||
@@ -356,23 +359,32 @@ int main(int argc, char **argv)
             goto out;
     }
 
-    /* KV events feed the precise scorer's index when the config has one */
-    sched_kvsource *src = NULL;
-    if (sched_services(s, "kvsource", (void **)&src, 1) == 1) {
-        ingest_config ic;
-        ingest_config_from_kvsource(&ic, src, eps);
-        if ((o.replay_endpoint && ingest_parse_replay(&ic, o.replay_endpoint, &err) != KV_OK) ||
-            !(ing = ingest_start(&ic, &err)))
+    /* KV events feed the index of every precise scorer the config has */
+    size_t n_src = pps_kvsources(s, NULL, 0);
+    if (n_src > 0) {
+        ingest_config replay = {0};
+        if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
+            kv_err_set(&err, KV_ENOMEM, "out of memory");
             goto out;
-        LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i, s:i}", "zmqEndpoint",
-              ic.discover_pods ? "" : ingest_endpoint(ing), "topicFilter", ic.topic_filter, "discoverPods",
-              ic.discover_pods, "concurrency", ic.concurrency, "replayPort", ic.replay_port);
+        }
+        pps_kvsources(s, srcs, n_src);
+        if ((o.replay_endpoint && ingest_parse_replay(&replay, o.replay_endpoint, &err) != KV_OK) ||
+            ingest_start_sources(srcs, n_src, eps, replay.replay_port, ings, &n_ing, &err) != KV_OK)
+            goto out;
+        for (size_t i = 0; i < n_ing; i++) {
+            size_t n_fed;
+            const pps_kvevents *ev = &ingest_sources(ings[i], &n_fed)->events;
+            LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i, s:i, s:i}", "zmqEndpoint",
+                  ev->discover_pods ? "" : ingest_endpoint(ings[i]), "topicFilter", ev->topic_filter, "discoverPods",
+                  ev->discover_pods, "concurrency", ev->concurrency, "replayPort", replay.replay_port, "scorers",
+                  (int)n_fed);
+        }
     }
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
-                          .index = src ? src->index : NULL, .ingest = ing};
+                          .index = n_src ? srcs[0]->index : NULL, .ingest = n_ing ? ings[0] : NULL};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
@@ -421,8 +433,10 @@ out:
         scrape_stop(scr);
     if (d.k8s)
         k8s_stop(d.k8s);
-    if (ing)
-        ingest_stop(ing);
+    while (n_ing)
+        ingest_stop(ings[--n_ing]);
+    free(ings);
+    free(srcs);
     decisionlog_close(d.dl);
     objectives_free(d.objs);
     model_rewrites_free(d.rewrites);

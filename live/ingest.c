@@ -42,7 +42,7 @@ typedef struct worker {
     int idx;
     void *pull;                   /* owned by the worker thread */
     kvev_decoder *dec;
-    kvingest *ki;
+    kvingest **ki;                /* one per source */
     seqtrack *seq;
     char **stale;                 /* endpoints with unrecovered losses (their entries may be stale) */
     size_t n_stale;
@@ -51,7 +51,8 @@ typedef struct worker {
 } worker;
 
 struct ingest {
-    ingest_config cfg;
+    ingest_config cfg;            /* cfg.sources: NULL, see sources */
+    sched_kvsource *sources;      /* copies of cfg.sources (index pointer, keys, settings) */
     void *zctx;
     void *sub;                    /* owned by the receiver thread once it runs */
     void **push;                  /* receiver's PUSH sockets, one per worker */
@@ -75,9 +76,10 @@ uint32_t ingest_fnv1a32(const char *s, size_t len)
     return h;
 }
 
-void ingest_config_from_kvsource(ingest_config *cfg, const sched_kvsource *src, epset *endpoints)
+void ingest_config_from_kvsource(ingest_config *cfg, sched_kvsource *const *srcs, size_t n, epset *endpoints)
 {
-    *cfg = (ingest_config){.index = src->index, .keys = src->keys, .endpoints = endpoints,
+    const sched_kvsource *src = srcs[0];
+    *cfg = (ingest_config){.sources = srcs, .n_sources = n, .endpoints = endpoints,
                            .concurrency = src->events.concurrency, .discover_pods = src->events.discover_pods,
                            .socket_port = src->events.socket_port};
     snprintf(cfg->zmq_endpoint, sizeof cfg->zmq_endpoint, "%s", src->events.zmq_endpoint);
@@ -135,7 +137,7 @@ static size_t host_part(const char *name, char *host, size_t cap)
 
 typedef struct apply_ctx {
     worker *w;
-    int slot;
+    const int *slots;             /* per source */
     const char *model;
     const char *name;
     uint64_t before;              /* replayed batches at or past this seq are the live ones */
@@ -171,7 +173,8 @@ static void stale_clear(worker *w, const char *name)
         }
 }
 
-static void apply_payload(worker *w, int slot, const char *model, const char *name, const void *payload, size_t len)
+static void apply_payload(worker *w, const int *slots, const char *model, const char *name, const void *payload,
+                          size_t len)
 {
     ingest *g = w->g;
     kvev_batch b;
@@ -194,10 +197,11 @@ static void apply_payload(worker *w, int slot, const char *model, const char *na
     for (size_t i = 0; i < b.n_events; i++)
         if (b.events[i].type == KVEV_ALL_BLOCKS_CLEARED)
             stale_clear(w, name);
-    if (kvingest_apply(w->ki, slot, model, &b, &err) != KV_OK) {
-        inc(&g->c.apply_errors, 1);
-        LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
-    }
+    for (size_t k = 0; k < g->cfg.n_sources; k++)
+        if (kvingest_apply(w->ki[k], slots[k], model, &b, &err) != KV_OK) {
+            inc(&g->c.apply_errors, 1);
+            LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
+        }
 }
 
 static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
@@ -207,14 +211,14 @@ static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
      * newer will arrive live anyway. */
     if (seq >= a->before || (a->applied && seq <= a->last))
         return 0;
-    apply_payload(a->w, a->slot, a->model, a->name, payload, len);
+    apply_payload(a->w, a->slots, a->model, a->name, payload, len);
     a->last = seq;
     a->applied++;
     inc(&a->w->g->c.replayed_batches, 1);
     return 0;
 }
 
-static void handle_gap(worker *w, int slot, const char *model, const char *name, const seqtrack_result *r,
+static void handle_gap(worker *w, const int *slots, const char *model, const char *name, const seqtrack_result *r,
                        uint64_t seq)
 {
     ingest *g = w->g;
@@ -226,7 +230,7 @@ static void handle_gap(worker *w, int slot, const char *model, const char *name,
         char host[NAME_MAX_LEN], ep[NAME_MAX_LEN + 32];
         host_part(name, host, sizeof host);
         snprintf(ep, sizeof ep, "tcp://%s:%d", host, g->cfg.replay_port);
-        apply_ctx a = {.w = w, .slot = slot, .model = model, .name = name, .before = seq};
+        apply_ctx a = {.w = w, .slots = slots, .model = model, .name = name, .before = seq};
         kv_err err = {0};
         inc(&g->c.replays, 1);
         long rc = replay_fetch(g->zctx, ep, r->replay_from, g->cfg.replay_timeout_ms, REPLAY_MAX_BATCHES,
@@ -268,12 +272,13 @@ static void worker_event(worker *w, zmq_msg_t *f)
     kvev_seq_parse(zmq_msg_data(&f[3]), zmq_msg_size(&f[3]), &seq, NULL);
 
     kv_err err = {0};
-    int slot = kvindex_endpoint_add(g->cfg.index, name, &err);
-    if (slot < 0) {
-        inc(&g->c.apply_errors, 1);
-        LOG_E("No index slot for endpoint", "{s:s, s:s}", "pod", name, "error", err.msg);
-        return;
-    }
+    int slots[g->cfg.n_sources];
+    for (size_t k = 0; k < g->cfg.n_sources; k++)
+        if ((slots[k] = kvindex_endpoint_add(g->sources[k].index, name, &err)) < 0) {
+            inc(&g->c.apply_errors, 1);
+            LOG_E("No index slot for endpoint", "{s:s, s:s}", "pod", name, "error", err.msg);
+            return;
+        }
     seqtrack_result r;
     if (seqtrack_observe(w->seq, name, nl, seq, &r, &err) == KV_OK) {
         if (r.status == SEQTRACK_DUPLICATE) {
@@ -281,9 +286,9 @@ static void worker_event(worker *w, zmq_msg_t *f)
             return;
         }
         if (r.status == SEQTRACK_GAP || r.status == SEQTRACK_RESTART)
-            handle_gap(w, slot, model, name, &r, seq);
+            handle_gap(w, slots, model, name, &r, seq);
     }
-    apply_payload(w, slot, model, name, zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+    apply_payload(w, slots, model, name, zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
 }
 
 static void worker_remove(worker *w, const zmq_msg_t *namef)
@@ -297,11 +302,18 @@ static void worker_remove(worker *w, const zmq_msg_t *namef)
     name[nl] = 0;
     seqtrack_forget(w->seq, name, nl);
     stale_clear(w, name);
-    int slot = kvindex_endpoint_find(g->cfg.index, name);
-    if (slot < 0)
+    bool removed = false;
+    for (size_t k = 0; k < g->cfg.n_sources; k++) {
+        kvindex *ix = g->sources[k].index;
+        int slot = kvindex_endpoint_find(ix, name);
+        if (slot < 0)
+            continue;
+        kvingest_forget_endpoint(w->ki[k], slot);
+        kvindex_endpoint_remove(ix, slot);
+        removed = true;
+    }
+    if (!removed)
         return;
-    kvingest_forget_endpoint(w->ki, slot);
-    kvindex_endpoint_remove(g->cfg.index, slot);
     inc(&g->c.endpoints_removed, 1);
     LOG_I("Endpoint left; its KV-cache index entries were removed", "{s:s}", "pod", name);
 }
@@ -558,8 +570,8 @@ static void *zsock(ingest *g, int type)
 
 ingest *ingest_start(const ingest_config *cfg, kv_err *err)
 {
-    if (!cfg->index || !cfg->endpoints) {
-        kv_err_set(err, KV_EINVAL, "ingest: index and endpoints are required");
+    if (!cfg->n_sources || !cfg->sources || !cfg->endpoints) {
+        kv_err_set(err, KV_EINVAL, "ingest: sources and endpoints are required");
         return NULL;
     }
     if (cfg->discover_pods && (cfg->socket_port < 1 || cfg->socket_port > 65535)) {
@@ -572,6 +584,14 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
         return NULL;
     }
     g->cfg = *cfg;
+    if (!(g->sources = calloc(cfg->n_sources, sizeof *g->sources))) {
+        free(g);
+        kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+        return NULL;
+    }
+    for (size_t k = 0; k < cfg->n_sources; k++)
+        g->sources[k] = *cfg->sources[k];
+    g->cfg.sources = NULL;
     if (g->cfg.concurrency <= 0)
         g->cfg.concurrency = 4;
     if (g->cfg.replay_timeout_ms <= 0)
@@ -612,18 +632,27 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
             kv_err_set(err, KV_EIO, "ingest: worker %d socket: %s", i, zmq_strerror(zmq_errno()));
             goto fail;
         }
-        if (!(w->dec = kvev_decoder_new(0, err)) || !(w->ki = kvingest_new(g->cfg.index, &g->cfg.keys, err)) ||
-            !(w->seq = seqtrack_new(err)))
+        if (!(w->dec = kvev_decoder_new(0, err)) || !(w->seq = seqtrack_new(err)))
             goto fail;
+        if (!(w->ki = calloc(g->cfg.n_sources, sizeof *w->ki))) {
+            kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+            goto fail;
+        }
+        for (size_t k = 0; k < g->cfg.n_sources; k++)
+            if (!(w->ki[k] = kvingest_new(g->sources[k].index, &g->sources[k].keys, err)))
+                goto fail;
     }
     /* The index holds only endpoints of the set: slots left from before (a restarted
      * ingest) are dropped while no thread runs yet. */
     if (epset_snapshot(g->cfg.endpoints, &g->initial, err) != KV_OK)
         goto fail;
-    for (uint32_t slot = 0; slot < kvindex_max_endpoints(g->cfg.index); slot++) {
-        const char *name = kvindex_endpoint_name(g->cfg.index, (int)slot);
-        if (name && !epset_snap_has(&g->initial, name))
-            kvindex_endpoint_remove(g->cfg.index, (int)slot);
+    for (size_t k = 0; k < g->cfg.n_sources; k++) {
+        kvindex *ix = g->sources[k].index;
+        for (uint32_t slot = 0; slot < kvindex_max_endpoints(ix); slot++) {
+            const char *name = kvindex_endpoint_name(ix, (int)slot);
+            if (name && !epset_snap_has(&g->initial, name))
+                kvindex_endpoint_remove(ix, (int)slot);
+        }
     }
     for (int i = 0; i < g->n_workers; i++) {
         if (pthread_create(&g->workers[i].th, NULL, worker_main, &g->workers[i])) {
@@ -645,6 +674,53 @@ fail:
 
 const char *ingest_endpoint(const ingest *g) { return g->bound; }
 
+const sched_kvsource *ingest_sources(const ingest *g, size_t *n)
+{
+    *n = g->cfg.n_sources;
+    return g->sources;
+}
+
+static bool same_events(const pps_kvevents *a, const pps_kvevents *b)
+{
+    return !strcmp(a->zmq_endpoint, b->zmq_endpoint) && !strcmp(a->topic_filter, b->topic_filter) &&
+           a->concurrency == b->concurrency && a->discover_pods == b->discover_pods &&
+           a->socket_port == b->socket_port && !strcmp(a->pod_label_selector, b->pod_label_selector) &&
+           !strcmp(a->pod_namespace, b->pod_namespace);
+}
+
+int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, int replay_port, ingest **out,
+                         size_t *n_out, kv_err *err)
+{
+    *n_out = 0;
+    sched_kvsource **group = calloc(n ? n : 1, sizeof *group);
+    if (!group)
+        return kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+    int rc = KV_OK;
+    for (size_t i = 0; i < n && rc == KV_OK; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = same_events(&srcs[j]->events, &srcs[i]->events);
+        if (seen)
+            continue;   /* fed by the ingest of the first source with its settings */
+        size_t m = 0;
+        for (size_t k = i; k < n; k++)
+            if (same_events(&srcs[i]->events, &srcs[k]->events))
+                group[m++] = srcs[k];
+        ingest_config ic;
+        ingest_config_from_kvsource(&ic, group, m, endpoints);
+        ic.replay_port = replay_port;
+        if ((out[*n_out] = ingest_start(&ic, err)))
+            ++*n_out;
+        else
+            rc = err && err->code ? err->code : KV_EIO;
+    }
+    free(group);
+    if (rc != KV_OK)
+        while (*n_out)
+            ingest_stop(out[--*n_out]);
+    return rc;
+}
+
 void ingest_stop(ingest *g)
 {
     if (!g)
@@ -663,7 +739,9 @@ void ingest_stop(ingest *g)
         else if (w->pull)
             zmq_close(w->pull);
         kvev_decoder_free(w->dec);
-        kvingest_free(w->ki);
+        for (size_t k = 0; w->ki && k < g->cfg.n_sources; k++)
+            kvingest_free(w->ki[k]);
+        free(w->ki);
         seqtrack_free(w->seq);
         for (size_t j = 0; j < w->n_stale; j++)
             free(w->stale[j]);
@@ -679,6 +757,7 @@ void ingest_stop(ingest *g)
     epset_snap_free(&g->initial);
     free(g->push);
     free(g->workers);
+    free(g->sources);
     free(g);
 }
 
@@ -708,16 +787,18 @@ void ingest_get_stats(const ingest *g, ingest_stats *out)
     out->lag_last_s = get(&c->lag_last_us) * 1e-6;
     out->lag_max_s = get(&c->lag_max_us) * 1e-6;
     out->lag_sum_s = get(&c->lag_sum_us) * 1e-6;
-    for (int i = 0; i < g->n_workers; i++) {
-        kvingest_stats ks;
-        if (!g->workers[i].ki)
-            continue;
-        kvingest_get_stats(g->workers[i].ki, &ks);
-        out->batches += ks.batches;
-        for (int t = 0; t < KVEV_TYPE_COUNT; t++)
-            out->events[t] += ks.events[t];
-        out->blocks_stored += ks.blocks_stored;
-        out->blocks_removed += ks.blocks_removed;
-        out->orphans += ks.orphans;
-    }
+    for (int i = 0; i < g->n_workers; i++)
+        for (size_t k = 0; g->workers[i].ki && k < g->cfg.n_sources; k++) {
+            kvingest_stats ks;
+            if (!g->workers[i].ki[k])
+                continue;
+            kvingest_get_stats(g->workers[i].ki[k], &ks);
+            /* every source applies the same batches: count them once */
+            for (int t = 0; k == 0 && t < KVEV_TYPE_COUNT; t++)
+                out->events[t] += ks.events[t];
+            out->batches += k == 0 ? ks.batches : 0;
+            out->blocks_stored += ks.blocks_stored;
+            out->blocks_removed += ks.blocks_removed;
+            out->orphans += ks.orphans;
+        }
 }

@@ -10,7 +10,8 @@
  * bare "ip" matched loosely, with one warning per pod saying which form it uses); events
  * of any other pod are rejected and counted, so a stray publisher cannot steer traffic.
  * Index slots are named by the endpoint name (what the precise scorer looks up). When an
- * endpoint leaves the set, its index entries are removed (kvindex_endpoint_remove).
+ * endpoint leaves the set, its entries are removed from every source's index
+ * (kvindex_endpoint_remove).
  *
  * Order and sharding: events go to concurrency worker threads by FNV-1a-32 of the
  * endpoint name a topic resolves to, modulo concurrency (llm-d shards by the topic pod
@@ -28,7 +29,8 @@
  *
  * Threads: the receiver thread owns the SUB socket, the epset following, pod matching and
  * the hand-off (inproc PUSH/PULL, frames moved without copying); each worker owns its
- * decoder, kvingest and seqtrack and writes the shared kvindex (thread-safe). Counters are
+ * decoder, one kvingest per source and its seqtrack, and writes the sources' shared
+ * kvindexes (thread-safe). Counters are
  * C11 atomics; ingest_get_stats may be called from any thread. ingest_stop joins all. */
 #ifndef KVROUTE_INGEST_H
 #define KVROUTE_INGEST_H
@@ -41,11 +43,15 @@
 #include "kverr.h"
 #include "kvevents.h"
 #include "kvindex.h"
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 
 typedef struct ingest_config {
-    kvindex *index;               /* borrowed; must outlive the ingest */
-    blockkeys_ctx keys;           /* the index's key context (tokenProcessorConfig) */
+    /* The indexes this subscription feeds, each with its key context: ingest_start copies
+     * the sources; their indexes are borrowed and must outlive the ingest. Each batch is
+     * decoded once and applied to every one of them. */
+    sched_kvsource *const *sources;
+    size_t n_sources;
     epset *endpoints;             /* borrowed */
     char zmq_endpoint[256];       /* centralised mode: bind address ("tcp://" "*:5557") */
     char topic_filter[64];        /* "kv@" */
@@ -56,9 +62,9 @@ typedef struct ingest_config {
     int replay_timeout_ms;        /* per reply; <= 0: 1000 */
 } ingest_config;
 
-/* Fills cfg from the precise scorer's kvsource (kvEventsConfig); replay stays off until
- * ingest_parse_replay sets it. */
-void ingest_config_from_kvsource(ingest_config *cfg, const sched_kvsource *src, epset *endpoints);
+/* Fills cfg for sources that share one kvEventsConfig (the first's settings are used);
+ * replay stays off until ingest_parse_replay sets it. */
+void ingest_config_from_kvsource(ingest_config *cfg, sched_kvsource *const *srcs, size_t n, epset *endpoints);
 
 /* --kv-events-replay-endpoint: the value of vLLM's kv_events_config.replay_endpoint as
  * the pods are started with ("tcp://" "*:5558", a wildcard host, since every pod binds its
@@ -72,9 +78,9 @@ typedef struct ingest_stats {
     uint64_t rejected_pods;               /* topics naming no known endpoint */
     uint64_t loose_matches;               /* messages whose pod id matched only loosely */
     uint64_t decode_errors[KVEV_ERR_COUNT]; /* by reason, topic and seq frame included */
-    uint64_t batches;                     /* applied */
-    uint64_t events[KVEV_TYPE_COUNT];
-    uint64_t blocks_stored, blocks_removed, orphans;
+    uint64_t batches;                     /* applied (once, however many sources) */
+    uint64_t events[KVEV_TYPE_COUNT];     /* likewise */
+    uint64_t blocks_stored, blocks_removed, orphans;   /* summed over the sources' indexes */
     uint64_t apply_errors;                /* kvindex refused a batch part-way (out of memory) */
     uint64_t duplicates, gaps, restarts;
     uint64_t missed;                      /* batches a gap or restart skipped */
@@ -92,6 +98,14 @@ typedef struct ingest ingest;
 /* Binds (centralised mode) and starts the threads. KV_EIO naming the address when the
  * bind fails (busy port, bad endpoint), KV_EINVAL for a bad config. */
 ingest *ingest_start(const ingest_config *cfg, kv_err *err);
+/* ./epp's wiring: feeds every source of srcs[0..n), with one ingest per distinct
+ * kvEventsConfig (sources that declare the same one share its socket), replay_port (0 =
+ * none) for all. out (room for n) receives the ingests in the order of their first
+ * source, *n_out how many; on error none is left running. */
+int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, int replay_port, ingest **out,
+                         size_t *n_out, kv_err *err);
+/* The sources an ingest feeds (its copies of cfg.sources), and how many. */
+const sched_kvsource *ingest_sources(const ingest *g, size_t *n);
 /* The address actually bound (port resolved when zmq_endpoint used "*"); "" in discovery mode. */
 const char *ingest_endpoint(const ingest *g);
 void ingest_stop(ingest *g);

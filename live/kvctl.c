@@ -21,6 +21,7 @@
 #include "blockkeys.h"
 #include "config.h"
 #include "kvevents.h"
+#include "registry.h"
 #include "scheduler.h"
 #include "seqtrack.h"
 
@@ -537,7 +538,7 @@ static int cmd_config(int argc, char **argv)
 {
     if (argc != 1) return usage("config takes one FILE");
     kv_err err = {0};
-    epc_config *c = epc_load_file(argv[0], &err);
+    epc_config *c = epc_load_file(argv[0], registry_types, &err);
     if (!c) return failed("%s", err.msg);
     sched_env env = {.seed = 1, .warn = config_warn};
     sched *s = sched_new(c, &env, &err);

@@ -23,7 +23,7 @@ typedef struct ar_state {
     double timeout;
     ar_entry *q;         /* ring */
     size_t cap, head, n;
-    pu_idmap count;      /* endpoint id -> live requests */
+    idmap count;      /* endpoint id -> live requests */
 } ar_state;
 
 static int ar_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
@@ -45,7 +45,7 @@ static void ar_fini(sched_plugin *p)
 {
     ar_state *st = p->state;
     free(st->q);
-    pu_idmap_free(&st->count);
+    idmap_free(&st->count);
     free(st);
 }
 
@@ -54,7 +54,7 @@ static void ar_drop(ar_state *st, ar_entry *e)
     if (!e->live)
         return;
     e->live = false;
-    int64_t *c = pu_idmap_at(&st->count, e->ep);
+    int64_t *c = idmap_at(&st->count, e->ep);
     if (c && *c > 0)
         --*c;
 }
@@ -96,7 +96,7 @@ static void ar_pre_request(sched_plugin *p, const sched_request *r, sched_endpoi
     ar_expire(st, now);
     if (!n)
         return;
-    int64_t *c = pu_idmap_at(&st->count, targets[0]->id);
+    int64_t *c = idmap_at(&st->count, targets[0]->id);
     if (!c || !ar_push(st, (ar_entry){.req = pu_request_hash(r), .ep = targets[0]->id, .live = true,
                                       .deadline = now + st->timeout}))
         return;
@@ -123,11 +123,11 @@ static void ar_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps
     ar_expire(st, sched_cycle_now(c));
     int64_t max = 0;
     for (size_t i = 0; i < n; i++) {
-        int64_t v = pu_idmap_get(&st->count, eps[i]->id, 0);
+        int64_t v = idmap_get(&st->count, eps[i]->id, 0);
         max = v > max ? v : max;
     }
     for (size_t i = 0; i < n; i++) {
-        int64_t v = pu_idmap_get(&st->count, eps[i]->id, 0);
+        int64_t v = idmap_get(&st->count, eps[i]->id, 0);
         scores[i] = v == 0 ? 1.0 : (double)(max - v) / (double)max;
     }
 }

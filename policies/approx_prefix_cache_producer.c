@@ -57,7 +57,7 @@ static int apx_init(sched_plugin *p, const sched_params *pp, const sched_env *en
         return KV_EINVAL;
     if (bs) {
         const yt_node *n = yt_get(pp->node, "blockSize");
-        pu_warn(env, "%s:%d:%d: plugin '%s': 'blockSize' is deprecated; use 'blockSizeTokens'%s", yt_name(pp->doc),
+        sched_warn(env, "%s:%d:%d: plugin '%s': 'blockSize' is deprecated; use 'blockSizeTokens'%s", yt_name(pp->doc),
                 n->line, n->col, p->name, yt_get(pp->node, "blockSizeTokens") ? " (set too: blockSize ignored)" : "");
         if (!yt_get(pp->node, "blockSizeTokens"))
             bst = bs;

@@ -19,7 +19,7 @@
  * routerTemperature > 0 -> softmax over min-max normalised costs:
  * p_w ~ exp(-(cost_w - min) / ((max - min) x T)), uniform when all costs are equal.
  *
- * Overlap: when the scheduler has a "kvsource" (a precise-prefix-cache-scorer plugin in the
+ * Overlap: when the scheduler has a kvsource (a precise-prefix-cache-scorer plugin in the
  * same config, fed by KV events — Dynamo's default, event-driven mode), the request's keys
  * in that source's block size are walked per endpoint: the leading blocks the endpoint
  * holds in some tier, each counted in its best tier (GPU = device, CPU = host, other =
@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "policy_util.h"
+#include "precise_prefix_cache_scorer.h"
 #include "prefix_index.h"
 #include "scheduler.h"
 
@@ -115,7 +116,7 @@ static dkv_load *dkv_load_of(dkv *s, uint32_t ep)
     if (slot < 0)
         return NULL;
     size_t old = s->cap_load;
-    if (!pu_grow((void **)&s->load, &s->cap_load, (size_t)slot + 1, sizeof *s->load))
+    if (!grow_array((void **)&s->load, &s->cap_load, (size_t)slot + 1, sizeof *s->load))
         return NULL;
     memset(s->load + old, 0, (s->cap_load - old) * sizeof *s->load);
     return &s->load[slot];
@@ -123,8 +124,8 @@ static dkv_load *dkv_load_of(dkv *s, uint32_t ep)
 
 static const sched_kvsource *dkv_source(const sched_plugin *p)
 {
-    void *src = NULL;
-    return p->owner && sched_services(p->owner, "kvsource", &src, 1) == 1 ? src : NULL;
+    sched_kvsource *src = NULL;
+    return p->owner && pps_kvsources(p->owner, &src, 1) > 0 ? src : NULL;
 }
 
 /* Per-candidate credit from the KV-event index; false when the cycle has no keys. */
@@ -269,7 +270,7 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     dkv_load *l = dkv_load_of(s, ep);
     if (!l)
         return;
-    if (!pu_grow((void **)&s->flights, &s->cap_flights, s->n_flights + 1, sizeof *s->flights))
+    if (!grow_array((void **)&s->flights, &s->cap_flights, s->n_flights + 1, sizeof *s->flights))
         return;   /* untracked: the load model misses one request rather than failing routing */
     s->flights[s->n_flights++] = f;
     l->prefill += f.prefill;

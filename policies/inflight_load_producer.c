@@ -47,8 +47,8 @@ typedef struct ifl {
     const char *prefix_name;
     sched_plugin *prefix;
     const pu_prefix_source *prefix_src;
-    pu_idmap tokens, requests;      /* endpoint id -> in flight */
-    pu_idmap planned;               /* endpoint id -> tokens the cycle's request adds there */
+    idmap tokens, requests;      /* endpoint id -> in flight */
+    idmap planned;               /* endpoint id -> tokens the cycle's request adds there */
     uint64_t planned_req;           /* whose figures planned holds */
     ifl_entry *q;                   /* live entries are q[head..n) (released ones may remain) */
     size_t head, n, cap;
@@ -68,7 +68,7 @@ static int ifl_init(sched_plugin *p, const sched_params *pp, const sched_env *en
         return KV_EINVAL;
     const yt_node *n = yt_get(pp->node, "syncCrossReplicaState");
     if (n)
-        pu_warn(env, "%s:%d:%d: plugin '%s': syncCrossReplicaState is ignored (kvroute runs one EPP replica; there "
+        sched_warn(env, "%s:%d:%d: plugin '%s': syncCrossReplicaState is ignored (kvroute runs one EPP replica; there "
                 "is no cross-replica syncer)", yt_name(pp->doc), n->line, n->col, p->name);
     ifl *s = calloc(1, sizeof *s);
     if (!s)
@@ -81,9 +81,9 @@ static int ifl_init(sched_plugin *p, const sched_params *pp, const sched_env *en
 static void ifl_fini(sched_plugin *p)
 {
     ifl *s = p->state;
-    pu_idmap_free(&s->tokens);
-    pu_idmap_free(&s->requests);
-    pu_idmap_free(&s->planned);
+    idmap_free(&s->tokens);
+    idmap_free(&s->requests);
+    idmap_free(&s->planned);
     free(s->q);
     free(s);
 }
@@ -136,19 +136,19 @@ static bool ifl_load(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps
     uint64_t h = pu_request_hash(r);
     s->planned_req = h;   /* every endpoint it can be routed to is among eps: figures of older requests are overwritten */
     for (size_t i = 0; i < n; i++) {
-        out[i] = (pu_inflight){.tokens = pu_idmap_get(&s->tokens, eps[i]->id, 0),
-                               .requests = pu_idmap_get(&s->requests, eps[i]->id, 0),
+        out[i] = (pu_inflight){.tokens = idmap_get(&s->tokens, eps[i]->id, 0),
+                               .requests = idmap_get(&s->requests, eps[i]->id, 0),
                                .uncached = ifl_uncached(info, i, input) + output};
-        int64_t *v = pu_idmap_at(&s->planned, eps[i]->id);
+        int64_t *v = idmap_at(&s->planned, eps[i]->id);
         if (v)
             *v = out[i].uncached + 1;   /* 0 = no figure */
     }
     return true;
 }
 
-static void ifl_add(pu_idmap *m, uint32_t ep, int64_t delta)
+static void ifl_add(idmap *m, uint32_t ep, int64_t delta)
 {
-    int64_t *v = pu_idmap_at(m, ep);
+    int64_t *v = idmap_at(m, ep);
     if (v)
         *v = *v + delta > 0 ? *v + delta : 0;
 }
@@ -156,7 +156,7 @@ static void ifl_add(pu_idmap *m, uint32_t ep, int64_t delta)
 static void ifl_track(ifl *s, const sched_request *r, const sched_endpoint *ep, bool prefill)
 {
     uint64_t h = pu_request_hash(r);
-    int64_t planned = h == s->planned_req ? pu_idmap_get(&s->planned, ep->id, 0) : 0;
+    int64_t planned = h == s->planned_req ? idmap_get(&s->planned, ep->id, 0) : 0;
     int64_t input = ifl_input(r);
     int64_t tokens = planned ? planned - 1 : input + ifl_output(s, r, input);
     if (s->head > 0 && s->head * 2 >= s->n) {   /* reclaim the released prefix */
@@ -164,7 +164,7 @@ static void ifl_track(ifl *s, const sched_request *r, const sched_endpoint *ep, 
         s->n -= s->head;
         s->head = 0;
     }
-    if (!pu_grow((void **)&s->q, &s->cap, s->n + 1, sizeof *s->q))
+    if (!grow_array((void **)&s->q, &s->cap, s->n + 1, sizeof *s->q))
         return;   /* not counted: best effort, like a lost hint */
     s->q[s->n++] = (ifl_entry){.req = h, .ep = ep->id, .prefill = prefill, .tokens = tokens, .requests = 1};
     ifl_add(&s->tokens, ep->id, tokens);

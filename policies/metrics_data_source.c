@@ -15,7 +15,7 @@ static int mds_init(sched_plugin *p, const sched_params *pp, const sched_env *en
     if (pu_string(p, pp, pp->node, NULL, "scheme", &scheme, err) || pu_string(p, pp, pp->node, NULL, "path", &path, err))
         return KV_EINVAL;
     if (strcmp(scheme, "http") != 0 || strcmp(path, "/metrics") != 0)
-        pu_warn(env, "%s: plugin '%s' (metrics-data-source): scheme '%s' and path '%s' are ignored: kvroute scrapes "
+        sched_warn(env, "%s: plugin '%s' (metrics-data-source): scheme '%s' and path '%s' are ignored: kvroute scrapes "
                 "http://<endpoint>/metrics", yt_name(pp->doc), p->name, scheme, path);
     PU_IGNORE(p, pp, env,
               "kvroute scrapes over plain HTTP at its own interval (50 ms in ./epp, scrape_interval in ./sim)",

@@ -23,7 +23,7 @@ typedef struct nhl_state {
     char key[PU_PREFIX_KEY_MAX];
     int64_t lru_size;
     int64_t tick;
-    pu_idmap last;                  /* endpoint id -> tick of last cold use; 0 = forgotten */
+    idmap last;                  /* endpoint id -> tick of last cold use; 0 = forgotten */
     int64_t remembered;
     uint64_t cold[NHL_COLD_RING];   /* hashes of recent cold request ids, for pre_request */
     size_t cold_next;
@@ -50,7 +50,7 @@ static int nhl_init(sched_plugin *p, const sched_params *pp, const sched_env *en
 static void nhl_fini(sched_plugin *p)
 {
     nhl_state *st = p->state;
-    pu_idmap_free(&st->last);
+    idmap_free(&st->last);
     free(st);
 }
 
@@ -90,7 +90,7 @@ static void nhl_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
     if (!rk)
         return;
     for (size_t i = 0; i < n; i++)
-        rk[i] = (nhl_rank){.tick = pu_idmap_get(&st->last, eps[i]->id, 0), .pos = i};
+        rk[i] = (nhl_rank){.tick = idmap_get(&st->last, eps[i]->id, 0), .pos = i};
     qsort(rk, n, sizeof *rk, nhl_cmp); /* never used (tick 0) first, then oldest use */
     for (size_t r = 0; r < n; r++)
         scores[rk[r].pos] = n == 1 ? 1.0 : 1.0 - (double)r / (double)(n - 1);
@@ -119,7 +119,7 @@ static void nhl_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     if (i == NHL_COLD_RING || !n)
         return;
     st->cold[i] = 0;
-    int64_t *v = pu_idmap_at(&st->last, targets[0]->id);
+    int64_t *v = idmap_at(&st->last, targets[0]->id);
     if (!v)
         return;
     if (*v == 0)

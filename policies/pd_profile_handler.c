@@ -44,7 +44,7 @@ static int pd_init(sched_plugin *p, const sched_params *pp, const sched_env *env
         return KV_EINVAL;
     }
     if (port)
-        pu_warn(env, "%s: plugin '%s': primaryPort %lld (data-parallel port rewrite) is not supported; ignored",
+        sched_warn(env, "%s: plugin '%s': primaryPort %lld (data-parallel port rewrite) is not supported; ignored",
                 yt_name(pp->doc), p->name, (long long)port);
     pu_prefix_key(st->key, sizeof st->key, type, name ? name : type);
     p->state = st;

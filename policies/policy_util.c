@@ -49,18 +49,6 @@ int pu_error(const sched_plugin *p, const sched_params *pp, const yt_node *at, c
     return yt_error(pp->doc, at, err, KV_EINVAL, "field '%s': %s", field, msg);
 }
 
-void pu_warn(const sched_env *env, const char *fmt, ...)
-{
-    if (!env || !env->warn)
-        return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    env->warn(env->warn_ctx, msg);
-}
-
 int pu_int(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path, const char *key,
            int64_t lo, int64_t hi, int64_t *inout, kv_err *err)
 {
@@ -163,100 +151,6 @@ size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n)
     size_t k = (size_t)(uintptr_t)p->state;
     k = k < max ? k : max;
     return k < n ? k : n;
-}
-
-/* ---- growable arrays ------------------------------------------------------------- */
-
-bool pu_grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2)
-            return false;
-        nc *= 2;
-    }
-    if (nc > SIZE_MAX / elem)
-        return false;
-    void *p = realloc(*arr, nc * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = nc;
-    return true;
-}
-
-/* ---- endpoint id map ------------------------------------------------------------- */
-
-static size_t pu_hash32(uint32_t id)
-{
-    uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
-    return (size_t)(x ^ (x >> 29));
-}
-
-static bool pu_idmap_grow(pu_idmap *m)
-{
-    size_t nc = m->cap ? m->cap * 2 : 64;
-    uint64_t *k = calloc(nc, sizeof *k);
-    int64_t *v = calloc(nc, sizeof *v);
-    if (!k || !v) {
-        free(k);
-        free(v);
-        return false;
-    }
-    for (size_t i = 0; i < m->cap; i++) {
-        if (!m->keys[i])
-            continue;
-        size_t j = pu_hash32((uint32_t)(m->keys[i] - 1)) & (nc - 1);
-        while (k[j])
-            j = (j + 1) & (nc - 1);
-        k[j] = m->keys[i];
-        v[j] = m->vals[i];
-    }
-    free(m->keys);
-    free(m->vals);
-    m->keys = k;
-    m->vals = v;
-    m->cap = nc;
-    return true;
-}
-
-int64_t *pu_idmap_at(pu_idmap *m, uint32_t id)
-{
-    if ((m->n + 1) * 4 > m->cap * 3 && !pu_idmap_grow(m))
-        return NULL;
-    uint64_t key = (uint64_t)id + 1;
-    size_t j = pu_hash32(id) & (m->cap - 1);
-    while (m->keys[j] && m->keys[j] != key)
-        j = (j + 1) & (m->cap - 1);
-    if (!m->keys[j]) {
-        m->keys[j] = key;
-        m->vals[j] = 0;
-        m->n++;
-    }
-    return &m->vals[j];
-}
-
-int64_t pu_idmap_get(const pu_idmap *m, uint32_t id, int64_t def)
-{
-    if (!m->cap)
-        return def;
-    uint64_t key = (uint64_t)id + 1;
-    size_t j = pu_hash32(id) & (m->cap - 1);
-    while (m->keys[j]) {
-        if (m->keys[j] == key)
-            return m->vals[j];
-        j = (j + 1) & (m->cap - 1);
-    }
-    return def;
-}
-
-void pu_idmap_free(pu_idmap *m)
-{
-    free(m->keys);
-    free(m->vals);
-    *m = (pu_idmap){0};
 }
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
@@ -371,7 +265,7 @@ void pu_ignore(const sched_plugin *p, const sched_params *pp, const sched_env *e
         if (!v)
             continue;
         pu_accept(v);
-        pu_warn(env, "%s:%d:%d: plugin '%s' (%s): parameter '%s' is accepted and ignored: %s", yt_name(pp->doc),
+        sched_warn(env, "%s:%d:%d: plugin '%s' (%s): parameter '%s' is accepted and ignored: %s", yt_name(pp->doc),
                 v->line, v->col, p->name, p->type->type, keys[i], why);
     }
 }

@@ -1,7 +1,6 @@
 /* policy_util: helpers the plugins in policies/ share, so that each formula, parameter
  * reader and table exists once: parameter reading with positioned messages, the picker
- * count, growable arrays (also used by engine/config.c and engine/scheduler.c), an
- * endpoint id map, min-max scoring, candidate shuffling, request-id hashing, the KV-index
+ * count, min-max scoring, candidate shuffling, request-id hashing, the KV-index
  * lookup of an endpoint by name, label matching and the prefix-match record that prefix
  * scorers publish in the cycle for no-hit-lru. Not thread-safe beyond what scheduler.h
  * states (a plugin instance is used by one thread at a time). */
@@ -12,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "grow.h"
+#include "idmap.h"
 #include "scheduler.h"
 
 /* ---- parameters ----------------------------------------------------------------
@@ -47,32 +48,12 @@ void pu_ignore(const sched_plugin *p, const sched_params *pp, const sched_env *e
 /* Error at a parameter node, in the same "<plugin>.parameters.<path>" form. */
 int pu_error(const sched_plugin *p, const sched_params *pp, const yt_node *at, const char *path, kv_err *err,
              const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-/* env->warn, formatted; nothing when there is no sink. */
-void pu_warn(const sched_env *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* maxNumOfEndpoints, the one parameter every picker takes (default 1). */
 int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv_err *err);
 /* The init of a picker with no other parameter: maxNumOfEndpoints is kept in p->state. */
 int pu_picker_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err);
 /* How many such a picker returns: maxNumOfEndpoints capped at max and at n candidates. */
 size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n);
-
-/* ---- growable arrays -------------------------------------------------------------- */
-/* Makes room for need elements of elem bytes in *arr (capacity *cap elements), doubling
- * from 16. false, with *arr and *cap untouched, when out of memory or the size overflows. */
-bool pu_grow(void **arr, size_t *cap, size_t need, size_t elem);
-
-/* ---- endpoint id map: open addressing, endpoint id -> int64 ---------------------- */
-typedef struct pu_idmap {
-    uint64_t *keys;     /* id + 1; 0 = empty */
-    int64_t *vals;
-    size_t cap, n;      /* cap is a power of two */
-} pu_idmap;
-/* The value slot for id, inserted as 0 when absent; NULL when out of memory. */
-int64_t *pu_idmap_at(pu_idmap *m, uint32_t id);
-/* The value for id, or def. */
-int64_t pu_idmap_get(const pu_idmap *m, uint32_t id, int64_t def);
-void pu_idmap_free(pu_idmap *m);
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
 /* GIE's min-max for a load figure where lower is better: (max - v)/(max - min) with v =

@@ -12,7 +12,7 @@ struct precise_index {
     sched_kvsource src;
     kvindex_match *match;          /* one per index slot */
     uint32_t slots;
-    pu_idmap slot_of;              /* endpoint id -> version << 32 | (slot + 1, 0 = unknown) */
+    idmap slot_of;              /* endpoint id -> version << 32 | (slot + 1, 0 = unknown) */
 };
 
 static int pix_copy(const sched_plugin *p, const sched_params *pp, const yt_node *map, const char *path,
@@ -100,7 +100,7 @@ static int pix_indexer(sched_plugin *p, const sched_params *pp, const sched_env 
     pu_accept(yt_get(ix, "tokenizersPoolConfig"));
     const yt_node *spec = yt_get(ix, "speculativeIndexing");
     if (spec)
-        pu_warn(env,
+        sched_warn(env,
                 "%s:%d:%d: plugin '%s': indexerConfig.speculativeIndexing is ignored (llm-d reads "
                 "speculativeIndexing only as a top-level parameter)",
                 yt_name(pp->doc), spec->line, spec->col, p->name);
@@ -146,7 +146,7 @@ void precise_index_free(precise_index *st)
         return;
     kvindex_free(st->src.index);
     free(st->match);
-    pu_idmap_free(&st->slot_of);
+    idmap_free(&st->slot_of);
     free(st);
 }
 
@@ -198,11 +198,11 @@ sched_kvsource *precise_index_source(precise_index *st) { return &st->src; }
 static int pix_slot(precise_index *st, const sched_endpoint *ep, uint64_t version, bool trusted)
 {
     uint64_t tag = (uint64_t)(uint32_t)version << 32;
-    uint64_t cached = (uint64_t)pu_idmap_get(&st->slot_of, ep->id, 0);
+    uint64_t cached = (uint64_t)idmap_get(&st->slot_of, ep->id, 0);
     if (trusted && cached && (cached & ~0xffffffffull) == tag)
         return (int)(cached & 0xffffffffull) - 1;
     int slot = pu_kvindex_slot(st->src.index, ep->name);
-    int64_t *v = pu_idmap_at(&st->slot_of, ep->id);
+    int64_t *v = idmap_at(&st->slot_of, ep->id);
     if (v && trusted)
         *v = (int64_t)(tag | (uint64_t)(slot + 1));
     return slot;

@@ -28,6 +28,7 @@
 #ifndef KVROUTE_PRECISE_INDEX_H
 #define KVROUTE_PRECISE_INDEX_H
 
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 
 typedef struct precise_index precise_index;

@@ -22,6 +22,7 @@
 
 #include "policy_util.h"
 #include "precise_index.h"
+#include "precise_prefix_cache_scorer.h"
 
 typedef struct spec_entry {
     uint64_t key;
@@ -152,7 +153,7 @@ static void ppp_speculate(ppp_state *st, sched_cycle *c, sched_endpoint *const *
     }
     st->n_stash = 0;
     st->stash_req = pu_request_hash(sched_cycle_request(c));
-    if (nk && pu_grow((void **)&st->stash, &st->cap_stash, nk, sizeof *st->stash)) {
+    if (nk && grow_array((void **)&st->stash, &st->cap_stash, nk, sizeof *st->stash)) {
         memcpy(st->stash, keys, nk * sizeof *keys);
         st->n_stash = nk;
     }
@@ -196,7 +197,7 @@ static void *ppp_service(sched_plugin *p, const char *what)
 {
     ppp_state *st = p->state;
     static const pu_prefix_source src = {.match = ppp_match};
-    if (strcmp(what, "kvsource") == 0)
+    if (strcmp(what, PPS_KVSOURCE_SERVICE) == 0)
         return precise_index_source(st->ix);
     return strcmp(what, PU_PREFIX_SOURCE) == 0 ? (void *)&src : NULL;
 }

@@ -27,6 +27,7 @@
 
 #include "policy_util.h"
 #include "precise_index.h"
+#include "precise_prefix_cache_scorer.h"
 
 enum { NORM_MATCHED_TOTAL, NORM_MINMAX };
 
@@ -59,7 +60,7 @@ static int pps_init(sched_plugin *p, const sched_params *pp, const sched_env *en
     if (!rc) {
         const yt_node *spec = yt_get(pp->node, "speculativeIndexing");
         if (spec)
-            pu_warn(env,
+            sched_warn(env,
                     "%s:%d:%d: plugin '%s': speculativeIndexing is not a parameter of precise-prefix-cache-scorer; "
                     "ignored (precise-prefix-cache-producer has it)",
                     yt_name(pp->doc), spec->line, spec->col, p->name);
@@ -111,7 +112,24 @@ static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
 static void *pps_service(sched_plugin *p, const char *what)
 {
     pps_state *st = p->state;
-    return strcmp(what, "kvsource") == 0 ? precise_index_source(st->ix) : NULL;
+    return strcmp(what, PPS_KVSOURCE_SERVICE) == 0 ? precise_index_source(st->ix) : NULL;
+}
+
+/* Every plugin owning a precise_index answers the kvsource service: this scorer and
+ * precise-prefix-cache-producer. */
+size_t pps_kvsources(const sched *s, sched_kvsource **out, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < sched_plugin_count(s); i++) {
+        sched_plugin *p = (sched_plugin *)sched_plugin_at(s, i);   /* the service only reads its state */
+        void *src = p->type->service ? p->type->service(p, PPS_KVSOURCE_SERVICE) : NULL;
+        if (!src)
+            continue;
+        if (k < max)
+            out[k] = src;
+        k++;
+    }
+    return k;
 }
 
 const sched_plugin_type precise_prefix_cache_scorer_type = {

@@ -67,12 +67,12 @@ static int paf_init(sched_plugin *p, const sched_params *pp, const sched_env *en
                         "must be > 0 when ttftSource is prefillThroughput");
     const yt_node *n = yt_get(pp->node, "maxTokensInFlightPenalty");
     if (n)
-        pu_warn(env, "%s:%d:%d: plugin '%s': maxTokensInFlightPenalty was removed in llm-d-router v0.9 (#1547), "
+        sched_warn(env, "%s:%d:%d: plugin '%s': maxTokensInFlightPenalty was removed in llm-d-router v0.9 (#1547), "
                 "which rejects it; ignored (the TTFT gate maxTTFTPenaltyMs = %g ms applies)", yt_name(pp->doc),
                 n->line, n->col, p->name, s.max_penalty_ms);
     n = yt_get(pp->node, "latencyPredictionInfoProducerName");
     if (n)
-        pu_warn(env, "%s:%d:%d: plugin '%s': latencyPredictionInfoProducerName is read only with ttftSource "
+        sched_warn(env, "%s:%d:%d: plugin '%s': latencyPredictionInfoProducerName is read only with ttftSource "
                 "latencyPredictor; ignored", yt_name(pp->doc), n->line, n->col, p->name);
     paf *st = malloc(sizeof *st);
     if (!st)

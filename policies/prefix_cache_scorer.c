@@ -111,7 +111,7 @@ static int pcs_bind(sched_plugin *p, kv_err *err)
                          &s->producer, (const void **)&s->src, err))
         return KV_EINVAL;
     if (s->index_param)
-        pu_warn(&s->env, "%s:%d:%d: plugin '%s': GIE index parameters (autoTune, blockSize, maxPrefixBlocksToMatch, "
+        sched_warn(&s->env, "%s:%d:%d: plugin '%s': GIE index parameters (autoTune, blockSize, maxPrefixBlocksToMatch, "
                 "lruCapacityPerServer) are ignored: the scorer reads producer '%s', whose parameters apply",
                 s->doc_name, s->index_param->line, s->index_param->col, p->name, s->producer->name);
     return KV_OK;

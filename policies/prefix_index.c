@@ -190,7 +190,7 @@ typedef struct {
 
 struct prefix_index {
     map blocks;          /* hash -> first holder entry */
-    pu_idmap ids;        /* endpoint id -> slot + 1 */
+    idmap ids;        /* endpoint id -> slot + 1 */
     entry *e;
     uint32_t n_e, cap_e, free_e;
     lru *slots;
@@ -212,7 +212,7 @@ void prefix_index_free(prefix_index *ix)
     if (!ix)
         return;
     free(ix->blocks.t);
-    pu_idmap_free(&ix->ids);
+    idmap_free(&ix->ids);
     free(ix->e);
     free(ix->slots);
     free(ix->scratch);
@@ -221,7 +221,7 @@ void prefix_index_free(prefix_index *ix)
 
 int prefix_index_find(const prefix_index *ix, uint32_t endpoint_id)
 {
-    return (int)pu_idmap_get(&ix->ids, endpoint_id, 0) - 1;
+    return (int)idmap_get(&ix->ids, endpoint_id, 0) - 1;
 }
 
 uint32_t prefix_index_slots(const prefix_index *ix)
@@ -242,7 +242,7 @@ int prefix_index_slot(prefix_index *ix, uint32_t endpoint_id, size_t capacity)
         ix->slots = ns;
         ix->cap_slots = cap;
     }
-    int64_t *v = pu_idmap_at(&ix->ids, endpoint_id);
+    int64_t *v = idmap_at(&ix->ids, endpoint_id);
     if (!v)
         return KV_ENOMEM;
     *v = (int64_t)ix->n_slots + 1;
@@ -417,7 +417,7 @@ int prefix_index_learn(prefix_index *ix, const sched_request *r, uint32_t block_
     size_t total = prefix_index_hash(r, block_chars, max_blocks, NULL, 0, NULL);
     if (total == 0)
         return KV_OK;
-    if (!pu_grow((void **)&ix->scratch, &ix->cap_scratch, total, sizeof *ix->scratch))
+    if (!grow_array((void **)&ix->scratch, &ix->cap_scratch, total, sizeof *ix->scratch))
         return KV_ENOMEM;
     prefix_index_hash(r, block_chars, max_blocks, ix->scratch, total, NULL);
     int slot = prefix_index_slot(ix, endpoint_id, capacity);

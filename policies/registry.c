@@ -1,8 +1,6 @@
 /* registry: the one table of plugin types, by the type names EndpointPickerConfig files
- * use. Adding a policy is adding its file and one line here. */
-#include <string.h>
-
-#include "scheduler.h"
+ * use (see registry.h). Adding a policy is adding its file and one line here. */
+#include "registry.h"
 
 extern const sched_plugin_type single_profile_handler_type, pd_profile_handler_type, prefill_header_handler_type;
 extern const sched_plugin_type decode_filter_type, prefill_filter_type, by_label_type, by_label_selector_type;
@@ -26,7 +24,7 @@ extern const sched_plugin_type mm_embeddings_cache_producer_type, mm_embeddings_
     probabilistic_admitter_type, utilization_detector_type, program_aware_fairness_type,
     soft_reflective_ceiling_policy_type;
 
-const sched_plugin_type *const sched_registry[] = {
+const sched_plugin_type *const registry_types[] = {
     &single_profile_handler_type,
     &pd_profile_handler_type,
     &prefill_header_handler_type,
@@ -87,11 +85,3 @@ const sched_plugin_type *const sched_registry[] = {
     &soft_reflective_ceiling_policy_type,
     NULL,
 };
-
-const sched_plugin_type *sched_registry_find(const char *type)
-{
-    for (size_t i = 0; sched_registry[i]; i++)
-        if (strcmp(sched_registry[i]->type, type) == 0)
-            return sched_registry[i];
-    return NULL;
-}

@@ -2,7 +2,6 @@
  * header, 0 for the others. The token is base64("<namespace>/<pod>"), which the EPP puts
  * on the response at ResponseComplete; this scorer only reads it. A missing or undecodable
  * token scores every pod 0. */
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,22 +10,53 @@
 
 #define SA_MAX_TOKEN 512
 
-/* Standard base64 with padding, as Go's base64.StdEncoding; returns the decoded length
- * or -1. */
+/* Standard base64 with padding (Go's base64.StdEncoding), written out here rather than
+ * taken from OpenSSL so that the policies, and ./sim, do not link a TLS library. */
+static const char SA_B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int sa_sextet(char ch)
+{
+    const char *at = ch ? strchr(SA_B64, ch) : NULL;
+    return at ? (int)(at - SA_B64) : -1;
+}
+
+/* Decodes in (strict: only the alphabet, '=' padding at the end, length a multiple of
+ * 4); returns the decoded length or -1. */
 static int sa_decode(const char *in, unsigned char *out, size_t cap)
 {
     size_t n = strlen(in);
     if (n == 0 || n % 4 != 0 || n / 4 * 3 > cap)
         return -1;
-    int len = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
-    if (len < 0)
-        return -1;
-    /* EVP_DecodeBlock counts the bytes padding stands for */
-    if (in[n - 1] == '=')
-        len--;
-    if (in[n - 2] == '=')
-        len--;
-    return len;
+    size_t pad = in[n - 1] == '=' ? (in[n - 2] == '=' ? 2 : 1) : 0;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        uint32_t v = 0;
+        for (size_t k = 0; k < 4; k++) {
+            int x = i + k >= n - pad ? 0 : sa_sextet(in[i + k]);
+            if (x < 0)
+                return -1;
+            v = v << 6 | (uint32_t)x;
+        }
+        out[len++] = (unsigned char)(v >> 16);
+        out[len++] = (unsigned char)(v >> 8);
+        out[len++] = (unsigned char)v;
+    }
+    return (int)(len - pad);
+}
+
+/* Encodes n bytes of in into out (room for (n + 2) / 3 * 4 + 1); returns the length. */
+static int sa_encode(const unsigned char *in, size_t n, char *out)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[len++] = SA_B64[v >> 18 & 63];
+        out[len++] = SA_B64[v >> 12 & 63];
+        out[len++] = i + 1 < n ? SA_B64[v >> 6 & 63] : '=';
+        out[len++] = i + 2 < n ? SA_B64[v & 63] : '=';
+    }
+    out[len] = 0;
+    return (int)len;
 }
 
 static const char *sa_ns(const sched_endpoint *ep) { return ep->ns ? ep->ns : ""; }
@@ -38,7 +68,7 @@ int session_affinity_token(const sched_endpoint *ep, char *out, size_t cap)
     int n = snprintf((char *)plain, sizeof plain, "%s/%s", sa_ns(ep), sa_pod(ep));
     if (n < 0 || (size_t)n >= sizeof plain || ((size_t)n + 2) / 3 * 4 + 1 > cap)
         return KV_ERANGE;
-    return EVP_EncodeBlock((unsigned char *)out, plain, n);
+    return sa_encode(plain, (size_t)n, out);
 }
 
 static bool sa_is(const sched_endpoint *ep, const unsigned char *tok, size_t len)

@@ -27,7 +27,7 @@ static int tp_init(sched_plugin *p, const sched_params *pp, const sched_env *env
 /* The legacy name: the same plugin, with llm-d-router's deprecation notice. */
 static int tokenizer_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
 {
-    pu_warn(env, "%s: plugin '%s': type 'tokenizer' is deprecated since llm-d-router v0.9 (removal planned in v0.11); "
+    sched_warn(env, "%s: plugin '%s': type 'tokenizer' is deprecated since llm-d-router v0.9 (removal planned in v0.11); "
             "use 'token-producer'", yt_name(pp->doc), p->name);
     return tp_init(p, pp, env, err);
 }

@@ -12,6 +12,7 @@
 #include "hugepage.h"
 #include "kvevents.h"
 #include "kvingest.h"
+#include "precise_prefix_cache_scorer.h"
 #include "server.h"
 
 /* Event kinds, in their order at equal times. */
@@ -111,7 +112,7 @@ typedef struct cl {
         sched_kvsource *src;
         kvingest *ing;
         int *slot;                    /* index slot of each server */
-    } kvsrc[8];
+    } *kvsrc;                         /* every source the router's config declares */
     size_t n_kvsrc;
     cl_payloads pay;
     /* Every record's token times, one allocation: uint32_t offsets (token_offsets) until
@@ -653,11 +654,19 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
-    void *srcs[8];
-    c->n_kvsrc = sched_services(c->sched, "kvsource", srcs, 8);
+    size_t n_src = pps_kvsources(c->sched, NULL, 0);
+    sched_kvsource **srcs = n_src ? calloc(n_src, sizeof *srcs) : NULL;
+    if (n_src && (!srcs || !(c->kvsrc = calloc(n_src, sizeof *c->kvsrc)))) {
+        free(srcs);
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    }
+    pps_kvsources(c->sched, srcs, n_src);
+    for (size_t k = 0; k < n_src; k++)
+        c->kvsrc[k].src = srcs[k];
+    free(srcs);
+    c->n_kvsrc = n_src;
     for (size_t k = 0; k < c->n_kvsrc; k++) {
         struct cl_kvsrc *ks = &c->kvsrc[k];
-        ks->src = srcs[k];
         if (!(ks->ing = kvingest_new(ks->src->index, &ks->src->keys, &e)))
             return kv_err_set(err, e.code ? e.code : KV_ENOMEM, "router '%s': %s", rname, e.msg);
         if (!(ks->slot = calloc(c->n_srv, sizeof *ks->slot)))
@@ -723,6 +732,7 @@ static void cl_teardown(cl *c)
         kvingest_free(c->kvsrc[k].ing);
         free(c->kvsrc[k].slot);
     }
+    free(c->kvsrc);
     sched_free(c->sched);
     kvev_decoder_free(c->dec);
     sched_trace_free(&c->trace);

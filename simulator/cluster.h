@@ -15,7 +15,8 @@
  *                CLUSTER_DONE_DELAY_US later, which is also its end time E; then
  *                sched_response_complete. The step's KV-event payload (vLLM msgpack)
  *                reaches the router kv_event_delay later, through kvevents decode and
- *                kvingest into the index of every "kvsource" the scheduler offers
+ *                kvingest into the index of every precise-prefix-cache-scorer (kvsource)
+ *                of the router's config, however many it declares
  *                (a router without one gets none: its servers do not publish, which
  *                changes nothing else about them). The next step starts.
  *   scrape    -> each server's waiting/running/KV usage/cache config reaches its

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "registry.h"
+
 static void scn_note(void *ctx, const char *msg)
 {
     scenario *s = ctx;
@@ -150,14 +152,14 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
         if ((rc = yt_string(d, pn, what, &text, err)))
             return rc;
         kv_err e = {0};
-        if (!(out->cfg = epc_load_preset(presets_dir, text, &e)))
+        if (!(out->cfg = epc_load_preset(presets_dir, text, registry_types, &e)))
             return yt_error(d, pn, err, e.code ? e.code : KV_EINVAL, "field '%s': %s", what, e.msg);
         size_t len = strlen(text) + 8;
         if ((out->source = malloc(len)))
             snprintf(out->source, len, "preset:%s", text);
     } else if (cn->kind == YT_MAP) {
         kv_err e = {0};
-        if (!(out->cfg = epc_load_node(d, cn, &e))) {
+        if (!(out->cfg = epc_load_node(d, cn, registry_types, &e))) {
             /* the config loader names fields from the config's root: say where that is */
             const char *f = strstr(e.msg, "field '");
             if (!f)
@@ -178,7 +180,7 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
         else
             snprintf(out->source, len, "%s/%s", s->dir, text);
         kv_err e = {0};
-        if (!(out->cfg = epc_load_file(out->source, &e)))
+        if (!(out->cfg = epc_load_file(out->source, registry_types, &e)))
             return yt_error(d, cn, err, e.code ? e.code : KV_EINVAL, "field '%s': %s", what, e.msg);
     }
     if (!out->source)

@@ -473,7 +473,7 @@ int main(void)
     ingest_config ic;
     if (!b.eps || epset_parse_list(b.eps, list, "bench", &err) != KV_OK)
         goto fail;
-    ingest_config_from_kvsource(&ic, b.src, b.eps);
+    ingest_config_from_kvsource(&ic, &b.src, 1, b.eps);
     snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "tcp://127.0.0.1:*");
     ic.discover_pods = false; /* centralised: the publishers connect to us */
     if (!(b.ing = ingest_start(&ic, &err)))

@@ -21,7 +21,9 @@
 #include <time.h>
 
 #include "config.h"
+#include "registry.h"
 #include "rng.h"
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 #include "stats.h"
 
@@ -79,7 +81,7 @@ static void populate(sched_kvsource *src, uint32_t n_eps, const uint64_t *req_ke
 static void run(uint32_t n_eps, int iterations)
 {
     kv_err err = {0};
-    epc_config *cfg = epc_load_preset("policies/presets", "llm-d-precise", &err);
+    epc_config *cfg = epc_load_preset("policies/presets", "llm-d-precise", registry_types, &err);
     if (!cfg)
         die("preset", &err);
     sched *s = sched_new(cfg, &(sched_env){.seed = 1}, &err);

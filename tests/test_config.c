@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "registry.h"
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 
 #define D "tests/data/configs/"
@@ -34,7 +36,7 @@ static const epc_plugin *plugin_of(const epc_config *c, size_t i) { return &c->p
 static void test_guide_file_loads_verbatim(void **state)
 {
     kv_err err = {0};
-    epc_config *c = epc_load_file(D "guide-precise.yaml", &err);
+    epc_config *c = epc_load_file(D "guide-precise.yaml", registry_types, &err);
     assert_non_null(c);
     assert_string_equal(c->api_version, "");
     assert_int_equal(c->n_plugins, 5);
@@ -104,7 +106,7 @@ static void test_every_preset_loads_and_builds(void **state)
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)(len - 5), de->d_name);
         kv_err err = {0};
-        epc_config *c = epc_load_preset("policies/presets", name, &err);
+        epc_config *c = epc_load_preset("policies/presets", name, registry_types, &err);
         if (!c)
             fail_msg("preset %s: %s", name, err.msg);
         warnings w = {0};
@@ -134,13 +136,13 @@ static void test_preset_names(void **state)
     assert_string_equal(err.msg, "preset 'no-such': no file policies/presets/no-such.yaml");
     assert_int_equal(epc_preset_path("policies/presets", "", path, sizeof path, &err), KV_EINVAL);
     assert_int_equal(epc_preset_path("policies/presets", "k8s-service", path, 10, &err), KV_ERANGE);
-    assert_null(epc_load_preset("policies/presets", "nope", &err));
+    assert_null(epc_load_preset("policies/presets", "nope", registry_types, &err));
 }
 
 static void test_gie_defaults(void **state)
 {
     kv_err err = {0};
-    epc_config *c = epc_load_file(D "good-defaults.yaml", &err);
+    epc_config *c = epc_load_file(D "good-defaults.yaml", registry_types, &err);
     assert_non_null(c);
     assert_string_equal(c->api_version, EPC_API_LLMD);
     /* decode-filter, queue-scorer, kv + added max-score-picker and single-profile-handler */
@@ -172,7 +174,7 @@ static void test_load_from_string_and_node(void **state)
 {
     const char *text = "plugins:\n- type: round-robin-picker\n";
     kv_err err = {0};
-    epc_config *c = epc_load_string(text, strlen(text), "inline", &err);
+    epc_config *c = epc_load_string(text, strlen(text), "inline", registry_types, &err);
     assert_non_null(c);
     assert_int_equal(c->n_plugins, 2); /* + single-profile-handler; the picker is there */
     assert_int_equal(c->profiles[0].n_refs, 1);
@@ -183,26 +185,26 @@ static void test_load_from_string_and_node(void **state)
     const char *scen = "name: x\nrouter:\n  plugins:\n  - type: queue-scorer\n  - type: bogus\n";
     yt_doc *doc = yt_load_string(scen, strlen(scen), "scenario.yaml", &err);
     assert_non_null(doc);
-    c = epc_load_node(doc, yt_get(yt_root(doc), "router"), &err);
+    c = epc_load_node(doc, yt_get(yt_root(doc), "router"), registry_types, &err);
     assert_null(c);
     assert_string_equal(err.msg, "scenario.yaml:5:11: field 'plugins[1].type': unknown plugin type 'bogus'");
     yt_free(doc);
 
     /* an empty document */
-    assert_null(epc_load_string("", 0, "empty.yaml", &err));
+    assert_null(epc_load_string("", 0, "empty.yaml", registry_types, &err));
     assert_string_equal(err.msg, "empty.yaml: empty config");
     /* a list is not a config */
-    assert_null(epc_load_string("- a\n", 4, "list.yaml", &err));
+    assert_null(epc_load_string("- a\n", 4, "list.yaml", registry_types, &err));
     assert_string_equal(err.msg, "list.yaml:1:1: field '(document)': expected a mapping, got a list");
     /* kind without apiVersion */
-    assert_null(epc_load_string("kind: EndpointPickerConfig\n", 27, "k.yaml", &err));
+    assert_null(epc_load_string("kind: EndpointPickerConfig\n", 27, "k.yaml", registry_types, &err));
     assert_string_equal(err.msg, "k.yaml:1:1: missing field 'apiVersion' (kind is set)");
 }
 
 static void test_unknown_parameters_warn(void **state)
 {
     kv_err err = {0};
-    epc_config *c = epc_load_file(D "good-unknown-param.yaml", &err);
+    epc_config *c = epc_load_file(D "good-unknown-param.yaml", registry_types, &err);
     assert_non_null(c);
     warnings w = {0};
     sched_env env = {.seed = 1, .warn = collect, .warn_ctx = &w};
@@ -260,7 +262,7 @@ static void test_bad_files_rejected_with_position(void **state)
         char path[256];
         snprintf(path, sizeof path, D "%s", bad_load[i].file);
         kv_err err = {0};
-        epc_config *c = epc_load_file(path, &err);
+        epc_config *c = epc_load_file(path, registry_types, &err);
         if (c)
             fail_msg("%s loaded", path);
         assert_positioned(path, bad_load[i].msg, &err);
@@ -283,7 +285,7 @@ static void test_bad_parameters_rejected_at_build(void **state)
         char path[256];
         snprintf(path, sizeof path, D "%s", bad_build[i].file);
         kv_err err = {0};
-        epc_config *c = epc_load_file(path, &err);
+        epc_config *c = epc_load_file(path, registry_types, &err);
         if (!c)
             fail_msg("%s: %s", path, err.msg);
         sched_env env = {.seed = 1};
@@ -317,7 +319,7 @@ static void test_mutated_guide_never_crashes(void **state)
                 len = n;
             }
             kv_err err = {0};
-            epc_config *c = epc_load_string(buf, len, "m.yaml", &err);
+            epc_config *c = epc_load_string(buf, len, "m.yaml", registry_types, &err);
             if (!c) {
                 assert_true(err.code < 0);
                 assert_true(err.msg[0] != 0);
@@ -338,7 +340,7 @@ static void test_mutated_guide_never_crashes(void **state)
 static void test_missing_file(void **state)
 {
     kv_err err = {0};
-    assert_null(epc_load_file(D "does-not-exist.yaml", &err));
+    assert_null(epc_load_file(D "does-not-exist.yaml", registry_types, &err));
     assert_non_null(strstr(err.msg, "does-not-exist.yaml"));
 }
 

@@ -3,7 +3,9 @@
  * an ext-proc request routed by Envoy's side of the protocol. The picked endpoint must
  * follow where the events say the prompt's blocks are, in both event encodings, and
  * move when a longer prefix appears elsewhere or the holder clears its cache; events
- * from a pod that is not an endpoint must not steer anything. */
+ * from a pod that is not an endpoint must not steer anything. A config with several
+ * precise scorers (different block sizes, seeds and kvEventsConfigs) has every one of
+ * their indexes fed, as ./sim feeds them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "registry.h"
 #include "endpoints.h"
 #include "extproc.h"
 #include "ingest.h"
@@ -53,7 +56,7 @@ static world *world_new(void)
 {
     world *w = calloc(1, sizeof *w);
     kv_err err = {0};
-    w->cfg = epc_load_string(CONFIG, strlen(CONFIG), "e2e.yaml", &err);
+    w->cfg = epc_load_string(CONFIG, strlen(CONFIG), "e2e.yaml", registry_types, &err);
     if (!w->cfg)
         fail_msg("%s", err.msg);
     sched_env env = {.seed = 1, .now = clock_now};
@@ -63,12 +66,11 @@ static world *world_new(void)
     w->eps = epset_new(0, NULL, NULL, &err);
     assert_int_equal(epset_parse_list(w->eps, "10.1.0.1:8000,10.1.0.2:8000,10.1.0.3:8000", "test", &err), KV_OK);
     sched_kvsource *src = NULL;
-    assert_int_equal(sched_services(w->s, "kvsource", (void **)&src, 1), 1);
-    ingest_config ic;
-    ingest_config_from_kvsource(&ic, src, w->eps);
-    w->ing = ingest_start(&ic, &err);
-    if (!w->ing)
+    assert_int_equal(pps_kvsources(w->s, &src, 1), 1);
+    size_t n_ing = 0;
+    if (ingest_start_sources(&src, 1, w->eps, 0, &w->ing, &n_ing, &err) != KV_OK)
         fail_msg("%s", err.msg);
+    assert_int_equal(n_ing, 1);
     extproc_config xc = {.addr = "127.0.0.1:0", .sched = w->s, .pool = {epset_acquire, epset_release, w->eps},
                          .threads = 2, .tokenize_timeout_ms = -1};
     w->srv = extproc_start(&xc, &err);
@@ -194,8 +196,95 @@ static void test_routing_follows_events(void **state)
     world_free(w);
 }
 
+/* a and b share a kvEventsConfig (one subscription), c has its own; all three differ in
+ * block size or hash seed, so each index holds its own keys for the same events. */
+static const char THREE[] =
+    "plugins:\n"
+    "- {type: precise-prefix-cache-scorer, name: a, parameters: {tokenProcessorConfig: {blockSize: 16},\n"
+    "   kvEventsConfig: {zmqEndpoint: \"tcp://127.0.0.1:*\", discoverPods: false}}}\n"
+    "- {type: precise-prefix-cache-scorer, name: b, parameters: {tokenProcessorConfig: {blockSize: 32, hashSeed: s},\n"
+    "   kvEventsConfig: {zmqEndpoint: \"tcp://127.0.0.1:*\", discoverPods: false}}}\n"
+    "- {type: precise-prefix-cache-scorer, name: c, parameters: {tokenProcessorConfig: {blockSize: 16, hashSeed: c},\n"
+    "   kvEventsConfig: {zmqEndpoint: \"tcp://127.0.0.1:*\", discoverPods: false, concurrency: 2}}}\n";
+
+/* The leading blocks of tok that src's index says the endpoint holds. */
+static uint32_t held(const sched_kvsource *src, const char *name, const uint32_t *tok, size_t n)
+{
+    uint64_t keys[N_TOK];
+    size_t nk = blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tok, n, NULL, 0, NULL, keys, N_TOK);
+    int slot = kvindex_endpoint_find(src->index, name);
+    if (slot < 0)
+        return 0;
+    kvindex_match m[256];
+    assert_true(kvindex_max_endpoints(src->index) <= 256);
+    kvindex_lookup(src->index, keys, nk, m);
+    return m[slot].blocks;
+}
+
+static void test_every_precise_scorer_fed(void **state)
+{
+    kv_err err = {0};
+    epc_config *cfg = epc_load_string(THREE, strlen(THREE), "three.yaml", registry_types, &err);
+    if (!cfg)
+        fail_msg("%s", err.msg);
+    sched_env env = {.seed = 1, .now = clock_now};
+    sched *s = sched_new(cfg, &env, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    epset *eps = epset_new(0, NULL, NULL, &err);
+    assert_int_equal(epset_parse_list(eps, "10.1.0.1:8000,10.1.0.2:8000", "test", &err), KV_OK);
+    sched_kvsource *srcs[3];
+    assert_int_equal(pps_kvsources(s, srcs, 3), 3);
+    ingest *ings[3];
+    size_t n_ing = 0;
+    if (ingest_start_sources(srcs, 3, eps, 0, ings, &n_ing, &err) != KV_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(n_ing, 2);
+    size_t n0, n1;
+    const sched_kvsource *fed0 = ingest_sources(ings[0], &n0), *fed1 = ingest_sources(ings[1], &n1);
+    assert_int_equal(n0, 2);
+    assert_int_equal(n1, 1);
+    assert_ptr_equal(fed0[0].index, srcs[0]->index);
+    assert_ptr_equal(fed0[1].index, srcs[1]->index);
+    assert_ptr_equal(fed1[0].index, srcs[2]->index);
+
+    /* one vLLM pod publishing to both subscriptions */
+    fake_pub *p = fake_pub_new("kv@10.1.0.2:8000@m", false);
+    assert_int_equal(fake_pub_connect(p, ingest_endpoint(ings[0])), 0);
+    assert_int_equal(fake_pub_connect(p, ingest_endpoint(ings[1])), 0);
+    uint32_t tok[N_TOK];
+    uint64_t hashes[N_TOK / 16];
+    for (size_t i = 0; i < N_TOK; i++)
+        tok[i] = (uint32_t)(900 + 3 * i);
+    for (size_t i = 0; i < N_TOK / 16; i++)
+        hashes[i] = 0xfeed00 + i;
+    kvev_event e = {.type = KVEV_BLOCK_STORED, .block_hashes = hashes, .n_block_hashes = N_TOK / 16, .token_ids = tok,
+                    .n_token_ids = N_TOK, .block_size = 16, .medium = kvev_str_c("GPU")};
+    kvev_batch b = {1.0, false, 0, &e, 1};
+    const uint32_t want[3] = {N_TOK / 16, N_TOK / 32, N_TOK / 16};
+    bool all = false;
+    for (int i = 0; i < 400 && !all; i++) {
+        fake_pub_send(p, &b, KVEV_ENC_ARRAY, false);
+        usleep(10000);
+        all = true;
+        for (size_t k = 0; k < 3; k++)
+            all &= held(srcs[k], "10.1.0.2:8000", tok, N_TOK) == want[k];
+    }
+    for (size_t k = 0; k < 3; k++)
+        assert_int_equal(held(srcs[k], "10.1.0.2:8000", tok, N_TOK), want[k]);
+    assert_int_equal(held(srcs[0], "10.1.0.1:8000", tok, N_TOK), 0);
+
+    fake_pub_free(p);
+    while (n_ing)
+        ingest_stop(ings[--n_ing]);
+    sched_free(s);
+    epc_free(cfg);
+    epset_free(eps);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_routing_follows_events)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_routing_follows_events),
+                                       cmocka_unit_test(test_every_precise_scorer_fed)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,8 @@
 #include "blockkeys.h"
 #include "config.h"
 #include "kvindex.h"
+#include "precise_prefix_cache_scorer.h"
+#include "registry.h"
 #include "scheduler.h"
 #include "support/sched_fixture.h"
 
@@ -231,7 +233,7 @@ static void test_precise_producer_feeds_scorer(void **state)
     fx *f = fx_new(cfg, 3, 1);
     assert_non_null(f);
     sched_kvsource *src = NULL;
-    assert_int_equal(sched_services(f->s, "kvsource", (void **)&src, 1), 1);
+    assert_int_equal(pps_kvsources(f->s, &src, 1), 1);
     uint32_t a[256];
     tokens(a, 256, 4, 0);
     uint64_t keys[4];
@@ -275,7 +277,7 @@ static void test_speculative_indexing(void **state)
     /* Events confirm 2 blocks on a pod: they stay after every speculative entry expired. */
     fx_route(f, &r2);
     sched_kvsource *src = NULL;
-    assert_int_equal(sched_services(f->s, "kvsource", (void **)&src, 1), 1);
+    assert_int_equal(pps_kvsources(f->s, &src, 1), 1);
     uint64_t keys[4];
     assert_int_equal(blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), a, 256, NULL, 0, NULL, keys, 4), 4);
     kv_err err = {0};
@@ -306,7 +308,7 @@ static void collect(void *ctx, const char *msg)
 /* Loads path as ./epp does (config, then the scheduler); KV_OK or the error in err. */
 static int load(const char *path, warnbuf *w, kv_err *err)
 {
-    epc_config *c = epc_load_file(path, err);
+    epc_config *c = epc_load_file(path, registry_types, err);
     if (!c)
         return err->code;
     sched_env env = {.seed = 1, .warn = collect, .warn_ctx = w};
@@ -382,8 +384,8 @@ static void test_bad_wiring_named(void **state)
 {
     (void)state;
     kv_err err = {0};
-    epc_config *c = epc_load_string("plugins:\n- type: prefix-cache-affinity-filter\n- type: max-score-picker\n", 70,
-                                    "t.yaml", &err);
+    const char *nop = "plugins:\n- type: prefix-cache-affinity-filter\n- type: max-score-picker\n";
+    epc_config *c = epc_load_string(nop, strlen(nop), "t.yaml", registry_types, &err);
     assert_non_null(c);
     sched_env env = {.seed = 1};
     assert_null(sched_new(c, &env, &err));
@@ -393,19 +395,19 @@ static void test_bad_wiring_named(void **state)
     epc_free(c);
     const char *bad = "plugins:\n- type: token-load-scorer\n  parameters: {inFlightLoadProducerName: nope}\n"
                       "- type: max-score-picker\n";
-    assert_non_null(c = epc_load_string(bad, strlen(bad), "t.yaml", &err));
+    assert_non_null(c = epc_load_string(bad, strlen(bad), "t.yaml", registry_types, &err));
     assert_null(sched_new(c, &env, &err));
     assert_non_null(strstr(err.msg, "inFlightLoadProducerName 'nope' names no plugin"));
     epc_free(c);
     const char *lat = "plugins:\n- type: approx-prefix-cache-producer\n- type: prefix-cache-affinity-filter\n"
                       "  parameters: {ttftSource: latencyPredictor}\n- type: max-score-picker\n";
-    assert_non_null(c = epc_load_string(lat, strlen(lat), "t.yaml", &err));
+    assert_non_null(c = epc_load_string(lat, strlen(lat), "t.yaml", registry_types, &err));
     assert_null(sched_new(c, &env, &err));
     assert_non_null(strstr(err.msg, "ttftSource"));
     assert_non_null(strstr(err.msg, "latency predictor"));
     epc_free(c);
     const char *dl = "plugins:\n- type: max-score-picker\ndataLayer:\n  sources:\n  - pluginRef: scrape\n";
-    assert_null(epc_load_string(dl, strlen(dl), "t.yaml", &err));
+    assert_null(epc_load_string(dl, strlen(dl), "t.yaml", registry_types, &err));
     assert_string_equal(err.msg, "t.yaml:5:16: field 'dataLayer.sources[0].pluginRef': unknown plugin 'scrape'");
 }
 

@@ -19,6 +19,7 @@
 
 #include "blockkeys.h"
 #include "config.h"
+#include "registry.h"
 #include "kvindex.h"
 #include "support/sched_fixture.h"
 
@@ -346,7 +347,7 @@ static void test_bad_params(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         snprintf(yaml, sizeof yaml, "plugins:\n- type: %s\n  parameters: %s\n", bad[i].type, bad[i].params);
         kv_err err = {0};
-        epc_config *cfg = epc_load_string(yaml, strlen(yaml), "bad.yaml", &err);
+        epc_config *cfg = epc_load_string(yaml, strlen(yaml), "bad.yaml", registry_types, &err);
         assert_non_null(cfg);
         sched_env env = {0};
         assert_null(sched_new(cfg, &env, &err));
@@ -369,7 +370,7 @@ static void test_presets_route(void **state)
         tok[i] = (uint32_t)(i * 7 + 1);
     for (size_t k = 0; k < 3; k++) {
         kv_err err = {0};
-        epc_config *cfg = epc_load_preset("policies/presets", names[k], &err);
+        epc_config *cfg = epc_load_preset("policies/presets", names[k], registry_types, &err);
         if (!cfg)
             fail_msg("%s: %s", names[k], err.msg);
         sched_env env = {.seed = 3};

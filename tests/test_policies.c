@@ -13,6 +13,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "registry.h"
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 #include "session_affinity.h"
 
@@ -34,7 +36,7 @@ static void rig_open(rig *r, const char *yaml, uint64_t seed)
 {
     memset(r, 0, sizeof *r);
     kv_err err = {0};
-    r->cfg = epc_load_string(yaml, strlen(yaml), "test.yaml", &err);
+    r->cfg = epc_load_string(yaml, strlen(yaml), "test.yaml", registry_types, &err);
     if (!r->cfg)
         fail_msg("config: %s", err.msg);
     sched_env env = {.seed = seed, .now = rig_clock, .clock_ctx = &r->now};
@@ -234,6 +236,12 @@ static void test_session_affinity_scorer(void **state)
     rig_run(&r, &q, 3, s, NULL);
     assert_scores(s, (double[]){0, 0, 1}, 3);
     assert_int_equal(session_affinity_token(&r.ep[2], tok, 12), KV_ERANGE);
+    /* padding, as Go's base64.StdEncoding writes it (RFC 4648 test vectors' shapes) */
+    sched_endpoint one = {.name = "x", .ns = "ab", .pod = "c"}, two = {.name = "x", .ns = "ab", .pod = "cd"};
+    assert_int_equal(session_affinity_token(&one, tok, sizeof tok), 8);
+    assert_string_equal(tok, "YWIvYw=="); /* ab/c */
+    assert_int_equal(session_affinity_token(&two, tok, sizeof tok), 8);
+    assert_string_equal(tok, "YWIvY2Q="); /* ab/cd */
     rig_close(&r);
 }
 
@@ -469,7 +477,7 @@ static void test_by_label(void **state)
     /* validValues may only be empty when unlabelled pods pass */
     kv_err err = {0};
     const char *bad = "plugins:\n- type: by-label\n  parameters: {label: tier}\n";
-    epc_config *cfg = epc_load_string(bad, strlen(bad), "b.yaml", &err);
+    epc_config *cfg = epc_load_string(bad, strlen(bad), "b.yaml", registry_types, &err);
     assert_null(sched_new(cfg, &(sched_env){0}, &err));
     assert_string_equal(err.msg,
                         "b.yaml:3:15: field 'by-label.parameters': validValues must not be empty when allowsNoLabel is false");
@@ -504,7 +512,7 @@ static void test_by_label_selector(void **state)
     kv_err err = {0};
     const char *bad = "plugins:\n- type: by-label-selector\n  parameters:\n    matchExpressions:\n"
                       "    - {key: zone, operator: Near, values: [a]}\n";
-    epc_config *cfg = epc_load_string(bad, strlen(bad), "s.yaml", &err);
+    epc_config *cfg = epc_load_string(bad, strlen(bad), "s.yaml", registry_types, &err);
     assert_null(sched_new(cfg, &(sched_env){0}, &err));
     assert_string_equal(err.msg, "s.yaml:5:29: field 'by-label-selector.parameters.matchExpressions[0]': unknown "
                                  "operator 'Near' (expected In, NotIn, Exists or DoesNotExist)");

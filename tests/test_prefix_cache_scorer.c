@@ -16,6 +16,7 @@
 #include <xxhash.h>
 
 #include "config.h"
+#include "registry.h"
 #include "prefix_index.h"
 #include "support/sched_fixture.h"
 
@@ -429,7 +430,7 @@ static void test_scorer_bad_params(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         kv_err err = {0};
         const char *y = config(bad[i]);
-        epc_config *cfg = epc_load_string(y, strlen(y), "bad.yaml", &err);
+        epc_config *cfg = epc_load_string(y, strlen(y), "bad.yaml", registry_types, &err);
         assert_non_null(cfg);
         sched_env env = {0};
         sched *s = sched_new(cfg, &env, &err);

@@ -162,8 +162,9 @@ static void test_ingest_counters(void **state)
     epset *eps = epset_new(0, NULL, NULL, NULL);
     kvindex_config ic = {.capacity = 100, .max_endpoints = 8};
     kvindex *ix = kvindex_new(&ic, NULL);
-    ingest_config cfg = {.index = ix, .endpoints = eps, .concurrency = 1};
-    assert_int_equal(blockkeys_init(&cfg.keys, BLOCKKEYS_FNV64A_CBOR, 16, "", NULL), KV_OK);
+    sched_kvsource kvs = {.index = ix}, *srcs[] = {&kvs};
+    ingest_config cfg = {.sources = srcs, .n_sources = 1, .endpoints = eps, .concurrency = 1};
+    assert_int_equal(blockkeys_init(&kvs.keys, BLOCKKEYS_FNV64A_CBOR, 16, "", NULL), KV_OK);
     snprintf(cfg.zmq_endpoint, sizeof cfg.zmq_endpoint, "tcp://127.0.0.1:*");
     snprintf(cfg.topic_filter, sizeof cfg.topic_filter, "kv@");
     kv_err err = {0};

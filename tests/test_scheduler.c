@@ -13,6 +13,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "registry.h"
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 
 typedef struct world {
@@ -27,7 +29,7 @@ static void world_open(world *w, const char *yaml, uint64_t seed)
 {
     memset(w, 0, sizeof *w);
     kv_err err = {0};
-    w->cfg = epc_load_string(yaml, strlen(yaml), "t.yaml", &err);
+    w->cfg = epc_load_string(yaml, strlen(yaml), "t.yaml", registry_types, &err);
     if (!w->cfg)
         fail_msg("%s", err.msg);
     w->s = sched_new(w->cfg, &(sched_env){.seed = seed}, &err);
@@ -355,7 +357,7 @@ static void test_cycle_tables_grow(void **state)
     world w;
     memset(&w, 0, sizeof w);
     kv_err err = {0};
-    w.cfg = epc_load_string(weighted_yaml, strlen(weighted_yaml), "t.yaml", &err);
+    w.cfg = epc_load_string(weighted_yaml, strlen(weighted_yaml), "t.yaml", registry_types, &err);
     assert_non_null(w.cfg);
     int kv = epc_plugin_index(w.cfg, "kv");
     assert_true(kv >= 0);

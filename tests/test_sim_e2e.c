@@ -12,7 +12,9 @@
  *     trace's arrival times;
  *   - output_retokenize changes only the counted output tokens, identically for every
  *     router; the generated tokens (streamed events) stay the workload's;
- *   - token times stay exact when a request outlives the driver's 32-bit offsets. */
+ *   - token times stay exact when a request outlives the driver's 32-bit offsets;
+ *   - every precise scorer of a router is fed KV events (nine, with different block
+ *     sizes and seeds: each scores some endpoint above 0). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -296,6 +298,39 @@ static void test_decision_traces(void **state)
     unload(&x);
 }
 
+/* Which of the router's precise scorers (p1..p9) ever scored an endpoint above 0. */
+static int on_precise_scores(void *ctx, uint64_t id, const sched_trace *t, const sched_result *res, kv_err *err)
+{
+    (void)id, (void)res, (void)err;
+    bool *hit = ctx;
+    for (size_t i = 0; i < t->n_scores; i++) {
+        const sched_plugin *p = t->scores[i].plugin;
+        if (strcmp(p->type->type, "precise-prefix-cache-scorer") == 0 && t->scores[i].score > 0)
+            hit[atoi(p->name + 1) - 1] = true;
+    }
+    return KV_OK;
+}
+
+/* Every precise scorer's index receives the replicas' KV events, however many scorers the
+ * config declares (the driver used to feed the first 8 and drop the rest silently). */
+static void test_every_precise_scorer_fed(void **state)
+{
+    (void)state;
+    sim x = load("tests/data/scenarios/small-many-precise.yaml");
+    bool hit[9] = {0};
+    cluster_opts o = {.decision = on_precise_scores, .decision_ctx = hit};
+    sim_run r;
+    cluster_stats st;
+    kv_err e = {0};
+    assert_int_equal(cluster_run(x.s, x.w, router(&x, "nine-precise"), &o, &r, &st, &e), KV_OK);
+    assert_true(st.kv_events_delivered > 0);
+    for (int k = 0; k < 9; k++)
+        if (!hit[k])
+            fail_msg("precise scorer p%d never saw a cached block", k + 1);
+    cluster_run_free(&r);
+    unload(&x);
+}
+
 /* decisions: {sample: N} traces requests 0, N, 2N, ... only. */
 static void test_decision_sampling(void **state)
 {
@@ -535,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_trace_replay),
         cmocka_unit_test(test_output_retokenize),
         cmocka_unit_test(test_token_times_past_32_bits),
+        cmocka_unit_test(test_every_precise_scorer_fed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,7 +86,8 @@ static void fx_init(fx *f, const char *endpoints, bool discover, int socket_port
     kv_err err = {0};
     if (epset_parse_list(f->eps, endpoints, "test", &err) != KV_OK)
         fail_msg("%s", err.msg);
-    ingest_config cfg = {.index = f->ix, .keys = f->kc, .endpoints = f->eps, .concurrency = 4,
+    sched_kvsource src = {.index = f->ix, .keys = f->kc}, *srcs[] = {&src};
+    ingest_config cfg = {.sources = srcs, .n_sources = 1, .endpoints = f->eps, .concurrency = 4,
                          .discover_pods = discover, .socket_port = socket_port, .replay_port = replay_port,
                          .replay_timeout_ms = replay_timeout_ms};
     snprintf(cfg.zmq_endpoint, sizeof cfg.zmq_endpoint, "tcp://127.0.0.1:*");
@@ -411,7 +412,8 @@ static void test_discovery_and_many_pods(void **state)
         snprintf(ep, sizeof ep, "%s127.0.0.1:%d", k ? "," : "", 9000 + k);
         strcat(list, ep);
     }
-    ingest_config cfg = {.index = f.ix, .keys = f.kc, .endpoints = f.eps, .concurrency = 4};
+    sched_kvsource src = {.index = f.ix, .keys = f.kc}, *srcs[] = {&src};
+    ingest_config cfg = {.sources = srcs, .n_sources = 1, .endpoints = f.eps, .concurrency = 4};
     snprintf(cfg.zmq_endpoint, sizeof cfg.zmq_endpoint, "tcp://127.0.0.1:*");
     snprintf(cfg.topic_filter, sizeof cfg.topic_filter, "kv@");
     kv_err err = {0};

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "registry.h"
+
 static double fx_clock(void *ctx)
 {
     return ((const fx *)ctx)->now;
@@ -18,7 +20,7 @@ fx *fx_new(const char *yaml, size_t n_eps, uint64_t seed)
         free(f);
         return NULL;
     }
-    f->cfg = epc_load_string(yaml, strlen(yaml), "fixture.yaml", &err);
+    f->cfg = epc_load_string(yaml, strlen(yaml), "fixture.yaml", registry_types, &err);
     sched_env env = {.seed = seed, .now = fx_clock, .clock_ctx = f};
     if (f->cfg)
         f->s = sched_new(f->cfg, &env, &err);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
 
 #define FX_MAX_EPS 8
