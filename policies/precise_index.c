@@ -12,6 +12,7 @@ struct precise_index {
     sched_kvsource src;
     kvindex_match *match;          /* one per index slot */
     uint32_t slots;
+    size_t capacity;               /* inMemoryConfig.size; 0 = kvindex's default */
     idmap slot_of;              /* endpoint id -> version << 32 | (slot + 1, 0 = unknown) */
 };
 
@@ -98,6 +99,16 @@ static int pix_indexer(sched_plugin *p, const sched_params *pp, const sched_env 
     ic->capacity = (size_t)size;
     /* The tokenizer pool is the sidecar's business: requests reach us as token ids. */
     pu_accept(yt_get(ix, "tokenizersPoolConfig"));
+    if (mem) {
+        const sched_params mp = {.doc = pp->doc, .node = mem};
+        PU_IGNORE(p, &mp, env, "the index keeps every holder of a block (one bit per endpoint), so there is no "
+                  "per-key pod bound", "podCacheSize");
+    }
+    if (bi) {
+        const sched_params bp = {.doc = pp->doc, .node = bi};
+        PU_IGNORE(p, &bp, env, "the index's metrics are always on ./epp's metrics port", "enableMetrics",
+                  "metricsLoggingInterval");
+    }
     const yt_node *spec = yt_get(ix, "speculativeIndexing");
     if (spec)
         sched_warn(env,
@@ -170,6 +181,7 @@ precise_index *precise_index_new(sched_plugin *p, const sched_params *pp, const 
         rc = pu_int(p, pp, pp->node, NULL, "maxEndpoints", 1, 4096, &max_eps, err);
     if (!rc) {
         ic.max_endpoints = (uint32_t)max_eps;
+        st->capacity = ic.capacity;
         st->src.index = kvindex_new(&ic, err);
         if (!st->src.index)
             rc = err ? err->code : KV_ENOMEM;
@@ -229,4 +241,21 @@ size_t precise_index_match(precise_index *st, sched_cycle *c, sched_endpoint *co
         raw[i] = blocks[i] ? st->match[slot].score : 0;
     }
     return nk;
+}
+
+void precise_index_describe(const precise_index *st, char *buf, size_t cap)
+{
+    const sched_kvsource *src = &st->src;
+    const pps_kvevents *e = &src->events;
+    char capacity[32] = "default (1e7)";
+    if (st->capacity)
+        snprintf(capacity, sizeof capacity, "%zu", st->capacity);
+    snprintf(buf, cap,
+             "tokenProcessorConfig: {blockSize: %u, hashAlgorithm: %s}\n"
+             "index: %u endpoint slots, capacity %s keys\n"
+             "kvEventsConfig: {zmqEndpoint: %s, topicFilter: %s, concurrency: %d, discoverPods: %s, "
+             "socketPort: %d, labelSelector: %s, podNamespace: %s}\n",
+             src->keys.block_size, blockkeys_algo_name(src->keys.algo), st->slots, capacity,
+             e->zmq_endpoint, e->topic_filter, e->concurrency, e->discover_pods ? "true" : "false", e->socket_port,
+             e->pod_label_selector, e->pod_namespace[0] ? e->pod_namespace : "(the pool's)");
 }

@@ -37,6 +37,8 @@ typedef struct precise_index precise_index;
 precise_index *precise_index_new(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err);
 void precise_index_free(precise_index *ix);
 sched_kvsource *precise_index_source(precise_index *ix);
+/* The settings in force, defaults included, as "key: value" lines (for kvctl config). */
+void precise_index_describe(const precise_index *ix, char *buf, size_t cap);
 
 /* The cycle's request against the index: blocks[i] leading blocks eps[i] holds and raw[i]
  * their tier-weighted count (kvindex_lookup), 0 for an endpoint the index does not know.

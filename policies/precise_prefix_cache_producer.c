@@ -17,6 +17,7 @@
  * leading run. The engine reads no clock: the TTL runs on the scheduler's time (the
  * simulator's clock in ./sim, CLOCK_MONOTONIC in ./epp). Entries are (key, endpoint) ->
  * expiry in an open-addressing table, expired ones dropped when it is rebuilt. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -202,11 +203,21 @@ static void *ppp_service(sched_plugin *p, const char *what)
     return strcmp(what, PU_PREFIX_SOURCE) == 0 ? (void *)&src : NULL;
 }
 
+static void ppp_describe(const sched_plugin *p, char *buf, size_t cap)
+{
+    const ppp_state *st = p->state;
+    int n = snprintf(buf, cap, "speculativeIndexing: %s\nspeculativeTTL: %gs\n", st->spec ? "true" : "false",
+                     st->ttl);
+    if (n > 0 && (size_t)n < cap)
+        precise_index_describe(st->ix, buf + n, cap - (size_t)n);
+}
+
 const sched_plugin_type precise_prefix_cache_producer_type = {
     .type = "precise-prefix-cache-producer",
     .kind = SCHED_REQUEST_CONTROL,
     .init = ppp_init,
     .fini = ppp_fini,
     .service = ppp_service,
+    .describe = ppp_describe,
     .pre_request = ppp_pre_request,
 };

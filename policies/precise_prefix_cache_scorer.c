@@ -132,6 +132,14 @@ size_t pps_kvsources(const sched *s, sched_kvsource **out, size_t max)
     return k;
 }
 
+static void pps_describe(const sched_plugin *p, char *buf, size_t cap)
+{
+    const pps_state *st = p->state;
+    int n = snprintf(buf, cap, "normalization: %s\n", st->norm == NORM_MINMAX ? "minmax" : "matched-total");
+    if (n > 0 && (size_t)n < cap)
+        precise_index_describe(st->ix, buf + n, cap - (size_t)n);
+}
+
 const sched_plugin_type precise_prefix_cache_scorer_type = {
     .type = "precise-prefix-cache-scorer",
     .kind = SCHED_SCORER,
@@ -139,4 +147,5 @@ const sched_plugin_type precise_prefix_cache_scorer_type = {
     .fini = pps_fini,
     .score = pps_score,
     .service = pps_service,
+    .describe = pps_describe,
 };
