@@ -97,13 +97,6 @@ static int ifl_bind(sched_plugin *p, kv_err *err)
                             &s->prefix, (const void **)&s->prefix_src, err);
 }
 
-static int64_t ifl_input(const sched_request *r)
-{
-    if (r->tokens && r->n_tokens)
-        return (int64_t)r->n_tokens;
-    return (int64_t)(r->prompt_len / 4);
-}
-
 static int64_t ifl_output(const ifl *s, const sched_request *r, int64_t input)
 {
     if (!s->add_output || input <= 0)
@@ -132,7 +125,7 @@ static bool ifl_load(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps
     const pu_prefix_info *info = s->prefix ? s->prefix_src->match(s->prefix, c, eps, n) : NULL;
     if (s->prefix && !info)
         return false;
-    int64_t input = ifl_input(r), output = ifl_output(s, r, input);
+    int64_t input = pu_input_tokens(r), output = ifl_output(s, r, input);
     uint64_t h = pu_request_hash(r);
     s->planned_req = h;   /* every endpoint it can be routed to is among eps: figures of older requests are overwritten */
     for (size_t i = 0; i < n; i++) {
@@ -157,7 +150,7 @@ static void ifl_track(ifl *s, const sched_request *r, const sched_endpoint *ep, 
 {
     uint64_t h = pu_request_hash(r);
     int64_t planned = h == s->planned_req ? idmap_get(&s->planned, ep->id, 0) : 0;
-    int64_t input = ifl_input(r);
+    int64_t input = pu_input_tokens(r);
     int64_t tokens = planned ? planned - 1 : input + ifl_output(s, r, input);
     if (s->head > 0 && s->head * 2 >= s->n) {   /* reclaim the released prefix */
         memmove(s->q, s->q + s->head, (s->n - s->head) * sizeof *s->q);

@@ -120,6 +120,28 @@ typedef struct pu_inflight_source {
     bool (*load)(sched_plugin *producer, sched_cycle *c, sched_endpoint *const *eps, size_t n, pu_inflight *out);
 } pu_inflight_source;
 
+/* The request's prompt length in tokens: its token ids, else its text at 4 bytes a token
+ * (llm-d's tokenizer-free estimate). */
+int64_t pu_input_tokens(const sched_request *r);
+
+/* ---- prefill/decode ------------------------------------------------------------------
+ * The profile handlers' shared flow (pd-profile-handler, disagg-profile-handler): run the
+ * decode profile; once it picked, run the prefill profile when needs(state, c, decode
+ * pick) says so. The decode result is primary. Such a handler's state starts with a pu_pd
+ * and its type uses pu_pd_profiles and pu_pd_primary as hooks. A P/D decider answers
+ * PU_PD_DECIDER. */
+typedef struct pu_pd {
+    const char *decode, *prefill;     /* profile names */
+    bool (*needs)(const void *state, sched_cycle *c, sched_endpoint *decode_pick);
+} pu_pd;
+int pu_profile_index(const sched_cycle *c, size_t n, const char *name);   /* -1 if absent */
+size_t pu_pd_profiles(sched_plugin *p, sched_cycle *c, size_t n, const bool *done, size_t *next, size_t max);
+int pu_pd_primary(sched_plugin *p, sched_cycle *c, size_t n, kv_err *err);
+#define PU_PD_DECIDER "pd-decider"
+typedef struct pu_pd_decider {
+    bool (*disaggregate)(sched_plugin *decider, sched_cycle *c, sched_endpoint *decode_pick);
+} pu_pd_decider;
+
 /* The plugin named name (dflt when name is NULL) offering service what, for the consumer p
  * whose parameter param named it. KV_EINVAL, naming p, param and the producer, when the
  * config declares no such plugin or it offers no such data. */

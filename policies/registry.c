@@ -13,11 +13,12 @@ extern const sched_plugin_type prefix_cache_scorer_type, sglang_cache_aware_type
 extern const sched_plugin_type approx_prefix_cache_producer_type, precise_prefix_cache_producer_type,
     inflight_load_producer_type, prefix_cache_affinity_filter_type, token_load_scorer_type, token_producer_type,
     tokenizer_type, metrics_data_source_type, core_metrics_extractor_type, endpoint_notification_source_type;
+extern const sched_plugin_type disagg_profile_handler_type, prefix_based_pd_decider_type,
+    always_disagg_pd_decider_type, disagg_headers_handler_type;
 /* llm-d-router types kvroute refuses with a reason (policies/unsupported.c) */
 extern const sched_plugin_type mm_embeddings_cache_producer_type, mm_embeddings_cache_scorer_type,
     always_disagg_multimodal_decider_type, encode_filter_type, predicted_latency_producer_type, latency_scorer_type,
-    slo_headroom_tier_filter_type, latency_slo_admitter_type, disagg_profile_handler_type,
-    prefix_based_pd_decider_type, always_disagg_pd_decider_type, disagg_headers_handler_type,
+    slo_headroom_tier_filter_type, latency_slo_admitter_type,
     data_parallel_profile_handler_type, burst_prefix_cache_producer_type, dcgm_data_source_type, dcgm_extractor_type,
     endpoint_attribute_filter_type, endpoint_attribute_scorer_type,
     topology_extractor_type, topology_affinity_filter_type, topology_affinity_scorer_type,

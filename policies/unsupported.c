@@ -16,7 +16,6 @@
 
 #define NO_MM "it needs a multimodal encoder (embeddings) cache, which kvroute does not model"
 #define NO_LATENCY "it needs llm-d's trained latency predictor (a sidecar model), which kvroute does not model"
-#define NO_PD_YET "llm-d-router's disaggregation handler is not implemented yet; pd-profile-handler is"
 #define NO_FLOW "llm-d-router's flow control (request queueing and fairness) is not modelled by kvroute"
 
 REFUSE(mm_embeddings_cache_producer, "mm-embeddings-cache-producer", SCHED_REQUEST_CONTROL, NO_MM)
@@ -27,10 +26,6 @@ REFUSE(predicted_latency_producer, "predicted-latency-producer", SCHED_REQUEST_C
 REFUSE(latency_scorer, "latency-scorer", SCHED_SCORER, NO_LATENCY)
 REFUSE(slo_headroom_tier_filter, "slo-headroom-tier-filter", SCHED_FILTER, NO_LATENCY)
 REFUSE(latency_slo_admitter, "latency-slo-admitter", SCHED_REQUEST_CONTROL, NO_LATENCY)
-REFUSE(disagg_profile_handler, "disagg-profile-handler", SCHED_PROFILE_HANDLER, NO_PD_YET)
-REFUSE(prefix_based_pd_decider, "prefix-based-pd-decider", SCHED_REQUEST_CONTROL, NO_PD_YET)
-REFUSE(always_disagg_pd_decider, "always-disagg-pd-decider", SCHED_REQUEST_CONTROL, NO_PD_YET)
-REFUSE(disagg_headers_handler, "disagg-headers-handler", SCHED_REQUEST_CONTROL, NO_PD_YET)
 REFUSE(data_parallel_profile_handler, "data-parallel-profile-handler", SCHED_PROFILE_HANDLER,
        "kvroute routes to each data-parallel rank as its own endpoint instead")
 REFUSE(burst_prefix_cache_producer, "burst-prefix-cache-producer", SCHED_REQUEST_CONTROL,

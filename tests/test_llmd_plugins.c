@@ -290,6 +290,70 @@ static void test_speculative_indexing(void **state)
     fx_free(f);
 }
 
+/* ---- disagg-profile-handler and its deciders ------------------------------------------- */
+
+static size_t prefill_runs(fx *f, const sched_request *r, sched_result *res)
+{
+    kv_err err = {0};
+    assert_int_equal(sched_schedule(f->s, r, f->ptrs, f->n, res, NULL, &err), KV_OK);
+    return res->n_others;
+}
+
+static void test_disagg_prefix_based(void **state)
+{
+    (void)state;
+    const char *cfg = "plugins:\n"
+                      "- type: approx-prefix-cache-producer\n"
+                      "  parameters: {autoTune: false, blockSizeTokens: 64}\n"
+                      "- type: prefix-based-pd-decider\n"
+                      "  parameters: {nonCachedTokens: 100, promptTokens: 150}\n"
+                      "- type: disagg-profile-handler\n"
+                      "  parameters: {deciders: {prefill: prefix-based-pd-decider}}\n"
+                      "- type: prefix-cache-scorer\n"
+                      "- type: max-score-picker\n"
+                      "schedulingProfiles:\n"
+                      "- name: prefill\n"
+                      "  plugins: [{pluginRef: max-score-picker}]\n"
+                      "- name: decode\n"
+                      "  plugins: [{pluginRef: prefix-cache-scorer}, {pluginRef: max-score-picker}]\n";
+    fx *f = fx_new(cfg, 4, 1);
+    assert_non_null(f);
+    uint32_t a[256], b[128];
+    tokens(a, 256, 4, 0);
+    tokens(b, 128, 0, 5);
+    sched_request r1 = fx_tokens("r1", a, 256), r2 = fx_tokens("r2", a, 256), shortr = fx_tokens("s", b, 128);
+    sched_result res;
+    /* Cold: 256 uncached tokens >= 100 -> prefill runs; decode stays primary. */
+    assert_int_equal(prefill_runs(f, &r1, &res), 1);
+    assert_string_equal(res.profile, "decode");
+    assert_string_equal(res.others[0].profile, "prefill");
+    fx_assign(f, &r1, res.targets[0]);
+    /* Warm on the decode pick: 256 - 4 x 64 = 0 uncached -> decode only. */
+    assert_int_equal(prefill_runs(f, &r2, &res), 0);
+    /* Under promptTokens (150): decode only, whatever is cached. */
+    assert_int_equal(prefill_runs(f, &shortr, &res), 0);
+    fx_free(f);
+    /* always-disagg-pd-decider: prefill always runs; no decider: it never does. */
+    static const struct {
+        const char *handler, *decider;
+        size_t want;
+    } cases[] = {
+        {"  parameters: {deciders: {prefill: always-disagg-pd-decider}}\n", "- type: always-disagg-pd-decider\n", 1},
+        {"", "", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(yaml, sizeof yaml,
+                 "plugins:\n%s- type: disagg-profile-handler\n%s- type: max-score-picker\n"
+                 "schedulingProfiles:\n"
+                 "- {name: prefill, plugins: [{pluginRef: max-score-picker}]}\n"
+                 "- {name: decode, plugins: [{pluginRef: max-score-picker}]}\n",
+                 cases[i].decider, cases[i].handler);
+        assert_non_null(f = fx_new(yaml, 2, 1));
+        assert_int_equal(prefill_runs(f, &shortr, &res), cases[i].want);
+        fx_free(f);
+    }
+}
+
 /* ---- loading ---------------------------------------------------------------------------- */
 
 typedef struct warnbuf {
@@ -335,8 +399,8 @@ static const struct {
     {"guide-precise-prefix-cache-aware-v0.8.yaml", NULL},
     {"epp-burst-prefix-cache-config.yaml", "'burst-prefix-cache-producer' (burst-prefix-cache-producer): not available"},
     {"epp-mm-embeddings-cache-config.yaml", "multimodal encoder (embeddings) cache"},
-    {"pd-epp-config.yaml", "'disagg-profile-handler' (disagg-profile-handler): not available in kvroute"},
-    {"sim-pd-epp-config.yaml", "disaggregation handler is not implemented yet"},
+    {"pd-epp-config.yaml", NULL},
+    {"sim-pd-epp-config.yaml", NULL},
     {"pd-topology-epp-config.yaml", "not available in kvroute"},
     {"sim-e-p-d-epp-config.yaml", "not available in kvroute"},
     {"sim-e-pd-epp-config.yaml", "not available in kvroute"},
@@ -421,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_prefix_scorer_on_producer),
         cmocka_unit_test(test_precise_producer_feeds_scorer),
         cmocka_unit_test(test_speculative_indexing),
+        cmocka_unit_test(test_disagg_prefix_based),
         cmocka_unit_test(test_samples_load),
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
