@@ -79,7 +79,8 @@ HELPER_SRC := $(filter-out $(CORE_HELPER_SRC),$(wildcard tests/support/*.c))
 
 obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 
-# Libraries, in link order, and what each link set adds to the objects (pkg-config).
+# Per variant: objects (each with its folder's INC_ paths), the four libraries, and the
+# link sets LIBS_<variant>_<core|sim|live|all>, in link order.
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $$(@D)
