@@ -13,6 +13,7 @@ extern const sched_plugin_type prefix_cache_scorer_type, sglang_cache_aware_type
 extern const sched_plugin_type approx_prefix_cache_producer_type, precise_prefix_cache_producer_type,
     inflight_load_producer_type, prefix_cache_affinity_filter_type, token_load_scorer_type, token_producer_type,
     tokenizer_type, metrics_data_source_type, core_metrics_extractor_type, endpoint_notification_source_type;
+extern const sched_plugin_type label_selector_filter_type;
 extern const sched_plugin_type disagg_profile_handler_type, prefix_based_pd_decider_type,
     always_disagg_pd_decider_type, disagg_headers_handler_type;
 /* llm-d-router types kvroute refuses with a reason (policies/unsupported.c) */
@@ -33,6 +34,7 @@ const sched_plugin_type *const registry_types[] = {
     &prefill_filter_type,
     &by_label_type,
     &by_label_selector_type,
+    &label_selector_filter_type,
     &max_score_picker_type,
     &random_picker_type,
     &weighted_random_picker_type,

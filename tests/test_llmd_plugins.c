@@ -354,6 +354,25 @@ static void test_disagg_prefix_based(void **state)
     }
 }
 
+/* label-selector-filter: by-label-selector's name since llm-d-router v0.9. */
+static void test_label_selector_filter(void **state)
+{
+    (void)state;
+    fx *f = fx_new("plugins:\n- type: label-selector-filter\n  parameters: {matchLabels: {app: vllm}}\n"
+                   "- type: random-picker\n",
+                   3, 1);
+    assert_non_null(f);
+    static const sched_kv app = {"app", "vllm"};
+    f->eps[1].labels = &app;
+    f->eps[1].n_labels = 1;
+    uint32_t a[64];
+    tokens(a, 64, 0, 1);
+    sched_request r = fx_tokens("r", a, 64);
+    for (int i = 0; i < 8; i++)
+        assert_ptr_equal(fx_pick(f, &r), &f->eps[1]);
+    fx_free(f);
+}
+
 /* ---- loading ---------------------------------------------------------------------------- */
 
 typedef struct warnbuf {
@@ -486,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_precise_producer_feeds_scorer),
         cmocka_unit_test(test_speculative_indexing),
         cmocka_unit_test(test_disagg_prefix_based),
+        cmocka_unit_test(test_label_selector_filter),
         cmocka_unit_test(test_samples_load),
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
