@@ -214,9 +214,9 @@ static int cfg_profiles(cfg_build *b, const yt_doc *d, const yt_node *list)
             if (k < 0)
                 return yt_error(d, ref, err, KV_EINVAL, "field '%s': unknown plugin '%s'", fw, refname);
             const sched_plugin_type *t = c->plugins[k].impl;
-            if (t->kind == SCHED_PROFILE_HANDLER || t->kind == SCHED_REQUEST_CONTROL)
-                return yt_error(d, ref, err, KV_EINVAL, "field '%s': '%s' is a %s; it has no place in a profile",
-                                fw, refname, t->kind == SCHED_PROFILE_HANDLER ? "profile handler" : "request-control plugin");
+            if (t->kind == SCHED_PROFILE_HANDLER)
+                return yt_error(d, ref, err, KV_EINVAL, "field '%s': '%s' is a profile handler; it has no place in a profile",
+                                fw, refname);
             for (size_t q = 0; q < p->n_refs; q++) {
                 if (p->refs[q].plugin == (size_t)k)
                     return yt_error(d, ref, err, KV_EINVAL, "field '%s': plugin '%s' is referenced twice", fw,
@@ -282,6 +282,73 @@ static int cfg_saturation(const yt_doc *d, const yt_node *n, epc_config *c, kv_e
     if (st && !yt_is_null(st) &&
         yt_duration(d, st, "saturationDetector.metricsStalenessThreshold", &c->saturation.staleness_s, err))
         return KV_EINVAL;
+    return KV_OK;
+}
+
+/* A '{pluginRef: NAME}' entry of dataLayer: the name must be a declared plugin. */
+static int cfg_datalayer_ref(const epc_config *c, const yt_node *e, const char *what, const char *also, kv_err *err)
+{
+    const yt_doc *d = c->doc;
+    if (cfg_expect(d, e, YT_MAP, what, err))
+        return KV_EINVAL;
+    const yt_node *ref = yt_get(e, "pluginRef");
+    if (also)
+        yt_get(e, also);   /* read by the caller; marked here for the strict check */
+    char fw[160];
+    snprintf(fw, sizeof fw, "pluginRef%s%s", also ? ", " : "", also ? also : "");
+    if (cfg_strict(d, e, what, fw, err))
+        return KV_EINVAL;
+    if (!ref || yt_is_null(ref))
+        return yt_error(d, e, err, KV_EINVAL, "field '%s': missing field 'pluginRef'", what);
+    const char *name;
+    snprintf(fw, sizeof fw, "%s.pluginRef", what);
+    if (yt_string(d, ref, fw, &name, err))
+        return KV_EINVAL;
+    if (epc_plugin_index(c, name) < 0)
+        return yt_error(d, ref, err, KV_EINVAL, "field '%s': unknown plugin '%s'", fw, name);
+    return KV_OK;
+}
+
+/* dataLayer{injectDefaults, sources[]{pluginRef, extractors[]{pluginRef}}, discovery{pluginRef}}:
+ * llm-d-router's data-layer wiring. kvroute's drivers always scrape metrics and follow
+ * endpoints, so the section is validated (strictly, refs to declared plugins) and kept as
+ * written; the plugins it names say what they honour in their own files. */
+static int cfg_datalayer(const yt_doc *d, const yt_node *n, epc_config *c, kv_err *err)
+{
+    if (!n || yt_is_null(n))
+        return KV_OK;
+    if (cfg_expect(d, n, YT_MAP, "dataLayer", err))
+        return KV_EINVAL;
+    const yt_node *inj = yt_get(n, "injectDefaults"), *src = yt_get(n, "sources"), *disc = yt_get(n, "discovery");
+    if (cfg_strict(d, n, "dataLayer", "injectDefaults, sources, discovery", err))
+        return KV_EINVAL;
+    bool b;
+    if (inj && !yt_is_null(inj) && yt_bool(d, inj, "dataLayer.injectDefaults", &b, err))
+        return KV_EINVAL;
+    if (disc && !yt_is_null(disc) && cfg_datalayer_ref(c, disc, "dataLayer.discovery", NULL, err))
+        return KV_EINVAL;
+    if (!src || yt_is_null(src))
+        return KV_OK;
+    if (cfg_expect(d, src, YT_SEQ, "dataLayer.sources", err))
+        return KV_EINVAL;
+    for (size_t i = 0; i < src->n; i++) {
+        char what[64], w2[112];
+        snprintf(what, sizeof what, "dataLayer.sources[%zu]", i);
+        if (cfg_datalayer_ref(c, src->items[i], what, "extractors", err))
+            return KV_EINVAL;
+        const yt_node *ex = yt_get(src->items[i], "extractors");
+        if (!ex || yt_is_null(ex))
+            continue;
+        snprintf(w2, sizeof w2, "%s.extractors", what);
+        if (cfg_expect(d, ex, YT_SEQ, w2, err))
+            return KV_EINVAL;
+        for (size_t j = 0; j < ex->n; j++) {
+            snprintf(w2, sizeof w2, "%s.extractors[%zu]", what, j);
+            if (cfg_datalayer_ref(c, ex->items[j], w2, NULL, err))
+                return KV_EINVAL;
+        }
+    }
+    c->data_layer = n;
     return KV_OK;
 }
 
@@ -399,11 +466,14 @@ epc_config *epc_load_node(const yt_doc *d, const yt_node *root, const sched_plug
     const yt_node *plugins = yt_get(root, "plugins"), *profiles = yt_get(root, "schedulingProfiles"),
                   *gates = yt_get(root, "featureGates"), *sat = yt_get(root, "saturationDetector");
     c->data = yt_get(root, "data");
+    const yt_node *dl = yt_get(root, "dataLayer");
     if ((rc = cfg_header(d, root, c, err)) ||
         (rc = cfg_strict(d, root, "",
-                         "apiVersion, kind, plugins, schedulingProfiles, featureGates, saturationDetector, data",
+                         "apiVersion, kind, plugins, schedulingProfiles, featureGates, saturationDetector, data, "
+                         "dataLayer",
                          err)) ||
         (rc = cfg_plugins(&b, d, plugins)) || (rc = cfg_profiles(&b, d, profiles)) ||
+        (rc = cfg_datalayer(d, dl, c, err)) ||
         (rc = cfg_feature_gates(d, gates, c, err)) || (rc = cfg_saturation(d, sat, c, err)) ||
         (rc = cfg_defaults(&b, root, profiles)))
         goto fail;

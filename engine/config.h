@@ -5,7 +5,8 @@
  * kind EndpointPickerConfig, plugins[]{name, type, parameters},
  * schedulingProfiles[]{name, plugins[]{pluginRef, weight}}, featureGates[],
  * saturationDetector{queueDepthThreshold, kvCacheUtilThreshold, metricsStalenessThreshold},
- * data. Unknown top-level (and plugin-entry, profile-entry, saturationDetector) fields are
+ * data, dataLayer{injectDefaults, sources[]{pluginRef, extractors[]{pluginRef}},
+ * discovery{pluginRef}} (llm-d-router; refs must name declared plugins). Unknown top-level (and plugin-entry, profile-entry, saturationDetector) fields are
  * errors, as GIE's strict decoder makes them; plugin parameters are read by the plugin
  * (unknown ones become warnings when a sched is built).
  *
@@ -18,8 +19,9 @@
  * no profiles -> one profile "default" with every filter, scorer and picker; one profile
  * and no handler -> a single-profile-handler is added; a profile without a picker gets a
  * max-score-picker (an existing plugin of that type, or one added); a missing weight is 1.
- * Weights are floats (llm-d-router); "3.0" and "3" both load. Profile handlers and
- * request-control plugins (e.g. prefill-header-handler) cannot be referenced in a profile.
+ * Weights are floats (llm-d-router); "3.0" and "3" both load. A profile handler cannot be
+ * referenced in a profile; a request-control plugin (a producer, the tokenizer) can, and has
+ * no effect there, as in llm-d-router (the scheduler warns).
  *
  * Errors are "file:line:col: field '<path>': <message>" (yamltree positions).
  * Ownership: an epc_config owns its YAML document and every string; plugins built from it
@@ -76,6 +78,7 @@ typedef struct epc_config {
     size_t n_feature_gates;
     epc_saturation saturation;
     const yt_node *data;              /* 'data' as written, or NULL */
+    const yt_node *data_layer;        /* 'dataLayer' as written (validated), or NULL */
 } epc_config;
 
 /* Plugin types are looked up in registry (sched_registry_find): the drivers pass the

@@ -1,4 +1,4 @@
-/* kvevents: vLLM KV-cache events on the wire (spec kv-events-and-index.md §1).
+/* kvevents: vLLM KV-cache events on the wire (docs/upstream/kv-events-and-index.md §1).
  *
  * A ZMQ message is three frames [topic, seq (8-byte big-endian), msgpack payload];
  * the payload is a KVEventBatch in either encoding vLLM has shipped:

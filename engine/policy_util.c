@@ -238,3 +238,75 @@ void pu_prefix_key(char *out, size_t cap, const char *type, const char *name)
 {
     snprintf(out, cap, "prefix-match:%s/%s", type, name);
 }
+
+int pu_bind_producer(sched_plugin *p, const char *param, const char *name, const char *dflt, const char *what,
+                     sched_plugin **producer, const void **svc, kv_err *err)
+{
+    const char *want = name ? name : dflt;
+    sched_plugin *q = sched_plugin_by_name(p->owner, want);
+    const void *v = q && q->type->service ? q->type->service(q, what) : NULL;
+    if (!q)
+        return kv_err_set(err, KV_EINVAL,
+                          "plugin '%s' (%s): %s '%s' names no plugin of this config (declare it under plugins:)",
+                          p->name, p->type->type, name ? param : "default producer", want);
+    if (!v)
+        return kv_err_set(err, KV_EINVAL, "plugin '%s' (%s): %s '%s' is a %s, which produces no %s", p->name,
+                          p->type->type, name ? param : "default producer", want, q->type->type, what);
+    *producer = q;
+    *svc = v;
+    return KV_OK;
+}
+
+void pu_ignore(const sched_plugin *p, const sched_params *pp, const sched_env *env, const char *const *keys, size_t n,
+               const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        const yt_node *v = yt_get(pp->node, keys[i]);
+        if (!v)
+            continue;
+        pu_accept(v);
+        sched_warn(env, "%s:%d:%d: plugin '%s' (%s): parameter '%s' is accepted and ignored: %s", yt_name(pp->doc),
+                v->line, v->col, p->name, p->type->type, keys[i], why);
+    }
+}
+
+int64_t pu_input_tokens(const sched_request *r)
+{
+    if (r->tokens && r->n_tokens)
+        return (int64_t)r->n_tokens;
+    return (int64_t)(r->prompt_len / 4);
+}
+
+int pu_profile_index(const sched_cycle *c, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(sched_cycle_profile_name(c, i), name) == 0)
+            return (int)i;
+    return -1;
+}
+
+size_t pu_pd_profiles(sched_plugin *p, sched_cycle *c, size_t n, const bool *done, size_t *next, size_t max)
+{
+    const pu_pd *pd = p->state;
+    int d = pu_profile_index(c, n, pd->decode), f = pu_profile_index(c, n, pd->prefill);
+    if (d < 0 || max == 0)
+        return 0;
+    if (!done[d]) {
+        next[0] = (size_t)d;
+        return 1;
+    }
+    const sched_result *dr = sched_cycle_result(c, (size_t)d);
+    if (f < 0 || done[f] || !dr || !pd->needs(p->state, c, dr->targets[0]))
+        return 0;
+    next[0] = (size_t)f;
+    return 1;
+}
+
+int pu_pd_primary(sched_plugin *p, sched_cycle *c, size_t n, kv_err *err)
+{
+    const pu_pd *pd = p->state;
+    int d = pu_profile_index(c, n, pd->decode);
+    if (d < 0)
+        return kv_err_set(err, KV_ESTATE, "failed to find target pod: %s: no profile named '%s'", p->name, pd->decode);
+    return d;
+}

@@ -36,6 +36,16 @@ const yt_node *pu_map(const sched_plugin *p, const sched_params *pp, const yt_no
                       const char *key, int *rc, kv_err *err);
 /* Marks a whole subtree read (parameters accepted but not used, e.g. tokenizer settings). */
 void pu_accept(const yt_node *n);
+/* For each of keys[0..n) present in pp's top level: marks it read and warns, naming the
+ * plugin, the parameter and its position, that it is accepted and ignored because of why. */
+void pu_ignore(const sched_plugin *p, const sched_params *pp, const sched_env *env, const char *const *keys, size_t n,
+               const char *why);
+/* pu_ignore with the keys listed in place. */
+#define PU_IGNORE(p, pp, env, why, ...)                                                                        \
+    do {                                                                                                       \
+        static const char *const pu_keys_[] = {__VA_ARGS__};                                                   \
+        pu_ignore(p, pp, env, pu_keys_, sizeof pu_keys_ / sizeof *pu_keys_, why);                              \
+    } while (0)
 /* Error at a parameter node, in the same "<plugin>.parameters.<path>" form. */
 int pu_error(const sched_plugin *p, const sched_params *pp, const yt_node *at, const char *path, kv_err *err,
              const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -82,8 +92,61 @@ typedef struct pu_prefix_info {
     size_t n;                           /* candidates scored */
     sched_endpoint *const *eps;         /* those candidates (cycle memory) */
     const uint32_t *matched;            /* leading blocks each candidate holds */
+    uint32_t block_tokens;              /* tokens a block covers; 0 = not in tokens */
 } pu_prefix_info;
 #define PU_PREFIX_KEY_MAX 160
 void pu_prefix_key(char *out, size_t cap, const char *type, const char *name);
+
+/* ---- data producers ------------------------------------------------------------------
+ * llm-d-router's producers (approx-/precise-prefix-cache-producer, inflight-load-producer)
+ * put attributes on the candidates before the profiles run, and consumers read them by
+ * the producer's name (parameters prefixMatchInfoProducerName, inFlightLoadProducerName).
+ * Here a consumer binds the named producer's service once (pu_bind_producer, from its
+ * bind hook) and asks it for the candidates it is given; a producer answers once per cycle
+ * and candidate list (its answer is cycle memory). */
+#define PU_PREFIX_SOURCE "prefix-match-info"
+typedef struct pu_prefix_source {
+    /* Match of the cycle's request on eps[0..n); NULL when out of cycle memory. */
+    const pu_prefix_info *(*match)(sched_plugin *producer, sched_cycle *c, sched_endpoint *const *eps, size_t n);
+} pu_prefix_source;
+
+#define PU_INFLIGHT_SOURCE "inflight-load"
+typedef struct pu_inflight {
+    int64_t tokens;                     /* in flight on the endpoint (InFlightLoad.Tokens) */
+    int64_t requests;                   /* InFlightLoad.Requests */
+    int64_t uncached;                   /* this request's tokens there (UncachedRequestTokens) */
+} pu_inflight;
+typedef struct pu_inflight_source {
+    /* out[i] for eps[i]; false when out of cycle memory. */
+    bool (*load)(sched_plugin *producer, sched_cycle *c, sched_endpoint *const *eps, size_t n, pu_inflight *out);
+} pu_inflight_source;
+
+/* The request's prompt length in tokens: its token ids, else its text at 4 bytes a token
+ * (llm-d's tokenizer-free estimate). */
+int64_t pu_input_tokens(const sched_request *r);
+
+/* ---- prefill/decode ------------------------------------------------------------------
+ * The profile handlers' shared flow (pd-profile-handler, disagg-profile-handler): run the
+ * decode profile; once it picked, run the prefill profile when needs(state, c, decode
+ * pick) says so. The decode result is primary. Such a handler's state starts with a pu_pd
+ * and its type uses pu_pd_profiles and pu_pd_primary as hooks. A P/D decider answers
+ * PU_PD_DECIDER. */
+typedef struct pu_pd {
+    const char *decode, *prefill;     /* profile names */
+    bool (*needs)(const void *state, sched_cycle *c, sched_endpoint *decode_pick);
+} pu_pd;
+int pu_profile_index(const sched_cycle *c, size_t n, const char *name);   /* -1 if absent */
+size_t pu_pd_profiles(sched_plugin *p, sched_cycle *c, size_t n, const bool *done, size_t *next, size_t max);
+int pu_pd_primary(sched_plugin *p, sched_cycle *c, size_t n, kv_err *err);
+#define PU_PD_DECIDER "pd-decider"
+typedef struct pu_pd_decider {
+    bool (*disaggregate)(sched_plugin *decider, sched_cycle *c, sched_endpoint *decode_pick);
+} pu_pd_decider;
+
+/* The plugin named name (dflt when name is NULL) offering service what, for the consumer p
+ * whose parameter param named it. KV_EINVAL, naming p, param and the producer, when the
+ * config declares no such plugin or it offers no such data. */
+int pu_bind_producer(sched_plugin *p, const char *param, const char *name, const char *dflt, const char *what,
+                     sched_plugin **producer, const void **svc, kv_err *err);
 
 #endif

@@ -342,8 +342,13 @@ static int build_profiles(sched *s, const epc_config *cfg, kv_err *err)
                 sp->scorers[sp->n_scorers++] = p;
                 break;
             case SCHED_PICKER: sp->picker = p; break;
-            case SCHED_PROFILE_HANDLER:
-            case SCHED_REQUEST_CONTROL: break; /* the config loader rejects these */
+            case SCHED_REQUEST_CONTROL:
+                /* llm-d's profiles skip a plugin that is no filter, scorer or picker (the
+                 * precise guide lists its tokenizer there); said once, not refused */
+                sched_warn(&s->env, "profile '%s': plugin '%s' (%s) is not a filter, scorer or picker; it has no "
+                        "effect in a profile (it runs as a request hook)", sp->name, p->name, p->type->type);
+                break;
+            case SCHED_PROFILE_HANDLER: break; /* the config loader rejects these */
             }
         }
         if (!sp->picker)
@@ -379,6 +384,9 @@ sched *sched_new(const epc_config *cfg, const sched_env *env, kv_err *err)
         char path[512] = "";
         warn_unused(s, p, cfg->doc, cp->params, path, 0, sizeof path);
     }
+    for (size_t i = 0; i < s->n_plugins; i++)
+        if (s->plugins[i].type->bind && s->plugins[i].type->bind(&s->plugins[i], err))
+            goto fail;
     s->handler = &s->plugins[cfg->handler];
     if (build_profiles(s, cfg, err))
         goto fail;
@@ -672,6 +680,13 @@ void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *t
     for (size_t i = 0; i < s->n_plugins; i++)
         if (s->plugins[i].type->response_complete)
             s->plugins[i].type->response_complete(&s->plugins[i], r, target);
+}
+
+void sched_response_started(sched *s, const sched_request *r, sched_endpoint *target)
+{
+    for (size_t i = 0; i < s->n_plugins; i++)
+        if (s->plugins[i].type->response_started)
+            s->plugins[i].type->response_started(&s->plugins[i], r, target);
 }
 
 size_t sched_plugin_count(const sched *s) { return s->n_plugins; }

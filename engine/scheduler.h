@@ -144,9 +144,19 @@ typedef struct sched_plugin_type {
     /* Request hooks for stateful plugins (any kind may have them). */
     void (*pre_request)(sched_plugin *p, const sched_request *r, sched_endpoint *const *targets, size_t n);
     void (*response_complete)(sched_plugin *p, const sched_request *r, const sched_endpoint *target);
+    /* The first response chunk for r came back from target: its prefill is done (llm-d's
+     * StartOfStream; the in-flight load producer releases the prompt's tokens here). */
+    void (*response_started)(sched_plugin *p, const sched_request *r, const sched_endpoint *target);
     /* Services a driver or plugin can ask for by name (sched_services); the precise scorer
      * offers its kvsource this way (policies/precise_prefix_cache_scorer.h). */
     void *(*service)(sched_plugin *p, const char *what);
+    /* Called once every plugin of the sched is built, in config order: resolves the plugins
+     * this one reads from by name (sched_plugin_by_name(p->owner, ...)), e.g. the producer a
+     * consumer's parameters name. Errors name the plugin and the parameter. */
+    int (*bind)(sched_plugin *p, kv_err *err);
+    /* The parameters in force, defaults included, as "key: value" lines into buf (for
+     * kvctl config); NULL: the plugin shows its parameters as written. */
+    void (*describe)(const sched_plugin *p, char *buf, size_t cap);
 } sched_plugin_type;
 
 struct sched_plugin {
@@ -246,6 +256,8 @@ void sched_pre_request(sched *s, const sched_request *r, const sched_result *res
  * in res->others; NULL outside sched_pre_request. */
 const sched_result *sched_pre_request_result(const sched *s);
 void sched_response_complete(sched *s, const sched_request *r, sched_endpoint *target);
+/* The first response chunk (first token) for r arrived from target; call before completion. */
+void sched_response_started(sched *s, const sched_request *r, sched_endpoint *target);
 
 /* ---- observer ------------------------------------------------------------------------ */
 

@@ -109,6 +109,7 @@ struct stream {
     sched_kv *skv;
     sched_request sreq;
     bool pre_requested;               /* sched_pre_request ran: completion owed */
+    bool first_chunk;                    /* sched_response_started ran (first response chunk) */
     uint32_t target_id;
     char *target;
     int http_status;
@@ -826,25 +827,31 @@ static void route_headers_only(stream *st)
     reply_route(st, false);
 }
 
+/* A response-side scheduler hook for the routed endpoint, under the scheduler lock. */
+static void hook_target(stream *st, void (*hook)(sched *, const sched_request *, sched_endpoint *))
+{
+    extproc_server *s = st->srv;
+    const extproc_pool *pool = &s->cfg.pool;
+    pthread_mutex_lock(&s->sched_mu);
+    sched_endpoint *const *eps;
+    size_t n = pool->acquire(pool->ctx, &eps);
+    for (size_t i = 0; i < n; i++)
+        if (eps[i]->id == st->target_id) {
+            hook(s->cfg.sched, &st->sreq, eps[i]);
+            break;
+        }
+    pool->release(pool->ctx);
+    pthread_mutex_unlock(&s->sched_mu);
+}
+
 static void report(stream *st)
 {
     if (st->reported || st->phase == PH_HEADERS)
         return;
     st->reported = true;
     extproc_server *s = st->srv;
-    if (st->pre_requested) {
-        const extproc_pool *pool = &s->cfg.pool;
-        pthread_mutex_lock(&s->sched_mu);
-        sched_endpoint *const *eps;
-        size_t n = pool->acquire(pool->ctx, &eps);
-        for (size_t i = 0; i < n; i++)
-            if (eps[i]->id == st->target_id) {
-                sched_response_complete(s->cfg.sched, &st->sreq, eps[i]);
-                break;
-            }
-        pool->release(pool->ctx);
-        pthread_mutex_unlock(&s->sched_mu);
-    }
+    if (st->pre_requested)
+        hook_target(st, sched_response_complete);
     if (st->target)
         STAT_ADD(s, completed, 1);
     if (s->cfg.on_complete) {
@@ -942,6 +949,10 @@ static void on_response_body(stream *st, const HttpBody *b)
     const uint8_t *data = b->body.data;
     size_t len = b->body.len;
     bool eos = b->end_of_stream;
+    if (st->pre_requested && !st->first_chunk) {   /* llm-d's StartOfStream: prefill is done */
+        st->first_chunk = true;
+        hook_target(st, sched_response_started);
+    }
     st->response_bytes += len;
     if (st->resp_buffered) {
         if (!st->resp_passthrough && !body_append(st, data, len))

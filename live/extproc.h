@@ -1,4 +1,4 @@
-/* extproc: the Envoy ext-proc gRPC server of ./epp (spec epp.md §4).
+/* extproc: the Envoy ext-proc gRPC server of ./epp (docs/upstream/epp.md §4).
  *
  * envoy.service.ext_proc.v3.ExternalProcessor/Process on gRPC core's C API: one
  * completion queue polled by a few worker threads; every HTTP request is one

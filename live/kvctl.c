@@ -3,7 +3,10 @@
  *                 can be compared with what the index holds;
  *   kvctl decode  a KVEventBatch payload as JSON lines, vLLM's field names;
  *   kvctl listen  a live ZMQ SUB on a vLLM publisher (or bound, for vLLM to connect),
- *                 printing events with topic, seq, and per-pod sequence gaps.
+ *                 printing events with topic, seq, and per-pod sequence gaps;
+ *   kvctl config  an EndpointPickerConfig loaded exactly as ./epp and ./sim load it (the
+ *                 config loader, then the scheduler): its plugins with the parameters in
+ *                 force, its profiles and its data layer, every warning on stderr.
  * Bad usage exits 2 with the usage text; bad input exits 1 with the decoder's message. */
 #include <errno.h>
 #include <jansson.h>
@@ -16,7 +19,10 @@
 #include <zmq.h>
 
 #include "blockkeys.h"
+#include "config.h"
 #include "kvevents.h"
+#include "registry.h"
+#include "scheduler.h"
 #include "seqtrack.h"
 
 static const char USAGE[] =
@@ -24,7 +30,8 @@ static const char USAGE[] =
     "                  [--extra BLOCK=ID]... [--cache-salt S] TOKENS...\n"
     "         TOKENS: integers or inclusive ranges A..B (also comma-separated); one key per full block\n"
     "       kvctl decode [FILE | --hex HEX | -]      a msgpack KVEventBatch -> one JSON line per event\n"
-    "       kvctl listen tcp://HOST:PORT [--bind] [--topic PREFIX]   (default topic prefix kv@; Ctrl-C stops)\n";
+    "       kvctl listen tcp://HOST:PORT [--bind] [--topic PREFIX]   (default topic prefix kv@; Ctrl-C stops)\n"
+    "       kvctl config FILE                        an EndpointPickerConfig as ./epp and ./sim load it\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -472,12 +479,105 @@ static int cmd_listen(int argc, char **argv)
     return rc;
 }
 
+/* --- config --------------------------------------------------------------------------- */
+
+static void config_warn(void *ctx, const char *msg)
+{
+    (void)ctx;
+    fprintf(stderr, "kvctl: warning: %s\n", msg);
+}
+
+/* A parameter subtree as written, YAML-like, indented. */
+static void print_node(const yt_node *n, int indent)
+{
+    if (n->kind == YT_SCALAR) {
+        printf(" %s\n", n->str);
+        return;
+    }
+    if (n->n == 0) {
+        printf(" %s\n", n->kind == YT_MAP ? "{}" : "[]");
+        return;
+    }
+    putchar('\n');
+    for (size_t i = 0; i < n->n; i++) {
+        if (n->kind == YT_MAP)
+            printf("%*s%s:", indent, "", n->keys[i]);
+        else
+            printf("%*s-", indent, "");
+        print_node(n->items[i], indent + 2);
+    }
+}
+
+static const char *kind_name(sched_kind k)
+{
+    switch (k) {
+    case SCHED_PROFILE_HANDLER: return "profile handler";
+    case SCHED_FILTER: return "filter";
+    case SCHED_SCORER: return "scorer";
+    case SCHED_PICKER: return "picker";
+    case SCHED_REQUEST_CONTROL: return "request hook / producer";
+    }
+    return "?";
+}
+
+static void print_plugin(const epc_plugin *cp, const sched_plugin *p)
+{
+    printf("  %s (%s, %s)%s\n", cp->name, cp->type, kind_name(cp->impl->kind), cp->node ? "" : " [added by default]");
+    if (p->type->describe) {
+        char buf[2048];
+        p->type->describe(p, buf, sizeof buf);
+        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+            printf("    %s\n", line);
+    } else if (cp->params && cp->params->n) {
+        printf("    (as written)");
+        print_node(cp->params, 6);
+    }
+}
+
+static int cmd_config(int argc, char **argv)
+{
+    if (argc != 1) return usage("config takes one FILE");
+    kv_err err = {0};
+    epc_config *c = epc_load_file(argv[0], registry_types, &err);
+    if (!c) return failed("%s", err.msg);
+    sched_env env = {.seed = 1, .warn = config_warn};
+    sched *s = sched_new(c, &env, &err);
+    if (!s) {
+        epc_free(c);
+        return failed("%s", err.msg);
+    }
+    printf("%s: %s\nplugins:\n", argv[0], c->api_version[0] ? c->api_version : "(config body, no apiVersion)");
+    for (size_t i = 0; i < c->n_plugins; i++)
+        print_plugin(&c->plugins[i], sched_plugin_at(s, i));
+    printf("profile handler: %s\nprofiles:\n", c->plugins[c->handler].name);
+    for (size_t i = 0; i < c->n_profiles; i++) {
+        printf("  %s:\n", c->profiles[i].name);
+        for (size_t j = 0; j < c->profiles[i].n_refs; j++) {
+            const epc_ref *r = &c->profiles[i].refs[j];
+            const epc_plugin *cp = &c->plugins[r->plugin];
+            if (cp->impl->kind == SCHED_SCORER)
+                printf("    %s %s, weight %g\n", kind_name(cp->impl->kind), cp->name, r->weight);
+            else
+                printf("    %s %s%s\n", kind_name(cp->impl->kind), cp->name,
+                       cp->impl->kind == SCHED_REQUEST_CONTROL ? " (no effect in a profile)" : "");
+        }
+    }
+    if (c->data_layer) {
+        printf("dataLayer:");
+        print_node(c->data_layer, 2);
+    }
+    sched_free(s);
+    epc_free(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage("a command is required");
     if (strcmp(argv[1], "keys") == 0) return cmd_keys(argc - 2, argv + 2);
     if (strcmp(argv[1], "decode") == 0) return cmd_decode(argc - 2, argv + 2);
     if (strcmp(argv[1], "listen") == 0) return cmd_listen(argc - 2, argv + 2);
+    if (strcmp(argv[1], "config") == 0) return cmd_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fputs(USAGE, stdout);
         return 0;

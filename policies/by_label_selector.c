@@ -2,7 +2,9 @@
  * parameters: matchLabels {k: v} and matchExpressions [{key, operator, values}] with
  * operators In, NotIn, Exists, DoesNotExist, all ANDed (Kubernetes semantics: NotIn also
  * matches a pod without the key; In/NotIn need values, Exists/DoesNotExist take none).
- * An empty selector matches every pod. */
+ * An empty selector matches every pod. label-selector-filter is its name since
+ * llm-d-router v0.9, which deprecates by-label-selector (removal planned in v0.11); both
+ * names load, the old one with that warning. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +137,23 @@ static size_t sel_filter(sched_plugin *p, sched_cycle *c, sched_endpoint **eps, 
     return k;
 }
 
+static int sel_init_deprecated(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
+{
+    sched_warn(env, "%s: plugin '%s': type 'by-label-selector' is deprecated since llm-d-router v0.9 (removal planned "
+               "in v0.11); use 'label-selector-filter'", yt_name(pp->doc), p->name);
+    return sel_init(p, pp, env, err);
+}
+
 const sched_plugin_type by_label_selector_type = {
     .type = "by-label-selector",
+    .kind = SCHED_FILTER,
+    .init = sel_init_deprecated,
+    .fini = sel_fini,
+    .filter = sel_filter,
+};
+
+const sched_plugin_type label_selector_filter_type = {
+    .type = "label-selector-filter",
     .kind = SCHED_FILTER,
     .init = sel_init,
     .fini = sel_fini,

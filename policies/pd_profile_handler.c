@@ -19,10 +19,26 @@
 #include "policy_util.h"
 
 typedef struct pd_state {
+    pu_pd pd;                     /* first: the shared P/D flow reads it */
     int64_t threshold;
-    const char *decode, *prefill;
     char key[PU_PREFIX_KEY_MAX];
 } pd_state;
+
+/* Whether the part of the prompt the decode pod lacks is long enough to prefill apart. */
+static bool pd_needs_prefill(const void *ctx, sched_cycle *c, sched_endpoint *decode_pod)
+{
+    const pd_state *st = ctx;
+    if (st->threshold <= 0)
+        return true;
+    const sched_request *r = sched_cycle_request(c);
+    double len = r->prompt ? (double)r->prompt_len : 4.0 * (double)r->n_tokens;
+    double hit = 0;
+    const pu_prefix_info *info = sched_cycle_get(c, st->key);
+    for (size_t i = 0; info && info->total_blocks && i < info->n; i++)
+        if (info->eps[i] == decode_pod)
+            hit = (double)info->matched[i] / (double)info->total_blocks;
+    return (1.0 - hit) * len >= (double)st->threshold;
+}
 
 static int pd_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err)
 {
@@ -31,11 +47,10 @@ static int pd_init(sched_plugin *p, const sched_params *pp, const sched_env *env
         return kv_err_set(err, KV_ENOMEM, "%s: out of memory", p->name);
     const char *type = "prefix-cache-scorer", *name = NULL;
     int64_t hbs = 64, port = 0;
-    st->decode = "decode";
-    st->prefill = "prefill";
+    st->pd = (pu_pd){.decode = "decode", .prefill = "prefill", .needs = pd_needs_prefill};
     if (pu_int(p, pp, pp->node, NULL, "threshold", 0, INT32_MAX, &st->threshold, err) ||
-        pu_string(p, pp, pp->node, NULL, "decodeProfile", &st->decode, err) ||
-        pu_string(p, pp, pp->node, NULL, "prefillProfile", &st->prefill, err) ||
+        pu_string(p, pp, pp->node, NULL, "decodeProfile", &st->pd.decode, err) ||
+        pu_string(p, pp, pp->node, NULL, "prefillProfile", &st->pd.prefill, err) ||
         pu_string(p, pp, pp->node, NULL, "prefixPluginType", &type, err) ||
         pu_string(p, pp, pp->node, NULL, "prefixPluginName", &name, err) ||
         pu_int(p, pp, pp->node, NULL, "hashBlockSize", 1, INT32_MAX, &hbs, err) ||
@@ -53,60 +68,11 @@ static int pd_init(sched_plugin *p, const sched_params *pp, const sched_env *env
 
 static void pd_fini(sched_plugin *p) { free(p->state); }
 
-static int pd_find(sched_cycle *c, size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(sched_cycle_profile_name(c, i), name) == 0)
-            return (int)i;
-    return -1;
-}
-
-/* Whether the part of the prompt the decode pod lacks is long enough to prefill apart. */
-static bool pd_needs_prefill(const pd_state *st, sched_cycle *c, const sched_endpoint *decode_pod)
-{
-    if (st->threshold <= 0)
-        return true;
-    const sched_request *r = sched_cycle_request(c);
-    double len = r->prompt ? (double)r->prompt_len : 4.0 * (double)r->n_tokens;
-    double hit = 0;
-    const pu_prefix_info *info = sched_cycle_get(c, st->key);
-    for (size_t i = 0; info && info->total_blocks && i < info->n; i++)
-        if (info->eps[i] == decode_pod)
-            hit = (double)info->matched[i] / (double)info->total_blocks;
-    return (1.0 - hit) * len >= (double)st->threshold;
-}
-
-static size_t pd_profiles(sched_plugin *p, sched_cycle *c, size_t n, const bool *done, size_t *next, size_t max)
-{
-    const pd_state *st = p->state;
-    int d = pd_find(c, n, st->decode), f = pd_find(c, n, st->prefill);
-    if (d < 0 || max == 0)
-        return 0;
-    if (!done[d]) {
-        next[0] = (size_t)d;
-        return 1;
-    }
-    const sched_result *dr = sched_cycle_result(c, (size_t)d);
-    if (f < 0 || done[f] || !dr || !pd_needs_prefill(st, c, dr->targets[0]))
-        return 0;
-    next[0] = (size_t)f;
-    return 1;
-}
-
-static int pd_primary(sched_plugin *p, sched_cycle *c, size_t n, kv_err *err)
-{
-    const pd_state *st = p->state;
-    int d = pd_find(c, n, st->decode);
-    if (d < 0)
-        return kv_err_set(err, KV_ESTATE, "failed to find target pod: %s: no profile named '%s'", p->name, st->decode);
-    return d;
-}
-
 const sched_plugin_type pd_profile_handler_type = {
     .type = "pd-profile-handler",
     .kind = SCHED_PROFILE_HANDLER,
     .init = pd_init,
     .fini = pd_fini,
-    .profiles = pd_profiles,
-    .primary = pd_primary,
+    .profiles = pu_pd_profiles,
+    .primary = pu_pd_primary,
 };

@@ -1,5 +1,5 @@
 /* precise_prefix_cache_scorer: the kvsource contract, what a precise-prefix-cache-scorer
- * offers the drivers that feed it vLLM's KV events: its kvindex, the request-key context
+ * (and a precise-prefix-cache-producer, which owns the same precise_index) offers the drivers that feed it vLLM's KV events: its kvindex, the request-key context
  * its lookups use (tokenProcessorConfig) and its kvEventsConfig. ./sim ingests every
  * simulated replica's events into every source; ./epp subscribes once per distinct
  * kvEventsConfig and applies each batch to every source that declared it
@@ -39,7 +39,7 @@ typedef struct sched_kvsource {
     pps_kvevents events;
 } sched_kvsource;
 
-/* The sources of every precise-prefix-cache-scorer of s, in config order: the first max
+/* The sources of every precise-prefix-cache-scorer and -producer of s, in config order: the first max
  * of them in out, and how many s has (call with max 0 to size out). */
 size_t pps_kvsources(const sched *s, sched_kvsource **out, size_t max);
 

@@ -368,8 +368,13 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         if (k + CL_AHEAD < res->n_tokens_out)
             __builtin_prefetch(res->tokens_out[k + CL_AHEAD]->user, 1);
         sim_request_record *rec = res->tokens_out[k]->user;
-        if (rec->n_token_times == 0)
+        if (rec->n_token_times == 0) {
             rec->t_first_token = c->now;
+            char idbuf[32];
+            sched_request view;
+            cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
+            sched_response_started(c->sched, &view, &c->eps[i]);
+        }
         rc = cl_token_time(c, rec, c->now, err);
     }
     for (size_t k = 0; k < res->n_finished && !rc; k++) {

@@ -79,4 +79,18 @@ if grep -q 'tls=off endpoints=2' "$T/b.log"; then echo "ok   plaintext"; else ec
 kill -INT $B; wait $B; rc=$?
 if [ $rc -eq 0 ] && grep -q '"signal":"SIGINT"' "$T/b.log"; then echo "ok   sigint"; else
     echo "FAIL sigint: exit $rc"; cat "$T/b.log"; fails=$((fails + 1)); fi
+# llm-d's current guide configs start unchanged; the precise producer's index is fed
+for g in guide-precise-prefix-cache-routing guide-optimized-baseline; do
+    $EPP --config-file tests/data/llm-d-router/$g.yaml --endpoints 127.0.0.1:8000 --grpc-port 0 --grpc-health-port 0 \
+        --metrics-port 0 2>"$T/$g.log" &
+    pid=$!
+    i=0
+    while ! grep -q "EPP started" "$T/$g.log" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -TERM $pid; wait $pid; rc=$?
+    if [ $rc -eq 0 ] && grep -q "EPP started" "$T/$g.log"; then echo "ok   $g starts"; else
+        echo "FAIL $g: exit $rc"; cat "$T/$g.log"; fails=$((fails + 1)); fi
+done
+if grep -q '"msg":"KV-event ingestion started".*"discoverPods":true' "$T/guide-precise-prefix-cache-routing.log"; then
+    echo "ok   the precise producer's index is fed"; else
+    echo "FAIL no ingestion for the precise producer"; fails=$((fails + 1)); fi
 [ $fails -eq 0 ]

@@ -73,5 +73,20 @@ wait $pid
 check "listen: Ctrl-C exits cleanly" "exit 0" "exit $?"
 status "listen: a bad endpoint exits 1" 1 $K listen nowhere://x
 
+D=tests/data/llm-d-router
+status "config: the precise-routing guide loads" 0 $K config $D/guide-precise-prefix-cache-routing.yaml
+check "config: defaults shown (token-load threshold)" "    queueThresholdTokens: 4194304" \
+    "$($K config $D/guide-optimized-baseline.yaml 2>/dev/null | grep queueThresholdTokens)"
+check "config: a removed parameter is a named warning" "1" \
+    "$($K config $D/guide-optimized-baseline.yaml 2>&1 >/dev/null | grep -c 'guide-optimized-baseline.yaml:22:31: plugin .prefix-cache-affinity-filter.: maxTokensInFlightPenalty was removed')"
+check "config: an unmodelled plugin fails with its reason" \
+    "kvctl: $D/epp-mm-embeddings-cache-config.yaml: plugin 'mm-embeddings-cache-producer' (mm-embeddings-cache-producer): not available in kvroute: it needs a multimodal encoder (embeddings) cache, which kvroute does not model" \
+    "$($K config $D/epp-mm-embeddings-cache-config.yaml 2>&1 >/dev/null | grep -v warning)"
+status "config: that failure exits 1" 1 $K config $D/epp-mm-embeddings-cache-config.yaml
+check "config: a bad file names file:line:col and field" \
+    "kvctl: tests/data/configs/bad-weight.yaml:6:39: field 'schedulingProfiles[0].plugins[0].weight': expected a number, got 'heavy'" \
+    "$($K config tests/data/configs/bad-weight.yaml 2>&1)"
+status "usage: config without a file" 2 $K config
+
 [ $fail -eq 0 ] && echo "it_kvctl: all passed"
 exit $fail

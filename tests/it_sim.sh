@@ -56,4 +56,8 @@ touch "$tmp/file"
 "$SIM" scenarios/small-random.yaml --out "$tmp/file/sub" --quiet >/dev/null 2>"$tmp/y.err"
 [ $? -eq 1 ] || fail "unwritable output: exit status is not 1"
 grep -q "sim: " "$tmp/y.err" || fail "unwritable output: no message"
+"$SIM" tests/data/scenarios/small-llmd-guides.yaml --out "$tmp/g" --quiet >/dev/null 2>"$tmp/g.err" ||
+    fail "llm-d guide configs as routers: $(cat "$tmp/g.err")"
+[ "$(sqlite3 "$tmp/g/runs.db" "SELECT events_delivered > 0 FROM runs WHERE router = 'precise-routing'")" = 1 ] ||
+    fail "the precise producer of the guide config got no KV events"
 echo "it_sim: ok"

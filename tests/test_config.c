@@ -223,7 +223,7 @@ static const struct {
     const char *file, *msg;
 } bad_load[] = {
     {"bad-unknown-field.yaml", "3:1: unknown field 'plugin' (expected apiVersion, kind, plugins, "
-                               "schedulingProfiles, featureGates, saturationDetector, data)"},
+                               "schedulingProfiles, featureGates, saturationDetector, data, dataLayer)"},
     {"bad-duplicate-name.yaml", "4:9: field 'plugins[1]': duplicate plugin name 'queue-scorer' (first used at line 2)"},
     {"bad-unknown-type.yaml", "4:9: field 'plugins[1].type': unknown plugin type 'magic-scorer'"},
     {"bad-unknown-ref.yaml", "6:16: field 'schedulingProfiles[0].plugins[0].pluginRef': unknown plugin 'queue'"},
