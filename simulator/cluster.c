@@ -188,8 +188,10 @@ static void cl_progress(cl *c)
 {
     if (!c->o || !c->o->progress || c->completed < c->next_progress)
         return;
-    c->o->progress(c->o->progress_ctx, c->total ? (double)c->completed / (double)c->total : 1.0);
-    c->next_progress = c->completed + (c->total / 200 ? c->total / 200 : 1);
+    cluster_progress p = {.stage = c->stage, .n_stages = c->w->n_stages, .sim_s = cl_clock(c),
+                          .completed = c->completed, .total = c->total};
+    c->o->progress(c->o->progress_ctx, &p);
+    c->next_progress = c->completed + (c->total / 1000 ? c->total / 1000 : 1);
 }
 
 static int cl_push(cl *c, sim_time t, uint32_t kind, int32_t who, uint64_t arg, kv_err *err)

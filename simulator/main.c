@@ -2,7 +2,7 @@
  * and write inference-perf's reports, the llm-d benchmark report, runs.db and charts,
  * then print the guide's comparison table.
  *
- *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]
+ *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field). */
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster.h"
@@ -28,20 +29,21 @@ typedef struct opts {
     const char *out;
     bool has_seed;
     uint64_t seed;
-    bool no_plots, quiet;
+    bool no_plots, quiet, progress;
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
 } opts;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]\n"
+    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
                "  --seed N     override the scenario's seed\n"
                "  --router R   run only router R (repeatable; default all)\n"
                "  --no-plots   write chart data but do not run gnuplot\n"
-               "  --quiet      print only the comparison table\n");
+               "  --quiet      print only the comparison table (and no progress line)\n"
+               "  --progress   the progress line on stderr even when it is not a terminal\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -71,6 +73,8 @@ static int parse_args(int argc, char **argv, opts *o)
             o->only[o->n_only++] = argv[++i];
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = true;
+        } else if (strcmp(a, "--progress") == 0) {
+            o->progress = true;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
@@ -163,22 +167,37 @@ static int keep_routers(scenario *s, const char *const *only, size_t n_only)
     return 0;
 }
 
+/* The progress line on stderr: router, stage, simulated time, requests done, wall time
+ * and the ETA (wall time so far scaled by the requests left), redrawn at most 5 times a
+ * wall second. Off by default when stderr is not a terminal, so logs and test outputs
+ * stay byte-identical from run to run. */
 typedef struct progress {
     bool on;
     const char *router;
-    int last;
+    double t0, last;                  /* wall seconds: the run's start, the last redraw */
 } progress;
 
-static void progress_cb(void *ctx, double frac)
+static double wall_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void progress_cb(void *ctx, const cluster_progress *c)
 {
     progress *p = ctx;
-    int pct = (int)(frac * 100.0);
-    if (!p->on || pct == p->last)
+    double now = wall_now();
+    if (!p->on || (now - p->last < 0.2 && c->completed < c->total))
         return;
-    p->last = pct;
-    int bar = pct * 30 / 100;
-    fprintf(stderr, "\r  %-16s [%.*s%*s] %3d%%", p->router, bar, "##############################", 30 - bar, "",
-            pct);
+    p->last = now;
+    double wall = now - p->t0;
+    char eta[32] = "-";
+    if (c->completed)
+        snprintf(eta, sizeof eta, "%.0f s", wall * (double)(c->total - c->completed) / (double)c->completed);
+    fprintf(stderr, "\r  %-16s stage %zu/%zu  sim %.1f s  %llu/%llu requests  wall %.1f s  ETA %s   ", p->router,
+            c->stage + 1, c->n_stages, c->sim_s, (unsigned long long)c->completed, (unsigned long long)c->total,
+            wall, eta);
     fflush(stderr);
 }
 
@@ -258,7 +277,7 @@ int main(int argc, char **argv)
         decisions dc = {.db = db};
         if ((rc = simdb_begin_run(db, &info, &dc.run_id, &err)))
             break;
-        progress pr = {.on = con && isatty(STDERR_FILENO), .router = ro->name, .last = -1};
+        progress pr = {.on = con && (o.progress || isatty(STDERR_FILENO)), .router = ro->name, .t0 = wall_now()};
         cluster_opts co = {.progress = progress_cb, .progress_ctx = &pr, .warn = warn_cb, .warn_ctx = (void *)ro->name};
         if (s->outputs.decisions != SCN_DECISIONS_NONE) {
             co.decision = decision_cb;
@@ -267,7 +286,7 @@ int main(int argc, char **argv)
         cluster_stats st;
         rc = cluster_run(s, w, r, &co, &runs[r], &st, &err);
         if (pr.on)
-            fprintf(stderr, "\r%*s\r", 60, "");
+            fprintf(stderr, "\r%*s\r", 120, "");
         if (rc)
             break;
         done = r + 1;

@@ -2,7 +2,8 @@
 # it_sim: the ./sim program end to end — files written, byte-identical outputs for the
 # same scenario and seed (every file compared), a different seed changing them, exit
 # status 2 with file:line:col for a bad scenario and bad usage, 1 for a runtime failure;
-# --router runs a subset.
+# --router runs a subset; the progress line only on a terminal or with --progress, never
+# with --quiet.
 set -u
 SIM=${SIM:-build/rel/bin/sim}
 [ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
@@ -45,6 +46,13 @@ grep -q "bad-trace-missing.yaml:7:37: field 'workload.data.trace.file': cannot o
 grep -q "no such router (least-queue, cache-only)" "$tmp/r.err" || fail "unknown --router message: $(cat "$tmp/r.err")"
 "$SIM" scenarios/small-random.yaml --router cache-only --out "$tmp/r" --quiet >/dev/null 2>&1 || fail "--router cache-only"
 [ -d "$tmp/r/cache-only" ] && [ ! -d "$tmp/r/least-queue" ] || fail "--router ran other routers"
+"$SIM" scenarios/small-random.yaml --out "$tmp/p" --no-plots >/dev/null 2>"$tmp/p.err" || fail "run without --progress"
+[ -s "$tmp/p.err" ] && fail "progress line on a stderr that is not a terminal: $(cat "$tmp/p.err")"
+"$SIM" scenarios/small-random.yaml --out "$tmp/p" --no-plots --progress >/dev/null 2>"$tmp/p.err" || fail "--progress"
+tr '\r' '\n' <"$tmp/p.err" | grep -q "cache-only *stage 1/1  sim [0-9.]* s  150/150 requests  wall [0-9.]* s  ETA 0 s" ||
+    fail "--progress: no final progress line: $(cat "$tmp/p.err")"
+"$SIM" scenarios/small-random.yaml --out "$tmp/p" --no-plots --progress --quiet >/dev/null 2>"$tmp/p.err" || fail "--progress --quiet"
+[ -s "$tmp/p.err" ] && fail "progress line despite --quiet"
 touch "$tmp/file"
 "$SIM" scenarios/small-random.yaml --out "$tmp/file/sub" --quiet >/dev/null 2>"$tmp/y.err"
 [ $? -eq 1 ] || fail "unwritable output: exit status is not 1"
