@@ -1,28 +1,46 @@
 /* blockpool: vLLM v1's block pool (free queue + prefix-cache map) in flat arrays.
- * See blockpool.h for the rules; this file owns only their mechanics. */
+ * See blockpool.h for the rules; this file owns only their mechanics.
+ *
+ * Memory is what limits a thousand-replica run (one pool per replica, ~28k blocks
+ * each for Llama-3.1-8B on an H100), so a block costs 20 bytes and a map slot 4:
+ *   - a block is {ref, prev, next, hash}; it is in the free queue exactly when its
+ *     reference count is 0, and the count's top bit says whether it carries a hash;
+ *   - a map slot holds block + 1 (0 = empty) and the hash is read from the block;
+ *   - blocks never handed out yet (ids fresh..n-1) are the free queue's head, in id
+ *     order, without links: bpool_new touches no per-block memory, and calloc's
+ *     zeroed pages are faulted in only as the pool is first used. */
 #include <stdlib.h>
 
 #include "blockpool.h"
 
-typedef struct bp_block {
-    uint32_t ref;
-    uint32_t prev, next;     /* free-queue links, BPOOL_NONE at the ends / when held */
-    bool in_queue, hashed;
-    uint64_t hash;
-} bp_block;
+#define BP_HASHED 0x80000000u
 
-typedef struct bp_slot {
-    uint64_t hash;
-    uint32_t block;          /* BPOOL_NONE: empty slot */
-} bp_slot;
+/* 20 bytes: the hash is split so the struct needs only 4-byte alignment. */
+typedef struct bp_block {
+    uint32_t ref;            /* reference count | BP_HASHED */
+    uint32_t prev, next;     /* free-queue links, BPOOL_NONE at the ends / when held */
+    uint32_t hash_lo, hash_hi;
+} bp_block;
 
 struct bpool {
     uint32_t n;
     bp_block *blk;
-    uint32_t head, tail, n_free, n_cached;
-    bp_slot *map;
+    uint32_t fresh;          /* blocks fresh..n-1 were never allocated: the queue's head */
+    uint32_t head, tail;     /* the linked part of the free queue, after the fresh blocks */
+    uint32_t n_free, n_cached;
+    uint32_t *map;           /* block + 1, 0 = empty slot */
     uint32_t mask;           /* map size - 1 (a power of two >= 2n) */
 };
+
+static uint64_t blk_hash(const bp_block *k)
+{
+    return (uint64_t)k->hash_hi << 32 | k->hash_lo;
+}
+
+static uint32_t blk_ref(const bp_block *k)
+{
+    return k->ref & ~BP_HASHED;
+}
 
 static uint32_t slot_of(const bpool *p, uint64_t h)
 {
@@ -45,7 +63,7 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
     while (size < 2 * n_blocks) size <<= 1;
     if (p) {
         p->blk = calloc(n_blocks, sizeof *p->blk);
-        p->map = malloc((size_t)size * sizeof *p->map);
+        p->map = calloc(size, sizeof *p->map);
     }
     if (!p || !p->blk || !p->map) {
         bpool_free(p);
@@ -54,15 +72,7 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
     }
     p->n = n_blocks;
     p->mask = size - 1;
-    for (uint32_t i = 0; i < size; i++) p->map[i].block = BPOOL_NONE;
-    /* Initially every block is free, in id order. */
-    for (uint32_t i = 0; i < n_blocks; i++) {
-        p->blk[i].prev = i == 0 ? BPOOL_NONE : i - 1;
-        p->blk[i].next = i + 1 == n_blocks ? BPOOL_NONE : i + 1;
-        p->blk[i].in_queue = true;
-    }
-    p->head = 0;
-    p->tail = n_blocks - 1;
+    p->head = p->tail = BPOOL_NONE;
     p->n_free = n_blocks;
     return p;
 }
@@ -78,19 +88,19 @@ void bpool_free(bpool *p)
 uint32_t bpool_num_blocks(const bpool *p) { return p->n; }
 uint32_t bpool_num_free(const bpool *p) { return p->n_free; }
 uint32_t bpool_num_cached(const bpool *p) { return p->n_cached; }
-uint32_t bpool_ref(const bpool *p, uint32_t b) { return p->blk[b].ref; }
+uint32_t bpool_ref(const bpool *p, uint32_t b) { return blk_ref(&p->blk[b]); }
 
 size_t bpool_count_unreferenced(const bpool *p, const uint32_t *blocks, size_t n)
 {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += p->blk[blocks[i]].ref == 0;
+    for (size_t i = 0; i < n; i++) k += blk_ref(&p->blk[blocks[i]]) == 0;
     return k;
 }
 
 bool bpool_hash_of(const bpool *p, uint32_t b, uint64_t *hash)
 {
-    if (!p->blk[b].hashed) return false;
-    *hash = p->blk[b].hash;
+    if (!(p->blk[b].ref & BP_HASHED)) return false;
+    *hash = blk_hash(&p->blk[b]);
     return true;
 }
 
@@ -99,46 +109,46 @@ bool bpool_hash_of(const bpool *p, uint32_t b, uint64_t *hash)
 static uint32_t map_get(const bpool *p, uint64_t h)
 {
     for (uint32_t i = slot_of(p, h);; i = (i + 1) & p->mask) {
-        if (p->map[i].block == BPOOL_NONE) return BPOOL_NONE;
-        if (p->map[i].hash == h) return p->map[i].block;
+        if (!p->map[i]) return BPOOL_NONE;
+        if (blk_hash(&p->blk[p->map[i] - 1]) == h) return p->map[i] - 1;
     }
 }
 
 static void map_put(bpool *p, uint64_t h, uint32_t b)
 {
     uint32_t i = slot_of(p, h);
-    while (p->map[i].block != BPOOL_NONE) i = (i + 1) & p->mask;
-    p->map[i].hash = h;
-    p->map[i].block = b;
+    while (p->map[i]) i = (i + 1) & p->mask;
+    p->map[i] = b + 1;
 }
 
-/* Removes the (h, b) pair, shifting later members of the probe cluster back so that
- * lookups never need tombstones and duplicates keep their insertion order. */
+/* Removes block b (whose hash is h), shifting later members of the probe cluster back
+ * so that lookups never need tombstones and duplicates keep their insertion order. */
 static void map_del(bpool *p, uint64_t h, uint32_t b)
 {
     uint32_t i = slot_of(p, h);
-    while (!(p->map[i].block == b && p->map[i].hash == h)) i = (i + 1) & p->mask;
+    while (p->map[i] != b + 1) i = (i + 1) & p->mask;
     for (uint32_t j = (i + 1) & p->mask;; j = (j + 1) & p->mask) {
-        if (p->map[j].block == BPOOL_NONE) break;
-        uint32_t home = slot_of(p, p->map[j].hash);
+        if (!p->map[j]) break;
+        uint32_t home = slot_of(p, blk_hash(&p->blk[p->map[j] - 1]));
         /* j's entry may move to i if its home is not in the cyclic range (i, j]. */
         bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (stays) continue;
         p->map[i] = p->map[j];
         i = j;
     }
-    p->map[i].block = BPOOL_NONE;
+    p->map[i] = 0;
 }
 
 /* --- free queue -------------------------------------------------------------- */
 
+/* Unlinks b from the linked part of the queue (never a fresh block: those have no hash
+ * to be touched by, and allocation takes them without links). */
 static void queue_remove(bpool *p, uint32_t b)
 {
     bp_block *k = &p->blk[b];
     if (k->prev != BPOOL_NONE) p->blk[k->prev].next = k->next; else p->head = k->next;
     if (k->next != BPOOL_NONE) p->blk[k->next].prev = k->prev; else p->tail = k->prev;
     k->prev = k->next = BPOOL_NONE;
-    k->in_queue = false;
     p->n_free--;
 }
 
@@ -149,13 +159,14 @@ static void queue_append(bpool *p, uint32_t b)
     k->next = BPOOL_NONE;
     if (p->tail != BPOOL_NONE) p->blk[p->tail].next = b; else p->head = b;
     p->tail = b;
-    k->in_queue = true;
     p->n_free++;
 }
 
 size_t bpool_free_order(const bpool *p, uint32_t *out, size_t cap)
 {
     size_t k = 0;
+    for (uint32_t b = p->fresh; b < p->n; b++, k++)
+        if (k < cap) out[k] = b;
     for (uint32_t b = p->head; b != BPOOL_NONE; b = p->blk[b].next, k++)
         if (k < cap) out[k] = b;
     return k;
@@ -178,7 +189,7 @@ void bpool_touch(bpool *p, const uint32_t *blocks, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         bp_block *k = &p->blk[blocks[i]];
-        if (k->ref == 0 && k->in_queue) queue_remove(p, blocks[i]);
+        if (blk_ref(k) == 0) queue_remove(p, blocks[i]);
         k->ref++;
     }
 }
@@ -188,14 +199,20 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
     *n_evicted = 0;
     if (n > p->n_free) return KV_EFULL;
     for (size_t i = 0; i < n; i++) {
+        if (p->fresh < p->n) {
+            p->n_free--;
+            out[i] = p->fresh++;
+            p->blk[out[i]] = (bp_block){.ref = 1, .prev = BPOOL_NONE, .next = BPOOL_NONE};
+            continue;
+        }
         uint32_t b = p->head;
         queue_remove(p, b);
         bp_block *k = &p->blk[b];
-        if (k->hashed) {
-            map_del(p, k->hash, b);
-            k->hashed = false;
+        if (k->ref & BP_HASHED) {
+            uint64_t h = blk_hash(k);
+            map_del(p, h, b);
             p->n_cached--;
-            evicted[(*n_evicted)++] = k->hash;
+            evicted[(*n_evicted)++] = h;
         }
         k->ref = 1;
         out[i] = b;
@@ -207,16 +224,19 @@ void bpool_release(bpool *p, const uint32_t *blocks, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         bp_block *k = &p->blk[blocks[i]];
-        if (k->ref > 0 && --k->ref == 0) queue_append(p, blocks[i]);
+        if (blk_ref(k) == 0) continue;
+        if (blk_ref(k) == 1) queue_append(p, blocks[i]);
+        k->ref--;
     }
 }
 
 void bpool_set_hash(bpool *p, uint32_t b, uint64_t hash)
 {
     bp_block *k = &p->blk[b];
-    if (k->hashed) return;
-    k->hashed = true;
-    k->hash = hash;
+    if (k->ref & BP_HASHED) return;
+    k->ref |= BP_HASHED;
+    k->hash_lo = (uint32_t)hash;
+    k->hash_hi = (uint32_t)(hash >> 32);
     map_put(p, hash, b);
     p->n_cached++;
 }

@@ -38,7 +38,6 @@ typedef struct cl_server {
     simsrv *srv;
     bool busy;                        /* a step is in flight */
     simsrv_step_result res;           /* the step in flight (arrays owned by the server) */
-    sim_time last_scrape;
     /* Cumulative prompt/hit token counters at the last CL_HIT_RING samples: the sampled hit
      * rate is taken over a trailing window, because one 50 ms interval holds zero or one
      * admission and a per-interval rate only ever reads 0 or the last request's hit. */
@@ -96,6 +95,11 @@ typedef struct cl {
     size_t n_srv;
     evq q;
     sim_time now;
+    /* Every server is scraped at once, so one time says how old all metrics are; once
+     * they have been marked stale, nothing is left to mark until the next scrape (a
+     * decision checks one time, not every endpoint). */
+    sim_time last_scrape;
+    bool metrics_stale;
     /* per request, by global id */
     simsrv_req *sreq;
     wl_req *wreq;
@@ -186,8 +190,10 @@ static void cl_progress(cl *c)
 {
     if (!c->o || !c->o->progress || c->completed < c->next_progress)
         return;
-    c->o->progress(c->o->progress_ctx, c->total ? (double)c->completed / (double)c->total : 1.0);
-    c->next_progress = c->completed + (c->total / 200 ? c->total / 200 : 1);
+    cluster_progress p = {.stage = c->stage, .n_stages = c->w->n_stages, .sim_s = cl_clock(c),
+                          .completed = c->completed, .total = c->total};
+    c->o->progress(c->o->progress_ctx, &p);
+    c->next_progress = c->completed + (c->total / 1000 ? c->total / 1000 : 1);
 }
 
 static int cl_push(cl *c, sim_time t, uint32_t kind, int32_t who, uint64_t arg, kv_err *err)
@@ -440,6 +446,8 @@ static int cl_kv_deliver(cl *c, size_t i, kv_err *err)
 
 static int cl_scrape(cl *c, kv_err *err)
 {
+    c->last_scrape = c->now;
+    c->metrics_stale = false;
     for (size_t i = 0; i < c->n_srv; i++) {
         cl_server *sv = &c->srv[i];
         simsrv_metrics m;
@@ -451,7 +459,6 @@ static int cl_scrape(cl *c, kv_err *err)
         em->kv_usage = m.kv_usage;
         em->block_size = simsrv_block_size(sv->srv);
         em->num_gpu_blocks = (uint32_t)m.num_gpu_blocks;
-        sv->last_scrape = c->now;
         if (c->run->n_samples == c->cap_samples) {
             size_t cap = c->cap_samples ? c->cap_samples * 2 : 4096;
             sim_server_sample *ns =
@@ -510,9 +517,11 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
         ss->busy = true;
         rec->prompt_tokens = wr->n_prompt;
     }
-    for (size_t k = 0; k < c->n_srv; k++)    /* a scraper that stopped answering goes stale */
-        if (c->eps[k].m.valid && c->now - c->srv[k].last_scrape > c->s->cluster.metrics_staleness)
+    if (!c->metrics_stale && c->now - c->last_scrape > c->s->cluster.metrics_staleness) {
+        c->metrics_stale = true;             /* a scraper that stopped answering goes stale */
+        for (size_t k = 0; k < c->n_srv; k++)
             c->eps[k].m.valid = false;
+    }
     char idbuf[32];
     sched_request view;
     cl_req_view(c, id, idbuf, sizeof idbuf, &view);

@@ -45,9 +45,17 @@
 
 #define CLUSTER_DONE_DELAY_US 20     /* [DONE] after the last token: same-read SSE events */
 
+/* Where a run stands, for a progress line. */
+typedef struct cluster_progress {
+    size_t stage, n_stages;           /* the stage being sent or drained (0-based) */
+    double sim_s;                     /* simulated time */
+    uint64_t completed, total;        /* requests finished (or failed) of the run's */
+} cluster_progress;
+
 typedef struct cluster_opts {
-    /* Called with the fraction of requests completed, at most ~200 times a run. */
-    void (*progress)(void *ctx, double frac);
+    /* Called as requests complete, at most ~1,000 times a run (and never more often than
+     * every 1/1000 of the requests), so it costs nothing measurable. */
+    void (*progress)(void *ctx, const cluster_progress *p);
     void *progress_ctx;
     /* Called for traced decisions (scenario outputs.decisions); trace and result are
      * valid during the call only. */

@@ -2,7 +2,7 @@
  * and write inference-perf's reports, the llm-d benchmark report, runs.db and charts,
  * then print the guide's comparison table.
  *
- *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]
+ *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster.h"
@@ -31,21 +32,22 @@ typedef struct opts {
     const char *out;
     bool has_seed;
     uint64_t seed;
-    bool no_plots, quiet;
+    bool no_plots, quiet, progress;
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
 } opts;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]\n"
+    fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
                "  --seed N     override the scenario's seed\n"
                "  --router R   run only router R (repeatable; default all)\n"
                "  --no-plots   write chart data but do not run gnuplot\n"
-               "  --quiet      print only the comparison table\n");
+               "  --quiet      print only the comparison table (and no progress line)\n"
+               "  --progress   the progress line on stderr even when it is not a terminal\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -75,6 +77,8 @@ static int parse_args(int argc, char **argv, opts *o)
             o->only[o->n_only++] = argv[++i];
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = true;
+        } else if (strcmp(a, "--progress") == 0) {
+            o->progress = true;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
@@ -167,10 +171,14 @@ static int keep_routers(scenario *s, const char *const *only, size_t n_only)
     return 0;
 }
 
+/* The progress line on stderr: router, stage, simulated time, requests done, wall time
+ * and the ETA (wall time so far scaled by the requests left), redrawn at most 5 times a
+ * wall second. Off by default when stderr is not a terminal, so logs and test outputs
+ * stay byte-identical from run to run. */
 typedef struct progress {
     bool on;
     const char *router;
-    int last;
+    double t0, last;                  /* wall seconds: the run's start, the last redraw */
 } progress;
 
 /* /proc/meminfo's MemAvailable in bytes; 0 when it cannot be read (no check then). */
@@ -211,16 +219,27 @@ static int check_memory(const scenario *s, uint64_t avail, kv_err *err)
     return KV_OK;
 }
 
-static void progress_cb(void *ctx, double frac)
+static double wall_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void progress_cb(void *ctx, const cluster_progress *c)
 {
     progress *p = ctx;
-    int pct = (int)(frac * 100.0);
-    if (!p->on || pct == p->last)
+    double now = wall_now();
+    if (!p->on || (now - p->last < 0.2 && c->completed < c->total))
         return;
-    p->last = pct;
-    int bar = pct * 30 / 100;
-    fprintf(stderr, "\r  %-16s [%.*s%*s] %3d%%", p->router, bar, "##############################", 30 - bar, "",
-            pct);
+    p->last = now;
+    double wall = now - p->t0;
+    char eta[32] = "-";
+    if (c->completed)
+        snprintf(eta, sizeof eta, "%.0f s", wall * (double)(c->total - c->completed) / (double)c->completed);
+    fprintf(stderr, "\r  %-16s stage %zu/%zu  sim %.1f s  %llu/%llu requests  wall %.1f s  ETA %s   ", p->router,
+            c->stage + 1, c->n_stages, c->sim_s, (unsigned long long)c->completed, (unsigned long long)c->total,
+            wall, eta);
     fflush(stderr);
 }
 
@@ -307,7 +326,7 @@ int main(int argc, char **argv)
         decisions dc = {.db = db};
         if ((rc = simdb_begin_run(db, &info, &dc.run_id, &err)))
             break;
-        progress pr = {.on = con && isatty(STDERR_FILENO), .router = ro->name, .last = -1};
+        progress pr = {.on = con && (o.progress || isatty(STDERR_FILENO)), .router = ro->name, .t0 = wall_now()};
         cluster_opts co = {.progress = progress_cb, .progress_ctx = &pr, .warn = warn_cb, .warn_ctx = (void *)ro->name};
         if (s->outputs.decisions != SCN_DECISIONS_NONE) {
             co.decision = decision_cb;
@@ -316,7 +335,7 @@ int main(int argc, char **argv)
         cluster_stats st;
         rc = cluster_run(s, w, r, &co, &runs[r], &st, &err);
         if (pr.on)
-            fprintf(stderr, "\r%*s\r", 60, "");
+            fprintf(stderr, "\r%*s\r", 120, "");
         if (rc)
             break;
         done = r + 1;

@@ -15,7 +15,6 @@
  * (simsrv_output_token) so output blocks hash and publish like prompt blocks. */
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "blockkeys.h"
 #include "blockpool.h"
@@ -50,10 +49,14 @@ typedef struct rstate {
 
 /* Prompt hash chains seen before, so a prompt that comes back (inference-perf cycles
  * through the same 750 prompts every stage) is not rehashed block by block. A
- * direct-mapped table keyed by a one-pass XXH3 fingerprint of the prompt's tokens and
- * its length: fingerprinting 30 KB of tokens costs a few percent of chaining 118
- * blocks through xxh64. Two different prompts would have to collide on 64 bits (and
- * the same length) to share an entry. Bounded: a new prompt evicts the slot's old one. */
+ * direct-mapped table keyed by the caller's XXH3 fingerprint of the prompt's tokens
+ * (simsrv_req.prompt_fp) and its length: fingerprinting 30 KB of tokens costs a few
+ * percent of chaining 118 blocks through xxh64. Two different prompts would have to
+ * collide on 64 bits (and the same length) to share an entry. Bounded: a new prompt
+ * evicts the slot's old one. Only fingerprinted prompts are remembered: a prompt the
+ * caller does not fingerprint is one it knows will not come back (random data, a
+ * multi-turn context), and remembering those cost a thousand-replica run ~250 KB of
+ * chains a replica for no hit. */
 #define MEMO_SLOTS 1024
 typedef struct memo_ent {
     uint64_t fp;
@@ -418,10 +421,12 @@ static void hash_known_blocks(simsrv *s, simsrv_req *r)
 static uint32_t prompt_hashes(simsrv *s, const simsrv_req *r, uint64_t *out)
 {
     uint32_t n = r->n_prompt / s->bs;
-    if (!s->memo) s->memo = calloc(MEMO_SLOTS, sizeof *s->memo);
-    if (!s->memo || n == 0)
+    if (!r->prompt_fp || n == 0)
         return (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL, out, n);
-    uint64_t fp = r->prompt_fp ? r->prompt_fp : XXH3_64bits(r->tokens, (size_t)r->n_prompt * sizeof *r->tokens);
+    if (!s->memo) s->memo = calloc(MEMO_SLOTS, sizeof *s->memo);
+    if (!s->memo)
+        return (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL, out, n);
+    uint64_t fp = r->prompt_fp;
     memo_ent *e = &s->memo[fp & (MEMO_SLOTS - 1)];
     if (e->n_prompt == r->n_prompt && e->fp == fp) {
         memcpy(out, e->hashes, e->n_hashes * sizeof *out);

@@ -44,8 +44,9 @@ typedef struct simsrv_req {
     uint32_t n_prompt;
     uint32_t n_output;                    /* tokens to generate (ignore_eos) */
     void *user;                           /* the cluster's record */
-    uint64_t prompt_fp;                   /* optional: XXH3_64bits of the prompt's tokens, for a
-                                           * caller that knows it; 0 = the server computes it */
+    uint64_t prompt_fp;                   /* XXH3_64bits of the prompt's tokens when the prompt
+                                           * may come back (the server then remembers its hash
+                                           * chain); 0 = a prompt seen once, hashed, not kept */
     /* server-owned progress */
     uint32_t n_computed;                  /* prompt+output tokens with KV computed */
     uint32_t n_generated;

@@ -2,7 +2,8 @@
 # it_sim: the ./sim program end to end — files written, byte-identical outputs for the
 # same scenario and seed (every file compared), a different seed changing them, exit
 # status 2 with file:line:col for a bad scenario and bad usage, and for a scenario too big
-# for the machine's memory, 1 for a runtime failure; --router runs a subset.
+# for the machine's memory, 1 for a runtime failure; --router runs a subset; the progress
+# line only on a terminal or with --progress, never with --quiet.
 set -u
 SIM=${SIM:-build/rel/bin/sim}
 [ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
@@ -52,6 +53,13 @@ timeout 60 "$SIM" tests/data/scenarios/too-big-for-memory.yaml --out "$tmp/big" 
 grep -q "too-big-for-memory.yaml: field 'workload.load.stages\[1\]' (100000000 requests): the run would need about .* GiB .*MemAvailable" \
     "$tmp/big.err" || fail "too big for memory message: $(cat "$tmp/big.err")"
 [ ! -e "$tmp/big" ] || fail "too big for memory: output written before refusing"
+"$SIM" scenarios/small-random.yaml --out "$tmp/p" --no-plots >/dev/null 2>"$tmp/p.err" || fail "run without --progress"
+[ -s "$tmp/p.err" ] && fail "progress line on a stderr that is not a terminal: $(cat "$tmp/p.err")"
+"$SIM" scenarios/small-random.yaml --out "$tmp/p" --no-plots --progress >/dev/null 2>"$tmp/p.err" || fail "--progress"
+tr '\r' '\n' <"$tmp/p.err" | grep -q "cache-only *stage 1/1  sim [0-9.]* s  150/150 requests  wall [0-9.]* s  ETA 0 s" ||
+    fail "--progress: no final progress line: $(cat "$tmp/p.err")"
+"$SIM" scenarios/small-random.yaml --out "$tmp/p" --no-plots --progress --quiet >/dev/null 2>"$tmp/p.err" || fail "--progress --quiet"
+[ -s "$tmp/p.err" ] && fail "progress line despite --quiet"
 touch "$tmp/file"
 "$SIM" scenarios/small-random.yaml --out "$tmp/file/sub" --quiet >/dev/null 2>"$tmp/y.err"
 [ $? -eq 1 ] || fail "unwritable output: exit status is not 1"

@@ -245,10 +245,18 @@ static void test_abort(void **state)
     free(v);
 }
 
-/* The server remembers prompt hash chains by content, not by buffer: the same tokens
- * in another buffer hit like the original, the original buffer rewritten in place
- * does not reuse the old chain, and a prompt whose memo slot was taken by 1100 others
- * since still gets its own chain. */
+/* A request whose prompt carries its fingerprint, as the cluster sends a workload's
+ * prompts (the only ones the server remembers). */
+static simsrv_req fp_req(uint64_t id, const uint32_t *tokens, uint32_t n_prompt)
+{
+    return (simsrv_req){.id = id, .tokens = tokens, .n_prompt = n_prompt, .n_output = 1,
+                        .prompt_fp = XXH3_64bits(tokens, (size_t)n_prompt * sizeof *tokens)};
+}
+
+/* The server remembers fingerprinted prompts' hash chains by content, not by buffer:
+ * the same tokens in another buffer hit like the original, the original buffer
+ * rewritten in place does not reuse the old chain, and a prompt whose memo slot was
+ * taken by 1100 others since still gets its own chain. */
 static void test_prompt_memo(void **state)
 {
     (void)state;
@@ -256,22 +264,22 @@ static void test_prompt_memo(void **state)
     simsrv *s = new_server(&c);
     sim_time now = 0;
     uint32_t *t = seq_tokens(64, 1), *copy = seq_tokens(64, 1);
-    simsrv_req x = {.id = 1, .tokens = t, .n_prompt = 64, .n_output = 1};
+    simsrv_req x = fp_req(1, t, 64);
     assert_int_equal(run_one(s, &x, &now), 0);
-    simsrv_req y = {.id = 2, .tokens = copy, .n_prompt = 64, .n_output = 1};
+    simsrv_req y = fp_req(2, copy, 64);
     assert_int_equal(run_one(s, &y, &now), 48);
     /* Block 2 of the original buffer changes: only blocks 0-1 can still hit. */
     t[40] = 77777;
-    simsrv_req z = {.id = 3, .tokens = t, .n_prompt = 64, .n_output = 1};
+    simsrv_req z = fp_req(3, t, 64);
     assert_int_equal(run_one(s, &z, &now), 32);
     /* 1100 other two-block prompts, then the copy again: still its 3 blocks. */
     uint32_t *other = seq_tokens(32, 0);
     for (uint32_t i = 0; i < 1100; i++) {
         for (uint32_t k = 0; k < 32; k++) other[k] = 1000000 + i * 32 + k;
-        simsrv_req o = {.id = 100 + i, .tokens = other, .n_prompt = 32, .n_output = 1};
+        simsrv_req o = fp_req(100 + i, other, 32);
         assert_int_equal(run_one(s, &o, &now), 0);
     }
-    simsrv_req w = {.id = 4, .tokens = copy, .n_prompt = 64, .n_output = 1};
+    simsrv_req w = fp_req(4, copy, 64);
     assert_int_equal(run_one(s, &w, &now), 48);
     simsrv_free(s);
     free(t);
@@ -495,8 +503,8 @@ static void test_random_invariants(void **state)
 }
 
 /* The same submissions give the same steps and the same event bytes, whether the
- * caller supplies the prompts' fingerprints (simsrv_req.prompt_fp) or the server
- * computes them; with events off, no payload at all. */
+ * caller supplies the prompts' fingerprints (simsrv_req.prompt_fp: the server remembers
+ * their chains) or not (every chain hashed afresh); with events off, no payload at all. */
 static uint64_t run_digest(bool events, bool fingerprints)
 {
     simsrv_config c = base_config(16, 100, 256, 16);
