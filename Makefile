@@ -7,6 +7,10 @@
 #   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
+#   make soak    deps, build, ./epp for SOAK_MINUTES (default 30) under load, watched for growth
+#   make check T=test_policies
+#                build and run one test (tests/T.c) under ASan+UBSan (tsan_* under TSan),
+#                rebuilding only what it links: the edit-compile-test loop of a policy
 #
 # Layering is a build fact: each folder compiles with only the include paths it may use
 # (INC_<folder> below), so a header included across a forbidden boundary is a compile
@@ -44,7 +48,8 @@ INC_live      := -Iengine -Ipolicies -Ilive -Ibuild/gen
 INC_build     := $(INC_live)
 INC_tests     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
 incs           = $(INC_$(firstword $(subst /, ,$(1))))
-LAYER_HINT     = echo "$<: not compiled; $(firstword $(subst /, ,$<))/ sees only $(call incs,$<) (layering: Makefile header)" >&2; exit 1
+# every compile runs through mk/compile.sh, which prints the layering hint only on failure
+COMPILE        = sh mk/compile.sh $<
 BASE_CFLAGS    = -std=gnu11 -g $(WARN) $(PKG_CFLAGS)
 # C++ only where a chosen library is C++ (simdjson); no exceptions cross into C
 BASE_CXXFLAGS  = -std=gnu++17 -g -fno-exceptions $(WARN) $(PKG_CFLAGS)
@@ -88,10 +93,10 @@ obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $$(@D)
-	$$(CC) $$(BASE_CFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@ || { $$(LAYER_HINT); }
+	$$(COMPILE) $$(CC) $$(BASE_CFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@
 build/$(1)/%.o: %.cc | $(PROTO_H)
 	@mkdir -p $$(@D)
-	$$(CXX) $$(BASE_CXXFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@ || { $$(LAYER_HINT); }
+	$$(COMPILE) $$(CXX) $$(BASE_CXXFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@
 build/$(1)/libengine.a: $(call obj,$(1),$(ENGINE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libpolicies.a: $(call obj,$(1),$(POLICY_SRC))
@@ -158,8 +163,9 @@ $(foreach t,$(TEST_SRC),$(eval $(call test_rule,asan,$(basename $(notdir $(t))),
 $(foreach t,$(TSAN_SRC),$(eval $(call test_rule,tsan,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))),-lcmocka)))
 $(foreach t,$(BENCH_SRC),$(eval $(call test_rule,rel,$(basename $(notdir $(t))),$(call test_set,$(basename $(notdir $(t)))))))
 $(foreach t,fake_k8s_server extproc_route kv_msgpack_check,$(eval $(call test_rule,rel,tools/$(t),all)))
+$(eval $(call test_rule,rel,soak,all))
 
-.PHONY: all deps demo test test-build bench clean
+.PHONY: all deps demo test test-build check bench soak clean
 .SECONDARY:
 
 deps:
@@ -171,9 +177,20 @@ test: deps
 	@$(MAKE) --no-print-directory test-build
 	@sh tests/run.sh $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(wildcard tests/it_*.sh)
 
+check_variant = $(if $(filter tsan_%,$(T)),tsan,asan)
+check:
+	@[ -n "$(T)" ] && [ -f tests/$(T).c ] || { echo "usage: make check T=NAME, tests/NAME.c a test (e.g. T=test_policies)" >&2; exit 2; }
+	@$(MAKE) --no-print-directory build/$(check_variant)/tests/bin/$(T)
+	build/$(check_variant)/tests/bin/$(T)
+
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+SOAK_MINUTES ?= 30
+soak: deps
+	@$(MAKE) --no-print-directory build/rel/bin/epp build/rel/tests/bin/soak
+	SOAK_MINUTES=$(SOAK_MINUTES) build/rel/tests/bin/soak build/rel/bin/epp
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -1,4 +1,4 @@
-/* blockkeys: llm-d's request-key chains (spec kv-events-and-index.md §3, golden §5).
+/* blockkeys: llm-d's request-key chains (docs/upstream/kv-events-and-index.md §3, golden §5).
  *
  * Both algorithms hash one record per full block, chained through the previous key:
  *   xxh64:       XXH64(parent LE64 || tokens LE32... || per extra: len LE64 || bytes)

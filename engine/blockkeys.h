@@ -1,7 +1,7 @@
 /* blockkeys: token ids -> chained 64-bit request keys, the keys the index and the
  * precise scorer agree on (llm-d's "request keys"; independent of vLLM's own hash).
  *
- * Two algorithms (spec kv-events-and-index.md §3, golden vectors §5):
+ * Two algorithms (docs/upstream/kv-events-and-index.md §3, golden vectors §5):
  *   BLOCKKEYS_XXH64       llm-d-router: init = XXH64(seed); one XXH64 per block over
  *                         parent(8B LE) || tokens(4B LE each) || per extra: len(8B LE) || bytes.
  *                         The root uses the model name as its single extra.

@@ -1,5 +1,5 @@
 /* config: llm-d's EndpointPickerConfig YAML, loaded, defaulted and validated the way
- * GIE's config loader does it (spec epp.md §2), so users' files load unchanged.
+ * GIE's config loader does it (docs/upstream/epp.md §2), so users' files load unchanged.
  *
  * Accepted: apiVersion inference.networking.x-k8s.io/v1alpha1 or llm-d.ai/v1alpha1,
  * kind EndpointPickerConfig, plugins[]{name, type, parameters},

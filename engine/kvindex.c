@@ -1,4 +1,4 @@
-/* kvindex: the dual-key KV-block index (see kvindex.h, spec kv-events-and-index.md §3).
+/* kvindex: the dual-key KV-block index (see kvindex.h, docs/upstream/kv-events-and-index.md §3).
  *
  * Owns three open-addressing tables that share one probing scheme (reftab: buckets of
  * {index+1, 32-bit hash tag}, linear probing, backward-shift deletion). The tag is the
@@ -29,6 +29,7 @@
  * counter (LRU order is by store recency, so a lookup need not reorder). */
 #define _GNU_SOURCE
 #include "kvindex.h"
+#include "mix64.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -57,7 +58,7 @@
 
 typedef struct bucket {
     uint32_t ref;   /* record index + 1; 0 = empty */
-    uint32_t tag;   /* low 32 bits of the hash */
+    uint32_t tag;   /* top 32 bits of the hash (rt_tag) */
 } bucket;
 
 typedef struct reftab {
@@ -113,17 +114,6 @@ struct kvindex {
     atomic_uint_fast64_t ep_version; /* bumped under the write lock by slot add/remove */
 };
 
-
-/* Keys are hashes already, but tests and some peers use small integers: mix anyway. */
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
 
 /* ---- regions -------------------------------------------------------------------- */
 
@@ -292,7 +282,7 @@ static void side_changed(kvindex *ix, uint32_t b)
 }
 
 
-/* h is mix64(key), which callers that prefetched the key's bucket already hold. */
+/* h is mix64_fmix(key), which callers that prefetched the key's bucket already hold. */
 static uint32_t blk_find_h(const kvindex *ix, uint64_t key, uint64_t h)
 {
     size_t m = rt_mask(&ix->btab), i = rt_home(&ix->btab, h);
@@ -304,7 +294,7 @@ static uint32_t blk_find_h(const kvindex *ix, uint64_t key, uint64_t h)
     }
 }
 
-static uint32_t blk_find(const kvindex *ix, uint64_t key) { return blk_find_h(ix, key, mix64(key)); }
+static uint32_t blk_find(const kvindex *ix, uint64_t key) { return blk_find_h(ix, key, mix64_fmix(key)); }
 
 static void lru_unlink(kvindex *ix, uint32_t b)
 {
@@ -347,7 +337,7 @@ static bool blk_empty(const kvindex *ix, uint32_t b)
 
 static void blk_delete(kvindex *ix, uint32_t b)
 {
-    rt_del(&ix->btab, mix64(rec_of(ix, b)[0]), b);
+    rt_del(&ix->btab, mix64_fmix(rec_of(ix, b)[0]), b);
     lru_unlink(ix, b);
     ix->link[b].next = ix->free_blk;
     ix->free_blk = b;
@@ -357,7 +347,7 @@ static void blk_delete(kvindex *ix, uint32_t b)
 /* ---- engine-key mappings ------------------------------------------------------ */
 
 static inline uint64_t em_ek(const emap *m) { return (uint64_t)m->ek_hi << 32 | m->ek_lo; }
-static inline uint64_t em_hash_of(int slot, uint64_t ek) { return mix64(ek ^ ((uint64_t)(slot + 1) * 0x9E3779B97F4A7C15ULL)); }
+static inline uint64_t em_hash_of(int slot, uint64_t ek) { return mix64_fmix(ek ^ ((uint64_t)(slot + 1) * 0x9E3779B97F4A7C15ULL)); }
 
 static void em_release(kvindex *ix, uint32_t e)
 {
@@ -533,7 +523,7 @@ static uint64_t str_hash(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    return mix64(h);
+    return mix64_fmix(h);
 }
 
 
@@ -873,7 +863,7 @@ static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_
                           size_t n, size_t i, pair_hash *ring)
 {
     pair_hash *h = &ring[i % PIPE];
-    h->rk = mix64(rk[pair_at(i, nr, n)]);
+    h->rk = mix64_fmix(rk[pair_at(i, nr, n)]);
     prefetch_probe(&ix->btab, h->rk);
     if (!ne) return;
     h->ek = em_hash_of(slot, ek[pair_at(i, ne, n)]);
@@ -894,7 +884,7 @@ static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
     }
     *cursor = v;
     if (v == NIL || v >= ix->used_blk) return;
-    prefetch_probe(&ix->btab, mix64(rec_of(ix, v)[0]));
+    prefetch_probe(&ix->btab, mix64_fmix(rec_of(ix, v)[0]));
     uint32_t e = ix->link[v].emaps;
     if (e != NIL && e < ix->used_em)
         prefetch_probe(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])));
@@ -1138,7 +1128,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
      * while key j is ANDed, so the dependent chain rarely waits on DRAM. */
     size_t ahead = 2 * PREFETCH_AHEAD < n ? 2 * PREFETCH_AHEAD : n;
     for (size_t k = 0; k < ahead; k++) {
-        hash[k] = mix64(keys[k]);
+        hash[k] = mix64_fmix(keys[k]);
         __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[k])]);
     }
     for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
@@ -1147,7 +1137,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     for (; j < n; j++) {
         size_t far = j + 2 * PREFETCH_AHEAD, near = j + PREFETCH_AHEAD;
         if (far < n) {
-            hash[far % PIPE] = mix64(keys[far]);
+            hash[far % PIPE] = mix64_fmix(keys[far]);
             __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[far % PIPE])]);
         }
         if (near < n && (cand[near % PIPE] = blk_candidate(ix, hash[near % PIPE])) != NIL)

@@ -1,6 +1,6 @@
 /* kvindex: which endpoint holds which prompt block, fed by vLLM KV events.
  *
- * Dual-key (llm-d design, spec kv-events-and-index.md §3):
+ * Dual-key (llm-d design, docs/upstream/kv-events-and-index.md §3):
  *   request key -> holders, one bitmap over endpoint slots per tier (gpu/cpu/other);
  *   (endpoint, engine key) -> request key, so BlockRemoved can resolve vLLM's own hashes
  *   even when pods use different hash seeds or algorithms.

@@ -1,5 +1,5 @@
 /* kvingest: applies decoded vLLM KV-event batches from one pod to a kvindex, with llm-d's
- * semantics (spec kv-events-and-index.md §3 "Event handling", llm-d-router pool.go):
+ * semantics (docs/upstream/kv-events-and-index.md §3 "Event handling", llm-d-router pool.go):
  *   BlockStored   request keys are computed from the event's token_ids at the index
  *                 block size, chained from the parent's request key (kvindex_request_key);
  *                 an unknown parent makes the event an orphan: counted and skipped.

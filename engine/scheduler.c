@@ -20,6 +20,7 @@
 #include "config.h"
 #include "grow.h"
 #include "idmap.h"
+#include "mix64.h"
 
 #define NO_PODS_MSG "no pods available for the given request"
 #define ARENA_BLOCK (64 * 1024)
@@ -128,12 +129,12 @@ const char *sched_header(const sched_request *r, const char *key)
 
 /* ---- cycle ----------------------------------------------------------------------------- */
 
+/* One splitmix64 step: the state advances by 2^64/phi, which mix64 adds before mixing. */
 static uint64_t splitmix64(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    uint64_t z = *state;
+    *state += 0x9E3779B97F4A7C15ull;
+    return mix64(z);
 }
 
 const sched_request *sched_cycle_request(const sched_cycle *c) { return c->r; }

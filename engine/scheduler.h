@@ -2,7 +2,7 @@
  *
  * A request's views (tokens, block keys, headers) and the endpoints' state go in; a
  * chosen endpoint and, on demand, a full trace of why come out. Profiles run exactly
- * as GIE runs them (spec epp.md §1): filters in order (none left -> KV_ENOENDPOINTS),
+ * as GIE runs them (docs/upstream/epp.md §1): filters in order (none left -> KV_ENOENDPOINTS),
  * each scorer's result clamped to [0,1] and added with its (float) weight, no division
  * by the weight sum, then the picker. Plugins are the types in policies/, found by name
  * in the registry the driver gives the config loader (policies/registry.h); a config

@@ -2,7 +2,7 @@
  *
  * Every message carries the publisher's counter (itertools.count() from 0, one per
  * batch). A subscriber that sees seq > last+1 has lost messages and can ask the pod's
- * replay socket (ROUTER, spec §1) for everything from last+1; seq == last is a
+ * replay socket (ROUTER, docs/upstream/kv-events-and-index.md §1) for everything from last+1; seq == last is a
  * duplicate; seq < last means the publisher restarted (its counter began again at 0),
  * as llm-d-router's subscriber reads it. Pods are keyed by their topic pod id.
  * Observe live messages only: frames replayed from the ROUTER socket carry old seqs and

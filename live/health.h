@@ -1,4 +1,4 @@
-/* health: the plaintext grpc.health.v1 server of ./epp (port 9003; epp.md §4).
+/* health: the plaintext grpc.health.v1 server of ./epp (port 9003; docs/upstream/epp.md §4).
  *
  * Check answers SERVING for every service name once the caller's ready() says so
  * (GIE without leader election: any name, once the pool has synced), NOT_SERVING

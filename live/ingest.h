@@ -1,4 +1,4 @@
-/* ingest: vLLM KV events over ZMQ into the kvindex (spec kv-events-and-index.md §1, §3;
+/* ingest: vLLM KV events over ZMQ into the kvindex (docs/upstream/kv-events-and-index.md §1, §3;
  * llm-d-kv-cache's events pool).
  *
  * Modes: centralised (discover_pods false) binds one SUB socket on zmq_endpoint that

@@ -1,4 +1,4 @@
-/* k8s: Kubernetes endpoint discovery for ./epp (spec epp.md §5; GIE pod reconciler and
+/* k8s: Kubernetes endpoint discovery for ./epp (docs/upstream/epp.md §5; GIE pod reconciler and
  * datastore), through the API server with the pod's service account, libcurl + jansson.
  *
  * Which pods: those matching a label selector -- given directly (--endpoint-selector

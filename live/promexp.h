@@ -1,5 +1,5 @@
 /* promexp: ./epp's Prometheus metrics, under the names llm-d users already chart
- * (GIE pkg/epp/metrics, llm-d-kv-cache kvcache/metrics; spec epp.md §5), served as
+ * (GIE pkg/epp/metrics, llm-d-kv-cache kvcache/metrics; docs/upstream/epp.md §5), served as
  * text exposition format 0.0.4 on --metrics-port (9090) at /metrics by libmicrohttpd.
  *
  *   inference_objective_request_total{model_name,target_model_name}          counter

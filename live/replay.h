@@ -1,4 +1,4 @@
-/* replay: the client side of vLLM's KV-event replay socket (spec kv-events-and-index.md
+/* replay: the client side of vLLM's KV-event replay socket (docs/upstream/kv-events-and-index.md
  * §1). vLLM keeps its last buffer_steps batches and serves them from a ROUTER bound at
  * kv_events_config.replay_endpoint: a DEALER sends ["", start_seq (8 bytes BE)] and gets
  * ["", seq, payload] for every buffered seq >= start_seq, then the end marker

@@ -406,6 +406,10 @@ static void follow(scraper *s, xfer **xs, size_t *n, epset_snap *snap)
     free(*xs);
     *xs = nx;
     *n = snap->n;
+    /* One kept-alive connection per endpoint. By default libcurl caches 4 per easy handle
+     * still added, so the last transfers of a round, done with few handles left, closed
+     * connections that the next round opened again. */
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)(snap->n ? snap->n : 1));
 }
 
 static void *scrape_main(void *arg)

@@ -1,4 +1,4 @@
-/* scrape: polls every endpoint's vLLM /metrics (spec epp.md §5, GIE backend/metrics) and
+/* scrape: polls every endpoint's vLLM /metrics (docs/upstream/epp.md §5, GIE backend/metrics) and
  * stores what the scheduler reads into the endpoint set.
  *
  * Read from the Prometheus text format (a small line parser: name, {labels}, value):
@@ -20,8 +20,9 @@
  * endpoint set's staleness rule, GIE's: the endpoint stays a candidate and scorers see it
  * as having no metrics.
  *
- * Threads: one scraper thread drives every transfer through one curl multi handle; it
- * follows the endpoint set by generation. scrape_get_stats may be called from any thread.
+ * Threads: one scraper thread drives every transfer through one curl multi handle,
+ * which keeps one connection alive per endpoint; it follows the endpoint set by
+ * generation. scrape_get_stats may be called from any thread.
  * A rejected body is logged (warn, with the parser's message) once per pod until a scrape
  * of that pod succeeds again. */
 #ifndef KVROUTE_SCRAPE_H

@@ -1,4 +1,4 @@
-/* tls: the serving certificate of the ext-proc port (epp.md §4: TLS by default).
+/* tls: the serving certificate of the ext-proc port (docs/upstream/epp.md §4: TLS by default).
  *
  * Without --cert-path GIE generates a self-signed certificate at start-up; Envoy and
  * Istio connect with verification off, so only the handshake matters. We do the same

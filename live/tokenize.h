@@ -3,7 +3,7 @@
  * Completions send {"model", "prompt"}; chat sends {"model", "messages"} so that vLLM
  * applies the model's own chat template (add_generation_prompt defaults to true there,
  * matching what /v1/chat/completions will tokenise). The call is bounded by a timeout;
- * on any failure the caller falls back to prefix-text scoring (epp.md §3), so errors
+ * on any failure the caller falls back to prefix-text scoring (docs/upstream/epp.md §3), so errors
  * only need to say what went wrong for the log.
  *
  * Threads: any thread; each call uses its own libcurl handle (curl_global_init must

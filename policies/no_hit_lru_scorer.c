@@ -7,7 +7,7 @@
  *
  * Deviation, on purpose: llm-d v0.5.1 treats a request as cold only when the prefix
  * state map is empty, and the precise scorer fills it with every pod (zeros included), so
- * the cold path never fires with it (epp.md §1). Here "cold" means no candidate matched a
+ * the cold path never fires with it (docs/upstream/epp.md §1). Here "cold" means no candidate matched a
  * block, which is what the scorer is for. A missing prefix state counts as cold.
  * lruSize (default 1024) bounds how many pods are remembered; the least recent is
  * forgotten (scored as never used) beyond it. */

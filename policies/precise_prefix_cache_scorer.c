@@ -30,7 +30,7 @@
  * matched-total is the default because min-max discards how much matched: one matching
  * block on one pod is worth the full prefix weight (weight 3 in the guide), enough to
  * outvote both load scorers together and pile a cold workload onto whichever pod cached a
- * shared system prompt first (epp.md §7 issue 4; inference-sim issue #1007).
+ * shared system prompt first (docs/upstream/epp.md §7 issue 4; inference-sim issue #1007).
  *
  * Endpoints are looked up in the index by name ("ip:port", llm-d v0.7+), falling back to
  * the IP alone (v0.5 topics "kv@<ip>@<model>"), by pu_kvindex_slot; the resolution is cached per endpoint

@@ -1,4 +1,4 @@
-/* prefix-cache-scorer: GIE's approximate prefix-cache scorer (spec epp.md §3; GIE
+/* prefix-cache-scorer: GIE's approximate prefix-cache scorer (docs/upstream/epp.md §3; GIE
  * v1.3.1 `multi/prefix/plugin.go`, `indexer.go`). It never sees the engines' caches: it
  * remembers which endpoint each request was routed to and scores endpoints by how much
  * of the new prompt they were sent before.

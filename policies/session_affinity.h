@@ -1,5 +1,6 @@
 /* session_affinity: the x-session-token value that session-affinity-scorer reads, for
- * the drivers that write it on responses (llm-d sets it at ResponseComplete). */
+ * whoever writes it (llm-d's EPP sets it on responses; no kvroute driver writes it yet,
+ * the tests build requests with it). */
 #ifndef KVROUTE_SESSION_AFFINITY_H
 #define KVROUTE_SESSION_AFFINITY_H
 

@@ -1,7 +1,8 @@
 /* session-affinity-scorer (llm-d): 1.0 for the pod named by the request's x-session-token
- * header, 0 for the others. The token is base64("<namespace>/<pod>"), which the EPP puts
- * on the response at ResponseComplete; this scorer only reads it. A missing or undecodable
- * token scores every pod 0. */
+ * header, 0 for the others. The token is base64("<namespace>/<pod>"); llm-d's EPP sets it
+ * on responses, kvroute's drivers do not (yet), so here it comes only from a client that
+ * sends it (session_affinity_token builds it). A missing or undecodable token scores
+ * every pod 0. */
 #include <stdio.h>
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* blockpool: vLLM v1's KV block pool with prefix caching, for one simulated replica
- * (vllm/v1/core/block_pool.py; spec simulators-and-vllm.md §3).
+ * (vllm/v1/core/block_pool.py; docs/upstream/vllm.md §3).
  *
  * Blocks are indexes 0..n-1 with a reference count and at most one cached hash. Free
  * blocks (ref 0) sit in one intrusive doubly-linked free queue, cached or not:

@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "evq.h"
+#include "grow.h"
 #include "hugepage.h"
 #include "kvevents.h"
 #include "kvingest.h"
@@ -396,24 +397,9 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
     if (res->kv_payload_len) {
         c->st.kv_batches++;
         cl_payloads *p = &c->pay;
-        if (p->used + res->kv_payload_len > p->cap) {
-            size_t cap = p->cap ? p->cap : 65536;
-            while (cap < p->used + res->kv_payload_len)
-                cap *= 2;
-            uint8_t *b = realloc(p->bytes, cap);
-            if (!b)
-                return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
-            p->bytes = b;
-            p->cap = cap;
-        }
-        if (p->tail == p->qcap) {
-            size_t cap = p->qcap ? p->qcap * 2 : 256;
-            void *q = realloc(p->q, cap * sizeof *p->q);
-            if (!q)
-                return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
-            p->q = q;
-            p->qcap = cap;
-        }
+        if (!grow_array((void **)&p->bytes, &p->cap, p->used + res->kv_payload_len, 1) ||
+            !grow_array((void **)&p->q, &p->qcap, p->tail + 1, sizeof *p->q))
+            return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
         memcpy(p->bytes + p->used, res->kv_payload, res->kv_payload_len);
         p->q[p->tail].off = p->used;
         p->q[p->tail++].len = res->kv_payload_len;

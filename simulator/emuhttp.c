@@ -14,6 +14,7 @@
 
 #include "emumetrics.h"
 #include "emutok.h"
+#include "mix64.h"
 #include "rng.h"
 
 #define DEFAULT_MAX_TOKENS_COMPLETIONS 16   /* vLLM's CompletionRequest default */
@@ -438,7 +439,7 @@ static void handle_completion(emuhttp *h, struct evhttp_request *req, bool chat)
                 .include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage")),
                 .created = (json_int_t)time(NULL), .n_prompt = (uint32_t)n, .max_tokens = mt, .out = r->out};
     snprintf(r->id, sizeof r->id, "%s%016llx%016llx", chat ? "chatcmpl-" : "cmpl-",
-             (unsigned long long)rng_mix64(h->cfg.seed ^ (uint64_t)h->cfg.port), (unsigned long long)h->next_id++);
+             (unsigned long long)mix64(h->cfg.seed ^ (uint64_t)h->cfg.port), (unsigned long long)h->next_id++);
     if (stream && !(r->head = chunk_head(r))) {
         hreq_free(r);
         reply_error(req, 500, NULL, "out of memory");
@@ -537,7 +538,7 @@ static void handle_models(emuhttp *h, struct evhttp_request *req)
 {
     json_int_t now = (json_int_t)time(NULL);
     char perm[64];
-    snprintf(perm, sizeof perm, "modelperm-%016llx", (unsigned long long)rng_mix64(h->cfg.seed));
+    snprintf(perm, sizeof perm, "modelperm-%016llx", (unsigned long long)mix64(h->cfg.seed));
     json_t *p = json_pack("{s:s, s:s, s:I, s:b, s:b, s:b, s:b, s:b, s:b, s:s, s:n, s:b}", "id", perm, "object",
                           "model_permission", "created", now, "allow_create_engine", 0, "allow_sampling", 1,
                           "allow_logprobs", 1, "allow_search_indices", 0, "allow_view", 1, "allow_fine_tuning", 0,

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "grow.h"
 #include "kverr.h"
 
 void evq_init(evq *q)
@@ -29,14 +30,8 @@ bool evq_before(const evq_event *a, const evq_event *b)
 
 int evq_push(evq *q, sim_time t, uint32_t kind, int32_t who, uint64_t arg)
 {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 256;
-        evq_event *h = realloc(q->heap, cap * sizeof *h);
-        if (!h)
-            return KV_ENOMEM;
-        q->heap = h;
-        q->cap = cap;
-    }
+    if (!grow_array((void **)&q->heap, &q->cap, q->n + 1, sizeof *q->heap))
+        return KV_ENOMEM;
     evq_event ev = {.t = t, .kind = kind, .who = who, .seq = q->next_seq++, .arg = arg};
     size_t i = q->n++;
     while (i > 0) {

@@ -1,4 +1,4 @@
-/* lifecycle: inference-perf's request-lifecycle metrics (spec inference-perf.md §3),
+/* lifecycle: inference-perf's request-lifecycle metrics (docs/sim-outputs.md),
  * computed from the simulator's request records. One lc_metrics is what one
  * stage_N_lifecycle_metrics.json (or the summary file) says; the report writers,
  * the SQLite stages table, the charts and the console all read these numbers so

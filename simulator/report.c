@@ -1,6 +1,6 @@
 /* report: inference-perf's lifecycle report files and llm-d-benchmark's report v0.1,
  * built as jansson trees from lc_metrics and written by pyemit exactly as the Python
- * tools write them (see report.h; mapping in spec inference-perf.md §3 and §5). */
+ * tools write them (see report.h; mapping in docs/sim-outputs.md). */
 #include "report.h"
 
 #include <errno.h>

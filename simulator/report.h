@@ -1,7 +1,7 @@
 /* report: the files a real benchmark leaves behind, one set per router directory:
  * inference-perf's stage_N_lifecycle_metrics.json, summary_lifecycle_metrics.json and
  * per_request_lifecycle_metrics.json, and llm-d-benchmark's report v0.1 per stage,
- * "benchmark_report,_stage_N_lifecycle_metrics.json.yaml" (spec inference-perf.md §3, §5),
+ * "benchmark_report,_stage_N_lifecycle_metrics.json.yaml" (docs/sim-outputs.md),
  * and config.yaml (the workload config, when given).
  * Byte-identical for the same run: no wall-clock, no host names, Python float repr.
  * Ownership: reads the run and its metrics; returned json_t trees belong to the caller

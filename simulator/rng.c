@@ -1,21 +1,14 @@
 /* rng: xoshiro256** streams seeded by splitmix64; see rng.h for the determinism rules. */
 #include "rng.h"
+#include "mix64.h"
 
 #include <math.h>
 
-uint64_t rng_mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 void rng_seed(rng *r, uint64_t seed, uint64_t stream)
 {
-    uint64_t x = rng_mix64(seed) ^ rng_mix64(stream * 0xd1342543de82ef95ULL + 1);
+    uint64_t x = mix64(seed) ^ mix64(stream * 0xd1342543de82ef95ULL + 1);
     for (int i = 0; i < 4; i++) {
-        x = rng_mix64(x);
+        x = mix64(x);
         r->s[i] = x;
     }
     if (!(r->s[0] | r->s[1] | r->s[2] | r->s[3]))   /* the one forbidden state */

@@ -41,7 +41,5 @@ double rng_normal(rng *r);
 /* Poisson(mean), exact: Knuth's product method on chunks of mean <= 256, summed
  * (a sum of independent Poissons is Poisson), so large means never underflow. */
 uint64_t rng_poisson(rng *r, double mean);
-/* splitmix64 step, exposed for hashing (seed, index) pairs into stream seeds. */
-uint64_t rng_mix64(uint64_t x);
 
 #endif

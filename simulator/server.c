@@ -1,5 +1,5 @@
 /* server: one simulated vLLM v1 engine (vllm/v1/core/sched/scheduler.py and
- * kv_cache_manager.py, as spec simulators-and-vllm.md §3 describes them).
+ * kv_cache_manager.py, as docs/upstream/vllm.md §3 describes them).
  *
  * One call of simsrv_step is one engine step: schedule (running requests first, in
  * order; preempt by recompute from the tail when blocks run out; then admit waiting
@@ -19,7 +19,9 @@
 
 #include "blockkeys.h"
 #include "blockpool.h"
+#include "grow.h"
 #include "kvevents.h"
+#include "mix64.h"
 #include "server.h"
 
 #define ENGINE_HASH_SEED "vllm"
@@ -109,29 +111,10 @@ struct simsrv {
     rstate *rs_free;                  /* recycled states */
 };
 
-static bool grow(void **v, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return true;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
-    void *p = realloc(*v, c * elem);
-    if (!p) return false;
-    *v = p;
-    *cap = c;
-    return true;
-}
-#define VEC_RESERVE(vec, need) grow((void **)&(vec).v, &(vec).cap, (need), sizeof *(vec).v)
+#define VEC_RESERVE(vec, need) grow_array((void **)&(vec).v, &(vec).cap, (need), sizeof *(vec).v)
 /* Allocation failure in the simulator's own bookkeeping is fatal to the run: the
  * step reports KV_ENOMEM and the cluster stops. */
 #define VEC_PUSH(vec, x) (VEC_RESERVE(vec, (vec).n + 1) ? ((vec).v[(vec).n++] = (x), true) : false)
-
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
 
 /* x % s->vocab by Lemire's fastmod (a 128-bit reciprocal, exact for every 64-bit x):
  * output tokens are drawn for every generated token, twice (hashing and publishing),

@@ -1,7 +1,7 @@
 /* server: one simulated vLLM v1 engine replica (one pod, TP GPUs).
  * Reproduces vLLM's scheduler (continuous batching, chunked prefill, running first,
  * preempt-by-recompute from the tail, no admissions in a step that preempted) and its
- * block pool with prefix caching (spec simulators-and-vllm.md §3). Step time comes from
+ * block pool with prefix caching (docs/upstream/vllm.md §3). Step time comes from
  * simulator/stepmodel.h. Emits the KV events vLLM would publish (BlockStored/BlockRemoved),
  * as msgpack payloads in vLLM's wire format, so the router ingests them through the real
  * engine path (kvevents -> kvindex).
@@ -53,7 +53,6 @@ typedef struct simsrv_req {
     uint32_t preemptions;
     bool admitted_once;
     bool prefill_done;                    /* the first token has been emitted */
-    uint32_t priv[8];                     /* server bookkeeping */
     void *priv_ptr;
 } simsrv_req;
 

@@ -25,7 +25,7 @@
  * Why max and not a sum of SM and HBM: within a GEMM the weight stream and the math
  * overlap, so a decode step costs its bytes and a prefill chunk its FLOPs; a sum
  * would charge a decode for the low-efficiency small-m GEMM math on top of the weight
- * stream (3-6 ms on a 12 ms step) and land outside the spec's roofline estimates
+ * stream (3-6 ms on a 12 ms step) and land outside the roofline estimates (docs/upstream/vllm.md §4)
  * (decode B=64 C=2k ~20 ms with 3.6 ms of compute hidden). The all-reduces and the CPU
  * work are serial with both in vLLM without async scheduling, so they add.
  *
@@ -48,13 +48,13 @@
  *
  * GEMM efficiency ramp: eps(m) = EPS_MAX * m / (m + M_HALF). Published end-to-end
  * prefill MFU on H100 spans 0.45 (BLIS's roofline prefill MFU) to 0.60-0.75 (large
- * GEMMs alone, spec §4); 0.60 is what the guide's k8s row (prefill-bound) supports.
+ * GEMMs alone, docs/upstream/vllm.md §4); 0.60 is what the guide's k8s row (prefill-bound) supports.
  * M_HALF = 128 rows: tensor-core tiles fill at 128-256 rows. */
 #define SM_EPS_MAX 0.60
 #define SM_M_HALF 128.0
 /* Achieved fraction of peak HBM bandwidth when streaming weights and KV. Large
  * streaming reads on H100 SXM reach ~90% of 3.35 TB/s; the decode-bound llm-d row
- * (ITL) lands within 5% with it, and the spec's decode estimates (13-14 ms at B=1,
+ * (ITL) lands within 5% with it, and the decode estimates (13-14 ms at B=1,
  * ~20 ms at B=64 C=2k, ~27 ms at B=128, ~62 ms at B=256 C=4k) are reproduced. */
 #define SM_HBM_EFF 0.90
 /* Per all-reduce launch + sync latency (NCCL/custom all-reduce on NVLink: 5-10 us)
@@ -70,7 +70,7 @@
 
 /* Memory vLLM's profile run does not give to KV besides the weights: CUDA context,
  * NCCL and allocator slack (non-torch), fitted so that Llama-3.1-8B TP1 on an H100
- * reproduces the 54.62 GiB of KV cache vLLM logs (spec §3). */
+ * reproduces the 54.62 GiB of KV cache vLLM logs (docs/upstream/vllm.md §3). */
 #define SM_NON_TORCH_GIB 0.56
 
 #define GIB (1024.0 * 1024.0 * 1024.0)

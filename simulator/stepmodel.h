@@ -3,7 +3,7 @@
  * parameters, dtype bytes) x hardware profile (dense FLOP/s, HBM B/s, interconnect
  * B/s, memory) x TP. Terms: prefill GEMMs with an efficiency ramp, attention over the
  * tokens already in context, decode weight and KV reads, TP all-reduces, per-step CPU
- * overhead (spec simulators-and-vllm.md §4). The efficiency constants are documented in
+ * overhead (docs/upstream/vllm.md §4). The efficiency constants are documented in
  * docs/VALIDATION.md and are the same for every policy, rate and scenario. */
 #ifndef KVROUTE_SIM_STEPMODEL_H
 #define KVROUTE_SIM_STEPMODEL_H

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "hugepage.h"
+#include "mix64.h"
 #include "rng.h"
 
 #define WL_QWEN_VOCAB 151643u       /* Qwen3 tokenizer vocab_size: ids inference-perf draws */
@@ -265,8 +267,8 @@ static int wl_parse_load(const yt_doc *d, const yt_node *load, wl_note_fn note, 
     return wl_check_keys(d, load, "workload.load", err);
 }
 
-/* The guide's output_length percentiles over 1000 generated tokens (spec
- * inference-perf.md "Where the guide's numbers come from"), as counted/generated. */
+/* The guide's output_length percentiles over 1000 generated tokens (
+ * docs/upstream/inference-perf.md "Where the guide's numbers come from"), as counted/generated. */
 static const double wl_guide_counted[][2] = {
     {0.00, 0.004}, {0.01, 0.033}, {0.05, 0.1927}, {0.10, 0.9449}, {0.25, 0.992},
     {0.50, 0.998}, {0.75, 1.000}, {0.99, 1.000},  {1.00, 1.999},
@@ -714,14 +716,9 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
         }
         if ((rc = wl_row_check(path, lineno, &r, n ? &rows[n - 1] : NULL, err)))
             break;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            wl_row *nr = realloc(rows, cap * sizeof *nr);
-            if (!nr) {
-                rc = kv_err_set(err, KV_ENOMEM, "out of memory reading %s", path);
-                break;
-            }
-            rows = nr;
+        if (!grow_array((void **)&rows, &cap, n + 1, sizeof *rows)) {
+            rc = kv_err_set(err, KV_ENOMEM, "out of memory reading %s", path);
+            break;
         }
         rows[n++] = r;
     }
@@ -842,7 +839,7 @@ workload *wl_build(const wl_spec *spec, uint64_t seed, kv_err *err)
                 rc = kv_err_set(err, KV_ENOMEM, "out of memory");
                 break;
             }
-            uint64_t sseed = rng_mix64(seed) + i;    /* a fresh timer per stage, as inference-perf */
+            uint64_t sseed = mix64(seed) + i;    /* a fresh timer per stage, as inference-perf */
             rc = spec->load == WL_LOAD_POISSON ? wl_poisson_offsets(g->rate, st->n_requests, sseed, st->offsets)
                                                : wl_constant_offsets(g->rate, g->duration, st->n_requests, sseed,
                                                                      st->offsets);
@@ -878,7 +875,7 @@ uint32_t wl_counted_output(const workload *w, uint64_t id, uint32_t generated)
     if (s->n_counted < 2 || generated == 0)
         return generated;
     rng r;
-    rng_seed(&r, w->seed ^ rng_mix64(id), RNG_STREAM_COUNTED);
+    rng_seed(&r, w->seed ^ mix64(id), RNG_STREAM_COUNTED);
     double u = rng_01(&r);
     uint32_t k = 1;
     while (k + 1 < s->n_counted && s->counted[k].q <= u)
@@ -932,7 +929,7 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
         if (!(out->owned = malloc(n * sizeof *out->owned)))
             return kv_err_set(err, KV_ENOMEM, "out of memory");
         rng r;   /* fresh tokens per (stage, request): random data never shares a block */
-        rng_seed(&r, rng_mix64(w->seed) ^ rng_mix64(((uint64_t)stage << 40) ^ i), RNG_STREAM_TOKENS);
+        rng_seed(&r, mix64(w->seed) ^ mix64(((uint64_t)stage << 40) ^ i), RNG_STREAM_TOKENS);
         wl_fill_tokens(&r, w->spec.vocab, out->owned, n);
         *out = (wl_req){out->owned, n, (uint32_t)w->out_len[ko], UINT32_MAX, out->owned};
         return KV_OK;
@@ -944,10 +941,10 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
             return kv_err_set(err, KV_ENOMEM, "out of memory");
         rng r;
         if (shared) {   /* the group's prefix: one stream per group, so shorter is a prefix of longer */
-            rng_seed(&r, rng_mix64(w->seed) ^ rng_mix64(p->group), RNG_STREAM_TRACE);
+            rng_seed(&r, mix64(w->seed) ^ mix64(p->group), RNG_STREAM_TRACE);
             wl_fill_tokens(&r, w->spec.vocab, out->owned, shared);
         }
-        rng_seed(&r, rng_mix64(w->seed) ^ rng_mix64(((uint64_t)1 << 63) | i), RNG_STREAM_TRACE);
+        rng_seed(&r, mix64(w->seed) ^ mix64(((uint64_t)1 << 63) | i), RNG_STREAM_TRACE);
         wl_fill_tokens(&r, w->spec.vocab, out->owned + shared, n - shared);
         *out = (wl_req){out->owned, n, p->n_output, p->group, out->owned};
         return KV_OK;

@@ -1,5 +1,5 @@
 /* workload: inference-perf's data generators and load timers, reproduced for the
- * simulator (spec inference-perf.md §1-2).
+ * simulator (docs/upstream/inference-perf.md §1-2).
  *
  * A scenario's `workload:` section takes inference-perf's `data:` and `load:` sections
  * unchanged. wl_parse reads them into a wl_spec; wl_build turns the spec and a seed
@@ -29,7 +29,7 @@
  *
  * output_retokenize: inference-perf counts a response's output_tokens by re-tokenising
  * the streamed text on the client, so the guide reports a mean output_length of 936.8
- * for 1000 generated tokens (spec inference-perf.md "Where the guide's numbers come
+ * for 1000 generated tokens (docs/upstream/inference-perf.md "Where the guide's numbers come
  * from"). With this extension the server still generates exactly output_len tokens
  * (streamed events, ITL and TPOT unchanged); only the *counted* output_tokens of each
  * finished request (records, output tok/s, NTPOT, output_len statistics) is

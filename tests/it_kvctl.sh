@@ -1,5 +1,5 @@
 #!/bin/sh
-# it_kvctl: ./kvctl against the spec's golden vectors (kv-events-and-index.md §5) and
+# it_kvctl: ./kvctl against the golden vectors (docs/upstream/kv-events-and-index.md §5) and
 # worked-example bytes (§1), its usage errors (exit 2), bad input (exit 1), and a clean
 # Ctrl-C exit from listen. Run from the repo root after `make all`.
 K=./kvctl

@@ -1,4 +1,4 @@
-/* test_blockkeys: the spec's golden vectors (kv-events-and-index.md §5) exactly, and
+/* test_blockkeys: the golden vectors (docs/upstream/kv-events-and-index.md §5) exactly, and
  * everything else against an independent reference written here: it materialises the
  * full CBOR document / XXH64 input bytes for every block with its own encoder, then
  * hashes them one-shot (XXH64) or with its own FNV loop. */
@@ -161,7 +161,7 @@ static void test_golden_fnv64a_cbor(void **state)
     uint64_t root = blockkeys_root(&ctx, "test-model");
     assert_true(root == 0xf31309635ef2add0ULL);
 
-    /* the reference encoder reproduces the spec's CBOR bytes */
+    /* the reference encoder reproduces the CBOR bytes of docs/upstream/kv-events-and-index.md §5 */
     static rbuf r;
     char h[512];
     rblock rb = {NULL, 0, {"test-model"}, 1};

@@ -1,4 +1,4 @@
-/* test_kvevents: the spec's worked-example bytes (kv-events-and-index.md §1) decoded and
+/* test_kvevents: the worked-example bytes (docs/upstream/kv-events-and-index.md §1) decoded and
  * re-encoded byte for byte, hash encodings, every field in all three encodings via round
  * trips, tolerated extra/missing fields, every rejection reason with its counter, and a
  * truncation + mutation loop over valid payloads (run under ASan+UBSan) in which

@@ -1,5 +1,5 @@
 /* test_peer_policies: the peer routers' policies through the real scheduler, against
- * cases worked by hand from their formulas (peer-routers.md §1-2).
+ * cases worked by hand from their formulas (docs/upstream/peer-routers.md §1-2).
  *   sglang-cache-aware-picker: both branches of the imbalance gate and both of its edges,
  *     the cache-threshold edge, the min-load fallback, insertion on the imbalanced branch,
  *     interval eviction, token-id prompts.

@@ -1,5 +1,5 @@
 /* test_policies: every filter, scorer and picker of policies/ (engineer C's) against values
- * computed by hand from the formulas in epp.md §1, driven through the public scheduler the
+ * computed by hand from the formulas in docs/upstream/epp.md §1, driven through the public scheduler the
  * way a config uses them: one plugin per profile, its scores read back from the trace.
  * Covers ties, empty inputs, all-equal scores and missing metrics. */
 #include <math.h>

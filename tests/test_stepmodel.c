@@ -1,7 +1,7 @@
-/* test_stepmodel: the step-time model against the roofline estimates of spec
- * simulators-and-vllm.md §4 (Qwen3-32B, TP=2, H100 SXM), with the tolerance stated
- * per case; its monotonicity; KV capacity against vLLM's logged figure and the spec's
- * band; vLLM's batch defaults per GPU. */
+/* test_stepmodel: the step-time model against the roofline estimates of
+ * docs/upstream/vllm.md §4 (Qwen3-32B, TP=2, H100 SXM), with the tolerance stated
+ * per case; its monotonicity; KV capacity against vLLM's logged figure and the
+ * estimated band; vLLM's batch defaults per GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,10 +70,10 @@ static void test_profiles(void **state)
 }
 
 /* Spec §4 table. Decode: +-1 ms around 13-14 ms at B=1, +-10% elsewhere. Prefill: the
- * spec's figures assume 65% MFU ("general knowledge, not checked"); calibration against
+ * estimates assume 65% MFU ("general knowledge, not checked"); calibration against
  * the guide settled at 0.60 peak efficiency (docs/VALIDATION.md), about 17% slower, so
  * the band is -5%/+20%. At 512 tokens the spec also ignores the small-GEMM ramp: the
- * model must be slower than the spec's 27 ms but by less than half. */
+ * model must be slower than the estimated 27 ms but by less than half. */
 static void test_spec_estimates(void **state)
 {
     (void)state;
@@ -167,10 +167,10 @@ static void test_kv_capacity(void **state)
 {
     (void)state;
     const sm_hardware *h = h100();
-    /* vLLM logs 447,088 tokens of KV for Llama-3.1-8B at TP=1 on an H100 (spec §3). */
+    /* vLLM logs 447,088 tokens of KV for Llama-3.1-8B at TP=1 on an H100 (docs/upstream/vllm.md §3). */
     uint64_t llama = sm_kv_blocks(sm_model_find("llama-3.1-8b"), h, 1, 0.9, 16) * 16;
     assert_true(llama > 447088 * 0.99 && llama < 447088 * 1.01);
-    /* Qwen3-32B on 2xH100, TP=2: the spec's ~285k-313k (per rank, not x TP); the
+    /* Qwen3-32B on 2xH100, TP=2: the estimated ~285k-313k (per rank, not x TP); the
      * 333.9k ceiling is what is left before any overhead. */
     uint64_t blocks = sm_kv_blocks(qwen(), h, 2, 0.9, 64);
     assert_true(blocks * 64 > 285000 && blocks * 64 < 333900);

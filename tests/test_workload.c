@@ -1,5 +1,5 @@
 /* test_workload: the workload generator against inference-perf's rules (spec
- * inference-perf.md §1-2): request counts int(rate*duration), Poisson windows whose
+ * docs/upstream/inference-perf.md §1-2): request counts int(rate*duration), Poisson windows whose
  * last arrival lands on the window's end, constant gaps summing to the duration,
  * every stage restarting at prompt 0, the shuffle being a permutation, shared prefixes,
  * length distributions, re-tokenisation drift, trace files, and parse errors; the
@@ -53,7 +53,7 @@ static const char *LADDER =
     "      {rate: 49, duration: 30}, {rate: 52, duration: 29}, {rate: 55, duration: 27},\n"
     "      {rate: 57, duration: 26}, {rate: 60, duration: 25}]\n";
 
-/* The spec's per-stage counts for the guide's ladder, and their total. */
+/* The per-stage counts of the guide's ladder (docs/upstream/inference-perf.md §6), and their total. */
 static void test_ladder_counts(void **state)
 {
     (void)state;

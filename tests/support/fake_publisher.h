@@ -3,7 +3,8 @@
  * three-frame messages [topic, seq 8B BE, payload] with seq counting from 0 as vLLM's
  * itertools.count(), payloads from kvev_encode in any encoding, and a replay ROUTER
  * served by its own thread from the buffer of every batch "sent" (including ones
- * deliberately not published, to make gaps). Loopback only.
+ * deliberately not published, to make gaps); without replay nothing is buffered.
+ * Loopback only.
  *
  * Threads: the test thread publishes; the replay thread reads the buffer under a lock. */
 #ifndef KVROUTE_FAKE_PUBLISHER_H
@@ -29,6 +30,9 @@ int fake_pub_replay_port(const fake_pub *p);   /* 0 without replay */
 
 /* Encodes b, gives it the next seq, buffers it for replay; publishes it unless drop. */
 uint64_t fake_pub_send(fake_pub *p, const kvev_batch *b, kvev_encoding enc, bool drop);
+/* Any payload bytes (a malformed batch) in well-formed frames, with the next seq;
+ * buffered for replay like a batch. */
+uint64_t fake_pub_send_payload(fake_pub *p, const void *payload, size_t len, bool drop);
 /* Raw frames, for malformed messages (seq is not advanced). */
 void fake_pub_send_frames(fake_pub *p, const void *const *frames, const size_t *lens, size_t n);
 /* Starts seq again at 0 and empties the replay buffer (a vLLM restart). */

@@ -15,7 +15,7 @@ struct fake_vllm {
     pthread_mutex_t mu;           /* guards everything below */
     int status;
     char *body;
-    unsigned n_metrics, n_tokenize;
+    unsigned n_metrics, n_tokenize, n_connections;
 };
 
 typedef struct upload {
@@ -60,12 +60,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *version, const char *data, size_t *data_size, void **con_cls)
 {
     fake_vllm *v = cls;
+    upload *u = *con_cls;
+    if (!u) {
+        /* The first call has only the headers. A reply queued now makes MHD close the
+         * connection after it (it cannot know the request is whole), where vLLM keeps
+         * connections alive: a scraper would open one per scrape. */
+        *con_cls = calloc(1, sizeof *u);
+        return *con_cls ? MHD_YES : MHD_NO;
+    }
     if (!strcmp(method, "POST")) {
-        upload *u = *con_cls;
-        if (!u) {
-            *con_cls = calloc(1, sizeof *u);
-            return *con_cls ? MHD_YES : MHD_NO;
-        }
         if (*data_size) {
             char *g = realloc(u->data, u->len + *data_size);
             if (!g)
@@ -100,6 +103,16 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MH
     }
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx, enum MHD_ConnectionNotificationCode t)
+{
+    fake_vllm *v = cls;
+    if (t != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    pthread_mutex_lock(&v->mu);
+    v->n_connections++;
+    pthread_mutex_unlock(&v->mu);
+}
+
 fake_vllm *fake_vllm_start(void)
 {
     fake_vllm *v = calloc(1, sizeof *v);
@@ -109,7 +122,8 @@ fake_vllm *fake_vllm_start(void)
     fake_vllm_set_gauges(v, 0, 0, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     v->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request, v, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL, MHD_OPTION_END);
+                            (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, v, MHD_OPTION_END);
     if (!v->d) {
         fake_vllm_stop(v);
         return NULL;
@@ -151,6 +165,14 @@ unsigned fake_vllm_requests(fake_vllm *v, const char *path)
 {
     pthread_mutex_lock(&v->mu);
     unsigned n = !strcmp(path, "/tokenize") ? v->n_tokenize : v->n_metrics;
+    pthread_mutex_unlock(&v->mu);
+    return n;
+}
+
+unsigned fake_vllm_connections(fake_vllm *v)
+{
+    pthread_mutex_lock(&v->mu);
+    unsigned n = v->n_connections;
     pthread_mutex_unlock(&v->mu);
     return n;
 }

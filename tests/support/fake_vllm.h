@@ -3,7 +3,7 @@
  *                   set there (e.g. 500), or the default vLLM-shaped body
  *   POST /tokenize  {"prompt": "..."} -> {"count": n, "max_model_len": 8192,
  *                   "tokens": [one id per byte]}, vLLM's response shape
- * Counts requests per path. Thread-safe setters. */
+ * Counts requests per path and TCP connections accepted. Thread-safe setters. */
 #ifndef KVROUTE_FAKE_VLLM_H
 #define KVROUTE_FAKE_VLLM_H
 
@@ -15,6 +15,7 @@ void fake_vllm_set_metrics(fake_vllm *v, int status, const char *body);
 /* A body with these gauges (and cache_config_info, one lora_requests_info series). */
 void fake_vllm_set_gauges(fake_vllm *v, int waiting, int running, double kv_usage);
 unsigned fake_vllm_requests(fake_vllm *v, const char *path);
+unsigned fake_vllm_connections(fake_vllm *v);   /* accepted since the start */
 void fake_vllm_stop(fake_vllm *v);
 
 #endif

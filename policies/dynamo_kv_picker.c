@@ -1,4 +1,4 @@
-/* dynamo-kv-picker: NVIDIA Dynamo's KV router cost function (spec peer-routers.md §2;
+/* dynamo-kv-picker: NVIDIA Dynamo's KV router cost function (docs/upstream/peer-routers.md §2;
  * ai-dynamo/dynamo docs/components/router/router-concepts.md, router-configuration.md,
  * lib/kv-router scheduling selector). A picker, because Dynamo decides alone (argmin or
  * softmax sampling over its own cost); a profile holds only this picker, and scores from
@@ -299,7 +299,7 @@ static void dkv_response_complete(sched_plugin *p, const sched_request *r, const
     }
 }
 
-const sched_plugin_type dynamo_kv_type = {
+const sched_plugin_type dynamo_kv_picker_type = {
     .type = "dynamo-kv-picker",
     .kind = SCHED_PICKER,
     .init = dkv_init,

@@ -1,4 +1,5 @@
-/* policy_util: helpers the plugins in policies/ share, so that each formula, parameter
+/* policy_util: helpers the plugins in policies/ share (kept in the engine: no I/O, and
+ * policies/ holds only policies), so that each formula, parameter
  * reader and table exists once: parameter reading with positioned messages, the picker
  * count, min-max scoring, candidate shuffling, request-id hashing, the KV-index
  * lookup of an endpoint by name, label matching and the prefix-match record that prefix

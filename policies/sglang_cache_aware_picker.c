@@ -1,4 +1,4 @@
-/* sglang-cache-aware-picker: SGLang's cache-aware routing policy (spec peer-routers.md §1;
+/* sglang-cache-aware-picker: SGLang's cache-aware routing policy (docs/upstream/peer-routers.md §1;
  * sgl-project/sglang sgl-model-gateway/src/policies/cache_aware.rs), as a picker that
  * decides alone: a profile holds only this picker (scores from other plugins in the
  * profile are ignored).
@@ -163,7 +163,7 @@ static void sca_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     prefix_index_learn(s->ix, r, s->block_chars, SIZE_MAX, targets[0]->id, SIZE_MAX, pu_now(&s->env), true);
 }
 
-const sched_plugin_type sglang_cache_aware_type = {
+const sched_plugin_type sglang_cache_aware_picker_type = {
     .type = "sglang-cache-aware-picker",
     .kind = SCHED_PICKER,
     .init = sca_init,

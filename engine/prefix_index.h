@@ -2,8 +2,8 @@
  * learnt from the router's own routing decisions (no KV events).
  *
  * Shared by the three approximate policies so they agree on one hashing rule and
- * one table: GIE's prefix-cache-scorer (spec epp.md §3), the SGLang cache-aware
- * picker and the Dynamo KV picker's no-events tracker (spec peer-routers.md §1-2).
+ * one table: GIE's prefix-cache-scorer (docs/upstream/epp.md §3), the SGLang cache-aware
+ * picker and the Dynamo KV picker's no-events tracker (docs/upstream/peer-routers.md §1-2).
  *
  *   block hash -> holders (a chain of per-endpoint entries), one open-addressing table;
  *   per endpoint slot, one LRU list of its entries with a capacity, trimming and
