@@ -294,7 +294,7 @@ static void lr_release_con(lr_req *q)
         return;
     struct timeval zero = {0, 0};
     if (event_base_once(q->lr->base, -1, EV_TIMEOUT, free_con_cb, q->con, &zero) != 0)
-        lr_abort(q->lr, KV_ENOMEM);
+        lr_abort(q->lr, kv_err_set(q->lr->err, KV_ENOMEM, "out of memory (releasing a connection)"));
     q->con = NULL;
 }
 
@@ -562,6 +562,10 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
             rc = kv_err_set(err, KV_EIO, "the event loop failed");
         if (!rc)
             rc = l.rc;
+        /* the last request's connection is freed by a zero timer that may not have run */
+        event_del(l.tick);
+        if (!rc)
+            event_base_loop(l.base, EVLOOP_NONBLOCK);
         out->wall_seconds = (double)lr_now(&l) / 1e6;
     }
     /* after an abort, requests still in flight: cancelled, their records failed */
