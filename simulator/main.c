@@ -3,9 +3,12 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
+ *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--timeout S] [...]
+ *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
  *
- * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
+ * Exit status: 0 done; 1 a runtime failure (message on stderr), or a live run with failed
+ * requests (the outputs are written all the same); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field), or one whose estimated
  * memory exceeds what the machine has available (the message names the stage). */
 #include <errno.h>
@@ -20,6 +23,7 @@
 #include "cluster.h"
 #include "console.h"
 #include "lifecycle.h"
+#include "liverun.h"
 #include "plots.h"
 #include "report.h"
 #include "scenario.h"
@@ -35,6 +39,9 @@ typedef struct opts {
     bool no_plots, quiet, progress;
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
+    bool live;                        /* --live or --target: against workload.server / the URL */
+    const char *target, *target_label;
+    double timeout_s;
 } opts;
 
 static void usage(FILE *f)
@@ -47,12 +54,17 @@ static void usage(FILE *f)
                "  --router R   run only router R (repeatable; default all)\n"
                "  --no-plots   write chart data but do not run gnuplot\n"
                "  --quiet      print only the comparison table (and no progress line)\n"
-               "  --progress   the progress line on stderr even when it is not a terminal\n");
+               "  --progress   the progress line on stderr even when it is not a terminal\n"
+               "  --target URL send the workload to this OpenAI-compatible endpoint in real time\n"
+               "  --live       the same, to the workload's server.base_url (inference-perf's server section)\n"
+               "  --target-label NAME  the live run's router name in the outputs (default host:port)\n"
+               "  --timeout S  a live request's limit in seconds (default 300)\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->timeout_s = 300;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--out") == 0 && i + 1 < argc) {
@@ -75,6 +87,20 @@ static int parse_args(int argc, char **argv, opts *o)
                 return 2;
             }
             o->only[o->n_only++] = argv[++i];
+        } else if (strcmp(a, "--target") == 0 && i + 1 < argc) {
+            o->target = argv[++i];
+            o->live = true;
+        } else if (strcmp(a, "--target-label") == 0 && i + 1 < argc) {
+            o->target_label = argv[++i];
+        } else if (strcmp(a, "--live") == 0) {
+            o->live = true;
+        } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            o->timeout_s = strtod(argv[++i], &end);
+            if (*end || !(o->timeout_s > 0 && o->timeout_s <= 86400)) {
+                fprintf(stderr, "sim: --timeout: '%s' is not a number of seconds in (0, 86400]\n", argv[i]);
+                return 2;
+            }
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = true;
         } else if (strcmp(a, "--progress") == 0) {
@@ -92,6 +118,14 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (!o->scenario) {
         usage(stderr);
+        return 2;
+    }
+    if (o->live && o->n_only) {
+        fprintf(stderr, "sim: --router selects simulated routers; a live run has one, its target\n");
+        return 2;
+    }
+    if (o->target_label && !o->live) {
+        fprintf(stderr, "sim: --target-label needs --target or --live\n");
         return 2;
     }
     return 0;
@@ -291,9 +325,16 @@ int main(int argc, char **argv)
     for (size_t i = 0; con && i < s->n_notes; i++)
         fprintf(stderr, "sim: note: %s\n", s->notes[i]);
 
+    live_target lt = {0};
+    if (o.live && live_target_resolve(s, o.target, o.target_label, &lt, &err)) {
+        fprintf(stderr, "sim: %s\n", err.msg);
+        scn_free(s);
+        return 2;
+    }
     workload *w = wl_build(&s->workload, s->seed, &err);
     if (!w) {
         fprintf(stderr, "sim: %s\n", err.msg);
+        live_target_free(&lt);
         scn_free(s);
         return 1;
     }
@@ -305,14 +346,20 @@ int main(int argc, char **argv)
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/runs.db", dir);
     simdb *db = NULL;
-    size_t n = s->n_routers;
+    size_t n = o.live ? 1 : s->n_routers;
+    live_stats lst = {0};
     sim_run *runs = calloc(n, sizeof *runs);
     lc_run *lcs = calloc(n, sizeof *lcs);
     size_t done = 0;
     rc = runs && lcs ? KV_OK : kv_err_set(&err, KV_ENOMEM, "out of memory");
     if (!rc && !(rc = mkdirs(dir, &err)))
-        db = simdb_open(path, &err), rc = db ? KV_OK : err.code;
-    if (!rc && con) {
+        db = o.live ? simdb_open_append(path, &err) : simdb_open(path, &err), rc = db ? KV_OK : err.code;
+    if (!rc && con && o.live)
+        fprintf(con, "%s: live against %s (model %s); %llu requests in %zu stage%s (%s, %s); seed %llu\n", s->name,
+                lt.url, lt.model, (unsigned long long)wl_total_requests(w), w->n_stages, w->n_stages == 1 ? "" : "s",
+                wl_data_type_name(s->workload.data), wl_load_type_name(s->workload.load),
+                (unsigned long long)s->seed);
+    else if (!rc && con) {
         const scn_cluster *k = &s->cluster;
         fprintf(con, "%s: %u x %s on %s, TP=%d, block %u; %llu requests in %zu stage%s (%s, %s); seed %llu\n",
                 s->name, k->replicas, k->model->hf_name, k->hw->name, k->tp, k->block_size,
@@ -321,7 +368,7 @@ int main(int argc, char **argv)
                 (unsigned long long)s->seed);
     }
     for (size_t r = 0; !rc && r < n; r++) {
-        const scn_router *ro = &s->routers[r];
+        const scn_router *ro = o.live ? &(scn_router){.name = lt.label, .source = lt.url} : &s->routers[r];
         simdb_run_info info = {.scenario = s->name, .router = ro->name, .config = ro->source, .seed = s->seed};
         decisions dc = {.db = db};
         if ((rc = simdb_begin_run(db, &info, &dc.run_id, &err)))
@@ -333,7 +380,8 @@ int main(int argc, char **argv)
             co.decision_ctx = &dc;
         }
         cluster_stats st;
-        rc = cluster_run(s, w, r, &co, &runs[r], &st, &err);
+        live_opts lo = {.timeout_s = o.timeout_s, .progress = con != NULL};
+        rc = o.live ? live_run(s, w, &lt, &lo, &runs[r], &lst, &err) : cluster_run(s, w, r, &co, &runs[r], &st, &err);
         if (pr.on)
             fprintf(stderr, "\r%*s\r", 120, "");
         if (rc)
@@ -353,7 +401,14 @@ int main(int argc, char **argv)
         if ((rc = report_write_router(&runs[r], &lcs[r], rdir, &ro_opts, &err)) ||
             (rc = simdb_end_run(db, dc.run_id, &runs[r], &lcs[r], &err)))
             break;
-        if (con) {
+        if (con && o.live) {
+            fprintf(con, "\n%s (%s): %llu requests, %llu completed, %llu failed (", ro->name, ro->source,
+                    (unsigned long long)lst.sent, (unsigned long long)lst.completed, (unsigned long long)lst.failed);
+            for (int f = 0; f < LIVE_FAIL_N; f++)
+                fprintf(con, "%s%s %llu", f ? ", " : "", live_fail_name(f), (unsigned long long)lst.failed_by[f]);
+            fprintf(con, "); %.2f s\n", runs[r].wall_seconds);
+            console_stage_lines(con, ro->name, &lcs[r]);
+        } else if (con) {
             char kv[96];
             if (st.kv_published)
                 snprintf(kv, sizeof kv, "KV events: %llu delivered in %llu batches", (unsigned long long)st.kv_events_delivered,
@@ -398,14 +453,21 @@ int main(int argc, char **argv)
         fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts)\n", dir);
     if (rc)
         fprintf(stderr, "sim: %s\n", err.msg);
+    else if (lst.failed)
+        fprintf(stderr, "sim: %llu of %llu requests to %s failed\n", (unsigned long long)lst.failed,
+                (unsigned long long)lst.sent, lt.url);
     for (size_t i = 0; i < done; i++) {
         lc_run_free(&lcs[i]);
-        cluster_run_free(&runs[i]);
+        if (o.live)
+            live_run_free(&runs[i]);
+        else
+            cluster_run_free(&runs[i]);
     }
+    live_target_free(&lt);
     free(runs);
     free(lcs);
     simdb_close(db);
     wl_free(w);
     scn_free(s);
-    return rc ? 1 : 0;
+    return rc || lst.failed ? 1 : 0;
 }

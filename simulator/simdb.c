@@ -72,7 +72,8 @@ static int db_err(simdb *d, kv_err *err, const char *what)
     return kv_err_set(err, KV_EIO, "%s: %s: %s", d->path, what, sqlite3_errmsg(d->db));
 }
 
-simdb *simdb_open(const char *path, kv_err *err)
+/* replace: start afresh; else keep an existing database (its schema is already there). */
+static simdb *db_open(const char *path, bool replace, kv_err *err)
 {
     simdb *d = calloc(1, sizeof *d);
     if (!d) {
@@ -80,24 +81,35 @@ simdb *simdb_open(const char *path, kv_err *err)
         return NULL;
     }
     snprintf(d->path, sizeof d->path, "%s", path);
-    if (unlink(path) != 0 && errno != ENOENT) {
+    if (replace && unlink(path) != 0 && errno != ENOENT) {
         kv_err_set(err, KV_EIO, "%s: cannot replace: %s", path, strerror(errno));
         free(d);
         return NULL;
     }
+    bool fresh = replace || access(path, F_OK) != 0;
     if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-        sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-        db_err(d, err, "cannot create the database");
+        (fresh && sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK)) {
+        db_err(d, err, fresh ? "cannot create the database" : "cannot open the database");
         simdb_close(d);
         return NULL;
     }
     for (int i = 0; i < ST_N; i++)
         if (sqlite3_prepare_v2(d->db, stmt_sql[i], -1, &d->st[i], NULL) != SQLITE_OK) {
-            db_err(d, err, "cannot prepare a statement");
+            db_err(d, err, "cannot prepare a statement (not a runs.db?)");
             simdb_close(d);
             return NULL;
         }
     return d;
+}
+
+simdb *simdb_open(const char *path, kv_err *err)
+{
+    return db_open(path, true, err);
+}
+
+simdb *simdb_open_append(const char *path, kv_err *err)
+{
+    return db_open(path, false, err);
 }
 
 void simdb_close(simdb *d)
