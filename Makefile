@@ -1,6 +1,8 @@
-# kvroute build. Four folders, four libraries, layered: engine/ (libengine.a) <- policies/
+# kvroute build. Five folders, five libraries, layered: engine/ (libengine.a) <- policies/
 # (libpolicies.a) <- simulator/ (libsim.a) for ./sim, and <- live/ (liblive.a) for ./epp and
-# ./kvctl. Sources are found by wildcard: adding a module is adding a file.
+# ./kvctl; io/ (libio.a: the system clock and the SQLite decision-trace writer, which the
+# engine must not touch) sits on the engine and serves both drivers. Sources are found by
+# wildcard: adding a module is adding a file.
 #
 #   make deps    install the Debian packages (root; idempotent)
 #   make         build ./sim ./epp ./kvctl (-O2)
@@ -35,10 +37,11 @@ WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 # never each other; tests and tools see everything.
 INC_engine    := -Iengine
 INC_policies  := -Iengine -Ipolicies
-INC_simulator := -Iengine -Ipolicies -Isimulator
-INC_live      := -Iengine -Ipolicies -Ilive -Ibuild/gen
+INC_io        := -Iengine -Iio
+INC_simulator := -Iengine -Ipolicies -Iio -Isimulator
+INC_live      := -Iengine -Ipolicies -Iio -Ilive -Ibuild/gen
 INC_build     := $(INC_live)
-INC_tests     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
+INC_tests     := -Iengine -Ipolicies -Iio -Isimulator -Ilive -Ibuild/gen
 incs           = $(INC_$(firstword $(subst /, ,$(1))))
 LAYER_HINT     = echo "$<: not compiled; $(firstword $(subst /, ,$<))/ sees only $(call incs,$<) (layering: Makefile header)" >&2; exit 1
 BASE_CFLAGS    = -std=gnu11 -g $(WARN) $(PKG_CFLAGS)
@@ -65,6 +68,7 @@ PROTO_H    := $(PROTO_C:.c=.h)
 
 ENGINE_SRC := $(wildcard engine/*.c)
 POLICY_SRC := $(wildcard policies/*.c)
+IO_SRC     := $(wildcard io/*.c)
 SIM_MAIN   := simulator/main.c
 SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard simulator/*.c))
 LIVE_MAINS := live/epp_main.c live/kvctl.c
@@ -79,7 +83,7 @@ HELPER_SRC := $(filter-out $(CORE_HELPER_SRC),$(wildcard tests/support/*.c))
 
 obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 
-# Per variant: objects (each with its folder's INC_ paths), the four libraries, and the
+# Per variant: objects (each with its folder's INC_ paths), the five libraries, and the
 # link sets LIBS_<variant>_<core|sim|live|all>, in link order.
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
@@ -92,13 +96,15 @@ build/$(1)/libengine.a: $(call obj,$(1),$(ENGINE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libpolicies.a: $(call obj,$(1),$(POLICY_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
+build/$(1)/libio.a: $(call obj,$(1),$(IO_SRC))
+	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libsim.a: $(call obj,$(1),$(SIM_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/liblive.a: $(call obj,$(1),$(LIVE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 LIBS_$(1)_core := build/$(1)/libpolicies.a build/$(1)/libengine.a
-LIBS_$(1)_sim  := build/$(1)/libsim.a $$(LIBS_$(1)_core)
-LIBS_$(1)_live := build/$(1)/liblive.a $$(LIBS_$(1)_core)
+LIBS_$(1)_sim  := build/$(1)/libsim.a build/$(1)/libio.a $$(LIBS_$(1)_core)
+LIBS_$(1)_live := build/$(1)/liblive.a build/$(1)/libio.a $$(LIBS_$(1)_core)
 LIBS_$(1)_all  := build/$(1)/libsim.a $$(LIBS_$(1)_live)
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
@@ -125,7 +131,7 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
 # --- tests -------------------------------------------------------------------
 # A test links by what it uses: those named in TESTS_CORE (engine and policies only,
 # plus the scheduler fixture) link libpolicies + libengine; those in TESTS_SIM add
-# libsim; every other test, benchmark and tool links all four libraries and the fakes.
+# libsim (and libio); every other test, benchmark and tool links all five libraries and the fakes.
 # A new test not listed links everything, which always works.
 TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvingest test_peer_policies \
               test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
