@@ -22,13 +22,17 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
             protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev
 
-# pkg-config libraries, by the folders that need them (the engine's are everyone's)
-PKGS_engine := msgpack libxxhash yaml-0.1
-PKGS_sim    := $(PKGS_engine) sqlite3 jansson
+# pkg-config libraries, by the folders that need them (the engine's are everyone's).
+# msgpack-c is the KV-event encoder's (engine/kvevents_encode.c), linked only by programs
+# that encode: the simulator and the tests; the decoder, and so ./epp and ./kvctl, need none.
+PKGS_engine := libxxhash yaml-0.1
+PKGS_sim    := $(PKGS_engine) msgpack sqlite3 jansson
 PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
                openssl simdjson
+PKGS_core_tests := $(PKGS_engine) msgpack
+PKGS_all_tests  := $(PKGS_live) msgpack
 pkg_libs     = $(shell pkg-config --libs $(PKGS_$(1)) 2>/dev/null) -lpthread -lm
-PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS_live) 2>/dev/null)
+PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS_all_tests) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 # Layering: the include paths each folder compiles with (by a source's first path
@@ -138,7 +142,7 @@ TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvinges
 TESTS_SIM  := test_blockpool test_console test_evq test_plots test_report test_scenario test_server \
               test_sim_e2e test_simdb test_stats test_stepmodel test_workload bench_sched bench_sim
 test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
-test_pkgs   = $(if $(filter all,$(1)),live,$(if $(filter core,$(1)),engine,sim))
+test_pkgs   = $(if $(filter all,$(1)),all_tests,$(if $(filter core,$(1)),core_tests,sim))
 test_helpers = $(call obj,$(1),$(CORE_HELPER_SRC) $(if $(filter all,$(2)),$(HELPER_SRC)))
 test_ld     = $(if $(filter all,$(1)),$(CXX),$(CC))
 
