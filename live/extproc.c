@@ -650,6 +650,18 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* What extproc_start set up besides gRPC's server and queue; ends gRPC's use. */
+static void server_free(extproc_server *s)
+{
+    route_free(s->router);
+    pthread_cond_destroy(&s->cv);
+    pthread_rwlock_destroy(&s->gate);
+    pthread_mutex_destroy(&s->mu);
+    free(s->threads);
+    free(s);
+    grpc_shutdown();
+}
+
 extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
 {
     if (!cfg->sched || !cfg->pool.acquire || !cfg->pool.release || !cfg->addr) {
@@ -702,12 +714,7 @@ extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
             ;
         grpc_completion_queue_destroy(s->cq);
-        grpc_shutdown();
-        route_free(s->router);
-        pthread_mutex_destroy(&s->mu);
-        pthread_rwlock_destroy(&s->gate);
-        pthread_cond_destroy(&s->cv);
-        free(s);
+        server_free(s);
         return NULL;
     }
     grpc_server_start(s->server);
@@ -758,11 +765,5 @@ void extproc_stop(extproc_server *s)
     for (int i = 0; i < s->n_threads; i++)
         pthread_join(s->threads[i], NULL);
     grpc_completion_queue_destroy(s->cq);
-    free(s->threads);
-    route_free(s->router);
-    pthread_mutex_destroy(&s->mu);
-    pthread_rwlock_destroy(&s->gate);
-    pthread_cond_destroy(&s->cv);
-    free(s);
-    grpc_shutdown();
+    server_free(s);
 }

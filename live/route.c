@@ -26,12 +26,13 @@ struct route_router {
     uint64_t rr;                      /* round robin over endpoints for /tokenize */
 };
 
-#define STAT_ADD(r, field, v)                 \
-    do {                                      \
-        pthread_mutex_lock(&(r)->mu);         \
-        (r)->stats.field += (v);              \
-        pthread_mutex_unlock(&(r)->mu);       \
-    } while (0)
+/* Counts one in a field of r->stats. */
+static void count(route_router *r, uint64_t *counter)
+{
+    pthread_mutex_lock(&r->mu);
+    (*counter)++;
+    pthread_mutex_unlock(&r->mu);
+}
 
 route_router *route_new(const route_config *cfg, kv_err *err)
 {
@@ -39,15 +40,15 @@ route_router *route_new(const route_config *cfg, kv_err *err)
         kv_err_set(err, KV_EINVAL, "route: sched and pool are required");
         return NULL;
     }
-    route_router *r = calloc(1, sizeof *r);
-    if (!r) {
+    route_router *r = malloc(sizeof *r);
+    if (r) {
+        *r = (route_router){.cfg = *cfg};
+        pthread_mutex_init(&r->sched_mu, NULL);
+        pthread_mutex_init(&r->mu, NULL);
+        tokenize_global_init();
+    } else {
         kv_err_set(err, KV_ENOMEM, "route: out of memory");
-        return NULL;
     }
-    r->cfg = *cfg;
-    pthread_mutex_init(&r->sched_mu, NULL);
-    pthread_mutex_init(&r->mu, NULL);
-    tokenize_global_init();
     return r;
 }
 
@@ -273,10 +274,7 @@ static bool tokenize(route_req *q, const char *model)
         LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", q->request_id,
               "endpoint", ep, "error", e.msg);
     free(ep);
-    if (rc == KV_OK)
-        STAT_ADD(r, tokenize_ok, 1);
-    else
-        STAT_ADD(r, tokenize_failed, 1);
+    count(r, rc == KV_OK ? &r->stats.tokenize_ok : &r->stats.tokenize_failed);
     return rc == KV_OK;
 }
 
@@ -500,7 +498,7 @@ void route_complete(route_req *q)
         pthread_mutex_unlock(&r->sched_mu);
     }
     if (q->target)
-        STAT_ADD(r, completed, 1);
+        count(r, &r->stats.completed);
     if (r->cfg.on_complete) {
         const route_completion c = {
             .request_id = q->request_id,
