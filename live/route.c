@@ -201,6 +201,8 @@ static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t 
 
 bool route_body_append(route_req *q, const uint8_t *p, size_t n)
 {
+    if (!n)
+        return true; /* an empty piece (a decoded empty chunk's data is NULL): nothing to copy */
     size_t max = q->router->cfg.max_body ? q->router->cfg.max_body : (64u << 20);
     if (q->body_len + n > max)
         return false;
