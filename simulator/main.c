@@ -24,6 +24,7 @@
 #include "console.h"
 #include "lifecycle.h"
 #include "liverun.h"
+#include "monoclock.h"
 #include "plots.h"
 #include "report.h"
 #include "scenario.h"
@@ -253,17 +254,10 @@ static int check_memory(const scenario *s, uint64_t avail, kv_err *err)
     return KV_OK;
 }
 
-static double wall_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void progress_cb(void *ctx, const cluster_progress *c)
 {
     progress *p = ctx;
-    double now = wall_now();
+    double now = monoclock_s();
     if (!p->on || (now - p->last < 0.2 && c->completed < c->total))
         return;
     p->last = now;
@@ -373,7 +367,7 @@ int main(int argc, char **argv)
         decisions dc = {.db = db};
         if ((rc = simdb_begin_run(db, &info, &dc.run_id, &err)))
             break;
-        progress pr = {.on = con && (o.progress || isatty(STDERR_FILENO)), .router = ro->name, .t0 = wall_now()};
+        progress pr = {.on = con && (o.progress || isatty(STDERR_FILENO)), .router = ro->name, .t0 = monoclock_s()};
         cluster_opts co = {.progress = progress_cb, .progress_ctx = &pr, .warn = warn_cb, .warn_ctx = (void *)ro->name};
         if (s->outputs.decisions != SCN_DECISIONS_NONE) {
             co.decision = decision_cb;
