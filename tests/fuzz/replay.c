@@ -6,8 +6,9 @@
  * every regular file named on the command line, or found directly inside a directory
  * named there, to LLVMFuzzerTestOneInput, in name order so a failure is reproducible.
  * A sanitizer report or an abort() in the harness ends the process (that is the
- * failure); otherwise it prints how many inputs ran and exits 0. A path that cannot be
- * read is an error (exit 2), so a mistyped folder never passes as "0 inputs".
+ * failure, and the last name it printed on stderr is the input that did it); otherwise
+ * it prints how many inputs ran and exits 0. A path that cannot be read is an error
+ * (exit 2), so a mistyped folder never passes as "0 inputs".
  * Single-threaded. */
 #include <dirent.h>
 #include <errno.h>
@@ -49,6 +50,7 @@ static int replay_file(const char *path, size_t *count)
         fprintf(stderr, "replay: %s: %s\n", path, strerror(errno));
         return -1;
     }
+    fprintf(stderr, "replay: %s\n", path);   /* the last name printed is the input that failed */
     LLVMFuzzerTestOneInput(data, size);
     free(data);
     (*count)++;
