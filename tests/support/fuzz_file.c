@@ -33,7 +33,9 @@ const char *fuzz_file_write(const char *name, const void *data, size_t size)
 {
     if (!folder[0]) {
         const char *tmp = getenv("TMPDIR");
-        snprintf(folder, sizeof folder, "%s/kvroute-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!tmp || !*tmp)
+            tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(folder, sizeof folder, "%s/kvroute-fuzz-XXXXXX", tmp);
         if (!mkdtemp(folder)) {
             folder[0] = 0;
             return NULL;
