@@ -75,4 +75,11 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
                 cluster_stats *stats, kv_err *err);
 void cluster_run_free(sim_run *run);
 
+/* Bytes one request generating n_output tokens costs a simulation of scenario s, for
+ * refusing at load time a scenario the machine cannot hold: what each router's finished
+ * run keeps (its record and token times), what one run holds while it runs (server and
+ * workload state, the arrival offset, multi-turn links), and a measured residual. The
+ * per-request report is written item by item and adds nothing per request. */
+uint64_t cluster_request_bytes(const scenario *s, uint32_t n_output);
+
 #endif

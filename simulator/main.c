@@ -5,7 +5,8 @@
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet]
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
- * scenario (the message names the file, line, column and field). */
+ * scenario (the message names the file, line, column and field), or one whose estimated
+ * memory exceeds what the machine has available (the message names the stage). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -169,6 +170,44 @@ typedef struct progress {
     int last;
 } progress;
 
+/* /proc/meminfo's MemAvailable in bytes; 0 when it cannot be read (no check then). */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1)
+        ;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* Refuses, before anything is built, a scenario whose requests the machine cannot hold:
+ * stage by stage, the requests so far times cluster_request_bytes against MemAvailable.
+ * A trace's size is known only once read (its rows are its file's size, no more). */
+static int check_memory(const scenario *s, uint64_t avail, kv_err *err)
+{
+    const wl_spec *w = &s->workload;
+    if (!avail || w->data == WL_DATA_TRACE)
+        return KV_OK;
+    /* random output lengths: the distribution's largest, as an upper bound */
+    uint32_t out = w->data == WL_DATA_SHARED_PREFIX ? w->sp.output_len : (uint32_t)w->output.max;
+    uint64_t per = cluster_request_bytes(s, out), total = 0;
+    for (size_t i = 0; i < w->n_stages; i++) {
+        total += (uint64_t)w->stages[i].num_requests * per;
+        if (total > avail)
+            return kv_err_set(err, KV_ERANGE,
+                              "%s: field 'workload.load.stages[%zu]' (%u requests): the run would need about %.1f GiB "
+                              "(%llu bytes per request of %u output tokens, %zu router%s), more than the %.1f GiB this "
+                              "machine has available (MemAvailable)",
+                              s->path, i, w->stages[i].num_requests, (double)total / (1u << 30), (unsigned long long)per,
+                              out, s->n_routers, s->n_routers == 1 ? "" : "s", (double)avail / (1u << 30));
+    }
+    return KV_OK;
+}
+
 static void progress_cb(void *ctx, double frac)
 {
     progress *p = ctx;
@@ -218,6 +257,11 @@ int main(int argc, char **argv)
     if (o.n_only && (rc = keep_routers(s, o.only, o.n_only))) {
         scn_free(s);
         return rc;
+    }
+    if (check_memory(s, mem_available(), &err)) {
+        fprintf(stderr, "sim: %s\n", err.msg);
+        scn_free(s);
+        return 2;
     }
     FILE *con = o.quiet ? NULL : stdout;
     for (size_t i = 0; con && i < s->n_notes; i++)

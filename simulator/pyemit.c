@@ -534,8 +534,7 @@ int pyemit_yaml_unsorted(FILE *f, const json_t *v, kv_err *err)
 
 /* ---- files ------------------------------------------------------------------------- */
 
-static int write_file(const char *path, const json_t *v, int (*emit)(FILE *, const json_t *, kv_err *),
-                      kv_err *err)
+static int write_file(const char *path, const void *v, int (*emit)(FILE *, const void *, kv_err *), kv_err *err)
 {
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
@@ -555,17 +554,54 @@ static int write_file(const char *path, const json_t *v, int (*emit)(FILE *, con
     return rc;
 }
 
+static int emit_json(FILE *f, const void *v, kv_err *err) { return pyemit_json(f, v, err); }
+static int emit_yaml_sorted(FILE *f, const void *v, kv_err *err) { return pyemit_yaml(f, v, err); }
+static int emit_yaml_unsorted(FILE *f, const void *v, kv_err *err) { return pyemit_yaml_unsorted(f, v, err); }
+
 int pyemit_json_file(const char *path, const json_t *v, kv_err *err)
 {
-    return write_file(path, v, pyemit_json, err);
+    return write_file(path, v, emit_json, err);
 }
 
 int pyemit_yaml_file(const char *path, const json_t *v, kv_err *err)
 {
-    return write_file(path, v, pyemit_yaml, err);
+    return write_file(path, v, emit_yaml_sorted, err);
 }
 
 int pyemit_yaml_unsorted_file(const char *path, const json_t *v, kv_err *err)
 {
-    return write_file(path, v, pyemit_yaml_unsorted, err);
+    return write_file(path, v, emit_yaml_unsorted, err);
+}
+
+typedef struct items {
+    size_t n;
+    pyemit_item_fn item;
+    void *ctx;
+} items;
+
+/* json_value's array layout, one item in memory at a time */
+static int emit_items(FILE *f, const void *p, kv_err *err)
+{
+    const items *it = p;
+    fputs(it->n ? "[" : "[]", f);
+    for (size_t i = 0; i < it->n; i++) {
+        json_t *v = it->item(it->ctx, i);
+        if (!v)
+            return kv_err_set(err, KV_ENOMEM, "pyemit: out of memory building item %zu", i);
+        fputs(i ? ",\n" : "\n", f);
+        indent_to(f, 2);
+        json_value(f, v, 1);
+        json_decref(v);
+    }
+    if (it->n)
+        fputs("\n]", f);
+    if (ferror(f))
+        return kv_err_set(err, KV_EIO, "pyemit: write failed: %s", strerror(errno));
+    return KV_OK;
+}
+
+int pyemit_json_items_file(const char *path, size_t n, pyemit_item_fn item, void *ctx, kv_err *err)
+{
+    items it = {.n = n, .item = item, .ctx = ctx};
+    return write_file(path, &it, emit_items, err);
 }

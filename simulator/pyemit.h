@@ -34,4 +34,11 @@ int pyemit_json_file(const char *path, const json_t *v, kv_err *err);
 int pyemit_yaml_file(const char *path, const json_t *v, kv_err *err);
 int pyemit_yaml_unsorted_file(const char *path, const json_t *v, kv_err *err);
 
+/* Makes item i of an array: a new reference, or NULL when out of memory. */
+typedef json_t *(*pyemit_item_fn)(void *ctx, size_t i);
+/* pyemit_json_file of an array of n items, each made by item, written and freed before
+ * the next is made: the same bytes in the memory of one item (the per-request report of
+ * a long run would otherwise hold every request's tree at once). */
+int pyemit_json_items_file(const char *path, size_t n, pyemit_item_fn item, void *ctx, kv_err *err);
+
 #endif

@@ -94,43 +94,56 @@ static json_t *request_payload(const sim_request_record *r, const char *model)
     return json_string(buf);
 }
 
+typedef struct per_request_ctx {
+    const sim_run *run;
+    const report_opts *o;
+} per_request_ctx;
+
+/* The per-request file's item i: inference-perf's RequestLifecycleMetric. */
+static json_t *per_request_item(void *ctx, size_t i)
+{
+    const per_request_ctx *pc = ctx;
+    const report_opts *o = pc->o;
+    const sim_request_record *r = &pc->run->requests[i];
+    json_t *rec = json_object(), *info = json_object(), *extra = json_object();
+    put(rec, "start_time", json_real(secs(r->t_start)));
+    put(rec, "end_time", json_real(secs(r->t_end > r->t_start ? r->t_end : r->t_start)));
+    put(rec, "request", request_payload(r, o->model_name ? o->model_name : "unknown"));
+    put(rec, "response", json_string(""));
+    put(info, "input_tokens", json_integer(r->prompt_tokens));
+    put(info, "output_tokens", json_integer(r->output_tokens));
+    if (o->token_times) {
+        json_t *tt = json_array();
+        for (uint32_t j = 0; sim_has_token_times(r) && j < r->n_token_times; j++)
+            json_array_append_new(tt, json_real(secs(sim_token_time(r, j))));
+        put(info, "output_token_times", tt);
+    }
+    put(extra, "stage", json_integer(r->stage));
+    put(extra, "scheduled_time", json_real(secs(r->t_scheduled)));
+    put(extra, "endpoint", json_integer(r->endpoint));
+    put(extra, "cached_tokens", json_integer(r->cached_tokens));
+    put(extra, "preemptions", json_integer(r->preemptions));
+    if (r->prefix_group != UINT32_MAX)
+        put(extra, "prefix_group", json_integer(r->prefix_group));
+    put(info, "extra_info", extra);
+    put(rec, "info", info);
+    if (r->failed) {
+        json_t *e = json_object();
+        put(e, "error_type", json_string("SimulatedFailure"));
+        put(e, "error_msg", json_string("the simulated server rejected the request"));
+        put(rec, "error", e);
+    } else {
+        put(rec, "error", json_null());
+    }
+    return rec;
+}
+
 json_t *report_per_request_json(const sim_run *run, const report_opts *o)
 {
+    per_request_ctx pc = {.run = run, .o = o};
     json_t *arr = json_array();
-    for (size_t i = 0; i < run->n_requests; i++) {
-        const sim_request_record *r = &run->requests[i];
-        json_t *rec = json_object(), *info = json_object(), *extra = json_object();
-        put(rec, "start_time", json_real(secs(r->t_start)));
-        put(rec, "end_time", json_real(secs(r->t_end > r->t_start ? r->t_end : r->t_start)));
-        put(rec, "request", request_payload(r, o->model_name ? o->model_name : "unknown"));
-        put(rec, "response", json_string(""));
-        put(info, "input_tokens", json_integer(r->prompt_tokens));
-        put(info, "output_tokens", json_integer(r->output_tokens));
-        if (o->token_times) {
-            json_t *tt = json_array();
-            for (uint32_t j = 0; sim_has_token_times(r) && j < r->n_token_times; j++)
-                json_array_append_new(tt, json_real(secs(sim_token_time(r, j))));
-            put(info, "output_token_times", tt);
-        }
-        put(extra, "stage", json_integer(r->stage));
-        put(extra, "scheduled_time", json_real(secs(r->t_scheduled)));
-        put(extra, "endpoint", json_integer(r->endpoint));
-        put(extra, "cached_tokens", json_integer(r->cached_tokens));
-        put(extra, "preemptions", json_integer(r->preemptions));
-        if (r->prefix_group != UINT32_MAX)
-            put(extra, "prefix_group", json_integer(r->prefix_group));
-        put(info, "extra_info", extra);
-        put(rec, "info", info);
-        if (r->failed) {
-            json_t *e = json_object();
-            put(e, "error_type", json_string("SimulatedFailure"));
-            put(e, "error_msg", json_string("the simulated server rejected the request"));
-            put(rec, "error", e);
-        } else {
-            put(rec, "error", json_null());
-        }
-        json_array_append_new(arr, rec);
-    }
+    for (size_t i = 0; i < run->n_requests; i++)
+        json_array_append_new(arr, per_request_item(&pc, i));
     return arr;
 }
 
@@ -267,8 +280,14 @@ int report_write_router(const sim_run *run, const lc_run *m, const char *dir, co
     }
     if (rc == KV_OK)
         rc = write_tree(dir, "summary_lifecycle_metrics.json", report_lifecycle_json(&m->summary), OUT_JSON, err);
-    if (rc == KV_OK && o->per_request)
-        rc = write_tree(dir, "per_request_lifecycle_metrics.json", report_per_request_json(run, o), OUT_JSON, err);
+    if (rc == KV_OK && o->per_request) {
+        /* item by item: a run's requests as one tree cost ~2.2 KB each */
+        char path[4096];
+        per_request_ctx pc = {.run = run, .o = o};
+        rc = (size_t)snprintf(path, sizeof path, "%s/per_request_lifecycle_metrics.json", dir) >= sizeof path
+                 ? kv_err_set(err, KV_ERANGE, "report: path too long: %s", dir)
+                 : pyemit_json_items_file(path, run->n_requests, per_request_item, &pc, err);
+    }
     /* inference-perf saves its config with yaml.dump(sort_keys=False) */
     if (rc == KV_OK && o->load_args)
         rc = write_tree(dir, "config.yaml", report_yaml_to_json(o->load_args), OUT_YAML_UNSORTED, err);

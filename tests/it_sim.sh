@@ -1,8 +1,8 @@
 #!/bin/sh
 # it_sim: the ./sim program end to end — files written, byte-identical outputs for the
 # same scenario and seed (every file compared), a different seed changing them, exit
-# status 2 with file:line:col for a bad scenario and bad usage, 1 for a runtime failure;
-# --router runs a subset.
+# status 2 with file:line:col for a bad scenario and bad usage, and for a scenario too big
+# for the machine's memory, 1 for a runtime failure; --router runs a subset.
 set -u
 SIM=${SIM:-build/rel/bin/sim}
 [ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
@@ -45,6 +45,13 @@ grep -q "bad-trace-missing.yaml:7:37: field 'workload.data.trace.file': cannot o
 grep -q "no such router (least-queue, cache-only)" "$tmp/r.err" || fail "unknown --router message: $(cat "$tmp/r.err")"
 "$SIM" scenarios/small-random.yaml --router cache-only --out "$tmp/r" --quiet >/dev/null 2>&1 || fail "--router cache-only"
 [ -d "$tmp/r/cache-only" ] && [ ! -d "$tmp/r/least-queue" ] || fail "--router ran other routers"
+# a scenario the machine cannot hold is refused at load time, naming the stage (the
+# timeout keeps a simulator without the check from running for hours)
+timeout 60 "$SIM" tests/data/scenarios/too-big-for-memory.yaml --out "$tmp/big" --quiet >/dev/null 2>"$tmp/big.err"
+[ $? -eq 2 ] || fail "too big for memory: exit status is not 2: $(cat "$tmp/big.err")"
+grep -q "too-big-for-memory.yaml: field 'workload.load.stages\[1\]' (100000000 requests): the run would need about .* GiB .*MemAvailable" \
+    "$tmp/big.err" || fail "too big for memory message: $(cat "$tmp/big.err")"
+[ ! -e "$tmp/big" ] || fail "too big for memory: output written before refusing"
 touch "$tmp/file"
 "$SIM" scenarios/small-random.yaml --out "$tmp/file/sub" --quiet >/dev/null 2>"$tmp/y.err"
 [ $? -eq 1 ] || fail "unwritable output: exit status is not 1"

@@ -459,6 +459,43 @@ static char *slurp(const char *path, size_t *len)
     return b;
 }
 
+/* The per-request file, written item by item, is byte for byte pyemit_json of the whole
+ * tree (with and without token times; an empty run too). */
+static void test_per_request_file_streamed(void **state)
+{
+    (void)state;
+    char d[] = "/tmp/test_report_pr_XXXXXX";
+    assert_non_null(mkdtemp(d));
+    lc_run r;
+    assert_int_equal(lc_run_compute(&fixture, &r, NULL), KV_OK);
+    sim_run empty = fixture;
+    empty.n_requests = 0;
+    for (int k = 0; k < 3; k++) {
+        const sim_run *run = k == 2 ? &empty : &fixture;
+        report_opts o;
+        report_opts_default(&o);
+        o.token_times = k == 1;
+        assert_int_equal(report_write_router(run, &r, d, &o, NULL), KV_OK);
+        char p[200], *want = NULL;
+        size_t n, wn = 0;
+        snprintf(p, sizeof p, "%s/per_request_lifecycle_metrics.json", d);
+        char *b = slurp(p, &n);
+        FILE *f = open_memstream(&want, &wn);
+        json_t *tree = report_per_request_json(run, &o);
+        assert_int_equal(pyemit_json(f, tree, NULL), KV_OK);
+        fclose(f);
+        json_decref(tree);
+        assert_int_equal(n, wn);
+        assert_memory_equal(b, want, n);
+        free(b);
+        free(want);
+    }
+    lc_run_free(&r);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_files_byte_identical_across_writes(void **state)
 {
     (void)state;
@@ -528,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_string_escapes),
         cmocka_unit_test(test_config_yaml_keeps_order),
         cmocka_unit_test(test_per_request_records),
+        cmocka_unit_test(test_per_request_file_streamed),
         cmocka_unit_test(test_files_byte_identical_across_writes),
         cmocka_unit_test(test_bad_records_rejected),
     };
