@@ -4,6 +4,8 @@
 #ifndef KVROUTE_KVERR_H
 #define KVROUTE_KVERR_H
 
+#include <stddef.h>
+
 enum {
     KV_OK = 0,
     KV_EINVAL = -1,      /* bad argument or bad value in input */
@@ -27,5 +29,11 @@ int kv_err_set(kv_err *e, int code, const char *fmt, ...) __attribute__((format(
 /* Prefixes an existing message, e.g. with the file name or the caller's context. */
 int kv_err_prefix(kv_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *kv_strerror(int code);
+
+/* User text (a file's header or field, a scenario value) made safe to echo in a message:
+ * s[0..len) into out (cap bytes, always NUL-terminated) with every control byte and DEL
+ * written as an escape (\n, \r, \t, \xNN), so a quoted value cannot break or forge a
+ * log line or move a terminal's cursor; text that does not fit ends in "...". Returns out. */
+const char *kv_err_quote(char *out, size_t cap, const char *s, size_t len);
 
 #endif

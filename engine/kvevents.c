@@ -573,7 +573,10 @@ TOKENS_TARGET static size_t tokens_vector(const uint8_t *p, size_t off, size_t l
             _mm512_storeu_si512(at, pos);
             *i = k + taken;
             if (bad) *fast = false;
-            return base + (taken < 64 ? at[taken] : 64);   /* 64 taken: 64 fixints, window exactly filled */
+            /* 64 taken: the window holds 64 heads and the last id ends at the window's
+             * exit, which is 64 only for 64 fixints (a multi-byte id whose head is byte 63
+             * ends past it): next_entry has it */
+            return base + (taken < 64 ? at[taken] : 64 + (uint8_t)_mm_cvtsi128_si32(_mm512_castsi512_si128(next_entry)));
         }
         k += h;
         base += 64;

@@ -349,9 +349,12 @@ int yt_error(const yt_doc *d, const yt_node *n, kv_err *err, int code, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* the message quotes the document's own text (keys, values): escape its control bytes */
+    char q[sizeof msg * 2];
+    kv_err_quote(q, sizeof q, msg, strlen(msg));
     if (n)
-        return kv_err_set(err, code, "%s:%d:%d: %s", yt_name(d), n->line, n->col, msg);
-    return kv_err_set(err, code, "%s: %s", yt_name(d), msg);
+        return kv_err_set(err, code, "%s:%d:%d: %s", yt_name(d), n->line, n->col, q);
+    return kv_err_set(err, code, "%s: %s", yt_name(d), q);
 }
 
 static const char *yt_show(const yt_node *n)

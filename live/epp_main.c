@@ -372,7 +372,7 @@ int main(int argc, char **argv)
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
-                          .index = src ? src->index : NULL, .ingest = ing};
+                          .index = src ? src->index : NULL, .ingest = ing, .scrape = scr};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 

@@ -27,6 +27,7 @@
 #include "ext_proc.pb-c.h"
 #include "log.h"
 #include "openai_body.h"
+#include "pbdepth.h"
 #include "tokenize.h"
 
 typedef Envoy__Service__ExtProc__V3__ProcessingRequest PReq;
@@ -183,15 +184,23 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *m)
     return bb;
 }
 
-static PReq *unpack(grpc_byte_buffer *bb)
+/* A client's message, or NULL with *err saying why. protobuf-c recurses once per nested
+ * message, so the nesting is bounded before it unpacks (pbdepth.h). */
+static PReq *unpack(grpc_byte_buffer *bb, kv_err *err)
 {
     grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb))
+    if (!grpc_byte_buffer_reader_init(&r, bb)) {
+        kv_err_set(err, KV_EPARSE, "ext_proc: cannot read ProcessingRequest");
         return NULL;
+    }
     grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    PReq *m = envoy__service__ext_proc__v3__processing_request__unpack(NULL, GRPC_SLICE_LENGTH(sl),
-                                                                         GRPC_SLICE_START_PTR(sl));
+    const ProtobufCMessageDescriptor *d = &envoy__service__ext_proc__v3__processing_request__descriptor;
+    PReq *m = NULL;
+    if (pbdepth_check(d, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), EXTPROC_MAX_NESTING, err) == KV_OK &&
+        !(m = envoy__service__ext_proc__v3__processing_request__unpack(NULL, GRPC_SLICE_LENGTH(sl),
+                                                                       GRPC_SLICE_START_PTR(sl))))
+        kv_err_set(err, KV_EPARSE, "ext_proc: cannot decode ProcessingRequest");
     grpc_slice_unref(sl);
     return m;
 }
@@ -624,30 +633,48 @@ static const char *control_header(const stream *st, const char *gie, const char 
  * GIE sends the body upstream with `model` replaced, so the body is re-serialised (and
  * Content-Length follows). This rare path alone builds a JSON tree (kept for the new
  * name's lifetime); the parsed request keeps the incoming name for logs and hooks.
- * Returns the model to route for, or NULL when out of memory. */
-static const char *rewrite_model(stream *st)
+ * jansson reads strings holding \u0000 as the request reader does (JSON_ALLOW_NUL);
+ * what it still cannot hold (an integer beyond 64 bits, \u0000 in a key) is the
+ * client's to fix. Returns the model to route for, or NULL with *err set: KV_ENOMEM,
+ * or KV_EINVAL quoting jansson's complaint. */
+static const char *rewrite_model(stream *st, kv_err *err)
 {
     const extproc_config *cfg = &st->srv->cfg;
     char *ruled = NULL;
-    if (cfg->model_rewrite && cfg->model_rewrite(cfg->admission_ctx, st->oreq.model, &ruled) != KV_OK)
+    if (cfg->model_rewrite && cfg->model_rewrite(cfg->admission_ctx, st->oreq.model, &ruled) != KV_OK) {
+        kv_err_set(err, KV_ENOMEM, "out of memory");
         return NULL;
+    }
     const char *to =
         ruled ? ruled : control_header(st, "x-gateway-model-name-rewrite", "x-llm-d-router-model-name-rewrite");
     if (!to || !*to || !strcmp(to, st->oreq.model)) {
         free(ruled);
         return st->oreq.model;
     }
-    json_t *root = json_loadb(st->body, st->body_len, 0, NULL); /* valid JSON: NULL is ENOMEM (or past jansson's depth limit) */
-    if (!root || json_object_set_new(root, "model", json_string(to))) {
+    json_error_t je;
+    json_t *root = json_loadb(st->body, st->body_len, JSON_ALLOW_NUL, &je);
+    if (!root && json_error_code(&je) != json_error_out_of_memory) {
         free(ruled);
+        kv_err_set(err, KV_EINVAL, "request body: cannot rewrite 'model' (line %d column %d, byte %d): %s", je.line,
+                   je.column, je.position, je.text);
+        return NULL;
+    }
+    /* json_string refuses a name that is not UTF-8 (a header may carry any byte); a
+     * name of a few bytes failing for memory is not worth telling apart */
+    json_t *name = root ? json_string(to) : NULL;
+    free(ruled);
+    if (!name || json_object_set_new(root, "model", name)) {
+        kv_err_set(err, root && !name ? KV_EINVAL : KV_ENOMEM,
+                   root && !name ? "the rewritten model name is not valid UTF-8" : "out of memory");
         json_decref(root);
         return NULL;
     }
-    free(ruled);
     st->rewritten = root;
     char *body = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (!body)
+    if (!body) {
+        kv_err_set(err, KV_ENOMEM, "out of memory");
         return NULL;
+    }
     free(st->body);
     st->body = body;
     st->body_len = st->body_cap = strlen(body);
@@ -665,9 +692,9 @@ static void route(stream *st)
         return;
     }
     const oai_request *r = &st->oreq;
-    const char *target_model = rewrite_model(st);
+    const char *target_model = rewrite_model(st, &e);
     if (!target_model) {
-        set_error_oom(st);
+        reply_error(st, e.code == KV_ENOMEM ? 500 : 400, e.msg);
         return;
     }
     int priority = 0;
@@ -1157,10 +1184,11 @@ static void receive(stream *st, grpc_byte_buffer *bb)
         close_with(st, GRPC_STATUS_OK, "");
         return;
     }
-    PReq *m = unpack(bb);
+    kv_err e = {0};
+    PReq *m = unpack(bb, &e);
     if (!m) {
         STAT_ADD(st->srv, bad_messages, 1);
-        close_with(st, GRPC_STATUS_INVALID_ARGUMENT, "ext_proc: cannot decode ProcessingRequest");
+        close_with(st, GRPC_STATUS_INVALID_ARGUMENT, e.msg);
         return;
     }
     process(st, m);

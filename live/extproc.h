@@ -9,8 +9,9 @@
  * sched_response_complete). Errors go back as GIE does: an ImmediateResponse whose body
  * is "inference gateway: <Code> - <msg>" (no candidate endpoint, e.g. an empty subset
  * hint: 503; any scheduler failure, filters leaving nothing included: 429 "failed to
- * find target pod", as GIE's director maps them); a malformed protobuf closes that one stream
- * with INVALID_ARGUMENT. No bad request can take the server down.
+ * find target pod", as GIE's director maps them); a malformed protobuf, or one nesting
+ * messages deeper than EXTPROC_MAX_NESTING, closes that one stream with INVALID_ARGUMENT.
+ * No bad request can take the server down.
  *
  * Body modes: FULL_DUPLEX_STREAMED (what GIE configures) is the default behaviour. When
  * Envoy announces BUFFERED/BUFFERED_PARTIAL in protocol_config (it then waits for the
@@ -161,5 +162,8 @@ void extproc_stream_close(extproc_stream *st);
 /* Building blocks shared with the health server and tests. */
 #define EXTPROC_METHOD "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 #define EXTPROC_CHUNK 62000       /* GIE's body chunk size (pkg/common/chunking.go) */
+/* How deep a ProcessingRequest may nest messages (protobuf C++'s default recursion limit;
+ * Envoy's metadata uses a handful): unpacking recurses per level (live/pbdepth.h). */
+#define EXTPROC_MAX_NESTING 100
 
 #endif

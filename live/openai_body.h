@@ -45,9 +45,14 @@ typedef struct oai_request {
  * body is read where it is; otherwise (readable = len) it is copied first. */
 #define OAI_BODY_PADDING 64
 
+/* Arrays and objects a request body may nest, its own object included: far above any
+ * real request, and low enough that reading one (once per level) and re-serialising it
+ * (jansson, at most JSON_PARSER_MAX_DEPTH 2048) stay within a thread's stack. */
+#define OAI_MAX_DEPTH 1024
+
 /* Parses body[0..len). KV_EPARSE with the JSON error position for bad JSON, KV_EINVAL
- * naming the field for a missing model or a malformed prompt/messages. On error *out is
- * left empty (safe to free). */
+ * naming the field for a missing model or a malformed prompt/messages, or naming
+ * OAI_MAX_DEPTH for a body nested deeper. On error *out is left empty (safe to free). */
 int oai_request_parse(const char *body, size_t len, size_t readable, oai_request *out, kv_err *err);
 void oai_request_free(oai_request *r);
 

@@ -106,14 +106,19 @@ void gen_check(reader &r, yajl_gen_status st)
 }
 
 // Visits a whole value so that invalid JSON inside it is found; with g, also writes it
-// compactly (strings re-escaped by yajl_gen, numbers as written).
-error_code walk(reader &r, od::value v, yajl_gen g)
+// compactly (strings re-escaped by yajl_gen, numbers as written). `depth` counts the
+// arrays and objects around v, the body's own object included: the walk recurses once
+// per level, so a container past OAI_MAX_DEPTH is refused (DEPTH_ERROR) before the
+// stack is.
+error_code walk(reader &r, od::value v, yajl_gen g, unsigned depth)
 {
     bool emit = g && !r.gen_failed;
     od::json_type t;
     error_code e = v.type().get(t);
     if (e)
         return e;
+    if ((t == od::json_type::object || t == od::json_type::array) && depth >= OAI_MAX_DEPTH)
+        return simdjson::DEPTH_ERROR;
     switch (t) {
     case od::json_type::object: {
         od::object o;
@@ -128,7 +133,7 @@ error_code walk(reader &r, od::value v, yajl_gen g)
                 return e;
             if (g && !r.gen_failed)
                 gen_check(r, yajl_gen_string(g, reinterpret_cast<const unsigned char *>(k.data()), k.size()));
-            if ((e = walk(r, fld.value(), g)))
+            if ((e = walk(r, fld.value(), g, depth + 1)))
                 return e;
         }
         if (g && !r.gen_failed)
@@ -143,7 +148,7 @@ error_code walk(reader &r, od::value v, yajl_gen g)
             gen_check(r, yajl_gen_array_open(g));
         for (auto el : a) {
             od::value x;
-            if ((e = el.get(x)) || (e = walk(r, x, g)))
+            if ((e = el.get(x)) || (e = walk(r, x, g, depth + 1)))
                 return e;
         }
         if (g && !r.gen_failed)
@@ -207,11 +212,11 @@ bool grow(ids &t)
     return true;
 }
 
-// One element of a token-id list: appended, or recorded as the prompt's problem (named
-// by `where`) and visited for validity. Takes the element as the iteration yields it:
+// One element of a token-id list (inside `depth` containers): appended, or recorded as
+// the prompt's problem (named by `where`) and visited for validity. Takes the element as the iteration yields it:
 // reading the id straight from it keeps the per-id loop short.
 __attribute__((always_inline)) inline error_code token(reader &r, ids &t, simdjson::simdjson_result<od::value> &el,
-                                                       const char *where, size_t i)
+                                                       const char *where, size_t i, unsigned depth)
 {
     uint64_t u;
     error_code e = el.get_uint64().get(u);
@@ -224,7 +229,7 @@ __attribute__((always_inline)) inline error_code token(reader &r, ids &t, simdjs
     if (e && (el.error() || !semantic(e)))
         return e;
     prompt_fail(r, "field '%s[%zu]': " NOT_AN_ID, where, i);
-    return walk(r, el.value_unsafe(), nullptr);
+    return walk(r, el.value_unsafe(), nullptr, depth);
 }
 
 // The list of ids that is prompt[0] of a batch.
@@ -236,7 +241,7 @@ error_code nested_ids(reader &r, ids &t, od::value v)
         return e;
     size_t i = 0;
     for (auto el : a)
-        if ((e = token(r, t, el, "prompt[0]", i++)))
+        if ((e = token(r, t, el, "prompt[0]", i++, 3)))
             return e;
     if (i == 0)
         prompt_fail(r, "field 'prompt[0]': empty token list");
@@ -265,7 +270,7 @@ error_code read_prompt(reader &r, od::value v)
     if (t != od::json_type::array) {
         if (t != od::json_type::null)
             prompt_fail(r, "field 'prompt': expected a string or a list");
-        return walk(r, v, nullptr);
+        return walk(r, v, nullptr, 1);
     }
     // The first element decides what the list is. On-Demand cannot look at an element
     // without starting to read it, so its first byte is read from the text after '['.
@@ -283,7 +288,7 @@ error_code read_prompt(reader &r, od::value v)
     ids got;
     if (c == '-' || (c >= '0' && c <= '9')) { // token ids: the hot loop
         for (auto el : a)
-            if ((e = token(r, got, el, "prompt", i++)))
+            if ((e = token(r, got, el, "prompt", i++, 2)))
                 break;
     } else {
         for (auto el : a) {
@@ -301,7 +306,7 @@ error_code read_prompt(reader &r, od::value v)
             } else {
                 if (i == 0)
                     prompt_fail(r, "field 'prompt[0]': expected a string, a token id or a list of token ids");
-                e = walk(r, x, nullptr);
+                e = walk(r, x, nullptr, 2);
             }
             if (e)
                 break;
@@ -322,7 +327,7 @@ error_code read_messages(reader &r, od::value v)
         return e;
     if (t != od::json_type::array) {
         r.messages = t == od::json_type::null ? 0 : -1;
-        return walk(r, v, nullptr);
+        return walk(r, v, nullptr, 1);
     }
     r.messages = 1;
     if (r.gen)
@@ -330,7 +335,7 @@ error_code read_messages(reader &r, od::value v)
     else if (!(r.gen = yajl_gen_alloc(nullptr)))
         return simdjson::MEMALLOC;
     r.gen_failed = false;
-    return walk(r, v, r.gen);
+    return walk(r, v, r.gen, 1);
 }
 
 // An optional string field (model, cache_salt): the string, or null for anything else.
@@ -348,7 +353,7 @@ error_code read_string(reader &r, od::value v, const char **dst, bool *is_null)
         bool n = false;
         *is_null = v.is_null().get(n) == SUCCESS && n;
     }
-    return walk(r, v, nullptr);
+    return walk(r, v, nullptr, 1);
 }
 
 error_code read_int(reader &r, od::value v, bool *is_int, long long *x)
@@ -358,7 +363,7 @@ error_code read_int(reader &r, od::value v, bool *is_int, long long *x)
     *is_int = !e, *x = e ? 0 : i;
     if (e && !semantic(e))
         return e;
-    return e ? walk(r, v, nullptr) : SUCCESS;
+    return e ? walk(r, v, nullptr, 1) : SUCCESS;
 }
 
 error_code read_field(reader &r, std::string_view k, od::value v)
@@ -384,9 +389,9 @@ error_code read_field(reader &r, std::string_view k, od::value v)
         bool b;
         error_code e = v.get_bool().get(b);
         o->stream = !e && b;
-        return !e || !semantic(e) ? e : walk(r, v, nullptr);
+        return !e || !semantic(e) ? e : walk(r, v, nullptr, 1);
     }
-    return walk(r, v, nullptr);
+    return walk(r, v, nullptr, 1);
 }
 
 // A body simdjson did not read as a JSON object: yajl re-reads it to say where it is
@@ -505,6 +510,8 @@ extern "C" int oai_request_parse(const char *body, size_t len, size_t readable, 
     int rc;
     if (e == simdjson::MEMALLOC)
         rc = kv_err_set(err, KV_ENOMEM, "request body: out of memory (%zu bytes)", len);
+    else if (e == simdjson::DEPTH_ERROR)
+        rc = kv_err_set(err, KV_EINVAL, "request body: arrays and objects nested deeper than %d levels", OAI_MAX_DEPTH);
     else if (e)
         rc = json_error(body, len, e, e == simdjson::INCORRECT_TYPE && !object, err);
     else

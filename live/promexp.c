@@ -394,6 +394,17 @@ void promexp_write(promexp *p, FILE *f)
         ingest_get_stats(p->src.ingest, &s);
         write_ingest(&s, f);
     }
+    if (p->src.scrape) {
+        scrape_stats s;
+        scrape_get_stats(p->src.scrape, &s);
+        plain(f, "kvroute_metrics_scrapes_total", "counter", "Pod /metrics scrapes accepted.", (double)s.ok);
+        head(f, "kvroute_metrics_scrape_failures_total", "counter", "Pod /metrics scrapes that failed, by reason.");
+        const struct { const char *reason; uint64_t n; } fails[] = {
+            {"transfer", s.failed_transfer}, {"http", s.failed_http}, {"parse", s.failed_parse}, {"value", s.failed_value}};
+        for (size_t i = 0; i < sizeof fails / sizeof *fails; i++)
+            fprintf(f, "kvroute_metrics_scrape_failures_total{reason=\"%s\"} %llu\n", fails[i].reason,
+                    (unsigned long long)fails[i].n);
+    }
 }
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */

@@ -16,6 +16,8 @@
  *   kvcache_index_lookup_hits_total, _max_pod_hit_count_total,
  *   kvcache_index_lookup_latency_seconds                                      (observer)
  *   kvroute_kv_events_*                                                       (ingest, §1)
+ *   kvroute_metrics_scrapes_total, kvroute_metrics_scrape_failures_total{reason}
+ *     (reason: transfer, http, parse, value)                                  (scrape)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -34,12 +36,14 @@
 #include "kverr.h"
 #include "kvindex.h"
 #include "scheduler.h"
+#include "scrape.h"
 
 typedef struct promexp_sources {
     const char *pool_name;        /* the inference_pool_* name label */
     epset *endpoints;             /* NULL: no pool gauges */
     kvindex *index;               /* NULL: no kvcache_index_* */
     ingest *ingest;               /* NULL: no kvroute_kv_events_* */
+    const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
 } promexp_sources;
 
 typedef struct promexp promexp;

@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "log.h"
 
 #define DEFAULT_KV_METRIC "vllm:kv_cache_usage_perc"
 #define LEGACY_KV_METRIC "vllm:gpu_cache_usage_perc"
@@ -31,6 +34,7 @@ typedef struct sample_line {
     label labels[MAX_LABELS];
     size_t n_labels;
     double value;
+    char text[64];                /* the value as written, for errors */
 } sample_line;
 
 static const char *skip_ws(const char *p, const char *end)
@@ -96,16 +100,16 @@ static bool parse_line(const char *p, const char *end, sample_line *out)
         }
     }
     p = skip_ws(p, end);
-    char num[64];
+    char *num = out->text;
     size_t n = 0;
-    while (p < end && *p != ' ' && *p != '\t' && n + 1 < sizeof num)
+    while (p < end && *p != ' ' && *p != '\t' && n + 1 < sizeof out->text)
         num[n++] = *p++;
     num[n] = 0;
     if (!n)
         return false;
     char *e;
     errno = 0;
-    out->value = strtod(num, &e);   /* accepts NaN, +Inf, -Inf, exponents */
+    out->value = strtod(num, &e);   /* accepts NaN, +Inf, -Inf, exponents; gauge() judges them */
     return !*e;
 }
 
@@ -152,6 +156,33 @@ static long split_names(scrape_sample *out, const char *list)
     return added;
 }
 
+/* A gauge the scheduler reads, into *out: a NaN, infinite or negative one fails the scrape
+ * (KV_ERANGE naming the line, metric and value as written): cast to int it would be
+ * undefined, and a queue of NaN or -5 would win every queue score and never saturate.
+ * Values above max read max. */
+static int gauge(const sample_line *s, int lineno, double max, double *out, kv_err *err)
+{
+    if (!isfinite(s->value) || s->value < 0)
+        return kv_err_set(err, KV_ERANGE, "/metrics line %d: %.*s is %s, expected a finite number >= 0", lineno,
+                          (int)s->name_len, s->name, s->text);
+    *out = s->value > max ? max : s->value;
+    return KV_OK;
+}
+
+/* A count in a label value ("8", "4096"): decimal, clamped to [0, max]; anything else
+ * reads 0, "unknown" to the scorers. */
+static long label_count(const char *v, long max)
+{
+    if (!v)
+        return 0;
+    char *e;
+    errno = 0;
+    long x = strtol(v, &e, 10);
+    if (e == v || *e || x < 0)
+        return 0;
+    return x > max || errno == ERANGE ? max : x;
+}
+
 enum { HAVE_WAITING = 1, HAVE_RUNNING = 2, HAVE_KV = 4, HAVE_LEGACY_KV = 8 };
 
 int scrape_parse(const char *text, size_t len, const char *kv_metric, scrape_sample *out, kv_err *err)
@@ -179,17 +210,21 @@ int scrape_parse(const char *text, size_t len, const char *kv_metric, scrape_sam
                 return kv_err_set(err, KV_EPARSE, "/metrics line %d: not a Prometheus sample: '%.*s'", lineno,
                                   (int)(le - q > 80 ? 80 : le - q), q);
             }
+            int rc = KV_OK;
+            double v = 0;
             if (name_is(&s, "vllm:num_requests_waiting") && !(have & HAVE_WAITING)) {
-                out->m.waiting = (int)s.value;
+                if (!(rc = gauge(&s, lineno, SCRAPE_MAX_REQUESTS, &v, err)))
+                    out->m.waiting = (int)v;
                 have |= HAVE_WAITING;
             } else if (name_is(&s, "vllm:num_requests_running") && !(have & HAVE_RUNNING)) {
-                out->m.running = (int)s.value;
+                if (!(rc = gauge(&s, lineno, SCRAPE_MAX_REQUESTS, &v, err)))
+                    out->m.running = (int)v;
                 have |= HAVE_RUNNING;
             } else if (name_is(&s, kv_metric) && !(have & HAVE_KV)) {
-                out->m.kv_usage = s.value;
+                rc = gauge(&s, lineno, 1.0, &out->m.kv_usage, err);
                 have |= HAVE_KV;
             } else if (name_is(&s, LEGACY_KV_METRIC) && !(have & HAVE_LEGACY_KV)) {
-                legacy_kv = s.value;
+                rc = gauge(&s, lineno, 1.0, &legacy_kv, err);
                 have |= HAVE_LEGACY_KV;
             } else if (name_is(&s, "vllm:lora_requests_info") && s.value > lora_best) {
                 const char *r = label_of(&s, "running_lora_adapters"), *w = label_of(&s, "waiting_lora_adapters");
@@ -198,11 +233,14 @@ int scrape_parse(const char *text, size_t len, const char *kv_metric, scrape_sam
                 have_lora = true;
                 snprintf(run_l, sizeof run_l, "%s", r ? r : "");
                 snprintf(wait_l, sizeof wait_l, "%s", w ? w : "");
-                out->m.max_lora = m ? atoi(m) : 0;
+                out->m.max_lora = (int)label_count(m, SCRAPE_MAX_REQUESTS);
             } else if (name_is(&s, "vllm:cache_config_info")) {
-                const char *bs = label_of(&s, "block_size"), *nb = label_of(&s, "num_gpu_blocks");
-                out->m.block_size = bs ? (uint32_t)strtoul(bs, NULL, 10) : 0;
-                out->m.num_gpu_blocks = nb ? (uint32_t)strtoul(nb, NULL, 10) : 0;
+                out->m.block_size = (uint32_t)label_count(label_of(&s, "block_size"), UINT32_MAX);
+                out->m.num_gpu_blocks = (uint32_t)label_count(label_of(&s, "num_gpu_blocks"), UINT32_MAX);
+            }
+            if (rc) {
+                scrape_sample_free(out);
+                return rc;
             }
         }
         p = nl ? nl + 1 : end;
@@ -247,6 +285,7 @@ typedef struct xfer {
     char *body;
     size_t len;
     bool overflow;
+    bool rejecting;               /* the last body was rejected and logged: log again only after a success */
     CURL *easy;                   /* non-NULL while in flight */
 } xfer;
 
@@ -256,7 +295,7 @@ struct scraper {
     CURLM *multi;
     pthread_t th;
     atomic_bool stop;
-    atomic_uint_fast64_t ok, failed_http, failed_parse, failed_transfer;
+    atomic_uint_fast64_t ok, failed_http, failed_parse, failed_value, failed_transfer;
 };
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ctx)
@@ -287,12 +326,23 @@ static void finish(scraper *s, xfer *x, CURLcode rc)
         atomic_fetch_add(&s->failed_http, 1);
     else {
         scrape_sample smp;
-        if (scrape_parse(x->body ? x->body : "", x->len, s->kv_metric, &smp, NULL) == KV_OK) {
+        kv_err err;
+        int prc = scrape_parse(x->body ? x->body : "", x->len, s->kv_metric, &smp, &err);
+        if (prc == KV_OK) {
             epset_set_metrics(s->cfg.endpoints, x->name, &smp.m);
             scrape_sample_free(&smp);
             atomic_fetch_add(&s->ok, 1);
-        } else
-            atomic_fetch_add(&s->failed_parse, 1);
+            if (x->rejecting)
+                LOG_I("metrics scrape accepted again", "{s:s}", "pod", x->name);
+            x->rejecting = false;
+        } else {
+            atomic_fetch_add(prc == KV_ERANGE ? &s->failed_value : &s->failed_parse, 1);
+            /* a pod that keeps sending bad values would otherwise log every interval */
+            if (!x->rejecting)
+                LOG_W("metrics scrape rejected; the pod's metrics go stale until it recovers", "{s:s, s:s}", "pod",
+                      x->name, "error", err.msg);
+            x->rejecting = true;
+        }
     }
     curl_multi_remove_handle(s->multi, x->easy);
     curl_easy_cleanup(x->easy);
@@ -343,6 +393,9 @@ static void follow(scraper *s, xfer **xs, size_t *n, epset_snap *snap)
     }
     for (size_t j = 0; j < *n; j++) {
         xfer *old = &(*xs)[j];
+        for (size_t i = 0; old->rejecting && i < snap->n; i++)
+            if (!strcmp(nx[i].name, old->name))
+                nx[i].rejecting = true;
         if (!old->easy)
             continue;
         /* In-flight transfers point at their xfer; they are finished here rather than moved. */
@@ -451,5 +504,6 @@ void scrape_get_stats(const scraper *s, scrape_stats *out)
     out->ok = atomic_load(&m->ok);
     out->failed_http = atomic_load(&m->failed_http);
     out->failed_parse = atomic_load(&m->failed_parse);
+    out->failed_value = atomic_load(&m->failed_value);
     out->failed_transfer = atomic_load(&m->failed_transfer);
 }

@@ -10,15 +10,20 @@
  *   vllm:cache_config_info{block_size,num_gpu_blocks}      -> block_size, num_gpu_blocks
  * When a gauge has several series (model_name, engine labels), the first one in the
  * response is used, as GIE's extractor does. A response without waiting, running and KV
- * usage is a failed scrape.
+ * usage is a failed scrape, and so is one where any of them is NaN, infinite or negative.
+ * Larger values are clamped: queues to SCRAPE_MAX_REQUESTS (far above any pod's, far
+ * below int's range, so sums over a pool cannot overflow), KV usage to 1; so are the
+ * counts in labels (max_lora to SCRAPE_MAX_REQUESTS, block size and blocks to 2^32-1).
  *
- * Failures (unreachable, timeout, non-200, unparsable) keep the endpoint's last metrics,
+ * Failures (unreachable, timeout, non-200, unparsable, a bad value) keep the endpoint's last metrics,
  * which turn invalid (sched_metrics.valid = false) 2 s after the last success -- the
  * endpoint set's staleness rule, GIE's: the endpoint stays a candidate and scorers see it
  * as having no metrics.
  *
  * Threads: one scraper thread drives every transfer through one curl multi handle; it
- * follows the endpoint set by generation. scrape_get_stats may be called from any thread. */
+ * follows the endpoint set by generation. scrape_get_stats may be called from any thread.
+ * A rejected body is logged (warn, with the parser's message) once per pod until a scrape
+ * of that pod succeeds again. */
 #ifndef KVROUTE_SCRAPE_H
 #define KVROUTE_SCRAPE_H
 
@@ -29,6 +34,8 @@
 #include "kverr.h"
 #include "scheduler.h"
 
+#define SCRAPE_MAX_REQUESTS 1000000
+
 /* One parsed /metrics response; owns the LoRA name strings m points at. */
 typedef struct scrape_sample {
     sched_metrics m;
@@ -37,8 +44,9 @@ typedef struct scrape_sample {
 } scrape_sample;
 void scrape_sample_free(scrape_sample *s);
 
-/* Parses a /metrics body. KV_EPARSE naming the line for a malformed sample line, or
- * KV_ENOTFOUND naming the missing metric; out is then freed. */
+/* Parses a /metrics body. KV_EPARSE naming the line for a malformed sample line,
+ * KV_ERANGE naming the line, metric and value for a gauge that is NaN, infinite or
+ * negative, or KV_ENOTFOUND naming the missing metric; out is then freed. */
 int scrape_parse(const char *text, size_t len, const char *kv_metric, scrape_sample *out, kv_err *err);
 
 typedef struct scrape_config {
@@ -50,6 +58,7 @@ typedef struct scrape_config {
 
 typedef struct scrape_stats {
     uint64_t ok, failed_http, failed_parse, failed_transfer;
+    uint64_t failed_value;        /* parsed, but a gauge was NaN, infinite or negative */
 } scrape_stats;
 
 typedef struct scraper scraper;

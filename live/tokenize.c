@@ -46,7 +46,7 @@ static char *request_body(const char *model, const char *prompt, size_t prompt_l
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(model));
     if (messages_json) {
-        json_t *m = json_loads(messages_json, 0, NULL);
+        json_t *m = json_loads(messages_json, JSON_ALLOW_NUL, NULL); /* as the request reader allows */
         if (!m) {
             json_decref(o);
             return NULL;

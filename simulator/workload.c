@@ -557,6 +557,39 @@ static int wl_col_of(const char *name, size_t len)
     return -1;
 }
 
+/* The integer columns' ranges (input and output lengths are required: a row starts with
+ * them below range). */
+static const struct {
+    const char *name;
+    double lo, hi;
+} wl_int_cols[5] = {
+    [1] = {"input_length", 1, WL_MAX_LEN},
+    [2] = {"output_length", 1, WL_MAX_LEN},
+    [3] = {"prefix_group", -1, UINT32_MAX - 1.0},
+    [4] = {"prefix_length", 0, WL_MAX_LEN},
+};
+
+/* Column c of a row, the number x written as text[0..len): a timestamp is kept as it is
+ * (wl_row_check judges it); an integer is range-checked as the double it was read as,
+ * before the conversion (which is then defined), and an error quotes what the file says. */
+static int wl_set_col(const char *path, size_t line, int c, double x, const char *text, size_t len, wl_row *r,
+                      kv_err *err)
+{
+    if (c == 0) {
+        r->t = x;
+        return KV_OK;
+    }
+    if (!(x >= wl_int_cols[c].lo && x <= wl_int_cols[c].hi)) {
+        char q[96];
+        return kv_err_set(err, KV_ERANGE, "%s:%zu: field '%s': %s is out of range [%.0f, %.0f]", path, line,
+                          wl_int_cols[c].name, kv_err_quote(q, sizeof q, text, len), wl_int_cols[c].lo,
+                          wl_int_cols[c].hi);
+    }
+    int64_t v = (int64_t)x;
+    *(c == 1 ? &r->in : c == 2 ? &r->out : c == 3 ? &r->group : &r->prefix) = v;
+    return KV_OK;
+}
+
 static int wl_row_check(const char *path, size_t line, wl_row *r, const wl_row *prev, kv_err *err)
 {
     if (!(r->t >= 0) || !isfinite(r->t))
@@ -564,16 +597,12 @@ static int wl_row_check(const char *path, size_t line, wl_row *r, const wl_row *
     if (prev && r->t < prev->t)
         return kv_err_set(err, KV_EINVAL, "%s:%zu: field 'timestamp': %g is earlier than the previous row's %g",
                           path, line, r->t, prev->t);
-    if (r->in < 1 || r->in > WL_MAX_LEN)
-        return kv_err_set(err, KV_ERANGE, "%s:%zu: field 'input_length': %lld is out of range [1, %u]", path, line,
-                          (long long)r->in, WL_MAX_LEN);
-    if (r->out < 1 || r->out > WL_MAX_LEN)
-        return kv_err_set(err, KV_ERANGE, "%s:%zu: field 'output_length': %lld is out of range [1, %u]", path, line,
-                          (long long)r->out, WL_MAX_LEN);
-    if (r->group < -1 || r->group >= UINT32_MAX)
-        return kv_err_set(err, KV_ERANGE, "%s:%zu: field 'prefix_group': out of range", path, line);
-    if (r->prefix < 0 || r->prefix > r->in)
-        r->prefix = r->prefix < 0 ? 0 : r->in;
+    for (int c = 1; c <= 2; c++)
+        if ((c == 1 ? r->in : r->out) < 1)
+            return kv_err_set(err, KV_EINVAL, "%s:%zu: field '%s': required", path, line, wl_int_cols[c].name);
+    /* a shared prefix longer than the prompt is the whole prompt */
+    if (r->prefix > r->in)
+        r->prefix = r->in;
     return KV_OK;
 }
 
@@ -587,9 +616,10 @@ static int wl_parse_num(const char *s, size_t len, double *out)
     char *end;
     errno = 0;
     *out = strtod(buf, &end);
+    bool none = end == buf;   /* blank: no number, not 0 */
     while (isspace((unsigned char)*end))
         end++;
-    return (*end || errno) ? -1 : 0;
+    return (none || *end || errno) ? -1 : 0;
 }
 
 static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_err *err)
@@ -626,16 +656,17 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
             json_object_foreach(o, k, v) {
                 int c = wl_col_of(k, strlen(k));
                 if (c < 0 || !json_is_number(v)) {
-                    rc = kv_err_set(err, KV_EPARSE, "%s:%zu: field '%s': %s", path, lineno, k,
-                                    c < 0 ? "unknown key" : "expected a number");
+                    char q[96];
+                    rc = kv_err_set(err, KV_EPARSE, "%s:%zu: field '%s': %s", path, lineno,
+                                    kv_err_quote(q, sizeof q, k, strlen(k)), c < 0 ? "unknown key" : "expected a number");
                     break;
                 }
-                double x = json_number_value(v);
-                if (c == 0) r.t = x;
-                else if (c == 1) r.in = (int64_t)x;
-                else if (c == 2) r.out = (int64_t)x;
-                else if (c == 3) r.group = (int64_t)x;
-                else r.prefix = (int64_t)x;
+                /* jansson keeps no source text: an integer is shown exactly, a real as %.17g */
+                char text[32];
+                int tl = json_is_integer(v) ? snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(v))
+                                            : snprintf(text, sizeof text, "%.17g", json_real_value(v));
+                if ((rc = wl_set_col(path, lineno, c, json_number_value(v), text, (size_t)tl, &r, err)))
+                    break;
             }
             json_decref(o);
             if (rc)
@@ -647,8 +678,10 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
                 while (l && isspace((unsigned char)s[l - 1])) l--;
                 while (l && isspace((unsigned char)*s)) s++, l--;
                 if (ncols == 8 || (cols[ncols++] = wl_col_of(s, l)) < 0) {
-                    rc = kv_err_set(err, KV_EPARSE, "%s:%zu: column '%.*s': unknown (timestamp, input_length, "
-                                    "output_length, prefix_group, prefix_length)", path, lineno, (int)l, s);
+                    char q[96];
+                    rc = kv_err_set(err, KV_EPARSE, "%s:%zu: column '%s': unknown (timestamp, input_length, "
+                                    "output_length, prefix_group, prefix_length)", path, lineno,
+                                    kv_err_quote(q, sizeof q, s, l));
                     break;
                 }
                 if (!e)
@@ -665,17 +698,13 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
                 size_t l = e ? (size_t)(e - s) : strlen(s);
                 double x;
                 if (c >= ncols || wl_parse_num(s, l, &x)) {
-                    rc = kv_err_set(err, KV_EPARSE, "%s:%zu: column %d: expected a number, got '%.*s'", path, lineno,
-                                    c + 1, (int)l, s);
+                    char q[96];
+                    rc = kv_err_set(err, KV_EPARSE, "%s:%zu: column %d: expected a number, got '%s'", path, lineno,
+                                    c + 1, kv_err_quote(q, sizeof q, s, l));
                     break;
                 }
-                switch (cols[c]) {
-                case 0: r.t = x; break;
-                case 1: r.in = (int64_t)x; break;
-                case 2: r.out = (int64_t)x; break;
-                case 3: r.group = (int64_t)x; break;
-                default: r.prefix = (int64_t)x; break;
-                }
+                if ((rc = wl_set_col(path, lineno, cols[c], x, s, l, &r, err)))
+                    break;
                 if (!e)
                     break;
                 s = e + 1;

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "model_rewrites.h"
 #include "objectives.h"
+#include "support/regress.h"
 #include "support/sched_fixture.h"
 #include "tls.h"
 
@@ -740,15 +741,23 @@ static void test_tokenize_text_prompts(void **state)
     xpc_close(s);
     assert_true(fk.calls >= 1);
     assert_non_null(strstr(fk.last, "\"prompt\":\"hello world\""));
-    /* chat messages are sent as messages, so vLLM applies its chat template */
+    /* chat messages are sent as messages, so vLLM applies its chat template; \u0000,
+     * which the request reader accepts, reaches /tokenize too (issue 10 finding 5) */
     const char *sub1[] = {name};
-    s = xpc_open(e->cli, 5000);
-    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    r = send_request(s, REQ_HDRS, body, 1000, sub1, 1);
-    assert_string_equal(dest_of(r), name);
-    xpc_resp_free(r);
-    xpc_close(s);
-    assert_non_null(strstr(fk.last, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"));
+    static const char *const chats[][2] = {
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+         "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}",
+         "\"content\":\"a\\u0000b\""},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        s = xpc_open(e->cli, 5000);
+        r = send_request(s, REQ_HDRS, chats[i][0], 1000, sub1, 1);
+        assert_string_equal(dest_of(r), name);
+        xpc_resp_free(r);
+        xpc_close(s);
+        assert_non_null(strstr(fk.last, chats[i][1]));
+    }
     MHD_stop_daemon(d);
     /* the tokenizer is gone: the request is still routed (prefix-text fallback) */
     s = xpc_open(e->cli, 5000);
@@ -759,8 +768,49 @@ static void test_tokenize_text_prompts(void **state)
     xpc_close(s);
     extproc_stats st;
     extproc_get_stats(e->srv, &st);
-    assert_int_equal(st.tokenize_ok, 2);
+    assert_int_equal(st.tokenize_ok, 3);
     assert_int_equal(st.tokenize_failed, 1);
+    env_free(e);
+}
+
+/* Issue 10 findings 1 and 2, each of which killed the server (stack overflow): a body
+ * nesting arrays 100,000 deep in an unread field is answered 400 naming the limit; a
+ * ProcessingRequest nesting ListValues 10,000 deep in its metadata_context closes its
+ * stream with INVALID_ARGUMENT. The server goes on routing. */
+static void test_nested_input_survived(void **state)
+{
+    env *e = env_new(false, -1, NULL);
+    size_t n;
+    char *deep = regress_read("openai_body", "nested-100k.json", &n);
+    assert_non_null(deep);
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    expect_immediate(send_request(s, REQ_HDRS, deep, 60000, NULL, 0), 400,
+                     "inference gateway: BadRequest - request body: arrays and objects nested deeper than 1024 levels");
+    xpc_close(s);
+    free(deep);
+    deep = regress_read("extproc_stream", "nested-listvalue.bin", &n);
+    assert_non_null(deep);
+    s = xpc_open(e->cli, 5000);
+    assert_int_equal(xpc_send_raw(s, deep, n), 0);
+    char det[256];
+    assert_int_equal(xpc_finish(s, det, sizeof det, 5000), GRPC_STATUS_INVALID_ARGUMENT);
+    if (!strstr(det, "ProcessingRequest: messages nested deeper than 100"))
+        fail_msg("details '%s'", det);
+    xpc_close(s);
+    free(deep);
+    uint32_t t[32] = {5};
+    char *body = token_body(t, 32, "");
+    s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, body, 1000, NULL, 0);
+    assert_non_null(dest_of(r));
+    xpc_resp_free(r);
+    expect_body_chunks(s, body);
+    xpc_close(s);
+    free(body);
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.bad_messages, 1);
+    assert_int_equal(st.errors_400, 1);
     env_free(e);
 }
 
@@ -772,6 +822,7 @@ static void expect_upstream_model(env *e, const char **hdrs, const char *body, c
     xpc_stream *s = xpc_open(e->cli, 5000);
     xpc_resp *r = send_request(s, hdrs, body, 1000, NULL, 0);
     assert_non_null(r);
+    assert_int_equal(r->response_case, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS);
     size_t n;
     const char *cl = xpc_header(r->request_headers->response->header_mutation, "content-length", &n);
     assert_non_null(cl);
@@ -823,6 +874,31 @@ static void test_model_rewrite(void **state)
     assert_int_equal(model_rewrites_put(e->rewrites, &rw, NULL), KV_OK);
     expect_upstream_model(e, hdrs, body, "m-v2");
     free(body);
+
+    /* Issue 10 finding 5: \u0000 in a string is routed with or without a rewrite (it was
+     * 500 "out of memory" with one); what jansson cannot hold is 400 on the rewrite path,
+     * and so is a rewrite header that is not UTF-8, never 500. */
+    body = token_body(t, 16, "\"user\":\"a\\u0000b\",");
+    expect_upstream_model(e, hdrs, body, "m-v2");
+    free(body);
+    static const struct {
+        const char *extra, *name, *prefix;
+    } bad[] = {
+        {"\"seed\":100000000000000000000,", "m-v2", "inference gateway: BadRequest - request body: cannot rewrite 'model'"},
+        {"\"\\u0000\":1,", "m-v2", "inference gateway: BadRequest - request body: cannot rewrite 'model'"},
+        {"", "m-\xff", "inference gateway: BadRequest - the rewritten model name is not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        body = token_body(t, 16, bad[i].extra);
+        const char *h[] = {":path", "/v1/completions", "x-gateway-model-name-rewrite", bad[i].name, NULL};
+        xpc_stream *s = xpc_open(e->cli, 5000);
+        expect_immediate(send_request(s, h, body, 1000, NULL, 0), 400, bad[i].prefix);
+        xpc_close(s);
+        free(body);
+    }
+    extproc_stats st;
+    extproc_get_stats(e->srv, &st);
+    assert_int_equal(st.errors_500, 0);
     env_free(e);
 }
 
@@ -986,7 +1062,7 @@ int main(void)
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
         cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
         cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
-        cmocka_unit_test(test_objectives_and_shedding),
+        cmocka_unit_test(test_objectives_and_shedding), cmocka_unit_test(test_nested_input_survived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -850,19 +850,28 @@ static int tok_both(kvev_decoder *dv, kvev_decoder *ds, const uint8_t *b, size_t
     return rv;
 }
 
-static void test_token_paths_agree(void **state)
+/* A vector decoder (where the CPU has VBMI) and a scalar one. A CPU with VBMI must get the
+ * vector path, or the tests that use these compare scalar with itself and pass silently. */
+static bool tok_decoders(kvev_decoder **dv, kvev_decoder **ds, const char *test)
 {
-    (void)state;
-    kvev_decoder *dv = kvev_decoder_new(0, NULL), *ds = kvev_decoder_new(0, NULL);
-    bool vector = kvev_decoder_set_tokens_path(dv, KVEV_TOKENS_VECTOR) == KVEV_TOKENS_VECTOR;
-    assert_int_equal(kvev_decoder_set_tokens_path(ds, KVEV_TOKENS_SCALAR), KVEV_TOKENS_SCALAR);
+    *dv = kvev_decoder_new(0, NULL);
+    *ds = kvev_decoder_new(0, NULL);
+    bool vector = kvev_decoder_set_tokens_path(*dv, KVEV_TOKENS_VECTOR) == KVEV_TOKENS_VECTOR;
+    assert_int_equal(kvev_decoder_set_tokens_path(*ds, KVEV_TOKENS_SCALAR), KVEV_TOKENS_SCALAR);
 #if defined(__x86_64__) && defined(__GNUC__)
-    /* a CPU with VBMI must get the vector path, or this test compares scalar with itself */
     bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
     assert_int_equal(vector, cpu);
 #endif
-    if (!vector) print_message("test_token_paths_agree: this CPU has no AVX-512 VBMI; only the scalar path runs\n");
+    if (!vector) print_message("%s: this CPU has no AVX-512 VBMI; only the scalar path runs\n", test);
+    return vector;
+}
+
+static void test_token_paths_agree(void **state)
+{
+    (void)state;
+    kvev_decoder *dv, *ds;
+    bool vector = tok_decoders(&dv, &ds, "test_token_paths_agree");
     static tok_payload tp;
     size_t ok = 0, bad = 0, cuts = 0;
     for (int iter = 0; iter < 6000; iter++) {
@@ -896,6 +905,64 @@ static void test_token_paths_agree(void **state)
     kvev_decoder_free(ds);
 }
 
+/* One id of encoding enc whose head is byte `at` of its array (the vector path's windows
+ * start at the array's first id, so at % 64 is its place in a window), after fixints or
+ * after 3-byte ids padded with fixints (style), followed by `after` mixed ids (0: it ends
+ * the array). A second event of 150 fixints keeps the payload long enough for the vector
+ * path to reach the first array's end. */
+static void tok_window_case(tok_payload *tp, size_t at, int enc, int style, size_t after)
+{
+    tp->len = 0;
+    tp->valid = true;
+    tp->n_events = 2;
+    put(tp, "\x92\x00\x92", 3);
+    size_t wide = style ? at / 3 : 0, n0 = wide + (at - 3 * wide) + 1 + after;
+    size_t ns[2] = {n0, 150};
+    for (size_t e = 0; e < 2; e++) {
+        put(tp, "\x98\xab" "BlockStored" "\x91\x05\xc0", 16);
+        put_be(tp, 0xdc, ns[e], 2);
+        size_t start = tp->len, i = 0;
+        if (e == 0) {
+            for (size_t k = 0; k < wide; k++) tp->want[0][i++] = put_id(tp, 2);
+            while (tp->len - start < at) tp->want[0][i++] = put_id(tp, 0);
+            assert_int_equal(tp->len - start, at);
+            tp->want[0][i++] = put_id(tp, enc);
+            while (i < n0) tp->want[0][i++] = put_id(tp, (int)(next_rand() % 4));
+        } else {
+            while (i < ns[e]) tp->want[1][i++] = put_id(tp, 0);
+        }
+        tp->n_want[e] = ns[e];
+        put(tp, "\x40\xc0\xa3GPU\xc0", 7);
+    }
+}
+
+/* Both paths decode every tok_window_case to the ids written: each head position 0..191
+ * (three windows), each width, at the array's end or not. */
+static void test_token_window_boundaries(void **state)
+{
+    (void)state;
+    kvev_decoder *dv, *ds;
+    bool vector = tok_decoders(&dv, &ds, "test_token_window_boundaries");
+    static tok_payload tp;
+    static const size_t AFTER[] = {0, 1, 2, 40};
+    for (size_t at = 0; at < 192; at++)
+        for (int enc = 0; enc < 4; enc++)
+            for (int style = 0; style < 2; style++)
+                for (size_t a = 0; a < sizeof AFTER / sizeof *AFTER; a++) {
+                    tok_window_case(&tp, at, enc, style, AFTER[a]);
+                    kvev_batch out;
+                    assert_int_equal(tok_both(dv, ds, tp.b, tp.len, &out), KV_OK);
+                    for (size_t e = 0; e < 2; e++) {
+                        assert_int_equal(out.events[e].n_token_ids, tp.n_want[e]);
+                        assert_memory_equal(out.events[e].token_ids, tp.want[e], tp.n_want[e] * 4);
+                    }
+                }
+    assert_int_equal(kvev_decoder_stats(dv)->batches, 192 * 4 * 2 * 4);
+    if (vector) assert_true(kvev_decoder_vector_ids(dv) > 192 * 4 * 2 * 4 * 100);
+    kvev_decoder_free(dv);
+    kvev_decoder_free(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -914,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_large_batch_and_reuse),
         cmocka_unit_test(test_truncation_and_mutation),
         cmocka_unit_test(test_token_paths_agree),
+        cmocka_unit_test(test_token_window_boundaries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,9 +6,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "openai_body.h"
+#include "support/regress.h"
 
 static int parse(const char *s, oai_request *r, kv_err *e)
 {
@@ -250,6 +252,70 @@ static void test_errors_nested(void **st)
     expect_err("{\"model\":\"m\",\"messages\":{}}", KV_EINVAL, "field 'messages': expected a list");
 }
 
+/* head, then n times open, then mid, then n times close, then tail (caller frees). */
+static char *nest(const char *head, const char *open, size_t n, const char *mid, const char *close, const char *tail)
+{
+    size_t lo = strlen(open), lc = strlen(close);
+    char *b = malloc(strlen(head) + n * (lo + lc) + strlen(mid) + strlen(tail) + 1), *p = b;
+    p = stpcpy(p, head);
+    for (size_t i = 0; i < n; i++)
+        p = stpcpy(p, open);
+    p = stpcpy(p, mid);
+    for (size_t i = 0; i < n; i++)
+        p = stpcpy(p, close);
+    stpcpy(p, tail);
+    return b;
+}
+
+#define DEEPER "nested deeper than 1024 levels"
+
+/* OAI_MAX_DEPTH counts the body's own object: 1024 levels in all are read, 1025 are
+ * refused with the limit named, in an unread field, in the prompt and in messages. */
+static void test_depth_limit(void **st)
+{
+    assert_int_equal(OAI_MAX_DEPTH, 1024);
+    static const struct {
+        const char *head, *open, *mid, *close;
+    } shapes[] = {
+        {"{\"model\":\"m\",\"prompt\":\"hi\",\"x\":", "[", "", "]"},
+        {"{\"model\":\"m\",\"prompt\":\"hi\",\"x\":", "{\"a\":", "1", "}"},
+        {"{\"model\":\"m\",\"prompt\":[1,", "[", "", "]"},
+        {"{\"model\":\"m\",\"prompt\":[[1,", "[", "", "]"},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        size_t around = 1 + (size_t)(i >= 2) + (size_t)(i == 3); /* levels the head opens */
+        char *ok = nest(shapes[i].head, shapes[i].open, OAI_MAX_DEPTH - around, shapes[i].mid, shapes[i].close,
+                        i == 3 ? "]]}" : i == 2 ? "]}" : "}");
+        char *over = nest(shapes[i].head, shapes[i].open, OAI_MAX_DEPTH - around + 1, shapes[i].mid, shapes[i].close,
+                          i == 3 ? "]]}" : i == 2 ? "]}" : "}");
+        oai_request r;
+        kv_err e = {0};
+        int rc = parse(ok, &r, &e);
+        if (i < 2)
+            assert_int_equal(rc, KV_OK);
+        else /* a list is not a token id: the prompt's own error, not the depth's */
+            assert_null(strstr(e.msg, DEEPER));
+        oai_request_free(&r);
+        expect_err(over, KV_EINVAL, DEEPER);
+        free(ok);
+        free(over);
+    }
+    char *msgs = nest("{\"model\":\"m\",\"messages\":", "[", OAI_MAX_DEPTH, "", "]", "}");
+    expect_err(msgs, KV_EINVAL, DEEPER);
+    free(msgs);
+}
+
+/* Issue 10 finding 1: 100,000 nested arrays in an unread field overflowed the stack. */
+static void test_depth_regress(void **st)
+{
+    size_t n;
+    char *b = regress_read("openai_body", "nested-100k.json", &n);
+    assert_non_null(b);
+    assert_true(n > 200000);
+    expect_err(b, KV_EINVAL, DEEPER);
+    free(b);
+}
+
 static void test_usage_unstreamed(void **st)
 {
     const char *b = "{\"id\":\"x\",\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":4,\"total_tokens\":14,"
@@ -330,7 +396,8 @@ int main(void)
         cmocka_unit_test(test_errors_nested), cmocka_unit_test(test_usage_unstreamed),
         cmocka_unit_test(test_sse_splits),    cmocka_unit_test(test_sse_without_done),
         cmocka_unit_test(test_field_order_and_repeats), cmocka_unit_test(test_token_lists_reference),
-        cmocka_unit_test(test_in_place),
+        cmocka_unit_test(test_in_place),      cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_depth_regress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,16 @@ static char *render(promexp *p)
     return text;
 }
 
+/* What an exporter over src alone renders (it is stopped before the sources are). */
+static char *render_sources(const promexp_sources *src)
+{
+    promexp *p = promexp_start(-1, src, NULL);
+    assert_non_null(p);
+    char *text = render(p);
+    promexp_stop(p);
+    return text;
+}
+
 /* The kv-event counters of a running ingest, labelled by reason and event type. */
 static void test_ingest_counters(void **state)
 {
@@ -170,10 +180,7 @@ static void test_ingest_counters(void **state)
     ingest *g = ingest_start(&cfg, &err);
     if (!g)
         fail_msg("%s", err.msg);
-    promexp_sources src = {.ingest = g};
-    promexp *p = promexp_start(-1, &src, NULL);
-    assert_non_null(p);
-    char *text = render(p);
+    char *text = render_sources(&(promexp_sources){.ingest = g});
     has_line(text, "# TYPE kvroute_kv_events_batches_total counter");
     has_line(text, "kvroute_kv_events_messages_total 0");
     has_line(text, "kvroute_kv_events_events_total{type=\"BlockStored\"} 0");
@@ -181,9 +188,28 @@ static void test_ingest_counters(void **state)
     has_line(text, "kvroute_kv_events_stale_endpoints 0");
     assert_null(strstr(text, "inference_pool_ready_pods"));   /* no endpoint set given */
     free(text);
-    promexp_stop(p);
     ingest_stop(g);
     kvindex_free(ix);
+    epset_free(eps);
+}
+
+/* The scraper's counters: accepted scrapes, and failures by reason (value: a NaN,
+ * infinite or negative gauge). */
+static void test_scrape_counters(void **state)
+{
+    (void)state;
+    epset *eps = epset_new(0, NULL, NULL, NULL);
+    scrape_config sc = {.endpoints = eps};
+    scraper *s = scrape_start(&sc, NULL);
+    assert_non_null(s);
+    char *text = render_sources(&(promexp_sources){.scrape = s});
+    has_line(text, "# TYPE kvroute_metrics_scrapes_total counter");
+    has_line(text, "kvroute_metrics_scrapes_total 0");
+    has_line(text, "# TYPE kvroute_metrics_scrape_failures_total counter");
+    has_line(text, "kvroute_metrics_scrape_failures_total{reason=\"transfer\"} 0");
+    has_line(text, "kvroute_metrics_scrape_failures_total{reason=\"value\"} 0");
+    free(text);
+    scrape_stop(s);
     epset_free(eps);
 }
 
@@ -257,6 +283,7 @@ static void test_plugin_and_lookup_metrics(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_exposition),
     cmocka_unit_test(test_ingest_counters),
+    cmocka_unit_test(test_scrape_counters),
     cmocka_unit_test(test_plugin_and_lookup_metrics),
     cmocka_unit_test(test_busy_port),
 };

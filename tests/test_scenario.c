@@ -100,6 +100,9 @@ static void test_errors(void **state)
          "tests/data/scenarios/bad-duration.yaml:3:20: field 'cluster.scrape_interval': expected a duration such as 50ms, 2s or 2m, got '5 parsecs'"},
         {"tests/data/scenarios/bad-inline-config.yaml",
          "tests/data/scenarios/bad-inline-config.yaml:6:17: field 'routers[0].config.plugins[0].type': unknown plugin type 'no-such-scorer'"},
+        /* user text is echoed with its control bytes escaped */
+        {"tests/data/scenarios/bad-control-bytes.yaml",
+         "tests/data/scenarios/bad-control-bytes.yaml:3:10: field 'cluster.model': unknown model 'qwen\\x1b[2J\\r\\nERROR all clear\\x7f'"},
         {"tests/data/scenarios/bad-model.yaml",
          "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5'"},
         {"tests/data/scenarios/bad-name.yaml",

@@ -1,8 +1,10 @@
 /* test_scrape: the /metrics parser on vLLM-shaped bodies (labels, escapes, several series,
  * LoRA info by largest value, cache config, legacy and configured KV metric names, missing
- * and malformed input), then the poller against a fake vLLM on loopback: values land in
- * the endpoint set, follow changes, a failing endpoint goes stale after 2 s (test clock)
- * and an unreachable one never becomes valid. */
+ * and malformed input; NaN, infinite and negative gauges rejected, huge ones clamped),
+ * then the poller against a fake vLLM on loopback: values land in the endpoint set,
+ * follow changes, a failing endpoint goes stale after 2 s (test clock)
+ * and an unreachable one never becomes valid; a pod sending a NaN queue is counted and
+ * logged once until it recovers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -17,6 +19,7 @@
 #include <curl/curl.h>
 
 #include "endpoints.h"
+#include "log.h"
 #include "scrape.h"
 #include "support/fake_vllm.h"
 
@@ -91,6 +94,46 @@ static void test_parse(void **state)
     }
 }
 
+/* A gauge the scheduler reads that is NaN, infinite or negative fails the scrape, naming
+ * the line, the metric and the value as the pod wrote it; huge values are clamped. */
+static void test_bad_values(void **state)
+{
+    (void)state;
+    static const char *const METRIC[] = {"vllm:num_requests_waiting", "vllm:num_requests_running",
+                                         "vllm:kv_cache_usage_perc"};
+    static const char *const VALUE[] = {"NaN", "+Inf", "-Inf", "-5", "-0.001", "nan", "-1e400"};
+    static const char *const GOOD[] = {"3", "1", "0.5"};
+    char body[256], want[128];
+    scrape_sample s;
+    kv_err err = {0};
+    for (size_t m = 0; m < 3; m++)
+        for (size_t v = 0; v < sizeof VALUE / sizeof *VALUE; v++) {
+            size_t n = 0;
+            for (size_t k = 0; k < 3; k++)
+                n += (size_t)snprintf(body + n, sizeof body - n, "%s %s\n", METRIC[k], k == m ? VALUE[v] : GOOD[k]);
+            assert_int_equal(scrape_parse(body, n, NULL, &s, &err), KV_ERANGE);
+            snprintf(want, sizeof want, "/metrics line %zu: %s is %s,", m + 1, METRIC[m], VALUE[v]);
+            assert_non_null(strstr(err.msg, want));
+        }
+    /* the legacy KV name is read under the same rule */
+    const char *legacy = "vllm:num_requests_waiting 1\nvllm:num_requests_running 2\nvllm:gpu_cache_usage_perc NaN\n";
+    assert_int_equal(scrape_parse(legacy, strlen(legacy), NULL, &s, &err), KV_ERANGE);
+    /* (a NaN in a metric nobody reads is no error: BODY has one) */
+
+    const char *huge = "vllm:num_requests_waiting 1e300\nvllm:num_requests_running 3000000000\n"
+                       "vllm:kv_cache_usage_perc 7\n"
+                       "vllm:lora_requests_info{max_lora=\"99999999999999999999\",running_lora_adapters=\"\"} 1\n"
+                       "vllm:cache_config_info{block_size=\"-3\",num_gpu_blocks=\"99999999999\"} 1\n";
+    assert_int_equal(scrape_parse(huge, strlen(huge), NULL, &s, &err), KV_OK);
+    assert_int_equal(s.m.waiting, SCRAPE_MAX_REQUESTS);
+    assert_int_equal(s.m.running, SCRAPE_MAX_REQUESTS);
+    assert_true(s.m.kv_usage == 1.0);
+    assert_int_equal(s.m.max_lora, SCRAPE_MAX_REQUESTS);
+    assert_int_equal(s.m.block_size, 0);   /* not a count: unknown */
+    assert_int_equal(s.m.num_gpu_blocks, UINT32_MAX);
+    scrape_sample_free(&s);
+}
+
 static _Atomic double clock_s = 1000.0;
 static double test_now(void *ctx) { (void)ctx; return atomic_load(&clock_s); }
 
@@ -104,6 +147,15 @@ static sched_metrics metrics_of(epset *eps, const char *name)
             m = e[i]->m;
     epset_release(eps);
     return m;
+}
+
+/* log sink: counts the warnings that a scrape was rejected */
+static atomic_int rejected_logs;
+static void count_rejections(void *ctx, const char *line)
+{
+    (void)ctx;
+    if (strstr(line, "metrics scrape rejected"))
+        atomic_fetch_add(&rejected_logs, 1);
 }
 
 #define WAIT(cond)                                   \
@@ -162,6 +214,28 @@ static void test_poller(void **state)
     fake_vllm_set_gauges(v, 2, 2, 0.5);
     WAIT(metrics_of(eps, up).valid);
 
+    /* A NaN queue fails the scrape: counted as a bad value, the last good metrics kept
+     * until they go stale, one warning however many scrapes fail, one more after a recovery. */
+    log_setup(0, count_rejections, NULL);
+    fake_vllm_set_metrics(v, 200, "vllm:num_requests_waiting NaN\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.1\n");
+    uint64_t value0 = (scrape_get_stats(s, &st), st.failed_value);
+    WAIT((scrape_get_stats(s, &st), st.failed_value >= value0 + 5));
+    m = metrics_of(eps, up);
+    assert_true(m.valid);
+    assert_int_equal(m.waiting, 2);
+    atomic_store(&clock_s, atomic_load(&clock_s) + 2.5);
+    assert_false(metrics_of(eps, up).valid);
+    assert_int_equal(atomic_load(&rejected_logs), 1);
+    fake_vllm_set_gauges(v, 4, 2, 0.5);
+    WAIT(metrics_of(eps, up).valid && metrics_of(eps, up).waiting == 4);
+    fake_vllm_set_metrics(v, 200, "vllm:num_requests_waiting -5\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.1\n");
+    WAIT((scrape_get_stats(s, &st), st.failed_value >= value0 + 8));
+    assert_int_equal(atomic_load(&rejected_logs), 2);
+    assert_int_equal(metrics_of(eps, up).waiting, 4);
+    log_setup(0, NULL, NULL);
+    fake_vllm_set_gauges(v, 2, 2, 0.5);
+    WAIT(metrics_of(eps, up).waiting == 2);
+
     /* A removed endpoint is no longer scraped. */
     ep_spec only = {.name = "127.0.0.1:1"};
     assert_int_equal(epset_sync(eps, &only, 1, NULL), KV_OK);
@@ -215,6 +289,7 @@ static void test_fake_tokenize(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_parse),
+    cmocka_unit_test(test_bad_values),
     cmocka_unit_test(test_fake_tokenize),
     cmocka_unit_test(test_poller),
 };

@@ -298,6 +298,64 @@ static void test_trace_csv_and_jsonl(void **state)
     unlink(jl);
 }
 
+/* Numbers beyond a column's range, however large, are errors quoting the text as written
+ * (they were cast to int64, undefined, and a huge prefix_length read 0); control bytes in
+ * echoed text are escaped. Each case: the trace's text, the error after "<file>:". */
+static void test_trace_numbers(void **state)
+{
+    (void)state;
+    static const char *const cases[][3] = {
+        {".csv", "timestamp,input_length,output_length\n0,1e30,5\n",
+         "2: field 'input_length': 1e30 is out of range [1, 10000000]"},
+        {".csv", "timestamp,input_length,output_length\n0,99999999999999999999999,5\n",
+         "2: field 'input_length': 99999999999999999999999 is out of range [1, 10000000]"},
+        {".csv", "timestamp,input_length,output_length\n0,10,-9223372036854775809\n",
+         "2: field 'output_length': -9223372036854775809 is out of range [1, 10000000]"},
+        {".csv", "timestamp,input_length,output_length,prefix_group,prefix_length\n0,100,5,1,1e30\n",
+         "2: field 'prefix_length': 1e30 is out of range [0, 10000000]"},
+        {".csv", "timestamp,input_length,output_length,prefix_group\n0,100,5,4294967295\n",
+         "2: field 'prefix_group': 4294967295 is out of range [-1, 4294967294]"},
+        {".csv", "timestamp,input_length,output_length\n0,nan,5\n", "2: field 'input_length': nan is out of range [1, 10000000]"},
+        {".csv", "timestamp,input_length,output_length\n0, ,5\n", "2: column 2: expected a number, got ' '"},
+        {".csv", "timestamp,input_length,output_length\n0,1e999,5\n", "2: column 2: expected a number, got '1e999'"},
+        {".csv", "timestamp,output_length\n0,5\n", "2: field 'input_length': required"},
+        {".csv", "timestamp,in\x1b[31mput\n", "1: column 'in\\x1b[31mput': unknown (timestamp, input_length, "
+                                              "output_length, prefix_group, prefix_length)"},
+        {".csv", "timestamp,input_length,output_length\n0,10\a\t,5\n", "2: column 2: expected a number, got '10\\x07\\t'"},
+        {".jsonl", "{\"timestamp\": 0, \"input_length\": 1e30, \"output_length\": 5}\n",
+         "1: field 'input_length': 1e+30 is out of range [1, 10000000]"},
+        {".jsonl", "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"prefix_length\": -3}\n",
+         "1: field 'prefix_length': -3 is out of range [0, 10000000]"},
+        {".jsonl", "{\"timestamp\": 0, \"in\\u001b[2Jput\": 1}\n", "1: field 'in\\x1b[2Jput': unknown key"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char path[64], yaml[256], want[600];
+        snprintf(path, sizeof path, "/tmp/kvroute_trace_XXXXXX%s", cases[i][0]);
+        int fd = mkstemps(path, (int)strlen(cases[i][0]));
+        close(fd);
+        write_file(path, cases[i][1]);
+        snprintf(yaml, sizeof yaml, "workload:\n  data: {type: trace, trace: {file: %s}}\n  load: {type: trace_replay}\n",
+                 path);
+        wl_spec s;
+        kv_err e = {0};
+        assert_int_equal(parse(yaml, &s, &e), KV_OK);
+        assert_null(wl_build(&s, 1, &e));
+        snprintf(want, sizeof want, "%s:%s", path, cases[i][2]);
+        assert_string_equal(e.msg, want);
+        wl_spec_free(&s);
+        unlink(path);
+    }
+    /* a prefix longer than the prompt is the whole prompt, not 0 */
+    char path[] = "/tmp/kvroute_trace_XXXXXX.csv", yaml[256];
+    close(mkstemps(path, 4));
+    write_file(path, "timestamp,input_length,output_length,prefix_group,prefix_length\n0,100,5,1,5000\n");
+    snprintf(yaml, sizeof yaml, "workload:\n  data: {type: trace, trace: {file: %s}}\n  load: {type: trace_replay}\n", path);
+    workload *w = build(yaml, 1);
+    assert_int_equal(w->prompts[0].n_tokens, 100);
+    wl_free(w);
+    unlink(path);
+}
+
 /* A trace that does not exist is the scenario's fault: an error at the field naming it. */
 static void test_trace_missing(void **state)
 {
@@ -479,6 +537,7 @@ int main(void)
         cmocka_unit_test(test_random_data),
         cmocka_unit_test(test_trace_csv_and_jsonl),
         cmocka_unit_test(test_trace_missing),
+        cmocka_unit_test(test_trace_numbers),
         cmocka_unit_test(test_output_retokenize_guide),
         cmocka_unit_test(test_output_retokenize_points),
         cmocka_unit_test(test_parse_errors),
