@@ -2,10 +2,10 @@
  * state machine of live/extproc.c without gRPC (extproc_detached, extproc_stream_feed:
  * each message is decoded and handled exactly as a received gRPC message is).
  *
- * Input: one options byte, then messages, each a 2-byte little-endian length and that
- * many bytes of ProcessingRequest (protobuf wire format: request headers, body chunks,
+ * Input: one options byte, then messages as a length-delimited protobuf stream (each a
+ * varint length and that many bytes of ProcessingRequest: request headers, body chunks,
  * trailers, response headers and body, protocol_config with the body modes, metadata
- * with subset hints); the length 0xFFFF is Envoy's half-close. The stream is closed
+ * with subset hints); a zero length is Envoy's half-close. The stream is closed
  * after the last message, as a gRPC call's end closes it (the completion is reported).
  * Options: bit 0 a 4 KiB body limit (else the default), bit 1 decisions traced,
  * bit 2 objectives known (priority from the name), bit 3 every candidate saturated,
@@ -30,7 +30,6 @@ typedef Envoy__Service__ExtProc__V3__ProcessingResponse PResp;
 typedef Envoy__Service__ExtProc__V3__CommonResponse CommonResponse;
 
 #define N_EPS 4
-#define HALF_CLOSE 0xFFFF
 
 static const char CONFIG[] =
     "plugins:\n"
@@ -182,15 +181,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         extproc_stop(srv);
         return 0;
     }
-    for (size_t off = 1; off + 2 <= size;) {
-        size_t len = (size_t)data[off] | (size_t)data[off + 1] << 8;
-        off += 2;
-        bool half_close = len == HALF_CLOSE;
-        if (half_close)
-            len = 0;
+    for (size_t off = 1; off < size;) {
+        uint64_t len = 0;
+        for (int shift = 0; off < size && shift < 64; shift += 7) {
+            uint8_t b = data[off++];
+            len |= (uint64_t)(b & 0x7f) << shift;
+            if (!(b & 0x80))
+                break;
+        }
         if (len > size - off)
             len = size - off;
-        int status = extproc_stream_feed(st, half_close ? NULL : data + off, len, on_reply, NULL);
+        int status = extproc_stream_feed(st, len ? data + off : NULL, (size_t)len, on_reply, NULL);
         off += len;
         if (status >= 0) {
             if (status != 0 && status != 3 && status != 8) /* OK, INVALID_ARGUMENT, RESOURCE_EXHAUSTED */

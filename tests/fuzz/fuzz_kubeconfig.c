@@ -1,17 +1,16 @@
 /* fuzz_kubeconfig: a kubeconfig file as ./epp --kubeconfig reads it (kubeconfig_load).
  * On success the strings it filled must be terminated within their fields, and the
  * decoded CA bundle at its length. */
-#define _GNU_SOURCE /* memfd_create, in fuzz_file.h */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_file.h"
 #include "kubeconfig.h"
+#include "../support/fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *path = fuzz_file_write(data, size);
+    const char *path = fuzz_file_write("config", data, size);
     if (!path)
         return 0;
     kubeconfig kc;

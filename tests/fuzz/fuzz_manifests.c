@@ -1,15 +1,14 @@
-/* fuzz_manifests: a file of InferenceObjective or InferenceModelRewrite manifests as
- * ./epp --objectives / --model-rewrites reads it (objectives_load, model_rewrites_load,
- * both through live/manifests.c). The first byte picks the kind, the rest is the file.
+/* fuzz_manifests: a file of manifests as ./epp --objectives and --model-rewrites read it
+ * (objectives_load, model_rewrites_load, both through live/manifests.c): every input is
+ * read as both kinds, so a stored manifest file is an input as it is.
  * Whatever loaded must then answer lookups: no objective without a name, and a pick for
  * a model returns a target name, or none. */
-#define _GNU_SOURCE /* memfd_create, in fuzz_file.h */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "fuzz_file.h"
 #include "model_rewrites.h"
 #include "objectives.h"
+#include "../support/fuzz_file.h"
 
 static uint64_t counter_rand(void *ctx)
 {
@@ -50,14 +49,10 @@ static void fuzz_rewrites(const char *path)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
-    const char *path = fuzz_file_write(data + 1, size - 1);
+    const char *path = fuzz_file_write("manifests.yaml", data, size);
     if (!path)
         return 0;
-    if (data[0] & 1)
-        fuzz_rewrites(path);
-    else
-        fuzz_objectives(path);
+    fuzz_objectives(path);
+    fuzz_rewrites(path);
     return 0;
 }

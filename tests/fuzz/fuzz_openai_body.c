@@ -1,14 +1,13 @@
 /* fuzz_openai_body: OpenAI request and response bodies as the ext-proc path reads them
  * (live/openai_request.cc, live/openai_body.c).
  *
- * The first byte selects the entry point, the rest is the body:
- *   0  oai_request_parse twice, read in place (readable past the end, as extproc's
- *      padded buffer) and from a copy (readable = len): both must give the same answer
- *      field for field, and a chat request's messages_json must be a JSON list;
- *   1  oai_usage_parse of an unstreamed response;
- *   2  oai_sse_feed of a streamed response, once whole and once in chunks whose sizes
- *      come from the selector's high bits: lines split across chunks must not change
- *      what is read. */
+ * Every input is read by each entry point, so a stored body is an input as it is:
+ *  - oai_request_parse twice, in place (readable past the end, as extproc's padded
+ *    buffer) and from a copy (readable = len): both must give the same answer field for
+ *    field, and a chat request's messages_json must be a JSON list;
+ *  - oai_usage_parse, as an unstreamed response;
+ *  - oai_sse_feed, as a streamed response, once whole and once in chunks of 1..32 bytes
+ *    stepped by the first byte: lines split across chunks must not change what is read. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,25 +29,8 @@ static void same_request(const oai_request *a, const oai_request *b)
         abort();
 }
 
-/* Known bug, fixed on its own branch: walk() in openai_request.cc recurses once per
- * nesting level without a bound. Until that fix is merged, bodies nesting deeper than
- * any real one are not fed (brackets counted outside strings loosely: enough here). */
-static bool too_deep(const uint8_t *data, size_t size)
-{
-    long depth = 0;
-    for (size_t i = 0; i < size; i++) {
-        depth += data[i] == '[' || data[i] == '{';
-        depth -= data[i] == ']' || data[i] == '}';
-        if (depth > 2000)
-            return true;
-    }
-    return false;
-}
-
 static void fuzz_request(const uint8_t *data, size_t size)
 {
-    if (too_deep(data, size))
-        return;
     /* extproc's body buffer: the body, then OAI_BODY_PADDING bytes of whatever was there */
     char *padded = malloc(size + OAI_BODY_PADDING);
     if (!padded)
@@ -85,13 +67,12 @@ static void fuzz_usage(const uint8_t *data, size_t size)
         abort();
 }
 
-static void fuzz_sse(uint8_t sel, const uint8_t *data, size_t size)
+static void fuzz_sse(const uint8_t *data, size_t size)
 {
     oai_sse whole = {0}, split = {0};
     if (oai_sse_feed(&whole, (const char *)data, size) != KV_OK)
         goto out;
-    /* chunk sizes 1..32 cycling with a step taken from the selector */
-    size_t step = (size_t)(sel >> 2) % 31 + 1;
+    size_t step = size ? (size_t)data[0] % 31 + 1 : 1;
     for (size_t off = 0, k = 0; off < size; k++) {
         size_t n = (k * step) % 32 + 1;
         if (n > size - off)
@@ -112,14 +93,8 @@ out:
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
-    uint8_t sel = data[0];
-    data++, size--;
-    switch (sel & 3) {
-    case 0: fuzz_request(data, size); break;
-    case 1: fuzz_usage(data, size); break;
-    default: fuzz_sse(sel, data, size); break;
-    }
+    fuzz_request(data, size);
+    fuzz_usage(data, size);
+    fuzz_sse(data, size);
     return 0;
 }

@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of fuzz_extproc_stream (tests/fuzz/corpus/extproc_stream/):
 whole ext-proc streams as Envoy sends them, in the harness's input format (an options
-byte, then 2-byte little-endian lengths, each followed by one ProcessingRequest in
-protobuf wire format; 0xFFFF is a half-close). Hand-encoded from live/proto/ext_proc.proto
+byte, then a length-delimited stream: varint lengths, each followed by one
+ProcessingRequest in protobuf wire format; a zero length is a half-close). Hand-encoded from live/proto/ext_proc.proto
 so that no protobuf package is needed. Run it from the repository root."""
 import os
-import struct
 
 OUT = "tests/fuzz/corpus/extproc_stream"
 
@@ -60,11 +59,8 @@ def subset_hint(endpoints):      # Metadata{"envoy.lb.subset_hint": Struct{key: 
 def stream(opts, msgs):
     out = bytearray([opts])
     for m in msgs:
-        if m is None:
-            out += struct.pack("<H", 0xFFFF)
-        else:
-            assert len(m) < 0xFFFF
-            out += struct.pack("<H", len(m)) + m
+        m = m or b""             # None: half-close
+        out += varint(len(m)) + m
     return bytes(out)
 
 
