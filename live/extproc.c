@@ -438,6 +438,8 @@ static void set_error_oom(stream *st) { reply_error(st, 500, "out of memory"); }
 
 static bool body_append(stream *st, const uint8_t *p, size_t n)
 {
+    if (!n)
+        return true; /* an empty chunk (its data NULL once decoded): nothing to copy */
     size_t max = st->srv->cfg.max_body ? st->srv->cfg.max_body : (64u << 20);
     if (st->body_len + n > max)
         return false;
