@@ -382,9 +382,13 @@ static void reply_route(stream *st, bool with_body)
     hset_free(&h);
 }
 
-/* Body bytes back as streamed_response chunks of at most EXTPROC_CHUNK; request or response. */
+/* Body bytes back as streamed_response chunks of at most EXTPROC_CHUNK; request or response.
+ * An empty body may have no buffer (data NULL: nothing was appended), and NULL + 0 is
+ * undefined, so it is answered from an empty string's. */
 static void reply_chunks(stream *st, bool request, const char *data, size_t len, bool eos)
 {
+    if (!data)
+        data = "";
     size_t off = 0;
     do {
         size_t n = len - off > EXTPROC_CHUNK ? EXTPROC_CHUNK : len - off;
