@@ -10,6 +10,7 @@
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
 #   make soak    deps, build, ./epp for SOAK_MINUTES (default 30) under load, watched for growth
+#   make fuzz    deps, the libFuzzer harnesses built with clang, each run FUZZ_TIME seconds
 #   make check T=test_policies
 #                build and run one test (tests/T.c) under ASan+UBSan (tsan_* under TSan),
 #                rebuilding only what it links: the edit-compile-test loop of a policy
@@ -24,7 +25,7 @@ CXX      ?= c++
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
-            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev
+            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev clang
 
 # pkg-config libraries, by the folders that need them (the engine's are everyone's).
 # msgpack-c is the KV-event encoder's (engine/kvevents_encode.c), linked only by programs
@@ -71,6 +72,13 @@ VARIANTS := rel asan tsan
 FLAGS_rel  := $(OPT)
 FLAGS_asan := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 FLAGS_tsan := -O1 -fsanitize=thread -fno-omit-frame-pointer
+# libFuzzer harnesses (make fuzz): clang, coverage-instrumented engine and drivers too
+FUZZ_CC  ?= clang
+FUZZ_CXX ?= clang++
+CC_fuzz  = $(FUZZ_CC)
+CXX_fuzz = $(FUZZ_CXX)
+FLAGS_fuzz := -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+              -Wno-unknown-warning-option
 # simdjson's internal assertions (on unless NDEBUG) cost it half its speed; sanitized builds keep them
 CXXFLAGS_rel := -DNDEBUG
 
@@ -101,10 +109,10 @@ obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $$(@D)
-	$$(COMPILE) $$(CC) $$(BASE_CFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@
+	$$(COMPILE) $$(or $$(CC_$(1)),$$(CC)) $$(BASE_CFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) -MMD -MP -c $$< -o $$@
 build/$(1)/%.o: %.cc | $(PROTO_H)
 	@mkdir -p $$(@D)
-	$$(COMPILE) $$(CXX) $$(BASE_CXXFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@
+	$$(COMPILE) $$(or $$(CXX_$(1)),$$(CXX)) $$(BASE_CXXFLAGS) $$(call incs,$$<) $$(FLAGS_$(1)) $$(CXXFLAGS_$(1)) -MMD -MP -c $$< -o $$@
 build/$(1)/libengine.a: $(call obj,$(1),$(ENGINE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libpolicies.a: $(call obj,$(1),$(POLICY_SRC))
@@ -120,7 +128,7 @@ LIBS_$(1)_sim  := build/$(1)/libsim.a build/$(1)/libio.a $$(LIBS_$(1)_core)
 LIBS_$(1)_live := build/$(1)/liblive.a build/$(1)/libio.a $$(LIBS_$(1)_core)
 LIBS_$(1)_all  := build/$(1)/libsim.a $$(LIBS_$(1)_live)
 endef
-$(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
+$(foreach v,$(VARIANTS) fuzz,$(eval $(call variant_rules,$(v))))
 
 # generated protobuf-c code is compiled without -Werror's stricter warnings
 build/gen/%.pb-c.c build/gen/%.pb-c.h: live/proto/%.proto
@@ -175,17 +183,37 @@ $(foreach t,$(BENCH_SRC),$(eval $(call test_rule,rel,$(basename $(notdir $(t))),
 $(foreach t,fake_k8s_server extproc_route kv_msgpack_check,$(eval $(call test_rule,rel,tools/$(t),all)))
 $(eval $(call test_rule,rel,soak,all))
 
-.PHONY: all deps demo test test-build check bench soak clean
+# --- fuzzing -----------------------------------------------------------------
+# One harness per untrusted input: tests/fuzz/fuzz_<name>.c(c). Under `make test` each is
+# linked with the plain replay driver (gcc, ASan+UBSan) and fed its seed corpus and
+# reproducers; `make fuzz` links it with libFuzzer (clang) and runs it.
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c tests/fuzz/fuzz_*.cc)
+FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%,%,$(basename $(FUZZ_SRC)))
+REPLAY_BINS := $(addprefix build/asan/tests/fuzz/replay_,$(FUZZ_NAMES))
+FUZZ_TIME   ?= 60
+FUZZ        ?= $(FUZZ_NAMES)
+
+build/asan/tests/fuzz/replay_%: build/asan/tests/fuzz/fuzz_%.o build/asan/tests/fuzz/replay.o \
+		$(call test_helpers,asan,all) $(LIBS_asan_all)
+	@mkdir -p $(@D); $(CXX) $(FLAGS_asan) -o $@ $^ $(call pkg_libs,live)
+# seeds the engine's encoders write (committed; rerun after changing the generator)
+$(eval $(call test_rule,rel,fuzz/gen_corpus,all))
+fuzz-corpus: build/rel/tests/bin/fuzz/gen_corpus
+	$< tests/fuzz/corpus
+build/fuzz/bin/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(call test_helpers,fuzz,all) $(LIBS_fuzz_all)
+	@mkdir -p $(@D); $(FUZZ_CXX) $(subst fuzzer-no-link,fuzzer,$(FLAGS_fuzz)) -o $@ $^ $(call pkg_libs,live)
+
+.PHONY: all deps demo test test-build check bench soak fuzz fuzz-corpus clean
 .SECONDARY:
 
 deps:
 	@sh tests/deps.sh $(DEB_PKGS)
 
-test-build: all $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(TOOL_BINS)
+test-build: all $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(TOOL_BINS) $(REPLAY_BINS)
 
 test: deps
 	@$(MAKE) --no-print-directory test-build
-	@sh tests/run.sh $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(wildcard tests/it_*.sh)
+	@sh tests/run.sh $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(REPLAY_BINS) $(wildcard tests/it_*.sh)
 
 check_variant = $(if $(filter tsan_%,$(T)),tsan,asan)
 check:
@@ -201,6 +229,10 @@ SOAK_MINUTES ?= 30
 soak: deps
 	@$(MAKE) --no-print-directory build/rel/bin/epp build/rel/tests/bin/soak
 	SOAK_MINUTES=$(SOAK_MINUTES) build/rel/tests/bin/soak build/rel/bin/epp
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(addprefix build/fuzz/bin/fuzz_,$(FUZZ))
+	@sh tests/fuzz/fuzz.sh $(FUZZ_TIME) $(FUZZ)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

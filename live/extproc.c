@@ -46,14 +46,14 @@ typedef Envoy__Service__ExtProc__V3__Value PValue;
  * lock. The main operation's own kind (receive, send, status) is stream state. */
 enum tag_kind { TAG_NEW = 0, TAG_MAIN = 1, TAG_CLOSE = 2, TAG_SHUTDOWN = 3 };
 enum op_kind { OP_RECV, OP_SEND, OP_STATUS };
-typedef struct stream stream;
+typedef struct extproc_stream stream;
 #define TAG(st, kind) ((void *)((uintptr_t)(st) | (uintptr_t)(kind)))
 #define TAG_STREAM(t) ((stream *)((uintptr_t)(t) & ~(uintptr_t)7))
 #define TAG_KIND(t) ((enum tag_kind)((uintptr_t)(t) & 7))
 
 enum phase { PH_HEADERS, PH_BODY, PH_ROUTED, PH_DONE };
 
-struct stream {
+struct extproc_stream {
     extproc_server *srv;
     pthread_mutex_t mu;
     int refs;
@@ -554,6 +554,16 @@ static void request_stream(extproc_server *s)
         stream_free(st);
 }
 
+static void stream_started(stream *st)
+{
+    extproc_server *s = st->srv;
+    st->started = true;
+    pthread_mutex_lock(&s->mu);
+    s->stats.streams++;
+    s->stats.streams_active++;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void on_new(stream *st, bool ok)
 {
     pthread_mutex_lock(&st->mu);
@@ -563,11 +573,7 @@ static void on_new(stream *st, bool ok)
         stream_free(st);
         return;
     }
-    st->started = true;
-    pthread_mutex_lock(&s->mu);
-    s->stats.streams++;
-    s->stats.streams_active++;
-    pthread_mutex_unlock(&s->mu);
+    stream_started(st);
     request_stream(s);
     st->refs = 2;
     grpc_op close_op = {0};
@@ -584,6 +590,25 @@ static void on_new(stream *st, bool ok)
     pthread_mutex_unlock(&st->mu);
 }
 
+/* One received message through the state machine (bb NULL: Envoy half-closed, finish
+ * with OK); the replies, and a final status, are queued on the stream. */
+static void receive(stream *st, grpc_byte_buffer *bb)
+{
+    if (!bb) {
+        close_with(st, GRPC_STATUS_OK, "");
+        return;
+    }
+    kv_err e = {0};
+    PReq *m = unpack(bb, &e);
+    if (!m) {
+        STAT_ADD(st->srv, bad_messages, 1);
+        close_with(st, GRPC_STATUS_INVALID_ARGUMENT, e.msg);
+        return;
+    }
+    process(st, m);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
 static void on_main(stream *st, bool ok)
 {
     pthread_mutex_lock(&st->mu);
@@ -598,21 +623,10 @@ static void on_main(stream *st, bool ok)
         return;
     }
     if (kind == OP_RECV) {
-        if (!st->recv_buf) { /* Envoy half-closed: finish with OK */
-            close_with(st, GRPC_STATUS_OK, "");
-        } else {
-            kv_err e = {0};
-            PReq *m = unpack(st->recv_buf, &e);
+        receive(st, st->recv_buf);
+        if (st->recv_buf)
             grpc_byte_buffer_destroy(st->recv_buf);
-            st->recv_buf = NULL;
-            if (!m) {
-                STAT_ADD(st->srv, bad_messages, 1);
-                close_with(st, GRPC_STATUS_INVALID_ARGUMENT, e.msg);
-            } else {
-                process(st, m);
-                protobuf_c_message_free_unpacked(&m->base, NULL);
-            }
-        }
+        st->recv_buf = NULL;
     }
     if (!advance(st))
         pthread_mutex_unlock(&st->mu);
@@ -651,7 +665,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* What extproc_start set up besides gRPC's server and queue; ends gRPC's use. */
+/* What server_new set up (and the worker array); ends gRPC's use. */
 static void server_free(extproc_server *s)
 {
     route_free(s->router);
@@ -663,16 +677,10 @@ static void server_free(extproc_server *s)
     grpc_shutdown();
 }
 
-extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
+/* What a served and a detached server share: the config, the locks, the tokenizer's and
+ * gRPC's global state (byte buffers and slices; extproc_stop shuts gRPC down). */
+static extproc_server *server_new(const extproc_config *cfg, kv_err *err)
 {
-    if (!cfg->sched || !cfg->pool.acquire || !cfg->pool.release || !cfg->addr) {
-        kv_err_set(err, KV_EINVAL, "extproc: sched, pool and addr are required");
-        return NULL;
-    }
-    if (!cfg->cert_pem != !cfg->key_pem) {
-        kv_err_set(err, KV_EINVAL, "extproc: TLS needs both a certificate and a key");
-        return NULL;
-    }
     extproc_server *s = calloc(1, sizeof *s);
     if (!s) {
         kv_err_set(err, KV_ENOMEM, "extproc: out of memory");
@@ -687,6 +695,22 @@ extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
     pthread_rwlock_init(&s->gate, NULL);
     pthread_cond_init(&s->cv, NULL);
     grpc_init();
+    return s;
+}
+
+extproc_server *extproc_start(const extproc_config *cfg, kv_err *err)
+{
+    if (!cfg->sched || !cfg->pool.acquire || !cfg->pool.release || !cfg->addr) {
+        kv_err_set(err, KV_EINVAL, "extproc: sched, pool and addr are required");
+        return NULL;
+    }
+    if (!cfg->cert_pem != !cfg->key_pem) {
+        kv_err_set(err, KV_EINVAL, "extproc: TLS needs both a certificate and a key");
+        return NULL;
+    }
+    extproc_server *s = server_new(cfg, err);
+    if (!s)
+        return NULL;
     s->cq = grpc_completion_queue_create_for_next(NULL);
     /* No SO_REUSEPORT: a busy port must be an error, not a silently shared socket. */
     grpc_arg args[2] = {
@@ -752,19 +776,77 @@ void extproc_stop(extproc_server *s)
 {
     if (!s)
         return;
-    pthread_rwlock_wrlock(&s->gate);
-    s->stopping = true;
-    pthread_rwlock_unlock(&s->gate);
-    grpc_server_shutdown_and_notify(s->server, s->cq, TAG(NULL, TAG_SHUTDOWN));
-    grpc_server_cancel_all_calls(s->server);
-    pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_seen)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-    grpc_server_destroy(s->server);
-    grpc_completion_queue_shutdown(s->cq);
-    for (int i = 0; i < s->n_threads; i++)
-        pthread_join(s->threads[i], NULL);
-    grpc_completion_queue_destroy(s->cq);
+    if (s->server) { /* a detached server has no gRPC side */
+        pthread_rwlock_wrlock(&s->gate);
+        s->stopping = true;
+        pthread_rwlock_unlock(&s->gate);
+        grpc_server_shutdown_and_notify(s->server, s->cq, TAG(NULL, TAG_SHUTDOWN));
+        grpc_server_cancel_all_calls(s->server);
+        pthread_mutex_lock(&s->mu);
+        while (!s->shutdown_seen)
+            pthread_cond_wait(&s->cv, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+        grpc_server_destroy(s->server);
+        grpc_completion_queue_shutdown(s->cq);
+        for (int i = 0; i < s->n_threads; i++)
+            pthread_join(s->threads[i], NULL);
+        grpc_completion_queue_destroy(s->cq);
+    }
     server_free(s);
+}
+
+/* ---- detached streams ------------------------------------------------------------------------- */
+
+extproc_server *extproc_detached(const extproc_config *cfg, kv_err *err)
+{
+    if (!cfg->sched || !cfg->pool.acquire || !cfg->pool.release) {
+        kv_err_set(err, KV_EINVAL, "extproc: sched and pool are required");
+        return NULL;
+    }
+    return server_new(cfg, err);
+}
+
+extproc_stream *extproc_stream_open(extproc_server *s)
+{
+    stream *st = stream_new(s);
+    if (st)
+        stream_started(st);
+    return st;
+}
+
+int extproc_stream_feed(extproc_stream *st, const uint8_t *msg, size_t len,
+                        void (*reply)(void *ctx, const uint8_t *msg, size_t len), void *ctx)
+{
+    pthread_mutex_lock(&st->mu);
+    if (!st->close_after) { /* after the final status gRPC receives nothing more */
+        grpc_byte_buffer *bb = NULL;
+        if (msg) {
+            grpc_slice sl = grpc_slice_from_copied_buffer((const char *)msg, len);
+            bb = grpc_raw_byte_buffer_create(&sl, 1);
+            grpc_slice_unref(sl);
+        }
+        receive(st, bb);
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+    }
+    for (; st->out_i < st->out_n; st->out_i++) {
+        grpc_byte_buffer_reader r;
+        if (grpc_byte_buffer_reader_init(&r, st->outq[st->out_i])) {
+            grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+            grpc_byte_buffer_reader_destroy(&r);
+            reply(ctx, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
+            grpc_slice_unref(sl);
+        }
+        grpc_byte_buffer_destroy(st->outq[st->out_i]);
+    }
+    st->out_i = st->out_n = 0;
+    int status = st->close_after ? (int)st->close_code : -1;
+    pthread_mutex_unlock(&st->mu);
+    return status;
+}
+
+void extproc_stream_close(extproc_stream *st)
+{
+    if (st)
+        stream_free(st);
 }

@@ -97,6 +97,22 @@ void extproc_get_stats(const extproc_server *s, extproc_stats *out);
  * heap then stays at its peak size. */
 void extproc_keep_heap(void);
 
+/* The stream state machine without gRPC, for the fuzz harness: a server that listens
+ * nowhere (no port, no threads; extproc_stop frees it) and streams fed by hand, one
+ * received message at a time, handled exactly as a message from gRPC is (decoded, then
+ * the state machine; undecodable: INVALID_ARGUMENT). extproc_stream_feed takes one
+ * ProcessingRequest's wire bytes (msg NULL: Envoy half-closed the stream), hands every
+ * reply queued since the last call to reply (packed ProcessingResponses, in order), and
+ * returns the final gRPC status once the stream is closed, -1 while it is open.
+ * extproc_stream_close ends the stream as a gRPC call's end does (the completion is
+ * reported). One thread per stream. */
+typedef struct extproc_stream extproc_stream;
+extproc_server *extproc_detached(const extproc_config *cfg, kv_err *err);
+extproc_stream *extproc_stream_open(extproc_server *s);
+int extproc_stream_feed(extproc_stream *st, const uint8_t *msg, size_t len,
+                        void (*reply)(void *ctx, const uint8_t *msg, size_t len), void *ctx);
+void extproc_stream_close(extproc_stream *st);
+
 /* Building blocks shared with the health server and tests. */
 #define EXTPROC_METHOD "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 #define EXTPROC_CHUNK 62000       /* GIE's body chunk size (pkg/common/chunking.go) */

@@ -181,6 +181,8 @@ grpc_byte_buffer *extproc_reply_route(const char *target, const route_header *hs
 void extproc_reply_chunks(bool request, const char *data, size_t len, bool eos,
                           void (*push)(void *ctx, grpc_byte_buffer *bb), void *ctx)
 {
+    if (!data)   /* an empty body may have no buffer (nothing was appended); NULL + 0 is undefined */
+        data = "";
     size_t off = 0;
     do {
         size_t n = len - off > EXTPROC_CHUNK ? EXTPROC_CHUNK : len - off;

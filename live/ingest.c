@@ -50,6 +50,15 @@ typedef struct worker {
     bool started;
 } worker;
 
+/* The receiver's state. */
+typedef struct rx_state {
+    epset_snap known;             /* endpoints as last seen */
+    char **hosts;                 /* discovery mode: hosts the SUB is connected to */
+    size_t n_hosts;
+    char **warned;                /* pods already warned about (loose match), bounded */
+    size_t n_warned;
+} rx_state;
+
 struct ingest {
     ingest_config cfg;            /* cfg.sources: NULL, see sources */
     sched_kvsource *sources;      /* copies of cfg.sources (index pointer, keys, settings) */
@@ -62,6 +71,7 @@ struct ingest {
     bool rx_started;
     atomic_bool stop;
     epset_snap initial;           /* the set at start; the receiver takes it over */
+    rx_state rxs;                 /* the receiver's (ingest_feed's caller's when detached) */
     char bound[256];
     counters c;
 };
@@ -254,22 +264,23 @@ static void handle_gap(worker *w, const int *slots, const char *model, const cha
           (json_int_t)r->missed, "seq", (json_int_t)seq);
 }
 
-static void worker_event(worker *w, zmq_msg_t *f)
+/* An event batch for endpoint name[0..nl): the received message's frames f (topic, seq,
+ * payload). */
+static void worker_event(worker *w, const char *ep, size_t nl, const ingest_frame *f)
 {
     ingest *g = w->g;
     char name[NAME_MAX_LEN], model[512];
-    size_t nl = zmq_msg_size(&f[1]);
     if (nl >= sizeof name)
         return;   /* the receiver never forwards such names */
-    memcpy(name, zmq_msg_data(&f[1]), nl);
+    memcpy(name, ep, nl);
     name[nl] = 0;
     kvev_topic t;
-    kvev_topic_parse(zmq_msg_data(&f[2]), zmq_msg_size(&f[2]), &t);
+    kvev_topic_parse(f[0].data, f[0].len, &t);
     size_t ml = t.model.len < sizeof model ? t.model.len : sizeof model - 1;
     memcpy(model, t.model.s, ml);
     model[ml] = 0;
     uint64_t seq = 0;
-    kvev_seq_parse(zmq_msg_data(&f[3]), zmq_msg_size(&f[3]), &seq, NULL);
+    kvev_seq_parse(f[1].data, f[1].len, &seq, NULL);
 
     kv_err err = {0};
     int slots[g->cfg.n_sources];
@@ -288,7 +299,14 @@ static void worker_event(worker *w, zmq_msg_t *f)
         if (r.status == SEQTRACK_GAP || r.status == SEQTRACK_RESTART)
             handle_gap(w, slots, model, name, &r, seq);
     }
-    apply_payload(w, slots, model, name, zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+    apply_payload(w, slots, model, name, f[2].data, f[2].len);
+}
+
+/* The frames' data and sizes, as the ingest_frame view the shared code reads. */
+static void frames_of(zmq_msg_t *m, size_t n, ingest_frame *f)
+{
+    for (size_t i = 0; i < n; i++)
+        f[i] = (ingest_frame){.data = zmq_msg_data(&m[i]), .len = zmq_msg_size(&m[i])};
 }
 
 static void worker_remove(worker *w, const zmq_msg_t *namef)
@@ -356,8 +374,11 @@ static void *worker_main(void *arg)
                 zmq_msg_close(&m);
         }
         char kind = zmq_msg_size(&f[0]) ? *(char *)zmq_msg_data(&f[0]) : 0;
-        if (kind == 'E' && n == 5)
-            worker_event(w, f);
+        if (kind == 'E' && n == 5) {
+            ingest_frame ev[3];
+            frames_of(&f[2], 3, ev);
+            worker_event(w, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ev);
+        }
         else if (kind == 'R' && n == 2)
             worker_remove(w, &f[1]);
         for (size_t i = 0; i < n; i++)
@@ -372,14 +393,6 @@ out:
 }
 
 /* ---- receiver ---------------------------------------------------------------------------- */
-
-typedef struct rx_state {
-    epset_snap known;             /* endpoints as last seen */
-    char **hosts;                 /* discovery mode: hosts the SUB is connected to */
-    size_t n_hosts;
-    char **warned;                /* pods already warned about (loose match), bounded */
-    size_t n_warned;
-} rx_state;
 
 #define MAX_WARNED 4096
 
@@ -469,55 +482,79 @@ static void rx_warn_loose(rx_state *st, const char *pod, size_t len, const char 
           "{s:s%, s:s, s:s}", "topicPod", pod, len, "endpoint", name, "form", bare ? "ip" : "ip:port");
 }
 
-/* One received message (frames f[0..n)). Consumes the frames it forwards. */
-static void rx_message(ingest *g, rx_state *st, zmq_msg_t *f, size_t n)
+/* One received message: n frames, the first min(n, 3) in f. True when it is an event
+ * batch of a known endpoint, whose name is then in name. */
+static bool rx_accept(ingest *g, rx_state *st, const ingest_frame *f, size_t n, char name[NAME_MAX_LEN])
 {
     if (n != 3) {
         inc(&g->c.bad_frames, 1);
-        return;
+        return false;
     }
     inc(&g->c.messages, 1);
     kvev_topic t;
-    if (!kvev_topic_parse(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &t)) {
+    if (!kvev_topic_parse(f[0].data, f[0].len, &t)) {
         inc(&g->c.decode_errors[KVEV_ERR_TOPIC], 1);
-        return;
+        return false;
     }
     uint64_t seq;
-    if (kvev_seq_parse(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &seq, NULL) != KV_OK) {
+    if (kvev_seq_parse(f[1].data, f[1].len, &seq, NULL) != KV_OK) {
         inc(&g->c.decode_errors[KVEV_ERR_SEQ], 1);
-        return;
+        return false;
     }
-    char name[NAME_MAX_LEN];
-    epset_match m = epset_match_pod(g->cfg.endpoints, t.pod.s, t.pod.len, name, sizeof name);
+    epset_match m = epset_match_pod(g->cfg.endpoints, t.pod.s, t.pod.len, name, NAME_MAX_LEN);
     if (m == EPSET_NO_MATCH) {
         uint64_t r = atomic_fetch_add(&g->c.rejected_pods, 1) + 1;
         if ((r & (r - 1)) == 0)   /* 1st, 2nd, 4th, ...: visible without flooding the log */
             LOG_W("KV events from a pod that is not a known endpoint were rejected", "{s:s%, s:I}", "topicPod",
                   t.pod.s, t.pod.len, "rejectedTotal", (json_int_t)r);
-        return;
+        return false;
     }
     if (m == EPSET_LOOSE) {
         inc(&g->c.loose_matches, 1);
         rx_warn_loose(st, t.pod.s, t.pod.len, name);
     }
-    send_to(g, name, strlen(name), 'E', f, 3);
+    return true;
+}
+
+/* One received message (frames m[0..n), the first min(n, 3) kept). Consumes the frames
+ * it forwards. */
+static void rx_message(ingest *g, rx_state *st, zmq_msg_t *m, size_t n)
+{
+    ingest_frame f[3];
+    frames_of(m, n < 3 ? n : 3, f);
+    char name[NAME_MAX_LEN];
+    if (rx_accept(g, st, f, n, name))
+        send_to(g, name, strlen(name), 'E', m, 3);
+}
+
+static void rx_state_free(rx_state *st)
+{
+    epset_snap_free(&st->known);
+    for (size_t i = 0; i < st->n_hosts; i++)
+        free(st->hosts[i]);
+    free(st->hosts);
+    for (size_t i = 0; i < st->n_warned; i++)
+        free(st->warned[i]);
+    free(st->warned);
+    *st = (rx_state){0};
 }
 
 static void *rx_main(void *arg)
 {
     ingest *g = arg;
     ingest_thread_setup("epp-kv-rx");
-    rx_state st = {.known = g->initial};
+    rx_state *st = &g->rxs;
+    st->known = g->initial;
     g->initial = (epset_snap){0};
     uint64_t gen = epset_generation(g->cfg.endpoints);
-    rx_follow(g, &st);   /* catches changes since ingest_start, connects in discovery mode */
+    rx_follow(g, st);   /* catches changes since ingest_start, connects in discovery mode */
     while (!atomic_load(&g->stop)) {
         zmq_pollitem_t pi = {.socket = g->sub, .events = ZMQ_POLLIN};
         zmq_poll(&pi, 1, 50);
         uint64_t now_gen = epset_generation(g->cfg.endpoints);
         if (now_gen != gen) {
             gen = now_gen;
-            rx_follow(g, &st);
+            rx_follow(g, st);
         }
         /* Bounded drain, so endpoint changes and stop are seen under a flood too. */
         for (int k = 0; k < 1024; k++) {
@@ -540,20 +577,13 @@ static void *rx_main(void *arg)
             }
             if (!n)
                 break;
-            rx_message(g, &st, f, n);
+            rx_message(g, st, f, n);
             for (size_t i = 0; i < n && i < 3; i++)
                 zmq_msg_close(&f[i]);
         }
     }
     for (int i = 0; i < g->n_workers; i++)
         zmq_send(g->push[i], "Q", 1, 0);
-    epset_snap_free(&st.known);
-    for (size_t i = 0; i < st.n_hosts; i++)
-        free(st.hosts[i]);
-    free(st.hosts);
-    for (size_t i = 0; i < st.n_warned; i++)
-        free(st.warned[i]);
-    free(st.warned);
     return NULL;
 }
 
@@ -568,14 +598,12 @@ static void *zsock(ingest *g, int type)
     return s;
 }
 
-ingest *ingest_start(const ingest_config *cfg, kv_err *err)
+/* What both modes share: the config with its defaults, n_workers workers' decoder,
+ * ingester and seq tracker, and the initial endpoint set. NULL with err set on failure. */
+static ingest *ingest_new(const ingest_config *cfg, int n_workers, kv_err *err)
 {
     if (!cfg->n_sources || !cfg->sources || !cfg->endpoints) {
         kv_err_set(err, KV_EINVAL, "ingest: sources and endpoints are required");
-        return NULL;
-    }
-    if (cfg->discover_pods && (cfg->socket_port < 1 || cfg->socket_port > 65535)) {
-        kv_err_set(err, KV_EINVAL, "ingest: kvEventsConfig.socketPort %d is not a port", cfg->socket_port);
         return NULL;
     }
     ingest *g = calloc(1, sizeof *g);
@@ -592,15 +620,58 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
     for (size_t k = 0; k < cfg->n_sources; k++)
         g->sources[k] = *cfg->sources[k];
     g->cfg.sources = NULL;
-    if (g->cfg.concurrency <= 0)
-        g->cfg.concurrency = 4;
     if (g->cfg.replay_timeout_ms <= 0)
         g->cfg.replay_timeout_ms = 1000;
-    g->n_workers = g->cfg.concurrency;
+    g->n_workers = n_workers;
+    if (!(g->workers = calloc((size_t)n_workers, sizeof *g->workers))) {
+        kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < n_workers; i++) {
+        worker *w = &g->workers[i];
+        w->g = g;
+        w->idx = i;
+        if (!(w->dec = kvev_decoder_new(0, err)) || !(w->seq = seqtrack_new(err)))
+            goto fail;
+        if (!(w->ki = calloc(g->cfg.n_sources, sizeof *w->ki))) {
+            kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
+            goto fail;
+        }
+        for (size_t k = 0; k < g->cfg.n_sources; k++)
+            if (!(w->ki[k] = kvingest_new(g->sources[k].index, &g->sources[k].keys, err)))
+                goto fail;
+    }
+    /* The indexes hold only endpoints of the set: slots left from before (a restarted
+     * ingest) are dropped while no thread runs yet. */
+    if (epset_snapshot(g->cfg.endpoints, &g->initial, err) != KV_OK)
+        goto fail;
+    for (size_t k = 0; k < g->cfg.n_sources; k++) {
+        kvindex *ix = g->sources[k].index;
+        for (uint32_t slot = 0; slot < kvindex_max_endpoints(ix); slot++) {
+            const char *name = kvindex_endpoint_name(ix, (int)slot);
+            if (name && !epset_snap_has(&g->initial, name))
+                kvindex_endpoint_remove(ix, (int)slot);
+        }
+    }
+    return g;
+fail:
+    ingest_stop(g);
+    return NULL;
+}
+
+ingest *ingest_start(const ingest_config *cfg, kv_err *err)
+{
+    if (cfg->discover_pods && (cfg->socket_port < 1 || cfg->socket_port > 65535)) {
+        kv_err_set(err, KV_EINVAL, "ingest: kvEventsConfig.socketPort %d is not a port", cfg->socket_port);
+        return NULL;
+    }
+    ingest *g = ingest_new(cfg, cfg->concurrency > 0 ? cfg->concurrency : 4, err);
+    if (!g)
+        return NULL;
+    g->cfg.concurrency = g->n_workers;
     g->zctx = zmq_ctx_new();
     g->push = calloc((size_t)g->n_workers, sizeof *g->push);
-    g->workers = calloc((size_t)g->n_workers, sizeof *g->workers);
-    if (!g->zctx || !g->push || !g->workers) {
+    if (!g->zctx || !g->push) {
         kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
         goto fail;
     }
@@ -624,34 +695,11 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
         worker *w = &g->workers[i];
         char addr[64];
         snprintf(addr, sizeof addr, "inproc://kvingest-%d", i);
-        w->g = g;
-        w->idx = i;
         w->pull = zsock(g, ZMQ_PULL);
         g->push[i] = zsock(g, ZMQ_PUSH);
         if (!w->pull || !g->push[i] || zmq_bind(w->pull, addr) || zmq_connect(g->push[i], addr)) {
             kv_err_set(err, KV_EIO, "ingest: worker %d socket: %s", i, zmq_strerror(zmq_errno()));
             goto fail;
-        }
-        if (!(w->dec = kvev_decoder_new(0, err)) || !(w->seq = seqtrack_new(err)))
-            goto fail;
-        if (!(w->ki = calloc(g->cfg.n_sources, sizeof *w->ki))) {
-            kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
-            goto fail;
-        }
-        for (size_t k = 0; k < g->cfg.n_sources; k++)
-            if (!(w->ki[k] = kvingest_new(g->sources[k].index, &g->sources[k].keys, err)))
-                goto fail;
-    }
-    /* The index holds only endpoints of the set: slots left from before (a restarted
-     * ingest) are dropped while no thread runs yet. */
-    if (epset_snapshot(g->cfg.endpoints, &g->initial, err) != KV_OK)
-        goto fail;
-    for (size_t k = 0; k < g->cfg.n_sources; k++) {
-        kvindex *ix = g->sources[k].index;
-        for (uint32_t slot = 0; slot < kvindex_max_endpoints(ix); slot++) {
-            const char *name = kvindex_endpoint_name(ix, (int)slot);
-            if (name && !epset_snap_has(&g->initial, name))
-                kvindex_endpoint_remove(ix, (int)slot);
         }
     }
     for (int i = 0; i < g->n_workers; i++) {
@@ -670,6 +718,22 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
 fail:
     ingest_stop(g);
     return NULL;
+}
+
+ingest *ingest_detached(const ingest_config *cfg, kv_err *err)
+{
+    if (cfg->replay_port > 0) {
+        kv_err_set(err, KV_EINVAL, "ingest: a detached ingest cannot replay (no sockets)");
+        return NULL;
+    }
+    return ingest_new(cfg, 1, err);
+}
+
+void ingest_feed(ingest *g, const ingest_frame *f, size_t n)
+{
+    char name[NAME_MAX_LEN];
+    if (rx_accept(g, &g->rxs, f, n, name))
+        worker_event(&g->workers[0], name, strlen(name), f);
 }
 
 const char *ingest_endpoint(const ingest *g) { return g->bound; }
@@ -755,6 +819,7 @@ void ingest_stop(ingest *g)
     if (g->zctx)
         zmq_ctx_term(g->zctx);
     epset_snap_free(&g->initial);
+    rx_state_free(&g->rxs);
     free(g->push);
     free(g->workers);
     free(g->sources);

@@ -44,6 +44,7 @@
 #include "kvevents.h"
 #include "kvindex.h"
 #include "precise_prefix_cache_scorer.h"
+#include "replay.h"
 #include "scheduler.h"
 
 typedef struct ingest_config {
@@ -110,6 +111,16 @@ const sched_kvsource *ingest_sources(const ingest *g, size_t *n);
 const char *ingest_endpoint(const ingest *g);
 void ingest_stop(ingest *g);
 void ingest_get_stats(const ingest *g, ingest_stats *out);
+
+/* Without sockets or threads, for the fuzz harness: an ingest (one worker, no replay:
+ * cfg->replay_port must be 0) whose messages are handed in by ingest_feed and handled on
+ * the calling thread exactly as the receiver and then a worker handle a received one:
+ * frame count, topic, seq and pod checks, sequence tracking, decoding, applying to
+ * every source's index. f holds the first min(n, 3) frames of an n-frame message (replay.h's frame
+ * view). ingest_stop frees it; ingest_get_stats counts as for a running ingest. */
+typedef replay_frame ingest_frame;
+ingest *ingest_detached(const ingest_config *cfg, kv_err *err);
+void ingest_feed(ingest *g, const ingest_frame *f, size_t n);
 
 /* FNV-1a 32-bit (llm-d's shard hash). */
 uint32_t ingest_fnv1a32(const char *s, size_t len);

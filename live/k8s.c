@@ -383,6 +383,14 @@ static int pods_list(feed *f, json_t *items, kv_err *err)
     return rc;
 }
 
+/* A LIST reply into the feed's state, and the resourceVersion to watch from. */
+static int feed_list_reply(feed *f, json_t *list, kv_err *err)
+{
+    const char *rv = json_string_value(json_object_get(json_object_get(list, "metadata"), "resourceVersion"));
+    snprintf(f->rv, sizeof f->rv, "%s", rv ? rv : "");
+    return f->list(f, json_object_get(list, "items"), err);
+}
+
 /* LIST into the feed's state; KV_ENOTFOUND when the collection does not exist. */
 static int feed_list(feed *f, kv_err *err)
 {
@@ -393,9 +401,7 @@ static int feed_list(feed *f, kv_err *err)
     int rc = get_json(f->w, path, &list, err);
     if (rc != KV_OK)
         return rc;
-    const char *rv = json_string_value(json_object_get(json_object_get(list, "metadata"), "resourceVersion"));
-    snprintf(f->rv, sizeof f->rv, "%s", rv ? rv : "");
-    rc = f->list(f, json_object_get(list, "items"), err);
+    rc = feed_list_reply(f, list, err);
     json_decref(list);
     return rc;
 }
@@ -753,7 +759,8 @@ static int feed_start(feed *f, kv_err *err)
     return KV_OK;
 }
 
-k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
+/* The watcher without its HTTP side: config, feeds, namespace, group, selector. */
+static k8s_watcher *watcher_new(const k8s_config *cfg, kv_err *err)
 {
     if (!cfg->endpoints || (!cfg->selector && !cfg->pool_name)) {
         kv_err_set(err, KV_EINVAL, "k8s: an endpoint set and a selector or pool name are required");
@@ -781,6 +788,16 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
     const char *ns = cfg->ns ? cfg->ns : getenv("NAMESPACE");
     snprintf(w->ns, sizeof w->ns, "%s", ns && *ns ? ns : "default");
     snprintf(w->group, sizeof w->group, "%s", cfg->pool_group ? cfg->pool_group : "inference.networking.k8s.io");
+    if (cfg->selector)
+        snprintf(w->selector, sizeof w->selector, "%s", cfg->selector);
+    return w;
+}
+
+k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
+{
+    k8s_watcher *w = watcher_new(cfg, err);
+    if (!w)
+        return NULL;
     if (cfg->base_url)
         snprintf(w->base, sizeof w->base, "%s", cfg->base_url);
     else {
@@ -815,8 +832,6 @@ k8s_watcher *k8s_start(const k8s_config *cfg, kv_err *err)
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     bool follow_pool = cfg->pool_name && !cfg->selector;
-    if (cfg->selector)
-        snprintf(w->selector, sizeof w->selector, "%s", cfg->selector);
     if ((follow_pool && read_pool(w, err) != KV_OK) || feed_list(&w->pods_feed, err) != KV_OK) {
         k8s_stop(w);
         return NULL;
@@ -848,6 +863,48 @@ void k8s_stop(k8s_watcher *w)
     free(w->ca_pem);
     pthread_mutex_destroy(&w->mu);
     free(w);
+}
+
+k8s_watcher *k8s_detached(const k8s_config *cfg, kv_err *err) { return watcher_new(cfg, err); }
+
+static feed *feed_of(k8s_watcher *w, k8s_collection c)
+{
+    switch (c) {
+    case K8S_POOL: return w->cfg.pool_name && !w->cfg.selector ? &w->pool_feed : NULL;
+    case K8S_OBJECTIVES: return w->cfg.objectives ? &w->obj_feed : NULL;
+    case K8S_REWRITES: return w->cfg.model_rewrites ? &w->rw_feed : NULL;
+    default: return &w->pods_feed;
+    }
+}
+
+int k8s_feed_list(k8s_watcher *w, k8s_collection c, const char *body, size_t len, kv_err *err)
+{
+    feed *f = feed_of(w, c);
+    if (!f)
+        return kv_err_set(err, KV_EINVAL, "k8s: that collection is not followed");
+    json_error_t je;
+    json_t *list = json_loadb(body, len, 0, &je);
+    if (!list)
+        return kv_err_set(err, KV_EPARSE, "k8s: LIST reply: bad JSON at line %d: %s", je.line, je.text);
+    int rc = feed_list_reply(f, list, err);
+    json_decref(list);
+    return rc;
+}
+
+bool k8s_feed_watch(k8s_watcher *w, k8s_collection c, const char *body, size_t len, size_t chunk)
+{
+    feed *f = feed_of(w, c);
+    if (!f)
+        return false;
+    sink s = {.f = f, .watch = true};
+    for (size_t off = 0; off < len && !s.failed;) {
+        size_t n = chunk && chunk < len - off ? chunk : len - off;
+        if (on_data((char *)body + off, 1, n, &s) != n)
+            s.failed = true;
+        off += n;
+    }
+    free(s.buf);
+    return !s.failed;
 }
 
 bool k8s_synced(const k8s_watcher *w) { return atomic_load(&((k8s_watcher *)w)->synced); }

@@ -90,6 +90,19 @@ void k8s_get_stats(const k8s_watcher *w, k8s_stats *out);
 /* The selector in use ("k=v,..."), e.g. read from the pool, copied into out. */
 void k8s_selector(k8s_watcher *w, char *out, size_t cap);
 
+/* Without HTTP or threads, for the fuzz harness: a watcher (k8s_stop frees it) whose
+ * API-server replies are handed in and read exactly as its feeds read theirs. A LIST
+ * reply replaces the collection's state (KV_EPARSE for bad JSON, else what applying it
+ * returns); a WATCH reply's body is fed to the line splitter in chunks of chunk bytes
+ * (0: whole), each event applied as it completes; false when an event failed or the
+ * body overflowed (the feed would then re-list). Only followed collections are fed, as
+ * k8s_start follows them: the pool when named without a selector, objectives and
+ * rewrites when cfg names their tables. */
+typedef enum k8s_collection { K8S_PODS, K8S_POOL, K8S_OBJECTIVES, K8S_REWRITES } k8s_collection;
+k8s_watcher *k8s_detached(const k8s_config *cfg, kv_err *err);
+int k8s_feed_list(k8s_watcher *w, k8s_collection c, const char *body, size_t len, kv_err *err);
+bool k8s_feed_watch(k8s_watcher *w, k8s_collection c, const char *body, size_t len, size_t chunk);
+
 /* Parses "8000,8001" into ports; KV_EINVAL naming the item. */
 int k8s_parse_ports(const char *list, int *ports, size_t *n, kv_err *err);
 

@@ -43,6 +43,25 @@ static int recv_multi(void *sock, zmq_msg_t f[3], size_t *n)
     }
 }
 
+int replay_reply(const char *endpoint, const replay_frame *f, size_t n, size_t max_batches, long *delivered,
+                 bool *done, int (*cb)(void *ctx, uint64_t seq, const void *payload, size_t len), void *ctx,
+                 kv_err *err)
+{
+    bool ok = n == 3 && f[0].len == 0 && f[1].len >= 8;
+    uint64_t seq = ok ? get_be64(f[1].data) : 0;
+    bool end = ok && seq == REPLAY_END;
+    int cb_rc = 0;
+    if (ok && !end && (size_t)*delivered < max_batches) {
+        cb_rc = cb(ctx, seq, f[2].data, f[2].len);
+        (*delivered)++;
+    }
+    *done = !ok || cb_rc || end || (size_t)*delivered >= max_batches;
+    if (!ok)
+        return kv_err_set(err, KV_EPARSE, "replay %s: reply %ld is not [\"\", seq8, payload] (%zu frames)", endpoint,
+                          *delivered, n);
+    return cb_rc;
+}
+
 long replay_fetch(void *zctx, const char *endpoint, uint64_t start_seq, int timeout_ms, size_t max_batches,
                   int (*cb)(void *ctx, uint64_t seq, const void *payload, size_t len), void *ctx, kv_err *err)
 {
@@ -66,39 +85,25 @@ long replay_fetch(void *zctx, const char *endpoint, uint64_t start_seq, int time
         goto out;
     }
     long delivered = 0;
-    for (;;) {
-        zmq_msg_t f[3];
+    for (bool done = false; !done;) {
+        zmq_msg_t m[3];
         size_t n;
-        if (recv_multi(s, f, &n) != 0) {
+        if (recv_multi(s, m, &n) != 0) {
             rc = kv_err_set(err, KV_EIO, "replay %s: no end marker after %ld batches from seq %llu: %s", endpoint,
                             delivered, (unsigned long long)start_seq,
                             zmq_errno() == EAGAIN ? "timed out" : zmq_strerror(zmq_errno()));
             goto out;
         }
-        bool ok = n == 3 && zmq_msg_size(&f[0]) == 0 && zmq_msg_size(&f[1]) >= 8;
-        uint64_t seq = ok ? get_be64(zmq_msg_data(&f[1])) : 0;
-        int cb_rc = 0;
-        bool end = ok && seq == REPLAY_END;
-        if (ok && !end && (size_t)delivered < max_batches) {
-            cb_rc = cb(ctx, seq, zmq_msg_data(&f[2]), zmq_msg_size(&f[2]));
-            delivered++;
-        }
+        replay_frame f[3];
         for (size_t i = 0; i < n && i < 3; i++)
-            zmq_msg_close(&f[i]);
-        if (!ok) {
-            rc = kv_err_set(err, KV_EPARSE, "replay %s: reply %ld is not [\"\", seq8, payload] (%zu frames)",
-                            endpoint, delivered, n);
+            f[i] = (replay_frame){.data = zmq_msg_data(&m[i]), .len = zmq_msg_size(&m[i])};
+        rc = replay_reply(endpoint, f, n, max_batches, &delivered, &done, cb, ctx, err);
+        for (size_t i = 0; i < n && i < 3; i++)
+            zmq_msg_close(&m[i]);
+        if (rc)
             goto out;
-        }
-        if (cb_rc) {
-            rc = cb_rc;
-            goto out;
-        }
-        if (end || (size_t)delivered >= max_batches) {
-            rc = delivered;
-            goto out;
-        }
     }
+    rc = delivered;
 out:
     zmq_close(s);
     return rc;

@@ -60,10 +60,10 @@ static char *request_body(const char *model, const char *prompt, size_t prompt_l
     return s;
 }
 
-static int parse_reply(const reply *r, uint32_t **tokens, size_t *n, kv_err *err)
+int tokenize_parse_reply(const char *body, size_t len, uint32_t **tokens, size_t *n, kv_err *err)
 {
     json_error_t je;
-    json_t *root = json_loadb(r->data ? r->data : "", r->len, 0, &je);
+    json_t *root = json_loadb(body ? body : "", len, 0, &je);
     if (!root)
         return kv_err_set(err, KV_EPARSE, "/tokenize reply: invalid JSON at byte %d: %s", je.position, je.text);
     const json_t *arr = json_object_get(root, "tokens");
@@ -129,7 +129,7 @@ int tokenize_vllm(const char *endpoint, const char *model, const char *prompt, s
     else if (status != 200)
         rc = kv_err_set(err, KV_EIO, "%s: HTTP status %ld", url, status);
     else
-        rc = parse_reply(&r, tokens, n, err);
+        rc = tokenize_parse_reply(r.data, r.len, tokens, n, err);
 out:
     curl_slist_free_all(h);
     if (c)

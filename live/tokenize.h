@@ -24,4 +24,9 @@ void tokenize_global_init(void);
 int tokenize_vllm(const char *endpoint, const char *model, const char *prompt, size_t prompt_len,
                   const char *messages_json, int timeout_ms, uint32_t **tokens, size_t *n, kv_err *err);
 
+/* The body of a 200 reply, {"tokens": [ids...], ...}, read as tokenize_vllm reads it
+ * (public for the fuzz harness). On KV_OK *tokens (malloc'd) holds *n ids; KV_EPARSE
+ * naming the byte or the item otherwise. */
+int tokenize_parse_reply(const char *body, size_t len, uint32_t **tokens, size_t *n, kv_err *err);
+
 #endif
