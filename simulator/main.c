@@ -3,11 +3,13 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
+ *                  [--junit FILE] [--baseline OLD/runs.db]
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field), or one whose estimated
- * memory exceeds what the machine has available (the message names the stage). */
+ * memory exceeds what the machine has available (the message names the stage); 3 the run
+ * completed but a check of the scenario's expect: section or of --baseline failed. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 
 #include "cluster.h"
 #include "console.h"
+#include "expect.h"
 #include "lifecycle.h"
 #include "plots.h"
 #include "report.h"
@@ -33,6 +36,7 @@ typedef struct opts {
     bool has_seed;
     uint64_t seed;
     bool no_plots, quiet, progress;
+    const char *junit, *baseline;     /* --junit FILE, --baseline OLD/runs.db */
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
 } opts;
@@ -40,6 +44,7 @@ typedef struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
+               "                [--junit FILE] [--baseline OLD/runs.db]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
@@ -47,7 +52,10 @@ static void usage(FILE *f)
                "  --router R   run only router R (repeatable; default all)\n"
                "  --no-plots   write chart data but do not run gnuplot\n"
                "  --quiet      print only the comparison table (and no progress line)\n"
-               "  --progress   the progress line on stderr even when it is not a terminal\n");
+               "  --progress   the progress line on stderr even when it is not a terminal\n"
+               "  --junit F    write the expect: and --baseline results as JUnit XML to F\n"
+               "  --baseline D also check no metric is worse than in D (an earlier runs.db)\n"
+               "  Exit status: 0 done, 1 runtime failure, 2 bad usage or scenario, 3 an expectation failed.\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -67,6 +75,10 @@ static int parse_args(int argc, char **argv, opts *o)
             }
             o->has_seed = true;
             o->seed = v;
+        } else if (strcmp(a, "--junit") == 0 && i + 1 < argc) {
+            o->junit = argv[++i];
+        } else if (strcmp(a, "--baseline") == 0 && i + 1 < argc) {
+            o->baseline = argv[++i];
         } else if (strcmp(a, "--no-plots") == 0) {
             o->no_plots = true;
         } else if (strcmp(a, "--router") == 0 && i + 1 < argc) {
@@ -260,6 +272,19 @@ static void warn_cb(void *ctx, const char *msg)
     fprintf(stderr, "sim: router '%s': warning: %s\n", router, msg);
 }
 
+/* expect: and --baseline after the run; *failed counts the checks that failed. */
+static int check_expect(const scenario *s, const opts *o, const lc_run *lcs, size_t *failed, kv_err *err)
+{
+    const char **names = malloc(s->n_routers * sizeof *names);
+    if (!names)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_routers; i++)
+        names[i] = s->routers[i].name;
+    int rc = exp_check_run(&s->expect, o->baseline, o->junit, s->name, names, lcs, s->n_routers, stdout, failed, err);
+    free(names);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     char presets[PATH_MAX];
@@ -396,6 +421,9 @@ int main(int argc, char **argv)
     }
     if (!rc && con)
         fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts)\n", dir);
+    size_t failed = 0;
+    if (!rc && (s->expect.n || o.baseline || o.junit))
+        rc = check_expect(s, &o, lcs, &failed, &err);
     if (rc)
         fprintf(stderr, "sim: %s\n", err.msg);
     for (size_t i = 0; i < done; i++) {
@@ -407,5 +435,5 @@ int main(int argc, char **argv)
     simdb_close(db);
     wl_free(w);
     scn_free(s);
-    return rc ? 1 : 0;
+    return rc ? 1 : failed ? 3 : 0;
 }
