@@ -22,7 +22,8 @@ CXX      ?= c++
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
-            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev
+            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev \
+            libxml2-utils
 
 # pkg-config libraries, by the folders that need them (the engine's are everyone's)
 PKGS_engine := msgpack libxxhash yaml-0.1
