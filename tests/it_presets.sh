@@ -6,11 +6,7 @@
 # failure; a bad check is refused at load with exit 2 and file:line:col; --baseline
 # against the run's own runs.db passes, and against a better baseline fails.
 set -u
-SIM=${SIM:-build/rel/bin/sim}
-[ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. tests/support/sim_it.sh
 scn=tests/data/scenarios/presets-regression.yaml
 
 "$SIM" "$scn" --out "$tmp/a" --quiet --junit "$tmp/a.xml" >"$tmp/a.out" 2>"$tmp/a.err"

@@ -4,11 +4,7 @@
 # run of the shipped scenario, ./sim scenarios/rate60.yaml. A query that matches nothing
 # there (such as a request id the decision sampling never keeps) fails, naming it.
 set -u
-SIM=${SIM:-build/rel/bin/sim}
-[ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. tests/support/sim_it.sh
 
 "$SIM" scenarios/rate60.yaml --out "$tmp/run" --quiet --no-plots >/dev/null 2>"$tmp/err" || fail "rate60: $(cat "$tmp/err")"
 n=0
