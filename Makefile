@@ -1,6 +1,8 @@
-# kvroute build. Four folders, four libraries, layered: engine/ (libengine.a) <- policies/
+# kvroute build. Five folders, five libraries, layered: engine/ (libengine.a) <- policies/
 # (libpolicies.a) <- simulator/ (libsim.a) for ./sim, and <- live/ (liblive.a) for ./epp and
-# ./kvctl. Sources are found by wildcard: adding a module is adding a file.
+# ./kvctl; io/ (libio.a: the system clock and the SQLite decision-trace writer, which the
+# engine must not touch) sits on the engine and serves both drivers. Sources are found by
+# wildcard: adding a module is adding a file.
 #
 #   make deps    install the Debian packages (root; idempotent)
 #   make         build ./sim ./epp ./kvctl (-O2)
@@ -25,17 +27,21 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
             protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev \
             libxml2-utils
 
-# pkg-config libraries, by the folders that need them (the engine's are everyone's)
-PKGS_engine := msgpack libxxhash yaml-0.1
+# pkg-config libraries, by the folders that need them (the engine's are everyone's).
+# msgpack-c is the KV-event encoder's (engine/kvevents_encode.c), linked only by programs
+# that encode: the simulator and the tests; the decoder, and so ./epp and ./kvctl, need none.
+PKGS_engine := libxxhash yaml-0.1
 # ./sim serve: libevent (HTTP server, timers) and libzmq (KV events); no gRPC, TLS, curl
-PKGS_sim    := $(PKGS_engine) sqlite3 jansson libevent libzmq
+PKGS_sim    := $(PKGS_engine) msgpack sqlite3 jansson libevent libzmq
 PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
                openssl simdjson
+PKGS_core_tests := $(PKGS_engine) msgpack
+PKGS_all_tests  := $(PKGS_live) msgpack
 # asked of pkg-config once per make, not once per compile and link (`make test` runs
 # `make deps` first and then a sub-make, which asks again with the packages present)
-$(foreach s,engine sim live,$(eval PKG_LIBS_$(s) := $(shell pkg-config --libs $(PKGS_$(s)) 2>/dev/null)))
+$(foreach s,engine sim live core_tests all_tests,$(eval PKG_LIBS_$(s) := $(shell pkg-config --libs $(PKGS_$(s)) 2>/dev/null)))
 pkg_libs     = $(PKG_LIBS_$(1)) -lpthread -lm
-PKG_CFLAGS  := $(shell pkg-config --cflags $(PKGS_live) 2>/dev/null)
+PKG_CFLAGS  := $(shell pkg-config --cflags $(PKGS_all_tests) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 # Layering: the include paths each folder compiles with (by a source's first path
@@ -44,10 +50,11 @@ WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 # never each other; tests and tools see everything.
 INC_engine    := -Iengine
 INC_policies  := -Iengine -Ipolicies
-INC_simulator := -Iengine -Ipolicies -Isimulator
-INC_live      := -Iengine -Ipolicies -Ilive -Ibuild/gen
+INC_io        := -Iengine -Iio
+INC_simulator := -Iengine -Ipolicies -Iio -Isimulator
+INC_live      := -Iengine -Ipolicies -Iio -Ilive -Ibuild/gen
 INC_build     := $(INC_live)
-INC_tests     := -Iengine -Ipolicies -Isimulator -Ilive -Ibuild/gen
+INC_tests     := -Iengine -Ipolicies -Iio -Isimulator -Ilive -Ibuild/gen
 incs           = $(INC_$(firstword $(subst /, ,$(1))))
 # every compile runs through mk/compile.sh, which prints the layering hint only on failure
 COMPILE        = sh mk/compile.sh $<
@@ -75,6 +82,7 @@ PROTO_H    := $(PROTO_C:.c=.h)
 
 ENGINE_SRC := $(wildcard engine/*.c)
 POLICY_SRC := $(wildcard policies/*.c)
+IO_SRC     := $(wildcard io/*.c)
 SIM_MAIN   := simulator/main.c
 SIM_SRC    := $(filter-out $(SIM_MAIN),$(wildcard simulator/*.c))
 LIVE_MAINS := live/epp_main.c live/kvctl.c
@@ -89,7 +97,7 @@ HELPER_SRC := $(filter-out $(CORE_HELPER_SRC),$(wildcard tests/support/*.c))
 
 obj = $(patsubst %.cc,build/$(1)/%.o,$(patsubst %.c,build/$(1)/%.o,$(2)))
 
-# Per variant: objects (each with its folder's INC_ paths), the four libraries, and the
+# Per variant: objects (each with its folder's INC_ paths), the five libraries, and the
 # link sets LIBS_<variant>_<core|sim|live|all>, in link order.
 define variant_rules
 build/$(1)/%.o: %.c | $(PROTO_H)
@@ -102,13 +110,15 @@ build/$(1)/libengine.a: $(call obj,$(1),$(ENGINE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libpolicies.a: $(call obj,$(1),$(POLICY_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
+build/$(1)/libio.a: $(call obj,$(1),$(IO_SRC))
+	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/libsim.a: $(call obj,$(1),$(SIM_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 build/$(1)/liblive.a: $(call obj,$(1),$(LIVE_SRC))
 	@rm -f $$@; ar rcs $$@ $$^
 LIBS_$(1)_core := build/$(1)/libpolicies.a build/$(1)/libengine.a
-LIBS_$(1)_sim  := build/$(1)/libsim.a $$(LIBS_$(1)_core)
-LIBS_$(1)_live := build/$(1)/liblive.a $$(LIBS_$(1)_core)
+LIBS_$(1)_sim  := build/$(1)/libsim.a build/$(1)/libio.a $$(LIBS_$(1)_core)
+LIBS_$(1)_live := build/$(1)/liblive.a build/$(1)/libio.a $$(LIBS_$(1)_core)
 LIBS_$(1)_all  := build/$(1)/libsim.a $$(LIBS_$(1)_live)
 endef
 $(foreach v,$(VARIANTS),$(eval $(call variant_rules,$(v))))
@@ -135,7 +145,7 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
 # --- tests -------------------------------------------------------------------
 # A test links by what it uses: those named in TESTS_CORE (engine and policies only,
 # plus the scheduler fixture) link libpolicies + libengine; those in TESTS_SIM add
-# libsim; every other test, benchmark and tool links all four libraries and the fakes.
+# libsim (and libio); every other test, benchmark and tool links all five libraries and the fakes.
 # A new test not listed links everything, which always works.
 TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvingest test_llmd_plugins test_peer_policies \
               test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
@@ -143,7 +153,7 @@ TESTS_SIM  := test_blockpool test_console test_evq test_plots test_report test_s
               test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok test_expect bench_sched bench_sim \
               bench_serve
 test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
-test_pkgs   = $(if $(filter all,$(1)),live,$(if $(filter core,$(1)),engine,sim))
+test_pkgs   = $(if $(filter all,$(1)),all_tests,$(if $(filter core,$(1)),core_tests,sim))
 test_helpers = $(call obj,$(1),$(CORE_HELPER_SRC) $(if $(filter all,$(2)),$(HELPER_SRC)))
 test_ld     = $(if $(filter all,$(1)),$(CXX),$(CC))
 

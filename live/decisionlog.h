@@ -21,15 +21,15 @@
 
 #include <stdint.h>
 
-#include "extproc.h"
+#include "route.h"
 #include "kverr.h"
 
 typedef struct decisionlog decisionlog;
 
 /* Creates or appends to path; KV_EIO naming the file on failure. */
 decisionlog *decisionlog_open(const char *path, const char *config, uint64_t seed, kv_err *err);
-/* One decision as extproc reports it (its trace when traced, else only live_requests). */
-int decisionlog_add(decisionlog *d, const extproc_decision *dec, kv_err *err);
+/* One decision as live/route.h reports it (its trace when traced, else only live_requests). */
+int decisionlog_add(decisionlog *d, const route_decision *dec, kv_err *err);
 void decisionlog_close(decisionlog *d);
 
 #endif

@@ -2,6 +2,7 @@
  * sched_endpoint's address is stable across syncs; the pointer array handed to the
  * scheduler is rebuilt on every sync. */
 #include "endpoints.h"
+#include "monoclock.h"
 
 #include <errno.h>
 #include <math.h>
@@ -38,13 +39,6 @@ struct epset {
 #define LOCK(s) pthread_mutex_lock((pthread_mutex_t *)&(s)->mu)
 #define UNLOCK(s) pthread_mutex_unlock((pthread_mutex_t *)&(s)->mu)
 
-static double mono_now(void *ctx)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 epset *epset_new(double stale_s, double (*now)(void *ctx), void *now_ctx, kv_err *err)
 {
     epset *s = calloc(1, sizeof *s);
@@ -54,7 +48,7 @@ epset *epset_new(double stale_s, double (*now)(void *ctx), void *now_ctx, kv_err
     }
     pthread_mutex_init(&s->mu, NULL);
     s->stale_s = stale_s > 0 ? stale_s : 2.0;
-    s->now = now ? now : mono_now;
+    s->now = now ? now : monoclock_now;
     s->now_ctx = now_ctx;
     return s;
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "monoclock.h"
 #include "registry.h"
 #include "decisionlog.h"
 #include "extproc.h"
@@ -222,13 +223,6 @@ static int parse_flags(int argc, char **argv, opts *o)
 
 /* ---- main --------------------------------------------------------------------------------------- */
 
-static double mono_now(void *ctx)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 typedef struct epp_daemon {
     promexp *pm;
     decisionlog *dl;
@@ -310,7 +304,7 @@ int main(int argc, char **argv)
         goto out;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = mono_now, .warn = on_warn};
+    sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = monoclock_now, .warn = on_warn};
     if (!(s = sched_new(cfg, &env, &err)))
         goto out;
     if (o.secure && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))

@@ -27,9 +27,11 @@
  * shedding), x-gateway-inference-fairness-id is recorded ("default-flow" when absent),
  * x-gateway-model-name-rewrite is the model sent upstream and scheduled for.
  *
- * Threads: the scheduler is called only under the server's lock (a sched is
+ * Routing (body, model rewrites, objective, tokens, scheduling, the records) is
+ * live/route.h's, the same code any front door calls; this server carries it over
+ * gRPC. Threads: the scheduler is called only under the router's lock (a sched is
  * single-threaded); endpoints are borrowed from the pool between acquire and release,
- * which the pool implements with its own lock (taken after the server's lock). Text
+ * which the pool implements with its own lock (taken after the router's lock). Text
  * prompts are tokenised holding only their own stream's lock. All callbacks may run on any worker thread.
  * Logs go through live/log.h: V(4) gives llm-d's "Calculated score" line per scorer per
  * endpoint, V(3) "Request handled", V(2) rejected requests and tokenisation fallbacks.
@@ -42,77 +44,29 @@
 #include <stdint.h>
 
 #include "kverr.h"
+#include "route.h"
 #include "scheduler.h"
 
-/* The live endpoint set. acquire returns the endpoints, which stay valid and unchanged
- * (except in_flight, which the sched updates) until the matching release. */
-typedef struct extproc_pool {
-    size_t (*acquire)(void *ctx, sched_endpoint *const **eps);
-    void (*release)(void *ctx);
-    void *ctx;
-} extproc_pool;
-
-/* One admission and scheduling call, reported right after it (every request with
- * candidates: scheduled, failed, or shed before scheduling). */
-typedef struct extproc_decision {
-    const char *request_id;
-    const char *model;
-    const char *target_model;     /* after InferenceModelRewrites and x-gateway-model-name-rewrite; NULL = model */
-    const char *objective;        /* x-gateway-inference-objective; NULL if none */
-    const char *fairness_id;      /* x-gateway-inference-fairness-id, or GIE's "default-flow" */
-    int priority;                 /* the objective's (0 when unknown) */
-    bool shed;                    /* sheddable and the pool saturated: 429, nothing scheduled */
-    const char *target;           /* "ip:port[,ip:port...]"; NULL when scheduling failed or shed */
-    const char *profile;
-    size_t n_tokens;              /* token ids the decision used (0: text fallback) */
-    bool tokenize_failed;         /* text prompt scored by prefix text */
-    double sched_seconds;         /* sched_schedule alone */
-    double decide_seconds;        /* the whole body in -> this decision: body parse, token
-                                     ids, block keys, scheduling (wall time) */
-    const sched_result *result;   /* endpoints valid only during the callback */
-    const sched_trace *trace;     /* per-scorer scores when traced (see trace_decisions), else NULL */
-} extproc_decision;
-
-/* One finished request (response end of stream, or the stream ended early). */
-typedef struct extproc_completion {
-    const char *request_id;
-    const char *model;            /* as the client sent it */
-    const char *target_model;     /* after InferenceModelRewrites and x-gateway-model-name-rewrite; NULL = model */
-    const char *target;           /* NULL if the request was never routed */
-    int http_status;              /* 200 routed; the ImmediateResponse status otherwise */
-    bool usage_found;
-    uint64_t prompt_tokens, completion_tokens, cached_tokens;
-    size_t request_bytes, response_bytes;
-    double seconds;               /* request headers in -> response end */
-} extproc_completion;
+/* The endpoint set and the records are the routing's (live/route.h), named here as the
+ * server's callers have always named them. */
+typedef route_pool extproc_pool;
+typedef route_decision extproc_decision;
+typedef route_completion extproc_completion;
 
 typedef struct extproc_config {
     const char *addr;             /* e.g. "0.0.0.0:9002"; port 0 picks a free port */
     const char *cert_pem;         /* PEM certificate chain and key: TLS; both NULL: plaintext */
     const char *key_pem;
-    sched *sched;
-    extproc_pool pool;
     int threads;                  /* completion-queue workers; 0 = 4 */
-    int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */
-    size_t max_body;              /* request/response bytes buffered per stream; 0 = 64 MiB */
-    bool trace_decisions;         /* trace every decision for on_decision (log V(4) does too) */
-    /* Admission, as GIE's director: the request's InferenceObjective priority (false:
-     * unknown objective, priority 0), and for sheddable requests (priority < 0) whether
-     * the candidates are saturated (429 "system saturated, sheddable request dropped").
-     * saturated runs with the pool acquired. Both optional: without them every request
-     * has priority 0 and none is shed. */
-    bool (*objective_priority)(void *ctx, const char *objective, int *priority);
-    bool (*saturated)(void *ctx, sched_endpoint *const *candidates, size_t n);
-    /* InferenceModelRewrite (live/model_rewrites.h): the target for the body's model, a
-     * malloc'd name, or *to NULL when no rule matches; a rule wins over the
-     * x-gateway-model-name-rewrite header, as in GIE's director. Optional; with ctx
-     * admission_ctx. A failure (KV_ENOMEM) answers 500. */
-    int (*model_rewrite)(void *ctx, const char *model, char **to);
-    void *admission_ctx;
-    /* Called under the scheduler lock, right after the decision: keep it short. */
-    void (*on_decision)(void *ctx, const extproc_decision *d);   /* optional */
-    void (*on_complete)(void *ctx, const extproc_completion *c); /* optional */
-    void *hook_ctx;
+    /* The routing's settings (live/route.h: sched, pool, tokenisation, body limit,
+     * tracing, admission, model rewrites, hooks), by their own names or as .route;
+     * max_body bounds the buffered response body too. */
+    union {
+        route_config route;
+        struct {
+            ROUTE_CONFIG_FIELDS
+        };
+    };
 } extproc_config;
 
 typedef struct extproc_stats {

@@ -1,5 +1,6 @@
 /* scrape: vLLM /metrics parsing and the polling thread (see scrape.h). */
 #include "scrape.h"
+#include "monoclock.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -372,13 +373,6 @@ static bool start_xfer(scraper *s, xfer *x)
     return true;
 }
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 /* Rebuilds the transfer list for a new endpoint set; transfers of departed endpoints are
  * dropped, those of staying ones keep running. */
 static void follow(scraper *s, xfer **xs, size_t *n, epset_snap *snap)
@@ -418,7 +412,7 @@ static void *scrape_main(void *arg)
     xfer *xs = NULL;
     size_t n = 0;
     uint64_t gen = UINT64_MAX;
-    double next = mono_ms();
+    double next = monoclock_s() * 1e3;
     while (!atomic_load(&s->stop)) {
         uint64_t g = epset_generation(s->cfg.endpoints);
         if (g != gen) {
@@ -429,7 +423,7 @@ static void *scrape_main(void *arg)
                 gen = g;
             }
         }
-        double now = mono_ms();
+        double now = monoclock_s() * 1e3;
         if (now >= next) {
             /* An endpoint still busy with the previous scrape is skipped this round. */
             for (size_t i = 0; i < n; i++)
@@ -449,7 +443,7 @@ static void *scrape_main(void *arg)
                 curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
                 finish(s, x, m->data.result);
             }
-        int wait = (int)(next - mono_ms());
+        int wait = (int)(next - monoclock_s() * 1e3);
         curl_multi_poll(s->multi, NULL, 0, wait < 1 ? 1 : wait, NULL);
     }
     for (size_t i = 0; i < n; i++)

@@ -13,6 +13,7 @@
 #include "hugepage.h"
 #include "kvevents.h"
 #include "kvingest.h"
+#include "monoclock.h"
 #include "precise_prefix_cache_scorer.h"
 #include "server.h"
 
@@ -738,8 +739,7 @@ static void cl_teardown(cl *c)
 int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_opts *o, sim_run *out,
                 cluster_stats *stats, kv_err *err)
 {
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = monoclock_s();
     memset(out, 0, sizeof *out);
     out->router = s->routers[r].name;
     out->config_path = s->routers[r].source;
@@ -777,8 +777,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
     if (stats)
         *stats = c.st;
     cl_teardown(&c);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    out->wall_seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    out->wall_seconds = monoclock_s() - t0;
     if (rc)
         cluster_run_free(out);
     return rc;

@@ -4,9 +4,12 @@
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
  *                  [--junit FILE] [--baseline OLD/runs.db]
+ *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--timeout S] [...]
+ *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
  *
- * Exit status: 0 done; 1 a runtime failure (message on stderr); 2 bad usage or a bad
+ * Exit status: 0 done; 1 a runtime failure (message on stderr), or a live run with failed
+ * requests (the outputs are written all the same); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field), or one whose estimated
  * memory exceeds what the machine has available (the message names the stage); 3 the run
  * completed but a check of the scenario's expect: section or of --baseline failed. */
@@ -23,6 +26,8 @@
 #include "console.h"
 #include "expect.h"
 #include "lifecycle.h"
+#include "liverun.h"
+#include "monoclock.h"
 #include "plots.h"
 #include "report.h"
 #include "scenario.h"
@@ -39,6 +44,9 @@ typedef struct opts {
     const char *junit, *baseline;     /* --junit FILE, --baseline OLD/runs.db */
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
+    bool live;                        /* --live or --target: against workload.server / the URL */
+    const char *target, *target_label;
+    double timeout_s;
 } opts;
 
 static void usage(FILE *f)
@@ -53,14 +61,20 @@ static void usage(FILE *f)
                "  --no-plots   write chart data but do not run gnuplot\n"
                "  --quiet      print only the comparison table (and no progress line)\n"
                "  --progress   the progress line on stderr even when it is not a terminal\n"
+               "  --target URL send the workload to this OpenAI-compatible endpoint in real time\n"
+               "  --live       the same, to the workload's server.base_url (inference-perf's server section)\n"
+               "  --target-label NAME  the live run's router name in the outputs (default host:port)\n"
+               "  --timeout S  a live request's limit in seconds (default 300)\n"
                "  --junit F    write the expect: and --baseline results as JUnit XML to F\n"
                "  --baseline D also check no metric is worse than in D (an earlier runs.db)\n"
-               "  Exit status: 0 done, 1 runtime failure, 2 bad usage or scenario, 3 an expectation failed.\n");
+               "  Exit status: 0 done, 1 runtime failure or failed live requests, 2 bad usage or scenario,\n"
+               "  3 an expect: or --baseline check failed.\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->timeout_s = 300;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--out") == 0 && i + 1 < argc) {
@@ -87,6 +101,20 @@ static int parse_args(int argc, char **argv, opts *o)
                 return 2;
             }
             o->only[o->n_only++] = argv[++i];
+        } else if (strcmp(a, "--target") == 0 && i + 1 < argc) {
+            o->target = argv[++i];
+            o->live = true;
+        } else if (strcmp(a, "--target-label") == 0 && i + 1 < argc) {
+            o->target_label = argv[++i];
+        } else if (strcmp(a, "--live") == 0) {
+            o->live = true;
+        } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            o->timeout_s = strtod(argv[++i], &end);
+            if (*end || !(o->timeout_s > 0 && o->timeout_s <= 86400)) {
+                fprintf(stderr, "sim: --timeout: '%s' is not a number of seconds in (0, 86400]\n", argv[i]);
+                return 2;
+            }
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = true;
         } else if (strcmp(a, "--progress") == 0) {
@@ -104,6 +132,14 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (!o->scenario) {
         usage(stderr);
+        return 2;
+    }
+    if (o->live && o->n_only) {
+        fprintf(stderr, "sim: --router selects simulated routers; a live run has one, its target\n");
+        return 2;
+    }
+    if (o->target_label && !o->live) {
+        fprintf(stderr, "sim: --target-label needs --target or --live\n");
         return 2;
     }
     return 0;
@@ -231,17 +267,10 @@ static int check_memory(const scenario *s, uint64_t avail, kv_err *err)
     return KV_OK;
 }
 
-static double wall_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void progress_cb(void *ctx, const cluster_progress *c)
 {
     progress *p = ctx;
-    double now = wall_now();
+    double now = monoclock_s();
     if (!p->on || (now - p->last < 0.2 && c->completed < c->total))
         return;
     p->last = now;
@@ -272,15 +301,18 @@ static void warn_cb(void *ctx, const char *msg)
     fprintf(stderr, "sim: router '%s': warning: %s\n", router, msg);
 }
 
-/* expect: and --baseline after the run; *failed counts the checks that failed. */
-static int check_expect(const scenario *s, const opts *o, const lc_run *lcs, size_t *failed, kv_err *err)
+/* expect: and --baseline after the run over n routers (a live run: one, named live_label;
+ * the scenario's checks on its simulated routers are then skipped); *failed counts the
+ * checks that failed. */
+static int check_expect(const scenario *s, const opts *o, const char *live_label, const lc_run *lcs, size_t n,
+                        size_t *failed, kv_err *err)
 {
-    const char **names = malloc(s->n_routers * sizeof *names);
+    const char **names = malloc(n * sizeof *names);
     if (!names)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    for (size_t i = 0; i < s->n_routers; i++)
-        names[i] = s->routers[i].name;
-    int rc = exp_check_run(&s->expect, o->baseline, o->junit, s->name, names, lcs, s->n_routers, stdout, failed, err);
+    for (size_t i = 0; i < n; i++)
+        names[i] = live_label ? live_label : s->routers[i].name;
+    int rc = exp_check_run(&s->expect, o->baseline, o->junit, s->name, names, lcs, n, stdout, failed, err);
     free(names);
     return rc;
 }
@@ -316,9 +348,16 @@ int main(int argc, char **argv)
     for (size_t i = 0; con && i < s->n_notes; i++)
         fprintf(stderr, "sim: note: %s\n", s->notes[i]);
 
+    live_target lt = {0};
+    if (o.live && live_target_resolve(s, o.target, o.target_label, &lt, &err)) {
+        fprintf(stderr, "sim: %s\n", err.msg);
+        scn_free(s);
+        return 2;
+    }
     workload *w = wl_build(&s->workload, s->seed, &err);
     if (!w) {
         fprintf(stderr, "sim: %s\n", err.msg);
+        live_target_free(&lt);
         scn_free(s);
         return 1;
     }
@@ -330,14 +369,20 @@ int main(int argc, char **argv)
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/runs.db", dir);
     simdb *db = NULL;
-    size_t n = s->n_routers;
+    size_t n = o.live ? 1 : s->n_routers;
+    live_stats lst = {0};
     sim_run *runs = calloc(n, sizeof *runs);
     lc_run *lcs = calloc(n, sizeof *lcs);
     size_t done = 0;
     rc = runs && lcs ? KV_OK : kv_err_set(&err, KV_ENOMEM, "out of memory");
     if (!rc && !(rc = mkdirs(dir, &err)))
-        db = simdb_open(path, &err), rc = db ? KV_OK : err.code;
-    if (!rc && con) {
+        db = o.live ? simdb_open_append(path, &err) : simdb_open(path, &err), rc = db ? KV_OK : err.code;
+    if (!rc && con && o.live)
+        fprintf(con, "%s: live against %s (model %s); %llu requests in %zu stage%s (%s, %s); seed %llu\n", s->name,
+                lt.url, lt.model, (unsigned long long)wl_total_requests(w), w->n_stages, w->n_stages == 1 ? "" : "s",
+                wl_data_type_name(s->workload.data), wl_load_type_name(s->workload.load),
+                (unsigned long long)s->seed);
+    else if (!rc && con) {
         const scn_cluster *k = &s->cluster;
         fprintf(con, "%s: %u x %s on %s, TP=%d, block %u; %llu requests in %zu stage%s (%s, %s); seed %llu\n",
                 s->name, k->replicas, k->model->hf_name, k->hw->name, k->tp, k->block_size,
@@ -346,19 +391,20 @@ int main(int argc, char **argv)
                 (unsigned long long)s->seed);
     }
     for (size_t r = 0; !rc && r < n; r++) {
-        const scn_router *ro = &s->routers[r];
+        const scn_router *ro = o.live ? &(scn_router){.name = lt.label, .source = lt.url} : &s->routers[r];
         simdb_run_info info = {.scenario = s->name, .router = ro->name, .config = ro->source, .seed = s->seed};
         decisions dc = {.db = db};
         if ((rc = simdb_begin_run(db, &info, &dc.run_id, &err)))
             break;
-        progress pr = {.on = con && (o.progress || isatty(STDERR_FILENO)), .router = ro->name, .t0 = wall_now()};
+        progress pr = {.on = con && (o.progress || isatty(STDERR_FILENO)), .router = ro->name, .t0 = monoclock_s()};
         cluster_opts co = {.progress = progress_cb, .progress_ctx = &pr, .warn = warn_cb, .warn_ctx = (void *)ro->name};
         if (s->outputs.decisions != SCN_DECISIONS_NONE) {
             co.decision = decision_cb;
             co.decision_ctx = &dc;
         }
         cluster_stats st;
-        rc = cluster_run(s, w, r, &co, &runs[r], &st, &err);
+        live_opts lo = {.timeout_s = o.timeout_s, .progress = con != NULL};
+        rc = o.live ? live_run(s, w, &lt, &lo, &runs[r], &lst, &err) : cluster_run(s, w, r, &co, &runs[r], &st, &err);
         if (pr.on)
             fprintf(stderr, "\r%*s\r", 120, "");
         if (rc)
@@ -378,7 +424,14 @@ int main(int argc, char **argv)
         if ((rc = report_write_router(&runs[r], &lcs[r], rdir, &ro_opts, &err)) ||
             (rc = simdb_end_run(db, dc.run_id, &runs[r], &lcs[r], &err)))
             break;
-        if (con) {
+        if (con && o.live) {
+            fprintf(con, "\n%s (%s): %llu requests, %llu completed, %llu failed (", ro->name, ro->source,
+                    (unsigned long long)lst.sent, (unsigned long long)lst.completed, (unsigned long long)lst.failed);
+            for (int f = 0; f < LIVE_FAIL_N; f++)
+                fprintf(con, "%s%s %llu", f ? ", " : "", live_fail_name(f), (unsigned long long)lst.failed_by[f]);
+            fprintf(con, "); %.2f s\n", runs[r].wall_seconds);
+            console_stage_lines(con, ro->name, &lcs[r]);
+        } else if (con) {
             char kv[96];
             if (st.kv_published)
                 snprintf(kv, sizeof kv, "KV events: %llu delivered in %llu batches", (unsigned long long)st.kv_events_delivered,
@@ -423,17 +476,24 @@ int main(int argc, char **argv)
         fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts)\n", dir);
     size_t failed = 0;
     if (!rc && (s->expect.n || o.baseline || o.junit))
-        rc = check_expect(s, &o, lcs, &failed, &err);
+        rc = check_expect(s, &o, o.live ? lt.label : NULL, lcs, n, &failed, &err);
     if (rc)
         fprintf(stderr, "sim: %s\n", err.msg);
+    else if (lst.failed)
+        fprintf(stderr, "sim: %llu of %llu requests to %s failed\n", (unsigned long long)lst.failed,
+                (unsigned long long)lst.sent, lt.url);
     for (size_t i = 0; i < done; i++) {
         lc_run_free(&lcs[i]);
-        cluster_run_free(&runs[i]);
+        if (o.live)
+            live_run_free(&runs[i]);
+        else
+            cluster_run_free(&runs[i]);
     }
+    live_target_free(&lt);
     free(runs);
     free(lcs);
     simdb_close(db);
     wl_free(w);
     scn_free(s);
-    return rc ? 1 : failed ? 3 : 0;
+    return rc || lst.failed ? 1 : failed ? 3 : 0;
 }

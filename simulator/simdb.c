@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tracedb.h"
+
 static const char schema[] =
     "PRAGMA journal_mode=MEMORY;"
     "PRAGMA synchronous=OFF;"
@@ -19,9 +21,7 @@ static const char schema[] =
      * pages through the file system, and writing runs.db took longer than simulating.
      * Up to 128 MiB of cache, used only as the tables grow; the file is the same. */
     "PRAGMA cache_size=-131072;"
-    "CREATE TABLE runs("
-    "  run_id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, router TEXT NOT NULL, config TEXT,"
-    "  seed INTEGER NOT NULL, created TEXT, events_delivered INTEGER);"
+    TRACEDB_RUNS_TABLE
     "CREATE TABLE stages("
     "  run_id INTEGER NOT NULL REFERENCES runs(run_id), stage INTEGER NOT NULL,"
     "  rate REAL, duration REAL, concurrency INTEGER, num_requests INTEGER, t_begin REAL, t_end REAL,"
@@ -39,30 +39,28 @@ static const char schema[] =
     "  prompt_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER, preemptions INTEGER,"
     "  failed INTEGER NOT NULL, prefix_group INTEGER,"
     "  PRIMARY KEY(run_id, id));"
-    "CREATE TABLE decisions("
-    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), request_id INTEGER NOT NULL, profile TEXT,"
-    "  plugin TEXT NOT NULL, endpoint INTEGER NOT NULL, score REAL, weight REAL, picked INTEGER NOT NULL);"
+    TRACEDB_DECISIONS_TABLE
     "CREATE TABLE samples("
     "  run_id INTEGER NOT NULL REFERENCES runs(run_id), t REAL NOT NULL, server INTEGER NOT NULL,"
     "  waiting INTEGER, running INTEGER, kv_usage REAL, hit_rate REAL, preemptions INTEGER);"
     "CREATE INDEX requests_by_stage ON requests(run_id, stage);"
     "CREATE INDEX requests_by_endpoint ON requests(run_id, endpoint);"
-    "CREATE INDEX decisions_by_request ON decisions(run_id, request_id);"
+    TRACEDB_DECISIONS_INDEX
     "CREATE INDEX samples_by_server ON samples(run_id, server, t);";
 
-enum { ST_RUN, ST_RUN_END, ST_STAGE, ST_REQ, ST_DEC, ST_SAMPLE, ST_N };
+/* runs and decisions rows are io/tracedb's, shared with ./epp's decision log */
+enum { ST_RUN_END, ST_STAGE, ST_REQ, ST_SAMPLE, ST_N };
 static const char *const stmt_sql[ST_N] = {
-    [ST_RUN] = "INSERT INTO runs(scenario, router, config, seed, created) VALUES(?,?,?,?,?)",
     [ST_RUN_END] = "UPDATE runs SET events_delivered=? WHERE run_id=?",
     [ST_STAGE] = "INSERT INTO stages VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_REQ] = "INSERT INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    [ST_DEC] = "INSERT INTO decisions VALUES(?,?,?,?,?,?,?,?)",
     [ST_SAMPLE] = "INSERT INTO samples VALUES(?,?,?,?,?,?,?,?)",
 };
 
 struct simdb {
     sqlite3 *db;
     sqlite3_stmt *st[ST_N];
+    sqlite3_stmt *dec;                /* tracedb's decisions insert */
     char path[1024];
     bool in_run;
 };
@@ -72,7 +70,8 @@ static int db_err(simdb *d, kv_err *err, const char *what)
     return kv_err_set(err, KV_EIO, "%s: %s: %s", d->path, what, sqlite3_errmsg(d->db));
 }
 
-simdb *simdb_open(const char *path, kv_err *err)
+/* replace: start afresh; else keep an existing database (its schema is already there). */
+static simdb *db_open(const char *path, bool replace, kv_err *err)
 {
     simdb *d = calloc(1, sizeof *d);
     if (!d) {
@@ -80,24 +79,40 @@ simdb *simdb_open(const char *path, kv_err *err)
         return NULL;
     }
     snprintf(d->path, sizeof d->path, "%s", path);
-    if (unlink(path) != 0 && errno != ENOENT) {
+    if (replace && unlink(path) != 0 && errno != ENOENT) {
         kv_err_set(err, KV_EIO, "%s: cannot replace: %s", path, strerror(errno));
         free(d);
         return NULL;
     }
+    bool fresh = replace || access(path, F_OK) != 0;
     if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-        sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-        db_err(d, err, "cannot create the database");
+        (fresh && sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK)) {
+        db_err(d, err, fresh ? "cannot create the database" : "cannot open the database");
         simdb_close(d);
         return NULL;
     }
     for (int i = 0; i < ST_N; i++)
         if (sqlite3_prepare_v2(d->db, stmt_sql[i], -1, &d->st[i], NULL) != SQLITE_OK) {
-            db_err(d, err, "cannot prepare a statement");
+            db_err(d, err, "cannot prepare a statement (not a runs.db?)");
             simdb_close(d);
             return NULL;
         }
+    if (tracedb_prepare(d->db, &d->dec) != SQLITE_OK) {
+        db_err(d, err, "cannot prepare a statement");
+        simdb_close(d);
+        return NULL;
+    }
     return d;
+}
+
+simdb *simdb_open(const char *path, kv_err *err)
+{
+    return db_open(path, true, err);
+}
+
+simdb *simdb_open_append(const char *path, kv_err *err)
+{
+    return db_open(path, false, err);
 }
 
 void simdb_close(simdb *d)
@@ -108,6 +123,7 @@ void simdb_close(simdb *d)
         sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < ST_N; i++)
         sqlite3_finalize(d->st[i]);
+    sqlite3_finalize(d->dec);
     sqlite3_close(d->db);
     free(d);
 }
@@ -124,14 +140,6 @@ static int step(simdb *d, int which, kv_err *err)
     return KV_OK;
 }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *t)
-{
-    if (t)
-        sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(s, i);
-}
-
 static double secs(sim_time t)
 {
     return (double)t / (double)SIM_US_PER_S;
@@ -146,33 +154,14 @@ int simdb_begin_run(simdb *d, const simdb_run_info *info, int64_t *run_id, kv_er
     if (sqlite3_exec(d->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         return db_err(d, err, "cannot begin a transaction");
     d->in_run = true;
-    sqlite3_stmt *s = d->st[ST_RUN];
-    bind_text(s, 1, info->scenario);
-    bind_text(s, 2, info->router);
-    bind_text(s, 3, info->config);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)info->seed);
-    bind_text(s, 5, info->created);
-    int rc = step(d, ST_RUN, err);
-    *run_id = sqlite3_last_insert_rowid(d->db);
-    return rc;
-}
-
-static int add_decision_row(simdb *d, int64_t run_id, uint64_t request_id, const char *profile, const char *plugin,
-                            const sched_endpoint *ep, double score, const double *weight, bool picked, kv_err *err)
-{
-    sqlite3_stmt *s = d->st[ST_DEC];
-    sqlite3_bind_int64(s, 1, run_id);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)request_id);
-    bind_text(s, 3, profile);
-    sqlite3_bind_text(s, 4, plugin, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 5, ep->id);
-    sqlite3_bind_double(s, 6, score);
-    if (weight)
-        sqlite3_bind_double(s, 7, *weight);
-    else
-        sqlite3_bind_null(s, 7);
-    sqlite3_bind_int(s, 8, picked);
-    return step(d, ST_DEC, err);
+    const tracedb_run run = {
+        .scenario = info->scenario,
+        .router = info->router,
+        .config = info->config,
+        .seed = info->seed,
+        .created = info->created,
+    };
+    return tracedb_add_run(d->db, &run, run_id) == SQLITE_OK ? KV_OK : db_err(d, err, "insert failed");
 }
 
 int simdb_add_decision(simdb *d, int64_t run_id, uint64_t request_id, const sched_trace *t, const sched_result *res,
@@ -180,32 +169,8 @@ int simdb_add_decision(simdb *d, int64_t run_id, uint64_t request_id, const sche
 {
     if (!d->in_run)
         return kv_err_set(err, KV_ESTATE, "%s: decision outside a run", d->path);
-    if (!t)
-        return KV_OK;
-    const sched_endpoint *chosen = res && res->n_targets ? res->targets[0] : NULL;
-    char plugin[256];
-    for (size_t i = 0; i < t->n_scores; i++) {
-        const sched_trace_score *sc = &t->scores[i];
-        if (!sc->ep)
-            continue;
-        const char *type = sc->plugin && sc->plugin->type ? sc->plugin->type->type : "?";
-        const char *name = sc->plugin && sc->plugin->name ? sc->plugin->name : type;
-        snprintf(plugin, sizeof plugin, "%s/%s", type, name);
-        int rc = add_decision_row(d, run_id, request_id, sc->profile, plugin, sc->ep, sc->score, &sc->weight,
-                                  sc->ep == chosen, err);
-        if (rc)
-            return rc;
-    }
-    const char *profile = res ? res->profile : NULL;
-    for (size_t i = 0; i < t->n_totals; i++) {
-        if (!t->totals[i].ep)
-            continue;
-        int rc = add_decision_row(d, run_id, request_id, profile, "total", t->totals[i].ep, t->totals[i].score, NULL,
-                                  t->totals[i].ep == chosen, err);
-        if (rc)
-            return rc;
-    }
-    return KV_OK;
+    return tracedb_add_decision(d->dec, run_id, request_id, t, res) == SQLITE_OK ? KV_OK
+                                                                                 : db_err(d, err, "insert failed");
 }
 
 static void bind_stat(sqlite3_stmt *s, int i, const stats_block *b, int key)

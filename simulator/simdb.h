@@ -28,6 +28,9 @@ typedef struct simdb_run_info {
 
 /* Creates path afresh (an existing file is replaced) with the schema and indexes. */
 simdb *simdb_open(const char *path, kv_err *err);
+/* Opens path to add runs beside those it holds (a live run next to simulated ones);
+ * creates it with the schema when it does not exist. */
+simdb *simdb_open_append(const char *path, kv_err *err);
 /* Commits nothing left open (a run without simdb_end_run is rolled back). */
 void simdb_close(simdb *db);
 

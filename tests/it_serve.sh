@@ -17,14 +17,7 @@ for b in $S $E $K $T/kv_msgpack_check $T/extproc_route; do
 done
 MODEL=Qwen/Qwen3-32B
 B=$((10000 + ($$ % 200) * 100))   # ports B..B+99 per test process, below the ephemeral range
-D=$(mktemp -d); [ -n "$KEEP" ] && echo "it_serve: keeping $D"
-pids=""
-fail=0
-cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "$KEEP" ] || rm -rf "$D"; }
-trap cleanup EXIT
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
-check() { if [ "$3" = "$2" ]; then ok "$1"; else bad "$1"; echo "  want: $2"; echo "  got:  $3"; fi; }
+. tests/checks.sh
 serve() {   # log, args...: starts ./sim serve, waits for its pod lines
     log=$1; shift
     $S serve "$@" >"$log" 2>&1 &

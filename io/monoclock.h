@@ -1,0 +1,15 @@
+/* monoclock: the one reading of the monotonic clock the drivers use for durations and
+ * staleness (request timings, metric ages, scrape deadlines, the simulator's own wall
+ * time). It lives outside engine/, whose decisions take time from their caller
+ * (sched_env.now), so that simulated time stays the simulator's; live/ and a real-time
+ * emulator read the same clock the same way. Threads: any. */
+#ifndef KVROUTE_MONOCLOCK_H
+#define KVROUTE_MONOCLOCK_H
+
+/* Seconds on CLOCK_MONOTONIC (an arbitrary origin; only differences mean anything). */
+double monoclock_s(void);
+/* The same, in the shape of the engine's clock hooks (sched_env.now, epset_new's now),
+ * which take a context this clock does not use. */
+double monoclock_now(void *ctx);
+
+#endif

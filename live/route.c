@@ -1,0 +1,535 @@
+/* route: one request from headers and body to a decision and a completion record (see
+ * route.h for the API, the answers and the thread rules).
+ *
+ * The router's lock serialises the sched (single-threaded) and the shared trace; its
+ * stats lock guards the counters and the /tokenize round robin, so a request waiting
+ * on /tokenize never holds the sched. */
+#include "route.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "monoclock.h"
+#include "tokenize.h"
+
+struct route_router {
+    route_config cfg;
+    pthread_mutex_t sched_mu;         /* sched calls and the trace */
+    sched_trace trace;
+    pthread_mutex_t mu;               /* stats, rr */
+    route_stats stats;
+    uint64_t rr;                      /* round robin over endpoints for /tokenize */
+};
+
+/* Counts one in a field of r->stats. */
+static void count(route_router *r, uint64_t *counter)
+{
+    pthread_mutex_lock(&r->mu);
+    (*counter)++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+route_router *route_new(const route_config *cfg, kv_err *err)
+{
+    if (!cfg->sched || !cfg->pool.acquire || !cfg->pool.release) {
+        kv_err_set(err, KV_EINVAL, "route: sched and pool are required");
+        return NULL;
+    }
+    route_router *r = malloc(sizeof *r);
+    if (r) {
+        *r = (route_router){.cfg = *cfg};
+        pthread_mutex_init(&r->sched_mu, NULL);
+        pthread_mutex_init(&r->mu, NULL);
+        tokenize_global_init();
+    } else {
+        kv_err_set(err, KV_ENOMEM, "route: out of memory");
+    }
+    return r;
+}
+
+void route_free(route_router *r)
+{
+    if (!r)
+        return;
+    sched_trace_free(&r->trace);
+    pthread_mutex_destroy(&r->sched_mu);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void route_get_stats(route_router *r, route_stats *out)
+{
+    pthread_mutex_lock(&r->mu);
+    *out = r->stats;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void route_req_init(route_req *q, route_router *r)
+{
+    *q = (route_req){.router = r};
+}
+
+void route_req_free(route_req *q)
+{
+    for (size_t i = 0; i < q->n_hdrs; i++)
+        free(q->hdrs[i].key), free(q->hdrs[i].value);
+    free(q->hdrs);
+    free(q->skv);
+    for (size_t i = 0; i < q->n_subset; i++)
+        free(q->subset[i]);
+    free(q->subset);
+    free(q->body);
+    json_decref(q->rewritten);
+    oai_request_free(&q->oreq);
+    free(q->tok);
+    free(q->target);
+}
+
+/* ---- headers ------------------------------------------------------------------------------- */
+
+int route_begin(route_req *q, size_t n_headers)
+{
+    q->t_start = monoclock_s();
+    q->hdrs = calloc(n_headers + 1, sizeof *q->hdrs); /* + a generated x-request-id */
+    q->skv = calloc(n_headers + 1, sizeof *q->skv);
+    return q->hdrs && q->skv ? KV_OK : KV_ENOMEM;
+}
+
+int route_add_header(route_req *q, const char *key, const char *value, size_t value_len)
+{
+    char *k = strdup(key), *v = strndup(value, value_len);
+    if (!k || !v) {
+        free(k), free(v);
+        return KV_ENOMEM;
+    }
+    for (char *c = k; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c += 32;
+    q->hdrs[q->n_hdrs++] = (route_header){.key = k, .value = v};
+    if (!strcmp(k, "x-request-id") && !q->request_id)
+        q->request_id = v;
+    return KV_OK;
+}
+
+/* A control header by its GIE name, or by llm-d-router's newer alias, which wins. */
+static const char *control_header(const route_req *q, const char *gie, const char *llmd)
+{
+    const sched_request view = {.headers = q->skv, .n_headers = q->n_hdrs};
+    const char *v = sched_header(&view, llmd);
+    return v ? v : sched_header(&view, gie);
+}
+
+int route_headers_end(route_req *q)
+{
+    if (!q->request_id) { /* GIE generates a UUID and sends it upstream */
+        uint8_t u[16] = {0};
+        if (getrandom(u, sizeof u, 0) != (ssize_t)sizeof u)
+            for (size_t i = 0; i < sizeof u; i++)
+                u[i] = (uint8_t)(rand() >> 7);
+        u[6] = (u[6] & 0x0f) | 0x40, u[8] = (u[8] & 0x3f) | 0x80;
+        char *id = malloc(37), *k = strdup("x-request-id");
+        if (!id || !k) {
+            free(id), free(k);
+            return KV_ENOMEM;
+        }
+        snprintf(id, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+                 u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+        q->hdrs[q->n_hdrs++] = (route_header){.key = k, .value = id};
+        q->request_id = id;
+    }
+    for (size_t i = 0; i < q->n_hdrs; i++)
+        q->skv[i] = (sched_kv){q->hdrs[i].key, q->hdrs[i].value};
+    q->objective = control_header(q, "x-gateway-inference-objective", "x-llm-d-router-inference-objective");
+    q->fairness_id = control_header(q, "x-gateway-inference-fairness-id", "x-llm-d-router-inference-fairness-id");
+    if (!q->fairness_id || !*q->fairness_id)
+        q->fairness_id = "default-flow"; /* GIE's DefaultFairnessID */
+    return KV_OK;
+}
+
+/* ---- subset hint and candidates ------------------------------------------------------------- */
+
+void route_subset_clear(route_req *q)
+{
+    for (size_t k = 0; k < q->n_subset; k++)
+        free(q->subset[k]);
+    q->n_subset = 0;
+    q->have_subset = true;
+}
+
+void route_subset_add(route_req *q, const char *s, size_t len)
+{
+    char **v = realloc(q->subset, (q->n_subset + 1) * sizeof *v);
+    if (!v)
+        return;
+    q->subset = v;
+    if ((v[q->n_subset] = strndup(s, len)))
+        q->n_subset++;
+}
+
+static bool in_subset(const route_req *q, const char *name)
+{
+    if (!q->have_subset)
+        return true;
+    size_t iplen = strcspn(name, ":");
+    for (size_t i = 0; i < q->n_subset; i++) {
+        const char *s = q->subset[i];
+        if (!strcmp(s, name) || (!strchr(s, ':') && strlen(s) == iplen && !strncmp(s, name, iplen)))
+            return true;
+    }
+    return false;
+}
+
+/* Candidates from the pool (caller holds the pool). Returns the count; *out malloc'd. */
+static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t n, sched_endpoint ***out)
+{
+    *out = malloc((n ? n : 1) * sizeof **out);
+    if (!*out)
+        return 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (in_subset(q, eps[i]->name))
+            (*out)[k++] = eps[i];
+    return k;
+}
+
+/* ---- body ------------------------------------------------------------------------------------ */
+
+bool route_body_append(route_req *q, const uint8_t *p, size_t n)
+{
+    if (!n)
+        return true; /* an empty piece (a decoded empty chunk's data is NULL): nothing to copy */
+    size_t max = q->router->cfg.max_body ? q->router->cfg.max_body : (64u << 20);
+    if (q->body_len + n > max)
+        return false;
+    /* room for the parser's read-ahead past the end (OAI_BODY_PADDING) saves a copy */
+    if (q->body_len + n + OAI_BODY_PADDING > q->body_cap) {
+        size_t cap = q->body_cap ? q->body_cap * 2 : 4096;
+        while (cap < q->body_len + n + OAI_BODY_PADDING)
+            cap *= 2;
+        char *b = realloc(q->body, cap);
+        if (!b)
+            return false;
+        q->body = b, q->body_cap = cap;
+    }
+    memcpy(q->body + q->body_len, p, n);
+    q->body_len += n;
+    return true;
+}
+
+/* ---- the decision ---------------------------------------------------------------------------- */
+
+static int answer(route_req *q, int status, const char *msg)
+{
+    q->http_status = status;
+    snprintf(q->error, sizeof q->error, "%s", msg);
+    return status;
+}
+
+/* llm-d's V(4) line, field for field, so `grep "Calculated score"` works unchanged. */
+static void log_scores(const route_req *q, const sched_trace *t)
+{
+    char plugin[256];
+    for (size_t i = 0; i < t->n_scores; i++) {
+        const sched_trace_score *sc = &t->scores[i];
+        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
+        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", q->request_id,
+              "incomingModelName", q->sreq.model, "targetModelName",
+              q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "plugin", plugin, "endpoint",
+              "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
+              sc->score);
+    }
+}
+
+/* A text prompt's token ids from one candidate's /tokenize; false on failure. */
+static bool tokenize(route_req *q, const char *model)
+{
+    route_router *r = q->router;
+    const route_pool *pool = &r->cfg.pool;
+    sched_endpoint *const *eps;
+    size_t n = pool->acquire(pool->ctx, &eps);
+    char *ep = NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += in_subset(q, eps[i]->name);
+    if (k) {
+        pthread_mutex_lock(&r->mu);
+        size_t pick = r->rr++ % k;
+        pthread_mutex_unlock(&r->mu);
+        for (size_t i = 0; i < n && !ep; i++)
+            if (in_subset(q, eps[i]->name) && pick-- == 0)
+                ep = strdup(eps[i]->name);
+    }
+    pool->release(pool->ctx);
+    if (!ep)
+        return false;
+    kv_err e = {0};
+    int timeout = r->cfg.tokenize_timeout_ms ? r->cfg.tokenize_timeout_ms : 1000;
+    const oai_request *o = &q->oreq;
+    int rc = tokenize_vllm(ep, model, o->prompt, o->prompt_len, o->chat ? o->messages_json : NULL, timeout, &q->tok,
+                           &q->n_tok, &e);
+    if (rc != KV_OK)
+        LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", q->request_id,
+              "endpoint", ep, "error", e.msg);
+    free(ep);
+    count(r, rc == KV_OK ? &r->stats.tokenize_ok : &r->stats.tokenize_failed);
+    return rc == KV_OK;
+}
+
+/* An InferenceModelRewrite rule for the body's model, else x-gateway-model-name-rewrite:
+ * GIE sends the body upstream with `model` replaced, so the body is re-serialised (and
+ * Content-Length follows). This rare path alone builds a JSON tree (kept for the new
+ * name's lifetime); the parsed request keeps the incoming name for logs and hooks.
+ * jansson reads strings holding \u0000 as the request reader does (JSON_ALLOW_NUL);
+ * what it still cannot hold (an integer beyond 64 bits, \u0000 in a key) is the
+ * client's to fix. Returns the model to route for, or NULL with *err set: KV_ENOMEM,
+ * or KV_EINVAL quoting jansson's complaint. */
+static const char *rewrite_model(route_req *q, kv_err *err)
+{
+    const route_config *cfg = &q->router->cfg;
+    char *ruled = NULL;
+    if (cfg->model_rewrite && cfg->model_rewrite(cfg->admission_ctx, q->oreq.model, &ruled) != KV_OK) {
+        kv_err_set(err, KV_ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *to =
+        ruled ? ruled : control_header(q, "x-gateway-model-name-rewrite", "x-llm-d-router-model-name-rewrite");
+    if (!to || !*to || !strcmp(to, q->oreq.model)) {
+        free(ruled);
+        return q->oreq.model;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(q->body, q->body_len, JSON_ALLOW_NUL, &je);
+    if (!root && json_error_code(&je) != json_error_out_of_memory) {
+        free(ruled);
+        kv_err_set(err, KV_EINVAL, "request body: cannot rewrite 'model' (line %d column %d, byte %d): %s", je.line,
+                   je.column, je.position, je.text);
+        return NULL;
+    }
+    /* json_string refuses a name that is not UTF-8 (a header may carry any byte); a
+     * name of a few bytes failing for memory is not worth telling apart */
+    json_t *name = root ? json_string(to) : NULL;
+    free(ruled);
+    if (!name || json_object_set_new(root, "model", name)) {
+        kv_err_set(err, root && !name ? KV_EINVAL : KV_ENOMEM,
+                   root && !name ? "the rewritten model name is not valid UTF-8" : "out of memory");
+        json_decref(root);
+        return NULL;
+    }
+    q->rewritten = root;
+    char *body = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!body) {
+        kv_err_set(err, KV_ENOMEM, "out of memory");
+        return NULL;
+    }
+    free(q->body);
+    q->body = body;
+    q->body_len = q->body_cap = strlen(body);
+    return json_string_value(json_object_get(root, "model"));
+}
+
+/* "ip:port[,ip:port...]" of the result's targets, malloc'd; NULL on memory. */
+static char *join_targets(const sched_result *res)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < res->n_targets; i++)
+        len += strlen(res->targets[i]->name) + 1;
+    char *t = malloc(len);
+    if (!t)
+        return NULL;
+    t[0] = 0;
+    for (size_t i = 0; i < res->n_targets; i++) {
+        if (i)
+            strcat(t, ",");
+        strcat(t, res->targets[i]->name);
+    }
+    return t;
+}
+
+int route_decide(route_req *q)
+{
+    route_router *r = q->router;
+    kv_err e = {0};
+    double t_body = monoclock_s();
+    int rc = oai_request_parse(q->body, q->body_len, q->body_cap, &q->oreq, &e);
+    if (rc != KV_OK)
+        return answer(q, rc == KV_ENOMEM ? 500 : 400, e.msg);
+    const oai_request *o = &q->oreq;
+    const char *target_model = rewrite_model(q, &e);
+    if (!target_model)
+        return answer(q, e.code == KV_ENOMEM ? 500 : 400, e.msg);
+    int priority = 0;
+    if (r->cfg.objective_priority)
+        r->cfg.objective_priority(r->cfg.admission_ctx, q->objective, &priority);
+    bool tok_failed = false;
+    if (!o->tokens && r->cfg.tokenize_timeout_ms >= 0)
+        tok_failed = !tokenize(q, target_model);
+    q->sreq = (sched_request){
+        .id = q->request_id,
+        .model = o->model,
+        .target_model = target_model == o->model ? NULL : target_model,
+        .cache_salt = o->cache_salt,
+        .tokens = o->tokens ? o->tokens : q->tok,
+        .n_tokens = o->tokens ? o->n_tokens : q->n_tok,
+        .prompt = o->chat ? o->messages_json : o->prompt,
+        .prompt_len = o->chat ? o->messages_len : o->prompt_len,
+        .headers = q->skv,
+        .n_headers = q->n_hdrs,
+        .priority = priority,
+        .output_tokens_hint = o->max_tokens,
+    };
+
+    bool verbose = log_enabled(4), tracing = verbose || r->cfg.trace_decisions;
+    const route_pool *pool = &r->cfg.pool;
+    pthread_mutex_lock(&r->sched_mu);
+    sched_endpoint *const *eps;
+    size_t n = pool->acquire(pool->ctx, &eps);
+    sched_endpoint **cand;
+    size_t k = candidates(q, eps, n, &cand);
+    sched_result res = {0};
+    double t0 = monoclock_s(), dt = 0;
+    bool no_candidates = k == 0;
+    /* GIE's admission: only sheddable requests are checked, after the candidates. */
+    bool shed = !no_candidates && priority < 0 && r->cfg.saturated && r->cfg.saturated(r->cfg.admission_ctx, cand, k);
+    if (no_candidates || shed) {
+        rc = KV_ENOENDPOINTS;
+    } else {
+        if (tracing)
+            sched_trace_reset(&r->trace);
+        rc = sched_schedule(r->cfg.sched, &q->sreq, cand, k, &res, tracing ? &r->trace : NULL, &e);
+        dt = monoclock_s() - t0;
+    }
+    if (rc == KV_OK && res.n_targets > 0 && (q->target = join_targets(&res))) {
+        q->target_id = res.targets[0]->id;
+        sched_pre_request(r->cfg.sched, &q->sreq, &res);
+        q->pre_requested = true;
+    }
+    if (k > 0 && !shed && verbose)
+        log_scores(q, &r->trace);
+    if (k > 0 && r->cfg.on_decision) {
+        const route_decision d = {
+            .request_id = q->request_id,
+            .model = o->model,
+            .target_model = q->sreq.target_model,
+            .objective = q->objective,
+            .fairness_id = q->fairness_id,
+            .priority = priority,
+            .shed = shed,
+            .target = rc == KV_OK ? q->target : NULL,
+            .profile = res.profile,
+            .n_tokens = q->sreq.n_tokens,
+            .tokenize_failed = tok_failed,
+            .sched_seconds = dt,
+            .decide_seconds = monoclock_s() - t_body,
+            .result = &res,
+            .trace = tracing && !shed ? &r->trace : NULL,
+        };
+        r->cfg.on_decision(r->cfg.hook_ctx, &d);
+    }
+    pool->release(pool->ctx);
+    pthread_mutex_unlock(&r->sched_mu);
+    free(cand);
+
+    /* GIE: no candidates before scheduling is 503; any scheduler failure, filters that
+     * leave nothing included, is 429 "failed to find target pod" (director.go). */
+    if (no_candidates)
+        return answer(q, 503,
+                      q->have_subset ? "failed to find candidate pods for serving the request: no eligible "
+                                       "endpoint in the subset hint"
+                                     : "failed to find candidate pods for serving the request");
+    if (shed)
+        return answer(q, 429, "system saturated, sheddable request dropped");
+    if (rc != KV_OK || res.n_targets == 0) {
+        snprintf(q->error, sizeof q->error, "failed to find target pod: %s", e.msg[0] ? e.msg : "no target");
+        q->http_status = 429;
+        return 429;
+    }
+    if (!q->target)
+        return answer(q, 500, "out of memory");
+    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
+          o->model, "endpoint", q->target, "objectiveKey", q->objective, "fairnessID", q->fairness_id, "priority",
+          priority, "tokens", (json_int_t)q->sreq.n_tokens);
+    q->http_status = 200;
+    return 200;
+}
+
+int route_decide_headers_only(route_req *q)
+{
+    const route_pool *pool = &q->router->cfg.pool;
+    sched_endpoint *const *eps;
+    size_t n = pool->acquire(pool->ctx, &eps);
+    sched_endpoint **cand;
+    size_t k = candidates(q, eps, n, &cand);
+    if (k) {
+        uint64_t x;
+        if (getrandom(&x, sizeof x, 0) != (ssize_t)sizeof x)
+            x = (uint64_t)rand();
+        q->target = strdup(cand[x % k]->name);
+    }
+    pool->release(pool->ctx);
+    free(cand);
+    if (!q->target)
+        return answer(q, 500, "no pods available in datastore");
+    q->http_status = 200;
+    return 200;
+}
+
+/* ---- completion ------------------------------------------------------------------------------ */
+
+/* A response-side scheduler hook for the routed endpoint, under the router's lock. */
+static void hook_target(route_req *q, void (*hook)(sched *, const sched_request *, sched_endpoint *))
+{
+    route_router *r = q->router;
+    const route_pool *pool = &r->cfg.pool;
+    pthread_mutex_lock(&r->sched_mu);
+    sched_endpoint *const *eps;
+    size_t n = pool->acquire(pool->ctx, &eps);
+    for (size_t i = 0; i < n; i++)
+        if (eps[i]->id == q->target_id) {
+            hook(r->cfg.sched, &q->sreq, eps[i]);
+            break;
+        }
+    pool->release(pool->ctx);
+    pthread_mutex_unlock(&r->sched_mu);
+}
+
+void route_response_started(route_req *q)
+{
+    if (!q->pre_requested || q->first_chunk)
+        return;
+    q->first_chunk = true;   /* llm-d's StartOfStream: the prefill is done */
+    hook_target(q, sched_response_started);
+}
+
+void route_complete(route_req *q)
+{
+    if (q->reported)
+        return;
+    q->reported = true;
+    route_router *r = q->router;
+    if (q->pre_requested)
+        hook_target(q, sched_response_complete);
+    if (q->target)
+        count(r, &r->stats.completed);
+    if (r->cfg.on_complete) {
+        const route_completion c = {
+            .request_id = q->request_id,
+            .model = q->oreq.model,
+            .target_model = q->sreq.target_model,
+            .target = q->target,
+            .http_status = q->http_status,
+            .usage_found = q->usage.found,
+            .prompt_tokens = q->usage.prompt_tokens,
+            .completion_tokens = q->usage.completion_tokens,
+            .cached_tokens = q->usage.cached_tokens,
+            .request_bytes = q->request_bytes,
+            .response_bytes = q->response_bytes,
+            .seconds = monoclock_s() - q->t_start,
+        };
+        r->cfg.on_complete(r->cfg.hook_ctx, &c);
+    }
+}
