@@ -25,7 +25,8 @@ CXX      ?= c++
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
-            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev clang
+            protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev clang \
+            libxml2-utils
 
 # pkg-config libraries, by the folders that need them (the engine's are everyone's).
 # msgpack-c is the KV-event encoder's (engine/kvevents_encode.c), linked only by programs
@@ -157,7 +158,7 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
 TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvingest test_llmd_plugins test_peer_policies \
               test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
 TESTS_SIM  := test_blockpool test_console test_evq test_plots test_report test_scenario test_server \
-              test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok bench_sched bench_sim \
+              test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok test_expect bench_sched bench_sim \
               bench_serve
 test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
 test_pkgs   = $(if $(filter all,$(1)),all_tests,$(if $(filter core,$(1)),core_tests,sim))

@@ -493,23 +493,20 @@ int yt_string(const yt_doc *d, const yt_node *n, const char *what, const char **
     return KV_OK;
 }
 
-int yt_duration(const yt_doc *d, const yt_node *n, const char *what, double *seconds, kv_err *err)
+bool yt_parse_duration(const char *s, double *seconds)
 {
-    if (yt_expect_scalar(d, n, what, "a duration", err))
-        return KV_EINVAL;
     char *end;
-    double v = strtod(n->str, &end);
-    if (end != n->str && *end == 0 && isfinite(v) && v >= 0) {
+    double v = strtod(s, &end);
+    if (end != s && *end == 0 && isfinite(v) && v >= 0) {
         *seconds = v;
-        return KV_OK;
+        return true;
     }
-    const char *s = n->str;
     double total = 0;
     int parts = 0;
     while (*s) {
         v = strtod(s, &end);
         if (end == s || v < 0)
-            goto bad;
+            return false;
         s = end;
         double unit;
         if (strncmp(s, "ns", 2) == 0) unit = 1e-9, s += 2;
@@ -518,15 +515,22 @@ int yt_duration(const yt_doc *d, const yt_node *n, const char *what, double *sec
         else if (*s == 's') unit = 1, s += 1;
         else if (*s == 'm') unit = 60, s += 1;
         else if (*s == 'h') unit = 3600, s += 1;
-        else goto bad;
+        else return false;
         total += v * unit;
         parts++;
     }
     if (!parts)
-        goto bad;
+        return false;
     *seconds = total;
-    return KV_OK;
-bad:
+    return true;
+}
+
+int yt_duration(const yt_doc *d, const yt_node *n, const char *what, double *seconds, kv_err *err)
+{
+    if (yt_expect_scalar(d, n, what, "a duration", err))
+        return KV_EINVAL;
+    if (yt_parse_duration(n->str, seconds))
+        return KV_OK;
     return yt_error(d, n, err, KV_EINVAL,
                     "field '%s': expected a duration such as 50ms, 2s or 2m, got '%s'", what, n->str);
 }

@@ -59,6 +59,8 @@ int yt_bool(const yt_doc *d, const yt_node *n, const char *what, bool *out, kv_e
 int yt_string(const yt_doc *d, const yt_node *n, const char *what, const char **out, kv_err *err);
 /* Duration: a number of seconds, or a Go-style string "50ms", "2s", "2m", "1h30m". */
 int yt_duration(const yt_doc *d, const yt_node *n, const char *what, double *seconds, kv_err *err);
+/* The text behind yt_duration, for durations inside a larger string; false when s is not one. */
+bool yt_parse_duration(const char *s, double *seconds);
 
 /* Formats an error at a node's position: "name:line:col: " + message. */
 int yt_error(const yt_doc *d, const yt_node *n, kv_err *err, int code, const char *fmt, ...)

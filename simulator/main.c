@@ -3,6 +3,7 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
+ *                  [--junit FILE] [--baseline OLD/runs.db]
  *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--timeout S] [...]
  *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
@@ -10,7 +11,8 @@
  * Exit status: 0 done; 1 a runtime failure (message on stderr), or a live run with failed
  * requests (the outputs are written all the same); 2 bad usage or a bad
  * scenario (the message names the file, line, column and field), or one whose estimated
- * memory exceeds what the machine has available (the message names the stage). */
+ * memory exceeds what the machine has available (the message names the stage); 3 the run
+ * completed but a check of the scenario's expect: section or of --baseline failed. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 
 #include "cluster.h"
 #include "console.h"
+#include "expect.h"
 #include "lifecycle.h"
 #include "liverun.h"
 #include "monoclock.h"
@@ -38,6 +41,7 @@ typedef struct opts {
     bool has_seed;
     uint64_t seed;
     bool no_plots, quiet, progress;
+    const char *junit, *baseline;     /* --junit FILE, --baseline OLD/runs.db */
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
     bool live;                        /* --live or --target: against workload.server / the URL */
@@ -48,6 +52,7 @@ typedef struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
+               "                [--junit FILE] [--baseline OLD/runs.db]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
@@ -59,7 +64,11 @@ static void usage(FILE *f)
                "  --target URL send the workload to this OpenAI-compatible endpoint in real time\n"
                "  --live       the same, to the workload's server.base_url (inference-perf's server section)\n"
                "  --target-label NAME  the live run's router name in the outputs (default host:port)\n"
-               "  --timeout S  a live request's limit in seconds (default 300)\n");
+               "  --timeout S  a live request's limit in seconds (default 300)\n"
+               "  --junit F    write the expect: and --baseline results as JUnit XML to F\n"
+               "  --baseline D also check no metric is worse than in D (an earlier runs.db)\n"
+               "  Exit status: 0 done, 1 runtime failure or failed live requests, 2 bad usage or scenario,\n"
+               "  3 an expect: or --baseline check failed.\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -80,6 +89,10 @@ static int parse_args(int argc, char **argv, opts *o)
             }
             o->has_seed = true;
             o->seed = v;
+        } else if (strcmp(a, "--junit") == 0 && i + 1 < argc) {
+            o->junit = argv[++i];
+        } else if (strcmp(a, "--baseline") == 0 && i + 1 < argc) {
+            o->baseline = argv[++i];
         } else if (strcmp(a, "--no-plots") == 0) {
             o->no_plots = true;
         } else if (strcmp(a, "--router") == 0 && i + 1 < argc) {
@@ -288,6 +301,22 @@ static void warn_cb(void *ctx, const char *msg)
     fprintf(stderr, "sim: router '%s': warning: %s\n", router, msg);
 }
 
+/* expect: and --baseline after the run over n routers (a live run: one, named live_label;
+ * the scenario's checks on its simulated routers are then skipped); *failed counts the
+ * checks that failed. */
+static int check_expect(const scenario *s, const opts *o, const char *live_label, const lc_run *lcs, size_t n,
+                        size_t *failed, kv_err *err)
+{
+    const char **names = malloc(n * sizeof *names);
+    if (!names)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        names[i] = live_label ? live_label : s->routers[i].name;
+    int rc = exp_check_run(&s->expect, o->baseline, o->junit, s->name, names, lcs, n, stdout, failed, err);
+    free(names);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     char presets[PATH_MAX];
@@ -445,6 +474,9 @@ int main(int argc, char **argv)
     }
     if (!rc && con)
         fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts)\n", dir);
+    size_t failed = 0;
+    if (!rc && (s->expect.n || o.baseline || o.junit))
+        rc = check_expect(s, &o, o.live ? lt.label : NULL, lcs, n, &failed, &err);
     if (rc)
         fprintf(stderr, "sim: %s\n", err.msg);
     else if (lst.failed)
@@ -463,5 +495,5 @@ int main(int argc, char **argv)
     simdb_close(db);
     wl_free(w);
     scn_free(s);
-    return rc || lst.failed ? 1 : 0;
+    return rc || lst.failed ? 1 : failed ? 3 : 0;
 }

@@ -300,7 +300,14 @@ static int scn_parse(scenario *s, const char *presets_dir, kv_err *err)
         if ((rc = scn_parse_router(s, rs->items[i], i, presets_dir, err)))
             return rc;
     }
-    return wl_check_keys(d, root, "", err);
+    const char **names = malloc(s->n_routers * sizeof *names);
+    if (!names)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_routers; i++)
+        names[i] = s->routers[i].name;
+    rc = exp_parse(d, yt_get(root, "expect"), names, s->n_routers, s->workload.n_stages, &s->expect, err);
+    free(names);
+    return rc ? rc : wl_check_keys(d, root, "", err);
 }
 
 scenario *scn_load(const char *path, const char *presets_dir, kv_err *err)
@@ -334,6 +341,7 @@ void scn_free(scenario *s)
         free(s->routers[i].source);
     }
     free(s->routers);
+    exp_set_free(&s->expect);
     wl_spec_free(&s->workload);
     for (size_t i = 0; i < s->n_notes; i++)
         free(s->notes[i]);

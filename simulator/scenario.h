@@ -15,6 +15,7 @@
  *   workload: {data: ..., load: ...}                # inference-perf's sections (workload.h)
  *   outputs: {report_stage: -1, per_request: true, token_times: false, plots: true,
  *             decisions: none | all | {sample: N}}
+ *   expect: {tolerance: 5%, checks: [{router, stage, tolerance, that: [...]}]}   # expect.h
  *
  * Every error is "file:line:col: field 'a.b': ...", unknown keys included. Notes about
  * accepted-but-ignored input are collected for the console.
@@ -27,6 +28,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "expect.h"
 #include "kverr.h"
 #include "records.h"
 #include "stepmodel.h"
@@ -79,6 +81,7 @@ typedef struct scenario {
     wl_spec workload;
     const yt_node *workload_node;          /* as written (the reports' load.args) */
     scn_outputs outputs;
+    exp_set expect;                        /* empty when the scenario has none */
     char **notes;
     size_t n_notes;
 } scenario;

@@ -5,11 +5,7 @@
 # for the machine's memory, 1 for a runtime failure; --router runs a subset; the progress
 # line only on a terminal or with --progress, never with --quiet.
 set -u
-SIM=${SIM:-build/rel/bin/sim}
-[ -x "$SIM" ] || { echo "missing $SIM (make build/rel/bin/sim)"; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. tests/support/sim_it.sh
 
 "$SIM" scenarios/small-shared-prefix.yaml --out "$tmp/a" --quiet >"$tmp/a.out" 2>"$tmp/a.err" || fail "run a: $(cat "$tmp/a.err")"
 "$SIM" scenarios/small-shared-prefix.yaml --out "$tmp/b" --quiet >"$tmp/b.out" 2>"$tmp/b.err" || fail "run b"
