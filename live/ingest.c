@@ -31,6 +31,7 @@
  * this size is assumed (a 128-block BlockStored batch is about 45 KB). */
 #define ASSUMED_MSG_BYTES (64u << 10)
 #define TRIM_AFTER_BYTES (8u << 20)  /* a backlog past this gives memory back once drained */
+#define TRIM_CALM_S 1.0              /* ... once no sign of it was seen for this long */
 
 typedef struct counters {
     atomic_uint_fast64_t messages, bad_frames, rejected_pods, loose_matches;
@@ -41,7 +42,6 @@ typedef struct counters {
     atomic_int_fast64_t stale_endpoints;
     atomic_uint_fast64_t lag_last_us, lag_max_us, lag_sum_us;
     atomic_uint_fast64_t queued_bytes, queue_peak_bytes, queue_dropped, trims;
-    atomic_bool backlog;          /* queued_bytes passed the trim mark since the last trim */
 } counters;
 
 typedef struct worker {
@@ -146,24 +146,13 @@ static bool queue_admit(ingest *g, size_t bytes)
     q = atomic_fetch_add_explicit(&g->c.queued_bytes, bytes, memory_order_relaxed) + bytes;
     if (q > get(&g->c.queue_peak_bytes))
         atomic_store_explicit(&g->c.queue_peak_bytes, q, memory_order_relaxed);
-    if (q > g->trim_after && !atomic_load_explicit(&g->c.backlog, memory_order_relaxed))
-        atomic_store(&g->c.backlog, true);
     return true;
 }
 
-/* Worker: a message was applied (or skipped). The worker that empties the queue after
- * a backlog hands the freed memory back to the system: the frames were allocated by
- * libzmq's I/O thread, in its malloc arena, and extproc_keep_heap's trim threshold
- * (there so the ext-proc hot path keeps its heap) would otherwise keep them for good.
- * malloc_trim walks every arena once; a backlog is rare, so the hot path pays at most
- * a few page faults per backlog, never per request. */
+/* Worker: a message was applied (or skipped). */
 static void queue_release(ingest *g, size_t bytes)
 {
-    uint64_t left = atomic_fetch_sub_explicit(&g->c.queued_bytes, bytes, memory_order_relaxed) - bytes;
-    if (left == 0 && atomic_exchange(&g->c.backlog, false)) {
-        malloc_trim(0);
-        inc(&g->c.trims, 1);
-    }
+    atomic_fetch_sub_explicit(&g->c.queued_bytes, bytes, memory_order_relaxed);
 }
 
 /* The SUB keeps one receive pipe per publisher (pod), each of up to ZMQ_RCVHWM
@@ -173,6 +162,13 @@ static int pipe_hwm(size_t queue_bytes, size_t msg_bytes, size_t pods)
 {
     size_t per = queue_bytes / 2 / (msg_bytes * (pods ? pods : 1));
     return per < 8 ? 8 : per > 100000 ? 100000 : (int)per;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static double wall_now(void)
@@ -443,6 +439,7 @@ typedef struct rx_state {
     size_t n_warned;
     size_t max_msg;               /* largest message seen (bytes), at least ASSUMED_MSG_BYTES */
     int hwm;                      /* the SUB's ZMQ_RCVHWM now */
+    double backlog_at;            /* monotonic time a backlog was last seen; 0: none since the last trim */
 } rx_state;
 
 #define MAX_WARNED 4096
@@ -581,6 +578,27 @@ static void rx_message(ingest *g, rx_state *st, zmq_msg_t *f, size_t n)
         send_to(g, name, nl, 'E', f, 3);
 }
 
+/* After a backlog, hands the memory it took back to the system: the frames were
+ * allocated by libzmq's I/O thread, the requests that piled up meanwhile by the ext-proc
+ * threads, and extproc_keep_heap's trim threshold (there so the ext-proc hot path keeps
+ * its heap between requests) would keep all of it for good. A backlog is a drain pass
+ * that found more than the trim mark waiting, or a hand-off queue above it; the trim
+ * waits until neither was seen for TRIM_CALM_S, so what the backlog held has been freed
+ * (trimming as soon as the queue first emptied kept what was freed after). malloc_trim
+ * walks every arena once: the hot path pays a few page faults per backlog, never per
+ * request. */
+static void rx_trim(ingest *g, rx_state *st, size_t pass_bytes)
+{
+    double now = mono_now();
+    if (pass_bytes > g->trim_after || get(&g->c.queued_bytes) > g->trim_after)
+        st->backlog_at = now;
+    else if (st->backlog_at > 0 && now - st->backlog_at > TRIM_CALM_S) {
+        st->backlog_at = 0;
+        malloc_trim(0);
+        inc(&g->c.trims, 1);
+    }
+}
+
 static void *rx_main(void *arg)
 {
     ingest *g = arg;
@@ -598,9 +616,8 @@ static void *rx_main(void *arg)
             gen = now_gen;
             rx_follow(g, &st);
         }
-        /* Bounded drain, so endpoint changes and stop are seen under a flood too. A pass
-         * that finds more than the trim mark waiting in the receive pipes (this thread
-         * was held up) is a backlog too, even when the hand-off queue stays short. */
+        /* Bounded drain, so endpoint changes and stop are seen under a flood too; its
+         * size tells rx_trim whether messages piled up in the receive pipes. */
         size_t pass_bytes = 0;
         for (int k = 0; k < 1024; k++) {
             zmq_msg_t f[3];
@@ -628,8 +645,7 @@ static void *rx_main(void *arg)
             for (size_t i = 0; i < n && i < 3; i++)
                 zmq_msg_close(&f[i]);
         }
-        if (pass_bytes > g->trim_after)
-            atomic_store(&g->c.backlog, true);
+        rx_trim(g, &st, pass_bytes);
     }
     for (int i = 0; i < g->n_workers; i++)
         zmq_send(g->push[i], "Q", 1, 0);

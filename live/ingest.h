@@ -34,8 +34,8 @@
  * pod, from the largest message seen; past it libzmq stops reading and the publisher's
  * PUB drops, which again shows as a gap). After a backlog of more than
  * min(queue_bytes / 4, 8 MiB) (queued for the workers, or found waiting in the receive
- * pipes in one go) drains, the worker that empties the hand-off queue calls malloc_trim,
- * so its memory goes back to the system (memory_trims).
+ * pipes in one go), once none was seen for a second, the receiver calls malloc_trim, so
+ * the memory it took goes back to the system (memory_trims).
  *
  * Threads: the receiver thread owns the SUB socket, the epset following, pod matching and
  * the hand-off (inproc PUSH/PULL, frames moved without copying); each worker owns its
