@@ -62,6 +62,7 @@ typedef struct opts {
     int verbosity;
     int threads;
     int tokenize_timeout_ms;
+    int kv_events_queue_mib;
 } opts;
 
 static void on_warn(void *ctx, const char *msg) { LOG_W("config warning", "{s:s}", "warning", msg); }
@@ -104,6 +105,7 @@ static void usage(FILE *f)
             "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
             "  --threads N                         ext-proc worker threads (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
+            "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n"
             "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
@@ -145,7 +147,8 @@ static int parse_int(const char *name, const char *v, int lo, int hi, int *out)
 static int parse_flags(int argc, char **argv, opts *o)
 {
     *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .secure = true,
-                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000};
+                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000,
+                .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (argv[i][0] != '-' || !argv[i][1])
@@ -188,6 +191,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         INT("v", verbosity, 0, 10)
         INT("threads", threads, 1, 256)
         INT("tokenize-timeout-ms", tokenize_timeout_ms, -1, 600000)
+        INT("kv-events-queue-mib", kv_events_queue_mib, 1, 1 << 20)
 #undef STR
 #undef INT
         if ((v = flag_value(argc, argv, &i, "secure-serving", true))) {
@@ -356,22 +360,22 @@ int main(int argc, char **argv)
     /* KV events feed the index of every precise scorer the config has */
     size_t n_src = pps_kvsources(s, NULL, 0);
     if (n_src > 0) {
-        ingest_config replay = {0};
+        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20};
         if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
             kv_err_set(&err, KV_ENOMEM, "out of memory");
             goto out;
         }
         pps_kvsources(s, srcs, n_src);
-        if ((o.replay_endpoint && ingest_parse_replay(&replay, o.replay_endpoint, &err) != KV_OK) ||
-            ingest_start_sources(srcs, n_src, eps, replay.replay_port, ings, &n_ing, &err) != KV_OK)
+        if ((o.replay_endpoint && ingest_parse_replay(&ic, o.replay_endpoint, &err) != KV_OK) ||
+            ingest_start_sources(srcs, n_src, eps, &ic, ings, &n_ing, &err) != KV_OK)
             goto out;
         for (size_t i = 0; i < n_ing; i++) {
             size_t n_fed;
             const pps_kvevents *ev = &ingest_sources(ings[i], &n_fed)->events;
-            LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i, s:i, s:i}", "zmqEndpoint",
+            LOG_I("KV-event ingestion started", "{s:s, s:s, s:b, s:i, s:i, s:i, s:i}", "zmqEndpoint",
                   ev->discover_pods ? "" : ingest_endpoint(ings[i]), "topicFilter", ev->topic_filter, "discoverPods",
-                  ev->discover_pods, "concurrency", ev->concurrency, "replayPort", replay.replay_port, "scorers",
-                  (int)n_fed);
+                  ev->discover_pods, "concurrency", ev->concurrency, "replayPort", ic.replay_port, "scorers",
+                  (int)n_fed, "queueMiB", o.kv_events_queue_mib);
         }
     }
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};

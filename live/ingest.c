@@ -8,6 +8,7 @@
 #include "ingest.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -26,6 +27,11 @@
 
 #define NAME_MAX_LEN 256
 #define REPLAY_MAX_BATCHES 100000   /* vLLM buffers 10,000 steps by default */
+/* The receive pipes are sized in messages of the largest size seen; until one is seen,
+ * this size is assumed (a 128-block BlockStored batch is about 45 KB). */
+#define ASSUMED_MSG_BYTES (64u << 10)
+#define TRIM_AFTER_BYTES (8u << 20)  /* a backlog past this gives memory back once drained */
+#define TRIM_CALM_S 1.0              /* ... once no sign of it was seen for this long */
 
 typedef struct counters {
     atomic_uint_fast64_t messages, bad_frames, rejected_pods, loose_matches;
@@ -35,6 +41,7 @@ typedef struct counters {
     atomic_uint_fast64_t endpoints_removed, apply_errors, lag_count;
     atomic_int_fast64_t stale_endpoints;
     atomic_uint_fast64_t lag_last_us, lag_max_us, lag_sum_us;
+    atomic_uint_fast64_t queued_bytes, queue_peak_bytes, queue_dropped, trims;
 } counters;
 
 typedef struct worker {
@@ -57,6 +64,9 @@ typedef struct rx_state {
     size_t n_hosts;
     char **warned;                /* pods already warned about (loose match), bounded */
     size_t n_warned;
+    size_t max_msg;               /* largest message seen (bytes), at least ASSUMED_MSG_BYTES */
+    int hwm;                      /* the SUB's ZMQ_RCVHWM now */
+    double backlog_at;            /* monotonic time a backlog was last seen; 0: none since the last trim */
 } rx_state;
 
 struct ingest {
@@ -69,6 +79,7 @@ struct ingest {
     int n_workers;
     pthread_t rx;
     bool rx_started;
+    size_t trim_after;            /* queued bytes that make a backlog worth a malloc_trim */
     atomic_bool stop;
     epset_snap initial;           /* the set at start; the receiver takes it over */
     rx_state rxs;                 /* the receiver's (ingest_feed's caller's when detached) */
@@ -123,6 +134,54 @@ static void inc(atomic_uint_fast64_t *a, uint64_t n) { atomic_fetch_add_explicit
 static uint64_t get(const atomic_uint_fast64_t *a)
 {
     return atomic_load_explicit((atomic_uint_fast64_t *)a, memory_order_relaxed);
+}
+
+/* ---- backlog bound ----------------------------------------------------------------------- */
+
+/* Bytes an event message holds while queued for a worker: its topic, seq and payload
+ * frames and the endpoint name the receiver adds. */
+static size_t event_bytes(zmq_msg_t *frames3, size_t name_len)
+{
+    return zmq_msg_size(&frames3[0]) + zmq_msg_size(&frames3[1]) + zmq_msg_size(&frames3[2]) + name_len;
+}
+
+/* Receiver: admits a message to the hand-off queue, or drops it (counted) when the
+ * queue would pass its half of the byte budget. The pod's next message then shows the
+ * gap, which is replayed or counted lost like any other. Only the receiver adds, so the
+ * check cannot be overtaken; workers only take off. */
+static bool queue_admit(ingest *g, size_t bytes)
+{
+    uint64_t q = get(&g->c.queued_bytes);
+    if (q + bytes > g->cfg.queue_bytes / 2) {
+        inc(&g->c.queue_dropped, 1);
+        return false;
+    }
+    q = atomic_fetch_add_explicit(&g->c.queued_bytes, bytes, memory_order_relaxed) + bytes;
+    if (q > get(&g->c.queue_peak_bytes))
+        atomic_store_explicit(&g->c.queue_peak_bytes, q, memory_order_relaxed);
+    return true;
+}
+
+/* Worker: a message was applied (or skipped). */
+static void queue_release(ingest *g, size_t bytes)
+{
+    atomic_fetch_sub_explicit(&g->c.queued_bytes, bytes, memory_order_relaxed);
+}
+
+/* The SUB keeps one receive pipe per publisher (pod), each of up to ZMQ_RCVHWM
+ * messages: sized so that together they hold about the other half of the byte budget
+ * in messages of the largest size seen (libzmq applies a new HWM to existing pipes). */
+static int pipe_hwm(size_t queue_bytes, size_t msg_bytes, size_t pods)
+{
+    size_t per = queue_bytes / 2 / (msg_bytes * (pods ? pods : 1));
+    return per < 8 ? 8 : per > 100000 ? 100000 : (int)per;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static double wall_now(void)
@@ -377,9 +436,10 @@ static void *worker_main(void *arg)
         if (kind == 'E' && n == 5) {
             ingest_frame ev[3];
             frames_of(&f[2], 3, ev);
+            size_t bytes = event_bytes(&f[2], zmq_msg_size(&f[1]));
             worker_event(w, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ev);
-        }
-        else if (kind == 'R' && n == 2)
+            queue_release(w->g, bytes);
+        } else if (kind == 'R' && n == 2)
             worker_remove(w, &f[1]);
         for (size_t i = 0; i < n; i++)
             zmq_msg_close(&f[i]);
@@ -403,6 +463,13 @@ static void send_to(ingest *g, const char *name, size_t nl, char kind, zmq_msg_t
     zmq_send(p, name, nl, n_rest ? ZMQ_SNDMORE : 0);
     for (size_t i = 0; i < n_rest; i++)
         zmq_msg_send(&rest[i], p, i + 1 < n_rest ? ZMQ_SNDMORE : 0);
+}
+
+static void rx_size_pipes(ingest *g, rx_state *st)
+{
+    int hwm = pipe_hwm(g->cfg.queue_bytes, st->max_msg, st->known.n);
+    if (hwm != st->hwm && zmq_setsockopt(g->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) == 0)
+        st->hwm = hwm;
 }
 
 static bool has_host(const epset_snap *s, const char *host)
@@ -462,6 +529,7 @@ static void rx_follow(ingest *g, rx_state *st)
     }
     epset_snap_free(&st->known);
     st->known = now;
+    rx_size_pipes(g, st);
 }
 
 static void rx_warn_loose(rx_state *st, const char *pod, size_t len, const char *name)
@@ -523,8 +591,15 @@ static void rx_message(ingest *g, rx_state *st, zmq_msg_t *m, size_t n)
     ingest_frame f[3];
     frames_of(m, n < 3 ? n : 3, f);
     char name[NAME_MAX_LEN];
-    if (rx_accept(g, st, f, n, name))
-        send_to(g, name, strlen(name), 'E', m, 3);
+    if (!rx_accept(g, st, f, n, name))
+        return;
+    size_t nl = strlen(name), bytes = event_bytes(m, nl);
+    if (bytes > st->max_msg) {
+        st->max_msg = bytes;
+        rx_size_pipes(g, st);
+    }
+    if (queue_admit(g, bytes))
+        send_to(g, name, nl, 'E', m, 3);
 }
 
 static void rx_state_free(rx_state *st)
@@ -539,12 +614,35 @@ static void rx_state_free(rx_state *st)
     *st = (rx_state){0};
 }
 
+/* After a backlog, hands the memory it took back to the system: the frames were
+ * allocated by libzmq's I/O thread, the requests that piled up meanwhile by the ext-proc
+ * threads, and extproc_keep_heap's trim threshold (there so the ext-proc hot path keeps
+ * its heap between requests) would keep all of it for good. A backlog is a drain pass
+ * that found more than the trim mark waiting, or a hand-off queue above it; the trim
+ * waits until neither was seen for TRIM_CALM_S, so what the backlog held has been freed
+ * (trimming as soon as the queue first emptied kept what was freed after). malloc_trim
+ * walks every arena once: the hot path pays a few page faults per backlog, never per
+ * request. */
+static void rx_trim(ingest *g, rx_state *st, size_t pass_bytes)
+{
+    double now = mono_now();
+    if (pass_bytes > g->trim_after || get(&g->c.queued_bytes) > g->trim_after)
+        st->backlog_at = now;
+    else if (st->backlog_at > 0 && now - st->backlog_at > TRIM_CALM_S) {
+        st->backlog_at = 0;
+        malloc_trim(0);
+        inc(&g->c.trims, 1);
+    }
+}
+
 static void *rx_main(void *arg)
 {
     ingest *g = arg;
     ingest_thread_setup("epp-kv-rx");
     rx_state *st = &g->rxs;
     st->known = g->initial;
+    st->max_msg = ASSUMED_MSG_BYTES;
+    st->hwm = pipe_hwm(g->cfg.queue_bytes, ASSUMED_MSG_BYTES, 1);
     g->initial = (epset_snap){0};
     uint64_t gen = epset_generation(g->cfg.endpoints);
     rx_follow(g, st);   /* catches changes since ingest_start, connects in discovery mode */
@@ -556,7 +654,9 @@ static void *rx_main(void *arg)
             gen = now_gen;
             rx_follow(g, st);
         }
-        /* Bounded drain, so endpoint changes and stop are seen under a flood too. */
+        /* Bounded drain, so endpoint changes and stop are seen under a flood too; its
+         * size tells rx_trim whether messages piled up in the receive pipes. */
+        size_t pass_bytes = 0;
         for (int k = 0; k < 1024; k++) {
             zmq_msg_t f[3];
             size_t n = 0;
@@ -577,10 +677,13 @@ static void *rx_main(void *arg)
             }
             if (!n)
                 break;
+            for (size_t i = 0; i < n && i < 3; i++)
+                pass_bytes += zmq_msg_size(&f[i]);
             rx_message(g, st, f, n);
             for (size_t i = 0; i < n && i < 3; i++)
                 zmq_msg_close(&f[i]);
         }
+        rx_trim(g, st, pass_bytes);
     }
     for (int i = 0; i < g->n_workers; i++)
         zmq_send(g->push[i], "Q", 1, 0);
@@ -622,6 +725,9 @@ static ingest *ingest_new(const ingest_config *cfg, int n_workers, kv_err *err)
     g->cfg.sources = NULL;
     if (g->cfg.replay_timeout_ms <= 0)
         g->cfg.replay_timeout_ms = 1000;
+    if (!g->cfg.queue_bytes)
+        g->cfg.queue_bytes = INGEST_QUEUE_BYTES_DEFAULT;
+    g->trim_after = g->cfg.queue_bytes / 4 < TRIM_AFTER_BYTES ? g->cfg.queue_bytes / 4 : TRIM_AFTER_BYTES;
     g->n_workers = n_workers;
     if (!(g->workers = calloc((size_t)n_workers, sizeof *g->workers))) {
         kv_err_set(err, KV_ENOMEM, "ingest: out of memory");
@@ -679,7 +785,8 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
         kv_err_set(err, KV_EIO, "ingest: SUB socket: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
-    int hwm = 100000;   /* vLLM's own PUB hwm: a burst fits before anything is dropped */
+    /* pods unknown yet: one pipe gets it all until the receiver sizes them (rx_size_pipes) */
+    int hwm = pipe_hwm(g->cfg.queue_bytes, ASSUMED_MSG_BYTES, 1);
     zmq_setsockopt(g->sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(g->sub, ZMQ_SUBSCRIBE, g->cfg.topic_filter, strlen(g->cfg.topic_filter));
     if (!g->cfg.discover_pods) {
@@ -697,6 +804,13 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
         snprintf(addr, sizeof addr, "inproc://kvingest-%d", i);
         w->pull = zsock(g, ZMQ_PULL);
         g->push[i] = zsock(g, ZMQ_PUSH);
+        /* No message limit on the hand-off: queue_admit bounds it in bytes, so the
+         * receiver never blocks (and the endpoint-removal and stop messages always pass). */
+        int unlimited = 0;
+        if (w->pull && g->push[i]) {
+            zmq_setsockopt(w->pull, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
+            zmq_setsockopt(g->push[i], ZMQ_SNDHWM, &unlimited, sizeof unlimited);
+        }
         if (!w->pull || !g->push[i] || zmq_bind(w->pull, addr) || zmq_connect(g->push[i], addr)) {
             kv_err_set(err, KV_EIO, "ingest: worker %d socket: %s", i, zmq_strerror(zmq_errno()));
             goto fail;
@@ -752,8 +866,8 @@ static bool same_events(const pps_kvevents *a, const pps_kvevents *b)
            !strcmp(a->pod_namespace, b->pod_namespace);
 }
 
-int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, int replay_port, ingest **out,
-                         size_t *n_out, kv_err *err)
+int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, const ingest_config *opts,
+                         ingest **out, size_t *n_out, kv_err *err)
 {
     *n_out = 0;
     sched_kvsource **group = calloc(n ? n : 1, sizeof *group);
@@ -772,7 +886,11 @@ int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints
                 group[m++] = srcs[k];
         ingest_config ic;
         ingest_config_from_kvsource(&ic, group, m, endpoints);
-        ic.replay_port = replay_port;
+        if (opts) {
+            ic.replay_port = opts->replay_port;
+            ic.replay_timeout_ms = opts->replay_timeout_ms;
+            ic.queue_bytes = opts->queue_bytes;
+        }
         if ((out[*n_out] = ingest_start(&ic, err)))
             ++*n_out;
         else
@@ -852,6 +970,11 @@ void ingest_get_stats(const ingest *g, ingest_stats *out)
     out->lag_last_s = get(&c->lag_last_us) * 1e-6;
     out->lag_max_s = get(&c->lag_max_us) * 1e-6;
     out->lag_sum_s = get(&c->lag_sum_us) * 1e-6;
+    out->queued_bytes = get(&c->queued_bytes);
+    out->queue_peak_bytes = get(&c->queue_peak_bytes);
+    out->queue_limit_bytes = g->cfg.queue_bytes;
+    out->queue_dropped = get(&c->queue_dropped);
+    out->memory_trims = get(&c->trims);
     for (int i = 0; i < g->n_workers; i++)
         for (size_t k = 0; g->workers[i].ki && k < g->cfg.n_sources; k++) {
             kvingest_stats ks;

@@ -27,6 +27,16 @@
  * entries may be stale and the endpoint is marked so (stale_endpoints) until it sends
  * AllBlocksCleared or leaves (llm-d has no gap handling at all).
  *
+ * Backlog bound: when the workers fall behind (a stalled process, a busy machine), what
+ * waits is bounded in bytes by queue_bytes, half for the hand-off queue (the receiver
+ * drops a message that would pass it, counted in queue_dropped; the pod's next message
+ * shows the gap, handled as above) and half for libzmq's receive pipes (ZMQ_RCVHWM per
+ * pod, from the largest message seen; past it libzmq stops reading and the publisher's
+ * PUB drops, which again shows as a gap). After a backlog of more than
+ * min(queue_bytes / 4, 8 MiB) (queued for the workers, or found waiting in the receive
+ * pipes in one go), once none was seen for a second, the receiver calls malloc_trim, so
+ * the memory it took goes back to the system (memory_trims).
+ *
  * Threads: the receiver thread owns the SUB socket, the epset following, pod matching and
  * the hand-off (inproc PUSH/PULL, frames moved without copying); each worker owns its
  * decoder, one kvingest per source and its seqtrack, and writes the sources' shared
@@ -61,7 +71,10 @@ typedef struct ingest_config {
     int socket_port;              /* pod discovery: the pods' PUB port */
     int replay_port;              /* vLLM replay ROUTER port on each pod; 0 = none */
     int replay_timeout_ms;        /* per reply; <= 0: 1000 */
+    size_t queue_bytes;           /* backlog bound (see above); 0: INGEST_QUEUE_BYTES_DEFAULT */
 } ingest_config;
+
+#define INGEST_QUEUE_BYTES_DEFAULT ((size_t)64 << 20)
 
 /* Fills cfg for sources that share one kvEventsConfig (the first's settings are used);
  * replay stays off until ingest_parse_replay sets it. */
@@ -92,6 +105,11 @@ typedef struct ingest_stats {
                                              AllBlocksCleared (their entries may be stale) */
     uint64_t lag_count;                   /* batches with a timestamp */
     double lag_last_s, lag_max_s, lag_sum_s; /* receive time - batch ts (vLLM's wall clock) */
+    uint64_t queued_bytes;                /* now: received, not yet applied (hand-off queue) */
+    uint64_t queue_peak_bytes;            /* the most queued_bytes has been */
+    uint64_t queue_limit_bytes;           /* cfg.queue_bytes (the hand-off queue gets half) */
+    uint64_t queue_dropped;               /* messages dropped because the queue was full */
+    uint64_t memory_trims;                /* malloc_trim calls after a backlog drained */
 } ingest_stats;
 
 typedef struct ingest ingest;
@@ -100,11 +118,12 @@ typedef struct ingest ingest;
  * bind fails (busy port, bad endpoint), KV_EINVAL for a bad config. */
 ingest *ingest_start(const ingest_config *cfg, kv_err *err);
 /* ./epp's wiring: feeds every source of srcs[0..n), with one ingest per distinct
- * kvEventsConfig (sources that declare the same one share its socket), replay_port (0 =
- * none) for all. out (room for n) receives the ingests in the order of their first
- * source, *n_out how many; on error none is left running. */
-int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, int replay_port, ingest **out,
-                         size_t *n_out, kv_err *err);
+ * kvEventsConfig (sources that declare the same one share its socket), with opts's
+ * replay_port, replay_timeout_ms and queue_bytes for all (opts NULL: the defaults, no
+ * replay). out (room for n) receives the ingests in the order of their first source,
+ * *n_out how many; on error none is left running. */
+int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, const ingest_config *opts,
+                         ingest **out, size_t *n_out, kv_err *err);
 /* The sources an ingest feeds (its copies of cfg.sources), and how many. */
 const sched_kvsource *ingest_sources(const ingest *g, size_t *n);
 /* The address actually bound (port resolved when zmq_endpoint used "*"); "" in discovery mode. */

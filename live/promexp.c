@@ -361,6 +361,11 @@ static void write_ingest(const ingest_stats *s, FILE *f)
     plain(f, "kvroute_kv_events_lag_max_seconds", "gauge", "Largest lag seen.", s->lag_max_s);
     plain(f, "kvroute_kv_events_lag_seconds_sum", "counter", "Sum of batch lags.", s->lag_sum_s);
     plain(f, "kvroute_kv_events_lag_seconds_count", "counter", "Batches with a timestamp.", (double)s->lag_count);
+    plain(f, "kvroute_kv_events_queue_bytes", "gauge", "KV-event bytes received, not yet applied.", (double)s->queued_bytes);
+    plain(f, "kvroute_kv_events_queue_peak_bytes", "gauge", "Most KV-event bytes queued at once.", (double)s->queue_peak_bytes);
+    plain(f, "kvroute_kv_events_queue_limit_bytes", "gauge", "Memory bound on queued KV events (--kv-events-queue-mib).", (double)s->queue_limit_bytes);
+    plain(f, "kvroute_kv_events_queue_dropped_total", "counter", "KV-event messages dropped because the queue was full.", (double)s->queue_dropped);
+    plain(f, "kvroute_kv_events_memory_trims_total", "counter", "Times memory was given back after a KV-event backlog drained.", (double)s->memory_trims);
 }
 
 void promexp_write(promexp *p, FILE *f)

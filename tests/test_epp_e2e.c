@@ -68,7 +68,7 @@ static world *world_new(void)
     sched_kvsource *src = NULL;
     assert_int_equal(pps_kvsources(w->s, &src, 1), 1);
     size_t n_ing = 0;
-    if (ingest_start_sources(&src, 1, w->eps, 0, &w->ing, &n_ing, &err) != KV_OK)
+    if (ingest_start_sources(&src, 1, w->eps, NULL, &w->ing, &n_ing, &err) != KV_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(n_ing, 1);
     extproc_config xc = {.addr = "127.0.0.1:0", .sched = w->s, .pool = {epset_acquire, epset_release, w->eps},
@@ -237,7 +237,7 @@ static void test_every_precise_scorer_fed(void **state)
     assert_int_equal(pps_kvsources(s, srcs, 3), 3);
     ingest *ings[3];
     size_t n_ing = 0;
-    if (ingest_start_sources(srcs, 3, eps, 0, ings, &n_ing, &err) != KV_OK)
+    if (ingest_start_sources(srcs, 3, eps, NULL, ings, &n_ing, &err) != KV_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(n_ing, 2);
     size_t n0, n1;

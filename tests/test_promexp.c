@@ -187,6 +187,8 @@ static void test_ingest_counters(void **state)
     has_line(text, "kvroute_kv_events_events_total{type=\"BlockStored\"} 0");
     has_line(text, "kvroute_kv_events_decode_errors_total{reason=\"truncated\"} 0");
     has_line(text, "kvroute_kv_events_stale_endpoints 0");
+    has_line(text, "kvroute_kv_events_queue_limit_bytes 67108864");   /* the 64 MiB default */
+    has_line(text, "kvroute_kv_events_queue_dropped_total 0");
     assert_null(strstr(text, "inference_pool_ready_pods"));   /* no endpoint set given */
     free(text);
     ingest_stop(g);
