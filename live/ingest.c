@@ -22,6 +22,7 @@
 
 #include "kvingest.h"
 #include "log.h"
+#include "monoclock.h"
 #include "replay.h"
 #include "seqtrack.h"
 
@@ -175,13 +176,6 @@ static int pipe_hwm(size_t queue_bytes, size_t msg_bytes, size_t pods)
 {
     size_t per = queue_bytes / 2 / (msg_bytes * (pods ? pods : 1));
     return per < 8 ? 8 : per > 100000 ? 100000 : (int)per;
-}
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static double wall_now(void)
@@ -625,7 +619,7 @@ static void rx_state_free(rx_state *st)
  * request. */
 static void rx_trim(ingest *g, rx_state *st, size_t pass_bytes)
 {
-    double now = mono_now();
+    double now = monoclock_s();
     if (pass_bytes > g->trim_after || get(&g->c.queued_bytes) > g->trim_after)
         st->backlog_at = now;
     else if (st->backlog_at > 0 && now - st->backlog_at > TRIM_CALM_S) {
