@@ -212,8 +212,10 @@ deps:
 
 test-build: all $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(TOOL_BINS) $(REPLAY_BINS)
 
+# the test build runs one job per core (CI has two); JOBS=1 for a serial build
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: deps
-	@$(MAKE) --no-print-directory test-build
+	@$(MAKE) --no-print-directory -j$(JOBS) test-build
 	@sh tests/run.sh $(TEST_BINS_ASAN) $(TEST_BINS_TSAN) $(REPLAY_BINS) $(wildcard tests/it_*.sh)
 
 check_variant = $(if $(filter tsan_%,$(T)),tsan,asan)
