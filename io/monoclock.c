@@ -10,6 +10,13 @@ double monoclock_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int64_t monoclock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 double monoclock_now(void *ctx)
 {
     return monoclock_s();

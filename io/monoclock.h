@@ -6,8 +6,12 @@
 #ifndef KVROUTE_MONOCLOCK_H
 #define KVROUTE_MONOCLOCK_H
 
+#include <stdint.h>
+
 /* Seconds on CLOCK_MONOTONIC (an arbitrary origin; only differences mean anything). */
 double monoclock_s(void);
+/* The same clock in whole microseconds (the emulator's step timers, a live run's times). */
+int64_t monoclock_us(void);
 /* The same, in the shape of the engine's clock hooks (sched_env.now, epset_new's now),
  * which take a context this clock does not use. */
 double monoclock_now(void *ctx);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "monoclock.h"
 #include "rng.h"
 
 struct emupod_req {
@@ -50,13 +51,6 @@ struct emupod {
     rng rng;
     emupod_stats st;
 };
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static int64_t real_us(void)
 {
@@ -203,7 +197,7 @@ static void step_start(emupod *p, int64_t start)
             r->queued = false;
             emumet_observe(&p->met, EMUMET_QUEUE, (double)(start - r->t_arrival) / 1e6);
         }
-    int64_t wait = p->t_step_end - mono_us();
+    int64_t wait = p->t_step_end - monoclock_us();
     struct timeval tv = {.tv_sec = wait > 0 ? wait / 1000000 : 0, .tv_usec = wait > 0 ? wait % 1000000 : 0};
     evtimer_add(p->step_timer, &tv);
 }
@@ -225,7 +219,7 @@ static void deliver_token(emupod *p, emupod_req *r, int64_t now)
 static void on_step_end(evutil_socket_t fd, short what, void *arg)
 {
     emupod *p = arg;
-    int64_t now = mono_us();
+    int64_t now = monoclock_us();
     const simsrv_step_result *res = &p->res;
     for (size_t i = 0; i < res->n_tokens_out; i++)
         if (!((emupod_req *)res->tokens_out[i]->user)->aborted) deliver_token(p, res->tokens_out[i]->user, now);
@@ -259,7 +253,7 @@ int emupod_submit(emupod *p, const uint32_t *tokens, uint32_t n, uint32_t max_to
     r->sr = (simsrv_req){.id = p->next_id++, .tokens = r->tokens, .n_prompt = n, .n_output = max_tokens, .user = r};
     r->sink = *sink;
     r->pod = p;
-    r->t_arrival = mono_us();
+    r->t_arrival = monoclock_us();
     r->queued = true;
     int rc = simsrv_submit(p->srv, &r->sr);
     if (rc != KV_OK) {

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "monoclock.h"
+
 #define LIVE_MAX_LINE (1u << 20)      /* an SSE line longer than this is a malformed stream */
 
 static const char *const fail_names[LIVE_FAIL_N] = {"connect", "http_status", "timeout", "stream"};
@@ -151,7 +153,7 @@ struct lr {
     live_stats *st;
     struct event_base *base;
     struct event *arrive, *next_stage, *tick;
-    struct timespec t0;
+    int64_t t0;                       /* monoclock_us at the run's start */
     lr_req *reqs;
     size_t stage;
     uint64_t stage_first;             /* global id of the stage's request 0 */
@@ -164,9 +166,7 @@ struct lr {
 
 static sim_time lr_now(const lr *l)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (sim_time)(ts.tv_sec - l->t0.tv_sec) * SIM_US_PER_S + (ts.tv_nsec - l->t0.tv_nsec) / 1000;
+    return (sim_time)(monoclock_us() - l->t0);
 }
 
 static struct timeval tv_us(sim_time us)
@@ -553,7 +553,7 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
     if (!out->requests || !out->stages || !l.reqs || !l.base || !l.arrive || !l.next_stage || !l.tick) {
         rc = kv_err_set(err, KV_ENOMEM, "out of memory (live run of %llu requests)", (unsigned long long)n);
     } else {
-        clock_gettime(CLOCK_MONOTONIC, &l.t0);
+        l.t0 = monoclock_us();
         struct timeval sec = {1, 0};
         l.tty = isatty(STDERR_FILENO);
         if (o->progress && l.tty)
