@@ -3,7 +3,7 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
- *                  [--junit FILE] [--baseline OLD/runs.db]
+ *                  [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR]
  *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--timeout S] [...]
  *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
@@ -42,6 +42,7 @@ typedef struct opts {
     uint64_t seed;
     bool no_plots, quiet, progress;
     const char *junit, *baseline;     /* --junit FILE, --baseline OLD/runs.db */
+    const char *models, *hardware;    /* --models DIR, --hardware-dir DIR */
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
     bool live;                        /* --live or --target: against workload.server / the URL */
@@ -52,7 +53,7 @@ typedef struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
-               "                [--junit FILE] [--baseline OLD/runs.db]\n"
+               "                [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
@@ -67,6 +68,9 @@ static void usage(FILE *f)
                "  --timeout S  a live request's limit in seconds (default 300)\n"
                "  --junit F    write the expect: and --baseline results as JUnit XML to F\n"
                "  --baseline D also check no metric is worse than in D (an earlier runs.db)\n"
+               "  --models DIR look for cluster.model's profile (NAME.yaml) in DIR after the scenario's own\n"
+               "               models/ folder and before the tree's models/\n"
+               "  --hardware-dir DIR  the same for cluster.hardware (hardware/)\n"
                "  Exit status: 0 done, 1 runtime failure or failed live requests, 2 bad usage or scenario,\n"
                "  3 an expect: or --baseline check failed.\n");
 }
@@ -93,6 +97,10 @@ static int parse_args(int argc, char **argv, opts *o)
             o->junit = argv[++i];
         } else if (strcmp(a, "--baseline") == 0 && i + 1 < argc) {
             o->baseline = argv[++i];
+        } else if (strcmp(a, "--models") == 0 && i + 1 < argc) {
+            o->models = argv[++i];
+        } else if (strcmp(a, "--hardware-dir") == 0 && i + 1 < argc) {
+            o->hardware = argv[++i];
         } else if (strcmp(a, "--no-plots") == 0) {
             o->no_plots = true;
         } else if (strcmp(a, "--router") == 0 && i + 1 < argc) {
@@ -145,9 +153,9 @@ static int parse_args(int argc, char **argv, opts *o)
     return 0;
 }
 
-/* Presets live in policies/presets beside the executable (the repository layout), or
- * under the current directory. */
-static void presets_dir(char *out, size_t cap)
+/* The tree: the folder holding policies/presets, models/ and hardware/, beside the
+ * executable (the repository layout), or the current directory. */
+static void tree_dir(char *out, size_t cap)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -161,12 +169,14 @@ static void presets_dir(char *out, size_t cap)
             for (size_t i = 0; i < 2; i++) {
                 snprintf(out, cap, "%s%s/policies/presets", exe, ups[i]);
                 struct stat st;
-                if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+                if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+                    snprintf(out, cap, "%s%s", exe, ups[i]);
                     return;
+                }
             }
         }
     }
-    snprintf(out, cap, "policies/presets");
+    snprintf(out, cap, ".");
 }
 
 static int mkdirs(const char *path, kv_err *err)
@@ -319,16 +329,22 @@ static int check_expect(const scenario *s, const opts *o, const char *live_label
 
 int main(int argc, char **argv)
 {
-    char presets[PATH_MAX];
-    presets_dir(presets, sizeof presets);
+    char tree[PATH_MAX], presets[PATH_MAX + 32], models[PATH_MAX + 32], hardware[PATH_MAX + 32];
+    tree_dir(tree, sizeof tree);
+    snprintf(presets, sizeof presets, "%s/policies/presets", tree);
+    snprintf(models, sizeof models, "%s/models", tree);
+    snprintf(hardware, sizeof hardware, "%s/hardware", tree);
+    scn_dirs dirs = {.presets = presets, .models = models, .hardware = hardware};
     if (argc > 1 && strcmp(argv[1], "serve") == 0)
-        return serve_main(argc - 1, argv + 1, presets);
+        return serve_main(argc - 1, argv + 1, &dirs);
     opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc;
+    dirs.user_models = o.models;
+    dirs.user_hardware = o.hardware;
     kv_err err = {0};
-    scenario *s = scn_load(o.scenario, presets, &err);
+    scenario *s = scn_load_in(o.scenario, &dirs, &err);
     if (!s) {
         fprintf(stderr, "sim: %s\n", err.msg);
         return 2;
