@@ -3,7 +3,8 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
- *                  [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR]
+ *                  [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]
+ * A scenario with sweep: or plan: runs those instead of the one comparison (sweep.h).
  *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--timeout S] [...]
  *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
@@ -33,6 +34,7 @@
 #include "scenario.h"
 #include "serve.h"
 #include "simdb.h"
+#include "sweep.h"
 #include "workload.h"
 
 typedef struct opts {
@@ -43,6 +45,7 @@ typedef struct opts {
     bool no_plots, quiet, progress;
     const char *junit, *baseline;     /* --junit FILE, --baseline OLD/runs.db */
     const char *models, *hardware;    /* --models DIR, --hardware-dir DIR */
+    unsigned jobs;                    /* --jobs N: sweep and plan processes (0: one per CPU) */
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
     bool live;                        /* --live or --target: against workload.server / the URL */
@@ -53,7 +56,7 @@ typedef struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
-               "                [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR]\n"
+               "                [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
@@ -71,6 +74,7 @@ static void usage(FILE *f)
                "  --models DIR look for cluster.model's profile (NAME.yaml) in DIR after the scenario's own\n"
                "               models/ folder and before the tree's models/\n"
                "  --hardware-dir DIR  the same for cluster.hardware (hardware/)\n"
+               "  --jobs N     a sweep's or plan's points run N processes at a time (default one per CPU)\n"
                "  Exit status: 0 done, 1 runtime failure or failed live requests, 2 bad usage or scenario,\n"
                "  3 an expect: or --baseline check failed.\n");
 }
@@ -97,6 +101,14 @@ static int parse_args(int argc, char **argv, opts *o)
             o->junit = argv[++i];
         } else if (strcmp(a, "--baseline") == 0 && i + 1 < argc) {
             o->baseline = argv[++i];
+        } else if (strcmp(a, "--jobs") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (*end || !v || v > 1024 || argv[i][0] == '-') {
+                fprintf(stderr, "sim: --jobs: '%s' is not a count in [1, 1024]\n", argv[i]);
+                return 2;
+            }
+            o->jobs = (unsigned)v;
         } else if (strcmp(a, "--models") == 0 && i + 1 < argc) {
             o->models = argv[++i];
         } else if (strcmp(a, "--hardware-dir") == 0 && i + 1 < argc) {
@@ -327,6 +339,29 @@ static int check_expect(const scenario *s, const opts *o, const char *live_label
     return rc;
 }
 
+/* A scenario with sweep: or plan: (sweep.h): its points instead of the one comparison. */
+static int run_sweep(scenario *s, const opts *o)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, o->out ? "%s" : "runs/%s", o->out ? o->out : s->name);
+    kv_err err = {0};
+    int rc = mkdirs(dir, &err);
+    if (!rc && !o->quiet) {
+        const scn_cluster *k = &s->cluster;
+        printf("%s: %u x %s on %s, TP=%d, block %u; seed %llu\n", s->name, k->replicas, k->model->hf_name, k->hw->name,
+               k->tp, k->block_size, (unsigned long long)s->seed);
+    }
+    if (!rc)
+        rc = sweep_main(s, dir, o->jobs, !o->no_plots && s->outputs.plots, stdout, &err);
+    if (!rc && !o->quiet)
+        printf("\nwrote %s/ (%s%s%s)\n", dir, s->sweep.on ? "sweep.csv, charts/sweep.dat" : "",
+               s->sweep.on && s->plan.on ? ", " : "", s->plan.on ? "plan.txt" : "");
+    if (rc)
+        fprintf(stderr, "sim: %s\n", err.msg);
+    scn_free(s);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     char tree[PATH_MAX], presets[PATH_MAX + 32], models[PATH_MAX + 32], hardware[PATH_MAX + 32];
@@ -363,6 +398,8 @@ int main(int argc, char **argv)
     FILE *con = o.quiet ? NULL : stdout;
     for (size_t i = 0; con && i < s->n_notes; i++)
         fprintf(stderr, "sim: note: %s\n", s->notes[i]);
+    if ((s->sweep.on || s->plan.on) && !o.live)
+        return run_sweep(s, &o);
 
     live_target lt = {0};
     if (o.live && live_target_resolve(s, o.target, o.target_label, &lt, &err)) {

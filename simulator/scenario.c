@@ -339,7 +339,10 @@ static int scn_parse(scenario *s, const scn_dirs *dirs, kv_err *err)
         names[i] = s->routers[i].name;
     rc = exp_parse(d, yt_get(root, "expect"), names, s->n_routers, s->workload.n_stages, &s->expect, err);
     free(names);
-    return rc ? rc : wl_check_keys(d, root, "", err);
+    if (rc || (rc = slo_parse(d, yt_get(root, "slo"), &s->slo, err)) ||
+        (rc = sweep_parse(d, yt_get(root, "sweep"), yt_get(root, "plan"), s, err)))
+        return rc;
+    return wl_check_keys(d, root, "", err);
 }
 
 scenario *scn_load(const char *path, const char *presets_dir, kv_err *err)
@@ -379,6 +382,7 @@ void scn_free(scenario *s)
     }
     free(s->routers);
     exp_set_free(&s->expect);
+    sweep_spec_free(&s->sweep, &s->plan);
     wl_spec_free(&s->workload);
     for (size_t i = 0; i < s->n_notes; i++)
         free(s->notes[i]);

@@ -18,6 +18,8 @@
  *   outputs: {report_stage: -1, per_request: true, token_times: false, plots: true,
  *             decisions: none | all | {sample: N}}
  *   expect: {tolerance: 5%, checks: [{router, stage, tolerance, that: [...]}]}   # expect.h
+ *   slo: {ttft_p90: 1s, itl_p90: 80ms}                                          # slo.h
+ *   sweep: {...}  plan: {...}       # a grid of points, a capacity plan (sweep.h)
  *
  * Every error is "file:line:col: field 'a.b': ...", unknown keys included. Notes about
  * accepted-but-ignored input are collected for the console.
@@ -33,7 +35,9 @@
 #include "expect.h"
 #include "kverr.h"
 #include "records.h"
+#include "slo.h"
 #include "stepmodel.h"
+#include "sweep.h"
 #include "workload.h"
 #include "yamltree.h"
 
@@ -86,6 +90,9 @@ typedef struct scenario {
     const yt_node *workload_node;          /* as written (the reports' load.args) */
     scn_outputs outputs;
     exp_set expect;                        /* empty when the scenario has none */
+    slo slo;                               /* slo: (n = 0 when absent) */
+    sweep_spec sweep;                      /* sweep: and plan: (on = false when absent) */
+    plan_spec plan;
     char **notes;
     size_t n_notes;
 } scenario;
