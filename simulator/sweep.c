@@ -453,7 +453,7 @@ static void print_sweep(FILE *f, const scenario *s, const sweep_grid *g, const p
     if (s->slo.n)
         slo_describe(&s->slo, slo_text, sizeof slo_text);
     fprintf(f, "sweep: %zu points, measured stage %zu%s%s\n", g->n, pr_stage(s), s->slo.n ? "; slo: " : "", slo_text);
-    fprintf(f, "%-16s %8s %7s %8s %10s | %21s | %21s | %7s %6s %s\n", "router", "replicas", "weight", "rate",
+    fprintf(f, "%-16s %8s %7s %8s %10s | %-23s | %-23s | %7s %6s %s\n", "router", "replicas", "weight", "rate",
             "out tok/s", "TTFT p50/p90/p99 (s)", "E2E p50/p90/p99 (s)", "ITL p90", "failed", s->slo.n ? " SLO" : "");
     for (size_t i = 0; i < g->n; i++) {
         const pr_point *p = &g->points[i];
@@ -461,7 +461,7 @@ static void print_sweep(FILE *f, const scenario *s, const sweep_grid *g, const p
         char w[16] = "-";
         if (p->weight_plugin)
             snprintf(w, sizeof w, "%g", p->weight);
-        fprintf(f, "%-16s %8u %7s %8g %10.1f | %6.3f %6.3f %7.3f | %6.2f %6.2f %7.2f | %5.1fms %6llu",
+        fprintf(f, "%-16s %8u %7s %8g %10.1f | %7.3f %7.3f %7.3f | %7.2f %7.2f %7.2f | %5.1fms %6llu",
                 s->routers[p->router].name, p->replicas ? p->replicas : s->cluster.replicas, w, point_rate(s, p),
                 m->output_tokens_per_sec, st(&m->ttft, STATS_MEDIAN), st(&m->ttft, STATS_P90), st(&m->ttft, STATS_P99),
                 st(&m->request_latency, STATS_MEDIAN), st(&m->request_latency, STATS_P90),
