@@ -543,24 +543,30 @@ static int write_chart_data(const char *cdir, const scenario *s, const sweep_gri
     return KV_OK;
 }
 
-/* plots/sweep.gp over the data; KV_ENOTFOUND when gnuplot is absent. */
-static int run_chart(const char *cdir, const char *labels, size_t nseries, kv_err *err)
+/* plots/sweep.gp over the data, as PNG beside it and (svg_dir) as SVG there;
+ * KV_ENOTFOUND when gnuplot is absent. */
+static int run_chart(const char *cdir, const char *labels, size_t nseries, const char *svg_dir, kv_err *err)
 {
     char sdir[PATH_MAX], script[PATH_MAX + 16];
     if (!plots_find_scripts(NULL, sdir, sizeof sdir))
         return kv_err_set(err, KV_ENOTFOUND, "plots: no gnuplot scripts in %s", sdir);
     snprintf(script, sizeof script, "%s/sweep.gp", sdir);
-    size_t cap = strlen(labels) + 3 * PATH_MAX;
+    size_t cap = strlen(labels) + 4 * PATH_MAX;
     char *vars = malloc(cap);
     if (!vars)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; series='%s'; nseries=%zu", cdir, sdir, labels, nseries);
-    int rc = plots_run_gnuplot(vars, script, err);
+    int rc = KV_OK;
+    for (int svg = 0; rc == KV_OK && svg < 1 + (svg_dir != NULL); svg++) {
+        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; series='%s'; nseries=%zu%s%s%s", cdir, sdir, labels,
+                 nseries, svg ? "; svg=1; outdir='" : "", svg ? svg_dir : "", svg ? "'" : "");
+        rc = plots_run_gnuplot(vars, script, err);
+    }
     free(vars);
     return rc;
 }
 
-static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, FILE *out, kv_err *err)
+static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, const char *svg_dir,
+                     FILE *out, kv_err *err)
 {
     sweep_grid g;
     int rc = sweep_grid_build(s, &g, err);
@@ -588,7 +594,7 @@ static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run
         rc = kv_err_set(err, KV_EIO, "%s: cannot create directory: %s", cdir, strerror(errno));
     if (rc == KV_OK)
         rc = write_chart_data(cdir, s, &g, res, &labels, &nseries, err);
-    if (rc == KV_OK && run_gnuplot && (rc = run_chart(cdir, labels, nseries, err)) == KV_ENOTFOUND) {
+    if (rc == KV_OK && run_gnuplot && (rc = run_chart(cdir, labels, nseries, svg_dir, err)) == KV_ENOTFOUND) {
         fprintf(stderr, "sim: gnuplot not found on PATH; sweep chart data written to %s/sweep.dat\n", cdir);
         rc = KV_OK;
     }
@@ -598,11 +604,12 @@ static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run
     return rc;
 }
 
-int sweep_main(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, FILE *out, kv_err *err)
+int sweep_main(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, const char *svg_dir, FILE *out,
+               kv_err *err)
 {
     int rc = KV_OK;
     if (s->sweep.on)
-        rc = run_sweep(s, dir, jobs, run_gnuplot, out, err);
+        rc = run_sweep(s, dir, jobs, run_gnuplot, svg_dir, out, err);
     if (rc == KV_OK && s->plan.on) {
         plan_result p;
         if ((rc = plan_run(s, jobs, &p, err)) == KV_OK) {
