@@ -145,6 +145,36 @@ static void stage_table(FILE *f, const hr_parts *p)
     fputs("</table>\n", f);
 }
 
+static void db_row(void *ctx, const simdb_stage_row *r)
+{
+    FILE *f = ctx;
+    fputs("<tr><td>", f);
+    esc(f, r->router ? r->router : "?");
+    fputs("</td><td>", f);
+    esc(f, r->config ? r->config : "");
+    fprintf(f, "</td><td>%d</td><td>%.2f</td><td>%.2f</td><td>%lld</td><td>%lld</td><td>%.1f</td><td>%.4f</td>"
+               "<td>%.4f</td><td>%.2f</td><td>%.3f</td>",
+            r->stage, r->rate, r->achieved_rate, (long long)r->count, (long long)r->failures, r->output_tokens_per_sec,
+            r->ttft_mean, r->ttft_p90, 1000 * r->itl_mean, r->latency_p90);
+    if (isnan(r->hit_rate))
+        fputs("<td>-</td></tr>\n", f);   /* a live run does not see the servers' caches */
+    else
+        fprintf(f, "<td>%.1f%%</td></tr>\n", 100 * r->hit_rate);
+}
+
+/* Every run of the database, a live one's URL as its config. */
+static int db_table(FILE *f, simdb *db, kv_err *err)
+{
+    fputs("<h2>Simulated and measured (runs.db)</h2>\n<table id=\"runs\">\n<tr><th>router</th><th>config</th>"
+          "<th>stage</th><th>rate (req/s)</th><th>achieved (req/s)</th><th>requests</th><th>failed</th>"
+          "<th>output tok/s</th><th>TTFT mean (s)</th><th>TTFT p90 (s)</th><th>ITL mean (ms)</th><th>E2E p90 (s)</th>"
+          "<th>prefix hit</th></tr>\n",
+          f);
+    int rc = simdb_each_stage(db, db_row, f, err);
+    fputs("</table>\n", f);
+    return rc;
+}
+
 int hr_write(const scenario *s, const char *path, const hr_parts *p, kv_err *err)
 {
     FILE *f = fopen(path, "w");
@@ -163,6 +193,7 @@ int hr_write(const scenario *s, const char *path, const hr_parts *p, kv_err *err
     pre(f, "Comparison", p->compare);
     if (p->n)
         stage_table(f, p);
+    int rc = p->all_runs ? db_table(f, p->all_runs, err) : KV_OK;
     pre(f, "Sweep and plan", p->sweep);
     if (p->n_charts) {
         fputs("<h2>Charts</h2>\n", f);
@@ -187,5 +218,5 @@ int hr_write(const scenario *s, const char *path, const hr_parts *p, kv_err *err
     bool bad = ferror(f);
     if (fclose(f) || bad)
         return kv_err_set(err, KV_EIO, "%s: write failed", path);
-    return KV_OK;
+    return rc;
 }

@@ -619,7 +619,7 @@ int main(int argc, char **argv)
     if (!rc) {
         hr_parts hp = {.header = header, .names = names, .lcs = lcs, .n = done, .compare = compare,
                        .expect = expect, .svg_dir = svg_dir, .charts = plots_overlay_names,
-                       .n_charts = s->outputs.plots ? 4 : 0};
+                       .n_charts = s->outputs.plots ? 4 : 0, .all_runs = o.live ? db : NULL};
         snprintf(path, sizeof path, "%s/report.html", dir);
         rc = hr_write(s, path, &hp, &err);
     }
