@@ -133,17 +133,9 @@ const char *sched_header(const sched_request *r, const char *key)
 
 /* ---- cycle ----------------------------------------------------------------------------- */
 
-/* One splitmix64 step: the state advances by 2^64/phi, which mix64 adds before mixing. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = *state;
-    *state += 0x9E3779B97F4A7C15ull;
-    return mix64(z);
-}
-
 const sched_request *sched_cycle_request(const sched_cycle *c) { return c->r; }
 double sched_cycle_now(const sched_cycle *c) { return c->now; }
-uint64_t sched_cycle_rand(sched_cycle *c) { return splitmix64(&c->s->rng); }
+uint64_t sched_cycle_rand(sched_cycle *c) { return mix64_next(&c->s->rng); }
 double sched_cycle_rand01(sched_cycle *c) { return (double)(sched_cycle_rand(c) >> 11) * 0x1.0p-53; }
 
 void *sched_cycle_alloc(sched_cycle *c, size_t size)
