@@ -9,20 +9,19 @@
 #include "scheduler.h"
 
 #include <math.h>
-#include <stdalign.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "arena.h"
 #include "config.h"
 #include "grow.h"
 #include "idmap.h"
 #include "mix64.h"
 
 #define NO_PODS_MSG "no pods available for the given request"
-#define ARENA_BLOCK (64 * 1024)
 
 typedef struct sched_profile {
     const char *name;
@@ -33,12 +32,6 @@ typedef struct sched_profile {
     size_t n_scorers;
     sched_plugin *picker;
 } sched_profile;
-
-typedef struct arena_blk {
-    struct arena_blk *next;
-    size_t used, cap;
-    alignas(max_align_t) unsigned char data[];
-} arena_blk;
 
 typedef struct cycle_keyset {
     blockkeys_algo algo;
@@ -53,7 +46,7 @@ struct sched_cycle {
     sched *s;
     const sched_request *r;
     double now;
-    arena_blk *head, *cur;
+    arena mem;                /* per-call memory (sched_cycle_alloc) */
     /* Both tables grow (kept across calls, so a warm call does not allocate); a put or an
      * arena block that cannot be had sets oom, and the call fails with KV_ENOMEM rather than
      * scoring on with a value silently missing. */
@@ -140,42 +133,15 @@ double sched_cycle_rand01(sched_cycle *c) { return (double)(sched_cycle_rand(c) 
 
 void *sched_cycle_alloc(sched_cycle *c, size_t size)
 {
-    size = (size + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
-    for (arena_blk *b = c->cur; b; b = b->next) {
-        if (b->cap - b->used >= size) {
-            void *p = b->data + b->used;
-            b->used += size;
-            c->cur = b;
-            return p;
-        }
-    }
-    size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
-    arena_blk *b = malloc(sizeof *b + cap);
-    if (!b) {
+    void *p = arena_alloc(&c->mem, size);
+    if (!p)
         c->oom = true;
-        return NULL;
-    }
-    b->cap = cap;
-    b->used = size;
-    b->next = NULL;
-    if (c->cur) {
-        /* append after the last block so the chain is reused in order next time */
-        arena_blk *t = c->cur;
-        while (t->next)
-            t = t->next;
-        t->next = b;
-    } else {
-        c->head = b;
-    }
-    c->cur = b;
-    return b->data;
+    return p;
 }
 
 static void cycle_reset(sched_cycle *c)
 {
-    for (arena_blk *b = c->head; b; b = b->next)
-        b->used = 0;
-    c->cur = c->head;
+    arena_reset(&c->mem);
     c->n_keysets = 0;
     c->n_kv = 0;
     c->oom = false;
@@ -184,13 +150,7 @@ static void cycle_reset(sched_cycle *c)
 
 static void cycle_free(sched_cycle *c)
 {
-    arena_blk *b = c->head;
-    while (b) {
-        arena_blk *n = b->next;
-        free(b);
-        b = n;
-    }
-    c->head = c->cur = NULL;
+    arena_free(&c->mem);
     free(c->keysets);
     free(c->kv);
 }
