@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "manifests.h"
+#include "grow.h"
 #include "mix64.h"
 
 struct model_rewrites {
@@ -145,13 +146,7 @@ int model_rewrites_put(model_rewrites *t, const model_rewrite *rw, kv_err *err)
         free(t->v[i]);
         t->v[i] = c;
     } else {
-        if (t->n == t->cap) {
-            size_t cap = t->cap ? 2 * t->cap : 8;
-            model_rewrite **g = realloc(t->v, cap * sizeof *g);
-            if (g)
-                t->v = g, t->cap = cap;
-        }
-        if (t->n < t->cap)
+        if (grow_array((void **)&t->v, &t->cap, t->n + 1, sizeof *t->v))
             t->v[t->n++] = c;
         else
             rc = KV_ENOMEM;
