@@ -381,9 +381,8 @@ int main(int argc, char **argv)
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
-    promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
-                          .index = n_src ? srcs[0]->index : NULL, .ingest = n_ing ? ings[0] : NULL,
-                          .scrape = scr};
+    promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps, .kvsources = srcs,
+                          .n_kvsources = n_src, .ingests = ings, .n_ingests = n_ing, .scrape = scr};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 

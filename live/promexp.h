@@ -16,6 +16,9 @@
  *   kvcache_index_lookup_hits_total, _max_pod_hit_count_total,
  *   kvcache_index_lookup_latency_seconds                                      (observer)
  *   kvroute_kv_events_*                                                       (ingest, §1)
+ *     With one precise scorer these carry no scorer label, as llm-d-kv-cache's; with
+ *     several, every index and every subscription has its own series, labelled
+ *     scorer="<plugin name>" (a subscription: the names of the scorers it feeds).
  *   kvroute_metrics_scrapes_total, kvroute_metrics_scrape_failures_total{reason}
  *     (reason: transfer, http, parse, value)                                  (scrape)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
@@ -23,8 +26,9 @@
  *
  * Threads: the observe calls may come from any thread (C11 atomics; a label set seen for
  * the first time takes a short mutex). Scrapes run on libmicrohttpd's thread and read the
- * sources through their own thread-safe getters. Sources are borrowed and must outlive
- * the exporter (promexp_stop first). */
+ * sources through their own thread-safe getters. Sources (the endpoint set, indexes,
+ * ingests and scraper; not the arrays naming them) are borrowed and must outlive the
+ * exporter (promexp_stop first). */
 #ifndef KVROUTE_PROMEXP_H
 #define KVROUTE_PROMEXP_H
 
@@ -41,8 +45,15 @@
 typedef struct promexp_sources {
     const char *pool_name;        /* the inference_pool_* name label */
     epset *endpoints;             /* NULL: no pool gauges */
-    kvindex *index;               /* NULL: no kvcache_index_* */
-    ingest *ingest;               /* NULL: no kvroute_kv_events_* */
+    /* Every precise scorer's source (pps_kvsources): kvcache_index_* for each index; with
+     * several, each series is labelled scorer="<the plugin's name>". None: no kvcache_index_*. */
+    sched_kvsource *const *kvsources;
+    size_t n_kvsources;
+    /* Every KV-event subscription (ingest_start_sources): kvroute_kv_events_* for each; with
+     * several, each series is labelled scorer="<the names of the plugins it feeds,
+     * comma-separated>". None: no kvroute_kv_events_*. */
+    ingest *const *ingests;
+    size_t n_ingests;
     const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
 } promexp_sources;
 
