@@ -90,6 +90,9 @@ struct gateway {
     route_router *router;
     bool own_router;
     bool stopping_loop;
+    struct evhttp_connection **dead;   /* outgoing connections to free (release_conn) */
+    size_t n_dead, cap_dead;
+    struct event *reap_ev;
 };
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -362,15 +365,31 @@ static void on_up_chunk(struct evhttp_request *ureq, void *arg)
     evhttp_send_reply_chunk(r->req, in);
 }
 
-static void free_conn(evutil_socket_t fd, short what, void *arg) { evhttp_connection_free(arg); }
+/* Frees the released outgoing connections (on the loop, or at the stop). */
+static void reap(gateway *g)
+{
+    for (size_t i = 0; i < g->n_dead; i++)
+        evhttp_connection_free(g->dead[i]);
+    g->n_dead = 0;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg) { reap(arg); }
 
 /* Frees an outgoing connection once libevent's call chain that ended its request has
- * returned. */
+ * returned (the loop's next turn). */
 static void release_conn(gateway *g, struct evhttp_connection *c)
 {
-    static const struct timeval now = {0, 0};
-    if (event_base_once(g->base, -1, EV_TIMEOUT, free_conn, c, &now) != 0)
-        LOG_E("gateway: cannot schedule a connection's release (leaked)", NULL);
+    if (g->n_dead == g->cap_dead) {
+        size_t cap = g->cap_dead ? g->cap_dead * 2 : 16;
+        struct evhttp_connection **d = realloc(g->dead, cap * sizeof *d);
+        if (!d) {
+            LOG_E("gateway: out of memory releasing a connection (leaked)", NULL);
+            return;
+        }
+        g->dead = d, g->cap_dead = cap;
+    }
+    g->dead[g->n_dead++] = c;
+    event_active(g->reap_ev, 0, 0);
 }
 
 /* The upstream request ended. */
@@ -888,7 +907,7 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
                                cfg->breaker_cooldown_s > 0 ? cfg->breaker_cooldown_s : 10, err)))
         goto fail;
     if (!(g->base = event_base_new()) || !(g->http = evhttp_new(g->base)) ||
-        !(g->stop_ev = event_new(g->base, -1, 0, on_stop, g))) {
+        !(g->stop_ev = event_new(g->base, -1, 0, on_stop, g)) || !(g->reap_ev = event_new(g->base, -1, 0, on_reap, g))) {
         kv_err_set(err, KV_ENOMEM, "gateway: cannot create the event loop");
         goto fail;
     }
@@ -934,6 +953,8 @@ fail:
     free(g->workers);
     if (g->stop_ev)
         event_free(g->stop_ev);
+    if (g->reap_ev)
+        event_free(g->reap_ev);
     if (g->http)
         evhttp_free(g->http);
     if (g->base)
@@ -961,7 +982,10 @@ void gateway_stop(gateway *g)
         pthread_join(g->workers[i], NULL);
     event_active(g->stop_ev, 0, 0);
     pthread_join(g->loop, NULL);
+    reap(g);
+    free(g->dead);
     event_free(g->stop_ev);
+    event_free(g->reap_ev);
     evhttp_free(g->http);
     event_base_free(g->base);
     free(g->workers);
