@@ -880,6 +880,38 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(g->base);
 }
 
+static void stop_workers(gateway *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->stopping = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    for (int i = 0; i < g->n_workers; i++)
+        pthread_join(g->workers[i], NULL);
+}
+
+/* Frees what gateway_start built (the loop thread has ended, or never started). */
+static void teardown(gateway *g)
+{
+    reap(g);
+    free(g->dead);
+    free(g->workers);
+    if (g->stop_ev)
+        event_free(g->stop_ev);
+    if (g->reap_ev)
+        event_free(g->reap_ev);
+    if (g->http)
+        evhttp_free(g->http);
+    if (g->base)
+        event_base_free(g->base);
+    breaker_free(g->brk);
+    if (g->own_router)
+        route_free(g->router);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+}
+
 gateway *gateway_start(const gateway_config *cfg, kv_err *err)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -944,27 +976,8 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
     }
     return g;
 fail:
-    pthread_mutex_lock(&g->mu);
-    g->stopping = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-    for (int i = 0; i < g->n_workers; i++)
-        pthread_join(g->workers[i], NULL);
-    free(g->workers);
-    if (g->stop_ev)
-        event_free(g->stop_ev);
-    if (g->reap_ev)
-        event_free(g->reap_ev);
-    if (g->http)
-        evhttp_free(g->http);
-    if (g->base)
-        event_base_free(g->base);
-    breaker_free(g->brk);
-    if (g->own_router)
-        route_free(g->router);
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-    free(g);
+    stop_workers(g);
+    teardown(g);
     return NULL;
 }
 
@@ -974,27 +987,10 @@ void gateway_stop(gateway *g)
 {
     if (!g)
         return;
-    pthread_mutex_lock(&g->mu);
-    g->stopping = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-    for (int i = 0; i < g->n_workers; i++)
-        pthread_join(g->workers[i], NULL);
+    stop_workers(g);
     event_active(g->stop_ev, 0, 0);
     pthread_join(g->loop, NULL);
-    reap(g);
-    free(g->dead);
-    event_free(g->stop_ev);
-    event_free(g->reap_ev);
-    evhttp_free(g->http);
-    event_base_free(g->base);
-    free(g->workers);
-    breaker_free(g->brk);
-    if (g->own_router)
-        route_free(g->router);
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-    free(g);
+    teardown(g);
 }
 
 void gateway_get_stats(gateway *g, gateway_stats *out)

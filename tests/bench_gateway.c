@@ -15,13 +15,11 @@
  * Prints its figures; the one target is a MISS, not a failure, on a loaded machine. */
 #include <curl/curl.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -178,17 +176,6 @@ static int overhead(void)
     return bad ? 1 : 0;
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof sa;
-    bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static pid_t spawn_pod(int port)
 {
     char p[16];
@@ -206,7 +193,7 @@ static pid_t spawn_pod(int port)
 static int ttft(void)
 {
     fx *f = fx_new(CONFIG, 2, 1);
-    int port[2] = {free_port(), free_port()};
+    int port[2] = {fake_upstream_dead_port(), fake_upstream_dead_port()}; /* free now */
     pid_t pid[2] = {spawn_pod(port[0]), spawn_pod(port[1])};
     if (!f || pid[0] < 0 || pid[1] < 0) {
         fprintf(stderr, "bench_gateway: cannot start ./sim serve (run make all)\n");

@@ -35,7 +35,8 @@ void fake_upstream_last(fake_upstream *u, char *request_id, size_t id_cap, char 
 double fake_upstream_last_arrival(fake_upstream *u);
 void fake_upstream_stop(fake_upstream *u);
 
-/* A loopback port nothing listens on (bound, then closed): connections are refused. */
+/* A loopback port nothing listens on (bound, then closed): connections are refused,
+ * and a server started next may take it. */
 int fake_upstream_dead_port(void);
 
 #endif
