@@ -34,8 +34,8 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
 PKGS_engine := libxxhash yaml-0.1
 # ./sim serve: libevent (HTTP server, timers) and libzmq (KV events); no gRPC, TLS, curl
 PKGS_sim    := $(PKGS_engine) msgpack sqlite3 jansson libevent libzmq
-PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
-               openssl simdjson
+PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd libevent libevent_pthreads grpc gpr \
+               libprotobuf-c openssl simdjson
 PKGS_core_tests := $(PKGS_engine) msgpack
 PKGS_all_tests  := $(PKGS_live) msgpack
 # asked of pkg-config once per make, not once per compile and link (`make test` runs

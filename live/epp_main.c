@@ -9,7 +9,11 @@
  * decision log. Admission as GIE's director: InferenceObjective priorities
  * (live/objectives.h, from the cluster or --objectives) and the saturation detector
  * (live/saturation.h) that sheds requests with priority < 0; InferenceModelRewrites
- * (live/model_rewrites.h, from the cluster or --model-rewrites) choose the model sent upstream. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
+ * (live/model_rewrites.h, from the cluster or --model-rewrites) choose the model sent upstream.
+ * With --http-port, an OpenAI-compatible HTTP gateway (live/gateway.h) serves alongside
+ * the ext-proc server (or instead of it, --grpc-port -1): both front doors share one
+ * router (live/route.h), so they route alike, and the same metrics and decision log.
+ * Runs until SIGTERM/SIGINT, then stops everything in reverse order.
  *
  * Start-up fails fast, exit status 2, with one precise message on stderr: a bad flag or
  * config (file:line:col from the loader), a busy port (gRPC, health, metrics or ZMQ), a
@@ -32,6 +36,7 @@
 #include "decisionlog.h"
 #include "extproc.h"
 #include "endpoints.h"
+#include "gateway.h"
 #include "health.h"
 #include "ingest.h"
 #include "k8s.h"
@@ -47,7 +52,10 @@
 
 typedef struct opts {
     const char *config_file;
-    int grpc_port, health_port, metrics_port;
+    int grpc_port, health_port, metrics_port, http_port;
+    double request_timeout_s, breaker_cooldown_s;
+    int max_concurrent, queue_size, breaker_failures;
+    const char *api_key;
     bool secure;
     const char *cert_path;
     const char *kv_metric;
@@ -96,14 +104,21 @@ static void usage(FILE *f)
             "                                      (default $KUBECONFIG; in a cluster the service account)\n"
             "  --objectives FILE|name=prio,...     InferenceObjectives for --endpoints (manifests or inline)\n"
             "  --model-rewrites FILE               InferenceModelRewrite manifests for --endpoints\n"
-            "  --grpc-port N                       ext-proc port (default 9002)\n"
+            "  --grpc-port N                       ext-proc port (default 9002; -1: no ext-proc server)\n"
+            "  --http-port N                       OpenAI-compatible HTTP gateway port (default off; 0: any free port)\n"
+            "  --request-timeout S                 gateway: seconds from arrival to last byte (default 1800; 0: none)\n"
+            "  --max-concurrent-requests N         gateway: requests routed or forwarded at once (default 0: no limit)\n"
+            "  --queue-size N                      gateway: requests waiting beyond that, 429 when full (default 100)\n"
+            "  --api-key KEY                       gateway: require Authorization: Bearer KEY (default: none)\n"
+            "  --circuit-breaker-failures N        gateway: consecutive endpoint failures that open its breaker (default 5)\n"
+            "  --circuit-breaker-cooldown S        gateway: seconds an open breaker keeps the endpoint out (default 10)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
             "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
             "  --cert-path DIR                     tls.crt and tls.key (default: self-signed)\n"
             "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
             "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
-            "  --threads N                         ext-proc worker threads (default 8)\n"
+            "  --threads N                         ext-proc worker threads, and the gateway's routing workers (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
@@ -144,9 +159,22 @@ static int parse_int(const char *name, const char *v, int lo, int hi, int *out)
     return 0;
 }
 
+static int parse_double(const char *name, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !(x >= lo && x <= hi))
+        return fail("flag --%s: expected a number in [%g, %g], got '%s'", name, lo, hi, v);
+    *out = x;
+    return 0;
+}
+
 static int parse_flags(int argc, char **argv, opts *o)
 {
-    *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .secure = true,
+    *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .http_port = -1,
+                .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 10,
+                .secure = true,
                 .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000,
                 .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};
     for (int i = 1; i < argc; i++) {
@@ -170,6 +198,12 @@ static int parse_flags(int argc, char **argv, opts *o)
             return 2;                                                      \
         continue;                                                          \
     }
+#define DBL(flag, field, lo, hi)                                           \
+    if ((v = flag_value(argc, argv, &i, flag, false))) {                   \
+        if (parse_double(flag, v, lo, hi, &o->field))                      \
+            return 2;                                                      \
+        continue;                                                          \
+    }
         STR("config-file", config_file)
         STR("cert-path", cert_path)
         STR("kv-cache-usage-percentage-metric", kv_metric)
@@ -185,7 +219,14 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("decision-log", decision_log)
         STR("kv-events-replay-endpoint", replay_endpoint)
         STR("zap-encoder", zap_encoder)
-        INT("grpc-port", grpc_port, 0, 65535)
+        STR("api-key", api_key)
+        INT("grpc-port", grpc_port, -1, 65535)
+        INT("http-port", http_port, -1, 65535)
+        INT("max-concurrent-requests", max_concurrent, 0, 1 << 20)
+        INT("queue-size", queue_size, 0, 1 << 20)
+        INT("circuit-breaker-failures", breaker_failures, 1, 1 << 20)
+        DBL("request-timeout", request_timeout_s, 0, 1e7)
+        DBL("circuit-breaker-cooldown", breaker_cooldown_s, 0.001, 1e7)
         INT("grpc-health-port", health_port, 0, 65535)
         INT("metrics-port", metrics_port, 0, 65535)
         INT("v", verbosity, 0, 10)
@@ -194,6 +235,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         INT("kv-events-queue-mib", kv_events_queue_mib, 1, 1 << 20)
 #undef STR
 #undef INT
+#undef DBL
         if ((v = flag_value(argc, argv, &i, "secure-serving", true))) {
             if (strcmp(v, "true") && strcmp(v, "false"))
                 return fail("flag --secure-serving: expected true or false, got '%s'", v);
@@ -205,6 +247,8 @@ static int parse_flags(int argc, char **argv, opts *o)
     }
     if (!o->config_file)
         return fail("--config-file is required");
+    if (o->grpc_port < 0 && o->http_port < 0)
+        return fail("--grpc-port -1 turns the ext-proc server off: give --http-port for the gateway, or nothing serves");
     if (o->zap_encoder && strcmp(o->zap_encoder, "json"))
         return fail("flag --zap-encoder: only json is supported (log lines are zap's JSON shape), got '%s'",
                     o->zap_encoder);
@@ -294,7 +338,9 @@ int main(int argc, char **argv)
     ingest **ings = NULL;
     size_t n_ing = 0;
     scraper *scr = NULL;
+    route_router *router = NULL;
     extproc_server *xs = NULL;
+    gateway *gw = NULL;
     health_server *hs = NULL;
     rc = 2;
 
@@ -407,12 +453,35 @@ int main(int argc, char **argv)
         .model_rewrite = rewrite_model,
         .admission_ctx = &d,
     };
-    if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, ready, &d, &err)))
+    /* one router for both front doors: one sched lock, the same decisions */
+    if (!(router = xc.router = route_new(&xc.route, &err)))
         goto out;
-    char ports[200];
-    snprintf(ports, sizeof ports, "grpc=%d health=%d metrics=%d tls=%s endpoints=%zu", extproc_port(xs),
-             health_port(hs), promexp_port(d.pm), o.secure ? (o.cert_path ? "files" : "self-signed") : "off",
-             epset_count(eps));
+    if (o.grpc_port >= 0 && !(xs = extproc_start(&xc, &err)))
+        goto out;
+    if (o.http_port >= 0) {
+        gateway_config gc = {
+            .port = o.http_port,
+            .threads = o.threads,
+            .request_timeout_s = o.request_timeout_s,
+            .max_concurrent = o.max_concurrent,
+            .queue_size = o.queue_size,
+            .api_key = o.api_key,
+            .breaker_failures = o.breaker_failures,
+            .breaker_cooldown_s = o.breaker_cooldown_s,
+            .metrics = d.pm,
+            .router = router,
+            .route = xc.route,
+        };
+        if (!(gw = gateway_start(&gc, &err)))
+            goto out;
+        promexp_set_gateway(d.pm, gw);
+    }
+    if (!(hs = health_start(haddr, ready, &d, &err)))
+        goto out;
+    char ports[240];
+    snprintf(ports, sizeof ports, "grpc=%d http=%d health=%d metrics=%d tls=%s endpoints=%zu",
+             xs ? extproc_port(xs) : -1, gw ? gateway_port(gw) : -1, health_port(hs), promexp_port(d.pm),
+             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
     LOG_I("EPP started", "{s:s}", "listening", ports);
 
     int sig = 0;
@@ -424,6 +493,11 @@ out:
         fail("%s", err.msg);
     health_stop(hs);
     extproc_stop(xs);
+    if (gw) {
+        promexp_set_gateway(d.pm, NULL);
+        gateway_stop(gw);
+    }
+    route_free(router);
     /* after the ext-proc hooks that observe into it, before the sources a scrape reads
      * (ingest, index, endpoints): a scrape during shutdown must not see them freed */
     if (d.pm)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway.h"
 #include "policy_util.h"
 
 #define MAX_SERIES 256
@@ -26,6 +27,13 @@ static const double request_buckets[] = {0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6,
 static const double sched_buckets[] = {0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
 /* llm-d-kv-cache's lookup_latency_seconds: Prometheus' default buckets */
 static const double lookup_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+/* vLLM's time_to_first_token_seconds and time_per_output_token_seconds buckets */
+static const double ttft_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                                      2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+static const double tpot_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+                                      2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+#define N_TTFT_B (sizeof ttft_buckets / sizeof ttft_buckets[0])
+#define N_TPOT_B (sizeof tpot_buckets / sizeof tpot_buckets[0])
 #define N_REQ_B (sizeof request_buckets / sizeof request_buckets[0])
 #define N_SCHED_B (sizeof sched_buckets / sizeof sched_buckets[0])
 #define N_LOOKUP_B (sizeof lookup_buckets / sizeof lookup_buckets[0])
@@ -84,6 +92,10 @@ struct promexp {
     atomic_size_t n_plugins;            /* published after plugins[] is filled */
     hist lookup;
     atomic_uint_fast64_t lookup_hits;
+    /* the gateway's */
+    atomic_uint_fast64_t gw_codes[600];  /* answers by HTTP status */
+    hist gw_ttft, gw_tpot;
+    gateway *gw;                         /* under mu */
 };
 
 const char *promexp_error_code(int http_status)
@@ -149,6 +161,25 @@ void promexp_observe_schedule(promexp *p, double seconds, bool ok)
 {
     hist_observe(&p->sched, sched_buckets, N_SCHED_B, seconds);
     atomic_fetch_add_explicit(ok ? &p->sched_ok : &p->sched_fail, 1, memory_order_relaxed);
+}
+
+void promexp_observe_gateway(promexp *p, int http_status, double ttft_s, double tpot_s)
+{
+    if (!p)
+        return;
+    if (http_status >= 100 && http_status < 600)
+        atomic_fetch_add_explicit(&p->gw_codes[http_status], 1, memory_order_relaxed);
+    if (ttft_s >= 0)
+        hist_observe(&p->gw_ttft, ttft_buckets, N_TTFT_B, ttft_s);
+    if (tpot_s >= 0)
+        hist_observe(&p->gw_tpot, tpot_buckets, N_TPOT_B, tpot_s);
+}
+
+void promexp_set_gateway(promexp *p, gateway *gw)
+{
+    pthread_mutex_lock(&p->mu);
+    p->gw = gw;
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* The scheduler's observer: lock-free, allocation-free. */
@@ -368,8 +399,52 @@ static void write_ingest(const ingest_stats *s, FILE *f)
     plain(f, "kvroute_kv_events_memory_trims_total", "counter", "Times memory was given back after a KV-event backlog drained.", (double)s->memory_trims);
 }
 
+static void put_breaker(void *ctx, const char *ep, breaker_state st)
+{
+    FILE *f = ctx;
+    fputs("kvroute_gateway_circuit_breaker_state{endpoint=\"", f);
+    put_label(f, ep);
+    fprintf(f, "\"} %d\n", (int)st);
+}
+
+static void write_gateway(promexp *p, FILE *f)
+{
+    bool any = false;
+    for (int c = 100; c < 600 && !any; c++)
+        any = ld(&p->gw_codes[c]) != 0;
+    pthread_mutex_lock(&p->mu);
+    if (!any && !p->gw) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    head(f, "kvroute_gateway_requests_total", "counter", "Requests the HTTP gateway answered, by HTTP status.");
+    for (int c = 100; c < 600; c++)
+        if (ld(&p->gw_codes[c]))
+            fprintf(f, "kvroute_gateway_requests_total{code=\"%d\"} %llu\n", c, (unsigned long long)ld(&p->gw_codes[c]));
+    head(f, "kvroute_gateway_ttft_seconds", "histogram", "Time from a request's arrival to the first response byte the gateway passed on.");
+    put_hist(f, "kvroute_gateway_ttft_seconds", &p->gw_ttft, ttft_buckets, N_TTFT_B, NULL, NULL);
+    head(f, "kvroute_gateway_time_per_output_token_seconds", "histogram", "Streamed responses: time after the first byte per further output token.");
+    put_hist(f, "kvroute_gateway_time_per_output_token_seconds", &p->gw_tpot, tpot_buckets, N_TPOT_B, NULL, NULL);
+    if (p->gw) {
+        gateway_stats s;
+        gateway_get_stats(p->gw, &s);
+        plain(f, "kvroute_gateway_retries_total", "counter", "Requests retried on the next-best endpoint.", (double)s.retries);
+        plain(f, "kvroute_gateway_upstream_failures_total", "counter", "Connect errors, 429/503 before the first byte and 5xx answers from endpoints.", (double)s.upstream_failures);
+        plain(f, "kvroute_gateway_client_cancels_total", "counter", "Clients gone before their answer ended (upstream request cancelled).", (double)s.client_cancels);
+        plain(f, "kvroute_gateway_timeouts_total", "counter", "Requests past --request-timeout.", (double)s.timeouts);
+        plain(f, "kvroute_gateway_queue_full_total", "counter", "Requests answered 429 because the queue was full.", (double)s.queue_full);
+        plain(f, "kvroute_gateway_in_flight_requests", "gauge", "Requests being routed or forwarded.", (double)s.in_flight);
+        plain(f, "kvroute_gateway_queued_requests", "gauge", "Requests waiting for a slot (--max-concurrent-requests).", (double)s.queued);
+        plain(f, "kvroute_gateway_circuit_breaker_opens_total", "counter", "Circuit breakers opened (an endpoint taken out of routing).", (double)s.breaker_opens);
+        head(f, "kvroute_gateway_circuit_breaker_state", "gauge", "Per endpoint: 0 closed, 1 open, 2 half-open.");
+        gateway_each_breaker(p->gw, put_breaker, f);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 void promexp_write(promexp *p, FILE *f)
 {
+    write_gateway(p, f);
     write_requests(p, f);
     write_plugins(p, f);
     if (p->src.endpoints) {

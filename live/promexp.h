@@ -18,6 +18,12 @@
  *   kvroute_kv_events_*                                                       (ingest, §1)
  *   kvroute_metrics_scrapes_total, kvroute_metrics_scrape_failures_total{reason}
  *     (reason: transfer, http, parse, value)                                  (scrape)
+ *   kvroute_gateway_requests_total{code}, kvroute_gateway_ttft_seconds,
+ *   kvroute_gateway_time_per_output_token_seconds (histograms),
+ *   kvroute_gateway_retries_total, _upstream_failures_total, _client_cancels_total,
+ *   _timeouts_total, _queue_full_total, _in_flight_requests, _queued_requests,
+ *   kvroute_gateway_circuit_breaker_state{endpoint} (0 closed, 1 open, 2 half-open),
+ *   kvroute_gateway_circuit_breaker_opens_total                             (gateway)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -70,6 +76,14 @@ void promexp_observe_schedule(promexp *p, double seconds, bool ok);
  * them. Call once, before scheduling starts; s must outlive p (its plugin names are
  * borrowed). The observe path allocates nothing and takes no lock. */
 int promexp_observe_sched(promexp *p, sched *s, kv_err *err);
+
+/* One answer of the gateway (live/gateway.h): its status, and the time to first token
+ * and per output token as the gateway saw them (< 0: not measured). NULL p: no-op. */
+void promexp_observe_gateway(promexp *p, int http_status, double ttft_s, double tpot_s);
+/* The gateway whose counters, gauges and breakers each scrape renders; NULL before the
+ * gateway stops (a scrape in progress is waited for). */
+struct gateway;
+void promexp_set_gateway(promexp *p, struct gateway *gw);
 
 /* Renders the whole exposition into f (what GET /metrics returns). */
 void promexp_write(promexp *p, FILE *f);

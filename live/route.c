@@ -88,6 +88,9 @@ void route_req_free(route_req *q)
     oai_request_free(&q->oreq);
     free(q->tok);
     free(q->target);
+    for (size_t i = 0; i < q->n_excluded; i++)
+        free(q->excluded[i]);
+    free(q->excluded);
 }
 
 /* ---- headers ------------------------------------------------------------------------------- */
@@ -184,6 +187,18 @@ static bool in_subset(const route_req *q, const char *name)
     return false;
 }
 
+/* Whether ep may serve q: in its subset hint, not excluded by a retry, and not refused
+ * by the request's endpoint_ok (caller holds the pool). */
+static bool eligible(const route_req *q, const sched_endpoint *ep)
+{
+    if (!in_subset(q, ep->name))
+        return false;
+    for (size_t i = 0; i < q->n_excluded; i++)
+        if (!strcmp(q->excluded[i], ep->name))
+            return false;
+    return !q->endpoint_ok || q->endpoint_ok(q->endpoint_ctx, ep);
+}
+
 /* Candidates from the pool (caller holds the pool). Returns the count; *out malloc'd. */
 static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t n, sched_endpoint ***out)
 {
@@ -192,7 +207,7 @@ static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t 
         return 0;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (in_subset(q, eps[i]->name))
+        if (eligible(q, eps[i]))
             (*out)[k++] = eps[i];
     return k;
 }
@@ -255,13 +270,13 @@ static bool tokenize(route_req *q, const char *model)
     char *ep = NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        k += in_subset(q, eps[i]->name);
+        k += eligible(q, eps[i]);
     if (k) {
         pthread_mutex_lock(&r->mu);
         size_t pick = r->rr++ % k;
         pthread_mutex_unlock(&r->mu);
         for (size_t i = 0; i < n && !ep; i++)
-            if (in_subset(q, eps[i]->name) && pick-- == 0)
+            if (eligible(q, eps[i]) && pick-- == 0)
                 ep = strdup(eps[i]->name);
     }
     pool->release(pool->ctx);
@@ -350,6 +365,9 @@ static char *join_targets(const sched_result *res)
     return t;
 }
 
+static int schedule(route_req *q, double t_body);
+static void hook_target(route_req *q, void (*hook)(sched *, const sched_request *, sched_endpoint *));
+
 int route_decide(route_req *q)
 {
     route_router *r = q->router;
@@ -382,7 +400,19 @@ int route_decide(route_req *q)
         .priority = priority,
         .output_tokens_hint = o->max_tokens,
     };
+    q->priority = priority;
+    q->tok_failed = tok_failed;
+    return schedule(q, t_body);
+}
 
+/* Admission and scheduling of a parsed request (q->sreq) over its eligible candidates;
+ * t_body is when its decision began. */
+static int schedule(route_req *q, double t_body)
+{
+    route_router *r = q->router;
+    const oai_request *o = &q->oreq;
+    int priority = q->priority, rc;
+    kv_err e = {0};
     bool verbose = log_enabled(4), tracing = verbose || r->cfg.trace_decisions;
     const route_pool *pool = &r->cfg.pool;
     pthread_mutex_lock(&r->sched_mu);
@@ -422,7 +452,7 @@ int route_decide(route_req *q)
             .target = rc == KV_OK ? q->target : NULL,
             .profile = res.profile,
             .n_tokens = q->sreq.n_tokens,
-            .tokenize_failed = tok_failed,
+            .tokenize_failed = q->tok_failed,
             .sched_seconds = dt,
             .decide_seconds = monoclock_s() - t_body,
             .result = &res,
@@ -455,6 +485,30 @@ int route_decide(route_req *q)
           priority, "tokens", (json_int_t)q->sreq.n_tokens);
     q->http_status = 200;
     return 200;
+}
+
+int route_retry(route_req *q)
+{
+    if (!q->target)
+        return answer(q, 500, "route_retry: the request was not routed");
+    if (q->pre_requested) /* the failed attempt is over for the sched */
+        hook_target(q, sched_response_complete);
+    q->pre_requested = q->first_chunk = false;
+    for (const char *t = q->target; *t;) {
+        size_t len = strcspn(t, ",");
+        char **v = realloc(q->excluded, (q->n_excluded + 1) * sizeof *v);
+        if (!v || !(v[q->n_excluded] = strndup(t, len))) {
+            if (v)
+                q->excluded = v;
+            return answer(q, 500, "out of memory");
+        }
+        q->excluded = v;
+        q->n_excluded++;
+        t += len + (t[len] == ',');
+    }
+    free(q->target);
+    q->target = NULL;
+    return schedule(q, monoclock_s());
 }
 
 int route_decide_headers_only(route_req *q)
