@@ -7,6 +7,8 @@
 #   make deps    install the Debian packages (root; idempotent)
 #   make         build ./sim ./epp ./kvctl (-O2)
 #   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
+#   make demo-live  deps, build, rate60 scaled to this machine, simulated and live through
+#                ./epp --http-port and ./sim serve pods, one table (mk/demo-live.sh)
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
 #   make soak    deps, build, ./epp for SOAK_MINUTES (default 30) under load, watched for growth
@@ -204,7 +206,7 @@ fuzz-corpus: build/rel/tests/bin/fuzz/gen_corpus
 build/fuzz/bin/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(call test_helpers,fuzz,all) $(LIBS_fuzz_all)
 	@mkdir -p $(@D); $(FUZZ_CXX) $(subst fuzzer-no-link,fuzzer,$(FLAGS_fuzz)) -o $@ $^ $(call pkg_libs,live)
 
-.PHONY: all deps demo test test-build check bench soak fuzz fuzz-corpus clean
+.PHONY: all deps demo demo-live test test-build check bench soak fuzz fuzz-corpus clean
 .SECONDARY:
 
 deps:
@@ -240,6 +242,12 @@ fuzz: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	./sim scenarios/rate60.yaml
+
+# DEMO_LIVE_SCENARIO, DEMO_LIVE_OUT: another scenario (its routers presets) and folder
+DEMO_LIVE_SCENARIO ?= scenarios/rate60-live.yaml
+demo-live: deps
+	@$(MAKE) --no-print-directory all
+	sh mk/demo-live.sh $(DEMO_LIVE_SCENARIO) $(DEMO_LIVE_OUT)
 
 clean:
 	rm -rf build $(BINS)

@@ -59,8 +59,8 @@ static int read_side(sqlite3 *db, const scenario *s, const char *router, bool li
     for (int m = 0; m < M_N; m++)
         out->v[m] = NAN;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT run_id FROM runs WHERE scenario = ?1 AND router = ?2 AND "
-                               "(coalesce(config, '') LIKE 'http://%') = ?3 ORDER BY run_id DESC LIMIT 1",
+    if (sqlite3_prepare_v2(db, "SELECT run_id FROM runs WHERE scenario = ?1 AND (router = ?2 OR (?3 AND router = ?2 || "
+                               "'-live')) AND (coalesce(config, '') LIKE 'http://%') = ?3 ORDER BY run_id DESC LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK)
         return *ok = false, 0;
     sqlite3_bind_text(st, 1, s->name, -1, SQLITE_STATIC);

@@ -1,7 +1,8 @@
 /* compare: the sim-versus-live table (`./sim compare SCENARIO [--out DIR]`, printed by
  * `make demo-live`). Per router of the scenario, its latest simulated run and its latest
- * live run (`./sim SCENARIO --target URL --target-label <router>`: the run whose config
- * is the http:// URL) in DIR/runs.db, side by side: requests/s, output tokens/s, TTFT
+ * live run (`./sim SCENARIO --target URL --target-label <router>-live` or `<router>`: the
+ * run whose config is the http:// URL; `-live` keeps its report folder apart from the
+ * simulated one's) in DIR/runs.db, side by side: requests/s, output tokens/s, TTFT
  * mean and p90 and end-to-end latency of the scenario's report stage, and the
  * prefix-cache hit rate of the whole run (simulated: the requests' cached / prompt
  * tokens; measured: the pods' own counters, table live_pods, written with
