@@ -127,7 +127,7 @@ for r in $ROUTERS; do
     wait_scraped "$metrics" || { echo "demo-live: ./epp never scraped the pods" >&2; exit 1; }
 
     echo "demo-live: $router live: pods $pods, gateway http://127.0.0.1:$http"
-    "$SIM" "$SCN" --target "http://127.0.0.1:$http" --target-label "$router-live" --target-pods "$pods" \
+    "$SIM" "$SCN" --target "http://127.0.0.1:$http" --target-label "$router-live" --target-pods "$pods" --no-plots \
         --out "$OUT" >"$LOG/$router-live.out" 2>"$LOG/$router-live.err"
     rc=$?
     if [ $rc -ne 0 ]; then

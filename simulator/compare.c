@@ -161,7 +161,12 @@ int compare_print(FILE *f, const scenario *s, const char *db_path, kv_err *err)
                     snprintf(s4, sizeof s4, "%+.1f%%", 100 * d / a);
                 else
                     snprintf(s4, sizeof s4, mt->points ? "" : "-");
-                fprintf(f, "%-16s %-26s %12s %12s %16s %8s\n", m ? "" : s->routers[r].name, mt->label, s1, s2, s3, s4);
+                char line[256];
+                int n = snprintf(line, sizeof line, "%-16s %-26s %12s %12s %16s %8s", m ? "" : s->routers[r].name,
+                                 mt->label, s1, s2, s3, s4);
+                while (n > 0 && line[n - 1] == ' ')   /* the hit rate's empty Δ% */
+                    line[--n] = 0;
+                fprintf(f, "%s\n", line);
             }
         }
         for (size_t r = 0; r < s->n_routers; r++) {
