@@ -7,29 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { M_RPS, M_OUT, M_TTFT, M_TTFT_P90, M_E2E, M_HIT, M_N };
-
 typedef struct metric {
     const char *label;
     int decimals;
     bool points;                      /* a percentage: the difference is in points, no Δ% */
 } metric;
 
-static const metric metrics[M_N] = {
-    [M_RPS] = {"Requests/sec", 3, false},
-    [M_OUT] = {"Output tokens/sec", 1, false},
-    [M_TTFT] = {"TTFT mean (s)", 4, false},
-    [M_TTFT_P90] = {"TTFT p90 (s)", 4, false},
-    [M_E2E] = {"E2E latency mean (s)", 4, false},
-    [M_HIT] = {"Prefix-cache hit rate (%)", 1, true},
+static const metric metrics[COMPARE_N] = {
+    [COMPARE_RPS] = {"Requests/sec", 3, false},
+    [COMPARE_OUT_TPS] = {"Output tokens/sec", 1, false},
+    [COMPARE_TTFT] = {"TTFT mean (s)", 4, false},
+    [COMPARE_TTFT_P90] = {"TTFT p90 (s)", 4, false},
+    [COMPARE_E2E] = {"E2E latency mean (s)", 4, false},
+    [COMPARE_HIT] = {"Prefix-cache hit rate (%)", 1, true},
 };
-
-typedef struct side {
-    bool found;
-    double v[M_N];                    /* NaN: not known */
-    double rate, duration;            /* the report stage's */
-    int stage;
-} side;
 
 static int db_fail(sqlite3 *db, const char *path, kv_err *err)
 {
@@ -53,10 +44,10 @@ static double one_double(sqlite3 *db, const char *sql, int64_t run_id, bool *ok)
 }
 
 /* The latest run of router (live: its config is an http:// URL) and its figures. */
-static int read_side(sqlite3 *db, const scenario *s, const char *router, bool live, side *out, bool *ok)
+static int read_side(sqlite3 *db, const scenario *s, const char *router, bool live, compare_side *out, bool *ok)
 {
-    *out = (side){.stage = -1};
-    for (int m = 0; m < M_N; m++)
+    *out = (compare_side){.stage = -1};
+    for (int m = 0; m < COMPARE_N; m++)
         out->v[m] = NAN;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT run_id FROM runs WHERE scenario = ?1 AND (router = ?2 OR (?3 AND router = ?2 || "
@@ -86,17 +77,17 @@ static int read_side(sqlite3 *db, const scenario *s, const char *router, bool li
         out->stage = sqlite3_column_int(st, 0);
         out->rate = sqlite3_column_double(st, 1);
         out->duration = sqlite3_column_double(st, 2);
-        for (int m = M_RPS; m <= M_E2E; m++)
+        for (int m = COMPARE_RPS; m <= COMPARE_E2E; m++)
             if (sqlite3_column_type(st, 3 + m) != SQLITE_NULL)
                 out->v[m] = sqlite3_column_double(st, 3 + m);
     }
     sqlite3_finalize(st);
     if (!live) {
-        out->v[M_HIT] = one_double(db, "SELECT 100.0 * sum(cached_tokens) / nullif(sum(prompt_tokens), 0) "
+        out->v[COMPARE_HIT] = one_double(db, "SELECT 100.0 * sum(cached_tokens) / nullif(sum(prompt_tokens), 0) "
                                        "FROM requests WHERE run_id = ?1 AND NOT failed", run_id, ok);
     } else if (one_double(db, "SELECT count(*) FROM sqlite_master WHERE name = 'live_pods'", 0, ok) > 0) {
         /* every pod's counters, or no rate: a pod left out would bias it */
-        out->v[M_HIT] = one_double(db, "SELECT CASE WHEN count(*) > 0 AND count(*) = count(prefix_cache_queries) "
+        out->v[COMPARE_HIT] = one_double(db, "SELECT CASE WHEN count(*) > 0 AND count(*) = count(prefix_cache_queries) "
                                        "THEN 100.0 * sum(prefix_cache_hits) / nullif(sum(prefix_cache_queries), 0) "
                                        "END FROM live_pods WHERE run_id = ?1", run_id, ok);
     }
@@ -111,27 +102,25 @@ static void fmt(char *buf, size_t cap, double v, int decimals, bool sign)
         snprintf(buf, cap, sign ? "%+.*f" : "%.*f", decimals, v);
 }
 
-int compare_print(FILE *f, const scenario *s, const char *db_path, kv_err *err)
+int compare_read(const scenario *s, const char *db_path, compare_side *sim, compare_side *live, kv_err *err)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        int rc = db_fail(db, db_path, err);
-        sqlite3_close(db);
-        return rc;
+    bool ok = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK;
+    for (size_t r = 0; ok && r < s->n_routers; r++) {
+        read_side(db, s, s->routers[r].name, false, &sim[r], &ok);
+        read_side(db, s, s->routers[r].name, true, &live[r], &ok);
     }
-    side *sims = calloc(s->n_routers, sizeof *sims), *lives = calloc(s->n_routers, sizeof *lives);
-    bool ok = true;
-    int rc = KV_OK;
-    if (!sims || !lives)
-        rc = kv_err_set(err, KV_ENOMEM, "out of memory");
-    for (size_t r = 0; !rc && ok && r < s->n_routers; r++) {
-        read_side(db, s, s->routers[r].name, false, &sims[r], &ok);
-        read_side(db, s, s->routers[r].name, true, &lives[r], &ok);
-    }
-    if (!rc && !ok)
-        rc = db_fail(db, db_path, err);
+    int rc = ok ? KV_OK : db_fail(db, db_path, err);
+    sqlite3_close(db);
+    return rc;
+}
+
+int compare_print(FILE *f, const scenario *s, const char *db_path, kv_err *err)
+{
+    compare_side *sims = calloc(s->n_routers, sizeof *sims), *lives = calloc(s->n_routers, sizeof *lives);
+    int rc = sims && lives ? compare_read(s, db_path, sims, lives, err) : kv_err_set(err, KV_ENOMEM, "out of memory");
     if (!rc) {
-        const side *any = NULL;
+        const compare_side *any = NULL;
         for (size_t r = 0; r < s->n_routers && !any; r++)
             any = sims[r].stage >= 0 ? &sims[r] : lives[r].stage >= 0 ? &lives[r] : NULL;
         fprintf(f, "Sim versus live: %s", s->name);
@@ -148,7 +137,7 @@ int compare_print(FILE *f, const scenario *s, const char *db_path, kv_err *err)
         fprintf(f, "%-16s %-26s %12s %12s %17s %9s\n", "Router", "Metric", "Simulated", "Measured",
                 "Δ (meas - sim)", "Δ%");
         for (size_t r = 0; r < s->n_routers; r++) {
-            for (int m = 0; m < M_N; m++) {
+            for (int m = 0; m < COMPARE_N; m++) {
                 const metric *mt = &metrics[m];
                 double a = sims[r].v[m], b = lives[r].v[m], d = b - a;
                 char s1[32], s2[32], s3[40], s4[32];
@@ -179,6 +168,5 @@ int compare_print(FILE *f, const scenario *s, const char *db_path, kv_err *err)
     }
     free(sims);
     free(lives);
-    sqlite3_close(db);
     return rc;
 }

@@ -13,10 +13,26 @@
 #ifndef KVROUTE_SIM_COMPARE_H
 #define KVROUTE_SIM_COMPARE_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "kverr.h"
 #include "scenario.h"
+
+/* The table's figures, in its row order. */
+enum { COMPARE_RPS, COMPARE_OUT_TPS, COMPARE_TTFT, COMPARE_TTFT_P90, COMPARE_E2E, COMPARE_HIT, COMPARE_N };
+
+/* One side (simulated or live) of one router. */
+typedef struct compare_side {
+    bool found;                       /* the run exists */
+    double v[COMPARE_N];              /* NaN: not known; COMPARE_HIT in percent */
+    int stage;                        /* the report stage found (-1: none) */
+    double rate, duration;            /* its configured rate and duration */
+} compare_side;
+
+/* Reads both sides of every router of s (sim[r], live[r] for s->routers[r]). KV_OK, or
+ * KV_EIO when the database cannot be read. */
+int compare_read(const scenario *s, const char *db_path, compare_side *sim, compare_side *live, kv_err *err);
 
 /* Prints the table to f. Returns KV_OK when every router had both runs, KV_ENOTFOUND when
  * one lacked a side (its cells print "-" and a line says which), another code when

@@ -29,7 +29,7 @@ SCN=tests/data/scenarios/demo-live-small.yaml
 DEMO_DECISION_LOG=1 timeout 300 sh mk/demo-live.sh $SCN "$D/out" >"$D/demo.out" 2>"$D/demo.err"
 check "the demo exits 0" 0 $?
 check "the table has both routers' rows, every cell filled" "2 0" \
-    "$(grep -c -E '^(k8s-service|llm-d-precise) +Requests/sec +[0-9.]+ +[0-9.]+ ' "$D/demo.out") $(sed -n '/^Router /,/^$/p' "$D/demo.out" | grep -c ' - ')"
+    "$(grep -c -E '^(k8s-service|llm-d-precise) +Requests/sec +[0-9.]+ +[0-9.]+ ' "$D/demo.out") $(sed -n '/^Router /,$p' "$D/demo.out" | tail -n +2 | grep -c ' - ')"
 check "the table names the time base" 1 "$(grep -c '^Time base: wall clock at speedup 20 ' "$D/demo.out")"
 
 if python3 - "$D/out" >"$D/py.out" 2>&1 <<'PY'
