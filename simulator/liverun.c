@@ -298,10 +298,9 @@ static void scrape_done_cb(struct evhttp_request *req, void *arg)
         why = "no 200 answer";
     } else {
         struct evbuffer *b = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(b);
-        const char *text = (const char *)evbuffer_pullup(b, -1);
-        if (!text || promtext_sum(text, len, "vllm:prefix_cache_queries_total", &q) <= 0 ||
-            promtext_sum(text, len, "vllm:prefix_cache_hits_total", &h) <= 0)
+        const char *text = evbuffer_add(b, "", 1) == 0 ? (const char *)evbuffer_pullup(b, -1) : NULL;
+        if (!text || promtext_sum(text, "vllm:prefix_cache_queries_total", &q) <= 0 ||
+            promtext_sum(text, "vllm:prefix_cache_hits_total", &h) <= 0)
             why = "no vllm:prefix_cache_queries_total and _hits_total";
     }
     if (!why && l->scraped_before) {

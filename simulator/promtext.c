@@ -28,29 +28,23 @@ static const char *skip_labels(const char *p, const char *end)
     return NULL;
 }
 
-/* The value at p (after spaces) up to the line's end: a float, or +Inf/-Inf/NaN as
- * Prometheus writes them. */
+/* The value at p (after spaces), which must end at a space, a tab, CR or the line's end:
+ * a float, or +Inf/-Inf/NaN as Prometheus writes them. The text's NUL ends strtod. */
 static int read_value(const char *p, const char *eol, double *v)
 {
     while (p < eol && (*p == ' ' || *p == '\t'))
         p++;
-    size_t n = 0;
-    while (p + n < eol && p[n] != ' ' && p[n] != '\t' && p[n] != '\r')
-        n++;
-    char buf[64];
-    if (n == 0 || n >= sizeof buf)
+    if (p == eol)
         return -1;
-    memcpy(buf, p, n);
-    buf[n] = 0;
     char *e;
-    *v = strtod(buf, &e);
-    return *e ? -1 : 0;
+    *v = strtod(p, &e);
+    return e == p || e > eol || (e < eol && *e != ' ' && *e != '\t' && *e != '\r') ? -1 : 0;
 }
 
-int promtext_sum(const char *text, size_t len, const char *name, double *sum)
+int promtext_sum(const char *text, const char *name, double *sum)
 {
     size_t nl = strlen(name);
-    const char *p = text, *end = text + len;
+    const char *p = text, *end = text + strlen(text);
     int found = 0;
     *sum = 0;
     while (p < end) {

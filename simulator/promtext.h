@@ -11,9 +11,9 @@
 
 #include <stddef.h>
 
-/* The sum of every sample named exactly `name` in text[0..len) into *sum; returns the
- * number of samples, 0 when there is none, -1 when one of them is malformed (a label
- * set that does not close, a value that is not a number). */
-int promtext_sum(const char *text, size_t len, const char *name, double *sum);
+/* The sum of every sample named exactly `name` in the NUL-terminated text into *sum;
+ * returns the number of samples, 0 when there is none, -1 when one of them is malformed
+ * (a label set that does not close, a value that is not a number). */
+int promtext_sum(const char *text, const char *name, double *sum);
 
 #endif

@@ -21,7 +21,7 @@
 static double sum_of(const char *text, const char *name, int want_found)
 {
     double v = -1;
-    assert_int_equal(promtext_sum(text, strlen(text), name, &v), want_found);
+    assert_int_equal(promtext_sum(text, name, &v), want_found);
     return v;
 }
 
@@ -39,15 +39,15 @@ static void test_emulated_pod_round_trip(void **state)
         char *text = emumet_render(&m, &v, &len);
         assert_non_null(text);
         double q, h, w;
-        assert_int_equal(promtext_sum(text, len, "vllm:prefix_cache_queries_total", &q), 1);
-        assert_int_equal(promtext_sum(text, len, "vllm:prefix_cache_hits_total", &h), 1);
-        assert_int_equal(promtext_sum(text, len, "vllm:num_requests_waiting", &w), 1);
+        assert_int_equal(promtext_sum(text, "vllm:prefix_cache_queries_total", &q), 1);
+        assert_int_equal(promtext_sum(text, "vllm:prefix_cache_hits_total", &h), 1);
+        assert_int_equal(promtext_sum(text, "vllm:num_requests_waiting", &w), 1);
         assert_true(q == (double)vals[i][0]);
         assert_true(h == (double)vals[i][1]);
         assert_true(w == 1);
         /* a histogram's _count, not its bare name */
-        assert_int_equal(promtext_sum(text, len, "vllm:time_to_first_token_seconds", &q), 0);
-        assert_int_equal(promtext_sum(text, len, "vllm:time_to_first_token_seconds_count", &q), 1);
+        assert_int_equal(promtext_sum(text, "vllm:time_to_first_token_seconds", &q), 0);
+        assert_int_equal(promtext_sum(text, "vllm:time_to_first_token_seconds_count", &q), 1);
         assert_true(q == 1);
         free(text);
     }
@@ -73,7 +73,7 @@ static void test_edges(void **state)
                                       "g 3x\n"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         double v;
-        assert_int_equal(promtext_sum(bad[i], strlen(bad[i]), "g", &v), -1);
+        assert_int_equal(promtext_sum(bad[i], "g", &v), -1);
     }
 }
 
