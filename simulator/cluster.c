@@ -694,6 +694,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
                             .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
                             .long_prefill_token_threshold = k->long_prefill_token_threshold,
                             .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
+                            .speedup = k->speedup,
                             .emit_kv_events = c->st.kv_published, .pod_id = sv->name,
                             .model_name = k->model->hf_name};
         if (!(sv->srv = simsrv_new(&sc, &e)))

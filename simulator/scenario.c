@@ -51,7 +51,7 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
     scn_cluster *k = &s->cluster;
     *k = (scn_cluster){.replicas = 8, .tp = 2, .block_size = 64, .gpu_memory_utilization = 0.9,
                        .prefix_caching = true, .kv_event_delay = 5000, .scrape_interval = 50000,
-                       .metrics_staleness = 2 * SIM_US_PER_S};
+                       .metrics_staleness = 2 * SIM_US_PER_S, .speedup = 1};
     const char *model = "qwen3-32b", *hw = "h100-sxm";
     const yt_node *mn = NULL, *hn = NULL;
     int rc;
@@ -87,6 +87,12 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
                 return rc;
             if (!(k->gpu_memory_utilization > 0 && k->gpu_memory_utilization <= 1))
                 return yt_error(d, n, err, KV_ERANGE, "field 'cluster.gpu_memory_utilization': must be in (0, 1]");
+        }
+        if (!yt_is_null(n = yt_get(c, "speedup"))) {
+            if ((rc = yt_double(d, n, "cluster.speedup", &k->speedup, err)))
+                return rc;
+            if (!(k->speedup >= 1e-3 && k->speedup <= 1e6))
+                return yt_error(d, n, err, KV_ERANGE, "field 'cluster.speedup': must be in [0.001, 1e6]");
         }
         if (!yt_is_null(n = yt_get(c, "prefix_caching")) &&
             (rc = yt_bool(d, n, "cluster.prefix_caching", &k->prefix_caching, err)))

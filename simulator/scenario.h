@@ -7,7 +7,8 @@
  *             num_gpu_blocks: 18000,  # optional, as vLLM logs it; else from memory
  *             gpu_memory_utilization: 0.9, max_num_batched_tokens, max_num_seqs,
  *             long_prefill_token_threshold, max_model_len, prefix_caching: true,
- *             kv_event_delay: 5ms, scrape_interval: 50ms, metrics_staleness: 2s}
+ *             kv_event_delay: 5ms, scrape_interval: 50ms, metrics_staleness: 2s,
+ *             speedup: 1}                   # step times / speedup (sim serve --speedup)
  *   routers:
  *     - {name: k8s, preset: k8s-service}            # policies/presets/<preset>.yaml
  *     - {name: mine, config: my-epp.yaml}           # relative to the scenario's folder
@@ -51,6 +52,9 @@ typedef struct scn_cluster {
     sim_time kv_event_delay;               /* publish -> in the router's index */
     sim_time scrape_interval;              /* metrics reach the router this often */
     sim_time metrics_staleness;            /* older metrics are marked invalid */
+    double speedup;                        /* step times divided by this (1): the pods of ./sim serve
+                                            * --speedup X simulated on their wall clock, in which the
+                                            * scenario's other times (load, delays) are then read */
 } scn_cluster;
 
 typedef struct scn_router {

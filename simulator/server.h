@@ -31,6 +31,8 @@ typedef struct simsrv_config {
     uint32_t long_prefill_token_threshold;/* 0 = off */
     uint32_t max_model_len;               /* 0 = model's */
     bool prefix_caching;                  /* default true */
+    double speedup;                       /* step times divided by this (./sim serve --speedup, a scenario's
+                                           * cluster.speedup); 0 or 1: the model's own times */
     bool emit_kv_events;
     kvev_encoding kv_encoding;            /* KVEV_ENC_ARRAY (the zero default) or a map form */
     const char *pod_id;                   /* topic pod id, e.g. "10.0.0.1:8000" */
