@@ -1,6 +1,7 @@
 /* epp_main: ./epp, the endpoint picker daemon. Parses GIE-style flags, loads the
  * EndpointPickerConfig, builds the scheduler and wires the live modules around it:
- * endpoints (a static --endpoints list or file, or Kubernetes discovery by InferencePool
+ * endpoints (a static --endpoints list or file, the file of a file-discovery plugin named
+ * by the config's dataLayer.discovery (live/endpoint_file.h), or Kubernetes discovery by InferencePool
  * or label selector: live/endpoints.h, live/k8s.h; in cluster with the service account, or
  * with --kubeconfig / $KUBECONFIG from outside: live/kubeconfig.h), /metrics scraping (live/scrape.h),
  * vLLM KV-event ingestion into the index of every precise scorer the config has
@@ -31,7 +32,9 @@
 #include "registry.h"
 #include "decisionlog.h"
 #include "extproc.h"
+#include "endpoint_file.h"
 #include "endpoints.h"
+#include "file_discovery.h"
 #include "health.h"
 #include "ingest.h"
 #include "k8s.h"
@@ -85,6 +88,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: epp --config-file FILE (--endpoints LIST | --pool-name NAME | --endpoint-selector SEL) [flags]\n"
+            "       (or no endpoint flag when the config's dataLayer.discovery names a file-discovery plugin)\n"
             "  --config-file FILE                  EndpointPickerConfig YAML (GIE/llm-d format)\n"
             "  --endpoints LIST|FILE               static model-server endpoints ip:port,...\n"
             "  --pool-name NAME                    InferencePool to follow (in-cluster, or --kubeconfig)\n"
@@ -94,8 +98,8 @@ static void usage(FILE *f)
             "  --endpoint-target-ports P,...       their model-server ports\n"
             "  --kubeconfig FILE                   API server and token from a kubeconfig's current context\n"
             "                                      (default $KUBECONFIG; in a cluster the service account)\n"
-            "  --objectives FILE|name=prio,...     InferenceObjectives for --endpoints (manifests or inline)\n"
-            "  --model-rewrites FILE               InferenceModelRewrite manifests for --endpoints\n"
+            "  --objectives FILE|name=prio,...     InferenceObjectives without a cluster (manifests or inline)\n"
+            "  --model-rewrites FILE               InferenceModelRewrite manifests without a cluster\n"
             "  --grpc-port N                       ext-proc port (default 9002)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
@@ -208,18 +212,19 @@ static int parse_flags(int argc, char **argv, opts *o)
     if (o->zap_encoder && strcmp(o->zap_encoder, "json"))
         return fail("flag --zap-encoder: only json is supported (log lines are zap's JSON shape), got '%s'",
                     o->zap_encoder);
-    int sources = !!o->endpoints + !!o->pool_name + !!o->endpoint_selector;
-    if (sources != 1)
-        return fail(sources ? "--endpoints, --pool-name and --endpoint-selector are exclusive: pick one"
-                            : "endpoints: give --endpoints ip:port,..., --pool-name or --endpoint-selector");
-    if (o->objectives && !o->endpoints)
-        return fail("--objectives is for --endpoints; with --pool-name or --endpoint-selector the InferenceObjectives "
+    /* none is checked once the config is read: its dataLayer.discovery may name the source */
+    if (!!o->endpoints + !!o->pool_name + !!o->endpoint_selector > 1)
+        return fail("--endpoints, --pool-name and --endpoint-selector are exclusive: pick one");
+    bool cluster = o->pool_name || o->endpoint_selector;
+    if (o->objectives && cluster)
+        return fail("--objectives is for --endpoints or file-discovery; with --pool-name or --endpoint-selector the InferenceObjectives "
                     "come from the cluster");
-    if (o->model_rewrites && !o->endpoints)
-        return fail("--model-rewrites is for --endpoints; with --pool-name or --endpoint-selector the "
+    if (o->model_rewrites && cluster)
+        return fail("--model-rewrites is for --endpoints or file-discovery; with --pool-name or --endpoint-selector the "
                     "InferenceModelRewrites come from the cluster");
-    if (o->kubeconfig && o->endpoints)
-        return fail("--kubeconfig is for --pool-name or --endpoint-selector; --endpoints needs no API server");
+    if (o->kubeconfig && !cluster)
+        return fail("--kubeconfig is for --pool-name or --endpoint-selector; --endpoints and file-discovery need no "
+                    "API server");
     if (o->endpoint_selector && !o->target_ports)
         return fail("--endpoint-selector needs --endpoint-target-ports");
     return 0;
@@ -231,6 +236,7 @@ typedef struct epp_daemon {
     promexp *pm;
     decisionlog *dl;
     k8s_watcher *k8s;
+    epfile *epf;
     objectives *objs;
     model_rewrites *rewrites;
     epset *eps;
@@ -323,9 +329,26 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    const file_discovery *fd;
+    if (file_discovery_of(s, cfg, &fd, &err) != KV_OK)
+        goto out;
+    if (!!fd + !!o.endpoints + !!o.pool_name + !!o.endpoint_selector != 1) {
+        kv_err_set(&err, KV_EINVAL, fd ? "%s: dataLayer.discovery names plugin '%s' (file-discovery): drop "
+                                         "--endpoints, --pool-name and --endpoint-selector"
+                                       : "%sendpoints: give --endpoints ip:port,..., --pool-name, --endpoint-selector "
+                                         "or a file-discovery plugin in the config's dataLayer.discovery%s",
+                   fd ? o.config_file : "", fd ? fd->plugin : "");
+        goto out;
+    }
     if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
         goto out;
-    if (o.endpoints) { /* the list itself, or a file holding it */
+    if (fd) {
+        epfile_config fc = {.endpoints = eps, .path = fd->path, .watch = fd->watch_file, .warn = on_warn};
+        if (!(d.epf = epfile_start(&fc, &err)))
+            goto out;
+        LOG_I("Endpoints from file", "{s:s, s:s, s:b, s:i}", "plugin", fd->plugin, "path", fd->path, "watchFile",
+              fd->watch_file, "endpoints", (int)epset_count(eps));
+    } else if (o.endpoints) { /* the list itself, or a file holding it */
         if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
                                              : epset_parse_list(eps, o.endpoints, "--endpoints", &err)) != KV_OK)
             goto out;
@@ -432,6 +455,7 @@ out:
         scrape_stop(scr);
     if (d.k8s)
         k8s_stop(d.k8s);
+    epfile_stop(d.epf);
     while (n_ing)
         ingest_stop(ings[--n_ing]);
     free(ings);

@@ -14,6 +14,7 @@
 
 #include "blockkeys.h"
 #include "config.h"
+#include "file_discovery.h"
 #include "kvindex.h"
 #include "precise_prefix_cache_scorer.h"
 #include "registry.h"
@@ -494,6 +495,53 @@ static void test_bad_wiring_named(void **state)
     assert_string_equal(err.msg, "t.yaml:5:16: field 'dataLayer.sources[0].pluginRef': unknown plugin 'scrape'");
 }
 
+/* file-discovery: its parameters and the dataLayer.discovery reference the drivers read; a
+ * dataLayer section with a discovery and no sources loads and is kept. */
+static void test_file_discovery_config(void **state)
+{
+    (void)state;
+    kv_err err = {0};
+    const char *ok = "plugins:\n- type: queue-scorer\n- type: file-discovery\n  name: eps\n"
+                     "  parameters: {path: /etc/epp/endpoints.yaml, watchFile: true}\n"
+                     "dataLayer:\n  discovery:\n    pluginRef: eps\n";
+    epc_config *c = epc_load_string(ok, strlen(ok), "t.yaml", registry_types, &err);
+    assert_non_null(c);
+    assert_non_null(c->data_layer);
+    assert_string_equal(c->discovery, "eps");
+    sched_env env = {.seed = 1};
+    sched *s = sched_new(c, &env, &err);
+    assert_non_null(s);
+    const file_discovery *fd = NULL;
+    assert_int_equal(file_discovery_of(s, c, &fd, &err), KV_OK);
+    assert_non_null(fd);
+    assert_string_equal(fd->path, "/etc/epp/endpoints.yaml");
+    assert_true(fd->watch_file);
+    sched_free(s);
+    epc_free(c);
+    /* watchFile defaults to false; without dataLayer.discovery nothing is discovered */
+    const char *plain = "plugins:\n- type: queue-scorer\n- type: file-discovery\n  parameters: {path: e.yaml}\n";
+    assert_non_null(c = epc_load_string(plain, strlen(plain), "t.yaml", registry_types, &err));
+    assert_non_null(s = sched_new(c, &env, &err));
+    assert_int_equal(file_discovery_of(s, c, &fd, &err), KV_OK);
+    assert_null(fd);
+    assert_false(((const file_discovery *)sched_plugin_by_name(s, "file-discovery")->state)->watch_file);
+    sched_free(s);
+    epc_free(c);
+    const char *nopath = "plugins:\n- type: queue-scorer\n- type: file-discovery\n  parameters: {watchFile: true}\n";
+    assert_non_null(c = epc_load_string(nopath, strlen(nopath), "t.yaml", registry_types, &err));
+    assert_null(sched_new(c, &env, &err));
+    assert_string_equal(err.msg, "t.yaml:4:15: field 'file-discovery.parameters.path': required (the endpoints file)");
+    epc_free(c);
+    const char *wrong = "plugins:\n- type: queue-scorer\ndataLayer:\n  discovery: {pluginRef: queue-scorer}\n";
+    assert_non_null(c = epc_load_string(wrong, strlen(wrong), "t.yaml", registry_types, &err));
+    assert_non_null(s = sched_new(c, &env, &err));
+    assert_int_equal(file_discovery_of(s, c, &fd, &err), KV_EINVAL);
+    assert_string_equal(err.msg, "t.yaml: field 'dataLayer.discovery.pluginRef': plugin 'queue-scorer' (queue-scorer) "
+                                 "discovers no endpoints (kvroute's endpoint discovery plugin is file-discovery)");
+    sched_free(s);
+    epc_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_samples_load),
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
+        cmocka_unit_test(test_file_discovery_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
