@@ -3,33 +3,17 @@
 #include "endpoint_file.h"
 #include "yamltree.h"
 
+/* Warnings go through a sched_env (its warn and warn_ctx only) so that sched_warn formats
+ * them, as it does the config's. */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-typedef struct warn_sink {
-    void (*fn)(void *ctx, const char *msg);
-    void *ctx;
-} warn_sink;
-
-static void warnf(const warn_sink *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warnf(const warn_sink *w, const char *fmt, ...)
-{
-    if (!w->fn)
-        return;
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    w->fn(w->ctx, msg);
-}
 
 /* One entry as parsed; strings point into the document. */
 typedef struct entry {
@@ -67,12 +51,12 @@ static int read_capped(const char *path, char **buf, size_t *len, kv_err *err)
 static void each_unknown(void *ctx, const char *key, const yt_node *keynode)
 {
     const void *const *a = ctx;   /* {sink, doc, path} */
-    const warn_sink *w = a[0];
-    warnf(w, "%s:%d:%d: field '%s.%s': unknown field, ignored", yt_name(a[1]), keynode->line, keynode->col,
+    const sched_env *w = a[0];
+    sched_warn(w, "%s:%d:%d: field '%s.%s': unknown field, ignored", yt_name(a[1]), keynode->line, keynode->col,
           (const char *)a[2], key);
 }
 
-static int parse_entry(const yt_doc *d, const yt_node *n, const char *what, entry *e, const warn_sink *w,
+static int parse_entry(const yt_doc *d, const yt_node *n, const char *what, entry *e, const sched_env *w,
                        kv_err *err)
 {
     char f[96];
@@ -113,7 +97,7 @@ static int parse_entry(const yt_doc *d, const yt_node *n, const char *what, entr
         if (yt_string(d, mh, f, &m, err))
             return KV_EINVAL;
         if (strcmp(m, e->addr))
-            warnf(w, "%s:%d:%d: field '%s': '%s' is ignored: kvroute scrapes the endpoint's own address:port (%s)",
+            sched_warn(w, "%s:%d:%d: field '%s': '%s' is ignored: kvroute scrapes the endpoint's own address:port (%s)",
                   yt_name(d), mh->line, mh->col, f, m, e->addr);
     }
     if (!yt_is_null(labels)) {
@@ -153,7 +137,7 @@ static int clash(const yt_doc *d, const entry *es, size_t i, kv_err *err)
 int epfile_load(epset *s, const char *path, bool strict, void (*warn)(void *ctx, const char *msg), void *warn_ctx,
                 kv_err *err)
 {
-    const warn_sink w = {warn, warn_ctx};
+    const sched_env w = {.warn = warn, .warn_ctx = warn_ctx};
     char *text = NULL;
     size_t len = 0;
     int rc = read_capped(path, &text, &len, err);
@@ -204,7 +188,7 @@ int epfile_load(epset *s, const char *path, bool strict, void (*warn)(void *ctx,
         if (strict || r == KV_ENOMEM)
             rc = kv_err_set(err, r, "%s", e1.msg);
         else
-            warnf(&w, "%s (entry skipped)", e1.msg);
+            sched_warn(&w, "%s (entry skipped)", e1.msg);
     }
     if (rc == KV_OK)
         rc = epset_sync(s, specs, k, err);
@@ -258,7 +242,7 @@ struct epfile {
 static void *watch_main(void *arg)
 {
     epfile *w = arg;
-    const warn_sink ws = {w->cfg.warn, w->cfg.warn_ctx};
+    const sched_env ws = {.warn = w->cfg.warn, .warn_ctx = w->cfg.warn_ctx};
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         struct timespec until;
@@ -276,11 +260,11 @@ static void *watch_main(void *arg)
         bool settled = !sig_same(&now, &w->sig) && sig_same(&now, &w->seen);
         w->seen = now;
         if (settled && !now.present)
-            warnf(&ws, "%s: endpoints file is gone; keeping the %zu endpoints it listed", w->path,
+            sched_warn(&ws, "%s: endpoints file is gone; keeping the %zu endpoints it listed", w->path,
                   epset_count(w->cfg.endpoints));
         kv_err err = {0};
-        if (settled && now.present && epfile_load(w->cfg.endpoints, w->path, false, ws.fn, ws.ctx, &err) != KV_OK)
-            warnf(&ws, "%s; keeping the %zu endpoints loaded before", err.msg, epset_count(w->cfg.endpoints));
+        if (settled && now.present && epfile_load(w->cfg.endpoints, w->path, false, ws.warn, ws.warn_ctx, &err) != KV_OK)
+            sched_warn(&ws, "%s; keeping the %zu endpoints loaded before", err.msg, epset_count(w->cfg.endpoints));
         if (settled)
             w->sig = now;
         pthread_mutex_lock(&w->mu);

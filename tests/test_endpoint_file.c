@@ -18,19 +18,7 @@
 
 #include "endpoint_file.h"
 #include "endpoints.h"
-
-typedef struct warnbuf {
-    char text[4096];
-    size_t len;
-} warnbuf;
-
-static void collect(void *ctx, const char *msg)
-{
-    warnbuf *w = ctx;
-    int n = snprintf(w->text + w->len, sizeof w->text - w->len, "%s\n", msg);
-    if (n > 0 && w->len + (size_t)n < sizeof w->text)
-        w->len += (size_t)n;
-}
+#include "support/sched_fixture.h"
 
 typedef struct fixture {
     char dir[64];
@@ -101,9 +89,9 @@ static void test_schema_yaml_and_json(void **state)
     fixture *f = *state;
     char got[512];
     kv_err err = {0};
-    warnbuf w = {0};
+    fx_warnbuf w = {0};
     write_file(f->path, yaml_two);
-    assert_int_equal(epfile_load(f->s, f->path, true, collect, &w, &err), KV_OK);
+    assert_int_equal(epfile_load(f->s, f->path, true, fx_collect, &w, &err), KV_OK);
     describe(f->s, got, sizeof got);
     assert_string_equal(got, "10.0.0.1:8000 vllm-0 default 1 decode\n10.0.0.2:8001 vllm-1 prod 0 -\n");
     assert_int_equal(w.len, 0);
@@ -112,14 +100,14 @@ static void test_schema_yaml_and_json(void **state)
                         "\"labels\": {\"llm-d.ai/role\": \"decode\"}}, {\"name\": \"vllm-1\", \"namespace\": \"prod\", "
                         "\"address\": \"10.0.0.2\", \"port\": \"8001\"}]}");
     uint64_t gen = epset_generation(f->s);
-    assert_int_equal(epfile_load(f->s, f->path, true, collect, &w, &err), KV_OK);
+    assert_int_equal(epfile_load(f->s, f->path, true, fx_collect, &w, &err), KV_OK);
     describe(f->s, got, sizeof got);
     assert_string_equal(got, "10.0.0.1:8000 vllm-0 default 1 decode\n10.0.0.2:8001 vllm-1 prod 0 -\n");
     assert_int_equal(epset_generation(f->s), gen);   /* same members: no change seen by followers */
     /* accepted and ignored, each named: an unknown field, a metricsHost kvroute cannot use */
     write_file(f->path, "endpoints:\n- name: a\n  address: 10.0.0.1\n  port: 80\n  metricsHost: 10.0.0.1:9090\n"
                         "  weight: 3\n");
-    assert_int_equal(epfile_load(f->s, f->path, true, collect, &w, &err), KV_OK);
+    assert_int_equal(epfile_load(f->s, f->path, true, fx_collect, &w, &err), KV_OK);
     assert_non_null(strstr(w.text, "endpoints.yaml:5:16: field 'endpoints[0].metricsHost': '10.0.0.1:9090' is "
                                    "ignored: kvroute scrapes the endpoint's own address:port (10.0.0.1:80)"));
     assert_non_null(strstr(w.text, "endpoints.yaml:6:3: field 'endpoints[0].weight': unknown field, ignored"));
@@ -185,8 +173,8 @@ static void test_reload_skips_bad_entries(void **state)
     write_file(f->path, "endpoints:\n- name: a\n  address: 10.0.0.1\n  port: 0\n- name: b\n  address: 10.0.0.2\n"
                         "  port: 8000\n");
     kv_err err = {0};
-    warnbuf w = {0};
-    assert_int_equal(epfile_load(f->s, f->path, false, collect, &w, &err), KV_OK);
+    fx_warnbuf w = {0};
+    assert_int_equal(epfile_load(f->s, f->path, false, fx_collect, &w, &err), KV_OK);
     char got[256];
     describe(f->s, got, sizeof got);
     assert_string_equal(got, "10.0.0.2:8000 b default 0 -\n");
@@ -207,8 +195,8 @@ static void test_watch_adds_and_removes(void **state)
     fixture *f = *state;
     write_file(f->path, "endpoints:\n- {name: a, address: 10.0.0.1, port: \"8000\"}\n");
     kv_err err = {0};
-    warnbuf w = {0};
-    epfile_config c = {.endpoints = f->s, .path = f->path, .watch = true, .poll_ms = 5, .warn = collect, .warn_ctx = &w};
+    fx_warnbuf w = {0};
+    epfile_config c = {.endpoints = f->s, .path = f->path, .watch = true, .poll_ms = 5, .warn = fx_collect, .warn_ctx = &w};
     epfile *wf = epfile_start(&c, &err);
     assert_non_null(wf);
     char got[256];

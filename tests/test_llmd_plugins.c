@@ -376,26 +376,13 @@ static void test_label_selector_filter(void **state)
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
-typedef struct warnbuf {
-    char text[8192];
-    size_t len;
-} warnbuf;
-
-static void collect(void *ctx, const char *msg)
-{
-    warnbuf *w = ctx;
-    int n = snprintf(w->text + w->len, sizeof w->text - w->len, "%s\n", msg);
-    if (n > 0 && w->len + (size_t)n < sizeof w->text)
-        w->len += (size_t)n;
-}
-
 /* Loads path as ./epp does (config, then the scheduler); KV_OK or the error in err. */
-static int load(const char *path, warnbuf *w, kv_err *err)
+static int load(const char *path, fx_warnbuf *w, kv_err *err)
 {
     epc_config *c = epc_load_file(path, registry_types, err);
     if (!c)
         return err->code;
-    sched_env env = {.seed = 1, .warn = collect, .warn_ctx = w};
+    sched_env env = {.seed = 1, .warn = fx_collect, .warn_ctx = w};
     sched *s = sched_new(c, &env, err);
     int rc = s ? KV_OK : err->code;
     sched_free(s);
@@ -437,7 +424,7 @@ static void test_samples_load(void **state)
     for (size_t i = 0; i < sizeof samples / sizeof *samples; i++) {
         char path[256];
         snprintf(path, sizeof path, "tests/data/llm-d-router/%s", samples[i].file);
-        warnbuf w = {0};
+        fx_warnbuf w = {0};
         kv_err err = {0};
         int rc = load(path, &w, &err);
         if (!samples[i].error && rc != KV_OK)
@@ -451,12 +438,12 @@ static void test_samples_load(void **state)
 static void test_guide_warnings_named(void **state)
 {
     (void)state;
-    warnbuf w = {0};
+    fx_warnbuf w = {0};
     kv_err err = {0};
     assert_int_equal(load("tests/data/llm-d-router/guide-optimized-baseline.yaml", &w, &err), KV_OK);
     assert_non_null(strstr(w.text, "guide-optimized-baseline.yaml:22:31: plugin 'prefix-cache-affinity-filter': "
                                    "maxTokensInFlightPenalty was removed in llm-d-router v0.9"));
-    w = (warnbuf){0};
+    w = (fx_warnbuf){0};
     assert_int_equal(load("tests/data/llm-d-router/guide-precise-prefix-cache-aware-v0.8.yaml", &w, &err), KV_OK);
     assert_non_null(strstr(w.text, "type 'tokenizer' is deprecated"));
     assert_non_null(strstr(w.text, "parameter 'udsTokenizerConfig' is accepted and ignored"));

@@ -26,6 +26,13 @@ typedef struct fx {
     sched_trace trace;
 } fx;
 
+/* A warning sink (sched_env.warn and the like) keeping every message, one per line. */
+typedef struct fx_warnbuf {
+    char text[4096];
+    size_t len;
+} fx_warnbuf;
+void fx_collect(void *warnbuf, const char *msg);
+
 /* Heap-allocated (endpoint pointers must stay put); NULL if the config or sched fails. */
 fx *fx_new(const char *yaml, size_t n_eps, uint64_t seed);
 void fx_free(fx *f);
