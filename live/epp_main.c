@@ -47,6 +47,7 @@
 #include "scheduler.h"
 #include "scrape.h"
 #include "tls.h"
+#include "token_producer.h"
 
 typedef struct opts {
     const char *config_file;
@@ -106,7 +107,9 @@ static void usage(FILE *f)
             "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
             "  --cert-path DIR                     tls.crt and tls.key (default: self-signed)\n"
             "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
-            "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
+            "  --tokenize-timeout-ms N             prompt rendering timeout, completions and chat (default: the\n"
+            "                                      token producer's vllm.timeout 5s, chat max(timeout, mmTimeout)\n"
+            "                                      30s); -1: never tokenise\n"
             "  --threads N                         ext-proc worker threads (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
@@ -151,7 +154,7 @@ static int parse_int(const char *name, const char *v, int lo, int hi, int *out)
 static int parse_flags(int argc, char **argv, opts *o)
 {
     *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .secure = true,
-                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000,
+                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8,
                 .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -406,10 +409,18 @@ int main(int argc, char **argv)
         goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
                           .index = n_src ? srcs[0]->index : NULL, .ingest = n_ing ? ings[0] : NULL,
-                          .scrape = scr};
+                          .scrape = scr, .tokenize = true};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
+    const token_producer *tp = token_producer_of(s);
+    /* the flag overrides both of the config's timeouts (-1: never tokenise) */
+    int tok_ms = o.tokenize_timeout_ms ? o.tokenize_timeout_ms
+                                       : (int)(1000 * (tp ? tp->timeout_s : TOKEN_PRODUCER_TIMEOUT_S));
+    int chat_ms = o.tokenize_timeout_ms ? o.tokenize_timeout_ms
+                                        : (int)(1000 * (tp ? tp->chat_timeout_s : TOKEN_PRODUCER_MM_TIMEOUT_S));
+    LOG_I("Prompt rendering", "{s:s, s:s, s:i, s:i}", "tokenProducer", tp ? tp->plugin : "", "renderer",
+          tp && tp->url ? tp->url : "the serving pods", "timeoutMs", tok_ms, "chatTimeoutMs", chat_ms);
     char addr[64], haddr[64];
     snprintf(addr, sizeof addr, "0.0.0.0:%d", o.grpc_port);
     snprintf(haddr, sizeof haddr, "0.0.0.0:%d", o.health_port);
@@ -420,7 +431,9 @@ int main(int argc, char **argv)
         .sched = s,
         .pool = {epset_acquire, epset_release, eps},
         .threads = o.threads,
-        .tokenize_timeout_ms = o.tokenize_timeout_ms,
+        .tokenize_url = tp ? tp->url : NULL,
+        .tokenize_timeout_ms = tok_ms,
+        .tokenize_chat_timeout_ms = chat_ms,
         .trace_decisions = d.dl != NULL,
         .on_decision = on_decision,
         .on_complete = on_complete,

@@ -18,6 +18,9 @@
  *   kvroute_kv_events_*                                                       (ingest, §1)
  *   kvroute_metrics_scrapes_total, kvroute_metrics_scrape_failures_total{reason}
  *     (reason: transfer, http, parse, value)                                  (scrape)
+ *   kvroute_tokenize_requests_total{endpoint}, kvroute_tokenize_failures_total{reason}
+ *     (endpoint: render, tokenize; reason: timeout, transport, http_status, bad_reply,
+ *     no_endpoint)                                                            (tokenize)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -44,6 +47,7 @@ typedef struct promexp_sources {
     kvindex *index;               /* NULL: no kvcache_index_* */
     ingest *ingest;               /* NULL: no kvroute_kv_events_* */
     const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
+    bool tokenize;                /* kvroute_tokenize_* (live/tokenize.h's process-wide counts) */
 } promexp_sources;
 
 typedef struct promexp promexp;

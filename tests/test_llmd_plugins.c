@@ -19,6 +19,7 @@
 #include "precise_prefix_cache_scorer.h"
 #include "registry.h"
 #include "scheduler.h"
+#include "token_producer.h"
 #include "support/sched_fixture.h"
 
 /* ---- references: the Go formulas, written out independently ------------------------- */
@@ -529,6 +530,62 @@ static void test_file_discovery_config(void **state)
     epc_free(c);
 }
 
+/* token-producer: where ./epp renders prompts, and its timeouts, as llm-d-router reads
+ * vllm{url, endpointDiscovery, timeout, mmTimeout}. */
+static void test_token_producer_render_target(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *params;
+        const char *url;            /* NULL: the serving pods */
+        double timeout, chat;
+        const char *warning;        /* a substring of the warnings, or NULL */
+    } cases[] = {
+        {"{modelName: m, vllm: {url: 'http://render:8000/'}}", "http://render:8000", 5, 30, NULL},
+        {"{modelName: m, vllm: {url: 'http://r:1', timeout: 2s, mmTimeout: 1s}}", "http://r:1", 2, 2, NULL},
+        {"{modelName: m, vllm: {endpointDiscovery: {portRules: []}, timeout: 500ms}}", NULL, 0.5, 30,
+         "parameter 'portRules' is accepted and ignored"},
+        {"{modelName: m}", "http://localhost:8000", 5, 30, "renders on http://localhost:8000, llm-d-router's default"},
+        {"{modelName: m, udsTokenizerConfig: {socketFile: /tmp/t.sock}}", NULL, 5, 30,
+         "parameter 'udsTokenizerConfig' is accepted and ignored"},
+        {"{modelName: m, vllm: {url: 'https://r:1', caCertPath: /ca.crt}}", "https://r:1", 5, 30,
+         "parameter 'caCertPath' is accepted and ignored"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char yaml[400];
+        int n = snprintf(yaml, sizeof yaml, "plugins:\n- type: token-producer\n  parameters: %s\n- type: queue-scorer\n",
+                         cases[i].params);
+        kv_err err = {0};
+        epc_config *c = epc_load_string(yaml, (size_t)n, "t.yaml", registry_types, &err);
+        assert_non_null(c);
+        fx_warnbuf w = {0};
+        sched_env env = {.seed = 1, .warn = fx_collect, .warn_ctx = &w};
+        sched *s = sched_new(c, &env, &err);
+        if (!s)
+            fail_msg("case %zu: %s", i, err.msg);
+        const token_producer *tp = token_producer_of(s);
+        assert_non_null(tp);
+        if (cases[i].url)
+            assert_string_equal(tp->url, cases[i].url);
+        else
+            assert_null(tp->url);
+        assert_true(tp->timeout_s == cases[i].timeout && tp->chat_timeout_s == cases[i].chat);
+        if (cases[i].warning && !strstr(w.text, cases[i].warning))
+            fail_msg("case %zu: no warning \"%s\" in:\n%s", i, cases[i].warning, w.text);
+        sched_free(s);
+        epc_free(c);
+    }
+    const char *both = "plugins:\n- type: token-producer\n  parameters: {vllm: {url: 'http://r:1', endpointDiscovery: {}}}\n"
+                       "- type: queue-scorer\n";
+    kv_err err = {0};
+    epc_config *c = epc_load_string(both, strlen(both), "t.yaml", registry_types, &err);
+    sched_env env = {.seed = 1};
+    assert_null(sched_new(c, &env, &err));
+    assert_string_equal(err.msg, "t.yaml:3:22: field 'token-producer.parameters.vllm': url and endpointDiscovery are "
+                                 "exclusive (llm-d-router)");
+    epc_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
         cmocka_unit_test(test_file_discovery_config),
+        cmocka_unit_test(test_token_producer_render_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
