@@ -1,6 +1,7 @@
 /* epp_main: ./epp, the endpoint picker daemon. Parses GIE-style flags, loads the
  * EndpointPickerConfig, builds the scheduler and wires the live modules around it:
- * endpoints (a static --endpoints list or file, or Kubernetes discovery by InferencePool
+ * endpoints (a static --endpoints list or file, the file of a file-discovery plugin named
+ * by the config's dataLayer.discovery (live/endpoint_file.h), or Kubernetes discovery by InferencePool
  * or label selector: live/endpoints.h, live/k8s.h; in cluster with the service account, or
  * with --kubeconfig / $KUBECONFIG from outside: live/kubeconfig.h), /metrics scraping (live/scrape.h),
  * vLLM KV-event ingestion into the index of every precise scorer the config has
@@ -35,8 +36,10 @@
 #include "registry.h"
 #include "decisionlog.h"
 #include "extproc.h"
+#include "endpoint_file.h"
 #include "endpoints.h"
 #include "gateway.h"
+#include "file_discovery.h"
 #include "health.h"
 #include "ingest.h"
 #include "k8s.h"
@@ -49,6 +52,7 @@
 #include "scheduler.h"
 #include "scrape.h"
 #include "tls.h"
+#include "token_producer.h"
 
 typedef struct opts {
     const char *config_file;
@@ -93,6 +97,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: epp --config-file FILE (--endpoints LIST | --pool-name NAME | --endpoint-selector SEL) [flags]\n"
+            "       (or no endpoint flag when the config's dataLayer.discovery names a file-discovery plugin)\n"
             "  --config-file FILE                  EndpointPickerConfig YAML (GIE/llm-d format)\n"
             "  --endpoints LIST|FILE               static model-server endpoints ip:port,...\n"
             "  --pool-name NAME                    InferencePool to follow (in-cluster, or --kubeconfig)\n"
@@ -102,8 +107,8 @@ static void usage(FILE *f)
             "  --endpoint-target-ports P,...       their model-server ports\n"
             "  --kubeconfig FILE                   API server and token from a kubeconfig's current context\n"
             "                                      (default $KUBECONFIG; in a cluster the service account)\n"
-            "  --objectives FILE|name=prio,...     InferenceObjectives for --endpoints (manifests or inline)\n"
-            "  --model-rewrites FILE               InferenceModelRewrite manifests for --endpoints\n"
+            "  --objectives FILE|name=prio,...     InferenceObjectives without a cluster (manifests or inline)\n"
+            "  --model-rewrites FILE               InferenceModelRewrite manifests without a cluster\n"
             "  --grpc-port N                       ext-proc port (default 9002; -1: no ext-proc server)\n"
             "  --http-port N                       OpenAI-compatible HTTP gateway port (default off; 0: any free port)\n"
             "  --request-timeout S                 gateway: seconds from arrival to last byte (default 1800; 0: none)\n"
@@ -117,7 +122,9 @@ static void usage(FILE *f)
             "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
             "  --cert-path DIR                     tls.crt and tls.key (default: self-signed)\n"
             "  --kv-cache-usage-percentage-metric  vLLM metric name (default vllm:kv_cache_usage_perc)\n"
-            "  --tokenize-timeout-ms N             vLLM /tokenize timeout for text prompts (default 1000)\n"
+            "  --tokenize-timeout-ms N             prompt rendering timeout, completions and chat (default: the\n"
+            "                                      token producer's vllm.timeout 5s, chat max(timeout, mmTimeout)\n"
+            "                                      30s); -1: never tokenise\n"
             "  --threads N                         ext-proc worker threads, and the gateway's routing workers (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
@@ -174,8 +181,7 @@ static int parse_flags(int argc, char **argv, opts *o)
 {
     *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .http_port = -1,
                 .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 10,
-                .secure = true,
-                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000,
+                .secure = true, .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8,
                 .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -252,18 +258,19 @@ static int parse_flags(int argc, char **argv, opts *o)
     if (o->zap_encoder && strcmp(o->zap_encoder, "json"))
         return fail("flag --zap-encoder: only json is supported (log lines are zap's JSON shape), got '%s'",
                     o->zap_encoder);
-    int sources = !!o->endpoints + !!o->pool_name + !!o->endpoint_selector;
-    if (sources != 1)
-        return fail(sources ? "--endpoints, --pool-name and --endpoint-selector are exclusive: pick one"
-                            : "endpoints: give --endpoints ip:port,..., --pool-name or --endpoint-selector");
-    if (o->objectives && !o->endpoints)
-        return fail("--objectives is for --endpoints; with --pool-name or --endpoint-selector the InferenceObjectives "
+    /* none is checked once the config is read: its dataLayer.discovery may name the source */
+    if (!!o->endpoints + !!o->pool_name + !!o->endpoint_selector > 1)
+        return fail("--endpoints, --pool-name and --endpoint-selector are exclusive: pick one");
+    bool cluster = o->pool_name || o->endpoint_selector;
+    if (o->objectives && cluster)
+        return fail("--objectives is for --endpoints or file-discovery; with --pool-name or --endpoint-selector the InferenceObjectives "
                     "come from the cluster");
-    if (o->model_rewrites && !o->endpoints)
-        return fail("--model-rewrites is for --endpoints; with --pool-name or --endpoint-selector the "
+    if (o->model_rewrites && cluster)
+        return fail("--model-rewrites is for --endpoints or file-discovery; with --pool-name or --endpoint-selector the "
                     "InferenceModelRewrites come from the cluster");
-    if (o->kubeconfig && o->endpoints)
-        return fail("--kubeconfig is for --pool-name or --endpoint-selector; --endpoints needs no API server");
+    if (o->kubeconfig && !cluster)
+        return fail("--kubeconfig is for --pool-name or --endpoint-selector; --endpoints and file-discovery need no "
+                    "API server");
     if (o->endpoint_selector && !o->target_ports)
         return fail("--endpoint-selector needs --endpoint-target-ports");
     return 0;
@@ -275,6 +282,7 @@ typedef struct epp_daemon {
     promexp *pm;
     decisionlog *dl;
     k8s_watcher *k8s;
+    epfile *epf;
     objectives *objs;
     model_rewrites *rewrites;
     epset *eps;
@@ -369,9 +377,26 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    const file_discovery *fd;
+    if (file_discovery_of(s, cfg, &fd, &err) != KV_OK)
+        goto out;
+    if (!!fd + !!o.endpoints + !!o.pool_name + !!o.endpoint_selector != 1) {
+        kv_err_set(&err, KV_EINVAL, fd ? "%s: dataLayer.discovery names plugin '%s' (file-discovery): drop "
+                                         "--endpoints, --pool-name and --endpoint-selector"
+                                       : "%sendpoints: give --endpoints ip:port,..., --pool-name, --endpoint-selector "
+                                         "or a file-discovery plugin in the config's dataLayer.discovery%s",
+                   fd ? o.config_file : "", fd ? fd->plugin : "");
+        goto out;
+    }
     if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
         goto out;
-    if (o.endpoints) { /* the list itself, or a file holding it */
+    if (fd) {
+        epfile_config fc = {.endpoints = eps, .path = fd->path, .watch = fd->watch_file, .warn = on_warn};
+        if (!(d.epf = epfile_start(&fc, &err)))
+            goto out;
+        LOG_I("Endpoints from file", "{s:s, s:s, s:b, s:i}", "plugin", fd->plugin, "path", fd->path, "watchFile",
+              fd->watch_file, "endpoints", (int)epset_count(eps));
+    } else if (o.endpoints) { /* the list itself, or a file holding it */
         if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
                                              : epset_parse_list(eps, o.endpoints, "--endpoints", &err)) != KV_OK)
             goto out;
@@ -428,10 +453,18 @@ int main(int argc, char **argv)
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps, .kvsources = srcs,
-                          .n_kvsources = n_src, .ingests = ings, .n_ingests = n_ing, .scrape = scr};
+                          .n_kvsources = n_src, .ingests = ings, .n_ingests = n_ing, .scrape = scr, .tokenize = true};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
+    const token_producer *tp = token_producer_of(s);
+    /* the flag overrides both of the config's timeouts (-1: never tokenise) */
+    int tok_ms = o.tokenize_timeout_ms ? o.tokenize_timeout_ms
+                                       : (int)(1000 * (tp ? tp->timeout_s : TOKEN_PRODUCER_TIMEOUT_S));
+    int chat_ms = o.tokenize_timeout_ms ? o.tokenize_timeout_ms
+                                        : (int)(1000 * (tp ? tp->chat_timeout_s : TOKEN_PRODUCER_MM_TIMEOUT_S));
+    LOG_I("Prompt rendering", "{s:s, s:s, s:i, s:i}", "tokenProducer", tp ? tp->plugin : "", "renderer",
+          tp && tp->url ? tp->url : "the serving pods", "timeoutMs", tok_ms, "chatTimeoutMs", chat_ms);
     char addr[64], haddr[64];
     snprintf(addr, sizeof addr, "0.0.0.0:%d", o.grpc_port);
     snprintf(haddr, sizeof haddr, "0.0.0.0:%d", o.health_port);
@@ -442,7 +475,9 @@ int main(int argc, char **argv)
         .sched = s,
         .pool = {epset_acquire, epset_release, eps},
         .threads = o.threads,
-        .tokenize_timeout_ms = o.tokenize_timeout_ms,
+        .tokenize_url = tp ? tp->url : NULL,
+        .tokenize_timeout_ms = tok_ms,
+        .tokenize_chat_timeout_ms = chat_ms,
         .trace_decisions = d.dl != NULL,
         .on_decision = on_decision,
         .on_complete = on_complete,
@@ -505,6 +540,7 @@ out:
         scrape_stop(scr);
     if (d.k8s)
         k8s_stop(d.k8s);
+    epfile_stop(d.epf);
     while (n_ing)
         ingest_stop(ings[--n_ing]);
     free(ings);

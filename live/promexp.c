@@ -17,6 +17,7 @@
 
 #include "gateway.h"
 #include "policy_util.h"
+#include "tokenize.h"
 
 #define MAX_SERIES 256
 #define OVERFLOW_LABEL "_other"
@@ -620,6 +621,19 @@ void promexp_write(promexp *p, FILE *f)
         for (size_t i = 0; i < sizeof fails / sizeof *fails; i++)
             fprintf(f, "kvroute_metrics_scrape_failures_total{reason=\"%s\"} %llu\n", fails[i].reason,
                     (unsigned long long)fails[i].n);
+    }
+    if (p->src.tokenize) {
+        tokenize_stats t;
+        tokenize_get_stats(&t);
+        head(f, "kvroute_tokenize_requests_total", "counter",
+             "Prompts tokenised, by the vLLM endpoint that answered (tokenize: render answered 404).");
+        fprintf(f, "kvroute_tokenize_requests_total{endpoint=\"render\"} %llu\n", (unsigned long long)t.rendered);
+        fprintf(f, "kvroute_tokenize_requests_total{endpoint=\"tokenize\"} %llu\n", (unsigned long long)t.fell_back);
+        head(f, "kvroute_tokenize_failures_total", "counter",
+             "Prompts routed without token ids because tokenisation failed, by reason.");
+        for (int r = 0; r < TOKENIZE_REASONS; r++)
+            fprintf(f, "kvroute_tokenize_failures_total{reason=\"%s\"} %llu\n", tokenize_reason_name(r),
+                    (unsigned long long)t.failures[r]);
     }
 }
 

@@ -27,6 +27,9 @@
  *   _timeouts_total, _queue_full_total, _in_flight_requests, _queued_requests,
  *   kvroute_gateway_circuit_breaker_state{endpoint} (0 closed, 1 open, 2 half-open),
  *   kvroute_gateway_circuit_breaker_opens_total                             (gateway)
+ *   kvroute_tokenize_requests_total{endpoint}, kvroute_tokenize_failures_total{reason}
+ *     (endpoint: render, tokenize; reason: timeout, transport, http_status, bad_reply,
+ *     no_endpoint)                                                            (tokenize)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -61,6 +64,7 @@ typedef struct promexp_sources {
     ingest *const *ingests;
     size_t n_ingests;
     const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
+    bool tokenize;                /* kvroute_tokenize_* (live/tokenize.h's process-wide counts) */
 } promexp_sources;
 
 typedef struct promexp promexp;

@@ -2,8 +2,8 @@
  * route.h for the API, the answers and the thread rules).
  *
  * The router's lock serialises the sched (single-threaded) and the shared trace; its
- * stats lock guards the counters and the /tokenize round robin, so a request waiting
- * on /tokenize never holds the sched. */
+ * stats lock guards the counters and the renderers' round robin, so a request waiting
+ * on its prompt's rendering never holds the sched. */
 #include "route.h"
 
 #include <jansson.h>
@@ -260,37 +260,54 @@ static void log_scores(const route_req *q, const sched_trace *t)
     }
 }
 
-/* A text prompt's token ids from one candidate's /tokenize; false on failure. */
+/* A text or chat prompt's token ids, rendered on the token producer's server or on one of
+ * the request's candidates in turn; false on failure, which is counted by reason and
+ * logged (the request is routed without ids: llm-d's Director carries on the same way). */
 static bool tokenize(route_req *q, const char *model)
 {
     route_router *r = q->router;
-    const route_pool *pool = &r->cfg.pool;
-    sched_endpoint *const *eps;
-    size_t n = pool->acquire(pool->ctx, &eps);
-    char *ep = NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += eligible(q, eps[i]);
-    if (k) {
-        pthread_mutex_lock(&r->mu);
-        size_t pick = r->rr++ % k;
-        pthread_mutex_unlock(&r->mu);
-        for (size_t i = 0; i < n && !ep; i++)
-            if (eligible(q, eps[i]) && pick-- == 0)
-                ep = strdup(eps[i]->name);
+    char base[300] = "";
+    if (r->cfg.tokenize_url) {
+        snprintf(base, sizeof base, "%s", r->cfg.tokenize_url);
+    } else {
+        const route_pool *pool = &r->cfg.pool;
+        sched_endpoint *const *eps;
+        size_t n = pool->acquire(pool->ctx, &eps), k = 0;
+        for (size_t i = 0; i < n; i++)
+            k += eligible(q, eps[i]);
+        if (k) {
+            pthread_mutex_lock(&r->mu);
+            size_t pick = r->rr++ % k;
+            pthread_mutex_unlock(&r->mu);
+            for (size_t i = 0; i < n && !base[0]; i++)
+                if (eligible(q, eps[i]) && pick-- == 0)
+                    snprintf(base, sizeof base, "http://%s", eps[i]->name);
+        }
+        pool->release(pool->ctx);
     }
-    pool->release(pool->ctx);
-    if (!ep)
-        return false;
-    kv_err e = {0};
-    int timeout = r->cfg.tokenize_timeout_ms ? r->cfg.tokenize_timeout_ms : 1000;
     const oai_request *o = &q->oreq;
-    int rc = tokenize_vllm(ep, model, o->prompt, o->prompt_len, o->chat ? o->messages_json : NULL, timeout, &q->tok,
-                           &q->n_tok, &e);
-    if (rc != KV_OK)
-        LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", q->request_id,
-              "endpoint", ep, "error", e.msg);
-    free(ep);
+    tokenize_result tr = {0};
+    kv_err e = {0};
+    int rc;
+    if (!base[0]) {
+        tokenize_count_failure(tr.reason = TOKENIZE_NO_ENDPOINT);
+        rc = kv_err_set(&e, KV_ENOENDPOINTS, "no candidate endpoint to render the prompt on");
+    } else {
+        int ms = o->chat ? r->cfg.tokenize_chat_timeout_ms : r->cfg.tokenize_timeout_ms;
+        const sched_request hv = {.headers = q->skv, .n_headers = q->n_hdrs};
+        tokenize_req tq = {.base_url = base, .body = q->body, .body_len = q->body_len, .chat = o->chat, .model = model,
+                           .prompt = o->prompt, .prompt_len = o->prompt_len, .messages_json = o->messages_json,
+                           .authorization = sched_header(&hv, "authorization"),
+                           .timeout_ms = ms > 0 ? ms : o->chat ? 30000 : 5000};
+        rc = tokenize_prompt(&tq, &tr, &e);
+    }
+    if (rc == KV_OK) {
+        q->tok = tr.tokens;
+        q->n_tok = tr.n;
+    } else {
+        LOG_W("Tokenization failed; routing without token ids", "{s:s, s:s, s:s, s:s}", "x-request-id",
+              q->request_id, "reason", tokenize_reason_name(tr.reason), "renderer", base, "error", e.msg);
+    }
     count(r, rc == KV_OK ? &r->stats.tokenize_ok : &r->stats.tokenize_failed);
     return rc == KV_OK;
 }

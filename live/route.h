@@ -58,7 +58,7 @@ typedef struct route_decision {
     const char *target;           /* "ip:port[,ip:port...]"; NULL when scheduling failed or shed */
     const char *profile;
     size_t n_tokens;              /* token ids the decision used (0: text fallback) */
-    bool tokenize_failed;         /* text prompt scored by prefix text */
+    bool tokenize_failed;         /* text prompt routed without token ids (scored by prefix text) */
     double sched_seconds;         /* sched_schedule alone */
     double decide_seconds;        /* the whole body in -> this decision: body parse, token
                                      ids, block keys, scheduling (wall time) */
@@ -84,7 +84,12 @@ typedef struct route_completion {
 #define ROUTE_CONFIG_FIELDS \
     sched *sched;                                                                                       \
     route_pool pool;                                                                                    \
-    int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */ \
+    /* Token ids of text and chat prompts (live/tokenize.h): rendered on tokenize_url            \
+     * (token-producer's vllm.url) or, when NULL, on one of the request's candidates in turn.   \
+     * Timeouts: completions' (0 = 5000 ms; < 0 = never tokenise) and chat's (0 = 30000 ms). */ \
+    const char *tokenize_url;                                                                           \
+    int tokenize_timeout_ms;                                                                            \
+    int tokenize_chat_timeout_ms;                                                                       \
     size_t max_body;              /* request body bytes held per request; 0 = 64 MiB */                 \
     bool trace_decisions;         /* trace every decision for on_decision (log V(4) does too) */        \
     /* Admission, as GIE's director: the request's InferenceObjective priority (false:                  \
@@ -156,7 +161,7 @@ typedef struct route_req {
     bool reported;                /* route_complete ran */
     /* private */
     void *rewritten;              /* json_t of a body whose model was rewritten */
-    uint32_t *tok;                /* ids from /tokenize */
+    uint32_t *tok;                /* ids from render (or /tokenize) */
     size_t n_tok;
     sched_kv *skv;
     bool pre_requested;           /* sched_pre_request ran: completion owed */
