@@ -34,6 +34,7 @@
 #include "endpoints.h"
 #include "health.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "k8s.h"
 #include "kubeconfig.h"
 #include "log.h"
@@ -234,6 +235,7 @@ typedef struct epp_daemon {
     objectives *objs;
     model_rewrites *rewrites;
     epset *eps;
+    kvdiag *diag;
     saturation_config sat;
 } epp_daemon;
 
@@ -262,8 +264,12 @@ static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
 static void on_decision(void *ctx, const extproc_decision *dec)
 {
     epp_daemon *d = ctx;
-    if (!dec->shed)
+    if (!dec->shed) {
         promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
+        /* the model the request's keys were computed for (the rewritten one) */
+        kvdiag_request(d->diag, dec->target_model ? dec->target_model : dec->model,
+                       dec->target && dec->result->n_targets ? dec->result->targets[0]->name : NULL);
+    }
     kv_err err = {0};
     if (d->dl && decisionlog_add(d->dl, dec, &err) != KV_OK)
         LOG_E("decision log write failed", "{s:s}", "error", err.msg);
@@ -323,7 +329,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
+    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)) || !(d.diag = kvdiag_new(NULL, &err)))
         goto out;
     if (o.endpoints) { /* the list itself, or a file holding it */
         if ((access(o.endpoints, R_OK) == 0 ? epset_load_file(eps, o.endpoints, &err)
@@ -360,7 +366,7 @@ int main(int argc, char **argv)
     /* KV events feed the index of every precise scorer the config has */
     size_t n_src = pps_kvsources(s, NULL, 0);
     if (n_src > 0) {
-        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20};
+        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20, .diag = d.diag};
         if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
             kv_err_set(&err, KV_ENOMEM, "out of memory");
             goto out;
@@ -383,7 +389,7 @@ int main(int argc, char **argv)
         goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
                           .index = n_src ? srcs[0]->index : NULL, .ingest = n_ing ? ings[0] : NULL,
-                          .scrape = scr};
+                          .scrape = scr, .diag = d.diag};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
@@ -438,6 +444,7 @@ out:
     free(srcs);
     decisionlog_close(d.dl);
     objectives_free(d.objs);
+    kvdiag_free(d.diag);
     model_rewrites_free(d.rewrites);
     tls_pem_free(&pem);
     kubeconfig_free(&kcfg);

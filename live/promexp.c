@@ -410,6 +410,15 @@ void promexp_write(promexp *p, FILE *f)
             fprintf(f, "kvroute_metrics_scrape_failures_total{reason=\"%s\"} %llu\n", fails[i].reason,
                     (unsigned long long)fails[i].n);
     }
+    if (p->src.diag) {
+        uint64_t n[KVDIAG_REASON_COUNT];
+        kvdiag_counts(p->src.diag, n);
+        head(f, "kvroute_score_zero_causes_total", "counter",
+             "KV-event misconfigurations that keep precise prefix scores at 0, by reason (GET /debug/endpoints).");
+        for (int r = 0; r < KVDIAG_REASON_COUNT; r++)
+            fprintf(f, "kvroute_score_zero_causes_total{reason=\"%s\"} %llu\n", kvdiag_reason_name((kvdiag_reason)r),
+                    (unsigned long long)n[r]);
+    }
 }
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */

@@ -18,6 +18,7 @@
  *   kvroute_kv_events_*                                                       (ingest, §1)
  *   kvroute_metrics_scrapes_total, kvroute_metrics_scrape_failures_total{reason}
  *     (reason: transfer, http, parse, value)                                  (scrape)
+ *   kvroute_score_zero_causes_total{reason}                                   (kvdiag)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -33,6 +34,7 @@
 
 #include "endpoints.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "kverr.h"
 #include "kvindex.h"
 #include "scheduler.h"
@@ -44,6 +46,7 @@ typedef struct promexp_sources {
     kvindex *index;               /* NULL: no kvcache_index_* */
     ingest *ingest;               /* NULL: no kvroute_kv_events_* */
     const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
+    kvdiag *diag;                 /* NULL: no kvroute_score_zero_causes_total */
 } promexp_sources;
 
 typedef struct promexp promexp;
