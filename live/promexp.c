@@ -382,7 +382,7 @@ void promexp_write(promexp *p, FILE *f)
     if (p->src.index) {
         kvindex_stats s;
         kvindex_get_stats(p->src.index, &s);
-        plain(f, "kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (stores).", (double)s.stores);
+        plain(f, "kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (request keys stored).", (double)s.admissions);
         plain(f, "kvcache_index_evictions_total", "counter", "Total number of KV-block evictions.", (double)s.evictions);
         plain(f, "kvcache_index_lookup_requests_total", "counter", "Total number of lookup calls.", (double)s.lookups);
         /* KVC adds the longest per-pod match to both counters; so do we */
