@@ -29,6 +29,7 @@
 #include "config.h"
 #include "monoclock.h"
 #include "registry.h"
+#include "debugapi.h"
 #include "decisionlog.h"
 #include "extproc.h"
 #include "endpoints.h"
@@ -302,6 +303,7 @@ int main(int argc, char **argv)
     scraper *scr = NULL;
     extproc_server *xs = NULL;
     health_server *hs = NULL;
+    debugapi *dbg = NULL;
     rc = 2;
 
     if (!(cfg = epc_load_file(o.config_file, registry_types, &err)))
@@ -387,9 +389,13 @@ int main(int argc, char **argv)
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
+    if (!(dbg = debugapi_new(&(debugapi_config){.endpoints = eps, .diag = d.diag, .ingests = ings,
+                                                .n_ingests = n_ing},
+                             &err)))
+        goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
                           .index = n_src ? srcs[0]->index : NULL, .ingest = n_ing ? ings[0] : NULL,
-                          .scrape = scr, .diag = d.diag};
+                          .scrape = scr, .diag = d.diag, .debug = debugapi_serve, .debug_ctx = dbg};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
@@ -415,6 +421,7 @@ int main(int argc, char **argv)
     };
     if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, ready, &d, &err)))
         goto out;
+    debugapi_set_router(dbg, extproc_router(xs));
     char ports[200];
     snprintf(ports, sizeof ports, "grpc=%d health=%d metrics=%d tls=%s endpoints=%zu", extproc_port(xs),
              health_port(hs), promexp_port(d.pm), o.secure ? (o.cert_path ? "files" : "self-signed") : "off",
@@ -429,11 +436,14 @@ out:
     if (rc)
         fail("%s", err.msg);
     health_stop(hs);
+    if (dbg)
+        debugapi_set_router(dbg, NULL);   /* no dry run may outlive the router */
     extproc_stop(xs);
     /* after the ext-proc hooks that observe into it, before the sources a scrape reads
      * (ingest, index, endpoints): a scrape during shutdown must not see them freed */
     if (d.pm)
         promexp_stop(d.pm);
+    debugapi_free(dbg);
     if (scr)
         scrape_stop(scr);
     if (d.k8s)

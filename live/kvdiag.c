@@ -27,6 +27,7 @@ typedef struct pod_rec {
     int n_models;
     uint64_t routed_pending;      /* requests routed since its last event */
     double routed_since_s;        /* when the first of them was routed */
+    bool stale;                   /* this silence was judged stale (counted once) */
 } pod_rec;
 
 typedef struct issue {
@@ -209,6 +210,7 @@ void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, 
         p->last_seq = seq;
         p->last_event_s = now;
         p->routed_pending = 0;
+        p->stale = false;
         bool known = false;
         for (int i = 0; i < p->n_models && !known; i++)
             known = !strncmp(p->models[i], model, NAME_CAP - 1);
@@ -234,8 +236,9 @@ static void check_locked(kvdiag *d, double now)
     d->checked_s = now;
     for (size_t i = 0; i < d->n_pods; i++) {
         pod_rec *p = &d->pods[i];
-        if (!p->routed_pending || now - p->routed_since_s < d->cfg.stale_after_s)
+        if (!p->routed_pending || p->stale || now - p->routed_since_s < d->cfg.stale_after_s)
             continue;
+        p->stale = true;   /* counted once per silence; events end it */
         double waited = now - p->routed_since_s;
         if (p->last_event_s > 0)
             occur(d, KVDIAG_STALE, p->name, last_model(d), now,
@@ -249,7 +252,6 @@ static void check_locked(kvdiag *d, double now)
                   "\"endpoint\":\"tcp://<epp>:5557\" (centralised) or \"tcp://*:<socketPort>\" (discoverPods),"
                   "\"topic\":\"kv@%s@<model>\"}'",
                   p->name, (unsigned long long)p->routed_pending, waited, p->name);
-        p->routed_pending = 0;   /* counted once per episode; a new one starts at the next route */
     }
 }
 
@@ -304,10 +306,10 @@ json_t *kvdiag_pod_json(kvdiag *d, const char *pod)
     for (int i = 0; models && i < p->n_models; i++)
         json_array_append_new(models, json_string(p->models[i]));
     if (p && models)
-        o = json_pack("{s:I, s:I, s:o, s:o, s:I}", "messages", (json_int_t)p->messages, "lastSeq",
+        o = json_pack("{s:I, s:I, s:o, s:o, s:I, s:b}", "messages", (json_int_t)p->messages, "lastSeq",
                       (json_int_t)p->last_seq, "lastEventAgeSeconds",
                       p->last_event_s > 0 ? json_real(now - p->last_event_s) : json_null(), "models", models,
-                      "routedSinceLastEvent", (json_int_t)p->routed_pending);
+                      "routedSinceLastEvent", (json_int_t)p->routed_pending, "stale", p->stale);
     else
         json_decref(models);
     pthread_mutex_unlock(&d->mu);

@@ -79,8 +79,9 @@ void kvdiag_check(kvdiag *d);
 /* Occurrences by reason since start. */
 void kvdiag_counts(kvdiag *d, uint64_t out[KVDIAG_REASON_COUNT]);
 /* What is known of a pod's events: {"messages", "lastSeq", "lastEventAgeSeconds" (null:
- * none yet), "models": [...], "routedSinceLastEvent"}; a new reference, or NULL when the
- * pod never sent events and was never routed to. */
+ * none yet), "models": [...], "routedSinceLastEvent", "stale" (that silence was judged
+ * stale)}; a new reference, or NULL when the pod never sent events and was never routed
+ * to. */
 json_t *kvdiag_pod_json(kvdiag *d, const char *pod);
 /* The issues, oldest first: [{"reason", "pod", "model", "count", "ageSeconds" (since the
  * last occurrence), "message"}]; a new reference (NULL on memory). */

@@ -383,7 +383,8 @@ int route_decide(route_req *q)
         .output_tokens_hint = o->max_tokens,
     };
 
-    bool verbose = log_enabled(4), tracing = verbose || r->cfg.trace_decisions;
+    bool dry = q->inspect != NULL;
+    bool verbose = !dry && log_enabled(4), tracing = verbose || dry || r->cfg.trace_decisions;
     const route_pool *pool = &r->cfg.pool;
     pthread_mutex_lock(&r->sched_mu);
     sched_endpoint *const *eps;
@@ -405,12 +406,14 @@ int route_decide(route_req *q)
     }
     if (rc == KV_OK && res.n_targets > 0 && (q->target = join_targets(&res))) {
         q->target_id = res.targets[0]->id;
-        sched_pre_request(r->cfg.sched, &q->sreq, &res);
-        q->pre_requested = true;
+        if (!dry) {
+            sched_pre_request(r->cfg.sched, &q->sreq, &res);
+            q->pre_requested = true;
+        }
     }
     if (k > 0 && !shed && verbose)
         log_scores(q, &r->trace);
-    if (k > 0 && r->cfg.on_decision) {
+    if (k > 0 && (dry || r->cfg.on_decision)) {
         const route_decision d = {
             .request_id = q->request_id,
             .model = o->model,
@@ -428,7 +431,10 @@ int route_decide(route_req *q)
             .result = &res,
             .trace = tracing && !shed ? &r->trace : NULL,
         };
-        r->cfg.on_decision(r->cfg.hook_ctx, &d);
+        if (dry)
+            q->inspect(q->inspect_ctx, &d);
+        else
+            r->cfg.on_decision(r->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);
     pthread_mutex_unlock(&r->sched_mu);
@@ -450,7 +456,8 @@ int route_decide(route_req *q)
     }
     if (!q->target)
         return answer(q, 500, "out of memory");
-    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
+    if (!dry)
+        LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
           o->model, "endpoint", q->target, "objectiveKey", q->objective, "fairnessID", q->fairness_id, "priority",
           priority, "tokens", (json_int_t)q->sreq.n_tokens);
     q->http_status = 200;

@@ -222,6 +222,8 @@ static void test_stale(void **state)
     json_decref(w);
     json_t *p = kvdiag_pod_json(f->diag, POD_B);
     assert_true(json_is_null(json_object_get(p, "lastEventAgeSeconds")));
+    assert_true(json_is_true(json_object_get(p, "stale")));
+    assert_int_equal(json_integer_value(json_object_get(p, "routedSinceLastEvent")), 1);
     json_decref(p);
 
     /* POD_A published, then was routed to and fell silent: a second episode of another pod */
@@ -235,6 +237,7 @@ static void test_stale(void **state)
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     p = kvdiag_pod_json(f->diag, POD_A);
     assert_int_equal(json_integer_value(json_object_get(p, "routedSinceLastEvent")), 0);
+    assert_true(json_is_false(json_object_get(p, "stale")));
     assert_int_equal(json_integer_value(json_object_get(p, "messages")), 2);
     json_decref(p);
     kvdiag_request(f->diag, MODEL, POD_A);
