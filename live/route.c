@@ -230,18 +230,24 @@ static int answer(route_req *q, int status, const char *msg)
     return status;
 }
 
-/* llm-d's V(4) line, field for field, so `grep "Calculated score"` works unchanged. */
+/* llm-d-router's V(4) line (scheduler_profile.go), field for field, so the guide's
+ * `grep "Calculated score"` pipelines work unchanged: the request logger's values
+ * (x-request-id from the server, then the director's objectiveKey, incomingModelName,
+ * targetModelName and priority), the plugin as TypedName.String() writes it
+ * ("<name>/<type>"), the endpoint's NamespacedName as logr marshals it ({"name"} plus
+ * "namespace" when set) and the score as a Go float64 (log.h). */
 static void log_scores(const route_req *q, const sched_trace *t)
 {
     char plugin[256];
     for (size_t i = 0; i < t->n_scores; i++) {
         const sched_trace_score *sc = &t->scores[i];
-        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
-        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", q->request_id,
-              "incomingModelName", q->sreq.model, "targetModelName",
-              q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "plugin", plugin, "endpoint",
-              "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
-              sc->score);
+        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->name, sc->plugin->type->type);
+        const char *ns = sc->ep->ns ? sc->ep->ns : "";
+        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s*}, s:f}", "x-request-id",
+              q->request_id, "objectiveKey", q->objective ? q->objective : "", "incomingModelName", q->sreq.model,
+              "targetModelName", q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "priority",
+              q->sreq.priority, "plugin", plugin, "endpoint", "name", sc->ep->pod ? sc->ep->pod : sc->ep->name,
+              "namespace", *ns ? ns : NULL, "score", sc->score);
     }
 }
 
