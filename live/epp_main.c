@@ -60,6 +60,7 @@ typedef struct opts {
     const char *model_rewrites;
     const char *decision_log;
     const char *replay_endpoint;
+    const char *zmq_endpoint;
     const char *zap_encoder;
     int verbosity;
     int threads;
@@ -108,6 +109,7 @@ static void usage(FILE *f)
             "  --threads N                         ext-proc worker threads (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
+            "  --kv-events-zmq-endpoint EP         bind EP instead of kvEventsConfig.zmqEndpoint (centralised mode)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n"
             "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
@@ -186,6 +188,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("model-rewrites", model_rewrites)
         STR("decision-log", decision_log)
         STR("kv-events-replay-endpoint", replay_endpoint)
+        STR("kv-events-zmq-endpoint", zmq_endpoint)
         STR("zap-encoder", zap_encoder)
         INT("grpc-port", grpc_port, 0, 65535)
         INT("grpc-health-port", health_port, 0, 65535)
@@ -369,6 +372,11 @@ int main(int argc, char **argv)
     size_t n_src = pps_kvsources(s, NULL, 0);
     if (n_src > 0) {
         ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20, .diag = d.diag};
+        if (o.zmq_endpoint && snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "%s", o.zmq_endpoint) >=
+                                  (int)sizeof ic.zmq_endpoint) {
+            kv_err_set(&err, KV_EINVAL, "--kv-events-zmq-endpoint: longer than %zu bytes", sizeof ic.zmq_endpoint - 1);
+            goto out;
+        }
         if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
             kv_err_set(&err, KV_ENOMEM, "out of memory");
             goto out;

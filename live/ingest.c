@@ -901,6 +901,8 @@ int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints
             ic.replay_timeout_ms = opts->replay_timeout_ms;
             ic.queue_bytes = opts->queue_bytes;
             ic.diag = opts->diag;
+            if (opts->zmq_endpoint[0])
+                snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "%s", opts->zmq_endpoint);
         }
         if ((out[*n_out] = ingest_start(&ic, err)))
             ++*n_out;

@@ -124,7 +124,8 @@ typedef struct ingest ingest;
 ingest *ingest_start(const ingest_config *cfg, kv_err *err);
 /* ./epp's wiring: feeds every source of srcs[0..n), with one ingest per distinct
  * kvEventsConfig (sources that declare the same one share its socket), with opts's
- * replay_port, replay_timeout_ms, queue_bytes and diag for all (opts NULL: the defaults, no
+ * replay_port, replay_timeout_ms, queue_bytes and diag for all, and opts's zmq_endpoint
+ * (when not "") in place of every kvEventsConfig's zmqEndpoint (--kv-events-zmq-endpoint) (opts NULL: the defaults, no
  * replay). out (room for n) receives the ingests in the order of their first source,
  * *n_out how many; on error none is left running. */
 int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, const ingest_config *opts,

@@ -44,8 +44,10 @@ struct kvdiag {
     uint64_t counts[KVDIAG_REASON_COUNT];
     pod_rec *pods;
     size_t n_pods, cap_pods;
-    char models[KVDIAG_MAX_MODELS][NAME_CAP];
+    char models[KVDIAG_MAX_MODELS][NAME_CAP];   /* requests asked for */
     size_t n_models;
+    char published[KVDIAG_MAX_MODELS][NAME_CAP];   /* some pod's events carry */
+    size_t n_published;
     issue *issues;                /* KVDIAG_MAX_ISSUES */
     size_t n_issues;
     double checked_s;
@@ -120,34 +122,32 @@ static pod_rec *pod_get(kvdiag *d, const char *name)
     return p;
 }
 
-static bool requested(const kvdiag *d, const char *model)
+static bool listed(const char (*list)[NAME_CAP], size_t n, const char *model)
 {
-    for (size_t i = 0; i < d->n_models; i++)
-        if (!strcmp(d->models[i], model))
+    for (size_t i = 0; i < n; i++)
+        if (!strncmp(list[i], model, NAME_CAP - 1))
             return true;
     return false;
 }
 
-/* One occurrence of (reason, pod, model): counted; the first one of its kind is kept as
- * an issue and logged with its message. Returns true when it was the first. */
-static bool occur(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static bool occur(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
+static bool requested(const kvdiag *d, const char *model) { return listed(d->models, d->n_models, model); }
+
+/* (reason, pod, model) was seen: the first time it is kept as an issue and logged with
+ * its message (fmt), later times only update the issue. The caller counts the
+ * occurrence in d->counts. */
+static void vnote(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt,
+                  va_list ap)
 {
-    d->counts[r]++;
     for (size_t i = 0; i < d->n_issues; i++) {
         issue *is = &d->issues[i];
         if (is->reason == r && !strncmp(is->pod, pod, NAME_CAP - 1) && !strncmp(is->model, model, NAME_CAP - 1)) {
             is->count++;
             is->last_s = now;
-            return false;
+            return;
         }
     }
     char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (d->n_issues < KVDIAG_MAX_ISSUES) {
         issue *is = &d->issues[d->n_issues++];
         *is = (issue){.reason = r, .count = 1, .last_s = now};
@@ -157,15 +157,37 @@ static bool occur(kvdiag *d, kvdiag_reason r, const char *pod, const char *model
     }
     LOG_W("Precise prefix scores will stay 0", "{s:s, s:s, s:s, s:s}", "reason", kvdiag_reason_name(r), "pod", pod,
           "model", model, "fix", msg);
-    return true;
+}
+
+static void note(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void note(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vnote(d, r, pod, model, now, fmt, ap);
+    va_end(ap);
+}
+
+/* One counted occurrence, noted as above. */
+static void occur(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void occur(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
+{
+    d->counts[r]++;
+    va_list ap;
+    va_start(ap, fmt);
+    vnote(d, r, pod, model, now, fmt, ap);
+    va_end(ap);
 }
 
 /* The most recent model a request asked for (the one to name in a message). */
 static const char *last_model(const kvdiag *d) { return d->n_models ? d->models[d->n_models - 1] : ""; }
 
-static void mismatch(kvdiag *d, const char *pod, const char *model, double now)
+/* Pod's events carry model, requests ask for another (the newest one named). */
+static void note_mismatch(kvdiag *d, const char *pod, const char *model, double now)
 {
-    occur(d, KVDIAG_MODEL_MISMATCH, pod, model, now,
+    note(d, KVDIAG_MODEL_MISMATCH, pod, model, now,
           "events for model %s on pod %s, requests ask for %s: set --served-model-name %s on the pod (its topic "
           "kv@<ip:port>@<model> must carry the model requests name), or make the requests' model (or the "
           "scorer's modelName) %s",
@@ -217,6 +239,8 @@ void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, 
         if (!known && p->n_models < POD_MODELS)
             copy(p->models[p->n_models++], model);
     }
+    if (!listed(d->published, d->n_published, model) && d->n_published < KVDIAG_MAX_MODELS)
+        copy(d->published[d->n_published++], model);
     /* Keys are computed per index block from each event's tokens: an engine block shorter
      * than an index block (or not a multiple of one) leaves tokens that key nothing, and
      * every later event of that chain is keyed from the wrong place or dropped. */
@@ -226,8 +250,10 @@ void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, 
               "vLLM on pod %s stores blocks of %u tokens, the index keys blocks of %u "
               "(tokenProcessorConfig.blockSize): set blockSize: %u, or start vLLM with --block-size %u",
               pod, engine_block_size, index_block_size, engine_block_size, index_block_size);
-    if (d->n_models && !requested(d, model))
-        mismatch(d, pod, model, now);
+    if (d->n_models && !requested(d, model)) {   /* no request can match these events */
+        d->counts[KVDIAG_MODEL_MISMATCH]++;
+        note_mismatch(d, pod, model, now);
+    }
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -259,21 +285,21 @@ void kvdiag_request(kvdiag *d, const char *model, const char *target)
 {
     pthread_mutex_lock(&d->mu);
     double now = now_s(d);
-    if (model && !requested(d, model)) {
+    bool fresh = model && !requested(d, model);
+    if (fresh) {
         if (d->n_models == KVDIAG_MAX_MODELS) {   /* forget the oldest */
             memmove(d->models[0], d->models[1], (KVDIAG_MAX_MODELS - 1) * sizeof d->models[0]);
             d->n_models--;
         }
         copy(d->models[d->n_models++], model);
-        /* pods whose events so far carry only models no request asked for */
-        for (size_t i = 0; i < d->n_pods; i++) {
-            pod_rec *p = &d->pods[i];
-            bool any = false;
-            for (int k = 0; k < p->n_models && !any; k++)
-                any = requested(d, p->models[k]);
-            for (int k = 0; k < p->n_models && !any; k++)
-                mismatch(d, p->name, p->models[k], now);
-        }
+    }
+    /* Pods publish, but none under this model: its keys can match nothing (an alias).
+     * Counted per such request; the pods are named once, when the model is new. */
+    if (model && d->n_published && !listed(d->published, d->n_published, model)) {
+        d->counts[KVDIAG_MODEL_MISMATCH]++;
+        for (size_t i = 0; fresh && i < d->n_pods; i++)
+            for (int k = 0; k < d->pods[i].n_models; k++)
+                note_mismatch(d, d->pods[i].name, d->pods[i].models[k], now);
     }
     pod_rec *p = target ? pod_get(d, target) : NULL;
     if (p && !p->routed_pending++)

@@ -6,6 +6,11 @@
  * reason and logged once per (pod, model) with the fix, and kept as an "issue" for the
  * inspection endpoints (live/debugapi.h) and `kvctl doctor`.
  *
+ * A model mismatch is counted for each event message whose model no request asked for
+ * (once a request was seen), and for each request whose model no pod's events carry
+ * (once events were seen); a pool serving several models, each with its events, has
+ * none.
+ *
  * Who calls what: the KV-event ingest (live/ingest.h) reports every message whose topic
  * is outside the topic filter (kvdiag_topic) and every event message it applies
  * (kvdiag_events); ./epp's decision hook reports each routed request's model and target

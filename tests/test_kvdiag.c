@@ -202,6 +202,27 @@ static void test_model_mismatch_before_requests(void **state)
     json_decref(models);
 }
 
+/* Requests for the pods' model work; then requests arrive under an alias: each of them
+ * is counted (none can match), the pods publishing are named once. */
+static void test_model_alias_after_good_requests(void **state)
+{
+    fx *f = *state;
+    kvdiag_request(f->diag, MODEL, POD_A);
+    feed(f, "kv@" POD_A "@" MODEL, BS, 64);
+    only(f, KVDIAG_MODEL_MISMATCH, 0);
+    kvdiag_request(f->diag, "qwen", POD_A);
+    kvdiag_request(f->diag, "qwen", POD_B);
+    only(f, KVDIAG_MODEL_MISMATCH, 2);
+    assert_int_equal(f->n_warnings, 1);
+    json_t *w = warning(f, 0);
+    assert_string_equal(json_string_value(json_object_get(w, "pod")), POD_A);
+    assert_non_null(strstr(json_string_value(json_object_get(w, "fix")),
+                           "events for model " MODEL " on pod " POD_A ", requests ask for qwen"));
+    json_decref(w);
+    feed(f, "kv@" POD_A "@" MODEL, BS, 64);   /* MODEL is asked for too: its events are fine */
+    only(f, KVDIAG_MODEL_MISMATCH, 2);
+}
+
 static void test_stale(void **state)
 {
     fx *f = *state;
@@ -325,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_foreign_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch_after_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch_before_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model_alias_after_good_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
