@@ -34,6 +34,7 @@
 #include "config.h"
 #include "monoclock.h"
 #include "registry.h"
+#include "debugapi.h"
 #include "decisionlog.h"
 #include "extproc.h"
 #include "endpoint_file.h"
@@ -42,6 +43,7 @@
 #include "file_discovery.h"
 #include "health.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "k8s.h"
 #include "kubeconfig.h"
 #include "log.h"
@@ -70,6 +72,7 @@ typedef struct opts {
     const char *model_rewrites;
     const char *decision_log;
     const char *replay_endpoint;
+    const char *zmq_endpoint;
     const char *zap_encoder;
     int verbosity;
     int threads;
@@ -128,6 +131,7 @@ static void usage(FILE *f)
             "  --threads N                         ext-proc worker threads, and the gateway's routing workers (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
+            "  --kv-events-zmq-endpoint EP         bind EP instead of kvEventsConfig.zmqEndpoint (centralised mode)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n"
             "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
@@ -224,6 +228,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("model-rewrites", model_rewrites)
         STR("decision-log", decision_log)
         STR("kv-events-replay-endpoint", replay_endpoint)
+        STR("kv-events-zmq-endpoint", zmq_endpoint)
         STR("zap-encoder", zap_encoder)
         STR("api-key", api_key)
         INT("grpc-port", grpc_port, -1, 65535)
@@ -286,6 +291,7 @@ typedef struct epp_daemon {
     objectives *objs;
     model_rewrites *rewrites;
     epset *eps;
+    kvdiag *diag;
     saturation_config sat;
 } epp_daemon;
 
@@ -314,8 +320,12 @@ static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
 static void on_decision(void *ctx, const extproc_decision *dec)
 {
     epp_daemon *d = ctx;
-    if (!dec->shed)
+    if (!dec->shed) {
         promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
+        /* the model the request's keys were computed for (the rewritten one) */
+        kvdiag_request(d->diag, dec->target_model ? dec->target_model : dec->model,
+                       dec->target && dec->result->n_targets ? dec->result->targets[0]->name : NULL);
+    }
     kv_err err = {0};
     if (d->dl && decisionlog_add(d->dl, dec, &err) != KV_OK)
         LOG_E("decision log write failed", "{s:s}", "error", err.msg);
@@ -350,6 +360,7 @@ int main(int argc, char **argv)
     extproc_server *xs = NULL;
     gateway *gw = NULL;
     health_server *hs = NULL;
+    debugapi *dbg = NULL;
     rc = 2;
 
     if (!(cfg = epc_load_file(o.config_file, registry_types, &err)))
@@ -388,7 +399,7 @@ int main(int argc, char **argv)
                    fd ? o.config_file : "", fd ? fd->plugin : "");
         goto out;
     }
-    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
+    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)) || !(d.diag = kvdiag_new(NULL, &err)))
         goto out;
     if (fd) {
         epfile_config fc = {.endpoints = eps, .path = fd->path, .watch = fd->watch_file, .warn = on_warn};
@@ -431,7 +442,12 @@ int main(int argc, char **argv)
     /* KV events feed the index of every precise scorer the config has */
     size_t n_src = pps_kvsources(s, NULL, 0);
     if (n_src > 0) {
-        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20};
+        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20, .diag = d.diag};
+        if (o.zmq_endpoint && snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "%s", o.zmq_endpoint) >=
+                                  (int)sizeof ic.zmq_endpoint) {
+            kv_err_set(&err, KV_EINVAL, "--kv-events-zmq-endpoint: longer than %zu bytes", sizeof ic.zmq_endpoint - 1);
+            goto out;
+        }
         if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
             kv_err_set(&err, KV_ENOMEM, "out of memory");
             goto out;
@@ -452,8 +468,13 @@ int main(int argc, char **argv)
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
+    if (!(dbg = debugapi_new(&(debugapi_config){.endpoints = eps, .diag = d.diag, .ingests = ings,
+                                                 .n_ingests = n_ing},
+                             &err)))
+        goto out;
     promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps, .kvsources = srcs,
-                          .n_kvsources = n_src, .ingests = ings, .n_ingests = n_ing, .scrape = scr, .tokenize = true};
+                          .n_kvsources = n_src, .ingests = ings, .n_ingests = n_ing, .scrape = scr, .tokenize = true,
+                          .diag = d.diag, .debug = debugapi_serve, .debug_ctx = dbg};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
@@ -512,6 +533,7 @@ int main(int argc, char **argv)
     }
     if (!(hs = health_start(haddr, ready, &d, &err)))
         goto out;
+    debugapi_set_router(dbg, router);
     char ports[240];
     snprintf(ports, sizeof ports, "grpc=%d http=%d health=%d metrics=%d tls=%s endpoints=%zu",
              xs ? extproc_port(xs) : -1, gw ? gateway_port(gw) : -1, health_port(hs), promexp_port(d.pm),
@@ -526,6 +548,8 @@ out:
     if (rc)
         fail("%s", err.msg);
     health_stop(hs);
+    if (dbg)
+        debugapi_set_router(dbg, NULL);   /* no dry run may outlive the router */
     extproc_stop(xs);
     if (gw) {
         promexp_set_gateway(d.pm, NULL);
@@ -536,6 +560,7 @@ out:
      * (ingest, index, endpoints): a scrape during shutdown must not see them freed */
     if (d.pm)
         promexp_stop(d.pm);
+    debugapi_free(dbg);
     if (scr)
         scrape_stop(scr);
     if (d.k8s)
@@ -547,6 +572,7 @@ out:
     free(srcs);
     decisionlog_close(d.dl);
     objectives_free(d.objs);
+    kvdiag_free(d.diag);
     model_rewrites_free(d.rewrites);
     tls_pem_free(&pem);
     kubeconfig_free(&kcfg);

@@ -534,7 +534,7 @@ static void write_indexes(promexp *p, FILE *f)
         for (size_t i = 0; i < n; i++)                                                            \
             sample(f, name, scorer[i], NULL, num(buf, sizeof buf, (double)(value)));              \
     } while (0)
-    INDEX_METRIC("kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (stores).", st[i].stores);
+    INDEX_METRIC("kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (request keys stored).", st[i].admissions);
     INDEX_METRIC("kvcache_index_evictions_total", "counter", "Total number of KV-block evictions.", st[i].evictions);
     INDEX_METRIC("kvcache_index_lookup_requests_total", "counter", "Total number of lookup calls.", st[i].lookups);
     /* KVC adds the longest per-pod match to both counters; so do we */
@@ -635,17 +635,103 @@ void promexp_write(promexp *p, FILE *f)
             fprintf(f, "kvroute_tokenize_failures_total{reason=\"%s\"} %llu\n", tokenize_reason_name(r),
                     (unsigned long long)t.failures[r]);
     }
+    if (p->src.diag) {
+        uint64_t n[KVDIAG_REASON_COUNT];
+        kvdiag_counts(p->src.diag, n);
+        head(f, "kvroute_score_zero_causes_total", "counter",
+             "KV-event misconfigurations that keep precise prefix scores at 0, by reason (GET /debug/endpoints).");
+        for (int r = 0; r < KVDIAG_REASON_COUNT; r++)
+            fprintf(f, "kvroute_score_zero_causes_total{reason=\"%s\"} %llu\n", kvdiag_reason_name((kvdiag_reason)r),
+                    (unsigned long long)n[r]);
+    }
 }
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */
+
+/* One connection's request: its /debug/ body as it arrives. */
+typedef struct conn_req {
+    char *body;
+    size_t len;
+    bool too_big;
+} conn_req;
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    conn_req *cr = *con_cls;
+    if (cr)
+        free(cr->body);
+    free(cr);
+    *con_cls = NULL;
+}
+
+typedef struct header_list {
+    sched_kv kv[64];
+    size_t n;
+} header_list;
+
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    header_list *h = cls;
+    if (h->n < sizeof h->kv / sizeof h->kv[0])
+        h->kv[h->n++] = (sched_kv){key, value ? value : ""};
+    return MHD_YES;
+}
+
+static struct MHD_Response *serve_debug(promexp *p, struct MHD_Connection *c, const char *url, const char *method,
+                                        conn_req *cr, unsigned *status)
+{
+    if (cr->too_big) {
+        *status = MHD_HTTP_CONTENT_TOO_LARGE;
+        return MHD_create_response_from_buffer(strlen("request body larger than 8 MiB\n"),
+                                               "request body larger than 8 MiB\n", MHD_RESPMEM_PERSISTENT);
+    }
+    header_list hl = {.n = 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, &hl);
+    promexp_http h = {.method = method, .url = url, .body = cr->body ? cr->body : "", .body_len = cr->len,
+                      .headers = hl.kv, .n_headers = hl.n, .status = 404, .content_type = "text/plain"};
+    p->src.debug(p->src.debug_ctx, &h);
+    *status = (unsigned)h.status;
+    struct MHD_Response *r = h.out ? MHD_create_response_from_buffer(h.out_len, h.out, MHD_RESPMEM_MUST_FREE)
+                                   : MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (r)
+        MHD_add_response_header(r, "Content-Type", h.content_type);
+    else
+        free(h.out);
+    return r;
+}
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     promexp *p = cls;
+    conn_req *cr = *con_cls;
+    if (!cr) {   /* headers only so far: the body, if any, follows in the next calls */
+        if (!(cr = calloc(1, sizeof *cr)))
+            return MHD_NO;
+        *con_cls = cr;
+        return MHD_YES;
+    }
+    bool debug = p->src.debug && !strncmp(url, "/debug/", 7);
+    if (*upload_size) {
+        if (debug && !cr->too_big && cr->len + *upload_size <= PROMEXP_MAX_BODY) {
+            char *b = realloc(cr->body, cr->len + *upload_size + 1);
+            if (!b)
+                return MHD_NO;
+            memcpy(b + cr->len, upload, *upload_size);
+            cr->body = b;
+            cr->len += *upload_size;
+            b[cr->len] = 0;
+        } else {
+            cr->too_big = true;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
     struct MHD_Response *r;
     unsigned status = MHD_HTTP_OK;
-    if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+    if (debug) {
+        r = serve_debug(p, c, url, method, cr, &status);
+    } else if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
     } else if (strcmp(url, "/metrics")) {
@@ -730,7 +816,8 @@ promexp *promexp_start(int port, const promexp_sources *src, kv_err *err)
     }
     if (port >= 0) {
         p->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
-                                  on_request, p, MHD_OPTION_END);
+                                  on_request, p, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                  MHD_OPTION_END);
         if (!p->mhd) {
             kv_err_set(err, KV_EIO, "metrics: cannot listen on port %d (--metrics-port)", port);
             promexp_stop(p);

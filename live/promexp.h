@@ -1,6 +1,7 @@
 /* promexp: ./epp's Prometheus metrics, under the names llm-d users already chart
  * (GIE pkg/epp/metrics, llm-d-kv-cache kvcache/metrics; docs/upstream/epp.md §5), served as
- * text exposition format 0.0.4 on --metrics-port (9090) at /metrics by libmicrohttpd.
+ * text exposition format 0.0.4 on --metrics-port (9090) at /metrics by libmicrohttpd; the
+ * same port hands /debug/... to the inspection endpoints (src.debug).
  *
  *   inference_objective_request_total{model_name,target_model_name}          counter
  *   inference_objective_request_error_total{model_name,target_model_name,error_code}
@@ -30,6 +31,7 @@
  *   kvroute_tokenize_requests_total{endpoint}, kvroute_tokenize_failures_total{reason}
  *     (endpoint: render, tokenize; reason: timeout, transport, http_status, bad_reply,
  *     no_endpoint)                                                            (tokenize)
+ *   kvroute_score_zero_causes_total{reason}                                   (kvdiag)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -46,10 +48,28 @@
 
 #include "endpoints.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "kverr.h"
 #include "kvindex.h"
 #include "scheduler.h"
 #include "scrape.h"
+
+/* A request on the metrics port under /debug/ (the inspection endpoints, live/debugapi.h):
+ * method, path, body and headers in (valid during the call); status, content type and a
+ * malloc'd body out. */
+typedef struct promexp_http {
+    const char *method, *url;
+    const char *body;
+    size_t body_len;
+    const sched_kv *headers;
+    size_t n_headers;
+    int status;                   /* out */
+    const char *content_type;     /* out: a static string */
+    char *out;                    /* out: malloc'd, freed by promexp */
+    size_t out_len;
+} promexp_http;
+
+#define PROMEXP_MAX_BODY ((size_t)8 << 20)   /* a larger /debug/ body is answered 413 */
 
 typedef struct promexp_sources {
     const char *pool_name;        /* the inference_pool_* name label */
@@ -65,6 +85,10 @@ typedef struct promexp_sources {
     size_t n_ingests;
     const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
     bool tokenize;                /* kvroute_tokenize_* (live/tokenize.h's process-wide counts) */
+    kvdiag *diag;                 /* NULL: no kvroute_score_zero_causes_total */
+    /* Serves /debug/... (NULL: 404); runs on libmicrohttpd's thread. */
+    void (*debug)(void *ctx, promexp_http *h);
+    void *debug_ctx;
 } promexp_sources;
 
 typedef struct promexp promexp;

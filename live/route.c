@@ -245,18 +245,24 @@ static int answer(route_req *q, int status, const char *msg)
     return status;
 }
 
-/* llm-d's V(4) line, field for field, so `grep "Calculated score"` works unchanged. */
+/* llm-d-router's V(4) line (scheduler_profile.go), field for field, so the guide's
+ * `grep "Calculated score"` pipelines work unchanged: the request logger's values
+ * (x-request-id from the server, then the director's objectiveKey, incomingModelName,
+ * targetModelName and priority), the plugin as TypedName.String() writes it
+ * ("<name>/<type>"), the endpoint's NamespacedName as logr marshals it ({"name"} plus
+ * "namespace" when set) and the score as a Go float64 (log.h). */
 static void log_scores(const route_req *q, const sched_trace *t)
 {
     char plugin[256];
     for (size_t i = 0; i < t->n_scores; i++) {
         const sched_trace_score *sc = &t->scores[i];
-        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
-        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", q->request_id,
-              "incomingModelName", q->sreq.model, "targetModelName",
-              q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "plugin", plugin, "endpoint",
-              "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
-              sc->score);
+        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->name, sc->plugin->type->type);
+        const char *ns = sc->ep->ns ? sc->ep->ns : "";
+        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s*}, s:f}", "x-request-id",
+              q->request_id, "objectiveKey", q->objective ? q->objective : "", "incomingModelName", q->sreq.model,
+              "targetModelName", q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "priority",
+              q->sreq.priority, "plugin", plugin, "endpoint", "name", sc->ep->pod ? sc->ep->pod : sc->ep->name,
+              "namespace", *ns ? ns : NULL, "score", sc->score);
     }
 }
 
@@ -430,7 +436,8 @@ static int schedule(route_req *q, double t_body)
     const oai_request *o = &q->oreq;
     int priority = q->priority, rc;
     kv_err e = {0};
-    bool verbose = log_enabled(4), tracing = verbose || r->cfg.trace_decisions;
+    bool dry = q->inspect != NULL;
+    bool verbose = !dry && log_enabled(4), tracing = verbose || dry || r->cfg.trace_decisions;
     const route_pool *pool = &r->cfg.pool;
     pthread_mutex_lock(&r->sched_mu);
     sched_endpoint *const *eps;
@@ -452,12 +459,14 @@ static int schedule(route_req *q, double t_body)
     }
     if (rc == KV_OK && res.n_targets > 0 && (q->target = join_targets(&res))) {
         q->target_id = res.targets[0]->id;
-        sched_pre_request(r->cfg.sched, &q->sreq, &res);
-        q->pre_requested = true;
+        if (!dry) {
+            sched_pre_request(r->cfg.sched, &q->sreq, &res);
+            q->pre_requested = true;
+        }
     }
     if (k > 0 && !shed && verbose)
         log_scores(q, &r->trace);
-    if (k > 0 && r->cfg.on_decision) {
+    if (k > 0 && (dry || r->cfg.on_decision)) {
         const route_decision d = {
             .request_id = q->request_id,
             .model = o->model,
@@ -475,7 +484,10 @@ static int schedule(route_req *q, double t_body)
             .result = &res,
             .trace = tracing && !shed ? &r->trace : NULL,
         };
-        r->cfg.on_decision(r->cfg.hook_ctx, &d);
+        if (dry)
+            q->inspect(q->inspect_ctx, &d);
+        else
+            r->cfg.on_decision(r->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);
     pthread_mutex_unlock(&r->sched_mu);
@@ -497,7 +509,8 @@ static int schedule(route_req *q, double t_body)
     }
     if (!q->target)
         return answer(q, 500, "out of memory");
-    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
+    if (!dry)
+        LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
           o->model, "endpoint", q->target, "objectiveKey", q->objective, "fairnessID", q->fairness_id, "priority",
           priority, "tokens", (json_int_t)q->sreq.n_tokens);
     q->http_status = 200;

@@ -139,6 +139,13 @@ typedef struct route_req {
      * the router's lock held. Optional: without it every endpoint may be. */
     bool (*endpoint_ok)(void *ctx, const sched_endpoint *ep);
     void *endpoint_ctx;
+    /* A dry run (set before route_decide): the request is scheduled exactly as it would be,
+     * traced, and inspect receives the decision under the router's lock (endpoints valid
+     * during the call only); nothing is recorded -- no pre-request hook (in-flight counts,
+     * stateful scorers), no on_decision, no score log lines -- so the request must not be
+     * forwarded. Pickers that draw random numbers still draw them. */
+    void (*inspect)(void *ctx, const route_decision *d);
+    void *inspect_ctx;
     /* read-only */
     route_router *router;
     double t_start;               /* route_begin, monotonic seconds */
