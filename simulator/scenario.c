@@ -144,6 +144,7 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
                             out->name, j);
     if (!pn == !cn)
         return yt_error(d, r, err, KV_EINVAL, "field '%s': give exactly one of 'preset' and 'config'", p);
+    const yt_node *rp = yt_get(r, "request_path");
     if ((rc = wl_check_keys(d, r, p, err)))
         return rc;
     const char *text;
@@ -185,7 +186,9 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
     }
     if (!out->source)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    return KV_OK;
+    out->path = reqpath_defaults(out->cfg);
+    snprintf(what, sizeof what, "%s.request_path", p);
+    return reqpath_parse(d, rp, what, &out->path, err);
 }
 
 static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)

@@ -12,6 +12,8 @@
  *     - {name: k8s, preset: k8s-service}            # policies/presets/<preset>.yaml
  *     - {name: mine, config: my-epp.yaml}           # relative to the scenario's folder
  *     - {name: inline, config: {plugins: [...], schedulingProfiles: [...]}}
+ *       request_path: {hop, gateway, scoring, body_per_token, tokenize_per_token,
+ *                      server_tokenize_per_token}   # optional overrides (reqpath.h)
  *   workload: {data: ..., load: ...}                # inference-perf's sections (workload.h)
  *   outputs: {report_stage: -1, per_request: true, token_times: false, plots: true,
  *             decisions: none | all | {sample: N}}
@@ -31,6 +33,7 @@
 #include "expect.h"
 #include "kverr.h"
 #include "records.h"
+#include "reqpath.h"
 #include "stepmodel.h"
 #include "workload.h"
 #include "yamltree.h"
@@ -57,6 +60,7 @@ typedef struct scn_router {
     const char *name;                      /* unique, [A-Za-z0-9._-]+ (a directory name) */
     char *source;                          /* "preset:<name>", the config path, or "inline" */
     epc_config *cfg;
+    reqpath path;                          /* defaults by config, request_path overrides */
 } scn_router;
 
 typedef enum { SCN_DECISIONS_NONE = 0, SCN_DECISIONS_ALL, SCN_DECISIONS_SAMPLE } scn_decisions;
