@@ -278,6 +278,7 @@ static int cl_kick(cl *c, size_t i, kv_err *err)
         return KV_OK;
     sv->busy = true;
     c->st.steps++;
+    c->st.cascade_steps += sv->res.cascade;
     return cl_push(c, c->now + sv->res.duration, EV_STEP, (int32_t)i, 0, err);
 }
 
@@ -713,6 +714,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
                             .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
                             .long_prefill_token_threshold = k->long_prefill_token_threshold,
                             .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
+                            .cascade_attention = k->cascade_attention,
                             .emit_kv_events = c->st.kv_published, .pod_id = sv->name,
                             .model_name = k->model->hf_name};
         if (!(sv->srv = simsrv_new(&sc, &e)))

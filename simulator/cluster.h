@@ -73,6 +73,7 @@ typedef struct cluster_opts {
 
 typedef struct cluster_stats {
     uint64_t steps;                   /* engine steps over all servers */
+    uint64_t cascade_steps;           /* of which read a common prefix once (cascade_attention) */
     bool kv_published;                /* false: the router has no kvsource, servers publish nothing */
     uint64_t kv_batches;              /* payloads published */
     uint64_t kv_events_delivered;     /* events ingested into a kvsource index */

@@ -91,6 +91,9 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
         if (!yt_is_null(n = yt_get(c, "prefix_caching")) &&
             (rc = yt_bool(d, n, "cluster.prefix_caching", &k->prefix_caching, err)))
             return rc;
+        if (!yt_is_null(n = yt_get(c, "cascade_attention")) &&
+            (rc = yt_bool(d, n, "cluster.cascade_attention", &k->cascade_attention, err)))
+            return rc;
         if (!yt_is_null(mn = yt_get(c, "model")) && (rc = yt_string(d, mn, "cluster.model", &model, err)))
             return rc;
         if (!yt_is_null(hn = yt_get(c, "hardware")) && (rc = yt_string(d, hn, "cluster.hardware", &hw, err)))

@@ -7,6 +7,7 @@
  *             num_gpu_blocks: 18000,  # optional, as vLLM logs it; else from memory
  *             gpu_memory_utilization: 0.9, max_num_batched_tokens, max_num_seqs,
  *             long_prefill_token_threshold, max_model_len, prefix_caching: true,
+ *             cascade_attention: false,
  *             kv_event_delay: 5ms, scrape_interval: 50ms, metrics_staleness: 2s}
  *   routers:
  *     - {name: k8s, preset: k8s-service}            # policies/presets/<preset>.yaml
@@ -51,6 +52,7 @@ typedef struct scn_cluster {
     uint32_t long_prefill_token_threshold;
     uint32_t max_model_len;
     bool prefix_caching;
+    bool cascade_attention;                /* opt-in: vLLM's shared-prefix attention (server.h) */
     sim_time kv_event_delay;               /* publish -> in the router's index */
     sim_time scrape_interval;              /* metrics reach the router this often */
     sim_time metrics_staleness;            /* older metrics are marked invalid */
