@@ -88,6 +88,9 @@ static ssize_t kp_reuse(kp_state *st, kp_pool *pool, sched_scored *cands, size_t
             pool->n = 0;
             return -1;
         }
+        /* drivers usually list endpoints by id (./sim: id = index), so look there first */
+        if (cn.ep < n && cands[cn.ep].ep->id == cn.ep)
+            return (ssize_t)cn.ep;
         for (size_t i = 0; i < n; i++)
             if (cands[i].ep->id == cn.ep)
                 return (ssize_t)i;
