@@ -506,10 +506,14 @@ int main(int argc, char **argv)
                          (unsigned long long)st.kv_batches);
             else
                 snprintf(kv, sizeof kv, "KV events: not published (the router has no kvsource)");
-            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica; "
+            char cascade[64] = "";
+            if (s->cluster.cascade_attention)
+                snprintf(cascade, sizeof cascade, "; %llu of %llu steps cascade", (unsigned long long)st.cascade_steps,
+                         (unsigned long long)st.steps);
+            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica%s; "
                          "%.1f s simulated in %.2f s\n",
                     ro->name, ro->source, (unsigned long long)runs[r].n_requests, (unsigned long long)st.failed,
-                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks,
+                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks, cascade,
                     (double)st.sim_end_us / 1e6, runs[r].wall_seconds);
             console_stage_lines(con, ro->name, &lcs[r]);
         }

@@ -34,7 +34,7 @@ static const sm_model llama31_8b = {
  * 79.19 GiB total (vLLM logs), so 79.2 is what gpu_memory_utilization multiplies. */
 static const sm_hardware h100_sxm = {
     .name = "h100-sxm", .flops = 989.4e12, .hbm_bw = 3.35e12, .link_bw = 450e9,
-    .mem_gib = 80.0, .usable_gib = 79.2,
+    .mem_gib = 80.0, .usable_gib = 79.2, .sms = 132,
 };
 
 /* NVIDIA L40S datasheet: 362.05 TFLOP/s dense BF16 (733 with sparsity), 48 GB GDDR6
@@ -43,7 +43,7 @@ static const sm_hardware h100_sxm = {
  * (approximate: scaled from the H100's 80 GB -> 79.2 GiB). */
 static const sm_hardware l40s = {
     .name = "l40s", .flops = 362.05e12, .hbm_bw = 864e9, .link_bw = 32e9,
-    .mem_gib = 44.99, .usable_gib = 44.4,
+    .mem_gib = 44.99, .usable_gib = 44.4, .sms = 142,
 };
 
 static const sm_model *const models[] = {&qwen3_32b, &llama31_8b};

@@ -97,6 +97,9 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
         if (!yt_is_null(n = yt_get(c, "prefix_caching")) &&
             (rc = yt_bool(d, n, "cluster.prefix_caching", &k->prefix_caching, err)))
             return rc;
+        if (!yt_is_null(n = yt_get(c, "cascade_attention")) &&
+            (rc = yt_bool(d, n, "cluster.cascade_attention", &k->cascade_attention, err)))
+            return rc;
         if (!yt_is_null(mn = yt_get(c, "model")) && (rc = yt_string(d, mn, "cluster.model", &model, err)))
             return rc;
         if (!yt_is_null(hn = yt_get(c, "hardware")) && (rc = yt_string(d, hn, "cluster.hardware", &hw, err)))
@@ -150,6 +153,7 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
                             out->name, j);
     if (!pn == !cn)
         return yt_error(d, r, err, KV_EINVAL, "field '%s': give exactly one of 'preset' and 'config'", p);
+    const yt_node *rp = yt_get(r, "request_path");
     if ((rc = wl_check_keys(d, r, p, err)))
         return rc;
     const char *text;
@@ -191,7 +195,9 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
     }
     if (!out->source)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    return KV_OK;
+    out->path = reqpath_defaults(out->cfg);
+    snprintf(what, sizeof what, "%s.request_path", p);
+    return reqpath_parse(d, rp, what, &out->path, err);
 }
 
 static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)
