@@ -366,7 +366,7 @@ static int compare_main(int argc, char **argv, const scn_dirs *dirs)
         return 2;
     }
     kv_err err = {0};
-    scenario *s = scn_load(scn, dirs, &err);
+    scenario *s = scn_load_in(scn, dirs, &err);
     if (!s) {
         fprintf(stderr, "sim compare: %s\n", err.msg);
         return 2;
