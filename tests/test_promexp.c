@@ -337,7 +337,7 @@ static void test_several_precise_scorers(void **state)
     has_line(text, "kvcache_index_size_blocks{scorer=\"pa\"} 3");
     has_line(text, "kvcache_index_size_blocks{scorer=\"pb\"} 1");
     has_line(text, "kvcache_index_size_blocks{scorer=\"pc\"} 0");
-    has_line(text, "kvcache_index_admissions_total{scorer=\"pa\"} 1");
+    has_line(text, "kvcache_index_admissions_total{scorer=\"pa\"} 3");   /* keys, not store calls */
     has_line(text, "kvcache_index_admissions_total{scorer=\"pc\"} 0");
     has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pa\"} 3");
     has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pb\"} 1");
