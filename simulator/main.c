@@ -5,9 +5,10 @@
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
  *                  [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]
  * A scenario with sweep: or plan: runs those instead of the one comparison (sweep.h).
- *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--timeout S] [...]
+ *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--target-pods LIST] [--timeout S] [...]
  *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
+ *   ./sim compare SCENARIO [--out DIR] the sim-versus-live table from DIR/runs.db (compare.c)
  *
  * Exit status: 0 done; 1 a runtime failure (message on stderr), or a live run with failed
  * requests (the outputs are written all the same); 2 bad usage or a bad
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "compare.h"
 #include "console.h"
 #include "expect.h"
 #include "htmlreport.h"
@@ -50,7 +52,7 @@ typedef struct opts {
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
     bool live;                        /* --live or --target: against workload.server / the URL */
-    const char *target, *target_label;
+    const char *target, *target_label, *target_pods;
     double timeout_s;
 } opts;
 
@@ -59,6 +61,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
                "                [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
+               "       sim compare SCENARIO [--out DIR]   (simulated vs live runs in DIR/runs.db)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload; a scenario\n"
                "  with sweep: or plan: runs its grid of points or its capacity search instead.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
@@ -70,6 +73,8 @@ static void usage(FILE *f)
                "  --target URL send the workload to this OpenAI-compatible endpoint in real time\n"
                "  --live       the same, to the workload's server.base_url (inference-perf's server section)\n"
                "  --target-label NAME  the live run's router name in the outputs (default host:port)\n"
+               "  --target-pods LIST   the pods behind the target (host:port,...): their /metrics prefix-cache\n"
+               "               counters over the run, and which one served each request\n"
                "  --timeout S  a live request's limit in seconds (default 300)\n"
                "  --junit F    write the expect: and --baseline results as JUnit XML to F\n"
                "  --baseline D also check no metric is worse than in D (an earlier runs.db)\n"
@@ -128,6 +133,8 @@ static int parse_args(int argc, char **argv, opts *o)
             o->live = true;
         } else if (strcmp(a, "--target-label") == 0 && i + 1 < argc) {
             o->target_label = argv[++i];
+        } else if (strcmp(a, "--target-pods") == 0 && i + 1 < argc) {
+            o->target_pods = argv[++i];
         } else if (strcmp(a, "--live") == 0) {
             o->live = true;
         } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
@@ -160,8 +167,8 @@ static int parse_args(int argc, char **argv, opts *o)
         fprintf(stderr, "sim: --router selects simulated routers; a live run has one, its target\n");
         return 2;
     }
-    if (o->target_label && !o->live) {
-        fprintf(stderr, "sim: --target-label needs --target or --live\n");
+    if ((o->target_label || o->target_pods) && !o->live) {
+        fprintf(stderr, "sim: --target-label and --target-pods need --target or --live\n");
         return 2;
     }
     return 0;
@@ -386,6 +393,43 @@ static void remove_svgs(const char *dir, const char *const *names, size_t n)
     rmdir(dir);
 }
 
+/* ./sim compare SCENARIO [--out DIR]: exit 0, 1 when a router lacks its simulated or live
+ * run (or the database cannot be read), 2 bad usage or scenario. */
+static int compare_main(int argc, char **argv, const scn_dirs *dirs)
+{
+    const char *scn = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (argv[i][0] == '-' || scn) {
+            fprintf(stderr, "sim compare: unexpected argument '%s'\nusage: sim compare SCENARIO [--out DIR]\n", argv[i]);
+            return 2;
+        } else {
+            scn = argv[i];
+        }
+    }
+    if (!scn) {
+        fprintf(stderr, "usage: sim compare SCENARIO [--out DIR]\n");
+        return 2;
+    }
+    kv_err err = {0};
+    scenario *s = scn_load_in(scn, dirs, &err);
+    if (!s) {
+        fprintf(stderr, "sim compare: %s\n", err.msg);
+        return 2;
+    }
+    char path[PATH_MAX + 16];
+    if (out)
+        snprintf(path, sizeof path, "%s/runs.db", out);
+    else
+        snprintf(path, sizeof path, "runs/%s/runs.db", s->name);
+    int rc = compare_print(stdout, s, path, &err);
+    if (rc)
+        fprintf(stderr, "sim compare: %s\n", err.msg);
+    scn_free(s);
+    return rc ? 1 : 0;
+}
+
 /* A scenario with sweep: or plan: (sweep.h): its points instead of the one comparison. */
 static int run_sweep(scenario *s, const opts *o)
 {
@@ -430,6 +474,25 @@ static int run_sweep(scenario *s, const opts *o)
     return rc ? 1 : 0;
 }
 
+/* The pods behind a live target: the prefix-cache hit rate their counters measured over
+ * the run, and the requests each was named for. */
+static void live_pods_line(FILE *f, const live_stats *st)
+{
+    if (!st->n_pods)
+        return;
+    double q = 0, h = 0;
+    bool all = true;
+    for (size_t i = 0; i < st->n_pods; i++)
+        all &= st->pods[i].counters_ok, q += st->pods[i].prefix_cache_queries, h += st->pods[i].prefix_cache_hits;
+    if (all)
+        fprintf(f, "pods' prefix cache: %.0f of %.0f prompt tokens hit (%.1f%%); routed", h, q, q > 0 ? 100 * h / q : 0);
+    else
+        fprintf(f, "pods' prefix cache: not measured (see above); routed");
+    for (size_t i = 0; i < st->n_pods; i++)
+        fprintf(f, "%s %s %llu", i ? "," : "", st->pods[i].address, (unsigned long long)st->pods[i].routed);
+    fputc('\n', f);
+}
+
 int main(int argc, char **argv)
 {
     char tree[PATH_MAX], presets[PATH_MAX + 32], models[PATH_MAX + 32], hardware[PATH_MAX + 32];
@@ -440,6 +503,8 @@ int main(int argc, char **argv)
     scn_dirs dirs = {.presets = presets, .models = models, .hardware = hardware};
     if (argc > 1 && strcmp(argv[1], "serve") == 0)
         return serve_main(argc - 1, argv + 1, &dirs);
+    if (argc > 1 && strcmp(argv[1], "compare") == 0)
+        return compare_main(argc - 1, argv + 1, &dirs);
     opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc)
@@ -470,7 +535,7 @@ int main(int argc, char **argv)
         return run_sweep(s, &o);
 
     live_target lt = {0};
-    if (o.live && live_target_resolve(s, o.target, o.target_label, &lt, &err)) {
+    if (o.live && live_target_resolve(s, o.target, o.target_label, o.target_pods, &lt, &err)) {
         fprintf(stderr, "sim: %s\n", err.msg);
         scn_free(s);
         return 2;
@@ -543,7 +608,9 @@ int main(int argc, char **argv)
         ro_opts.load_args = s->workload_node;
         char rdir[PATH_MAX + 64];
         snprintf(rdir, sizeof rdir, "%s/%s", dir, ro->name);
-        if ((rc = report_write_router(&runs[r], &lcs[r], rdir, &ro_opts, &err)) ||
+        for (size_t p = 0; !rc && p < lst.n_pods; p++)
+            rc = simdb_add_live_pod(db, dc.run_id, &lst.pods[p], &err);
+        if (rc || (rc = report_write_router(&runs[r], &lcs[r], rdir, &ro_opts, &err)) ||
             (rc = simdb_end_run(db, dc.run_id, &runs[r], &lcs[r], &err)))
             break;
         if (con && o.live) {
@@ -552,6 +619,7 @@ int main(int argc, char **argv)
             for (int f = 0; f < LIVE_FAIL_N; f++)
                 fprintf(con, "%s%s %llu", f ? ", " : "", live_fail_name(f), (unsigned long long)lst.failed_by[f]);
             fprintf(con, "); %.2f s\n", runs[r].wall_seconds);
+            live_pods_line(con, &lst);
             console_stage_lines(con, ro->name, &lcs[r]);
         } else if (con) {
             char kv[96];
@@ -560,10 +628,14 @@ int main(int argc, char **argv)
                          (unsigned long long)st.kv_batches);
             else
                 snprintf(kv, sizeof kv, "KV events: not published (the router has no kvsource)");
-            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica; "
+            char cascade[64] = "";
+            if (s->cluster.cascade_attention)
+                snprintf(cascade, sizeof cascade, "; %llu of %llu steps cascade", (unsigned long long)st.cascade_steps,
+                         (unsigned long long)st.steps);
+            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica%s; "
                          "%.1f s simulated in %.2f s\n",
                     ro->name, ro->source, (unsigned long long)runs[r].n_requests, (unsigned long long)st.failed,
-                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks,
+                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks, cascade,
                     (double)st.sim_end_us / 1e6, runs[r].wall_seconds);
             console_stage_lines(con, ro->name, &lcs[r]);
         }
@@ -639,6 +711,7 @@ int main(int argc, char **argv)
         else
             cluster_run_free(&runs[i]);
     }
+    live_stats_free(&lst);
     live_target_free(&lt);
     free(runs);
     free(lcs);

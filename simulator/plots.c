@@ -280,6 +280,8 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
             rc = plots_run_gnuplot(vars, script, err);
         }
     for (size_t r = 0; rc == KV_OK && r < n; r++) {
+        if (!runs[r]->n_samples)
+            continue;                 /* a live run has no per-server samples (gnuplot fails on none) */
         snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
                  nservers[r]);
         snprintf(script, sizeof script, "%s/server_timeseries.gp", sdir);

@@ -10,7 +10,8 @@
  * every expert included) and max_model_len (vLLM's default: max_position_embeddings).
  * A hardware file holds datasheet figures in base units: dense_flops (dense BF16
  * FLOP/s), hbm_bandwidth (B/s), interconnect_bandwidth (B/s each way), memory_gib and
- * usable_gib (what torch sees). Unknown keys are errors: a misspelt key must not leave
+ * usable_gib (what torch sees), and streaming_multiprocessors (vLLM's cascade-attention
+ * heuristic reads the SM count). Unknown keys are errors: a misspelt key must not leave
  * a zero behind. */
 #include "profiles.h"
 
@@ -136,7 +137,8 @@ static int parse_hardware(const yt_doc *d, const yt_node *root, sm_hardware *h, 
         (rc = req_double(d, root, "hbm_bandwidth", 1e9, 1e15, &h->hbm_bw, err)) ||
         (rc = req_double(d, root, "interconnect_bandwidth", 1e6, 1e15, &h->link_bw, err)) ||
         (rc = req_double(d, root, "memory_gib", 0.1, 1e6, &h->mem_gib, err)) ||
-        (rc = req_double(d, root, "usable_gib", 0.1, h->mem_gib, &h->usable_gib, err)))
+        (rc = req_double(d, root, "usable_gib", 0.1, h->mem_gib, &h->usable_gib, err)) ||
+        (rc = req_int(d, root, "streaming_multiprocessors", 1, 100000, &h->sms, err)))
         return rc;
     return KV_OK;
 }

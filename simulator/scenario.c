@@ -81,7 +81,7 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, const scn_dirs *dirs
     scn_cluster *k = &s->cluster;
     *k = (scn_cluster){.replicas = 8, .tp = 2, .block_size = 64, .gpu_memory_utilization = 0.9,
                        .prefix_caching = true, .kv_event_delay = 5000, .scrape_interval = 50000,
-                       .metrics_staleness = 2 * SIM_US_PER_S};
+                       .metrics_staleness = 2 * SIM_US_PER_S, .speedup = 1};
     const char *model = "qwen3-32b", *hw = "h100-sxm";
     const yt_node *mn = NULL, *hn = NULL;
     int rc;
@@ -118,8 +118,17 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, const scn_dirs *dirs
             if (!(k->gpu_memory_utilization > 0 && k->gpu_memory_utilization <= 1))
                 return yt_error(d, n, err, KV_ERANGE, "field 'cluster.gpu_memory_utilization': must be in (0, 1]");
         }
+        if (!yt_is_null(n = yt_get(c, "speedup"))) {
+            if ((rc = yt_double(d, n, "cluster.speedup", &k->speedup, err)))
+                return rc;
+            if (!(k->speedup >= 1e-3 && k->speedup <= 1e6))
+                return yt_error(d, n, err, KV_ERANGE, "field 'cluster.speedup': must be in [0.001, 1e6]");
+        }
         if (!yt_is_null(n = yt_get(c, "prefix_caching")) &&
             (rc = yt_bool(d, n, "cluster.prefix_caching", &k->prefix_caching, err)))
+            return rc;
+        if (!yt_is_null(n = yt_get(c, "cascade_attention")) &&
+            (rc = yt_bool(d, n, "cluster.cascade_attention", &k->cascade_attention, err)))
             return rc;
         if (!yt_is_null(mn = yt_get(c, "model")) && (rc = yt_string(d, mn, "cluster.model", &model, err)))
             return rc;
@@ -176,6 +185,7 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
                             out->name, j);
     if (!pn == !cn)
         return yt_error(d, r, err, KV_EINVAL, "field '%s': give exactly one of 'preset' and 'config'", p);
+    const yt_node *rp = yt_get(r, "request_path");
     if ((rc = wl_check_keys(d, r, p, err)))
         return rc;
     const char *text;
@@ -217,7 +227,9 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
     }
     if (!out->source)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    return KV_OK;
+    out->path = reqpath_defaults(out->cfg);
+    snprintf(what, sizeof what, "%s.request_path", p);
+    return reqpath_parse(d, rp, what, &out->path, err);
 }
 
 static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)

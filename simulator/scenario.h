@@ -9,11 +9,15 @@
  *             num_gpu_blocks: 18000,  # optional, as vLLM logs it; else from memory
  *             gpu_memory_utilization: 0.9, max_num_batched_tokens, max_num_seqs,
  *             long_prefill_token_threshold, max_model_len, prefix_caching: true,
- *             kv_event_delay: 5ms, scrape_interval: 50ms, metrics_staleness: 2s}
+ *             cascade_attention: false,
+ *             kv_event_delay: 5ms, scrape_interval: 50ms, metrics_staleness: 2s,
+ *             speedup: 1}                   # step times / speedup (sim serve --speedup)
  *   routers:
  *     - {name: k8s, preset: k8s-service}            # policies/presets/<preset>.yaml
  *     - {name: mine, config: my-epp.yaml}           # relative to the scenario's folder
  *     - {name: inline, config: {plugins: [...], schedulingProfiles: [...]}}
+ *       request_path: {hop, gateway, scoring, body_per_token, tokenize_per_token,
+ *                      server_tokenize_per_token}   # optional overrides (reqpath.h)
  *   workload: {data: ..., load: ...}                # inference-perf's sections (workload.h)
  *   outputs: {report_stage: -1, per_request: true, token_times: false, plots: true,
  *             decisions: none | all | {sample: N}}
@@ -35,6 +39,7 @@
 #include "expect.h"
 #include "kverr.h"
 #include "records.h"
+#include "reqpath.h"
 #include "slo.h"
 #include "stepmodel.h"
 #include "sweep.h"
@@ -54,15 +59,20 @@ typedef struct scn_cluster {
     uint32_t long_prefill_token_threshold;
     uint32_t max_model_len;
     bool prefix_caching;
+    bool cascade_attention;                /* opt-in: vLLM's shared-prefix attention (server.h) */
     sim_time kv_event_delay;               /* publish -> in the router's index */
     sim_time scrape_interval;              /* metrics reach the router this often */
     sim_time metrics_staleness;            /* older metrics are marked invalid */
+    double speedup;                        /* step times divided by this (1): the pods of ./sim serve
+                                            * --speedup X simulated on their wall clock, in which the
+                                            * scenario's other times (load, delays) are then read */
 } scn_cluster;
 
 typedef struct scn_router {
     const char *name;                      /* unique, [A-Za-z0-9._-]+ (a directory name) */
     char *source;                          /* "preset:<name>", the config path, or "inline" */
     epc_config *cfg;
+    reqpath path;                          /* defaults by config, request_path overrides */
 } scn_router;
 
 typedef enum { SCN_DECISIONS_NONE = 0, SCN_DECISIONS_ALL, SCN_DECISIONS_SAMPLE } scn_decisions;

@@ -31,7 +31,7 @@ typedef struct serve_opts {
     const char *models_dir, *hardware_dir;
     int port, kv_port, replay_port;
     size_t replay_steps;
-    double speedup, drop, fail_rate;
+    double speedup, drop, fail_rate;  /* speedup 0: the scenario's, else 1 */
     uint64_t seed;
 } serve_opts;
 
@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  --block-size N               tokens per KV block (default 64)\n"
             "  --num-gpu-blocks N           KV capacity (default: from GPU memory)\n"
             "  --max-num-seqs N, --max-num-batched-tokens N   vLLM's scheduler limits\n"
-            "  --speedup X                  step time divided by X (default 1)\n"
+            "  --speedup X                  step time divided by X (default 1; scenario: cluster.speedup)\n"
             "  --kv-events-port P           pod i binds its KV-event PUB on P+i, or\n"
             "  --kv-events-endpoint EP      every pod connects its PUB to EP (tcp://HOST:PORT)\n"
             "  --kv-events-encoding E       array (default) or map\n"
@@ -215,9 +215,9 @@ static int start_pod(cluster *c, const serve_opts *o, uint32_t i, kv_err *err)
                 .num_gpu_blocks = k->num_gpu_blocks, .gpu_memory_utilization = k->gpu_memory_utilization,
                 .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
                 .long_prefill_token_threshold = k->long_prefill_token_threshold, .max_model_len = k->max_model_len,
-                .prefix_caching = o->scenario ? k->prefix_caching : true,
+                .prefix_caching = o->scenario ? k->prefix_caching : true, .speedup = o->speedup,
                 .kv_encoding = o->encoding && !strcmp(o->encoding, "map") ? KVEV_ENC_MAP_EVENTS : KVEV_ENC_ARRAY},
-        .pod_id = pod_id, .served_model = served, .speedup = o->speedup,
+        .pod_id = pod_id, .served_model = served,
         .kv_bind = kv[0] ? kv : NULL, .kv_connect = o->kv_endpoint, .replay_bind = rp[0] ? rp : NULL,
         .replay_steps = o->replay_steps, .drop_batches = o->drop, .seed = o->seed + i,
     };
@@ -249,7 +249,7 @@ static int load_profiles(serve_opts *o, const scn_dirs *dirs, sm_model **m, sm_h
 
 int serve_main(int argc, char **argv, const scn_dirs *dirs)
 {
-    serve_opts o = {.host = "127.0.0.1", .port = 8000, .speedup = 1, .seed = 42,
+    serve_opts o = {.host = "127.0.0.1", .port = 8000, .seed = 42,
                     .replay_steps = DEFAULT_REPLAY_STEPS};
     int rc = parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
@@ -271,6 +271,7 @@ int serve_main(int argc, char **argv, const scn_dirs *dirs)
         return 2;
     }
     defaults(&o.k, s ? &s->cluster : NULL);
+    if (!o.speedup) o.speedup = s ? s->cluster.speedup : 1;
     if (o.port + (long)o.k.replicas - 1 > 65535) {
         fprintf(stderr, "sim serve: --port %d + %u replicas passes port 65535\n", o.port, o.k.replicas);
         free(own_m);

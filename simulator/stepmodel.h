@@ -9,6 +9,7 @@
 #ifndef KVROUTE_SIM_STEPMODEL_H
 #define KVROUTE_SIM_STEPMODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,7 @@ typedef struct sm_hardware {
     double link_bw;             /* interconnect B/s per GPU, one direction */
     double mem_gib;             /* GiB per GPU */
     double usable_gib;          /* what torch sees (e.g. 79.2 on H100-80GB) */
+    int sms;                    /* streaming multiprocessors (vLLM's cascade heuristic) */
 } sm_hardware;
 
 /* One sequence's share of a step: new tokens computed and context already cached. */
@@ -64,6 +66,22 @@ static inline void sm_batch_add(sm_batch *b, uint32_t new_tokens, uint32_t conte
 }
 
 int64_t sm_batch_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_batch *b);
+
+/* Cascade attention (opt-in, docs/VALIDATION.md "Shared-prefix attention"): vLLM's
+ * use_cascade_attention (vllm/v1/attention/backends/flash_attn.py) for n_reqs scheduled
+ * sequences whose first prefix_len tokens are the same KV blocks in every running
+ * request: no for a prefix under 256 tokens or fewer than 8 requests; yes for a batch
+ * with any prefill; for an all-decode batch, yes when its rough CTA-wave model says
+ * the cascade kernel beats FlashDecoding (per-rank heads; hw->sms). */
+bool sm_cascade(const sm_model *m, const sm_hardware *hw, int tp, uint32_t prefix_len, size_t n_reqs,
+                bool all_decode);
+/* A cascade step reads the common prefix's KV once for all n sequences instead of once
+ * each; the attention FLOPs do not change (every query still attends to it). */
+static inline void sm_batch_share_prefix(sm_batch *b, uint32_t prefix_len)
+{
+    if (b->n > 1)
+        b->ctx -= (double)(b->n - 1) * prefix_len;
+}
 
 /* KV capacity in blocks per replica, vLLM's way: per rank, not multiplied by TP. */
 uint64_t sm_kv_blocks(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util, uint32_t block_size);

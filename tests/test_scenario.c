@@ -76,6 +76,7 @@ static void test_defaults(void **state)
     assert_int_equal(s->cluster.block_size, 64);
     assert_true(s->cluster.gpu_memory_utilization == 0.9);
     assert_true(s->cluster.prefix_caching);
+    assert_true(s->cluster.speedup == 1);
     assert_int_equal(s->outputs.report_stage, -1);
     assert_true(s->outputs.per_request);
     assert_false(s->outputs.plots);
@@ -119,6 +120,8 @@ static void test_errors(void **state)
          "tests/data/scenarios/bad-router-both.yaml:3:5: field 'routers[0]': give exactly one of 'preset' and 'config'"},
         {"tests/data/scenarios/bad-seed.yaml",
          "tests/data/scenarios/bad-seed.yaml:2:7: field 'seed': must be non-negative"},
+        {"tests/data/scenarios/bad-speedup.yaml",
+         "tests/data/scenarios/bad-speedup.yaml:3:54: field 'cluster.speedup': must be in [0.001, 1e6]"},
         {"tests/data/scenarios/bad-top-key.yaml",
          "tests/data/scenarios/bad-top-key.yaml:2:1: field 'routerz': unknown key"},
         {"tests/data/scenarios/bad-unknown-key.yaml",

@@ -344,6 +344,35 @@ static void test_chunked_prefill_ttft(void **state)
     free(t);
 }
 
+/* speedup X: every step of the same work takes the model's time / X (rounded to the
+ * microsecond), the emulated pods' wall clock and a scenario's cluster.speedup. */
+static void test_speedup(void **state)
+{
+    (void)state;
+    simsrv_config c1 = base_config(16, 64, 32, 16), c4 = c1;
+    c4.speedup = 4;
+    simsrv *s1 = new_server(&c1), *s4 = new_server(&c4);
+    uint32_t *t = seq_tokens(100, 1);
+    simsrv_req q1 = {.id = 1, .tokens = t, .n_prompt = 100, .n_output = 3}, q4 = q1;
+    assert_int_equal(simsrv_submit(s1, &q1), KV_OK);
+    assert_int_equal(simsrv_submit(s4, &q4), KV_OK);
+    simsrv_step_result r1, r4;
+    int steps = 0;
+    while (simsrv_has_work(s1)) {
+        assert_int_equal(simsrv_step(s1, 0, &r1), KV_OK);
+        assert_int_equal(simsrv_step(s4, 0, &r4), KV_OK);
+        assert_true(r1.duration > 1000);
+        assert_int_equal(r4.duration, (r1.duration + 2) / 4);
+        assert_int_equal(r4.n_scheduled_tokens, r1.n_scheduled_tokens);
+        steps++;
+    }
+    assert_int_equal(steps, 6);
+    assert_false(simsrv_has_work(s4));
+    simsrv_free(s1);
+    simsrv_free(s4);
+    free(t);
+}
+
 static void test_rejects_and_defaults(void **state)
 {
     (void)state;
@@ -574,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_prompt_memo),
         cmocka_unit_test(test_chunked_prefill_ttft),
+        cmocka_unit_test(test_speedup),
         cmocka_unit_test(test_rejects_and_defaults),
         cmocka_unit_test(test_random_invariants),
         cmocka_unit_test(test_deterministic),
