@@ -4,6 +4,7 @@
  * into their hash's holder chain and their slot's LRU list by index, freed entries
  * into a free list. */
 #include "prefix_index.h"
+#include "ilist.h"
 #include "policy_util.h"
 
 #include <stdlib.h>
@@ -179,12 +180,12 @@ typedef struct {
     uint64_t hash;
     double stamp;        /* time of the last insert */
     uint32_t slot;
-    uint32_t prev, next; /* slot LRU list, most recent at head; free list uses next */
+    ilist_link lru;      /* the slot's LRU list, most recent at head; free list uses next */
     uint32_t holder;     /* next entry of the same hash */
 } entry;
 
 typedef struct {
-    uint32_t head, tail;
+    ilist order;
     size_t count, cap;
 } lru;
 
@@ -246,7 +247,7 @@ int prefix_index_slot(prefix_index *ix, uint32_t endpoint_id, size_t capacity)
     if (!v)
         return KV_ENOMEM;
     *v = (int64_t)ix->n_slots + 1;
-    ix->slots[ix->n_slots] = (lru){.head = NIL, .tail = NIL, .count = 0, .cap = capacity ? capacity : 1};
+    ix->slots[ix->n_slots] = (lru){.order = ILIST_EMPTY, .count = 0, .cap = capacity ? capacity : 1};
     return (int)ix->n_slots++;
 }
 
@@ -257,29 +258,12 @@ size_t prefix_index_size(const prefix_index *ix, int slot)
 
 static void lru_unlink(prefix_index *ix, uint32_t i)
 {
-    entry *x = &ix->e[i];
-    lru *l = &ix->slots[x->slot];
-    if (x->prev != NIL)
-        ix->e[x->prev].next = x->next;
-    else
-        l->head = x->next;
-    if (x->next != NIL)
-        ix->e[x->next].prev = x->prev;
-    else
-        l->tail = x->prev;
+    ilist_unlink(&ix->slots[ix->e[i].slot].order, &ix->e->lru, sizeof *ix->e, i);
 }
 
 static void lru_push_front(prefix_index *ix, uint32_t i)
 {
-    entry *x = &ix->e[i];
-    lru *l = &ix->slots[x->slot];
-    x->prev = NIL;
-    x->next = l->head;
-    if (l->head != NIL)
-        ix->e[l->head].prev = i;
-    l->head = i;
-    if (l->tail == NIL)
-        l->tail = i;
+    ilist_push_front(&ix->slots[ix->e[i].slot].order, &ix->e->lru, sizeof *ix->e, i);
 }
 
 static void evict(prefix_index *ix, uint32_t i)
@@ -299,7 +283,7 @@ static void evict(prefix_index *ix, uint32_t i)
             p = ix->e[p].holder;
         ix->e[p].holder = x->holder;
     }
-    x->next = ix->free_e;
+    x->lru.next = ix->free_e;
     ix->free_e = i;
 }
 
@@ -307,7 +291,7 @@ static uint32_t entry_alloc(prefix_index *ix)
 {
     if (ix->free_e != NIL) {
         uint32_t i = ix->free_e;
-        ix->free_e = ix->e[i].next;
+        ix->free_e = ix->e[i].lru.next;
         return i;
     }
     if (ix->n_e == ix->cap_e) {
@@ -336,7 +320,7 @@ static int add_one(prefix_index *ix, uint32_t slot, uint64_t hash, double now)
     }
     lru *l = &ix->slots[slot];
     if (l->count >= l->cap) {
-        uint32_t victim = l->tail;
+        uint32_t victim = l->order.tail;
         /* The victim may be the head of this very hash's chain; re-read after. */
         evict(ix, victim);
         head = map_get(&ix->blocks, hash);
@@ -345,7 +329,7 @@ static int add_one(prefix_index *ix, uint32_t slot, uint64_t hash, double now)
     if (i == NIL)
         return KV_ENOMEM;
     if (map_put(&ix->blocks, hash, i)) {
-        ix->e[i].next = ix->free_e;
+        ix->e[i].lru.next = ix->free_e;
         ix->free_e = i;
         return KV_ENOMEM;
     }
@@ -432,7 +416,7 @@ size_t prefix_index_trim(prefix_index *ix, int slot, size_t max)
         return 0;
     size_t n = 0;
     while (ix->slots[slot].count > max) {
-        evict(ix, ix->slots[slot].tail);
+        evict(ix, ix->slots[slot].order.tail);
         n++;
     }
     return n;
@@ -443,8 +427,8 @@ size_t prefix_index_expire(prefix_index *ix, int slot, double cutoff)
     if (slot < 0 || (uint32_t)slot >= ix->n_slots)
         return 0;
     size_t n = 0;
-    while (ix->slots[slot].tail != NIL && ix->e[ix->slots[slot].tail].stamp < cutoff) {
-        evict(ix, ix->slots[slot].tail);
+    while (ix->slots[slot].order.tail != NIL && ix->e[ix->slots[slot].order.tail].stamp < cutoff) {
+        evict(ix, ix->slots[slot].order.tail);
         n++;
     }
     return n;
