@@ -4,6 +4,7 @@
  * link into their hash's holder chain and their slot's LRU list (ilist) by index, freed
  * entries into a free list. */
 #include "prefix_index.h"
+#include "grow.h"
 #include "ilist.h"
 #include "policy_util.h"
 #include "u64map.h"
@@ -104,9 +105,11 @@ struct prefix_index {
     u64map blocks;       /* hash -> first holder entry */
     idmap ids;        /* endpoint id -> slot + 1 */
     entry *e;
-    uint32_t n_e, cap_e, free_e;
+    uint32_t n_e, free_e;
+    size_t cap_e;
     lru *slots;
-    uint32_t n_slots, cap_slots;
+    uint32_t n_slots;
+    size_t cap_slots;
     uint64_t *scratch;   /* prefix_index_learn's hashes, reused across requests */
     size_t cap_scratch;
 };
@@ -146,14 +149,8 @@ int prefix_index_slot(prefix_index *ix, uint32_t endpoint_id, size_t capacity)
     int s = prefix_index_find(ix, endpoint_id);
     if (s >= 0)
         return s;
-    if (ix->n_slots == ix->cap_slots) {
-        uint32_t cap = ix->cap_slots ? 2 * ix->cap_slots : 16;
-        lru *ns = realloc(ix->slots, cap * sizeof *ns);
-        if (!ns)
-            return KV_ENOMEM;
-        ix->slots = ns;
-        ix->cap_slots = cap;
-    }
+    if (!grow_array((void **)&ix->slots, &ix->cap_slots, (size_t)ix->n_slots + 1, sizeof *ix->slots))
+        return KV_ENOMEM;
     int64_t *v = idmap_at(&ix->ids, endpoint_id);
     if (!v)
         return KV_ENOMEM;
@@ -205,16 +202,9 @@ static uint32_t entry_alloc(prefix_index *ix)
         ix->free_e = ix->e[i].lru.next;
         return i;
     }
-    if (ix->n_e == ix->cap_e) {
-        if (ix->cap_e >= NIL / 2)
-            return NIL;
-        uint32_t cap = ix->cap_e ? 2 * ix->cap_e : 256;
-        entry *ne = realloc(ix->e, (size_t)cap * sizeof *ne);
-        if (!ne)
-            return NIL;
-        ix->e = ne;
-        ix->cap_e = cap;
-    }
+    /* entry indices are 32-bit, NIL excluded */
+    if (ix->n_e == NIL - 1 || !grow_array((void **)&ix->e, &ix->cap_e, (size_t)ix->n_e + 1, sizeof *ix->e))
+        return NIL;
     return ix->n_e++;
 }
 
