@@ -162,6 +162,8 @@ static void test_in_flight_counters(void **state)
     fx_free(f);
 }
 
+static double read_clock(void *ctx) { return *(const double *)ctx; }
+
 static void test_views_and_lookups(void **state)
 {
     sched_kv labels[] = {{"llm-d.ai/role", "decode"}};
@@ -172,6 +174,10 @@ static void test_views_and_lookups(void **state)
     sched_request r = {.headers = hdr, .n_headers = 1};
     assert_string_equal(sched_header(&r, "X-Session-Token"), "abc");
     assert_null(sched_header(&r, "x-other"));
+    /* the driver's clock, or time standing still at 0 without one */
+    assert_true(sched_env_now(&(sched_env){0}) == 0);
+    double t = 12.5;
+    assert_true(sched_env_now(&(sched_env){.now = read_clock, .clock_ctx = &t}) == 12.5);
 
     fx *f = fx_new(weighted_yaml, 6, 1);
     assert_non_null(f);
