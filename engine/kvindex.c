@@ -109,6 +109,8 @@ struct kvindex {
     reftab ntab;
 
     uint64_t entries, evictions, stores, removes, clears;
+    uint64_t admissions;   /* request keys stored (llm-d-kv-cache's admissions count keys) */
+    uint64_t *slot_entries; /* per slot: its holder bits set, so a pod's share is known */
     uint64_t (*clock_ns)(void); /* cfg.clock_ns: NULL, write-lock holds are not timed */
     uint64_t *hold_hist;   /* with clock_ns: write-lock holds per HOLD_BUCKET_NS bucket */
     uint64_t hold_t0, hold_max, holds;
@@ -438,9 +440,20 @@ static unsigned blk_popcount(const kvindex *ix, uint32_t b)
     return c;
 }
 
+/* Takes block b's holder bits off their slots' entry counts (b is being evicted). */
+static void blk_uncount_slots(kvindex *ix, uint32_t b)
+{
+    for (int t = 0; t < (has_side(ix, b) ? KVTIER_COUNT : 1); t++) {
+        const uint64_t *g = tier_of(ix, b, t);
+        for (uint32_t i = 0; i < ix->words; i++)
+            for (uint64_t m = g[i]; m; m &= m - 1) ix->slot_entries[i * 64 + (uint32_t)__builtin_ctzll(m)]--;
+    }
+}
+
 static void blk_evict(kvindex *ix, uint32_t b)
 {
     ix->entries -= blk_popcount(ix, b);
+    blk_uncount_slots(ix, b);
     blk_drop_emaps(ix, b, -1);
     /* Free records hold no bits, so clear_slot's scan can skip them without a marker. */
     memset(rec_of(ix, b) + 1, 0, (size_t)(ix->stride - 1) * 8);
@@ -500,6 +513,7 @@ static void blk_clear_slot(kvindex *ix, uint32_t b, int slot)
         if (*word & bit) {
             *word &= ~bit;
             ix->entries--;
+            ix->slot_entries[slot]--;
         }
     }
     if (side) side_changed(ix, b);
@@ -593,7 +607,8 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     unsigned nbits = MIN_TABLE_BITS;
     while (((size_t)1 << nbits) < 2 * (size_t)ix->max_ep) nbits++;
     ix->names = calloc(ix->max_ep, sizeof *ix->names);
-    if (!ix->names || rt_init(&ix->btab, MIN_TABLE_BITS) || rt_init(&ix->etab, MIN_TABLE_BITS) ||
+    ix->slot_entries = calloc(ix->max_ep, sizeof *ix->slot_entries);
+    if (!ix->names || !ix->slot_entries || rt_init(&ix->btab, MIN_TABLE_BITS) || rt_init(&ix->etab, MIN_TABLE_BITS) ||
         rt_init(&ix->ntab, nbits))
         goto oom;
     pthread_rwlockattr_t a;
@@ -606,6 +621,7 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
 oom:
     if (ix) {
         free(ix->hold_hist);
+    free(ix->slot_entries);
         free(ix->names);
         rt_free(&ix->btab);
         rt_free(&ix->etab);
@@ -632,6 +648,7 @@ void kvindex_free(kvindex *ix)
     region_free(ix->link, ix->link_bytes);
     region_free(ix->em, ix->em_bytes);
     free(ix->hold_hist);
+    free(ix->slot_entries);
     free(ix);
 }
 
@@ -906,6 +923,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     int rc = store_slice_open(ix, slot, 0, n, n_engine > 0, err);
     if (rc != KV_OK) goto out;
     ix->stores++;
+    ix->admissions += n_request;
     uint32_t w = (uint32_t)slot / 64;
     uint64_t bit = 1ULL << (slot % 64);
     size_t group = SIZE_MAX;   /* index into engine_keys of the current mapping group */
@@ -938,6 +956,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         if (!(*word & bit)) {
             *word |= bit;
             ix->entries++;
+            ix->slot_entries[slot]++;
             if (tier != KVTIER_GPU) ix->nongpu[b / 64] |= 1ULL << (b % 64);
         }
         if (!n_engine) continue;
@@ -1005,6 +1024,7 @@ size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine
             if (!(*word & bit)) continue;
             *word &= ~bit;
             ix->entries--;
+            ix->slot_entries[slot]--;
             if (tier != KVTIER_GPU) side_changed(ix, b);
             removed++;
             if (slot_holds(ix, b, slot)) continue;
@@ -1188,6 +1208,15 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     return matched;
 }
 
+uint64_t kvindex_endpoint_entries(const kvindex *ix, int slot)
+{
+    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return 0;
+    rdlock(ix);
+    uint64_t n = ix->slot_entries[slot];
+    unlock(ix);
+    return n;
+}
+
 void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
 {
     rdlock(ix);
@@ -1201,6 +1230,7 @@ void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
     out->bytes = bytes;
     out->evictions = ix->evictions;
     out->stores = ix->stores;
+    out->admissions = ix->admissions;
     out->removes = ix->removes;
     out->clears = ix->clears;
     out->lookups = atomic_load_explicit(&ix->lookups, memory_order_relaxed);

@@ -102,10 +102,13 @@ typedef struct kvindex_stats {
     uint64_t bytes;         /* memory used by the index's tables */
     uint64_t evictions;     /* request keys dropped by the capacity bound */
     uint64_t stores, removes, clears, lookups;  /* calls on a live slot (lookups: all calls) */
+    uint64_t admissions;    /* request keys passed to those stores (llm-d-kv-cache's admissions) */
     /* With cfg.clock_ns: write-lock holds, the longest, and the 99th percentile (to
      * 250 ns resolution, capped at 1 ms); zero otherwise. */
     uint64_t write_holds, write_hold_max_ns, write_hold_p99_ns;
 } kvindex_stats;
+/* The endpoint's (request key, tier) entries: what it holds now (0 for a free slot). */
+uint64_t kvindex_endpoint_entries(const kvindex *ix, int slot);
 void kvindex_get_stats(const kvindex *ix, kvindex_stats *out);
 
 #endif

@@ -122,6 +122,18 @@ static uint64_t root_for(kvingest *g, const char *model)
     return g->root;
 }
 
+/* Whether item i of a block's extra_keys is the adapter name vLLM puts first for a LoRA
+ * request (generate_block_hash_extra_keys: lora_name, then multimodal identifiers, then
+ * cache_salt). The chain root already carries the adapter, so it is no extra: hashing it
+ * as a multimodal id made adapter blocks unmatchable (llm-d-router #2927; fixed there,
+ * PR #2929, by skipping a first entry equal to the event's lora_name). */
+static bool lora_item(const kvev_event *e, const kvev_block_extra *bx, size_t i)
+{
+    const kvev_extra_item *it = &bx->items[i];
+    return i == 0 && it->kind == KVEV_EXTRA_STR && e->lora_name.len && it->id.len == e->lora_name.len &&
+           memcmp(it->id.s, e->lora_name.s, it->id.len) == 0;
+}
+
 /* extra_keys (per engine block) -> blockkeys extras per index block, as llm-d realigns
  * them: more engine blocks than index blocks merge (ids concatenated in engine order),
  * fewer are replicated to each index block they cover. */
@@ -131,7 +143,8 @@ static int build_extras(kvingest *g, const kvev_event *e, size_t n_index, size_t
     size_t E = e->n_extra_keys, total = 0;
     if (!e->has_extra_keys || E == 0) return KV_OK;
     for (size_t b = 0; b < E; b++)
-        for (size_t i = 0; i < e->extra_keys[b].n_items; i++) total += e->extra_keys[b].items[i].kind != KVEV_EXTRA_OTHER;
+        for (size_t i = 0; i < e->extra_keys[b].n_items; i++)
+            total += e->extra_keys[b].items[i].kind != KVEV_EXTRA_OTHER && !lora_item(e, &e->extra_keys[b], i);
     if (total == 0) return KV_OK;
     size_t need = E < n_index ? E + n_index : E;
     if (!grow_array((void **)&g->ids, &g->ids_cap, total, sizeof *g->ids) ||
@@ -142,7 +155,7 @@ static int build_extras(kvingest *g, const kvev_event *e, size_t n_index, size_t
         const kvev_block_extra *bx = &e->extra_keys[b];
         g->ex[b] = (blockkeys_extra){b, g->ids + at, 0};
         for (size_t i = 0; i < bx->n_items; i++)
-            if (bx->items[i].kind != KVEV_EXTRA_OTHER) g->ids[at++] = bx->items[i].id.s;
+            if (bx->items[i].kind != KVEV_EXTRA_OTHER && !lora_item(e, bx, i)) g->ids[at++] = bx->items[i].id.s;
         g->ex[b].n_ids = (size_t)(g->ids + at - g->ex[b].ids);
     }
     if (E >= n_index) {

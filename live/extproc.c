@@ -664,7 +664,8 @@ static void *worker(void *arg)
 /* What server_new set up (and the worker array); ends gRPC's use. */
 static void server_free(extproc_server *s)
 {
-    route_free(s->router);
+    if (!s->cfg.router)
+        route_free(s->router);
     pthread_cond_destroy(&s->cv);
     pthread_rwlock_destroy(&s->gate);
     pthread_mutex_destroy(&s->mu);
@@ -683,7 +684,7 @@ static extproc_server *server_new(const extproc_config *cfg, kv_err *err)
         return NULL;
     }
     s->cfg = *cfg;
-    if (!(s->router = route_new(&cfg->route, err))) {
+    if (!(s->router = cfg->router ? cfg->router : route_new(&cfg->route, err))) {
         free(s);
         return NULL;
     }
@@ -755,6 +756,8 @@ void extproc_keep_heap(void)
 }
 
 int extproc_port(const extproc_server *s) { return s->port; }
+
+route_router *extproc_router(extproc_server *s) { return s->router; }
 
 void extproc_get_stats(const extproc_server *s, extproc_stats *out)
 {

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway.h"
 #include "policy_util.h"
+#include "tokenize.h"
 
 #define MAX_SERIES 256
 #define OVERFLOW_LABEL "_other"
@@ -28,6 +30,13 @@ static const double request_buckets[] = {0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6,
 static const double sched_buckets[] = {0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
 /* llm-d-kv-cache's lookup_latency_seconds: Prometheus' default buckets */
 static const double lookup_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+/* vLLM's time_to_first_token_seconds and time_per_output_token_seconds buckets */
+static const double ttft_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                                      2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+static const double tpot_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+                                      2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+#define N_TTFT_B (sizeof ttft_buckets / sizeof ttft_buckets[0])
+#define N_TPOT_B (sizeof tpot_buckets / sizeof tpot_buckets[0])
 #define N_REQ_B (sizeof request_buckets / sizeof request_buckets[0])
 #define N_SCHED_B (sizeof sched_buckets / sizeof sched_buckets[0])
 #define N_LOOKUP_B (sizeof lookup_buckets / sizeof lookup_buckets[0])
@@ -103,6 +112,10 @@ struct promexp {
     size_t n_indexes;
     events_source *events;
     size_t n_events;
+    /* the gateway's */
+    atomic_uint_fast64_t gw_codes[600];  /* answers by HTTP status */
+    hist gw_ttft, gw_tpot;
+    gateway *gw;                         /* under mu */
 };
 
 const char *promexp_error_code(int http_status)
@@ -168,6 +181,25 @@ void promexp_observe_schedule(promexp *p, double seconds, bool ok)
 {
     hist_observe(&p->sched, sched_buckets, N_SCHED_B, seconds);
     atomic_fetch_add_explicit(ok ? &p->sched_ok : &p->sched_fail, 1, memory_order_relaxed);
+}
+
+void promexp_observe_gateway(promexp *p, int http_status, double ttft_s, double tpot_s)
+{
+    if (!p)
+        return;
+    if (http_status >= 100 && http_status < 600)
+        atomic_fetch_add_explicit(&p->gw_codes[http_status], 1, memory_order_relaxed);
+    if (ttft_s >= 0)
+        hist_observe(&p->gw_ttft, ttft_buckets, N_TTFT_B, ttft_s);
+    if (tpot_s >= 0)
+        hist_observe(&p->gw_tpot, tpot_buckets, N_TPOT_B, tpot_s);
+}
+
+void promexp_set_gateway(promexp *p, gateway *gw)
+{
+    pthread_mutex_lock(&p->mu);
+    p->gw = gw;
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* The scheduler's observer: lock-free, allocation-free. */
@@ -503,7 +535,7 @@ static void write_indexes(promexp *p, FILE *f)
         for (size_t i = 0; i < n; i++)                                                            \
             sample(f, name, scorer[i], NULL, num(buf, sizeof buf, (double)(value)));              \
     } while (0)
-    INDEX_METRIC("kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (stores).", st[i].stores);
+    INDEX_METRIC("kvcache_index_admissions_total", "counter", "Total number of KV-block admissions (request keys stored).", st[i].admissions);
     INDEX_METRIC("kvcache_index_evictions_total", "counter", "Total number of KV-block evictions.", st[i].evictions);
     INDEX_METRIC("kvcache_index_lookup_requests_total", "counter", "Total number of lookup calls.", st[i].lookups);
     /* KVC adds the longest per-pod match to both counters; so do we */
@@ -521,8 +553,52 @@ static void write_indexes(promexp *p, FILE *f)
 #undef INDEX_METRIC
 }
 
+static void put_breaker(void *ctx, const char *ep, breaker_state st)
+{
+    FILE *f = ctx;
+    fputs("kvroute_gateway_circuit_breaker_state{endpoint=\"", f);
+    put_label(f, ep);
+    fprintf(f, "\"} %d\n", (int)st);
+}
+
+static void write_gateway(promexp *p, FILE *f)
+{
+    bool any = false;
+    for (int c = 100; c < 600 && !any; c++)
+        any = ld(&p->gw_codes[c]) != 0;
+    pthread_mutex_lock(&p->mu);
+    if (!any && !p->gw) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    head(f, "kvroute_gateway_requests_total", "counter", "Requests the HTTP gateway answered, by HTTP status.");
+    for (int c = 100; c < 600; c++)
+        if (ld(&p->gw_codes[c]))
+            fprintf(f, "kvroute_gateway_requests_total{code=\"%d\"} %llu\n", c, (unsigned long long)ld(&p->gw_codes[c]));
+    head(f, "kvroute_gateway_ttft_seconds", "histogram", "Time from a request's arrival to the first response byte the gateway passed on.");
+    put_hist(f, "kvroute_gateway_ttft_seconds", &p->gw_ttft, ttft_buckets, N_TTFT_B, NULL, NULL);
+    head(f, "kvroute_gateway_time_per_output_token_seconds", "histogram", "Streamed responses: time after the first byte per further output token.");
+    put_hist(f, "kvroute_gateway_time_per_output_token_seconds", &p->gw_tpot, tpot_buckets, N_TPOT_B, NULL, NULL);
+    if (p->gw) {
+        gateway_stats s;
+        gateway_get_stats(p->gw, &s);
+        plain(f, "kvroute_gateway_retries_total", "counter", "Requests retried on the next-best endpoint.", (double)s.retries);
+        plain(f, "kvroute_gateway_upstream_failures_total", "counter", "Connect errors, 429/503 before the first byte and 5xx answers from endpoints.", (double)s.upstream_failures);
+        plain(f, "kvroute_gateway_client_cancels_total", "counter", "Clients gone before their answer ended (upstream request cancelled).", (double)s.client_cancels);
+        plain(f, "kvroute_gateway_timeouts_total", "counter", "Requests past --request-timeout.", (double)s.timeouts);
+        plain(f, "kvroute_gateway_queue_full_total", "counter", "Requests answered 429 because the queue was full.", (double)s.queue_full);
+        plain(f, "kvroute_gateway_in_flight_requests", "gauge", "Requests being routed or forwarded.", (double)s.in_flight);
+        plain(f, "kvroute_gateway_queued_requests", "gauge", "Requests waiting for a slot (--max-concurrent-requests).", (double)s.queued);
+        plain(f, "kvroute_gateway_circuit_breaker_opens_total", "counter", "Circuit breakers opened (an endpoint taken out of routing).", (double)s.breaker_opens);
+        head(f, "kvroute_gateway_circuit_breaker_state", "gauge", "Per endpoint: 0 closed, 1 open, 2 half-open.");
+        gateway_each_breaker(p->gw, put_breaker, f);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 void promexp_write(promexp *p, FILE *f)
 {
+    write_gateway(p, f);
     write_requests(p, f);
     write_plugins(p, f);
     if (p->src.endpoints) {
@@ -547,17 +623,116 @@ void promexp_write(promexp *p, FILE *f)
             fprintf(f, "kvroute_metrics_scrape_failures_total{reason=\"%s\"} %llu\n", fails[i].reason,
                     (unsigned long long)fails[i].n);
     }
+    if (p->src.tokenize) {
+        tokenize_stats t;
+        tokenize_get_stats(&t);
+        head(f, "kvroute_tokenize_requests_total", "counter",
+             "Prompts tokenised, by the vLLM endpoint that answered (tokenize: render answered 404).");
+        fprintf(f, "kvroute_tokenize_requests_total{endpoint=\"render\"} %llu\n", (unsigned long long)t.rendered);
+        fprintf(f, "kvroute_tokenize_requests_total{endpoint=\"tokenize\"} %llu\n", (unsigned long long)t.fell_back);
+        head(f, "kvroute_tokenize_failures_total", "counter",
+             "Prompts routed without token ids because tokenisation failed, by reason.");
+        for (int r = 0; r < TOKENIZE_REASONS; r++)
+            fprintf(f, "kvroute_tokenize_failures_total{reason=\"%s\"} %llu\n", tokenize_reason_name(r),
+                    (unsigned long long)t.failures[r]);
+    }
+    if (p->src.diag) {
+        uint64_t n[KVDIAG_REASON_COUNT];
+        kvdiag_counts(p->src.diag, n);
+        head(f, "kvroute_score_zero_causes_total", "counter",
+             "KV-event misconfigurations that keep precise prefix scores at 0, by reason (GET /debug/endpoints).");
+        for (int r = 0; r < KVDIAG_REASON_COUNT; r++)
+            fprintf(f, "kvroute_score_zero_causes_total{reason=\"%s\"} %llu\n", kvdiag_reason_name((kvdiag_reason)r),
+                    (unsigned long long)n[r]);
+    }
 }
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */
+
+/* One connection's request: its /debug/ body as it arrives. */
+typedef struct conn_req {
+    char *body;
+    size_t len;
+    bool too_big;
+} conn_req;
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    conn_req *cr = *con_cls;
+    if (cr)
+        free(cr->body);
+    free(cr);
+    *con_cls = NULL;
+}
+
+typedef struct header_list {
+    sched_kv kv[64];
+    size_t n;
+} header_list;
+
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    header_list *h = cls;
+    if (h->n < sizeof h->kv / sizeof h->kv[0])
+        h->kv[h->n++] = (sched_kv){key, value ? value : ""};
+    return MHD_YES;
+}
+
+static struct MHD_Response *serve_debug(promexp *p, struct MHD_Connection *c, const char *url, const char *method,
+                                        conn_req *cr, unsigned *status)
+{
+    if (cr->too_big) {
+        *status = MHD_HTTP_CONTENT_TOO_LARGE;
+        return MHD_create_response_from_buffer(strlen("request body larger than 8 MiB\n"),
+                                               "request body larger than 8 MiB\n", MHD_RESPMEM_PERSISTENT);
+    }
+    header_list hl = {.n = 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, &hl);
+    promexp_http h = {.method = method, .url = url, .body = cr->body ? cr->body : "", .body_len = cr->len,
+                      .headers = hl.kv, .n_headers = hl.n, .status = 404, .content_type = "text/plain"};
+    p->src.debug(p->src.debug_ctx, &h);
+    *status = (unsigned)h.status;
+    struct MHD_Response *r = h.out ? MHD_create_response_from_buffer(h.out_len, h.out, MHD_RESPMEM_MUST_FREE)
+                                   : MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (r)
+        MHD_add_response_header(r, "Content-Type", h.content_type);
+    else
+        free(h.out);
+    return r;
+}
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     promexp *p = cls;
+    conn_req *cr = *con_cls;
+    if (!cr) {   /* headers only so far: the body, if any, follows in the next calls */
+        if (!(cr = calloc(1, sizeof *cr)))
+            return MHD_NO;
+        *con_cls = cr;
+        return MHD_YES;
+    }
+    bool debug = p->src.debug && !strncmp(url, "/debug/", 7);
+    if (*upload_size) {
+        if (debug && !cr->too_big && cr->len + *upload_size <= PROMEXP_MAX_BODY) {
+            char *b = realloc(cr->body, cr->len + *upload_size + 1);
+            if (!b)
+                return MHD_NO;
+            memcpy(b + cr->len, upload, *upload_size);
+            cr->body = b;
+            cr->len += *upload_size;
+            b[cr->len] = 0;
+        } else {
+            cr->too_big = true;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
     struct MHD_Response *r;
     unsigned status = MHD_HTTP_OK;
-    if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+    if (debug) {
+        r = serve_debug(p, c, url, method, cr, &status);
+    } else if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
     } else if (strcmp(url, "/metrics")) {
@@ -642,7 +817,8 @@ promexp *promexp_start(int port, const promexp_sources *src, kv_err *err)
     }
     if (port >= 0) {
         p->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
-                                  on_request, p, MHD_OPTION_END);
+                                  on_request, p, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                  MHD_OPTION_END);
         if (!p->mhd) {
             kv_err_set(err, KV_EIO, "metrics: cannot listen on port %d (--metrics-port)", port);
             promexp_stop(p);

@@ -1,6 +1,7 @@
 /* promexp: ./epp's Prometheus metrics, under the names llm-d users already chart
  * (GIE pkg/epp/metrics, llm-d-kv-cache kvcache/metrics; docs/upstream/epp.md §5), served as
- * text exposition format 0.0.4 on --metrics-port (9090) at /metrics by libmicrohttpd.
+ * text exposition format 0.0.4 on --metrics-port (9090) at /metrics by libmicrohttpd; the
+ * same port hands /debug/... to the inspection endpoints (src.debug).
  *
  *   inference_objective_request_total{model_name,target_model_name}          counter
  *   inference_objective_request_error_total{model_name,target_model_name,error_code}
@@ -21,6 +22,16 @@
  *     scorer="<plugin name>" (a subscription: the names of the scorers it feeds).
  *   kvroute_metrics_scrapes_total, kvroute_metrics_scrape_failures_total{reason}
  *     (reason: transfer, http, parse, value)                                  (scrape)
+ *   kvroute_gateway_requests_total{code}, kvroute_gateway_ttft_seconds,
+ *   kvroute_gateway_time_per_output_token_seconds (histograms),
+ *   kvroute_gateway_retries_total, _upstream_failures_total, _client_cancels_total,
+ *   _timeouts_total, _queue_full_total, _in_flight_requests, _queued_requests,
+ *   kvroute_gateway_circuit_breaker_state{endpoint} (0 closed, 1 open, 2 half-open),
+ *   kvroute_gateway_circuit_breaker_opens_total                             (gateway)
+ *   kvroute_tokenize_requests_total{endpoint}, kvroute_tokenize_failures_total{reason}
+ *     (endpoint: render, tokenize; reason: timeout, transport, http_status, bad_reply,
+ *     no_endpoint)                                                            (tokenize)
+ *   kvroute_score_zero_causes_total{reason}                                   (kvdiag)
  * Plugin durations and the lookup hit metrics come from the scheduler's plugin-call
  * observer (sched_set_observer), which promexp_observe_sched installs.
  *
@@ -37,10 +48,28 @@
 
 #include "endpoints.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "kverr.h"
 #include "kvindex.h"
 #include "scheduler.h"
 #include "scrape.h"
+
+/* A request on the metrics port under /debug/ (the inspection endpoints, live/debugapi.h):
+ * method, path, body and headers in (valid during the call); status, content type and a
+ * malloc'd body out. */
+typedef struct promexp_http {
+    const char *method, *url;
+    const char *body;
+    size_t body_len;
+    const sched_kv *headers;
+    size_t n_headers;
+    int status;                   /* out */
+    const char *content_type;     /* out: a static string */
+    char *out;                    /* out: malloc'd, freed by promexp */
+    size_t out_len;
+} promexp_http;
+
+#define PROMEXP_MAX_BODY ((size_t)8 << 20)   /* a larger /debug/ body is answered 413 */
 
 typedef struct promexp_sources {
     const char *pool_name;        /* the inference_pool_* name label */
@@ -55,6 +84,11 @@ typedef struct promexp_sources {
     ingest *const *ingests;
     size_t n_ingests;
     const scraper *scrape;        /* NULL: no kvroute_metrics_scrape* */
+    bool tokenize;                /* kvroute_tokenize_* (live/tokenize.h's process-wide counts) */
+    kvdiag *diag;                 /* NULL: no kvroute_score_zero_causes_total */
+    /* Serves /debug/... (NULL: 404); runs on libmicrohttpd's thread. */
+    void (*debug)(void *ctx, promexp_http *h);
+    void *debug_ctx;
 } promexp_sources;
 
 typedef struct promexp promexp;
@@ -81,6 +115,14 @@ void promexp_observe_schedule(promexp *p, double seconds, bool ok);
  * them. Call once, before scheduling starts; s must outlive p (its plugin names are
  * borrowed). The observe path allocates nothing and takes no lock. */
 int promexp_observe_sched(promexp *p, sched *s, kv_err *err);
+
+/* One answer of the gateway (live/gateway.h): its status, and the time to first token
+ * and per output token as the gateway saw them (< 0: not measured). NULL p: no-op. */
+void promexp_observe_gateway(promexp *p, int http_status, double ttft_s, double tpot_s);
+/* The gateway whose counters, gauges and breakers each scrape renders; NULL before the
+ * gateway stops (a scrape in progress is waited for). */
+struct gateway;
+void promexp_set_gateway(promexp *p, struct gateway *gw);
 
 /* Renders the whole exposition into f (what GET /metrics returns). */
 void promexp_write(promexp *p, FILE *f);

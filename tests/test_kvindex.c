@@ -75,6 +75,8 @@ static void test_store_remove_clear(void **state)
     assert_int_equal(st.blocks, 3);       /* 13 still held by a */
     assert_int_equal(st.entries, 4);      /* a: 11, 13; b: 11, 12 */
     assert_int_equal(st.engine_keys, 2);
+    assert_int_equal(kvindex_endpoint_entries(ix, a), 2);
+    assert_int_equal(kvindex_endpoint_entries(ix, b), 2);
 
     kvindex_clear_endpoint(ix, a);
     assert_string_equal(kvindex_endpoint_name(ix, a), "10.0.0.1:8000");
@@ -85,6 +87,9 @@ static void test_store_remove_clear(void **state)
     assert_int_equal(st.entries, 2);
     assert_int_equal(st.engine_keys, 0);
     assert_int_equal(st.stores, 2);
+    assert_int_equal(st.admissions, 5);   /* keys, as llm-d-kv-cache counts them: 3 + 2 */
+    assert_int_equal(kvindex_endpoint_entries(ix, a), 0);
+    assert_int_equal(kvindex_endpoint_entries(ix, b), 2);
     assert_int_equal(st.removes, 3);
     assert_int_equal(st.clears, 1);
     assert_int_equal(st.lookups, 2);
@@ -619,6 +624,11 @@ static void check_equal(const kvindex *ix, const model *md, const universe *u, u
                  (unsigned long long)st.engine_keys, md->nm, (unsigned long long)st.evictions,
                  (unsigned long long)md->evictions);
     for (int s = 0; s < md->max_ep; s++) {
+        uint64_t held = 0;   /* the slot's share of the entries, through every path that changes them */
+        for (size_t i = 0; i < md->nb; i++) held += (uint64_t)__builtin_popcount(md->b[i].tiers[s]);
+        if (kvindex_endpoint_entries(ix, s) != held)
+            fail_msg("%s: slot %d entries %llu, model %llu", where, s,
+                     (unsigned long long)kvindex_endpoint_entries(ix, s), (unsigned long long)held);
         const char *name = kvindex_endpoint_name(ix, s);
         if ((name == NULL) != (md->names[s][0] == 0) || (name && strcmp(name, md->names[s])))
             fail_msg("%s: slot %d name %s, model %s", where, s, name ? name : "(free)", md->names[s]);

@@ -108,7 +108,7 @@ static void test_exposition(void **state)
     has_line(b.data, "inference_pool_average_kv_cache_utilization{name=\"pool-a\"} 0.5");
     has_line(b.data, "inference_pool_average_queue_size{name=\"pool-a\"} 3");
     has_line(b.data, "kvcache_index_size_blocks 3");
-    has_line(b.data, "kvcache_index_admissions_total 1");
+    has_line(b.data, "kvcache_index_admissions_total 3");   /* keys, not store calls */
     assert_null(strstr(b.data, "scorer="));   /* one precise scorer: llm-d-kv-cache's unlabelled series */
     assert_null(strstr(b.data, "kvroute_kv_events_"));   /* no ingest given */
     free(b.data);
@@ -337,7 +337,7 @@ static void test_several_precise_scorers(void **state)
     has_line(text, "kvcache_index_size_blocks{scorer=\"pa\"} 3");
     has_line(text, "kvcache_index_size_blocks{scorer=\"pb\"} 1");
     has_line(text, "kvcache_index_size_blocks{scorer=\"pc\"} 0");
-    has_line(text, "kvcache_index_admissions_total{scorer=\"pa\"} 1");
+    has_line(text, "kvcache_index_admissions_total{scorer=\"pa\"} 3");   /* keys, not store calls */
     has_line(text, "kvcache_index_admissions_total{scorer=\"pc\"} 0");
     has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pa\"} 3");
     has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pb\"} 1");

@@ -128,3 +128,11 @@ sched_request fx_tokens(const char *id, const uint32_t *tokens, size_t n)
 {
     return (sched_request){.id = id, .model = "m", .tokens = tokens, .n_tokens = n};
 }
+
+void fx_collect(void *warnbuf, const char *msg)
+{
+    fx_warnbuf *w = warnbuf;
+    int n = snprintf(w->text + w->len, sizeof w->text - w->len, "%s\n", msg);
+    if (n > 0 && w->len + (size_t)n < sizeof w->text)
+        w->len += (size_t)n;
+}

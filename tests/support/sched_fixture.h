@@ -31,6 +31,13 @@ typedef struct fx {
     kv_err err;                         /* the last fx_run's error */
 } fx;
 
+/* A warning sink (sched_env.warn and the like) keeping every message, one per line. */
+typedef struct fx_warnbuf {
+    char text[4096];
+    size_t len;
+} fx_warnbuf;
+void fx_collect(void *warnbuf, const char *msg);
+
 /* Heap-allocated (endpoint pointers must stay put); NULL if the config or sched fails.
  * Endpoints start with valid, zero metrics and no labels; tests set eps[i] as they need. */
 fx *fx_new(const char *yaml, size_t n_eps, uint64_t seed);
