@@ -357,7 +357,8 @@ int main(int argc, char **argv)
     sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = monoclock_now, .warn = on_warn};
     if (!(s = sched_new(cfg, &env, &err)))
         goto out;
-    if (o.secure && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))
+    bool tls = o.secure && o.grpc_port >= 0; /* TLS is the ext-proc port's; the gateway is plaintext */
+    if (tls && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))
         goto out;
     if (o.decision_log && !(d.dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err)))
         goto out;
@@ -481,7 +482,7 @@ int main(int argc, char **argv)
     char ports[240];
     snprintf(ports, sizeof ports, "grpc=%d http=%d health=%d metrics=%d tls=%s endpoints=%zu",
              xs ? extproc_port(xs) : -1, gw ? gateway_port(gw) : -1, health_port(hs), promexp_port(d.pm),
-             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
+             tls ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
     LOG_I("EPP started", "{s:s}", "listening", ports);
 
     int sig = 0;
