@@ -105,8 +105,9 @@ void breaker_success(breaker *b, const char *ep)
     pthread_mutex_unlock(&b->mu);
 }
 
-void breaker_failure(breaker *b, const char *ep, double now)
+bool breaker_failure(breaker *b, const char *ep, double now)
 {
+    bool opened = false;
     pthread_mutex_lock(&b->mu);
     entry *e = find(b, ep, true);
     if (e && e->st != BREAKER_OPEN) {
@@ -116,9 +117,11 @@ void breaker_failure(breaker *b, const char *ep, double now)
             e->open_until = now + b->cooldown_s;
             e->probe_sent = false;
             b->opens++;
+            opened = true;
         }
     }
     pthread_mutex_unlock(&b->mu);
+    return opened;
 }
 
 breaker_state breaker_get(breaker *b, const char *ep)

@@ -36,7 +36,8 @@ bool breaker_allows(breaker *b, const char *ep, double now);
 void breaker_sent(breaker *b, const char *ep, double now);
 /* The outcome of a request sent to ep. */
 void breaker_success(breaker *b, const char *ep);
-void breaker_failure(breaker *b, const char *ep, double now);
+/* Returns true when this failure opened the breaker. */
+bool breaker_failure(breaker *b, const char *ep, double now);
 
 breaker_state breaker_get(breaker *b, const char *ep);
 uint64_t breaker_opens(breaker *b); /* closed/half-open -> open transitions, ever */

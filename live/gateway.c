@@ -300,6 +300,28 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void upstream_failed(gwreq *r, const char *why);
 
+/* The current attempt's endpoint failed: counted, and fed to its breaker. */
+static void endpoint_failed(gwreq *r)
+{
+    gateway *g = r->gw;
+    count(g, &g->stats.upstream_failures);
+    if (breaker_failure(g->brk, r->target, monoclock_s()))
+        LOG_I("Circuit breaker opened: endpoint out of routing", "{s:s, s:f}", "endpoint", r->target,
+              "cooldownSeconds", g->cfg.breaker_cooldown_s > 0 ? g->cfg.breaker_cooldown_s : 10.0);
+}
+
+/* Hands r back to a worker for route_retry (once per request). */
+static void retry(gwreq *r)
+{
+    r->retried = true;
+    r->hold = false;
+    r->retry = true;
+    count(r->gw, &r->gw->stats.retries);
+    LOG_V(2, "Retrying on the next-best endpoint", "{s:s, s:s, s:i}", "x-request-id", r->q.request_id,
+          "failedEndpoint", r->target, "status", r->up_code);
+    dispatch(r);
+}
+
 static int on_up_headers(struct evhttp_request *ureq, void *arg)
 {
     gwreq *r = arg;
@@ -309,8 +331,7 @@ static int on_up_headers(struct evhttp_request *ureq, void *arg)
     r->up_code = code;
     snprintf(r->up_reason, sizeof r->up_reason, "%s", line ? line : reason(code));
     if (code == 429 || code >= 500) {
-        breaker_failure(g->brk, r->target, monoclock_s());
-        count(g, &g->stats.upstream_failures);
+        endpoint_failed(r);
     } else {
         breaker_success(g->brk, r->target);
     }
@@ -403,11 +424,7 @@ static void on_up_done(struct evhttp_request *ureq, void *arg)
         return;
     }
     if (r->hold) { /* a 429/503 before any byte: the next-best endpoint, once */
-        r->retried = true;
-        r->hold = false;
-        count(r->gw, &r->gw->stats.retries);
-        r->retry = true;
-        dispatch(r);
+        retry(r);
         return;
     }
     if (r->started)
@@ -426,17 +443,10 @@ static void on_up_error(enum evhttp_request_error e, void *arg)
  * else 502; after it, the client's connection is cut. */
 static void upstream_failed(gwreq *r, const char *why)
 {
-    gateway *g = r->gw;
-    if (!r->hold) { /* a held 429/503 was counted at its headers */
-        breaker_failure(g->brk, r->target, monoclock_s());
-        count(g, &g->stats.upstream_failures);
-    }
+    if (!r->hold) /* a held 429/503 was counted at its headers */
+        endpoint_failed(r);
     if (!r->started && !r->retried) {
-        r->retried = true;
-        r->hold = false;
-        count(g, &g->stats.retries);
-        r->retry = true;
-        dispatch(r);
+        retry(r);
         return;
     }
     char msg[256];

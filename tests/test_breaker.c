@@ -28,8 +28,9 @@ static void test_opens_after_consecutive_failures(void **state)
     breaker_failure(b, A, 4);
     assert_int_equal(breaker_get(b, A), BREAKER_CLOSED);
     assert_true(breaker_allows(b, A, 4));
-    breaker_failure(b, A, 5);
+    assert_true(breaker_failure(b, A, 5)); /* this one opened it */
     assert_int_equal(breaker_get(b, A), BREAKER_OPEN);
+    assert_false(breaker_failure(b, A, 6)); /* already open: nothing changes */
     assert_int_equal(breaker_opens(b), 1);
     assert_false(breaker_allows(b, A, 5));
     assert_false(breaker_allows(b, A, 14.9));
