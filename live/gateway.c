@@ -955,6 +955,7 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
     }
     size_t max_body = cfg->max_body ? cfg->max_body : (64u << 20);
     evhttp_set_max_body_size(g->http, (ev_ssize_t)max_body);
+    evhttp_set_max_headers_size(g->http, 1 << 20); /* libevent's default is unbounded */
     evhttp_set_allowed_methods(g->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(g->http, on_request, g);
