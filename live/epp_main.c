@@ -111,7 +111,7 @@ static void usage(FILE *f)
             "  --queue-size N                      gateway: requests waiting beyond that, 429 when full (default 100)\n"
             "  --api-key KEY                       gateway: require Authorization: Bearer KEY (default: none)\n"
             "  --circuit-breaker-failures N        gateway: consecutive endpoint failures that open its breaker (default 5)\n"
-            "  --circuit-breaker-cooldown S        gateway: seconds an open breaker keeps the endpoint out (default 10)\n"
+            "  --circuit-breaker-cooldown S        gateway: seconds an open breaker keeps the endpoint out (default 30)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
             "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
@@ -173,7 +173,7 @@ static int parse_double(const char *name, const char *v, double lo, double hi, d
 static int parse_flags(int argc, char **argv, opts *o)
 {
     *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .http_port = -1,
-                .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 10,
+                .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 30,
                 .secure = true,
                 .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000,
                 .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};

@@ -53,7 +53,7 @@ typedef struct gateway_config {
     int queue_size;               /* requests waiting beyond max_concurrent (429 beyond) */
     const char *api_key;          /* NULL: no authentication */
     int breaker_failures;         /* consecutive failures that open a breaker; 0 = 5 */
-    double breaker_cooldown_s;    /* how long it stays open; 0 = 10 */
+    double breaker_cooldown_s;    /* how long it stays open; 0 = 30 (vllm-router's default) */
     struct promexp *metrics;      /* the kvroute_gateway_* series go here; NULL = none */
     /* A router to share with another front door (the ext-proc server in ./epp: one
      * sched, one lock); NULL: the gateway makes its own from the fields below. */
