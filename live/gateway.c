@@ -307,7 +307,7 @@ static void endpoint_failed(gwreq *r)
     count(g, &g->stats.upstream_failures);
     if (breaker_failure(g->brk, r->target, monoclock_s()))
         LOG_I("Circuit breaker opened: endpoint out of routing", "{s:s, s:f}", "endpoint", r->target,
-              "cooldownSeconds", g->cfg.breaker_cooldown_s > 0 ? g->cfg.breaker_cooldown_s : 30.0);
+              "cooldownSeconds", g->cfg.breaker_cooldown_s);
 }
 
 /* Hands r back to a worker for route_retry (once per request). */
@@ -945,8 +945,11 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
     g->router = cfg->router ? cfg->router : route_new(&cfg->route, err);
     if (!g->router)
         goto fail;
-    if (!(g->brk = breaker_new(cfg->breaker_failures ? cfg->breaker_failures : 5,
-                               cfg->breaker_cooldown_s > 0 ? cfg->breaker_cooldown_s : 30, err)))
+    if (!g->cfg.breaker_failures)
+        g->cfg.breaker_failures = 5;
+    if (!(g->cfg.breaker_cooldown_s > 0))
+        g->cfg.breaker_cooldown_s = 30;
+    if (!(g->brk = breaker_new(g->cfg.breaker_failures, g->cfg.breaker_cooldown_s, err)))
         goto fail;
     if (!(g->base = event_base_new()) || !(g->http = evhttp_new(g->base)) ||
         !(g->stop_ev = event_new(g->base, -1, 0, on_stop, g)) || !(g->reap_ev = event_new(g->base, -1, 0, on_reap, g))) {
