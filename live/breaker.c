@@ -141,6 +141,20 @@ uint64_t breaker_opens(breaker *b)
     return n;
 }
 
+void breaker_retain(breaker *b, bool (*keep)(void *ctx, const char *ep), void *ctx)
+{
+    pthread_mutex_lock(&b->mu);
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (keep(ctx, b->e[i].ep))
+            b->e[k++] = b->e[i];
+        else
+            free(b->e[i].ep);
+    }
+    b->n = k;
+    pthread_mutex_unlock(&b->mu);
+}
+
 void breaker_each(breaker *b, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx)
 {
     pthread_mutex_lock(&b->mu);

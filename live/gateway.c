@@ -1015,7 +1015,26 @@ void gateway_get_stats(gateway *g, gateway_stats *out)
     out->breaker_opens = breaker_opens(g->brk);
 }
 
+typedef struct pool_view {
+    sched_endpoint *const *eps;
+    size_t n;
+} pool_view;
+
+static bool in_pool(void *ctx, const char *ep)
+{
+    const pool_view *v = ctx;
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(v->eps[i]->name, ep))
+            return true;
+    return false;
+}
+
 void gateway_each_breaker(gateway *g, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx)
 {
+    const route_pool *pool = &g->cfg.pool;
+    pool_view v;
+    v.n = pool->acquire(pool->ctx, &v.eps);
+    breaker_retain(g->brk, in_pool, &v);
+    pool->release(pool->ctx);
     breaker_each(g->brk, fn, ctx);
 }

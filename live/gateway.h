@@ -90,7 +90,8 @@ int gateway_port(const gateway *g);
  * still open are completed (route_complete) as 503. NULL is a no-op. */
 void gateway_stop(gateway *g);
 void gateway_get_stats(gateway *g, gateway_stats *out);
-/* Calls fn for every endpoint the breaker has seen, with its state (for the metrics). */
+/* Calls fn for every endpoint of the pool the breaker has seen, with its state (for the
+ * metrics); endpoints gone from the pool are forgotten first. */
 void gateway_each_breaker(gateway *g, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx);
 
 #endif
