@@ -179,6 +179,17 @@ static bool hop_by_hop(const char *k)
 static void start_next(gateway *g);
 static void dispatch(gwreq *r);
 
+/* Before the last write to the client, which may free its connection at once (a client
+ * that asked to close): nothing of r stays reachable from the connection or its socket. */
+static void detach_client(gwreq *r)
+{
+    if (r->watch)
+        event_free(r->watch), r->watch = NULL;
+    if (r->ccon)
+        evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+    r->ccon = NULL;
+}
+
 /* Everything about r ends here: the route completion, the metrics, its slot. */
 static void finish(gwreq *r, int status)
 {
@@ -191,8 +202,7 @@ static void finish(gwreq *r, int status)
     r->ph = PH_DONE;
     if (r->ucon) /* cancels the upstream request: no callback comes */
         evhttp_connection_free(r->ucon), r->ucon = NULL;
-    if (r->ccon)
-        evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+    detach_client(r);
     if (r->client_gone && r->req) /* unlinked from its failed connection: ours */
         evhttp_request_free(r->req);
     r->req = NULL;
@@ -221,8 +231,6 @@ static void finish(gwreq *r, int status)
     TAILQ_REMOVE(&g->reqs, r, all);
     event_free(r->wake);
     event_free(r->timer);
-    if (r->watch)
-        event_free(r->watch);
     if (r->held)
         evbuffer_free(r->held);
     if (r->copy)
@@ -240,14 +248,12 @@ static void finish(gwreq *r, int status)
 static void fail(gwreq *r, int status, const char *code, const char *msg)
 {
     if (r->req && !r->client_gone) {
-        if (!r->started) {
-            evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+        struct evhttp_connection *c = r->ccon;
+        detach_client(r);
+        if (!r->started)
             reply_error(r->req, status, code, msg, r->q.request_id);
-        } else {
-            evhttp_connection_set_closecb(r->ccon, NULL, NULL);
-            evhttp_connection_free(r->ccon); /* frees the request with it */
-            r->ccon = NULL;
-        }
+        else
+            evhttp_connection_free(c); /* frees the request with it */
         r->req = NULL;
     }
     finish(r, status);
@@ -259,7 +265,7 @@ static void on_client_close(struct evhttp_connection *con, void *arg)
 {
     gwreq *r = arg;
     r->client_gone = true;
-    r->ccon = NULL;
+    detach_client(r);
     /* libevent unlinks the request of a failed connection (then it is ours to free); a
      * request still linked is freed with its connection, right after this callback */
     if (r->req && evhttp_request_get_connection(r->req))
@@ -427,8 +433,11 @@ static void on_up_done(struct evhttp_request *ureq, void *arg)
         retry(r);
         return;
     }
-    if (r->started)
-        evhttp_send_reply_end(r->req), r->req = NULL;
+    if (r->started) {
+        detach_client(r);
+        evhttp_send_reply_end(r->req);
+        r->req = NULL;
+    }
     finish(r, r->up_code);
 }
 
@@ -574,7 +583,7 @@ static void on_decided(evutil_socket_t fd, short what, void *arg)
         evhttp_add_header(out, "Content-Type", "application/json");
         evhttp_add_header(out, "x-gateway-destination-endpoint", r->target);
         evhttp_add_header(out, "x-request-id", q->request_id);
-        evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+        detach_client(r);
         evhttp_send_reply(r->req, r->up_code, r->up_reason, r->held);
         r->req = NULL;
         finish(r, r->up_code);

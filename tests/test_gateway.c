@@ -196,6 +196,7 @@ typedef struct call {
     const char *method, *path, *body;
     const char *hdr[4];           /* extra request headers, NULL-terminated */
     long timeout_ms;              /* 0 = 10 s */
+    bool http10;                  /* HTTP/1.0: the connection closes after the answer */
     resp r;
 } call;
 
@@ -218,6 +219,8 @@ static void perform(call *c)
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &c->r);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms ? c->timeout_ms : 10000L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (c->http10)
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_0);
     c->r.rc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->r.status);
     curl_slist_free_all(hl);
@@ -630,6 +633,38 @@ static void test_client_disconnect_mid_stream_cancels_upstream(void **state)
     world_free(w);
 }
 
+/* Clients whose connection closes with the answer (HTTP/1.0, Connection: close): the
+ * last write may free the connection at once, and nothing of the request may be touched
+ * through it after (ASan watches). */
+static void test_clients_that_close_after_the_answer(void **state)
+{
+    world *w = world_new(QUEUE_CONFIG, (gateway_config){0}, -1);
+    const char *bodies[] = {BODY, STREAM_BODY, "{\"prompt\":\"no model\"}"};
+    long want[] = {200, 200, 400};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 3; i++) {
+            call c = {.port = w->port, .method = "POST", .path = "/v1/completions", .body = bodies[i],
+                      .http10 = k == 0, .hdr = {k == 1 ? "Connection: close" : NULL}};
+            perform(&c);
+            assert_int_equal(c.r.rc, CURLE_OK);
+            assert_int_equal(c.r.status, want[i]);
+            if (i == 1)
+                assert_non_null(strstr(c.r.body, "[DONE]"));
+            free_call(&c);
+        }
+    /* a 503 held for a retry, then passed on: one endpoint, the retry has nowhere to go */
+    fake_upstream_set_mode(w->up[0], FU_STATUS, 503);
+    w->f->n = 1;
+    call c = {.port = w->port, .method = "POST", .path = "/v1/completions", .body = BODY, .http10 = true};
+    perform(&c);
+    assert_int_equal(c.r.status, 503);
+    free_call(&c);
+    w->f->n = N_UP;
+    int all = 7;
+    assert_true(wait_for(have_completions, w, &all));
+    world_free(w);
+}
+
 static void test_bad_requests_are_openai_errors(void **state)
 {
     world *w = world_new(QUEUE_CONFIG, (gateway_config){0}, -1);
@@ -784,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_timeout_answers_504),
         cmocka_unit_test(test_client_disconnect_cancels_upstream),
         cmocka_unit_test(test_client_disconnect_mid_stream_cancels_upstream),
+        cmocka_unit_test(test_clients_that_close_after_the_answer),
         cmocka_unit_test(test_bad_requests_are_openai_errors),
         cmocka_unit_test(test_models_merged),
         cmocka_unit_test(test_extproc_and_gateway_route_alike),
