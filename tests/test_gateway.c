@@ -450,7 +450,7 @@ static void test_breaker_opens_and_closes(void **state)
     promexp *pm = promexp_start(-1, NULL, &err);
     assert_non_null(pm);
     world *w = world_new(QUEUE_CONFIG,
-                         (gateway_config){.breaker_failures = 2, .breaker_cooldown_s = 1, .metrics = pm}, -1);
+                         (gateway_config){.breaker_failures = 2, .breaker_cooldown_s = 2, .metrics = pm}, -1);
     promexp_set_gateway(pm, w->gw);
     w->f->eps[1].m.waiting = 1, w->f->eps[2].m.waiting = 5;
     fake_upstream_set_mode(w->up[0], FU_STATUS, 500); /* 500: no retry, but a failure */
@@ -480,7 +480,7 @@ static void test_breaker_opens_and_closes(void **state)
     free_call(&c);
     /* after the cool-down a probe goes to endpoint 0; it answers, the breaker closes */
     fake_upstream_set_mode(w->up[0], FU_OK, 0);
-    for (int i = 0; i < 200 && fake_upstream_requests(w->up[0]) == 2; i++) {
+    for (int i = 0; i < 500 && fake_upstream_requests(w->up[0]) == 2; i++) {
         c = post(w, BODY);
         assert_int_equal(c.r.status, 200);
         free_call(&c);
