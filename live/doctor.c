@@ -1,11 +1,12 @@
 /* doctor: misconfigurations from an EPP's /debug/ answers (see doctor.h). */
 #include "doctor.h"
 
-#include <curl/curl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "httpfetch.h"
 
 static int problem(FILE *out, const char *fix, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int problem(FILE *out, const char *fix, const char *fmt, ...)
@@ -114,24 +115,6 @@ int doctor_check(const json_t *endpoints, const json_t *index, double since_s, F
     return n;
 }
 
-typedef struct buf {
-    char *data;
-    size_t len;
-} buf;
-
-static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
-{
-    buf *b = ctx;
-    char *g = realloc(b->data, b->len + sz * n + 1);
-    if (!g)
-        return 0;
-    memcpy(g + b->len, p, sz * n);
-    b->data = g;
-    b->len += sz * n;
-    g[b->len] = 0;
-    return sz * n;
-}
-
 static json_t *fetch(const char *base, const char *path, kv_err *err)
 {
     char url[1024];
@@ -139,24 +122,13 @@ static json_t *fetch(const char *base, const char *path, kv_err *err)
     while (bl && base[bl - 1] == '/')
         bl--;
     snprintf(url, sizeof url, "%.*s%s", (int)bl, base, path);
-    buf b = {0};
-    CURL *c = curl_easy_init();
-    if (!c) {
-        kv_err_set(err, KV_ENOMEM, "out of memory");
-        return NULL;
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    httpfetch_body b = {0};
+    const char *why = "";
+    long status = httpfetch("GET", url, NULL, NULL, 10000, &b, &why);
     json_t *o = NULL;
     json_error_t je;
-    if (rc != CURLE_OK)
-        kv_err_set(err, KV_EIO, "%s: %s", url, curl_easy_strerror(rc));
+    if (status < 0)
+        kv_err_set(err, KV_EIO, "%s: %s", url, why);
     else if (status != 200)
         kv_err_set(err, KV_EIO, "%s: HTTP %ld (is this the EPP's --metrics-port, and the EPP new enough?)", url,
                    status);
