@@ -44,6 +44,7 @@ struct kvdiag {
     uint64_t counts[KVDIAG_REASON_COUNT];
     pod_rec *pods;
     size_t n_pods, cap_pods;
+    uint32_t *by_name;            /* open addressing: pod index + 1, 0 empty; 2 * cap_pods slots */
     char models[KVDIAG_MAX_MODELS][NAME_CAP];   /* requests asked for */
     size_t n_models;
     char published[KVDIAG_MAX_MODELS][NAME_CAP];   /* some pod's events carry */
@@ -86,6 +87,7 @@ void kvdiag_free(kvdiag *d)
         return;
     pthread_mutex_destroy(&d->mu);
     free(d->pods);
+    free(d->by_name);
     free(d->issues);
     free(d);
 }
@@ -95,12 +97,25 @@ static void copy(char *dst, const char *src)
     snprintf(dst, NAME_CAP, "%s", src ? src : "");
 }
 
+/* The by_name slot holding name, or the empty one where it would go (every event
+ * message looks its pod up: a scan of thousands of names would be the cost). */
+static size_t pod_slot(const kvdiag *d, const char *name)
+{
+    uint64_t h = 14695981039346656037ULL;   /* FNV-1a over the name as stored */
+    for (size_t i = 0; name[i] && i < NAME_CAP - 1; i++)
+        h = (h ^ (uint8_t)name[i]) * 1099511628211ULL;
+    size_t mask = 2 * d->cap_pods - 1, i = (size_t)h & mask;
+    while (d->by_name[i] && strncmp(d->pods[d->by_name[i] - 1].name, name, NAME_CAP - 1))
+        i = (i + 1) & mask;
+    return i;
+}
+
 static pod_rec *pod_find(kvdiag *d, const char *name)
 {
-    for (size_t i = 0; i < d->n_pods; i++)
-        if (!strcmp(d->pods[i].name, name))
-            return &d->pods[i];
-    return NULL;
+    if (!d->cap_pods)
+        return NULL;
+    uint32_t k = d->by_name[pod_slot(d, name)];
+    return k ? &d->pods[k - 1] : NULL;
 }
 
 static pod_rec *pod_get(kvdiag *d, const char *name)
@@ -108,17 +123,24 @@ static pod_rec *pod_get(kvdiag *d, const char *name)
     pod_rec *p = pod_find(d, name);
     if (p || d->n_pods == KVDIAG_MAX_PODS)
         return p;
-    if (d->n_pods == d->cap_pods) {
+    if (d->n_pods == d->cap_pods) {   /* grow both, then index every pod again */
         size_t cap = d->cap_pods ? d->cap_pods * 2 : 16;
         pod_rec *g = realloc(d->pods, cap * sizeof *g);
-        if (!g)
+        uint32_t *t = g ? calloc(2 * cap, sizeof *t) : NULL;
+        if (g)
+            d->pods = g;
+        if (!t)
             return NULL;
-        d->pods = g;
+        free(d->by_name);
+        d->by_name = t;
         d->cap_pods = cap;
+        for (size_t i = 0; i < d->n_pods; i++)
+            d->by_name[pod_slot(d, d->pods[i].name)] = (uint32_t)i + 1;
     }
     p = &d->pods[d->n_pods++];
     *p = (pod_rec){0};
     copy(p->name, name);
+    d->by_name[pod_slot(d, p->name)] = (uint32_t)d->n_pods;
     return p;
 }
 

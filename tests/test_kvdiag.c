@@ -286,6 +286,29 @@ static void test_block_size(void **state)
     json_decref(w);
 }
 
+/* Pods are found by name however many there are (the table grows and re-indexes):
+ * each keeps its own count and sequence number. */
+static void test_many_pods(void **state)
+{
+    fx *f = *state;
+    char name[64];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 1000; i++) {
+            snprintf(name, sizeof name, "10.1.%d.%d:8000", i / 250, i % 250);
+            kvdiag_events(f->diag, name, MODEL, (uint64_t)(i * 10 + round), BS, BS);
+        }
+    for (int i = 0; i < 1000; i += 37) {
+        snprintf(name, sizeof name, "10.1.%d.%d:8000", i / 250, i % 250);
+        json_t *p = kvdiag_pod_json(f->diag, name);
+        assert_non_null(p);
+        assert_int_equal(json_integer_value(json_object_get(p, "messages")), 2);
+        assert_int_equal(json_integer_value(json_object_get(p, "lastSeq")), i * 10 + 1);
+        json_decref(p);
+    }
+    assert_null(kvdiag_pod_json(f->diag, "10.9.9.9:8000"));
+    only(f, KVDIAG_STALE, 0);
+}
+
 /* The counters reach /metrics by reason. */
 static void test_metrics(void **state)
 {
@@ -349,6 +372,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_model_alias_after_good_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_pods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_topic_socket, setup, teardown),
     };
