@@ -21,8 +21,9 @@
  * The body goes upstream byte for byte (Content-Length is its length), except that
  * x-gateway-model-name-rewrite re-serialises it with the new `model`, as GIE does.
  *
- * Control headers (GIE pkg/epp/handlers; llm-d-router's x-llm-d-router-* names are
- * accepted too and win when both are sent): x-gateway-inference-objective names the
+ * Control headers (GIE pkg/epp/handlers; llm-d-router's x-llm-d-* names since its
+ * PR #1161 -- x-llm-d-inference-objective, -inference-fairness-id, x-llm-d-model-name-
+ * rewrite -- are accepted too and win when both are sent, as its metadata package reads them): x-gateway-inference-objective names the
  * InferenceObjective whose priority goes into the scheduler request (and decides
  * shedding), x-gateway-inference-fairness-id is recorded ("default-flow" when absent),
  * x-gateway-model-name-rewrite is the model sent upstream and scheduled for.

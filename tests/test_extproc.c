@@ -920,7 +920,7 @@ static void test_objectives_and_shedding(void **state)
     const char *premium[] = {":path", "/v1/completions", "x-gateway-inference-objective", "premium", NULL};
     const char *unknown[] = {":path", "/v1/completions", "x-gateway-inference-objective", "nope", NULL};
     const char *aliased[] = {":path", "/v1/completions", "x-gateway-inference-objective", "batch",
-                             "x-llm-d-router-inference-objective", "premium", "x-llm-d-router-inference-fairness-id",
+                             "x-llm-d-inference-objective", "premium", "x-llm-d-inference-fairness-id",
                              "tenant-b", NULL};
 
     /* not saturated: the sheddable request is routed, its priority and fairness id recorded */
