@@ -250,6 +250,20 @@ static void test_score_errors(void **state)
     json_decref(o);
     assert_int_equal(http(e, "GET", "/debug/nothing", NULL, &o), 404);
     json_decref(o);
+    /* a body past the metrics port's bound is refused before anything reads it */
+    size_t big = PROMEXP_MAX_BODY + 1;
+    char *huge = malloc(big + 1);
+    memset(huge, ' ', big);
+    huge[big] = 0;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/debug/score", promexp_port(e->pm));
+    httpfetch_body b = {0};
+    const char *why = "";
+    long code = httpfetch("POST", url, huge, NULL, 5000, &b, &why);
+    if (code != 413)
+        fail_msg("%ld: %s", code, why);
+    free(b.data);
+    free(huge);
     debugapi_set_router(e->dbg, NULL);   /* as ./epp does before its server stops */
     assert_int_equal(http(e, "POST", "/debug/score", "{}", &o), 503);
     json_decref(o);
