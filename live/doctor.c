@@ -100,12 +100,6 @@ int doctor_check(const json_t *endpoints, const json_t *index, double since_s, F
     int bs = index_block_size(index);
     json_array_foreach(list, i, v) n += check_endpoint(v, bs, precise, out);
     json_array_foreach(json_object_get(index, "ingests"), i, v) {
-        if (num(v, "rejectedPods"))
-            n += problem(out,
-                         "the topic's pod id must be the endpoint's ip:port exactly as the EPP lists it "
-                         "(GET /debug/endpoints): kv@<ip:port>@<model>",
-                         "%lld KV event message(s) rejected: their topic names no known endpoint",
-                         (long long)num(v, "rejectedPods"));
         if (num(v, "decodeErrors"))
             n += problem(out, "check the publisher: kvroute_kv_events_decode_errors_total{reason} says what is wrong",
                          "%lld KV event message(s) could not be decoded", (long long)num(v, "decodeErrors"));

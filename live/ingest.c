@@ -581,6 +581,8 @@ static bool rx_accept(ingest *g, rx_state *st, const ingest_frame *f, size_t n, 
     }
     epset_match m = epset_match_pod(g->cfg.endpoints, t.pod.s, t.pod.len, name, NAME_MAX_LEN);
     if (m == EPSET_NO_MATCH) {
+        if (g->cfg.diag)
+            kvdiag_unknown_pod(g->cfg.diag, t.pod.s, t.pod.len, t.model.s, t.model.len);
         uint64_t r = atomic_fetch_add(&g->c.rejected_pods, 1) + 1;
         if ((r & (r - 1)) == 0)   /* 1st, 2nd, 4th, ...: visible without flooding the log */
             LOG_W("KV events from a pod that is not a known endpoint were rejected", "{s:s%, s:I}", "topicPod",

@@ -57,7 +57,7 @@ struct kvdiag {
 const char *kvdiag_reason_name(kvdiag_reason r)
 {
     static const char *const names[KVDIAG_REASON_COUNT] = {"empty_topic", "foreign_topic", "model_mismatch",
-                                                           "stale", "block_size"};
+                                                           "stale", "block_size", "unknown_pod"};
     return (unsigned)r < KVDIAG_REASON_COUNT ? names[r] : "unknown";
 }
 
@@ -216,6 +216,17 @@ static void note_mismatch(kvdiag *d, const char *pod, const char *model, double 
           model, pod, last_model(d), last_model(d), model);
 }
 
+/* Wire bytes as a printable ASCII name for the log and the issues. */
+static void printable(char out[NAME_CAP], const void *s, size_t len)
+{
+    size_t n = len < NAME_CAP - 1 ? len : NAME_CAP - 1;
+    memcpy(out, s, n);
+    out[n] = 0;
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
+}
+
 void kvdiag_topic(kvdiag *d, const char *peer, const void *topic, size_t len, const char *filter)
 {
     pthread_mutex_lock(&d->mu);
@@ -229,17 +240,25 @@ void kvdiag_topic(kvdiag *d, const char *peer, const void *topic, size_t len, co
               who);
     } else {
         char t[NAME_CAP];
-        size_t n = len < NAME_CAP - 1 ? len : NAME_CAP - 1;
-        memcpy(t, topic, n);
-        t[n] = 0;
-        for (char *c = t; *c; c++)   /* for the log and the issue: printable ASCII */
-            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-                *c = '?';
+        printable(t, topic, len);
         occur(d, KVDIAG_FOREIGN_TOPIC, who, t, now,
               "KV events from %s on topic '%s' do not start with kvEventsConfig.topicFilter '%s', so they are "
               "dropped: publish on kv@<ip:port as the EPP lists the pod>@<the model requests name>",
               who, t, filter ? filter : "");
     }
+    pthread_mutex_unlock(&d->mu);
+}
+
+void kvdiag_unknown_pod(kvdiag *d, const char *pod, size_t pod_len, const char *model, size_t model_len)
+{
+    char p[NAME_CAP], m[NAME_CAP];
+    printable(p, pod, pod_len);
+    printable(m, model, model_len);
+    pthread_mutex_lock(&d->mu);
+    occur(d, KVDIAG_UNKNOWN_POD, p, m, now_s(d),
+          "KV events name pod '%s', which is not an endpoint, so they are dropped: the topic's pod id must be the "
+          "endpoint's ip:port exactly as the EPP lists it (GET /debug/endpoints), kv@<ip:port>@%s",
+          p, m);
     pthread_mutex_unlock(&d->mu);
 }
 

@@ -163,6 +163,26 @@ static void test_foreign_topic(void **state)
     json_decref(w);
 }
 
+/* A topic naming the pod otherwise than the endpoint list (its pod name; another port):
+ * rejected as before, and now counted as a cause with the fix. */
+static void test_unknown_pod(void **state)
+{
+    fx *f = *state;
+    feed(f, "kv@vllm-0@" MODEL, BS, 64);
+    feed(f, "kv@vllm-0@" MODEL, BS, 64);
+    only(f, KVDIAG_UNKNOWN_POD, 2);
+    ingest_stats st;
+    ingest_get_stats(f->g, &st);
+    assert_int_equal(st.rejected_pods, 2);
+    assert_int_equal(st.batches, 0);
+    assert_int_equal(f->n_warnings, 1);
+    json_t *w = warning(f, 0);
+    assert_string_equal(json_string_value(json_object_get(w, "pod")), "vllm-0");
+    assert_non_null(strstr(json_string_value(json_object_get(w, "fix")),
+                           "the topic's pod id must be the endpoint's ip:port exactly as the EPP lists it"));
+    json_decref(w);
+}
+
 static void test_model_mismatch_after_requests(void **state)
 {
     fx *f = *state;
@@ -367,6 +387,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_empty_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_topic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_pod, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch_after_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch_before_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_alias_after_good_requests, setup, teardown),
