@@ -4,8 +4,10 @@
  * or label selector: live/endpoints.h, live/k8s.h; in cluster with the service account, or
  * with --kubeconfig / $KUBECONFIG from outside: live/kubeconfig.h), /metrics scraping (live/scrape.h),
  * vLLM KV-event ingestion into the index of every precise scorer the config has
- * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h; its index and
- * event metrics are the first precise scorer's), the ext-proc server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
+ * (live/ingest.h, kvEventsConfig; --kv-events-zmq-endpoint overrides its zmqEndpoint), the
+ * "score is 0" diagnosis fed by the ingest and the decisions (live/kvdiag.h), the
+ * Prometheus exporter (live/promexp.h; its index and event metrics are the first precise
+ * scorer's) with the /debug/ inspection endpoints on its port (live/debugapi.h), the ext-proc server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
  * decision log. Admission as GIE's director: InferenceObjective priorities
  * (live/objectives.h, from the cluster or --objectives) and the saturation detector
  * (live/saturation.h) that sheds requests with priority < 0; InferenceModelRewrites
