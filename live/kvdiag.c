@@ -1,8 +1,9 @@
 /* kvdiag: the causes of a precise score of 0, counted and explained (see kvdiag.h).
  *
- * State: pods (by endpoint name, or the sender's address for topics that name none),
- * the models requests asked for, and the issues found, each issue keyed by (reason, pod,
- * model) so that its warning is logged once. */
+ * State: the pods that sent events or were routed to (by endpoint name, hashed), the
+ * models requests asked for and those events carry, and the issues found, each keyed by
+ * (reason, pod, model) so that its warning is logged once; an issue's pod is the
+ * endpoint, the topic's pod id, or for a topic naming none the sender's address. */
 #include "kvdiag.h"
 
 #include <pthread.h>
