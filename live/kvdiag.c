@@ -78,6 +78,8 @@ kvdiag *kvdiag_new(const kvdiag_config *cfg, kv_err *err)
         d->cfg = *cfg;
     if (d->cfg.stale_after_s <= 0)
         d->cfg.stale_after_s = 30;
+    if (!d->cfg.block_tokens)
+        d->cfg.block_tokens = 16;
     pthread_mutex_init(&d->mu, NULL);
     return d;
 }
@@ -323,7 +325,7 @@ static void check_locked(kvdiag *d, double now)
     }
 }
 
-void kvdiag_request(kvdiag *d, const char *model, const char *target)
+void kvdiag_request(kvdiag *d, const char *model, const char *target, size_t n_tokens)
 {
     pthread_mutex_lock(&d->mu);
     double now = now_s(d);
@@ -343,7 +345,8 @@ void kvdiag_request(kvdiag *d, const char *model, const char *target)
             for (int k = 0; k < d->pods[i].n_models; k++)
                 note_mismatch(d, d->pods[i].name, d->pods[i].models[k], now);
     }
-    pod_rec *p = target ? pod_get(d, target) : NULL;
+    /* only a prompt of a whole block makes vLLM store (and publish) anything for sure */
+    pod_rec *p = target && n_tokens >= d->cfg.block_tokens ? pod_get(d, target) : NULL;
     if (p && !p->routed_pending++)
         p->routed_since_s = now;
     if (now - d->checked_s >= CHECK_EVERY_S)

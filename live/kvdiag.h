@@ -17,7 +17,8 @@
  * (kvdiag_events); ./epp's decision hook reports each routed request's model and target
  * (kvdiag_request). Staleness is judged against the routing: a pod that was routed
  * requests stale_after_s ago and sent no event since is stale (an idle pod sending
- * nothing is not); it is checked at most once a second, on a kvdiag_request or a
+ * nothing is not, nor one that was only sent prompts shorter than a block, which vLLM
+ * stores nothing for); it is checked at most once a second, on a kvdiag_request or a
  * kvdiag_check.
  *
  * Why no hash-seed reason: kvroute computes request keys from the events' token ids
@@ -60,6 +61,8 @@ const char *kvdiag_reason_name(kvdiag_reason r);
 
 typedef struct kvdiag_config {
     double stale_after_s;         /* <= 0: 30 */
+    uint32_t block_tokens;        /* prompt tokens a request needs to be expected to make its pod
+                                     store a block (the smallest index block size); 0: 16 */
     double (*now)(void *ctx);     /* seconds, monotonic; NULL: monoclock_s */
     void *now_ctx;
 } kvdiag_config;
@@ -80,9 +83,10 @@ void kvdiag_unknown_pod(kvdiag *d, const char *pod, size_t pod_len, const char *
  * none in the batch), index_block_size the index's (tokenProcessorConfig.blockSize). */
 void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, uint32_t engine_block_size,
                    uint32_t index_block_size);
-/* A routed request: the model its keys were computed for, and the chosen endpoint (NULL
- * when scheduling failed). */
-void kvdiag_request(kvdiag *d, const char *model, const char *target);
+/* A routed request: the model its keys were computed for, the chosen endpoint (NULL
+ * when scheduling failed) and its prompt's token count (0: unknown, a text prompt not
+ * tokenised). */
+void kvdiag_request(kvdiag *d, const char *model, const char *target, size_t n_tokens);
 /* Judges staleness now (also done by kvdiag_request, at most once a second). */
 void kvdiag_check(kvdiag *d);
 

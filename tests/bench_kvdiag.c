@@ -43,7 +43,7 @@ static void *worker(void *arg)
 static void *router(void *arg)
 {
     for (int i = 0; !atomic_load(&done); i++)
-        kvdiag_request(diag, "Qwen/Qwen3-32B", names[i % PODS]);
+        kvdiag_request(diag, "Qwen/Qwen3-32B", names[i % PODS], 64);
     return NULL;
 }
 
@@ -54,7 +54,7 @@ int main(void)
         snprintf(names[i], sizeof names[i], "10.0.%d.%d:8000", i / 250, i % 250);
     if (!(diag = kvdiag_new(NULL, NULL)))
         return 1;
-    kvdiag_request(diag, "Qwen/Qwen3-32B", NULL);
+    kvdiag_request(diag, "Qwen/Qwen3-32B", NULL, 64);
     double t0 = now();
     worker((void *)(intptr_t)0);
     for (int i = 1; i < THREADS; i++)   /* the rest of the messages, so every pod is seen */

@@ -186,7 +186,7 @@ static void test_unknown_pod(void **state)
 static void test_model_mismatch_after_requests(void **state)
 {
     fx *f = *state;
-    kvdiag_request(f->diag, "qwen", POD_A);   /* an alias: vLLM serves Qwen/Qwen3-32B */
+    kvdiag_request(f->diag, "qwen", POD_A, 64);   /* an alias: vLLM serves Qwen/Qwen3-32B */
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 2);
@@ -211,9 +211,9 @@ static void test_model_mismatch_before_requests(void **state)
     fx *f = *state;
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);   /* no request yet: nothing to compare with */
     only(f, KVDIAG_MODEL_MISMATCH, 0);
-    kvdiag_request(f->diag, "qwen", POD_A);
+    kvdiag_request(f->diag, "qwen", POD_A, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 1);
-    kvdiag_request(f->diag, MODEL, POD_A);    /* now both are asked for: no more */
+    kvdiag_request(f->diag, MODEL, POD_A, 64);    /* now both are asked for: no more */
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 1);
     assert_int_equal(f->n_warnings, 1);
@@ -227,11 +227,11 @@ static void test_model_mismatch_before_requests(void **state)
 static void test_model_alias_after_good_requests(void **state)
 {
     fx *f = *state;
-    kvdiag_request(f->diag, MODEL, POD_A);
+    kvdiag_request(f->diag, MODEL, POD_A, 64);
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 0);
-    kvdiag_request(f->diag, "qwen", POD_A);
-    kvdiag_request(f->diag, "qwen", POD_B);
+    kvdiag_request(f->diag, "qwen", POD_A, 64);
+    kvdiag_request(f->diag, "qwen", POD_B, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 2);
     assert_int_equal(f->n_warnings, 1);
     json_t *w = warning(f, 0);
@@ -246,7 +246,7 @@ static void test_model_alias_after_good_requests(void **state)
 static void test_stale(void **state)
 {
     fx *f = *state;
-    kvdiag_request(f->diag, MODEL, POD_B);    /* POD_B never publishes */
+    kvdiag_request(f->diag, MODEL, POD_B, 64);    /* POD_B never publishes */
     f->now += 29;
     kvdiag_check(f->diag);
     only(f, KVDIAG_STALE, 0);                 /* not yet: vLLM has had 29 s */
@@ -268,9 +268,9 @@ static void test_stale(void **state)
     json_decref(p);
 
     /* POD_A published, then was routed to and fell silent: a second episode of another pod */
-    kvdiag_request(f->diag, MODEL, POD_A);
+    kvdiag_request(f->diag, MODEL, POD_A, 64);
     f->now += 31;
-    kvdiag_request(f->diag, MODEL, POD_A);    /* the check rides on a request */
+    kvdiag_request(f->diag, MODEL, POD_A, 64);    /* the check rides on a request */
     only(f, KVDIAG_STALE, 2);
     assert_int_equal(f->n_warnings, 2);
     assert_non_null(strstr(f->warnings[1], "sent no KV event since its last one"));
@@ -281,11 +281,27 @@ static void test_stale(void **state)
     assert_true(json_is_false(json_object_get(p, "stale")));
     assert_int_equal(json_integer_value(json_object_get(p, "messages")), 2);
     json_decref(p);
-    kvdiag_request(f->diag, MODEL, POD_A);
+    kvdiag_request(f->diag, MODEL, POD_A, 64);
     f->now += 40;
     kvdiag_check(f->diag);
     only(f, KVDIAG_STALE, 3);
     assert_int_equal(f->n_warnings, 2);
+}
+
+/* Prompts shorter than a block make vLLM store nothing: a pod sent only those is not
+ * stale, however long it stays silent; nor is one whose prompts were never tokenised. */
+static void test_short_prompts_are_not_stale(void **state)
+{
+    fx *f = *state;
+    kvdiag_request(f->diag, MODEL, POD_B, 15);   /* setup's default: 16-token blocks */
+    kvdiag_request(f->diag, MODEL, POD_B, 0);    /* a text prompt not tokenised */
+    f->now += 100;
+    kvdiag_check(f->diag);
+    only(f, KVDIAG_STALE, 0);
+    kvdiag_request(f->diag, MODEL, POD_B, 16);   /* a whole block: now it should publish */
+    f->now += 31;
+    kvdiag_check(f->diag);
+    only(f, KVDIAG_STALE, 1);
 }
 
 static void test_block_size(void **state)
@@ -392,6 +408,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_model_mismatch_before_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_alias_after_good_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_prompts_are_not_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_pods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),

@@ -210,7 +210,7 @@ static void test_events_land(void **state)
     fake_pub_send(p, &rb, KVEV_ENC_MAP_EVENTS, false);
     ref_apply(&f, "127.0.0.1:8000", &rb);
     for (int i = 0; i < 100; i++)   /* routing reports while the ingest threads report events */
-        kvdiag_request(f.diag, "m", "127.0.0.1:8000");
+        kvdiag_request(f.diag, "m", "127.0.0.1:8000", 64);
     WAIT_FOR(&f, batches, 3 * CHAIN + 1);
     json_t *pj = kvdiag_pod_json(f.diag, "127.0.0.1:8000");
     assert_true(json_integer_value(json_object_get(pj, "messages")) >= 3 * CHAIN + 1);   /* + warm-up */

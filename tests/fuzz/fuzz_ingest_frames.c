@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ingest_get_stats(g, &st);
     if (st.messages + st.bad_frames != fed || st.batches > st.messages)
         abort();
-    kvdiag_request(diag, "m", "10.0.0.1:8000");   /* the request side, against whatever was fed */
+    kvdiag_request(diag, "m", "10.0.0.1:8000", 64);   /* the request side, against whatever was fed */
     json_decref(kvdiag_issues_json(diag));
     ingest_stop(g);
     check_sources();
