@@ -45,11 +45,12 @@ static int check_endpoint(const json_t *ep, int index_bs, bool precise, FILE *ou
                      "(kvroute_metrics_scrape_failures_total says why scrapes fail)",
                      "pod %s: no fresh /metrics (the load scorers see it without metrics)", name);
     int vllm_bs = (int)num(m, "blockSize");
-    if (precise && vllm_bs > 0 && index_bs > 0 && (vllm_bs < index_bs || vllm_bs % index_bs)) {
+    if (precise && vllm_bs > 0 && index_bs > 0 && vllm_bs % index_bs) {   /* as kvdiag's block_size */
         char fix[256];
-        snprintf(fix, sizeof fix, "set tokenProcessorConfig.blockSize: %d (vLLM's --block-size), or start vLLM with "
-                                  "--block-size %d", vllm_bs, index_bs);
-        n += problem(out, fix, "pod %s: vLLM's block size is %d, the index keys blocks of %d", name, vllm_bs, index_bs);
+        snprintf(fix, sizeof fix, "set tokenProcessorConfig.blockSize: %d (vLLM's --block-size, or a divisor of it), "
+                                  "or start vLLM with --block-size %d", vllm_bs, index_bs);
+        n += problem(out, fix, "pod %s: vLLM's block size is %d, the index keys blocks of %d, which do not divide it",
+                     name, vllm_bs, index_bs);
     }
     if (!precise)
         return n;

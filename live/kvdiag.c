@@ -180,8 +180,9 @@ static void vnote(kvdiag *d, kvdiag_reason r, const char *pod, const char *model
         copy(is->model, model);
         snprintf(is->message, sizeof is->message, "%s", msg);
     }
-    LOG_W("Precise prefix scores will stay 0", "{s:s, s:s, s:s, s:s}", "reason", kvdiag_reason_name(r), "pod", pod,
-          "model", model, "fix", msg);
+    /* a block-size mismatch loses some blocks; every other cause, all of them */
+    LOG_W(r == KVDIAG_BLOCK_SIZE ? "Precise prefix scores will miss blocks" : "Precise prefix scores will stay 0",
+          "{s:s, s:s, s:s, s:s}", "reason", kvdiag_reason_name(r), "pod", pod, "model", model, "fix", msg);
 }
 
 static void note(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
@@ -285,14 +286,17 @@ void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, 
     }
     if (!listed(d->published, d->n_published, model) && d->n_published < KVDIAG_MAX_MODELS)
         copy(d->published[d->n_published++], model);
-    /* Keys are computed per index block from each event's tokens: an engine block shorter
-     * than an index block (or not a multiple of one) leaves tokens that key nothing, and
-     * every later event of that chain is keyed from the wrong place or dropped. */
-    if (engine_block_size && index_block_size &&
-        (engine_block_size < index_block_size || engine_block_size % index_block_size))
+    /* Keys are computed per index block from each event's tokens, so an event whose
+     * tokens are not whole index blocks leaves tokens that key nothing, and the events
+     * chained after it are keyed from the wrong place or dropped (llm-d-router does the
+     * same: "blockSize need not match the engine" holds for the hashes, not for this).
+     * Every event is whole index blocks exactly when the index block divides vLLM's. */
+    if (engine_block_size && index_block_size && engine_block_size % index_block_size)
         occur(d, KVDIAG_BLOCK_SIZE, pod, model, now,
               "vLLM on pod %s stores blocks of %u tokens, the index keys blocks of %u "
-              "(tokenProcessorConfig.blockSize): set blockSize: %u, or start vLLM with --block-size %u",
+              "(tokenProcessorConfig.blockSize), which do not divide them: events leave tokens unkeyed and the "
+              "blocks after them match no request; set blockSize: %u (or a divisor of it), or start vLLM with "
+              "--block-size %u",
               pod, engine_block_size, index_block_size, engine_block_size, index_block_size);
     if (d->n_models && !requested(d, model)) {   /* no request can match these events */
         d->counts[KVDIAG_MODEL_MISMATCH]++;

@@ -80,8 +80,9 @@ static void test_each_finding(void **state)
         "  fix: events for model Qwen/Qwen3-32B on pod 10.0.0.1:8000, requests ask for qwen: set ...\n",
         "PROBLEM pod 10.0.0.1:8000: 7 KV event message(s) received, the index holds nothing for it\n",
         "PROBLEM pod 10.0.0.2:8000: no fresh /metrics",
-        "PROBLEM pod 10.0.0.2:8000: vLLM's block size is 16, the index keys blocks of 64\n"
-        "  fix: set tokenProcessorConfig.blockSize: 16 (vLLM's --block-size), or start vLLM with --block-size 64\n",
+        "PROBLEM pod 10.0.0.2:8000: vLLM's block size is 16, the index keys blocks of 64, which do not divide it\n"
+        "  fix: set tokenProcessorConfig.blockSize: 16 (vLLM's --block-size, or a divisor of it), or start vLLM with "
+        "--block-size 64\n",
         "PROBLEM pod 10.0.0.2:8000: 4 request(s) routed to it, no KV event ever received from it\n",
         "PROBLEM pod 10.0.0.3:8000: routed to, no KV event for 42 s\n",
         "PROBLEM 1 KV event message(s) could not be decoded\n",
