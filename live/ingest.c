@@ -266,12 +266,15 @@ static void apply_payload(worker *w, const int *slots, const char *model, const 
             LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
         }
     if (g->cfg.diag) {
-        /* vLLM's block size, from a store of a model with one cache group (a hybrid
-         * model's groups have block sizes of their own, not all of them indexed) */
+        /* vLLM's block size, from a store of an indexed cache group (a hybrid model's
+         * other groups have block sizes of their own, and are not indexed) */
         uint32_t engine_bs = 0;
-        for (size_t i = 0; i < b.n_events && !engine_bs; i++)
-            if (b.events[i].type == KVEV_BLOCK_STORED && !b.events[i].has_group_idx)
-                engine_bs = b.events[i].block_size;
+        for (size_t i = 0; i < b.n_events && !engine_bs; i++) {
+            const kvev_event *e = &b.events[i];
+            if (e->type == KVEV_BLOCK_STORED &&
+                (!e->has_group_idx || (e->kv_cache_spec_kind.s && kvingest_indexed_kind(e->kv_cache_spec_kind))))
+                engine_bs = e->block_size;
+        }
         kvdiag_events(g->cfg.diag, name, model, seq, engine_bs, g->sources[0].keys.block_size);
     }
 }

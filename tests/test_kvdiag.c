@@ -348,6 +348,41 @@ static void test_many_pods(void **state)
     only(f, KVDIAG_STALE, 0);
 }
 
+/* A hybrid model's events: a mamba group's blocks have a size of their own and are not
+ * indexed, so only the full-attention group's size is checked. */
+static void test_block_size_of_indexed_groups_only(void **state)
+{
+    fx *f = *state;
+    uint32_t tok[64];
+    uint64_t h[8];
+    for (size_t i = 0; i < 64; i++)
+        tok[i] = (uint32_t)(3 + i);
+    for (size_t i = 0; i < 8; i++)
+        h[i] = 500 + i;
+    kvev_event ev[2] = {
+        {.type = KVEV_BLOCK_STORED, .block_hashes = h, .n_block_hashes = 1, .token_ids = tok, .n_token_ids = 40,
+         .block_size = 40, .has_group_idx = true, .group_idx = 1, .kv_cache_spec_kind = kvev_str_c("mamba")},
+        {.type = KVEV_BLOCK_STORED, .block_hashes = h + 1, .n_block_hashes = 2, .token_ids = tok, .n_token_ids = 64,
+         .block_size = 32, .has_group_idx = true, .group_idx = 0, .kv_cache_spec_kind = kvev_str_c("full_attention")},
+    };
+    kvev_batch b = {.ts = 1.0, .events = ev, .n_events = 2};
+    kvev_buf buf = {0};
+    assert_int_equal(kvev_encode(&b, KVEV_ENC_MAP_EVENTS, &buf, NULL), KV_OK);
+    uint8_t seq[8] = {0};
+    const char *topic = "kv@" POD_A "@" MODEL;
+    ingest_frame fr[3] = {{topic, strlen(topic)}, {seq, 8}, {buf.data, buf.len}};
+    ingest_feed(f->g, fr, 3);
+    only(f, KVDIAG_BLOCK_SIZE, 0);   /* 32 is two index blocks; the mamba group's 40 is not looked at */
+    ev[1].block_size = 24;
+    ev[1].n_token_ids = 48;
+    assert_int_equal(kvev_encode(&b, KVEV_ENC_MAP_EVENTS, &buf, NULL), KV_OK);
+    seq[7] = 1;
+    fr[2] = (ingest_frame){buf.data, buf.len};
+    ingest_feed(f->g, fr, 3);
+    only(f, KVDIAG_BLOCK_SIZE, 1);
+    kvev_buf_free(&buf);
+}
+
 /* The counters reach /metrics by reason. */
 static void test_metrics(void **state)
 {
@@ -413,6 +448,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_prompts_are_not_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_block_size_of_indexed_groups_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_pods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_topic_socket, setup, teardown),
