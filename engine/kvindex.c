@@ -38,7 +38,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #define NIL UINT32_MAX
 #define MAX_ENDPOINTS 4096u
@@ -110,7 +109,8 @@ struct kvindex {
     uint64_t entries, evictions, stores, removes, clears;
     uint64_t admissions;   /* request keys stored (llm-d-kv-cache's admissions count keys) */
     uint64_t *slot_entries; /* per slot: its holder bits set, so a pod's share is known */
-    uint64_t *hold_hist;   /* cfg.time_writes: write-lock holds per HOLD_BUCKET_NS bucket */
+    uint64_t (*clock_ns)(void); /* cfg.clock_ns: NULL, write-lock holds are not timed */
+    uint64_t *hold_hist;   /* with clock_ns: write-lock holds per HOLD_BUCKET_NS bucket */
     uint64_t hold_t0, hold_max, holds;
     atomic_uint_fast64_t lookups;
     atomic_uint_fast64_t ep_version; /* bumped under the write lock by slot add/remove */
@@ -609,7 +609,8 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
     ix->free_blk = ix->mru = ix->lru = NIL;
     ix->free_em = NIL;
-    if (c.time_writes && !(ix->hold_hist = calloc(HOLD_BUCKETS, sizeof *ix->hold_hist))) goto oom;
+    ix->clock_ns = c.clock_ns;
+    if (c.clock_ns && !(ix->hold_hist = calloc(HOLD_BUCKETS, sizeof *ix->hold_hist))) goto oom;
     atomic_init(&ix->lookups, 0);
     atomic_init(&ix->ep_version, 0);
     unsigned nbits = MIN_TABLE_BITS;
@@ -666,23 +667,16 @@ static kvindex *unconst(const kvindex *ix) { return (kvindex *)ix; }
 static void rdlock(const kvindex *ix) { pthread_rwlock_rdlock(&unconst(ix)->lock); }
 static void unlock(const kvindex *ix) { pthread_rwlock_unlock(&unconst(ix)->lock); }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void wrlock(kvindex *ix)
 {
     pthread_rwlock_wrlock(&ix->lock);
-    if (ix->hold_hist) ix->hold_t0 = mono_ns();
+    if (ix->hold_hist) ix->hold_t0 = ix->clock_ns();
 }
 
 static void wrunlock(kvindex *ix)
 {
     if (ix->hold_hist) {
-        uint64_t ns = mono_ns() - ix->hold_t0;
+        uint64_t ns = ix->clock_ns() - ix->hold_t0;
         ix->hold_hist[ns / HOLD_BUCKET_NS < HOLD_BUCKETS ? ns / HOLD_BUCKET_NS : HOLD_BUCKETS - 1]++;
         if (ns > ix->hold_max) ix->hold_max = ns;
         ix->holds++;

@@ -59,6 +59,10 @@ typedef struct extproc_config {
     const char *cert_pem;         /* PEM certificate chain and key: TLS; both NULL: plaintext */
     const char *key_pem;
     int threads;                  /* completion-queue workers; 0 = 4 */
+    /* A router shared with another front door (./epp's HTTP gateway, live/gateway.h:
+     * one sched, one lock, and its tokenisation counts in the stats); NULL: the server
+     * makes its own from the routing's settings below. */
+    route_router *router;
     /* The routing's settings (live/route.h: sched, pool, tokenisation, body limit,
      * tracing, admission, model rewrites, hooks), by their own names or as .route;
      * max_body bounds the buffered response body too. */

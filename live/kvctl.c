@@ -23,6 +23,7 @@
 #include "blockkeys.h"
 #include "config.h"
 #include "doctor.h"
+#include "grow.h"
 #include "kvevents.h"
 #include "registry.h"
 #include "scheduler.h"
@@ -83,11 +84,7 @@ typedef struct u32vec {
 
 static void push(u32vec *t, uint32_t x)
 {
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 256;
-        t->v = realloc(t->v, t->cap * sizeof *t->v);
-        if (!t->v) exit(failed("out of memory"));
-    }
+    if (!grow_array((void **)&t->v, &t->cap, t->n + 1, sizeof *t->v)) exit(failed("out of memory"));
     t->v[t->n++] = x;
 }
 

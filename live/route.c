@@ -2,8 +2,8 @@
  * route.h for the API, the answers and the thread rules).
  *
  * The router's lock serialises the sched (single-threaded) and the shared trace; its
- * stats lock guards the counters and the /tokenize round robin, so a request waiting
- * on /tokenize never holds the sched. */
+ * stats lock guards the counters and the renderers' round robin, so a request waiting
+ * on its prompt's rendering never holds the sched. */
 #include "route.h"
 
 #include <jansson.h>
@@ -88,6 +88,9 @@ void route_req_free(route_req *q)
     oai_request_free(&q->oreq);
     free(q->tok);
     free(q->target);
+    for (size_t i = 0; i < q->n_excluded; i++)
+        free(q->excluded[i]);
+    free(q->excluded);
 }
 
 /* ---- headers ------------------------------------------------------------------------------- */
@@ -184,6 +187,18 @@ static bool in_subset(const route_req *q, const char *name)
     return false;
 }
 
+/* Whether ep may serve q: in its subset hint, not excluded by a retry, and not refused
+ * by the request's endpoint_ok (caller holds the pool). */
+static bool eligible(const route_req *q, const sched_endpoint *ep)
+{
+    if (!in_subset(q, ep->name))
+        return false;
+    for (size_t i = 0; i < q->n_excluded; i++)
+        if (!strcmp(q->excluded[i], ep->name))
+            return false;
+    return !q->endpoint_ok || q->endpoint_ok(q->endpoint_ctx, ep);
+}
+
 /* Candidates from the pool (caller holds the pool). Returns the count; *out malloc'd. */
 static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t n, sched_endpoint ***out)
 {
@@ -192,7 +207,7 @@ static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t 
         return 0;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (in_subset(q, eps[i]->name))
+        if (eligible(q, eps[i]))
             (*out)[k++] = eps[i];
     return k;
 }
@@ -251,37 +266,54 @@ static void log_scores(const route_req *q, const sched_trace *t)
     }
 }
 
-/* A text prompt's token ids from one candidate's /tokenize; false on failure. */
+/* A text or chat prompt's token ids, rendered on the token producer's server or on one of
+ * the request's candidates in turn; false on failure, which is counted by reason and
+ * logged (the request is routed without ids: llm-d's Director carries on the same way). */
 static bool tokenize(route_req *q, const char *model)
 {
     route_router *r = q->router;
-    const route_pool *pool = &r->cfg.pool;
-    sched_endpoint *const *eps;
-    size_t n = pool->acquire(pool->ctx, &eps);
-    char *ep = NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += in_subset(q, eps[i]->name);
-    if (k) {
-        pthread_mutex_lock(&r->mu);
-        size_t pick = r->rr++ % k;
-        pthread_mutex_unlock(&r->mu);
-        for (size_t i = 0; i < n && !ep; i++)
-            if (in_subset(q, eps[i]->name) && pick-- == 0)
-                ep = strdup(eps[i]->name);
+    char base[300] = "";
+    if (r->cfg.tokenize_url) {
+        snprintf(base, sizeof base, "%s", r->cfg.tokenize_url);
+    } else {
+        const route_pool *pool = &r->cfg.pool;
+        sched_endpoint *const *eps;
+        size_t n = pool->acquire(pool->ctx, &eps), k = 0;
+        for (size_t i = 0; i < n; i++)
+            k += eligible(q, eps[i]);
+        if (k) {
+            pthread_mutex_lock(&r->mu);
+            size_t pick = r->rr++ % k;
+            pthread_mutex_unlock(&r->mu);
+            for (size_t i = 0; i < n && !base[0]; i++)
+                if (eligible(q, eps[i]) && pick-- == 0)
+                    snprintf(base, sizeof base, "http://%s", eps[i]->name);
+        }
+        pool->release(pool->ctx);
     }
-    pool->release(pool->ctx);
-    if (!ep)
-        return false;
-    kv_err e = {0};
-    int timeout = r->cfg.tokenize_timeout_ms ? r->cfg.tokenize_timeout_ms : 1000;
     const oai_request *o = &q->oreq;
-    int rc = tokenize_vllm(ep, model, o->prompt, o->prompt_len, o->chat ? o->messages_json : NULL, timeout, &q->tok,
-                           &q->n_tok, &e);
-    if (rc != KV_OK)
-        LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", q->request_id,
-              "endpoint", ep, "error", e.msg);
-    free(ep);
+    tokenize_result tr = {0};
+    kv_err e = {0};
+    int rc;
+    if (!base[0]) {
+        tokenize_count_failure(tr.reason = TOKENIZE_NO_ENDPOINT);
+        rc = kv_err_set(&e, KV_ENOENDPOINTS, "no candidate endpoint to render the prompt on");
+    } else {
+        int ms = o->chat ? r->cfg.tokenize_chat_timeout_ms : r->cfg.tokenize_timeout_ms;
+        const sched_request hv = {.headers = q->skv, .n_headers = q->n_hdrs};
+        tokenize_req tq = {.base_url = base, .body = q->body, .body_len = q->body_len, .chat = o->chat, .model = model,
+                           .prompt = o->prompt, .prompt_len = o->prompt_len, .messages_json = o->messages_json,
+                           .authorization = sched_header(&hv, "authorization"),
+                           .timeout_ms = ms > 0 ? ms : o->chat ? 30000 : 5000};
+        rc = tokenize_prompt(&tq, &tr, &e);
+    }
+    if (rc == KV_OK) {
+        q->tok = tr.tokens;
+        q->n_tok = tr.n;
+    } else {
+        LOG_W("Tokenization failed; routing without token ids", "{s:s, s:s, s:s, s:s}", "x-request-id",
+              q->request_id, "reason", tokenize_reason_name(tr.reason), "renderer", base, "error", e.msg);
+    }
     count(r, rc == KV_OK ? &r->stats.tokenize_ok : &r->stats.tokenize_failed);
     return rc == KV_OK;
 }
@@ -356,6 +388,9 @@ static char *join_targets(const sched_result *res)
     return t;
 }
 
+static int schedule(route_req *q, double t_body);
+static void hook_target(route_req *q, void (*hook)(sched *, const sched_request *, sched_endpoint *));
+
 int route_decide(route_req *q)
 {
     route_router *r = q->router;
@@ -388,7 +423,19 @@ int route_decide(route_req *q)
         .priority = priority,
         .output_tokens_hint = o->max_tokens,
     };
+    q->priority = priority;
+    q->tok_failed = tok_failed;
+    return schedule(q, t_body);
+}
 
+/* Admission and scheduling of a parsed request (q->sreq) over its eligible candidates;
+ * t_body is when its decision began. */
+static int schedule(route_req *q, double t_body)
+{
+    route_router *r = q->router;
+    const oai_request *o = &q->oreq;
+    int priority = q->priority, rc;
+    kv_err e = {0};
     bool dry = q->inspect != NULL;
     bool verbose = !dry && log_enabled(4), tracing = verbose || dry || r->cfg.trace_decisions;
     const route_pool *pool = &r->cfg.pool;
@@ -431,7 +478,7 @@ int route_decide(route_req *q)
             .target = rc == KV_OK ? q->target : NULL,
             .profile = res.profile,
             .n_tokens = q->sreq.n_tokens,
-            .tokenize_failed = tok_failed,
+            .tokenize_failed = q->tok_failed,
             .sched_seconds = dt,
             .decide_seconds = monoclock_s() - t_body,
             .result = &res,
@@ -468,6 +515,30 @@ int route_decide(route_req *q)
           priority, "tokens", (json_int_t)q->sreq.n_tokens);
     q->http_status = 200;
     return 200;
+}
+
+int route_retry(route_req *q)
+{
+    if (!q->target)
+        return answer(q, 500, "route_retry: the request was not routed");
+    if (q->pre_requested) /* the failed attempt is over for the sched */
+        hook_target(q, sched_response_complete);
+    q->pre_requested = q->first_chunk = false;
+    for (const char *t = q->target; *t;) {
+        size_t len = strcspn(t, ",");
+        char **v = realloc(q->excluded, (q->n_excluded + 1) * sizeof *v);
+        if (!v || !(v[q->n_excluded] = strndup(t, len))) {
+            if (v)
+                q->excluded = v;
+            return answer(q, 500, "out of memory");
+        }
+        q->excluded = v;
+        q->n_excluded++;
+        t += len + (t[len] == ',');
+    }
+    free(q->target);
+    q->target = NULL;
+    return schedule(q, monoclock_s());
 }
 
 int route_decide_headers_only(route_req *q)

@@ -781,14 +781,19 @@ static void run_stream(uint64_t seed, uint32_t max_ep, size_t capacity, const do
     free(u);
 }
 
+/* The write-hold clock: every read is 300 ns after the previous one, so each hold (one
+ * read as the write lock is taken, one as it is released) lasts exactly 300 ns. */
+static uint64_t tick_ns;
+static uint64_t ticking_clock(void) { return tick_ns += 300; }
+
 /* A store longer than one write-lock slice is applied whole, with the engine keys'
  * grouping intact across slice boundaries (3 request keys per engine key, so groups
- * straddle them), and with time_writes the index counts one hold per slice. */
+ * straddle them), and with a clock the index counts and times one hold per slice. */
 static void test_sliced_store_and_hold_times(void **state)
 {
     (void)state;
     enum { NE = 700, NR = 3 * NE };
-    kvindex_config cfg = {.capacity = 4 * NR, .max_endpoints = 8, .time_writes = true};
+    kvindex_config cfg = {.capacity = 4 * NR, .max_endpoints = 8, .clock_ns = ticking_clock};
     kv_err err;
     kvindex *ix = kvindex_new(&cfg, &err);
     assert_non_null(ix);
@@ -812,7 +817,11 @@ static void test_sliced_store_and_hold_times(void **state)
      * one short hold that swaps in grown tables (built outside the lock) */
     size_t slices = (NR + KVINDEX_STORE_SLICE - 1) / KVINDEX_STORE_SLICE;
     assert_true(st.write_holds >= 1 + slices && st.write_holds <= 1 + 2 * slices);
-    assert_true(st.write_hold_p99_ns > 0 && st.write_hold_p99_ns <= st.write_hold_max_ns + 250);
+    /* the index's time is the clock's: two reads per hold, every hold 300 ns, whose
+     * 99th percentile is the top of its 250 ns bucket */
+    assert_int_equal(tick_ns, 2 * 300 * st.write_holds);
+    assert_int_equal(st.write_hold_max_ns, 300);
+    assert_int_equal(st.write_hold_p99_ns, 500);
 
     /* Clearing the endpoint also runs in slices, and leaves another holder whole. */
     int t = kvindex_endpoint_add(ix, "b", &err);
@@ -829,6 +838,19 @@ static void test_sliced_store_and_hold_times(void **state)
         assert_int_equal(kvindex_tiers(ix, s, rk[i]), 0);
     for (int i = 100; i < 110; i++) assert_int_equal(kvindex_tiers(ix, t, rk[i]), 1u << KVTIER_GPU);
     assert_false(kvindex_request_key(ix, s, ek[0], NULL));
+    kvindex_free(ix);
+
+    /* without a clock nothing is timed, and the clock is never read */
+    uint64_t ticks = tick_ns;
+    cfg.clock_ns = NULL;
+    assert_non_null(ix = kvindex_new(&cfg, &err));
+    s = kvindex_endpoint_add(ix, "a", &err);
+    assert_int_equal(kvindex_store(ix, s, KVTIER_GPU, ek, NE, rk, NR, &err), KV_OK);
+    kvindex_get_stats(ix, &st);
+    assert_int_equal(st.blocks, NR);
+    assert_int_equal(st.write_holds, 0);
+    assert_int_equal(st.write_hold_max_ns, 0);
+    assert_int_equal(tick_ns, ticks);
     kvindex_free(ix);
 }
 
