@@ -100,13 +100,15 @@ void kvingest_forget_endpoint(kvingest *g, int slot)
     }
 }
 
-static int kind_class(kvev_str kind)
+bool kvingest_indexed_kind(kvev_str kind)
 {
     static const char *const prefix_kinds[] = {"full_attention", "mla_attention", "sink_full_attention"};
     for (size_t i = 0; i < 3; i++)
-        if (kind.len == strlen(prefix_kinds[i]) && memcmp(kind.s, prefix_kinds[i], kind.len) == 0) return GROUP_PREFIX;
-    return GROUP_OTHER;
+        if (kind.len == strlen(prefix_kinds[i]) && memcmp(kind.s, prefix_kinds[i], kind.len) == 0) return true;
+    return false;
 }
+
+static int kind_class(kvev_str kind) { return kvingest_indexed_kind(kind) ? GROUP_PREFIX : GROUP_OTHER; }
 
 /* --- BlockStored ---------------------------------------------------------------------- */
 

@@ -21,6 +21,7 @@
 #ifndef KVROUTE_KVINGEST_H
 #define KVROUTE_KVINGEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,5 +64,9 @@ int kvingest_payload(kvingest *g, int slot, const char *model, const void *paylo
 void kvingest_forget_endpoint(kvingest *g, int slot);
 
 void kvingest_get_stats(const kvingest *g, kvingest_stats *out);
+
+/* Whether a cache group of this kv_cache_spec_kind is prefix-indexed (full_attention,
+ * mla_attention, sink_full_attention). */
+bool kvingest_indexed_kind(kvev_str kind);
 
 #endif

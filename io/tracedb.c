@@ -4,6 +4,8 @@
 #include "tracedb.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static void bind_text(sqlite3_stmt *s, int i, const char *t)
 {
@@ -40,9 +42,59 @@ int tracedb_add_run(sqlite3 *db, const tracedb_run *run, int64_t *run_id)
     return rc;
 }
 
-int tracedb_prepare(sqlite3 *db, sqlite3_stmt **ins)
+int tracedb_writer_open(sqlite3 *db, tracedb_writer *w)
 {
-    return sqlite3_prepare_v2(db, "INSERT INTO decisions VALUES(?,?,?,?,?,?,?,?)", -1, ins, NULL);
+    *w = (tracedb_writer){.run_id = -1};
+    int rc = sqlite3_exec(db, TRACEDB_ENDPOINTS_TABLE, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "INSERT INTO decisions VALUES(?,?,?,?,?,?,?,?)", -1, &w->decision, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO endpoints VALUES(?,?,?,?)", -1, &w->endpoint, NULL);
+    if (rc != SQLITE_OK)
+        tracedb_writer_close(w);
+    return rc;
+}
+
+void tracedb_writer_close(tracedb_writer *w)
+{
+    sqlite3_finalize(w->decision);
+    sqlite3_finalize(w->endpoint);
+    free(w->named);
+    *w = (tracedb_writer){.run_id = -1};
+}
+
+/* The endpoints row of ep in run_id, once per run. */
+static int name_endpoint(tracedb_writer *w, int64_t run_id, const sched_endpoint *ep)
+{
+    if (w->run_id != run_id) {
+        if (w->named)
+            memset(w->named, 0, w->named_bytes);
+        w->run_id = run_id;
+    }
+    size_t byte = ep->id / 8;
+    uint8_t bit = (uint8_t)(1u << (ep->id % 8));
+    if (byte < w->named_bytes && (w->named[byte] & bit))
+        return SQLITE_OK;
+    if (byte >= w->named_bytes) {
+        size_t n = w->named_bytes ? w->named_bytes : 64;
+        while (n <= byte)
+            n *= 2;
+        uint8_t *g = realloc(w->named, n);
+        if (!g)
+            return SQLITE_NOMEM;
+        memset(g + w->named_bytes, 0, n - w->named_bytes);
+        w->named = g;
+        w->named_bytes = n;
+    }
+    sqlite3_stmt *s = w->endpoint;
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, ep->id);
+    bind_text(s, 3, ep->name ? ep->name : "");
+    bind_text(s, 4, ep->pod);
+    int rc = step(s);
+    if (rc == SQLITE_OK)
+        w->named[byte] |= bit;
+    return rc;
 }
 
 static int row(sqlite3_stmt *s, int64_t run_id, uint64_t request_id, const char *profile, const char *plugin,
@@ -62,9 +114,10 @@ static int row(sqlite3_stmt *s, int64_t run_id, uint64_t request_id, const char 
     return step(s);
 }
 
-int tracedb_add_decision(sqlite3_stmt *ins, int64_t run_id, uint64_t request_id, const sched_trace *t,
+int tracedb_add_decision(tracedb_writer *w, int64_t run_id, uint64_t request_id, const sched_trace *t,
                          const sched_result *res)
 {
+    sqlite3_stmt *ins = w->decision;
     if (!t)
         return SQLITE_OK;
     const sched_endpoint *chosen = res && res->n_targets ? res->targets[0] : NULL;
@@ -76,7 +129,9 @@ int tracedb_add_decision(sqlite3_stmt *ins, int64_t run_id, uint64_t request_id,
         const char *type = sc->plugin && sc->plugin->type ? sc->plugin->type->type : "?";
         const char *name = sc->plugin && sc->plugin->name ? sc->plugin->name : type;
         snprintf(plugin, sizeof plugin, "%s/%s", type, name);
-        int rc = row(ins, run_id, request_id, sc->profile, plugin, sc->ep, sc->score, &sc->weight, sc->ep == chosen);
+        int rc = name_endpoint(w, run_id, sc->ep);
+        if (rc == SQLITE_OK)
+            rc = row(ins, run_id, request_id, sc->profile, plugin, sc->ep, sc->score, &sc->weight, sc->ep == chosen);
         if (rc != SQLITE_OK)
             return rc;
     }
@@ -84,7 +139,9 @@ int tracedb_add_decision(sqlite3_stmt *ins, int64_t run_id, uint64_t request_id,
     for (size_t i = 0; i < t->n_totals; i++) {
         if (!t->totals[i].ep)
             continue;
-        int rc = row(ins, run_id, request_id, profile, "total", t->totals[i].ep, t->totals[i].score, NULL,
+        int rc = name_endpoint(w, run_id, t->totals[i].ep);
+        if (rc == SQLITE_OK)
+            rc = row(ins, run_id, request_id, profile, "total", t->totals[i].ep, t->totals[i].score, NULL,
                      t->totals[i].ep == chosen);
         if (rc != SQLITE_OK)
             return rc;

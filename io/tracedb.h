@@ -8,7 +8,13 @@
  * trace (plugin "type/name") and one row per primary candidate with plugin "total" and
  * weight NULL; picked = 1 for the endpoint routed to (res->targets[0]); endpoint is
  * sched_endpoint.id. Scores without an endpoint are skipped.
- * Threads: a statement belongs to one thread at a time (the caller's lock). */
+ *
+ * endpoints maps those numbers to names: one row per (run, endpoint) the first time a
+ * decision of the run names it, with sched_endpoint.name ("ip:port", what was routed
+ * to) and .pod. The writer creates the table when the database lacks it, so a runs.db
+ * written before it existed can still be appended to; readers of the other tables are
+ * unaffected.
+ * Threads: a writer belongs to one thread at a time (the caller's lock). */
 #ifndef KVROUTE_TRACEDB_H
 #define KVROUTE_TRACEDB_H
 
@@ -26,6 +32,10 @@
     "  run_id INTEGER NOT NULL REFERENCES runs(run_id), request_id INTEGER NOT NULL, profile TEXT,"  \
     "  plugin TEXT NOT NULL, endpoint INTEGER NOT NULL, score REAL, weight REAL, picked INTEGER NOT NULL);"
 #define TRACEDB_DECISIONS_INDEX "CREATE INDEX IF NOT EXISTS decisions_by_request ON decisions(run_id, request_id);"
+#define TRACEDB_ENDPOINTS_TABLE                                                                  \
+    "CREATE TABLE IF NOT EXISTS endpoints("                                                      \
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), endpoint INTEGER NOT NULL, name TEXT NOT NULL," \
+    "  pod TEXT, PRIMARY KEY(run_id, endpoint));"
 
 typedef struct tracedb_run {
     const char *scenario;             /* required */
@@ -37,10 +47,22 @@ typedef struct tracedb_run {
 
 /* Inserts a runs row; SQLITE_OK with *run_id, or SQLite's error code (sqlite3_errmsg). */
 int tracedb_add_run(sqlite3 *db, const tracedb_run *run, int64_t *run_id);
-/* The decisions insert statement, for tracedb_add_decision; SQLite's code. */
-int tracedb_prepare(sqlite3 *db, sqlite3_stmt **ins);
-/* One decision's rows (none when t is NULL); SQLITE_OK or SQLite's error code. */
-int tracedb_add_decision(sqlite3_stmt *ins, int64_t run_id, uint64_t request_id, const sched_trace *t,
+/* The decision rows' writer: its statements, and which endpoints of the current run
+ * already have their endpoints row. */
+typedef struct tracedb_writer {
+    sqlite3_stmt *decision, *endpoint;
+    int64_t run_id;
+    uint8_t *named;               /* bit per endpoint id written for run_id */
+    size_t named_bytes;
+} tracedb_writer;
+
+/* Creates the endpoints table if absent and prepares the inserts; SQLite's code (the
+ * writer is then empty, tracedb_writer_close still safe). */
+int tracedb_writer_open(sqlite3 *db, tracedb_writer *w);
+void tracedb_writer_close(tracedb_writer *w);
+/* One decision's rows (none when t is NULL) and the endpoints rows it needs; SQLITE_OK,
+ * SQLITE_NOMEM, or SQLite's error code. */
+int tracedb_add_decision(tracedb_writer *w, int64_t run_id, uint64_t request_id, const sched_trace *t,
                          const sched_result *res);
 
 #endif

@@ -22,7 +22,8 @@ static const char schema[] =
 struct decisionlog {
     pthread_mutex_t mu;
     sqlite3 *db;
-    sqlite3_stmt *ins, *req;
+    tracedb_writer ins;
+    sqlite3_stmt *req;
     int64_t run_id;
     uint64_t seq;
     char path[1024];
@@ -59,7 +60,7 @@ decisionlog *decisionlog_open(const char *path, const char *config, uint64_t see
         db_err(d, err, "insert run");
         goto fail;
     }
-    if (tracedb_prepare(d->db, &d->ins) != SQLITE_OK ||
+    if (tracedb_writer_open(d->db, &d->ins) != SQLITE_OK ||
         sqlite3_prepare_v2(d->db, "INSERT INTO live_requests VALUES(?,?,?,?,?,?,?,?,?,?)", -1, &d->req, NULL) !=
             SQLITE_OK ||
         sqlite3_exec(d->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
@@ -68,7 +69,7 @@ decisionlog *decisionlog_open(const char *path, const char *config, uint64_t see
     }
     return d;
 fail:
-    sqlite3_finalize(d->ins);
+    tracedb_writer_close(&d->ins);
     sqlite3_finalize(d->req);
     sqlite3_close(d->db);
     pthread_mutex_destroy(&d->mu);
@@ -105,7 +106,7 @@ int decisionlog_add(decisionlog *d, const route_decision *dec, kv_err *err)
 {
     pthread_mutex_lock(&d->mu);
     int rc = request_row(d, dec, err);
-    if (rc == KV_OK && tracedb_add_decision(d->ins, d->run_id, d->seq, dec->trace, dec->result) != SQLITE_OK)
+    if (rc == KV_OK && tracedb_add_decision(&d->ins, d->run_id, d->seq, dec->trace, dec->result) != SQLITE_OK)
         rc = db_err(d, err, "insert decision");
     if (++d->seq % COMMIT_EVERY == 0 && rc == KV_OK &&
         sqlite3_exec(d->db, "COMMIT; BEGIN", NULL, NULL, NULL) != SQLITE_OK)
@@ -119,7 +120,7 @@ void decisionlog_close(decisionlog *d)
     if (!d)
         return;
     sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL);
-    sqlite3_finalize(d->ins);
+    tracedb_writer_close(&d->ins);
     sqlite3_finalize(d->req);
     sqlite3_close(d->db);
     pthread_mutex_destroy(&d->mu);

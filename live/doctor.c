@@ -1,11 +1,12 @@
 /* doctor: misconfigurations from an EPP's /debug/ answers (see doctor.h). */
 #include "doctor.h"
 
-#include <curl/curl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "httpfetch.h"
 
 static int problem(FILE *out, const char *fix, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int problem(FILE *out, const char *fix, const char *fmt, ...)
@@ -44,11 +45,12 @@ static int check_endpoint(const json_t *ep, int index_bs, bool precise, FILE *ou
                      "(kvroute_metrics_scrape_failures_total says why scrapes fail)",
                      "pod %s: no fresh /metrics (the load scorers see it without metrics)", name);
     int vllm_bs = (int)num(m, "blockSize");
-    if (precise && vllm_bs > 0 && index_bs > 0 && (vllm_bs < index_bs || vllm_bs % index_bs)) {
+    if (precise && vllm_bs > 0 && index_bs > 0 && vllm_bs % index_bs) {   /* as kvdiag's block_size */
         char fix[256];
-        snprintf(fix, sizeof fix, "set tokenProcessorConfig.blockSize: %d (vLLM's --block-size), or start vLLM with "
-                                  "--block-size %d", vllm_bs, index_bs);
-        n += problem(out, fix, "pod %s: vLLM's block size is %d, the index keys blocks of %d", name, vllm_bs, index_bs);
+        snprintf(fix, sizeof fix, "set tokenProcessorConfig.blockSize: %d (vLLM's --block-size, or a divisor of it), "
+                                  "or start vLLM with --block-size %d", vllm_bs, index_bs);
+        n += problem(out, fix, "pod %s: vLLM's block size is %d, the index keys blocks of %d, which do not divide it",
+                     name, vllm_bs, index_bs);
     }
     if (!precise)
         return n;
@@ -99,12 +101,6 @@ int doctor_check(const json_t *endpoints, const json_t *index, double since_s, F
     int bs = index_block_size(index);
     json_array_foreach(list, i, v) n += check_endpoint(v, bs, precise, out);
     json_array_foreach(json_object_get(index, "ingests"), i, v) {
-        if (num(v, "rejectedPods"))
-            n += problem(out,
-                         "the topic's pod id must be the endpoint's ip:port exactly as the EPP lists it "
-                         "(GET /debug/endpoints): kv@<ip:port>@<model>",
-                         "%lld KV event message(s) rejected: their topic names no known endpoint",
-                         (long long)num(v, "rejectedPods"));
         if (num(v, "decodeErrors"))
             n += problem(out, "check the publisher: kvroute_kv_events_decode_errors_total{reason} says what is wrong",
                          "%lld KV event message(s) could not be decoded", (long long)num(v, "decodeErrors"));
@@ -114,24 +110,6 @@ int doctor_check(const json_t *endpoints, const json_t *index, double since_s, F
     return n;
 }
 
-typedef struct buf {
-    char *data;
-    size_t len;
-} buf;
-
-static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
-{
-    buf *b = ctx;
-    char *g = realloc(b->data, b->len + sz * n + 1);
-    if (!g)
-        return 0;
-    memcpy(g + b->len, p, sz * n);
-    b->data = g;
-    b->len += sz * n;
-    g[b->len] = 0;
-    return sz * n;
-}
-
 static json_t *fetch(const char *base, const char *path, kv_err *err)
 {
     char url[1024];
@@ -139,24 +117,13 @@ static json_t *fetch(const char *base, const char *path, kv_err *err)
     while (bl && base[bl - 1] == '/')
         bl--;
     snprintf(url, sizeof url, "%.*s%s", (int)bl, base, path);
-    buf b = {0};
-    CURL *c = curl_easy_init();
-    if (!c) {
-        kv_err_set(err, KV_ENOMEM, "out of memory");
-        return NULL;
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    httpfetch_body b = {0};
+    const char *why = "";
+    long status = httpfetch("GET", url, NULL, NULL, 10000, &b, &why);
     json_t *o = NULL;
     json_error_t je;
-    if (rc != CURLE_OK)
-        kv_err_set(err, KV_EIO, "%s: %s", url, curl_easy_strerror(rc));
+    if (status < 0)
+        kv_err_set(err, KV_EIO, "%s: %s", url, why);
     else if (status != 200)
         kv_err_set(err, KV_EIO, "%s: HTTP %ld (is this the EPP's --metrics-port, and the EPP new enough?)", url,
                    status);

@@ -8,8 +8,8 @@
  *     whose events went stale, or whose events are received and keyed to nothing;
  *   - vLLM's block size (its cache_config_info metric) that the index's blockSize cannot
  *     key, before any event arrives;
- *   - KV events rejected because their topic names no endpoint (the pod id must be the
- *     endpoint's ip:port as listed), undecodable events;
+ *   - undecodable KV events (events whose topic names no endpoint are an issue of the
+ *     EPP's own, unknown_pod);
  *   - pods whose /metrics cannot be scraped.
  * A pod that neither sent events nor was routed to yet is only noted (nothing to judge).
  *

@@ -5,8 +5,10 @@
  * or label selector: live/endpoints.h, live/k8s.h; in cluster with the service account, or
  * with --kubeconfig / $KUBECONFIG from outside: live/kubeconfig.h), /metrics scraping (live/scrape.h),
  * vLLM KV-event ingestion into the index of every precise scorer the config has
- * (live/ingest.h, kvEventsConfig), the Prometheus exporter (live/promexp.h; its index and
- * event metrics are the first precise scorer's), the ext-proc server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
+ * (live/ingest.h, kvEventsConfig; --kv-events-zmq-endpoint overrides its zmqEndpoint), the
+ * "score is 0" diagnosis fed by the ingest and the decisions (live/kvdiag.h), the
+ * Prometheus exporter (live/promexp.h; its index and event metrics are the first precise
+ * scorer's) with the /debug/ inspection endpoints on its port (live/debugapi.h), the ext-proc server (TLS by default) and the plaintext gRPC health server, plus the optional SQLite
  * decision log. Admission as GIE's director: InferenceObjective priorities
  * (live/objectives.h, from the cluster or --objectives) and the saturation detector
  * (live/saturation.h) that sheds requests with priority < 0; InferenceModelRewrites
@@ -324,7 +326,7 @@ static void on_decision(void *ctx, const extproc_decision *dec)
         promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
         /* the model the request's keys were computed for (the rewritten one) */
         kvdiag_request(d->diag, dec->target_model ? dec->target_model : dec->model,
-                       dec->target && dec->result->n_targets ? dec->result->targets[0]->name : NULL);
+                       dec->target && dec->result->n_targets ? dec->result->targets[0]->name : NULL, dec->n_tokens);
     }
     kv_err err = {0};
     if (d->dl && decisionlog_add(d->dl, dec, &err) != KV_OK)
@@ -400,7 +402,7 @@ int main(int argc, char **argv)
                    fd ? o.config_file : "", fd ? fd->plugin : "");
         goto out;
     }
-    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)) || !(d.diag = kvdiag_new(NULL, &err)))
+    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
         goto out;
     if (fd) {
         epfile_config fc = {.endpoints = eps, .path = fd->path, .watch = fd->watch_file, .warn = on_warn};
@@ -442,6 +444,17 @@ int main(int argc, char **argv)
 
     /* KV events feed the index of every precise scorer the config has */
     size_t n_src = pps_kvsources(s, NULL, 0);
+    if (n_src && (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings)))) {
+        kv_err_set(&err, KV_ENOMEM, "out of memory");
+        goto out;
+    }
+    pps_kvsources(s, srcs, n_src);
+    kvdiag_config dc = {0};   /* the smallest index block: a shorter prompt stores nothing */
+    for (size_t i = 0; i < n_src; i++)
+        if (!dc.block_tokens || srcs[i]->keys.block_size < dc.block_tokens)
+            dc.block_tokens = srcs[i]->keys.block_size;
+    if (!(d.diag = kvdiag_new(&dc, &err)))
+        goto out;
     if (n_src > 0) {
         ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20, .diag = d.diag};
         if (o.zmq_endpoint && snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "%s", o.zmq_endpoint) >=
@@ -449,11 +462,6 @@ int main(int argc, char **argv)
             kv_err_set(&err, KV_EINVAL, "--kv-events-zmq-endpoint: longer than %zu bytes", sizeof ic.zmq_endpoint - 1);
             goto out;
         }
-        if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
-            kv_err_set(&err, KV_ENOMEM, "out of memory");
-            goto out;
-        }
-        pps_kvsources(s, srcs, n_src);
         if ((o.replay_endpoint && ingest_parse_replay(&ic, o.replay_endpoint, &err) != KV_OK) ||
             ingest_start_sources(srcs, n_src, eps, &ic, ings, &n_ing, &err) != KV_OK)
             goto out;

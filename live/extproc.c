@@ -757,8 +757,6 @@ void extproc_keep_heap(void)
 
 int extproc_port(const extproc_server *s) { return s->port; }
 
-route_router *extproc_router(extproc_server *s) { return s->router; }
-
 void extproc_get_stats(const extproc_server *s, extproc_stats *out)
 {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);

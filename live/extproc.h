@@ -21,8 +21,9 @@
  * The body goes upstream byte for byte (Content-Length is its length), except that
  * x-gateway-model-name-rewrite re-serialises it with the new `model`, as GIE does.
  *
- * Control headers (GIE pkg/epp/handlers; llm-d-router's x-llm-d-router-* names are
- * accepted too and win when both are sent): x-gateway-inference-objective names the
+ * Control headers (GIE pkg/epp/handlers; llm-d-router's x-llm-d-* names since its
+ * PR #1161 -- x-llm-d-inference-objective, -inference-fairness-id, x-llm-d-model-name-
+ * rewrite -- are accepted too and win when both are sent, as its metadata package reads them): x-gateway-inference-objective names the
  * InferenceObjective whose priority goes into the scheduler request (and decides
  * shedding), x-gateway-inference-fairness-id is recorded ("default-flow" when absent),
  * x-gateway-model-name-rewrite is the model sent upstream and scheduled for.
@@ -88,8 +89,6 @@ typedef struct extproc_server extproc_server;
  * listen (busy port, bad address), KV_EINVAL for a bad certificate or key. */
 extproc_server *extproc_start(const extproc_config *cfg, kv_err *err);
 int extproc_port(const extproc_server *s);  /* the bound port */
-/* The router the server routes with (route.h), e.g. for a dry run on the same sched. */
-route_router *extproc_router(extproc_server *s);
 /* Cancels every stream, joins the workers, frees everything. NULL is a no-op. */
 void extproc_stop(extproc_server *s);
 void extproc_get_stats(const extproc_server *s, extproc_stats *out);

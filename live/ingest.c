@@ -266,10 +266,15 @@ static void apply_payload(worker *w, const int *slots, const char *model, const 
             LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
         }
     if (g->cfg.diag) {
+        /* vLLM's block size, from a store of an indexed cache group (a hybrid model's
+         * other groups have block sizes of their own, and are not indexed) */
         uint32_t engine_bs = 0;
-        for (size_t i = 0; i < b.n_events && !engine_bs; i++)
-            if (b.events[i].type == KVEV_BLOCK_STORED)
-                engine_bs = b.events[i].block_size;
+        for (size_t i = 0; i < b.n_events && !engine_bs; i++) {
+            const kvev_event *e = &b.events[i];
+            if (e->type == KVEV_BLOCK_STORED &&
+                (!e->has_group_idx || (e->kv_cache_spec_kind.s && kvingest_indexed_kind(e->kv_cache_spec_kind))))
+                engine_bs = e->block_size;
+        }
         kvdiag_events(g->cfg.diag, name, model, seq, engine_bs, g->sources[0].keys.block_size);
     }
 }
@@ -581,6 +586,8 @@ static bool rx_accept(ingest *g, rx_state *st, const ingest_frame *f, size_t n, 
     }
     epset_match m = epset_match_pod(g->cfg.endpoints, t.pod.s, t.pod.len, name, NAME_MAX_LEN);
     if (m == EPSET_NO_MATCH) {
+        if (g->cfg.diag)
+            kvdiag_unknown_pod(g->cfg.diag, t.pod.s, t.pod.len, t.model.s, t.model.len);
         uint64_t r = atomic_fetch_add(&g->c.rejected_pods, 1) + 1;
         if ((r & (r - 1)) == 0)   /* 1st, 2nd, 4th, ...: visible without flooding the log */
             LOG_W("KV events from a pod that is not a known endpoint were rejected", "{s:s%, s:I}", "topicPod",

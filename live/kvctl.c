@@ -593,6 +593,7 @@ static int cmd_doctor(int argc, char **argv)
     int n = doctor_run(url, since, stdout, &err);
     if (n < 0) return failed("%s", err.msg);
     if (n == 0) printf("no known misconfiguration found\n");
+    else printf("%d problem(s) found\n", n);
     return n ? 1 : 0;
 }
 

@@ -1,8 +1,9 @@
 /* kvdiag: the causes of a precise score of 0, counted and explained (see kvdiag.h).
  *
- * State: pods (by endpoint name, or the sender's address for topics that name none),
- * the models requests asked for, and the issues found, each issue keyed by (reason, pod,
- * model) so that its warning is logged once. */
+ * State: the pods that sent events or were routed to (by endpoint name, hashed), the
+ * models requests asked for and those events carry, and the issues found, each keyed by
+ * (reason, pod, model) so that its warning is logged once; an issue's pod is the
+ * endpoint, the topic's pod id, or for a topic naming none the sender's address. */
 #include "kvdiag.h"
 
 #include <pthread.h>
@@ -44,6 +45,7 @@ struct kvdiag {
     uint64_t counts[KVDIAG_REASON_COUNT];
     pod_rec *pods;
     size_t n_pods, cap_pods;
+    uint32_t *by_name;            /* open addressing: pod index + 1, 0 empty; 2 * cap_pods slots */
     char models[KVDIAG_MAX_MODELS][NAME_CAP];   /* requests asked for */
     size_t n_models;
     char published[KVDIAG_MAX_MODELS][NAME_CAP];   /* some pod's events carry */
@@ -56,7 +58,7 @@ struct kvdiag {
 const char *kvdiag_reason_name(kvdiag_reason r)
 {
     static const char *const names[KVDIAG_REASON_COUNT] = {"empty_topic", "foreign_topic", "model_mismatch",
-                                                           "stale", "block_size"};
+                                                           "stale", "block_size", "unknown_pod"};
     return (unsigned)r < KVDIAG_REASON_COUNT ? names[r] : "unknown";
 }
 
@@ -76,6 +78,8 @@ kvdiag *kvdiag_new(const kvdiag_config *cfg, kv_err *err)
         d->cfg = *cfg;
     if (d->cfg.stale_after_s <= 0)
         d->cfg.stale_after_s = 30;
+    if (!d->cfg.block_tokens)
+        d->cfg.block_tokens = 16;
     pthread_mutex_init(&d->mu, NULL);
     return d;
 }
@@ -86,6 +90,7 @@ void kvdiag_free(kvdiag *d)
         return;
     pthread_mutex_destroy(&d->mu);
     free(d->pods);
+    free(d->by_name);
     free(d->issues);
     free(d);
 }
@@ -95,12 +100,25 @@ static void copy(char *dst, const char *src)
     snprintf(dst, NAME_CAP, "%s", src ? src : "");
 }
 
+/* The by_name slot holding name, or the empty one where it would go (every event
+ * message looks its pod up: a scan of thousands of names would be the cost). */
+static size_t pod_slot(const kvdiag *d, const char *name)
+{
+    uint64_t h = 14695981039346656037ULL;   /* FNV-1a over the name as stored */
+    for (size_t i = 0; name[i] && i < NAME_CAP - 1; i++)
+        h = (h ^ (uint8_t)name[i]) * 1099511628211ULL;
+    size_t mask = 2 * d->cap_pods - 1, i = (size_t)h & mask;
+    while (d->by_name[i] && strncmp(d->pods[d->by_name[i] - 1].name, name, NAME_CAP - 1))
+        i = (i + 1) & mask;
+    return i;
+}
+
 static pod_rec *pod_find(kvdiag *d, const char *name)
 {
-    for (size_t i = 0; i < d->n_pods; i++)
-        if (!strcmp(d->pods[i].name, name))
-            return &d->pods[i];
-    return NULL;
+    if (!d->cap_pods)
+        return NULL;
+    uint32_t k = d->by_name[pod_slot(d, name)];
+    return k ? &d->pods[k - 1] : NULL;
 }
 
 static pod_rec *pod_get(kvdiag *d, const char *name)
@@ -108,17 +126,24 @@ static pod_rec *pod_get(kvdiag *d, const char *name)
     pod_rec *p = pod_find(d, name);
     if (p || d->n_pods == KVDIAG_MAX_PODS)
         return p;
-    if (d->n_pods == d->cap_pods) {
+    if (d->n_pods == d->cap_pods) {   /* grow both, then index every pod again */
         size_t cap = d->cap_pods ? d->cap_pods * 2 : 16;
         pod_rec *g = realloc(d->pods, cap * sizeof *g);
-        if (!g)
+        uint32_t *t = g ? calloc(2 * cap, sizeof *t) : NULL;
+        if (g)
+            d->pods = g;
+        if (!t)
             return NULL;
-        d->pods = g;
+        free(d->by_name);
+        d->by_name = t;
         d->cap_pods = cap;
+        for (size_t i = 0; i < d->n_pods; i++)
+            d->by_name[pod_slot(d, d->pods[i].name)] = (uint32_t)i + 1;
     }
     p = &d->pods[d->n_pods++];
     *p = (pod_rec){0};
     copy(p->name, name);
+    d->by_name[pod_slot(d, p->name)] = (uint32_t)d->n_pods;
     return p;
 }
 
@@ -155,8 +180,9 @@ static void vnote(kvdiag *d, kvdiag_reason r, const char *pod, const char *model
         copy(is->model, model);
         snprintf(is->message, sizeof is->message, "%s", msg);
     }
-    LOG_W("Precise prefix scores will stay 0", "{s:s, s:s, s:s, s:s}", "reason", kvdiag_reason_name(r), "pod", pod,
-          "model", model, "fix", msg);
+    /* a block-size mismatch loses some blocks; every other cause, all of them */
+    LOG_W(r == KVDIAG_BLOCK_SIZE ? "Precise prefix scores will miss blocks" : "Precise prefix scores will stay 0",
+          "{s:s, s:s, s:s, s:s}", "reason", kvdiag_reason_name(r), "pod", pod, "model", model, "fix", msg);
 }
 
 static void note(kvdiag *d, kvdiag_reason r, const char *pod, const char *model, double now, const char *fmt, ...)
@@ -194,6 +220,17 @@ static void note_mismatch(kvdiag *d, const char *pod, const char *model, double 
           model, pod, last_model(d), last_model(d), model);
 }
 
+/* Wire bytes as a printable ASCII name for the log and the issues. */
+static void printable(char out[NAME_CAP], const void *s, size_t len)
+{
+    size_t n = len < NAME_CAP - 1 ? len : NAME_CAP - 1;
+    memcpy(out, s, n);
+    out[n] = 0;
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
+}
+
 void kvdiag_topic(kvdiag *d, const char *peer, const void *topic, size_t len, const char *filter)
 {
     pthread_mutex_lock(&d->mu);
@@ -207,17 +244,25 @@ void kvdiag_topic(kvdiag *d, const char *peer, const void *topic, size_t len, co
               who);
     } else {
         char t[NAME_CAP];
-        size_t n = len < NAME_CAP - 1 ? len : NAME_CAP - 1;
-        memcpy(t, topic, n);
-        t[n] = 0;
-        for (char *c = t; *c; c++)   /* for the log and the issue: printable ASCII */
-            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-                *c = '?';
+        printable(t, topic, len);
         occur(d, KVDIAG_FOREIGN_TOPIC, who, t, now,
               "KV events from %s on topic '%s' do not start with kvEventsConfig.topicFilter '%s', so they are "
               "dropped: publish on kv@<ip:port as the EPP lists the pod>@<the model requests name>",
               who, t, filter ? filter : "");
     }
+    pthread_mutex_unlock(&d->mu);
+}
+
+void kvdiag_unknown_pod(kvdiag *d, const char *pod, size_t pod_len, const char *model, size_t model_len)
+{
+    char p[NAME_CAP], m[NAME_CAP];
+    printable(p, pod, pod_len);
+    printable(m, model, model_len);
+    pthread_mutex_lock(&d->mu);
+    occur(d, KVDIAG_UNKNOWN_POD, p, m, now_s(d),
+          "KV events name pod '%s', which is not an endpoint, so they are dropped: the topic's pod id must be the "
+          "endpoint's ip:port exactly as the EPP lists it (GET /debug/endpoints), kv@<ip:port>@%s",
+          p, m);
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -241,14 +286,17 @@ void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, 
     }
     if (!listed(d->published, d->n_published, model) && d->n_published < KVDIAG_MAX_MODELS)
         copy(d->published[d->n_published++], model);
-    /* Keys are computed per index block from each event's tokens: an engine block shorter
-     * than an index block (or not a multiple of one) leaves tokens that key nothing, and
-     * every later event of that chain is keyed from the wrong place or dropped. */
-    if (engine_block_size && index_block_size &&
-        (engine_block_size < index_block_size || engine_block_size % index_block_size))
+    /* Keys are computed per index block from each event's tokens, so an event whose
+     * tokens are not whole index blocks leaves tokens that key nothing, and the events
+     * chained after it are keyed from the wrong place or dropped (llm-d-router does the
+     * same: "blockSize need not match the engine" holds for the hashes, not for this).
+     * Every event is whole index blocks exactly when the index block divides vLLM's. */
+    if (engine_block_size && index_block_size && engine_block_size % index_block_size)
         occur(d, KVDIAG_BLOCK_SIZE, pod, model, now,
               "vLLM on pod %s stores blocks of %u tokens, the index keys blocks of %u "
-              "(tokenProcessorConfig.blockSize): set blockSize: %u, or start vLLM with --block-size %u",
+              "(tokenProcessorConfig.blockSize), which do not divide them: events leave tokens unkeyed and the "
+              "blocks after them match no request; set blockSize: %u (or a divisor of it), or start vLLM with "
+              "--block-size %u",
               pod, engine_block_size, index_block_size, engine_block_size, index_block_size);
     if (d->n_models && !requested(d, model)) {   /* no request can match these events */
         d->counts[KVDIAG_MODEL_MISMATCH]++;
@@ -281,7 +329,7 @@ static void check_locked(kvdiag *d, double now)
     }
 }
 
-void kvdiag_request(kvdiag *d, const char *model, const char *target)
+void kvdiag_request(kvdiag *d, const char *model, const char *target, size_t n_tokens)
 {
     pthread_mutex_lock(&d->mu);
     double now = now_s(d);
@@ -301,7 +349,8 @@ void kvdiag_request(kvdiag *d, const char *model, const char *target)
             for (int k = 0; k < d->pods[i].n_models; k++)
                 note_mismatch(d, d->pods[i].name, d->pods[i].models[k], now);
     }
-    pod_rec *p = target ? pod_get(d, target) : NULL;
+    /* only a prompt of a whole block makes vLLM store (and publish) anything for sure */
+    pod_rec *p = target && n_tokens >= d->cfg.block_tokens ? pod_get(d, target) : NULL;
     if (p && !p->routed_pending++)
         p->routed_since_s = now;
     if (now - d->checked_s >= CHECK_EVERY_S)

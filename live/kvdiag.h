@@ -1,7 +1,8 @@
 /* kvdiag: why the precise prefix score is 0 on every pod. A new user's KV events can
  * be received and still never match a request: the topic names another model than the
  * requests (a --served-model-name alias), vLLM publishes on its default empty topic (the
- * receiver cannot tell which pod or model sent it), a pod the EPP routes to sends no
+ * receiver cannot tell which pod or model sent it) or names itself otherwise than the
+ * endpoint list does (a pod name, another port), a pod the EPP routes to sends no
  * events at all, or vLLM's block size is not the index's. Each such cause is counted by
  * reason and logged once per (pod, model) with the fix, and kept as an "issue" for the
  * inspection endpoints (live/debugapi.h) and `kvctl doctor`.
@@ -16,7 +17,8 @@
  * (kvdiag_events); ./epp's decision hook reports each routed request's model and target
  * (kvdiag_request). Staleness is judged against the routing: a pod that was routed
  * requests stale_after_s ago and sent no event since is stale (an idle pod sending
- * nothing is not); it is checked at most once a second, on a kvdiag_request or a
+ * nothing is not, nor one that was only sent prompts shorter than a block, which vLLM
+ * stores nothing for); it is checked at most once a second, on a kvdiag_request or a
  * kvdiag_check.
  *
  * Why no hash-seed reason: kvroute computes request keys from the events' token ids
@@ -46,10 +48,11 @@ typedef enum kvdiag_reason {
     KVDIAG_MODEL_MISMATCH = 2,    /* events for a model no request asks for */
     KVDIAG_STALE = 3,             /* routed to, and no events from the pod since */
     KVDIAG_BLOCK_SIZE = 4,        /* vLLM's block size cannot be keyed at the index's */
-    KVDIAG_REASON_COUNT = 5,
+    KVDIAG_UNKNOWN_POD = 5,       /* the topic's pod id names no endpoint (a pod name, another port) */
+    KVDIAG_REASON_COUNT = 6,
 } kvdiag_reason;
 
-/* "empty_topic", "foreign_topic", "model_mismatch", "stale", "block_size" */
+/* "empty_topic", "foreign_topic", "model_mismatch", "stale", "block_size", "unknown_pod" */
 const char *kvdiag_reason_name(kvdiag_reason r);
 
 #define KVDIAG_MAX_PODS 4096
@@ -58,6 +61,8 @@ const char *kvdiag_reason_name(kvdiag_reason r);
 
 typedef struct kvdiag_config {
     double stale_after_s;         /* <= 0: 30 */
+    uint32_t block_tokens;        /* prompt tokens a request needs to be expected to make its pod
+                                     store a block (the smallest index block size); 0: 16 */
     double (*now)(void *ctx);     /* seconds, monotonic; NULL: monoclock_s */
     void *now_ctx;
 } kvdiag_config;
@@ -70,14 +75,18 @@ void kvdiag_free(kvdiag *d);   /* NULL is a no-op */
 /* A message whose topic frame (topic[0..len)) does not start with filter; peer is the
  * sender's address as libzmq reports it, or NULL when unknown. */
 void kvdiag_topic(kvdiag *d, const char *peer, const void *topic, size_t len, const char *filter);
+/* A kv@ message whose topic's pod id (pod[0..pod_len)) names no endpoint, for model
+ * (model[0..model_len)); the message was rejected. */
+void kvdiag_unknown_pod(kvdiag *d, const char *pod, size_t pod_len, const char *model, size_t model_len);
 /* An event message from endpoint pod (as resolved from its topic) for model, applied with
  * sequence number seq. engine_block_size is the block_size of its first BlockStored (0:
  * none in the batch), index_block_size the index's (tokenProcessorConfig.blockSize). */
 void kvdiag_events(kvdiag *d, const char *pod, const char *model, uint64_t seq, uint32_t engine_block_size,
                    uint32_t index_block_size);
-/* A routed request: the model its keys were computed for, and the chosen endpoint (NULL
- * when scheduling failed). */
-void kvdiag_request(kvdiag *d, const char *model, const char *target);
+/* A routed request: the model its keys were computed for, the chosen endpoint (NULL
+ * when scheduling failed) and its prompt's token count (0: unknown, a text prompt not
+ * tokenised). */
+void kvdiag_request(kvdiag *d, const char *model, const char *target, size_t n_tokens);
 /* Judges staleness now (also done by kvdiag_request, at most once a second). */
 void kvdiag_check(kvdiag *d);
 

@@ -64,28 +64,29 @@ static int shortest_digits(double v)
  * jansson's 0.29999999999999999). Integral reals become integers; *digits is raised to
  * what the other reals need (the line is dumped at that precision; a line carries one
  * or two reals). jansson still writes an exponent below 1e-4 where Go writes 0.0000x. */
+static void go_numbers(json_t *v, int *digits);
+
+/* x as zap would write it: an integer for an integral real (NULL: keep x, after its own
+ * members were rewritten). */
+static json_t *go_number(json_t *x, int *digits)
+{
+    double d = json_is_real(x) ? json_real_value(x) : 0;
+    if (json_is_real(x) && d == nearbyint(d) && fabs(d) < 9007199254740992.0)
+        return json_integer((json_int_t)d);
+    go_numbers(x, digits);
+    return NULL;
+}
+
 static void go_numbers(json_t *v, int *digits)
 {
     const char *key;
-    json_t *x;
+    json_t *x, *g;
     size_t i;
     void *tmp;
     if (json_is_object(v)) {
-        json_object_foreach_safe(v, tmp, key, x) {
-            double d = json_is_real(x) ? json_real_value(x) : 0;
-            if (json_is_real(x) && d == nearbyint(d) && fabs(d) < 9007199254740992.0)
-                json_object_set_new(v, key, json_integer((json_int_t)d));
-            else
-                go_numbers(x, digits);
-        }
+        json_object_foreach_safe(v, tmp, key, x) if ((g = go_number(x, digits))) json_object_set_new(v, key, g);
     } else if (json_is_array(v)) {
-        json_array_foreach(v, i, x) {
-            double d = json_is_real(x) ? json_real_value(x) : 0;
-            if (json_is_real(x) && d == nearbyint(d) && fabs(d) < 9007199254740992.0)
-                json_array_set_new(v, i, json_integer((json_int_t)d));
-            else
-                go_numbers(x, digits);
-        }
+        json_array_foreach(v, i, x) if ((g = go_number(x, digits))) json_array_set_new(v, i, g);
     } else if (json_is_real(v)) {
         int p = shortest_digits(json_real_value(v));
         if (p > *digits)

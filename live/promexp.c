@@ -652,7 +652,7 @@ void promexp_write(promexp *p, FILE *f)
 /* One connection's request: its /debug/ body as it arrives. */
 typedef struct conn_req {
     char *body;
-    size_t len;
+    size_t len, cap;
     bool too_big;
 } conn_req;
 
@@ -715,13 +715,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool debug = p->src.debug && !strncmp(url, "/debug/", 7);
     if (*upload_size) {
         if (debug && !cr->too_big && cr->len + *upload_size <= PROMEXP_MAX_BODY) {
-            char *b = realloc(cr->body, cr->len + *upload_size + 1);
-            if (!b)
-                return MHD_NO;
-            memcpy(b + cr->len, upload, *upload_size);
-            cr->body = b;
+            if (cr->len + *upload_size + 1 > cr->cap) {   /* doubling: the pieces are small */
+                size_t cap = cr->cap ? cr->cap : 4096;
+                while (cap < cr->len + *upload_size + 1)
+                    cap *= 2;
+                char *b = realloc(cr->body, cap);
+                if (!b)
+                    return MHD_NO;
+                cr->body = b;
+                cr->cap = cap;
+            }
+            memcpy(cr->body + cr->len, upload, *upload_size);
             cr->len += *upload_size;
-            b[cr->len] = 0;
+            cr->body[cr->len] = 0;
         } else {
             cr->too_big = true;
         }

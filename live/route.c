@@ -147,8 +147,8 @@ int route_headers_end(route_req *q)
     }
     for (size_t i = 0; i < q->n_hdrs; i++)
         q->skv[i] = (sched_kv){q->hdrs[i].key, q->hdrs[i].value};
-    q->objective = control_header(q, "x-gateway-inference-objective", "x-llm-d-router-inference-objective");
-    q->fairness_id = control_header(q, "x-gateway-inference-fairness-id", "x-llm-d-router-inference-fairness-id");
+    q->objective = control_header(q, "x-gateway-inference-objective", "x-llm-d-inference-objective");
+    q->fairness_id = control_header(q, "x-gateway-inference-fairness-id", "x-llm-d-inference-fairness-id");
     if (!q->fairness_id || !*q->fairness_id)
         q->fairness_id = "default-flow"; /* GIE's DefaultFairnessID */
     return KV_OK;
@@ -335,7 +335,7 @@ static const char *rewrite_model(route_req *q, kv_err *err)
         return NULL;
     }
     const char *to =
-        ruled ? ruled : control_header(q, "x-gateway-model-name-rewrite", "x-llm-d-router-model-name-rewrite");
+        ruled ? ruled : control_header(q, "x-gateway-model-name-rewrite", "x-llm-d-model-name-rewrite");
     if (!to || !*to || !strcmp(to, q->oreq.model)) {
         free(ruled);
         return q->oreq.model;

@@ -143,7 +143,8 @@ typedef struct route_req {
      * traced, and inspect receives the decision under the router's lock (endpoints valid
      * during the call only); nothing is recorded -- no pre-request hook (in-flight counts,
      * stateful scorers), no on_decision, no score log lines -- so the request must not be
-     * forwarded. Pickers that draw random numbers still draw them. */
+     * forwarded. What the plugins change while scheduling still changes: a round-robin
+     * picker takes its turn, random draws (pickers, exploration) are drawn. */
     void (*inspect)(void *ctx, const route_decision *d);
     void *inspect_ctx;
     /* read-only */

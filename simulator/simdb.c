@@ -61,7 +61,7 @@ static const char *const stmt_sql[ST_N] = {
 struct simdb {
     sqlite3 *db;
     sqlite3_stmt *st[ST_N];
-    sqlite3_stmt *dec;                /* tracedb's decisions insert */
+    tracedb_writer dec;               /* tracedb's decisions and endpoints inserts */
     char path[1024];
     bool in_run;
 };
@@ -98,7 +98,7 @@ static simdb *db_open(const char *path, bool replace, kv_err *err)
             simdb_close(d);
             return NULL;
         }
-    if (tracedb_prepare(d->db, &d->dec) != SQLITE_OK) {
+    if (tracedb_writer_open(d->db, &d->dec) != SQLITE_OK) {
         db_err(d, err, "cannot prepare a statement");
         simdb_close(d);
         return NULL;
@@ -124,7 +124,7 @@ void simdb_close(simdb *d)
         sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < ST_N; i++)
         sqlite3_finalize(d->st[i]);
-    sqlite3_finalize(d->dec);
+    tracedb_writer_close(&d->dec);
     sqlite3_close(d->db);
     free(d);
 }
@@ -170,7 +170,7 @@ int simdb_add_decision(simdb *d, int64_t run_id, uint64_t request_id, const sche
 {
     if (!d->in_run)
         return kv_err_set(err, KV_ESTATE, "%s: decision outside a run", d->path);
-    return tracedb_add_decision(d->dec, run_id, request_id, t, res) == SQLITE_OK ? KV_OK
+    return tracedb_add_decision(&d->dec, run_id, request_id, t, res) == SQLITE_OK ? KV_OK
                                                                                  : db_err(d, err, "insert failed");
 }
 

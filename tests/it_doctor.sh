@@ -75,6 +75,7 @@ route qwen "$(prompt 2)" >/dev/null
 route qwen "$(prompt 3)" >/dev/null
 $K doctor $EM >"$D/doc2.out" 2>&1; rc=$?
 check "doctor on a model alias: exit 1" "1" "$rc"
+check "doctor counts what it found" "1 problem(s) found" "$(tail -1 "$D/doc2.out")"
 grep -qF "PROBLEM model_mismatch: pod $dest, model '$MODEL'" "$D/doc2.out" && ok "doctor names the pod and the model" \
     || { bad "doctor names the pod and the model"; cat "$D/doc2.out"; }
 grep -qF "fix: events for model $MODEL on pod $dest, requests ask for qwen: set --served-model-name" "$D/doc2.out" \

@@ -58,6 +58,8 @@ status "usage: unknown command" 2 $K frobnicate
 status "usage: keys without --model" 2 $K keys 1..32
 status "usage: block size 0" 2 $K keys --model m --block-size 0 1..32
 status "usage: unknown algorithm" 2 $K keys --model m --algo sha256 1..32
+status "usage: doctor without a URL" 2 $K doctor
+status "usage: doctor with a bad --since" 2 $K doctor http://127.0.0.1:1 --since soon
 status "usage: bad token range" 2 $K keys --model m 5..x
 status "usage: negative token" 2 $K keys --model m 1..3 -3
 status "usage: bad --extra" 2 $K keys --model m --extra img 1..32

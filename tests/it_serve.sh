@@ -134,9 +134,8 @@ curl -s -X POST "http://$dest/admin/restart" >/dev/null
 sleep 0.5
 route "$(text 1)" >/dev/null
 kill $epp; wait $epp 2>/dev/null
-idx=0; [ "${dest%%:*}" = 127.0.0.2 ] && idx=1   # the decision log names endpoints by index
-scores=$(sqlite3 "$D/dec.db" "SELECT score FROM decisions WHERE plugin LIKE 'precise%' AND endpoint = $idx \
-    AND request_id IN (6, 12) ORDER BY request_id" | tr '\n' ' ')
+scores=$(sqlite3 "$D/dec.db" "SELECT d.score FROM decisions d JOIN endpoints e USING (run_id, endpoint) \
+    WHERE d.plugin LIKE 'precise%' AND e.name = '$dest' AND d.request_id IN (6, 12) ORDER BY d.request_id" | tr '\n' ' ')
 check "after the pod's restart its precise score for the prompt it held drops from 1 to 0" "1.0 0.0 " "$scores"
 
 # --- a separate render server (token-producer's vllm.url), as the precise guide deploys ------

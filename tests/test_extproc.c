@@ -1021,7 +1021,7 @@ static void test_objectives_and_shedding(void **state)
     const char *premium[] = {":path", "/v1/completions", "x-gateway-inference-objective", "premium", NULL};
     const char *unknown[] = {":path", "/v1/completions", "x-gateway-inference-objective", "nope", NULL};
     const char *aliased[] = {":path", "/v1/completions", "x-gateway-inference-objective", "batch",
-                             "x-llm-d-router-inference-objective", "premium", "x-llm-d-router-inference-fairness-id",
+                             "x-llm-d-inference-objective", "premium", "x-llm-d-inference-fairness-id",
                              "tenant-b", NULL};
 
     /* not saturated: the sheddable request is routed, its priority and fairness id recorded */
@@ -1151,6 +1151,15 @@ static void test_decision_log(void **state)
                      2);
     assert_int_equal(query_int(db, "SELECT count(*) FROM decisions WHERE plugin='queue-scorer/queue-scorer' "
                                    "AND endpoint=1 AND score=0.0"),
+                     2);
+    /* endpoint numbers have names: one row per endpoint of the run, joined by the pick */
+    assert_int_equal(query_int(db, "SELECT count(*) FROM endpoints"), 4);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM decisions d JOIN endpoints e USING(run_id, endpoint) "
+                                   "WHERE d.plugin='total' AND d.picked=1 AND e.name='10.0.0.3:8000'"),
+                     2);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM live_requests l JOIN decisions d USING(run_id, request_id) "
+                                   "JOIN endpoints e USING(run_id, endpoint) WHERE d.picked=1 AND "
+                                   "d.plugin='total' AND e.name=l.target"),
                      2);
     sqlite3_close(db);
     unlink(path);

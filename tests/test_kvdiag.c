@@ -43,7 +43,7 @@ typedef struct fx {
 static void sink(void *ctx, const char *line)
 {
     fx *f = ctx;
-    if (strstr(line, "\"msg\":\"Precise prefix scores will stay 0\"") && f->n_warnings < 8)
+    if (strstr(line, "\"msg\":\"Precise prefix scores will ") && f->n_warnings < 8)
         snprintf(f->warnings[f->n_warnings++], sizeof f->warnings[0], "%s", line);
 }
 
@@ -163,10 +163,30 @@ static void test_foreign_topic(void **state)
     json_decref(w);
 }
 
+/* A topic naming the pod otherwise than the endpoint list (its pod name; another port):
+ * rejected as before, and now counted as a cause with the fix. */
+static void test_unknown_pod(void **state)
+{
+    fx *f = *state;
+    feed(f, "kv@vllm-0@" MODEL, BS, 64);
+    feed(f, "kv@vllm-0@" MODEL, BS, 64);
+    only(f, KVDIAG_UNKNOWN_POD, 2);
+    ingest_stats st;
+    ingest_get_stats(f->g, &st);
+    assert_int_equal(st.rejected_pods, 2);
+    assert_int_equal(st.batches, 0);
+    assert_int_equal(f->n_warnings, 1);
+    json_t *w = warning(f, 0);
+    assert_string_equal(json_string_value(json_object_get(w, "pod")), "vllm-0");
+    assert_non_null(strstr(json_string_value(json_object_get(w, "fix")),
+                           "the topic's pod id must be the endpoint's ip:port exactly as the EPP lists it"));
+    json_decref(w);
+}
+
 static void test_model_mismatch_after_requests(void **state)
 {
     fx *f = *state;
-    kvdiag_request(f->diag, "qwen", POD_A);   /* an alias: vLLM serves Qwen/Qwen3-32B */
+    kvdiag_request(f->diag, "qwen", POD_A, 64);   /* an alias: vLLM serves Qwen/Qwen3-32B */
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 2);
@@ -191,9 +211,9 @@ static void test_model_mismatch_before_requests(void **state)
     fx *f = *state;
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);   /* no request yet: nothing to compare with */
     only(f, KVDIAG_MODEL_MISMATCH, 0);
-    kvdiag_request(f->diag, "qwen", POD_A);
+    kvdiag_request(f->diag, "qwen", POD_A, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 1);
-    kvdiag_request(f->diag, MODEL, POD_A);    /* now both are asked for: no more */
+    kvdiag_request(f->diag, MODEL, POD_A, 64);    /* now both are asked for: no more */
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 1);
     assert_int_equal(f->n_warnings, 1);
@@ -207,11 +227,11 @@ static void test_model_mismatch_before_requests(void **state)
 static void test_model_alias_after_good_requests(void **state)
 {
     fx *f = *state;
-    kvdiag_request(f->diag, MODEL, POD_A);
+    kvdiag_request(f->diag, MODEL, POD_A, 64);
     feed(f, "kv@" POD_A "@" MODEL, BS, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 0);
-    kvdiag_request(f->diag, "qwen", POD_A);
-    kvdiag_request(f->diag, "qwen", POD_B);
+    kvdiag_request(f->diag, "qwen", POD_A, 64);
+    kvdiag_request(f->diag, "qwen", POD_B, 64);
     only(f, KVDIAG_MODEL_MISMATCH, 2);
     assert_int_equal(f->n_warnings, 1);
     json_t *w = warning(f, 0);
@@ -226,7 +246,7 @@ static void test_model_alias_after_good_requests(void **state)
 static void test_stale(void **state)
 {
     fx *f = *state;
-    kvdiag_request(f->diag, MODEL, POD_B);    /* POD_B never publishes */
+    kvdiag_request(f->diag, MODEL, POD_B, 64);    /* POD_B never publishes */
     f->now += 29;
     kvdiag_check(f->diag);
     only(f, KVDIAG_STALE, 0);                 /* not yet: vLLM has had 29 s */
@@ -248,9 +268,9 @@ static void test_stale(void **state)
     json_decref(p);
 
     /* POD_A published, then was routed to and fell silent: a second episode of another pod */
-    kvdiag_request(f->diag, MODEL, POD_A);
+    kvdiag_request(f->diag, MODEL, POD_A, 64);
     f->now += 31;
-    kvdiag_request(f->diag, MODEL, POD_A);    /* the check rides on a request */
+    kvdiag_request(f->diag, MODEL, POD_A, 64);    /* the check rides on a request */
     only(f, KVDIAG_STALE, 2);
     assert_int_equal(f->n_warnings, 2);
     assert_non_null(strstr(f->warnings[1], "sent no KV event since its last one"));
@@ -261,11 +281,27 @@ static void test_stale(void **state)
     assert_true(json_is_false(json_object_get(p, "stale")));
     assert_int_equal(json_integer_value(json_object_get(p, "messages")), 2);
     json_decref(p);
-    kvdiag_request(f->diag, MODEL, POD_A);
+    kvdiag_request(f->diag, MODEL, POD_A, 64);
     f->now += 40;
     kvdiag_check(f->diag);
     only(f, KVDIAG_STALE, 3);
     assert_int_equal(f->n_warnings, 2);
+}
+
+/* Prompts shorter than a block make vLLM store nothing: a pod sent only those is not
+ * stale, however long it stays silent; nor is one whose prompts were never tokenised. */
+static void test_short_prompts_are_not_stale(void **state)
+{
+    fx *f = *state;
+    kvdiag_request(f->diag, MODEL, POD_B, 15);   /* setup's default: 16-token blocks */
+    kvdiag_request(f->diag, MODEL, POD_B, 0);    /* a text prompt not tokenised */
+    f->now += 100;
+    kvdiag_check(f->diag);
+    only(f, KVDIAG_STALE, 0);
+    kvdiag_request(f->diag, MODEL, POD_B, 16);   /* a whole block: now it should publish */
+    f->now += 31;
+    kvdiag_check(f->diag);
+    only(f, KVDIAG_STALE, 1);
 }
 
 static void test_block_size(void **state)
@@ -280,10 +316,71 @@ static void test_block_size(void **state)
     only(f, KVDIAG_BLOCK_SIZE, 3);
     assert_int_equal(f->n_warnings, 2);       /* one per pod */
     json_t *w = warning(f, 0);
+    assert_string_equal(json_string_value(json_object_get(w, "msg")), "Precise prefix scores will miss blocks");
     assert_non_null(strstr(json_string_value(json_object_get(w, "fix")),
-                           "stores blocks of 8 tokens, the index keys blocks of 16 (tokenProcessorConfig.blockSize): "
-                           "set blockSize: 8, or start vLLM with --block-size 16"));
+                           "stores blocks of 8 tokens, the index keys blocks of 16 (tokenProcessorConfig.blockSize), "
+                           "which do not divide them"));
+    assert_non_null(strstr(json_string_value(json_object_get(w, "fix")),
+                           "set blockSize: 8 (or a divisor of it), or start vLLM with --block-size 16"));
     json_decref(w);
+}
+
+/* Pods are found by name however many there are (the table grows and re-indexes):
+ * each keeps its own count and sequence number. */
+static void test_many_pods(void **state)
+{
+    fx *f = *state;
+    char name[64];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 1000; i++) {
+            snprintf(name, sizeof name, "10.1.%d.%d:8000", i / 250, i % 250);
+            kvdiag_events(f->diag, name, MODEL, (uint64_t)(i * 10 + round), BS, BS);
+        }
+    for (int i = 0; i < 1000; i += 37) {
+        snprintf(name, sizeof name, "10.1.%d.%d:8000", i / 250, i % 250);
+        json_t *p = kvdiag_pod_json(f->diag, name);
+        assert_non_null(p);
+        assert_int_equal(json_integer_value(json_object_get(p, "messages")), 2);
+        assert_int_equal(json_integer_value(json_object_get(p, "lastSeq")), i * 10 + 1);
+        json_decref(p);
+    }
+    assert_null(kvdiag_pod_json(f->diag, "10.9.9.9:8000"));
+    only(f, KVDIAG_STALE, 0);
+}
+
+/* A hybrid model's events: a mamba group's blocks have a size of their own and are not
+ * indexed, so only the full-attention group's size is checked. */
+static void test_block_size_of_indexed_groups_only(void **state)
+{
+    fx *f = *state;
+    uint32_t tok[64];
+    uint64_t h[8];
+    for (size_t i = 0; i < 64; i++)
+        tok[i] = (uint32_t)(3 + i);
+    for (size_t i = 0; i < 8; i++)
+        h[i] = 500 + i;
+    kvev_event ev[2] = {
+        {.type = KVEV_BLOCK_STORED, .block_hashes = h, .n_block_hashes = 1, .token_ids = tok, .n_token_ids = 40,
+         .block_size = 40, .has_group_idx = true, .group_idx = 1, .kv_cache_spec_kind = kvev_str_c("mamba")},
+        {.type = KVEV_BLOCK_STORED, .block_hashes = h + 1, .n_block_hashes = 2, .token_ids = tok, .n_token_ids = 64,
+         .block_size = 32, .has_group_idx = true, .group_idx = 0, .kv_cache_spec_kind = kvev_str_c("full_attention")},
+    };
+    kvev_batch b = {.ts = 1.0, .events = ev, .n_events = 2};
+    kvev_buf buf = {0};
+    assert_int_equal(kvev_encode(&b, KVEV_ENC_MAP_EVENTS, &buf, NULL), KV_OK);
+    uint8_t seq[8] = {0};
+    const char *topic = "kv@" POD_A "@" MODEL;
+    ingest_frame fr[3] = {{topic, strlen(topic)}, {seq, 8}, {buf.data, buf.len}};
+    ingest_feed(f->g, fr, 3);
+    only(f, KVDIAG_BLOCK_SIZE, 0);   /* 32 is two index blocks; the mamba group's 40 is not looked at */
+    ev[1].block_size = 24;
+    ev[1].n_token_ids = 48;
+    assert_int_equal(kvev_encode(&b, KVEV_ENC_MAP_EVENTS, &buf, NULL), KV_OK);
+    seq[7] = 1;
+    fr[2] = (ingest_frame){buf.data, buf.len};
+    ingest_feed(f->g, fr, 3);
+    only(f, KVDIAG_BLOCK_SIZE, 1);
+    kvev_buf_free(&buf);
 }
 
 /* The counters reach /metrics by reason. */
@@ -344,11 +441,15 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_empty_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_topic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_pod, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch_after_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch_before_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_alias_after_good_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_prompts_are_not_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_block_size_of_indexed_groups_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_pods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_topic_socket, setup, teardown),
     };

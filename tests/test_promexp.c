@@ -2,7 +2,6 @@
  * for request counters, error codes, cumulative histogram buckets, label escaping, the
  * series bound, pool gauges from the endpoint set, index sizes from a kvindex, and the
  * plugin durations and lookup hit counters a scheduler's observer feeds. */
-#include <curl/curl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,37 +13,20 @@
 #include <cmocka.h>
 
 #include "endpoints.h"
+#include "httpfetch.h"
 #include "promexp.h"
 #include "support/sched_fixture.h"
 
-typedef struct body {
-    char *data;
-    size_t len;
-} body;
-
-static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
-{
-    body *b = ctx;
-    b->data = realloc(b->data, b->len + sz * n + 1);
-    memcpy(b->data + b->len, p, sz * n);
-    b->len += sz * n;
-    b->data[b->len] = 0;
-    return sz * n;
-}
+typedef httpfetch_body body;
 
 static long get(int port, const char *path, body *b)
 {
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    long code = 0;
-    assert_int_equal(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
+    const char *why = "";
+    long code = httpfetch("GET", url, NULL, NULL, 5000, b, &why);
+    if (code < 0)
+        fail_msg("%s: %s", url, why);
     return code;
 }
 

@@ -298,7 +298,7 @@ static void generates_a_uuid_and_reads_llmd_aliases(void **state)
     world *w = *state;
     route_req q;
     begin(&q, w,
-          (const char *const[]){"x-gateway-inference-fairness-id", "gie", "x-llm-d-router-inference-fairness-id",
+          (const char *const[]){"x-gateway-inference-fairness-id", "gie", "x-llm-d-inference-fairness-id",
                                 "llmd", NULL});
     assert_non_null(q.request_id);
     assert_int_equal(strlen(q.request_id), 36);

@@ -118,6 +118,10 @@ static void test_round_trip(void **state)
     assert_true(q1(db, "SELECT weight IS NULL FROM decisions WHERE plugin='total' LIMIT 1") == 1);
     assert_true(q1(db, "SELECT count(*) FROM decisions WHERE plugin='precise-prefix-cache-scorer/prefix'") == 2);
     assert_true(q1(db, "SELECT count(*) FROM decisions WHERE plugin='queue-scorer/queue-scorer'") == 2);
+    /* endpoint numbers have names, one row each however many decisions name them */
+    assert_true(q1(db, "SELECT count(*) FROM endpoints WHERE run_id=1") == 2);
+    assert_true(q1(db, "SELECT count(*) FROM decisions d JOIN endpoints e USING(run_id, endpoint) "
+                       "WHERE d.picked=1 AND e.name='10.0.0.2:8000'") == 3);
     /* a documented query: per-endpoint request share */
     assert_true(q1(db, "SELECT 100.0 * count(*) / (SELECT count(*) FROM requests r2 WHERE r2.run_id = r.run_id) "
                        "FROM requests r WHERE endpoint=1 GROUP BY run_id, endpoint") == 50.0);
@@ -137,6 +141,45 @@ static char *slurp(const char *path, size_t *len)
     fclose(f);
     *len = (size_t)n;
     return b;
+}
+
+/* A runs.db written before the endpoints table existed can still be appended to: the
+ * writer creates the table, the old rows stay readable. */
+static void test_append_to_a_db_without_endpoints(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/old.db", dir);
+    write_db(path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE endpoints", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    kv_err e = {0};
+    simdb *d = simdb_open_append(path, &e);
+    if (!d)
+        fail_msg("%s", e.msg);
+    simdb_run_info info = {.scenario = "small", .router = "again", .seed = 8};
+    int64_t run_id = 0;
+    assert_int_equal(simdb_begin_run(d, &info, &run_id, &e), KV_OK);
+    assert_int_equal(run_id, 2);
+    sched_endpoint ep = {.id = 5, .name = "10.0.0.9:8000", .pod = "pod-9"};
+    sched_trace_score sc = {.profile = "default", .plugin = NULL, .ep = &ep, .score = 1, .weight = 1};
+    sched_trace t = {.scores = &sc, .n_scores = 1};
+    sched_result res = {.profile = "default", .targets = {&ep}, .n_targets = 1};
+    assert_int_equal(simdb_add_decision(d, run_id, 0, &t, &res, &e), KV_OK);
+    lc_run m;
+    assert_int_equal(lc_run_compute(&fixture, &m, &e), KV_OK);
+    assert_int_equal(simdb_end_run(d, run_id, &fixture, &m, &e), KV_OK);
+    lc_run_free(&m);
+    simdb_close(d);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_true(q1(db, "SELECT count(*) FROM decisions WHERE run_id=1") == 6);
+    assert_true(q1(db, "SELECT count(*) FROM endpoints") == 1);
+    assert_true(q1(db, "SELECT count(*) FROM endpoints WHERE run_id=2 AND endpoint=5 AND name='10.0.0.9:8000' "
+                       "AND pod='pod-9'") == 1);
+    sqlite3_close(db);
+    unlink(path);
 }
 
 static void test_identical_bytes(void **state)
@@ -188,6 +231,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_append_to_a_db_without_endpoints),
         cmocka_unit_test(test_identical_bytes),
         cmocka_unit_test(test_errors),
     };

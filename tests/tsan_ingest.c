@@ -20,6 +20,7 @@
 #include "endpoints.h"
 #include "support/fake_publisher.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "kvingest.h"
 #include "log.h"
 
@@ -66,6 +67,7 @@ typedef struct fx {
     kvindex *ix, *ref;
     kvingest *ref_ing;
     epset *eps;
+    kvdiag *diag;                 /* told of every message by the ingest threads, as in ./epp */
     ingest *g;
 } fx;
 
@@ -81,6 +83,8 @@ static void fx_init(fx *f, const char *endpoints, bool discover, int socket_port
     f->ref = kvindex_new(&ic, NULL);
     f->ref_ing = kvingest_new(f->ref, &f->kc, NULL);
     f->eps = epset_new(0, NULL, NULL, NULL);
+    f->diag = kvdiag_new(NULL, NULL);
+    assert_non_null(f->diag);
     assert_non_null(f->ix);
     assert_non_null(f->ref_ing);
     kv_err err = {0};
@@ -89,7 +93,7 @@ static void fx_init(fx *f, const char *endpoints, bool discover, int socket_port
     sched_kvsource src = {.index = f->ix, .keys = f->kc}, *srcs[] = {&src};
     ingest_config cfg = {.sources = srcs, .n_sources = 1, .endpoints = f->eps, .concurrency = 4,
                          .discover_pods = discover, .socket_port = socket_port, .replay_port = replay_port,
-                         .replay_timeout_ms = replay_timeout_ms};
+                         .replay_timeout_ms = replay_timeout_ms, .diag = f->diag};
     snprintf(cfg.zmq_endpoint, sizeof cfg.zmq_endpoint, "tcp://127.0.0.1:*");
     snprintf(cfg.topic_filter, sizeof cfg.topic_filter, "kv@");
     if (!(f->g = ingest_start(&cfg, &err)))
@@ -99,6 +103,7 @@ static void fx_init(fx *f, const char *endpoints, bool discover, int socket_port
 static void fx_free(fx *f)
 {
     ingest_stop(f->g);
+    kvdiag_free(f->diag);
     kvingest_free(f->ref_ing);
     kvindex_free(f->ix);
     kvindex_free(f->ref);
@@ -204,7 +209,15 @@ static void test_events_land(void **state)
     kvev_batch rb = {2.0, true, 0, &rm, 1};
     fake_pub_send(p, &rb, KVEV_ENC_MAP_EVENTS, false);
     ref_apply(&f, "127.0.0.1:8000", &rb);
+    for (int i = 0; i < 100; i++)   /* routing reports while the ingest threads report events */
+        kvdiag_request(f.diag, "m", "127.0.0.1:8000", 64);
     WAIT_FOR(&f, batches, 3 * CHAIN + 1);
+    json_t *pj = kvdiag_pod_json(f.diag, "127.0.0.1:8000");
+    assert_true(json_integer_value(json_object_get(pj, "messages")) >= 3 * CHAIN + 1);   /* + warm-up */
+    json_decref(pj);
+    uint64_t causes[KVDIAG_REASON_COUNT];
+    kvdiag_counts(f.diag, causes);
+    assert_true(causes[KVDIAG_MODEL_MISMATCH] == 0 && causes[KVDIAG_EMPTY_TOPIC] == 0);
     ingest_stats s = st(&f);
     assert_true(s.events[KVEV_BLOCK_STORED] == 3 * CHAIN);
     assert_true(s.events[KVEV_BLOCK_REMOVED] == 1);

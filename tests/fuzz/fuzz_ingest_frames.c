@@ -4,7 +4,9 @@
  * then a worker's sequence tracking -- duplicates, gaps, restarts -- decoding and
  * applying to every source's index). Two sources with the same keys and index settings
  * (two precise-prefix-cache scorers reading one kvEventsConfig); three endpoints are
- * known (10.0.0.1:8000, 10.0.0.2:8000, 10.0.0.3:8001); other pods must be rejected.
+ * known (10.0.0.1:8000, 10.0.0.2:8000, 10.0.0.3:8001); other pods must be rejected. A
+ * kvdiag (live/kvdiag.h) is told of every topic outside "kv@" and every event message,
+ * as in ./epp, so its handling of any topic bytes and model names is fuzzed too.
  *
  * Input: messages, as tests/support/fuzz_frames.h cuts them.
  *
@@ -19,6 +21,7 @@
 #include "../support/fuzz_frames.h"
 #include "endpoints.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "kvindex.h"
 #include "log.h"
 
@@ -28,6 +31,7 @@
 static sched_kvsource src[N_SOURCES];
 static sched_kvsource *srcs[N_SOURCES];
 static epset *eps;
+static kvdiag *diag;   /* its issues and pods are bounded, so one serves every input */
 
 static void quiet(void *ctx, const char *line) {}
 
@@ -41,7 +45,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         if (!src[k].index || blockkeys_init(&src[k].keys, BLOCKKEYS_FNV64A_CBOR, 16, "", NULL) != KV_OK)
             abort();
     }
-    if (!(eps = epset_new(0, NULL, NULL, NULL)) ||
+    if (!(diag = kvdiag_new(NULL, NULL)) || !(eps = epset_new(0, NULL, NULL, NULL)) ||
         epset_parse_list(eps, "10.0.0.1:8000 10.0.0.2:8000 10.0.0.3:8001", "fuzz", NULL) != KV_OK)
         abort();
     return 0;
@@ -76,7 +80,8 @@ static void check_sources(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ingest_config cfg = {.sources = srcs, .n_sources = N_SOURCES, .endpoints = eps};
+    ingest_config cfg = {.sources = srcs, .n_sources = N_SOURCES, .endpoints = eps, .diag = diag,
+                         .topic_filter = "kv@"};
     ingest *g = ingest_detached(&cfg, NULL);
     if (!g)
         return 0;
@@ -90,6 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ingest_get_stats(g, &st);
     if (st.messages + st.bad_frames != fed || st.batches > st.messages)
         abort();
+    kvdiag_request(diag, "m", "10.0.0.1:8000", 64);   /* the request side, against whatever was fed */
+    json_decref(kvdiag_issues_json(diag));
     ingest_stop(g);
     check_sources();
     return 0;
