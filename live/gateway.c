@@ -8,14 +8,17 @@
  * they come -> the end (or a failure before the first byte: route_retry on a worker,
  * once) -> route_complete, the metrics, the next queued request.
  *
- * libevent lifetimes this relies on: an outgoing connection made with
- * evhttp_connection_free_on_completion frees itself after its request's callback; freeing
- * it earlier cancels the request silently (no callback). An incoming request whose
- * client went away before the answer ended is unlinked from its connection, and the
- * gateway frees it. */
+ * libevent 2.1 lifetimes this relies on: an outgoing connection is the gateway's to free
+ * (libevent's free-on-completion misses failed requests): freeing it while its request
+ * is pending cancels the request silently (no callback); after the request's final
+ * callback it is freed from the loop's next turn, never inside libevent's own call
+ * chain. An incoming request whose connection failed (the client went away) is unlinked
+ * from it, and the gateway frees it; one still linked goes with its connection. */
 #include "gateway.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -48,6 +51,7 @@ struct gwreq {
     bool retried;
     bool client_gone, timed_out;
     struct event *wake;                /* a worker's decision is back */
+    struct event *watch;               /* the client's socket: its EOF means gone */
     struct event *timer;               /* request_timeout_s */
     double t_in, t_first;
     /* the current attempt */
@@ -86,6 +90,9 @@ struct gateway {
     route_router *router;
     bool own_router;
     bool stopping_loop;
+    struct evhttp_connection **dead;   /* outgoing connections to free (release_conn) */
+    size_t n_dead, cap_dead;
+    struct event *reap_ev;
 };
 
 /* ---- small helpers --------------------------------------------------------------------------- */
@@ -186,7 +193,7 @@ static void finish(gwreq *r, int status)
         evhttp_connection_free(r->ucon), r->ucon = NULL;
     if (r->ccon)
         evhttp_connection_set_closecb(r->ccon, NULL, NULL);
-    if (r->client_gone && r->req) /* unlinked from its connection: ours to free */
+    if (r->client_gone && r->req) /* unlinked from its failed connection: ours */
         evhttp_request_free(r->req);
     r->req = NULL;
     route_req *q = &r->q;
@@ -214,6 +221,8 @@ static void finish(gwreq *r, int status)
     TAILQ_REMOVE(&g->reqs, r, all);
     event_free(r->wake);
     event_free(r->timer);
+    if (r->watch)
+        event_free(r->watch);
     if (r->held)
         evbuffer_free(r->held);
     if (r->copy)
@@ -251,9 +260,31 @@ static void on_client_close(struct evhttp_connection *con, void *arg)
     gwreq *r = arg;
     r->client_gone = true;
     r->ccon = NULL;
+    /* libevent unlinks the request of a failed connection (then it is ours to free); a
+     * request still linked is freed with its connection, right after this callback */
+    if (r->req && evhttp_request_get_connection(r->req))
+        r->req = NULL;
     count(r->gw, &r->gw->stats.client_cancels);
     if (r->ph != PH_ROUTING) /* a worker holds it: finished when the decision is back */
         finish(r, 499);
+}
+
+/* libevent reads nothing from a client while its answer is pending, so a client that
+ * hangs up before the first byte goes unnoticed: the gateway watches the socket itself.
+ * EOF or an error: the connection is freed (on_client_close follows); bytes (a
+ * pipelined request): the watch ends, and a failed write will tell instead. */
+static void on_client_readable(evutil_socket_t fd, short what, void *arg)
+{
+    gwreq *r = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK);
+    if (n > 0 || !r->ccon)
+        return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(r->watch, NULL);
+        return;
+    }
+    evhttp_connection_free(r->ccon); /* calls on_client_close, frees the request */
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -334,10 +365,38 @@ static void on_up_chunk(struct evhttp_request *ureq, void *arg)
     evhttp_send_reply_chunk(r->req, in);
 }
 
-/* The upstream request ended (its connection frees itself after this callback). */
+/* Frees the released outgoing connections (on the loop, or at the stop). */
+static void reap(gateway *g)
+{
+    for (size_t i = 0; i < g->n_dead; i++)
+        evhttp_connection_free(g->dead[i]);
+    g->n_dead = 0;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg) { reap(arg); }
+
+/* Frees an outgoing connection once libevent's call chain that ended its request has
+ * returned (the loop's next turn). */
+static void release_conn(gateway *g, struct evhttp_connection *c)
+{
+    if (g->n_dead == g->cap_dead) {
+        size_t cap = g->cap_dead ? g->cap_dead * 2 : 16;
+        struct evhttp_connection **d = realloc(g->dead, cap * sizeof *d);
+        if (!d) {
+            LOG_E("gateway: out of memory releasing a connection (leaked)", NULL);
+            return;
+        }
+        g->dead = d, g->cap_dead = cap;
+    }
+    g->dead[g->n_dead++] = c;
+    event_active(g->reap_ev, 0, 0);
+}
+
+/* The upstream request ended. */
 static void on_up_done(struct evhttp_request *ureq, void *arg)
 {
     gwreq *r = arg;
+    release_conn(r->gw, r->ucon);
     r->ucon = NULL;
     if (!ureq || evhttp_request_get_response_code(ureq) == 0) {
         upstream_failed(r, "cannot connect to the endpoint or it closed the connection");
@@ -422,6 +481,9 @@ static void forward(gwreq *r)
         evhttp_add_header(h, k, q->hdrs[i].value);
     }
     evhttp_add_header(h, "Host", r->target);
+    /* one connection per attempt: libevent frees a completed connection only when it
+     * closes, and cancelling is freeing it */
+    evhttp_add_header(h, "Connection", "close");
     char cl[32];
     snprintf(cl, sizeof cl, "%zu", q->body_len);
     evhttp_add_header(h, "Content-Length", cl);
@@ -434,7 +496,6 @@ static void forward(gwreq *r)
         upstream_failed(r, "cannot send the request");
         return;
     }
-    evhttp_connection_free_on_completion(r->ucon);
     breaker_sent(g->brk, r->target, monoclock_s());
 }
 
@@ -622,6 +683,9 @@ static void completion(gateway *g, struct evhttp_request *req)
     }
     TAILQ_INSERT_TAIL(&g->reqs, r, all);
     evhttp_connection_set_closecb(r->ccon, on_client_close, r);
+    evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(r->ccon));
+    if (fd >= 0 && (r->watch = event_new(g->base, fd, EV_READ, on_client_readable, r)))
+        event_add(r->watch, NULL);
     if (g->cfg.request_timeout_s > 0) {
         double t = g->cfg.request_timeout_s;
         struct timeval tv = {.tv_sec = (time_t)t, .tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6)};
@@ -639,6 +703,8 @@ static void completion(gateway *g, struct evhttp_request *req)
 
 typedef struct models_req {
     gateway *g;
+    struct evhttp_connection **conns;   /* one per endpoint asked, released at the end */
+    size_t n_conns;
     struct evhttp_request *req;
     struct evhttp_connection *ccon;
     bool client_gone;
@@ -649,7 +715,8 @@ typedef struct models_req {
 static void models_reply(models_req *m)
 {
     if (m->client_gone) {
-        evhttp_request_free(m->req);
+        if (m->req) /* unlinked from its failed connection: ours */
+            evhttp_request_free(m->req);
     } else {
         evhttp_connection_set_closecb(m->ccon, NULL, NULL);
         if (!json_array_size(m->data)) {
@@ -670,13 +737,19 @@ static void models_reply(models_req *m)
             promexp_observe_gateway(m->g->cfg.metrics, s ? 200 : 500, -1, -1);
         }
     }
+    for (size_t i = 0; i < m->n_conns; i++)
+        release_conn(m->g, m->conns[i]);
+    free(m->conns);
     json_decref(m->data);
     free(m);
 }
 
 static void on_models_close(struct evhttp_connection *con, void *arg)
 {
-    ((models_req *)arg)->client_gone = true;
+    models_req *m = arg;
+    m->client_gone = true;
+    if (evhttp_request_get_connection(m->req)) /* freed with its connection (see on_client_close) */
+        m->req = NULL;
 }
 
 static void on_models_done(struct evhttp_request *ureq, void *arg)
@@ -717,7 +790,8 @@ static void list_models(gateway *g, struct evhttp_request *req)
     const route_pool *pool = &g->cfg.pool;
     sched_endpoint *const *eps;
     size_t n = pool->acquire(pool->ctx, &eps);
-    for (size_t i = 0; i < n; i++) {
+    m->conns = calloc(n ? n : 1, sizeof *m->conns);
+    for (size_t i = 0; i < n && m->conns; i++) {
         char host[128];
         snprintf(host, sizeof host, "%s", eps[i]->name);
         char *colon = strrchr(host, ':');
@@ -733,11 +807,12 @@ static void list_models(gateway *g, struct evhttp_request *req)
         }
         evhttp_connection_set_timeout(c, 5);
         evhttp_add_header(evhttp_request_get_output_headers(ureq), "Host", eps[i]->name);
+        evhttp_add_header(evhttp_request_get_output_headers(ureq), "Connection", "close");
         if (evhttp_make_request(c, ureq, EVHTTP_REQ_GET, "/v1/models") != 0) {
             evhttp_connection_free(c);
             continue;
         }
-        evhttp_connection_free_on_completion(c);
+        m->conns[m->n_conns++] = c;
         m->pending++;
     }
     pool->release(pool->ctx);
@@ -805,6 +880,38 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(g->base);
 }
 
+static void stop_workers(gateway *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->stopping = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    for (int i = 0; i < g->n_workers; i++)
+        pthread_join(g->workers[i], NULL);
+}
+
+/* Frees what gateway_start built (the loop thread has ended, or never started). */
+static void teardown(gateway *g)
+{
+    reap(g);
+    free(g->dead);
+    free(g->workers);
+    if (g->stop_ev)
+        event_free(g->stop_ev);
+    if (g->reap_ev)
+        event_free(g->reap_ev);
+    if (g->http)
+        evhttp_free(g->http);
+    if (g->base)
+        event_base_free(g->base);
+    breaker_free(g->brk);
+    if (g->own_router)
+        route_free(g->router);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+}
+
 gateway *gateway_start(const gateway_config *cfg, kv_err *err)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -832,7 +939,7 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
                                cfg->breaker_cooldown_s > 0 ? cfg->breaker_cooldown_s : 10, err)))
         goto fail;
     if (!(g->base = event_base_new()) || !(g->http = evhttp_new(g->base)) ||
-        !(g->stop_ev = event_new(g->base, -1, 0, on_stop, g))) {
+        !(g->stop_ev = event_new(g->base, -1, 0, on_stop, g)) || !(g->reap_ev = event_new(g->base, -1, 0, on_reap, g))) {
         kv_err_set(err, KV_ENOMEM, "gateway: cannot create the event loop");
         goto fail;
     }
@@ -869,25 +976,8 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
     }
     return g;
 fail:
-    pthread_mutex_lock(&g->mu);
-    g->stopping = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-    for (int i = 0; i < g->n_workers; i++)
-        pthread_join(g->workers[i], NULL);
-    free(g->workers);
-    if (g->stop_ev)
-        event_free(g->stop_ev);
-    if (g->http)
-        evhttp_free(g->http);
-    if (g->base)
-        event_base_free(g->base);
-    breaker_free(g->brk);
-    if (g->own_router)
-        route_free(g->router);
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-    free(g);
+    stop_workers(g);
+    teardown(g);
     return NULL;
 }
 
@@ -897,24 +987,10 @@ void gateway_stop(gateway *g)
 {
     if (!g)
         return;
-    pthread_mutex_lock(&g->mu);
-    g->stopping = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-    for (int i = 0; i < g->n_workers; i++)
-        pthread_join(g->workers[i], NULL);
+    stop_workers(g);
     event_active(g->stop_ev, 0, 0);
     pthread_join(g->loop, NULL);
-    event_free(g->stop_ev);
-    evhttp_free(g->http);
-    event_base_free(g->base);
-    free(g->workers);
-    breaker_free(g->brk);
-    if (g->own_router)
-        route_free(g->router);
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-    free(g);
+    teardown(g);
 }
 
 void gateway_get_stats(gateway *g, gateway_stats *out)
