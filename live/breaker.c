@@ -105,8 +105,9 @@ void breaker_success(breaker *b, const char *ep)
     pthread_mutex_unlock(&b->mu);
 }
 
-void breaker_failure(breaker *b, const char *ep, double now)
+bool breaker_failure(breaker *b, const char *ep, double now)
 {
+    bool opened = false;
     pthread_mutex_lock(&b->mu);
     entry *e = find(b, ep, true);
     if (e && e->st != BREAKER_OPEN) {
@@ -116,9 +117,11 @@ void breaker_failure(breaker *b, const char *ep, double now)
             e->open_until = now + b->cooldown_s;
             e->probe_sent = false;
             b->opens++;
+            opened = true;
         }
     }
     pthread_mutex_unlock(&b->mu);
+    return opened;
 }
 
 breaker_state breaker_get(breaker *b, const char *ep)
@@ -136,6 +139,20 @@ uint64_t breaker_opens(breaker *b)
     uint64_t n = b->opens;
     pthread_mutex_unlock(&b->mu);
     return n;
+}
+
+void breaker_retain(breaker *b, bool (*keep)(void *ctx, const char *ep), void *ctx)
+{
+    pthread_mutex_lock(&b->mu);
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (keep(ctx, b->e[i].ep))
+            b->e[k++] = b->e[i];
+        else
+            free(b->e[i].ep);
+    }
+    b->n = k;
+    pthread_mutex_unlock(&b->mu);
 }
 
 void breaker_each(breaker *b, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx)

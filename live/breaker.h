@@ -36,10 +36,14 @@ bool breaker_allows(breaker *b, const char *ep, double now);
 void breaker_sent(breaker *b, const char *ep, double now);
 /* The outcome of a request sent to ep. */
 void breaker_success(breaker *b, const char *ep);
-void breaker_failure(breaker *b, const char *ep, double now);
+/* Returns true when this failure opened the breaker. */
+bool breaker_failure(breaker *b, const char *ep, double now);
 
 breaker_state breaker_get(breaker *b, const char *ep);
 uint64_t breaker_opens(breaker *b); /* closed/half-open -> open transitions, ever */
+/* Forgets every endpoint for which keep returns false (gone from the pool), so the
+ * table and the metrics follow the endpoints that exist. */
+void breaker_retain(breaker *b, bool (*keep)(void *ctx, const char *ep), void *ctx);
 /* Calls fn for every endpoint seen, with its state (for the metrics). */
 void breaker_each(breaker *b, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx);
 const char *breaker_state_name(breaker_state st);

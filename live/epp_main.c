@@ -111,7 +111,7 @@ static void usage(FILE *f)
             "  --queue-size N                      gateway: requests waiting beyond that, 429 when full (default 100)\n"
             "  --api-key KEY                       gateway: require Authorization: Bearer KEY (default: none)\n"
             "  --circuit-breaker-failures N        gateway: consecutive endpoint failures that open its breaker (default 5)\n"
-            "  --circuit-breaker-cooldown S        gateway: seconds an open breaker keeps the endpoint out (default 10)\n"
+            "  --circuit-breaker-cooldown S        gateway: seconds an open breaker keeps the endpoint out (default 30)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
             "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
@@ -173,7 +173,7 @@ static int parse_double(const char *name, const char *v, double lo, double hi, d
 static int parse_flags(int argc, char **argv, opts *o)
 {
     *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .http_port = -1,
-                .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 10,
+                .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 30,
                 .secure = true,
                 .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8, .tokenize_timeout_ms = 1000,
                 .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};
@@ -357,7 +357,8 @@ int main(int argc, char **argv)
     sched_env env = {.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20), .now = monoclock_now, .warn = on_warn};
     if (!(s = sched_new(cfg, &env, &err)))
         goto out;
-    if (o.secure && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))
+    bool tls = o.secure && o.grpc_port >= 0; /* TLS is the ext-proc port's; the gateway is plaintext */
+    if (tls && (o.cert_path ? tls_load_dir(o.cert_path, &pem, &err) : tls_self_signed("epp", &pem, &err)))
         goto out;
     if (o.decision_log && !(d.dl = decisionlog_open(o.decision_log, o.config_file, env.seed, &err)))
         goto out;
@@ -481,7 +482,7 @@ int main(int argc, char **argv)
     char ports[240];
     snprintf(ports, sizeof ports, "grpc=%d http=%d health=%d metrics=%d tls=%s endpoints=%zu",
              xs ? extproc_port(xs) : -1, gw ? gateway_port(gw) : -1, health_port(hs), promexp_port(d.pm),
-             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
+             tls ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
     LOG_I("EPP started", "{s:s}", "listening", ports);
 
     int sig = 0;

@@ -179,6 +179,17 @@ static bool hop_by_hop(const char *k)
 static void start_next(gateway *g);
 static void dispatch(gwreq *r);
 
+/* Before the last write to the client, which may free its connection at once (a client
+ * that asked to close): nothing of r stays reachable from the connection or its socket. */
+static void detach_client(gwreq *r)
+{
+    if (r->watch)
+        event_free(r->watch), r->watch = NULL;
+    if (r->ccon)
+        evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+    r->ccon = NULL;
+}
+
 /* Everything about r ends here: the route completion, the metrics, its slot. */
 static void finish(gwreq *r, int status)
 {
@@ -191,8 +202,7 @@ static void finish(gwreq *r, int status)
     r->ph = PH_DONE;
     if (r->ucon) /* cancels the upstream request: no callback comes */
         evhttp_connection_free(r->ucon), r->ucon = NULL;
-    if (r->ccon)
-        evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+    detach_client(r);
     if (r->client_gone && r->req) /* unlinked from its failed connection: ours */
         evhttp_request_free(r->req);
     r->req = NULL;
@@ -221,8 +231,6 @@ static void finish(gwreq *r, int status)
     TAILQ_REMOVE(&g->reqs, r, all);
     event_free(r->wake);
     event_free(r->timer);
-    if (r->watch)
-        event_free(r->watch);
     if (r->held)
         evbuffer_free(r->held);
     if (r->copy)
@@ -240,14 +248,12 @@ static void finish(gwreq *r, int status)
 static void fail(gwreq *r, int status, const char *code, const char *msg)
 {
     if (r->req && !r->client_gone) {
-        if (!r->started) {
-            evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+        struct evhttp_connection *c = r->ccon;
+        detach_client(r);
+        if (!r->started)
             reply_error(r->req, status, code, msg, r->q.request_id);
-        } else {
-            evhttp_connection_set_closecb(r->ccon, NULL, NULL);
-            evhttp_connection_free(r->ccon); /* frees the request with it */
-            r->ccon = NULL;
-        }
+        else
+            evhttp_connection_free(c); /* frees the request with it */
         r->req = NULL;
     }
     finish(r, status);
@@ -259,7 +265,7 @@ static void on_client_close(struct evhttp_connection *con, void *arg)
 {
     gwreq *r = arg;
     r->client_gone = true;
-    r->ccon = NULL;
+    detach_client(r);
     /* libevent unlinks the request of a failed connection (then it is ours to free); a
      * request still linked is freed with its connection, right after this callback */
     if (r->req && evhttp_request_get_connection(r->req))
@@ -300,6 +306,28 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void upstream_failed(gwreq *r, const char *why);
 
+/* The current attempt's endpoint failed: counted, and fed to its breaker. */
+static void endpoint_failed(gwreq *r)
+{
+    gateway *g = r->gw;
+    count(g, &g->stats.upstream_failures);
+    if (breaker_failure(g->brk, r->target, monoclock_s()))
+        LOG_I("Circuit breaker opened: endpoint out of routing", "{s:s, s:f}", "endpoint", r->target,
+              "cooldownSeconds", g->cfg.breaker_cooldown_s);
+}
+
+/* Hands r back to a worker for route_retry (once per request). */
+static void retry(gwreq *r)
+{
+    r->retried = true;
+    r->hold = false;
+    r->retry = true;
+    count(r->gw, &r->gw->stats.retries);
+    LOG_V(2, "Retrying on the next-best endpoint", "{s:s, s:s, s:i}", "x-request-id", r->q.request_id,
+          "failedEndpoint", r->target, "status", r->up_code);
+    dispatch(r);
+}
+
 static int on_up_headers(struct evhttp_request *ureq, void *arg)
 {
     gwreq *r = arg;
@@ -309,8 +337,7 @@ static int on_up_headers(struct evhttp_request *ureq, void *arg)
     r->up_code = code;
     snprintf(r->up_reason, sizeof r->up_reason, "%s", line ? line : reason(code));
     if (code == 429 || code >= 500) {
-        breaker_failure(g->brk, r->target, monoclock_s());
-        count(g, &g->stats.upstream_failures);
+        endpoint_failed(r);
     } else {
         breaker_success(g->brk, r->target);
     }
@@ -403,15 +430,14 @@ static void on_up_done(struct evhttp_request *ureq, void *arg)
         return;
     }
     if (r->hold) { /* a 429/503 before any byte: the next-best endpoint, once */
-        r->retried = true;
-        r->hold = false;
-        count(r->gw, &r->gw->stats.retries);
-        r->retry = true;
-        dispatch(r);
+        retry(r);
         return;
     }
-    if (r->started)
-        evhttp_send_reply_end(r->req), r->req = NULL;
+    if (r->started) {
+        detach_client(r);
+        evhttp_send_reply_end(r->req);
+        r->req = NULL;
+    }
     finish(r, r->up_code);
 }
 
@@ -426,17 +452,10 @@ static void on_up_error(enum evhttp_request_error e, void *arg)
  * else 502; after it, the client's connection is cut. */
 static void upstream_failed(gwreq *r, const char *why)
 {
-    gateway *g = r->gw;
-    if (!r->hold) { /* a held 429/503 was counted at its headers */
-        breaker_failure(g->brk, r->target, monoclock_s());
-        count(g, &g->stats.upstream_failures);
-    }
+    if (!r->hold) /* a held 429/503 was counted at its headers */
+        endpoint_failed(r);
     if (!r->started && !r->retried) {
-        r->retried = true;
-        r->hold = false;
-        count(g, &g->stats.retries);
-        r->retry = true;
-        dispatch(r);
+        retry(r);
         return;
     }
     char msg[256];
@@ -564,7 +583,7 @@ static void on_decided(evutil_socket_t fd, short what, void *arg)
         evhttp_add_header(out, "Content-Type", "application/json");
         evhttp_add_header(out, "x-gateway-destination-endpoint", r->target);
         evhttp_add_header(out, "x-request-id", q->request_id);
-        evhttp_connection_set_closecb(r->ccon, NULL, NULL);
+        detach_client(r);
         evhttp_send_reply(r->req, r->up_code, r->up_reason, r->held);
         r->req = NULL;
         finish(r, r->up_code);
@@ -935,8 +954,11 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
     g->router = cfg->router ? cfg->router : route_new(&cfg->route, err);
     if (!g->router)
         goto fail;
-    if (!(g->brk = breaker_new(cfg->breaker_failures ? cfg->breaker_failures : 5,
-                               cfg->breaker_cooldown_s > 0 ? cfg->breaker_cooldown_s : 10, err)))
+    if (!g->cfg.breaker_failures)
+        g->cfg.breaker_failures = 5;
+    if (!(g->cfg.breaker_cooldown_s > 0))
+        g->cfg.breaker_cooldown_s = 30;
+    if (!(g->brk = breaker_new(g->cfg.breaker_failures, g->cfg.breaker_cooldown_s, err)))
         goto fail;
     if (!(g->base = event_base_new()) || !(g->http = evhttp_new(g->base)) ||
         !(g->stop_ev = event_new(g->base, -1, 0, on_stop, g)) || !(g->reap_ev = event_new(g->base, -1, 0, on_reap, g))) {
@@ -945,6 +967,7 @@ gateway *gateway_start(const gateway_config *cfg, kv_err *err)
     }
     size_t max_body = cfg->max_body ? cfg->max_body : (64u << 20);
     evhttp_set_max_body_size(g->http, (ev_ssize_t)max_body);
+    evhttp_set_max_headers_size(g->http, 1 << 20); /* libevent's default is unbounded */
     evhttp_set_allowed_methods(g->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(g->http, on_request, g);
@@ -1001,7 +1024,26 @@ void gateway_get_stats(gateway *g, gateway_stats *out)
     out->breaker_opens = breaker_opens(g->brk);
 }
 
+typedef struct pool_view {
+    sched_endpoint *const *eps;
+    size_t n;
+} pool_view;
+
+static bool in_pool(void *ctx, const char *ep)
+{
+    const pool_view *v = ctx;
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(v->eps[i]->name, ep))
+            return true;
+    return false;
+}
+
 void gateway_each_breaker(gateway *g, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx)
 {
+    const route_pool *pool = &g->cfg.pool;
+    pool_view v;
+    v.n = pool->acquire(pool->ctx, &v.eps);
+    breaker_retain(g->brk, in_pool, &v);
+    pool->release(pool->ctx);
     breaker_each(g->brk, fn, ctx);
 }

@@ -53,7 +53,7 @@ typedef struct gateway_config {
     int queue_size;               /* requests waiting beyond max_concurrent (429 beyond) */
     const char *api_key;          /* NULL: no authentication */
     int breaker_failures;         /* consecutive failures that open a breaker; 0 = 5 */
-    double breaker_cooldown_s;    /* how long it stays open; 0 = 10 */
+    double breaker_cooldown_s;    /* how long it stays open; 0 = 30 (vllm-router's default) */
     struct promexp *metrics;      /* the kvroute_gateway_* series go here; NULL = none */
     /* A router to share with another front door (the ext-proc server in ./epp: one
      * sched, one lock); NULL: the gateway makes its own from the fields below. */
@@ -90,7 +90,8 @@ int gateway_port(const gateway *g);
  * still open are completed (route_complete) as 503. NULL is a no-op. */
 void gateway_stop(gateway *g);
 void gateway_get_stats(gateway *g, gateway_stats *out);
-/* Calls fn for every endpoint the breaker has seen, with its state (for the metrics). */
+/* Calls fn for every endpoint of the pool the breaker has seen, with its state (for the
+ * metrics); endpoints gone from the pool are forgotten first. */
 void gateway_each_breaker(gateway *g, void (*fn)(void *ctx, const char *ep, breaker_state st), void *ctx);
 
 #endif

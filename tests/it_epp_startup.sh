@@ -1,6 +1,6 @@
 #!/bin/sh
 # it_epp_startup: ./epp fails fast with one precise message (bad config with its
-# file:line:col, bad flag, missing certificate, busy gRPC/metrics/ZMQ port), starts on
+# file:line:col, bad flag, gateway flags, missing certificate, busy gRPC/metrics/ZMQ port), starts on
 # free ports in TLS and plaintext mode with KV-event ingestion, and exits 0 on SIGTERM
 # and SIGINT after a clean shutdown.
 # Run from the repository root after `make epp`.
@@ -34,6 +34,12 @@ check bad-sd-env 2 "SD_KV_CACHE_UTIL_THRESHOLD" env SD_KV_CACHE_UTIL_THRESHOLD=2
 check bad-replay 2 "each pod binds its own replay socket" \
     $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --kv-events-replay-endpoint tcp://10.0.0.1:5558
 check bad-port 2 "flag --grpc-port: expected an integer" $EPP --config-file $CFG --endpoints a:1 --grpc-port x
+check nothing-serves 2 "--grpc-port -1 turns the ext-proc server off" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --grpc-port -1
+check bad-timeout 2 "flag --request-timeout: expected a number in [0, 1e+07], got 'soon'" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --http-port 0 --request-timeout soon
+check bad-cooldown 2 "flag --circuit-breaker-cooldown: expected a number" \
+    $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --http-port 0 --circuit-breaker-cooldown 0
 check missing-cert 2 "tls: cannot open $T/tls.crt" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=a -days 1 \
     -keyout "$T/other.key" -out "$T/tls.crt" >/dev/null 2>&1

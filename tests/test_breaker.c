@@ -28,8 +28,9 @@ static void test_opens_after_consecutive_failures(void **state)
     breaker_failure(b, A, 4);
     assert_int_equal(breaker_get(b, A), BREAKER_CLOSED);
     assert_true(breaker_allows(b, A, 4));
-    breaker_failure(b, A, 5);
+    assert_true(breaker_failure(b, A, 5)); /* this one opened it */
     assert_int_equal(breaker_get(b, A), BREAKER_OPEN);
+    assert_false(breaker_failure(b, A, 6)); /* already open: nothing changes */
     assert_int_equal(breaker_opens(b), 1);
     assert_false(breaker_allows(b, A, 5));
     assert_false(breaker_allows(b, A, 14.9));
@@ -88,6 +89,8 @@ static void collect(void *ctx, const char *ep, breaker_state st)
     s->st[s->n++] = st;
 }
 
+static bool only_b(void *ctx, const char *ep) { return !strcmp(ep, B); }
+
 static void test_each_and_bad_settings(void **state)
 {
     breaker *b = breaker_new(2, 1, NULL);
@@ -102,6 +105,12 @@ static void test_each_and_bad_settings(void **state)
     assert_string_equal(s.ep[1], B);
     assert_int_equal(s.st[1], BREAKER_OPEN);
     assert_string_equal(breaker_state_name(BREAKER_HALF_OPEN), "half_open");
+    breaker_retain(b, only_b, NULL); /* A left the pool */
+    s = (seen){0};
+    breaker_each(b, collect, &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ep[0], B);
+    assert_int_equal(breaker_get(b, B), BREAKER_OPEN);
     breaker_free(b);
     kv_err err = {0};
     assert_null(breaker_new(0, 1, &err));

@@ -23,6 +23,7 @@
 
 #include "extproc.h"
 #include "gateway.h"
+#include "promexp.h"
 #include "support/extproc_client.h"
 #include "support/fake_upstream.h"
 #include "support/sched_fixture.h"
@@ -195,6 +196,7 @@ typedef struct call {
     const char *method, *path, *body;
     const char *hdr[4];           /* extra request headers, NULL-terminated */
     long timeout_ms;              /* 0 = 10 s */
+    bool http10;                  /* HTTP/1.0: the connection closes after the answer */
     resp r;
 } call;
 
@@ -217,6 +219,8 @@ static void perform(call *c)
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &c->r);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms ? c->timeout_ms : 10000L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (c->http10)
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_0);
     c->r.rc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->r.status);
     curl_slist_free_all(hl);
@@ -418,9 +422,37 @@ static breaker_state state_of(world *w, int i)
 
 static bool breaker_is(world *w, void *arg) { return state_of(w, 0) == *(breaker_state *)arg; }
 
+/* The exposition's line starting with prefix, or "" (static buffer). */
+static const char *metric_line(promexp *pm, const char *prefix)
+{
+    static char line[512];
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    promexp_write(pm, f);
+    fclose(f);
+    line[0] = 0;
+    for (char *l = buf; l && *l;) {
+        char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        if (!strncmp(l, prefix, strlen(prefix))) {
+            snprintf(line, sizeof line, "%.*s", (int)n, l);
+            break;
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+    free(buf);
+    return line;
+}
+
 static void test_breaker_opens_and_closes(void **state)
 {
-    world *w = world_new(QUEUE_CONFIG, (gateway_config){.breaker_failures = 2, .breaker_cooldown_s = 1}, -1);
+    kv_err err = {0};
+    promexp *pm = promexp_start(-1, NULL, &err);
+    assert_non_null(pm);
+    world *w = world_new(QUEUE_CONFIG,
+                         (gateway_config){.breaker_failures = 2, .breaker_cooldown_s = 1, .metrics = pm}, -1);
+    promexp_set_gateway(pm, w->gw);
     w->f->eps[1].m.waiting = 1, w->f->eps[2].m.waiting = 5;
     fake_upstream_set_mode(w->up[0], FU_STATUS, 500); /* 500: no retry, but a failure */
     call c = post(w, BODY);
@@ -434,6 +466,13 @@ static void test_breaker_opens_and_closes(void **state)
     gateway_stats st;
     gateway_get_stats(w->gw, &st);
     assert_int_equal(st.breaker_opens, 1);
+    char want[128];
+    snprintf(want, sizeof want, "kvroute_gateway_circuit_breaker_state{endpoint=\"%s\"} 1", name_of(w, 0));
+    assert_string_equal(metric_line(pm, "kvroute_gateway_circuit_breaker_state{"), want);
+    assert_string_equal(metric_line(pm, "kvroute_gateway_circuit_breaker_opens_total"),
+                        "kvroute_gateway_circuit_breaker_opens_total 1");
+    assert_string_equal(metric_line(pm, "kvroute_gateway_requests_total{code=\"500\"}"),
+                        "kvroute_gateway_requests_total{code=\"500\"} 2");
     /* open: endpoint 0 is out of routing although it scores best */
     c = post(w, BODY);
     assert_int_equal(c.r.status, 200);
@@ -451,7 +490,12 @@ static void test_breaker_opens_and_closes(void **state)
     assert_int_equal(fake_upstream_requests(w->up[0]), 3);
     breaker_state closed = BREAKER_CLOSED;
     assert_true(wait_for(breaker_is, w, &closed));
+    snprintf(want, sizeof want, "kvroute_gateway_circuit_breaker_state{endpoint=\"%s\"} 0", name_of(w, 0));
+    assert_string_equal(metric_line(pm, "kvroute_gateway_circuit_breaker_state{"), want);
+    assert_string_equal(metric_line(pm, "kvroute_gateway_in_flight_requests"), "kvroute_gateway_in_flight_requests 0");
+    promexp_set_gateway(pm, NULL);
     world_free(w);
+    promexp_stop(pm);
 }
 
 static void test_api_key(void **state)
@@ -558,6 +602,66 @@ static void test_client_disconnect_cancels_upstream(void **state)
     assert_int_equal(st.client_cancels, 1);
     assert_int_equal(st.in_flight, 0);
     free_call(&c);
+    world_free(w);
+}
+
+/* A client that reads the first event and hangs up: the held upstream stream is cut. */
+static size_t first_event_only(char *p, size_t sz, size_t n, void *ud) { return 0; }
+
+static void test_client_disconnect_mid_stream_cancels_upstream(void **state)
+{
+    world *w = world_new(QUEUE_CONFIG, (gateway_config){0}, -1);
+    for (int i = 0; i < N_UP; i++)
+        fake_upstream_set_mode(w->up[i], FU_HOLD, 0);
+    CURL *h = curl_easy_init();
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/completions", w->port);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, STREAM_BODY);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, first_event_only);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+    assert_int_equal(curl_easy_perform(h), CURLE_WRITE_ERROR); /* it got bytes, then gave up */
+    curl_easy_cleanup(h);
+    assert_true(wait_for(upstream_cancelled, w, NULL));
+    int one = 1;
+    assert_true(wait_for(have_completions, w, &one));
+    assert_int_equal(w->last.http_status, 499);
+    unsigned finished = 0;
+    for (int i = 0; i < N_UP; i++)
+        finished += fake_upstream_finished(w->up[i]);
+    assert_int_equal(finished, 0);
+    world_free(w);
+}
+
+/* Clients whose connection closes with the answer (HTTP/1.0, Connection: close): the
+ * last write may free the connection at once, and nothing of the request may be touched
+ * through it after (ASan watches). */
+static void test_clients_that_close_after_the_answer(void **state)
+{
+    world *w = world_new(QUEUE_CONFIG, (gateway_config){0}, -1);
+    const char *bodies[] = {BODY, STREAM_BODY, "{\"prompt\":\"no model\"}"};
+    long want[] = {200, 200, 400};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 3; i++) {
+            call c = {.port = w->port, .method = "POST", .path = "/v1/completions", .body = bodies[i],
+                      .http10 = k == 0, .hdr = {k == 1 ? "Connection: close" : NULL}};
+            perform(&c);
+            assert_int_equal(c.r.rc, CURLE_OK);
+            assert_int_equal(c.r.status, want[i]);
+            if (i == 1)
+                assert_non_null(strstr(c.r.body, "[DONE]"));
+            free_call(&c);
+        }
+    /* a 503 held for a retry, then passed on: one endpoint, the retry has nowhere to go */
+    fake_upstream_set_mode(w->up[0], FU_STATUS, 503);
+    w->f->n = 1;
+    call c = {.port = w->port, .method = "POST", .path = "/v1/completions", .body = BODY, .http10 = true};
+    perform(&c);
+    assert_int_equal(c.r.status, 503);
+    free_call(&c);
+    w->f->n = N_UP;
+    int all = 7;
+    assert_true(wait_for(have_completions, w, &all));
     world_free(w);
 }
 
@@ -714,6 +818,8 @@ int main(void)
         cmocka_unit_test(test_queue_full_answers_429),
         cmocka_unit_test(test_timeout_answers_504),
         cmocka_unit_test(test_client_disconnect_cancels_upstream),
+        cmocka_unit_test(test_client_disconnect_mid_stream_cancels_upstream),
+        cmocka_unit_test(test_clients_that_close_after_the_answer),
         cmocka_unit_test(test_bad_requests_are_openai_errors),
         cmocka_unit_test(test_models_merged),
         cmocka_unit_test(test_extproc_and_gateway_route_alike),

@@ -1,6 +1,7 @@
 /* test_route: the routing of one request (live/route.c) without gRPC or sockets, as any
  * front door drives it: headers, subset hint and body in; the decision (target or GIE's
- * status and message), the decision record and the completion record out. The prefix
+ * status and message), the decision record and the completion record out; a retry on
+ * the next-best endpoint and a front door's endpoint filter. The prefix
  * index is filled directly, so the expected target is known; the records are compared
  * field by field with what the request carried. */
 #include <setjmp.h>
@@ -190,6 +191,58 @@ static void routes_to_the_holder_and_reports_both_records(void **state)
     route_req_free(&q);
 }
 
+/* A retry: the sched hears the failed attempt is over, the next-best endpoint (the one
+ * holding fewer blocks) is picked with the first excluded, a second decision is
+ * reported; a retry with every candidate excluded is 503. */
+static bool not_endpoint_3(void *ctx, const sched_endpoint *ep) { return strcmp(ep->name, (const char *)ctx); }
+
+static void retry_picks_the_next_best_and_filters_apply(void **state)
+{
+    world *w = *state;
+    uint32_t t[64];
+    for (uint32_t i = 0; i < 64; i++)
+        t[i] = i + 1;
+    cache_on(w, 2, t, 64);
+    cache_on(w, 1, t, 32);
+    route_req q;
+    begin(&q, w, (const char *const[]){"x-request-id", "r", NULL});
+    body(&q, TOKENS_BODY);
+    assert_int_equal(route_decide(&q), 200);
+    assert_string_equal(q.target, w->f->names[2]);
+    assert_int_equal(w->f->eps[2].in_flight, 1);
+    assert_int_equal(route_retry(&q), 200);
+    assert_string_equal(q.target, w->f->names[1]);
+    assert_int_equal(w->f->eps[2].in_flight, 0);
+    assert_int_equal(w->f->eps[1].in_flight, 1);
+    assert_int_equal(w->decisions, 2);
+    assert_string_equal(w->dec_target, w->f->names[1]);
+    route_complete(&q);
+    assert_int_equal(w->f->eps[1].in_flight, 0);
+    route_req_free(&q);
+
+    /* the front door's filter: endpoint 3 refused, so the holder of 2 blocks of 4 wins */
+    begin(&q, w, (const char *const[]){NULL});
+    q.endpoint_ok = not_endpoint_3;
+    q.endpoint_ctx = w->f->names[2];
+    body(&q, TOKENS_BODY);
+    assert_int_equal(route_decide(&q), 200);
+    assert_string_equal(q.target, w->f->names[1]);
+    route_complete(&q);
+    route_req_free(&q);
+
+    /* a subset of one: its retry has no candidate left */
+    begin(&q, w, (const char *const[]){NULL});
+    route_subset_clear(&q);
+    route_subset_add(&q, w->f->names[0], strlen(w->f->names[0]));
+    body(&q, TOKENS_BODY);
+    assert_int_equal(route_decide(&q), 200);
+    assert_int_equal(route_retry(&q), 503);
+    assert_null(q.target);
+    assert_int_equal(w->f->eps[0].in_flight, 0);
+    route_complete(&q);
+    route_req_free(&q);
+}
+
 static void generates_a_uuid_and_reads_llmd_aliases(void **state)
 {
     world *w = *state;
@@ -290,6 +343,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(routes_to_the_holder_and_reports_both_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(retry_picks_the_next_best_and_filters_apply, setup, teardown),
         cmocka_unit_test_setup_teardown(generates_a_uuid_and_reads_llmd_aliases, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_body_is_400_without_a_decision, setup, teardown),
         cmocka_unit_test_setup_teardown(empty_subset_is_503_and_saturation_sheds, setup, teardown),

@@ -95,6 +95,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_cut(evutil_socket_t fd, short what, void *arg)
 {
     fu_req *r = arg;
+    if (r->watch)
+        event_free(r->watch), r->watch = NULL;
     evhttp_connection_set_closecb(r->con, NULL, NULL);
     evhttp_connection_free(r->con); /* frees the request too */
     fu_req_free(r);
@@ -109,6 +111,8 @@ static void finish_stream(fu_req *r, int from)
     evbuffer_add_printf(b, "data: [DONE]\n\n");
     evhttp_send_reply_chunk(r->req, b);
     evbuffer_free(b);
+    if (r->watch) /* before the end, which may close the socket */
+        event_free(r->watch), r->watch = NULL;
     evhttp_connection_set_closecb(r->con, NULL, NULL);
     evhttp_send_reply_end(r->req);
     pthread_mutex_lock(&r->u->mu);
