@@ -88,6 +88,8 @@ typedef struct extproc_server extproc_server;
  * listen (busy port, bad address), KV_EINVAL for a bad certificate or key. */
 extproc_server *extproc_start(const extproc_config *cfg, kv_err *err);
 int extproc_port(const extproc_server *s);  /* the bound port */
+/* The router the server routes with (route.h), e.g. for a dry run on the same sched. */
+route_router *extproc_router(extproc_server *s);
 /* Cancels every stream, joins the workers, frees everything. NULL is a no-op. */
 void extproc_stop(extproc_server *s);
 void extproc_get_stats(const extproc_server *s, extproc_stats *out);

@@ -2,8 +2,8 @@
  * route.h for the API, the answers and the thread rules).
  *
  * The router's lock serialises the sched (single-threaded) and the shared trace; its
- * stats lock guards the counters and the /tokenize round robin, so a request waiting
- * on /tokenize never holds the sched. */
+ * stats lock guards the counters and the renderers' round robin, so a request waiting
+ * on its prompt's rendering never holds the sched. */
 #include "route.h"
 
 #include <jansson.h>
@@ -245,52 +245,75 @@ static int answer(route_req *q, int status, const char *msg)
     return status;
 }
 
-/* llm-d's V(4) line, field for field, so `grep "Calculated score"` works unchanged. */
+/* llm-d-router's V(4) line (scheduler_profile.go), field for field, so the guide's
+ * `grep "Calculated score"` pipelines work unchanged: the request logger's values
+ * (x-request-id from the server, then the director's objectiveKey, incomingModelName,
+ * targetModelName and priority), the plugin as TypedName.String() writes it
+ * ("<name>/<type>"), the endpoint's NamespacedName as logr marshals it ({"name"} plus
+ * "namespace" when set) and the score as a Go float64 (log.h). */
 static void log_scores(const route_req *q, const sched_trace *t)
 {
     char plugin[256];
     for (size_t i = 0; i < t->n_scores; i++) {
         const sched_trace_score *sc = &t->scores[i];
-        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
-        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", q->request_id,
-              "incomingModelName", q->sreq.model, "targetModelName",
-              q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "plugin", plugin, "endpoint",
-              "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
-              sc->score);
+        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->name, sc->plugin->type->type);
+        const char *ns = sc->ep->ns ? sc->ep->ns : "";
+        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s*}, s:f}", "x-request-id",
+              q->request_id, "objectiveKey", q->objective ? q->objective : "", "incomingModelName", q->sreq.model,
+              "targetModelName", q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "priority",
+              q->sreq.priority, "plugin", plugin, "endpoint", "name", sc->ep->pod ? sc->ep->pod : sc->ep->name,
+              "namespace", *ns ? ns : NULL, "score", sc->score);
     }
 }
 
-/* A text prompt's token ids from one candidate's /tokenize; false on failure. */
+/* A text or chat prompt's token ids, rendered on the token producer's server or on one of
+ * the request's candidates in turn; false on failure, which is counted by reason and
+ * logged (the request is routed without ids: llm-d's Director carries on the same way). */
 static bool tokenize(route_req *q, const char *model)
 {
     route_router *r = q->router;
-    const route_pool *pool = &r->cfg.pool;
-    sched_endpoint *const *eps;
-    size_t n = pool->acquire(pool->ctx, &eps);
-    char *ep = NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += eligible(q, eps[i]);
-    if (k) {
-        pthread_mutex_lock(&r->mu);
-        size_t pick = r->rr++ % k;
-        pthread_mutex_unlock(&r->mu);
-        for (size_t i = 0; i < n && !ep; i++)
-            if (eligible(q, eps[i]) && pick-- == 0)
-                ep = strdup(eps[i]->name);
+    char base[300] = "";
+    if (r->cfg.tokenize_url) {
+        snprintf(base, sizeof base, "%s", r->cfg.tokenize_url);
+    } else {
+        const route_pool *pool = &r->cfg.pool;
+        sched_endpoint *const *eps;
+        size_t n = pool->acquire(pool->ctx, &eps), k = 0;
+        for (size_t i = 0; i < n; i++)
+            k += eligible(q, eps[i]);
+        if (k) {
+            pthread_mutex_lock(&r->mu);
+            size_t pick = r->rr++ % k;
+            pthread_mutex_unlock(&r->mu);
+            for (size_t i = 0; i < n && !base[0]; i++)
+                if (eligible(q, eps[i]) && pick-- == 0)
+                    snprintf(base, sizeof base, "http://%s", eps[i]->name);
+        }
+        pool->release(pool->ctx);
     }
-    pool->release(pool->ctx);
-    if (!ep)
-        return false;
-    kv_err e = {0};
-    int timeout = r->cfg.tokenize_timeout_ms ? r->cfg.tokenize_timeout_ms : 1000;
     const oai_request *o = &q->oreq;
-    int rc = tokenize_vllm(ep, model, o->prompt, o->prompt_len, o->chat ? o->messages_json : NULL, timeout, &q->tok,
-                           &q->n_tok, &e);
-    if (rc != KV_OK)
-        LOG_V(2, "Tokenization failed, scoring by prefix text", "{s:s, s:s, s:s}", "x-request-id", q->request_id,
-              "endpoint", ep, "error", e.msg);
-    free(ep);
+    tokenize_result tr = {0};
+    kv_err e = {0};
+    int rc;
+    if (!base[0]) {
+        tokenize_count_failure(tr.reason = TOKENIZE_NO_ENDPOINT);
+        rc = kv_err_set(&e, KV_ENOENDPOINTS, "no candidate endpoint to render the prompt on");
+    } else {
+        int ms = o->chat ? r->cfg.tokenize_chat_timeout_ms : r->cfg.tokenize_timeout_ms;
+        const sched_request hv = {.headers = q->skv, .n_headers = q->n_hdrs};
+        tokenize_req tq = {.base_url = base, .body = q->body, .body_len = q->body_len, .chat = o->chat, .model = model,
+                           .prompt = o->prompt, .prompt_len = o->prompt_len, .messages_json = o->messages_json,
+                           .authorization = sched_header(&hv, "authorization"),
+                           .timeout_ms = ms > 0 ? ms : o->chat ? 30000 : 5000};
+        rc = tokenize_prompt(&tq, &tr, &e);
+    }
+    if (rc == KV_OK) {
+        q->tok = tr.tokens;
+        q->n_tok = tr.n;
+    } else {
+        LOG_W("Tokenization failed; routing without token ids", "{s:s, s:s, s:s, s:s}", "x-request-id",
+              q->request_id, "reason", tokenize_reason_name(tr.reason), "renderer", base, "error", e.msg);
+    }
     count(r, rc == KV_OK ? &r->stats.tokenize_ok : &r->stats.tokenize_failed);
     return rc == KV_OK;
 }
@@ -413,7 +436,8 @@ static int schedule(route_req *q, double t_body)
     const oai_request *o = &q->oreq;
     int priority = q->priority, rc;
     kv_err e = {0};
-    bool verbose = log_enabled(4), tracing = verbose || r->cfg.trace_decisions;
+    bool dry = q->inspect != NULL;
+    bool verbose = !dry && log_enabled(4), tracing = verbose || dry || r->cfg.trace_decisions;
     const route_pool *pool = &r->cfg.pool;
     pthread_mutex_lock(&r->sched_mu);
     sched_endpoint *const *eps;
@@ -435,12 +459,14 @@ static int schedule(route_req *q, double t_body)
     }
     if (rc == KV_OK && res.n_targets > 0 && (q->target = join_targets(&res))) {
         q->target_id = res.targets[0]->id;
-        sched_pre_request(r->cfg.sched, &q->sreq, &res);
-        q->pre_requested = true;
+        if (!dry) {
+            sched_pre_request(r->cfg.sched, &q->sreq, &res);
+            q->pre_requested = true;
+        }
     }
     if (k > 0 && !shed && verbose)
         log_scores(q, &r->trace);
-    if (k > 0 && r->cfg.on_decision) {
+    if (k > 0 && (dry || r->cfg.on_decision)) {
         const route_decision d = {
             .request_id = q->request_id,
             .model = o->model,
@@ -458,7 +484,10 @@ static int schedule(route_req *q, double t_body)
             .result = &res,
             .trace = tracing && !shed ? &r->trace : NULL,
         };
-        r->cfg.on_decision(r->cfg.hook_ctx, &d);
+        if (dry)
+            q->inspect(q->inspect_ctx, &d);
+        else
+            r->cfg.on_decision(r->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);
     pthread_mutex_unlock(&r->sched_mu);
@@ -480,7 +509,8 @@ static int schedule(route_req *q, double t_body)
     }
     if (!q->target)
         return answer(q, 500, "out of memory");
-    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
+    if (!dry)
+        LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
           o->model, "endpoint", q->target, "objectiveKey", q->objective, "fairnessID", q->fairness_id, "priority",
           priority, "tokens", (json_int_t)q->sreq.n_tokens);
     q->http_status = 200;

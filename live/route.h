@@ -58,7 +58,7 @@ typedef struct route_decision {
     const char *target;           /* "ip:port[,ip:port...]"; NULL when scheduling failed or shed */
     const char *profile;
     size_t n_tokens;              /* token ids the decision used (0: text fallback) */
-    bool tokenize_failed;         /* text prompt scored by prefix text */
+    bool tokenize_failed;         /* text prompt routed without token ids (scored by prefix text) */
     double sched_seconds;         /* sched_schedule alone */
     double decide_seconds;        /* the whole body in -> this decision: body parse, token
                                      ids, block keys, scheduling (wall time) */
@@ -84,7 +84,12 @@ typedef struct route_completion {
 #define ROUTE_CONFIG_FIELDS \
     sched *sched;                                                                                       \
     route_pool pool;                                                                                    \
-    int tokenize_timeout_ms;      /* vLLM /tokenize for text prompts; 0 = 1000; < 0 = never tokenise */ \
+    /* Token ids of text and chat prompts (live/tokenize.h): rendered on tokenize_url            \
+     * (token-producer's vllm.url) or, when NULL, on one of the request's candidates in turn.   \
+     * Timeouts: completions' (0 = 5000 ms; < 0 = never tokenise) and chat's (0 = 30000 ms). */ \
+    const char *tokenize_url;                                                                           \
+    int tokenize_timeout_ms;                                                                            \
+    int tokenize_chat_timeout_ms;                                                                       \
     size_t max_body;              /* request body bytes held per request; 0 = 64 MiB */                 \
     bool trace_decisions;         /* trace every decision for on_decision (log V(4) does too) */        \
     /* Admission, as GIE's director: the request's InferenceObjective priority (false:                  \
@@ -134,6 +139,13 @@ typedef struct route_req {
      * the router's lock held. Optional: without it every endpoint may be. */
     bool (*endpoint_ok)(void *ctx, const sched_endpoint *ep);
     void *endpoint_ctx;
+    /* A dry run (set before route_decide): the request is scheduled exactly as it would be,
+     * traced, and inspect receives the decision under the router's lock (endpoints valid
+     * during the call only); nothing is recorded -- no pre-request hook (in-flight counts,
+     * stateful scorers), no on_decision, no score log lines -- so the request must not be
+     * forwarded. Pickers that draw random numbers still draw them. */
+    void (*inspect)(void *ctx, const route_decision *d);
+    void *inspect_ctx;
     /* read-only */
     route_router *router;
     double t_start;               /* route_begin, monotonic seconds */
@@ -156,7 +168,7 @@ typedef struct route_req {
     bool reported;                /* route_complete ran */
     /* private */
     void *rewritten;              /* json_t of a body whose model was rewritten */
-    uint32_t *tok;                /* ids from /tokenize */
+    uint32_t *tok;                /* ids from render (or /tokenize) */
     size_t n_tok;
     sched_kv *skv;
     bool pre_requested;           /* sched_pre_request ran: completion owed */

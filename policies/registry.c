@@ -16,6 +16,7 @@
     X(random_picker)                      \
     X(weighted_random_picker)             \
     X(round_robin_picker)                 \
+    X(kube_proxy_picker)                  \
     X(precise_prefix_cache_scorer)        \
     X(kv_cache_utilization_scorer)        \
     X(queue_scorer)                       \
@@ -38,6 +39,7 @@
     X(metrics_data_source)                \
     X(core_metrics_extractor)             \
     X(endpoint_notification_source)       \
+    X(file_discovery)                     \
     X(disagg_profile_handler)             \
     X(prefix_based_pd_decider)            \
     X(always_disagg_pd_decider)           \

@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "evq.h"
+#include "file_discovery.h"
 #include "grow.h"
 #include "hugepage.h"
 #include "kvevents.h"
@@ -18,7 +19,7 @@
 #include "server.h"
 
 /* Event kinds, in their order at equal times. */
-enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5 };
+enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_ROUTE = 6 };
 
 #define CL_NONE UINT64_MAX
 #define CL_AHEAD 4                    /* records prefetched ahead in a step's token loop */
@@ -131,6 +132,8 @@ typedef struct cl {
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
     uint64_t *pend_next;
     cl_prompts prompts;
+    const reqpath *path;              /* the router's request path (scenario.h) */
+    sim_time path_out;                /* engine -> client, added to every token time */
 } cl;
 
 static double cl_clock(void *ctx)
@@ -276,6 +279,7 @@ static int cl_kick(cl *c, size_t i, kv_err *err)
         return KV_OK;
     sv->busy = true;
     c->st.steps++;
+    c->st.cascade_steps += sv->res.cascade;
     return cl_push(c, c->now + sv->res.duration, EV_STEP, (int32_t)i, 0, err);
 }
 
@@ -375,19 +379,20 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         if (k + CL_AHEAD < res->n_tokens_out)
             __builtin_prefetch(res->tokens_out[k + CL_AHEAD]->user, 1);
         sim_request_record *rec = res->tokens_out[k]->user;
+        sim_time t = c->now + c->path_out;       /* when the client reads it */
         if (rec->n_token_times == 0) {
-            rec->t_first_token = c->now;
+            rec->t_first_token = t;
             char idbuf[32];
             sched_request view;
             cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
             sched_response_started(c->sched, &view, &c->eps[i]);
         }
-        rc = cl_token_time(c, rec, c->now, err);
+        rc = cl_token_time(c, rec, t, err);
     }
     for (size_t k = 0; k < res->n_finished && !rc; k++) {
         simsrv_req *r = res->finished[k];
         sim_request_record *rec = r->user;
-        sim_time done = c->now + CLUSTER_DONE_DELAY_US;
+        sim_time done = c->now + c->path_out + CLUSTER_DONE_DELAY_US;
         if ((rc = cl_token_time(c, rec, done, err)))
             break;
         rec->t_end = done;
@@ -494,8 +499,11 @@ static int cl_scrape(cl *c, kv_err *err)
 
 /* ---- arrivals ------------------------------------------------------------------------ */
 
-/* Sends request id now: its prompt (for a multi-turn round, the user's context and
- * question), a routing decision, and the chosen server. */
+static int cl_route(cl *c, uint64_t id, kv_err *err);
+
+/* The client sends request id now: its prompt (for a multi-turn round, the user's context
+ * and question) sets off down the router's request path (reqpath.h); cl_route takes the
+ * routing decision and submits it where the path reaches vLLM's scheduler. */
 static int cl_send(cl *c, uint64_t id, kv_err *err)
 {
     sim_request_record *rec = &c->run->requests[id];
@@ -518,6 +526,17 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
         ss->busy = true;
         rec->prompt_tokens = wr->n_prompt;
     }
+    sim_time in = reqpath_inbound(c->path, wr->n_prompt);
+    return in ? cl_push(c, c->now + in, EV_ROUTE, 0, id, err) : cl_route(c, id, err);
+}
+
+/* Request id has come down its request path: a routing decision over the endpoints as
+ * the router sees them now (the end of the inbound path: the decision is a few hops
+ * early in reality, which the scrape interval dwarfs), and the chosen server. */
+static int cl_route(cl *c, uint64_t id, kv_err *err)
+{
+    sim_request_record *rec = &c->run->requests[id];
+    wl_req *wr = &c->wreq[id];
     if (!c->metrics_stale && c->now - c->last_scrape > c->s->cluster.metrics_staleness) {
         c->metrics_stale = true;             /* a scraper that stopped answering goes stale */
         for (size_t k = 0; k < c->n_srv; k++)
@@ -645,11 +664,19 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
         c->eps[i] = (sched_endpoint){.id = (uint32_t)i, .name = sv->name, .pod = sv->pod, .ns = ""};
         c->epp[i] = &c->eps[i];
     }
+    c->path = &c->s->routers[r].path;
+    c->path_out = reqpath_outbound(c->path);
     sched_env env = {.seed = c->s->seed, .now = cl_clock, .clock_ctx = c, .warn = c->o ? c->o->warn : NULL,
                      .warn_ctx = c->o ? c->o->warn_ctx : NULL};
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
+    const file_discovery *fd;
+    if (file_discovery_of(c->sched, c->s->routers[r].cfg, &fd, &e))
+        return kv_err_set(err, e.code, "router '%s': %s", rname, e.msg);
+    if (fd)
+        sched_warn(&env, "plugin '%s' (file-discovery, dataLayer.discovery) is not used: ./sim's endpoints are the "
+                   "scenario's %zu simulated replicas, not the file %s", fd->plugin, c->n_srv, fd->path);
     size_t n_src = pps_kvsources(c->sched, NULL, 0);
     sched_kvsource **srcs = n_src ? calloc(n_src, sizeof *srcs) : NULL;
     if (n_src && (!srcs || !(c->kvsrc = calloc(n_src, sizeof *c->kvsrc)))) {
@@ -695,6 +722,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
                             .long_prefill_token_threshold = k->long_prefill_token_threshold,
                             .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
                             .speedup = k->speedup,
+                            .cascade_attention = k->cascade_attention,
                             .emit_kv_events = c->st.kv_published, .pod_id = sv->name,
                             .model_name = k->model->hf_name};
         if (!(sv->srv = simsrv_new(&sc, &e)))
@@ -764,6 +792,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         case EV_SEND: rc = cl_send(&c, ev.arg, err); break;
         case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
         case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
+        case EV_ROUTE: rc = cl_route(&c, ev.arg, err); break;
         }
     }
     if (!rc)

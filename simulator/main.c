@@ -3,7 +3,8 @@
  * then print the guide's comparison table.
  *
  *   ./sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]
- *                  [--junit FILE] [--baseline OLD/runs.db]
+ *                  [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]
+ * A scenario with sweep: or plan: runs those instead of the one comparison (sweep.h).
  *   ./sim SCENARIO --target URL | --live [--target-label NAME] [--target-pods LIST] [--timeout S] [...]
  *                                      the workload sent to a live endpoint (liverun.c)
  *   ./sim serve [SCENARIO] [flags]     emulated vLLM pods in real time (serve.c)
@@ -35,6 +36,7 @@
 #include "scenario.h"
 #include "serve.h"
 #include "simdb.h"
+#include "sweep.h"
 #include "workload.h"
 
 typedef struct opts {
@@ -44,6 +46,8 @@ typedef struct opts {
     uint64_t seed;
     bool no_plots, quiet, progress;
     const char *junit, *baseline;     /* --junit FILE, --baseline OLD/runs.db */
+    const char *models, *hardware;    /* --models DIR, --hardware-dir DIR */
+    unsigned jobs;                    /* --jobs N: sweep and plan processes (0: one per CPU) */
     const char *only[16];             /* --router: run only these (scenario order kept) */
     size_t n_only;
     bool live;                        /* --live or --target: against workload.server / the URL */
@@ -54,7 +58,7 @@ typedef struct opts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sim SCENARIO [--out DIR] [--seed N] [--router NAME]... [--no-plots] [--quiet] [--progress]\n"
-               "                [--junit FILE] [--baseline OLD/runs.db]\n"
+               "                [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "       sim compare SCENARIO [--out DIR]   (simulated vs live runs in DIR/runs.db)\n"
                "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
@@ -72,6 +76,10 @@ static void usage(FILE *f)
                "  --timeout S  a live request's limit in seconds (default 300)\n"
                "  --junit F    write the expect: and --baseline results as JUnit XML to F\n"
                "  --baseline D also check no metric is worse than in D (an earlier runs.db)\n"
+               "  --models DIR look for cluster.model's profile (NAME.yaml) in DIR after the scenario's own\n"
+               "               models/ folder and before the tree's models/\n"
+               "  --hardware-dir DIR  the same for cluster.hardware (hardware/)\n"
+               "  --jobs N     a sweep's or plan's points run N processes at a time (default one per CPU)\n"
                "  Exit status: 0 done, 1 runtime failure or failed live requests, 2 bad usage or scenario,\n"
                "  3 an expect: or --baseline check failed.\n");
 }
@@ -98,6 +106,18 @@ static int parse_args(int argc, char **argv, opts *o)
             o->junit = argv[++i];
         } else if (strcmp(a, "--baseline") == 0 && i + 1 < argc) {
             o->baseline = argv[++i];
+        } else if (strcmp(a, "--jobs") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (*end || !v || v > 1024 || argv[i][0] == '-') {
+                fprintf(stderr, "sim: --jobs: '%s' is not a count in [1, 1024]\n", argv[i]);
+                return 2;
+            }
+            o->jobs = (unsigned)v;
+        } else if (strcmp(a, "--models") == 0 && i + 1 < argc) {
+            o->models = argv[++i];
+        } else if (strcmp(a, "--hardware-dir") == 0 && i + 1 < argc) {
+            o->hardware = argv[++i];
         } else if (strcmp(a, "--no-plots") == 0) {
             o->no_plots = true;
         } else if (strcmp(a, "--router") == 0 && i + 1 < argc) {
@@ -152,9 +172,9 @@ static int parse_args(int argc, char **argv, opts *o)
     return 0;
 }
 
-/* Presets live in policies/presets beside the executable (the repository layout), or
- * under the current directory. */
-static void presets_dir(char *out, size_t cap)
+/* The tree: the folder holding policies/presets, models/ and hardware/, beside the
+ * executable (the repository layout), or the current directory. */
+static void tree_dir(char *out, size_t cap)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -168,12 +188,14 @@ static void presets_dir(char *out, size_t cap)
             for (size_t i = 0; i < 2; i++) {
                 snprintf(out, cap, "%s%s/policies/presets", exe, ups[i]);
                 struct stat st;
-                if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+                if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+                    snprintf(out, cap, "%s%s", exe, ups[i]);
                     return;
+                }
             }
         }
     }
-    snprintf(out, cap, "policies/presets");
+    snprintf(out, cap, ".");
 }
 
 static int mkdirs(const char *path, kv_err *err)
@@ -326,7 +348,7 @@ static int check_expect(const scenario *s, const opts *o, const char *live_label
 
 /* ./sim compare SCENARIO [--out DIR]: exit 0, 1 when a router lacks its simulated or live
  * run (or the database cannot be read), 2 bad usage or scenario. */
-static int compare_main(int argc, char **argv, const char *presets)
+static int compare_main(int argc, char **argv, const scn_dirs *dirs)
 {
     const char *scn = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
@@ -344,7 +366,7 @@ static int compare_main(int argc, char **argv, const char *presets)
         return 2;
     }
     kv_err err = {0};
-    scenario *s = scn_load(scn, presets, &err);
+    scenario *s = scn_load_in(scn, dirs, &err);
     if (!s) {
         fprintf(stderr, "sim compare: %s\n", err.msg);
         return 2;
@@ -357,6 +379,29 @@ static int compare_main(int argc, char **argv, const char *presets)
     int rc = compare_print(stdout, s, path, &err);
     if (rc)
         fprintf(stderr, "sim compare: %s\n", err.msg);
+    scn_free(s);
+    return rc ? 1 : 0;
+}
+
+/* A scenario with sweep: or plan: (sweep.h): its points instead of the one comparison. */
+static int run_sweep(scenario *s, const opts *o)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, o->out ? "%s" : "runs/%s", o->out ? o->out : s->name);
+    kv_err err = {0};
+    int rc = mkdirs(dir, &err);
+    if (!rc && !o->quiet) {
+        const scn_cluster *k = &s->cluster;
+        printf("%s: %u x %s on %s, TP=%d, block %u; seed %llu\n", s->name, k->replicas, k->model->hf_name, k->hw->name,
+               k->tp, k->block_size, (unsigned long long)s->seed);
+    }
+    if (!rc)
+        rc = sweep_main(s, dir, o->jobs, !o->no_plots && s->outputs.plots, stdout, &err);
+    if (!rc && !o->quiet)
+        printf("\nwrote %s/ (%s%s%s)\n", dir, s->sweep.on ? "sweep.csv, charts/sweep.dat" : "",
+               s->sweep.on && s->plan.on ? ", " : "", s->plan.on ? "plan.txt" : "");
+    if (rc)
+        fprintf(stderr, "sim: %s\n", err.msg);
     scn_free(s);
     return rc ? 1 : 0;
 }
@@ -382,18 +427,24 @@ static void live_pods_line(FILE *f, const live_stats *st)
 
 int main(int argc, char **argv)
 {
-    char presets[PATH_MAX];
-    presets_dir(presets, sizeof presets);
+    char tree[PATH_MAX], presets[PATH_MAX + 32], models[PATH_MAX + 32], hardware[PATH_MAX + 32];
+    tree_dir(tree, sizeof tree);
+    snprintf(presets, sizeof presets, "%s/policies/presets", tree);
+    snprintf(models, sizeof models, "%s/models", tree);
+    snprintf(hardware, sizeof hardware, "%s/hardware", tree);
+    scn_dirs dirs = {.presets = presets, .models = models, .hardware = hardware};
     if (argc > 1 && strcmp(argv[1], "serve") == 0)
-        return serve_main(argc - 1, argv + 1, presets);
+        return serve_main(argc - 1, argv + 1, &dirs);
     if (argc > 1 && strcmp(argv[1], "compare") == 0)
-        return compare_main(argc - 1, argv + 1, presets);
+        return compare_main(argc - 1, argv + 1, &dirs);
     opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc;
+    dirs.user_models = o.models;
+    dirs.user_hardware = o.hardware;
     kv_err err = {0};
-    scenario *s = scn_load(o.scenario, presets, &err);
+    scenario *s = scn_load_in(o.scenario, &dirs, &err);
     if (!s) {
         fprintf(stderr, "sim: %s\n", err.msg);
         return 2;
@@ -412,6 +463,8 @@ int main(int argc, char **argv)
     FILE *con = o.quiet ? NULL : stdout;
     for (size_t i = 0; con && i < s->n_notes; i++)
         fprintf(stderr, "sim: note: %s\n", s->notes[i]);
+    if ((s->sweep.on || s->plan.on) && !o.live)
+        return run_sweep(s, &o);
 
     live_target lt = {0};
     if (o.live && live_target_resolve(s, o.target, o.target_label, o.target_pods, &lt, &err)) {
@@ -506,10 +559,14 @@ int main(int argc, char **argv)
                          (unsigned long long)st.kv_batches);
             else
                 snprintf(kv, sizeof kv, "KV events: not published (the router has no kvsource)");
-            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica; "
+            char cascade[64] = "";
+            if (s->cluster.cascade_attention)
+                snprintf(cascade, sizeof cascade, "; %llu of %llu steps cascade", (unsigned long long)st.cascade_steps,
+                         (unsigned long long)st.steps);
+            fprintf(con, "\n%s (%s): %llu requests, %llu failed, %llu preemptions; %s; %llu KV blocks/replica%s; "
                          "%.1f s simulated in %.2f s\n",
                     ro->name, ro->source, (unsigned long long)runs[r].n_requests, (unsigned long long)st.failed,
-                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks,
+                    (unsigned long long)st.preemptions, kv, (unsigned long long)st.num_gpu_blocks, cascade,
                     (double)st.sim_end_us / 1e6, runs[r].wall_seconds);
             console_stage_lines(con, ro->name, &lcs[r]);
         }

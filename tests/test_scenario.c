@@ -103,9 +103,11 @@ static void test_errors(void **state)
          "tests/data/scenarios/bad-inline-config.yaml:6:17: field 'routers[0].config.plugins[0].type': unknown plugin type 'no-such-scorer'"},
         /* user text is echoed with its control bytes escaped */
         {"tests/data/scenarios/bad-control-bytes.yaml",
-         "tests/data/scenarios/bad-control-bytes.yaml:3:10: field 'cluster.model': unknown model 'qwen\\x1b[2J\\r\\nERROR all clear\\x7f'"},
+         "tests/data/scenarios/bad-control-bytes.yaml:3:10: field 'cluster.model': unknown model 'qwen\\x1b[2J\\r\\nERROR all clear\\x7f' "
+         "(searched tests/data/scenarios/models, models)"},
         {"tests/data/scenarios/bad-model.yaml",
-         "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5'"},
+         "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5' "
+         "(searched tests/data/scenarios/models, models)"},
         {"tests/data/scenarios/bad-name.yaml",
          "tests/data/scenarios/bad-name.yaml:1:7: field 'name': 'bad/../x' must be letters, digits, '.', '-' or '_' (it names the output folder)"},
         {"tests/data/scenarios/bad-no-routers.yaml",

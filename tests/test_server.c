@@ -17,13 +17,37 @@
 
 #include "blockkeys.h"
 #include "kvevents.h"
+#include "profiles.h"
 #include "server.h"
+
+/* The shipped profiles, loaded once for the group (models/, hardware/). */
+static sm_model *qwen;
+static sm_hardware *h100, *l40s;
+
+static int load_profiles(void **state)
+{
+    (void)state;
+    const char *md[] = {"models"}, *hd[] = {"hardware"};
+    qwen = sm_model_find(md, 1, "qwen3-32b", NULL);
+    h100 = sm_hardware_find(hd, 1, "h100-sxm", NULL);
+    l40s = sm_hardware_find(hd, 1, "l40s", NULL);
+    return qwen && h100 && l40s ? 0 : -1;
+}
+
+static int free_profiles(void **state)
+{
+    (void)state;
+    free(qwen);
+    free(h100);
+    free(l40s);
+    return 0;
+}
 
 static simsrv_config base_config(uint32_t bs, uint64_t blocks, uint32_t max_tokens, uint32_t max_seqs)
 {
     simsrv_config c = {0};
-    c.model = sm_model_find("qwen3-32b");
-    c.hw = sm_hardware_find("h100-sxm");
+    c.model = qwen;
+    c.hw = h100;
     c.tp = 2;
     c.block_size = bs;
     c.num_gpu_blocks = blocks;
@@ -379,7 +403,7 @@ static void test_rejects_and_defaults(void **state)
     assert_null(simsrv_new(&c, &err));
     assert_int_equal(err.code, KV_EINVAL);
     c = base_config(64, 0, 0, 0);
-    c.hw = sm_hardware_find("l40s");   /* 65 GB of weights do not fit one 48 GB card */
+    c.hw = l40s;   /* 65 GB of weights do not fit one 48 GB card */
     c.tp = 1;
     assert_null(simsrv_new(&c, &err));
     assert_int_equal(err.code, KV_ERANGE);
@@ -584,5 +608,5 @@ int main(void)
         cmocka_unit_test(test_random_invariants),
         cmocka_unit_test(test_deterministic),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, load_profiles, free_profiles);
 }
