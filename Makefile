@@ -31,7 +31,7 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
             protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev clang \
-            libxml2-utils chromium
+            libxml2-utils chromium python3
 
 # pkg-config libraries, by the folders that need them (the engine's are everyone's).
 # msgpack-c is the KV-event encoder's (engine/kvevents_encode.c), linked only by programs

@@ -64,11 +64,12 @@ sys.exit(1)
 PY
 }
 
-# waits (up to $3 s) until file $1 has a line matching $2
+# waits (up to $3 s) until file $1 has a line matching $2; fails at once if process $4 ends
 wait_line() {
     i=0
     while ! grep -q "$2" "$1" 2>/dev/null; do
         i=$((i + 1)); [ $i -gt $(($3 * 10)) ] && return 1
+        kill -0 "$4" 2>/dev/null || return 1
         sleep 0.1
     done
 }
@@ -112,7 +113,7 @@ for r in $ROUTERS; do
 
     "$SIM" serve "$SCN" --port "$base" --kv-events-endpoint "tcp://127.0.0.1:$zmq" >"$LOG/$router-pods.log" 2>&1 &
     pids="$pids $!"
-    wait_line "$LOG/$router-pods.log" "^pod $((REPLICAS - 1)):" 30 ||
+    wait_line "$LOG/$router-pods.log" "^pod $((REPLICAS - 1)):" 30 $! ||
         { echo "demo-live: ./sim serve did not start:" >&2; cat "$LOG/$router-pods.log" >&2; exit 1; }
     dlog=""
     [ -n "${DEMO_DECISION_LOG:-}" ] && dlog="--decision-log $OUT/$router-decisions.db" && rm -f "$OUT/$router-decisions.db"
@@ -120,7 +121,7 @@ for r in $ROUTERS; do
     "$EPP" --config-file "$LOG/$router.yaml" --endpoints "$pods" --secure-serving=false --grpc-port -1 \
         --http-port 0 --grpc-health-port 0 --metrics-port 0 $dlog >"$LOG/$router-epp.log" 2>&1 &
     pids="$pids $!"
-    wait_line "$LOG/$router-epp.log" "EPP started" 30 ||
+    wait_line "$LOG/$router-epp.log" "EPP started" 30 $! ||
         { echo "demo-live: ./epp did not start:" >&2; tail -5 "$LOG/$router-epp.log" >&2; exit 1; }
     http=$(sed -n 's/.*EPP started.*http=\([0-9]*\).*/\1/p' "$LOG/$router-epp.log" | head -1)
     metrics=$(sed -n 's/.*EPP started.*metrics=\([0-9]*\).*/\1/p' "$LOG/$router-epp.log" | head -1)

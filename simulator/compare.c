@@ -43,8 +43,9 @@ static double one_double(sqlite3 *db, const char *sql, int64_t run_id, bool *ok)
     return v;
 }
 
-/* The latest run of router (live: its config is an http:// URL) and its figures. */
-static int read_side(sqlite3 *db, const scenario *s, const char *router, bool live, compare_side *out, bool *ok)
+/* The latest run of router (live: its config is an http:// URL) and its figures; *ok
+ * false when a query cannot be prepared (not a runs.db). */
+static void read_side(sqlite3 *db, const scenario *s, const char *router, bool live, compare_side *out, bool *ok)
 {
     *out = (compare_side){.stage = -1};
     for (int m = 0; m < COMPARE_N; m++)
@@ -52,8 +53,10 @@ static int read_side(sqlite3 *db, const scenario *s, const char *router, bool li
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT run_id FROM runs WHERE scenario = ?1 AND (router = ?2 OR (?3 AND router = ?2 || "
                                "'-live')) AND (coalesce(config, '') LIKE 'http://%') = ?3 ORDER BY run_id DESC LIMIT 1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return *ok = false, 0;
+                           -1, &st, NULL) != SQLITE_OK) {
+        *ok = false;
+        return;
+    }
     sqlite3_bind_text(st, 1, s->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, router, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, live);
@@ -62,22 +65,24 @@ static int read_side(sqlite3 *db, const scenario *s, const char *router, bool li
         out->found = true, run_id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     if (!out->found)
-        return 0;
+        return;
     /* the report stage (-1: the run's last) */
     const char *q = s->outputs.report_stage < 0
                         ? "SELECT stage, rate, duration, requests_per_sec, output_tokens_per_sec, ttft_mean, ttft_p90, "
                           "latency_mean FROM stages WHERE run_id = ?1 ORDER BY stage DESC LIMIT 1"
                         : "SELECT stage, rate, duration, requests_per_sec, output_tokens_per_sec, ttft_mean, ttft_p90, "
                           "latency_mean FROM stages WHERE run_id = ?1 AND stage = ?2";
-    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
-        return *ok = false, 0;
+    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK) {
+        *ok = false;
+        return;
+    }
     sqlite3_bind_int64(st, 1, run_id);
     sqlite3_bind_int(st, 2, s->outputs.report_stage);
     if (sqlite3_step(st) == SQLITE_ROW) {
         out->stage = sqlite3_column_int(st, 0);
         out->rate = sqlite3_column_double(st, 1);
         out->duration = sqlite3_column_double(st, 2);
-        for (int m = COMPARE_RPS; m <= COMPARE_E2E; m++)
+        for (int m = COMPARE_RPS; m <= COMPARE_E2E; m++)   /* the columns in the enum's order */
             if (sqlite3_column_type(st, 3 + m) != SQLITE_NULL)
                 out->v[m] = sqlite3_column_double(st, 3 + m);
     }
@@ -91,7 +96,6 @@ static int read_side(sqlite3 *db, const scenario *s, const char *router, bool li
                                        "THEN 100.0 * sum(prefix_cache_hits) / nullif(sum(prefix_cache_queries), 0) "
                                        "END FROM live_pods WHERE run_id = ?1", run_id, ok);
     }
-    return 0;
 }
 
 static void fmt(char *buf, size_t cap, double v, int decimals, bool sign)

@@ -1,10 +1,10 @@
 /* liverun: the scenario's workload against a live OpenAI-compatible endpoint, measured
  * as inference-perf measures it (liverun.h). One libevent loop on the calling thread
  * owns every request: an arrival timer per stage (re-armed for the next offset), one
- * evhttp_connection per request, a timeout timer per request, and a one-second
- * progress timer. Each response stream is read as it arrives by livesse (the HTTP
- * parsing is libevent's). Times are
- * CLOCK_MONOTONIC microseconds since the run began. */
+ * evhttp_connection per request, a timeout timer per request, a one-second progress
+ * timer, and the GETs of the pods' /metrics before the first stage and after the last.
+ * Each response stream is read as it arrives by livesse (the HTTP parsing is
+ * libevent's). Times are CLOCK_MONOTONIC microseconds since the run began. */
 #define _GNU_SOURCE
 #include "liverun.h"
 

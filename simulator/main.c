@@ -475,7 +475,7 @@ static int run_sweep(scenario *s, const opts *o)
 }
 
 /* The pods behind a live target: the prefix-cache hit rate their counters measured over
- * the run, and the requests each was named for. */
+ * the run, and the requests each served. */
 static void live_pods_line(FILE *f, const live_stats *st)
 {
     if (!st->n_pods)
@@ -487,7 +487,7 @@ static void live_pods_line(FILE *f, const live_stats *st)
     if (all)
         fprintf(f, "pods' prefix cache: %.0f of %.0f prompt tokens hit (%.1f%%); routed", h, q, q > 0 ? 100 * h / q : 0);
     else
-        fprintf(f, "pods' prefix cache: not measured (see above); routed");
+        fprintf(f, "pods' prefix cache: not measured (a pod's counters were not read, see stderr); routed");
     for (size_t i = 0; i < st->n_pods; i++)
         fprintf(f, "%s %s %llu", i ? "," : "", st->pods[i].address, (unsigned long long)st->pods[i].routed);
     fputc('\n', f);

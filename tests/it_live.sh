@@ -7,6 +7,7 @@
 #    "simulated and measured" table;
 #  - the workload's inference-perf server: section is a target too (--live);
 #  - a progress line per stage on stderr, none with --quiet;
+#  - --target-pods: the pods' prefix-cache counters over the run and each request's pod;
 #  - a target that refuses connections: every request failed as "connect", exit 1, no hang;
 #    one that never answers, answers 503, sends a line that is not JSON or ends without
 #    [DONE]: failed as timeout, http_status, stream and stream.
@@ -72,6 +73,23 @@ for want in ('<tr><td>rr</td><td>preset:k8s-service</td><td>0</td>', '<tr><td>rr
 PY
 then ok "report files with the simulated run's keys; runs.db holds both runs, report.html shows both; 12 output tokens each"
 else bad "report files with the simulated run's keys; runs.db holds both runs, report.html shows both; 12 output tokens each"; cat "$D/py.out"; fi
+
+# --target-pods: the pod itself (it sends no gateway header: every request is the
+# target's, pod 0) and one that does not answer. The answering pod's queries counter
+# rises by exactly the run's prompt tokens; the silent one is named, has no counters,
+# and the run's hit rate is not measured.
+timeout 120 $S $SCN --target http://127.0.0.1:$B --target-label pod --target-pods "127.0.0.1:$B,http://127.0.0.1:$((B + 9))" \
+    --out "$D/out4" --no-plots >"$D/pods.out" 2>"$D/pods.err"
+check "--target-pods: exit 0" 0 $?
+check "... the silent pod is named on stderr" 1 "$(grep -c "^sim: pod 127.0.0.1:$((B + 9)): /metrics: no 200 answer" "$D/pods.err")"
+check "... and the console says the hit rate is not measured" 1 \
+    "$(grep -c "^pods' prefix cache: not measured .*; routed 127.0.0.1:$B 36, 127.0.0.1:$((B + 9)) 0\$" "$D/pods.out")"
+check "... live_pods: pod 0's queries = the run's prompt tokens; every request on pod 0; one pod read" "1|0,0|1,36" \
+    "$(sqlite3 "$D/out4/runs.db" "SELECT (SELECT prefix_cache_queries FROM live_pods WHERE pod = 0) =
+        (SELECT sum(prompt_tokens) FROM requests), (SELECT min(endpoint) || ',' || max(endpoint) FROM requests),
+        (SELECT count(prefix_cache_queries) || ',' || sum(routed) FROM live_pods)")"
+$S $SCN --target http://127.0.0.1:$B --target-pods "127.0.0.1" --out "$D/out5" >/dev/null 2>"$D/bad.err"
+check "a pod without a port: exit 2, named" "2 1" "$? $(grep -c "^sim: --target-pods: '127.0.0.1' is not host:port" "$D/bad.err")"
 
 # inference-perf's server section in place of --target
 sed "s|^  load:|  server: {type: vllm, model_name: Qwen/Qwen3-32B, base_url: \"http://127.0.0.1:$B\", ignore_eos: true}\n  load:|" \
