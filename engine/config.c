@@ -325,8 +325,12 @@ static int cfg_datalayer(const yt_doc *d, const yt_node *n, epc_config *c, kv_er
     bool b;
     if (inj && !yt_is_null(inj) && yt_bool(d, inj, "dataLayer.injectDefaults", &b, err))
         return KV_EINVAL;
-    if (disc && !yt_is_null(disc) && cfg_datalayer_ref(c, disc, "dataLayer.discovery", NULL, err))
-        return KV_EINVAL;
+    if (disc && !yt_is_null(disc)) {
+        if (cfg_datalayer_ref(c, disc, "dataLayer.discovery", NULL, err))
+            return KV_EINVAL;
+        c->discovery = yt_get(disc, "pluginRef")->str;
+    }
+    c->data_layer = n;
     if (!src || yt_is_null(src))
         return KV_OK;
     if (cfg_expect(d, src, YT_SEQ, "dataLayer.sources", err))
@@ -348,7 +352,6 @@ static int cfg_datalayer(const yt_doc *d, const yt_node *n, epc_config *c, kv_er
                 return KV_EINVAL;
         }
     }
-    c->data_layer = n;
     return KV_OK;
 }
 

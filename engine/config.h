@@ -79,6 +79,7 @@ typedef struct epc_config {
     epc_saturation saturation;
     const yt_node *data;              /* 'data' as written, or NULL */
     const yt_node *data_layer;        /* 'dataLayer' as written (validated), or NULL */
+    const char *discovery;            /* dataLayer.discovery.pluginRef (a declared plugin), or NULL */
 } epc_config;
 
 /* Plugin types are looked up in registry (sched_registry_find): the drivers pass the

@@ -6,6 +6,7 @@
  * small open-addressing table keyed by (slot, group). Counters are updated with relaxed
  * atomics so a metrics thread may read them while events are applied. */
 #include "kvingest.h"
+#include "grow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,19 +36,6 @@ struct kvingest {
 };
 
 #define BUMP(g, field, n) __atomic_fetch_add(&(g)->st.field, (uint64_t)(n), __ATOMIC_RELAXED)
-
-static int grow(void *pp, size_t *cap, size_t need, size_t elem)
-{
-    void **p = pp;
-    if (need <= *cap) return KV_OK;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    void *n = realloc(*p, c * elem);
-    if (!n) return KV_ENOMEM;
-    *p = n;
-    *cap = c;
-    return KV_OK;
-}
 
 kvingest *kvingest_new(kvindex *ix, const blockkeys_ctx *keys, kv_err *err)
 {
@@ -172,6 +160,18 @@ static uint64_t root_for(kvingest *g, const char *model)
     return g->root;
 }
 
+/* Whether item i of a block's extra_keys is the adapter name vLLM puts first for a LoRA
+ * request (generate_block_hash_extra_keys: lora_name, then multimodal identifiers, then
+ * cache_salt). The chain root already carries the adapter, so it is no extra: hashing it
+ * as a multimodal id made adapter blocks unmatchable (llm-d-router #2927; fixed there,
+ * PR #2929, by skipping a first entry equal to the event's lora_name). */
+static bool lora_item(const kvev_event *e, const kvev_block_extra *bx, size_t i)
+{
+    const kvev_extra_item *it = &bx->items[i];
+    return i == 0 && it->kind == KVEV_EXTRA_STR && e->lora_name.len && it->id.len == e->lora_name.len &&
+           memcmp(it->id.s, e->lora_name.s, it->id.len) == 0;
+}
+
 /* extra_keys (per engine block) -> blockkeys extras per index block, as llm-d realigns
  * them: more engine blocks than index blocks merge (ids concatenated in engine order),
  * fewer are replicated to each index block they cover. */
@@ -181,17 +181,19 @@ static int build_extras(kvingest *g, const kvev_event *e, size_t n_index, size_t
     size_t E = e->n_extra_keys, total = 0;
     if (!e->has_extra_keys || E == 0) return KV_OK;
     for (size_t b = 0; b < E; b++)
-        for (size_t i = 0; i < e->extra_keys[b].n_items; i++) total += e->extra_keys[b].items[i].kind != KVEV_EXTRA_OTHER;
+        for (size_t i = 0; i < e->extra_keys[b].n_items; i++)
+            total += e->extra_keys[b].items[i].kind != KVEV_EXTRA_OTHER && !lora_item(e, &e->extra_keys[b], i);
     if (total == 0) return KV_OK;
     size_t need = E < n_index ? E + n_index : E;
-    if (grow(&g->ids, &g->ids_cap, total, sizeof *g->ids) || grow(&g->ex, &g->ex_cap, need, sizeof *g->ex))
+    if (!grow_array((void **)&g->ids, &g->ids_cap, total, sizeof *g->ids) ||
+        !grow_array((void **)&g->ex, &g->ex_cap, need, sizeof *g->ex))
         return KV_ENOMEM;
     size_t at = 0;
     for (size_t b = 0; b < E; b++) {
         const kvev_block_extra *bx = &e->extra_keys[b];
         g->ex[b] = (blockkeys_extra){b, g->ids + at, 0};
         for (size_t i = 0; i < bx->n_items; i++)
-            if (bx->items[i].kind != KVEV_EXTRA_OTHER) g->ids[at++] = bx->items[i].id.s;
+            if (bx->items[i].kind != KVEV_EXTRA_OTHER && !lora_item(e, bx, i)) g->ids[at++] = bx->items[i].id.s;
         g->ex[b].n_ids = (size_t)(g->ids + at - g->ex[b].ids);
     }
     if (E >= n_index) {
@@ -213,7 +215,7 @@ static int build_extras(kvingest *g, const kvev_event *e, size_t n_index, size_t
  * tier is new. */
 static int tier_update(kvingest *g, int slot, kvtier tier, const kvev_event *e, kv_err *err)
 {
-    if (grow(&g->rk, &g->rk_cap, e->n_block_hashes, sizeof *g->rk))
+    if (!grow_array((void **)&g->rk, &g->rk_cap, e->n_block_hashes, sizeof *g->rk))
         return kv_err_set(err, KV_ENOMEM, "kvingest: out of memory");
     size_t n = 0;
     for (size_t i = 0; i < e->n_block_hashes; i++)
@@ -264,7 +266,7 @@ static int on_stored(kvingest *g, int slot, const char *model, const kvev_event 
         return KV_OK;
     }
     size_t n_ex;
-    if (build_extras(g, e, n_index, &n_ex) || grow(&g->rk, &g->rk_cap, n_index, sizeof *g->rk))
+    if (build_extras(g, e, n_index, &n_ex) || !grow_array((void **)&g->rk, &g->rk_cap, n_index, sizeof *g->rk))
         return kv_err_set(err, KV_ENOMEM, "kvingest: out of memory");
     blockkeys_compute(&g->keys, parent, e->token_ids, e->n_token_ids, n_ex ? g->ex : NULL, n_ex, NULL, g->rk, n_index);
     int rc = kvindex_store(g->ix, slot, tier, e->block_hashes, e->n_block_hashes, g->rk, n_index, err);

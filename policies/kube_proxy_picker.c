@@ -118,7 +118,7 @@ static void kp_complete(sched_plugin *p, const sched_request *r, const sched_end
     /* out of memory: the connection is closed instead of pooled, the next request on
      * this worker opens a new one */
     if (grow_array((void **)&pool->idle, &pool->cap, pool->n + 1, sizeof *pool->idle))
-        pool->idle[pool->n++] = (kp_conn){.ep = target->id, .idle_since = pu_now(&st->env)};
+        pool->idle[pool->n++] = (kp_conn){.ep = target->id, .idle_since = sched_env_now(&st->env)};
 }
 
 static void kp_describe(const sched_plugin *p, char *buf, size_t cap)

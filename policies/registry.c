@@ -39,6 +39,7 @@
     X(metrics_data_source)                \
     X(core_metrics_extractor)             \
     X(endpoint_notification_source)       \
+    X(file_discovery)                     \
     X(disagg_profile_handler)             \
     X(prefix_based_pd_decider)            \
     X(always_disagg_pd_decider)           \

@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "evq.h"
+#include "file_discovery.h"
 #include "grow.h"
 #include "hugepage.h"
 #include "kvevents.h"
@@ -670,6 +671,12 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
+    const file_discovery *fd;
+    if (file_discovery_of(c->sched, c->s->routers[r].cfg, &fd, &e))
+        return kv_err_set(err, e.code, "router '%s': %s", rname, e.msg);
+    if (fd)
+        sched_warn(&env, "plugin '%s' (file-discovery, dataLayer.discovery) is not used: ./sim's endpoints are the "
+                   "scenario's %zu simulated replicas, not the file %s", fd->plugin, c->n_srv, fd->path);
     size_t n_src = pps_kvsources(c->sched, NULL, 0);
     sched_kvsource **srcs = n_src ? calloc(n_src, sizeof *srcs) : NULL;
     if (n_src && (!srcs || !(c->kvsrc = calloc(n_src, sizeof *c->kvsrc)))) {
@@ -714,6 +721,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
                             .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
                             .long_prefill_token_threshold = k->long_prefill_token_threshold,
                             .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
+                            .speedup = k->speedup,
                             .cascade_attention = k->cascade_attention,
                             .emit_kv_events = c->st.kv_published, .pod_id = sv->name,
                             .model_name = k->model->hf_name};

@@ -13,6 +13,7 @@
  * model name: a 64-bit stand-in for vLLM's sha256 chain that differs from the router's
  * request keys, as the real engine's hashes do. Generated tokens get deterministic ids
  * (simsrv_output_token) so output blocks hash and publish like prompt blocks. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -743,6 +744,10 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     if (s->cfg.cascade_attention)
         res->cascade = share_common_prefix(s);
     res->duration = sm_batch_time_us(s->cfg.model, s->cfg.hw, s->cfg.tp, &s->batch);
+    if (s->cfg.speedup > 0 && s->cfg.speedup != 1) {
+        sim_time d = (sim_time)llround((double)res->duration / s->cfg.speedup);
+        res->duration = d > 0 ? d : 1;
+    }
     res->n_scheduled_tokens = s->max_tokens - budget;
 
     /* The step's outcome, as update_from_output applies it. */

@@ -31,6 +31,8 @@ typedef struct simsrv_config {
     uint32_t long_prefill_token_threshold;/* 0 = off */
     uint32_t max_model_len;               /* 0 = model's */
     bool prefix_caching;                  /* default true */
+    double speedup;                       /* step times divided by this (./sim serve --speedup, a scenario's
+                                           * cluster.speedup); 0 or 1: the model's own times */
     /* vLLM's cascade attention: a step whose running requests all hold the same leading
      * blocks reads that prefix's KV once when vLLM's heuristic would use the cascade
      * kernel (sm_cascade). Off by default: docs/VALIDATION.md "Shared-prefix attention". */

@@ -75,11 +75,19 @@
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
+/* The MLP width one token passes through (gate, up, down): a dense model's
+ * intermediate size; a mixture of experts' routed experts together. */
+static double mlp_width(const sm_model *m)
+{
+    return m->experts ? (double)m->experts_per_tok * m->moe_intermediate : (double)m->intermediate;
+}
+
+/* Per token: attention projections, the MLP (and a mixture's router logits). */
 static double linear_params(const sm_model *m)
 {
     double qo = 2.0 * m->hidden * ((double)m->heads * m->head_dim);
     double kv = 2.0 * m->hidden * ((double)m->kv_heads * m->head_dim);
-    double mlp = 3.0 * m->hidden * (double)m->intermediate;
+    double mlp = 3.0 * m->hidden * mlp_width(m) + (double)m->hidden * m->experts;
     return (double)m->layers * (qo + kv + mlp);
 }
 
@@ -171,9 +179,9 @@ uint64_t sm_kv_blocks_for(const sm_model *m, const sm_hardware *hw, int tp, doub
     double budget = hw->usable_gib * GIB * gpu_mem_util;
     double weights = m->params * m->dtype_bytes / tp;
     /* Profile-run peak: the MLP's gate/up output (2I/tp) and activated product (I/tp)
-     * for every batched token, plus the sampler's fp32 logits over the full vocabulary
+     * for every batched token (I: the routed experts' width for a mixture), plus the sampler's fp32 logits over the full vocabulary
      * for max_num_seqs rows. */
-    double act = (double)max_num_batched_tokens * 3.0 * m->intermediate / tp * m->dtype_bytes
+    double act = (double)max_num_batched_tokens * 3.0 * mlp_width(m) / tp * m->dtype_bytes
                + (double)max_num_seqs * m->vocab * 4.0;
     double avail = budget - weights - act - SM_NON_TORCH_GIB * GIB;
     if (avail <= 0) return 0;

@@ -4,7 +4,8 @@
  * B/s, memory) x TP. Terms: prefill GEMMs with an efficiency ramp, attention over the
  * tokens already in context, decode weight and KV reads, TP all-reduces, per-step CPU
  * overhead (docs/upstream/vllm.md §4). The efficiency constants are documented in
- * docs/VALIDATION.md and are the same for every policy, rate and scenario. */
+ * docs/VALIDATION.md and are the same for every policy, rate and scenario. The profiles
+ * are data (models/, hardware/; simulator/profiles.h loads them). */
 #ifndef KVROUTE_SIM_STEPMODEL_H
 #define KVROUTE_SIM_STEPMODEL_H
 
@@ -21,6 +22,9 @@ typedef struct sm_model {
     double params;              /* total parameters */
     int dtype_bytes;            /* 2 for bf16 */
     uint32_t max_model_len;
+    /* Mixture of experts (0 when dense): every expert's weights are resident and
+     * counted in params; a token's MLP FLOPs are those of its experts_per_tok experts. */
+    int experts, experts_per_tok, moe_intermediate;
 } sm_model;
 
 typedef struct sm_hardware {
@@ -32,9 +36,6 @@ typedef struct sm_hardware {
     double usable_gib;          /* what torch sees (e.g. 79.2 on H100-80GB) */
     int sms;                    /* streaming multiprocessors (vLLM's cascade heuristic) */
 } sm_hardware;
-
-const sm_model *sm_model_find(const char *name);
-const sm_hardware *sm_hardware_find(const char *name);
 
 /* One sequence's share of a step: new tokens computed and context already cached. */
 typedef struct sm_seq {
@@ -96,9 +97,5 @@ uint32_t sm_default_max_num_seqs(const sm_hardware *hw);
  * batch limits (sm_kv_blocks uses the hardware defaults). */
 uint64_t sm_kv_blocks_for(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util,
                           uint32_t block_size, uint32_t max_num_batched_tokens, uint32_t max_num_seqs);
-
-/* Names of the shipped profiles, NULL-terminated (for error messages and --help). */
-extern const char *const sm_model_names[];
-extern const char *const sm_hardware_names[];
 
 #endif

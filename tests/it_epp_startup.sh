@@ -23,11 +23,12 @@ printf 'plugins:\n- type: queue-scorer\n  bogus: 1\n' >"$T/bad.yaml"
 check bad-config 2 "bad.yaml:3:3: field 'plugins[0]': unknown field 'bogus'" \
     $EPP --config-file "$T/bad.yaml" --endpoints 127.0.0.1:8000
 check missing-config 2 "$T/none.yaml" $EPP --config-file "$T/none.yaml" --endpoints 127.0.0.1:8000
-check no-endpoints 2 "give --endpoints ip:port,..., --pool-name or --endpoint-selector" $EPP --config-file $CFG
+check no-endpoints 2 "give --endpoints ip:port,..., --pool-name, --endpoint-selector or a file-discovery plugin" \
+    $EPP --config-file $CFG
 check two-sources 2 "are exclusive" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --pool-name p
 check bad-endpoint 2 "'10.0.0.1' is not ip:port" $EPP --config-file $CFG --endpoints 10.0.0.1
 check bad-flag 2 "unknown flag '--nope'" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --nope
-check objectives-k8s 2 "--objectives is for --endpoints" $EPP --config-file $CFG --pool-name p --objectives a=1
+check objectives-k8s 2 "--objectives is for --endpoints or file-discovery" $EPP --config-file $CFG --pool-name p --objectives a=1
 check bad-objectives 2 "'a=x' is not name=priority" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --objectives a=x
 check bad-sd-env 2 "SD_KV_CACHE_UTIL_THRESHOLD" env SD_KV_CACHE_UTIL_THRESHOLD=2 \
     $EPP --config-file $CFG --endpoints 127.0.0.1:8000
@@ -35,6 +36,28 @@ check bad-replay 2 "each pod binds its own replay socket" \
     $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --kv-events-replay-endpoint tcp://10.0.0.1:5558
 check bad-port 2 "flag --grpc-port: expected an integer" $EPP --config-file $CFG --endpoints a:1 --grpc-port x
 check missing-cert 2 "tls: cannot open $T/tls.crt" $EPP --config-file $CFG --endpoints 127.0.0.1:8000 --cert-path "$T"
+# file-discovery (dataLayer.discovery): the endpoints come from its file, no endpoint flag
+printf 'plugins:\n- type: queue-scorer\n- type: file-discovery\n  parameters: {path: %s, watchFile: true}\ndataLayer:\n  discovery: {pluginRef: file-discovery}\n' \
+    "$T/eps.yaml" >"$T/fd.yaml"
+printf 'endpoints:\n- name: vllm-0\n  address: 127.0.0.1\n  port: "8000"\n- name: vllm-1\n  address: vllm-1.local\n  port: "8000"\n' \
+    >"$T/eps.yaml"
+check fd-bad-file 2 "eps.yaml:6:12: field 'endpoints[1].address': 'vllm-1.local' is not an IPv4 address" \
+    $EPP --config-file "$T/fd.yaml"
+check fd-and-flag 2 "dataLayer.discovery names plugin 'file-discovery' (file-discovery): drop --endpoints" \
+    $EPP --config-file "$T/fd.yaml" --endpoints 127.0.0.1:8000
+printf 'endpoints:\n- {name: vllm-0, address: 127.0.0.1, port: "8000"}\n- {name: vllm-1, address: 127.0.0.1, port: "8001"}\n' \
+    >"$T/eps.yaml"
+$EPP --config-file "$T/fd.yaml" --grpc-port 0 --grpc-health-port 0 --metrics-port 0 --secure-serving=false \
+    2>"$T/fd.log" &
+fdpid=$!
+i=0
+while ! grep -q "EPP started" "$T/fd.log" && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+kill -TERM $fdpid; wait $fdpid; fdrc=$?
+if [ $fdrc -ne 0 ] || ! grep -q '"msg":"Endpoints from file".*"endpoints":2' "$T/fd.log" || ! grep -q "endpoints=2" "$T/fd.log"; then
+    echo "FAIL fd-start: exit $fdrc, log:"; sed 's/^/    /' "$T/fd.log"; fails=$((fails + 1))
+else
+    echo "ok   fd-start"
+fi
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=a -days 1 \
     -keyout "$T/other.key" -out "$T/tls.crt" >/dev/null 2>&1
 openssl ecparam -name prime256v1 -genkey -noout -out "$T/tls.key" 2>/dev/null

@@ -6,10 +6,12 @@
 #    encodings; a repeated prompt stores no new block and shows as prefix-cache hits
 #    in /metrics; a client's disconnect aborts its request; --fail-rate 1 answers 500;
 #    /metrics stops answering on request;
-#  - ./epp routes on the pods' events (ext-proc requests by tools/extproc_route): a
-#    repeated prompt goes to the pod holding it, batches dropped by the pods are
+#  - ./epp routes on the pods' events (ext-proc requests by tools/extproc_route), text
+#    prompts rendered by the pods' /v1/completions/render: a repeated prompt goes to the pod holding it, batches dropped by the pods are
 #    fetched through their replay sockets, and a pod restart clears its blocks in the
-#    index (the decision log's precise-prefix-cache-scorer score for it drops to 0).
+#    index (the decision log's precise-prefix-cache-scorer score for it drops to 0);
+#  - with token-producer's vllm.url, a separate ./sim serve renders chat and text prompts;
+#    when it is gone, requests are still routed and the failure is counted and logged.
 # Run from the repo root after `make all` and the tools (make test-build).
 S=./sim; E=./epp; K=./kvctl; T=build/rel/tests/bin/tools
 for b in $S $E $K $T/kv_msgpack_check $T/extproc_route; do
@@ -123,6 +125,10 @@ lost=$(metric $EM 'kvroute_kv_events_gaps_total'); rep=$(metric $EM 'kvroute_kv_
 [ "${lost:-0}" -gt 0 ] && [ "${rep:-0}" -gt 0 ] && ok "dropped batches were fetched by replay (gaps $lost, replayed $rep)" \
     || bad "dropped batches were fetched by replay (gaps ${lost:-?}, replayed ${rep:-?})"
 check "no replay failed" "0" "$(metric $EM 'kvroute_kv_events_replay_failures_total')"
+check "./epp rendered each text prompt on a pod's /v1/completions/render (12 of 12)" "12" \
+    "$(metric $EM 'kvroute_tokenize_requests_total{endpoint="render"}')"
+check "no prompt fell back to /tokenize or failed" "0 0 0 0 0 0" \
+    "$(curl -s $EM/metrics | awk '/^kvroute_tokenize_(requests_total\{endpoint="tokenize"|failures_total)/ { printf "%s ", $NF }' | sed 's/ $//')"
 dest=$(awk '$1 == 1 { print $2 }' "$D/first")
 curl -s -X POST "http://$dest/admin/restart" >/dev/null
 sleep 0.5
@@ -132,4 +138,30 @@ idx=0; [ "${dest%%:*}" = 127.0.0.2 ] && idx=1   # the decision log names endpoin
 scores=$(sqlite3 "$D/dec.db" "SELECT score FROM decisions WHERE plugin LIKE 'precise%' AND endpoint = $idx \
     AND request_id IN (6, 12) ORDER BY request_id" | tr '\n' ' ')
 check "after the pod's restart its precise score for the prompt it held drops from 1 to 0" "1.0 0.0 " "$scores"
+
+# --- a separate render server (token-producer's vllm.url), as the precise guide deploys ------
+RP=$((B + 45))
+serve "$D/r.log" --host 127.0.0.3 --port $RP --speedup 20
+rpid=${pids##* }
+{ echo 'plugins:'; echo '- type: token-producer'
+  echo "  parameters: {modelName: $MODEL, vllm: {url: \"http://127.0.0.3:$RP\"}}"; sed 1d "$D/epp.yaml"; } >"$D/epp2.yaml"
+$E --config-file "$D/epp2.yaml" --endpoints 127.0.0.1:$HP,127.0.0.2:$HP --grpc-port $((B + 35)) \
+    --grpc-health-port $((B + 36)) --metrics-port $((B + 37)) --secure-serving=false >"$D/epp2.log" 2>&1 &
+epp=$!; pids="$pids $epp"
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:$((B + 37))/metrics && break; sleep 0.1; done
+E2=http://127.0.0.1:$((B + 37))
+printf '{"model":"%s","messages":[{"role":"user","content":"%s"}],"max_tokens":2}' $MODEL "$(text 7)" >"$D/chat.json"
+$T/extproc_route 127.0.0.1:$((B + 35)) /v1/chat/completions "$D/chat.json" >/dev/null
+printf '{"model":"%s","prompt":"%s","max_tokens":2}' $MODEL "$(text 8)" >"$D/body.json"
+$T/extproc_route 127.0.0.1:$((B + 35)) /v1/completions "$D/body.json" >/dev/null
+check "the EPP names its render server at start-up" "1" \
+    "$(grep -c '"msg":"Prompt rendering".*"renderer":"http://127.0.0.3:'$RP'","timeoutMs":5000,"chatTimeoutMs":30000' "$D/epp2.log")"
+check "a chat and a text prompt rendered by the render server" "2" \
+    "$(metric $E2 'kvroute_tokenize_requests_total{endpoint="render"}')"
+kill $rpid; wait $rpid 2>/dev/null
+dest=$($T/extproc_route 127.0.0.1:$((B + 35)) /v1/completions "$D/body.json")
+check "with the render server gone the request is still routed" "1" "$(echo "$dest" | grep -c "^127.0.0.[12]:$HP$")"
+check "... and the failure is counted by reason" "1" "$(metric $E2 'kvroute_tokenize_failures_total{reason="transport"}')"
+check "... and logged" "1" "$(grep -c '"msg":"Tokenization failed; routing without token ids".*"reason":"transport"' "$D/epp2.log")"
+kill $epp; wait $epp 2>/dev/null
 exit $fail

@@ -1,7 +1,9 @@
 /* test_blockkeys: the golden vectors (docs/upstream/kv-events-and-index.md §5) exactly, and
  * everything else against an independent reference written here: it materialises the
  * full CBOR document / XXH64 input bytes for every block with its own encoder, then
- * hashes them one-shot (XXH64) or with its own FNV loop. */
+ * hashes them one-shot (XXH64) or with its own FNV loop. KV events are keyed by kvingest
+ * against the same reference: LoRA events (the adapter name in extra_keys is no extra) and
+ * engine hashes shared across pods (vLLM's deterministic NONE_HASH). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,9 @@
 #include <xxhash.h>
 
 #include "blockkeys.h"
+#include "kvevents.h"
+#include "kvindex.h"
+#include "kvingest.h"
 
 /* --- reference ---------------------------------------------------------------- */
 
@@ -427,6 +432,141 @@ static void test_lora_root(void **state)
     }
 }
 
+/* --- KV events keyed as requests are (kvingest), against the reference ------------------ */
+
+typedef struct evfx {
+    kvindex *ix;
+    kvingest *g;
+    blockkeys_ctx keys;
+    int a, b;
+} evfx;
+
+static void evfx_init(evfx *f, blockkeys_algo algo)
+{
+    kvindex_config cfg = {.capacity = 10000, .max_endpoints = 8};
+    assert_non_null(f->ix = kvindex_new(&cfg, NULL));
+    f->a = kvindex_endpoint_add(f->ix, "10.0.0.1:8000", NULL);
+    f->b = kvindex_endpoint_add(f->ix, "10.0.0.2:8000", NULL);
+    assert_int_equal(blockkeys_init(&f->keys, algo, 16, "", NULL), KV_OK);
+    assert_non_null(f->g = kvingest_new(f->ix, &f->keys, NULL));
+}
+
+static void evfx_fini(evfx *f)
+{
+    kvingest_free(f->g);
+    kvindex_free(f->ix);
+}
+
+/* One BlockStored of 3 blocks of 16 tokens (seq_tokens) from slot, model "base". */
+static void evfx_store(evfx *f, int slot, const uint64_t *hashes, const char *lora, const kvev_block_extra *x)
+{
+    kvev_event e = {.type = KVEV_BLOCK_STORED, .block_hashes = hashes, .n_block_hashes = 3, .token_ids = seq_tokens,
+                    .n_token_ids = 48, .block_size = 16, .medium = kvev_str_c("GPU")};
+    if (lora)
+        e.lora_name = kvev_str_c(lora);
+    if (x)
+        e.has_extra_keys = true, e.extra_keys = x, e.n_extra_keys = 3;
+    kvev_batch b = {1.0, true, 0, &e, 1};
+    kv_err err = {0};
+    if (kvingest_apply(f->g, slot, "base", &b, &err) != KV_OK)
+        fail_msg("apply: %s", err.msg);
+}
+
+static uint32_t evfx_held(evfx *f, int slot, const uint64_t *keys)
+{
+    kvindex_match m[8];
+    kvindex_lookup(f->ix, keys, 3, m);
+    return m[slot].blocks;
+}
+
+/* vLLM's extra_keys for a LoRA request start with the adapter name (a bare string,
+ * generate_block_hash_extra_keys), then multimodal ids, then cache_salt. The adapter is
+ * the chain root's model, never an extra (llm-d-router #2927): a LoRA event must land on
+ * exactly the keys the reference gives a LoRA request -- alone, salted, with an image. */
+static void test_lora_extra_keys(void **state)
+{
+    (void)state;
+    fill_seq();
+    static const uint64_t h[3] = {11, 12, 13};
+    static kvev_extra_item lora[1], lora_salt[2], lora_img[2], img_first[1];
+    lora[0] = (kvev_extra_item){KVEV_EXTRA_STR, kvev_str_c("adapter-116"), 0};
+    lora_salt[0] = lora[0];
+    lora_salt[1] = (kvev_extra_item){KVEV_EXTRA_STR, kvev_str_c("tenant-7"), 0};
+    lora_img[0] = lora[0];
+    lora_img[1] = (kvev_extra_item){KVEV_EXTRA_PAIR, kvev_str_c("img-9f"), 0};
+    img_first[0] = (kvev_extra_item){KVEV_EXTRA_STR, kvev_str_c("img-9f"), 0};
+    static const struct {
+        const char *name;
+        const char *lora;
+        kvev_block_extra x[3];
+        const char *ids[3][8];   /* what the reference hashes into each block */
+        size_t n_ids[3];
+    } cases[] = {
+        {"adapter alone", "adapter-116", {{false, lora, 1}, {false, lora, 1}, {false, lora, 1}}, {{0}}, {0, 0, 0}},
+        {"adapter + cache_salt", "adapter-116", {{false, lora_salt, 2}, {false, lora, 1}, {false, lora, 1}},
+         {{"tenant-7"}}, {1, 0, 0}},
+        {"adapter + image", "adapter-116", {{false, lora, 1}, {false, lora_img, 2}, {false, lora, 1}},
+         {{0}, {"img-9f"}}, {0, 1, 0}},
+        /* without a LoRA a leading bare string is a multimodal id (vLLM >= 0.18) */
+        {"base model + image", NULL, {{false, img_first, 1}, {true, NULL, 0}, {true, NULL, 0}}, {{"img-9f"}}, {1, 0, 0}},
+        /* only the adapter's own name is dropped */
+        {"adapter + other first string", "adapter-116", {{false, img_first, 1}, {false, lora, 1}, {false, lora, 1}},
+         {{"img-9f"}}, {1, 0, 0}},
+    };
+    for (size_t a = 0; a < 2; a++) {
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            evfx f = {0};
+            evfx_init(&f, ALGOS[a]);
+            evfx_store(&f, f.a, h, cases[c].lora, cases[c].x);
+            uint64_t want[3];
+            rchain(ALGOS[a], rroot(ALGOS[a], "", cases[c].lora ? cases[c].lora : "base"), seq_tokens, 48, 16,
+                   cases[c].ids, cases[c].n_ids, want);
+            if (evfx_held(&f, f.a, want) != 3)
+                fail_msg("%s, %s: the event's keys are not the request's", blockkeys_algo_name(ALGOS[a]),
+                         cases[c].name);
+            evfx_fini(&f);
+        }
+    }
+}
+
+/* vLLM PR #51875 (2026-08) seeds NONE_HASH, the root of vLLM's own block hashes, from a
+ * fixed default instead of os.urandom when PYTHONHASHSEED is unset, so every pod now
+ * sends the same engine hashes for the same content. Request keys are llm-d's, computed
+ * from the event's tokens (root: the hash seed and the model), so they do not change: the
+ * same tokens give the reference's keys whatever the engine hashes, and engine hashes
+ * stay per pod -- removing a block on one pod leaves the pod with the same hashes whole. */
+static void test_engine_hashes_shared_across_pods(void **state)
+{
+    (void)state;
+    fill_seq();
+    static const uint64_t random_a[3] = {0x9e3779b97f4a7c15ULL, 7, 8}, random_b[3] = {0x1234, 0x5678, 0x9abc},
+                          fixed[3] = {0xfeed0001, 0xfeed0002, 0xfeed0003};
+    for (size_t a = 0; a < 2; a++) {
+        uint64_t want[3];
+        rchain(ALGOS[a], rroot(ALGOS[a], "", "base"), seq_tokens, 48, 16, NULL, NULL, want);
+        evfx f = {0};
+        evfx_init(&f, ALGOS[a]);
+        evfx_store(&f, f.a, random_a, NULL, NULL);   /* before #51875: per-process hashes */
+        evfx_store(&f, f.b, random_b, NULL, NULL);
+        assert_int_equal(evfx_held(&f, f.a, want), 3);
+        assert_int_equal(evfx_held(&f, f.b, want), 3);
+        evfx_fini(&f);
+        evfx_init(&f, ALGOS[a]);
+        evfx_store(&f, f.a, fixed, NULL, NULL);       /* after: the same hashes on both pods */
+        evfx_store(&f, f.b, fixed, NULL, NULL);
+        assert_int_equal(evfx_held(&f, f.a, want), 3);
+        assert_int_equal(evfx_held(&f, f.b, want), 3);
+        kvev_event r = {.type = KVEV_BLOCK_REMOVED, .block_hashes = fixed + 2, .n_block_hashes = 1,
+                        .medium = kvev_str_c("GPU")};
+        kvev_batch b = {2.0, true, 1, &r, 1};
+        kv_err err = {0};
+        assert_int_equal(kvingest_apply(f.g, f.a, "base", &b, &err), KV_OK);
+        assert_int_equal(evfx_held(&f, f.a, want), 2);
+        assert_int_equal(evfx_held(&f, f.b, want), 3);
+        evfx_fini(&f);
+    }
+}
+
 static void test_init_and_names(void **state)
 {
     (void)state;
@@ -460,6 +600,8 @@ int main(void)
         cmocka_unit_test(test_xxh64_text_blocks_random),
         cmocka_unit_test(test_multimodal_extras_and_salt),
         cmocka_unit_test(test_lora_root),
+        cmocka_unit_test(test_lora_extra_keys),
+        cmocka_unit_test(test_engine_hashes_shared_across_pods),
         cmocka_unit_test(test_init_and_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,14 +14,36 @@
 
 #include <cmocka.h>
 
+#include "profiles.h"
 #include "server.h"
 #include "stepmodel.h"
+
+/* The shipped profiles (models/, hardware/), loaded once for the group. */
+static sm_model *qwen;
+static sm_hardware *h100;
+
+static int load_profiles(void **state)
+{
+    (void)state;
+    const char *md[] = {"models"}, *hd[] = {"hardware"};
+    qwen = sm_model_find(md, 1, "qwen3-32b", NULL);
+    h100 = sm_hardware_find(hd, 1, "h100-sxm", NULL);
+    return qwen && h100 ? 0 : -1;
+}
+
+static int free_profiles(void **state)
+{
+    (void)state;
+    free(qwen);
+    free(h100);
+    return 0;
+}
 
 static void test_heuristic(void **state)
 {
     (void)state;
-    const sm_model *m = sm_model_find("qwen3-32b");
-    const sm_hardware *h = sm_hardware_find("h100-sxm");
+    const sm_model *m = qwen;
+    const sm_hardware *h = h100;
     /* thresholds: prefix < 256 tokens, fewer than 8 requests */
     assert_false(sm_cascade(m, h, 2, 255, 100, false));
     assert_false(sm_cascade(m, h, 2, 6000, 7, false));
@@ -52,7 +74,7 @@ typedef struct rig {
  * with share 2, requests alternate between two prefixes. Steps until all decode. */
 static void rig_open(rig *r, bool cascade, int share)
 {
-    simsrv_config c = {.model = sm_model_find("qwen3-32b"), .hw = sm_hardware_find("h100-sxm"), .tp = 2,
+    simsrv_config c = {.model = qwen, .hw = h100, .tp = 2,
                        .block_size = 16, .num_gpu_blocks = 4000, .max_num_batched_tokens = 8192,
                        .max_num_seqs = 256, .prefix_caching = true, .cascade_attention = cascade};
     kv_err err = {0};
@@ -100,7 +122,7 @@ static int64_t expected(const rig *r, bool shared)
         sm_batch_add(&b, 1, r->q[i].n_computed);
     if (shared)
         sm_batch_share_prefix(&b, PREFIX);
-    return sm_batch_time_us(sm_model_find("qwen3-32b"), sm_hardware_find("h100-sxm"), 2, &b);
+    return sm_batch_time_us(qwen, h100, 2, &b);
 }
 
 static void test_server_shares_common_prefix(void **state)
@@ -143,5 +165,5 @@ int main(void)
         cmocka_unit_test(test_server_shares_common_prefix),
         cmocka_unit_test(test_two_prefixes_never_share),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, load_profiles, free_profiles);
 }

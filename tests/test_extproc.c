@@ -29,6 +29,7 @@
 #include "support/regress.h"
 #include "support/sched_fixture.h"
 #include "tls.h"
+#include "tokenize.h"
 
 #define BS 16 /* index block size in the test config */
 
@@ -148,6 +149,18 @@ static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
     return v;
 }
 
+/* Whether the env's log has a line containing text. */
+static bool logged(env *e, const char *text)
+{
+    pthread_mutex_lock(&e->mu);
+    bool found = e->log && strstr(e->log, text);
+    pthread_mutex_unlock(&e->mu);
+    return found;
+}
+
+/* token-producer's vllm.url for the next env_new_cfg (NULL: render on the candidates). */
+static const char *next_render_url;
+
 static env *env_new_cfg(const char *config, bool tls, int tokenize_timeout_ms, const char *ep0_name,
                         decisionlog *dl)
 {
@@ -163,7 +176,9 @@ static env *env_new_cfg(const char *config, bool tls, int tokenize_timeout_ms, c
         .sched = e->f->s,
         .pool = {pool_acquire, pool_release, e},
         .threads = 3,
+        .tokenize_url = next_render_url,
         .tokenize_timeout_ms = tokenize_timeout_ms,
+        .tokenize_chat_timeout_ms = tokenize_timeout_ms,
         .on_complete = on_complete,
         .on_decision = on_decision,
         .trace_decisions = dl != NULL,
@@ -381,10 +396,13 @@ static void test_routes_to_cache_holder(void **state)
     assert_int_equal(e->last.cached_tokens, 112);
     assert_string_equal(e->last_target, "10.0.0.3:8000");
     /* llm-d's V(4) score line, one per scorer per endpoint */
-    assert_non_null(strstr(e->log, "\"msg\":\"Calculated score\",\"x-request-id\":\"req-1\",\"incomingModelName\":\"m\","
-                                   "\"targetModelName\":\"m\",\"plugin\":\"precise-prefix-cache-scorer/"
-                                   "precise-prefix-cache-scorer\",\"endpoint\":{\"name\":\"10.0.0.3:8000\","
-                                   "\"namespace\":\"\"},\"score\":1.0}"));
+    assert_non_null(strstr(e->log, "\"msg\":\"Calculated score\",\"x-request-id\":\"req-1\",\"objectiveKey\":\"\","
+                                   "\"incomingModelName\":\"m\",\"targetModelName\":\"m\",\"priority\":0,"
+                                   "\"plugin\":\"precise-prefix-cache-scorer/precise-prefix-cache-scorer\","
+                                   "\"endpoint\":{\"name\":\"10.0.0.3:8000\"},\"score\":1}"));
+    /* integral scores are 1 and 0 as zap writes a Go float64, never 1.0 */
+    assert_null(strstr(e->log, "\"score\":1.0"));
+    assert_null(strstr(e->log, "\"score\":0.0"));
     assert_non_null(strstr(e->log, "{\"level\":\"Level(-4)\",\"ts\":\""));
     size_t lines = 0;
     for (const char *p = e->log; (p = strstr(p, "Calculated score")); p++)
@@ -682,9 +700,14 @@ static const uint32_t TOK[48] = {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
                                  27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42,
                                  43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58};
 
+/* A vLLM tokenizer on loopback: "tokenize" mode is vLLM before the render API (render
+ * 404, /tokenize answers); "render" mode answers both render endpoints in vLLM's shapes
+ * (completions: a list of GenerateRequest; chat: one) and /tokenize 500, so a test sees
+ * which one gave the ids; "fail" answers everything 500. */
 typedef struct fake {
+    const char *mode;
     int calls;
-    char last[512];
+    char last[512], last_url[64], last_auth[64];
 } fake;
 
 static enum MHD_Result tokenize_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -704,13 +727,31 @@ static enum MHD_Result tokenize_handler(void *cls, struct MHD_Connection *conn, 
     }
     __atomic_add_fetch(&f->calls, 1, __ATOMIC_SEQ_CST);
     snprintf(f->last, sizeof f->last, "%s", acc);
-    char out[1024];
-    size_t len = (size_t)snprintf(out, sizeof out, "{\"count\":48,\"max_model_len\":4096,\"tokens\":[");
+    snprintf(f->last_url, sizeof f->last_url, "%s", url);
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    snprintf(f->last_auth, sizeof f->last_auth, "%s", auth ? auth : "");
+    bool render = !strcmp(url, "/v1/completions/render") || !strcmp(url, "/v1/chat/completions/render");
+    bool chat = !strcmp(url, "/v1/chat/completions/render");
+    char ids[400];
+    size_t k = 0;
     for (int i = 0; i < 48; i++)
-        len += (size_t)snprintf(out + len, sizeof out - len, "%s%u", i ? "," : "", TOK[i]);
-    len += (size_t)snprintf(out + len, sizeof out - len, "]}");
+        k += (size_t)snprintf(ids + k, sizeof ids - k, "%s%u", i ? "," : "", TOK[i]);
+    char out[1024];
+    size_t len;
+    unsigned status;
+    if (!strcmp(f->mode, "render") && render) {
+        len = (size_t)snprintf(out, sizeof out, "%s{\"request_id\":\"r\",\"token_ids\":[%s],\"model\":\"m\"}%s",
+                               chat ? "" : "[", ids, chat ? "" : "]");
+        status = 200;
+    } else if (!strcmp(f->mode, "tokenize") && !strcmp(url, "/tokenize")) {
+        len = (size_t)snprintf(out, sizeof out, "{\"count\":48,\"max_model_len\":4096,\"tokens\":[%s]}", ids);
+        status = 200;
+    } else {
+        len = (size_t)snprintf(out, sizeof out, "{\"error\":{\"message\":\"no\"}}");
+        status = !strcmp(f->mode, "tokenize") && render ? 404 : 500;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, out, MHD_RESPMEM_MUST_COPY);
-    enum MHD_Result rc = MHD_queue_response(conn, strcmp(url, "/tokenize") ? 404 : 200, resp);
+    enum MHD_Result rc = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -722,7 +763,9 @@ static void free_con(void *cls, struct MHD_Connection *c, void **con_cls, enum M
 
 static void test_tokenize_text_prompts(void **state)
 {
-    fake fk = {0};
+    tokenize_stats t0, t1;
+    tokenize_get_stats(&t0);
+    fake fk = {.mode = "tokenize"};
     struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, tokenize_handler, &fk,
                                             MHD_OPTION_NOTIFY_COMPLETED, free_con, NULL, MHD_OPTION_END);
     assert_non_null(d);
@@ -770,6 +813,67 @@ static void test_tokenize_text_prompts(void **state)
     extproc_get_stats(e->srv, &st);
     assert_int_equal(st.tokenize_ok, 3);
     assert_int_equal(st.tokenize_failed, 1);
+    /* every prompt asked render first (404: vLLM before the render API), then /tokenize;
+     * the failure is counted by its reason, and logged */
+    tokenize_get_stats(&t1);
+    assert_int_equal(t1.fell_back - t0.fell_back, 3);
+    assert_int_equal(t1.rendered - t0.rendered, 0);
+    assert_int_equal(t1.failures[TOKENIZE_TRANSPORT] - t0.failures[TOKENIZE_TRANSPORT], 1);
+    assert_int_equal(fk.calls, 6);
+    assert_true(logged(e, "Tokenization failed; routing without token ids"));
+    assert_true(logged(e, "\"reason\":\"transport\""));
+    env_free(e);
+}
+
+/* token-producer's vllm.url: prompts rendered on a separate render server, which gets the
+ * request body as sent upstream (and the client's Authorization) and answers in vLLM's
+ * render shapes; the ids route the request to the pod holding them. Failures are counted
+ * by reason and the request is still routed. */
+static void test_render_server(void **state)
+{
+    fake fk = {.mode = "render"};
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, tokenize_handler, &fk,
+                                            MHD_OPTION_NOTIFY_COMPLETED, free_con, NULL, MHD_OPTION_END);
+    assert_non_null(d);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port);
+    char trimmed[64];
+    snprintf(trimmed, sizeof trimmed, "%.*s", (int)strlen(url) - 1, url);
+    next_render_url = trimmed;   /* token_producer drops the trailing '/' */
+    env *e = env_new(false, 2000, NULL);
+    next_render_url = NULL;
+    cache_on(e, 2, TOK, 48);
+    tokenize_stats t0, t1;
+    tokenize_get_stats(&t0);
+    static const char *const hdrs[] = {":method", "POST", ":path", "/v1/chat/completions", "content-length", "999",
+                                       "x-request-id", "req-r", "authorization", "Bearer sk-1", NULL};
+    const char *bodies[] = {"{\"model\":\"m\",\"prompt\":\"hello\",\"max_tokens\":7}",
+                            "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                            "\"chat_template_kwargs\":{\"enable_thinking\":false}}"};
+    const char *paths[] = {"/v1/completions/render", "/v1/chat/completions/render"};
+    for (size_t i = 0; i < 2; i++) {
+        xpc_stream *s = xpc_open(e->cli, 5000);
+        xpc_resp *r = send_request(s, i ? hdrs : REQ_HDRS, bodies[i], 1000, NULL, 0);
+        assert_string_equal(dest_of(r), "10.0.0.3:8000");
+        xpc_resp_free(r);
+        xpc_close(s);
+        assert_string_equal(fk.last_url, paths[i]);
+        assert_string_equal(fk.last, bodies[i]);   /* verbatim: template arguments apply */
+        assert_string_equal(fk.last_auth, i ? "Bearer sk-1" : "");
+    }
+    tokenize_get_stats(&t1);
+    assert_int_equal(t1.rendered - t0.rendered, 2);
+    /* the renderer fails: counted as http_status, routed anyway */
+    fk.mode = "fail";
+    xpc_stream *s = xpc_open(e->cli, 5000);
+    xpc_resp *r = send_request(s, REQ_HDRS, bodies[0], 1000, NULL, 0);
+    assert_non_null(dest_of(r));
+    xpc_resp_free(r);
+    xpc_close(s);
+    tokenize_get_stats(&t0);
+    assert_int_equal(t0.failures[TOKENIZE_HTTP_STATUS] - t1.failures[TOKENIZE_HTTP_STATUS], 1);
+    assert_true(logged(e, "/v1/completions/render: HTTP status 500"));
+    MHD_stop_daemon(d);
     env_free(e);
 }
 
@@ -1060,7 +1164,7 @@ int main(void)
         cmocka_unit_test(test_errors),                 cmocka_unit_test(test_bad_streams_survived),
         cmocka_unit_test(test_streamed_response),      cmocka_unit_test(test_buffered_mode),
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
-        cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_decision_log),
+        cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_render_server),  cmocka_unit_test(test_decision_log),
         cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
         cmocka_unit_test(test_objectives_and_shedding), cmocka_unit_test(test_nested_input_survived),
     };

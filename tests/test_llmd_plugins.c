@@ -14,10 +14,12 @@
 
 #include "blockkeys.h"
 #include "config.h"
+#include "file_discovery.h"
 #include "kvindex.h"
 #include "precise_prefix_cache_scorer.h"
 #include "registry.h"
 #include "scheduler.h"
+#include "token_producer.h"
 #include "support/sched_fixture.h"
 
 /* ---- references: the Go formulas, written out independently ------------------------- */
@@ -375,26 +377,13 @@ static void test_label_selector_filter(void **state)
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
-typedef struct warnbuf {
-    char text[8192];
-    size_t len;
-} warnbuf;
-
-static void collect(void *ctx, const char *msg)
-{
-    warnbuf *w = ctx;
-    int n = snprintf(w->text + w->len, sizeof w->text - w->len, "%s\n", msg);
-    if (n > 0 && w->len + (size_t)n < sizeof w->text)
-        w->len += (size_t)n;
-}
-
 /* Loads path as ./epp does (config, then the scheduler); KV_OK or the error in err. */
-static int load(const char *path, warnbuf *w, kv_err *err)
+static int load(const char *path, fx_warnbuf *w, kv_err *err)
 {
     epc_config *c = epc_load_file(path, registry_types, err);
     if (!c)
         return err->code;
-    sched_env env = {.seed = 1, .warn = collect, .warn_ctx = w};
+    sched_env env = {.seed = 1, .warn = fx_collect, .warn_ctx = w};
     sched *s = sched_new(c, &env, err);
     int rc = s ? KV_OK : err->code;
     sched_free(s);
@@ -436,7 +425,7 @@ static void test_samples_load(void **state)
     for (size_t i = 0; i < sizeof samples / sizeof *samples; i++) {
         char path[256];
         snprintf(path, sizeof path, "tests/data/llm-d-router/%s", samples[i].file);
-        warnbuf w = {0};
+        fx_warnbuf w = {0};
         kv_err err = {0};
         int rc = load(path, &w, &err);
         if (!samples[i].error && rc != KV_OK)
@@ -450,12 +439,12 @@ static void test_samples_load(void **state)
 static void test_guide_warnings_named(void **state)
 {
     (void)state;
-    warnbuf w = {0};
+    fx_warnbuf w = {0};
     kv_err err = {0};
     assert_int_equal(load("tests/data/llm-d-router/guide-optimized-baseline.yaml", &w, &err), KV_OK);
     assert_non_null(strstr(w.text, "guide-optimized-baseline.yaml:22:31: plugin 'prefix-cache-affinity-filter': "
                                    "maxTokensInFlightPenalty was removed in llm-d-router v0.9"));
-    w = (warnbuf){0};
+    w = (fx_warnbuf){0};
     assert_int_equal(load("tests/data/llm-d-router/guide-precise-prefix-cache-aware-v0.8.yaml", &w, &err), KV_OK);
     assert_non_null(strstr(w.text, "type 'tokenizer' is deprecated"));
     assert_non_null(strstr(w.text, "parameter 'udsTokenizerConfig' is accepted and ignored"));
@@ -494,6 +483,109 @@ static void test_bad_wiring_named(void **state)
     assert_string_equal(err.msg, "t.yaml:5:16: field 'dataLayer.sources[0].pluginRef': unknown plugin 'scrape'");
 }
 
+/* file-discovery: its parameters and the dataLayer.discovery reference the drivers read; a
+ * dataLayer section with a discovery and no sources loads and is kept. */
+static void test_file_discovery_config(void **state)
+{
+    (void)state;
+    kv_err err = {0};
+    const char *ok = "plugins:\n- type: queue-scorer\n- type: file-discovery\n  name: eps\n"
+                     "  parameters: {path: /etc/epp/endpoints.yaml, watchFile: true}\n"
+                     "dataLayer:\n  discovery:\n    pluginRef: eps\n";
+    epc_config *c = epc_load_string(ok, strlen(ok), "t.yaml", registry_types, &err);
+    assert_non_null(c);
+    assert_non_null(c->data_layer);
+    assert_string_equal(c->discovery, "eps");
+    sched_env env = {.seed = 1};
+    sched *s = sched_new(c, &env, &err);
+    assert_non_null(s);
+    const file_discovery *fd = NULL;
+    assert_int_equal(file_discovery_of(s, c, &fd, &err), KV_OK);
+    assert_non_null(fd);
+    assert_string_equal(fd->path, "/etc/epp/endpoints.yaml");
+    assert_true(fd->watch_file);
+    sched_free(s);
+    epc_free(c);
+    /* watchFile defaults to false; without dataLayer.discovery nothing is discovered */
+    const char *plain = "plugins:\n- type: queue-scorer\n- type: file-discovery\n  parameters: {path: e.yaml}\n";
+    assert_non_null(c = epc_load_string(plain, strlen(plain), "t.yaml", registry_types, &err));
+    assert_non_null(s = sched_new(c, &env, &err));
+    assert_int_equal(file_discovery_of(s, c, &fd, &err), KV_OK);
+    assert_null(fd);
+    assert_false(((const file_discovery *)sched_plugin_by_name(s, "file-discovery")->state)->watch_file);
+    sched_free(s);
+    epc_free(c);
+    const char *nopath = "plugins:\n- type: queue-scorer\n- type: file-discovery\n  parameters: {watchFile: true}\n";
+    assert_non_null(c = epc_load_string(nopath, strlen(nopath), "t.yaml", registry_types, &err));
+    assert_null(sched_new(c, &env, &err));
+    assert_string_equal(err.msg, "t.yaml:4:15: field 'file-discovery.parameters.path': required (the endpoints file)");
+    epc_free(c);
+    const char *wrong = "plugins:\n- type: queue-scorer\ndataLayer:\n  discovery: {pluginRef: queue-scorer}\n";
+    assert_non_null(c = epc_load_string(wrong, strlen(wrong), "t.yaml", registry_types, &err));
+    assert_non_null(s = sched_new(c, &env, &err));
+    assert_int_equal(file_discovery_of(s, c, &fd, &err), KV_EINVAL);
+    assert_string_equal(err.msg, "t.yaml: field 'dataLayer.discovery.pluginRef': plugin 'queue-scorer' (queue-scorer) "
+                                 "discovers no endpoints (kvroute's endpoint discovery plugin is file-discovery)");
+    sched_free(s);
+    epc_free(c);
+}
+
+/* token-producer: where ./epp renders prompts, and its timeouts, as llm-d-router reads
+ * vllm{url, endpointDiscovery, timeout, mmTimeout}. */
+static void test_token_producer_render_target(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *params;
+        const char *url;            /* NULL: the serving pods */
+        double timeout, chat;
+        const char *warning;        /* a substring of the warnings, or NULL */
+    } cases[] = {
+        {"{modelName: m, vllm: {url: 'http://render:8000/'}}", "http://render:8000", 5, 30, NULL},
+        {"{modelName: m, vllm: {url: 'http://r:1', timeout: 2s, mmTimeout: 1s}}", "http://r:1", 2, 2, NULL},
+        {"{modelName: m, vllm: {endpointDiscovery: {portRules: []}, timeout: 500ms}}", NULL, 0.5, 30,
+         "parameter 'portRules' is accepted and ignored"},
+        {"{modelName: m}", "http://localhost:8000", 5, 30, "renders on http://localhost:8000, llm-d-router's default"},
+        {"{modelName: m, udsTokenizerConfig: {socketFile: /tmp/t.sock}}", NULL, 5, 30,
+         "parameter 'udsTokenizerConfig' is accepted and ignored"},
+        {"{modelName: m, vllm: {url: 'https://r:1', caCertPath: /ca.crt}}", "https://r:1", 5, 30,
+         "parameter 'caCertPath' is accepted and ignored"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char yaml[400];
+        int n = snprintf(yaml, sizeof yaml, "plugins:\n- type: token-producer\n  parameters: %s\n- type: queue-scorer\n",
+                         cases[i].params);
+        kv_err err = {0};
+        epc_config *c = epc_load_string(yaml, (size_t)n, "t.yaml", registry_types, &err);
+        assert_non_null(c);
+        fx_warnbuf w = {0};
+        sched_env env = {.seed = 1, .warn = fx_collect, .warn_ctx = &w};
+        sched *s = sched_new(c, &env, &err);
+        if (!s)
+            fail_msg("case %zu: %s", i, err.msg);
+        const token_producer *tp = token_producer_of(s);
+        assert_non_null(tp);
+        if (cases[i].url)
+            assert_string_equal(tp->url, cases[i].url);
+        else
+            assert_null(tp->url);
+        assert_true(tp->timeout_s == cases[i].timeout && tp->chat_timeout_s == cases[i].chat);
+        if (cases[i].warning && !strstr(w.text, cases[i].warning))
+            fail_msg("case %zu: no warning \"%s\" in:\n%s", i, cases[i].warning, w.text);
+        sched_free(s);
+        epc_free(c);
+    }
+    const char *both = "plugins:\n- type: token-producer\n  parameters: {vllm: {url: 'http://r:1', endpointDiscovery: {}}}\n"
+                       "- type: queue-scorer\n";
+    kv_err err = {0};
+    epc_config *c = epc_load_string(both, strlen(both), "t.yaml", registry_types, &err);
+    sched_env env = {.seed = 1};
+    assert_null(sched_new(c, &env, &err));
+    assert_string_equal(err.msg, "t.yaml:3:22: field 'token-producer.parameters.vllm': url and endpointDiscovery are "
+                                 "exclusive (llm-d-router)");
+    epc_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,6 +601,8 @@ int main(void)
         cmocka_unit_test(test_samples_load),
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
+        cmocka_unit_test(test_file_discovery_config),
+        cmocka_unit_test(test_token_producer_render_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

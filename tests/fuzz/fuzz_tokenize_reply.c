@@ -1,5 +1,5 @@
 /* fuzz_tokenize_reply: a vLLM /tokenize reply body as live/tokenize.c reads it
- * (tokenize_parse_reply, what tokenize_vllm calls on a 200 answer). On success every id
+ * (tokenize_parse_reply, what tokenize_prompt calls on a 200 answer of /tokenize). On success every id
  * must be what the reply's list holds: re-read with jansson, item for item. */
 #include <jansson.h>
 #include <stdint.h>
