@@ -82,8 +82,11 @@ sed 's/^/  /' "$D/py.out"
 # Ctrl-C during a live run: a new session, so SIGINT can go to the whole group as a terminal's would
 if python3 - "$SCN" "$D/int" >"$D/int.out" 2>&1 <<'PY'
 import os, re, signal, socket, subprocess, sys, time
+# SIGINT back to its default first: under a background job (make test &, nohup) it arrives
+# ignored, and a shell cannot trap a signal ignored on entry, as a terminal's shell can
 p = subprocess.Popen(["sh", "mk/demo-live.sh", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE,
-                     stderr=subprocess.STDOUT, start_new_session=True, text=True)
+                     stderr=subprocess.STDOUT, start_new_session=True, text=True,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 ports = None
 for line in p.stdout:
     m = re.search(r"live: pods (\S+), gateway http://127.0.0.1:(\d+)", line)
