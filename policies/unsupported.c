@@ -29,7 +29,9 @@ REFUSE(latency_slo_admitter, "latency-slo-admitter", SCHED_REQUEST_CONTROL, NO_L
 REFUSE(data_parallel_profile_handler, "data-parallel-profile-handler", SCHED_PROFILE_HANDLER,
        "kvroute routes to each data-parallel rank as its own endpoint instead")
 REFUSE(burst_prefix_cache_producer, "burst-prefix-cache-producer", SCHED_REQUEST_CONTROL,
-       "its burst co-location window is not implemented yet")
+       "it holds every request for windowDurationMs and places the window's requests jointly, while kvroute's "
+       "scheduler places each request alone when it arrives (./epp under the router's lock, ./sim at the arrival "
+       "event), so there is no window to hold requests in")
 REFUSE(dcgm_data_source, "dcgm-data-source", SCHED_REQUEST_CONTROL, "kvroute scrapes no DCGM GPU metrics")
 REFUSE(dcgm_extractor, "dcgm-extractor", SCHED_REQUEST_CONTROL, "kvroute scrapes no DCGM GPU metrics")
 REFUSE(endpoint_attribute_filter, "endpoint-attribute-filter", SCHED_FILTER,
