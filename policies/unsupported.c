@@ -28,6 +28,9 @@ REFUSE(slo_headroom_tier_filter, "slo-headroom-tier-filter", SCHED_FILTER, NO_LA
 REFUSE(latency_slo_admitter, "latency-slo-admitter", SCHED_REQUEST_CONTROL, NO_LATENCY)
 REFUSE(data_parallel_profile_handler, "data-parallel-profile-handler", SCHED_PROFILE_HANDLER,
        "kvroute routes to each data-parallel rank as its own endpoint instead")
+REFUSE(multicluster_file_discovery, "multicluster-file-discovery", SCHED_REQUEST_CONTROL,
+       "it discovers peer clusters' gateways as endpoints (multi-cluster routing), which kvroute does not model; "
+       "file-discovery lists model-server endpoints")
 REFUSE(burst_prefix_cache_producer, "burst-prefix-cache-producer", SCHED_REQUEST_CONTROL,
        "it holds every request for windowDurationMs and places the window's requests jointly, while kvroute's "
        "scheduler places each request alone when it arrives (./epp under the router's lock, ./sim at the arrival "

@@ -520,6 +520,12 @@ static void test_file_discovery_config(void **state)
     assert_null(sched_new(c, &env, &err));
     assert_string_equal(err.msg, "t.yaml:4:15: field 'file-discovery.parameters.path': required (the endpoints file)");
     epc_free(c);
+    const char *mc = "plugins:\n- type: queue-scorer\n- type: multicluster-file-discovery\n  parameters: {path: p}\n";
+    assert_non_null(c = epc_load_string(mc, strlen(mc), "t.yaml", registry_types, &err));
+    assert_null(sched_new(c, &env, &err));
+    assert_non_null(strstr(err.msg, "plugin 'multicluster-file-discovery' (multicluster-file-discovery): not available in "
+                                    "kvroute: it discovers peer clusters"));
+    epc_free(c);
     const char *wrong = "plugins:\n- type: queue-scorer\ndataLayer:\n  discovery: {pluginRef: queue-scorer}\n";
     assert_non_null(c = epc_load_string(wrong, strlen(wrong), "t.yaml", registry_types, &err));
     assert_non_null(s = sched_new(c, &env, &err));
