@@ -31,10 +31,6 @@ REFUSE(data_parallel_profile_handler, "data-parallel-profile-handler", SCHED_PRO
 REFUSE(multicluster_file_discovery, "multicluster-file-discovery", SCHED_REQUEST_CONTROL,
        "it discovers peer clusters' gateways as endpoints (multi-cluster routing), which kvroute does not model; "
        "file-discovery lists model-server endpoints")
-REFUSE(burst_prefix_cache_producer, "burst-prefix-cache-producer", SCHED_REQUEST_CONTROL,
-       "it holds every request for windowDurationMs and places the window's requests jointly, while kvroute's "
-       "scheduler places each request alone when it arrives (./epp under the router's lock, ./sim at the arrival "
-       "event), so there is no window to hold requests in")
 REFUSE(dcgm_data_source, "dcgm-data-source", SCHED_REQUEST_CONTROL, "kvroute scrapes no DCGM GPU metrics")
 REFUSE(dcgm_extractor, "dcgm-extractor", SCHED_REQUEST_CONTROL, "kvroute scrapes no DCGM GPU metrics")
 REFUSE(endpoint_attribute_filter, "endpoint-attribute-filter", SCHED_FILTER,

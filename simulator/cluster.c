@@ -8,6 +8,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "burst_prefix_cache_producer.h"
 #include "evq.h"
 #include "file_discovery.h"
 #include "grow.h"
@@ -19,7 +20,7 @@
 #include "server.h"
 
 /* Event kinds, in their order at equal times. */
-enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5 };
+enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_BURST = 6 };
 
 #define CL_NONE UINT64_MAX
 #define CL_AHEAD 4                    /* records prefetched ahead in a step's token loop */
@@ -132,6 +133,10 @@ typedef struct cl {
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
     uint64_t *pend_next;
     cl_prompts prompts;
+    /* burst-prefix-cache-producer: requests sent but held until its window ends */
+    burst *burst;
+    uint64_t *held;
+    size_t n_held, cap_held;
 } cl;
 
 static double cl_clock(void *ctx)
@@ -495,6 +500,54 @@ static int cl_scrape(cl *c, kv_err *err)
 
 /* ---- arrivals ------------------------------------------------------------------------ */
 
+static int cl_route(cl *c, uint64_t id, kv_err *err);
+
+/* burst-prefix-cache-producer: the request waits for the window, which its first request
+ * opened (llm-d's producer holds it in Produce); a full window (maxBatchSize) routes it at
+ * once, without an assignment, as llm-d's Produce error leaves it. */
+static int cl_hold(cl *c, uint64_t id, kv_err *err)
+{
+    int64_t max = burst_max_batch(c->burst);
+    if (max > 0 && c->n_held >= (size_t)max)
+        return cl_route(c, id, err);
+    if (c->n_held == c->cap_held) {
+        size_t cap = c->cap_held ? 2 * c->cap_held : 64;
+        uint64_t *g = realloc(c->held, cap * sizeof *g);
+        if (!g)
+            return kv_err_set(err, KV_ENOMEM, "out of memory (burst window)");
+        c->held = g, c->cap_held = cap;
+    }
+    c->held[c->n_held++] = id;
+    if (c->n_held > 1)
+        return KV_OK;
+    return cl_push(c, c->now + (sim_time)(burst_window_s(c->burst) * SIM_US_PER_S), EV_BURST, 0, 0, err);
+}
+
+/* The window ends: its requests are placed together, then routed in arrival order. */
+static int cl_burst_seal(cl *c, kv_err *err)
+{
+    size_t n = c->n_held;
+    uint64_t *ids = c->held;
+    c->held = NULL, c->n_held = c->cap_held = 0;
+    char (*idbuf)[32] = calloc(n ? n : 1, sizeof *idbuf);
+    sched_request *views = calloc(n ? n : 1, sizeof *views);
+    const sched_request **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    int rc = idbuf && views && ptrs ? KV_OK : kv_err_set(err, KV_ENOMEM, "out of memory (burst window)");
+    for (size_t i = 0; rc == KV_OK && i < n; i++) {
+        cl_req_view(c, ids[i], idbuf[i], sizeof idbuf[i], &views[i]);
+        ptrs[i] = &views[i];
+    }
+    if (rc == KV_OK)
+        rc = burst_assign(c->burst, ptrs, n, c->epp, c->n_srv, err);
+    for (size_t i = 0; rc == KV_OK && i < n; i++)
+        rc = cl_route(c, ids[i], err);
+    free(idbuf);
+    free(views);
+    free(ptrs);
+    free(ids);
+    return rc;
+}
+
 /* Sends request id now: its prompt (for a multi-turn round, the user's context and
  * question), a routing decision, and the chosen server. */
 static int cl_send(cl *c, uint64_t id, kv_err *err)
@@ -519,6 +572,16 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
         ss->busy = true;
         rec->prompt_tokens = wr->n_prompt;
     }
+    if (c->burst)
+        return cl_hold(c, id, err);
+    return cl_route(c, id, err);
+}
+
+/* The routing decision for request id, and its submission to the chosen server. */
+static int cl_route(cl *c, uint64_t id, kv_err *err)
+{
+    sim_request_record *rec = &c->run->requests[id];
+    wl_req *wr = &c->wreq[id];
     if (!c->metrics_stale && c->now - c->last_scrape > c->s->cluster.metrics_staleness) {
         c->metrics_stale = true;             /* a scraper that stopped answering goes stale */
         for (size_t k = 0; k < c->n_srv; k++)
@@ -651,6 +714,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
+    c->burst = burst_of(c->sched);
     const file_discovery *fd;
     if (file_discovery_of(c->sched, c->s->routers[r].cfg, &fd, &e))
         return kv_err_set(err, e.code, "router '%s': %s", rname, e.msg);
@@ -714,6 +778,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
 
 static void cl_teardown(cl *c)
 {
+    free(c->held);
     for (size_t i = 0; i < c->n_srv && c->srv; i++)
         simsrv_free(c->srv[i].srv);
     free(c->srv);
@@ -770,6 +835,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         case EV_SEND: rc = cl_send(&c, ev.arg, err); break;
         case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
         case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
+        case EV_BURST: rc = cl_burst_seal(&c, err); break;
         }
     }
     if (!rc)
