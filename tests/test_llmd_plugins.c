@@ -499,17 +499,17 @@ static const char *burst_cfg(const char *params)
     return yaml;
 }
 
-/* A window of n requests (prompt[i] tokens, 3 blocks each) placed, then each scheduled as
- * the drivers do; got[i] is the endpoint index request i was routed to, -1 when its
- * prefix score was 0 everywhere (no assignment). */
-static void burst_window(fx *f, uint32_t (*prompt)[3 * BLOCK], size_t n, int *got)
+/* A window of n requests (prompt[i] tokens: blocks[i] blocks, 3 when blocks is NULL)
+ * placed, then each scheduled as the drivers do; got[i] is the endpoint index request i
+ * was routed to, -1 when its prefix score was 0 everywhere (no assignment). */
+static void burst_window_of(fx *f, uint32_t (*prompt)[3 * BLOCK], const size_t *blocks, size_t n, int *got)
 {
     char ids[16][8];
     sched_request rq[16];
     const sched_request *ptrs[16];
     for (size_t i = 0; i < n; i++) {
         snprintf(ids[i], sizeof ids[i], "b%zu", i);
-        rq[i] = fx_tokens(ids[i], prompt[i], 3 * BLOCK);
+        rq[i] = fx_tokens(ids[i], prompt[i], (blocks ? blocks[i] : 3) * BLOCK);
         ptrs[i] = &rq[i];
     }
     burst *b = burst_of(f->s);
@@ -526,6 +526,11 @@ static void burst_window(fx *f, uint32_t (*prompt)[3 * BLOCK], size_t n, int *go
         if (got[i] >= 0)
             assert_ptr_equal(ep, &f->eps[got[i]]);
     }
+}
+
+static void burst_window(fx *f, uint32_t (*prompt)[3 * BLOCK], size_t n, int *got)
+{
+    burst_window_of(f, prompt, NULL, n, got);
 }
 
 /* llm-d-router's placement: identical prompts stay together on the least loaded endpoint,
@@ -586,6 +591,27 @@ static void test_burst_placement(void **state)
                 assert_int_equal(got[i], -1);
         }
         assert_int_equal(got[4], -1);
+        fx_free(f);
+    }
+}
+
+/* balanceBy: A (3 blocks) x 2, B (1 block) x 3, C (1 block) x 2 over two endpoints. By
+ * requests C joins A (2 requests against B's 3); by tokens it joins B (1 block against
+ * A's 3). */
+static void test_burst_balance(void **state)
+{
+    (void)state;
+    uint32_t p[16][3 * BLOCK];
+    static const size_t blocks[7] = {3, 3, 1, 1, 1, 1, 1};
+    int got[16];
+    for (int by_tokens = 0; by_tokens < 2; by_tokens++) {
+        fx *f = fx_new(burst_cfg(by_tokens ? "balanceBy: tokens" : "balanceBy: requests"), 2, 1);
+        assert_non_null(f);
+        for (size_t i = 0; i < 7; i++)
+            tokens(p[i], 3 * BLOCK, 0, i < 2 ? 1 : i < 5 ? 2 : 3);
+        burst_window_of(f, p, blocks, 7, got);
+        assert_true(got[0] >= 0 && got[2] >= 0 && got[0] != got[2] && got[5] >= 0);
+        assert_int_equal(got[5], by_tokens ? got[2] : got[0]);
         fx_free(f);
     }
 }
@@ -740,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_bad_wiring_named),
         cmocka_unit_test(test_file_discovery_config),
         cmocka_unit_test(test_burst_placement),
+        cmocka_unit_test(test_burst_balance),
         cmocka_unit_test(test_burst_parameters),
         cmocka_unit_test(test_token_producer_render_target),
     };
