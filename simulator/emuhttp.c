@@ -13,11 +13,11 @@
 #include <time.h>
 
 #include "emumetrics.h"
+#include "emureq.h"
 #include "emutok.h"
 #include "mix64.h"
 #include "rng.h"
 
-#define DEFAULT_MAX_TOKENS_COMPLETIONS 16   /* vLLM's CompletionRequest default */
 #define CONN_TIMEOUT_S 3600                 /* a long generation keeps its connection */
 
 struct emuhttp {
@@ -78,132 +78,19 @@ static void reply_error(struct evhttp_request *req, int code, const char *param,
     reply_json(req, code, error_body(code, param, msg));
 }
 
-/* --- request bodies ---------------------------------------------------------------------- */
-
-static json_t *read_body(struct evhttp_request *req)
+/* Reads the request's body as `kind` asks; on a refusal, replies with it. */
+static int read_request(emuhttp *h, struct evhttp_request *req, emureq_kind kind, emureq *q)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
     const char *p = (const char *)evbuffer_pullup(in, -1);
-    json_error_t je;
-    json_t *j = json_loadb(p ? p : "", n, 0, &je);
-    if (!j) {
-        reply_error(req, 400, NULL, "JSON decode error at line %d, column %d: %s", je.line, je.column, je.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        reply_error(req, 400, NULL, "the request body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
-/* 404 for a model this pod does not serve (an absent model means the served one). */
-static bool model_ok(emuhttp *h, struct evhttp_request *req, json_t *body)
-{
-    json_t *m = json_object_get(body, "model");
-    if (!m || json_is_null(m) || (json_is_string(m) && !strcmp(json_string_value(m), h->cfg.served_model)))
-        return true;
-    reply_error(req, 404, "model", "The model `%s` does not exist.", json_is_string(m) ? json_string_value(m) : "?");
-    return false;
-}
-
-/* Flattens a chat message's content (a string, or a list of {"type": "text", "text"}
- * parts joined by newlines, as vLLM joins them) into a malloc'd string. */
-static char *flat_content(json_t *c)
-{
-    if (json_is_string(c)) return strdup(json_string_value(c));
-    if (json_is_null(c)) return strdup("");
-    if (!json_is_array(c)) return NULL;
-    size_t len = 1, i;
-    json_t *part;
-    json_array_foreach(c, i, part) {
-        const char *t = json_string_value(json_object_get(part, "text"));
-        if (!t || strcmp(json_string_value(json_object_get(part, "type")) ?: "", "text")) return NULL;
-        len += strlen(t) + 1;
-    }
-    char *s = malloc(len);
-    if (!s) return NULL;
-    s[0] = 0;
-    json_array_foreach(c, i, part) {
-        if (i) strcat(s, "\n");
-        strcat(s, json_string_value(json_object_get(part, "text")));
-    }
-    return s;
-}
-
-/* Prompt token ids of a completions "prompt" or a chat "messages" body. Replies 400 and
- * returns false on bad input. */
-static bool prompt_tokens(emuhttp *h, struct evhttp_request *req, json_t *body, bool chat, uint32_t **ids, size_t *n)
-{
-    uint32_t vocab = emupod_vocab(h->pod);
-    *ids = NULL;
-    *n = 0;
-    if (chat) {
-        json_t *msgs = json_object_get(body, "messages");
-        if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-            reply_error(req, 400, "messages", "'messages' must be a non-empty list of messages");
-            return false;
-        }
-        size_t k = json_array_size(msgs);
-        emutok_msg *m = calloc(k, sizeof *m);
-        char **contents = calloc(k, sizeof *contents);
-        bool ok = m && contents;
-        for (size_t i = 0; ok && i < k; i++) {
-            json_t *e = json_array_get(msgs, i);
-            m[i].role = json_string_value(json_object_get(e, "role"));
-            contents[i] = flat_content(json_object_get(e, "content"));
-            m[i].content = contents[i];
-            if (!m[i].role || !contents[i]) {
-                reply_error(req, 400, "messages", "messages[%zu]: needs a string 'role' and a text 'content'", i);
-                ok = false;
-            }
-        }
-        json_t *agp = json_object_get(body, "add_generation_prompt");
-        char *text = ok ? emutok_chat_text(m, k, !json_is_false(agp)) : NULL;
-        if (ok && (!text || emutok_encode(text, strlen(text), vocab, ids, n) != KV_OK)) {
-            reply_error(req, 500, NULL, "out of memory");
-            ok = false;
-        }
-        free(text);
-        for (size_t i = 0; contents && i < k; i++) free(contents[i]);
-        free(contents);
-        free(m);
-        return ok;
-    }
-    json_t *p = json_object_get(body, "prompt");
-    if (json_is_array(p) && json_array_size(p) == 1 && !json_is_integer(json_array_get(p, 0)))
-        p = json_array_get(p, 0);   /* a batch of one prompt */
-    if (json_is_string(p)) {
-        if (emutok_encode(json_string_value(p), json_string_length(p), vocab, ids, n) != KV_OK) {
-            reply_error(req, 500, NULL, "out of memory");
-            return false;
-        }
-        return true;
-    }
-    if (!json_is_array(p)) {
-        reply_error(req, 400, "prompt", "'prompt' must be a string, a list of token ids, or a list of one of these");
-        return false;
-    }
-    size_t k = json_array_size(p);
-    if (k && !(*ids = malloc(k * sizeof **ids))) {
-        reply_error(req, 500, NULL, "out of memory");
-        return false;
-    }
-    for (size_t i = 0; i < k; i++) {
-        json_t *t = json_array_get(p, i);
-        json_int_t v = json_is_integer(t) ? json_integer_value(t) : -1;
-        if (v < 0 || v >= vocab) {
-            free(*ids);
-            *ids = NULL;
-            reply_error(req, 400, "prompt", "prompt[%zu]: token id out of vocabulary (0..%u)", i, vocab - 1);
-            return false;
-        }
-        (*ids)[i] = (uint32_t)v;
-    }
-    *n = k;
-    return true;
+    emureq_limits lim = {.served_model = h->cfg.served_model, .vocab = emupod_vocab(h->pod),
+                         .max_model_len = emupod_max_model_len(h->pod)};
+    emureq_refusal r;
+    int rc = emureq_read(p, n, kind, &lim, q, &r);
+    if (rc)
+        reply_error(req, r.code, r.param, "%s", r.msg);
+    return rc;
 }
 
 /* --- completions ------------------------------------------------------------------------- */
@@ -379,65 +266,25 @@ static void on_close(struct evhttp_connection *con, void *arg)
     hreq_free(r);
 }
 
-/* max_tokens (or chat's max_completion_tokens); replies 400 and returns false when bad. */
-static bool max_tokens(emuhttp *h, struct evhttp_request *req, json_t *body, bool chat, size_t n_prompt,
-                       uint32_t *out)
-{
-    json_t *m = json_object_get(body, "max_tokens");
-    if ((!m || json_is_null(m)) && chat) m = json_object_get(body, "max_completion_tokens");
-    uint32_t limit = emupod_max_model_len(h->pod);
-    if (!m || json_is_null(m)) {
-        *out = chat ? (n_prompt < limit ? limit - (uint32_t)n_prompt : 0) : DEFAULT_MAX_TOKENS_COMPLETIONS;
-    } else if (!json_is_integer(m) || json_integer_value(m) < 1 || json_integer_value(m) > UINT32_MAX) {
-        reply_error(req, 400, "max_tokens", "max_tokens must be at least 1, got %s",
-                    json_is_integer(m) ? "a smaller number" : "a non-integer");
-        return false;
-    } else {
-        *out = (uint32_t)json_integer_value(m);
-    }
-    if ((uint64_t)n_prompt + *out > limit || *out == 0) {
-        reply_error(req, 400, NULL,
-                    "This model's maximum context length is %u tokens. However, you requested %llu tokens (%zu in "
-                    "the messages, %u in the completion). Please reduce the length of the messages or completion.",
-                    limit, (unsigned long long)n_prompt + *out, n_prompt, *out);
-        return false;
-    }
-    return true;
-}
-
 static void handle_completion(emuhttp *h, struct evhttp_request *req, bool chat)
 {
     if (h->cfg.fail_rate > 0 && rng_01(&h->rng) < h->cfg.fail_rate) {
         reply_error(req, 500, NULL, "emulated failure (--fail-rate %g)", h->cfg.fail_rate);
         return;
     }
-    json_t *body = read_body(req);
-    if (!body) return;
-    uint32_t *ids = NULL;
-    size_t n = 0;
-    uint32_t mt = 0;
-    json_t *nn = json_object_get(body, "n");
-    if (!model_ok(h, req, body)) goto out;
-    if (nn && !json_is_null(nn) && (!json_is_integer(nn) || json_integer_value(nn) != 1)) {
-        reply_error(req, 400, "n", "only n=1 is supported by the emulated pod");
-        goto out;
-    }
-    if (!prompt_tokens(h, req, body, chat, &ids, &n)) goto out;
-    if (n == 0) {
-        reply_error(req, 400, "prompt", "The prompt cannot be empty.");
-        goto out;
-    }
-    if (!max_tokens(h, req, body, chat, n, &mt)) goto out;
+    emureq q;
+    if (read_request(h, req, chat ? EMUREQ_CHAT : EMUREQ_COMPLETION, &q)) return;
+    uint32_t n = (uint32_t)q.n, mt = q.max_tokens;
     hreq *r = calloc(1, sizeof *r);
-    bool stream = json_is_true(json_object_get(body, "stream"));
+    bool stream = q.stream;
     if (!r || (!stream && !(r->out = malloc((size_t)mt * sizeof *r->out)))) {
         free(r);
         reply_error(req, 500, NULL, "out of memory");
         goto out;
     }
     *r = (hreq){.h = h, .req = req, .con = evhttp_request_get_connection(req), .chat = chat, .stream = stream,
-                .include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage")),
-                .created = (json_int_t)time(NULL), .n_prompt = (uint32_t)n, .max_tokens = mt, .out = r->out};
+                .include_usage = q.include_usage, .created = (json_int_t)time(NULL), .n_prompt = n, .max_tokens = mt,
+                .out = r->out};
     snprintf(r->id, sizeof r->id, "%s%016llx%016llx", chat ? "chatcmpl-" : "cmpl-",
              (unsigned long long)mix64(h->cfg.seed ^ (uint64_t)h->cfg.port), (unsigned long long)h->next_id++);
     if (stream && !(r->head = chunk_head(r))) {
@@ -446,11 +293,11 @@ static void handle_completion(emuhttp *h, struct evhttp_request *req, bool chat)
         goto out;
     }
     emupod_sink sink = {.token = on_token, .done = on_done, .ctx = r};
-    int rc = emupod_submit(h->pod, ids, (uint32_t)n, mt, &sink, &r->pr);
+    int rc = emupod_submit(h->pod, q.ids, n, mt, &sink, &r->pr);
     if (rc != KV_OK) {
         hreq_free(r);
         if (rc == KV_ERANGE)
-            reply_error(req, 400, NULL, "the request needs more KV-cache blocks than the pod has (%zu prompt tokens "
+            reply_error(req, 400, NULL, "the request needs more KV-cache blocks than the pod has (%u prompt tokens "
                         "+ %u completion tokens)", n, mt);
         else
             reply_error(req, 500, NULL, "out of memory");
@@ -464,8 +311,7 @@ static void handle_completion(emuhttp *h, struct evhttp_request *req, bool chat)
         evhttp_send_reply_start(req, 200, "OK");
     }
 out:
-    free(ids);
-    json_decref(body);
+    emureq_free(&q);
 }
 
 /* --- the other endpoints ----------------------------------------------------------------- */
@@ -482,38 +328,40 @@ typedef enum render_kind { TOKENIZE = 0, RENDER_COMPLETIONS, RENDER_CHAT } rende
 /* POST /tokenize (text or messages) and the two render endpoints: the same token ids. */
 static void handle_tokenize(emuhttp *h, struct evhttp_request *req, render_kind render)
 {
-    json_t *body = read_body(req);
-    if (!body) return;
-    uint32_t *ids = NULL;
-    size_t n = 0;
-    bool chat = render == TOKENIZE ? json_object_get(body, "messages") != NULL : render == RENDER_CHAT;
-    if (model_ok(h, req, body) && prompt_tokens(h, req, body, chat, &ids, &n)) {
-        if (render == TOKENIZE) {
-            reply_json(req, 200,
-                       json_pack("{s:i, s:i, s:o, s:n}", "count", (json_int_t)n, "max_model_len",
-                                 (json_int_t)emupod_max_model_len(h->pod), "tokens", ids_json(ids, n), "token_strs"));
-        } else {
-            /* vLLM's GenerateRequest: what the render endpoints return (completions: a list) */
-            json_t *mt = json_object_get(body, "max_tokens");
-            json_t *g = json_pack("{s:s, s:o, s:{s:O?}, s:s}", "request_id", chat ? "chatcmpl-render" : "cmpl-render",
-                                  "token_ids", ids_json(ids, n), "sampling_params", "max_tokens", mt, "model",
-                                  h->cfg.served_model);
-            reply_json(req, 200, chat ? g : json_pack("[o]", g));
-        }
+    static const emureq_kind kinds[] = {[TOKENIZE] = EMUREQ_TOKENIZE, [RENDER_COMPLETIONS] = EMUREQ_RENDER_COMPLETION,
+                                        [RENDER_CHAT] = EMUREQ_RENDER_CHAT};
+    emureq q;
+    if (read_request(h, req, kinds[render], &q)) return;
+    if (render == TOKENIZE) {
+        reply_json(req, 200,
+                   json_pack("{s:i, s:i, s:o, s:n}", "count", (json_int_t)q.n, "max_model_len",
+                             (json_int_t)emupod_max_model_len(h->pod), "tokens", ids_json(q.ids, q.n), "token_strs"));
+    } else {
+        /* vLLM's GenerateRequest: what the render endpoints return (completions: a list) */
+        json_t *mt = json_object_get(q.body, "max_tokens");
+        json_t *g = json_pack("{s:s, s:o, s:{s:O?}, s:s}", "request_id", q.chat ? "chatcmpl-render" : "cmpl-render",
+                              "token_ids", ids_json(q.ids, q.n), "sampling_params", "max_tokens", mt, "model",
+                              h->cfg.served_model);
+        reply_json(req, 200, q.chat ? g : json_pack("[o]", g));
     }
-    free(ids);
-    json_decref(body);
+    emureq_free(&q);
 }
 
 static void handle_detokenize(emuhttp *h, struct evhttp_request *req)
 {
-    json_t *body = read_body(req);
-    if (!body) return;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    emureq_limits lim = {.served_model = h->cfg.served_model};
+    emureq_refusal r;
+    json_t *body;
+    if (emureq_object((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), &lim, &body, &r)) {
+        reply_error(req, r.code, r.param, "%s", r.msg);
+        return;
+    }
     json_t *t = json_object_get(body, "tokens");
     size_t n = json_array_size(t);
     uint32_t *ids = n ? malloc(n * sizeof *ids) : NULL;
-    bool ok = model_ok(h, req, body);
-    if (ok && !json_is_array(t)) {
+    bool ok = true;
+    if (!json_is_array(t)) {
         reply_error(req, 400, "tokens", "'tokens' must be a list of token ids");
         ok = false;
     }

@@ -2,8 +2,8 @@
  * as inference-perf measures it (liverun.h). One libevent loop on the calling thread
  * owns every request: an arrival timer per stage (re-armed for the next offset), one
  * evhttp_connection per request, a timeout timer per request, and a one-second
- * progress timer. The SSE stream is split into lines as it arrives (framing only; the
- * HTTP parsing is libevent's) and each data line's JSON is read by jansson. Times are
+ * progress timer. Each response stream is read as it arrives by livesse (the HTTP
+ * parsing is libevent's). Times are
  * CLOCK_MONOTONIC microseconds since the run began. */
 #define _GNU_SOURCE
 #include "liverun.h"
@@ -18,9 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "livesse.h"
 #include "monoclock.h"
-
-#define LIVE_MAX_LINE (1u << 20)      /* an SSE line longer than this is a malformed stream */
 
 static const char *const fail_names[LIVE_FAIL_N] = {"connect", "http_status", "timeout", "stream"};
 
@@ -135,14 +134,10 @@ typedef struct lr_req {
     struct evhttp_connection *con;
     struct evhttp_request *req;       /* NULL once libevent has finished with it */
     struct event *timeout;
-    struct evbuffer *pending;         /* stream bytes not yet split into lines */
-    sim_time *times;
-    uint32_t n_times, cap_times;
-    uint32_t chunks;                  /* content chunks (choices non-empty) */
-    bool headers, done_marker, has_usage, malformed, timed_out, finished;
+    livesse sse;                      /* the response stream as read so far */
+    bool headers, broken, timed_out, finished;   /* broken: the stream broke off */
     int status;
     live_fail reason;
-    uint32_t usage_prompt, usage_output, usage_cached;
 } lr_req;
 
 struct lr {
@@ -240,7 +235,8 @@ static void lr_finish(lr_req *q)
     rec->t_end = lr_now(l);
     if (q->timeout)
         event_free(q->timeout), q->timeout = NULL;
-    bool ok = !q->timed_out && q->status == 200 && q->done_marker && !q->malformed;
+    livesse *sse = &q->sse;
+    bool ok = !q->timed_out && q->status == 200 && sse->done_marker && !sse->malformed && !q->broken;
     if (!ok) {
         if (q->timed_out)
             q->reason = LIVE_FAIL_TIMEOUT;
@@ -254,22 +250,19 @@ static void lr_finish(lr_req *q)
         l->st->failed++;
         l->st->failed_by[q->reason]++;
         l->stage_failed++;
-        free(q->times), q->times = NULL, q->n_times = 0;
     } else {
         l->st->completed++;
-        if (q->has_usage) {
-            rec->prompt_tokens = q->usage_prompt;
-            rec->output_tokens = q->usage_output;
-            rec->cached_tokens = q->usage_cached;
+        if (sse->has_usage) {
+            rec->prompt_tokens = sse->usage_prompt;
+            rec->output_tokens = sse->usage_output;
+            rec->cached_tokens = sse->usage_cached;
         } else {
-            rec->output_tokens = q->chunks;
+            rec->output_tokens = sse->chunks;
         }
-        rec->token_times = q->times;
-        rec->n_token_times = q->n_times;
-        rec->t_first_token = q->n_times ? q->times[0] : rec->t_end;
+        rec->token_times = livesse_take_times(sse, &rec->n_token_times);
+        rec->t_first_token = rec->n_token_times ? rec->token_times[0] : rec->t_end;
     }
-    if (q->pending)
-        evbuffer_free(q->pending), q->pending = NULL;
+    livesse_free(sse);
     l->stage_done++;
     const wl_stage *st = &l->w->stages[l->stage];
     if (!st->offsets && l->stage_queued < st->n_requests) {
@@ -298,64 +291,6 @@ static void lr_release_con(lr_req *q)
     q->con = NULL;
 }
 
-static void lr_stamp(lr_req *q, sim_time t)
-{
-    if (q->n_times == q->cap_times) {
-        uint32_t cap = q->cap_times ? 2 * q->cap_times : 64;
-        sim_time *nt = realloc(q->times, cap * sizeof *nt);
-        if (!nt) {
-            lr_abort(q->lr, kv_err_set(q->lr->err, KV_ENOMEM, "out of memory (token times)"));
-            return;
-        }
-        q->times = nt, q->cap_times = cap;
-    }
-    q->times[q->n_times++] = t;
-}
-
-static uint32_t json_u32(const json_t *o, const char *key)
-{
-    json_int_t v = json_integer_value(json_object_get(o, key));
-    return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-}
-
-/* One SSE line. Content chunks and [DONE] get the read's timestamp; the usage chunk
- * (empty choices) carries the counts. Anything after [DONE], a data line that is not a
- * JSON object, or an error object makes the stream malformed. */
-static void lr_line(lr_req *q, const char *line, size_t len, sim_time now)
-{
-    if (len < 5 || memcmp(line, "data:", 5) != 0)
-        return;                       /* blank separators, comments, event:/id: fields */
-    line += 5, len -= 5;
-    if (len && *line == ' ')
-        line++, len--;
-    if (q->done_marker) {
-        q->malformed = true;
-        return;
-    }
-    if (len == 6 && memcmp(line, "[DONE]", 6) == 0) {
-        q->done_marker = true;
-        lr_stamp(q, now);
-        return;
-    }
-    json_t *j = json_loadb(line, len, 0, NULL);
-    const json_t *choices = json_object_get(j, "choices"), *usage = json_object_get(j, "usage");
-    if (!json_is_object(j) || json_object_get(j, "error") || (choices && !json_is_array(choices))) {
-        q->malformed = true;
-    } else {
-        if (json_array_size(choices) > 0) {
-            q->chunks++;
-            lr_stamp(q, now);
-        }
-        if (json_is_object(usage)) {
-            q->has_usage = true;
-            q->usage_prompt = json_u32(usage, "prompt_tokens");
-            q->usage_output = json_u32(usage, "completion_tokens");
-            q->usage_cached = json_u32(json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
-        }
-    }
-    json_decref(j);
-}
-
 static int header_cb(struct evhttp_request *req, void *arg)
 {
     lr_req *q = arg;
@@ -364,22 +299,18 @@ static int header_cb(struct evhttp_request *req, void *arg)
     return 0;
 }
 
-/* libevent drains the input buffer after this callback, so partial lines move to pending. */
+/* libevent drains the input buffer after this callback; livesse keeps a partial line. */
 static void chunk_cb(struct evhttp_request *req, void *arg)
 {
     lr_req *q = arg;
-    if (q->status != 200 || q->malformed)
+    if (q->status != 200 || q->sse.malformed)
         return;
     sim_time now = lr_now(q->lr);
-    evbuffer_add_buffer(q->pending, evhttp_request_get_input_buffer(req));
-    size_t len;
-    char *line;
-    while ((line = evbuffer_readln(q->pending, &len, EVBUFFER_EOL_CRLF))) {
-        lr_line(q, line, len, now);
-        free(line);
-    }
-    if (evbuffer_get_length(q->pending) > LIVE_MAX_LINE)
-        q->malformed = true;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    const char *p = (const char *)evbuffer_pullup(in, -1);
+    if (n && livesse_feed(&q->sse, p, n, now) != KV_OK)
+        lr_abort(q->lr, kv_err_set(q->lr->err, KV_ENOMEM, "out of memory (response stream)"));
 }
 
 static void error_cb(enum evhttp_request_error e, void *arg)
@@ -388,7 +319,7 @@ static void error_cb(enum evhttp_request_error e, void *arg)
     if (e == EVREQ_HTTP_TIMEOUT)
         q->timed_out = true;
     else if (q->headers && q->status == 200)
-        q->malformed = true;          /* the stream broke off */
+        q->broken = true;
 }
 
 static void done_cb(struct evhttp_request *req, void *arg)
@@ -441,11 +372,11 @@ static int lr_send(lr *l, uint64_t id)
     *rec = (sim_request_record){.id = id, .stage = (int)l->stage, .prompt_tokens = wr.n_prompt,
                                 .prefix_group = wr.group, .t_scheduled = rec->t_scheduled};
     wl_req_release(&wr);
-    *q = (lr_req){.lr = l, .id = id, .pending = evbuffer_new()};
+    *q = (lr_req){.lr = l, .id = id};
     q->timeout = evtimer_new(l->base, timeout_cb, q);
     q->con = evhttp_connection_base_new(l->base, NULL, l->t->host, (unsigned short)l->t->port);
     q->req = evhttp_request_new(done_cb, q);
-    if (!text || !q->pending || !q->timeout || !q->con || !q->req) {
+    if (!text || !q->timeout || !q->con || !q->req) {
         free(text);
         if (q->req)
             evhttp_request_free(q->req), q->req = NULL;
@@ -577,10 +508,7 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
             evhttp_connection_free(q->con);
         if (q->timeout)
             event_free(q->timeout);
-        if (q->pending)
-            evbuffer_free(q->pending);
-        if (!q->finished)
-            free(q->times);
+        livesse_free(&q->sse);
     }
     free(l.reqs);
     if (l.arrive)

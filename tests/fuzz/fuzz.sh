@@ -2,6 +2,9 @@
 # fuzz.sh SECONDS NAME...: runs each libFuzzer harness build/fuzz/bin/fuzz_NAME for
 # SECONDS, one after the other, and prints per harness the executions, coverage (cov:,
 # ft:) and what it found. Called by `make fuzz` (FUZZ_TIME, FUZZ=name).
+# With FUZZ_RUNS=N in the environment each harness instead runs N executions, however
+# long that takes (SECONDS is then ignored): `make fuzz-campaign` uses it for the
+# issue's targets, printing the seconds each took.
 #
 # Each harness starts from build/fuzz/corpus/NAME, a working copy that the seed corpus
 # tests/fuzz/corpus/NAME is copied into (the fuzzer adds what it finds there, so the
@@ -27,9 +30,12 @@ for name in "$@"; do
     opts=
     [ -f tests/fuzz/fuzz_$name.options ] && opts=$(grep -v '^#' tests/fuzz/fuzz_$name.options)
     # shellcheck disable=SC2086 # opts and dirs are lists of words
-    "$bin" -max_len=262144 -timeout=10 -rss_limit_mb=2048 -max_total_time="$secs" -print_final_stats=1 \
+    if [ -n "$FUZZ_RUNS" ]; then limit="-runs=$FUZZ_RUNS"; else limit="-max_total_time=$secs"; fi
+    t0=$(date +%s)
+    "$bin" -max_len=262144 -timeout=10 -rss_limit_mb=2048 $limit -print_final_stats=1 \
         -artifact_prefix="$crashes"/ $opts $dirs >"$log" 2>&1
     rc=$?
+    took=$(($(date +%s) - t0))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1)
     found=$(ls "$crashes" | tr '\n' ' ')
@@ -39,7 +45,7 @@ for name in "$@"; do
             "${found:-nothing saved }" "$log"
         grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$log" | head -5 | sed 's/^/    /'
     else
-        printf 'ok   %-16s %s execs, %s, %ss, nothing found\n' "$name" "${execs:-?}" "${cov:-no cov}" "$secs"
+        printf 'ok   %-16s %s execs, %s, %ss, nothing found\n' "$name" "${execs:-?}" "${cov:-no cov}" "$took"
     fi
 done
 exit $status
