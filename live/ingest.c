@@ -480,9 +480,15 @@ out:
 
 #define MAX_WARNED 4096
 
+/* Workers are chosen by the endpoint's host, so every data-parallel rank of a pod (whose
+ * batches arrive under the pod's one topic, epset_match_rank) has its sequence, index
+ * slot and departure handled by the same worker. */
 static void send_to(ingest *g, const char *name, size_t nl, char kind, zmq_msg_t *rest, size_t n_rest)
 {
-    void *p = g->push[ingest_fnv1a32(name, nl) % (uint32_t)g->n_workers];
+    size_t hl = nl;
+    while (hl && name[hl - 1] != ':')
+        hl--;
+    void *p = g->push[ingest_fnv1a32(name, hl ? hl - 1 : nl) % (uint32_t)g->n_workers];
     zmq_send(p, &kind, 1, ZMQ_SNDMORE);
     zmq_send(p, name, nl, n_rest ? ZMQ_SNDMORE : 0);
     for (size_t i = 0; i < n_rest; i++)
