@@ -464,17 +464,15 @@ epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *n
 /* Position of the endpoint name among the endpoints of its host, by port (locked). The
  * name of the endpoint at position want is copied to out when want >= 0. -1 when name is
  * not in the set. */
-static int rank_locked(const epset *s, const char *name, int64_t want, char *out, size_t cap, size_t *n_host)
+static int rank_locked(const epset *s, const char *name, int64_t want, char *out, size_t cap)
 {
     size_t nl = strlen(name), hl = host_len(name, nl);
     int port = port_of(name), k = -1;
     bool found = false;
-    *n_host = 0;
     for (size_t i = 0; i < s->n; i++) {
         const char *n = s->entries[i]->name;
         if (host_len(n, strlen(n)) != hl || memcmp(n, name, hl))
             continue;
-        (*n_host)++;
         found |= !strcmp(n, name);
         k += port_of(n) <= port;
     }
@@ -497,21 +495,22 @@ static int rank_locked(const epset *s, const char *name, int64_t want, char *out
 
 int epset_rank_index(const epset *s, const char *name)
 {
-    size_t n;
     LOCK(s);
-    int k = rank_locked(s, name, -1, NULL, 0, &n);
+    int k = rank_locked(s, name, -1, NULL, 0);
     UNLOCK(s);
     return k;
 }
 
 bool epset_match_rank(const epset *s, const char *name, int64_t rank, char *out, size_t cap)
 {
-    size_t n_host;
+    snprintf(out, cap, "%s", name);
+    if (rank <= 0)
+        return true;   /* the common case, once per batch: no lock, no scan */
     out[0] = 0;
     LOCK(s);
-    int k = rank_locked(s, name, rank > 0 ? rank : -1, out, cap, &n_host);
+    int k = rank_locked(s, name, rank, out, cap);
     UNLOCK(s);
-    if (k != 0 || rank <= 0) {   /* the topic names its own rank (or no DP): itself */
+    if (k != 0) {   /* the topic names its own rank: itself */
         snprintf(out, cap, "%s", name);
         return k >= 0;
     }

@@ -95,8 +95,9 @@ epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *n
  * the pod's first port) and tell themselves apart by the batch's rank, so from a host's
  * rank-0 endpoint rank r > 0 maps to the host's rank-r endpoint; a topic naming any other
  * endpoint names that rank itself, and rank 0 or no rank keeps the topic's endpoint (two
- * servers without DP on one host both send rank 0). false when that endpoint does not
- * exist (a rank the set does not list). */
+ * servers without DP on one host both send rank 0; name is then not looked up: the
+ * caller matched it). false when the rank's endpoint does not exist (a rank the set does
+ * not list). */
 int epset_rank_index(const epset *s, const char *name);
 bool epset_match_rank(const epset *s, const char *name, int64_t rank, char *out, size_t cap);
 
