@@ -7,6 +7,8 @@
 #   make deps    install the Debian packages (root; idempotent)
 #   make         build ./sim ./epp ./kvctl (-O2)
 #   make demo    deps, build, ./sim scenarios/rate60.yaml with report and charts
+#   make demo-live  deps, build, rate60 scaled to this machine, simulated and live through
+#                ./epp --http-port and ./sim serve pods, one table (mk/demo-live.sh)
 #   make test    deps, build, every test under ASan+UBSan, threaded tests under TSan
 #   make bench   deps, build, the benchmarks (prints a table)
 #   make soak    deps, build, ./epp for SOAK_MINUTES (default 30) under load, watched for growth
@@ -36,8 +38,8 @@ DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev 
 PKGS_engine := libxxhash yaml-0.1
 # ./sim serve: libevent (HTTP server, timers) and libzmq (KV events); no gRPC, TLS, curl
 PKGS_sim    := $(PKGS_engine) msgpack sqlite3 jansson libevent libzmq
-PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd grpc gpr libprotobuf-c \
-               openssl simdjson
+PKGS_live   := $(PKGS_engine) sqlite3 jansson yajl libzmq libcurl libmicrohttpd libevent libevent_pthreads grpc gpr \
+               libprotobuf-c openssl simdjson
 PKGS_core_tests := $(PKGS_engine) msgpack
 PKGS_all_tests  := $(PKGS_live) msgpack
 # asked of pkg-config once per make, not once per compile and link (`make test` runs
@@ -157,10 +159,11 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
 # plus the scheduler fixture) link libpolicies + libengine; those in TESTS_SIM add
 # libsim (and libio); every other test, benchmark and tool links all five libraries and the fakes.
 # A new test not listed links everything, which always works.
-TESTS_CORE := test_blockkeys test_config test_kvevents test_kvindex test_kvingest test_llmd_plugins test_peer_policies \
-              test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
-TESTS_SIM  := test_blockpool test_console test_evq test_plots test_report test_scenario test_server \
-              test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok test_expect test_livesse test_emureq bench_sched bench_sim \
+TESTS_CORE := test_arena test_blockkeys test_config test_kube_proxy_picker test_kvevents test_kvindex test_kvingest test_llmd_plugins \
+              test_peer_policies test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
+TESTS_SIM  := test_blockpool test_cascade test_console test_evq test_plots test_reqpath test_report test_scenario test_server \
+              test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok test_expect test_livesse test_emureq \
+              test_promtext test_compare test_profiles test_sweep bench_sched bench_sim bench_demo_live \
               bench_serve
 test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
 test_pkgs   = $(if $(filter all,$(1)),all_tests,$(if $(filter core,$(1)),core_tests,sim))
@@ -206,7 +209,7 @@ fuzz-corpus: build/rel/tests/bin/fuzz/gen_corpus
 build/fuzz/bin/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(call test_helpers,fuzz,all) $(LIBS_fuzz_all)
 	@mkdir -p $(@D); $(FUZZ_CXX) $(subst fuzzer-no-link,fuzzer,$(FLAGS_fuzz)) -o $@ $^ $(call pkg_libs,live)
 
-.PHONY: all deps demo test test-build check bench soak fuzz fuzz-campaign fuzz-corpus clean
+.PHONY: all deps demo demo-live test test-build check bench soak fuzz fuzz-campaign fuzz-corpus clean
 .SECONDARY:
 
 deps:
@@ -250,6 +253,12 @@ fuzz-campaign: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	./sim scenarios/rate60.yaml
+
+# DEMO_LIVE_SCENARIO, DEMO_LIVE_OUT: another scenario (its routers presets) and folder
+DEMO_LIVE_SCENARIO ?= scenarios/rate60-live.yaml
+demo-live: deps
+	@$(MAKE) --no-print-directory all
+	sh mk/demo-live.sh $(DEMO_LIVE_SCENARIO) $(DEMO_LIVE_OUT)
 
 clean:
 	rm -rf build $(BINS)

@@ -5,7 +5,7 @@
  * ~860 ns per 64-token block against a whole-pipeline budget of 330 ns (3 M blocks/s),
  * and it sizes a container's element array from the header before reading the elements,
  * so a 5-byte header could demand gigabytes. The cursor instead rejects any container declaring more
- * elements than bytes remain. Decoded data lives in a chunked arena (chunks never move, so
+ * elements than bytes remain. Decoded data lives in a chunked arena (engine/arena: chunks never move, so
  * pointers stay valid while later events are appended) reset by the next call.
  *
  * Token ids are nearly all of a BlockStored's bytes and get their own decoders, in
@@ -21,7 +21,6 @@
 #include "kvevents_impl.h"
 
 #define DEFAULT_MAX_PAYLOAD (16u << 20)
-#define ARENA_MIN_CHUNK (64u << 10)
 
 static const char *const TYPE_NAMES[KVEV_TYPE_COUNT] = {"BlockStored", "BlockRemoved", "AllBlocksCleared"};
 
@@ -38,61 +37,6 @@ const char *kvev_type_name(kvev_type t)
 const char *kvev_reason_name(kvev_reason r)
 {
     return (unsigned)r < KVEV_ERR_COUNT ? REASON_NAMES[r] : "unknown";
-}
-
-/* --- arena ----------------------------------------------------------------------- */
-
-/* Keeps one chunk big enough for the whole previous decode, so steady state is one
- * chunk and no allocation per call. */
-static void arena_reset(arena *a)
-{
-    if (a->head && a->head->next) {
-        size_t want = a->total;
-        while (a->head) {
-            arena_chunk *n = a->head->next;
-            free(a->head);
-            a->head = n;
-        }
-        arena_chunk *c = malloc(sizeof *c + want);
-        if (c) {
-            c->next = NULL;
-            c->cap = want;
-            c->used = 0;
-            a->head = c;
-        }
-    } else if (a->head) {
-        a->head->used = 0;
-    }
-    a->total = 0;
-}
-
-static void arena_free(arena *a)
-{
-    while (a->head) {
-        arena_chunk *n = a->head->next;
-        free(a->head);
-        a->head = n;
-    }
-}
-
-void *kvev_arena_alloc(arena *a, size_t size)
-{
-    size = (size + 15) & ~(size_t)15;
-    arena_chunk *c = a->head;
-    if (!c || c->cap - c->used < size) {
-        size_t cap = size > ARENA_MIN_CHUNK ? size : ARENA_MIN_CHUNK;
-        if (c && cap < 2 * c->cap) cap = 2 * c->cap;
-        arena_chunk *n = malloc(sizeof *n + cap);
-        if (!n) return NULL;
-        n->next = c;
-        n->cap = cap;
-        n->used = 0;
-        a->head = c = n;
-    }
-    void *p = (char *)c->data + c->used;
-    c->used += size;
-    a->total += size;
-    return p;
 }
 
 /* --- msgpack cursor ---------------------------------------------------------------- */
@@ -340,7 +284,7 @@ static bool val_int(const mp_val *v, int64_t *i)
 
 static int copy_str(kvev_decoder *d, const mp_val *v, kvev_str *out)
 {
-    char *s = kvev_arena_alloc(&d->ar, v->v.b.n + 1);
+    char *s = arena_alloc(&d->ar, v->v.b.n + 1);
     if (!s) return kvev_out_of_memory(d);
     memcpy(s, v->v.b.p, v->v.b.n);
     s[v->v.b.n] = 0;
@@ -380,7 +324,7 @@ static int f_hashes(kvev_decoder *d, kvev_event *e)
     if (rc) return rc;
     if (v.kind != MP_ARRAY) return kvev_wrong_type(d, "block_hashes", &v, "array");
     size_t n = (size_t)v.v.u;
-    uint64_t *h = kvev_arena_alloc(&d->ar, n * sizeof *h);
+    uint64_t *h = arena_alloc(&d->ar, n * sizeof *h);
     if (!h && n) return kvev_out_of_memory(d);
     for (size_t i = 0; i < n; i++) {
         mp_val x;
@@ -423,7 +367,7 @@ static int f_extra_keys(kvev_decoder *d, kvev_event *e)
     if (rc || v.kind == MP_NIL) return rc;
     if (v.kind != MP_ARRAY) return kvev_wrong_type(d, "extra_keys", &v, "array or nil");
     size_t m = (size_t)v.v.u;
-    kvev_block_extra *bx = kvev_arena_alloc(&d->ar, m * sizeof *bx);
+    kvev_block_extra *bx = arena_alloc(&d->ar, m * sizeof *bx);
     if (!bx && m) return kvev_out_of_memory(d);
     for (size_t b = 0; b < m; b++) {
         mp_val blk;
@@ -437,7 +381,7 @@ static int f_extra_keys(kvev_decoder *d, kvev_event *e)
             return kvev_fail(d, KVEV_ERR_TYPE, "event %zu: extra_keys[%zu] at offset %zu is %s, expected array or nil",
                         d->event, b, blk.at, mp_kind_name(blk.kind));
         size_t k = (size_t)blk.v.u;
-        kvev_extra_item *it = kvev_arena_alloc(&d->ar, k * sizeof *it);
+        kvev_extra_item *it = arena_alloc(&d->ar, k * sizeof *it);
         if (!it && k) return kvev_out_of_memory(d);
         for (size_t i = 0; i < k; i++) {
             mp_val x;
@@ -711,9 +655,9 @@ int kvev_seq_parse(const void *frame, size_t len, uint64_t *seq, kv_err *err)
     return KV_OK;
 }
 
-static int arena_str(kvev_decoder *d, kvev_str in, kvev_str *out)
+static int dup_str(kvev_decoder *d, kvev_str in, kvev_str *out)
 {
-    char *s = kvev_arena_alloc(&d->ar, in.len + 1);
+    char *s = arena_alloc(&d->ar, in.len + 1);
     if (!s) return kvev_fail(d, KVEV_ERR_NOMEM, "out of memory for the topic");
     memcpy(s, in.s, in.len);
     s[in.len] = 0;
@@ -734,6 +678,6 @@ int kvev_decode_message(kvev_decoder *d, const void *topic, size_t topic_len, co
     if (seq_len < 8) return kvev_fail(d, KVEV_ERR_SEQ, "seq frame has %zu bytes, need 8", seq_len);
     out->seq = be_read(seq, 8);
     int rc;
-    if ((rc = arena_str(d, t.pod, &out->pod)) || (rc = arena_str(d, t.model, &out->model))) return rc;
+    if ((rc = dup_str(d, t.pod, &out->pod)) || (rc = dup_str(d, t.model, &out->model))) return rc;
     return decode_batch(d, payload, payload_len, &out->batch);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arena.h"
 #include "kvevents.h"
 
 /* The fields of each event type in vLLM's order (the array form's positions). */
@@ -19,17 +20,6 @@ extern const char *const *const kvev_fields[KVEV_TYPE_COUNT];
 extern const size_t kvev_n_fields[KVEV_TYPE_COUNT];
 
 /* --- decoder state ------------------------------------------------------------------- */
-
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t cap, used;
-    max_align_t data[];
-} arena_chunk;
-
-typedef struct arena {
-    arena_chunk *head;   /* current chunk first */
-    size_t total;        /* bytes handed out since the last reset */
-} arena;
 
 typedef enum mp_kind { MP_NIL, MP_BOOL, MP_UINT, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP, MP_EXT } mp_kind;
 
@@ -65,8 +55,6 @@ struct kvev_decoder {
     uint64_t vector_ids;  /* token ids it decoded */
 };
 
-/* Bump allocation from the decoder's arena (16-byte aligned); NULL without memory. */
-void *kvev_arena_alloc(arena *a, size_t size);
 /* Records reason r (stats, last reason) and formats the error; returns its KV_ code. */
 int kvev_fail(kvev_decoder *d, kvev_reason r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Reads one value head at the cursor (see kvevents.c). */

@@ -207,7 +207,7 @@ int kvev_tokens_field(kvev_decoder *d, kvev_event *e)
     if (rc) return rc;
     if (v.kind != MP_ARRAY) return kvev_wrong_type(d, "token_ids", &v, "array");
     size_t n = (size_t)v.v.u;
-    uint32_t *t = kvev_arena_alloc(&d->ar, n * sizeof *t);
+    uint32_t *t = arena_alloc(&d->ar, n * sizeof *t);
     if (!t && n) return kvev_out_of_memory(d);
     const uint8_t *p = d->p;
     size_t off = d->off, len = d->len, i = 0;

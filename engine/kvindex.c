@@ -38,7 +38,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #define NIL UINT32_MAX
 #define MAX_ENDPOINTS 4096u
@@ -108,7 +107,10 @@ struct kvindex {
     reftab ntab;
 
     uint64_t entries, evictions, stores, removes, clears;
-    uint64_t *hold_hist;   /* cfg.time_writes: write-lock holds per HOLD_BUCKET_NS bucket */
+    uint64_t admissions;   /* request keys stored (llm-d-kv-cache's admissions count keys) */
+    uint64_t *slot_entries; /* per slot: its holder bits set, so a pod's share is known */
+    uint64_t (*clock_ns)(void); /* cfg.clock_ns: NULL, write-lock holds are not timed */
+    uint64_t *hold_hist;   /* with clock_ns: write-lock holds per HOLD_BUCKET_NS bucket */
     uint64_t hold_t0, hold_max, holds;
     atomic_uint_fast64_t lookups;
     atomic_uint_fast64_t ep_version; /* bumped under the write lock by slot add/remove */
@@ -448,9 +450,20 @@ static unsigned blk_popcount(const kvindex *ix, uint32_t b)
     return c;
 }
 
+/* Takes block b's holder bits off their slots' entry counts (b is being evicted). */
+static void blk_uncount_slots(kvindex *ix, uint32_t b)
+{
+    for (int t = 0; t < (has_side(ix, b) ? KVTIER_COUNT : 1); t++) {
+        const uint64_t *g = tier_of(ix, b, t);
+        for (uint32_t i = 0; i < ix->words; i++)
+            for (uint64_t m = g[i]; m; m &= m - 1) ix->slot_entries[i * 64 + (uint32_t)__builtin_ctzll(m)]--;
+    }
+}
+
 static void blk_evict(kvindex *ix, uint32_t b)
 {
     ix->entries -= blk_popcount(ix, b);
+    blk_uncount_slots(ix, b);
     blk_drop_emaps(ix, b, -1);
     /* Free records hold no bits, so clear_slot's scan can skip them without a marker. */
     memset(rec_of(ix, b) + 1, 0, (size_t)(ix->stride - 1) * 8);
@@ -510,6 +523,7 @@ static void blk_clear_slot(kvindex *ix, uint32_t b, int slot)
         if (*word & bit) {
             *word &= ~bit;
             ix->entries--;
+            ix->slot_entries[slot]--;
         }
     }
     if (side) side_changed(ix, b);
@@ -595,13 +609,15 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
     ix->free_blk = ix->mru = ix->lru = NIL;
     ix->free_em = NIL;
-    if (c.time_writes && !(ix->hold_hist = calloc(HOLD_BUCKETS, sizeof *ix->hold_hist))) goto oom;
+    ix->clock_ns = c.clock_ns;
+    if (c.clock_ns && !(ix->hold_hist = calloc(HOLD_BUCKETS, sizeof *ix->hold_hist))) goto oom;
     atomic_init(&ix->lookups, 0);
     atomic_init(&ix->ep_version, 0);
     unsigned nbits = MIN_TABLE_BITS;
     while (((size_t)1 << nbits) < 2 * (size_t)ix->max_ep) nbits++;
     ix->names = calloc(ix->max_ep, sizeof *ix->names);
-    if (!ix->names || rt_init(&ix->btab, MIN_TABLE_BITS) || rt_init(&ix->etab, MIN_TABLE_BITS) ||
+    ix->slot_entries = calloc(ix->max_ep, sizeof *ix->slot_entries);
+    if (!ix->names || !ix->slot_entries || rt_init(&ix->btab, MIN_TABLE_BITS) || rt_init(&ix->etab, MIN_TABLE_BITS) ||
         rt_init(&ix->ntab, nbits))
         goto oom;
     pthread_rwlockattr_t a;
@@ -614,6 +630,7 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
 oom:
     if (ix) {
         free(ix->hold_hist);
+    free(ix->slot_entries);
         free(ix->names);
         rt_free(&ix->btab);
         rt_free(&ix->etab);
@@ -640,6 +657,7 @@ void kvindex_free(kvindex *ix)
     region_free(ix->link, ix->link_bytes);
     region_free(ix->em, ix->em_bytes);
     free(ix->hold_hist);
+    free(ix->slot_entries);
     free(ix);
 }
 
@@ -649,23 +667,16 @@ static kvindex *unconst(const kvindex *ix) { return (kvindex *)ix; }
 static void rdlock(const kvindex *ix) { pthread_rwlock_rdlock(&unconst(ix)->lock); }
 static void unlock(const kvindex *ix) { pthread_rwlock_unlock(&unconst(ix)->lock); }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void wrlock(kvindex *ix)
 {
     pthread_rwlock_wrlock(&ix->lock);
-    if (ix->hold_hist) ix->hold_t0 = mono_ns();
+    if (ix->hold_hist) ix->hold_t0 = ix->clock_ns();
 }
 
 static void wrunlock(kvindex *ix)
 {
     if (ix->hold_hist) {
-        uint64_t ns = mono_ns() - ix->hold_t0;
+        uint64_t ns = ix->clock_ns() - ix->hold_t0;
         ix->hold_hist[ns / HOLD_BUCKET_NS < HOLD_BUCKETS ? ns / HOLD_BUCKET_NS : HOLD_BUCKETS - 1]++;
         if (ns > ix->hold_max) ix->hold_max = ns;
         ix->holds++;
@@ -921,6 +932,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     int rc = store_slice_open(ix, slot, 0, n, n_engine > 0, err);
     if (rc != KV_OK) goto out;
     ix->stores++;
+    ix->admissions += n_request;
     uint32_t w = (uint32_t)slot / 64;
     uint64_t bit = 1ULL << (slot % 64);
     size_t group = SIZE_MAX;   /* index into engine_keys of the current mapping group */
@@ -953,6 +965,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         if (!(*word & bit)) {
             *word |= bit;
             ix->entries++;
+            ix->slot_entries[slot]++;
             if (tier != KVTIER_GPU) ix->nongpu[b / 64] |= 1ULL << (b % 64);
         }
         if (!n_engine) continue;
@@ -1020,6 +1033,7 @@ size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine
             if (!(*word & bit)) continue;
             *word &= ~bit;
             ix->entries--;
+            ix->slot_entries[slot]--;
             if (tier != KVTIER_GPU) side_changed(ix, b);
             removed++;
             if (slot_holds(ix, b, slot)) continue;
@@ -1203,6 +1217,15 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     return matched;
 }
 
+uint64_t kvindex_endpoint_entries(const kvindex *ix, int slot)
+{
+    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return 0;
+    rdlock(ix);
+    uint64_t n = ix->slot_entries[slot];
+    unlock(ix);
+    return n;
+}
+
 void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
 {
     rdlock(ix);
@@ -1216,6 +1239,7 @@ void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
     out->bytes = bytes;
     out->evictions = ix->evictions;
     out->stores = ix->stores;
+    out->admissions = ix->admissions;
     out->removes = ix->removes;
     out->clears = ix->clears;
     out->lookups = atomic_load_explicit(&ix->lookups, memory_order_relaxed);

@@ -30,8 +30,10 @@ typedef struct kvindex_config {
     size_t capacity;            /* max request keys held (LRU beyond); 0 = default 1e7 */
     uint32_t max_endpoints;     /* endpoint slots; 0 = default 256; at most 4096 */
     double tier_weight[KVTIER_COUNT]; /* all zero = defaults gpu 1.0, cpu 0.8, other 1.0 */
-    bool time_writes;           /* record how long each write-lock hold lasts (stats.write_hold_*);
-                                 * costs two clock reads per hold */
+    /* Nanoseconds on a monotonic clock the driver supplies (the engine reads none), to
+     * record how long each write-lock hold lasts (stats.write_hold_*): two reads per
+     * hold. NULL: holds are not timed. */
+    uint64_t (*clock_ns)(void);
 } kvindex_config;
 
 typedef struct kvindex kvindex;
@@ -100,10 +102,13 @@ typedef struct kvindex_stats {
     uint64_t bytes;         /* memory used by the index's tables */
     uint64_t evictions;     /* request keys dropped by the capacity bound */
     uint64_t stores, removes, clears, lookups;  /* calls on a live slot (lookups: all calls) */
-    /* With cfg.time_writes: write-lock holds, the longest, and the 99th percentile (to
+    uint64_t admissions;    /* request keys passed to those stores (llm-d-kv-cache's admissions) */
+    /* With cfg.clock_ns: write-lock holds, the longest, and the 99th percentile (to
      * 250 ns resolution, capped at 1 ms); zero otherwise. */
     uint64_t write_holds, write_hold_max_ns, write_hold_p99_ns;
 } kvindex_stats;
+/* The endpoint's (request key, tier) entries: what it holds now (0 for a free slot). */
+uint64_t kvindex_endpoint_entries(const kvindex *ix, int slot);
 void kvindex_get_stats(const kvindex *ix, kvindex_stats *out);
 
 #endif

@@ -6,6 +6,7 @@
  * small open-addressing table keyed by (slot, group). Counters are updated with relaxed
  * atomics so a metrics thread may read them while events are applied. */
 #include "kvingest.h"
+#include "grow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,19 +36,6 @@ struct kvingest {
 };
 
 #define BUMP(g, field, n) __atomic_fetch_add(&(g)->st.field, (uint64_t)(n), __ATOMIC_RELAXED)
-
-static int grow(void *pp, size_t *cap, size_t need, size_t elem)
-{
-    void **p = pp;
-    if (need <= *cap) return KV_OK;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    void *n = realloc(*p, c * elem);
-    if (!n) return KV_ENOMEM;
-    *p = n;
-    *cap = c;
-    return KV_OK;
-}
 
 kvingest *kvingest_new(kvindex *ix, const blockkeys_ctx *keys, kv_err *err)
 {
@@ -197,7 +185,8 @@ static int build_extras(kvingest *g, const kvev_event *e, size_t n_index, size_t
             total += e->extra_keys[b].items[i].kind != KVEV_EXTRA_OTHER && !lora_item(e, &e->extra_keys[b], i);
     if (total == 0) return KV_OK;
     size_t need = E < n_index ? E + n_index : E;
-    if (grow(&g->ids, &g->ids_cap, total, sizeof *g->ids) || grow(&g->ex, &g->ex_cap, need, sizeof *g->ex))
+    if (!grow_array((void **)&g->ids, &g->ids_cap, total, sizeof *g->ids) ||
+        !grow_array((void **)&g->ex, &g->ex_cap, need, sizeof *g->ex))
         return KV_ENOMEM;
     size_t at = 0;
     for (size_t b = 0; b < E; b++) {
@@ -226,7 +215,7 @@ static int build_extras(kvingest *g, const kvev_event *e, size_t n_index, size_t
  * tier is new. */
 static int tier_update(kvingest *g, int slot, kvtier tier, const kvev_event *e, kv_err *err)
 {
-    if (grow(&g->rk, &g->rk_cap, e->n_block_hashes, sizeof *g->rk))
+    if (!grow_array((void **)&g->rk, &g->rk_cap, e->n_block_hashes, sizeof *g->rk))
         return kv_err_set(err, KV_ENOMEM, "kvingest: out of memory");
     size_t n = 0;
     for (size_t i = 0; i < e->n_block_hashes; i++)
@@ -277,7 +266,7 @@ static int on_stored(kvingest *g, int slot, const char *model, const kvev_event 
         return KV_OK;
     }
     size_t n_ex;
-    if (build_extras(g, e, n_index, &n_ex) || grow(&g->rk, &g->rk_cap, n_index, sizeof *g->rk))
+    if (build_extras(g, e, n_index, &n_ex) || !grow_array((void **)&g->rk, &g->rk_cap, n_index, sizeof *g->rk))
         return kv_err_set(err, KV_ENOMEM, "kvingest: out of memory");
     blockkeys_compute(&g->keys, parent, e->token_ids, e->n_token_ids, n_ex ? g->ex : NULL, n_ex, NULL, g->rk, n_index);
     int rc = kvindex_store(g->ix, slot, tier, e->block_hashes, e->n_block_hashes, g->rk, n_index, err);

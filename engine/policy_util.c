@@ -188,11 +188,6 @@ void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n)
     }
 }
 
-double pu_now(const sched_env *env)
-{
-    return env->now ? env->now(env->clock_ctx) : 0;
-}
-
 uint64_t pu_request_hash(const sched_request *r)
 {
     const char *id = r->id ? r->id : "";

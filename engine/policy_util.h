@@ -67,8 +67,6 @@ size_t pu_below(sched_cycle *c, size_t n);
 /* Fisher-Yates with the cycle's generator: the random tie-break of the pickers. */
 void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n);
 
-/* env->now(), or 0 without a clock: the time stateful plugins stamp hooks with. */
-double pu_now(const sched_env *env);
 /* XXH64 of the request id ("" when NULL): how stateful plugins match a completion to the
  * pre_request that counted it without keeping the id string. */
 uint64_t pu_request_hash(const sched_request *r);

@@ -9,21 +9,19 @@
 #include "scheduler.h"
 
 #include <math.h>
-#include <stdalign.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "arena.h"
 #include "config.h"
 #include "grow.h"
 #include "idmap.h"
 #include "mix64.h"
 
 #define NO_PODS_MSG "no pods available for the given request"
-#define ARENA_BLOCK (64 * 1024)
 
 typedef struct sched_profile {
     const char *name;
@@ -34,12 +32,6 @@ typedef struct sched_profile {
     size_t n_scorers;
     sched_plugin *picker;
 } sched_profile;
-
-typedef struct arena_blk {
-    struct arena_blk *next;
-    size_t used, cap;
-    alignas(max_align_t) unsigned char data[];
-} arena_blk;
 
 typedef struct cycle_keyset {
     blockkeys_algo algo;
@@ -54,7 +46,7 @@ struct sched_cycle {
     sched *s;
     const sched_request *r;
     double now;
-    arena_blk *head, *cur;
+    arena mem;                /* per-call memory (sched_cycle_alloc) */
     /* Both tables grow (kept across calls, so a warm call does not allocate); a put or an
      * arena block that cannot be had sets oom, and the call fails with KV_ENOMEM rather than
      * scoring on with a value silently missing. */
@@ -99,6 +91,11 @@ const sched_plugin_type *sched_registry_find(const sched_plugin_type *const *reg
     return NULL;
 }
 
+double sched_env_now(const sched_env *env)
+{
+    return env->now ? env->now(env->clock_ctx) : 0;
+}
+
 void sched_warn(const sched_env *env, const char *fmt, ...)
 {
     if (!env || !env->warn)
@@ -129,57 +126,22 @@ const char *sched_header(const sched_request *r, const char *key)
 
 /* ---- cycle ----------------------------------------------------------------------------- */
 
-/* One splitmix64 step: the state advances by 2^64/phi, which mix64 adds before mixing. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = *state;
-    *state += 0x9E3779B97F4A7C15ull;
-    return mix64(z);
-}
-
 const sched_request *sched_cycle_request(const sched_cycle *c) { return c->r; }
 double sched_cycle_now(const sched_cycle *c) { return c->now; }
-uint64_t sched_cycle_rand(sched_cycle *c) { return splitmix64(&c->s->rng); }
+uint64_t sched_cycle_rand(sched_cycle *c) { return mix64_next(&c->s->rng); }
 double sched_cycle_rand01(sched_cycle *c) { return (double)(sched_cycle_rand(c) >> 11) * 0x1.0p-53; }
 
 void *sched_cycle_alloc(sched_cycle *c, size_t size)
 {
-    size = (size + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
-    for (arena_blk *b = c->cur; b; b = b->next) {
-        if (b->cap - b->used >= size) {
-            void *p = b->data + b->used;
-            b->used += size;
-            c->cur = b;
-            return p;
-        }
-    }
-    size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
-    arena_blk *b = malloc(sizeof *b + cap);
-    if (!b) {
+    void *p = arena_alloc(&c->mem, size);
+    if (!p)
         c->oom = true;
-        return NULL;
-    }
-    b->cap = cap;
-    b->used = size;
-    b->next = NULL;
-    if (c->cur) {
-        /* append after the last block so the chain is reused in order next time */
-        arena_blk *t = c->cur;
-        while (t->next)
-            t = t->next;
-        t->next = b;
-    } else {
-        c->head = b;
-    }
-    c->cur = b;
-    return b->data;
+    return p;
 }
 
 static void cycle_reset(sched_cycle *c)
 {
-    for (arena_blk *b = c->head; b; b = b->next)
-        b->used = 0;
-    c->cur = c->head;
+    arena_reset(&c->mem);
     c->n_keysets = 0;
     c->n_kv = 0;
     c->oom = false;
@@ -188,13 +150,7 @@ static void cycle_reset(sched_cycle *c)
 
 static void cycle_free(sched_cycle *c)
 {
-    arena_blk *b = c->head;
-    while (b) {
-        arena_blk *n = b->next;
-        free(b);
-        b = n;
-    }
-    c->head = c->cur = NULL;
+    arena_free(&c->mem);
     free(c->keysets);
     free(c->kv);
 }
@@ -447,21 +403,15 @@ void sched_set_observer(sched *s, sched_observer fn, void *ctx)
     s->obs_ctx = ctx;
 }
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Runs call (a statement invoking plugin p); with an observer, timed and reported. The
- * call is written twice so that the unobserved path costs one branch and no clock. */
+/* Runs call (a statement invoking plugin p); with an observer, timed on the driver's
+ * clock and reported. The call is written twice so that the unobserved path costs one
+ * branch and no clock read. */
 #define OBSERVED(s, pt, p, call)                                                                   \
     do {                                                                                           \
         if (__builtin_expect((s)->obs != NULL, 0)) {                                               \
-            double t0_ = mono_s();                                                                 \
+            double t0_ = sched_env_now(&(s)->env);                                                               \
             call;                                                                                  \
-            (s)->obs((s)->obs_ctx, &(s)->cycle, (pt), (size_t)((p) - (s)->plugins), mono_s() - t0_); \
+            (s)->obs((s)->obs_ctx, &(s)->cycle, (pt), (size_t)((p) - (s)->plugins), sched_env_now(&(s)->env) - t0_); \
         } else {                                                                                   \
             call;                                                                                  \
         }                                                                                          \
@@ -576,7 +526,7 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
     sched_cycle *c = &s->cycle;
     cycle_reset(c);
     c->r = r;
-    c->now = s->env.now ? s->env.now(s->env.clock_ctx) : 0;
+    c->now = sched_env_now(&s->env);
     *res = (sched_result){0};
     if (trace)
         sched_trace_reset(trace);

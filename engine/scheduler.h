@@ -82,12 +82,18 @@ const char *sched_header(const sched_request *r, const char *key);       /* case
 
 typedef struct sched_env {
     uint64_t seed;                          /* the sim passes its seed; live seeds from the clock */
-    double (*now)(void *clock_ctx);         /* seconds; sim time or CLOCK_MONOTONIC */
+    /* seconds: simulated time in ./sim, CLOCK_MONOTONIC in ./epp. The engine reads no
+     * clock of its own; NULL is time standing still at 0 (and plugin calls untimed). */
+    double (*now)(void *clock_ctx);
     void *clock_ctx;
     /* Optional sink for warnings (unknown parameters, deprecated fields) at build time. */
     void (*warn)(void *warn_ctx, const char *msg);
     void *warn_ctx;
 } sched_env;
+
+/* env->now(), or 0 without a clock: the time of a cycle (sched_cycle_now), the time
+ * stateful plugins stamp hooks with, and the observer's clock. */
+double sched_env_now(const sched_env *env);
 
 /* env->warn, formatted (the scheduler's and plugins' build-time warnings); nothing when
  * there is no sink. */
@@ -272,11 +278,12 @@ typedef enum {
 } sched_point;
 const char *sched_point_name(sched_point pt);   /* "ProfilePicker", "Filter", ... */
 
-/* Called after every plugin call of sched_schedule with its CLOCK_MONOTONIC duration;
+/* Called after every plugin call of sched_schedule with its duration on the driver's
+ * clock (env.now: CLOCK_MONOTONIC in ./epp; 0 on a clock that stands still);
  * plugin is the index in config order (sched_plugin_at). c is the running cycle, so an
  * observer may read what the plugin published (sched_cycle_get). Runs on the scheduling
  * thread: it must not schedule, and should be cheap. Without an observer (the
- * simulator) the scheduler reads no clock; the cost is one predictable branch per call. */
+ * simulator) plugin calls are not timed; the cost is one predictable branch per call. */
 typedef void (*sched_observer)(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds);
 void sched_set_observer(sched *s, sched_observer fn, void *ctx);   /* fn NULL: none */
 

@@ -1,6 +1,7 @@
 /* yamltree: builds a positioned node tree from libyaml's event stream (see yamltree.h).
  * Every allocation hangs off the doc's arena list, so yt_free is one walk. */
 #include "yamltree.h"
+#include "grow.h"
 
 #include <errno.h>
 #include <math.h>
@@ -56,27 +57,21 @@ void yt_free(yt_doc *d)
     free(d);
 }
 
-/* Growable child list used while a collection is open. */
-typedef struct { yt_node **items; const char **keys; yt_node **keynodes; size_t n, cap; } yt_build;
+/* Growable child list used while a collection is open (three arrays, since the node
+ * takes each as its own). */
+typedef struct {
+    yt_node **items;
+    const char **keys;
+    yt_node **keynodes;
+    size_t n, cap_items, cap_keys, cap_keynodes;
+} yt_build;
 
 static int yt_push(yt_build *b, yt_node *item, const char *key, yt_node *keynode)
 {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 8;
-        yt_node **it = realloc(b->items, cap * sizeof *it);
-        if (!it)
-            return -1;
-        b->items = it;
-        const char **k = realloc(b->keys, cap * sizeof *k);
-        if (!k)
-            return -1;
-        b->keys = k;
-        yt_node **kn = realloc(b->keynodes, cap * sizeof *kn);
-        if (!kn)
-            return -1;
-        b->keynodes = kn;
-        b->cap = cap;
-    }
+    if (!grow_array((void **)&b->items, &b->cap_items, b->n + 1, sizeof *b->items) ||
+        !grow_array((void **)&b->keys, &b->cap_keys, b->n + 1, sizeof *b->keys) ||
+        !grow_array((void **)&b->keynodes, &b->cap_keynodes, b->n + 1, sizeof *b->keynodes))
+        return -1;
     b->items[b->n] = item;
     b->keys[b->n] = key;
     b->keynodes[b->n] = keynode;
@@ -95,15 +90,11 @@ static int yt_remember_anchor(yt_doc *d, const yaml_char_t *anchor, yt_node *n)
 {
     if (!anchor)
         return 0;
-    if (d->n_anchors == d->cap_anchors) {
-        size_t cap = d->cap_anchors ? d->cap_anchors * 2 : 8;
-        yt_anchor *a = realloc(d->anchors, cap * sizeof *a);
-        if (!a)
-            return -1;
-        d->anchors = a;
-        d->cap_anchors = cap;
-    }
+    if (!grow_array((void **)&d->anchors, &d->cap_anchors, d->n_anchors + 1, sizeof *d->anchors))
+        return -1;
     d->anchors[d->n_anchors].name = strdup((const char *)anchor);
+    if (!d->anchors[d->n_anchors].name)
+        return -1;
     d->anchors[d->n_anchors].node = n;
     d->n_anchors++;
     return 0;
@@ -288,16 +279,11 @@ yt_doc *yt_load_file(const char *path, kv_err *err)
     char *buf = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                kv_err_set(err, KV_ENOMEM, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
+        if (!grow_array((void **)&buf, &cap, len + 65536, 1)) {
+            free(buf);
+            fclose(f);
+            kv_err_set(err, KV_ENOMEM, "%s: out of memory", path);
+            return NULL;
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;

@@ -1,4 +1,4 @@
-/* monoclock: CLOCK_MONOTONIC as seconds (see monoclock.h). */
+/* monoclock: CLOCK_MONOTONIC as seconds, microseconds and nanoseconds (see monoclock.h). */
 #include "monoclock.h"
 
 #include <time.h>
@@ -10,11 +10,16 @@ double monoclock_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int64_t monoclock_us(void)
+uint64_t monoclock_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t monoclock_us(void)
+{
+    return (int64_t)(monoclock_ns() / 1000);
 }
 
 double monoclock_now(void *ctx)

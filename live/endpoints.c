@@ -2,6 +2,7 @@
  * sched_endpoint's address is stable across syncs; the pointer array handed to the
  * scheduler is rebuilt on every sync. */
 #include "endpoints.h"
+#include "grow.h"
 #include "monoclock.h"
 
 #include <errno.h>
@@ -254,13 +255,9 @@ int epset_parse_list(epset *s, const char *text, const char *what, kv_err *err)
             rc = kv_err_set(err, KV_EINVAL, "%s:%d: '%s' is not ip:port", what, line, item);
             break;
         }
-        if (n == cap) {
-            ep_spec *g = realloc(specs, (cap = cap ? cap * 2 : 16) * sizeof *g);
-            if (!g) {
-                rc = kv_err_set(err, KV_ENOMEM, "%s: out of memory", what);
-                break;
-            }
-            specs = g;
+        if (!grow_array((void **)&specs, &cap, n + 1, sizeof *specs)) {
+            rc = kv_err_set(err, KV_ENOMEM, "%s: out of memory", what);
+            break;
         }
         specs[n++] = (ep_spec){.name = item};
         if (!saved)

@@ -10,7 +10,11 @@
  * decision log. Admission as GIE's director: InferenceObjective priorities
  * (live/objectives.h, from the cluster or --objectives) and the saturation detector
  * (live/saturation.h) that sheds requests with priority < 0; InferenceModelRewrites
- * (live/model_rewrites.h, from the cluster or --model-rewrites) choose the model sent upstream. Runs until SIGTERM/SIGINT, then stops everything in reverse order.
+ * (live/model_rewrites.h, from the cluster or --model-rewrites) choose the model sent upstream.
+ * With --http-port, an OpenAI-compatible HTTP gateway (live/gateway.h) serves alongside
+ * the ext-proc server (or instead of it, --grpc-port -1): both front doors share one
+ * router (live/route.h), so they route alike, and the same metrics and decision log.
+ * Runs until SIGTERM/SIGINT, then stops everything in reverse order.
  *
  * Start-up fails fast, exit status 2, with one precise message on stderr: a bad flag or
  * config (file:line:col from the loader), a busy port (gRPC, health, metrics or ZMQ), a
@@ -30,13 +34,16 @@
 #include "config.h"
 #include "monoclock.h"
 #include "registry.h"
+#include "debugapi.h"
 #include "decisionlog.h"
 #include "extproc.h"
 #include "endpoint_file.h"
 #include "endpoints.h"
+#include "gateway.h"
 #include "file_discovery.h"
 #include "health.h"
 #include "ingest.h"
+#include "kvdiag.h"
 #include "k8s.h"
 #include "kubeconfig.h"
 #include "log.h"
@@ -51,7 +58,10 @@
 
 typedef struct opts {
     const char *config_file;
-    int grpc_port, health_port, metrics_port;
+    int grpc_port, health_port, metrics_port, http_port;
+    double request_timeout_s, breaker_cooldown_s;
+    int max_concurrent, queue_size, breaker_failures;
+    const char *api_key;
     bool secure;
     const char *cert_path;
     const char *kv_metric;
@@ -62,6 +72,7 @@ typedef struct opts {
     const char *model_rewrites;
     const char *decision_log;
     const char *replay_endpoint;
+    const char *zmq_endpoint;
     const char *zap_encoder;
     int verbosity;
     int threads;
@@ -101,7 +112,14 @@ static void usage(FILE *f)
             "                                      (default $KUBECONFIG; in a cluster the service account)\n"
             "  --objectives FILE|name=prio,...     InferenceObjectives without a cluster (manifests or inline)\n"
             "  --model-rewrites FILE               InferenceModelRewrite manifests without a cluster\n"
-            "  --grpc-port N                       ext-proc port (default 9002)\n"
+            "  --grpc-port N                       ext-proc port (default 9002; -1: no ext-proc server)\n"
+            "  --http-port N                       OpenAI-compatible HTTP gateway port (default off; 0: any free port)\n"
+            "  --request-timeout S                 gateway: seconds from arrival to last byte (default 1800; 0: none)\n"
+            "  --max-concurrent-requests N         gateway: requests routed or forwarded at once (default 0: no limit)\n"
+            "  --queue-size N                      gateway: requests waiting beyond that, 429 when full (default 100)\n"
+            "  --api-key KEY                       gateway: require Authorization: Bearer KEY (default: none)\n"
+            "  --circuit-breaker-failures N        gateway: consecutive endpoint failures that open its breaker (default 5)\n"
+            "  --circuit-breaker-cooldown S        gateway: seconds an open breaker keeps the endpoint out (default 10)\n"
             "  --grpc-health-port N                gRPC health port, plaintext (default 9003)\n"
             "  --metrics-port N                    Prometheus port (default 9090)\n"
             "  --secure-serving[=true|false]       TLS on the ext-proc port (default true)\n"
@@ -110,9 +128,10 @@ static void usage(FILE *f)
             "  --tokenize-timeout-ms N             prompt rendering timeout, completions and chat (default: the\n"
             "                                      token producer's vllm.timeout 5s, chat max(timeout, mmTimeout)\n"
             "                                      30s); -1: never tokenise\n"
-            "  --threads N                         ext-proc worker threads (default 8)\n"
+            "  --threads N                         ext-proc worker threads, and the gateway's routing workers (default 8)\n"
             "  --kv-events-replay-endpoint EP      vLLM's replay_endpoint on every pod (tcp://*:5558 or 5558)\n"
             "  --kv-events-queue-mib N             memory bound on KV events received, not yet applied (default 64)\n"
+            "  --kv-events-zmq-endpoint EP         bind EP instead of kvEventsConfig.zmqEndpoint (centralised mode)\n"
             "  --decision-log FILE                 SQLite log of every decision (simulator schema)\n"
             "  -v N                                log verbosity (4: per-scorer score lines)\n"
             "  --zap-encoder json                  accepted for GIE compatibility (logs are always JSON)\n");
@@ -151,10 +170,22 @@ static int parse_int(const char *name, const char *v, int lo, int hi, int *out)
     return 0;
 }
 
+static int parse_double(const char *name, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !(x >= lo && x <= hi))
+        return fail("flag --%s: expected a number in [%g, %g], got '%s'", name, lo, hi, v);
+    *out = x;
+    return 0;
+}
+
 static int parse_flags(int argc, char **argv, opts *o)
 {
-    *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .secure = true,
-                .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8,
+    *o = (opts){.grpc_port = 9002, .health_port = 9003, .metrics_port = 9090, .http_port = -1,
+                .request_timeout_s = 1800, .queue_size = 100, .breaker_failures = 5, .breaker_cooldown_s = 10,
+                .secure = true, .kv_metric = "vllm:kv_cache_usage_perc", .threads = 8,
                 .kv_events_queue_mib = (int)(INGEST_QUEUE_BYTES_DEFAULT >> 20)};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -177,6 +208,12 @@ static int parse_flags(int argc, char **argv, opts *o)
             return 2;                                                      \
         continue;                                                          \
     }
+#define DBL(flag, field, lo, hi)                                           \
+    if ((v = flag_value(argc, argv, &i, flag, false))) {                   \
+        if (parse_double(flag, v, lo, hi, &o->field))                      \
+            return 2;                                                      \
+        continue;                                                          \
+    }
         STR("config-file", config_file)
         STR("cert-path", cert_path)
         STR("kv-cache-usage-percentage-metric", kv_metric)
@@ -191,8 +228,16 @@ static int parse_flags(int argc, char **argv, opts *o)
         STR("model-rewrites", model_rewrites)
         STR("decision-log", decision_log)
         STR("kv-events-replay-endpoint", replay_endpoint)
+        STR("kv-events-zmq-endpoint", zmq_endpoint)
         STR("zap-encoder", zap_encoder)
-        INT("grpc-port", grpc_port, 0, 65535)
+        STR("api-key", api_key)
+        INT("grpc-port", grpc_port, -1, 65535)
+        INT("http-port", http_port, -1, 65535)
+        INT("max-concurrent-requests", max_concurrent, 0, 1 << 20)
+        INT("queue-size", queue_size, 0, 1 << 20)
+        INT("circuit-breaker-failures", breaker_failures, 1, 1 << 20)
+        DBL("request-timeout", request_timeout_s, 0, 1e7)
+        DBL("circuit-breaker-cooldown", breaker_cooldown_s, 0.001, 1e7)
         INT("grpc-health-port", health_port, 0, 65535)
         INT("metrics-port", metrics_port, 0, 65535)
         INT("v", verbosity, 0, 10)
@@ -201,6 +246,7 @@ static int parse_flags(int argc, char **argv, opts *o)
         INT("kv-events-queue-mib", kv_events_queue_mib, 1, 1 << 20)
 #undef STR
 #undef INT
+#undef DBL
         if ((v = flag_value(argc, argv, &i, "secure-serving", true))) {
             if (strcmp(v, "true") && strcmp(v, "false"))
                 return fail("flag --secure-serving: expected true or false, got '%s'", v);
@@ -212,6 +258,8 @@ static int parse_flags(int argc, char **argv, opts *o)
     }
     if (!o->config_file)
         return fail("--config-file is required");
+    if (o->grpc_port < 0 && o->http_port < 0)
+        return fail("--grpc-port -1 turns the ext-proc server off: give --http-port for the gateway, or nothing serves");
     if (o->zap_encoder && strcmp(o->zap_encoder, "json"))
         return fail("flag --zap-encoder: only json is supported (log lines are zap's JSON shape), got '%s'",
                     o->zap_encoder);
@@ -243,6 +291,7 @@ typedef struct epp_daemon {
     objectives *objs;
     model_rewrites *rewrites;
     epset *eps;
+    kvdiag *diag;
     saturation_config sat;
 } epp_daemon;
 
@@ -271,8 +320,12 @@ static bool saturated(void *ctx, sched_endpoint *const *cands, size_t n)
 static void on_decision(void *ctx, const extproc_decision *dec)
 {
     epp_daemon *d = ctx;
-    if (!dec->shed)
+    if (!dec->shed) {
         promexp_observe_schedule(d->pm, dec->sched_seconds, dec->target != NULL);
+        /* the model the request's keys were computed for (the rewritten one) */
+        kvdiag_request(d->diag, dec->target_model ? dec->target_model : dec->model,
+                       dec->target && dec->result->n_targets ? dec->result->targets[0]->name : NULL);
+    }
     kv_err err = {0};
     if (d->dl && decisionlog_add(d->dl, dec, &err) != KV_OK)
         LOG_E("decision log write failed", "{s:s}", "error", err.msg);
@@ -303,8 +356,11 @@ int main(int argc, char **argv)
     ingest **ings = NULL;
     size_t n_ing = 0;
     scraper *scr = NULL;
+    route_router *router = NULL;
     extproc_server *xs = NULL;
+    gateway *gw = NULL;
     health_server *hs = NULL;
+    debugapi *dbg = NULL;
     rc = 2;
 
     if (!(cfg = epc_load_file(o.config_file, registry_types, &err)))
@@ -343,7 +399,7 @@ int main(int argc, char **argv)
                    fd ? o.config_file : "", fd ? fd->plugin : "");
         goto out;
     }
-    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)))
+    if (!(eps = d.eps = epset_new(0, NULL, NULL, &err)) || !(d.diag = kvdiag_new(NULL, &err)))
         goto out;
     if (fd) {
         epfile_config fc = {.endpoints = eps, .path = fd->path, .watch = fd->watch_file, .warn = on_warn};
@@ -386,7 +442,12 @@ int main(int argc, char **argv)
     /* KV events feed the index of every precise scorer the config has */
     size_t n_src = pps_kvsources(s, NULL, 0);
     if (n_src > 0) {
-        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20};
+        ingest_config ic = {.queue_bytes = (size_t)o.kv_events_queue_mib << 20, .diag = d.diag};
+        if (o.zmq_endpoint && snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "%s", o.zmq_endpoint) >=
+                                  (int)sizeof ic.zmq_endpoint) {
+            kv_err_set(&err, KV_EINVAL, "--kv-events-zmq-endpoint: longer than %zu bytes", sizeof ic.zmq_endpoint - 1);
+            goto out;
+        }
         if (!(srcs = calloc(n_src, sizeof *srcs)) || !(ings = calloc(n_src, sizeof *ings))) {
             kv_err_set(&err, KV_ENOMEM, "out of memory");
             goto out;
@@ -407,9 +468,13 @@ int main(int argc, char **argv)
     scrape_config sc = {.endpoints = eps, .kv_metric = o.kv_metric};
     if (!(scr = scrape_start(&sc, &err)))
         goto out;
-    promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps,
-                          .index = n_src ? srcs[0]->index : NULL, .ingest = n_ing ? ings[0] : NULL,
-                          .scrape = scr, .tokenize = true};
+    if (!(dbg = debugapi_new(&(debugapi_config){.endpoints = eps, .diag = d.diag, .ingests = ings,
+                                                 .n_ingests = n_ing},
+                             &err)))
+        goto out;
+    promexp_sources ps = {.pool_name = o.pool_name ? o.pool_name : "epp", .endpoints = eps, .kvsources = srcs,
+                          .n_kvsources = n_src, .ingests = ings, .n_ingests = n_ing, .scrape = scr, .tokenize = true,
+                          .diag = d.diag, .debug = debugapi_serve, .debug_ctx = dbg};
     if (!(d.pm = promexp_start(o.metrics_port, &ps, &err)) || promexp_observe_sched(d.pm, s, &err) != KV_OK)
         goto out;
 
@@ -443,12 +508,36 @@ int main(int argc, char **argv)
         .model_rewrite = rewrite_model,
         .admission_ctx = &d,
     };
-    if (!(xs = extproc_start(&xc, &err)) || !(hs = health_start(haddr, ready, &d, &err)))
+    /* one router for both front doors: one sched lock, the same decisions */
+    if (!(router = xc.router = route_new(&xc.route, &err)))
         goto out;
-    char ports[200];
-    snprintf(ports, sizeof ports, "grpc=%d health=%d metrics=%d tls=%s endpoints=%zu", extproc_port(xs),
-             health_port(hs), promexp_port(d.pm), o.secure ? (o.cert_path ? "files" : "self-signed") : "off",
-             epset_count(eps));
+    if (o.grpc_port >= 0 && !(xs = extproc_start(&xc, &err)))
+        goto out;
+    if (o.http_port >= 0) {
+        gateway_config gc = {
+            .port = o.http_port,
+            .threads = o.threads,
+            .request_timeout_s = o.request_timeout_s,
+            .max_concurrent = o.max_concurrent,
+            .queue_size = o.queue_size,
+            .api_key = o.api_key,
+            .breaker_failures = o.breaker_failures,
+            .breaker_cooldown_s = o.breaker_cooldown_s,
+            .metrics = d.pm,
+            .router = router,
+            .route = xc.route,
+        };
+        if (!(gw = gateway_start(&gc, &err)))
+            goto out;
+        promexp_set_gateway(d.pm, gw);
+    }
+    if (!(hs = health_start(haddr, ready, &d, &err)))
+        goto out;
+    debugapi_set_router(dbg, router);
+    char ports[240];
+    snprintf(ports, sizeof ports, "grpc=%d http=%d health=%d metrics=%d tls=%s endpoints=%zu",
+             xs ? extproc_port(xs) : -1, gw ? gateway_port(gw) : -1, health_port(hs), promexp_port(d.pm),
+             o.secure ? (o.cert_path ? "files" : "self-signed") : "off", epset_count(eps));
     LOG_I("EPP started", "{s:s}", "listening", ports);
 
     int sig = 0;
@@ -459,11 +548,19 @@ out:
     if (rc)
         fail("%s", err.msg);
     health_stop(hs);
+    if (dbg)
+        debugapi_set_router(dbg, NULL);   /* no dry run may outlive the router */
     extproc_stop(xs);
+    if (gw) {
+        promexp_set_gateway(d.pm, NULL);
+        gateway_stop(gw);
+    }
+    route_free(router);
     /* after the ext-proc hooks that observe into it, before the sources a scrape reads
      * (ingest, index, endpoints): a scrape during shutdown must not see them freed */
     if (d.pm)
         promexp_stop(d.pm);
+    debugapi_free(dbg);
     if (scr)
         scrape_stop(scr);
     if (d.k8s)
@@ -475,6 +572,7 @@ out:
     free(srcs);
     decisionlog_close(d.dl);
     objectives_free(d.objs);
+    kvdiag_free(d.diag);
     model_rewrites_free(d.rewrites);
     tls_pem_free(&pem);
     kubeconfig_free(&kcfg);

@@ -25,6 +25,7 @@
 
 #include "ext_proc.pb-c.h"
 #include "extproc_reply.h"
+#include "grow.h"
 #include "log.h"
 #include "pbdepth.h"
 
@@ -131,16 +132,11 @@ static PReq *unpack(grpc_byte_buffer *bb, kv_err *err)
 
 static void push(stream *st, grpc_byte_buffer *bb)
 {
-    if (st->out_n == st->out_cap) {
-        size_t cap = st->out_cap ? st->out_cap * 2 : 8;
-        grpc_byte_buffer **q = realloc(st->outq, cap * sizeof *q);
-        if (!q) {
-            grpc_byte_buffer_destroy(bb);
-            st->close_after = true;
-            st->close_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-            return;
-        }
-        st->outq = q, st->out_cap = cap;
+    if (!grow_array((void **)&st->outq, &st->out_cap, st->out_n + 1, sizeof *st->outq)) {
+        grpc_byte_buffer_destroy(bb);
+        st->close_after = true;
+        st->close_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        return;
     }
     st->outq[st->out_n++] = bb;
 }
@@ -668,7 +664,8 @@ static void *worker(void *arg)
 /* What server_new set up (and the worker array); ends gRPC's use. */
 static void server_free(extproc_server *s)
 {
-    route_free(s->router);
+    if (!s->cfg.router)
+        route_free(s->router);
     pthread_cond_destroy(&s->cv);
     pthread_rwlock_destroy(&s->gate);
     pthread_mutex_destroy(&s->mu);
@@ -687,7 +684,7 @@ static extproc_server *server_new(const extproc_config *cfg, kv_err *err)
         return NULL;
     }
     s->cfg = *cfg;
-    if (!(s->router = route_new(&cfg->route, err))) {
+    if (!(s->router = cfg->router ? cfg->router : route_new(&cfg->route, err))) {
         free(s);
         return NULL;
     }
@@ -759,6 +756,8 @@ void extproc_keep_heap(void)
 }
 
 int extproc_port(const extproc_server *s) { return s->port; }
+
+route_router *extproc_router(extproc_server *s) { return s->router; }
 
 void extproc_get_stats(const extproc_server *s, extproc_stats *out)
 {

@@ -58,6 +58,10 @@ typedef struct extproc_config {
     const char *cert_pem;         /* PEM certificate chain and key: TLS; both NULL: plaintext */
     const char *key_pem;
     int threads;                  /* completion-queue workers; 0 = 4 */
+    /* A router shared with another front door (./epp's HTTP gateway, live/gateway.h:
+     * one sched, one lock, and its tokenisation counts in the stats); NULL: the server
+     * makes its own from the routing's settings below. */
+    route_router *router;
     /* The routing's settings (live/route.h: sched, pool, tokenisation, body limit,
      * tracing, admission, model rewrites, hooks), by their own names or as .route;
      * max_body bounds the buffered response body too. */
@@ -84,6 +88,8 @@ typedef struct extproc_server extproc_server;
  * listen (busy port, bad address), KV_EINVAL for a bad certificate or key. */
 extproc_server *extproc_start(const extproc_config *cfg, kv_err *err);
 int extproc_port(const extproc_server *s);  /* the bound port */
+/* The router the server routes with (route.h), e.g. for a dry run on the same sched. */
+route_router *extproc_router(extproc_server *s);
 /* Cancels every stream, joins the workers, frees everything. NULL is a no-op. */
 void extproc_stop(extproc_server *s);
 void extproc_get_stats(const extproc_server *s, extproc_stats *out);

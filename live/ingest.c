@@ -249,7 +249,8 @@ static bool decode_payload(worker *w, const char *name, const void *payload, siz
     return false;
 }
 
-static void apply_batch(worker *w, const int *slots, const char *model, const char *name, const kvev_batch *b)
+static void apply_batch(worker *w, const int *slots, const char *model, const char *name, uint64_t seq,
+                        const kvev_batch *b)
 {
     ingest *g = w->g;
     kv_err err = {0};
@@ -271,14 +272,21 @@ static void apply_batch(worker *w, const int *slots, const char *model, const ch
             inc(&g->c.apply_errors, 1);
             LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
         }
+    if (g->cfg.diag) {
+        uint32_t engine_bs = 0;
+        for (size_t i = 0; i < b->n_events && !engine_bs; i++)
+            if (b->events[i].type == KVEV_BLOCK_STORED)
+                engine_bs = b->events[i].block_size;
+        kvdiag_events(g->cfg.diag, name, model, seq, engine_bs, g->sources[0].keys.block_size);
+    }
 }
 
-static void apply_payload(worker *w, const int *slots, const char *model, const char *name, const void *payload,
-                          size_t len)
+static void apply_payload(worker *w, const int *slots, const char *model, const char *name, uint64_t seq,
+                          const void *payload, size_t len)
 {
     kvev_batch b;
     if (decode_payload(w, name, payload, len, &b))
-        apply_batch(w, slots, model, name, &b);
+        apply_batch(w, slots, model, name, seq, &b);
 }
 
 static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
@@ -288,7 +296,7 @@ static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
      * newer will arrive live anyway. */
     if (seq >= a->before || (a->applied && seq <= a->last))
         return 0;
-    apply_payload(a->w, a->slots, a->model, a->name, payload, len);
+    apply_payload(a->w, a->slots, a->model, a->name, seq, payload, len);
     a->last = seq;
     a->applied++;
     inc(&a->w->g->c.replayed_batches, 1);
@@ -382,7 +390,7 @@ static void worker_event(worker *w, const char *ep, size_t nl, const ingest_fram
         }
     }
     if (decoded)
-        apply_batch(w, slots, model, name, &b);
+        apply_batch(w, slots, model, name, seq, &b);
 }
 
 /* The frames' data and sizes, as the ingest_frame view the shared code reads. */
@@ -584,15 +592,24 @@ static void rx_warn_loose(rx_state *st, const char *pod, size_t len, const char 
           "{s:s%, s:s, s:s}", "topicPod", pod, len, "endpoint", name, "form", bare ? "ip" : "ip:port");
 }
 
-/* One received message: n frames, the first min(n, 3) in f. True when it is an event
- * batch of a known endpoint, whose name is then in name. */
-static bool rx_accept(ingest *g, rx_state *st, const ingest_frame *f, size_t n, char name[NAME_MAX_LEN])
+/* One received message: n frames, the first min(n, 3) in f (first: its first frame as
+ * received, for the sender's address; NULL when fed). True when it is an event batch of
+ * a known endpoint, whose name is then in name. */
+static bool rx_accept(ingest *g, rx_state *st, const ingest_frame *f, size_t n, zmq_msg_t *first,
+                      char name[NAME_MAX_LEN])
 {
     if (n != 3) {
         inc(&g->c.bad_frames, 1);
         return false;
     }
     inc(&g->c.messages, 1);
+    size_t fl = strlen(g->cfg.topic_filter);
+    if (fl && (f[0].len < fl || memcmp(f[0].data, g->cfg.topic_filter, fl))) {
+        if (g->cfg.diag)
+            kvdiag_topic(g->cfg.diag, first ? zmq_msg_gets(first, "Peer-Address") : NULL, f[0].data, f[0].len,
+                         g->cfg.topic_filter);
+        return false;
+    }
     kvev_topic t;
     if (!kvev_topic_parse(f[0].data, f[0].len, &t)) {
         inc(&g->c.decode_errors[KVEV_ERR_TOPIC], 1);
@@ -625,7 +642,7 @@ static void rx_message(ingest *g, rx_state *st, zmq_msg_t *m, size_t n)
     ingest_frame f[3];
     frames_of(m, n < 3 ? n : 3, f);
     char name[NAME_MAX_LEN];
-    if (!rx_accept(g, st, f, n, name))
+    if (!rx_accept(g, st, f, n, &m[0], name))
         return;
     size_t nl = strlen(name), bytes = event_bytes(m, nl);
     if (bytes > st->max_msg) {
@@ -822,7 +839,7 @@ ingest *ingest_start(const ingest_config *cfg, kv_err *err)
     /* pods unknown yet: one pipe gets it all until the receiver sizes them (rx_size_pipes) */
     int hwm = pipe_hwm(g->cfg.queue_bytes, ASSUMED_MSG_BYTES, 1);
     zmq_setsockopt(g->sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(g->sub, ZMQ_SUBSCRIBE, g->cfg.topic_filter, strlen(g->cfg.topic_filter));
+    zmq_setsockopt(g->sub, ZMQ_SUBSCRIBE, "", 0);   /* every topic: rx_accept filters and reports */
     if (!g->cfg.discover_pods) {
         if (zmq_bind(g->sub, g->cfg.zmq_endpoint) != 0) {
             kv_err_set(err, KV_EIO, "ingest: cannot bind kvEventsConfig.zmqEndpoint '%s': %s", g->cfg.zmq_endpoint,
@@ -880,7 +897,7 @@ ingest *ingest_detached(const ingest_config *cfg, kv_err *err)
 void ingest_feed(ingest *g, const ingest_frame *f, size_t n)
 {
     char name[NAME_MAX_LEN];
-    if (rx_accept(g, &g->rxs, f, n, name))
+    if (rx_accept(g, &g->rxs, f, n, NULL, name))
         worker_event(&g->workers[0], name, strlen(name), f);
 }
 
@@ -924,6 +941,9 @@ int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints
             ic.replay_port = opts->replay_port;
             ic.replay_timeout_ms = opts->replay_timeout_ms;
             ic.queue_bytes = opts->queue_bytes;
+            ic.diag = opts->diag;
+            if (opts->zmq_endpoint[0])
+                snprintf(ic.zmq_endpoint, sizeof ic.zmq_endpoint, "%s", opts->zmq_endpoint);
         }
         if ((out[*n_out] = ingest_start(&ic, err)))
             ++*n_out;

@@ -3,8 +3,10 @@
  *
  * Modes: centralised (discover_pods false) binds one SUB socket on zmq_endpoint that
  * every vLLM pod connects to; pod discovery connects the SUB to tcp://<ip>:<socket_port>
- * of every endpoint in the epset and follows it as pods come and go. The SUB filters on
- * topic_filter ("kv@"); a message must be exactly [topic, seq >= 8 bytes, payload].
+ * of every endpoint in the epset and follows it as pods come and go. The SUB takes every
+ * topic and the receiver filters on topic_filter ("kv@"), so that a message on another
+ * topic -- vLLM's default is the empty one -- is seen and reported (cfg.diag) instead of
+ * vanishing in libzmq; a message must be exactly [topic, seq >= 8 bytes, payload].
  *
  * Trust: a topic's pod id must name a known endpoint (epset_match_pod: "ip:port", or a
  * bare "ip" matched loosely, with one warning per pod saying which form it uses); events
@@ -51,6 +53,7 @@
 #include "blockkeys.h"
 #include "endpoints.h"
 #include "kverr.h"
+#include "kvdiag.h"
 #include "kvevents.h"
 #include "kvindex.h"
 #include "precise_prefix_cache_scorer.h"
@@ -72,6 +75,8 @@ typedef struct ingest_config {
     int replay_port;              /* vLLM replay ROUTER port on each pod; 0 = none */
     int replay_timeout_ms;        /* per reply; <= 0: 1000 */
     size_t queue_bytes;           /* backlog bound (see above); 0: INGEST_QUEUE_BYTES_DEFAULT */
+    kvdiag *diag;                 /* borrowed, optional: told of every message outside
+                                     topic_filter and every event message applied */
 } ingest_config;
 
 #define INGEST_QUEUE_BYTES_DEFAULT ((size_t)64 << 20)
@@ -119,7 +124,8 @@ typedef struct ingest ingest;
 ingest *ingest_start(const ingest_config *cfg, kv_err *err);
 /* ./epp's wiring: feeds every source of srcs[0..n), with one ingest per distinct
  * kvEventsConfig (sources that declare the same one share its socket), with opts's
- * replay_port, replay_timeout_ms and queue_bytes for all (opts NULL: the defaults, no
+ * replay_port, replay_timeout_ms, queue_bytes and diag for all, and opts's zmq_endpoint
+ * (when not "") in place of every kvEventsConfig's zmqEndpoint (--kv-events-zmq-endpoint) (opts NULL: the defaults, no
  * replay). out (room for n) receives the ingests in the order of their first source,
  * *n_out how many; on error none is left running. */
 int ingest_start_sources(sched_kvsource *const *srcs, size_t n, epset *endpoints, const ingest_config *opts,

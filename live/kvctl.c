@@ -6,7 +6,9 @@
  *                 printing events with topic, seq, and per-pod sequence gaps;
  *   kvctl config  an EndpointPickerConfig loaded exactly as ./epp and ./sim load it (the
  *                 config loader, then the scheduler): its plugins with the parameters in
- *                 force, its profiles and its data layer, every warning on stderr.
+ *                 force, its profiles and its data layer, every warning on stderr;
+ *   kvctl doctor  a running ./epp's known misconfigurations, each with its fix, read from
+ *                 its /debug/ endpoints (live/doctor.h); exit 1 when it finds one.
  * Bad usage exits 2 with the usage text; bad input exits 1 with the decoder's message. */
 #include <errno.h>
 #include <jansson.h>
@@ -20,6 +22,8 @@
 
 #include "blockkeys.h"
 #include "config.h"
+#include "doctor.h"
+#include "grow.h"
 #include "kvevents.h"
 #include "registry.h"
 #include "scheduler.h"
@@ -31,7 +35,9 @@ static const char USAGE[] =
     "         TOKENS: integers or inclusive ranges A..B (also comma-separated); one key per full block\n"
     "       kvctl decode [FILE | --hex HEX | -]      a msgpack KVEventBatch -> one JSON line per event\n"
     "       kvctl listen tcp://HOST:PORT [--bind] [--topic PREFIX]   (default topic prefix kv@; Ctrl-C stops)\n"
-    "       kvctl config FILE                        an EndpointPickerConfig as ./epp and ./sim load it\n";
+    "       kvctl config FILE                        an EndpointPickerConfig as ./epp and ./sim load it\n"
+    "       kvctl doctor URL [--since SECONDS]       a running EPP's misconfigurations, from its metrics port\n"
+    "         URL: http://HOST:METRICS_PORT; --since: issues seen in the last SECONDS (default 600)\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -78,11 +84,7 @@ typedef struct u32vec {
 
 static void push(u32vec *t, uint32_t x)
 {
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 256;
-        t->v = realloc(t->v, t->cap * sizeof *t->v);
-        if (!t->v) exit(failed("out of memory"));
-    }
+    if (!grow_array((void **)&t->v, &t->cap, t->n + 1, sizeof *t->v)) exit(failed("out of memory"));
     t->v[t->n++] = x;
 }
 
@@ -571,6 +573,29 @@ static int cmd_config(int argc, char **argv)
     return 0;
 }
 
+static int cmd_doctor(int argc, char **argv)
+{
+    const char *url = NULL;
+    double since = 600;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--since")) {
+            char *end;
+            if (i + 1 >= argc || (since = strtod(argv[++i], &end)) < 0 || *end || end == argv[i])
+                return usage("--since needs a number of seconds >= 0");
+        } else if (!url && strncmp(argv[i], "--", 2)) {
+            url = argv[i];
+        } else {
+            return usage("doctor: unexpected argument \"%s\"", argv[i]);
+        }
+    }
+    if (!url) return usage("doctor needs the EPP's metrics URL, e.g. http://127.0.0.1:9090");
+    kv_err err = {0};
+    int n = doctor_run(url, since, stdout, &err);
+    if (n < 0) return failed("%s", err.msg);
+    if (n == 0) printf("no known misconfiguration found\n");
+    return n ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage("a command is required");
@@ -578,6 +603,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "decode") == 0) return cmd_decode(argc - 2, argv + 2);
     if (strcmp(argv[1], "listen") == 0) return cmd_listen(argc - 2, argv + 2);
     if (strcmp(argv[1], "config") == 0) return cmd_config(argc - 2, argv + 2);
+    if (strcmp(argv[1], "doctor") == 0) return cmd_doctor(argc - 2, argv + 2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fputs(USAGE, stdout);
         return 0;

@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,6 +47,52 @@ static void log_ts(char *buf, size_t cap)
     snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
+/* The fewest significant digits (1..17) that read back as v: what Go's strconv prints. */
+static int shortest_digits(double v)
+{
+    char buf[40];
+    for (int p = 1; p < 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (strtod(buf, NULL) == v)
+            return p;
+    }
+    return 17;
+}
+
+/* zap writes a float64 as Go's strconv.FormatFloat(v, 'f', -1, 64): an integral value
+ * without a fraction (1, 0) and others in the fewest digits that read back (0.3, not
+ * jansson's 0.29999999999999999). Integral reals become integers; *digits is raised to
+ * what the other reals need (the line is dumped at that precision; a line carries one
+ * or two reals). jansson still writes an exponent below 1e-4 where Go writes 0.0000x. */
+static void go_numbers(json_t *v, int *digits)
+{
+    const char *key;
+    json_t *x;
+    size_t i;
+    void *tmp;
+    if (json_is_object(v)) {
+        json_object_foreach_safe(v, tmp, key, x) {
+            double d = json_is_real(x) ? json_real_value(x) : 0;
+            if (json_is_real(x) && d == nearbyint(d) && fabs(d) < 9007199254740992.0)
+                json_object_set_new(v, key, json_integer((json_int_t)d));
+            else
+                go_numbers(x, digits);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x) {
+            double d = json_is_real(x) ? json_real_value(x) : 0;
+            if (json_is_real(x) && d == nearbyint(d) && fabs(d) < 9007199254740992.0)
+                json_array_set_new(v, i, json_integer((json_int_t)d));
+            else
+                go_numbers(x, digits);
+        }
+    } else if (json_is_real(v)) {
+        int p = shortest_digits(json_real_value(v));
+        if (p > *digits)
+            *digits = p;
+    }
+}
+
 void log_at(int level, const char *file, int line, const char *msg, const char *fields, ...)
 {
     if (!log_enabled(level))
@@ -74,7 +121,9 @@ void log_at(int level, const char *file, int line, const char *msg, const char *
             json_object_set_new(o, "logFieldsError", json_string(jerr.text));
         json_decref(f);
     }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    int digits = 1;
+    go_numbers(o, &digits);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(digits));
     json_decref(o);
     if (!s)
         return;

@@ -6,7 +6,8 @@
  * Warnings are zap "warn" lines (logr has none; llm-d's Go code uses zap's for the same).
  *
  * Fields are a jansson json_pack format and its arguments ("{s:s, s:I}", "pod", p, "n", n),
- * so values are encoded by jansson, never by hand.
+ * so values are encoded by jansson, never by hand; reals are written as zap writes a Go
+ * float64 (1 and 0 without a fraction, 0.3 in its shortest form).
  *
  * Threads: every call may come from any thread; lines are written whole (one lock). The
  * sink and verbosity are process-wide, set once before threads start (log_setup). */

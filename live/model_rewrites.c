@@ -16,6 +16,8 @@
 #include <jansson.h>
 
 #include "manifests.h"
+#include "grow.h"
+#include "mix64.h"
 
 struct model_rewrites {
     pthread_mutex_t mu;
@@ -26,13 +28,7 @@ struct model_rewrites {
     uint64_t state;               /* the internal generator's (splitmix64) */
 };
 
-static uint64_t splitmix64(void *ctx)
-{
-    uint64_t z = (*(uint64_t *)ctx += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t splitmix64(void *ctx) { return mix64_next(ctx); }
 
 model_rewrites *model_rewrites_new(model_rewrites_rand rnd, void *rnd_ctx, kv_err *err)
 {
@@ -150,13 +146,7 @@ int model_rewrites_put(model_rewrites *t, const model_rewrite *rw, kv_err *err)
         free(t->v[i]);
         t->v[i] = c;
     } else {
-        if (t->n == t->cap) {
-            size_t cap = t->cap ? 2 * t->cap : 8;
-            model_rewrite **g = realloc(t->v, cap * sizeof *g);
-            if (g)
-                t->v = g, t->cap = cap;
-        }
-        if (t->n < t->cap)
+        if (grow_array((void **)&t->v, &t->cap, t->n + 1, sizeof *t->v))
             t->v[t->n++] = c;
         else
             rc = KV_ENOMEM;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "manifests.h"
+#include "grow.h"
 
 typedef struct entry {
     char *name;
@@ -67,13 +68,7 @@ int objectives_put(objectives *o, const char *name, int priority, kv_err *err)
         e->priority = priority;
     } else {
         char *copy = strdup(name);
-        if (copy && o->n == o->cap) {
-            size_t cap = o->cap ? 2 * o->cap : 8;
-            entry *g = realloc(o->v, cap * sizeof *g);
-            if (g)
-                o->v = g, o->cap = cap;
-        }
-        if (!copy || o->n == o->cap) {
+        if (!copy || !grow_array((void **)&o->v, &o->cap, o->n + 1, sizeof *o->v)) {
             free(copy);
             rc = kv_err_set(err, KV_ENOMEM, "objectives: out of memory");
         } else {

@@ -97,6 +97,9 @@ void route_req_free(route_req *q)
     oai_request_free(&q->oreq);
     free(q->tok);
     free(q->target);
+    for (size_t i = 0; i < q->n_excluded; i++)
+        free(q->excluded[i]);
+    free(q->excluded);
 }
 
 /* ---- headers ------------------------------------------------------------------------------- */
@@ -193,6 +196,18 @@ static bool in_subset(const route_req *q, const char *name)
     return false;
 }
 
+/* Whether ep may serve q: in its subset hint, not excluded by a retry, and not refused
+ * by the request's endpoint_ok (caller holds the pool). */
+static bool eligible(const route_req *q, const sched_endpoint *ep)
+{
+    if (!in_subset(q, ep->name))
+        return false;
+    for (size_t i = 0; i < q->n_excluded; i++)
+        if (!strcmp(q->excluded[i], ep->name))
+            return false;
+    return !q->endpoint_ok || q->endpoint_ok(q->endpoint_ctx, ep);
+}
+
 /* Candidates from the pool (caller holds the pool). Returns the count; *out malloc'd. */
 static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t n, sched_endpoint ***out)
 {
@@ -201,7 +216,7 @@ static size_t candidates(const route_req *q, sched_endpoint *const *eps, size_t 
         return 0;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (in_subset(q, eps[i]->name))
+        if (eligible(q, eps[i]))
             (*out)[k++] = eps[i];
     return k;
 }
@@ -239,18 +254,24 @@ static int answer(route_req *q, int status, const char *msg)
     return status;
 }
 
-/* llm-d's V(4) line, field for field, so `grep "Calculated score"` works unchanged. */
+/* llm-d-router's V(4) line (scheduler_profile.go), field for field, so the guide's
+ * `grep "Calculated score"` pipelines work unchanged: the request logger's values
+ * (x-request-id from the server, then the director's objectiveKey, incomingModelName,
+ * targetModelName and priority), the plugin as TypedName.String() writes it
+ * ("<name>/<type>"), the endpoint's NamespacedName as logr marshals it ({"name"} plus
+ * "namespace" when set) and the score as a Go float64 (log.h). */
 static void log_scores(const route_req *q, const sched_trace *t)
 {
     char plugin[256];
     for (size_t i = 0; i < t->n_scores; i++) {
         const sched_trace_score *sc = &t->scores[i];
-        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->type->type, sc->plugin->name);
-        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:f}", "x-request-id", q->request_id,
-              "incomingModelName", q->sreq.model, "targetModelName",
-              q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "plugin", plugin, "endpoint",
-              "name", sc->ep->pod ? sc->ep->pod : sc->ep->name, "namespace", sc->ep->ns ? sc->ep->ns : "", "score",
-              sc->score);
+        snprintf(plugin, sizeof plugin, "%s/%s", sc->plugin->name, sc->plugin->type->type);
+        const char *ns = sc->ep->ns ? sc->ep->ns : "";
+        LOG_V(4, "Calculated score", "{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s*}, s:f}", "x-request-id",
+              q->request_id, "objectiveKey", q->objective ? q->objective : "", "incomingModelName", q->sreq.model,
+              "targetModelName", q->sreq.target_model ? q->sreq.target_model : q->sreq.model, "priority",
+              q->sreq.priority, "plugin", plugin, "endpoint", "name", sc->ep->pod ? sc->ep->pod : sc->ep->name,
+              "namespace", *ns ? ns : NULL, "score", sc->score);
     }
 }
 
@@ -268,13 +289,13 @@ static bool tokenize(route_req *q, const char *model)
         sched_endpoint *const *eps;
         size_t n = pool->acquire(pool->ctx, &eps), k = 0;
         for (size_t i = 0; i < n; i++)
-            k += in_subset(q, eps[i]->name);
+            k += eligible(q, eps[i]);
         if (k) {
             pthread_mutex_lock(&r->mu);
             size_t pick = r->rr++ % k;
             pthread_mutex_unlock(&r->mu);
             for (size_t i = 0; i < n && !base[0]; i++)
-                if (in_subset(q, eps[i]->name) && pick-- == 0)
+                if (eligible(q, eps[i]) && pick-- == 0)
                     snprintf(base, sizeof base, "http://%s", eps[i]->name);
         }
         pool->release(pool->ctx);
@@ -392,6 +413,9 @@ static char *join_targets(const sched_result *res)
     return t;
 }
 
+static int schedule(route_req *q, double t_body);
+static void hook_target(route_req *q, void (*hook)(sched *, const sched_request *, sched_endpoint *));
+
 int route_decide(route_req *q)
 {
     route_router *r = q->router;
@@ -424,13 +448,27 @@ int route_decide(route_req *q)
         .priority = priority,
         .output_tokens_hint = o->max_tokens,
     };
+    q->priority = priority;
+    q->tok_failed = tok_failed;
+    return schedule(q, t_body);
+}
 
-    /* burst-prefix-cache-producer: held until the window is placed (after tokenisation,
-     * whose ids the placement hashes, as llm-d's producer consumes the token producer's) */
-    if (r->hold && !burst_hold_wait(r->hold, &q->sreq, place_window, r))
+/* Admission and scheduling of a parsed request (q->sreq) over its eligible candidates;
+ * t_body is when its decision began. */
+static int schedule(route_req *q, double t_body)
+{
+    route_router *r = q->router;
+    const oai_request *o = &q->oreq;
+    int priority = q->priority, rc;
+    kv_err e = {0};
+    bool dry = q->inspect != NULL;
+    bool verbose = !dry && log_enabled(4), tracing = verbose || dry || r->cfg.trace_decisions;
+    /* burst-prefix-cache-producer: a routed request (not a dry run) is held until its window
+     * is placed (after tokenisation, whose ids the placement hashes, as llm-d's producer
+     * consumes the token producer's) */
+    if (!dry && r->hold && !burst_hold_wait(r->hold, &q->sreq, place_window, r))
         LOG_V(2, "Burst window full (maxBatchSize); routed without affinity", "{s:s}", "x-request-id",
               q->request_id);
-    bool verbose = log_enabled(4), tracing = verbose || r->cfg.trace_decisions;
     const route_pool *pool = &r->cfg.pool;
     pthread_mutex_lock(&r->sched_mu);
     sched_endpoint *const *eps;
@@ -452,12 +490,14 @@ int route_decide(route_req *q)
     }
     if (rc == KV_OK && res.n_targets > 0 && (q->target = join_targets(&res))) {
         q->target_id = res.targets[0]->id;
-        sched_pre_request(r->cfg.sched, &q->sreq, &res);
-        q->pre_requested = true;
+        if (!dry) {
+            sched_pre_request(r->cfg.sched, &q->sreq, &res);
+            q->pre_requested = true;
+        }
     }
     if (k > 0 && !shed && verbose)
         log_scores(q, &r->trace);
-    if (k > 0 && r->cfg.on_decision) {
+    if (k > 0 && (dry || r->cfg.on_decision)) {
         const route_decision d = {
             .request_id = q->request_id,
             .model = o->model,
@@ -469,13 +509,16 @@ int route_decide(route_req *q)
             .target = rc == KV_OK ? q->target : NULL,
             .profile = res.profile,
             .n_tokens = q->sreq.n_tokens,
-            .tokenize_failed = tok_failed,
+            .tokenize_failed = q->tok_failed,
             .sched_seconds = dt,
             .decide_seconds = monoclock_s() - t_body,
             .result = &res,
             .trace = tracing && !shed ? &r->trace : NULL,
         };
-        r->cfg.on_decision(r->cfg.hook_ctx, &d);
+        if (dry)
+            q->inspect(q->inspect_ctx, &d);
+        else
+            r->cfg.on_decision(r->cfg.hook_ctx, &d);
     }
     pool->release(pool->ctx);
     pthread_mutex_unlock(&r->sched_mu);
@@ -497,11 +540,36 @@ int route_decide(route_req *q)
     }
     if (!q->target)
         return answer(q, 500, "out of memory");
-    LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
+    if (!dry)
+        LOG_V(3, "Request handled", "{s:s, s:s, s:s, s:s?, s:s, s:i, s:I}", "x-request-id", q->request_id, "model",
           o->model, "endpoint", q->target, "objectiveKey", q->objective, "fairnessID", q->fairness_id, "priority",
           priority, "tokens", (json_int_t)q->sreq.n_tokens);
     q->http_status = 200;
     return 200;
+}
+
+int route_retry(route_req *q)
+{
+    if (!q->target)
+        return answer(q, 500, "route_retry: the request was not routed");
+    if (q->pre_requested) /* the failed attempt is over for the sched */
+        hook_target(q, sched_response_complete);
+    q->pre_requested = q->first_chunk = false;
+    for (const char *t = q->target; *t;) {
+        size_t len = strcspn(t, ",");
+        char **v = realloc(q->excluded, (q->n_excluded + 1) * sizeof *v);
+        if (!v || !(v[q->n_excluded] = strndup(t, len))) {
+            if (v)
+                q->excluded = v;
+            return answer(q, 500, "out of memory");
+        }
+        q->excluded = v;
+        q->n_excluded++;
+        t += len + (t[len] == ',');
+    }
+    free(q->target);
+    q->target = NULL;
+    return schedule(q, monoclock_s());
 }
 
 int route_decide_headers_only(route_req *q)

@@ -10,7 +10,8 @@
  * Use, per request: route_req_init; route_begin, route_add_header for each header,
  * route_headers_end; route_subset_* for a subset hint (optional); route_body_append per
  * body piece; route_decide (or route_decide_headers_only for a request without a body);
- * the front door forwards the request and reads the response, fills the usage and
+ * route_retry when the target failed before answering (at most as often as the front
+ * door allows); the front door forwards the request and reads the response, fills the usage and
  * response_bytes; route_complete; route_req_free.
  *
  * Answers follow GIE: 400 for a body that is not a request (bad JSON, no model), 503
@@ -133,6 +134,18 @@ typedef struct route_req {
     size_t request_bytes;         /* every request body byte received, held or not */
     oai_usage usage;              /* the response's usage, before route_complete */
     size_t response_bytes;
+    /* Whether an endpoint may be a candidate for this request (the gateway's circuit
+     * breaker, live/breaker.h), with ctx endpoint_ctx; runs with the pool acquired and
+     * the router's lock held. Optional: without it every endpoint may be. */
+    bool (*endpoint_ok)(void *ctx, const sched_endpoint *ep);
+    void *endpoint_ctx;
+    /* A dry run (set before route_decide): the request is scheduled exactly as it would be,
+     * traced, and inspect receives the decision under the router's lock (endpoints valid
+     * during the call only); nothing is recorded -- no pre-request hook (in-flight counts,
+     * stateful scorers), no on_decision, no score log lines -- so the request must not be
+     * forwarded. Pickers that draw random numbers still draw them. */
+    void (*inspect)(void *ctx, const route_decision *d);
+    void *inspect_ctx;
     /* read-only */
     route_router *router;
     double t_start;               /* route_begin, monotonic seconds */
@@ -161,6 +174,10 @@ typedef struct route_req {
     bool pre_requested;           /* sched_pre_request ran: completion owed */
     bool first_chunk;             /* route_response_started ran */
     uint32_t target_id;
+    int priority;                 /* the objective's, for a retry's decision */
+    bool tok_failed;
+    char **excluded;              /* endpoints a retry must not pick (earlier targets) */
+    size_t n_excluded;
 } route_req;
 
 /* A router over cfg (copied); KV_EINVAL without a sched or a pool, KV_ENOMEM. */
@@ -191,6 +208,11 @@ bool route_body_append(route_req *q, const uint8_t *p, size_t n);
 /* Routes the whole body: returns the HTTP status, 200 with q->target set, otherwise
  * q->error says why. Reports on_decision when there were candidates. */
 int route_decide(route_req *q);
+/* The routed endpoint failed before answering (connect error, 429 or 503 before any
+ * response byte): the sched is told its request is over, and the request is scheduled
+ * again with every endpoint it was routed to so far excluded (the next best, as the
+ * scheduler sees it now). Reports on_decision again; returns as route_decide does. */
+int route_retry(route_req *q);
 /* A request without a body: GIE sends it to a random candidate (200), else 500. */
 int route_decide_headers_only(route_req *q);
 

@@ -1,10 +1,17 @@
 # common.gp: terminal and styles shared by the simulator's charts.
 # The caller sets W and H (pixels) before loading this file; ./sim passes datadir,
 # scriptdir and the router names with -e (see simulator/plots.c).
-if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
-    set terminal pngcairo size W,H font "sans,10" noenhanced
+# svg=1 (./sim's report.html) draws SVG instead of PNG; ext is the output's suffix.
+if (!exists("svg")) svg = 0
+ext = svg ? '.svg' : '.png'
+if (svg) {
+    set terminal svg size W,H dynamic font "sans,10" noenhanced
 } else {
-    set terminal png size W,H noenhanced
+    if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
+        set terminal pngcairo size W,H font "sans,10" noenhanced
+    } else {
+        set terminal png size W,H noenhanced
+    }
 }
 set grid lc rgb "#dddddd"
 set key top left box opaque

@@ -92,7 +92,7 @@ static bool ar_push(ar_state *st, ar_entry e)
 static void ar_pre_request(sched_plugin *p, const sched_request *r, sched_endpoint *const *targets, size_t n)
 {
     ar_state *st = p->state;
-    double now = pu_now(&st->env);
+    double now = sched_env_now(&st->env);
     ar_expire(st, now);
     if (!n)
         return;
@@ -114,7 +114,7 @@ static void ar_complete(sched_plugin *p, const sched_request *r, const sched_end
             break;
         }
     }
-    ar_expire(st, pu_now(&st->env));
+    ar_expire(st, sched_env_now(&st->env));
 }
 
 static void ar_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)

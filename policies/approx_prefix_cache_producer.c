@@ -129,7 +129,7 @@ static void apx_learn(apx *s, const sched_request *r, const sched_endpoint *ep)
     size_t cap = s->auto_tune && ep->m.num_gpu_blocks ? ep->m.num_gpu_blocks : s->lru_cap;
     uint32_t bs = s->cur_tokens ? s->cur_tokens : apx_block_tokens(s, NULL, 0);
     /* best effort: a failed insert costs one affinity chance, never a routing failure */
-    prefix_index_learn(s->ix, r, bs * APX_CHARS_PER_TOKEN, apx_max_blocks(s, bs), ep->id, cap, pu_now(&s->env),
+    prefix_index_learn(s->ix, r, bs * APX_CHARS_PER_TOKEN, apx_max_blocks(s, bs), ep->id, cap, sched_env_now(&s->env),
                        false);
 }
 

@@ -278,7 +278,7 @@ static void dkv_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     /* The tracker learns whenever it is what pick consults (no events for this request). */
     if (dkv_source(p) && r->tokens)
         return;
-    prefix_index_learn(s->ix, r, block_chars, SIZE_MAX, ep, SIZE_MAX, pu_now(&s->env), false);
+    prefix_index_learn(s->ix, r, block_chars, SIZE_MAX, ep, SIZE_MAX, sched_env_now(&s->env), false);
 }
 
 static void dkv_response_complete(sched_plugin *p, const sched_request *r, const sched_endpoint *target)

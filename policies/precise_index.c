@@ -182,6 +182,7 @@ precise_index *precise_index_new(sched_plugin *p, const sched_params *pp, const 
     if (!rc) {
         ic.max_endpoints = (uint32_t)max_eps;
         st->capacity = ic.capacity;
+        st->src.name = p->name;
         st->src.index = kvindex_new(&ic, err);
         if (!st->src.index)
             rc = err ? err->code : KV_ENOMEM;

@@ -185,7 +185,7 @@ static void ppp_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     ppp_state *st = p->state;
     if (!st->spec || n == 0 || st->stash_req != pu_request_hash(r))
         return;
-    double now = pu_now(&st->env);
+    double now = sched_env_now(&st->env);
     spec_add(st, targets[0], now);
     const sched_result *res = sched_pre_request_result(p->owner);
     for (size_t i = 0; res && i < res->n_others; i++)

@@ -34,6 +34,7 @@ typedef struct pps_kvevents {
 
 /* Read-only for the drivers, except the index, which they feed. */
 typedef struct sched_kvsource {
+    const char *name;          /* the plugin's name in the config (the EPP's metrics label) */
     kvindex *index;
     blockkeys_ctx keys;        /* tokenProcessorConfig: blockSize, hashSeed, algorithm */
     pps_kvevents events;

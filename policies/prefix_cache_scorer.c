@@ -197,7 +197,7 @@ static void pcs_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     const sched_endpoint *ep = targets[0];
     size_t cap = s->auto_tune && ep->m.num_gpu_blocks ? ep->m.num_gpu_blocks : s->lru_cap;
     /* learning is best effort: a failed insert is retried by the next request */
-    prefix_index_learn(s->ix, r, pcs_block_chars(s), s->max_blocks, ep->id, cap, pu_now(&s->env), false);
+    prefix_index_learn(s->ix, r, pcs_block_chars(s), s->max_blocks, ep->id, cap, sched_env_now(&s->env), false);
 }
 
 static void pcs_describe(const sched_plugin *p, char *buf, size_t cap)

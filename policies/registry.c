@@ -16,6 +16,7 @@
     X(random_picker)                      \
     X(weighted_random_picker)             \
     X(round_robin_picker)                 \
+    X(kube_proxy_picker)                  \
     X(precise_prefix_cache_scorer)        \
     X(kv_cache_utilization_scorer)        \
     X(queue_scorer)                       \

@@ -160,7 +160,7 @@ static void sca_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
     if (n == 0)
         return;
     /* root last: the LRU end stays a leaf, as SGLang evicts leaves */
-    prefix_index_learn(s->ix, r, s->block_chars, SIZE_MAX, targets[0]->id, SIZE_MAX, pu_now(&s->env), true);
+    prefix_index_learn(s->ix, r, s->block_chars, SIZE_MAX, targets[0]->id, SIZE_MAX, sched_env_now(&s->env), true);
 }
 
 const sched_plugin_type sglang_cache_aware_picker_type = {

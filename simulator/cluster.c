@@ -20,7 +20,7 @@
 #include "server.h"
 
 /* Event kinds, in their order at equal times. */
-enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_BURST = 6 };
+enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_ROUTE = 6, EV_BURST = 7 };
 
 #define CL_NONE UINT64_MAX
 #define CL_AHEAD 4                    /* records prefetched ahead in a step's token loop */
@@ -133,7 +133,9 @@ typedef struct cl {
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
     uint64_t *pend_next;
     cl_prompts prompts;
-    /* burst-prefix-cache-producer: requests sent but held until its window ends */
+    const reqpath *path;              /* the router's request path (scenario.h) */
+    sim_time path_out;                /* engine -> client, added to every token time */
+    /* burst-prefix-cache-producer: requests at the router, held until its window ends */
     burst *burst;
     uint64_t *held;
     size_t n_held, cap_held;
@@ -282,6 +284,7 @@ static int cl_kick(cl *c, size_t i, kv_err *err)
         return KV_OK;
     sv->busy = true;
     c->st.steps++;
+    c->st.cascade_steps += sv->res.cascade;
     return cl_push(c, c->now + sv->res.duration, EV_STEP, (int32_t)i, 0, err);
 }
 
@@ -381,19 +384,20 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         if (k + CL_AHEAD < res->n_tokens_out)
             __builtin_prefetch(res->tokens_out[k + CL_AHEAD]->user, 1);
         sim_request_record *rec = res->tokens_out[k]->user;
+        sim_time t = c->now + c->path_out;       /* when the client reads it */
         if (rec->n_token_times == 0) {
-            rec->t_first_token = c->now;
+            rec->t_first_token = t;
             char idbuf[32];
             sched_request view;
             cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
             sched_response_started(c->sched, &view, &c->eps[i]);
         }
-        rc = cl_token_time(c, rec, c->now, err);
+        rc = cl_token_time(c, rec, t, err);
     }
     for (size_t k = 0; k < res->n_finished && !rc; k++) {
         simsrv_req *r = res->finished[k];
         sim_request_record *rec = r->user;
-        sim_time done = c->now + CLUSTER_DONE_DELAY_US;
+        sim_time done = c->now + c->path_out + CLUSTER_DONE_DELAY_US;
         if ((rc = cl_token_time(c, rec, done, err)))
             break;
         rec->t_end = done;
@@ -501,6 +505,7 @@ static int cl_scrape(cl *c, kv_err *err)
 /* ---- arrivals ------------------------------------------------------------------------ */
 
 static int cl_route(cl *c, uint64_t id, kv_err *err);
+static int cl_at_router(cl *c, uint64_t id, kv_err *err);
 
 /* burst-prefix-cache-producer: the request waits for the window, which its first request
  * opened (llm-d's producer holds it in Produce); a full window (maxBatchSize) routes it at
@@ -548,8 +553,9 @@ static int cl_burst_seal(cl *c, kv_err *err)
     return rc;
 }
 
-/* Sends request id now: its prompt (for a multi-turn round, the user's context and
- * question), a routing decision, and the chosen server. */
+/* The client sends request id now: its prompt (for a multi-turn round, the user's context
+ * and question) sets off down the router's request path (reqpath.h); cl_route takes the
+ * routing decision and submits it where the path reaches vLLM's scheduler. */
 static int cl_send(cl *c, uint64_t id, kv_err *err)
 {
     sim_request_record *rec = &c->run->requests[id];
@@ -572,12 +578,20 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
         ss->busy = true;
         rec->prompt_tokens = wr->n_prompt;
     }
-    if (c->burst)
-        return cl_hold(c, id, err);
-    return cl_route(c, id, err);
+    sim_time in = reqpath_inbound(c->path, wr->n_prompt);
+    return in ? cl_push(c, c->now + in, EV_ROUTE, 0, id, err) : cl_at_router(c, id, err);
 }
 
-/* The routing decision for request id, and its submission to the chosen server. */
+/* Request id has reached the router: held for the burst window when the config has one,
+ * else routed now. */
+static int cl_at_router(cl *c, uint64_t id, kv_err *err)
+{
+    return c->burst ? cl_hold(c, id, err) : cl_route(c, id, err);
+}
+
+/* Request id has come down its request path: a routing decision over the endpoints as
+ * the router sees them now (the end of the inbound path: the decision is a few hops
+ * early in reality, which the scrape interval dwarfs), and the chosen server. */
 static int cl_route(cl *c, uint64_t id, kv_err *err)
 {
     sim_request_record *rec = &c->run->requests[id];
@@ -709,6 +723,8 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
         c->eps[i] = (sched_endpoint){.id = (uint32_t)i, .name = sv->name, .pod = sv->pod, .ns = ""};
         c->epp[i] = &c->eps[i];
     }
+    c->path = &c->s->routers[r].path;
+    c->path_out = reqpath_outbound(c->path);
     sched_env env = {.seed = c->s->seed, .now = cl_clock, .clock_ctx = c, .warn = c->o ? c->o->warn : NULL,
                      .warn_ctx = c->o ? c->o->warn_ctx : NULL};
     kv_err e = {0};
@@ -765,6 +781,8 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
                             .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
                             .long_prefill_token_threshold = k->long_prefill_token_threshold,
                             .max_model_len = k->max_model_len, .prefix_caching = k->prefix_caching,
+                            .speedup = k->speedup,
+                            .cascade_attention = k->cascade_attention,
                             .emit_kv_events = c->st.kv_published, .pod_id = sv->name,
                             .model_name = k->model->hf_name};
         if (!(sv->srv = simsrv_new(&sc, &e)))
@@ -835,6 +853,7 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         case EV_SEND: rc = cl_send(&c, ev.arg, err); break;
         case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
         case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
+        case EV_ROUTE: rc = cl_at_router(&c, ev.arg, err); break;
         case EV_BURST: rc = cl_burst_seal(&c, err); break;
         }
     }

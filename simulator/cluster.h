@@ -3,15 +3,20 @@
  *
  * Events (evq.h) at equal times run in this order: KV events reaching the router's
  * index, metrics scrapes, engine step ends, multi-turn rounds released by the previous
- * round's end, request arrivals, stage starts; within a kind, in the order they were
+ * round's end, request arrivals, stage starts, requests reaching the end of their request
+ * path; within a kind, in the order they were
  * scheduled. Nothing else decides the order, so a run is
  * a pure function of (scenario, workload, seed).
  *
- *   arrival   -> sched_request (prompt tokens) -> sched_schedule over the endpoints
+ *   arrival   -> the client sends (the record's start); the router's request path
+ *                (reqpath.h: gateway, EPP body and tokenisation, scoring, vLLM's own
+ *                tokenisation) takes reqpath_inbound, then
+ *   route     -> sched_request (prompt tokens) -> sched_schedule over the endpoints
  *                ("10.0.0.<i+1>:8000", id = replica index) -> sched_pre_request ->
  *                simsrv_submit; an idle server starts a step at once.
- *   step end  -> every token of the step is stamped at the step's end time (one SSE
- *                event each); a finished request gets inference-perf's [DONE] event
+ *   step end  -> every token of the step is stamped at the step's end time plus
+ *                reqpath_outbound (one SSE event each, when the client reads it); a
+ *                finished request gets inference-perf's [DONE] event
  *                CLUSTER_DONE_DELAY_US later, which is also its end time E; then
  *                sched_response_complete. The step's KV-event payload (vLLM msgpack)
  *                reaches the router kv_event_delay later, through kvevents decode and
@@ -68,6 +73,7 @@ typedef struct cluster_opts {
 
 typedef struct cluster_stats {
     uint64_t steps;                   /* engine steps over all servers */
+    uint64_t cascade_steps;           /* of which read a common prefix once (cascade_attention) */
     bool kv_published;                /* false: the router has no kvsource, servers publish nothing */
     uint64_t kv_batches;              /* payloads published */
     uint64_t kv_events_delivered;     /* events ingested into a kvsource index */

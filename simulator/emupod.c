@@ -35,7 +35,7 @@ struct emupod {
     simsrv *srv;
     struct event *step_timer;
     bool busy;                         /* a step is in flight */
-    int64_t t_step_start, t_step_end;  /* monotonic us; end = start + duration / speedup */
+    int64_t t_step_start, t_step_end;  /* monotonic us; end = start + duration (already / speedup) */
     simsrv_step_result res;
     emupod_req *live;                  /* every request between submit and done */
     uint64_t next_id;
@@ -190,7 +190,7 @@ static void step_start(emupod *p, int64_t start)
     if (simsrv_step(p->srv, real_us(), &p->res) != KV_OK || p->res.duration <= 0) return;
     p->busy = true;
     p->t_step_start = start;
-    p->t_step_end = start + (int64_t)((double)p->res.duration / p->cfg.speedup);
+    p->t_step_end = start + p->res.duration;
     /* requests admitted by this step: their queue time ends at its start */
     for (emupod_req *r = p->live; r; r = r->next)
         if (r->queued && r->sr.admitted_once) {
@@ -315,8 +315,8 @@ static int open_sockets(emupod *p, void *zctx, kv_err *err)
 
 emupod *emupod_new(struct event_base *base, void *zctx, const emupod_config *cfg, kv_err *err)
 {
-    if (!(cfg->speedup > 0)) {
-        kv_err_set(err, KV_EINVAL, "pod %s: speedup %g must be > 0", cfg->pod_id, cfg->speedup);
+    if (!(cfg->srv.speedup > 0)) {
+        kv_err_set(err, KV_EINVAL, "pod %s: speedup %g must be > 0", cfg->pod_id, cfg->srv.speedup);
         return NULL;
     }
     if (cfg->replay_bind && cfg->replay_steps == 0) {

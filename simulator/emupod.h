@@ -3,7 +3,7 @@
  * published on ZMQ exactly as vLLM's ZmqEventPublisher does, and its replay socket.
  *
  * Engine loop: a step starts when the pod has work and no step is in flight; the
- * model's step time divided by the speedup later a libevent timer ends it: every token
+ * model's step time (divided by srv.speedup, in simsrv_step) later a libevent timer ends it: every token
  * of the step leaves through its request's sink, finished requests complete, and the
  * step's KVEventBatch is published as [topic "kv@<ip:port>@<model>", seq (8 bytes
  * big-endian), payload] and kept in a bounded replay buffer. The next step starts at
@@ -37,10 +37,10 @@
 struct event_base;
 
 typedef struct emupod_config {
-    simsrv_config srv;                 /* the replica model (emit_kv_events, pod_id, model_name set here) */
+    simsrv_config srv;                 /* the replica model (emit_kv_events, pod_id, model_name set here;
+                                        * srv.speedup: step time / speedup = wall time, > 0) */
     const char *pod_id;                /* "ip:port" (the topic's pod, the HTTP address) */
     const char *served_model;          /* the topic's model and /metrics model_name */
-    double speedup;                    /* step time / speedup = wall time (> 0) */
     const char *kv_bind;               /* PUB binds here ("tcp://ip:port"), or */
     const char *kv_connect;            /* PUB connects here; both NULL: no events */
     const char *replay_bind;           /* ROUTER binds here, or NULL */

@@ -47,6 +47,16 @@ static const struct metric {
 #define N_METRICS (sizeof metrics / sizeof *metrics)
 _Static_assert(N_METRICS == M_COUNT, "the metric table and its enum disagree");
 
+const char *exp_metric_name(int metric)
+{
+    return metrics[metric].name;
+}
+
+bool exp_metric_higher_better(int metric)
+{
+    return metrics[metric].higher_better;
+}
+
 static const char *const op_text[] = {"<", "<=", ">", ">=", "=="};
 
 static double stat(const stats_block *b, int key)
@@ -55,7 +65,7 @@ static double stat(const stats_block *b, int key)
 }
 
 /* The metric's value in one stage's figures; NaN when there is nothing to measure. */
-static double metric_value(int metric, const lc_metrics *m)
+double exp_metric_value(int metric, const lc_metrics *m)
 {
     static const int keys[] = {STATS_MEAN, STATS_MEDIAN, STATS_P90, STATS_P99};
     const stats_block *blocks[] = {&m->ttft, &m->request_latency, &m->itl};
@@ -74,7 +84,7 @@ static double metric_value(int metric, const lc_metrics *m)
     }
 }
 
-static int find_metric(const char *s, size_t len)
+int exp_metric_find(const char *s, size_t len)
 {
     for (size_t i = 0; i < N_METRICS; i++)
         if (strlen(metrics[i].name) == len && strncmp(metrics[i].name, s, len) == 0)
@@ -83,7 +93,7 @@ static int find_metric(const char *s, size_t len)
 }
 
 /* "0.412 s", "12345.6 tok/s"-style text of a value in its metric's unit. */
-static void fmt_value(char *buf, size_t cap, int metric, double v)
+void exp_metric_format(char *buf, size_t cap, int metric, double v)
 {
     switch (metrics[metric].kind) {
     case K_DUR:
@@ -100,7 +110,7 @@ static void fmt_value(char *buf, size_t cap, int metric, double v)
 
 /* A bound in the metric's unit: durations as yt_duration reads them, ratios with an
  * optional %, the rest plain numbers. */
-static bool parse_number(const char *s, int metric, double *out)
+bool exp_metric_parse(const char *s, int metric, double *out)
 {
     char *end;
     double v = strtod(s, &end);
@@ -138,7 +148,7 @@ static int parse_check(const yt_doc *d, const yt_node *n, const char *what, cons
     const char *p = skip_ws(s), *m0 = p;
     while (isalnum((unsigned char)*p) || *p == '_')
         p++;
-    if ((c->metric = find_metric(m0, (size_t)(p - m0))) < 0)
+    if ((c->metric = exp_metric_find(m0, (size_t)(p - m0))) < 0)
         return yt_error(d, n, err, KV_EINVAL, "field '%s': unknown metric '%.*s' (expected METRIC OP BOUND, "
                         "METRIC one of ttft_p90, output_tokens_per_sec, failed, prefix_hit_rate, ... as in "
                         "docs/policy-regression.md)", what, (int)(p - m0), m0);
@@ -174,11 +184,11 @@ static int parse_check(const yt_doc *d, const yt_node *n, const char *what, cons
             return yt_error(d, n, err, KV_EINVAL, "field '%s': '%s' is not a number (expected FACTOR * "
                             "ROUTER.METRIC)", what, rhs);
         ref = (char *)skip_ws(star + 1);
-    } else if (parse_number(rhs, c->metric, &c->bound)) {
+    } else if (exp_metric_parse(rhs, c->metric, &c->bound)) {
         return KV_OK;
     }
     char *dot = strrchr(ref, '.');
-    int rm = dot ? find_metric(dot + 1, strlen(dot + 1)) : -1;
+    int rm = dot ? exp_metric_find(dot + 1, strlen(dot + 1)) : -1;
     if (rm < 0)
         return yt_error(d, n, err, KV_EINVAL, "field '%s': '%s' is neither a %s bound nor ROUTER.METRIC", what,
                         ref, metrics[c->metric].kind == K_DUR ? "duration (50ms, 2s)" : "numeric");
@@ -359,13 +369,13 @@ int exp_eval(const exp_set *e, const char *const *names, const lc_run *m, size_t
             snprintf(detail, sizeof detail, "router '%s' did not run", r < 0 ? c->router : c->ref_router);
         } else {
             const lc_metrics *s = stage_of(&m[r], c->stage), *rs = stage_of(&m[rr], c->stage);
-            double v = s ? metric_value(c->metric, s) : NAN;
-            double b = c->ref_router ? (rs ? c->bound * metric_value(c->ref_metric, rs) : NAN) : c->bound;
-            fmt_value(sv, sizeof sv, c->metric, v);
-            fmt_value(sb, sizeof sb, c->metric, b);
+            double v = s ? exp_metric_value(c->metric, s) : NAN;
+            double b = c->ref_router ? (rs ? c->bound * exp_metric_value(c->ref_metric, rs) : NAN) : c->bound;
+            exp_metric_format(sv, sizeof sv, c->metric, v);
+            exp_metric_format(sb, sizeof sb, c->metric, b);
             /* + 0.0 turns the -0 of an exact == into 0 */
             double margin = (c->op == EXP_EQ ? -fabs(v - b) : c->op <= EXP_LE ? b - v : v - b) + 0.0;
-            fmt_value(sm, sizeof sm, c->metric, margin);
+            exp_metric_format(sm, sizeof sm, c->metric, margin);
             status = isfinite(v) && isfinite(b) && holds(c->op, v, b) ? EXP_PASS : EXP_FAIL;
             if (!isfinite(v) || !isfinite(b))
                 snprintf(detail, sizeof detail, "no value to compare (%s, bound %s): nothing was measured", sv, sb);
@@ -413,7 +423,7 @@ static int baseline_check(sqlite3 *db, const char *path, const char *router, int
              tol * 100);
     long r = find_router(names, n, router);
     const lc_metrics *s = r < 0 ? NULL : stage_of(&m[r], stage);
-    double base, v = s ? metric_value(metric, s) : NAN;
+    double base, v = s ? exp_metric_value(metric, s) : NAN;
     int rc = baseline_value(db, path, router, stage, metric, &base, err);
     if (rc)
         return rc;
@@ -423,12 +433,12 @@ static int baseline_check(sqlite3 *db, const char *path, const char *router, int
     }
     bool hb = metrics[metric].higher_better;
     double bound = hb ? base * (1 - tol) : base * (1 + tol);
-    fmt_value(sv, sizeof sv, metric, v);
-    fmt_value(sb, sizeof sb, metric, bound);
-    fmt_value(sm, sizeof sm, metric, hb ? v - bound : bound - v);
+    exp_metric_format(sv, sizeof sv, metric, v);
+    exp_metric_format(sb, sizeof sb, metric, bound);
+    exp_metric_format(sm, sizeof sm, metric, hb ? v - bound : bound - v);
     bool ok = isfinite(v) && (hb ? v >= bound : v <= bound);
     char bv[64];
-    fmt_value(bv, sizeof bv, metric, base);
+    exp_metric_format(bv, sizeof bv, metric, base);
     snprintf(detail, sizeof detail, "%s (bound %s %s, baseline %s, margin %s)", sv, hb ? ">=" : "<=", sb, bv, sm);
     return add_result(rep, ok ? EXP_PASS : EXP_FAIL, router, name, detail, err);
 }

@@ -68,6 +68,18 @@ typedef struct exp_report {
     size_t n, n_failed, n_skipped;
 } exp_report;
 
+/* The metric table, shared with the sections that name metrics (slo:). */
+int exp_metric_find(const char *name, size_t len);           /* -1 when unknown */
+const char *exp_metric_name(int metric);
+bool exp_metric_higher_better(int metric);
+/* The metric's value in one stage's figures; NaN when there is nothing to measure. */
+double exp_metric_value(int metric, const lc_metrics *m);
+/* A bound in the metric's unit: durations as yt_duration reads them, ratios with an
+ * optional %, the rest plain numbers. */
+bool exp_metric_parse(const char *text, int metric, double *out);
+/* "0.412 s", "12345.6/s"-style text of a value in its metric's unit. */
+void exp_metric_format(char *buf, size_t cap, int metric, double v);
+
 /* Parses an expect: node (NULL or null: an empty set). routers are the scenario's
  * router names, n_stages its workload's; an unknown router, metric or stage is an error
  * "file:line:col: field 'expect.checks[i].that[j]': ...". */

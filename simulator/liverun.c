@@ -20,6 +20,7 @@
 
 #include "livesse.h"
 #include "monoclock.h"
+#include "promtext.h"
 
 static const char *const fail_names[LIVE_FAIL_N] = {"connect", "http_status", "timeout", "stream"};
 
@@ -43,7 +44,58 @@ void live_target_free(live_target *t)
     free(t->label);
     free(t->model);
     free(t->api_key);
+    for (size_t i = 0; i < t->n_pods; i++)
+        free(t->pods[i]);
+    free(t->pods);
     memset(t, 0, sizeof *t);
+}
+
+/* --target-pods: each entry http://host:port or host:port, kept as "host:port" (what
+ * x-gateway-destination-endpoint names). */
+static int parse_pods(const char *list, live_target *t, kv_err *err)
+{
+    size_t n = 1;
+    for (const char *c = list; *c; c++)
+        n += *c == ',';
+    if (!(t->pods = calloc(n, sizeof *t->pods)))
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    for (const char *p = list; t->n_pods < n; p = strchr(p, ',') + 1) {
+        size_t len = strcspn(p, ",");
+        char *url = NULL;
+        if (asprintf(&url, "%s%.*s", strncmp(p, "http://", 7) ? "http://" : "", (int)len, p) < 0)
+            return kv_err_set(err, KV_ENOMEM, "out of memory");
+        struct evhttp_uri *u = evhttp_uri_parse(url);
+        const char *host = u ? evhttp_uri_get_host(u) : NULL;
+        int port = u ? evhttp_uri_get_port(u) : -1;
+        const char *path = u ? evhttp_uri_get_path(u) : NULL;
+        int rc = KV_OK;
+        if (!host || !*host || port <= 0 || (path && *path && strcmp(path, "/")))
+            rc = kv_err_set(err, KV_EINVAL, "--target-pods: '%.*s' is not host:port or http://host:port", (int)len, p);
+        else if (asprintf(&t->pods[t->n_pods], "%s:%d", host, port) < 0)
+            rc = kv_err_set(err, KV_ENOMEM, "out of memory");
+        else
+            t->n_pods++;
+        if (u)
+            evhttp_uri_free(u);
+        free(url);
+        if (rc)
+            return rc;
+        if (!p[len])
+            break;
+    }
+    return KV_OK;
+}
+
+/* The pod a host:port names (up to a ',' : GIE's header may list fallbacks), or -1. */
+static int pod_index(const live_target *t, const char *hostport)
+{
+    if (!hostport)
+        return -1;
+    size_t len = strcspn(hostport, ",");
+    for (size_t i = 0; i < t->n_pods; i++)
+        if (strlen(t->pods[i]) == len && memcmp(t->pods[i], hostport, len) == 0)
+            return (int)i;
+    return -1;
 }
 
 /* The workload's inference-perf `server:` section, as inference-perf's config reads it. */
@@ -76,7 +128,8 @@ static int read_server(const scenario *s, const char **base_url, const char **mo
     return KV_OK;
 }
 
-int live_target_resolve(const scenario *s, const char *url, const char *label, live_target *t, kv_err *err)
+int live_target_resolve(const scenario *s, const char *url, const char *label, const char *pods, live_target *t,
+                        kv_err *err)
 {
     memset(t, 0, sizeof *t);
     const char *base = NULL, *model = NULL, *key = NULL;
@@ -116,6 +169,8 @@ int live_target_resolve(const scenario *s, const char *url, const char *label, l
             t->path = NULL;
         if (!t->url || !t->host || !t->label || !t->model || !t->path || (key && !t->api_key))
             rc = kv_err_set(err, KV_ENOMEM, "out of memory");
+        else if (pods)
+            rc = parse_pods(pods, t, err);
     }
     if (u)
         evhttp_uri_free(u);
@@ -137,6 +192,7 @@ typedef struct lr_req {
     livesse sse;                      /* the response stream as read so far */
     bool headers, broken, timed_out, finished;   /* broken: the stream broke off */
     int status;
+    int endpoint;                     /* the pod that served it (live_target.pods), -1 unknown */
     live_fail reason;
 } lr_req;
 
@@ -156,6 +212,9 @@ struct lr {
     sim_time stage_begin, stage_start;
     int rc;
     bool tty;                         /* stderr is a terminal: progress redrawn in place */
+    int target_pod;                   /* the target itself among the pods, or -1 */
+    size_t scrapes_pending;           /* /metrics reads in flight */
+    bool scraped_before;              /* the first round is done: the next one ends the run */
     kv_err *err;
 };
 
@@ -197,12 +256,108 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static int lr_start_stage(lr *l, size_t stage);
+static void lr_scrape_or(lr *l, void (*then)(lr *l));
+static void lr_end(lr *l);
 
 static void next_stage_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     lr *l = arg;
     int rc = lr_start_stage(l, l->stage + 1);
+    if (rc)
+        lr_abort(l, rc);
+}
+
+/* ---- the pods' prefix-cache counters ------------------------------------------------------ */
+
+typedef struct lr_scrape {
+    lr *l;
+    size_t pod;
+    struct evhttp_connection *con;
+    void (*then)(lr *l);              /* after the last answer of the round */
+} lr_scrape;
+
+static void free_con_cb(evutil_socket_t fd, short what, void *arg);
+
+/* One pod's /metrics answer (req NULL: no answer): the counters at the run's start, then
+ * their increase at its end. A pod whose counters could not be read, or went down (it
+ * restarted during the run), has none (counters_ok false), said once on stderr. */
+static void scrape_done_cb(struct evhttp_request *req, void *arg)
+{
+    lr_scrape *sc = arg;
+    lr *l = sc->l;
+    simdb_live_pod *p = &l->st->pods[sc->pod];
+    double q = 0, h = 0;
+    const char *why = NULL;
+    if (!req || evhttp_request_get_response_code(req) != 200) {
+        why = "no 200 answer";
+    } else {
+        struct evbuffer *b = evhttp_request_get_input_buffer(req);
+        const char *text = evbuffer_add(b, "", 1) == 0 ? (const char *)evbuffer_pullup(b, -1) : NULL;
+        if (!text || promtext_sum(text, "vllm:prefix_cache_queries_total", &q) <= 0 ||
+            promtext_sum(text, "vllm:prefix_cache_hits_total", &h) <= 0)
+            why = "no vllm:prefix_cache_queries_total and _hits_total";
+    }
+    if (!why && l->scraped_before) {
+        q -= p->prefix_cache_queries, h -= p->prefix_cache_hits;
+        if (q < 0 || h < 0)
+            why = "its counters went down (a restart during the run)";
+    }
+    if (why && p->counters_ok)
+        fprintf(stderr, "sim: pod %s: /metrics: %s; its prefix-cache hit rate is not measured\n", p->address, why);
+    if (why)
+        p->counters_ok = false;
+    p->prefix_cache_queries = q, p->prefix_cache_hits = h;
+    struct timeval zero = {0, 0};
+    if (event_base_once(l->base, -1, EV_TIMEOUT, free_con_cb, sc->con, &zero) != 0)
+        lr_abort(l, kv_err_set(l->err, KV_ENOMEM, "out of memory (releasing a connection)"));
+    void (*then)(lr *) = sc->then;
+    free(sc);
+    if (--l->scrapes_pending == 0) {
+        l->scraped_before = true;
+        then(l);
+    }
+}
+
+/* Reads every pod's /metrics, then calls then; with no pods, calls it at once. */
+static void lr_scrape_or(lr *l, void (*then)(lr *l))
+{
+    const live_target *t = l->t;
+    l->scrapes_pending = t->n_pods;
+    for (size_t i = 0; i < t->n_pods; i++) {
+        const char *hp = t->pods[i], *colon = strrchr(hp, ':');
+        char host[256];
+        snprintf(host, sizeof host, "%.*s", (int)(colon - hp), hp);
+        lr_scrape *sc = calloc(1, sizeof *sc);
+        struct evhttp_request *req = sc ? evhttp_request_new(scrape_done_cb, sc) : NULL;
+        if (sc)
+            *sc = (lr_scrape){.l = l, .pod = i, .then = then,
+                              .con = evhttp_connection_base_new(l->base, NULL, host, (unsigned short)atoi(colon + 1))};
+        if (!req || !sc->con) {
+            if (req)
+                evhttp_request_free(req);
+            if (sc && sc->con)
+                evhttp_connection_free(sc->con);
+            free(sc);
+            return lr_abort(l, kv_err_set(l->err, KV_ENOMEM, "out of memory (reading a pod's /metrics)"));
+        }
+        evhttp_connection_set_timeout(sc->con, 10);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Host", hp);
+        if (evhttp_make_request(sc->con, req, EVHTTP_REQ_GET, "/metrics") != 0)
+            return lr_abort(l, kv_err_set(l->err, KV_EIO, "cannot send GET /metrics to %s", hp));
+    }
+    if (!t->n_pods)
+        then(l);
+}
+
+static void lr_end(lr *l)
+{
+    event_base_loopexit(l->base, NULL);
+}
+
+static void lr_begin(lr *l)
+{
+    int rc = lr_start_stage(l, 0);
     if (rc)
         lr_abort(l, rc);
 }
@@ -214,7 +369,7 @@ static void lr_stage_drained(lr *l, sim_time drained)
     l->run->stages[l->stage].t_end = drained;
     lr_progress(l, true);
     if (l->stage + 1 >= l->w->n_stages) {
-        event_base_loopexit(l->base, NULL);
+        lr_scrape_or(l, lr_end);
         return;
     }
     sim_time polls = (drained - l->stage_begin + SIM_US_PER_S - 1) / SIM_US_PER_S;
@@ -233,6 +388,9 @@ static void lr_finish(lr_req *q)
     lr *l = q->lr;
     sim_request_record *rec = &l->run->requests[q->id];
     rec->t_end = lr_now(l);
+    rec->endpoint = q->endpoint;
+    if (q->endpoint >= 0)
+        l->st->pods[q->endpoint].routed++;
     if (q->timeout)
         event_free(q->timeout), q->timeout = NULL;
     livesse *sse = &q->sse;
@@ -296,6 +454,9 @@ static int header_cb(struct evhttp_request *req, void *arg)
     lr_req *q = arg;
     q->headers = true;
     q->status = evhttp_request_get_response_code(req);
+    const char *dst = evhttp_find_header(evhttp_request_get_input_headers(req), "x-gateway-destination-endpoint");
+    if (dst)
+        q->endpoint = pod_index(q->lr->t, dst);
     return 0;
 }
 
@@ -372,7 +533,7 @@ static int lr_send(lr *l, uint64_t id)
     *rec = (sim_request_record){.id = id, .stage = (int)l->stage, .prompt_tokens = wr.n_prompt,
                                 .prefix_group = wr.group, .t_scheduled = rec->t_scheduled};
     wl_req_release(&wr);
-    *q = (lr_req){.lr = l, .id = id};
+    *q = (lr_req){.lr = l, .id = id, .endpoint = l->target_pod};
     q->timeout = evtimer_new(l->base, timeout_cb, q);
     q->con = evhttp_connection_base_new(l->base, NULL, l->t->host, (unsigned short)l->t->port);
     q->req = evhttp_request_new(done_cb, q);
@@ -467,6 +628,13 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
                           "supported by a live run (each round's prompt depends on the previous response)", s->path);
     uint64_t n = wl_total_requests(w);
     lr l = {.w = w, .t = t, .o = o, .run = out, .st = st, .err = err};
+    char self[300];
+    snprintf(self, sizeof self, "%s:%d", t->host, t->port);
+    l.target_pod = pod_index(t, self);
+    st->n_pods = t->n_pods;
+    st->pods = calloc(t->n_pods ? t->n_pods : 1, sizeof *st->pods);
+    for (size_t i = 0; st->pods && i < t->n_pods; i++)
+        st->pods[i] = (simdb_live_pod){.pod = (int)i, .address = t->pods[i], .counters_ok = true};
     out->router = t->label;
     out->config_path = t->url;
     out->n_requests = n;
@@ -481,7 +649,7 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
         l.tick = event_new(l.base, -1, EV_PERSIST, tick_cb, &l);
     }
     int rc = KV_OK;
-    if (!out->requests || !out->stages || !l.reqs || !l.base || !l.arrive || !l.next_stage || !l.tick) {
+    if (!out->requests || !out->stages || !l.reqs || !l.base || !l.arrive || !l.next_stage || !l.tick || !st->pods) {
         rc = kv_err_set(err, KV_ENOMEM, "out of memory (live run of %llu requests)", (unsigned long long)n);
     } else {
         l.t0 = monoclock_us();
@@ -489,8 +657,11 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
         l.tty = isatty(STDERR_FILENO);
         if (o->progress && l.tty)
             evtimer_add(l.tick, &sec);
-        if (w->n_stages && !(rc = lr_start_stage(&l, 0)) && event_base_dispatch(l.base) < 0)
-            rc = kv_err_set(err, KV_EIO, "the event loop failed");
+        if (w->n_stages) {
+            lr_scrape_or(&l, lr_begin);
+            if (event_base_dispatch(l.base) < 0)
+                rc = kv_err_set(err, KV_EIO, "the event loop failed");
+        }
         if (!rc)
             rc = l.rc;
         /* the last request's connection is freed by a zero timer that may not have run */
@@ -519,9 +690,18 @@ int live_run(const scenario *s, const workload *w, const live_target *t, const l
         event_free(l.tick);
     if (l.base)
         event_base_free(l.base);
-    if (rc)
+    if (rc) {
         live_run_free(out);
+        live_stats_free(st);
+    }
     return rc;
+}
+
+void live_stats_free(live_stats *st)
+{
+    free(st->pods);
+    st->pods = NULL;
+    st->n_pods = 0;
 }
 
 void live_run_free(sim_run *run)

@@ -8,6 +8,11 @@
  * simulator's report, runs.db and chart writers take it unchanged.
  * The target comes from --target URL or from the workload's inference-perf `server:`
  * section (type vllm|sglang|tgi, base_url, model_name, ignore_eos, api_key).
+ * The pods behind it (--target-pods, optional) are read, not loaded: their /metrics
+ * prefix-cache counters before the first request and after the last (the run's
+ * measured hit rate, the pods' own), and each request's endpoint is the pod its
+ * response's x-gateway-destination-endpoint names (the target itself when it is one of
+ * them and sends no such header; -1 when unknown).
  * Threads: one; live_run runs one libevent loop (HTTP client, arrival and timeout
  * timers) on the calling thread. Only this module reads a wall clock.
  * Ownership: a live_target owns its strings (live_target_free); live_run fills a sim_run
@@ -20,6 +25,7 @@
 
 #include "kverr.h"
 #include "records.h"
+#include "simdb.h"
 #include "scenario.h"
 #include "workload.h"
 
@@ -32,12 +38,16 @@ typedef struct live_target {
     char *model;                      /* the request's "model" */
     char *api_key;                    /* Bearer token, NULL = none */
     bool ignore_eos;
+    char **pods;                      /* host:port of each pod behind the target (--target-pods) */
+    size_t n_pods;
 } live_target;
 
-/* The target: url (NULL = the workload's server.base_url), label (NULL = host:port).
+/* The target: url (NULL = the workload's server.base_url), label (NULL = host:port),
+ * pods (NULL = none: a comma-separated list of http://host:port or host:port).
  * The model is server.model_name, else the cluster model's HF name. Errors name the
  * scenario's file, line and field, or the flag. */
-int live_target_resolve(const scenario *s, const char *url, const char *label, live_target *t, kv_err *err);
+int live_target_resolve(const scenario *s, const char *url, const char *label, const char *pods, live_target *t,
+                        kv_err *err);
 void live_target_free(live_target *t);
 
 /* Why a request failed (inference-perf: any non-200 or exception). */
@@ -59,7 +69,10 @@ typedef struct live_opts {
 typedef struct live_stats {
     uint64_t sent, completed, failed;
     uint64_t failed_by[LIVE_FAIL_N];
+    simdb_live_pod *pods;             /* one per target pod: counter increases, requests routed */
+    size_t n_pods;
 } live_stats;
+void live_stats_free(live_stats *st);
 
 /* Sends the workload to the target; every request gets a record (failed ones flagged).
  * Returns an error only when the run itself cannot proceed (memory, the event loop),

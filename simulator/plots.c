@@ -187,8 +187,7 @@ static bool has_scripts(const char *dir)
     return access(p, R_OK) == 0;
 }
 
-/* plots/ next to the executable (the repo root for ./sim), else ./plots. */
-static bool find_scripts(const plots_opts *o, char *out, size_t cap)
+bool plots_find_scripts(const plots_opts *o, char *out, size_t cap)
 {
     if (o && o->script_dir) {
         snprintf(out, cap, "%s", o->script_dir);
@@ -206,8 +205,7 @@ static bool find_scripts(const plots_opts *o, char *out, size_t cap)
     return has_scripts(out);
 }
 
-/* Runs gnuplot -e vars script; KV_ENOTFOUND when gnuplot is not on PATH. */
-static int run_gnuplot(const char *vars, const char *script, kv_err *err)
+int plots_run_gnuplot(const char *vars, const char *script, kv_err *err)
 {
     char *argv[] = {"gnuplot", "-e", (char *)vars, (char *)script, NULL};
     pid_t pid;
@@ -252,7 +250,7 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
         goto out;
 
     char sdir[PATH_MAX];
-    if (!find_scripts(o, sdir, sizeof sdir)) {
+    if (!plots_find_scripts(o, sdir, sizeof sdir)) {
         rc = kv_err_set(err, KV_ENOTFOUND, "plots: no gnuplot scripts (latency_vs_qps.gp) in %s", sdir);
         goto out;
     }
@@ -276,13 +274,15 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
     for (size_t i = 0; rc == KV_OK && i < sizeof overlay / sizeof *overlay; i++) {
         snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu", cdir, sdir, words, n);
         snprintf(script, sizeof script, "%s/%s.gp", sdir, overlay[i]);
-        rc = run_gnuplot(vars, script, err);
+        rc = plots_run_gnuplot(vars, script, err);
     }
     for (size_t r = 0; rc == KV_OK && r < n; r++) {
+        if (!runs[r]->n_samples)
+            continue;                 /* a live run has no per-server samples (gnuplot fails on none) */
         snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
                  nservers[r]);
         snprintf(script, sizeof script, "%s/server_timeseries.gp", sdir);
-        rc = run_gnuplot(vars, script, err);
+        rc = plots_run_gnuplot(vars, script, err);
     }
     free(vars), free(words);
     if (rc == KV_ENOTFOUND) {

@@ -24,4 +24,10 @@ typedef struct plots_opts {
 int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir,
                 const plots_opts *o, kv_err *err);
 
+/* The folder of the *.gp scripts: o->script_dir, else plots/ next to the executable
+ * (the repository root for ./sim), else ./plots; false when it has none. */
+bool plots_find_scripts(const plots_opts *o, char *out, size_t cap);
+/* Runs gnuplot -e vars script; KV_ENOTFOUND when gnuplot is not on PATH. */
+int plots_run_gnuplot(const char *vars, const char *script, kv_err *err);
+
 #endif

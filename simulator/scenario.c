@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "profiles.h"
 #include "registry.h"
 
 static void scn_note(void *ctx, const char *msg)
@@ -45,13 +46,42 @@ static int scn_dur(const yt_doc *d, const yt_node *map, const char *key, const c
     return KV_OK;
 }
 
-static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
+/* A profile by name: the scenario's own <sub>/ folder, the user's, the tree's; a name
+ * ending .yaml is a file relative to the scenario's folder. */
+static int scn_profile(scenario *s, const char *name, const char *sub, const char *user, const char *tree, void **out,
+                       kv_err *err)
+{
+    size_t len = strlen(s->dir) + strlen(sub) + strlen(name) + 2;
+    char *own = malloc(len);
+    if (!own)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    bool file = strlen(name) > 5 && strcmp(name + strlen(name) - 5, ".yaml") == 0 && name[0] != '/';
+    snprintf(own, len, "%s/%s", s->dir, file ? name : sub);
+    const char *dirs[] = {own, user, tree};
+    const char *what = file ? own : name;
+    *out = strcmp(sub, "models") == 0 ? (void *)sm_model_find(dirs, 3, what, err)
+                                      : (void *)sm_hardware_find(dirs, 3, what, err);
+    free(own);
+    return *out ? KV_OK : err && err->code ? err->code : KV_EINVAL;
+}
+
+/* A profile's own errors name its file; an unknown name is the scenario's error. */
+static int scn_profile_error(const yt_doc *d, const yt_node *n, const char *what, kv_err *err)
+{
+    if (!err || err->code != KV_ENOTFOUND)
+        return err ? err->code : KV_EINVAL;
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return yt_error(d, n, err, KV_EINVAL, "field '%s': %s", what, msg);
+}
+
+static int scn_parse_cluster(scenario *s, const yt_node *c, const scn_dirs *dirs, kv_err *err)
 {
     const yt_doc *d = s->doc;
     scn_cluster *k = &s->cluster;
     *k = (scn_cluster){.replicas = 8, .tp = 2, .block_size = 64, .gpu_memory_utilization = 0.9,
                        .prefix_caching = true, .kv_event_delay = 5000, .scrape_interval = 50000,
-                       .metrics_staleness = 2 * SIM_US_PER_S};
+                       .metrics_staleness = 2 * SIM_US_PER_S, .speedup = 1};
     const char *model = "qwen3-32b", *hw = "h100-sxm";
     const yt_node *mn = NULL, *hn = NULL;
     int rc;
@@ -88,8 +118,17 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
             if (!(k->gpu_memory_utilization > 0 && k->gpu_memory_utilization <= 1))
                 return yt_error(d, n, err, KV_ERANGE, "field 'cluster.gpu_memory_utilization': must be in (0, 1]");
         }
+        if (!yt_is_null(n = yt_get(c, "speedup"))) {
+            if ((rc = yt_double(d, n, "cluster.speedup", &k->speedup, err)))
+                return rc;
+            if (!(k->speedup >= 1e-3 && k->speedup <= 1e6))
+                return yt_error(d, n, err, KV_ERANGE, "field 'cluster.speedup': must be in [0.001, 1e6]");
+        }
         if (!yt_is_null(n = yt_get(c, "prefix_caching")) &&
             (rc = yt_bool(d, n, "cluster.prefix_caching", &k->prefix_caching, err)))
+            return rc;
+        if (!yt_is_null(n = yt_get(c, "cascade_attention")) &&
+            (rc = yt_bool(d, n, "cluster.cascade_attention", &k->cascade_attention, err)))
             return rc;
         if (!yt_is_null(mn = yt_get(c, "model")) && (rc = yt_string(d, mn, "cluster.model", &model, err)))
             return rc;
@@ -101,10 +140,12 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, kv_err *err)
         if ((rc = wl_check_keys(d, c, "cluster", err)))
             return rc;
     }
-    if (!(k->model = sm_model_find(model)))
-        return yt_error(d, mn ? mn : c, err, KV_EINVAL, "field 'cluster.model': unknown model '%s'", model);
-    if (!(k->hw = sm_hardware_find(hw)))
-        return yt_error(d, hn ? hn : c, err, KV_EINVAL, "field 'cluster.hardware': unknown hardware '%s'", hw);
+    if ((rc = scn_profile(s, model, "models", dirs->user_models, dirs->models, (void **)&s->model, err)))
+        return scn_profile_error(d, mn ? mn : c ? c : yt_root(d), "cluster.model", err);
+    if ((rc = scn_profile(s, hw, "hardware", dirs->user_hardware, dirs->hardware, (void **)&s->hw, err)))
+        return scn_profile_error(d, hn ? hn : c ? c : yt_root(d), "cluster.hardware", err);
+    k->model = s->model;
+    k->hw = s->hw;
     return KV_OK;
 }
 
@@ -144,6 +185,7 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
                             out->name, j);
     if (!pn == !cn)
         return yt_error(d, r, err, KV_EINVAL, "field '%s': give exactly one of 'preset' and 'config'", p);
+    const yt_node *rp = yt_get(r, "request_path");
     if ((rc = wl_check_keys(d, r, p, err)))
         return rc;
     const char *text;
@@ -185,7 +227,9 @@ static int scn_parse_router(scenario *s, const yt_node *r, size_t i, const char 
     }
     if (!out->source)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    return KV_OK;
+    out->path = reqpath_defaults(out->cfg);
+    snprintf(what, sizeof what, "%s.request_path", p);
+    return reqpath_parse(d, rp, what, &out->path, err);
 }
 
 static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)
@@ -241,7 +285,7 @@ static int scn_parse_outputs(scenario *s, const yt_node *o, kv_err *err)
     return wl_check_keys(d, o, "outputs", err);
 }
 
-static int scn_parse(scenario *s, const char *presets_dir, kv_err *err)
+static int scn_parse(scenario *s, const scn_dirs *dirs, kv_err *err)
 {
     const yt_doc *d = s->doc;
     const yt_node *root = yt_root(d);
@@ -280,7 +324,7 @@ static int scn_parse(scenario *s, const char *presets_dir, kv_err *err)
             return yt_error(d, n, err, KV_ERANGE, "field 'seed': must be non-negative");
         s->seed = (uint64_t)v;
     }
-    if ((rc = scn_parse_cluster(s, yt_get(root, "cluster"), err)))
+    if ((rc = scn_parse_cluster(s, yt_get(root, "cluster"), dirs, err)))
         return rc;
     if ((s->workload_node = yt_get(root, "workload")) == NULL)
         return yt_error(d, root, err, KV_EINVAL, "field 'workload': required");
@@ -297,7 +341,7 @@ static int scn_parse(scenario *s, const char *presets_dir, kv_err *err)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     for (size_t i = 0; i < rs->n; i++) {
         s->n_routers = i + 1;
-        if ((rc = scn_parse_router(s, rs->items[i], i, presets_dir, err)))
+        if ((rc = scn_parse_router(s, rs->items[i], i, dirs->presets, err)))
             return rc;
     }
     const char **names = malloc(s->n_routers * sizeof *names);
@@ -307,10 +351,18 @@ static int scn_parse(scenario *s, const char *presets_dir, kv_err *err)
         names[i] = s->routers[i].name;
     rc = exp_parse(d, yt_get(root, "expect"), names, s->n_routers, s->workload.n_stages, &s->expect, err);
     free(names);
-    return rc ? rc : wl_check_keys(d, root, "", err);
+    if (rc || (rc = slo_parse(d, yt_get(root, "slo"), &s->slo, err)) ||
+        (rc = sweep_parse(d, yt_get(root, "sweep"), yt_get(root, "plan"), s, err)))
+        return rc;
+    return wl_check_keys(d, root, "", err);
 }
 
 scenario *scn_load(const char *path, const char *presets_dir, kv_err *err)
+{
+    return scn_load_in(path, &(scn_dirs){.presets = presets_dir, .models = "models", .hardware = "hardware"}, err);
+}
+
+scenario *scn_load_in(const char *path, const scn_dirs *dirs, kv_err *err)
 {
     scenario *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) {
@@ -325,7 +377,7 @@ scenario *scn_load(const char *path, const char *presets_dir, kv_err *err)
         kv_err_set(err, KV_ENOMEM, "out of memory");
         return NULL;
     }
-    if (!(s->doc = yt_load_file(path, err)) || scn_parse(s, presets_dir, err)) {
+    if (!(s->doc = yt_load_file(path, err)) || scn_parse(s, dirs, err)) {
         scn_free(s);
         return NULL;
     }
@@ -342,11 +394,14 @@ void scn_free(scenario *s)
     }
     free(s->routers);
     exp_set_free(&s->expect);
+    sweep_spec_free(&s->sweep, &s->plan);
     wl_spec_free(&s->workload);
     for (size_t i = 0; i < s->n_notes; i++)
         free(s->notes[i]);
     free(s->notes);
     yt_free(s->doc);
+    free(s->model);
+    free(s->hw);
     free(s->name);
     free(s->path);
     free(s->dir);

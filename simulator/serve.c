@@ -18,6 +18,7 @@
 
 #include "emuhttp.h"
 #include "emupod.h"
+#include "profiles.h"
 #include "scenario.h"
 
 #define DEFAULT_REPLAY_STEPS 1000   /* vLLM keeps 10,000; payloads here are held per pod */
@@ -26,9 +27,11 @@ typedef struct serve_opts {
     const char *scenario;
     scn_cluster k;                   /* model, hardware, sizes */
     const char *host, *served, *kv_endpoint, *encoding;
+    const char *model, *hardware;    /* --model, --hardware: profile names or .yaml files */
+    const char *models_dir, *hardware_dir;
     int port, kv_port, replay_port;
     size_t replay_steps;
-    double speedup, drop, fail_rate;
+    double speedup, drop, fail_rate;  /* speedup 0: the scenario's, else 1 */
     uint64_t seed;
 } serve_opts;
 
@@ -40,14 +43,16 @@ static void usage(FILE *f)
             "  --replicas N                 pods (default 1; scenario: cluster.replicas)\n"
             "  --host ADDR                  listen address (default 127.0.0.1)\n"
             "  --port P                     pod i serves HTTP on P+i (default 8000)\n"
-            "  --model NAME                 qwen3-32b (default) or llama-3.1-8b, or the HF name\n"
+            "  --model NAME                 a models/ profile (default qwen3-32b), its HF name, or a .yaml file\n"
+            "  --models DIR                 look for model profiles in DIR before the tree's models/\n"
             "  --served-model-name NAME     the model name the API and topics use (default the HF name)\n"
-            "  --hardware NAME              h100-sxm (default) or l40s\n"
+            "  --hardware NAME              a hardware/ profile (default h100-sxm) or a .yaml file\n"
+            "  --hardware-dir DIR           look for hardware profiles in DIR before the tree's hardware/\n"
             "  --tp N                       tensor parallel size (default 2)\n"
             "  --block-size N               tokens per KV block (default 64)\n"
             "  --num-gpu-blocks N           KV capacity (default: from GPU memory)\n"
             "  --max-num-seqs N, --max-num-batched-tokens N   vLLM's scheduler limits\n"
-            "  --speedup X                  step time divided by X (default 1)\n"
+            "  --speedup X                  step time divided by X (default 1; scenario: cluster.speedup)\n"
             "  --kv-events-port P           pod i binds its KV-event PUB on P+i, or\n"
             "  --kv-events-endpoint EP      every pod connects its PUB to EP (tcp://HOST:PORT)\n"
             "  --kv-events-encoding E       array (default) or map\n"
@@ -130,15 +135,13 @@ static int parse(int argc, char **argv, serve_opts *o)
                 return 2;
             }
         } else if (!strcmp(a, "--model") && v) {
-            if (!(o->k.model = sm_model_find(argv[++i]))) {
-                fprintf(stderr, "sim serve: --model: unknown model '%s' (qwen3-32b, llama-3.1-8b)\n", argv[i]);
-                return 2;
-            }
+            o->model = argv[++i];
         } else if (!strcmp(a, "--hardware") && v) {
-            if (!(o->k.hw = sm_hardware_find(argv[++i]))) {
-                fprintf(stderr, "sim serve: --hardware: unknown hardware '%s' (h100-sxm, l40s)\n", argv[i]);
-                return 2;
-            }
+            o->hardware = argv[++i];
+        } else if (!strcmp(a, "--models") && v) {
+            o->models_dir = argv[++i];
+        } else if (!strcmp(a, "--hardware-dir") && v) {
+            o->hardware_dir = argv[++i];
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 1;
@@ -162,8 +165,6 @@ static int parse(int argc, char **argv, serve_opts *o)
 static void defaults(scn_cluster *k, const scn_cluster *from)
 {
     if (!k->replicas) k->replicas = from ? from->replicas : 1;
-    if (!k->model) k->model = from ? from->model : sm_model_find("qwen3-32b");
-    if (!k->hw) k->hw = from ? from->hw : sm_hardware_find("h100-sxm");
     if (!k->tp) k->tp = from ? from->tp : 2;
     if (!k->block_size) k->block_size = from ? from->block_size : 64;
     if (!from) return;
@@ -214,9 +215,9 @@ static int start_pod(cluster *c, const serve_opts *o, uint32_t i, kv_err *err)
                 .num_gpu_blocks = k->num_gpu_blocks, .gpu_memory_utilization = k->gpu_memory_utilization,
                 .max_num_batched_tokens = k->max_num_batched_tokens, .max_num_seqs = k->max_num_seqs,
                 .long_prefill_token_threshold = k->long_prefill_token_threshold, .max_model_len = k->max_model_len,
-                .prefix_caching = o->scenario ? k->prefix_caching : true,
+                .prefix_caching = o->scenario ? k->prefix_caching : true, .speedup = o->speedup,
                 .kv_encoding = o->encoding && !strcmp(o->encoding, "map") ? KVEV_ENC_MAP_EVENTS : KVEV_ENC_ARRAY},
-        .pod_id = pod_id, .served_model = served, .speedup = o->speedup,
+        .pod_id = pod_id, .served_model = served,
         .kv_bind = kv[0] ? kv : NULL, .kv_connect = o->kv_endpoint, .replay_bind = rp[0] ? rp : NULL,
         .replay_steps = o->replay_steps, .drop_batches = o->drop, .seed = o->seed + i,
     };
@@ -230,21 +231,51 @@ static int start_pod(cluster *c, const serve_opts *o, uint32_t i, kv_err *err)
     return KV_OK;
 }
 
-int serve_main(int argc, char **argv, const char *presets_dir)
+/* --model and --hardware: loaded into *m and *h (the caller frees them). */
+static int load_profiles(serve_opts *o, const scn_dirs *dirs, sm_model **m, sm_hardware **h, kv_err *err)
 {
-    serve_opts o = {.host = "127.0.0.1", .port = 8000, .speedup = 1, .seed = 42,
+    const char *md[] = {o->models_dir ? o->models_dir : dirs->user_models, dirs->models};
+    const char *hd[] = {o->hardware_dir ? o->hardware_dir : dirs->user_hardware, dirs->hardware};
+    if (o->model || !o->k.model) {
+        if (!(*m = sm_model_find(md, 2, o->model ? o->model : "qwen3-32b", err))) return err->code;
+        o->k.model = *m;
+    }
+    if (o->hardware || !o->k.hw) {
+        if (!(*h = sm_hardware_find(hd, 2, o->hardware ? o->hardware : "h100-sxm", err))) return err->code;
+        o->k.hw = *h;
+    }
+    return KV_OK;
+}
+
+int serve_main(int argc, char **argv, const scn_dirs *dirs)
+{
+    serve_opts o = {.host = "127.0.0.1", .port = 8000, .seed = 42,
                     .replay_steps = DEFAULT_REPLAY_STEPS};
     int rc = parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
     kv_err err = {0};
     scenario *s = NULL;
-    if (o.scenario && !(s = scn_load(o.scenario, presets_dir, &err))) {
+    if (o.scenario && !(s = scn_load_in(o.scenario, dirs, &err))) {
         fprintf(stderr, "sim serve: %s\n", err.msg);
         return 2;
     }
+    if (s) {
+        o.k.model = s->cluster.model;
+        o.k.hw = s->cluster.hw;
+    }
+    sm_model *own_m = NULL;
+    sm_hardware *own_h = NULL;
+    if (load_profiles(&o, dirs, &own_m, &own_h, &err)) {
+        fprintf(stderr, "sim serve: %s\n", err.msg);
+        scn_free(s);
+        return 2;
+    }
     defaults(&o.k, s ? &s->cluster : NULL);
+    if (!o.speedup) o.speedup = s ? s->cluster.speedup : 1;
     if (o.port + (long)o.k.replicas - 1 > 65535) {
         fprintf(stderr, "sim serve: --port %d + %u replicas passes port 65535\n", o.port, o.k.replicas);
+        free(own_m);
+        free(own_h);
         scn_free(s);
         return 2;
     }
@@ -271,6 +302,8 @@ int serve_main(int argc, char **argv, const char *presets_dir)
     for (int i = 0; i < 2; i++)
         if (sigs[i]) event_free(sigs[i]);
     cluster_free(&c);
+    free(own_m);
+    free(own_h);
     scn_free(s);
     return rc == KV_OK ? 0 : 1;
 }

@@ -13,6 +13,7 @@
  * model name: a 64-bit stand-in for vLLM's sha256 chain that differs from the router's
  * request keys, as the real engine's hashes do. Generated tokens get deterministic ids
  * (simsrv_output_token) so output blocks hash and publish like prompt blocks. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -693,6 +694,36 @@ static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
     return KV_OK;
 }
 
+/* vLLM's cascade attention for the step just scheduled: the leading blocks that every
+ * running request holds (KVCacheManager.get_num_common_prefix_blocks: a block whose
+ * reference count is the number of running requests), capped at the least context any
+ * scheduled sequence has computed and rounded down to a block (the model runner's
+ * _compute_cascade_attn_prefix_len); when sm_cascade says vLLM would run the cascade
+ * kernel, the batch reads that prefix's KV once. Returns whether it did. */
+static bool share_common_prefix(simsrv *s)
+{
+    if (s->run.n == 0 || s->sched.n < 2)
+        return false;
+    const rstate *first = s->run.v[0]->priv_ptr;
+    uint32_t k = 0;
+    while (k < first->n_blocks && bpool_ref(s->pool, first->blocks[k]) == s->run.n)
+        k++;
+    uint64_t prefix = (uint64_t)k * s->bs;
+    bool all_decode = true;
+    for (size_t i = 0; i < s->sched.n; i++) {
+        const simsrv_req *r = s->sched.v[i];
+        if (r->n_computed < prefix)
+            prefix = r->n_computed;
+        if (((const rstate *)r->priv_ptr)->num_new != 1)
+            all_decode = false;
+    }
+    prefix = prefix / s->bs * s->bs;
+    if (!sm_cascade(s->cfg.model, s->cfg.hw, s->cfg.tp, (uint32_t)prefix, s->sched.n, all_decode))
+        return false;
+    sm_batch_share_prefix(&s->batch, (uint32_t)prefix);
+    return true;
+}
+
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -710,7 +741,13 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     res->n_preempted = n_preempted;
     if (s->sched.n == 0) return KV_OK;
 
+    if (s->cfg.cascade_attention)
+        res->cascade = share_common_prefix(s);
     res->duration = sm_batch_time_us(s->cfg.model, s->cfg.hw, s->cfg.tp, &s->batch);
+    if (s->cfg.speedup > 0 && s->cfg.speedup != 1) {
+        sim_time d = (sim_time)llround((double)res->duration / s->cfg.speedup);
+        res->duration = d > 0 ? d : 1;
+    }
     res->n_scheduled_tokens = s->max_tokens - budget;
 
     /* The step's outcome, as update_from_output applies it. */

@@ -31,6 +31,12 @@ typedef struct simsrv_config {
     uint32_t long_prefill_token_threshold;/* 0 = off */
     uint32_t max_model_len;               /* 0 = model's */
     bool prefix_caching;                  /* default true */
+    double speedup;                       /* step times divided by this (./sim serve --speedup, a scenario's
+                                           * cluster.speedup); 0 or 1: the model's own times */
+    /* vLLM's cascade attention: a step whose running requests all hold the same leading
+     * blocks reads that prefix's KV once when vLLM's heuristic would use the cascade
+     * kernel (sm_cascade). Off by default: docs/VALIDATION.md "Shared-prefix attention". */
+    bool cascade_attention;
     bool emit_kv_events;
     kvev_encoding kv_encoding;            /* KVEV_ENC_ARRAY (the zero default) or a map form */
     const char *pod_id;                   /* topic pod id, e.g. "10.0.0.1:8000" */
@@ -64,6 +70,7 @@ typedef struct simsrv_step_result {
     simsrv_req **finished; size_t n_finished;        /* generated all n_output this step */
     uint32_t n_scheduled_tokens, n_prefill_tokens, n_decode_seqs;
     uint32_t n_preempted;
+    bool cascade;                         /* the step read a common prefix once */
     /* KV events published at the end of this step: zero or one msgpack KVEventBatch
      * payload (vLLM array encoding), with its sequence number. */
     const uint8_t *kv_payload; size_t kv_payload_len;

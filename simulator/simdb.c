@@ -173,6 +173,33 @@ int simdb_add_decision(simdb *d, int64_t run_id, uint64_t request_id, const sche
                                                                                  : db_err(d, err, "insert failed");
 }
 
+static const char live_pods_sql[] =
+    "CREATE TABLE IF NOT EXISTS live_pods("
+    "  run_id INTEGER NOT NULL REFERENCES runs(run_id), pod INTEGER NOT NULL, address TEXT,"
+    "  prefix_cache_queries REAL, prefix_cache_hits REAL, routed INTEGER,"
+    "  PRIMARY KEY(run_id, pod));";
+
+int simdb_add_live_pod(simdb *d, int64_t run_id, const simdb_live_pod *p, kv_err *err)
+{
+    if (!d->in_run)
+        return kv_err_set(err, KV_ESTATE, "%s: live pod outside a run", d->path);
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_exec(d->db, live_pods_sql, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(d->db, "INSERT INTO live_pods VALUES(?,?,?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
+        return db_err(d, err, "cannot create table live_pods");
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int(s, 2, p->pod);
+    sqlite3_bind_text(s, 3, p->address, -1, SQLITE_TRANSIENT);
+    if (p->counters_ok) {
+        sqlite3_bind_double(s, 4, p->prefix_cache_queries);
+        sqlite3_bind_double(s, 5, p->prefix_cache_hits);
+    }
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)p->routed);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? KV_OK : db_err(d, err, "insert failed");
+}
+
 static void bind_stat(sqlite3_stmt *s, int i, const stats_block *b, int key)
 {
     if (b->valid)

@@ -9,6 +9,7 @@
 #ifndef KVROUTE_SIM_SIMDB_H
 #define KVROUTE_SIM_SIMDB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "kverr.h"
@@ -42,6 +43,21 @@ int simdb_begin_run(simdb *db, const simdb_run_info *info, int64_t *run_id, kv_e
  * sched_endpoint.id, which the simulator sets to the replica index. */
 int simdb_add_decision(simdb *db, int64_t run_id, uint64_t request_id, const sched_trace *t,
                        const sched_result *res, kv_err *err);
+/* One pod behind a live run's target (./sim --target-pods): the increase of its prefix-cache
+ * counters over the run as its /metrics showed them (counters_ok false: not read), and the
+ * requests it served (requests.endpoint: named by x-gateway-destination-endpoint, or the
+ * target itself). A row of table
+ * live_pods, which the first such row creates (a simulation's runs.db has none). */
+typedef struct simdb_live_pod {
+    int pod;                          /* index in --target-pods (requests.endpoint) */
+    const char *address;              /* host:port */
+    bool counters_ok;
+    double prefix_cache_queries, prefix_cache_hits;   /* tokens */
+    uint64_t routed;
+} simdb_live_pod;
+/* Inside the run (between simdb_begin_run and simdb_end_run). */
+int simdb_add_live_pod(simdb *db, int64_t run_id, const simdb_live_pod *p, kv_err *err);
+
 /* Stages (with the headline metrics), requests and server samples; commits the run. */
 int simdb_end_run(simdb *db, int64_t run_id, const sim_run *run, const lc_run *m, kv_err *err);
 

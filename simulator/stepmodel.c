@@ -75,11 +75,19 @@
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
+/* The MLP width one token passes through (gate, up, down): a dense model's
+ * intermediate size; a mixture of experts' routed experts together. */
+static double mlp_width(const sm_model *m)
+{
+    return m->experts ? (double)m->experts_per_tok * m->moe_intermediate : (double)m->intermediate;
+}
+
+/* Per token: attention projections, the MLP (and a mixture's router logits). */
 static double linear_params(const sm_model *m)
 {
     double qo = 2.0 * m->hidden * ((double)m->heads * m->head_dim);
     double kv = 2.0 * m->hidden * ((double)m->kv_heads * m->head_dim);
-    double mlp = 3.0 * m->hidden * (double)m->intermediate;
+    double mlp = 3.0 * m->hidden * mlp_width(m) + (double)m->hidden * m->experts;
     return (double)m->layers * (qo + kv + mlp);
 }
 
@@ -129,6 +137,29 @@ int64_t sm_batch_time_us(const sm_model *m, const sm_hardware *hw, int tp, const
     return (int64_t)ceil(t * 1e6);
 }
 
+static uint64_t sm_cdiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+bool sm_cascade(const sm_model *m, const sm_hardware *hw, int tp, uint32_t prefix_len, size_t n_reqs,
+                bool all_decode)
+{
+    /* vLLM's thresholds: a short prefix or few queries are not worth the two kernels */
+    if (prefix_len < 256 || n_reqs < 8)
+        return false;
+    if (tp < 1) tp = 1;
+    uint64_t q_heads = (uint64_t)m->heads / (uint64_t)tp, kv_heads = (uint64_t)m->kv_heads / (uint64_t)tp;
+    if (kv_heads == 0) kv_heads = 1;
+    uint64_t q_per_kv = q_heads / kv_heads;
+    /* FlashDecoding (split-KV) is what normal attention would use: grouped queries and
+     * one query token per sequence; without it, the cascade saves bandwidth outright */
+    if (!(q_per_kv > 1 && all_decode))
+        return true;
+    /* the rough CTA-wave comparison, with vLLM's 128-token q and kv tiles */
+    uint64_t tiles = sm_cdiv(prefix_len, 128), sms = hw->sms > 0 ? (uint64_t)hw->sms : 1;
+    uint64_t cascade = sm_cdiv(q_heads * sm_cdiv(n_reqs, 128), sms) * tiles;
+    uint64_t flash_decoding = sm_cdiv((uint64_t)n_reqs * kv_heads * sm_cdiv(q_per_kv, 128) * tiles, sms);
+    return cascade < flash_decoding;
+}
+
 uint32_t sm_default_max_num_batched_tokens(const sm_hardware *hw)
 {
     bool big = hw->mem_gib >= 70.0 && strncmp(hw->name, "a100", 4) != 0;
@@ -148,9 +179,9 @@ uint64_t sm_kv_blocks_for(const sm_model *m, const sm_hardware *hw, int tp, doub
     double budget = hw->usable_gib * GIB * gpu_mem_util;
     double weights = m->params * m->dtype_bytes / tp;
     /* Profile-run peak: the MLP's gate/up output (2I/tp) and activated product (I/tp)
-     * for every batched token, plus the sampler's fp32 logits over the full vocabulary
+     * for every batched token (I: the routed experts' width for a mixture), plus the sampler's fp32 logits over the full vocabulary
      * for max_num_seqs rows. */
-    double act = (double)max_num_batched_tokens * 3.0 * m->intermediate / tp * m->dtype_bytes
+    double act = (double)max_num_batched_tokens * 3.0 * mlp_width(m) / tp * m->dtype_bytes
                + (double)max_num_seqs * m->vocab * 4.0;
     double avail = budget - weights - act - SM_NON_TORCH_GIB * GIB;
     if (avail <= 0) return 0;

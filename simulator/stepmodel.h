@@ -4,10 +4,12 @@
  * B/s, memory) x TP. Terms: prefill GEMMs with an efficiency ramp, attention over the
  * tokens already in context, decode weight and KV reads, TP all-reduces, per-step CPU
  * overhead (docs/upstream/vllm.md §4). The efficiency constants are documented in
- * docs/VALIDATION.md and are the same for every policy, rate and scenario. */
+ * docs/VALIDATION.md and are the same for every policy, rate and scenario. The profiles
+ * are data (models/, hardware/; simulator/profiles.h loads them). */
 #ifndef KVROUTE_SIM_STEPMODEL_H
 #define KVROUTE_SIM_STEPMODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +22,9 @@ typedef struct sm_model {
     double params;              /* total parameters */
     int dtype_bytes;            /* 2 for bf16 */
     uint32_t max_model_len;
+    /* Mixture of experts (0 when dense): every expert's weights are resident and
+     * counted in params; a token's MLP FLOPs are those of its experts_per_tok experts. */
+    int experts, experts_per_tok, moe_intermediate;
 } sm_model;
 
 typedef struct sm_hardware {
@@ -29,10 +34,8 @@ typedef struct sm_hardware {
     double link_bw;             /* interconnect B/s per GPU, one direction */
     double mem_gib;             /* GiB per GPU */
     double usable_gib;          /* what torch sees (e.g. 79.2 on H100-80GB) */
+    int sms;                    /* streaming multiprocessors (vLLM's cascade heuristic) */
 } sm_hardware;
-
-const sm_model *sm_model_find(const char *name);
-const sm_hardware *sm_hardware_find(const char *name);
 
 /* One sequence's share of a step: new tokens computed and context already cached. */
 typedef struct sm_seq {
@@ -64,6 +67,22 @@ static inline void sm_batch_add(sm_batch *b, uint32_t new_tokens, uint32_t conte
 
 int64_t sm_batch_time_us(const sm_model *m, const sm_hardware *hw, int tp, const sm_batch *b);
 
+/* Cascade attention (opt-in, docs/VALIDATION.md "Shared-prefix attention"): vLLM's
+ * use_cascade_attention (vllm/v1/attention/backends/flash_attn.py) for n_reqs scheduled
+ * sequences whose first prefix_len tokens are the same KV blocks in every running
+ * request: no for a prefix under 256 tokens or fewer than 8 requests; yes for a batch
+ * with any prefill; for an all-decode batch, yes when its rough CTA-wave model says
+ * the cascade kernel beats FlashDecoding (per-rank heads; hw->sms). */
+bool sm_cascade(const sm_model *m, const sm_hardware *hw, int tp, uint32_t prefix_len, size_t n_reqs,
+                bool all_decode);
+/* A cascade step reads the common prefix's KV once for all n sequences instead of once
+ * each; the attention FLOPs do not change (every query still attends to it). */
+static inline void sm_batch_share_prefix(sm_batch *b, uint32_t prefix_len)
+{
+    if (b->n > 1)
+        b->ctx -= (double)(b->n - 1) * prefix_len;
+}
+
 /* KV capacity in blocks per replica, vLLM's way: per rank, not multiplied by TP. */
 uint64_t sm_kv_blocks(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util, uint32_t block_size);
 /* KV bytes per token per GPU. */
@@ -78,9 +97,5 @@ uint32_t sm_default_max_num_seqs(const sm_hardware *hw);
  * batch limits (sm_kv_blocks uses the hardware defaults). */
 uint64_t sm_kv_blocks_for(const sm_model *m, const sm_hardware *hw, int tp, double gpu_mem_util,
                           uint32_t block_size, uint32_t max_num_batched_tokens, uint32_t max_num_seqs);
-
-/* Names of the shipped profiles, NULL-terminated (for error messages and --help). */
-extern const char *const sm_model_names[];
-extern const char *const sm_hardware_names[];
 
 #endif

@@ -202,12 +202,19 @@ static int wl_parse_stages(const yt_doc *d, const yt_node *st, wl_spec *s, kv_er
             double count = g->rate * g->duration;
             if (count > 1e8)
                 return yt_error(d, n, err, KV_ERANGE, "field '%s': rate*duration = %g requests is too many", p, count);
-            g->num_requests = (uint32_t)count;   /* int(rate*duration), as inference-perf */
+            wl_spec_set_rate(s, i, g->rate);
         }
         if ((rc = wl_check_keys(d, n, p, err)))
             return rc;
     }
     return KV_OK;
+}
+
+void wl_spec_set_rate(wl_spec *spec, size_t stage, double rate)
+{
+    wl_stage_spec *g = &spec->stages[stage];
+    g->rate = rate;
+    g->num_requests = (uint32_t)(rate * g->duration);   /* int(rate*duration), as inference-perf */
 }
 
 static int wl_parse_load(const yt_doc *d, const yt_node *load, wl_note_fn note, void *note_ctx, wl_spec *s,

@@ -142,6 +142,9 @@ typedef struct workload {
 } workload;
 
 workload *wl_build(const wl_spec *spec, uint64_t seed, kv_err *err);
+/* Sets a poisson or constant stage's rate, and its request count the way wl_parse
+ * derives it (int(rate * duration), as inference-perf): a sweep's rate axis. */
+void wl_spec_set_rate(wl_spec *spec, size_t stage, double rate);
 void wl_free(workload *w);
 
 /* The i-th request of a stage. tokens either point into the workload or (random and

@@ -18,6 +18,7 @@
 
 #include "blockkeys.h"
 #include "kvindex.h"
+#include "monoclock.h"
 
 #define PROMPT_TOKENS 8192
 #define N_PROMPTS 1024
@@ -164,7 +165,7 @@ static void bench_clear(kvindex *ix)
 static void bench_lookup(uint32_t n_ep, const uint32_t *tokens)
 {
     kv_err err = {0};
-    kvindex_config cfg = {.capacity = INDEX_BLOCKS, .max_endpoints = n_ep, .time_writes = true};
+    kvindex_config cfg = {.capacity = INDEX_BLOCKS, .max_endpoints = n_ep, .clock_ns = monoclock_ns};
     kvindex *ix = kvindex_new(&cfg, &err);
     if (!ix) die("kvindex_new", &err);
     for (uint32_t e = 0; e < n_ep; e++) {

@@ -12,6 +12,7 @@
 #include "kvevents.h"
 #include "kvindex.h"
 #include "kvingest.h"
+#include "monoclock.h"
 
 #define BLOCK 64
 #define BLOCKS_PER_EVENT 16    /* a 1k-token prompt chunk per event */
@@ -95,7 +96,7 @@ static double ingest_once(int n_pods, const payload *p, size_t n_batches, const 
 {
     kv_err err;
     kvindex_config cfg = {.capacity = warm ? TOTAL_BLOCKS : 2 * TOTAL_BLOCKS, .max_endpoints = 256,
-                          .time_writes = time_writes};
+                          .clock_ns = time_writes ? monoclock_ns : NULL};
     kvindex *ix = kvindex_new(&cfg, &err);
     if (!ix) die("kvindex_new", &err);
     int slots[256];

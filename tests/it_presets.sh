@@ -26,12 +26,12 @@ cmp -s "$scn" "$tmp/broken.yaml" && fail "the negative test's edit did not apply
 "$SIM" "$tmp/broken.yaml" --out "$tmp/b" --quiet --junit "$tmp/b.xml" >"$tmp/b.out" 2>&1
 rc=$?
 [ $rc -eq 3 ] || fail "a broken bound: exit $rc, not 3"
-grep -q '^FAIL  llm-d-precise last stage: ttft_p90 < 1ms: 443.7 ms (bound < 1 ms, margin -442.7 ms)$' "$tmp/b.out" ||
+grep -q '^FAIL  llm-d-precise last stage: ttft_p90 < 1ms: 412.7 ms (bound < 1 ms, margin -411.7 ms)$' "$tmp/b.out" ||
     fail "FAIL line: $(grep '^FAIL' "$tmp/b.out")"
 grep -q "expect: $((checks - 1)) passed, 1 failed, 0 skipped" "$tmp/b.out" || fail "summary after a failure"
 xmllint --noout "$tmp/b.xml" || fail "JUnit file with a failure is not well-formed"
 grep -q 'failures="1"' "$tmp/b.xml" || fail "JUnit failure count"
-grep -q '<failure message="443.7 ms (bound &lt; 1 ms, margin -442.7 ms)"/>' "$tmp/b.xml" ||
+grep -q '<failure message="412.7 ms (bound &lt; 1 ms, margin -411.7 ms)"/>' "$tmp/b.xml" ||
     fail "JUnit failure message: $(grep '<failure' "$tmp/b.xml")"
 
 # a bad check is refused before anything runs
@@ -52,6 +52,6 @@ sqlite3 "$tmp/a/runs.db" "UPDATE stages SET ttft_p90 = ttft_p90 / 2"
 "$SIM" "$scn" --out "$tmp/e" --quiet --baseline "$tmp/a/runs.db" >"$tmp/e.out" 2>&1
 rc=$?
 [ $rc -eq 3 ] || fail "worse than a faster baseline: exit $rc, not 3"
-grep -q '^FAIL  llm-d-precise last stage: ttft_p90 no worse than the baseline by more than 5%: 443.7 ms (bound <= 232.9 ms, baseline 221.8 ms' "$tmp/e.out" ||
+grep -q '^FAIL  llm-d-precise last stage: ttft_p90 no worse than the baseline by more than 5%: 412.7 ms (bound <= 216.7 ms, baseline 206.4 ms' "$tmp/e.out" ||
     fail "baseline FAIL line: $(grep 'llm-d-precise.*baseline' "$tmp/e.out")"
 echo "it_presets: ok ($checks checks)"

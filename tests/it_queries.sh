@@ -2,7 +2,8 @@
 # it_queries: every SQL query README.md and docs/sim-outputs.md show (between their
 # "<!-- queries" and "<!-- /queries -->" markers) returns at least one row on a fresh
 # run of the shipped scenario, ./sim scenarios/rate60.yaml. A query that matches nothing
-# there (such as a request id the decision sampling never keeps) fails, naming it.
+# there (such as a request id the decision sampling never keeps) fails, naming it; so
+# does a ```sql query outside the markers, which nothing would check.
 set -u
 . tests/support/sim_it.sh
 
@@ -26,6 +27,15 @@ for doc in README.md docs/sim-outputs.md; do
         [ -n "$rows" ] || fail "$doc: no rows on rate60's runs.db: $(cat "$q")"
     done
     [ $found -ge 3 ] || fail "$doc: only $found queries between the markers"
+    # and no query outside them: a ```sql block that starts with SELECT must be checked
+    stray=$(awk '
+        /^<!-- queries/ { on = 1; next }
+        /^<!-- \/queries -->/ { on = 0; next }
+        /^```sql/ { sql = 1; first = 1; next }
+        sql && /^```/ { sql = 0; next }
+        sql && first { first = 0; if (!on && toupper($1) == "SELECT") print FILENAME ":" NR ": " $0 }
+    ' "$doc")
+    [ -z "$stray" ] || fail "a query outside the <!-- queries --> markers (not checked): $stray"
     n=$((n + found))
 done
 echo "it_queries: ok ($n queries)"

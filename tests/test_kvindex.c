@@ -75,6 +75,8 @@ static void test_store_remove_clear(void **state)
     assert_int_equal(st.blocks, 3);       /* 13 still held by a */
     assert_int_equal(st.entries, 4);      /* a: 11, 13; b: 11, 12 */
     assert_int_equal(st.engine_keys, 2);
+    assert_int_equal(kvindex_endpoint_entries(ix, a), 2);
+    assert_int_equal(kvindex_endpoint_entries(ix, b), 2);
 
     kvindex_clear_endpoint(ix, a);
     assert_string_equal(kvindex_endpoint_name(ix, a), "10.0.0.1:8000");
@@ -85,6 +87,9 @@ static void test_store_remove_clear(void **state)
     assert_int_equal(st.entries, 2);
     assert_int_equal(st.engine_keys, 0);
     assert_int_equal(st.stores, 2);
+    assert_int_equal(st.admissions, 5);   /* keys, as llm-d-kv-cache counts them: 3 + 2 */
+    assert_int_equal(kvindex_endpoint_entries(ix, a), 0);
+    assert_int_equal(kvindex_endpoint_entries(ix, b), 2);
     assert_int_equal(st.removes, 3);
     assert_int_equal(st.clears, 1);
     assert_int_equal(st.lookups, 2);
@@ -619,6 +624,11 @@ static void check_equal(const kvindex *ix, const model *md, const universe *u, u
                  (unsigned long long)st.engine_keys, md->nm, (unsigned long long)st.evictions,
                  (unsigned long long)md->evictions);
     for (int s = 0; s < md->max_ep; s++) {
+        uint64_t held = 0;   /* the slot's share of the entries, through every path that changes them */
+        for (size_t i = 0; i < md->nb; i++) held += (uint64_t)__builtin_popcount(md->b[i].tiers[s]);
+        if (kvindex_endpoint_entries(ix, s) != held)
+            fail_msg("%s: slot %d entries %llu, model %llu", where, s,
+                     (unsigned long long)kvindex_endpoint_entries(ix, s), (unsigned long long)held);
         const char *name = kvindex_endpoint_name(ix, s);
         if ((name == NULL) != (md->names[s][0] == 0) || (name && strcmp(name, md->names[s])))
             fail_msg("%s: slot %d name %s, model %s", where, s, name ? name : "(free)", md->names[s]);
@@ -771,14 +781,19 @@ static void run_stream(uint64_t seed, uint32_t max_ep, size_t capacity, const do
     free(u);
 }
 
+/* The write-hold clock: every read is 300 ns after the previous one, so each hold (one
+ * read as the write lock is taken, one as it is released) lasts exactly 300 ns. */
+static uint64_t tick_ns;
+static uint64_t ticking_clock(void) { return tick_ns += 300; }
+
 /* A store longer than one write-lock slice is applied whole, with the engine keys'
  * grouping intact across slice boundaries (3 request keys per engine key, so groups
- * straddle them), and with time_writes the index counts one hold per slice. */
+ * straddle them), and with a clock the index counts and times one hold per slice. */
 static void test_sliced_store_and_hold_times(void **state)
 {
     (void)state;
     enum { NE = 700, NR = 3 * NE };
-    kvindex_config cfg = {.capacity = 4 * NR, .max_endpoints = 8, .time_writes = true};
+    kvindex_config cfg = {.capacity = 4 * NR, .max_endpoints = 8, .clock_ns = ticking_clock};
     kv_err err;
     kvindex *ix = kvindex_new(&cfg, &err);
     assert_non_null(ix);
@@ -802,7 +817,11 @@ static void test_sliced_store_and_hold_times(void **state)
      * one short hold that swaps in grown tables (built outside the lock) */
     size_t slices = (NR + KVINDEX_STORE_SLICE - 1) / KVINDEX_STORE_SLICE;
     assert_true(st.write_holds >= 1 + slices && st.write_holds <= 1 + 2 * slices);
-    assert_true(st.write_hold_p99_ns > 0 && st.write_hold_p99_ns <= st.write_hold_max_ns + 250);
+    /* the index's time is the clock's: two reads per hold, every hold 300 ns, whose
+     * 99th percentile is the top of its 250 ns bucket */
+    assert_int_equal(tick_ns, 2 * 300 * st.write_holds);
+    assert_int_equal(st.write_hold_max_ns, 300);
+    assert_int_equal(st.write_hold_p99_ns, 500);
 
     /* Clearing the endpoint also runs in slices, and leaves another holder whole. */
     int t = kvindex_endpoint_add(ix, "b", &err);
@@ -819,6 +838,19 @@ static void test_sliced_store_and_hold_times(void **state)
         assert_int_equal(kvindex_tiers(ix, s, rk[i]), 0);
     for (int i = 100; i < 110; i++) assert_int_equal(kvindex_tiers(ix, t, rk[i]), 1u << KVTIER_GPU);
     assert_false(kvindex_request_key(ix, s, ek[0], NULL));
+    kvindex_free(ix);
+
+    /* without a clock nothing is timed, and the clock is never read */
+    uint64_t ticks = tick_ns;
+    cfg.clock_ns = NULL;
+    assert_non_null(ix = kvindex_new(&cfg, &err));
+    s = kvindex_endpoint_add(ix, "a", &err);
+    assert_int_equal(kvindex_store(ix, s, KVTIER_GPU, ek, NE, rk, NR, &err), KV_OK);
+    kvindex_get_stats(ix, &st);
+    assert_int_equal(st.blocks, NR);
+    assert_int_equal(st.write_holds, 0);
+    assert_int_equal(st.write_hold_max_ns, 0);
+    assert_int_equal(tick_ns, ticks);
     kvindex_free(ix);
 }
 

@@ -89,7 +89,20 @@ static void test_filter_and_bad_fields(void **state)
     json_decref(o);
 }
 
+/* Reals as zap writes a Go float64 (strconv 'f', -1): integral without a fraction,
+ * others in their shortest form, nested ones too; integers untouched. */
+static void test_go_numbers(void **state)
+{
+    (void)state;
+    log_setup(0, sink, NULL);
+    LOG_I("n", "{s:f, s:f, s:f, s:f, s:[f], s:{s:f}, s:I}", "one", 1.0, "zero", 0.0, "tenth", 0.1, "third", 1.0 / 3,
+          "list", -2.0, "obj", "half", 0.5, "int", (json_int_t)7);
+    assert_non_null(strstr(last, "\"one\":1,\"zero\":0,\"tenth\":0.1,\"third\":0.3333333333333333,"
+                                 "\"list\":[-2],\"obj\":{\"half\":0.5},\"int\":7}"));
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_go_numbers),
     cmocka_unit_test(test_shape_and_levels),
     cmocka_unit_test(test_filter_and_bad_fields),
 };

@@ -369,37 +369,24 @@ static void test_presets_route(void **state)
     for (int i = 0; i < 256; i++)
         tok[i] = (uint32_t)(i * 7 + 1);
     for (size_t k = 0; k < 3; k++) {
-        kv_err err = {0};
-        epc_config *cfg = epc_load_preset("policies/presets", names[k], registry_types, &err);
-        if (!cfg)
-            fail_msg("%s: %s", names[k], err.msg);
-        sched_env env = {.seed = 3};
-        sched *s = sched_new(cfg, &env, &err);
-        if (!s)
-            fail_msg("%s: %s", names[k], err.msg);
-        sched_endpoint eps[3];
-        sched_endpoint *ptrs[3];
-        char nm[3][32];
-        for (int i = 0; i < 3; i++) {
-            snprintf(nm[i], sizeof nm[i], "10.0.1.%d:8000", i + 1);
-            eps[i] = (sched_endpoint){.id = (uint32_t)i, .name = nm[i], .pod = nm[i], .ns = ""};
-            eps[i].m = (sched_metrics){.valid = true, .block_size = 16, .num_gpu_blocks = 1000};
-            ptrs[i] = &eps[i];
-        }
+        fx *f = fx_preset(names[k], 3, 3);
+        if (!f)
+            fail_msg("preset %s did not build", names[k]);
+        for (int i = 0; i < 3; i++)
+            f->eps[i].m = (sched_metrics){.valid = true, .block_size = 16, .num_gpu_blocks = 1000};
         sched_request r = fx_tokens("a", tok, 256);
         sched_result res1, res2;
-        assert_int_equal(sched_schedule(s, &r, ptrs, 3, &res1, NULL, &err), KV_OK);
-        sched_pre_request(s, &r, &res1);
-        assert_int_equal(sched_schedule(s, &r, ptrs, 3, &res2, NULL, &err), KV_OK);
+        assert_int_equal(fx_run(f, &r, 3, NULL, &res1), KV_OK);
+        sched_pre_request(f->s, &r, &res1);
+        assert_int_equal(fx_run(f, &r, 3, NULL, &res2), KV_OK);
         if (sticky[k])
             assert_ptr_equal(res1.targets[0], res2.targets[0]);
         else
             assert_ptr_not_equal(res1.targets[0], res2.targets[0]);
-        sched_response_complete(s, &r, res1.targets[0]);
+        fx_done(f, &r, res1.targets[0]);
         sched_request t = fx_text("b", "a text prompt that is long enough for a few blocks of sixteen");
-        assert_int_equal(sched_schedule(s, &t, ptrs, 3, &res1, NULL, &err), KV_OK);
-        sched_free(s);
-        epc_free(cfg);
+        assert_int_equal(fx_run(f, &t, 3, NULL, &res1), KV_OK);
+        fx_free(f);
     }
 }
 

@@ -70,7 +70,8 @@ static void test_exposition(void **state)
     uint64_t keys[3] = {1, 2, 3};
     assert_int_equal(kvindex_store(ix, slot, KVTIER_GPU, NULL, 0, keys, 3, NULL), KV_OK);
 
-    promexp_sources src = {.pool_name = "pool-a", .endpoints = eps, .index = ix};
+    sched_kvsource kvs = {.name = "pp", .index = ix}, *kvss[] = {&kvs};
+    promexp_sources src = {.pool_name = "pool-a", .endpoints = eps, .kvsources = kvss, .n_kvsources = 1};
     kv_err err = {0};
     promexp *p = promexp_start(0, &src, &err);
     if (!p)
@@ -107,7 +108,8 @@ static void test_exposition(void **state)
     has_line(b.data, "inference_pool_average_kv_cache_utilization{name=\"pool-a\"} 0.5");
     has_line(b.data, "inference_pool_average_queue_size{name=\"pool-a\"} 3");
     has_line(b.data, "kvcache_index_size_blocks 3");
-    has_line(b.data, "kvcache_index_admissions_total 1");
+    has_line(b.data, "kvcache_index_admissions_total 3");   /* keys, not store calls */
+    assert_null(strstr(b.data, "scorer="));   /* one precise scorer: llm-d-kv-cache's unlabelled series */
     assert_null(strstr(b.data, "kvroute_kv_events_"));   /* no ingest given */
     free(b.data);
 
@@ -181,7 +183,7 @@ static void test_ingest_counters(void **state)
     ingest *g = ingest_start(&cfg, &err);
     if (!g)
         fail_msg("%s", err.msg);
-    char *text = render_sources(&(promexp_sources){.ingest = g});
+    char *text = render_sources(&(promexp_sources){.ingests = &g, .n_ingests = 1});
     has_line(text, "# TYPE kvroute_kv_events_batches_total counter");
     has_line(text, "kvroute_kv_events_messages_total 0");
     has_line(text, "kvroute_kv_events_events_total{type=\"BlockStored\"} 0");
@@ -240,7 +242,7 @@ static void test_plugin_and_lookup_metrics(void **state)
     assert_int_equal(kvindex_store(src->index, s1, KVTIER_GPU, NULL, 0, keys, 3, &err), KV_OK);
     assert_int_equal(kvindex_store(src->index, s2, KVTIER_GPU, NULL, 0, keys, 1, &err), KV_OK);
 
-    promexp_sources ps = {.index = src->index};
+    promexp_sources ps = {.kvsources = &src, .n_kvsources = 1};
     promexp *p = promexp_start(-1, &ps, NULL);
     assert_non_null(p);
     assert_int_equal(promexp_observe_sched(p, f->s, &err), KV_OK);
@@ -283,11 +285,95 @@ static void test_plugin_and_lookup_metrics(void **state)
     fx_free(f);
 }
 
+/* Several precise scorers: every index and every KV-event subscription has its own
+ * series, labelled by plugin name (a shared subscription by the scorers it feeds), each
+ * HELP and TYPE once; each scorer's lookups count in its own series. */
+static void test_several_precise_scorers(void **state)
+{
+    (void)state;
+#define EVENTS(topic) "kvEventsConfig: {discoverPods: false, zmqEndpoint: 'tcp://127.0.0.1:*', topicFilter: " topic "}"
+    fx *f = fx_new("plugins:\n"
+                   "- type: precise-prefix-cache-scorer\n  name: pa\n"
+                   "  parameters: {tokenProcessorConfig: {blockSize: 4}, " EVENTS("kv@") "}\n"
+                   "- type: precise-prefix-cache-scorer\n  name: pb\n"
+                   "  parameters: {tokenProcessorConfig: {blockSize: 4}, " EVENTS("kv@") "}\n"
+                   "- type: precise-prefix-cache-scorer\n  name: pc\n"
+                   "  parameters: {tokenProcessorConfig: {blockSize: 4}, " EVENTS("kv2@") "}\n"
+                   "schedulingProfiles:\n- name: main\n"
+                   "  plugins: [{pluginRef: pa}, {pluginRef: pb}, {pluginRef: pc}]\n",
+                   3, 1);
+#undef EVENTS
+    assert_non_null(f);
+    sched_kvsource *srcs[3];
+    assert_int_equal(pps_kvsources(f->s, srcs, 3), 3);
+    assert_string_equal(srcs[0]->name, "pa");
+    assert_string_equal(srcs[2]->name, "pc");
+    /* pa and pb declare the same kvEventsConfig (one subscription), pc another */
+    kv_err err = {0};
+    epset *eps = epset_new(0, NULL, NULL, NULL);
+    assert_int_equal(epset_parse_list(eps, "10.0.0.1:8000,10.0.0.2:8000,10.0.0.3:8000", "t", NULL), KV_OK);
+    ingest *ings[3];
+    size_t n_ing = 0;
+    assert_int_equal(ingest_start_sources(srcs, 3, eps, NULL, ings, &n_ing, &err), KV_OK);
+    assert_int_equal(n_ing, 2);
+    /* pa's index holds the request's first 3 blocks on endpoint 1, pb's its first on 2 */
+    uint32_t tok[16];
+    for (int i = 0; i < 16; i++)
+        tok[i] = 7 + (uint32_t)i;
+    uint64_t keys[4];
+    blockkeys_compute(&srcs[0]->keys, blockkeys_root(&srcs[0]->keys, "m"), tok, 16, NULL, 0, NULL, keys, 4);
+    int sa = kvindex_endpoint_add(srcs[0]->index, f->names[1], &err);
+    int sb = kvindex_endpoint_add(srcs[1]->index, f->names[2], &err);
+    assert_int_equal(kvindex_store(srcs[0]->index, sa, KVTIER_GPU, NULL, 0, keys, 3, &err), KV_OK);
+    assert_int_equal(kvindex_store(srcs[1]->index, sb, KVTIER_GPU, NULL, 0, keys, 1, &err), KV_OK);
+
+    promexp_sources ps = {.kvsources = srcs, .n_kvsources = 3, .ingests = ings, .n_ingests = n_ing};
+    promexp *p = promexp_start(-1, &ps, NULL);
+    assert_non_null(p);
+    assert_int_equal(promexp_observe_sched(p, f->s, &err), KV_OK);
+    sched_request r = fx_tokens("a", tok, 16);
+    assert_non_null(fx_pick(f, &r));
+    char *text = render(p);
+    has_line(text, "kvcache_index_size_blocks{scorer=\"pa\"} 3");
+    has_line(text, "kvcache_index_size_blocks{scorer=\"pb\"} 1");
+    has_line(text, "kvcache_index_size_blocks{scorer=\"pc\"} 0");
+    has_line(text, "kvcache_index_admissions_total{scorer=\"pa\"} 3");   /* keys, not store calls */
+    has_line(text, "kvcache_index_admissions_total{scorer=\"pc\"} 0");
+    has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pa\"} 3");
+    has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pb\"} 1");
+    has_line(text, "kvcache_index_lookup_hits_total{scorer=\"pc\"} 0");
+    has_line(text, "kvcache_index_max_pod_hit_count_total{scorer=\"pa\"} 3");
+    has_line(text, "kvcache_index_lookup_latency_seconds_count{scorer=\"pa\"} 1");
+    has_line(text, "kvcache_index_lookup_latency_seconds_bucket{scorer=\"pb\",le=\"+Inf\"} 1");
+    has_line(text, "kvroute_kv_events_messages_total{scorer=\"pa,pb\"} 0");
+    has_line(text, "kvroute_kv_events_messages_total{scorer=\"pc\"} 0");
+    has_line(text, "kvroute_kv_events_events_total{scorer=\"pc\",type=\"BlockStored\"} 0");
+    has_line(text, "kvroute_kv_events_decode_errors_total{scorer=\"pa,pb\",reason=\"truncated\"} 0");
+    has_line(text, "kvroute_kv_events_queue_limit_bytes{scorer=\"pc\"} 67108864");
+    /* no unlabelled series beside them, and one HELP and TYPE per name */
+    assert_null(strstr(text, "\nkvcache_index_size_blocks "));
+    assert_null(strstr(text, "\nkvroute_kv_events_messages_total "));
+    const char *once[] = {"# TYPE kvcache_index_size_blocks gauge", "# TYPE kvcache_index_lookup_latency_seconds histogram",
+                          "# TYPE kvroute_kv_events_events_total counter", "# HELP kvroute_kv_events_lag_seconds "};
+    for (size_t i = 0; i < sizeof once / sizeof *once; i++) {
+        const char *at = strstr(text, once[i]);
+        assert_non_null(at);
+        assert_null(strstr(at + 1, once[i]));
+    }
+    free(text);
+    promexp_stop(p);
+    for (size_t i = 0; i < n_ing; i++)
+        ingest_stop(ings[i]);
+    epset_free(eps);
+    fx_free(f);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_exposition),
     cmocka_unit_test(test_ingest_counters),
     cmocka_unit_test(test_scrape_counters),
     cmocka_unit_test(test_plugin_and_lookup_metrics),
+    cmocka_unit_test(test_several_precise_scorers),
     cmocka_unit_test(test_busy_port),
 };
 

@@ -13,12 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "route.h"
 #include "support/sched_fixture.h"
 
 static const char CONFIG[] =
     "plugins:\n"
     "- type: precise-prefix-cache-scorer\n"
+    "  name: precise\n"
     "  parameters:\n"
     "    tokenProcessorConfig: {blockSize: 16}\n"
     "- type: queue-scorer\n"
@@ -26,7 +28,7 @@ static const char CONFIG[] =
     "schedulingProfiles:\n"
     "- name: default\n"
     "  plugins:\n"
-    "  - {pluginRef: precise-prefix-cache-scorer, weight: 3.0}\n"
+    "  - {pluginRef: precise, weight: 3.0}\n"
     "  - {pluginRef: queue-scorer, weight: 1.0}\n"
     "  - {pluginRef: max-score-picker}\n";
 
@@ -190,6 +192,54 @@ static void routes_to_the_holder_and_reports_both_records(void **state)
     route_req_free(&q);
 }
 
+static char score_lines[8][1024];
+static int n_score_lines;
+
+static void score_sink(void *ctx, const char *line)
+{
+    if (strstr(line, "\"msg\":\"Calculated score\"") && n_score_lines < 8)
+        snprintf(score_lines[n_score_lines++], sizeof score_lines[0], "%s", line);
+}
+
+/* llm-d-router's V(4) line, byte for byte after the timestamp and caller: the request
+ * logger's values (x-request-id, objectiveKey, incomingModelName, targetModelName,
+ * priority), the plugin as "<name>/<type>", the endpoint without an empty namespace and
+ * an integral score without a fraction, so the guide's grep and jq pipelines match. */
+static void score_lines_are_llmds(void **state)
+{
+    world *w = *state;
+    uint32_t t[64];
+    for (uint32_t i = 0; i < 64; i++)
+        t[i] = i + 1;
+    cache_on(w, 2, t, 64);
+    n_score_lines = 0;
+    log_setup(4, score_sink, NULL);
+    route_req q;
+    begin(&q, w, (const char *const[]){"X-Request-Id", "req-9", "x-gateway-inference-objective", "chat", NULL});
+    w->priority = 3;
+    body(&q, TOKENS_BODY);
+    assert_int_equal(route_decide(&q), 200);
+    log_setup(0, NULL, NULL);
+    assert_int_equal(n_score_lines, 8);   /* 2 scorers x 4 endpoints */
+    const char *want_hit = "\"msg\":\"Calculated score\",\"x-request-id\":\"req-9\",\"objectiveKey\":\"chat\","
+                           "\"incomingModelName\":\"m\",\"targetModelName\":\"m\",\"priority\":3,"
+                           "\"plugin\":\"precise/precise-prefix-cache-scorer\",\"endpoint\":{\"name\":\"10.0.0.3:8000\"},"
+                           "\"score\":1}";
+    const char *want_miss = "\"plugin\":\"precise/precise-prefix-cache-scorer\",\"endpoint\":{\"name\":\"10.0.0.1:8000\"},"
+                            "\"score\":0}";
+    bool hit = false, miss = false;
+    for (int i = 0; i < n_score_lines; i++) {
+        const char *head = "{\"level\":\"Level(-4)\",\"ts\":\"";
+        assert_true(!strncmp(score_lines[i], head, strlen(head)));
+        hit |= strstr(score_lines[i], want_hit) != NULL;
+        miss |= strstr(score_lines[i], want_miss) != NULL;
+    }
+    assert_true(hit);
+    assert_true(miss);
+    route_complete(&q);
+    route_req_free(&q);
+}
+
 static void generates_a_uuid_and_reads_llmd_aliases(void **state)
 {
     world *w = *state;
@@ -290,6 +340,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(routes_to_the_holder_and_reports_both_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(score_lines_are_llmds, setup, teardown),
         cmocka_unit_test_setup_teardown(generates_a_uuid_and_reads_llmd_aliases, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_body_is_400_without_a_decision, setup, teardown),
         cmocka_unit_test_setup_teardown(empty_subset_is_503_and_saturation_sheds, setup, teardown),

@@ -76,6 +76,7 @@ static void test_defaults(void **state)
     assert_int_equal(s->cluster.block_size, 64);
     assert_true(s->cluster.gpu_memory_utilization == 0.9);
     assert_true(s->cluster.prefix_caching);
+    assert_true(s->cluster.speedup == 1);
     assert_int_equal(s->outputs.report_stage, -1);
     assert_true(s->outputs.per_request);
     assert_false(s->outputs.plots);
@@ -102,9 +103,11 @@ static void test_errors(void **state)
          "tests/data/scenarios/bad-inline-config.yaml:6:17: field 'routers[0].config.plugins[0].type': unknown plugin type 'no-such-scorer'"},
         /* user text is echoed with its control bytes escaped */
         {"tests/data/scenarios/bad-control-bytes.yaml",
-         "tests/data/scenarios/bad-control-bytes.yaml:3:10: field 'cluster.model': unknown model 'qwen\\x1b[2J\\r\\nERROR all clear\\x7f'"},
+         "tests/data/scenarios/bad-control-bytes.yaml:3:10: field 'cluster.model': unknown model 'qwen\\x1b[2J\\r\\nERROR all clear\\x7f' "
+         "(searched tests/data/scenarios/models, models)"},
         {"tests/data/scenarios/bad-model.yaml",
-         "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5'"},
+         "tests/data/scenarios/bad-model.yaml:3:10: field 'cluster.model': unknown model 'gpt-5' "
+         "(searched tests/data/scenarios/models, models)"},
         {"tests/data/scenarios/bad-name.yaml",
          "tests/data/scenarios/bad-name.yaml:1:7: field 'name': 'bad/../x' must be letters, digits, '.', '-' or '_' (it names the output folder)"},
         {"tests/data/scenarios/bad-no-routers.yaml",
@@ -117,6 +120,8 @@ static void test_errors(void **state)
          "tests/data/scenarios/bad-router-both.yaml:3:5: field 'routers[0]': give exactly one of 'preset' and 'config'"},
         {"tests/data/scenarios/bad-seed.yaml",
          "tests/data/scenarios/bad-seed.yaml:2:7: field 'seed': must be non-negative"},
+        {"tests/data/scenarios/bad-speedup.yaml",
+         "tests/data/scenarios/bad-speedup.yaml:3:54: field 'cluster.speedup': must be in [0.001, 1e6]"},
         {"tests/data/scenarios/bad-top-key.yaml",
          "tests/data/scenarios/bad-top-key.yaml:2:1: field 'routerz': unknown key"},
         {"tests/data/scenarios/bad-unknown-key.yaml",

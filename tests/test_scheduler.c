@@ -16,37 +16,7 @@
 #include "registry.h"
 #include "precise_prefix_cache_scorer.h"
 #include "scheduler.h"
-
-typedef struct world {
-    epc_config *cfg;
-    sched *s;
-    sched_endpoint ep[6];
-    sched_endpoint *eps[6];
-    char names[6][24];
-} world;
-
-static void world_open(world *w, const char *yaml, uint64_t seed)
-{
-    memset(w, 0, sizeof *w);
-    kv_err err = {0};
-    w->cfg = epc_load_string(yaml, strlen(yaml), "t.yaml", registry_types, &err);
-    if (!w->cfg)
-        fail_msg("%s", err.msg);
-    w->s = sched_new(w->cfg, &(sched_env){.seed = seed}, &err);
-    if (!w->s)
-        fail_msg("%s", err.msg);
-    for (int i = 0; i < 6; i++) {
-        snprintf(w->names[i], sizeof w->names[i], "10.1.0.%d:8000", i);
-        w->ep[i] = (sched_endpoint){.id = (uint32_t)i * 7, .name = w->names[i], .pod = w->names[i], .ns = ""};
-        w->eps[i] = &w->ep[i];
-    }
-}
-
-static void world_close(world *w)
-{
-    sched_free(w->s);
-    epc_free(w->cfg);
-}
+#include "support/sched_fixture.h"
 
 static const sched_request req = {.id = "q", .model = "m"};
 
@@ -57,20 +27,20 @@ static const char *weighted_yaml = "apiVersion: llm-d.ai/v1alpha1\nkind: Endpoin
 
 static void test_weighted_clamped_sum_and_trace(void **state)
 {
-    world w;
-    world_open(&w, weighted_yaml, 1);
+    fx *f = fx_new(weighted_yaml, 6, 1);
+    assert_non_null(f);
     /* kv: 1-0.2 = 0.8; 1-(-0.5) = 1.5 -> 1; 1-1.7 -> 0.  queue (4,0,2): 0, 1, 0.5 */
     double usage[] = {0.2, -0.5, 1.7};
     int waiting[] = {4, 0, 2};
     for (int i = 0; i < 3; i++)
-        w.ep[i].m.kv_usage = usage[i], w.ep[i].m.waiting = waiting[i];
+        f->eps[i].m.kv_usage = usage[i], f->eps[i].m.waiting = waiting[i];
     sched_trace tr = {0};
     sched_result res;
     kv_err err = {0};
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 3, &res, &tr, &err), KV_OK);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 3, &res, &tr, &err), KV_OK);
     assert_string_equal(res.profile, "main");
     assert_int_equal(res.n_targets, 1);
-    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_ptr_equal(res.targets[0], &f->eps[1]);
     /* every scorer's clamped score and weight per endpoint, scorers in profile order */
     double want_s[] = {0.8, 1.0, 0.0, 0.0, 1.0, 0.5}, want_w[] = {2.5, 2.5, 2.5, 0.5, 0.5, 0.5};
     const char *want_p[] = {"kv", "kv", "kv", "queue-scorer", "queue-scorer", "queue-scorer"};
@@ -78,7 +48,7 @@ static void test_weighted_clamped_sum_and_trace(void **state)
     for (int i = 0; i < 6; i++) {
         assert_string_equal(tr.scores[i].profile, "main");
         assert_string_equal(tr.scores[i].plugin->name, want_p[i]);
-        assert_ptr_equal(tr.scores[i].ep, &w.ep[i % 3]);
+        assert_ptr_equal(tr.scores[i].ep, &f->eps[i % 3]);
         assert_true(fabs(tr.scores[i].score - want_s[i]) < 1e-12);
         assert_true(tr.scores[i].weight == want_w[i]);
     }
@@ -86,72 +56,70 @@ static void test_weighted_clamped_sum_and_trace(void **state)
     double want_t[] = {2.0, 3.0, 0.25};
     assert_int_equal(tr.n_totals, 3);
     for (int i = 0; i < 3; i++) {
-        assert_ptr_equal(tr.totals[i].ep, &w.ep[i]);
+        assert_ptr_equal(tr.totals[i].ep, &f->eps[i]);
         assert_true(fabs(tr.totals[i].score - want_t[i]) < 1e-12);
     }
     assert_int_equal(tr.n_removed, 0);
     /* the trace is reset, not appended to, on the next call; NULL trace is fine */
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, &tr, &err), KV_OK);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 2, &res, &tr, &err), KV_OK);
     assert_int_equal(tr.n_scores, 4);
     assert_int_equal(tr.n_totals, 2);
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 3, &res, NULL, &err), KV_OK);
-    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 3, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &f->eps[1]);
     sched_trace_free(&tr);
-    world_close(&w);
+    fx_free(f);
 }
 
 static void test_filters_in_order_and_no_endpoints(void **state)
 {
-    world w;
-    world_open(&w,
-               "plugins:\n- type: decode-filter\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
-               "- type: queue-scorer\n",
-               1);
+    fx *f = fx_new("plugins:\n- type: decode-filter\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
+                   "- type: queue-scorer\n", 6, 1);
+    assert_non_null(f);
     sched_kv pre_a[] = {{"llm-d.ai/role", "prefill"}, {"zone", "a"}}, dec_a[] = {{"llm-d.ai/role", "decode"}, {"zone", "a"}},
              dec_b[] = {{"llm-d.ai/role", "decode"}, {"zone", "b"}}, none[] = {{"zone", "a"}};
-    w.ep[0].labels = pre_a, w.ep[0].n_labels = 2;
-    w.ep[1].labels = dec_b, w.ep[1].n_labels = 2;
-    w.ep[2].labels = dec_a, w.ep[2].n_labels = 2;
-    w.ep[3].labels = none, w.ep[3].n_labels = 1;
+    f->eps[0].labels = pre_a, f->eps[0].n_labels = 2;
+    f->eps[1].labels = dec_b, f->eps[1].n_labels = 2;
+    f->eps[2].labels = dec_a, f->eps[2].n_labels = 2;
+    f->eps[3].labels = none, f->eps[3].n_labels = 1;
     sched_trace tr = {0};
     sched_result res;
     kv_err err = {0};
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 4, &res, &tr, &err), KV_OK);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 4, &res, &tr, &err), KV_OK);
     /* decode-filter drops ep0, then by-label drops ep1 */
     assert_int_equal(tr.n_removed, 2);
-    assert_ptr_equal(tr.removed[0].ep, &w.ep[0]);
+    assert_ptr_equal(tr.removed[0].ep, &f->eps[0]);
     assert_string_equal(tr.removed[0].plugin->type->type, "decode-filter");
-    assert_ptr_equal(tr.removed[1].ep, &w.ep[1]);
+    assert_ptr_equal(tr.removed[1].ep, &f->eps[1]);
     assert_string_equal(tr.removed[1].plugin->type->type, "by-label");
     assert_string_equal(tr.removed[1].profile, "default");
     assert_int_equal(tr.n_totals, 2);
     assert_int_equal(tr.n_scores, 2); /* only survivors are scored */
-    assert_true(res.targets[0] == &w.ep[2] || res.targets[0] == &w.ep[3]);
+    assert_true(res.targets[0] == &f->eps[2] || res.targets[0] == &f->eps[3]);
     /* nothing left after the filters: the typed error GIE returns */
     err = (kv_err){0};
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, &tr, &err), KV_ENOENDPOINTS);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 2, &res, &tr, &err), KV_ENOENDPOINTS);
     assert_string_equal(err.msg, "no pods available for the given request");
     assert_int_equal(res.n_targets, 0);
     assert_int_equal(tr.n_scores, 0);
     /* and no candidates at all */
     err = (kv_err){0};
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 0, &res, &tr, &err), KV_ENOENDPOINTS);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 0, &res, &tr, &err), KV_ENOENDPOINTS);
     assert_string_equal(err.msg, "no pods available for the given request");
     sched_trace_free(&tr);
-    world_close(&w);
+    fx_free(f);
 }
 
 static void picks(const char *yaml, uint64_t seed, int *out, int n)
 {
-    world w;
-    world_open(&w, yaml, seed);
+    fx *f = fx_new(yaml, 6, seed);
+    assert_non_null(f);
     for (int i = 0; i < n; i++) {
         sched_result res;
         kv_err err;
-        assert_int_equal(sched_schedule(w.s, &req, w.eps, 6, &res, NULL, &err), KV_OK);
-        out[i] = (int)(res.targets[0] - w.ep);
+        assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 6, &res, NULL, &err), KV_OK);
+        out[i] = (int)(res.targets[0] - f->eps);
     }
-    world_close(&w);
+    fx_free(f);
 }
 
 static void test_deterministic_with_seed(void **state)
@@ -173,25 +141,25 @@ static void test_deterministic_with_seed(void **state)
 
 static void test_in_flight_counters(void **state)
 {
-    world w;
-    world_open(&w, weighted_yaml, 1);
-    sched_result res = {.n_targets = 1, .targets = {&w.ep[2]}};
-    sched_pre_request(w.s, &req, &res);
-    sched_pre_request(w.s, &req, &res);
-    assert_int_equal(w.ep[2].in_flight, 2);
+    fx *f = fx_new(weighted_yaml, 6, 1);
+    assert_non_null(f);
+    sched_result res = {.n_targets = 1, .targets = {&f->eps[2]}};
+    sched_pre_request(f->s, &req, &res);
+    sched_pre_request(f->s, &req, &res);
+    assert_int_equal(f->eps[2].in_flight, 2);
     /* a driver that rebuilds its endpoint views still sees the sched's counts */
-    w.ep[2].in_flight = 0;
+    f->eps[2].in_flight = 0;
     sched_result out;
     kv_err err;
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 3, &out, NULL, &err), KV_OK);
-    assert_int_equal(w.ep[2].in_flight, 2);
-    assert_int_equal(w.ep[1].in_flight, 0);
-    sched_response_complete(w.s, &req, &w.ep[2]);
-    sched_response_complete(w.s, &req, &w.ep[2]);
-    sched_response_complete(w.s, &req, &w.ep[2]); /* never below zero */
-    assert_int_equal(w.ep[2].in_flight, 0);
-    sched_response_complete(w.s, &req, NULL);
-    world_close(&w);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 3, &out, NULL, &err), KV_OK);
+    assert_int_equal(f->eps[2].in_flight, 2);
+    assert_int_equal(f->eps[1].in_flight, 0);
+    sched_response_complete(f->s, &req, &f->eps[2]);
+    sched_response_complete(f->s, &req, &f->eps[2]);
+    sched_response_complete(f->s, &req, &f->eps[2]); /* never below zero */
+    assert_int_equal(f->eps[2].in_flight, 0);
+    sched_response_complete(f->s, &req, NULL);
+    fx_free(f);
 }
 
 static void test_views_and_lookups(void **state)
@@ -205,51 +173,49 @@ static void test_views_and_lookups(void **state)
     assert_string_equal(sched_header(&r, "X-Session-Token"), "abc");
     assert_null(sched_header(&r, "x-other"));
 
-    world w;
-    world_open(&w, weighted_yaml, 1);
-    assert_non_null(sched_plugin_by_name(w.s, "kv"));
-    assert_string_equal(sched_plugin_by_name(w.s, "kv")->type->type, "kv-cache-utilization-scorer");
-    assert_non_null(sched_plugin_by_name(w.s, "single-profile-handler"));
-    assert_non_null(sched_plugin_by_name(w.s, "max-score-picker"));
-    assert_null(sched_plugin_by_name(w.s, "nope"));
+    fx *f = fx_new(weighted_yaml, 6, 1);
+    assert_non_null(f);
+    assert_non_null(sched_plugin_by_name(f->s, "kv"));
+    assert_string_equal(sched_plugin_by_name(f->s, "kv")->type->type, "kv-cache-utilization-scorer");
+    assert_non_null(sched_plugin_by_name(f->s, "single-profile-handler"));
+    assert_non_null(sched_plugin_by_name(f->s, "max-score-picker"));
+    assert_null(sched_plugin_by_name(f->s, "nope"));
     void *svc[1];
-    assert_int_equal(sched_services(w.s, "kvsource", svc, 1), 0);
-    world_close(&w);
+    assert_int_equal(sched_services(f->s, "kvsource", svc, 1), 0);
+    fx_free(f);
 }
 
 /* Two precise scorers with the same key context (blockSize and its alias) in one profile
  * read the cycle's keys for that context and each its own index. */
 static void test_two_precise_scorers_agree(void **state)
 {
-    world w;
-    world_open(&w,
-               "plugins:\n- type: precise-prefix-cache-scorer\n  name: p1\n  parameters: {tokenProcessorConfig: "
-               "{blockSize: 2}}\n- type: precise-prefix-cache-scorer\n  name: p2\n  parameters: {tokenProcessorConfig: "
-               "{blockSizeTokens: 2}, normalization: minmax}\n",
-               1);
+    fx *f = fx_new("plugins:\n- type: precise-prefix-cache-scorer\n  name: p1\n  parameters: {tokenProcessorConfig: "
+                   "{blockSize: 2}}\n- type: precise-prefix-cache-scorer\n  name: p2\n  parameters: {tokenProcessorConfig: "
+                   "{blockSizeTokens: 2}, normalization: minmax}\n", 6, 1);
+    assert_non_null(f);
     void *svc[2];
-    assert_int_equal(sched_services(w.s, "kvsource", svc, 2), 2);
+    assert_int_equal(sched_services(f->s, "kvsource", svc, 2), 2);
     uint32_t tok[6] = {5, 6, 7, 8, 9, 10};
     for (int k = 0; k < 2; k++) {
         sched_kvsource *src = svc[k];
         uint64_t keys[3];
         blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tok, 6, NULL, 0, NULL, keys, 3);
         kv_err err;
-        int slot = kvindex_endpoint_add(src->index, w.names[1], &err);
+        int slot = kvindex_endpoint_add(src->index, f->names[1], &err);
         assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 2, &err), KV_OK);
     }
     sched_request r = {.id = "x", .model = "m", .tokens = tok, .n_tokens = 6};
     sched_trace tr = {0};
     sched_result res;
     kv_err err;
-    assert_int_equal(sched_schedule(w.s, &r, w.eps, 3, &res, &tr, &err), KV_OK);
-    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_int_equal(sched_schedule(f->s, &r, f->ptrs, 3, &res, &tr, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &f->eps[1]);
     assert_int_equal(tr.n_scores, 6);
     assert_true(fabs(tr.scores[1].score - 2.0 / 3.0) < 1e-6); /* p1: 2 of 3 blocks */
     assert_true(tr.scores[4].score == 1.0);                    /* p2: min-max, alone in the map */
     assert_true(tr.scores[0].score == 0 && tr.scores[3].score == 0);
     sched_trace_free(&tr);
-    world_close(&w);
+    fx_free(f);
 }
 
 static double clamp01(double v) { return v > 1 ? 1 : v >= 0 ? v : 0; }
@@ -259,14 +225,12 @@ static double clamp01(double v) { return v > 1 ? 1 : v >= 0 ? v : 0; }
  * and the sums, and max-score-picker must return an endpoint with the largest sum. */
 static void test_profile_matches_reference_model(void **state)
 {
-    world w;
-    world_open(&w,
-               "plugins:\n- type: kv-cache-utilization-scorer\n- type: queue-scorer\n"
-               "- type: running-requests-size-scorer\n- type: load-aware-scorer\n  parameters: {threshold: 10}\n"
-               "schedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: kv-cache-utilization-scorer, weight: 1.5}\n"
-               "  - {pluginRef: queue-scorer, weight: 0.25}\n  - {pluginRef: running-requests-size-scorer, weight: 2}\n"
-               "  - {pluginRef: load-aware-scorer, weight: 3}\n",
-               99);
+    fx *f = fx_new("plugins:\n- type: kv-cache-utilization-scorer\n- type: queue-scorer\n"
+                   "- type: running-requests-size-scorer\n- type: load-aware-scorer\n  parameters: {threshold: 10}\n"
+                   "schedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: kv-cache-utilization-scorer, weight: 1.5}\n"
+                   "  - {pluginRef: queue-scorer, weight: 0.25}\n  - {pluginRef: running-requests-size-scorer, weight: 2}\n"
+                   "  - {pluginRef: load-aware-scorer, weight: 3}\n", 6, 99);
+    assert_non_null(f);
     const double wt[4] = {1.5, 0.25, 2, 3};
     uint64_t rng = 7;
     sched_trace tr = {0};
@@ -274,19 +238,19 @@ static void test_profile_matches_reference_model(void **state)
         size_t n = 1 + trial % 6;
         for (size_t i = 0; i < n; i++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-            w.ep[i].m.kv_usage = (double)((rng >> 33) % 1400) / 1000.0 - 0.2; /* -0.2 .. 1.2 */
-            w.ep[i].m.waiting = (int)((rng >> 20) % 14);
-            w.ep[i].m.running = (int)((rng >> 8) % 5);
+            f->eps[i].m.kv_usage = (double)((rng >> 33) % 1400) / 1000.0 - 0.2; /* -0.2 .. 1.2 */
+            f->eps[i].m.waiting = (int)((rng >> 20) % 14);
+            f->eps[i].m.running = (int)((rng >> 8) % 5);
         }
         double ref[6][4], total[6], best = -1;
         double qlo = 1e9, qhi = -1, rlo = 1e9, rhi = -1;
         for (size_t i = 0; i < n; i++) {
-            qlo = fmin(qlo, w.ep[i].m.waiting), qhi = fmax(qhi, w.ep[i].m.waiting);
-            rlo = fmin(rlo, w.ep[i].m.running), rhi = fmax(rhi, w.ep[i].m.running);
+            qlo = fmin(qlo, f->eps[i].m.waiting), qhi = fmax(qhi, f->eps[i].m.waiting);
+            rlo = fmin(rlo, f->eps[i].m.running), rhi = fmax(rhi, f->eps[i].m.running);
         }
         for (size_t i = 0; i < n; i++) {
-            double q = w.ep[i].m.waiting, rr = w.ep[i].m.running;
-            ref[i][0] = clamp01(1 - w.ep[i].m.kv_usage);
+            double q = f->eps[i].m.waiting, rr = f->eps[i].m.running;
+            ref[i][0] = clamp01(1 - f->eps[i].m.kv_usage);
             ref[i][1] = qhi == qlo ? 1 : (qhi - q) / (qhi - qlo);
             ref[i][2] = rhi == rlo ? 1 : (rhi - rr) / (rhi - rlo);
             ref[i][3] = q == 0 ? 0.5 : 0.5 * (1 - fmin(q, 10) / 10);
@@ -297,22 +261,21 @@ static void test_profile_matches_reference_model(void **state)
         }
         sched_result res;
         kv_err err;
-        assert_int_equal(sched_schedule(w.s, &req, w.eps, n, &res, &tr, &err), KV_OK);
+        assert_int_equal(sched_schedule(f->s, &req, f->ptrs, n, &res, &tr, &err), KV_OK);
         assert_int_equal(tr.n_scores, 4 * n);
         for (size_t j = 0; j < tr.n_scores; j++) {
-            size_t i = (size_t)(tr.scores[j].ep - w.ep), k = j / n;
+            size_t i = (size_t)(tr.scores[j].ep - f->eps), k = j / n;
             assert_true(fabs(tr.scores[j].score - ref[i][k]) < 1e-12);
             assert_true(tr.scores[j].weight == wt[k]);
         }
         for (size_t j = 0; j < tr.n_totals; j++)
-            assert_true(fabs(tr.totals[j].score - total[tr.totals[j].ep - w.ep]) < 1e-9);
-        assert_true(fabs(total[res.targets[0] - w.ep] - best) < 1e-9);
+            assert_true(fabs(tr.totals[j].score - total[tr.totals[j].ep - f->eps]) < 1e-9);
+        assert_true(fabs(total[res.targets[0] - f->eps] - best) < 1e-9);
     }
     sched_trace_free(&tr);
-    world_close(&w);
+    fx_free(f);
 }
 
-/* llm-d's P/D: decode first, prefill only when the decode pod lacks enough of the prompt. */
 /* A scorer that stores 100 cycle entries and asks for 12 key contexts twice: every entry
  * reads back, and the second ask of each context gets the cached keys (the same array). */
 #define PUTS 100
@@ -354,47 +317,45 @@ static void test_cycle_tables_grow(void **state)
 {
     for (int i = 0; i < PUTS; i++)
         snprintf(put_keys[i], sizeof put_keys[i], "k%d", i);
-    world w;
-    memset(&w, 0, sizeof w);
     kv_err err = {0};
-    w.cfg = epc_load_string(weighted_yaml, strlen(weighted_yaml), "t.yaml", registry_types, &err);
-    assert_non_null(w.cfg);
-    int kv = epc_plugin_index(w.cfg, "kv");
+    epc_config *cfg = epc_load_string(weighted_yaml, strlen(weighted_yaml), "t.yaml", registry_types, &err);
+    assert_non_null(cfg);
+    int kv = epc_plugin_index(cfg, "kv");
     assert_true(kv >= 0);
-    w.cfg->plugins[kv].impl = &many_type; /* a test scorer in the real profile run */
-    w.s = sched_new(w.cfg, &(sched_env){.seed = 1}, &err);
-    assert_non_null(w.s);
+    cfg->plugins[kv].impl = &many_type; /* a test scorer in the real profile run */
+    sched *s = sched_new(cfg, &(sched_env){.seed = 1}, &err);
+    assert_non_null(s);
     sched_endpoint ep = {.id = 1, .name = "10.1.0.1:8000"}, *eps[] = {&ep};
     uint32_t tokens[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     sched_request r = {.id = "g", .model = "m", .tokens = tokens, .n_tokens = 8};
     sched_result res;
     cycle_checks = 0;
     for (int round = 0; round < 2; round++) /* the second call reuses the grown tables */
-        assert_int_equal(sched_schedule(w.s, &r, eps, 1, &res, NULL, &err), KV_OK);
+        assert_int_equal(sched_schedule(s, &r, eps, 1, &res, NULL, &err), KV_OK);
     assert_int_equal(cycle_checks, 2);
     assert_ptr_equal(res.targets[0], &ep);
-    world_close(&w);
+    sched_free(s);
+    epc_free(cfg);
 }
 
+/* llm-d's P/D: decode first, prefill only when the decode pod lacks enough of the prompt. */
 static void test_pd_profile_handler(void **state)
 {
-    world w;
-    world_open(&w,
-               "plugins:\n- type: prefill-header-handler\n- type: prefill-filter\n- type: decode-filter\n"
-               "- type: max-score-picker\n- type: queue-scorer\n- type: precise-prefix-cache-scorer\n"
-               "  parameters: {tokenProcessorConfig: {blockSize: 4}}\n- type: pd-profile-handler\n"
-               "  parameters: {threshold: 20, prefixPluginType: precise-prefix-cache-scorer}\n"
-               "schedulingProfiles:\n- name: prefill\n  plugins: [{pluginRef: prefill-filter}, "
-               "{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]\n- name: decode\n"
-               "  plugins: [{pluginRef: decode-filter}, {pluginRef: precise-prefix-cache-scorer, weight: 10}, "
-               "{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]\n",
-               3);
+    fx *f = fx_new("plugins:\n- type: prefill-header-handler\n- type: prefill-filter\n- type: decode-filter\n"
+                   "- type: max-score-picker\n- type: queue-scorer\n- type: precise-prefix-cache-scorer\n"
+                   "  parameters: {tokenProcessorConfig: {blockSize: 4}}\n- type: pd-profile-handler\n"
+                   "  parameters: {threshold: 20, prefixPluginType: precise-prefix-cache-scorer}\n"
+                   "schedulingProfiles:\n- name: prefill\n  plugins: [{pluginRef: prefill-filter}, "
+                   "{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]\n- name: decode\n"
+                   "  plugins: [{pluginRef: decode-filter}, {pluginRef: precise-prefix-cache-scorer, weight: 10}, "
+                   "{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]\n", 6, 3);
+    assert_non_null(f);
     sched_kv pre[] = {{"llm-d.ai/role", "prefill"}}, dec[] = {{"llm-d.ai/role", "decode"}};
     int waiting[] = {0, 5, 0, 3};
     for (int i = 0; i < 4; i++) {
-        w.ep[i].labels = i < 2 ? pre : dec;
-        w.ep[i].n_labels = 1;
-        w.ep[i].m.waiting = waiting[i];
+        f->eps[i].labels = i < 2 ? pre : dec;
+        f->eps[i].n_labels = 1;
+        f->eps[i].m.waiting = waiting[i];
     }
     uint32_t tok[16];
     for (int i = 0; i < 16; i++)
@@ -403,37 +364,37 @@ static void test_pd_profile_handler(void **state)
     sched_result res;
     kv_err err = {0};
     /* cold: 64 uncached characters >= 20 -> prefill on the idler prefill pod */
-    assert_int_equal(sched_schedule(w.s, &r, w.eps, 4, &res, NULL, &err), KV_OK);
+    assert_int_equal(sched_schedule(f->s, &r, f->ptrs, 4, &res, NULL, &err), KV_OK);
     assert_string_equal(res.profile, "decode");
-    assert_ptr_equal(res.targets[0], &w.ep[2]);
+    assert_ptr_equal(res.targets[0], &f->eps[2]);
     assert_int_equal(res.n_others, 1);
     assert_string_equal(res.others[0].profile, "prefill");
-    assert_ptr_equal(res.others[0].target, &w.ep[0]);
-    assert_null(sched_pre_request_result(w.s));
-    sched_pre_request(w.s, &r, &res); /* the decode pod only is in flight */
-    assert_int_equal(w.ep[2].in_flight, 1);
-    assert_int_equal(w.ep[0].in_flight, 0);
-    assert_null(sched_pre_request_result(w.s));
+    assert_ptr_equal(res.others[0].target, &f->eps[0]);
+    assert_null(sched_pre_request_result(f->s));
+    sched_pre_request(f->s, &r, &res); /* the decode pod only is in flight */
+    assert_int_equal(f->eps[2].in_flight, 1);
+    assert_int_equal(f->eps[0].in_flight, 0);
+    assert_null(sched_pre_request_result(f->s));
     /* ep3 caches 2 of 4 blocks: it wins decode, 32 characters left >= 20 -> prefill */
     void *svc[1];
-    assert_int_equal(sched_services(w.s, "kvsource", svc, 1), 1);
+    assert_int_equal(sched_services(f->s, "kvsource", svc, 1), 1);
     sched_kvsource *src = svc[0];
     uint64_t keys[4];
     blockkeys_compute(&src->keys, blockkeys_root(&src->keys, "m"), tok, 16, NULL, 0, NULL, keys, 4);
-    int slot = kvindex_endpoint_add(src->index, w.names[3], &err);
+    int slot = kvindex_endpoint_add(src->index, f->names[3], &err);
     assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 2, &err), KV_OK);
-    assert_int_equal(sched_schedule(w.s, &r, w.eps, 4, &res, NULL, &err), KV_OK);
-    assert_ptr_equal(res.targets[0], &w.ep[3]);
+    assert_int_equal(sched_schedule(f->s, &r, f->ptrs, 4, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &f->eps[3]);
     assert_int_equal(res.n_others, 1);
     /* 3 of 4: 16 characters < 20 -> decode only */
     assert_int_equal(kvindex_store(src->index, slot, KVTIER_GPU, NULL, 0, keys, 3, &err), KV_OK);
-    assert_int_equal(sched_schedule(w.s, &r, w.eps, 4, &res, NULL, &err), KV_OK);
-    assert_ptr_equal(res.targets[0], &w.ep[3]);
+    assert_int_equal(sched_schedule(f->s, &r, f->ptrs, 4, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &f->eps[3]);
     assert_int_equal(res.n_others, 0);
     /* no decode pod: the primary profile failed */
-    assert_int_equal(sched_schedule(w.s, &r, w.eps, 2, &res, NULL, &err), KV_ENOENDPOINTS);
+    assert_int_equal(sched_schedule(f->s, &r, f->ptrs, 2, &res, NULL, &err), KV_ENOENDPOINTS);
     assert_string_equal(err.msg, "no pods available for the given request");
-    world_close(&w);
+    fx_free(f);
 }
 
 /* ---- observer ---- */
@@ -441,63 +402,69 @@ static void test_pd_profile_handler(void **state)
 typedef struct obs_log {
     const sched *s;
     char calls[16][64];   /* "<point> <plugin name>" */
+    double seconds[16];   /* each call's reported duration */
     size_t n;
-    bool bad;             /* a negative duration or a cycle without the request */
+    bool bad;             /* a cycle without the request */
 } obs_log;
 
 static void obs_record(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds)
 {
     obs_log *l = ctx;
     const sched_plugin *p = sched_plugin_at(l->s, plugin);
-    if (seconds < 0 || !p || strcmp(sched_cycle_request(c)->id, "q"))
+    if (!p || strcmp(sched_cycle_request(c)->id, "q"))
         l->bad = true;
-    if (l->n < 16)
+    if (l->n < 16) {
         snprintf(l->calls[l->n], sizeof l->calls[0], "%s %s", sched_point_name(pt), p ? p->name : "?");
+        l->seconds[l->n] = seconds;
+    }
     l->n++;
 }
 
 static void test_observer_sees_every_plugin_call(void **state)
 {
-    world w;
-    world_open(&w,
-               "plugins:\n- type: decode-filter\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
-               "- type: queue-scorer\n- type: kv-cache-utilization-scorer\n",
-               1);
+    fx *f = fx_new("plugins:\n- type: decode-filter\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
+                   "- type: queue-scorer\n- type: kv-cache-utilization-scorer\n", 6, 1);
+    assert_non_null(f);
     sched_kv dec_a[] = {{"llm-d.ai/role", "decode"}, {"zone", "a"}}, dec_b[] = {{"llm-d.ai/role", "decode"}, {"zone", "b"}};
-    w.ep[0].labels = dec_b, w.ep[0].n_labels = 2;
-    w.ep[1].labels = dec_a, w.ep[1].n_labels = 2;
-    obs_log log = {.s = w.s};
-    sched_set_observer(w.s, obs_record, &log);
+    f->eps[0].labels = dec_b, f->eps[0].n_labels = 2;
+    f->eps[1].labels = dec_a, f->eps[1].n_labels = 2;
+    obs_log log = {.s = f->s};
+    sched_set_observer(f->s, obs_record, &log);
+    /* durations are read on the driver's clock (the engine reads none): one that moves
+     * a quarter second per read times every call, none of which reads it, at 0.25 s */
+    f->tick = 0.25;
     sched_result res;
     kv_err err = {0};
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, NULL, &err), KV_OK);
-    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 2, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &f->eps[1]);
     /* GIE's extension points, in the order the framework calls the plugins */
     const char *want[] = {"ProfilePicker single-profile-handler", "Filter decode-filter", "Filter by-label",
                           "Scorer queue-scorer", "Scorer kv-cache-utilization-scorer", "Picker max-score-picker",
                           "ProcessProfilesResults single-profile-handler"};
     assert_int_equal(log.n, 7);
-    for (size_t i = 0; i < 7; i++)
+    for (size_t i = 0; i < 7; i++) {
         assert_string_equal(log.calls[i], want[i]);
+        assert_true(log.seconds[i] == 0.25);
+    }
     assert_false(log.bad);
     /* filters leaving nothing: no scorer or picker runs, the handler still reports */
     log.n = 0;
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 1, &res, NULL, &err), KV_ENOENDPOINTS);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 1, &res, NULL, &err), KV_ENOENDPOINTS);
     const char *want_empty[] = {"ProfilePicker single-profile-handler", "Filter decode-filter", "Filter by-label",
                                 "ProcessProfilesResults single-profile-handler"};
     assert_int_equal(log.n, 4);
     for (size_t i = 0; i < 4; i++)
         assert_string_equal(log.calls[i], want_empty[i]);
     /* removed: silence, and the same pick */
-    sched_set_observer(w.s, NULL, NULL);
+    sched_set_observer(f->s, NULL, NULL);
     log.n = 0;
-    assert_int_equal(sched_schedule(w.s, &req, w.eps, 2, &res, NULL, &err), KV_OK);
-    assert_ptr_equal(res.targets[0], &w.ep[1]);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 2, &res, NULL, &err), KV_OK);
+    assert_ptr_equal(res.targets[0], &f->eps[1]);
     assert_int_equal(log.n, 0);
     assert_string_equal(sched_point_name(SCHED_POINT_SCORER), "Scorer");
     assert_string_equal(sched_point_name(SCHED_POINT_COUNT), "Unknown");
-    assert_null(sched_plugin_at(w.s, sched_plugin_count(w.s)));
-    world_close(&w);
+    assert_null(sched_plugin_at(f->s, sched_plugin_count(f->s)));
+    fx_free(f);
 }
 
 int main(void)

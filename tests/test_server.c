@@ -17,13 +17,37 @@
 
 #include "blockkeys.h"
 #include "kvevents.h"
+#include "profiles.h"
 #include "server.h"
+
+/* The shipped profiles, loaded once for the group (models/, hardware/). */
+static sm_model *qwen;
+static sm_hardware *h100, *l40s;
+
+static int load_profiles(void **state)
+{
+    (void)state;
+    const char *md[] = {"models"}, *hd[] = {"hardware"};
+    qwen = sm_model_find(md, 1, "qwen3-32b", NULL);
+    h100 = sm_hardware_find(hd, 1, "h100-sxm", NULL);
+    l40s = sm_hardware_find(hd, 1, "l40s", NULL);
+    return qwen && h100 && l40s ? 0 : -1;
+}
+
+static int free_profiles(void **state)
+{
+    (void)state;
+    free(qwen);
+    free(h100);
+    free(l40s);
+    return 0;
+}
 
 static simsrv_config base_config(uint32_t bs, uint64_t blocks, uint32_t max_tokens, uint32_t max_seqs)
 {
     simsrv_config c = {0};
-    c.model = sm_model_find("qwen3-32b");
-    c.hw = sm_hardware_find("h100-sxm");
+    c.model = qwen;
+    c.hw = h100;
     c.tp = 2;
     c.block_size = bs;
     c.num_gpu_blocks = blocks;
@@ -320,6 +344,35 @@ static void test_chunked_prefill_ttft(void **state)
     free(t);
 }
 
+/* speedup X: every step of the same work takes the model's time / X (rounded to the
+ * microsecond), the emulated pods' wall clock and a scenario's cluster.speedup. */
+static void test_speedup(void **state)
+{
+    (void)state;
+    simsrv_config c1 = base_config(16, 64, 32, 16), c4 = c1;
+    c4.speedup = 4;
+    simsrv *s1 = new_server(&c1), *s4 = new_server(&c4);
+    uint32_t *t = seq_tokens(100, 1);
+    simsrv_req q1 = {.id = 1, .tokens = t, .n_prompt = 100, .n_output = 3}, q4 = q1;
+    assert_int_equal(simsrv_submit(s1, &q1), KV_OK);
+    assert_int_equal(simsrv_submit(s4, &q4), KV_OK);
+    simsrv_step_result r1, r4;
+    int steps = 0;
+    while (simsrv_has_work(s1)) {
+        assert_int_equal(simsrv_step(s1, 0, &r1), KV_OK);
+        assert_int_equal(simsrv_step(s4, 0, &r4), KV_OK);
+        assert_true(r1.duration > 1000);
+        assert_int_equal(r4.duration, (r1.duration + 2) / 4);
+        assert_int_equal(r4.n_scheduled_tokens, r1.n_scheduled_tokens);
+        steps++;
+    }
+    assert_int_equal(steps, 6);
+    assert_false(simsrv_has_work(s4));
+    simsrv_free(s1);
+    simsrv_free(s4);
+    free(t);
+}
+
 static void test_rejects_and_defaults(void **state)
 {
     (void)state;
@@ -350,7 +403,7 @@ static void test_rejects_and_defaults(void **state)
     assert_null(simsrv_new(&c, &err));
     assert_int_equal(err.code, KV_EINVAL);
     c = base_config(64, 0, 0, 0);
-    c.hw = sm_hardware_find("l40s");   /* 65 GB of weights do not fit one 48 GB card */
+    c.hw = l40s;   /* 65 GB of weights do not fit one 48 GB card */
     c.tp = 1;
     assert_null(simsrv_new(&c, &err));
     assert_int_equal(err.code, KV_ERANGE);
@@ -550,9 +603,10 @@ int main(void)
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_prompt_memo),
         cmocka_unit_test(test_chunked_prefill_ttft),
+        cmocka_unit_test(test_speedup),
         cmocka_unit_test(test_rejects_and_defaults),
         cmocka_unit_test(test_random_invariants),
         cmocka_unit_test(test_deterministic),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, load_profiles, free_profiles);
 }

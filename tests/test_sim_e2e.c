@@ -4,9 +4,9 @@
  *     one streamed event per token plus [DONE], monotone times, no request lost, cache
  *     hits block-aligned and below the prompt, inference-perf's stage timing, no KV
  *     block held once the run has drained;
- *   - exact figures for fixed seeds: request counts, round robin's per-endpoint counts;
+ *   - exact figures for fixed seeds: request counts, the Service's per-endpoint counts;
  *   - determinism: the same run twice gives identical records and samples;
- *   - policy regressions: precise prefix routing beats round robin on mean TTFT on a
+ *   - policy regressions: precise prefix routing beats the Service on mean TTFT on a
  *     shared-prefix workload; a cache-only router loses to least-queue on random data;
  *   - closed-loop concurrency never exceeds concurrency_level; trace replay keeps the
  *     trace's arrival times;
@@ -165,11 +165,13 @@ static void test_shared_prefix_precise_beats_round_robin(void **state)
     check_invariants(&x, &rr);
     check_invariants(&x, &pr);
     assert_int_equal(rr.n_requests, 64 + 160);           /* int(8*8) + int(20*8) */
-    /* round robin: exactly a quarter each */
+    /* the Service (kube-proxy-picker): a random pod per new connection, and with the
+     * preset's 224 client workers almost every request opens one, so the counts are a
+     * seeded multinomial draw (224 over 4, expected 56 each), not round robin's exact 56 */
     int per[4] = {0};
     for (size_t i = 0; i < rr.n_requests; i++) per[rr.requests[i].endpoint]++;
-    for (int e = 0; e < 4; e++) assert_int_equal(per[e], 56);
-    /* round robin has no kvsource, so nothing is published; precise ingests every batch */
+    assert_memory_equal(per, ((int[]){46, 60, 57, 61}), sizeof per);
+    /* the Service has no kvsource, so nothing is published; precise ingests every batch */
     assert_false(srr.kv_published);
     assert_int_equal(srr.kv_batches, 0);
     assert_int_equal(srr.kv_events_delivered, 0);

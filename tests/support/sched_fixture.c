@@ -9,23 +9,26 @@
 
 static double fx_clock(void *ctx)
 {
-    return ((const fx *)ctx)->now;
+    fx *f = ctx;
+    double t = f->now;
+    f->now += f->tick;
+    return t;
 }
 
-fx *fx_new(const char *yaml, size_t n_eps, uint64_t seed)
+/* Takes cfg (NULL: a failed load, whose message err holds). */
+static fx *fx_of(epc_config *cfg, size_t n_eps, uint64_t seed, kv_err *err)
 {
-    kv_err err = {0};
     fx *f = calloc(1, sizeof *f);
-    if (!f || n_eps > FX_MAX_EPS) {
+    if (!f || n_eps > FX_MAX_EPS || !cfg) {
+        fprintf(stderr, "sched_fixture: %s\n", cfg ? "out of memory or too many endpoints" : err->msg);
+        epc_free(cfg);
         free(f);
         return NULL;
     }
-    f->cfg = epc_load_string(yaml, strlen(yaml), "fixture.yaml", registry_types, &err);
+    f->cfg = cfg;
     sched_env env = {.seed = seed, .now = fx_clock, .clock_ctx = f};
-    if (f->cfg)
-        f->s = sched_new(f->cfg, &env, &err);
-    if (!f->s) {
-        fprintf(stderr, "sched_fixture: %s\n", err.msg);
+    if (!(f->s = sched_new(f->cfg, &env, err))) {
+        fprintf(stderr, "sched_fixture: %s\n", err->msg);
         epc_free(f->cfg);
         free(f);
         return NULL;
@@ -40,6 +43,18 @@ fx *fx_new(const char *yaml, size_t n_eps, uint64_t seed)
     return f;
 }
 
+fx *fx_new(const char *yaml, size_t n_eps, uint64_t seed)
+{
+    kv_err err = {0};
+    return fx_of(epc_load_string(yaml, strlen(yaml), "fixture.yaml", registry_types, &err), n_eps, seed, &err);
+}
+
+fx *fx_preset(const char *name, size_t n_eps, uint64_t seed)
+{
+    kv_err err = {0};
+    return fx_of(epc_load_preset("policies/presets", name, registry_types, &err), n_eps, seed, &err);
+}
+
 void fx_free(fx *f)
 {
     sched_trace_free(&f->trace);
@@ -48,13 +63,27 @@ void fx_free(fx *f)
     free(f);
 }
 
+int fx_run(fx *f, const sched_request *r, size_t n, double *scores, sched_result *res)
+{
+    sched_result tmp;
+    f->err = (kv_err){0};
+    int rc = sched_schedule(f->s, r, f->ptrs, n, res ? res : &tmp, &f->trace, &f->err);
+    for (size_t i = 0; scores && i < n; i++) {
+        scores[i] = -1;
+        for (size_t k = 0; k < f->trace.n_scores; k++)
+            if (f->trace.scores[k].ep == &f->eps[i])
+                scores[i] = f->trace.scores[k].score;
+    }
+    return rc;
+}
+
 sched_endpoint *fx_pick(fx *f, const sched_request *r)
 {
-    kv_err err = {0};
     sched_result res;
-    int rc = sched_schedule(f->s, r, f->ptrs, f->n, &res, &f->trace, &err);
+    int rc = fx_run(f, r, f->n, NULL, &res);
     if (rc != KV_OK || res.n_targets != 1) {
-        fprintf(stderr, "sched_fixture: sched_schedule: %s (%zu targets)\n", rc ? err.msg : "ok", res.n_targets);
+        fprintf(stderr, "sched_fixture: sched_schedule: %s (%zu targets)\n", rc ? f->err.msg : "ok",
+                rc ? 0 : res.n_targets);
         return NULL;
     }
     return res.targets[0];
