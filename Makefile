@@ -159,8 +159,9 @@ build/rel/bin/kvctl: build/rel/live/kvctl.o $(LIBS_rel_live)
 # plus the scheduler fixture) link libpolicies + libengine; those in TESTS_SIM add
 # libsim (and libio); every other test, benchmark and tool links all five libraries and the fakes.
 # A new test not listed links everything, which always works.
-TESTS_CORE := test_arena test_blockkeys test_config test_kube_proxy_picker test_kvevents test_kvindex test_kvingest test_llmd_plugins \
-              test_peer_policies test_policies test_prefix_cache_scorer test_scheduler test_seqtrack tsan_kvindex
+TESTS_CORE := test_arena test_ring test_u64map test_blockkeys test_config test_kube_proxy_picker test_kvevents test_kvindex \
+              test_kvingest test_llmd_plugins test_peer_policies test_policies test_prefix_cache_scorer test_scheduler \
+              test_seqtrack tsan_kvindex
 TESTS_SIM  := test_blockpool test_cascade test_console test_evq test_plots test_reqpath test_report test_scenario test_server \
               test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok test_expect test_livesse test_emureq \
               test_promtext test_compare test_profiles test_sweep bench_sched bench_sim bench_demo_live \

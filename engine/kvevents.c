@@ -257,6 +257,17 @@ int kvev_out_of_memory(kvev_decoder *d)
     return kvev_fail(d, KVEV_ERR_NOMEM, "event %zu: out of memory at offset %zu", d->event, d->off);
 }
 
+int kvev_array_field(kvev_decoder *d, const char *field, size_t elem, size_t *n, void **out)
+{
+    mp_val v;
+    int rc = kvev_mp_next(d, &v);
+    if (rc) return rc;
+    if (v.kind != MP_ARRAY) return kvev_wrong_type(d, field, &v, "array");
+    *n = (size_t)v.v.u;   /* the cursor bounds it by the bytes left, so n * elem cannot overflow */
+    *out = arena_alloc(&d->ar, *n * elem);
+    return *out || !*n ? KV_OK : kvev_out_of_memory(d);
+}
+
 /* llm-d's getHashAsUint64: uint64, int64 (two's complement), or bytes (the last 8 read
  * big-endian; fewer are left-padded with zeros). */
 static bool val_hash(const mp_val *v, uint64_t *h)
@@ -319,13 +330,10 @@ static int f_opt_int(kvev_decoder *d, const char *field, bool *has, int64_t *out
 
 static int f_hashes(kvev_decoder *d, kvev_event *e)
 {
-    mp_val v;
-    int rc = kvev_mp_next(d, &v);
+    size_t n;
+    uint64_t *h;
+    int rc = kvev_array_field(d, "block_hashes", sizeof *h, &n, (void **)&h);
     if (rc) return rc;
-    if (v.kind != MP_ARRAY) return kvev_wrong_type(d, "block_hashes", &v, "array");
-    size_t n = (size_t)v.v.u;
-    uint64_t *h = arena_alloc(&d->ar, n * sizeof *h);
-    if (!h && n) return kvev_out_of_memory(d);
     for (size_t i = 0; i < n; i++) {
         mp_val x;
         if ((rc = kvev_mp_next(d, &x))) return rc;

@@ -61,6 +61,10 @@ int kvev_fail(kvev_decoder *d, kvev_reason r, const char *fmt, ...) __attribute_
 int kvev_mp_next(kvev_decoder *d, mp_val *v);
 int kvev_wrong_type(kvev_decoder *d, const char *field, const mp_val *v, const char *want);
 int kvev_out_of_memory(kvev_decoder *d);
+/* The next value, which must be an array (field names it in the error), and arena room
+ * for its elements of elem bytes: KV_OK with their count in *n and the room in *out
+ * (the elements themselves are still to be read), else the decoder's failure. */
+int kvev_array_field(kvev_decoder *d, const char *field, size_t elem, size_t *n, void **out);
 /* A BlockStored's token_ids value at the cursor into e (kvevents_tokens.c). */
 int kvev_tokens_field(kvev_decoder *d, kvev_event *e);
 

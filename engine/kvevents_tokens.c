@@ -202,13 +202,10 @@ static inline unsigned token_width(unsigned b)
  * which decodes one id at a time. */
 int kvev_tokens_field(kvev_decoder *d, kvev_event *e)
 {
-    mp_val v;
-    int rc = kvev_mp_next(d, &v);
+    size_t n;
+    uint32_t *t;
+    int rc = kvev_array_field(d, "token_ids", sizeof *t, &n, (void **)&t);
     if (rc) return rc;
-    if (v.kind != MP_ARRAY) return kvev_wrong_type(d, "token_ids", &v, "array");
-    size_t n = (size_t)v.v.u;
-    uint32_t *t = arena_alloc(&d->ar, n * sizeof *t);
-    if (!t && n) return kvev_out_of_memory(d);
     const uint8_t *p = d->p;
     size_t off = d->off, len = d->len, i = 0;
     bool fast = true;

@@ -29,6 +29,7 @@
  * counter (LRU order is by store recency, so a lookup need not reorder). */
 #define _GNU_SOURCE
 #include "kvindex.h"
+#include "ilist.h"
 #include "mix64.h"
 
 #include <math.h>
@@ -67,7 +68,7 @@ typedef struct reftab {
 } reftab;
 
 typedef struct blink {
-    uint32_t prev, next;  /* LRU: prev is more recently stored; next doubles as the free list */
+    ilist_link lru;       /* prev is more recently stored; next doubles as the free list */
     uint32_t emaps;       /* head of the block's engine-key mappings */
 } blink;
 
@@ -95,7 +96,8 @@ struct kvindex {
     uint64_t *nongpu;  /* bit b: block b has a cpu or other holder */
     blink *link;
     size_t rec_bytes, side_bytes, nongpu_bytes, link_bytes;  /* mapped sizes */
-    uint32_t n_blk, cap_blk, used_blk, free_blk, mru, lru;
+    uint32_t n_blk, cap_blk, used_blk, free_blk;
+    ilist order;       /* request keys, most recently stored first */
     reftab btab;
 
     emap *em;
@@ -298,24 +300,12 @@ static uint32_t blk_find_h(const kvindex *ix, uint64_t key, uint64_t h)
 
 static uint32_t blk_find(const kvindex *ix, uint64_t key) { return blk_find_h(ix, key, mix64_fmix(key)); }
 
-static void lru_unlink(kvindex *ix, uint32_t b)
-{
-    blink *l = &ix->link[b];
-    if (l->prev != NIL) ix->link[l->prev].next = l->next; else ix->mru = l->next;
-    if (l->next != NIL) ix->link[l->next].prev = l->prev; else ix->lru = l->prev;
-}
-
-static void lru_push(kvindex *ix, uint32_t b)
-{
-    ix->link[b].prev = NIL;
-    ix->link[b].next = ix->mru;
-    if (ix->mru != NIL) ix->link[ix->mru].prev = b; else ix->lru = b;
-    ix->mru = b;
-}
+static void lru_unlink(kvindex *ix, uint32_t b) { ilist_unlink(&ix->order, &ix->link->lru, sizeof *ix->link, b); }
+static void lru_push(kvindex *ix, uint32_t b) { ilist_push_front(&ix->order, &ix->link->lru, sizeof *ix->link, b); }
 
 static void lru_touch(kvindex *ix, uint32_t b)
 {
-    if (ix->mru == b) return;
+    if (ix->order.head == b) return;
     lru_unlink(ix, b);
     lru_push(ix, b);
 }
@@ -341,7 +331,7 @@ static void blk_delete(kvindex *ix, uint32_t b)
 {
     rt_del(&ix->btab, mix64_fmix(rec_of(ix, b)[0]), b);
     lru_unlink(ix, b);
-    ix->link[b].next = ix->free_blk;
+    ix->link[b].lru.next = ix->free_blk;
     ix->free_blk = b;
     ix->n_blk--;
 }
@@ -492,12 +482,12 @@ static int blk_arrays_grow(kvindex *ix, bool populate)
 
 static int blk_new(kvindex *ix, uint64_t key, uint64_t h, uint32_t *out)
 {
-    if (ix->n_blk == ix->capacity) blk_evict(ix, ix->lru);
+    if (ix->n_blk == ix->capacity) blk_evict(ix, ix->order.tail);
     int rc = rt_reserve(&ix->btab);
     if (rc != KV_OK) return rc;
     uint32_t b = ix->free_blk;
     if (b != NIL) {
-        ix->free_blk = ix->link[b].next;
+        ix->free_blk = ix->link[b].lru.next;
     } else {
         if (ix->used_blk == ix->cap_blk && blk_arrays_grow(ix, true) != KV_OK) return KV_ENOMEM;
         b = ix->used_blk++;
@@ -607,7 +597,8 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     ix->stride = 1 + ix->words;
     ix->capacity = (uint32_t)c.capacity;
     for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
-    ix->free_blk = ix->mru = ix->lru = NIL;
+    ix->free_blk = NIL;
+    ix->order = ILIST_EMPTY;
     ix->free_em = NIL;
     ix->clock_ns = c.clock_ns;
     if (c.clock_ns && !(ix->hold_hist = calloc(HOLD_BUCKETS, sizeof *ix->hold_hist))) goto oom;
@@ -888,10 +879,10 @@ static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
 {
     uint32_t v = *cursor;
     if (v == NIL || v >= ix->used_blk) {
-        v = ix->lru;
-        for (int k = 0; k < PREFETCH_AHEAD && v != NIL; k++) v = ix->link[v].prev;
+        v = ix->order.tail;
+        for (int k = 0; k < PREFETCH_AHEAD && v != NIL; k++) v = ix->link[v].lru.prev;
     } else {
-        v = ix->link[v].prev;
+        v = ix->link[v].lru.prev;
     }
     *cursor = v;
     if (v == NIL || v >= ix->used_blk) return;

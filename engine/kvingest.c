@@ -7,12 +7,12 @@
  * atomics so a metrics thread may read them while events are applied. */
 #include "kvingest.h"
 #include "grow.h"
+#include "u64map.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 enum { GROUP_UNKNOWN = 0, GROUP_PREFIX = 1, GROUP_OTHER = 2 };
-#define GROUP_EMPTY UINT64_MAX
 
 struct kvingest {
     kvindex *ix;
@@ -30,9 +30,7 @@ struct kvingest {
     const char **ids;
     size_t ids_cap;
 
-    uint64_t *gkey;         /* (slot << 32 | group), GROUP_EMPTY when free */
-    uint8_t *gval;
-    size_t gcap, gn;
+    u64map groups;          /* (slot << 32 | group) -> GROUP_PREFIX or GROUP_OTHER (GROUP_UNKNOWN once forgotten) */
 };
 
 #define BUMP(g, field, n) __atomic_fetch_add(&(g)->st.field, (uint64_t)(n), __ATOMIC_RELAXED)
@@ -66,8 +64,7 @@ void kvingest_free(kvingest *g)
     free(g->rk);
     free(g->ex);
     free(g->ids);
-    free(g->gkey);
-    free(g->gval);
+    u64map_free(&g->groups);
     free(g);
 }
 
@@ -80,62 +77,27 @@ void kvingest_get_stats(const kvingest *g, kvingest_stats *out)
 
 /* --- cache-group catalog ------------------------------------------------------------ */
 
-static size_t group_find(const kvingest *g, uint64_t key)
-{
-    size_t mask = g->gcap - 1;
-    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 32) & mask;
-    while (g->gkey[i] != GROUP_EMPTY && g->gkey[i] != key) i = (i + 1) & mask;
-    return i;
-}
-
 static int group_get(const kvingest *g, int slot, int64_t group)
 {
-    if (!g->gcap || group > UINT32_MAX) return GROUP_UNKNOWN;
-    size_t i = group_find(g, (uint64_t)slot << 32 | (uint64_t)group);
-    return g->gkey[i] == GROUP_EMPTY ? GROUP_UNKNOWN : g->gval[i];
+    if (group > UINT32_MAX) return GROUP_UNKNOWN;
+    uint32_t cls = u64map_get(&g->groups, (uint64_t)slot << 32 | (uint64_t)group);
+    return cls == U64MAP_NONE ? GROUP_UNKNOWN : (int)cls;
 }
 
 static int group_learn(kvingest *g, int slot, int64_t group, int cls)
 {
     if (group > UINT32_MAX) return KV_OK;   /* never seen in practice; stays unknown */
-    if ((g->gn + 1) * 2 > g->gcap) {
-        size_t ncap = g->gcap ? g->gcap * 2 : 64;
-        uint64_t *ok = g->gkey;
-        uint8_t *ov = g->gval;
-        size_t ocap = g->gcap;
-        g->gkey = malloc(ncap * sizeof *g->gkey);
-        g->gval = malloc(ncap);
-        if (!g->gkey || !g->gval) {
-            free(g->gkey);
-            free(g->gval);
-            g->gkey = ok, g->gval = ov;
-            return KV_ENOMEM;
-        }
-        memset(g->gkey, 0xff, ncap * sizeof *g->gkey);
-        g->gcap = ncap;
-        for (size_t i = 0; i < ocap; i++)
-            if (ok[i] != GROUP_EMPTY) {
-                size_t j = group_find(g, ok[i]);
-                g->gkey[j] = ok[i];
-                g->gval[j] = ov[i];
-            }
-        free(ok);
-        free(ov);
-    }
-    uint64_t key = (uint64_t)slot << 32 | (uint64_t)group;
-    size_t i = group_find(g, key);
-    if (g->gkey[i] == GROUP_EMPTY) g->gn++;
-    g->gkey[i] = key;
-    g->gval[i] = (uint8_t)cls;
-    return KV_OK;
+    return u64map_put(&g->groups, (uint64_t)slot << 32 | (uint64_t)group, (uint32_t)cls);
 }
 
 void kvingest_forget_endpoint(kvingest *g, int slot)
 {
     /* Entries stay as keys with an unknown class: the table never shrinks, but a slot is
      * reused by the next pod, which overwrites them as it learns. */
-    for (size_t i = 0; i < g->gcap; i++)
-        if (g->gkey[i] != GROUP_EMPTY && (g->gkey[i] >> 32) == (uint64_t)(uint32_t)slot) g->gval[i] = GROUP_UNKNOWN;
+    for (size_t i = 0; g->groups.t && i <= g->groups.mask; i++) {
+        u64map_ent *e = &g->groups.t[i];
+        if (e->val != U64MAP_NONE && (e->key >> 32) == (uint64_t)(uint32_t)slot) e->val = GROUP_UNKNOWN;
+    }
 }
 
 static int kind_class(kvev_str kind)

@@ -153,6 +153,13 @@ size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n)
     return k < n ? k : n;
 }
 
+size_t pu_picked(const sched_scored *cands, size_t k, sched_endpoint **out)
+{
+    for (size_t i = 0; i < k; i++)
+        out[i] = cands[i].ep;
+    return k;
+}
+
 /* ---- scoring helpers ---------------------------------------------------------------- */
 
 void pu_minmax_lower_better(sched_endpoint *const *eps, size_t n, double (*load)(const sched_endpoint *),

@@ -55,6 +55,8 @@ int pu_picker_max(const sched_plugin *p, const sched_params *pp, size_t *out, kv
 int pu_picker_init(sched_plugin *p, const sched_params *pp, const sched_env *env, kv_err *err);
 /* How many such a picker returns: maxNumOfEndpoints capped at max and at n candidates. */
 size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n);
+/* A picker's answer: the endpoints of cands[0..k) into out, in that order; returns k. */
+size_t pu_picked(const sched_scored *cands, size_t k, sched_endpoint **out);
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
 /* GIE's min-max for a load figure where lower is better: (max - v)/(max - min) with v =

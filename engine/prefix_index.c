@@ -1,10 +1,13 @@
 /* prefix_index: approximate block index of the router's own routing decisions
- * (see prefix_index.h). A linear-probing table (block hash -> first holder entry) over
- * one entry array, plus policy_util's endpoint id map (id -> slot + 1); entries link
- * into their hash's holder chain and their slot's LRU list by index, freed entries
- * into a free list. */
+ * (see prefix_index.h). A linear-probing table (u64map: block hash -> first holder
+ * entry) over one entry array, plus an endpoint id map (idmap: id -> slot + 1); entries
+ * link into their hash's holder chain and their slot's LRU list (ilist) by index, freed
+ * entries into a free list. */
 #include "prefix_index.h"
+#include "grow.h"
+#include "ilist.h"
 #include "policy_util.h"
+#include "u64map.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -83,118 +86,30 @@ size_t prefix_index_hash(const sched_request *r, uint32_t block_chars, size_t ma
     return n;
 }
 
-/* ---- open-addressing map: u64 -> u32 (NIL = empty) -------------------------------- */
-
-typedef struct {
-    uint64_t key;
-    uint32_t val;
-} map_ent;
-
-typedef struct {
-    map_ent *t;
-    size_t mask, used;   /* capacity = mask + 1, a power of two (0 when unallocated) */
-} map;
-
-static size_t map_home(const map *m, uint64_t key)
-{
-    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & m->mask;
-}
-
-static map_ent *map_slot(const map *m, uint64_t key)
-{
-    if (!m->t)
-        return NULL;
-    for (size_t i = map_home(m, key);; i = (i + 1) & m->mask) {
-        map_ent *e = &m->t[i];
-        if (e->val == NIL || e->key == key)
-            return e;
-    }
-}
-
-static uint32_t map_get(const map *m, uint64_t key)
-{
-    map_ent *e = map_slot(m, key);
-    return e ? e->val : NIL;
-}
-
-static int map_grow(map *m)
-{
-    size_t cap = m->t ? 2 * (m->mask + 1) : 64;
-    map_ent *nt = malloc(cap * sizeof *nt);
-    if (!nt)
-        return KV_ENOMEM;
-    for (size_t i = 0; i < cap; i++)
-        nt[i].val = NIL;
-    map old = *m;
-    m->t = nt;
-    m->mask = cap - 1;
-    if (old.t) {
-        for (size_t i = 0; i <= old.mask; i++)
-            if (old.t[i].val != NIL)
-                *map_slot(m, old.t[i].key) = old.t[i];
-        free(old.t);
-    }
-    return KV_OK;
-}
-
-/* Sets key -> val (val != NIL). */
-static int map_put(map *m, uint64_t key, uint32_t val)
-{
-    if (!m->t || (m->used + 1) * 10 > (m->mask + 1) * 7) {
-        int rc = map_grow(m);
-        if (rc)
-            return rc;
-    }
-    map_ent *e = map_slot(m, key);
-    if (e->val == NIL)
-        m->used++;
-    e->key = key;
-    e->val = val;
-    return KV_OK;
-}
-
-/* Backward-shift deletion keeps probe chains intact without tombstones. */
-static void map_del(map *m, uint64_t key)
-{
-    map_ent *e = map_slot(m, key);
-    if (!e || e->val == NIL)
-        return;
-    size_t i = (size_t)(e - m->t);
-    for (size_t j = (i + 1) & m->mask; m->t[j].val != NIL; j = (j + 1) & m->mask) {
-        size_t h = map_home(m, m->t[j].key);
-        /* Move j back to the hole at i when its home is not within (i, j]. */
-        bool between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
-        if (!between) {
-            m->t[i] = m->t[j];
-            i = j;
-        }
-    }
-    m->t[i].val = NIL;
-    m->used--;
-}
-
 /* ---- the index --------------------------------------------------------------------- */
 
 typedef struct {
     uint64_t hash;
     double stamp;        /* time of the last insert */
     uint32_t slot;
-    uint32_t prev, next; /* slot LRU list, most recent at head; free list uses next */
+    ilist_link lru;      /* the slot's LRU list, most recent at head; free list uses next */
     uint32_t holder;     /* next entry of the same hash */
 } entry;
 
 typedef struct {
-    uint32_t head, tail;
+    ilist order;
     size_t count, cap;
 } lru;
 
 struct prefix_index {
-    map blocks;          /* hash -> first holder entry */
+    u64map blocks;       /* hash -> first holder entry */
     idmap ids;        /* endpoint id -> slot + 1 */
     entry *e;
-    uint32_t n_e, cap_e, free_e;
+    uint32_t n_e, free_e;
+    size_t cap_e;
     lru *slots;
-    uint32_t n_slots, cap_slots;
+    uint32_t n_slots;
+    size_t cap_slots;
     uint64_t *scratch;   /* prefix_index_learn's hashes, reused across requests */
     size_t cap_scratch;
 };
@@ -211,7 +126,7 @@ void prefix_index_free(prefix_index *ix)
 {
     if (!ix)
         return;
-    free(ix->blocks.t);
+    u64map_free(&ix->blocks);
     idmap_free(&ix->ids);
     free(ix->e);
     free(ix->slots);
@@ -234,19 +149,13 @@ int prefix_index_slot(prefix_index *ix, uint32_t endpoint_id, size_t capacity)
     int s = prefix_index_find(ix, endpoint_id);
     if (s >= 0)
         return s;
-    if (ix->n_slots == ix->cap_slots) {
-        uint32_t cap = ix->cap_slots ? 2 * ix->cap_slots : 16;
-        lru *ns = realloc(ix->slots, cap * sizeof *ns);
-        if (!ns)
-            return KV_ENOMEM;
-        ix->slots = ns;
-        ix->cap_slots = cap;
-    }
+    if (!grow_array((void **)&ix->slots, &ix->cap_slots, (size_t)ix->n_slots + 1, sizeof *ix->slots))
+        return KV_ENOMEM;
     int64_t *v = idmap_at(&ix->ids, endpoint_id);
     if (!v)
         return KV_ENOMEM;
     *v = (int64_t)ix->n_slots + 1;
-    ix->slots[ix->n_slots] = (lru){.head = NIL, .tail = NIL, .count = 0, .cap = capacity ? capacity : 1};
+    ix->slots[ix->n_slots] = (lru){.order = ILIST_EMPTY, .count = 0, .cap = capacity ? capacity : 1};
     return (int)ix->n_slots++;
 }
 
@@ -257,29 +166,12 @@ size_t prefix_index_size(const prefix_index *ix, int slot)
 
 static void lru_unlink(prefix_index *ix, uint32_t i)
 {
-    entry *x = &ix->e[i];
-    lru *l = &ix->slots[x->slot];
-    if (x->prev != NIL)
-        ix->e[x->prev].next = x->next;
-    else
-        l->head = x->next;
-    if (x->next != NIL)
-        ix->e[x->next].prev = x->prev;
-    else
-        l->tail = x->prev;
+    ilist_unlink(&ix->slots[ix->e[i].slot].order, &ix->e->lru, sizeof *ix->e, i);
 }
 
 static void lru_push_front(prefix_index *ix, uint32_t i)
 {
-    entry *x = &ix->e[i];
-    lru *l = &ix->slots[x->slot];
-    x->prev = NIL;
-    x->next = l->head;
-    if (l->head != NIL)
-        ix->e[l->head].prev = i;
-    l->head = i;
-    if (l->tail == NIL)
-        l->tail = i;
+    ilist_push_front(&ix->slots[ix->e[i].slot].order, &ix->e->lru, sizeof *ix->e, i);
 }
 
 static void evict(prefix_index *ix, uint32_t i)
@@ -287,10 +179,10 @@ static void evict(prefix_index *ix, uint32_t i)
     entry *x = &ix->e[i];
     lru_unlink(ix, i);
     ix->slots[x->slot].count--;
-    map_ent *me = map_slot(&ix->blocks, x->hash);
+    u64map_ent *me = u64map_slot(&ix->blocks, x->hash);
     if (me->val == i) {
         if (x->holder == NIL)
-            map_del(&ix->blocks, x->hash);
+            u64map_del(&ix->blocks, x->hash);
         else
             me->val = x->holder;
     } else {
@@ -299,7 +191,7 @@ static void evict(prefix_index *ix, uint32_t i)
             p = ix->e[p].holder;
         ix->e[p].holder = x->holder;
     }
-    x->next = ix->free_e;
+    x->lru.next = ix->free_e;
     ix->free_e = i;
 }
 
@@ -307,25 +199,18 @@ static uint32_t entry_alloc(prefix_index *ix)
 {
     if (ix->free_e != NIL) {
         uint32_t i = ix->free_e;
-        ix->free_e = ix->e[i].next;
+        ix->free_e = ix->e[i].lru.next;
         return i;
     }
-    if (ix->n_e == ix->cap_e) {
-        if (ix->cap_e >= NIL / 2)
-            return NIL;
-        uint32_t cap = ix->cap_e ? 2 * ix->cap_e : 256;
-        entry *ne = realloc(ix->e, (size_t)cap * sizeof *ne);
-        if (!ne)
-            return NIL;
-        ix->e = ne;
-        ix->cap_e = cap;
-    }
+    /* entry indices are 32-bit, NIL excluded */
+    if (ix->n_e == NIL - 1 || !grow_array((void **)&ix->e, &ix->cap_e, (size_t)ix->n_e + 1, sizeof *ix->e))
+        return NIL;
     return ix->n_e++;
 }
 
 static int add_one(prefix_index *ix, uint32_t slot, uint64_t hash, double now)
 {
-    uint32_t head = map_get(&ix->blocks, hash);
+    uint32_t head = u64map_get(&ix->blocks, hash);
     for (uint32_t i = head; i != NIL; i = ix->e[i].holder) {
         if (ix->e[i].slot == slot) {
             lru_unlink(ix, i);
@@ -336,16 +221,16 @@ static int add_one(prefix_index *ix, uint32_t slot, uint64_t hash, double now)
     }
     lru *l = &ix->slots[slot];
     if (l->count >= l->cap) {
-        uint32_t victim = l->tail;
+        uint32_t victim = l->order.tail;
         /* The victim may be the head of this very hash's chain; re-read after. */
         evict(ix, victim);
-        head = map_get(&ix->blocks, hash);
+        head = u64map_get(&ix->blocks, hash);
     }
     uint32_t i = entry_alloc(ix);
     if (i == NIL)
         return KV_ENOMEM;
-    if (map_put(&ix->blocks, hash, i)) {
-        ix->e[i].next = ix->free_e;
+    if (u64map_put(&ix->blocks, hash, i)) {
+        ix->e[i].lru.next = ix->free_e;
         ix->free_e = i;
         return KV_ENOMEM;
     }
@@ -376,7 +261,7 @@ size_t prefix_index_match(const prefix_index *ix, const uint64_t *hashes, size_t
         memset(run, 0, ix->n_slots * sizeof *run);
     size_t k = 0;
     for (; k < n; k++) {
-        uint32_t i = map_get(&ix->blocks, hashes[k]);
+        uint32_t i = u64map_get(&ix->blocks, hashes[k]);
         if (i == NIL)
             break;
         for (; i != NIL; i = ix->e[i].holder) {
@@ -432,7 +317,7 @@ size_t prefix_index_trim(prefix_index *ix, int slot, size_t max)
         return 0;
     size_t n = 0;
     while (ix->slots[slot].count > max) {
-        evict(ix, ix->slots[slot].tail);
+        evict(ix, ix->slots[slot].order.tail);
         n++;
     }
     return n;
@@ -443,8 +328,8 @@ size_t prefix_index_expire(prefix_index *ix, int slot, double cutoff)
     if (slot < 0 || (uint32_t)slot >= ix->n_slots)
         return 0;
     size_t n = 0;
-    while (ix->slots[slot].tail != NIL && ix->e[ix->slots[slot].tail].stamp < cutoff) {
-        evict(ix, ix->slots[slot].tail);
+    while (ix->slots[slot].order.tail != NIL && ix->e[ix->slots[slot].order.tail].stamp < cutoff) {
+        evict(ix, ix->slots[slot].order.tail);
         n++;
     }
     return n;

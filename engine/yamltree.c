@@ -407,15 +407,23 @@ int yt_double_range(const yt_doc *d, const yt_node *n, const char *what, double 
     return KV_OK;
 }
 
-int yt_opt_int(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
-               int64_t *out, kv_err *err)
+/* An optional field: map's key when present and not null, with "path.key" in what (the
+ * name errors give); NULL when absent. */
+static const yt_node *yt_opt_node(const yt_node *map, const char *path, const char *key, char *what, size_t cap)
 {
     const yt_node *n = yt_get(map, key);
     if (yt_is_null(n))
-        return KV_OK;
+        return NULL;
+    snprintf(what, cap, "%s.%s", path, key);
+    return n;
+}
+
+int yt_opt_int(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
+               int64_t *out, kv_err *err)
+{
     char what[256];
-    snprintf(what, sizeof what, "%s.%s", path, key);
-    return yt_int_range(d, n, what, lo, hi, out, err);
+    const yt_node *n = yt_opt_node(map, path, key, what, sizeof what);
+    return n ? yt_int_range(d, n, what, lo, hi, out, err) : KV_OK;
 }
 
 int yt_opt_u32(const yt_doc *d, const yt_node *map, const char *path, const char *key, int64_t lo, int64_t hi,
@@ -430,12 +438,9 @@ int yt_opt_u32(const yt_doc *d, const yt_node *map, const char *path, const char
 int yt_opt_double(const yt_doc *d, const yt_node *map, const char *path, const char *key, double lo, double hi,
                   double *out, kv_err *err)
 {
-    const yt_node *n = yt_get(map, key);
-    if (yt_is_null(n))
-        return KV_OK;
     char what[256];
-    snprintf(what, sizeof what, "%s.%s", path, key);
-    return yt_double_range(d, n, what, lo, hi, out, err);
+    const yt_node *n = yt_opt_node(map, path, key, what, sizeof what);
+    return n ? yt_double_range(d, n, what, lo, hi, out, err) : KV_OK;
 }
 
 int yt_double(const yt_doc *d, const yt_node *n, const char *what, double *out, kv_err *err)

@@ -398,13 +398,14 @@ static void sample(FILE *f, const char *name, const char *scorer, const char *ex
     fprintf(f, " %s\n", value);
 }
 
-/* Non-negative counts as integers; the rest (gauges, sums) as %.9g. */
+/* A sample value as the unlabelled metrics have always printed it (%.9g)... */
 static const char *num(char *buf, size_t cap, double v)
 {
     snprintf(buf, cap, "%.9g", v);
     return buf;
 }
 
+/* ...and as the by-type and by-reason counters do (exact integers). */
 static const char *count(char *buf, size_t cap, uint64_t v)
 {
     snprintf(buf, cap, "%llu", (unsigned long long)v);
@@ -417,8 +418,8 @@ typedef struct events_metric {
     size_t off;
     bool dbl;                       /* a double field, else uint64_t */
 } events_metric;
-#define EV_U(field, name, type, help) {name, type, help, offsetof(ingest_stats, field), false}
-#define EV_D(field, name, type, help) {name, type, help, offsetof(ingest_stats, field), true}
+#define EV_U(field, n, t, h) {.name = n, .type = t, .help = h, .off = offsetof(ingest_stats, field), .dbl = false}
+#define EV_D(field, n, t, h) {.name = n, .type = t, .help = h, .off = offsetof(ingest_stats, field), .dbl = true}
 
 static const events_metric events_head[] = {
     EV_U(messages, "kvroute_kv_events_messages_total", "counter", "ZMQ KV-event messages received with three frames."),

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "policy_util.h"
+#include "ring.h"
 
 typedef struct ar_entry {
     uint64_t req;        /* XXH64 of the request id */
@@ -73,18 +74,8 @@ static void ar_expire(ar_state *st, double now)
 
 static bool ar_push(ar_state *st, ar_entry e)
 {
-    if (st->n == st->cap) {
-        size_t nc = st->cap ? st->cap * 2 : 256;
-        ar_entry *q = malloc(nc * sizeof *q);
-        if (!q)
-            return false;
-        for (size_t i = 0; i < st->n; i++)
-            q[i] = st->q[(st->head + i) % st->cap];
-        free(st->q);
-        st->q = q;
-        st->cap = nc;
-        st->head = 0;
-    }
+    if (!ring_reserve((void **)&st->q, &st->cap, &st->head, st->n, sizeof *st->q))
+        return false;
     st->q[(st->head + st->n++) % st->cap] = e;
     return true;
 }

@@ -39,8 +39,9 @@
  *                            (ignored with a kvsource, whose block size is used)
  * Not modelled: the overlap-credit decay (default 0, off), output-block tracking (off by
  * default), router queueing (off by default), the lmetric policy, and prefill completion
- * at first token: this framework has no first-token hook, so a request's prefill load is
- * held until it completes, overstating prefill load for long generations. */
+ * at first token: this picker does not implement the framework's response_started hook
+ * (first chunk), so a request's prefill load is held until it completes, overstating
+ * prefill load for long generations. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

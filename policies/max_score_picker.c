@@ -41,9 +41,7 @@ static size_t msp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
     }
     pu_shuffle(c, cands, n);
     msp_sort_desc(cands, n);
-    for (size_t i = 0; i < k; i++)
-        out[i] = cands[i].ep;
-    return k;
+    return pu_picked(cands, k, out);
 }
 
 const sched_plugin_type max_score_picker_type = {

@@ -7,9 +7,7 @@ static size_t rp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size
 {
     size_t k = pu_picker_count(p, max, n);
     pu_shuffle(c, cands, n);
-    for (size_t i = 0; i < k; i++)
-        out[i] = cands[i].ep;
-    return k;
+    return pu_picked(cands, k, out);
 }
 
 const sched_plugin_type random_picker_type = {

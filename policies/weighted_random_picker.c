@@ -33,9 +33,7 @@ static size_t wrp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
             cands[best] = t;
         }
     }
-    for (size_t i = 0; i < k; i++)
-        out[i] = cands[i].ep;
-    return k;
+    return pu_picked(cands, k, out);
 }
 
 const sched_plugin_type weighted_random_picker_type = {

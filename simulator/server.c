@@ -22,6 +22,7 @@
 #include "grow.h"
 #include "kvevents.h"
 #include "mix64.h"
+#include "ring.h"
 #include "server.h"
 
 #define ENGINE_HASH_SEED "vllm"
@@ -367,16 +368,7 @@ int simsrv_check(const simsrv *s, kv_err *err)
 
 static bool wq_reserve(simsrv *s)
 {
-    if (s->wq_len < s->wq_cap) return true;
-    size_t cap = s->wq_cap ? s->wq_cap * 2 : 64;
-    simsrv_req **q = malloc(cap * sizeof *q);
-    if (!q) return false;
-    for (size_t i = 0; i < s->wq_len; i++) q[i] = s->wq[(s->wq_head + i) % s->wq_cap];
-    free(s->wq);
-    s->wq = q;
-    s->wq_cap = cap;
-    s->wq_head = 0;
-    return true;
+    return ring_reserve((void **)&s->wq, &s->wq_cap, &s->wq_head, s->wq_len, sizeof *s->wq);
 }
 
 static simsrv_req *wq_front(simsrv *s) { return s->wq[s->wq_head]; }

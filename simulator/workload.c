@@ -615,6 +615,19 @@ static int wl_row_check(const char *path, size_t line, wl_row *r, const wl_row *
     return KV_OK;
 }
 
+/* Walks a CSV line: the field at *at (its length in *len, without the comma), with *at
+ * moved to the next field, NULL after the last; NULL once none is left. */
+static char *wl_csv_field(char **at, size_t *len)
+{
+    char *f = *at;
+    if (!f)
+        return NULL;
+    char *e = strchr(f, ',');
+    *len = e ? (size_t)(e - f) : strlen(f);
+    *at = e ? e + 1 : NULL;
+    return f;
+}
+
 static int wl_parse_num(const char *s, size_t len, double *out)
 {
     char buf[64];
@@ -681,9 +694,8 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
             if (rc)
                 break;
         } else if (!ncols) {            /* the CSV header names the columns */
-            for (char *s = line;; ) {
-                char *e = strchr(s, ',');
-                size_t l = e ? (size_t)(e - s) : strlen(s);
+            size_t l;
+            for (char *s, *at = line; (s = wl_csv_field(&at, &l));) {
                 while (l && isspace((unsigned char)s[l - 1])) l--;
                 while (l && isspace((unsigned char)*s)) s++, l--;
                 if (ncols == 8 || (cols[ncols++] = wl_col_of(s, l)) < 0) {
@@ -693,18 +705,14 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
                                     kv_err_quote(q, sizeof q, s, l));
                     break;
                 }
-                if (!e)
-                    break;
-                s = e + 1;
             }
             if (rc)
                 break;
             continue;
         } else {
             int c = 0;
-            for (char *s = line;; c++) {
-                char *e = strchr(s, ',');
-                size_t l = e ? (size_t)(e - s) : strlen(s);
+            size_t l;
+            for (char *s, *at = line; (s = wl_csv_field(&at, &l)); c++) {
                 double x;
                 if (c >= ncols || wl_parse_num(s, l, &x)) {
                     char q[96];
@@ -714,9 +722,6 @@ static int wl_read_trace(const char *path, wl_row **rows_out, size_t *n_out, kv_
                 }
                 if ((rc = wl_set_col(path, lineno, cols[c], x, s, l, &r, err)))
                     break;
-                if (!e)
-                    break;
-                s = e + 1;
             }
             if (rc)
                 break;

@@ -6,9 +6,10 @@
 #     linked into the simulator;
 #   - no source reaches another folder by a relative include ("../"), which the -I
 #     paths would not catch;
-#   - the engine reads no clock (nm): its objects reference no clock_gettime,
-#     gettimeofday, time, clock or timespec_get; the drivers supply time through
-#     sched_env.now and kvindex_config.now, so ./sim's runs depend on simulated time only.
+#   - the engine and the policies read no clock (nm): their objects reference no
+#     clock_gettime, gettimeofday, time, clock or timespec_get; the drivers supply time
+#     through sched_env.now and kvindex_config.clock_ns, so ./sim's runs depend on
+#     simulated time only.
 # Run from the repository root after `make all`.
 set -u
 SIM=${SIM:-build/rel/bin/sim}
@@ -28,10 +29,11 @@ nm --defined-only -g "$SIM" | awk 'NF == 3 {print $3}' | sort -u >"$tmp/sim"
 both=$(comm -12 "$tmp/live" "$tmp/sim" | grep -v '^main$' || true)
 [ -z "$both" ] || fail "$SIM carries live/ symbols: $(echo $both | head -c 300)"
 
-ENGINE_LIB=${ENGINE_LIB:-build/rel/libengine.a}
-[ -f "$ENGINE_LIB" ] || fail "missing $ENGINE_LIB (make all)"
-clocks=$(nm -A -u "$ENGINE_LIB" | grep -Ew 'clock_gettime|gettimeofday|time|clock|timespec_get' || true)
-[ -z "$clocks" ] || fail "the engine reads a clock (the driver must supply it): $clocks"
+for lib in ${ENGINE_LIB:-build/rel/libengine.a} ${POLICIES_LIB:-build/rel/libpolicies.a}; do
+    [ -f "$lib" ] || fail "missing $lib (make all)"
+    clocks=$(nm -A -u "$lib" | grep -Ew 'clock_gettime|gettimeofday|time|clock|timespec_get' || true)
+    [ -z "$clocks" ] || fail "$lib reads a clock (the driver must supply it): $clocks"
+done
 
 rel=$(grep -n '#include *"\.\./' engine/* policies/*.[ch] simulator/*.[ch] live/*.[ch] live/*.cc 2>/dev/null || true)
 [ -z "$rel" ] || fail "relative include across folders: $rel"

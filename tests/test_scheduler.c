@@ -162,6 +162,8 @@ static void test_in_flight_counters(void **state)
     fx_free(f);
 }
 
+static double read_clock(void *ctx) { return *(const double *)ctx; }
+
 static void test_views_and_lookups(void **state)
 {
     sched_kv labels[] = {{"llm-d.ai/role", "decode"}};
@@ -172,6 +174,10 @@ static void test_views_and_lookups(void **state)
     sched_request r = {.headers = hdr, .n_headers = 1};
     assert_string_equal(sched_header(&r, "X-Session-Token"), "abc");
     assert_null(sched_header(&r, "x-other"));
+    /* the driver's clock, or time standing still at 0 without one */
+    assert_true(sched_env_now(&(sched_env){0}) == 0);
+    double t = 12.5;
+    assert_true(sched_env_now(&(sched_env){.now = read_clock, .clock_ctx = &t}) == 12.5);
 
     fx *f = fx_new(weighted_yaml, 6, 1);
     assert_non_null(f);
@@ -277,7 +283,10 @@ static void test_profile_matches_reference_model(void **state)
 }
 
 /* A scorer that stores 100 cycle entries and asks for 12 key contexts twice: every entry
- * reads back, and the second ask of each context gets the cached keys (the same array). */
+ * reads back, and the second ask of each context gets the cached keys (the same array).
+ * It also takes more scratch than one arena chunk holds, so the cycle's memory spans
+ * chunks and the next call starts from a consolidated one (ASan sees any pointer the
+ * scheduler kept across calls). */
 #define PUTS 100
 #define KEYSETS 12
 static char put_keys[PUTS][8];
@@ -286,6 +295,9 @@ static int cycle_checks;
 
 static void many_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
 {
+    unsigned char *big = sched_cycle_alloc(c, 200000);
+    assert_non_null(big);
+    memset(big, 0xa5, 200000);
     for (int i = 0; i < PUTS; i++)
         sched_cycle_put(c, put_keys[i], &put_vals[i]);
     for (int i = 0; i < PUTS; i++)
