@@ -187,6 +187,9 @@ static bool has_scripts(const char *dir)
     return access(p, R_OK) == 0;
 }
 
+const char *const plots_overlay_names[4] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
+                                           "ttft_cdf"};
+
 bool plots_find_scripts(const plots_opts *o, char *out, size_t cap)
 {
     if (o && o->script_dir) {
@@ -255,7 +258,7 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
         goto out;
     }
     /* Router words for the overlay titles, in order: word(routers, i). */
-    size_t cap = 64 + n * 130 + 2 * PATH_MAX;
+    size_t cap = 96 + n * 130 + 3 * PATH_MAX;
     char *vars = malloc(cap), *words = malloc(n * 130 + 1);
     if (!vars || !words) {
         free(vars), free(words);
@@ -268,14 +271,14 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
             strcat(words, " ");
         strcat(words, safe[r]);
     }
-    static const char *const overlay[] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
-                                          "ttft_cdf"};
     char script[PATH_MAX + 64];
-    for (size_t i = 0; rc == KV_OK && i < sizeof overlay / sizeof *overlay; i++) {
-        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu", cdir, sdir, words, n);
-        snprintf(script, sizeof script, "%s/%s.gp", sdir, overlay[i]);
-        rc = plots_run_gnuplot(vars, script, err);
-    }
+    for (int svg = 0; svg < 1 + (o->svg_dir != NULL); svg++)
+        for (size_t i = 0; rc == KV_OK && i < 4; i++) {
+            snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu%s%s%s", cdir, sdir, words,
+                     n, svg ? "; svg=1; outdir='" : "", svg ? o->svg_dir : "", svg ? "'" : "");
+            snprintf(script, sizeof script, "%s/%s.gp", sdir, plots_overlay_names[i]);
+            rc = plots_run_gnuplot(vars, script, err);
+        }
     for (size_t r = 0; rc == KV_OK && r < n; r++) {
         if (!runs[r]->n_samples)
             continue;                 /* a live run has no per-server samples (gnuplot fails on none) */

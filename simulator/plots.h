@@ -18,7 +18,13 @@ typedef struct plots_opts {
     bool run_gnuplot;                 /* false = data files only (--no-plots) */
     /* Where the *.gp scripts are; NULL = "plots" next to the executable, then ./plots. */
     const char *script_dir;
+    /* Also draw the overlaid charts as SVG into this folder (report.html inlines them);
+     * NULL: PNG only. */
+    const char *svg_dir;
 } plots_opts;
+
+/* The overlaid charts, in the order plots_write draws them (NAME.png, NAME.svg). */
+extern const char *const plots_overlay_names[4];
 
 /* runs[i] and m[i] belong to router i (baseline first). */
 int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir,
