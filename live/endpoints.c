@@ -458,6 +458,62 @@ epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *n
     return r;
 }
 
+/* Position of the endpoint name among the endpoints of its host, by port (locked). The
+ * name of the endpoint at position want is copied to out when want >= 0. -1 when name is
+ * not in the set. */
+static int rank_locked(const epset *s, const char *name, int64_t want, char *out, size_t cap)
+{
+    size_t nl = strlen(name), hl = host_len(name, nl);
+    int port = port_of(name), k = -1;
+    bool found = false;
+    for (size_t i = 0; i < s->n; i++) {
+        const char *n = s->entries[i]->name;
+        if (host_len(n, strlen(n)) != hl || memcmp(n, name, hl))
+            continue;
+        found |= !strcmp(n, name);
+        k += port_of(n) <= port;
+    }
+    if (!found)
+        return -1;
+    for (size_t i = 0; want >= 0 && i < s->n; i++) {
+        const char *n = s->entries[i]->name;
+        if (host_len(n, strlen(n)) != hl || memcmp(n, name, hl))
+            continue;
+        size_t below = 0;
+        for (size_t j = 0; j < s->n; j++) {
+            const char *m = s->entries[j]->name;
+            below += host_len(m, strlen(m)) == hl && !memcmp(m, name, hl) && port_of(m) < port_of(n);
+        }
+        if ((int64_t)below == want)
+            snprintf(out, cap, "%s", n);
+    }
+    return k;
+}
+
+int epset_rank_index(const epset *s, const char *name)
+{
+    LOCK(s);
+    int k = rank_locked(s, name, -1, NULL, 0);
+    UNLOCK(s);
+    return k;
+}
+
+bool epset_match_rank(const epset *s, const char *name, int64_t rank, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", name);
+    if (rank <= 0)
+        return true;   /* the common case, once per batch: no lock, no scan */
+    out[0] = 0;
+    LOCK(s);
+    int k = rank_locked(s, name, rank, out, cap);
+    UNLOCK(s);
+    if (k != 0) {   /* the topic names its own rank: itself */
+        snprintf(out, cap, "%s", name);
+        return k >= 0;
+    }
+    return out[0] != 0;
+}
+
 void epset_get_summary(epset *s, epset_summary *out)
 {
     *out = (epset_summary){0};

@@ -86,6 +86,21 @@ bool epset_set_metrics(epset *s, const char *name, const sched_metrics *m);
 typedef enum { EPSET_NO_MATCH = 0, EPSET_EXACT = 1, EPSET_LOOSE = 2 } epset_match;
 epset_match epset_match_pod(const epset *s, const char *pod, size_t len, char *name, size_t cap);
 
+/* Data-parallel ranks. A DP pod serves rank i on its own ip:port, the i-th lowest port of
+ * its host (llm-d's RankIndex: the endpoint's position in the pool's targetPorts), and vLLM
+ * offsets each rank's KV-event and replay sockets by the rank (socketPort + i).
+ * epset_rank_index: that position of endpoint name, -1 when it is not in the set.
+ * epset_match_rank: the endpoint a batch with data_parallel_rank rank belongs to, when its
+ * topic named endpoint name. All ranks of a pod share one topic (kv@<ip:port>@<model>,
+ * the pod's first port) and tell themselves apart by the batch's rank, so from a host's
+ * rank-0 endpoint rank r > 0 maps to the host's rank-r endpoint; a topic naming any other
+ * endpoint names that rank itself, and rank 0 or no rank keeps the topic's endpoint (two
+ * servers without DP on one host both send rank 0; name is then not looked up: the
+ * caller matched it). false when the rank's endpoint does not exist (a rank the set does
+ * not list). */
+int epset_rank_index(const epset *s, const char *name);
+bool epset_match_rank(const epset *s, const char *name, int64_t rank, char *out, size_t cap);
+
 /* Pool gauges over endpoints with valid metrics: ready = endpoints in the set. */
 typedef struct epset_summary {
     size_t ready, with_metrics;

@@ -61,7 +61,7 @@ typedef struct worker {
 /* The receiver's state. */
 typedef struct rx_state {
     epset_snap known;             /* endpoints as last seen */
-    char **hosts;                 /* discovery mode: hosts the SUB is connected to */
+    char **hosts;                 /* discovery mode: the publishers the SUB is connected to (tcp://ip:port) */
     size_t n_hosts;
     char **warned;                /* pods already warned about (loose match), bounded */
     size_t n_warned;
@@ -236,19 +236,26 @@ static void stale_clear(worker *w, const char *name)
         }
 }
 
-static void apply_payload(worker *w, const int *slots, const char *model, const char *name, uint64_t seq,
-                          const void *payload, size_t len)
+/* Decodes one batch payload into b (w's decoder: valid until its next decode); false,
+ * counted and logged, when it is malformed. */
+static bool decode_payload(worker *w, const char *name, const void *payload, size_t len, kvev_batch *b)
 {
     ingest *g = w->g;
-    kvev_batch b;
     kv_err err = {0};
-    if (kvev_decode_batch(w->dec, payload, len, &b, &err) != KV_OK) {
-        inc(&g->c.decode_errors[kvev_decoder_last_reason(w->dec)], 1);
-        LOG_V(1, "KV event batch rejected", "{s:s, s:s}", "pod", name, "error", err.msg);
-        return;
-    }
-    if (b.ts > 0) {
-        double lag = wall_now() - b.ts;
+    if (kvev_decode_batch(w->dec, payload, len, b, &err) == KV_OK)
+        return true;
+    inc(&g->c.decode_errors[kvev_decoder_last_reason(w->dec)], 1);
+    LOG_V(1, "KV event batch rejected", "{s:s, s:s}", "pod", name, "error", err.msg);
+    return false;
+}
+
+static void apply_batch(worker *w, const int *slots, const char *model, const char *name, uint64_t seq,
+                        const kvev_batch *b)
+{
+    ingest *g = w->g;
+    kv_err err = {0};
+    if (b->ts > 0) {
+        double lag = wall_now() - b->ts;
         uint64_t us = lag > 0 ? (uint64_t)(lag * 1e6) : 0;
         atomic_store_explicit(&g->c.lag_last_us, us, memory_order_relaxed);
         inc(&g->c.lag_sum_us, us);
@@ -257,11 +264,11 @@ static void apply_payload(worker *w, const int *slots, const char *model, const 
         while (us > max && !atomic_compare_exchange_weak(&g->c.lag_max_us, &max, us))
             ;
     }
-    for (size_t i = 0; i < b.n_events; i++)
-        if (b.events[i].type == KVEV_ALL_BLOCKS_CLEARED)
+    for (size_t i = 0; i < b->n_events; i++)
+        if (b->events[i].type == KVEV_ALL_BLOCKS_CLEARED)
             stale_clear(w, name);
     for (size_t k = 0; k < g->cfg.n_sources; k++)
-        if (kvingest_apply(w->ki[k], slots[k], model, &b, &err) != KV_OK) {
+        if (kvingest_apply(w->ki[k], slots[k], model, b, &err) != KV_OK) {
             inc(&g->c.apply_errors, 1);
             LOG_E("KV event batch not fully applied", "{s:s, s:s}", "pod", name, "error", err.msg);
         }
@@ -269,14 +276,22 @@ static void apply_payload(worker *w, const int *slots, const char *model, const 
         /* vLLM's block size, from a store of an indexed cache group (a hybrid model's
          * other groups have block sizes of their own, and are not indexed) */
         uint32_t engine_bs = 0;
-        for (size_t i = 0; i < b.n_events && !engine_bs; i++) {
-            const kvev_event *e = &b.events[i];
+        for (size_t i = 0; i < b->n_events && !engine_bs; i++) {
+            const kvev_event *e = &b->events[i];
             if (e->type == KVEV_BLOCK_STORED &&
                 (!e->has_group_idx || (e->kv_cache_spec_kind.s && kvingest_indexed_kind(e->kv_cache_spec_kind))))
                 engine_bs = e->block_size;
         }
         kvdiag_events(g->cfg.diag, name, model, seq, engine_bs, g->sources[0].keys.block_size);
     }
+}
+
+static void apply_payload(worker *w, const int *slots, const char *model, const char *name, uint64_t seq,
+                          const void *payload, size_t len)
+{
+    kvev_batch b;
+    if (decode_payload(w, name, payload, len, &b))
+        apply_batch(w, slots, model, name, seq, &b);
 }
 
 static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
@@ -293,8 +308,9 @@ static int replay_cb(void *ctx, uint64_t seq, const void *payload, size_t len)
     return 0;
 }
 
+/* rank: the publisher's data-parallel rank, whose replay socket vLLM offsets by it. */
 static void handle_gap(worker *w, const int *slots, const char *model, const char *name, const seqtrack_result *r,
-                       uint64_t seq)
+                       uint64_t seq, int rank)
 {
     ingest *g = w->g;
     inc(r->status == SEQTRACK_GAP ? &g->c.gaps : &g->c.restarts, 1);
@@ -304,7 +320,7 @@ static void handle_gap(worker *w, const int *slots, const char *model, const cha
     if (g->cfg.replay_port > 0) {
         char host[NAME_MAX_LEN], ep[NAME_MAX_LEN + 32];
         host_part(name, host, sizeof host);
-        snprintf(ep, sizeof ep, "tcp://%s:%d", host, g->cfg.replay_port);
+        snprintf(ep, sizeof ep, "tcp://%s:%d", host, g->cfg.replay_port + rank);
         apply_ctx a = {.w = w, .slots = slots, .model = model, .name = name, .before = seq};
         kv_err err = {0};
         inc(&g->c.replays, 1);
@@ -330,15 +346,16 @@ static void handle_gap(worker *w, const int *slots, const char *model, const cha
 }
 
 /* An event batch for endpoint name[0..nl): the received message's frames f (topic, seq,
- * payload). */
+ * payload). The batch's data_parallel_rank may name another endpoint of the same pod
+ * (epset_match_rank): sequence tracking, replay and the index slot are that rank's. */
 static void worker_event(worker *w, const char *ep, size_t nl, const ingest_frame *f)
 {
     ingest *g = w->g;
-    char name[NAME_MAX_LEN], model[512];
-    if (nl >= sizeof name)
+    char topic_ep[NAME_MAX_LEN], name[NAME_MAX_LEN], model[512];
+    if (nl >= sizeof topic_ep)
         return;   /* the receiver never forwards such names */
-    memcpy(name, ep, nl);
-    name[nl] = 0;
+    memcpy(topic_ep, ep, nl);
+    topic_ep[nl] = 0;
     kvev_topic t;
     kvev_topic_parse(f[0].data, f[0].len, &t);
     size_t ml = t.model.len < sizeof model ? t.model.len : sizeof model - 1;
@@ -347,6 +364,16 @@ static void worker_event(worker *w, const char *ep, size_t nl, const ingest_fram
     uint64_t seq = 0;
     kvev_seq_parse(f[1].data, f[1].len, &seq, NULL);
 
+    kvev_batch b;
+    bool decoded = decode_payload(w, topic_ep, f[2].data, f[2].len, &b);
+    int64_t rank = decoded && b.has_dp_rank && b.data_parallel_rank > 0 ? b.data_parallel_rank : 0;
+    if (!epset_match_rank(g->cfg.endpoints, topic_ep, rank, name, sizeof name)) {
+        inc(&g->c.rejected_pods, 1);
+        LOG_V(1, "KV events of a data-parallel rank that is not a known endpoint were rejected",
+              "{s:s, s:I}", "topicPod", topic_ep, "dataParallelRank", (json_int_t)rank);
+        return;
+    }
+    nl = strlen(name);
     kv_err err = {0};
     int slots[g->cfg.n_sources];
     for (size_t k = 0; k < g->cfg.n_sources; k++)
@@ -361,10 +388,14 @@ static void worker_event(worker *w, const char *ep, size_t nl, const ingest_fram
             inc(&g->c.duplicates, 1);
             return;
         }
-        if (r.status == SEQTRACK_GAP || r.status == SEQTRACK_RESTART)
-            handle_gap(w, slots, model, name, &r, seq);
+        if (r.status == SEQTRACK_GAP || r.status == SEQTRACK_RESTART) {
+            handle_gap(w, slots, model, name, &r, seq, (int)rank);
+            /* the replay decoded with the same decoder: read the live batch again */
+            decoded = decoded && decode_payload(w, name, f[2].data, f[2].len, &b);
+        }
     }
-    apply_payload(w, slots, model, name, seq, f[2].data, f[2].len);
+    if (decoded)
+        apply_batch(w, slots, model, name, seq, &b);
 }
 
 /* The frames' data and sizes, as the ingest_frame view the shared code reads. */
@@ -462,9 +493,15 @@ out:
 
 #define MAX_WARNED 4096
 
+/* Workers are chosen by the endpoint's host, so every data-parallel rank of a pod (whose
+ * batches arrive under the pod's one topic, epset_match_rank) has its sequence, index
+ * slot and departure handled by the same worker. */
 static void send_to(ingest *g, const char *name, size_t nl, char kind, zmq_msg_t *rest, size_t n_rest)
 {
-    void *p = g->push[ingest_fnv1a32(name, nl) % (uint32_t)g->n_workers];
+    size_t hl = nl;
+    while (hl && name[hl - 1] != ':')
+        hl--;
+    void *p = g->push[ingest_fnv1a32(name, hl ? hl - 1 : nl) % (uint32_t)g->n_workers];
     zmq_send(p, &kind, 1, ZMQ_SNDMORE);
     zmq_send(p, name, nl, n_rest ? ZMQ_SNDMORE : 0);
     for (size_t i = 0; i < n_rest; i++)
@@ -478,19 +515,18 @@ static void rx_size_pipes(ingest *g, rx_state *st)
         st->hwm = hwm;
 }
 
-static bool has_host(const epset_snap *s, const char *host)
+/* Discovery mode: the PUB socket of an endpoint's rank, which vLLM offsets by the rank
+ * from socketPort (llm-d-router dials SocketPort + RankIndex the same way). */
+static void sub_endpoint(const ingest *g, const char *name, char *out, size_t cap)
 {
     char h[NAME_MAX_LEN];
-    for (size_t i = 0; i < s->n; i++) {
-        host_part(s->names[i], h, sizeof h);
-        if (!strcmp(h, host))
-            return true;
-    }
-    return false;
+    host_part(name, h, sizeof h);
+    int k = epset_rank_index(g->cfg.endpoints, name);
+    snprintf(out, cap, "tcp://%s:%d", h, g->cfg.socket_port + (k > 0 ? k : 0));
 }
 
 /* Applies an endpoint-set change: departed endpoints lose their index slot (through their
- * worker), and in discovery mode the SUB follows the hosts. */
+ * worker), and in discovery mode the SUB follows the endpoints' publishers. */
 static void rx_follow(ingest *g, rx_state *st)
 {
     epset_snap now;
@@ -501,37 +537,42 @@ static void rx_follow(ingest *g, rx_state *st)
         if (!epset_snap_has(&now, st->known.names[i]))
             send_to(g, st->known.names[i], strlen(st->known.names[i]), 'R', NULL, 0);
     if (g->cfg.discover_pods) {
+        char (*want)[NAME_MAX_LEN + 32] = calloc(now.n ? now.n : 1, sizeof *want);
+        if (!want) {
+            epset_snap_free(&now);
+            return;   /* retried on the next poll */
+        }
+        for (size_t i = 0; i < now.n; i++)
+            sub_endpoint(g, now.names[i], want[i], sizeof want[i]);
         for (size_t i = 0; i < st->n_hosts;) {
-            if (has_host(&now, st->hosts[i])) {
+            bool keep = false;
+            for (size_t j = 0; j < now.n && !keep; j++)
+                keep = !strcmp(want[j], st->hosts[i]);
+            if (keep) {
                 i++;
                 continue;
             }
-            char ep[NAME_MAX_LEN + 32];
-            snprintf(ep, sizeof ep, "tcp://%s:%d", st->hosts[i], g->cfg.socket_port);
-            zmq_disconnect(g->sub, ep);
+            zmq_disconnect(g->sub, st->hosts[i]);
             free(st->hosts[i]);
             st->hosts[i] = st->hosts[--st->n_hosts];
         }
         for (size_t i = 0; i < now.n; i++) {
-            char h[NAME_MAX_LEN];
-            host_part(now.names[i], h, sizeof h);
             bool have = false;
             for (size_t j = 0; j < st->n_hosts && !have; j++)
-                have = !strcmp(st->hosts[j], h);
+                have = !strcmp(st->hosts[j], want[i]);
             char **grown = have ? NULL : realloc(st->hosts, (st->n_hosts + 1) * sizeof *grown);
             if (!grown)
                 continue;
             st->hosts = grown;
-            char ep[NAME_MAX_LEN + 32];
-            snprintf(ep, sizeof ep, "tcp://%s:%d", h, g->cfg.socket_port);
-            if (zmq_connect(g->sub, ep) != 0) {
-                LOG_W("Cannot connect to a pod's KV-event publisher", "{s:s, s:s}", "endpoint", ep, "error",
+            if (zmq_connect(g->sub, want[i]) != 0) {
+                LOG_W("Cannot connect to a pod's KV-event publisher", "{s:s, s:s}", "endpoint", want[i], "error",
                       zmq_strerror(zmq_errno()));
                 continue;
             }
-            if ((st->hosts[st->n_hosts] = strdup(h)))
+            if ((st->hosts[st->n_hosts] = strdup(want[i])))
                 st->n_hosts++;
         }
+        free(want);
     }
     epset_snap_free(&st->known);
     st->known = now;

@@ -13,12 +13,16 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "burst_hold.h"
+#include "burst_prefix_cache_producer.h"
 #include "log.h"
 #include "monoclock.h"
 #include "tokenize.h"
 
 struct route_router {
     route_config cfg;
+    burst *burst;                     /* the config's burst-prefix-cache-producer, or NULL */
+    burst_hold *hold;                 /* its window */
     pthread_mutex_t sched_mu;         /* sched calls and the trace */
     sched_trace trace;
     pthread_mutex_t mu;               /* stats, rr */
@@ -42,10 +46,14 @@ route_router *route_new(const route_config *cfg, kv_err *err)
     }
     route_router *r = malloc(sizeof *r);
     if (r) {
-        *r = (route_router){.cfg = *cfg};
+        *r = (route_router){.cfg = *cfg, .burst = burst_of(cfg->sched)};
         pthread_mutex_init(&r->sched_mu, NULL);
         pthread_mutex_init(&r->mu, NULL);
         tokenize_global_init();
+        if (r->burst && !(r->hold = burst_hold_new(burst_window_s(r->burst), burst_max_batch(r->burst), err))) {
+            route_free(r);
+            return NULL;
+        }
     } else {
         kv_err_set(err, KV_ENOMEM, "route: out of memory");
     }
@@ -57,6 +65,7 @@ void route_free(route_router *r)
     if (!r)
         return;
     sched_trace_free(&r->trace);
+    burst_hold_free(r->hold);
     pthread_mutex_destroy(&r->sched_mu);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -318,6 +327,22 @@ static bool tokenize(route_req *q, const char *model)
     return rc == KV_OK;
 }
 
+/* A burst window's placement (burst_hold's place callback): the window's requests over the
+ * whole pool, under the sched's lock as every call into the sched is. */
+static void place_window(void *ctx, const sched_request *const *reqs, size_t n)
+{
+    route_router *r = ctx;
+    const route_pool *pool = &r->cfg.pool;
+    pthread_mutex_lock(&r->sched_mu);
+    sched_endpoint *const *eps;
+    size_t n_eps = pool->acquire(pool->ctx, &eps);
+    kv_err e = {0};
+    if (burst_assign(r->burst, reqs, n, eps, n_eps, &e) != KV_OK)
+        LOG_E("Burst window not placed; its requests are routed without affinity", "{s:s}", "error", e.msg);
+    pool->release(pool->ctx);
+    pthread_mutex_unlock(&r->sched_mu);
+}
+
 /* An InferenceModelRewrite rule for the body's model, else x-gateway-model-name-rewrite:
  * GIE sends the body upstream with `model` replaced, so the body is re-serialised (and
  * Content-Length follows). This rare path alone builds a JSON tree (kept for the new
@@ -438,6 +463,12 @@ static int schedule(route_req *q, double t_body)
     kv_err e = {0};
     bool dry = q->inspect != NULL;
     bool verbose = !dry && log_enabled(4), tracing = verbose || dry || r->cfg.trace_decisions;
+    /* burst-prefix-cache-producer: a routed request (not a dry run) is held until its window
+     * is placed (after tokenisation, whose ids the placement hashes, as llm-d's producer
+     * consumes the token producer's) */
+    if (!dry && r->hold && !burst_hold_wait(r->hold, &q->sreq, place_window, r))
+        LOG_V(2, "Burst window full (maxBatchSize); routed without affinity", "{s:s}", "x-request-id",
+              q->request_id);
     const route_pool *pool = &r->cfg.pool;
     pthread_mutex_lock(&r->sched_mu);
     sched_endpoint *const *eps;

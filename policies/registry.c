@@ -55,6 +55,7 @@
     X(latency_slo_admitter)               \
     X(data_parallel_profile_handler)      \
     X(burst_prefix_cache_producer)        \
+    X(multicluster_file_discovery)        \
     X(dcgm_data_source)                   \
     X(dcgm_extractor)                     \
     X(endpoint_attribute_filter)          \

@@ -28,8 +28,9 @@ REFUSE(slo_headroom_tier_filter, "slo-headroom-tier-filter", SCHED_FILTER, NO_LA
 REFUSE(latency_slo_admitter, "latency-slo-admitter", SCHED_REQUEST_CONTROL, NO_LATENCY)
 REFUSE(data_parallel_profile_handler, "data-parallel-profile-handler", SCHED_PROFILE_HANDLER,
        "kvroute routes to each data-parallel rank as its own endpoint instead")
-REFUSE(burst_prefix_cache_producer, "burst-prefix-cache-producer", SCHED_REQUEST_CONTROL,
-       "its burst co-location window is not implemented yet")
+REFUSE(multicluster_file_discovery, "multicluster-file-discovery", SCHED_REQUEST_CONTROL,
+       "it discovers peer clusters' gateways as endpoints (multi-cluster routing), which kvroute does not model; "
+       "file-discovery lists model-server endpoints")
 REFUSE(dcgm_data_source, "dcgm-data-source", SCHED_REQUEST_CONTROL, "kvroute scrapes no DCGM GPU metrics")
 REFUSE(dcgm_extractor, "dcgm-extractor", SCHED_REQUEST_CONTROL, "kvroute scrapes no DCGM GPU metrics")
 REFUSE(endpoint_attribute_filter, "endpoint-attribute-filter", SCHED_FILTER,

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "burst_prefix_cache_producer.h"
 #include "evq.h"
 #include "file_discovery.h"
 #include "grow.h"
@@ -19,7 +20,7 @@
 #include "server.h"
 
 /* Event kinds, in their order at equal times. */
-enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_ROUTE = 6 };
+enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_ROUTE = 6, EV_BURST = 7 };
 
 #define CL_NONE UINT64_MAX
 #define CL_AHEAD 4                    /* records prefetched ahead in a step's token loop */
@@ -134,6 +135,10 @@ typedef struct cl {
     cl_prompts prompts;
     const reqpath *path;              /* the router's request path (scenario.h) */
     sim_time path_out;                /* engine -> client, added to every token time */
+    /* burst-prefix-cache-producer: requests at the router, held until its window ends */
+    burst *burst;
+    uint64_t *held;
+    size_t n_held, cap_held;
 } cl;
 
 static double cl_clock(void *ctx)
@@ -500,6 +505,53 @@ static int cl_scrape(cl *c, kv_err *err)
 /* ---- arrivals ------------------------------------------------------------------------ */
 
 static int cl_route(cl *c, uint64_t id, kv_err *err);
+static int cl_at_router(cl *c, uint64_t id, kv_err *err);
+
+/* burst-prefix-cache-producer: the request waits for the window, which its first request
+ * opened (llm-d's producer holds it in Produce); a full window (maxBatchSize) routes it at
+ * once, without an assignment, as llm-d's Produce error leaves it. */
+static int cl_hold(cl *c, uint64_t id, kv_err *err)
+{
+    int64_t max = burst_max_batch(c->burst);
+    if (max > 0 && c->n_held >= (size_t)max)
+        return cl_route(c, id, err);
+    if (c->n_held == c->cap_held) {
+        size_t cap = c->cap_held ? 2 * c->cap_held : 64;
+        uint64_t *g = realloc(c->held, cap * sizeof *g);
+        if (!g)
+            return kv_err_set(err, KV_ENOMEM, "out of memory (burst window)");
+        c->held = g, c->cap_held = cap;
+    }
+    c->held[c->n_held++] = id;
+    if (c->n_held > 1)
+        return KV_OK;
+    return cl_push(c, c->now + (sim_time)(burst_window_s(c->burst) * SIM_US_PER_S), EV_BURST, 0, 0, err);
+}
+
+/* The window ends: its requests are placed together, then routed in arrival order. */
+static int cl_burst_seal(cl *c, kv_err *err)
+{
+    size_t n = c->n_held;
+    uint64_t *ids = c->held;
+    c->held = NULL, c->n_held = c->cap_held = 0;
+    char (*idbuf)[32] = calloc(n ? n : 1, sizeof *idbuf);
+    sched_request *views = calloc(n ? n : 1, sizeof *views);
+    const sched_request **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    int rc = idbuf && views && ptrs ? KV_OK : kv_err_set(err, KV_ENOMEM, "out of memory (burst window)");
+    for (size_t i = 0; rc == KV_OK && i < n; i++) {
+        cl_req_view(c, ids[i], idbuf[i], sizeof idbuf[i], &views[i]);
+        ptrs[i] = &views[i];
+    }
+    if (rc == KV_OK)
+        rc = burst_assign(c->burst, ptrs, n, c->epp, c->n_srv, err);
+    for (size_t i = 0; rc == KV_OK && i < n; i++)
+        rc = cl_route(c, ids[i], err);
+    free(idbuf);
+    free(views);
+    free(ptrs);
+    free(ids);
+    return rc;
+}
 
 /* The client sends request id now: its prompt (for a multi-turn round, the user's context
  * and question) sets off down the router's request path (reqpath.h); cl_route takes the
@@ -527,7 +579,14 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
         rec->prompt_tokens = wr->n_prompt;
     }
     sim_time in = reqpath_inbound(c->path, wr->n_prompt);
-    return in ? cl_push(c, c->now + in, EV_ROUTE, 0, id, err) : cl_route(c, id, err);
+    return in ? cl_push(c, c->now + in, EV_ROUTE, 0, id, err) : cl_at_router(c, id, err);
+}
+
+/* Request id has reached the router: held for the burst window when the config has one,
+ * else routed now. */
+static int cl_at_router(cl *c, uint64_t id, kv_err *err)
+{
+    return c->burst ? cl_hold(c, id, err) : cl_route(c, id, err);
 }
 
 /* Request id has come down its request path: a routing decision over the endpoints as
@@ -671,6 +730,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
+    c->burst = burst_of(c->sched);
     const file_discovery *fd;
     if (file_discovery_of(c->sched, c->s->routers[r].cfg, &fd, &e))
         return kv_err_set(err, e.code, "router '%s': %s", rname, e.msg);
@@ -736,6 +796,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
 
 static void cl_teardown(cl *c)
 {
+    free(c->held);
     for (size_t i = 0; i < c->n_srv && c->srv; i++)
         simsrv_free(c->srv[i].srv);
     free(c->srv);
@@ -792,7 +853,8 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
         case EV_SEND: rc = cl_send(&c, ev.arg, err); break;
         case EV_ARRIVAL: rc = cl_arrival(&c, (size_t)ev.who, ev.arg, err); break;
         case EV_STAGE: rc = cl_start_stage(&c, (size_t)ev.who, err); break;
-        case EV_ROUTE: rc = cl_route(&c, ev.arg, err); break;
+        case EV_ROUTE: rc = cl_at_router(&c, ev.arg, err); break;
+        case EV_BURST: rc = cl_burst_seal(&c, err); break;
         }
     }
     if (!rc)

@@ -161,9 +161,49 @@ static void test_metrics_and_staleness(void **state)
     epset_free(s);
 }
 
+/* Data-parallel ranks: rank i is the host's i-th lowest port; a batch's rank maps from
+ * the pod's rank-0 topic to that rank's endpoint, and nowhere else. */
+static void test_dp_ranks(void **state)
+{
+    (void)state;
+    epset *s = epset_new(0, test_now, NULL, NULL);
+    assert_int_equal(epset_parse_list(s, "10.0.0.1:8002 10.0.0.1:8000 10.0.0.1:8001 10.0.0.2:8000 10.0.0.3:9000 "
+                                         "10.0.0.3:9100", "list", NULL), KV_OK);
+    static const struct {
+        const char *name;
+        int index;
+    } idx[] = {{"10.0.0.1:8000", 0}, {"10.0.0.1:8001", 1}, {"10.0.0.1:8002", 2}, {"10.0.0.2:8000", 0},
+               {"10.0.0.3:9100", 1}, {"10.0.0.9:8000", -1}};
+    for (size_t i = 0; i < sizeof idx / sizeof *idx; i++)
+        assert_int_equal(epset_rank_index(s, idx[i].name), idx[i].index);
+    static const struct {
+        const char *topic;
+        int64_t rank;
+        const char *want;   /* NULL: no such endpoint */
+    } cases[] = {
+        {"10.0.0.1:8000", 0, "10.0.0.1:8000"},   /* rank 0, or a batch without a rank */
+        {"10.0.0.1:8000", 1, "10.0.0.1:8001"},   /* one topic for the pod: the rank picks the port */
+        {"10.0.0.1:8000", 2, "10.0.0.1:8002"},
+        {"10.0.0.1:8000", 3, NULL},              /* a rank the set does not list */
+        {"10.0.0.1:8001", 1, "10.0.0.1:8001"},   /* each rank names itself in its topic */
+        {"10.0.0.3:9100", 0, "10.0.0.3:9100"},   /* two servers without DP on one host */
+        {"10.0.0.2:8000", 1, NULL},              /* a single-port pod has no rank 1 */
+        {"10.0.0.9:8000", 1, NULL},              /* not an endpoint */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char out[64];
+        bool ok = epset_match_rank(s, cases[i].topic, cases[i].rank, out, sizeof out);
+        if (ok != (cases[i].want != NULL) || (ok && strcmp(out, cases[i].want)))
+            fail_msg("case %zu: %s rank %lld -> %s %s", i, cases[i].topic, (long long)cases[i].rank,
+                     ok ? "true" : "false", out);
+    }
+    epset_free(s);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_parse_and_sync),
     cmocka_unit_test(test_match_pod),
+    cmocka_unit_test(test_dp_ranks),
     cmocka_unit_test(test_metrics_and_staleness),
 };
 

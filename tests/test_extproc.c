@@ -877,6 +877,86 @@ static void test_render_server(void **state)
     env_free(e);
 }
 
+/* burst-prefix-cache-producer: three requests with one prompt, arriving together, wait in
+ * one window and are placed together: each is routed to the same endpoint, where its
+ * prefix score is 1 (the producer's assignment; with none every score is 0). */
+static const char BURST_CONFIG[] = "plugins:\n"
+                                   "- type: burst-prefix-cache-producer\n"
+                                   "  parameters: {windowDurationMs: 1500}\n"
+                                   "- type: prefix-cache-scorer\n"
+                                   "  parameters: {prefixMatchInfoProducerName: burst-prefix-cache-producer}\n"
+                                   "- type: max-score-picker\n";
+
+typedef struct burst_arg {
+    env *e;
+    const char *body;
+    char id[16];
+    pthread_barrier_t *go;
+    char dest[64];
+} burst_arg;
+
+static void *burst_send(void *p)
+{
+    burst_arg *a = p;
+    const char *hdrs[] = {":method", "POST", ":path", "/v1/completions", "x-request-id", a->id, NULL};
+    pthread_barrier_wait(a->go);
+    xpc_stream *s = xpc_open(a->e->cli, 10000);
+    if (s && xpc_send_request_headers(s, hdrs, false, NULL, 0, 0) == 0 &&
+        xpc_send_body(s, false, a->body, strlen(a->body), true) == 0) {
+        xpc_resp *r = xpc_recv(s, 10000);
+        size_t n;
+        const char *v = r && r->request_headers
+                            ? xpc_header(r->request_headers->response->header_mutation, "x-gateway-destination-endpoint", &n)
+                            : NULL;
+        if (v)
+            snprintf(a->dest, sizeof a->dest, "%.*s", (int)n, v);
+        xpc_resp_free(r);
+    }
+    xpc_close(s);
+    return NULL;
+}
+
+static void test_burst_window(void **state)
+{
+    env *e = env_new_cfg(BURST_CONFIG, false, -1, NULL, NULL);
+    uint32_t t[128];
+    for (uint32_t i = 0; i < 128; i++)
+        t[i] = 500 + i;
+    char *body = token_body(t, 128, "");
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 3);
+    burst_arg a[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = (burst_arg){.e = e, .body = body, .go = &go};
+        snprintf(a[i].id, sizeof a[i].id, "burst-%d", i);
+        assert_int_equal(pthread_create(&th[i], NULL, burst_send, &a[i]), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < 3; i++) {
+        if (!a[i].dest[0])
+            fail_msg("request %d was not routed", i);
+        assert_string_equal(a[i].dest, a[0].dest);
+        char want[128];
+        snprintf(want, sizeof want, "\"x-request-id\":\"burst-%d\"", i);
+        pthread_mutex_lock(&e->mu);
+        bool scored = false;
+        for (const char *l = e->log; l && (l = strstr(l, want)); l++) {
+            const char *end = strchr(l, '\n');
+            const char *hit = strstr(l, "\"plugin\":\"prefix-cache-scorer/prefix-cache-scorer\"");
+            const char *one = hit ? strstr(hit, "\"score\":1") : NULL;
+            scored |= one && (!end || one < end);
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (!scored)
+            fail_msg("request %d: no prefix score of 1 on its endpoint", i);
+    }
+    free(body);
+    env_free(e);
+}
+
 /* Issue 10 findings 1 and 2, each of which killed the server (stack overflow): a body
  * nesting arrays 100,000 deep in an unread field is answered 400 naming the limit; a
  * ProcessingRequest nesting ListValues 10,000 deep in its metadata_context closes its
@@ -1173,7 +1253,8 @@ int main(void)
         cmocka_unit_test(test_errors),                 cmocka_unit_test(test_bad_streams_survived),
         cmocka_unit_test(test_streamed_response),      cmocka_unit_test(test_buffered_mode),
         cmocka_unit_test(test_tls_and_health),         cmocka_unit_test(test_health_not_ready),
-        cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_render_server),  cmocka_unit_test(test_decision_log),
+        cmocka_unit_test(test_tokenize_text_prompts),  cmocka_unit_test(test_render_server),
+        cmocka_unit_test(test_burst_window),  cmocka_unit_test(test_decision_log),
         cmocka_unit_test(test_scheduler_failure_429),  cmocka_unit_test(test_model_rewrite),
         cmocka_unit_test(test_objectives_and_shedding), cmocka_unit_test(test_nested_input_survived),
     };

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "blockkeys.h"
+#include "burst_prefix_cache_producer.h"
 #include "config.h"
 #include "file_discovery.h"
 #include "kvindex.h"
@@ -405,7 +406,7 @@ static const struct {
     {"guide-precise-prefix-cache-routing.yaml", NULL},
     {"guide-optimized-baseline.yaml", NULL},
     {"guide-precise-prefix-cache-aware-v0.8.yaml", NULL},
-    {"epp-burst-prefix-cache-config.yaml", "'burst-prefix-cache-producer' (burst-prefix-cache-producer): not available"},
+    {"epp-burst-prefix-cache-config.yaml", NULL},
     {"epp-mm-embeddings-cache-config.yaml", "multimodal encoder (embeddings) cache"},
     {"pd-epp-config.yaml", NULL},
     {"sim-pd-epp-config.yaml", NULL},
@@ -483,6 +484,162 @@ static void test_bad_wiring_named(void **state)
     assert_string_equal(err.msg, "t.yaml:5:16: field 'dataLayer.sources[0].pluginRef': unknown plugin 'scrape'");
 }
 
+/* ---- burst-prefix-cache-producer ------------------------------------------------------- */
+
+static const char *burst_cfg(const char *params)
+{
+    snprintf(yaml, sizeof yaml,
+             "plugins:\n"
+             "- type: burst-prefix-cache-producer\n"
+             "  parameters: {%s}\n"
+             "- type: prefix-cache-scorer\n"
+             "  parameters: {prefixMatchInfoProducerName: burst-prefix-cache-producer}\n"
+             "- type: max-score-picker\n",
+             params);
+    return yaml;
+}
+
+/* A window of n requests (prompt[i] tokens: blocks[i] blocks, 3 when blocks is NULL)
+ * placed, then each scheduled as the drivers do; got[i] is the endpoint index request i
+ * was routed to, -1 when its prefix score was 0 everywhere (no assignment). */
+static void burst_window_of(fx *f, uint32_t (*prompt)[3 * BLOCK], const size_t *blocks, size_t n, int *got)
+{
+    char ids[16][8];
+    sched_request rq[16];
+    const sched_request *ptrs[16];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof ids[i], "b%zu", i);
+        rq[i] = fx_tokens(ids[i], prompt[i], (blocks ? blocks[i] : 3) * BLOCK);
+        ptrs[i] = &rq[i];
+    }
+    burst *b = burst_of(f->s);
+    assert_non_null(b);
+    kv_err err = {0};
+    assert_int_equal(burst_assign(b, ptrs, n, f->ptrs, f->n, &err), KV_OK);
+    for (size_t i = 0; i < n; i++) {
+        sched_endpoint *ep = fx_route(f, &rq[i]);
+        assert_non_null(ep);
+        got[i] = -1;
+        for (size_t e = 0; e < f->n; e++)
+            if (fx_score(f, "prefix-cache-scorer", e) == 1.0)
+                got[i] = (int)e;
+        if (got[i] >= 0)
+            assert_ptr_equal(ep, &f->eps[got[i]]);
+    }
+}
+
+static void burst_window(fx *f, uint32_t (*prompt)[3 * BLOCK], size_t n, int *got)
+{
+    burst_window_of(f, prompt, NULL, n, got);
+}
+
+/* llm-d-router's placement: identical prompts stay together on the least loaded endpoint,
+ * maxPerReplica spills a group, a request alone gets no affinity unless it shares
+ * minColocateBlocks leading blocks with another, which then share an endpoint. */
+static void test_burst_placement(void **state)
+{
+    (void)state;
+    uint32_t p[16][3 * BLOCK];
+    int got[16];
+    /* 4 x A, 3 x B, C alone */
+    fx *f = fx_new(burst_cfg(""), 4, 1);
+    assert_non_null(f);
+    for (size_t i = 0; i < 8; i++)
+        tokens(p[i], 3 * BLOCK, 0, i < 4 ? 1 : i < 7 ? 2 : 3);
+    burst_window(f, p, 8, got);
+    assert_true(got[0] >= 0 && got[4] >= 0 && got[0] != got[4]);
+    for (size_t i = 1; i < 4; i++)
+        assert_int_equal(got[i], got[0]);
+    for (size_t i = 5; i < 7; i++)
+        assert_int_equal(got[i], got[4]);
+    assert_int_equal(got[7], -1);
+    fx_free(f);
+
+    /* maxPerReplica 2: five samples of one prompt fill two endpoints, then a third */
+    f = fx_new(burst_cfg("maxPerReplica: 2, windowDurationMs: 50"), 4, 1);
+    for (size_t i = 0; i < 5; i++)
+        tokens(p[i], 3 * BLOCK, 0, 9);
+    burst_window(f, p, 5, got);
+    int per[4] = {0};
+    for (size_t i = 0; i < 5; i++) {
+        assert_true(got[i] >= 0);
+        per[got[i]]++;
+    }
+    int twos = 0, ones = 0, zeros = 0;
+    for (size_t e = 0; e < 4; e++)
+        twos += per[e] == 2, ones += per[e] == 1, zeros += per[e] == 0;
+    assert_true(twos == 2 && ones == 1 && zeros == 1);
+    assert_true(burst_window_s(burst_of(f->s)) == 0.05);
+    fx_free(f);
+
+    /* four different prompts sharing their first 2 of 3 blocks, one sharing nothing, over
+     * two endpoints: with minColocateBlocks 2 they pair up under the fair share (2 each) */
+    for (int colo = 0; colo <= 2; colo += 2) {
+        char params[64];
+        snprintf(params, sizeof params, "minColocateBlocks: %d", colo);
+        f = fx_new(burst_cfg(params), 2, 1);
+        for (size_t i = 0; i < 4; i++)
+            tokens(p[i], 3 * BLOCK, 2, 21 + (uint32_t)i);
+        tokens(p[4], 3 * BLOCK, 0, 29);
+        burst_window(f, p, 5, got);
+        if (colo) {
+            assert_true(got[0] >= 0 && got[2] >= 0 && got[0] != got[2]);
+            assert_int_equal(got[1], got[0]);
+            assert_int_equal(got[3], got[2]);
+        } else {
+            for (size_t i = 0; i < 4; i++)
+                assert_int_equal(got[i], -1);
+        }
+        assert_int_equal(got[4], -1);
+        fx_free(f);
+    }
+}
+
+/* balanceBy: A (3 blocks) x 2, B (1 block) x 3, C (1 block) x 2 over two endpoints. By
+ * requests C joins A (2 requests against B's 3); by tokens it joins B (1 block against
+ * A's 3). */
+static void test_burst_balance(void **state)
+{
+    (void)state;
+    uint32_t p[16][3 * BLOCK];
+    static const size_t blocks[7] = {3, 3, 1, 1, 1, 1, 1};
+    int got[16];
+    for (int by_tokens = 0; by_tokens < 2; by_tokens++) {
+        fx *f = fx_new(burst_cfg(by_tokens ? "balanceBy: tokens" : "balanceBy: requests"), 2, 1);
+        assert_non_null(f);
+        for (size_t i = 0; i < 7; i++)
+            tokens(p[i], 3 * BLOCK, 0, i < 2 ? 1 : i < 5 ? 2 : 3);
+        burst_window_of(f, p, blocks, 7, got);
+        assert_true(got[0] >= 0 && got[2] >= 0 && got[0] != got[2] && got[5] >= 0);
+        assert_int_equal(got[5], by_tokens ? got[2] : got[0]);
+        fx_free(f);
+    }
+}
+
+static void test_burst_parameters(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *params, *error;
+    } bad[] = {
+        {"windowDurationMs: 0", "'burst-prefix-cache-producer.parameters.windowDurationMs': 0 is out of range [1, 10000]"},
+        {"maxPerReplica: 0", "maxPerReplica': must be -1 (unbounded) or >= 1"},
+        {"maxPrefixTokensToMatch: 10", "must be 0 or >= blockSizeTokens (64)"},
+        {"balanceBy: bytes", "must be \"requests\" or \"tokens\", got \"bytes\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *y = burst_cfg(bad[i].params);
+        kv_err err = {0};
+        epc_config *c = epc_load_string(y, strlen(y), "t.yaml", registry_types, &err);
+        assert_non_null(c);
+        sched_env env = {.seed = 1};
+        assert_null(sched_new(c, &env, &err));
+        if (!strstr(err.msg, bad[i].error))
+            fail_msg("%s: got %s", bad[i].params, err.msg);
+        epc_free(c);
+    }
+}
+
 /* file-discovery: its parameters and the dataLayer.discovery reference the drivers read; a
  * dataLayer section with a discovery and no sources loads and is kept. */
 static void test_file_discovery_config(void **state)
@@ -519,6 +676,12 @@ static void test_file_discovery_config(void **state)
     assert_non_null(c = epc_load_string(nopath, strlen(nopath), "t.yaml", registry_types, &err));
     assert_null(sched_new(c, &env, &err));
     assert_string_equal(err.msg, "t.yaml:4:15: field 'file-discovery.parameters.path': required (the endpoints file)");
+    epc_free(c);
+    const char *mc = "plugins:\n- type: queue-scorer\n- type: multicluster-file-discovery\n  parameters: {path: p}\n";
+    assert_non_null(c = epc_load_string(mc, strlen(mc), "t.yaml", registry_types, &err));
+    assert_null(sched_new(c, &env, &err));
+    assert_non_null(strstr(err.msg, "plugin 'multicluster-file-discovery' (multicluster-file-discovery): not available in "
+                                    "kvroute: it discovers peer clusters"));
     epc_free(c);
     const char *wrong = "plugins:\n- type: queue-scorer\ndataLayer:\n  discovery: {pluginRef: queue-scorer}\n";
     assert_non_null(c = epc_load_string(wrong, strlen(wrong), "t.yaml", registry_types, &err));
@@ -602,6 +765,9 @@ int main(void)
         cmocka_unit_test(test_guide_warnings_named),
         cmocka_unit_test(test_bad_wiring_named),
         cmocka_unit_test(test_file_discovery_config),
+        cmocka_unit_test(test_burst_placement),
+        cmocka_unit_test(test_burst_balance),
+        cmocka_unit_test(test_burst_parameters),
         cmocka_unit_test(test_token_producer_render_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -557,6 +557,51 @@ static void test_token_times_past_32_bits(void **state)
     unload(&x);
 }
 
+/* burst-prefix-cache-producer in ./sim: requests wait for the window their first opened
+ * (100 ms of simulated time), and the identical prompts of one window go to one replica;
+ * the Kubernetes Service, for contrast, splits some of them. */
+static size_t burst_split_groups(const sim_run *r, sim_time window, size_t *multi)
+{
+    size_t n = r->n_requests, split = 0;
+    *multi = 0;
+    for (size_t i = 0; i < n;) {   /* records are in send order: windows are runs of them */
+        size_t j = i;
+        while (j < n && r->requests[j].t_start < r->requests[i].t_start + window)
+            j++;
+        for (size_t a = i; a < j; a++) {
+            bool first = true, apart = false, more = false;
+            for (size_t b = i; b < a; b++)
+                first &= r->requests[b].prefix_group != r->requests[a].prefix_group;
+            for (size_t b = a + 1; first && b < j; b++)
+                if (r->requests[b].prefix_group == r->requests[a].prefix_group) {
+                    more = true;
+                    apart |= r->requests[b].endpoint != r->requests[a].endpoint;
+                }
+            *multi += first && more;
+            split += first && apart;
+        }
+        i = j;
+    }
+    return split;
+}
+
+static void test_burst_window(void **state)
+{
+    (void)state;
+    sim x = load("tests/data/scenarios/small-burst.yaml");
+    sim_run r;
+    run(&x, "burst", &r, NULL);
+    check_invariants(&x, &r);
+    size_t multi, split = burst_split_groups(&r, SIM_US_PER_S / 10, &multi);
+    assert_true(multi >= 10);
+    assert_int_equal(split, 0);
+    cluster_run_free(&r);
+    run(&x, "k8s-service", &r, NULL);
+    assert_true(burst_split_groups(&r, SIM_US_PER_S / 10, &multi) > 0);
+    cluster_run_free(&r);
+    unload(&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_output_retokenize),
         cmocka_unit_test(test_token_times_past_32_bits),
         cmocka_unit_test(test_every_precise_scorer_fed),
+        cmocka_unit_test(test_burst_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -470,6 +470,86 @@ static void test_discovery_and_many_pods(void **state)
     fx_free(&f);
 }
 
+/* A data-parallel pod: three ranks publish under the pod's one topic (its first port),
+ * each with its own sequence and its data_parallel_rank in the batch. Each rank's blocks
+ * land on that rank's ip:port endpoint, the interleaved sequences make no gap, and a rank
+ * the endpoint list does not have is rejected and counted. */
+static void test_dp_ranks_map_to_endpoints(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "127.0.0.1:8000, 127.0.0.1:8001, 127.0.0.1:8002", false, 0, 0);
+    fake_pub *p[4];
+    for (int r = 0; r < 4; r++) {
+        assert_non_null(p[r] = fake_pub_new("kv@127.0.0.1:8000@m", false));
+        assert_int_equal(fake_pub_connect(p[r], ingest_endpoint(f.g)), 0);
+        warm_up(&f, p[r]);
+    }
+    chain c[4];
+    for (int r = 0; r < 4; r++)
+        chain_make(&c[r], &f.kc, 300 + (uint32_t)r);
+    uint64_t rejected = st(&f).rejected_pods;
+    for (size_t i = 0; i < CHAIN; i++)
+        for (int r = 0; r < 4; r++) {
+            kvev_event e = chain_event(&c[r], i);
+            kvev_batch b = {1.0, true, r == 3 ? 5 : r, &e, 1};
+            fake_pub_send(p[r], &b, (kvev_encoding)(i % 3), false);
+        }
+    WAIT_FOR(&f, batches, 3 * CHAIN);
+    WAIT_FOR(&f, rejected_pods, rejected + CHAIN);
+    for (int r = 0; r < 3; r++) {
+        char name[32];
+        snprintf(name, sizeof name, "127.0.0.1:%d", 8000 + r);
+        for (int q = 0; q < 4; q++)
+            assert_int_equal(held(&f, name, &c[q]), q == r ? CHAIN : 0);
+    }
+    ingest_stats s = st(&f);
+    assert_true(s.gaps == 0 && s.restarts == 0 && s.duplicates == 0 && s.orphans == 0);
+    for (int r = 0; r < 4; r++)
+        fake_pub_free(p[r]);
+    fx_free(&f);
+}
+
+/* Discovery mode with data-parallel ranks: the SUB dials socketPort + rank for each rank's
+ * endpoint (vLLM offsets each rank's PUB by its rank), and each rank's batches land on its
+ * endpoint. */
+static void test_dp_ranks_discovery(void **state)
+{
+    (void)state;
+    fake_pub *p[2] = {fake_pub_new("kv@127.0.0.1:8000@m", false), fake_pub_new("kv@127.0.0.1:8000@m", false)};
+    assert_true(p[0] && p[1]);
+    int port = -1;
+    for (int tries = 0; tries < 50 && port < 0; tries++) {   /* two adjacent free ports */
+        fake_pub_free(p[0]);
+        p[0] = fake_pub_new("kv@127.0.0.1:8000@m", false);
+        int base = fake_pub_bind(p[0]);
+        if (base > 0 && fake_pub_bind_port(p[1], base + 1) > 0)
+            port = base;
+    }
+    assert_true(port > 0);
+    fx f;
+    fx_init(&f, "127.0.0.1:8000, 127.0.0.1:8001", true, port, 0);
+    warm_up(&f, p[0]);
+    warm_up(&f, p[1]);
+    chain c[2];
+    for (int r = 0; r < 2; r++) {
+        chain_make(&c[r], &f.kc, 400 + (uint32_t)r);
+        for (size_t i = 0; i < CHAIN; i++) {
+            kvev_event e = chain_event(&c[r], i);
+            kvev_batch b = {1.0, true, r, &e, 1};
+            fake_pub_send(p[r], &b, KVEV_ENC_ARRAY, false);
+        }
+    }
+    WAIT_FOR(&f, batches, 2 * CHAIN);
+    assert_int_equal(held(&f, "127.0.0.1:8000", &c[0]), CHAIN);
+    assert_int_equal(held(&f, "127.0.0.1:8001", &c[1]), CHAIN);
+    assert_int_equal(held(&f, "127.0.0.1:8000", &c[1]), 0);
+    assert_true(st(&f).gaps == 0);
+    fake_pub_free(p[0]);
+    fake_pub_free(p[1]);
+    fx_free(&f);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_events_land),
     cmocka_unit_test(test_gap_replay),
@@ -477,6 +557,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_gap_replay_down),
     cmocka_unit_test(test_stray_and_malformed),
     cmocka_unit_test(test_discovery_and_many_pods),
+    cmocka_unit_test(test_dp_ranks_map_to_endpoints),
+    cmocka_unit_test(test_dp_ranks_discovery),
 };
 
 int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }

@@ -144,6 +144,13 @@ void fake_pub_free(fake_pub *p)
 int fake_pub_connect(fake_pub *p, const char *endpoint) { return zmq_connect(p->pub, endpoint); }
 
 int fake_pub_bind(fake_pub *p) { return zmq_bind(p->pub, "tcp://127.0.0.1:*") ? -1 : bound_port(p->pub); }
+
+int fake_pub_bind_port(fake_pub *p, int port)
+{
+    char ep[48];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    return zmq_bind(p->pub, ep) ? -1 : port;
+}
 int fake_pub_replay_port(const fake_pub *p) { return p->replay_port; }
 
 uint64_t fake_pub_send(fake_pub *p, const kvev_batch *b, kvev_encoding enc, bool drop)

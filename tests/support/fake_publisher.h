@@ -26,6 +26,9 @@ void fake_pub_free(fake_pub *p);
 int fake_pub_connect(fake_pub *p, const char *endpoint);
 /* Binds the PUB on tcp://127.0.0.1:* (pod discovery); returns the port, or -1. */
 int fake_pub_bind(fake_pub *p);
+/* Binds the PUB on tcp://127.0.0.1:port (a data-parallel rank's socketPort + rank);
+ * returns port, or -1 when it is taken. */
+int fake_pub_bind_port(fake_pub *p, int port);
 int fake_pub_replay_port(const fake_pub *p);   /* 0 without replay */
 
 /* Encodes b, gives it the next seq, buffers it for replay; publishes it unless drop. */
