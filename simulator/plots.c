@@ -207,22 +207,51 @@ bool plots_find_scripts(const plots_opts *o, char *out, size_t cap)
 
 int plots_run_gnuplot(const char *vars, const char *script, kv_err *err)
 {
-    char *argv[] = {"gnuplot", "-e", (char *)vars, (char *)script, NULL};
+    return plots_run_gnuplot_batch(&vars, &script, 1, err);
+}
+
+/* One gnuplot process draws every chart: its start-up (cairo, pango, fontconfig) costs
+ * more CPU than drawing a chart, so one process per chart dominated a run's charts.
+ * gnuplot runs its -e commands and files in command-line order; "reset" before each
+ * script drops the previous one's settings, and the scripts in plots/ assign every
+ * variable they read (the one they test with exists(), svg, ./sim never sets), so each
+ * chart is drawn as if by its own process. */
+int plots_run_gnuplot_batch(const char *const *vars, const char *const *scripts, size_t n, kv_err *err)
+{
+    char **argv = calloc(3 * n + 2, sizeof *argv), **cmds = calloc(n ? n : 1, sizeof *cmds);
+    int rc = argv && cmds ? KV_OK : kv_err_set(err, KV_ENOMEM, "gnuplot: out of memory");
+    size_t k = 0;
+    if (rc == KV_OK)
+        argv[k++] = "gnuplot";
+    for (size_t i = 0; rc == KV_OK && i < n; i++) {
+        if (asprintf(&cmds[i], "reset; %s", vars[i]) < 0) {
+            cmds[i] = NULL;
+            rc = kv_err_set(err, KV_ENOMEM, "gnuplot: out of memory");
+            break;
+        }
+        argv[k++] = "-e";
+        argv[k++] = cmds[i];
+        argv[k++] = (char *)scripts[i];
+    }
     pid_t pid;
-    int rc = posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ);
-    if (rc == ENOENT)
-        return KV_ENOTFOUND;
-    if (rc != 0)
-        return kv_err_set(err, KV_EIO, "gnuplot: cannot start: %s", strerror(rc));
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
+    int src = rc == KV_OK ? posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ) : 0;
+    if (rc == KV_OK && src == ENOENT)
+        rc = KV_ENOTFOUND;
+    else if (rc == KV_OK && src != 0)
+        rc = kv_err_set(err, KV_EIO, "gnuplot: cannot start: %s", strerror(src));
+    int status = 0;
+    while (rc == KV_OK && waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return kv_err_set(err, KV_EIO, "gnuplot: wait failed: %s", strerror(errno));
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-        return KV_ENOTFOUND;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return kv_err_set(err, KV_EIO, "gnuplot %s failed (status %d)", script, status);
-    return KV_OK;
+            rc = kv_err_set(err, KV_EIO, "gnuplot: wait failed: %s", strerror(errno));
+    if (rc == KV_OK && WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        rc = KV_ENOTFOUND;
+    else if (rc == KV_OK && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        rc = kv_err_set(err, KV_EIO, "gnuplot %s%s failed (status %d)", n ? scripts[0] : "",
+                        n > 1 ? " and the charts after it" : "", status);
+    for (size_t i = 0; cmds && i < n; i++)
+        free(cmds[i]);
+    free(cmds), free(argv);
+    return rc;
 }
 
 int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir, const plots_opts *o,
@@ -255,10 +284,14 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
         goto out;
     }
     /* Router words for the overlay titles, in order: word(routers, i). */
-    size_t cap = 64 + n * 130 + 2 * PATH_MAX;
-    char *vars = malloc(cap), *words = malloc(n * 130 + 1);
-    if (!vars || !words) {
-        free(vars), free(words);
+    static const char *const overlay[] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
+                                          "ttft_cdf"};
+    enum { NOVER = sizeof overlay / sizeof *overlay };
+    size_t vcap = 64 + n * 130 + 2 * PATH_MAX, scap = PATH_MAX + 64, nj = 0;
+    char *words = malloc(n * 130 + 1), *buf = malloc((NOVER + n) * (vcap + scap));
+    const char **vars = calloc(NOVER + n, sizeof *vars), **scripts = calloc(NOVER + n, sizeof *scripts);
+    if (!words || !buf || !vars || !scripts) {
+        free(words), free(buf), free(vars), free(scripts);
         rc = kv_err_set(err, KV_ENOMEM, "plots: out of memory");
         goto out;
     }
@@ -268,23 +301,23 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
             strcat(words, " ");
         strcat(words, safe[r]);
     }
-    static const char *const overlay[] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
-                                          "ttft_cdf"};
-    char script[PATH_MAX + 64];
-    for (size_t i = 0; rc == KV_OK && i < sizeof overlay / sizeof *overlay; i++) {
-        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu", cdir, sdir, words, n);
-        snprintf(script, sizeof script, "%s/%s.gp", sdir, overlay[i]);
-        rc = plots_run_gnuplot(vars, script, err);
+    for (size_t i = 0; i < NOVER; i++, nj++) {
+        char *v = buf + nj * (vcap + scap), *sc = v + vcap;
+        snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu", cdir, sdir, words, n);
+        snprintf(sc, scap, "%s/%s.gp", sdir, overlay[i]);
+        vars[nj] = v, scripts[nj] = sc;
     }
-    for (size_t r = 0; rc == KV_OK && r < n; r++) {
+    for (size_t r = 0; r < n; r++) {
         if (!runs[r]->n_samples)
             continue;                 /* a live run has no per-server samples (gnuplot fails on none) */
-        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
+        char *v = buf + nj * (vcap + scap), *sc = v + vcap;
+        snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
                  nservers[r]);
-        snprintf(script, sizeof script, "%s/server_timeseries.gp", sdir);
-        rc = plots_run_gnuplot(vars, script, err);
+        snprintf(sc, scap, "%s/server_timeseries.gp", sdir);
+        vars[nj] = v, scripts[nj++] = sc;
     }
-    free(vars), free(words);
+    rc = plots_run_gnuplot_batch(vars, scripts, nj, err);
+    free(words), free(buf), free(vars), free(scripts);
     if (rc == KV_ENOTFOUND) {
         fprintf(stderr, "sim: gnuplot not found on PATH; chart data written to %s (.dat files)\n", cdir);
         rc = KV_OK;
