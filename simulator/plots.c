@@ -150,22 +150,47 @@ static int server_count(const sim_run *run)
     return n;
 }
 
+/* The samples' indices grouped by server, in their run order within each server (a
+ * counting sort), so writing every server's series reads the samples once rather than
+ * once per server. first[s]..first[s + 1] are server s's in order[]. */
+static bool group_by_server(const sim_run *run, int nservers, size_t **order, size_t **first)
+{
+    *order = malloc((run->n_samples ? run->n_samples : 1) * sizeof **order);
+    *first = calloc((size_t)nservers + 1, sizeof **first);
+    if (!*order || !*first)
+        return false;
+    for (size_t i = 0; i < run->n_samples; i++)
+        (*first)[run->samples[i].server + 1]++;
+    for (int s = 0; s < nservers; s++)
+        (*first)[s + 1] += (*first)[s];
+    size_t *next = *first;                 /* advanced per placement, restored below */
+    for (size_t i = 0; i < run->n_samples; i++)
+        (*order)[next[run->samples[i].server]++] = i;
+    for (int s = nservers; s > 0; s--)
+        next[s] = next[s - 1];
+    next[0] = 0;
+    return true;
+}
+
 static int write_servers(const char *dir, const sim_run *run, const char *safe, int nservers, kv_err *err)
 {
+    size_t *order, *first;
+    if (!group_by_server(run, nservers, &order, &first)) {
+        free(order), free(first);
+        return kv_err_set(err, KV_ENOMEM, "plots: out of memory for %zu samples", run->n_samples);
+    }
     char path[PATH_MAX], name[300];
     snprintf(name, sizeof name, "servers_%s.dat", safe);
     FILE *f = open_data(dir, name, path, sizeof path, err);
-    if (!f)
+    if (!f) {
+        free(order), free(first);
         return KV_EIO;
+    }
     for (int s = 0; s < nservers; s++) {
         fprintf(f, "%s# server %d\n# t_s kv_usage_pct hit_rate_pct waiting running preemptions\n", s ? "\n\n" : "",
                 s);
-        bool any = false;
-        for (size_t i = 0; i < run->n_samples; i++) {
-            const sim_server_sample *x = &run->samples[i];
-            if (x->server != s)
-                continue;
-            any = true;
+        for (size_t j = first[s]; j < first[s + 1]; j++) {
+            const sim_server_sample *x = &run->samples[order[j]];
             char hit[32];   /* NaN (nothing admitted in the window) is a gap in the chart */
             if (isnan(x->hit_rate))
                 snprintf(hit, sizeof hit, "NaN");
@@ -174,9 +199,10 @@ static int write_servers(const char *dir, const sim_run *run, const char *safe, 
             fprintf(f, "%.6f %.6g %s %d %d %llu\n", (double)x->t / SIM_US_PER_S, 100 * x->kv_usage, hit,
                     x->waiting, x->running, (unsigned long long)x->preemptions);
         }
-        if (!any)
+        if (first[s] == first[s + 1])
             fprintf(f, "0 0 0 0 0 0\n");
     }
+    free(order), free(first);
     return close_data(f, path, err);
 }
 
