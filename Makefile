@@ -26,11 +26,12 @@
 
 CC       ?= cc
 CXX      ?= c++
+# chromium: tests/it_report.sh renders ./sim's report.html headless
 DEB_PKGS := build-essential pkg-config libzmq3-dev libmsgpack-dev libxxhash-dev \
             libsqlite3-dev libyaml-dev libcmocka-dev gnuplot-nox libjansson-dev libyajl-dev \
             libcurl4-openssl-dev libmicrohttpd-dev libgrpc-dev libprotobuf-c-dev \
             protobuf-c-compiler libssl-dev openssl sqlite3 libsimdjson-dev libevent-dev clang \
-            libxml2-utils
+            libxml2-utils chromium
 
 # pkg-config libraries, by the folders that need them (the engine's are everyone's).
 # msgpack-c is the KV-event encoder's (engine/kvevents_encode.c), linked only by programs
@@ -164,7 +165,7 @@ TESTS_CORE := test_arena test_ring test_u64map test_blockkeys test_config test_k
               test_seqtrack tsan_kvindex
 TESTS_SIM  := test_blockpool test_cascade test_console test_evq test_plots test_reqpath test_report test_scenario test_server \
               test_sim_e2e test_simdb test_stats test_stepmodel test_workload test_emutok test_expect test_livesse test_emureq \
-              test_promtext test_compare test_profiles test_sweep bench_sched bench_sim bench_demo_live \
+              test_promtext test_compare test_profiles test_sweep test_htmlreport bench_sched bench_sim bench_demo_live \
               bench_serve
 test_set    = $(if $(filter $(1),$(TESTS_CORE)),core,$(if $(filter $(1),$(TESTS_SIM)),sim,all))
 test_pkgs   = $(if $(filter all,$(1)),all_tests,$(if $(filter core,$(1)),core_tests,sim))

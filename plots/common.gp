@@ -1,8 +1,10 @@
 # common.gp: terminal and styles shared by the simulator's charts.
 # The caller sets W and H (pixels) before loading this file; ./sim passes datadir,
 # scriptdir and the router names with -e (see simulator/plots.c).
-# svg=1 (./sim's report.html) draws SVG instead of PNG; ext is the output's suffix.
+# svg=1 (./sim's report.html) draws SVG instead of PNG; ext is the output's suffix;
+# outdir (default datadir) is where the chart goes.
 if (!exists("svg")) svg = 0
+if (!exists("outdir")) outdir = datadir
 ext = svg ? '.svg' : '.png'
 if (svg) {
     set terminal svg size W,H dynamic font "sans,10" noenhanced

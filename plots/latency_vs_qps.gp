@@ -2,7 +2,7 @@
 # x = achieved rate (load_summary.achieved_rate), y = stage means in ms.
 W = 1800; H = 520
 load scriptdir.'/common.gp'
-set output datadir.'/latency_vs_qps.png'
+set output outdir.'/latency_vs_qps'.ext
 set multiplot layout 1,3 title "Latency vs Request Rate"
 set xlabel "QPS (achieved rate)"
 set title "Time to First Token vs. QPS"

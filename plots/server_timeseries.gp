@@ -3,7 +3,7 @@
 # was admitted), one line per server.
 W = 1400; H = 800
 load scriptdir.'/common.gp'
-set output datadir.'/servers_'.router.'.png'
+set output outdir.'/servers_'.router.ext
 data = datadir.'/servers_'.router.'.dat'
 set multiplot layout 2,1 title router.": per-server state over time"
 set key outside right top

@@ -3,7 +3,7 @@
 # weight. ./sim passes datadir, scriptdir, series (the labels) and nseries with -e.
 W = 1400; H = 520
 load scriptdir.'/common.gp'
-set output datadir.'/sweep'.ext
+set output outdir.'/sweep'.ext
 set multiplot layout 1,2 title "Sweep"
 set xlabel "rate (req/s)"
 set key top left box opaque

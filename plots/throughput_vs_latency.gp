@@ -2,7 +2,7 @@
 # x = stage mean latency in ms, y = output tokens/sec.
 W = 1800; H = 520
 load scriptdir.'/common.gp'
-set output datadir.'/throughput_vs_latency.png'
+set output outdir.'/throughput_vs_latency'.ext
 set multiplot layout 1,3 title "Latency vs Throughput"
 set ylabel "Output Tokens/sec"
 set title "Output Tokens/sec vs. Norm. Time per Output Token"

@@ -2,7 +2,7 @@
 # Per-stage throughput includes each stage's drain, as inference-perf computes it.
 W = 1800; H = 520
 load scriptdir.'/common.gp'
-set output datadir.'/throughput_vs_qps.png'
+set output outdir.'/throughput_vs_qps'.ext
 set multiplot layout 1,3 title "Throughput vs Request Rate"
 set xlabel "QPS (achieved rate)"
 set ylabel "Tokens/sec"

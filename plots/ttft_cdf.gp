@@ -2,7 +2,7 @@
 # routers overlaid. Log x: the routers can differ by two orders of magnitude.
 W = 900; H = 600
 load scriptdir.'/common.gp'
-set output datadir.'/ttft_cdf.png'
+set output outdir.'/ttft_cdf'.ext
 set title "TTFT, cumulative distribution (all stages)"
 set xlabel "TTFT (s)"
 set ylabel "Fraction of requests"

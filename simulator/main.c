@@ -28,6 +28,7 @@
 #include "compare.h"
 #include "console.h"
 #include "expect.h"
+#include "htmlreport.h"
 #include "lifecycle.h"
 #include "liverun.h"
 #include "monoclock.h"
@@ -61,7 +62,8 @@ static void usage(FILE *f)
                "                [--junit FILE] [--baseline OLD/runs.db] [--models DIR] [--hardware-dir DIR] [--jobs N]\n"
                "       sim serve [SCENARIO] [flags]   (emulated vLLM pods; sim serve --help)\n"
                "       sim compare SCENARIO [--out DIR]   (simulated vs live runs in DIR/runs.db)\n"
-               "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload.\n"
+               "  Runs every router of SCENARIO over the same simulated vLLM cluster and workload; a scenario\n"
+               "  with sweep: or plan: runs its grid of points or its capacity search instead.\n"
                "  --out DIR    where to write (default runs/<scenario name>/)\n"
                "  --seed N     override the scenario's seed\n"
                "  --router R   run only router R (repeatable; default all)\n"
@@ -334,16 +336,61 @@ static void warn_cb(void *ctx, const char *msg)
  * the scenario's checks on its simulated routers are then skipped); *failed counts the
  * checks that failed. */
 static int check_expect(const scenario *s, const opts *o, const char *live_label, const lc_run *lcs, size_t n,
-                        size_t *failed, kv_err *err)
+                        FILE *out, size_t *failed, kv_err *err)
 {
     const char **names = malloc(n * sizeof *names);
     if (!names)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++)
         names[i] = live_label ? live_label : s->routers[i].name;
-    int rc = exp_check_run(&s->expect, o->baseline, o->junit, s->name, names, lcs, n, stdout, failed, err);
+    int rc = exp_check_run(&s->expect, o->baseline, o->junit, s->name, names, lcs, n, out, failed, err);
     free(names);
     return rc;
+}
+
+/* Text a printer writes, kept to be shown again in report.html. */
+typedef struct capture {
+    FILE *f;
+    char *buf;
+    size_t len;
+} capture;
+
+static bool capture_begin(capture *c)
+{
+    *c = (capture){0};
+    return (c->f = open_memstream(&c->buf, &c->len)) != NULL;
+}
+
+/* The text (the caller frees it); NULL when the stream failed. */
+static char *capture_end(capture *c)
+{
+    if (fclose(c->f) != 0) {
+        free(c->buf);
+        return NULL;
+    }
+    return c->buf;
+}
+
+/* A fresh folder for report.html's SVG charts under $TMPDIR (default /tmp); NULL when
+ * none can be made (the report then says the charts were not drawn). */
+static const char *scratch_dir(char *buf, size_t cap)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, cap, "%s/sim-report.XXXXXX", t && *t ? t : "/tmp");
+    return mkdtemp(buf);
+}
+
+/* Removes report.html's scratch SVG folder and its charts. */
+static void remove_svgs(const char *dir, const char *const *names, size_t n)
+{
+    if (!dir)
+        return;
+    char p[PATH_MAX + 128];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%s/%s.svg", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
 }
 
 /* ./sim compare SCENARIO [--out DIR]: exit 0, 1 when a router lacks its simulated or live
@@ -390,15 +437,36 @@ static int run_sweep(scenario *s, const opts *o)
     snprintf(dir, sizeof dir, o->out ? "%s" : "runs/%s", o->out ? o->out : s->name);
     kv_err err = {0};
     int rc = mkdirs(dir, &err);
-    if (!rc && !o->quiet) {
-        const scn_cluster *k = &s->cluster;
-        printf("%s: %u x %s on %s, TP=%d, block %u; seed %llu\n", s->name, k->replicas, k->model->hf_name, k->hw->name,
-               k->tp, k->block_size, (unsigned long long)s->seed);
-    }
-    if (!rc)
-        rc = sweep_main(s, dir, o->jobs, !o->no_plots && s->outputs.plots, stdout, &err);
+    const scn_cluster *k = &s->cluster;
+    char header[1024];
+    snprintf(header, sizeof header, "%s: %u x %s on %s, TP=%d, block %u; seed %llu", s->name, k->replicas,
+             k->model->hf_name, k->hw->name, k->tp, k->block_size, (unsigned long long)s->seed);
     if (!rc && !o->quiet)
-        printf("\nwrote %s/ (%s%s%s)\n", dir, s->sweep.on ? "sweep.csv, charts/sweep.dat" : "",
+        printf("%s\n", header);
+    bool draw = !o->no_plots && s->outputs.plots;
+    char svg_tmp[PATH_MAX];
+    const char *svg_dir = !rc && draw && s->sweep.on ? scratch_dir(svg_tmp, sizeof svg_tmp) : NULL;
+    static const char *const chart[] = {"sweep"};
+    capture cap;
+    char *text = NULL;
+    if (!rc && !capture_begin(&cap))
+        rc = kv_err_set(&err, KV_ENOMEM, "out of memory");
+    else if (!rc) {
+        rc = sweep_main(s, dir, o->jobs, draw, svg_dir, cap.f, &err);
+        text = capture_end(&cap);
+        fputs(text ? text : "", stdout);
+    }
+    if (!rc) {
+        hr_parts hp = {.header = header, .sweep = text, .svg_dir = svg_dir, .charts = chart,
+                       .n_charts = s->sweep.on && s->outputs.plots};
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/report.html", dir);
+        rc = hr_write(s, path, &hp, &err);
+    }
+    remove_svgs(svg_dir, chart, 1);
+    free(text);
+    if (!rc && !o->quiet)
+        printf("\nwrote %s/ (%s%s%s, report.html)\n", dir, s->sweep.on ? "sweep.csv, charts/sweep.dat" : "",
                s->sweep.on && s->plan.on ? ", " : "", s->plan.on ? "plan.txt" : "");
     if (rc)
         fprintf(stderr, "sim: %s\n", err.msg);
@@ -495,19 +563,20 @@ int main(int argc, char **argv)
     rc = runs && lcs ? KV_OK : kv_err_set(&err, KV_ENOMEM, "out of memory");
     if (!rc && !(rc = mkdirs(dir, &err)))
         db = o.live ? simdb_open_append(path, &err) : simdb_open(path, &err), rc = db ? KV_OK : err.code;
-    if (!rc && con && o.live)
-        fprintf(con, "%s: live against %s (model %s); %llu requests in %zu stage%s (%s, %s); seed %llu\n", s->name,
-                lt.url, lt.model, (unsigned long long)wl_total_requests(w), w->n_stages, w->n_stages == 1 ? "" : "s",
-                wl_data_type_name(s->workload.data), wl_load_type_name(s->workload.load),
-                (unsigned long long)s->seed);
-    else if (!rc && con) {
-        const scn_cluster *k = &s->cluster;
-        fprintf(con, "%s: %u x %s on %s, TP=%d, block %u; %llu requests in %zu stage%s (%s, %s); seed %llu\n",
-                s->name, k->replicas, k->model->hf_name, k->hw->name, k->tp, k->block_size,
-                (unsigned long long)wl_total_requests(w), w->n_stages, w->n_stages == 1 ? "" : "s",
-                wl_data_type_name(s->workload.data), wl_load_type_name(s->workload.load),
-                (unsigned long long)s->seed);
-    }
+    char header[1024] = "";
+    if (o.live)
+        snprintf(header, sizeof header, "%s: live against %s (model %s); %llu requests in %zu stage%s (%s, %s); "
+                 "seed %llu", s->name, lt.url, lt.model, (unsigned long long)wl_total_requests(w), w->n_stages,
+                 w->n_stages == 1 ? "" : "s", wl_data_type_name(s->workload.data),
+                 wl_load_type_name(s->workload.load), (unsigned long long)s->seed);
+    else
+        snprintf(header, sizeof header, "%s: %u x %s on %s, TP=%d, block %u; %llu requests in %zu stage%s (%s, %s); "
+                 "seed %llu", s->name, s->cluster.replicas, s->cluster.model->hf_name, s->cluster.hw->name,
+                 s->cluster.tp, s->cluster.block_size, (unsigned long long)wl_total_requests(w), w->n_stages,
+                 w->n_stages == 1 ? "" : "s", wl_data_type_name(s->workload.data),
+                 wl_load_type_name(s->workload.load), (unsigned long long)s->seed);
+    if (!rc && con)
+        fprintf(con, "%s\n", header);
     for (size_t r = 0; !rc && r < n; r++) {
         const scn_router *ro = o.live ? &(scn_router){.name = lt.label, .source = lt.url} : &s->routers[r];
         simdb_run_info info = {.scenario = s->name, .router = ro->name, .config = ro->source, .seed = s->seed};
@@ -571,6 +640,9 @@ int main(int argc, char **argv)
             console_stage_lines(con, ro->name, &lcs[r]);
         }
     }
+    /* report.html's charts: SVG drawn into a scratch folder, inlined, removed */
+    char svg_tmp[PATH_MAX];
+    const char *svg_dir = !rc && s->outputs.plots && !o.no_plots ? scratch_dir(svg_tmp, sizeof svg_tmp) : NULL;
     if (!rc && (s->outputs.plots || o.no_plots)) {
         const sim_run **rp = malloc(n * sizeof *rp);
         const lc_run **lp = malloc(n * sizeof *lp);
@@ -579,29 +651,54 @@ int main(int argc, char **argv)
         } else {
             for (size_t i = 0; i < n; i++)
                 rp[i] = &runs[i], lp[i] = &lcs[i];
-            plots_opts po = {.run_gnuplot = !o.no_plots};
+            plots_opts po = {.run_gnuplot = !o.no_plots, .svg_dir = svg_dir};
             rc = plots_write(rp, lp, n, dir, &po, &err);
         }
         free(rp);
         free(lp);
     }
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    if (!rc && !names)
+        rc = kv_err_set(&err, KV_ENOMEM, "out of memory");
+    for (size_t i = 0; names && i < n; i++)
+        names[i] = o.live ? lt.label : s->routers[i].name;
+    char *compare = NULL, *expect = NULL;
     if (!rc && n >= 2) {
-        const char **names = malloc(n * sizeof *names);
         const lc_run **lp = malloc(n * sizeof *lp);
-        if (names && lp) {
+        capture cap;
+        if (lp && capture_begin(&cap)) {
             for (size_t i = 0; i < n; i++)
-                names[i] = s->routers[i].name, lp[i] = &lcs[i];
-            fputc('\n', stdout);
-            console_compare(stdout, names, lp, n, s->outputs.report_stage);
+                lp[i] = &lcs[i];
+            console_compare(cap.f, names, lp, n, s->outputs.report_stage);
+            compare = capture_end(&cap);
+            printf("\n%s", compare ? compare : "");
         }
-        free(names);
         free(lp);
     }
     if (!rc && con)
-        fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts)\n", dir);
+        fprintf(con, "\nwrote %s/ (per-router reports, runs.db, charts, report.html)\n", dir);
     size_t failed = 0;
-    if (!rc && (s->expect.n || o.baseline || o.junit))
-        rc = check_expect(s, &o, o.live ? lt.label : NULL, lcs, n, &failed, &err);
+    capture cap;
+    if (!rc && (s->expect.n || o.baseline || o.junit)) {
+        if (!capture_begin(&cap))
+            rc = kv_err_set(&err, KV_ENOMEM, "out of memory");
+        else {
+            rc = check_expect(s, &o, o.live ? lt.label : NULL, lcs, n, cap.f, &failed, &err);
+            expect = capture_end(&cap);
+            fputs(expect ? expect : "", stdout);
+        }
+    }
+    if (!rc) {
+        hr_parts hp = {.header = header, .names = names, .lcs = lcs, .n = done, .compare = compare,
+                       .expect = expect, .svg_dir = svg_dir, .charts = plots_overlay_names,
+                       .n_charts = s->outputs.plots ? 4 : 0, .all_runs = o.live ? db : NULL};
+        snprintf(path, sizeof path, "%s/report.html", dir);
+        rc = hr_write(s, path, &hp, &err);
+    }
+    remove_svgs(svg_dir, plots_overlay_names, 4);
+    free(compare);
+    free(expect);
+    free(names);
     if (rc)
         fprintf(stderr, "sim: %s\n", err.msg);
     else if (lst.failed)

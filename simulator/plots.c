@@ -213,6 +213,9 @@ static bool has_scripts(const char *dir)
     return access(p, R_OK) == 0;
 }
 
+const char *const plots_overlay_names[4] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
+                                           "ttft_cdf"};
+
 bool plots_find_scripts(const plots_opts *o, char *out, size_t cap)
 {
     if (o && o->script_dir) {
@@ -239,9 +242,10 @@ int plots_run_gnuplot(const char *vars, const char *script, kv_err *err)
 /* One gnuplot process draws every chart: its start-up (cairo, pango, fontconfig) costs
  * more CPU than drawing a chart, so one process per chart dominated a run's charts.
  * gnuplot runs its -e commands and files in command-line order; "reset" before each
- * script drops the previous one's settings, and the scripts in plots/ assign every
- * variable they read (the one they test with exists(), svg, ./sim never sets), so each
- * chart is drawn as if by its own process. */
+ * script drops the previous one's settings. Variables are not dropped (gnuplot 5.4 has
+ * no "reset session"): the scripts in plots/ assign every variable they read except the
+ * ones they default with exists() (svg, outdir), which every job must therefore set, so
+ * each chart is drawn as if by its own process. */
 int plots_run_gnuplot_batch(const char *const *vars, const char *const *scripts, size_t n, kv_err *err)
 {
     char **argv = calloc(3 * n + 2, sizeof *argv), **cmds = calloc(n ? n : 1, sizeof *cmds);
@@ -309,13 +313,14 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
         rc = kv_err_set(err, KV_ENOTFOUND, "plots: no gnuplot scripts (latency_vs_qps.gp) in %s", sdir);
         goto out;
     }
-    /* Router words for the overlay titles, in order: word(routers, i). */
-    static const char *const overlay[] = {"latency_vs_qps", "throughput_vs_qps", "throughput_vs_latency",
-                                          "ttft_cdf"};
-    enum { NOVER = sizeof overlay / sizeof *overlay };
-    size_t vcap = 64 + n * 130 + 2 * PATH_MAX, scap = PATH_MAX + 64, nj = 0;
-    char *words = malloc(n * 130 + 1), *buf = malloc((NOVER + n) * (vcap + scap));
-    const char **vars = calloc(NOVER + n, sizeof *vars), **scripts = calloc(NOVER + n, sizeof *scripts);
+    /* Router words for the overlay titles, in order: word(routers, i). Every job names
+     * svg and outdir, the variables the scripts default with exists(), since one gnuplot
+     * process runs them all (plots_run_gnuplot_batch). */
+    enum { NOVER = sizeof plots_overlay_names / sizeof *plots_overlay_names };
+    size_t nsvg = o->svg_dir != NULL, njobs = NOVER * (1 + nsvg) + n;
+    size_t vcap = 128 + n * 130 + 3 * PATH_MAX, scap = PATH_MAX + 64, nj = 0;
+    char *words = malloc(n * 130 + 1), *buf = malloc(njobs * (vcap + scap));
+    const char **vars = calloc(njobs, sizeof *vars), **scripts = calloc(njobs, sizeof *scripts);
     if (!words || !buf || !vars || !scripts) {
         free(words), free(buf), free(vars), free(scripts);
         rc = kv_err_set(err, KV_ENOMEM, "plots: out of memory");
@@ -327,18 +332,20 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
             strcat(words, " ");
         strcat(words, safe[r]);
     }
-    for (size_t i = 0; i < NOVER; i++, nj++) {
-        char *v = buf + nj * (vcap + scap), *sc = v + vcap;
-        snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu", cdir, sdir, words, n);
-        snprintf(sc, scap, "%s/%s.gp", sdir, overlay[i]);
-        vars[nj] = v, scripts[nj] = sc;
-    }
+    for (size_t svg = 0; svg <= nsvg; svg++)
+        for (size_t i = 0; i < NOVER; i++, nj++) {
+            char *v = buf + nj * (vcap + scap), *sc = v + vcap;
+            snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu; svg=%zu; outdir='%s'", cdir,
+                     sdir, words, n, svg, svg ? o->svg_dir : cdir);
+            snprintf(sc, scap, "%s/%s.gp", sdir, plots_overlay_names[i]);
+            vars[nj] = v, scripts[nj] = sc;
+        }
     for (size_t r = 0; r < n; r++) {
         if (!runs[r]->n_samples)
             continue;                 /* a live run has no per-server samples (gnuplot fails on none) */
         char *v = buf + nj * (vcap + scap), *sc = v + vcap;
-        snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
-                 nservers[r]);
+        snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d; svg=0; outdir='%s'", cdir, sdir,
+                 safe[r], nservers[r], cdir);
         snprintf(sc, scap, "%s/server_timeseries.gp", sdir);
         vars[nj] = v, scripts[nj++] = sc;
     }

@@ -18,7 +18,13 @@ typedef struct plots_opts {
     bool run_gnuplot;                 /* false = data files only (--no-plots) */
     /* Where the *.gp scripts are; NULL = "plots" next to the executable, then ./plots. */
     const char *script_dir;
+    /* Also draw the overlaid charts as SVG into this folder (report.html inlines them);
+     * NULL: PNG only. */
+    const char *svg_dir;
 } plots_opts;
+
+/* The overlaid charts, in the order plots_write draws them (NAME.png, NAME.svg). */
+extern const char *const plots_overlay_names[4];
 
 /* runs[i] and m[i] belong to router i (baseline first). */
 int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir,
@@ -29,7 +35,8 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
 bool plots_find_scripts(const plots_opts *o, char *out, size_t cap);
 /* Runs gnuplot -e vars script; KV_ENOTFOUND when gnuplot is not on PATH. */
 int plots_run_gnuplot(const char *vars, const char *script, kv_err *err);
-/* Runs scripts[0..n) in one gnuplot process, each after "reset" and its vars[i];
+/* Runs scripts[0..n) in one gnuplot process, each after "reset" and its vars[i] (which
+ * must set every variable a script defaults with exists(): variables outlive "reset");
  * KV_ENOTFOUND when gnuplot is not on PATH. */
 int plots_run_gnuplot_batch(const char *const *vars, const char *const *scripts, size_t n, kv_err *err);
 

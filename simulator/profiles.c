@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scenario.h"
 #include "workload.h"
 #include "yamltree.h"
 
@@ -188,17 +189,6 @@ sm_hardware *sm_hardware_load(const char *path, kv_err *err)
     return prof_load(PROF_HARDWARE, path, err);
 }
 
-static bool plain_name(const char *s)
-{
-    if (!*s || *s == '.')
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
-              *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
-
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t ls = strlen(s), lx = strlen(suffix);
@@ -241,7 +231,7 @@ static void *prof_find(prof_kind kind, const char *const *dirs, size_t n_dirs, c
     if (ends_with(name, ".yaml"))
         return prof_load(kind, name, err);
     char path[4096];
-    for (size_t i = 0; plain_name(name) && i < n_dirs; i++) {
+    for (size_t i = 0; scn_name_ok(name) && i < n_dirs; i++) {
         if (!dirs[i])
             continue;
         snprintf(path, sizeof path, "%s/%s.yaml", dirs[i], name);

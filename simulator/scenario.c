@@ -149,7 +149,7 @@ static int scn_parse_cluster(scenario *s, const yt_node *c, const scn_dirs *dirs
     return KV_OK;
 }
 
-static bool scn_name_ok(const char *s)
+bool scn_name_ok(const char *s)
 {
     if (!*s || *s == '.')
         return false;

@@ -116,6 +116,9 @@ typedef struct scn_dirs {
     const char *models, *hardware;         /* the tree's models/ and hardware/ */
 } scn_dirs;
 
+/* Whether s can name a file or folder: [A-Za-z0-9._-]+, not starting with '.'. */
+bool scn_name_ok(const char *s);
+
 /* Loads and validates a scenario. */
 scenario *scn_load_in(const char *path, const scn_dirs *dirs, kv_err *err);
 /* The same with the repository's layout under the current directory: presets_dir

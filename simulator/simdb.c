@@ -5,6 +5,7 @@
 #include "simdb.h"
 
 #include <errno.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -311,4 +312,34 @@ int simdb_end_run(simdb *d, int64_t run_id, const sim_run *run, const lc_run *m,
         sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     d->in_run = false;
     return rc;
+}
+
+int simdb_each_stage(simdb *d, void (*fn)(void *ctx, const simdb_stage_row *row), void *ctx, kv_err *err)
+{
+    static const char *const sql =
+        "SELECT r.run_id, r.router, r.config, s.stage, s.rate, s.achieved_rate, s.output_tokens_per_sec,"
+        " s.ttft_mean, s.ttft_p90, s.itl_mean, s.latency_p90, s.count, s.failures,"
+        " CAST(s.cached_tokens AS REAL) / NULLIF(s.input_tokens, 0)"
+        " FROM stages s JOIN runs r USING (run_id) ORDER BY r.run_id, s.stage";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_err(d, err, "cannot read the stages");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* a NULL figure (nothing measured) reads as NaN, not 0 */
+        double v[8];
+        for (int i = 0; i < 8; i++) {
+            int col = i < 7 ? 4 + i : 13;
+            v[i] = sqlite3_column_type(st, col) == SQLITE_NULL ? NAN : sqlite3_column_double(st, col);
+        }
+        simdb_stage_row row = {
+            .run_id = sqlite3_column_int64(st, 0), .router = (const char *)sqlite3_column_text(st, 1),
+            .config = (const char *)sqlite3_column_text(st, 2), .stage = sqlite3_column_int(st, 3),
+            .rate = v[0], .achieved_rate = v[1], .output_tokens_per_sec = v[2], .ttft_mean = v[3],
+            .ttft_p90 = v[4], .itl_mean = v[5], .latency_p90 = v[6], .hit_rate = v[7],
+            .count = sqlite3_column_int64(st, 11), .failures = sqlite3_column_int64(st, 12)};
+        fn(ctx, &row);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? KV_OK : db_err(d, err, "cannot read the stages");
 }

@@ -61,4 +61,17 @@ int simdb_add_live_pod(simdb *db, int64_t run_id, const simdb_live_pod *p, kv_er
 /* Stages (with the headline metrics), requests and server samples; commits the run. */
 int simdb_end_run(simdb *db, int64_t run_id, const sim_run *run, const lc_run *m, kv_err *err);
 
+/* One stage of a run as runs.db holds it (report.html's "simulated and measured"). */
+typedef struct simdb_stage_row {
+    int64_t run_id;
+    const char *router, *config;      /* valid during the callback only */
+    int stage;
+    double rate, achieved_rate, output_tokens_per_sec, ttft_mean, ttft_p90, itl_mean, latency_p90;
+    int64_t count, failures;
+    double hit_rate;                  /* cached / input tokens; NaN when none */
+} simdb_stage_row;
+
+/* Calls fn for every stage of every run the database holds, by run then stage. */
+int simdb_each_stage(simdb *db, void (*fn)(void *ctx, const simdb_stage_row *row), void *ctx, kv_err *err);
+
 #endif

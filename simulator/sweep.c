@@ -22,26 +22,6 @@ static int expect_seq(const yt_doc *d, const yt_node *n, const char *what, kv_er
     return KV_OK;
 }
 
-static int u32_list(const yt_doc *d, const yt_node *n, const char *what, uint32_t lo, uint32_t hi, uint32_t **out,
-                    size_t *count, kv_err *err)
-{
-    int rc = expect_seq(d, n, what, err);
-    if (rc)
-        return rc;
-    if (!(*out = calloc(n->n, sizeof **out)))
-        return kv_err_set(err, KV_ENOMEM, "out of memory");
-    *count = n->n;
-    for (size_t i = 0; i < n->n; i++) {
-        char w[96];
-        snprintf(w, sizeof w, "%s[%zu]", what, i);
-        int64_t v;
-        if ((rc = yt_int_range(d, n->items[i], w, lo, hi, &v, err)))
-            return rc;
-        (*out)[i] = (uint32_t)v;
-    }
-    return KV_OK;
-}
-
 /* A rate for the measured stage: positive, and a request count wl_parse would accept. */
 static int check_rate(const yt_doc *d, const yt_node *n, const char *what, double rate, double duration, kv_err *err)
 {
@@ -53,8 +33,12 @@ static int check_rate(const yt_doc *d, const yt_node *n, const char *what, doubl
     return KV_OK;
 }
 
-static int double_list(const yt_doc *d, const yt_node *n, const char *what, double duration, double **out,
-                       size_t *count, kv_err *err)
+/* A non-empty list of numbers: replica counts (whole, in [1, 4096]), weights
+ * ([0, 1e6]) or rates (checked against the measured stage's duration). */
+typedef enum { LIST_REPLICAS, LIST_WEIGHTS, LIST_RATES } list_kind;
+
+static int num_list(const yt_doc *d, const yt_node *n, const char *what, list_kind kind, double duration,
+                    double **out, size_t *count, kv_err *err)
 {
     int rc = expect_seq(d, n, what, err);
     if (rc)
@@ -62,15 +46,35 @@ static int double_list(const yt_doc *d, const yt_node *n, const char *what, doub
     if (!(*out = calloc(n->n, sizeof **out)))
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     *count = n->n;
-    for (size_t i = 0; i < n->n; i++) {
+    for (size_t i = 0; i < n->n && rc == KV_OK; i++) {
         char w[96];
         snprintf(w, sizeof w, "%s[%zu]", what, i);
-        if ((rc = yt_double(d, n->items[i], w, &(*out)[i], err)))
-            return rc;
-        if (duration > 0 && (rc = check_rate(d, n->items[i], w, (*out)[i], duration, err)))
-            return rc;
+        int64_t v;
+        double *x = &(*out)[i];
+        if (kind == LIST_REPLICAS) {
+            if (!(rc = yt_int_range(d, n->items[i], w, 1, 4096, &v, err)))
+                *x = (double)v;
+        } else if (kind == LIST_WEIGHTS) {
+            rc = yt_double_range(d, n->items[i], w, 0, 1e6, x, err);
+        } else if (!(rc = yt_double(d, n->items[i], w, x, err))) {
+            rc = check_rate(d, n->items[i], w, *x, duration, err);
+        }
     }
-    return KV_OK;
+    return rc;
+}
+
+/* The same for replica counts, as integers. */
+static int replica_list(const yt_doc *d, const yt_node *n, const char *what, uint32_t **out, size_t *count,
+                        kv_err *err)
+{
+    double *v = NULL;
+    int rc = num_list(d, n, what, LIST_REPLICAS, 0, &v, count, err);
+    if (rc == KV_OK && !(*out = calloc(*count, sizeof **out)))
+        rc = kv_err_set(err, KV_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == KV_OK && i < *count; i++)
+        (*out)[i] = (uint32_t)v[i];
+    free(v);
+    return rc;
 }
 
 static int router_index(const scenario *s, const char *name)
@@ -110,13 +114,9 @@ static int parse_weights(const yt_doc *d, const yt_node *n, scenario *s, kv_err 
         return yt_error(d, n, err, KV_EINVAL, "field 'sweep.weights.%s': required", pn ? "values" : "plugin");
     int rc;
     if ((rc = yt_string(d, pn, "sweep.weights.plugin", &sw->weight_plugin, err)) ||
-        (rc = double_list(d, vn, "sweep.weights.values", 0, &sw->weights, &sw->n_weights, err)) ||
+        (rc = num_list(d, vn, "sweep.weights.values", LIST_WEIGHTS, 0, &sw->weights, &sw->n_weights, err)) ||
         (rc = wl_check_keys(d, n, "sweep.weights", err)))
         return rc;
-    for (size_t i = 0; i < sw->n_weights; i++)
-        if (!(sw->weights[i] >= 0 && sw->weights[i] <= 1e6))
-            return yt_error(d, vn->items[i], err, KV_ERANGE, "field 'sweep.weights.values[%zu]': %g is out of "
-                            "range [0, 1e6]", i, sw->weights[i]);
     bool any = false;
     for (size_t i = 0; i < s->n_routers; i++) {
         bool swept = !sw->routers;
@@ -155,12 +155,12 @@ static int parse_sweep(const yt_doc *d, const yt_node *n, scenario *s, kv_err *e
         }
     }
     if ((x = yt_get(n, "replicas")) &&
-        (rc = u32_list(d, x, "sweep.replicas", 1, 4096, &sw->replicas, &sw->n_replicas, err)))
+        (rc = replica_list(d, x, "sweep.replicas", &sw->replicas, &sw->n_replicas, err)))
         return rc;
     if ((x = yt_get(n, "rates"))) {
         double duration = 0;
         if ((rc = rate_stage(d, x, "sweep.rates", s, &duration, err)) ||
-            (rc = double_list(d, x, "sweep.rates", duration, &sw->rates, &sw->n_rates, err)))
+            (rc = num_list(d, x, "sweep.rates", LIST_RATES, duration, &sw->rates, &sw->n_rates, err)))
             return rc;
     }
     if ((x = yt_get(n, "weights")) && (rc = parse_weights(d, x, s, err)))
@@ -203,7 +203,7 @@ static int parse_plan(const yt_doc *d, const yt_node *n, scenario *s, kv_err *er
         (rc = wl_check_keys(d, x, "plan.rates", err)))
         return rc;
     if ((x = yt_get(n, "replicas")) &&
-        (rc = u32_list(d, x, "plan.replicas", 1, 4096, &pl->replicas, &pl->n_replicas, err)))
+        (rc = replica_list(d, x, "plan.replicas", &pl->replicas, &pl->n_replicas, err)))
         return rc;
     return wl_check_keys(d, n, "plan", err);
 }
@@ -543,24 +543,30 @@ static int write_chart_data(const char *cdir, const scenario *s, const sweep_gri
     return KV_OK;
 }
 
-/* plots/sweep.gp over the data; KV_ENOTFOUND when gnuplot is absent. */
-static int run_chart(const char *cdir, const char *labels, size_t nseries, kv_err *err)
+/* plots/sweep.gp over the data, as PNG beside it and (svg_dir) as SVG there;
+ * KV_ENOTFOUND when gnuplot is absent. */
+static int run_chart(const char *cdir, const char *labels, size_t nseries, const char *svg_dir, kv_err *err)
 {
     char sdir[PATH_MAX], script[PATH_MAX + 16];
     if (!plots_find_scripts(NULL, sdir, sizeof sdir))
         return kv_err_set(err, KV_ENOTFOUND, "plots: no gnuplot scripts in %s", sdir);
     snprintf(script, sizeof script, "%s/sweep.gp", sdir);
-    size_t cap = strlen(labels) + 3 * PATH_MAX;
+    size_t cap = strlen(labels) + 4 * PATH_MAX;
     char *vars = malloc(cap);
     if (!vars)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; series='%s'; nseries=%zu", cdir, sdir, labels, nseries);
-    int rc = plots_run_gnuplot(vars, script, err);
+    int rc = KV_OK;
+    for (int svg = 0; rc == KV_OK && svg < 1 + (svg_dir != NULL); svg++) {
+        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; series='%s'; nseries=%zu%s%s%s", cdir, sdir, labels,
+                 nseries, svg ? "; svg=1; outdir='" : "", svg ? svg_dir : "", svg ? "'" : "");
+        rc = plots_run_gnuplot(vars, script, err);
+    }
     free(vars);
     return rc;
 }
 
-static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, FILE *out, kv_err *err)
+static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, const char *svg_dir,
+                     FILE *out, kv_err *err)
 {
     sweep_grid g;
     int rc = sweep_grid_build(s, &g, err);
@@ -588,7 +594,7 @@ static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run
         rc = kv_err_set(err, KV_EIO, "%s: cannot create directory: %s", cdir, strerror(errno));
     if (rc == KV_OK)
         rc = write_chart_data(cdir, s, &g, res, &labels, &nseries, err);
-    if (rc == KV_OK && run_gnuplot && (rc = run_chart(cdir, labels, nseries, err)) == KV_ENOTFOUND) {
+    if (rc == KV_OK && run_gnuplot && (rc = run_chart(cdir, labels, nseries, svg_dir, err)) == KV_ENOTFOUND) {
         fprintf(stderr, "sim: gnuplot not found on PATH; sweep chart data written to %s/sweep.dat\n", cdir);
         rc = KV_OK;
     }
@@ -598,11 +604,12 @@ static int run_sweep(const scenario *s, const char *dir, unsigned jobs, bool run
     return rc;
 }
 
-int sweep_main(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, FILE *out, kv_err *err)
+int sweep_main(const scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, const char *svg_dir, FILE *out,
+               kv_err *err)
 {
     int rc = KV_OK;
     if (s->sweep.on)
-        rc = run_sweep(s, dir, jobs, run_gnuplot, out, err);
+        rc = run_sweep(s, dir, jobs, run_gnuplot, svg_dir, out, err);
     if (rc == KV_OK && s->plan.on) {
         plan_result p;
         if ((rc = plan_run(s, jobs, &p, err)) == KV_OK) {

@@ -97,7 +97,9 @@ int plan_run(const struct scenario *s, unsigned jobs, plan_result *out, kv_err *
 void plan_result_free(plan_result *r);
 
 /* ./sim's part: runs the sweep and/or the plan, prints to out, writes DIR/sweep.csv,
- * DIR/plan.txt and the chart (run_gnuplot false: its data only). */
-int sweep_main(const struct scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, FILE *out, kv_err *err);
+ * DIR/plan.txt and the chart (run_gnuplot false: its data only; svg_dir: also as
+ * svg_dir/sweep.svg). */
+int sweep_main(const struct scenario *s, const char *dir, unsigned jobs, bool run_gnuplot, const char *svg_dir,
+               FILE *out, kv_err *err);
 
 #endif

@@ -3,7 +3,8 @@
 #  - every request of tests/data/scenarios/small-live.yaml completes, each with the
 #    max_tokens it asked for (the pod honours ignore_eos), counted from the usage chunk;
 #  - the live run's report files are the simulated run's files with the same keys, and
-#    runs.db holds both runs when both write the same --out;
+#    runs.db holds both runs when both write the same --out, and so does report.html's
+#    "simulated and measured" table;
 #  - the workload's inference-perf server: section is a target too (--live);
 #  - a progress line per stage on stderr, none with --quiet;
 #  - a target that refuses connections: every request failed as "connect", exit 1, no hang;
@@ -61,9 +62,16 @@ rows = db.execute("SELECT r.router, count(*), sum(q.failed), min(q.output_tokens
                   "FROM requests q JOIN runs r USING (run_id) GROUP BY r.router ORDER BY r.router").fetchall()
 assert rows == [("pod", 36, 0, 12, 12), ("rr", 36, 0, 12, 12)], rows
 assert db.execute("SELECT count(*) FROM stages s JOIN runs r USING (run_id) WHERE r.router = 'pod'").fetchone() == (2,)
+# report.html: the simulated run's stages beside the measured one's
+html = open(os.path.join(out, "report.html")).read()
+t = html[html.index('<table id="runs">'):]
+t = t[:t.index('</table>')]
+for want in ('<tr><td>rr</td><td>preset:k8s-service</td><td>0</td>', '<tr><td>rr</td><td>preset:k8s-service</td><td>1</td>',
+             '<tr><td>pod</td><td>http://127.0.0.1:%s</td><td>1</td>' % os.environ["B"]):
+    assert want in t, (want, t)
 PY
-then ok "report files with the simulated run's keys; runs.db holds both runs; 12 output tokens each"
-else bad "report files with the simulated run's keys; runs.db holds both runs; 12 output tokens each"; cat "$D/py.out"; fi
+then ok "report files with the simulated run's keys; runs.db holds both runs, report.html shows both; 12 output tokens each"
+else bad "report files with the simulated run's keys; runs.db holds both runs, report.html shows both; 12 output tokens each"; cat "$D/py.out"; fi
 
 # inference-perf's server section in place of --target
 sed "s|^  load:|  server: {type: vllm, model_name: Qwen/Qwen3-32B, base_url: \"http://127.0.0.1:$B\", ignore_eos: true}\n  load:|" \
