@@ -24,14 +24,19 @@ static bool streamable(const sim_request_record *r)
 
 /* Scratch arrays for one set, sized by a first pass over the records. */
 typedef struct lc_scratch {
-    double *delay, *lat, *ntpot, *tpot, *ttft, *itl, *plen, *olen, *flat, *fplen;
+    double *delay, *lat, *ntpot, *tpot, *ttft, *plen, *olen, *flat, *fplen;
+    /* The inter-token gaps, by far the largest set (one per streamed token): integer
+     * microseconds, 4 bytes each, until a gap does not fit 32 bits; then all of them
+     * as seconds in itl (see widen_itl). */
+    uint32_t *itl_us;
+    double *itl;
     size_t n_delay, n_lat, n_tpot, n_itl, n_fail;
 } lc_scratch;
 
 static void scratch_free(lc_scratch *s)
 {
     free(s->delay), free(s->lat), free(s->ntpot), free(s->tpot), free(s->ttft);
-    free(s->itl), free(s->plen), free(s->olen), free(s->flat), free(s->fplen);
+    free(s->itl_us), free(s->itl), free(s->plen), free(s->olen), free(s->flat), free(s->fplen);
 }
 
 static double *alloc_n(size_t n, bool *ok)
@@ -40,6 +45,21 @@ static double *alloc_n(size_t n, bool *ok)
     if (!p)
         *ok = false;
     return p;
+}
+
+/* A gap of over 71 minutes (only a token_times record can hold one): the gaps so far
+ * move to doubles in seconds, the values secs() gives, for the rest of the set. */
+static bool widen_itl(lc_scratch *s, size_t n_gaps)
+{
+    bool ok = true;
+    s->itl = alloc_n(n_gaps, &ok);
+    if (!ok)
+        return false;
+    for (size_t i = 0; i < s->n_itl; i++)
+        s->itl[i] = secs((sim_time)s->itl_us[i]);
+    free(s->itl_us);
+    s->itl_us = NULL;
+    return true;
 }
 
 int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
@@ -78,7 +98,8 @@ int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
     s.olen = alloc_n(n_succ, &ok);
     s.tpot = alloc_n(n_stream, &ok);
     s.ttft = alloc_n(n_stream, &ok);
-    s.itl = alloc_n(n_gaps, &ok);
+    s.itl_us = malloc((n_gaps ? n_gaps : 1) * sizeof *s.itl_us);
+    ok = ok && s.itl_us;
     s.flat = alloc_n(n_fail, &ok);
     s.fplen = alloc_n(n_fail, &ok);
     if (!ok) {
@@ -121,8 +142,15 @@ int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
             s.ttft[s.n_tpot] = secs(first - r->t_start);
             s.tpot[s.n_tpot++] = secs(sim_token_time(r, k - 1) - first) / (double)(k - 1);
             for (uint32_t j = 1; j < k; j++) {
-                sim_time t = sim_token_time(r, j);
-                s.itl[s.n_itl++] = secs(t - prev);
+                sim_time t = sim_token_time(r, j), gap = t - prev;
+                if (s.itl_us && (gap < 0 || gap > (sim_time)UINT32_MAX) && !widen_itl(&s, n_gaps)) {
+                    scratch_free(&s);
+                    return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu gaps", n_gaps);
+                }
+                if (s.itl_us)
+                    s.itl_us[s.n_itl++] = (uint32_t)gap;
+                else
+                    s.itl[s.n_itl++] = secs(gap);
                 prev = t;
             }
         }
@@ -136,7 +164,10 @@ int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
     stats_summarize(s.ntpot, s.n_lat, &out->ntpot);
     stats_summarize(s.tpot, s.n_tpot, &out->tpot);
     stats_summarize(s.ttft, s.n_tpot, &out->ttft);
-    stats_summarize(s.itl, s.n_itl, &out->itl);
+    if (s.itl_us)
+        stats_summarize_us(s.itl_us, s.n_itl, &out->itl);
+    else
+        stats_summarize(s.itl, s.n_itl, &out->itl);
     stats_summarize(s.plen, s.n_lat, &out->prompt_len);
     stats_summarize(s.olen, s.n_lat, &out->output_len);
     stats_summarize(s.flat, s.n_fail, &out->fail_request_latency);

@@ -150,22 +150,47 @@ static int server_count(const sim_run *run)
     return n;
 }
 
+/* The samples' indices grouped by server, in their run order within each server (a
+ * counting sort), so writing every server's series reads the samples once rather than
+ * once per server. first[s]..first[s + 1] are server s's in order[]. */
+static bool group_by_server(const sim_run *run, int nservers, size_t **order, size_t **first)
+{
+    *order = malloc((run->n_samples ? run->n_samples : 1) * sizeof **order);
+    *first = calloc((size_t)nservers + 1, sizeof **first);
+    if (!*order || !*first)
+        return false;
+    for (size_t i = 0; i < run->n_samples; i++)
+        (*first)[run->samples[i].server + 1]++;
+    for (int s = 0; s < nservers; s++)
+        (*first)[s + 1] += (*first)[s];
+    size_t *next = *first;                 /* advanced per placement, restored below */
+    for (size_t i = 0; i < run->n_samples; i++)
+        (*order)[next[run->samples[i].server]++] = i;
+    for (int s = nservers; s > 0; s--)
+        next[s] = next[s - 1];
+    next[0] = 0;
+    return true;
+}
+
 static int write_servers(const char *dir, const sim_run *run, const char *safe, int nservers, kv_err *err)
 {
+    size_t *order, *first;
+    if (!group_by_server(run, nservers, &order, &first)) {
+        free(order), free(first);
+        return kv_err_set(err, KV_ENOMEM, "plots: out of memory for %zu samples", run->n_samples);
+    }
     char path[PATH_MAX], name[300];
     snprintf(name, sizeof name, "servers_%s.dat", safe);
     FILE *f = open_data(dir, name, path, sizeof path, err);
-    if (!f)
+    if (!f) {
+        free(order), free(first);
         return KV_EIO;
+    }
     for (int s = 0; s < nservers; s++) {
         fprintf(f, "%s# server %d\n# t_s kv_usage_pct hit_rate_pct waiting running preemptions\n", s ? "\n\n" : "",
                 s);
-        bool any = false;
-        for (size_t i = 0; i < run->n_samples; i++) {
-            const sim_server_sample *x = &run->samples[i];
-            if (x->server != s)
-                continue;
-            any = true;
+        for (size_t j = first[s]; j < first[s + 1]; j++) {
+            const sim_server_sample *x = &run->samples[order[j]];
             char hit[32];   /* NaN (nothing admitted in the window) is a gap in the chart */
             if (isnan(x->hit_rate))
                 snprintf(hit, sizeof hit, "NaN");
@@ -174,9 +199,10 @@ static int write_servers(const char *dir, const sim_run *run, const char *safe, 
             fprintf(f, "%.6f %.6g %s %d %d %llu\n", (double)x->t / SIM_US_PER_S, 100 * x->kv_usage, hit,
                     x->waiting, x->running, (unsigned long long)x->preemptions);
         }
-        if (!any)
+        if (first[s] == first[s + 1])
             fprintf(f, "0 0 0 0 0 0\n");
     }
+    free(order), free(first);
     return close_data(f, path, err);
 }
 
@@ -210,22 +236,52 @@ bool plots_find_scripts(const plots_opts *o, char *out, size_t cap)
 
 int plots_run_gnuplot(const char *vars, const char *script, kv_err *err)
 {
-    char *argv[] = {"gnuplot", "-e", (char *)vars, (char *)script, NULL};
+    return plots_run_gnuplot_batch(&vars, &script, 1, err);
+}
+
+/* One gnuplot process draws every chart: its start-up (cairo, pango, fontconfig) costs
+ * more CPU than drawing a chart, so one process per chart dominated a run's charts.
+ * gnuplot runs its -e commands and files in command-line order; "reset" before each
+ * script drops the previous one's settings. Variables are not dropped (gnuplot 5.4 has
+ * no "reset session"): the scripts in plots/ assign every variable they read except the
+ * ones they default with exists() (svg, outdir), which every job must therefore set, so
+ * each chart is drawn as if by its own process. */
+int plots_run_gnuplot_batch(const char *const *vars, const char *const *scripts, size_t n, kv_err *err)
+{
+    char **argv = calloc(3 * n + 2, sizeof *argv), **cmds = calloc(n ? n : 1, sizeof *cmds);
+    int rc = argv && cmds ? KV_OK : kv_err_set(err, KV_ENOMEM, "gnuplot: out of memory");
+    size_t k = 0;
+    if (rc == KV_OK)
+        argv[k++] = "gnuplot";
+    for (size_t i = 0; rc == KV_OK && i < n; i++) {
+        if (asprintf(&cmds[i], "reset; %s", vars[i]) < 0) {
+            cmds[i] = NULL;
+            rc = kv_err_set(err, KV_ENOMEM, "gnuplot: out of memory");
+            break;
+        }
+        argv[k++] = "-e";
+        argv[k++] = cmds[i];
+        argv[k++] = (char *)scripts[i];
+    }
     pid_t pid;
-    int rc = posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ);
-    if (rc == ENOENT)
-        return KV_ENOTFOUND;
-    if (rc != 0)
-        return kv_err_set(err, KV_EIO, "gnuplot: cannot start: %s", strerror(rc));
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
+    int src = rc == KV_OK ? posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ) : 0;
+    if (rc == KV_OK && src == ENOENT)
+        rc = KV_ENOTFOUND;
+    else if (rc == KV_OK && src != 0)
+        rc = kv_err_set(err, KV_EIO, "gnuplot: cannot start: %s", strerror(src));
+    int status = 0;
+    while (rc == KV_OK && waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return kv_err_set(err, KV_EIO, "gnuplot: wait failed: %s", strerror(errno));
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-        return KV_ENOTFOUND;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return kv_err_set(err, KV_EIO, "gnuplot %s failed (status %d)", script, status);
-    return KV_OK;
+            rc = kv_err_set(err, KV_EIO, "gnuplot: wait failed: %s", strerror(errno));
+    if (rc == KV_OK && WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        rc = KV_ENOTFOUND;
+    else if (rc == KV_OK && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        rc = kv_err_set(err, KV_EIO, "gnuplot %s%s failed (status %d)", n ? scripts[0] : "",
+                        n > 1 ? " and the charts after it" : "", status);
+    for (size_t i = 0; cmds && i < n; i++)
+        free(cmds[i]);
+    free(cmds), free(argv);
+    return rc;
 }
 
 int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, const char *dir, const plots_opts *o,
@@ -257,11 +313,16 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
         rc = kv_err_set(err, KV_ENOTFOUND, "plots: no gnuplot scripts (latency_vs_qps.gp) in %s", sdir);
         goto out;
     }
-    /* Router words for the overlay titles, in order: word(routers, i). */
-    size_t cap = 96 + n * 130 + 3 * PATH_MAX;
-    char *vars = malloc(cap), *words = malloc(n * 130 + 1);
-    if (!vars || !words) {
-        free(vars), free(words);
+    /* Router words for the overlay titles, in order: word(routers, i). Every job names
+     * svg and outdir, the variables the scripts default with exists(), since one gnuplot
+     * process runs them all (plots_run_gnuplot_batch). */
+    enum { NOVER = sizeof plots_overlay_names / sizeof *plots_overlay_names };
+    size_t nsvg = o->svg_dir != NULL, njobs = NOVER * (1 + nsvg) + n;
+    size_t vcap = 128 + n * 130 + 3 * PATH_MAX, scap = PATH_MAX + 64, nj = 0;
+    char *words = malloc(n * 130 + 1), *buf = malloc(njobs * (vcap + scap));
+    const char **vars = calloc(njobs, sizeof *vars), **scripts = calloc(njobs, sizeof *scripts);
+    if (!words || !buf || !vars || !scripts) {
+        free(words), free(buf), free(vars), free(scripts);
         rc = kv_err_set(err, KV_ENOMEM, "plots: out of memory");
         goto out;
     }
@@ -271,23 +332,25 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
             strcat(words, " ");
         strcat(words, safe[r]);
     }
-    char script[PATH_MAX + 64];
-    for (int svg = 0; svg < 1 + (o->svg_dir != NULL); svg++)
-        for (size_t i = 0; rc == KV_OK && i < 4; i++) {
-            snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu%s%s%s", cdir, sdir, words,
-                     n, svg ? "; svg=1; outdir='" : "", svg ? o->svg_dir : "", svg ? "'" : "");
-            snprintf(script, sizeof script, "%s/%s.gp", sdir, plots_overlay_names[i]);
-            rc = plots_run_gnuplot(vars, script, err);
+    for (size_t svg = 0; svg <= nsvg; svg++)
+        for (size_t i = 0; i < NOVER; i++, nj++) {
+            char *v = buf + nj * (vcap + scap), *sc = v + vcap;
+            snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; routers='%s'; nrouters=%zu; svg=%zu; outdir='%s'", cdir,
+                     sdir, words, n, svg, svg ? o->svg_dir : cdir);
+            snprintf(sc, scap, "%s/%s.gp", sdir, plots_overlay_names[i]);
+            vars[nj] = v, scripts[nj] = sc;
         }
-    for (size_t r = 0; rc == KV_OK && r < n; r++) {
+    for (size_t r = 0; r < n; r++) {
         if (!runs[r]->n_samples)
             continue;                 /* a live run has no per-server samples (gnuplot fails on none) */
-        snprintf(vars, cap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d", cdir, sdir, safe[r],
-                 nservers[r]);
-        snprintf(script, sizeof script, "%s/server_timeseries.gp", sdir);
-        rc = plots_run_gnuplot(vars, script, err);
+        char *v = buf + nj * (vcap + scap), *sc = v + vcap;
+        snprintf(v, vcap, "datadir='%s'; scriptdir='%s'; router='%s'; nservers=%d; svg=0; outdir='%s'", cdir, sdir,
+                 safe[r], nservers[r], cdir);
+        snprintf(sc, scap, "%s/server_timeseries.gp", sdir);
+        vars[nj] = v, scripts[nj++] = sc;
     }
-    free(vars), free(words);
+    rc = plots_run_gnuplot_batch(vars, scripts, nj, err);
+    free(words), free(buf), free(vars), free(scripts);
     if (rc == KV_ENOTFOUND) {
         fprintf(stderr, "sim: gnuplot not found on PATH; chart data written to %s (.dat files)\n", cdir);
         rc = KV_OK;

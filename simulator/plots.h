@@ -35,5 +35,9 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
 bool plots_find_scripts(const plots_opts *o, char *out, size_t cap);
 /* Runs gnuplot -e vars script; KV_ENOTFOUND when gnuplot is not on PATH. */
 int plots_run_gnuplot(const char *vars, const char *script, kv_err *err);
+/* Runs scripts[0..n) in one gnuplot process, each after "reset" and its vars[i] (which
+ * must set every variable a script defaults with exists(): variables outlive "reset");
+ * KV_ENOTFOUND when gnuplot is not on PATH. */
+int plots_run_gnuplot_batch(const char *const *vars, const char *const *scripts, size_t n, kv_err *err);
 
 #endif

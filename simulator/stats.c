@@ -15,41 +15,6 @@ const double stats_key_q[STATS_NKEYS] = {
     0, 0, 0.1, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100,
 };
 
-/* NumPy's pairwise_sum for doubles: 8 accumulators up to a 128-item block, halves
- * (rounded down to a multiple of 8) above it. */
-static double pairwise_sum(const double *a, size_t n)
-{
-    if (n < 8) {
-        double res = 0.;
-        for (size_t i = 0; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        size_t i;
-        for (int j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    size_t n2 = n / 2;
-    n2 -= n2 % 8;
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-}
-
-double stats_mean(const double *v, size_t n)
-{
-    if (n == 0)
-        return NAN;
-    return pairwise_sum(v, n) / (double)n;
-}
-
 /* np.percentile's _lerp: exact at both ends, the form switching at t = 0.5. */
 static double lerp(double a, double b, double t)
 {
@@ -82,94 +47,36 @@ double stats_percentile_sorted(const double *sorted, size_t n, double q)
     return lerp(sorted[lo], b, t);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#define STG_T double
+#define STG_TO_D(x) (x)
+#define STG_NAME(n) n##_d
+#include "stats_generic.h"
+#undef STG_T
+#undef STG_TO_D
+#undef STG_NAME
 
-static void swap(double *a, size_t i, size_t j)
-{
-    double t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-}
+/* Microseconds as the seconds lifecycle.c's secs() makes of them: the same division. */
+#define STG_T uint32_t
+#define STG_TO_D(x) ((double)(x) / (double)1000000)
+#define STG_NAME(n) n##_us
+#include "stats_generic.h"
+#undef STG_T
+#undef STG_TO_D
+#undef STG_NAME
 
-/* Puts the elements of rank ranks[0..nr) (ascending, within [lo, hi)) in place, as a
- * full sort would: one three-way partition serves every rank at once, and each side
- * recurses only with the ranks that fall in it, so a block's 24 ranks cost a few passes,
- * not 24. Three-way partitioning keeps runs of equal values (simulated inter-token gaps
- * are integer microseconds, mostly a handful of step times) linear; past the depth
- * budget a range is simply sorted. */
-static void multiselect(double *a, size_t lo, size_t hi, const size_t *ranks, size_t nr, int budget)
+double stats_mean(const double *v, size_t n)
 {
-    while (nr > 0 && hi - lo > 1) {
-        if (budget-- == 0 || hi - lo <= 16) {
-            qsort(a + lo, hi - lo, sizeof *a, cmp_double);
-            return;
-        }
-        size_t mid = lo + (hi - lo) / 2;
-        double x = a[lo], y = a[mid], z = a[hi - 1];
-        double p = (x < y) ? ((y < z) ? y : (x < z ? z : x)) : ((x < z) ? x : (y < z ? z : y));
-        /* a[lo..lt) < p, a[lt..i) == p, a[gt..hi) > p */
-        size_t lt = lo, i = lo, gt = hi;
-        while (i < gt) {
-            if (a[i] < p)
-                swap(a, lt++, i++);
-            else if (a[i] > p)
-                swap(a, i, --gt);
-            else
-                i++;
-        }
-        size_t nl = 0, nm;
-        while (nl < nr && ranks[nl] < lt)
-            nl++;
-        nm = nl;
-        while (nm < nr && ranks[nm] < gt)
-            nm++;
-        /* recurse into the smaller rank set, loop on the other */
-        if (nl < nr - nm) {
-            multiselect(a, lo, lt, ranks, nl, budget);
-            ranks += nm, nr -= nm, lo = gt;
-        } else {
-            multiselect(a, gt, hi, ranks + nm, nr - nm, budget);
-            nr = nl, hi = lt;
-        }
-    }
+    if (n == 0)
+        return NAN;
+    return pairwise_sum_d(v, n) / (double)n;
 }
 
 void stats_summarize(double *v, size_t n, stats_block *out)
 {
-    out->valid = n > 0;
-    for (int i = 0; i < STATS_NKEYS; i++)
-        out->v[i] = NAN;
-    if (n == 0)
-        return;
-    out->v[STATS_MEAN] = stats_mean(v, n);
-    double mn = v[0], mx = v[0];
-    for (size_t i = 1; i < n; i++) {
-        if (v[i] < mn)
-            mn = v[i];
-        if (v[i] > mx)
-            mx = v[i];
-    }
-    out->v[STATS_MIN] = mn;
-    out->v[STATS_MAX] = mx;
-    /* Each percentile needs the elements of rank floor(index) and the one after. */
-    size_t ranks[2 * STATS_NKEYS], nr = 0, lo_of[STATS_NKEYS];
-    double t_of[STATS_NKEYS];
-    for (int key = STATS_P0_1; key <= STATS_P99_9; key++) {
-        virtual_index(n, stats_key_q[key], &lo_of[key], &t_of[key]);
-        for (size_t r = lo_of[key]; r <= lo_of[key] + 1 && r < n; r++)
-            if (nr == 0 || r > ranks[nr - 1]) /* keys ascend, so ranks do */
-                ranks[nr++] = r;
-    }
-    int budget = 2;
-    for (size_t m = n; m > 1; m >>= 1)
-        budget += 2;
-    multiselect(v, 0, n, ranks, nr, budget);
-    for (int key = STATS_P0_1; key <= STATS_P99_9; key++) {
-        size_t lo = lo_of[key];
-        out->v[key] = lerp(v[lo], lo + 1 < n ? v[lo + 1] : v[lo], t_of[key]);
-    }
+    summarize_d(v, n, out);
+}
+
+void stats_summarize_us(uint32_t *v, size_t n, stats_block *out)
+{
+    summarize_us(v, n, out);
 }

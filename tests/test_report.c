@@ -552,6 +552,33 @@ static void test_bad_records_rejected(void **state)
     assert_non_null(strstr(e.msg, "request 0"));
 }
 
+/* Gaps are summarised as 32-bit microseconds until one does not fit (a token_times
+ * record can hold a 71-minute stall); then the set moves to seconds. Either way the ITL
+ * block is the gaps' own: here 1 s, 2 s, 5,000 s (over 2^32 us) and 1 s again. */
+static void test_itl_gap_past_32_bits(void **state)
+{
+    (void)state;
+    const sim_time S = SIM_US_PER_S;
+    static sim_time times[5];
+    times[0] = 10 * S, times[1] = 11 * S, times[2] = 13 * S, times[3] = 5013 * S, times[4] = 5014 * S;
+    sim_request_record r = {.id = 0, .stage = 0, .t_scheduled = 0, .t_start = 0, .t_first_token = times[0],
+                            .t_end = times[4], .prompt_tokens = 10, .output_tokens = 4, .token_times = times,
+                            .n_token_times = 5};
+    sim_run run = fixture;
+    run.requests = &r;
+    run.n_requests = 1;
+    lc_metrics m;
+    assert_int_equal(lc_compute(&run, 0, &m, NULL), KV_OK);
+    assert_true(m.itl.valid);
+    assert_true(m.itl.v[STATS_MIN] == 1.0 && m.itl.v[STATS_MAX] == 5000.0);
+    assert_true(m.itl.v[STATS_MEAN] == 5004.0 / 4);
+    assert_true(m.itl.v[STATS_MEDIAN] == 1.5);
+    times[3] = 14 * S, times[4] = 15 * S;        /* all gaps fit: the microsecond path */
+    r.t_end = times[4];
+    assert_int_equal(lc_compute(&run, 0, &m, NULL), KV_OK);
+    assert_true(m.itl.v[STATS_MAX] == 2.0 && m.itl.v[STATS_MEAN] == 5.0 / 4 && m.itl.v[STATS_MEDIAN] == 1.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_per_request_file_streamed),
         cmocka_unit_test(test_files_byte_identical_across_writes),
         cmocka_unit_test(test_bad_records_rejected),
+        cmocka_unit_test(test_itl_gap_past_32_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

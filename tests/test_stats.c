@@ -157,6 +157,36 @@ static void test_summarize_edges(void **state)
     assert_string_equal(stats_key_names_br[STATS_P99_9], "p99p9");
 }
 
+/* The microsecond twin against the double path on the same values in seconds: every key
+ * bit-identical, for sizes on both sides of the pairwise split (128) and at a depth where
+ * selection falls back to sorting, with gaps that look like a step model's (a few step
+ * times, preemption outliers) and the 32-bit extremes. */
+static void test_summarize_us_equals_seconds(void **state)
+{
+    (void)state;
+    uint64_t x = 0x2545F4914F6CDD1DULL;
+    for (size_t n = 1; n < 400000; n = n * 5 + 3) {
+        uint32_t *us = malloc(n * sizeof *us);
+        double *sec = malloc(n * sizeof *sec);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            us[i] = x % 50 == 0 ? (uint32_t)(x >> 32) : x % 97 == 0 ? UINT32_MAX : 20000 + (uint32_t)(x % 6) * 1373;
+            sec[i] = (double)us[i] / (double)1000000;   /* lifecycle.c's secs() */
+        }
+        stats_block bu, bd;
+        stats_summarize_us(us, n, &bu);
+        stats_summarize(sec, n, &bd);
+        assert_true(bu.valid && bd.valid);
+        for (int k = 0; k < STATS_NKEYS; k++)
+            assert_memory_equal(&bu.v[k], &bd.v[k], sizeof bu.v[k]);
+        free(us);
+        free(sec);
+    }
+    stats_block b;
+    stats_summarize_us(NULL, 0, &b);
+    assert_false(b.valid);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_summarize_matches_sorted_reference),
         cmocka_unit_test(test_summarize_large_shapes),
         cmocka_unit_test(test_summarize_edges),
+        cmocka_unit_test(test_summarize_us_equals_seconds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
