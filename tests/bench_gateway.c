@@ -27,6 +27,7 @@
 #include "monoclock.h"
 #include "stats.h"
 #include "support/fake_upstream.h"
+#include "support/fx_pool.h"
 #include "support/sched_fixture.h"
 
 #define OVERHEAD_N 300
@@ -48,15 +49,6 @@ static const char CONFIG[] =
     "  - {pluginRef: max-score-picker}\n";
 
 extern char **environ;
-
-static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
-{
-    fx *f = ctx;
-    *eps = f->ptrs;
-    return f->n;
-}
-
-static void pool_release(void *ctx) {}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -106,7 +98,7 @@ static gateway *start_gateway(fx *f, int tokenize_timeout_ms)
         .host = "127.0.0.1",
         .threads = 4,
         .sched = f->s,
-        .pool = {pool_acquire, pool_release, f},
+        .pool = fx_pool(f),
         .tokenize_timeout_ms = tokenize_timeout_ms,
     };
     kv_err err = {0};

@@ -26,6 +26,7 @@
 #include "promexp.h"
 #include "support/extproc_client.h"
 #include "support/fake_upstream.h"
+#include "support/fx_pool.h"
 #include "support/sched_fixture.h"
 
 #define MODEL "m"
@@ -67,15 +68,6 @@ typedef struct world {
     int completions;
     route_completion last;        /* the last completion (strings not kept) */
 } world;
-
-static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
-{
-    world *w = ctx;
-    *eps = w->f->ptrs;
-    return w->f->n;
-}
-
-static void pool_release(void *ctx) {}
 
 static void on_complete(void *ctx, const route_completion *c)
 {
@@ -124,7 +116,7 @@ static world *world_new(const char *config, gateway_config gc, int dead_ep)
     gc.host = "127.0.0.1";
     gc.threads = 2;
     gc.sched = w->f->s;
-    gc.pool = (route_pool){pool_acquire, pool_release, w};
+    gc.pool = fx_pool(w->f);
     gc.tokenize_timeout_ms = -1;
     gc.on_complete = on_complete;
     gc.hook_ctx = w;
@@ -764,7 +756,7 @@ static void test_extproc_and_gateway_route_alike(void **state)
     for (int i = 0; i < N_UP; i++)
         snprintf(x->f->names[i], sizeof x->f->names[i], "%s", w->f->names[i]);
     extproc_config xc = {.addr = "127.0.0.1:0", .threads = 2, .sched = x->f->s,
-                         .pool = {pool_acquire, pool_release, x}, .tokenize_timeout_ms = -1,
+                         .pool = fx_pool(x->f), .tokenize_timeout_ms = -1,
                          .on_complete = on_complete, .hook_ctx = x};
     kv_err err = {0};
     extproc_server *xs = extproc_start(&xc, &err);

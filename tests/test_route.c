@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "route.h"
+#include "support/fx_pool.h"
 #include "support/sched_fixture.h"
 
 static const char CONFIG[] =
@@ -44,15 +45,6 @@ typedef struct world {
     route_completion done;
     char done_target[64];
 } world;
-
-static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
-{
-    world *w = ctx;
-    *eps = w->f->ptrs;
-    return w->f->n;
-}
-
-static void pool_release(void *ctx) {}
 
 static void on_decision(void *ctx, const route_decision *d)
 {
@@ -87,7 +79,7 @@ static int setup(void **state)
     assert_non_null(w->f);
     const route_config cfg = {
         .sched = w->f->s,
-        .pool = {.acquire = pool_acquire, .release = pool_release, .ctx = w},
+        .pool = fx_pool(w->f),
         .tokenize_timeout_ms = -1,
         .max_body = 4096,
         .trace_decisions = true,

@@ -21,6 +21,7 @@
 #include "gateway.h"
 #include "promexp.h"
 #include "support/fake_upstream.h"
+#include "support/fx_pool.h"
 #include "support/sched_fixture.h"
 
 /* libevent, libcurl and libmicrohttpd are not built with TSan: their internal
@@ -63,15 +64,6 @@ typedef struct arg {
     shared *sh;
     int k;
 } arg;
-
-static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
-{
-    shared *sh = ctx;
-    *eps = sh->f->ptrs;
-    return sh->f->n;
-}
-
-static void pool_release(void *ctx) {}
 
 static void on_complete(void *ctx, const route_completion *c)
 {
@@ -173,7 +165,7 @@ static void test_concurrent_clients(void **state)
         .breaker_failures = 1000, /* the 503s stay retries, never an open breaker */
         .metrics = pm,
         .sched = sh.f->s,
-        .pool = {pool_acquire, pool_release, &sh},
+        .pool = fx_pool(sh.f),
         .tokenize_timeout_ms = -1,
         .on_complete = on_complete,
         .hook_ctx = &sh,
