@@ -2,7 +2,8 @@
  * Data layout (DIR/charts/):
  *   stages.dat        one gnuplot index per router, one row per stage
  *   ttft_cdf.dat      one index per router: TTFT (s) and cumulative fraction
- *   servers_<r>.dat   per router, one index per server: time series samples
+ *   servers_<r>.dat   per router, one index per server: time series samples, at most
+ *                     two rows per time bucket (see write_servers)
  * gnuplot gets the data directory, the router names and counts through -e, so the
  * scripts in plots/ stay plain gnuplot that a user can rerun and edit. */
 #define _GNU_SOURCE
@@ -172,6 +173,67 @@ static bool group_by_server(const sim_run *run, int nservers, size_t **order, si
     return true;
 }
 
+/* A server chart is ~1,000 px wide, while a ladder run scrapes each server every 50 ms for
+ * 47 minutes (56,000 samples per server, 15 MB of text per router that gnuplot parsed and
+ * drew in more CPU time than the whole report took). So each server's series is cut into
+ * at most SERIES_BUCKETS equal time buckets (the same for every server of the run), and a
+ * bucket of several samples becomes two rows: the minimum of every column at the bucket's
+ * first sample time, then the maximum at its last. A line through them covers, in each
+ * bucket, exactly the vertical range the full series covers there, so a one-sample spike
+ * (a KV-usage peak, a hit-rate dip) stays as visible as before, which a mean or a 1-in-k
+ * pick would hide. A bucket of one sample is that sample's row, so short runs are written
+ * in full. runs.db's samples table keeps every sample. */
+#define SERIES_BUCKETS 1000
+
+typedef struct series_bucket {
+    size_t n;
+    sim_time t_first, t_last;
+    double kv_lo, kv_hi, hit_lo, hit_hi;   /* hit: NaN while no sample of the bucket has one */
+    int wait_lo, wait_hi, run_lo, run_hi;
+    uint64_t pre_lo, pre_hi;
+} series_bucket;
+
+static void bucket_add(series_bucket *b, const sim_server_sample *x)
+{
+    if (b->n++ == 0) {
+        *b = (series_bucket){.n = 1, .t_first = x->t, .t_last = x->t, .kv_lo = x->kv_usage, .kv_hi = x->kv_usage,
+                             .hit_lo = x->hit_rate, .hit_hi = x->hit_rate, .wait_lo = x->waiting,
+                             .wait_hi = x->waiting, .run_lo = x->running, .run_hi = x->running,
+                             .pre_lo = x->preemptions, .pre_hi = x->preemptions};
+        return;
+    }
+    b->t_last = x->t;
+    b->kv_lo = fmin(b->kv_lo, x->kv_usage), b->kv_hi = fmax(b->kv_hi, x->kv_usage);
+    b->hit_lo = fmin(b->hit_lo, x->hit_rate), b->hit_hi = fmax(b->hit_hi, x->hit_rate); /* fmin skips a NaN */
+    b->wait_lo = x->waiting < b->wait_lo ? x->waiting : b->wait_lo;
+    b->wait_hi = x->waiting > b->wait_hi ? x->waiting : b->wait_hi;
+    b->run_lo = x->running < b->run_lo ? x->running : b->run_lo;
+    b->run_hi = x->running > b->run_hi ? x->running : b->run_hi;
+    b->pre_lo = x->preemptions < b->pre_lo ? x->preemptions : b->pre_lo;
+    b->pre_hi = x->preemptions > b->pre_hi ? x->preemptions : b->pre_hi;
+}
+
+static void put_row(FILE *f, sim_time t, double kv, double hit, int waiting, int running, uint64_t preemptions)
+{
+    char h[32];   /* NaN (nothing admitted in the window) is a gap in the chart */
+    if (isnan(hit))
+        snprintf(h, sizeof h, "NaN");
+    else
+        snprintf(h, sizeof h, "%.6g", 100 * hit);
+    fprintf(f, "%.6f %.6g %s %d %d %llu\n", (double)t / SIM_US_PER_S, 100 * kv, h, waiting, running,
+            (unsigned long long)preemptions);
+}
+
+static void bucket_flush(FILE *f, series_bucket *b)
+{
+    if (b->n == 0)
+        return;
+    put_row(f, b->t_first, b->kv_lo, b->hit_lo, b->wait_lo, b->run_lo, b->pre_lo);
+    if (b->n > 1)
+        put_row(f, b->t_last, b->kv_hi, b->hit_hi, b->wait_hi, b->run_hi, b->pre_hi);
+    b->n = 0;
+}
+
 static int write_servers(const char *dir, const sim_run *run, const char *safe, int nservers, kv_err *err)
 {
     size_t *order, *first;
@@ -186,19 +248,29 @@ static int write_servers(const char *dir, const sim_run *run, const char *safe, 
         free(order), free(first);
         return KV_EIO;
     }
+    sim_time t0 = run->n_samples ? run->samples[0].t : 0, t1 = t0;
+    for (size_t i = 0; i < run->n_samples; i++) {
+        t0 = run->samples[i].t < t0 ? run->samples[i].t : t0;
+        t1 = run->samples[i].t > t1 ? run->samples[i].t : t1;
+    }
+    sim_time span = t1 - t0 + 1;
+    fprintf(f, "# every sample, or per time bucket (%d over the run) the minima of its samples at the first's "
+               "time then their maxima at the last's; runs.db has every sample\n",
+            SERIES_BUCKETS);
     for (int s = 0; s < nservers; s++) {
         fprintf(f, "%s# server %d\n# t_s kv_usage_pct hit_rate_pct waiting running preemptions\n", s ? "\n\n" : "",
                 s);
+        series_bucket b = {0};
+        int64_t cur = -1;
         for (size_t j = first[s]; j < first[s + 1]; j++) {
             const sim_server_sample *x = &run->samples[order[j]];
-            char hit[32];   /* NaN (nothing admitted in the window) is a gap in the chart */
-            if (isnan(x->hit_rate))
-                snprintf(hit, sizeof hit, "NaN");
-            else
-                snprintf(hit, sizeof hit, "%.6g", 100 * x->hit_rate);
-            fprintf(f, "%.6f %.6g %s %d %d %llu\n", (double)x->t / SIM_US_PER_S, 100 * x->kv_usage, hit,
-                    x->waiting, x->running, (unsigned long long)x->preemptions);
+            int64_t k = (x->t - t0) * SERIES_BUCKETS / span;   /* 0 .. SERIES_BUCKETS - 1 */
+            if (k != cur)
+                bucket_flush(f, &b);
+            cur = k;
+            bucket_add(&b, x);
         }
+        bucket_flush(f, &b);
         if (first[s] == first[s + 1])
             fprintf(f, "0 0 0 0 0 0\n");
     }

@@ -143,6 +143,56 @@ static void test_without_gnuplot(void **state)
     free(saved);
 }
 
+/* A long series is cut to two rows per time bucket, the bucket's minima then maxima, so a
+ * one-sample spike survives: 3,000 samples of one server make 1,000 buckets of three. */
+static void test_long_series_buckets(void **state)
+{
+    (void)state;
+    enum { N = 3000, SPIKE = 1234 };
+    sim_server_sample *x = calloc(N, sizeof *x);
+    for (int i = 0; i < N; i++)
+        x[i] = (sim_server_sample){.t = (sim_time)(i + 1) * 50000, .kv_usage = 0.25, .hit_rate = NAN,
+                                   .waiting = i % 3, .preemptions = (uint64_t)i};
+    x[SPIKE].kv_usage = 0.875;
+    x[SPIKE + 1].hit_rate = 0.5;
+    sim_run run = {.router = "long", .samples = x, .n_samples = N};
+    lc_run m;
+    assert_int_equal(lc_run_compute(&run, &m, NULL), KV_OK);
+    const sim_run *runs[] = {&run};
+    const lc_run *ms[] = {&m};
+    plots_opts o = {.run_gnuplot = false};
+    kv_err e = {0};
+    assert_int_equal(plots_write(runs, ms, 1, dir, &o, &e), KV_OK);
+    lc_run_free(&m);
+    char p[300];
+    snprintf(p, sizeof p, "%s/charts/servers_long.dat", dir);
+    char *s = slurp(p);
+    int rows = 0, spikes = 0, hits = 0;
+    double last_t = 0;
+    for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#')
+            continue;
+        double t, kv;
+        char hit[16];
+        int w, r;
+        unsigned long long pre;
+        assert_int_equal(sscanf(line, "%lf %lf %15s %d %d %llu", &t, &kv, hit, &w, &r, &pre), 6);
+        assert_true(t > last_t);                          /* min row at the first time, max at the last */
+        last_t = t;
+        assert_true(kv == 25 || kv == 87.5);
+        spikes += kv == 87.5;
+        hits += strcmp(hit, "50") == 0;
+        assert_true(rows % 2 ? w == 2 : w == 0);          /* every bucket spans waiting 0..2 */
+        assert_int_equal(pre, rows % 2 ? (unsigned long long)(rows / 2) * 3 + 2 : (unsigned long long)(rows / 2) * 3);
+        rows++;
+    }
+    assert_int_equal(rows, 2 * 1000);
+    assert_int_equal(spikes, 1);
+    assert_int_equal(hits, 2);                            /* the bucket's only hit rate: its min and max */
+    free(s);
+    free(x);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -159,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_data_files),
         cmocka_unit_test(test_pngs),
         cmocka_unit_test(test_without_gnuplot),
+        cmocka_unit_test(test_long_series_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
