@@ -40,7 +40,10 @@ double stats_percentile_sorted(const double *sorted, size_t n, double q);
 void stats_summarize(double *v, size_t n, stats_block *out);
 /* The same block, in seconds, from v[0..n) in integer microseconds: every value equal to
  * stats_summarize's on the doubles v[i] / 1e6 (the pooled inter-token gaps of a million
- * requests take half the memory this way). Reorders v. */
-void stats_summarize_us(uint32_t *v, size_t n, stats_block *out);
+ * requests take half the memory this way). Leaves v as it is: the order statistics come
+ * from counting the values (a table by value below 2^20 us, selection among the rarer
+ * larger ones), so lifecycle.c summarizes each stage's slice of one gap array and then
+ * the whole array. false (and valid = false) when out of memory for the count table. */
+bool stats_summarize_us(const uint32_t *v, size_t n, stats_block *out);
 
 #endif

@@ -1,5 +1,5 @@
 /* stats_generic: the element-type-generic part of stats.c (NumPy's pairwise sum,
- * selection of order statistics, the summary block), included by stats.c once per
+ * selection of order statistics), included by stats.c once per
  * element type. Before including, stats.c defines:
  *   STG_T          the element type (ordered by < and >)
  *   STG_TO_D(x)    the element's value as the double NumPy would hold
@@ -92,38 +92,12 @@ static void STG_NAME(multiselect)(STG_T *a, size_t lo, size_t hi, const size_t *
     }
 }
 
-static void STG_NAME(summarize)(STG_T *v, size_t n, stats_block *out)
+/* Puts the elements of rank ranks[0..nr) (ascending, below n) of v[0..n) in place, as a
+ * full sort would; the depth budget is about 2 log2 n partitions before sorting. */
+static void STG_NAME(select_ranks)(STG_T *v, size_t n, const size_t *ranks, size_t nr)
 {
-    out->valid = n > 0;
-    for (int i = 0; i < STATS_NKEYS; i++)
-        out->v[i] = NAN;
-    if (n == 0)
-        return;
-    out->v[STATS_MEAN] = STG_NAME(pairwise_sum)(v, n) / (double)n;
-    STG_T mn = v[0], mx = v[0];
-    for (size_t i = 1; i < n; i++) {
-        if (v[i] < mn)
-            mn = v[i];
-        if (v[i] > mx)
-            mx = v[i];
-    }
-    out->v[STATS_MIN] = STG_TO_D(mn);
-    out->v[STATS_MAX] = STG_TO_D(mx);
-    /* Each percentile needs the elements of rank floor(index) and the one after. */
-    size_t ranks[2 * STATS_NKEYS], nr = 0, lo_of[STATS_NKEYS];
-    double t_of[STATS_NKEYS];
-    for (int key = STATS_P0_1; key <= STATS_P99_9; key++) {
-        virtual_index(n, stats_key_q[key], &lo_of[key], &t_of[key]);
-        for (size_t r = lo_of[key]; r <= lo_of[key] + 1 && r < n; r++)
-            if (nr == 0 || r > ranks[nr - 1]) /* keys ascend, so ranks do */
-                ranks[nr++] = r;
-    }
     int budget = 2;
     for (size_t m = n; m > 1; m >>= 1)
         budget += 2;
     STG_NAME(multiselect)(v, 0, n, ranks, nr, budget);
-    for (int key = STATS_P0_1; key <= STATS_P99_9; key++) {
-        size_t lo = lo_of[key];
-        out->v[key] = lerp(STG_TO_D(v[lo]), STG_TO_D(lo + 1 < n ? v[lo + 1] : v[lo]), t_of[key]);
-    }
 }

@@ -579,6 +579,67 @@ static void test_itl_gap_past_32_bits(void **state)
     assert_true(m.itl.v[STATS_MAX] == 2.0 && m.itl.v[STATS_MEAN] == 5.0 / 4 && m.itl.v[STATS_MEDIAN] == 1.0);
 }
 
+/* lc_run_compute reads the run's gaps once and summarizes each stage's slice of them: every
+ * stage and the summary must equal lc_compute on that set alone, bit for bit, whether the
+ * stages follow each other in record order or interleave (no slice: the stage extracts its
+ * own), with records of the cluster driver's offset form (one with a falling offset, a
+ * negative gap), token_times records (one with a gap past 32 bits), failures, requests
+ * of a stage the stage list lacks, and a listed stage with no requests. */
+static void test_run_compute_equals_each_set(void **state)
+{
+    (void)state;
+    enum { N = 300, T = 40 };
+    static uint32_t off[N][T];
+    static sim_time times[N][T];
+    static sim_request_record r[N];
+    static sim_stage_info st[] = {{.index = 0, .rate = 1}, {.index = 1, .rate = 2}, {.index = 2, .rate = 3},
+                                  {.index = 7, .rate = 4}};
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (int layout = 0; layout < 2; layout++) {
+        for (int i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            uint32_t k = 1 + (uint32_t)(x % (T - 1));
+            sim_time start = (sim_time)i * 100000;
+            r[i] = (sim_request_record){.id = (uint64_t)i, .t_scheduled = start, .t_start = start,
+                                        .prompt_tokens = 100, .output_tokens = k, .prefix_group = UINT32_MAX};
+            r[i].stage = layout == 0 ? i * 4 / N : (int)(x >> 40) % 4;   /* 3: not in the stage list */
+            uint32_t o = 0;
+            for (uint32_t j = 0; j < k; j++) {
+                o += 1000 + (uint32_t)((x >> (j % 50)) % 90000);
+                off[i][j] = o;
+                times[i][j] = start + o;
+            }
+            if (i % 2)
+                r[i].token_offsets = off[i];
+            else
+                r[i].token_times = times[i];
+            r[i].n_token_times = k;
+            r[i].t_first_token = start + off[i][0];
+            r[i].t_end = start + off[i][k - 1];
+            r[i].failed = i % 37 == 5;
+        }
+        off[11][2] = off[11][1] - 1;   /* falling offset (k of request 11 is checked below) */
+        times[20][3] = times[20][2] + 5000 * SIM_US_PER_S;
+        r[20].t_end = times[20][r[20].n_token_times - 1] > times[20][3] ? r[20].t_end : times[20][3];
+        assert_true(r[11].n_token_times > 2 && r[20].n_token_times > 3);
+        sim_run run = fixture;
+        run.requests = r, run.n_requests = N, run.stages = st, run.n_stages = 4;
+        lc_run all;
+        assert_int_equal(lc_run_compute(&run, &all, NULL), KV_OK);
+        for (size_t i = 0; i < run.n_stages; i++) {
+            lc_metrics one;
+            assert_int_equal(lc_compute(&run, st[i].index, &one, NULL), KV_OK);
+            assert_memory_equal(&one, &all.stages[i], sizeof one);
+        }
+        lc_metrics sum;
+        assert_int_equal(lc_compute(&run, -1, &sum, NULL), KV_OK);
+        assert_memory_equal(&sum, &all.summary, sizeof sum);
+        assert_true(all.summary.itl.valid && all.summary.itl.v[STATS_MAX] == 5000.0);
+        assert_false(all.stages[3].itl.valid);
+        lc_run_free(&all);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_files_byte_identical_across_writes),
         cmocka_unit_test(test_bad_records_rejected),
         cmocka_unit_test(test_itl_gap_past_32_bits),
+        cmocka_unit_test(test_run_compute_equals_each_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
