@@ -42,95 +42,52 @@ static double *alloc_n(size_t n, bool *ok)
     return p;
 }
 
-/* The inter-token gaps of a set in record order, by far its largest array (one per
- * streamed token): integer microseconds, 4 bytes each, until a gap does not fit 32 bits
- * (over 71 minutes, which only a token_times record can hold); then all of them as
- * seconds in s, the values secs() gives. Exactly one of us and s is set. */
-typedef struct lc_gaps {
-    uint32_t *us;
-    double *s;
-    size_t n;
-} lc_gaps;
-
-static void gaps_free(lc_gaps *g)
-{
-    free(g->us), free(g->s);
-    *g = (lc_gaps){0};
-}
-
 static size_t request_gaps(const sim_request_record *r)
 {
     return streamable(r) ? r->n_token_times - 1 : 0;
 }
 
-static int gaps_extract(const sim_run *run, int stage, lc_gaps *g, kv_err *err)
+/* Walks a set's inter-token gaps in record order for stats_summarize_us_stream: one
+ * per streamed token after the first, by far the set's largest data (17 million per
+ * router on a ladder), read from the token times where they lie instead of copied. */
+typedef struct gap_cursor {
+    const sim_run *run;
+    int stage;
+    size_t i;        /* the record */
+    uint32_t j;      /* its next gap ends at timestamp j; 0: not started */
+} gap_cursor;
+
+static void next_gaps(void *ctx, int64_t *buf, size_t k)
 {
-    size_t total = 0;
-    for (size_t i = 0; i < run->n_requests; i++)
-        if (in_set(&run->requests[i], stage))
-            total += request_gaps(&run->requests[i]);
-    *g = (lc_gaps){.us = malloc((total ? total : 1) * sizeof *g->us)};
-    for (size_t i = 0; (g->us || g->s) && i < run->n_requests; i++) {
-        const sim_request_record *r = &run->requests[i];
-        if (!in_set(r, stage) || !request_gaps(r))
-            continue;
-        const uint32_t *off = r->token_offsets;
-        bool rising = off != NULL;   /* the cluster driver's offsets: the gaps fit 32 bits as they are */
-        for (uint32_t j = 1; rising && j < r->n_token_times; j++)
-            rising = off[j] >= off[j - 1];
-        if (g->us && rising) {
-            for (uint32_t j = 1; j < r->n_token_times; j++)
-                g->us[g->n++] = off[j] - off[j - 1];
+    gap_cursor *c = ctx;
+    size_t got = 0;
+    while (got < k) {
+        const sim_request_record *r = &c->run->requests[c->i];
+        if (c->j == 0 && (!in_set(r, c->stage) || !request_gaps(r))) {
+            c->i++;
             continue;
         }
-        sim_time prev = sim_token_time(r, 0);
-        for (uint32_t j = 1; j < r->n_token_times; j++) {
-            sim_time t = sim_token_time(r, j), gap = t - prev;
-            if (g->us && (gap < 0 || gap > (sim_time)UINT32_MAX)) {
-                g->s = malloc(total * sizeof *g->s);
-                for (size_t k = 0; g->s && k < g->n; k++)
-                    g->s[k] = secs((sim_time)g->us[k]);
-                free(g->us);
-                g->us = NULL;
-                if (!g->s)
-                    break;   /* and the outer loop ends: out of memory */
-            }
-            if (g->us)
-                g->us[g->n++] = (uint32_t)gap;
-            else
-                g->s[g->n++] = secs(gap);
-            prev = t;
-        }
+        uint32_t m = r->n_token_times, j = c->j ? c->j : 1;
+        if (r->token_offsets)
+            for (const uint32_t *o = r->token_offsets; j < m && got < k; j++)
+                buf[got++] = (int64_t)o[j] - (int64_t)o[j - 1];
+        else
+            for (const sim_time *t = r->token_times; j < m && got < k; j++)
+                buf[got++] = t[j] - t[j - 1];
+        c->j = j;
+        if (j == m)
+            c->i++, c->j = 0;
     }
-    if (!g->us && !g->s)
-        return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu gaps", total);
-    return KV_OK;
 }
 
-/* The ITL block of gaps g[lo..hi), g left as it is. */
-static int gaps_summarize(const lc_gaps *g, size_t lo, size_t hi, stats_block *out, kv_err *err)
+int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
 {
-    if (g->us) {
-        if (!stats_summarize_us(g->us + lo, hi - lo, out))
-            return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu gaps", hi - lo);
-        return KV_OK;
-    }
-    double *c = malloc((hi - lo ? hi - lo : 1) * sizeof *c);
-    if (!c)
-        return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu gaps", hi - lo);
-    if (hi > lo)
-        memcpy(c, g->s + lo, (hi - lo) * sizeof *c);
-    stats_summarize(c, hi - lo, out);
-    free(c);
-    return KV_OK;
-}
+    memset(out, 0, sizeof *out);
+    out->stage = stage;
+    if (!run || (run->n_requests && !run->requests))
+        return kv_err_set(err, KV_EINVAL, "lifecycle: run without request records");
 
-/* The metrics of one set, its ITL from gaps[lo..hi), which must be the set's gaps in
- * record order (gaps_extract's array for the set, or a slice of the run's). */
-static int compute_set(const sim_run *run, int stage, const lc_gaps *gaps, size_t lo, size_t hi, lc_metrics *out,
-                       kv_err *err)
-{
-    size_t n = 0, n_succ = 0, n_stream = 0, n_fail = 0;
+    size_t n = 0, n_succ = 0, n_stream = 0, n_gaps = 0, n_fail = 0;
     for (size_t i = 0; i < run->n_requests; i++) {
         const sim_request_record *r = &run->requests[i];
         if (!in_set(r, stage))
@@ -145,6 +102,7 @@ static int compute_set(const sim_run *run, int stage, const lc_gaps *gaps, size_
         }
         n_succ++;
         n_stream += streamable(r);
+        n_gaps += request_gaps(r);
     }
 
     bool ok = true;
@@ -213,9 +171,9 @@ static int compute_set(const sim_run *run, int stage, const lc_gaps *gaps, size_
     stats_summarize(s.flat, s.n_fail, &out->fail_request_latency);
     stats_summarize(s.fplen, s.n_fail, &out->fail_prompt_len);
     scratch_free(&s);
-    int rc = gaps_summarize(gaps, lo, hi, &out->itl, err);
-    if (rc)
-        return rc;
+    gap_cursor gc = {.run = run, .stage = stage};
+    if (!stats_summarize_us_stream(n_gaps, next_gaps, &gc, &out->itl))
+        return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu gaps", n_gaps);
 
     out->send_duration = n ? secs(s_max - s_min) : 0;
     out->total_time = n ? secs(e_max - s_min) : 0;
@@ -236,116 +194,30 @@ static int compute_set(const sim_run *run, int stage, const lc_gaps *gaps, size_
     return KV_OK;
 }
 
-static int check_run(const sim_run *run, kv_err *err)
-{
-    if (!run || (run->n_requests && !run->requests))
-        return kv_err_set(err, KV_EINVAL, "lifecycle: run without request records");
-    return KV_OK;
-}
-
-int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
-{
-    memset(out, 0, sizeof *out);
-    out->stage = stage;
-    lc_gaps g;
-    int rc = check_run(run, err);
-    if (rc || (rc = gaps_extract(run, stage, &g, err)))
-        return rc;
-    rc = compute_set(run, stage, &g, 0, g.n, out, err);
-    gaps_free(&g);
-    return rc;
-}
-
-/* The first stage of the run with this index (lc_compute's set for index is its). */
-static size_t stage_slot(const sim_run *run, int index)
-{
-    size_t i = 0;
-    while (i < run->n_stages && run->stages[i].index != index)
-        i++;
-    return i;
-}
-
-/* Where each stage's gaps lie in the run's gap array (all requests, record order):
- * lo[i]..hi[i] for the first stage of each index when no other stage's gaps come between
- * its requests' (the cluster driver writes requests in arrival order and stages follow
- * each other, so every stage); lo[i] = SIZE_MAX for one whose gaps are interleaved. */
-static void stage_slices(const sim_run *run, size_t *lo, size_t *hi)
-{
-    size_t *cnt = hi;   /* counts the stage's gaps first, then becomes its end */
-    size_t *end = calloc(run->n_stages ? run->n_stages : 1, sizeof *end);
-    for (size_t i = 0; i < run->n_stages; i++)
-        lo[i] = SIZE_MAX, cnt[i] = 0;
-    size_t pos = 0, slot = run->n_stages;
-    int last = 0;
-    for (size_t i = 0; end && i < run->n_requests; i++) {
-        const sim_request_record *r = &run->requests[i];
-        size_t k = request_gaps(r);
-        if (!k)
-            continue;
-        if (slot == run->n_stages || r->stage != last)
-            slot = stage_slot(run, last = r->stage);
-        if (slot < run->n_stages) {
-            lo[slot] = lo[slot] == SIZE_MAX ? pos : lo[slot];
-            cnt[slot] += k;
-            end[slot] = pos + k;
-        }
-        pos += k;
-    }
-    for (size_t i = 0; i < run->n_stages; i++) {
-        if (!end)
-            lo[i] = SIZE_MAX;                        /* out of memory: each stage extracts its own */
-        else if (lo[i] == SIZE_MAX && cnt[i] == 0)
-            lo[i] = 0, hi[i] = 0;                    /* no gaps: an empty slice */
-        else if (lo[i] != SIZE_MAX && end[i] - lo[i] == cnt[i])
-            hi[i] = end[i];
-        else
-            lo[i] = SIZE_MAX;
-    }
-    free(end);
-}
-
-/* The run's gaps are extracted once: each stage's are a slice of them (stage_slices) and
- * the summary's are all of them, and stats_summarize_us leaves them in place, so the
- * tens of millions of gaps of a ladder run are read from the token times once, not twice. */
 int lc_run_compute(const sim_run *run, lc_run *out, kv_err *err)
 {
     memset(out, 0, sizeof *out);
-    size_t ns = run->n_stages;
-    size_t *lo = calloc(ns ? ns : 1, sizeof *lo), *hi = calloc(ns ? ns : 1, sizeof *hi);
-    out->stages = calloc(ns ? ns : 1, sizeof *out->stages);
-    if (!lo || !hi || !out->stages) {
-        free(lo), free(hi), lc_run_free(out);
-        return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu stages", ns);
+    if (run->n_stages) {
+        out->stages = calloc(run->n_stages, sizeof *out->stages);
+        if (!out->stages)
+            return kv_err_set(err, KV_ENOMEM, "lifecycle: out of memory for %zu stages", run->n_stages);
     }
-    out->n_stages = ns;
-    lc_gaps all = {0};
-    int rc = check_run(run, err);
-    if (rc == KV_OK)
-        rc = gaps_extract(run, -1, &all, err);
-    if (rc == KV_OK)
-        stage_slices(run, lo, hi);
-    for (size_t i = 0; rc == KV_OK && i < ns; i++) {
-        lc_metrics *m = &out->stages[i];
-        m->stage = run->stages[i].index;
-        size_t slot = stage_slot(run, m->stage);
-        if (lo[slot] != SIZE_MAX)
-            rc = compute_set(run, m->stage, &all, lo[slot], hi[slot], m, err);
-        else
-            rc = lc_compute(run, m->stage, m, err);
-        if (rc)
-            kv_err_prefix(err, "router '%s', stage %d: ", run->router ? run->router : "?", m->stage);
+    out->n_stages = run->n_stages;
+    for (size_t i = 0; i < run->n_stages; i++) {
+        int rc = lc_compute(run, run->stages[i].index, &out->stages[i], err);
+        if (rc) {
+            lc_run_free(out);
+            kv_err_prefix(err, "router '%s', stage %d: ", run->router ? run->router : "?", run->stages[i].index);
+            return rc;
+        }
     }
-    if (rc == KV_OK) {
-        out->summary.stage = -1;
-        rc = compute_set(run, -1, &all, 0, all.n, &out->summary, err);
-        if (rc)
-            kv_err_prefix(err, "router '%s', summary: ", run->router ? run->router : "?");
-    }
-    gaps_free(&all);
-    free(lo), free(hi);
-    if (rc)
+    int rc = lc_compute(run, -1, &out->summary, err);
+    if (rc) {
         lc_run_free(out);
-    return rc;
+        kv_err_prefix(err, "router '%s', summary: ", run->router ? run->router : "?");
+        return rc;
+    }
+    return KV_OK;
 }
 
 void lc_run_free(lc_run *r)

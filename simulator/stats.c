@@ -96,13 +96,6 @@ static void block_init(stats_block *out, size_t n)
 
 /* Microseconds as the seconds lifecycle.c's secs() makes of them: the same division. */
 #define US_TO_S(x) ((double)(x) / (double)1000000)
-#define STG_T uint32_t
-#define STG_TO_D(x) US_TO_S(x)
-#define STG_NAME(n) n##_us
-#include "stats_generic.h"
-#undef STG_T
-#undef STG_TO_D
-#undef STG_NAME
 
 double stats_mean(const double *v, size_t n)
 {
@@ -135,57 +128,115 @@ void stats_summarize(double *v, size_t n, stats_block *out)
     pct_plan_finish(&p, n, at, out);
 }
 
-/* Values below this are counted in a table indexed by value (gaps under a second); the
- * rare larger ones are copied out and selected among. */
-#define US_DIRECT (1u << 20)
+/* Integer microseconds in [0, US_DIRECT) (gaps under a second: nearly all) are counted
+ * in a table by value; the others (negative, or a second and more) are kept as seconds
+ * and selected among. */
+#define US_DIRECT ((int64_t)1 << 20)
+#define US_LEAF 128   /* NumPy's pairwise block: the most values one leaf sums */
 
-bool stats_summarize_us(const uint32_t *v, size_t n, stats_block *out)
+typedef struct us_stream {
+    void (*next)(void *ctx, int64_t *buf, size_t k);
+    void *ctx;
+    size_t *count;                     /* count[x] for x in [0, US_DIRECT) */
+    double *out;                       /* the values outside the table, in seconds */
+    size_t n_out, cap_out, n_neg;      /* n_neg: how many of them are negative */
+    int64_t mn, mx;
+    bool ok;
+} us_stream;
+
+static void us_keep_out(us_stream *s, int64_t x)
+{
+    if (s->n_out == s->cap_out) {
+        size_t cap = s->cap_out ? 2 * s->cap_out : 64;
+        double *o = realloc(s->out, cap * sizeof *o);
+        if (!o) {
+            s->ok = false;
+            return;
+        }
+        s->out = o, s->cap_out = cap;
+    }
+    s->out[s->n_out++] = US_TO_S(x);
+    s->n_neg += x < 0;
+}
+
+/* The next k <= US_LEAF values: counted or kept, and summed as NumPy sums a leaf. */
+static double us_leaf(us_stream *s, size_t k)
+{
+    int64_t b[US_LEAF];
+    double d[US_LEAF];
+    s->next(s->ctx, b, k);
+    for (size_t i = 0; i < k; i++) {
+        int64_t x = b[i];
+        s->mn = x < s->mn ? x : s->mn;
+        s->mx = x > s->mx ? x : s->mx;
+        if (x >= 0 && x < US_DIRECT)
+            s->count[x]++;
+        else
+            us_keep_out(s, x);
+        d[i] = US_TO_S(x);
+    }
+    return pairwise_sum_d(d, k);
+}
+
+/* pairwise_sum's recursion over values that arrive in order: the same split, so the same
+ * leaves and the same additions (the left half is read, and summed, first). */
+static double us_sum(us_stream *s, size_t n)
+{
+    if (n <= US_LEAF)
+        return us_leaf(s, n);
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    double left = us_sum(s, n2);
+    return left + us_sum(s, n - n2);
+}
+
+bool stats_summarize_us_stream(size_t n, void (*next)(void *ctx, int64_t *buf, size_t k), void *ctx,
+                               stats_block *out)
 {
     block_init(out, n);
     if (n == 0)
         return true;
-    out->v[STATS_MEAN] = pairwise_sum_us(v, n) / (double)n;
-    uint32_t mn = v[0], mx = v[0];
-    size_t n_big = 0;
-    for (size_t i = 0; i < n; i++) {
-        mn = v[i] < mn ? v[i] : mn;
-        mx = v[i] > mx ? v[i] : mx;
-        n_big += v[i] >= US_DIRECT;
-    }
-    out->v[STATS_MIN] = US_TO_S(mn);
-    out->v[STATS_MAX] = US_TO_S(mx);
-    /* count[x - mn] for the values x < US_DIRECT: only the span the values cover */
-    size_t span = mn < US_DIRECT ? (mx < US_DIRECT ? mx : US_DIRECT - 1) - mn + 1 : 0;
-    size_t *count = calloc(span ? span : 1, sizeof *count);
-    uint32_t *big = malloc((n_big ? n_big : 1) * sizeof *big);
-    if (!count || !big) {
-        free(count), free(big);
+    us_stream s = {.next = next, .ctx = ctx, .count = calloc(US_DIRECT, sizeof *s.count), .mn = INT64_MAX,
+                   .mx = INT64_MIN, .ok = true};
+    if (!s.count) {
         block_init(out, 0);
         return false;
     }
-    for (size_t i = 0, k = 0; i < n; i++) {
-        if (v[i] < US_DIRECT)
-            count[v[i] - mn]++;
-        else
-            big[k++] = v[i];
+    double sum = us_sum(&s, n);
+    if (!s.ok) {
+        free(s.count), free(s.out);
+        block_init(out, 0);
+        return false;
     }
+    out->v[STATS_MEAN] = sum / (double)n;
+    out->v[STATS_MIN] = US_TO_S(s.mn);
+    out->v[STATS_MAX] = US_TO_S(s.mx);
+    /* ranks below n_neg are among the negative values, ranks from n_neg + n_tab on among
+     * the large ones; those between are the table's */
+    size_t n_tab = n - s.n_out;
     pct_plan p;
     pct_plan_make(n, &p);
-    double at[2 * STATS_NKEYS];
-    size_t i = 0, below = 0;   /* below: how many values precede count[x] */
-    for (size_t x = 0; x < span && i < p.nr; x++) {
-        below += count[x];
-        for (; i < p.nr && p.ranks[i] < below; i++)
-            at[i] = US_TO_S(mn + (uint32_t)x);
+    size_t rb[2 * STATS_NKEYS], nrb = 0;
+    for (size_t i = 0; i < p.nr; i++) {
+        size_t r = p.ranks[i];
+        if (r < s.n_neg || r >= s.n_neg + n_tab)
+            rb[nrb++] = r < s.n_neg ? r : r - n_tab;
     }
-    /* the remaining ranks lie among the big values, which all exceed the counted ones */
-    size_t small = n - n_big, rb[2 * STATS_NKEYS] = {0};
-    for (size_t j = i; j < p.nr; j++)
-        rb[j - i] = p.ranks[j] - small;
-    select_ranks_us(big, n_big, rb, p.nr - i);
-    for (size_t j = i; j < p.nr; j++)
-        at[j] = US_TO_S(big[rb[j - i]]);
+    select_ranks_d(s.out, s.n_out, rb, nrb);
+    double at[2 * STATS_NKEYS];
+    int64_t x = s.mn > 0 ? s.mn : 0;   /* the smallest value the table can hold */
+    size_t below = s.n_neg, ib = 0;    /* below: how many values precede count[x] */
+    for (size_t i = 0; i < p.nr; i++) {
+        size_t r = p.ranks[i];
+        if (r < s.n_neg || r >= s.n_neg + n_tab) {
+            at[i] = s.out[rb[ib++]];
+            continue;
+        }
+        while (below + s.count[x] <= r)
+            below += s.count[x++];
+        at[i] = US_TO_S(x);
+    }
     pct_plan_finish(&p, n, at, out);
-    free(count), free(big);
+    free(s.count), free(s.out);
     return true;
 }

@@ -38,12 +38,15 @@ double stats_mean(const double *v, size_t n);
 double stats_percentile_sorted(const double *sorted, size_t n, double q);
 /* Fills a block from v[0..n). Reorders v (selection); n = 0 gives valid = false. */
 void stats_summarize(double *v, size_t n, stats_block *out);
-/* The same block, in seconds, from v[0..n) in integer microseconds: every value equal to
- * stats_summarize's on the doubles v[i] / 1e6 (the pooled inter-token gaps of a million
- * requests take half the memory this way). Leaves v as it is: the order statistics come
- * from counting the values (a table by value below 2^20 us, selection among the rarer
- * larger ones), so lifecycle.c summarizes each stage's slice of one gap array and then
- * the whole array. false (and valid = false) when out of memory for the count table. */
-bool stats_summarize_us(const uint32_t *v, size_t n, stats_block *out);
+/* The same block, in seconds, for n integer microsecond values (the inter-token gaps of
+ * a set) that next(ctx, buf, k) writes, k <= 128 at a time, in the set's order: every
+ * value equal to stats_summarize's on the doubles v / 1e6. The values are not stored:
+ * the mean is NumPy's pairwise sum taken as they arrive (the same split, so the same
+ * additions), the order statistics come from counting them (a table by value for
+ * 0 .. 2^20 - 1 us, selection among the rare others), so the tens of millions of gaps of
+ * a ladder run need no array. next is called until exactly n values were taken.
+ * false (and valid = false) when out of memory. */
+bool stats_summarize_us_stream(size_t n, void (*next)(void *ctx, int64_t *buf, size_t k), void *ctx,
+                               stats_block *out);
 
 #endif

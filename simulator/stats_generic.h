@@ -1,6 +1,7 @@
 /* stats_generic: the element-type-generic part of stats.c (NumPy's pairwise sum,
- * selection of order statistics), included by stats.c once per
- * element type. Before including, stats.c defines:
+ * selection of order statistics), included by stats.c once per element type (today
+ * double only: microsecond gaps stream through stats_summarize_us_stream instead).
+ * Before including, stats.c defines:
  *   STG_T          the element type (ordered by < and >)
  *   STG_TO_D(x)    the element's value as the double NumPy would hold
  *   STG_NAME(n)    the name of this type's copy of function n

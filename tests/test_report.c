@@ -579,19 +579,21 @@ static void test_itl_gap_past_32_bits(void **state)
     assert_true(m.itl.v[STATS_MAX] == 2.0 && m.itl.v[STATS_MEAN] == 5.0 / 4 && m.itl.v[STATS_MEDIAN] == 1.0);
 }
 
-/* lc_run_compute reads the run's gaps once and summarizes each stage's slice of them: every
- * stage and the summary must equal lc_compute on that set alone, bit for bit, whether the
- * stages follow each other in record order or interleave (no slice: the stage extracts its
- * own), with records of the cluster driver's offset form (one with a falling offset, a
- * negative gap), token_times records (one with a gap past 32 bits), failures, requests
- * of a stage the stage list lacks, and a listed stage with no requests. */
-static void test_run_compute_equals_each_set(void **state)
+/* The reference model of the ITL block: every set's gaps gathered in record order as
+ * seconds, the values secs() gives, and summarized by stats_summarize (sort-free NumPy).
+ * lc_compute streams the gaps from the token times and counts them instead; every key
+ * must be bit-identical, for each stage and the summary of a run whose records are in the
+ * cluster driver's offset form (one with a falling offset: a negative gap) or token_times
+ * (one with a gap past 32 bits), with failures, stages that interleave, requests of a
+ * stage the stage list lacks, and a listed stage with no requests. */
+static void test_itl_streamed_equals_gathered(void **state)
 {
     (void)state;
-    enum { N = 300, T = 40 };
+    enum { N = 300, T = 300 };
     static uint32_t off[N][T];
     static sim_time times[N][T];
     static sim_request_record r[N];
+    static double gaps[N * T];
     static sim_stage_info st[] = {{.index = 0, .rate = 1}, {.index = 1, .rate = 2}, {.index = 2, .rate = 3},
                                   {.index = 7, .rate = 4}};
     uint64_t x = 0x9E3779B97F4A7C15ULL;
@@ -605,7 +607,8 @@ static void test_run_compute_equals_each_set(void **state)
             r[i].stage = layout == 0 ? i * 4 / N : (int)(x >> 40) % 4;   /* 3: not in the stage list */
             uint32_t o = 0;
             for (uint32_t j = 0; j < k; j++) {
-                o += 1000 + (uint32_t)((x >> (j % 50)) % 90000);
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                o += x % 10 == 0 ? 1000000 + (uint32_t)(x % 3000000) : 1000 + (uint32_t)(x % 90000);
                 off[i][j] = o;
                 times[i][j] = start + o;
             }
@@ -618,23 +621,33 @@ static void test_run_compute_equals_each_set(void **state)
             r[i].t_end = start + off[i][k - 1];
             r[i].failed = i % 37 == 5;
         }
-        off[11][2] = off[11][1] - 1;   /* falling offset (k of request 11 is checked below) */
-        times[20][3] = times[20][2] + 5000 * SIM_US_PER_S;
-        r[20].t_end = times[20][r[20].n_token_times - 1] > times[20][3] ? r[20].t_end : times[20][3];
         assert_true(r[11].n_token_times > 2 && r[20].n_token_times > 3);
+        off[11][2] = off[11][1] - 1;                                 /* a falling offset */
+        for (uint32_t j = 3; j < r[20].n_token_times; j++)
+            times[20][j] += 5000 * SIM_US_PER_S;                     /* a gap past 2^32 us */
+        r[20].t_end = times[20][r[20].n_token_times - 1];
         sim_run run = fixture;
         run.requests = r, run.n_requests = N, run.stages = st, run.n_stages = 4;
         lc_run all;
         assert_int_equal(lc_run_compute(&run, &all, NULL), KV_OK);
-        for (size_t i = 0; i < run.n_stages; i++) {
-            lc_metrics one;
-            assert_int_equal(lc_compute(&run, st[i].index, &one, NULL), KV_OK);
-            assert_memory_equal(&one, &all.stages[i], sizeof one);
+        for (int set = 0; set <= 4; set++) {
+            int stage = set < 4 ? st[set].index : -1;
+            size_t n = 0;
+            for (int i = 0; i < N; i++) {
+                if ((stage >= 0 && r[i].stage != stage) || r[i].failed || r[i].n_token_times < 2)
+                    continue;
+                for (uint32_t j = 1; j < r[i].n_token_times; j++)
+                    gaps[n++] = (double)(sim_token_time(&r[i], j) - sim_token_time(&r[i], j - 1)) / SIM_US_PER_S;
+            }
+            stats_block want;
+            stats_summarize(gaps, n, &want);
+            const stats_block *got = set < 4 ? &all.stages[set].itl : &all.summary.itl;
+            assert_int_equal(got->valid, want.valid);
+            for (int key = 0; want.valid && key < STATS_NKEYS; key++)
+                assert_memory_equal(&got->v[key], &want.v[key], sizeof want.v[key]);
         }
-        lc_metrics sum;
-        assert_int_equal(lc_compute(&run, -1, &sum, NULL), KV_OK);
-        assert_memory_equal(&sum, &all.summary, sizeof sum);
-        assert_true(all.summary.itl.valid && all.summary.itl.v[STATS_MAX] == 5000.0);
+        assert_true(all.summary.itl.v[STATS_MAX] == 5000.0 + (double)(off[20][3] - off[20][2]) / SIM_US_PER_S);
+        assert_true(all.summary.itl.v[STATS_MIN] == -1e-6);
         assert_false(all.stages[3].itl.valid);
         lc_run_free(&all);
     }
@@ -657,7 +670,7 @@ int main(void)
         cmocka_unit_test(test_files_byte_identical_across_writes),
         cmocka_unit_test(test_bad_records_rejected),
         cmocka_unit_test(test_itl_gap_past_32_bits),
-        cmocka_unit_test(test_run_compute_equals_each_set),
+        cmocka_unit_test(test_itl_streamed_equals_gathered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

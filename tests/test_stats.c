@@ -157,64 +157,78 @@ static void test_summarize_edges(void **state)
     assert_string_equal(stats_key_names_br[STATS_P99_9], "p99p9");
 }
 
-/* One microsecond array against the double path on the same values in seconds: every key
- * bit-identical, and the array left as it was (lifecycle.c summarizes slices of one array). */
-static void check_us_against_seconds(const uint32_t *us, size_t n)
+/* stats_summarize_us_stream's source: an array handed out k values at a time. */
+typedef struct us_src {
+    const int64_t *v;
+    size_t at;
+} us_src;
+
+static void next_us(void *ctx, int64_t *buf, size_t k)
+{
+    us_src *s = ctx;
+    assert_true(k >= 1 && k <= 128);
+    memcpy(buf, s->v + s->at, k * sizeof *buf);
+    s->at += k;
+}
+
+/* One stream of microsecond values against the double path on the same values in
+ * seconds: every key bit-identical, and exactly n values taken. */
+static void check_us_against_seconds(const int64_t *us, size_t n)
 {
     double *sec = malloc((n ? n : 1) * sizeof *sec);
-    uint32_t *copy = malloc((n ? n : 1) * sizeof *copy);
     for (size_t i = 0; i < n; i++)
         sec[i] = (double)us[i] / (double)1000000;   /* lifecycle.c's secs() */
-    if (n)
-        memcpy(copy, us, n * sizeof *us);
     stats_block bu, bd;
-    assert_true(stats_summarize_us(us, n, &bu));
+    us_src src = {.v = us};
+    assert_true(stats_summarize_us_stream(n, next_us, &src, &bu));
+    assert_int_equal(src.at, n);
     stats_summarize(sec, n, &bd);
     assert_int_equal(bu.valid, bd.valid);
     for (int k = 0; bd.valid && k < STATS_NKEYS; k++)
         assert_memory_equal(&bu.v[k], &bd.v[k], sizeof bu.v[k]);
-    if (n)
-        assert_memory_equal(copy, us, n * sizeof *us);
     free(sec);
-    free(copy);
 }
 
-/* For sizes on both sides of the pairwise split (128), up to where selection of the double
- * path falls back to sorting, with gaps that look like a step model's (a few step times,
- * preemption outliers), the 32-bit extremes, and values either side of the counting
- * table's 2^20 us limit; then adversarial shapes: n = 1 and 2, all equal, all above the
- * table, one outlier, every value distinct. */
+/* For sizes on both sides of the pairwise split (128) and up to where selection of the
+ * double path falls back to sorting, with gaps that look like a step model's (a few step
+ * times, preemption outliers), the 32-bit extremes and beyond, negative gaps, and values
+ * either side of the counting table's 2^20 us limit; then adversarial shapes: n = 1 and
+ * 2, all equal, all above the table, all negative, one outlier, every value distinct. */
 static void test_summarize_us_equals_seconds(void **state)
 {
     (void)state;
     uint64_t x = 0x2545F4914F6CDD1DULL;
     for (size_t n = 1; n < 400000; n = n * 5 + 3) {
-        uint32_t *us = malloc(n * sizeof *us);
+        int64_t *us = malloc(n * sizeof *us);
         for (size_t i = 0; i < n; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            us[i] = x % 50 == 0   ? (uint32_t)(x >> 32)
+            us[i] = x % 50 == 0   ? (int64_t)(x >> 32)
                     : x % 97 == 0 ? UINT32_MAX
-                    : x % 89 == 0 ? (1u << 20) - 1 + (uint32_t)(x % 3)
-                                  : 20000 + (uint32_t)(x % 6) * 1373;
+                    : x % 83 == 0 ? (int64_t)UINT32_MAX * 3
+                    : x % 79 == 0 ? -(int64_t)(x % 5000)
+                    : x % 89 == 0 ? (1 << 20) - 1 + (int64_t)(x % 3)
+                                  : 20000 + (int64_t)(x % 6) * 1373;
         }
         check_us_against_seconds(us, n);
         free(us);
     }
     check_us_against_seconds(NULL, 0);
-    const uint32_t one[] = {7}, two[] = {UINT32_MAX, 0}, two_eq[] = {5, 5};
+    const int64_t one[] = {7}, two[] = {UINT32_MAX, 0}, two_eq[] = {5, 5}, neg[] = {-3, 4, -7};
     check_us_against_seconds(one, 1);
     check_us_against_seconds(two, 2);
     check_us_against_seconds(two_eq, 2);
+    check_us_against_seconds(neg, 3);
     enum { N = 5000 };
-    uint32_t *v = malloc(N * sizeof *v);
-    for (int shape = 0; shape < 5; shape++) {
-        for (uint32_t i = 0; i < N; i++) {
+    int64_t *v = malloc(N * sizeof *v);
+    for (int shape = 0; shape < 6; shape++) {
+        for (int64_t i = 0; i < N; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             v[i] = shape == 0   ? 40000                                    /* all equal */
-                   : shape == 1 ? (1u << 20) + (uint32_t)(x % 1000)        /* all above the table */
+                   : shape == 1 ? (1 << 20) + (int64_t)(x % 1000)          /* all above the table */
                    : shape == 2 ? (i == N / 2 ? UINT32_MAX : 30000)        /* one huge outlier */
                    : shape == 3 ? N - i                                    /* distinct, descending */
-                                : (uint32_t)x;                             /* anywhere */
+                   : shape == 4 ? -1 - (int64_t)(x % 100)                  /* all negative */
+                                : (int64_t)(uint32_t)x;                    /* anywhere in 32 bits */
         }
         check_us_against_seconds(v, N);
     }
