@@ -86,7 +86,7 @@ static simdb *db_open(const char *path, bool replace, kv_err *err)
         return NULL;
     }
     bool fresh = replace || access(path, F_OK) != 0;
-    if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+    if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
         (fresh && sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK)) {
         db_err(d, err, fresh ? "cannot create the database" : "cannot open the database");
         simdb_close(d);
@@ -134,8 +134,7 @@ static int step(simdb *d, int which, kv_err *err)
 {
     sqlite3_stmt *s = d->st[which];
     int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
+    sqlite3_reset(s);   /* every statement binds all its parameters for every row */
     if (rc != SQLITE_DONE)
         return db_err(d, err, "insert failed");
     return KV_OK;
