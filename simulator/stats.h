@@ -4,8 +4,9 @@
  * mean is np.mean (pairwise summation, same blocking as NumPy, so the last digit
  * agrees); percentiles are np.percentile's default "linear" method, including its
  * two-sided interpolation (a + d*t below t = 0.5, b - d*(1-t) from 0.5 up).
- * Order statistics are found by selection, not a full sort, because the pooled
- * inter-token gaps of a ladder run reach tens of millions of values. */
+ * Order statistics are found by selection, not a full sort, and for the pooled
+ * inter-token gaps (tens of millions of values in a ladder run) by counting them as they
+ * stream past (stats_summarize_us_stream). */
 #ifndef KVROUTE_SIM_STATS_H
 #define KVROUTE_SIM_STATS_H
 
