@@ -6,6 +6,10 @@
  *   - a block is {ref, prev, next, hash}; it is in the free queue exactly when its
  *     reference count is 0, and the count's top bit says whether it carries a hash;
  *   - a map slot holds block + 1 (0 = empty) and the hash is read from the block;
+ *   - the map is sized to the hashes cached (load at most 1/2, doubling from
+ *     BP_MAP_MIN slots up to the pool's size), not to the pool: a replica that caches
+ *     a few thousand blocks touches a few pages of map, not the 256 KiB a full pool's
+ *     map takes, and its random probes stay in cache;
  *   - blocks never handed out yet (ids fresh..n-1) are the free queue's head, in id
  *     order, without links: bpool_new touches no per-block memory, and calloc's
  *     zeroed pages are faulted in only as the pool is first used. */
@@ -14,6 +18,8 @@
 #include "blockpool.h"
 
 #define BP_HASHED 0x80000000u
+#define BP_MAP_MIN 16u
+#define BP_AHEAD 8           /* map slots prefetched ahead when a run of blocks is hashed */
 
 /* 20 bytes: the hash is split so the struct needs only 4-byte alignment. */
 typedef struct bp_block {
@@ -29,7 +35,8 @@ struct bpool {
     uint32_t head, tail;     /* the linked part of the free queue, after the fresh blocks */
     uint32_t n_free, n_cached;
     uint32_t *map;           /* block + 1, 0 = empty slot */
-    uint32_t mask;           /* map size - 1 (a power of two >= 2n) */
+    uint32_t mask;           /* map size - 1 (a power of two, >= 2 n_cached) */
+    uint32_t max_size;       /* the map's final size: the power of two >= 2n */
 };
 
 static uint64_t blk_hash(const bp_block *k)
@@ -59,8 +66,9 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
         return NULL;
     }
     bpool *p = calloc(1, sizeof *p);
-    uint32_t size = 1;
-    while (size < 2 * n_blocks) size <<= 1;
+    uint32_t max_size = 1;
+    while (max_size < 2 * n_blocks) max_size <<= 1;
+    uint32_t size = max_size < BP_MAP_MIN ? max_size : BP_MAP_MIN;
     if (p) {
         p->blk = calloc(n_blocks, sizeof *p->blk);
         p->map = calloc(size, sizeof *p->map);
@@ -72,6 +80,7 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
     }
     p->n = n_blocks;
     p->mask = size - 1;
+    p->max_size = max_size;
     p->head = p->tail = BPOOL_NONE;
     p->n_free = n_blocks;
     return p;
@@ -119,6 +128,30 @@ static void map_put(bpool *p, uint64_t h, uint32_t b)
     uint32_t i = slot_of(p, h);
     while (p->map[i]) i = (i + 1) & p->mask;
     p->map[i] = b + 1;
+}
+
+/* Doubles the map (while it is under its final size) until it holds `more` further
+ * hashes at load <= 1/2. Entries are re-inserted in probe order, scanning from an empty
+ * slot, so copies of one hash keep their insertion order (map_get finds the first). */
+static int map_reserve(bpool *p, uint32_t more)
+{
+    uint32_t size = p->mask + 1, want = size;
+    while (want < p->max_size && 2 * ((uint64_t)p->n_cached + more) > want) want <<= 1;
+    if (want == size) return KV_OK;
+    uint32_t *old = p->map;
+    if (!(p->map = calloc(want, sizeof *p->map))) {
+        p->map = old;
+        return KV_ENOMEM;
+    }
+    p->mask = want - 1;
+    uint32_t start = 0;
+    while (old[start]) start++;   /* load <= 1/2: an empty slot exists */
+    for (uint32_t k = 0; k < size; k++) {
+        uint32_t e = old[(start + k) & (size - 1)];
+        if (e) map_put(p, blk_hash(&p->blk[e - 1]), e - 1);
+    }
+    free(old);
+    return KV_OK;
 }
 
 /* Removes block b (whose hash is h), shifting later members of the probe cluster back
@@ -230,13 +263,20 @@ void bpool_release(bpool *p, const uint32_t *blocks, size_t n)
     }
 }
 
-void bpool_set_hash(bpool *p, uint32_t b, uint64_t hash)
+int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n)
 {
-    bp_block *k = &p->blk[b];
-    if (k->ref & BP_HASHED) return;
-    k->ref |= BP_HASHED;
-    k->hash_lo = (uint32_t)hash;
-    k->hash_hi = (uint32_t)(hash >> 32);
-    map_put(p, hash, b);
-    p->n_cached++;
+    if (map_reserve(p, (uint32_t)n) != KV_OK) return KV_ENOMEM;
+    /* The slots are random words in the map: fetch a few ahead so their misses overlap. */
+    for (size_t i = 0; i < n && i < BP_AHEAD; i++) __builtin_prefetch(&p->map[slot_of(p, hashes[i])], 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i + BP_AHEAD < n) __builtin_prefetch(&p->map[slot_of(p, hashes[i + BP_AHEAD])], 1);
+        bp_block *k = &p->blk[blocks[i]];
+        if (k->ref & BP_HASHED) continue;
+        k->ref |= BP_HASHED;
+        k->hash_lo = (uint32_t)hashes[i];
+        k->hash_hi = (uint32_t)(hashes[i] >> 32);
+        map_put(p, hashes[i], blocks[i]);
+        p->n_cached++;
+    }
+    return KV_OK;
 }

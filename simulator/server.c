@@ -506,8 +506,9 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     if (full <= st->n_cached) return KV_OK;
     uint32_t first = st->n_cached;
     s->m.blocks_stored += full - first;
+    if (bpool_set_hashes(s->pool, st->blocks + first, st->hashes + first, full - first) != KV_OK)
+        return KV_ENOMEM;
     if (!s->cfg.emit_kv_events) {
-        for (uint32_t b = first; b < full; b++) bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
         st->n_cached = full;
         return KV_OK;
     }
@@ -517,10 +518,8 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     if (!VEC_RESERVE(s->ev_hashes, s->ev_hashes.n + e.n_hashes) ||
         !VEC_RESERVE(s->ev_tokens, s->ev_tokens.n + e.n_tokens) || !VEC_PUSH(s->ev, e))
         return KV_ENOMEM;
-    for (uint32_t b = first; b < full; b++) {
-        bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
-        s->ev_hashes.v[s->ev_hashes.n++] = st->hashes[b];
-    }
+    memcpy(s->ev_hashes.v + s->ev_hashes.n, st->hashes + first, e.n_hashes * sizeof *st->hashes);
+    s->ev_hashes.n += e.n_hashes;
     tokens_at(s, r, first * s->bs, (uint32_t)e.n_tokens, s->ev_tokens.v + s->ev_tokens.n);
     s->ev_tokens.n += e.n_tokens;
     st->n_cached = full;
