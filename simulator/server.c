@@ -26,6 +26,7 @@
 #include "server.h"
 
 #define ENGINE_HASH_SEED "vllm"
+#define SRV_AHEAD 4                   /* running requests prefetched ahead in the schedule */
 
 /* Per-request state, hung off simsrv_req.priv_ptr between submit and finish. The
  * server recycles these (and their arrays, grown only when a longer request comes)
@@ -569,6 +570,12 @@ static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
 {
     rstate *st = r->priv_ptr;
     st->num_new = num_new;
+    /* A step that fills a block hashes it at its end (hash_known_blocks) from the chain's
+     * tail and the output tokens drawn so far: fetch them while the batch is scheduled. */
+    if (s->cfg.prefix_caching && st->n_hashes && num_tokens(r) + 1 >= (uint64_t)(st->n_hashes + 1) * s->bs) {
+        __builtin_prefetch(&st->hashes[st->n_hashes - 1], 1);
+        if (st->n_out < st->out_room) __builtin_prefetch(&st->out[st->n_out], 1);
+    }
     sm_batch_add(&s->batch, num_new, r->n_computed);
     s->sched.v[s->sched.n++] = r;   /* room reserved by simsrv_step */
 }
@@ -587,6 +594,13 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
 {
     size_t i = 0;
     while (i < s->run.n && *budget > 0) {
+        /* The running requests and their states lie apart in memory and, with many
+         * replicas, out of cache: fetch them a few requests ahead, a request twice as far
+         * ahead as the state it points to. */
+        if (i + 2 * SRV_AHEAD < s->run.n)
+            __builtin_prefetch(s->run.v[i + 2 * SRV_AHEAD]);
+        if (i + SRV_AHEAD < s->run.n)
+            __builtin_prefetch(s->run.v[i + SRV_AHEAD]->priv_ptr);
         simsrv_req *r = s->run.v[i];
         uint32_t n = cap_new(s, r, r->n_computed, *budget);
         if (n == 0) {
