@@ -364,18 +364,26 @@ static int cl_widen_token_times(cl *c, kv_err *err)
     return KV_OK;
 }
 
-/* Appends t to rec's token times (at most output_tokens + 1 of them: [DONE] included). */
-static int cl_token_time(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
+/* cl_token_time past its common case: a request that outlives 32-bit offsets widens
+ * every record's token times first. */
+static int cl_token_time_wide(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
+{
+    int rc;
+    if (rec->token_offsets && (rc = cl_widen_token_times(c, err)))
+        return rc;
+    ((sim_time *)rec->token_times)[rec->n_token_times++] = t;
+    return KV_OK;
+}
+
+/* Appends t to rec's token times (at most output_tokens + 1 of them: [DONE] included).
+ * Inline: a step stores one for each of its sequences. */
+static inline int cl_token_time(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
 {
     if (rec->n_token_times >= rec->output_tokens + 1u)
         return KV_OK;
-    int rc;
-    if (rec->token_offsets && t - rec->t_start > (sim_time)UINT32_MAX && (rc = cl_widen_token_times(c, err)))
-        return rc;
-    if (rec->token_offsets)
-        ((uint32_t *)rec->token_offsets)[rec->n_token_times++] = (uint32_t)(t - rec->t_start);
-    else
-        ((sim_time *)rec->token_times)[rec->n_token_times++] = t;
+    if (!rec->token_offsets || t - rec->t_start > (sim_time)UINT32_MAX)
+        return cl_token_time_wide(c, rec, t, err);
+    ((uint32_t *)rec->token_offsets)[rec->n_token_times++] = (uint32_t)(t - rec->t_start);
     return KV_OK;
 }
 
