@@ -395,12 +395,18 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
     int rc = KV_OK;
     /* A step streams a token to each of hundreds of requests whose records lie far
      * apart: their cache lines are fetched a few requests ahead instead of one by one,
-     * the server's request (which names the record) twice as far ahead. */
+     * in three stages (the server's request, which names the record; the record, which
+     * says where its next token time goes; that slot). */
     for (size_t k = 0; k < res->n_tokens_out && !rc; k++) {
+        if (k + 3 * CL_AHEAD < res->n_tokens_out)
+            __builtin_prefetch(res->tokens_out[k + 3 * CL_AHEAD]);
         if (k + 2 * CL_AHEAD < res->n_tokens_out)
-            __builtin_prefetch(res->tokens_out[k + 2 * CL_AHEAD]);
-        if (k + CL_AHEAD < res->n_tokens_out)
-            __builtin_prefetch(res->tokens_out[k + CL_AHEAD]->user, 1);
+            __builtin_prefetch(res->tokens_out[k + 2 * CL_AHEAD]->user, 1);
+        if (k + CL_AHEAD < res->n_tokens_out) {
+            const sim_request_record *ahead = res->tokens_out[k + CL_AHEAD]->user;
+            if (ahead->token_offsets)
+                __builtin_prefetch(ahead->token_offsets + ahead->n_token_times, 1);
+        }
         sim_request_record *rec = res->tokens_out[k]->user;
         sim_time t = c->now + c->path_out;       /* when the client reads it */
         if (rec->n_token_times == 0) {
