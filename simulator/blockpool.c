@@ -5,7 +5,12 @@
  * each for Llama-3.1-8B on an H100), so a block costs 20 bytes and a map slot 4:
  *   - a block is {ref, prev, next, hash}; it is in the free queue exactly when its
  *     reference count is 0, and the count's top bit says whether it carries a hash;
- *   - a map slot holds block + 1 (0 = empty) and the hash is read from the block;
+ *   - a map slot holds block + 1 (0 = empty) and its distance from home (see
+ *     slot_pack); the hash is read from the block;
+ *   - the map is sized to the hashes cached (load at most 1/2, doubling from
+ *     BP_MAP_MIN slots up to the pool's size), not to the pool: a replica that caches
+ *     a few thousand blocks touches a few pages of map, not the 256 KiB a full pool's
+ *     map takes, and its random probes stay in cache;
  *   - blocks never handed out yet (ids fresh..n-1) are the free queue's head, in id
  *     order, without links: bpool_new touches no per-block memory, and calloc's
  *     zeroed pages are faulted in only as the pool is first used. */
@@ -14,6 +19,8 @@
 #include "blockpool.h"
 
 #define BP_HASHED 0x80000000u
+#define BP_MAP_MIN 16u
+#define BP_AHEAD 8           /* map slots prefetched ahead when a run of blocks is hashed */
 
 /* 20 bytes: the hash is split so the struct needs only 4-byte alignment. */
 typedef struct bp_block {
@@ -29,7 +36,8 @@ struct bpool {
     uint32_t head, tail;     /* the linked part of the free queue, after the fresh blocks */
     uint32_t n_free, n_cached;
     uint32_t *map;           /* block + 1, 0 = empty slot */
-    uint32_t mask;           /* map size - 1 (a power of two >= 2n) */
+    uint32_t mask;           /* map size - 1 (a power of two, >= 2 n_cached) */
+    uint32_t max_size;       /* the map's final size: the power of two >= 2n */
 };
 
 static uint64_t blk_hash(const bp_block *k)
@@ -59,8 +67,9 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
         return NULL;
     }
     bpool *p = calloc(1, sizeof *p);
-    uint32_t size = 1;
-    while (size < 2 * n_blocks) size <<= 1;
+    uint32_t max_size = 1;
+    while (max_size < 2 * n_blocks) max_size <<= 1;
+    uint32_t size = max_size < BP_MAP_MIN ? max_size : BP_MAP_MIN;
     if (p) {
         p->blk = calloc(n_blocks, sizeof *p->blk);
         p->map = calloc(size, sizeof *p->map);
@@ -72,6 +81,7 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
     }
     p->n = n_blocks;
     p->mask = size - 1;
+    p->max_size = max_size;
     p->head = p->tail = BPOOL_NONE;
     p->n_free = n_blocks;
     return p;
@@ -106,19 +116,71 @@ bool bpool_hash_of(const bpool *p, uint32_t b, uint64_t *hash)
 
 /* --- hash -> block multimap ---------------------------------------------------- */
 
+/* A map slot: block + 1 in the low 30 bits (bpool_new caps the pool below 2^30), and
+ * in the top 2 the entry's distance from its home slot, saturated at SLOT_DSAT. The
+ * distance says whether an entry can share a probe's home without reading its block
+ * (a random miss per probe at a thousand replicas): lookups skip entries of other homes
+ * and deletions decide shifts from it, reading a block only for a saturated one. */
+#define SLOT_BLOCK 0x3fffffffu
+#define SLOT_DSAT 3u
+
+static uint32_t slot_pack(uint32_t b, uint32_t dist)
+{
+    return (b + 1) | (dist < SLOT_DSAT ? dist : SLOT_DSAT) << 30;
+}
+
+static uint32_t slot_block(uint32_t v)
+{
+    return (v & SLOT_BLOCK) - 1;
+}
+
+/* The exact distance of entry v, sitting at slot j, from its home. */
+static uint32_t slot_dist(const bpool *p, uint32_t v, uint32_t j)
+{
+    uint32_t d = v >> 30;
+    return d < SLOT_DSAT ? d : (j - slot_of(p, blk_hash(&p->blk[slot_block(v)]))) & p->mask;
+}
+
 static uint32_t map_get(const bpool *p, uint64_t h)
 {
-    for (uint32_t i = slot_of(p, h);; i = (i + 1) & p->mask) {
-        if (!p->map[i]) return BPOOL_NONE;
-        if (blk_hash(&p->blk[p->map[i] - 1]) == h) return p->map[i] - 1;
+    for (uint32_t i = slot_of(p, h), d = 0;; i = (i + 1) & p->mask, d++) {
+        uint32_t v = p->map[i];
+        if (!v) return BPOOL_NONE;
+        uint32_t vd = v >> 30;
+        if (vd < SLOT_DSAT ? vd != d : d < SLOT_DSAT) continue;   /* another home */
+        if (blk_hash(&p->blk[slot_block(v)]) == h) return slot_block(v);
     }
 }
 
 static void map_put(bpool *p, uint64_t h, uint32_t b)
 {
-    uint32_t i = slot_of(p, h);
-    while (p->map[i]) i = (i + 1) & p->mask;
-    p->map[i] = b + 1;
+    uint32_t i = slot_of(p, h), d = 0;
+    for (; p->map[i]; d++) i = (i + 1) & p->mask;
+    p->map[i] = slot_pack(b, d);
+}
+
+/* Doubles the map (while it is under its final size) until it holds `more` further
+ * hashes at load <= 1/2. Entries are re-inserted in probe order, scanning from an empty
+ * slot, so copies of one hash keep their insertion order (map_get finds the first). */
+static int map_reserve(bpool *p, uint32_t more)
+{
+    uint32_t size = p->mask + 1, want = size;
+    while (want < p->max_size && 2 * ((uint64_t)p->n_cached + more) > want) want <<= 1;
+    if (want == size) return KV_OK;
+    uint32_t *old = p->map;
+    if (!(p->map = calloc(want, sizeof *p->map))) {
+        p->map = old;
+        return KV_ENOMEM;
+    }
+    p->mask = want - 1;
+    uint32_t start = 0;
+    while (old[start]) start++;   /* load <= 1/2: an empty slot exists */
+    for (uint32_t k = 0; k < size; k++) {
+        uint32_t e = old[(start + k) & (size - 1)];
+        if (e) map_put(p, blk_hash(&p->blk[slot_block(e)]), slot_block(e));
+    }
+    free(old);
+    return KV_OK;
 }
 
 /* Removes block b (whose hash is h), shifting later members of the probe cluster back
@@ -126,14 +188,17 @@ static void map_put(bpool *p, uint64_t h, uint32_t b)
 static void map_del(bpool *p, uint64_t h, uint32_t b)
 {
     uint32_t i = slot_of(p, h);
-    while (p->map[i] != b + 1) i = (i + 1) & p->mask;
+    while ((p->map[i] & SLOT_BLOCK) != b + 1) i = (i + 1) & p->mask;
     for (uint32_t j = (i + 1) & p->mask;; j = (j + 1) & p->mask) {
-        if (!p->map[j]) break;
-        uint32_t home = slot_of(p, blk_hash(&p->blk[p->map[j] - 1]));
-        /* j's entry may move to i if its home is not in the cyclic range (i, j]. */
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (stays) continue;
-        p->map[i] = p->map[j];
+        uint32_t v = p->map[j];
+        if (!v) break;
+        /* j's entry stays if its home is in the cyclic range (i, j], i.e. it sits
+         * less than j - i from home; else it moves back to i. */
+        uint32_t gap = (j - i) & p->mask, d = v >> 30;
+        if (d < gap && d < SLOT_DSAT) continue;
+        d = slot_dist(p, v, j);
+        if (d < gap) continue;
+        p->map[i] = slot_pack(slot_block(v), d - gap);
         i = j;
     }
     p->map[i] = 0;
@@ -198,6 +263,11 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
 {
     *n_evicted = 0;
     if (n > p->n_free) return KV_EFULL;
+    /* Evictions start at random map slots: walk the queued blocks this takes once to
+     * fetch their slots together, instead of one miss after another. */
+    size_t fresh = p->n - p->fresh, b = p->head;
+    for (size_t i = fresh; i < n; i++, b = p->blk[b].next)
+        if (p->blk[b].ref & BP_HASHED) __builtin_prefetch(&p->map[slot_of(p, blk_hash(&p->blk[b]))]);
     for (size_t i = 0; i < n; i++) {
         if (p->fresh < p->n) {
             p->n_free--;
@@ -230,13 +300,20 @@ void bpool_release(bpool *p, const uint32_t *blocks, size_t n)
     }
 }
 
-void bpool_set_hash(bpool *p, uint32_t b, uint64_t hash)
+int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n)
 {
-    bp_block *k = &p->blk[b];
-    if (k->ref & BP_HASHED) return;
-    k->ref |= BP_HASHED;
-    k->hash_lo = (uint32_t)hash;
-    k->hash_hi = (uint32_t)(hash >> 32);
-    map_put(p, hash, b);
-    p->n_cached++;
+    if (map_reserve(p, (uint32_t)n) != KV_OK) return KV_ENOMEM;
+    /* The slots are random words in the map: fetch a few ahead so their misses overlap. */
+    for (size_t i = 0; i < n && i < BP_AHEAD; i++) __builtin_prefetch(&p->map[slot_of(p, hashes[i])], 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i + BP_AHEAD < n) __builtin_prefetch(&p->map[slot_of(p, hashes[i + BP_AHEAD])], 1);
+        bp_block *k = &p->blk[blocks[i]];
+        if (k->ref & BP_HASHED) continue;
+        k->ref |= BP_HASHED;
+        k->hash_lo = (uint32_t)hashes[i];
+        k->hash_hi = (uint32_t)(hashes[i] >> 32);
+        map_put(p, hashes[i], blocks[i]);
+        p->n_cached++;
+    }
+    return KV_OK;
 }

@@ -12,7 +12,8 @@
  * Hash -> block is an open-addressing multimap (linear probing, backward-shift
  * delete): vLLM allows two blocks with the same hash (a block recomputed under the
  * num_tokens-1 cap) and looks up the one cached first.
- * Arrays and 32-bit indexes only: no allocation after bpool_new.
+ * Arrays and 32-bit indexes only; the map grows with the hashes cached (the only
+ * allocation after bpool_new).
  * Ownership: the pool owns its arrays. Single-threaded. */
 #ifndef KVROUTE_SIM_BLOCKPOOL_H
 #define KVROUTE_SIM_BLOCKPOOL_H
@@ -48,8 +49,10 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
 /* Drops one reference from each of blocks[0..n) in that order; blocks reaching zero
  * join the free queue's tail in that order. */
 void bpool_release(bpool *p, const uint32_t *blocks, size_t n);
-/* Gives a held, unhashed block its hash (vLLM's cache_full_blocks). */
-void bpool_set_hash(bpool *p, uint32_t block, uint64_t hash);
+/* Gives each held block blocks[i] its hash hashes[i], in order, skipping blocks that
+ * already carry one (vLLM's cache_full_blocks). KV_ENOMEM, with nothing changed, when
+ * the map cannot grow. */
+int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n);
 
 uint32_t bpool_ref(const bpool *p, uint32_t block);
 /* How many of blocks[0..n) have no reference (sit in the free queue): what a cache

@@ -37,14 +37,20 @@ typedef struct cl_session {
 #define CL_HIT_RING 128             /* samples kept for the trailing hit-rate window */
 #define CL_HIT_WINDOW_US (5 * SIM_US_PER_S)
 
+/* Cumulative prompt/hit token counters at a server's last CL_HIT_RING samples: the
+ * sampled hit rate is taken over a trailing window, because one 50 ms interval holds
+ * zero or one admission and a per-interval rate only ever reads 0 or the last
+ * request's hit. */
+typedef struct cl_hit_ring {
+    uint64_t prompt[CL_HIT_RING], hit[CL_HIT_RING];
+} cl_hit_ring;
+
+/* What every step of a server touches; its hit ring lives apart (cl.ring), so that a
+ * thousand servers' step state stays a few cache lines each. */
 typedef struct cl_server {
     simsrv *srv;
     bool busy;                        /* a step is in flight */
     simsrv_step_result res;           /* the step in flight (arrays owned by the server) */
-    /* Cumulative prompt/hit token counters at the last CL_HIT_RING samples: the sampled hit
-     * rate is taken over a trailing window, because one 50 ms interval holds zero or one
-     * admission and a per-interval rate only ever reads 0 or the last request's hit. */
-    uint64_t ring_prompt[CL_HIT_RING], ring_hit[CL_HIT_RING];
     uint64_t n_sampled;
     char name[32];
     char pod[32];
@@ -95,6 +101,7 @@ typedef struct cl {
     sched_endpoint *eps;
     sched_endpoint **epp;
     cl_server *srv;
+    cl_hit_ring *ring;                /* one per server */
     size_t n_srv;
     evq q;
     sim_time now;
@@ -357,18 +364,26 @@ static int cl_widen_token_times(cl *c, kv_err *err)
     return KV_OK;
 }
 
-/* Appends t to rec's token times (at most output_tokens + 1 of them: [DONE] included). */
-static int cl_token_time(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
+/* cl_token_time past its common case: a request that outlives 32-bit offsets widens
+ * every record's token times first. */
+static int cl_token_time_wide(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
+{
+    int rc;
+    if (rec->token_offsets && (rc = cl_widen_token_times(c, err)))
+        return rc;
+    ((sim_time *)rec->token_times)[rec->n_token_times++] = t;
+    return KV_OK;
+}
+
+/* Appends t to rec's token times (at most output_tokens + 1 of them: [DONE] included).
+ * Inline: a step stores one for each of its sequences. */
+static inline int cl_token_time(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
 {
     if (rec->n_token_times >= rec->output_tokens + 1u)
         return KV_OK;
-    int rc;
-    if (rec->token_offsets && t - rec->t_start > (sim_time)UINT32_MAX && (rc = cl_widen_token_times(c, err)))
-        return rc;
-    if (rec->token_offsets)
-        ((uint32_t *)rec->token_offsets)[rec->n_token_times++] = (uint32_t)(t - rec->t_start);
-    else
-        ((sim_time *)rec->token_times)[rec->n_token_times++] = t;
+    if (!rec->token_offsets || t - rec->t_start > (sim_time)UINT32_MAX)
+        return cl_token_time_wide(c, rec, t, err);
+    ((uint32_t *)rec->token_offsets)[rec->n_token_times++] = (uint32_t)(t - rec->t_start);
     return KV_OK;
 }
 
@@ -379,10 +394,19 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
     sv->busy = false;
     int rc = KV_OK;
     /* A step streams a token to each of hundreds of requests whose records lie far
-     * apart: their cache lines are fetched a few requests ahead instead of one by one. */
+     * apart: their cache lines are fetched a few requests ahead instead of one by one,
+     * in three stages (the server's request, which names the record; the record, which
+     * says where its next token time goes; that slot). */
     for (size_t k = 0; k < res->n_tokens_out && !rc; k++) {
-        if (k + CL_AHEAD < res->n_tokens_out)
-            __builtin_prefetch(res->tokens_out[k + CL_AHEAD]->user, 1);
+        if (k + 3 * CL_AHEAD < res->n_tokens_out)
+            __builtin_prefetch(res->tokens_out[k + 3 * CL_AHEAD]);
+        if (k + 2 * CL_AHEAD < res->n_tokens_out)
+            __builtin_prefetch(res->tokens_out[k + 2 * CL_AHEAD]->user, 1);
+        if (k + CL_AHEAD < res->n_tokens_out) {
+            const sim_request_record *ahead = res->tokens_out[k + CL_AHEAD]->user;
+            if (ahead->token_offsets)
+                __builtin_prefetch(ahead->token_offsets + ahead->n_token_times, 1);
+        }
         sim_request_record *rec = res->tokens_out[k]->user;
         sim_time t = c->now + c->path_out;       /* when the client reads it */
         if (rec->n_token_times == 0) {
@@ -487,14 +511,15 @@ static int cl_scrape(cl *c, kv_err *err)
             window = CL_HIT_RING - 1;
         uint64_t back = sv->n_sampled < window ? sv->n_sampled : window;
         size_t old = (size_t)((sv->n_sampled - back) % CL_HIT_RING);
-        uint64_t dp = m.prompt_tokens - (back ? sv->ring_prompt[old] : 0);
-        uint64_t dh = m.hit_tokens - (back ? sv->ring_hit[old] : 0);
+        cl_hit_ring *ring = &c->ring[i];
+        uint64_t dp = m.prompt_tokens - (back ? ring->prompt[old] : 0);
+        uint64_t dh = m.hit_tokens - (back ? ring->hit[old] : 0);
         c->run->samples[c->run->n_samples++] = (sim_server_sample){
             .t = c->now, .server = (int)i, .waiting = m.waiting, .running = m.running, .kv_usage = m.kv_usage,
             .hit_rate = dp ? (double)dh / (double)dp : NAN, .preemptions = m.preemptions};
         size_t cur = (size_t)(sv->n_sampled % CL_HIT_RING);
-        sv->ring_prompt[cur] = m.prompt_tokens;
-        sv->ring_hit[cur] = m.hit_tokens;
+        ring->prompt[cur] = m.prompt_tokens;
+        ring->hit[cur] = m.hit_tokens;
         sv->n_sampled++;
     }
     if (c->finished)
@@ -683,20 +708,33 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
 
 /* ---- run ------------------------------------------------------------------------------ */
 
+/* calloc(n, size) (n = 0 counts as 1) through hugepage_alloc; released with free(). */
+static void *cl_huge_calloc(size_t n, size_t size)
+{
+    n = n ? n : 1;
+    if (n > SIZE_MAX / size)
+        return NULL;
+    void *p = hugepage_alloc(n * size);
+    return p ? memset(p, 0, n * size) : NULL;
+}
+
 static int cl_setup(cl *c, size_t r, kv_err *err)
 {
     const scn_cluster *k = &c->s->cluster;
     const char *rname = c->s->routers[r].name;
     c->n_srv = k->replicas;
     c->srv = calloc(c->n_srv, sizeof *c->srv);
+    c->ring = calloc(c->n_srv, sizeof *c->ring);
     c->eps = calloc(c->n_srv, sizeof *c->eps);
     c->epp = calloc(c->n_srv, sizeof *c->epp);
     c->total = wl_total_requests(c->w);
-    c->sreq = calloc(c->total ? c->total : 1, sizeof *c->sreq);
-    c->wreq = calloc(c->total ? c->total : 1, sizeof *c->wreq);
-    c->run->requests = calloc(c->total ? c->total : 1, sizeof *c->run->requests);
+    /* The per-request arrays are read at random (each step touches its batch's entries):
+     * on huge pages a thousand-replica run misses the TLB and faults far less. */
+    c->sreq = cl_huge_calloc(c->total, sizeof *c->sreq);
+    c->wreq = cl_huge_calloc(c->total, sizeof *c->wreq);
+    c->run->requests = cl_huge_calloc(c->total, sizeof *c->run->requests);
     c->run->stages = calloc(c->w->n_stages, sizeof *c->run->stages);
-    if (!c->srv || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
+    if (!c->srv || !c->ring || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     c->run->n_stages = c->w->n_stages;
     if (wl_multi_turn(c->w)) {
@@ -800,6 +838,7 @@ static void cl_teardown(cl *c)
     for (size_t i = 0; i < c->n_srv && c->srv; i++)
         simsrv_free(c->srv[i].srv);
     free(c->srv);
+    free(c->ring);
     free(c->eps);
     free(c->epp);
     free(c->sreq);

@@ -26,6 +26,7 @@
 #include "server.h"
 
 #define ENGINE_HASH_SEED "vllm"
+#define SRV_AHEAD 4                   /* running requests prefetched ahead in the schedule */
 
 /* Per-request state, hung off simsrv_req.priv_ptr between submit and finish. The
  * server recycles these (and their arrays, grown only when a longer request comes)
@@ -506,8 +507,9 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     if (full <= st->n_cached) return KV_OK;
     uint32_t first = st->n_cached;
     s->m.blocks_stored += full - first;
+    if (bpool_set_hashes(s->pool, st->blocks + first, st->hashes + first, full - first) != KV_OK)
+        return KV_ENOMEM;
     if (!s->cfg.emit_kv_events) {
-        for (uint32_t b = first; b < full; b++) bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
         st->n_cached = full;
         return KV_OK;
     }
@@ -517,10 +519,8 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     if (!VEC_RESERVE(s->ev_hashes, s->ev_hashes.n + e.n_hashes) ||
         !VEC_RESERVE(s->ev_tokens, s->ev_tokens.n + e.n_tokens) || !VEC_PUSH(s->ev, e))
         return KV_ENOMEM;
-    for (uint32_t b = first; b < full; b++) {
-        bpool_set_hash(s->pool, st->blocks[b], st->hashes[b]);
-        s->ev_hashes.v[s->ev_hashes.n++] = st->hashes[b];
-    }
+    memcpy(s->ev_hashes.v + s->ev_hashes.n, st->hashes + first, e.n_hashes * sizeof *st->hashes);
+    s->ev_hashes.n += e.n_hashes;
     tokens_at(s, r, first * s->bs, (uint32_t)e.n_tokens, s->ev_tokens.v + s->ev_tokens.n);
     s->ev_tokens.n += e.n_tokens;
     st->n_cached = full;
@@ -570,6 +570,12 @@ static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
 {
     rstate *st = r->priv_ptr;
     st->num_new = num_new;
+    /* A step that fills a block hashes it at its end (hash_known_blocks) from the chain's
+     * tail and the output tokens drawn so far: fetch them while the batch is scheduled. */
+    if (s->cfg.prefix_caching && st->n_hashes && num_tokens(r) + 1 >= (uint64_t)(st->n_hashes + 1) * s->bs) {
+        __builtin_prefetch(&st->hashes[st->n_hashes - 1], 1);
+        if (st->n_out < st->out_room) __builtin_prefetch(&st->out[st->n_out], 1);
+    }
     sm_batch_add(&s->batch, num_new, r->n_computed);
     s->sched.v[s->sched.n++] = r;   /* room reserved by simsrv_step */
 }
@@ -588,6 +594,13 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
 {
     size_t i = 0;
     while (i < s->run.n && *budget > 0) {
+        /* The running requests and their states lie apart in memory and, with many
+         * replicas, out of cache: fetch them a few requests ahead, a request twice as far
+         * ahead as the state it points to. */
+        if (i + 2 * SRV_AHEAD < s->run.n)
+            __builtin_prefetch(s->run.v[i + 2 * SRV_AHEAD]);
+        if (i + SRV_AHEAD < s->run.n)
+            __builtin_prefetch(s->run.v[i + SRV_AHEAD]->priv_ptr);
         simsrv_req *r = s->run.v[i];
         uint32_t n = cap_new(s, r, r->n_computed, *budget);
         if (n == 0) {

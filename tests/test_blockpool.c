@@ -35,7 +35,7 @@ static void test_free_queue_order(void **state)
     assert_int_equal(a[0], 0);
     assert_int_equal(a[2], 2);
     assert_int_equal(bpool_num_free(p), 3);
-    for (int i = 0; i < 3; i++) bpool_set_hash(p, a[i], 100 + i);
+    assert_int_equal(bpool_set_hashes(p, a, (uint64_t[]){100, 101, 102}, 3), KV_OK);
     assert_int_equal(bpool_num_cached(p), 3);
 
     /* A request frees its blocks in reverse: the tail block joins the queue first and
@@ -90,8 +90,8 @@ static void test_duplicate_hashes(void **state)
     uint64_t ev[4];
     size_t nev;
     bpool_alloc(p, 2, a, ev, &nev);
-    bpool_set_hash(p, a[0], 7);
-    bpool_set_hash(p, a[1], 7);       /* the same block recomputed (num_tokens-1 cap) */
+    assert_int_equal(bpool_set_hashes(p, a, (uint64_t[]){7, 7}, 2), KV_OK);   /* the same block recomputed
+                                                                               * (num_tokens-1 cap) */
     uint64_t key = 7;
     uint32_t hit;
     assert_int_equal(bpool_match(p, &key, 1, &hit), 1);
@@ -189,16 +189,22 @@ static void test_random_against_reference(void **state)
                 r.ref[b] = 1;
             }
             assert_int_equal(nev, want_ev);
-            /* Hash some of them from a small key space so hits and duplicates occur. */
+            /* Hash some of them from a small key space so hits and duplicates occur
+             * (the map grows from 16 slots to 128 on the way). */
+            uint32_t hb[8];
+            uint64_t hh[8];
+            size_t nh = 0;
             for (size_t i = 0; i < k; i++)
                 if (rand() % 2) {
                     uint64_t h = 1 + (uint64_t)(rand() % 40);
-                    bpool_set_hash(p, out[i], h);
+                    hb[nh] = out[i];
+                    hh[nh++] = h;
                     r.hashed[out[i]] = true;
                     r.hash[out[i]] = h;
                     r.map_b[r.nmap] = out[i];
                     r.map_h[r.nmap++] = h;
                 }
+            assert_int_equal(bpool_set_hashes(p, hb, hh, nh), KV_OK);
             memcpy(hold[nhold].b, out, k * sizeof *out);
             hold[nhold++].n = k;
         } else if (op == 1 && nhold > 0) {                   /* a request finishes */
