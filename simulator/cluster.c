@@ -52,7 +52,12 @@ typedef struct cl_server {
 
 /* KV payloads in flight to the router. Every payload waits the same kv_event_delay, so
  * they are delivered in the order they were published: a FIFO of byte ranges in one
- * buffer, emptied (and rewound) whenever everything published has been delivered. */
+ * buffer, rewound whenever everything published has been delivered. With many replicas
+ * publishing, that moment may never come, so a push that would grow the buffer first
+ * moves the undelivered payloads to its front when the delivered ones take at least as
+ * much room (each byte is moved at most once per byte delivered before it): the buffer
+ * stays about twice the payloads of one kv_event_delay instead of holding every payload
+ * of the run (scale-1000 at 1M requests: gigabytes, and a page fault per 4 KB). */
 typedef struct cl_payloads {
     uint8_t *bytes;
     size_t used, cap;
@@ -61,6 +66,28 @@ typedef struct cl_payloads {
     } *q;
     size_t head, tail, qcap;
 } cl_payloads;
+
+/* Queues a copy of data[0, len); false when out of memory. */
+static bool cl_payloads_push(cl_payloads *p, const uint8_t *data, size_t len)
+{
+    if (p->head && p->used + len > p->cap && 2 * p->q[p->head].off >= p->used) {
+        size_t base = p->q[p->head].off, n = p->tail - p->head;
+        memmove(p->bytes, p->bytes + base, p->used - base);
+        memmove(p->q, p->q + p->head, n * sizeof *p->q);
+        for (size_t k = 0; k < n; k++) p->q[k].off -= base;
+        p->used -= base;
+        p->head = 0;
+        p->tail = n;
+    }
+    if (!grow_array((void **)&p->bytes, &p->cap, p->used + len, 1) ||
+        !grow_array((void **)&p->q, &p->qcap, p->tail + 1, sizeof *p->q))
+        return false;
+    memcpy(p->bytes + p->used, data, len);
+    p->q[p->tail].off = p->used;
+    p->q[p->tail++].len = len;
+    p->used += len;
+    return true;
+}
 
 /* What is computed once per workload prompt rather than per request: inference-perf
  * sends each of the ladder's 750 prompts once per stage. The router's block keys (for
@@ -418,14 +445,8 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         return rc;
     if (res->kv_payload_len) {
         c->st.kv_batches++;
-        cl_payloads *p = &c->pay;
-        if (!grow_array((void **)&p->bytes, &p->cap, p->used + res->kv_payload_len, 1) ||
-            !grow_array((void **)&p->q, &p->qcap, p->tail + 1, sizeof *p->q))
+        if (!cl_payloads_push(&c->pay, res->kv_payload, res->kv_payload_len))
             return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
-        memcpy(p->bytes + p->used, res->kv_payload, res->kv_payload_len);
-        p->q[p->tail].off = p->used;
-        p->q[p->tail++].len = res->kv_payload_len;
-        p->used += res->kv_payload_len;
         if ((rc = cl_push(c, c->now + c->s->cluster.kv_event_delay, EV_KV, (int32_t)i, 0, err)))
             return rc;
     }
