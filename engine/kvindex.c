@@ -1198,6 +1198,10 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     }
     unlock(ix);
     matched = (uint32_t)j;
+    /* No endpoint holds the first key (every decision of a workload without shared
+     * prefixes): out is still all zero, and the pass over max_ep slots below would only
+     * write zeros again. */
+    if (!matched && !runs) return 0;
     /* Endpoints still alive matched every key up to the stop. */
     if (!done && matched)
         for (uint32_t w = 0; w < W; w++) set_blocks(w, alive[w], matched, out);

@@ -162,21 +162,22 @@ size_t pu_picked(const sched_scored *cands, size_t k, sched_endpoint **out)
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
 
-void pu_minmax_lower_better(sched_endpoint *const *eps, size_t n, double (*load)(const sched_endpoint *),
-                            double *scores)
+void pu_minmax_lower_better(double *scores, size_t n)
 {
     if (!n)
         return;
-    /* scores[] holds the loads until normalised: one indirect call per endpoint */
-    for (size_t i = 0; i < n; i++)
-        scores[i] = load(eps[i]);
     double lo = scores[0], hi = lo;
     for (size_t i = 1; i < n; i++) {
         lo = scores[i] < lo ? scores[i] : lo;
         hi = scores[i] > hi ? scores[i] : hi;
     }
+    if (hi == lo) {
+        for (size_t i = 0; i < n; i++)
+            scores[i] = 1.0;
+        return;
+    }
     for (size_t i = 0; i < n; i++)
-        scores[i] = hi == lo ? 1.0 : (hi - scores[i]) / (hi - lo);
+        scores[i] = (hi - scores[i]) / (hi - lo);
 }
 
 size_t pu_below(sched_cycle *c, size_t n)

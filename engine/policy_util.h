@@ -59,11 +59,12 @@ size_t pu_picker_count(const sched_plugin *p, size_t max, size_t n);
 size_t pu_picked(const sched_scored *cands, size_t k, sched_endpoint **out);
 
 /* ---- scoring helpers ---------------------------------------------------------------- */
-/* GIE's min-max for a load figure where lower is better: (max - v)/(max - min) with v =
- * load(eps[i]); all equal (including n == 1) gives 1.0 to every endpoint (queue-scorer,
- * running-requests-size-scorer). */
-void pu_minmax_lower_better(sched_endpoint *const *eps, size_t n, double (*load)(const sched_endpoint *),
-                            double *scores);
+/* GIE's min-max for a load figure where lower is better, in place: scores[i] holds
+ * endpoint i's load v on entry and (max - v)/(max - min) on return; all equal (including
+ * n == 1) gives 1.0 to every endpoint (queue-scorer, running-requests-size-scorer). The
+ * caller fills in the loads itself: at 1,000 endpoints a call per endpoint to fetch one
+ * field cost as much as the rest of the scorer. */
+void pu_minmax_lower_better(double *scores, size_t n);
 /* A uniform integer in [0, n), n > 0, from the cycle's generator. */
 size_t pu_below(sched_cycle *c, size_t n);
 /* Fisher-Yates with the cycle's generator: the random tie-break of the pickers. */

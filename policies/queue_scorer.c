@@ -4,11 +4,11 @@
  * (staleness is the saturation detector's concern); a never-scraped pod reads 0. */
 #include "policy_util.h"
 
-static double queue_waiting(const sched_endpoint *ep) { return ep->m.waiting; }
-
 static void queue_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
 {
-    pu_minmax_lower_better(eps, n, queue_waiting, scores);
+    for (size_t i = 0; i < n; i++)
+        scores[i] = eps[i]->m.waiting;
+    pu_minmax_lower_better(scores, n);
 }
 
 const sched_plugin_type queue_scorer_type = {

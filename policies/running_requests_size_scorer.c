@@ -3,11 +3,11 @@
  * never-scraped metrics: as queue-scorer (last value; never scraped reads 0). */
 #include "policy_util.h"
 
-static double rrs_running(const sched_endpoint *ep) { return ep->m.running; }
-
 static void rrs_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores)
 {
-    pu_minmax_lower_better(eps, n, rrs_running, scores);
+    for (size_t i = 0; i < n; i++)
+        scores[i] = eps[i]->m.running;
+    pu_minmax_lower_better(scores, n);
 }
 
 const sched_plugin_type running_requests_size_scorer_type = {

@@ -15,6 +15,7 @@
 #include "hugepage.h"
 #include "kvevents.h"
 #include "kvingest.h"
+#include "kvpayq.h"
 #include "monoclock.h"
 #include "precise_prefix_cache_scorer.h"
 #include "server.h"
@@ -55,18 +56,6 @@ typedef struct cl_server {
     char name[32];
     char pod[32];
 } cl_server;
-
-/* KV payloads in flight to the router. Every payload waits the same kv_event_delay, so
- * they are delivered in the order they were published: a FIFO of byte ranges in one
- * buffer, emptied (and rewound) whenever everything published has been delivered. */
-typedef struct cl_payloads {
-    uint8_t *bytes;
-    size_t used, cap;
-    struct {
-        size_t off, len;
-    } *q;
-    size_t head, tail, qcap;
-} cl_payloads;
 
 /* What is computed once per workload prompt rather than per request: inference-perf
  * sends each of the ladder's 750 prompts once per stage. The router's block keys (for
@@ -129,7 +118,7 @@ typedef struct cl {
         int *slot;                    /* index slot of each server */
     } *kvsrc;                         /* every source the router's config declares */
     size_t n_kvsrc;
-    cl_payloads pay;
+    kvpayq pay;   /* KV payloads in flight to the router */
     /* Every record's token times, one allocation: uint32_t offsets (token_offsets) until
      * a request outlives 2^32 us, then sim_time (token_times) for the rest of the run. */
     void *token_pool;
@@ -442,14 +431,8 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
         return rc;
     if (res->kv_payload_len) {
         c->st.kv_batches++;
-        cl_payloads *p = &c->pay;
-        if (!grow_array((void **)&p->bytes, &p->cap, p->used + res->kv_payload_len, 1) ||
-            !grow_array((void **)&p->q, &p->qcap, p->tail + 1, sizeof *p->q))
+        if (!kvpayq_push(&c->pay, res->kv_payload, res->kv_payload_len))
             return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
-        memcpy(p->bytes + p->used, res->kv_payload, res->kv_payload_len);
-        p->q[p->tail].off = p->used;
-        p->q[p->tail++].len = res->kv_payload_len;
-        p->used += res->kv_payload_len;
         if ((rc = cl_push(c, c->now + c->s->cluster.kv_event_delay, EV_KV, (int32_t)i, 0, err)))
             return rc;
     }
@@ -458,10 +441,11 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
 
 static int cl_kv_deliver(cl *c, size_t i, kv_err *err)
 {
-    cl_payloads *p = &c->pay;
-    const uint8_t *data = p->bytes + p->q[p->head].off;
-    size_t len = p->q[p->head].len;
-    p->head++;
+    size_t len;
+    const uint8_t *data = kvpayq_front(&c->pay, &len);   /* readable until the next push */
+    if (!data)   /* one delivery event is pushed per payload */
+        return kv_err_set(err, KV_ESTATE, "KV events of %s: no payload in flight", c->srv[i].name);
+    kvpayq_pop(&c->pay);
     kvev_batch b;
     kv_err e = {0};
     if (kvev_decode_batch(c->dec, data, len, &b, &e) != KV_OK) {
@@ -474,8 +458,6 @@ static int cl_kv_deliver(cl *c, size_t i, kv_err *err)
         }
         c->st.kv_events_delivered += b.n_events;
     }
-    if (p->head == p->tail)
-        p->head = p->tail = p->used = 0;
     return KV_OK;
 }
 
@@ -851,8 +833,7 @@ static void cl_teardown(cl *c)
             free(c->sess[u].ctx);
     free(c->sess);
     free(c->pend_next);
-    free(c->pay.bytes);
-    free(c->pay.q);
+    kvpayq_free(&c->pay);
     for (size_t k = 0; k < c->n_kvsrc; k++) {
         kvingest_free(c->kvsrc[k].ing);
         free(c->kvsrc[k].slot);
