@@ -690,16 +690,6 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
 
 /* ---- run ------------------------------------------------------------------------------ */
 
-/* calloc(n, size) (n = 0 counts as 1) through hugepage_alloc; released with free(). */
-static void *cl_huge_calloc(size_t n, size_t size)
-{
-    n = n ? n : 1;
-    if (n > SIZE_MAX / size)
-        return NULL;
-    void *p = hugepage_alloc(n * size);
-    return p ? memset(p, 0, n * size) : NULL;
-}
-
 static int cl_setup(cl *c, size_t r, kv_err *err)
 {
     const scn_cluster *k = &c->s->cluster;
@@ -712,9 +702,9 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     c->total = wl_total_requests(c->w);
     /* The per-request arrays are read at random (each step touches its batch's entries):
      * on huge pages a thousand-replica run misses the TLB and faults far less. */
-    c->sreq = cl_huge_calloc(c->total, sizeof *c->sreq);
-    c->wreq = cl_huge_calloc(c->total, sizeof *c->wreq);
-    c->run->requests = cl_huge_calloc(c->total, sizeof *c->run->requests);
+    c->sreq = hugepage_calloc(c->total, sizeof *c->sreq);
+    c->wreq = hugepage_calloc(c->total, sizeof *c->wreq);
+    c->run->requests = hugepage_calloc(c->total, sizeof *c->run->requests);
     c->run->stages = calloc(c->w->n_stages, sizeof *c->run->stages);
     if (!c->srv || !c->ring || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
         return kv_err_set(err, KV_ENOMEM, "out of memory");

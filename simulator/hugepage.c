@@ -1,6 +1,7 @@
 /* hugepage: huge-page backed allocation for the simulator's large arrays (see hugepage.h). */
 #include "hugepage.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,6 +16,15 @@ void *hugepage_alloc(size_t bytes)
         return NULL;
     madvise(p, whole, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
     return p;
+}
+
+void *hugepage_calloc(size_t n, size_t size)
+{
+    n = n ? n : 1;
+    if (n > SIZE_MAX / size)
+        return NULL;
+    void *p = hugepage_alloc(n * size);
+    return p ? memset(p, 0, n * size) : NULL;
 }
 
 void *hugepage_grow(void *p, size_t used_bytes, size_t new_bytes)

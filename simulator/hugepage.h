@@ -14,6 +14,9 @@
 /* Like malloc(bytes); blocks of a huge page or more are huge-page aligned and advised. */
 void *hugepage_alloc(size_t bytes);
 
+/* Like calloc(n, size) (n = 0 counts as 1), through hugepage_alloc. */
+void *hugepage_calloc(size_t n, size_t size);
+
 /* Like realloc(p, new_bytes) for a block whose first used_bytes matter, through
  * hugepage_alloc (a copy, so the new block is advised before it is first touched).
  * On failure returns NULL and p is untouched. */

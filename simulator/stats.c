@@ -86,13 +86,108 @@ static void block_init(stats_block *out, size_t n)
         out->v[i] = NAN;
 }
 
-#define STG_T double
-#define STG_TO_D(x) (x)
-#define STG_NAME(n) n##_d
-#include "stats_generic.h"
-#undef STG_T
-#undef STG_TO_D
-#undef STG_NAME
+#define PAIRWISE_LEAF 128   /* NumPy's pairwise block: the most values one leaf sums */
+
+/* How NumPy's pairwise_sum splits n > PAIRWISE_LEAF values: the left half, rounded down to a
+ * multiple of 8 (pairwise_sum and the streamed us_sum must split alike). */
+static size_t pairwise_left(size_t n)
+{
+    size_t n2 = n / 2;
+    return n2 - n2 % 8;
+}
+
+/* NumPy's pairwise_sum for doubles: 8 accumulators up to a 128-item block, halves
+ * (rounded down to a multiple of 8) above it. */
+static double pairwise_sum(const double *a, size_t n)
+{
+    if (n < 8) {
+        double res = 0.;
+        for (size_t i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n <= PAIRWISE_LEAF) {
+        double r[8];
+        size_t i;
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    size_t n2 = pairwise_left(n);
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void swap_d(double *a, size_t i, size_t j)
+{
+    double t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+}
+
+/* Puts the elements of rank ranks[0..nr) (ascending, within [lo, hi)) in place, as a
+ * full sort would: one three-way partition serves every rank at once, and each side
+ * recurses only with the ranks that fall in it, so a block's 24 ranks cost a few passes,
+ * not 24. Three-way partitioning keeps runs of equal values (simulated inter-token gaps
+ * are integer microseconds, mostly a handful of step times) linear; past the depth
+ * budget a range is simply sorted. */
+static void multiselect(double *a, size_t lo, size_t hi, const size_t *ranks, size_t nr, int budget)
+{
+    while (nr > 0 && hi - lo > 1) {
+        if (budget-- == 0 || hi - lo <= 16) {
+            qsort(a + lo, hi - lo, sizeof *a, cmp_d);
+            return;
+        }
+        size_t mid = lo + (hi - lo) / 2;
+        double x = a[lo], y = a[mid], z = a[hi - 1];
+        double p = (x < y) ? ((y < z) ? y : (x < z ? z : x)) : ((x < z) ? x : (y < z ? z : y));
+        /* a[lo..lt) < p, a[lt..i) == p, a[gt..hi) > p */
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            if (a[i] < p)
+                swap_d(a, lt++, i++);
+            else if (a[i] > p)
+                swap_d(a, i, --gt);
+            else
+                i++;
+        }
+        size_t nl = 0, nm;
+        while (nl < nr && ranks[nl] < lt)
+            nl++;
+        nm = nl;
+        while (nm < nr && ranks[nm] < gt)
+            nm++;
+        /* recurse into the smaller rank set, loop on the other */
+        if (nl < nr - nm) {
+            multiselect(a, lo, lt, ranks, nl, budget);
+            ranks += nm, nr -= nm, lo = gt;
+        } else {
+            multiselect(a, gt, hi, ranks + nm, nr - nm, budget);
+            nr = nl, hi = lt;
+        }
+    }
+}
+
+/* Puts the elements of rank ranks[0..nr) (ascending, below n) of v[0..n) in place, as a
+ * full sort would; the depth budget is about 2 log2 n partitions before sorting. */
+static void select_ranks(double *v, size_t n, const size_t *ranks, size_t nr)
+{
+    int budget = 2;
+    for (size_t m = n; m > 1; m >>= 1)
+        budget += 2;
+    multiselect(v, 0, n, ranks, nr, budget);
+}
 
 /* Microseconds as the seconds lifecycle.c's secs() makes of them: the same division. */
 #define US_TO_S(x) ((double)(x) / (double)1000000)
@@ -101,7 +196,7 @@ double stats_mean(const double *v, size_t n)
 {
     if (n == 0)
         return NAN;
-    return pairwise_sum_d(v, n) / (double)n;
+    return pairwise_sum(v, n) / (double)n;
 }
 
 void stats_summarize(double *v, size_t n, stats_block *out)
@@ -109,7 +204,7 @@ void stats_summarize(double *v, size_t n, stats_block *out)
     block_init(out, n);
     if (n == 0)
         return;
-    out->v[STATS_MEAN] = pairwise_sum_d(v, n) / (double)n;
+    out->v[STATS_MEAN] = pairwise_sum(v, n) / (double)n;
     double mn = v[0], mx = v[0];
     for (size_t i = 1; i < n; i++) {
         if (v[i] < mn)
@@ -121,7 +216,7 @@ void stats_summarize(double *v, size_t n, stats_block *out)
     out->v[STATS_MAX] = mx;
     pct_plan p;
     pct_plan_make(n, &p);
-    select_ranks_d(v, n, p.ranks, p.nr);
+    select_ranks(v, n, p.ranks, p.nr);
     double at[2 * STATS_NKEYS];
     for (size_t i = 0; i < p.nr; i++)
         at[i] = v[p.ranks[i]];
@@ -132,7 +227,6 @@ void stats_summarize(double *v, size_t n, stats_block *out)
  * in a table by value; the others (negative, or a second and more) are kept as seconds
  * and selected among. */
 #define US_DIRECT ((int64_t)1 << 20)
-#define US_LEAF 128   /* NumPy's pairwise block: the most values one leaf sums */
 
 typedef struct us_stream {
     void (*next)(void *ctx, int64_t *buf, size_t k);
@@ -159,11 +253,11 @@ static void us_keep_out(us_stream *s, int64_t x)
     s->n_neg += x < 0;
 }
 
-/* The next k <= US_LEAF values: counted or kept, and summed as NumPy sums a leaf. */
+/* The next k <= PAIRWISE_LEAF values: counted or kept, and summed as NumPy sums a leaf. */
 static double us_leaf(us_stream *s, size_t k)
 {
-    int64_t b[US_LEAF];
-    double d[US_LEAF];
+    int64_t b[PAIRWISE_LEAF];
+    double d[PAIRWISE_LEAF];
     s->next(s->ctx, b, k);
     for (size_t i = 0; i < k; i++) {
         int64_t x = b[i];
@@ -175,17 +269,16 @@ static double us_leaf(us_stream *s, size_t k)
             us_keep_out(s, x);
         d[i] = US_TO_S(x);
     }
-    return pairwise_sum_d(d, k);
+    return pairwise_sum(d, k);
 }
 
 /* pairwise_sum's recursion over values that arrive in order: the same split, so the same
  * leaves and the same additions (the left half is read, and summed, first). */
 static double us_sum(us_stream *s, size_t n)
 {
-    if (n <= US_LEAF)
+    if (n <= PAIRWISE_LEAF)
         return us_leaf(s, n);
-    size_t n2 = n / 2;
-    n2 -= n2 % 8;
+    size_t n2 = pairwise_left(n);
     double left = us_sum(s, n2);
     return left + us_sum(s, n - n2);
 }
@@ -222,7 +315,7 @@ bool stats_summarize_us_stream(size_t n, void (*next)(void *ctx, int64_t *buf, s
         if (r < s.n_neg || r >= s.n_neg + n_tab)
             rb[nrb++] = r < s.n_neg ? r : r - n_tab;
     }
-    select_ranks_d(s.out, s.n_out, rb, nrb);
+    select_ranks(s.out, s.n_out, rb, nrb);
     double at[2 * STATS_NKEYS];
     int64_t x = s.mn > 0 ? s.mn : 0;   /* the smallest value the table can hold */
     size_t below = s.n_neg, ib = 0;    /* below: how many values precede count[x] */
