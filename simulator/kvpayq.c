@@ -4,9 +4,10 @@
  * publishing, that moment may never come (scale-1000 at 10,000 requests a second), so a
  * push that would grow the buffer first moves the undelivered payloads to its front when
  * the delivered ones take at least as much room: each byte is moved at most once for
- * every byte delivered before it, and the buffer stays within about twice the payloads
- * of one kv_event_delay instead of holding every payload of the run (scale-1000 at 1M
- * requests: gigabytes, and a page fault per 4 KB). */
+ * every byte delivered before it, and the buffer grows only when undelivered payloads
+ * fill over half of it, so it stays under 4 x the bytes in flight + 2 x the largest
+ * payload (test_kvpayq checks that bound) instead of holding every payload of the run
+ * (scale-1000 at 1M requests: gigabytes, and a page fault per 4 KB). */
 #include "kvpayq.h"
 #include "grow.h"
 
