@@ -24,7 +24,6 @@
 enum { EV_KV = 0, EV_SCRAPE = 1, EV_STEP = 2, EV_SEND = 3, EV_ARRIVAL = 4, EV_STAGE = 5, EV_ROUTE = 6, EV_BURST = 7 };
 
 #define CL_NONE UINT64_MAX
-#define CL_AHEAD 4                    /* records prefetched ahead in a step's token loop */
 
 /* A multi-turn user (workload.h, wl_multi_turn): its context so far, whether a round is
  * in flight, and the rounds waiting for it (ids linked through cl.pend_next). */
@@ -52,6 +51,7 @@ typedef struct cl_server {
     simsrv *srv;
     bool busy;                        /* a step is in flight */
     simsrv_step_result res;           /* the step in flight (arrays owned by the server) */
+    size_t cap_steps;                 /* room in its sim_run.servers[i].t */
     uint64_t n_sampled;
     char name[32];
     char pod[32];
@@ -119,11 +119,7 @@ typedef struct cl {
     } *kvsrc;                         /* every source the router's config declares */
     size_t n_kvsrc;
     kvpayq pay;   /* KV payloads in flight to the router */
-    /* Every record's token times, one allocation: uint32_t offsets (token_offsets) until
-     * a request outlives 2^32 us, then sim_time (token_times) for the rest of the run. */
-    void *token_pool;
-    bool token_wide;
-    size_t token_next, token_cap;     /* next free slot (requests arrive in id order); slots */
+    size_t cap_token_runs;            /* room in run->token_runs */
     sched_trace trace;
     size_t cap_samples;
     cl_session *sess;                 /* multi-turn: one per user (prompt); else NULL */
@@ -329,50 +325,41 @@ static int cl_fail(cl *c, sim_request_record *rec, kv_err *err)
     return rc ? rc : cl_request_done(c, c->now, err);
 }
 
-/* Moves every token time recorded so far to sim_time slots: a request has outlived
- * what a 32-bit offset from its start can hold (71 minutes). */
-static int cl_widen_token_times(cl *c, kv_err *err)
+/* Server i's step that just ended emitted tokens, its emit_step-th such step: its time
+ * (when the client reads the tokens) is every such token's timestamp. */
+static int cl_step_time(cl *c, size_t i, uint32_t emit_step, kv_err *err)
 {
-    sim_time *wide = hugepage_alloc(c->token_cap * sizeof *wide);
-    if (!wide)
-        return kv_err_set(err, KV_ENOMEM, "out of memory (%zu token times)", c->token_cap);
-    const uint32_t *narrow = c->token_pool;
-    for (size_t i = 0; i < c->run->n_requests; i++) {
-        sim_request_record *r = &c->run->requests[i];
-        if (!r->token_offsets)
-            continue;   /* not arrived yet */
-        size_t at = (size_t)(r->token_offsets - narrow);
-        for (uint32_t j = 0; j < r->n_token_times; j++)
-            wide[at + j] = sim_token_time(r, j);
-        r->token_times = wide + at;
-        r->token_offsets = NULL;
-    }
-    free(c->token_pool);
-    c->token_pool = wide;
-    c->token_wide = true;
+    sim_server_steps *ss = &c->run->servers[i];
+    if (emit_step != ss->n)
+        return kv_err_set(err, KV_ESTATE, "server %s: emitting step %u, expected %zu", c->srv[i].name, emit_step,
+                          ss->n);
+    if (!grow_array((void **)&ss->t, &c->srv[i].cap_steps, ss->n + 1, sizeof *ss->t))
+        return kv_err_set(err, KV_ENOMEM, "out of memory (step times of %s)", c->srv[i].name);
+    ss->t[ss->n++] = c->now + c->path_out;
     return KV_OK;
 }
 
-/* cl_token_time past its common case: a request that outlives 32-bit offsets widens
- * every record's token times first. */
-static int cl_token_time_wide(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
+/* rec's sequence emitted at len consecutive emitting steps of its server from step, a run
+ * now over (it finished, or emits again after a gap): the record's first run, or one
+ * chained after its others. */
+static int cl_token_run(cl *c, sim_request_record *rec, uint32_t step, uint32_t len, kv_err *err)
 {
-    int rc;
-    if (rec->token_offsets && (rc = cl_widen_token_times(c, err)))
-        return rc;
-    ((sim_time *)rec->token_times)[rec->n_token_times++] = t;
-    return KV_OK;
-}
-
-/* Appends t to rec's token times (at most output_tokens + 1 of them: [DONE] included).
- * Inline: a step stores one for each of its sequences. */
-static inline int cl_token_time(cl *c, sim_request_record *rec, sim_time t, kv_err *err)
-{
-    if (rec->n_token_times >= rec->output_tokens + 1u)
+    rec->n_token_times += len;
+    if (rec->run0 == 0) {
+        rec->step0 = step;
+        rec->run0 = len;
         return KV_OK;
-    if (!rec->token_offsets || t - rec->t_start > (sim_time)UINT32_MAX)
-        return cl_token_time_wide(c, rec, t, err);
-    ((uint32_t *)rec->token_offsets)[rec->n_token_times++] = (uint32_t)(t - rec->t_start);
+    }
+    sim_run *run = c->run;
+    if (run->n_token_runs >= UINT32_MAX - 1)
+        return kv_err_set(err, KV_ERANGE, "more than 2^32 token runs");
+    if (!grow_array((void **)&run->token_runs, &c->cap_token_runs, run->n_token_runs + 1, sizeof *run->token_runs))
+        return kv_err_set(err, KV_ENOMEM, "out of memory (token runs)");
+    uint32_t *link = &rec->more;
+    while (*link)
+        link = &run->token_runs[*link - 1].next;
+    run->token_runs[run->n_token_runs] = (sim_token_run){.step = step, .len = len};
+    *link = (uint32_t)++run->n_token_runs;
     return KV_OK;
 }
 
@@ -381,38 +368,30 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
     cl_server *sv = &c->srv[i];
     const simsrv_step_result *res = &sv->res;
     sv->busy = false;
-    int rc = KV_OK;
-    /* A step streams a token to each of hundreds of requests whose records lie far
-     * apart: their cache lines are fetched a few requests ahead instead of one by one,
-     * in three stages (the server's request, which names the record; the record, which
-     * says where its next token time goes; that slot). */
-    for (size_t k = 0; k < res->n_tokens_out && !rc; k++) {
-        if (k + 3 * CL_AHEAD < res->n_tokens_out)
-            __builtin_prefetch(res->tokens_out[k + 3 * CL_AHEAD]);
-        if (k + 2 * CL_AHEAD < res->n_tokens_out)
-            __builtin_prefetch(res->tokens_out[k + 2 * CL_AHEAD]->user, 1);
-        if (k + CL_AHEAD < res->n_tokens_out) {
-            const sim_request_record *ahead = res->tokens_out[k + CL_AHEAD]->user;
-            if (ahead->token_offsets)
-                __builtin_prefetch(ahead->token_offsets + ahead->n_token_times, 1);
+    int rc = res->n_tokens_out ? cl_step_time(c, i, res->emit_step, err) : KV_OK;
+    /* Only requests that start a run of tokens are touched here (their first token, or
+     * one after a gap), and finished ones below: the rest extend their run, which the
+     * server counts. */
+    for (size_t k = 0; k < res->n_run_starts && !rc; k++) {
+        const simsrv_run_start *st = &res->run_starts[k];
+        sim_request_record *rec = st->r->user;
+        if (st->prev_len) {
+            rc = cl_token_run(c, rec, st->prev_step, st->prev_len, err);
+            continue;
         }
-        sim_request_record *rec = res->tokens_out[k]->user;
-        sim_time t = c->now + c->path_out;       /* when the client reads it */
-        if (rec->n_token_times == 0) {
-            rec->t_first_token = t;
-            char idbuf[32];
-            sched_request view;
-            cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
-            sched_response_started(c->sched, &view, &c->eps[i]);
-        }
-        rc = cl_token_time(c, rec, t, err);
+        rec->t_first_token = c->now + c->path_out;       /* when the client reads it */
+        char idbuf[32];
+        sched_request view;
+        cl_req_view(c, rec->id, idbuf, sizeof idbuf, &view);
+        sched_response_started(c->sched, &view, &c->eps[i]);
     }
     for (size_t k = 0; k < res->n_finished && !rc; k++) {
         simsrv_req *r = res->finished[k];
         sim_request_record *rec = r->user;
         sim_time done = c->now + c->path_out + CLUSTER_DONE_DELAY_US;
-        if ((rc = cl_token_time(c, rec, done, err)))
+        if ((rc = cl_token_run(c, rec, r->run_step, r->run_len, err)))
             break;
+        rec->n_token_times++;                     /* [DONE], at t_end */
         rec->t_end = done;
         rec->output_tokens = wl_counted_output(c->w, rec->id, r->n_generated);   /* the client's count */
         rec->cached_tokens = r->n_cached;
@@ -657,14 +636,8 @@ static int cl_arrival(cl *c, size_t stage, uint64_t i, kv_err *err)
         return rc;
     uint32_t n_output = wl_output_len(c->w, stage, i);
     sim_request_record *rec = &c->run->requests[id];
-    size_t at = c->token_next;
-    c->token_next += (size_t)n_output + 1;
     *rec = (sim_request_record){.id = id, .stage = (int)stage, .t_scheduled = c->now, .t_start = c->now,
                                 .output_tokens = n_output, .endpoint = -1};
-    if (c->token_wide)
-        rec->token_times = (sim_time *)c->token_pool + at;
-    else
-        rec->token_offsets = (uint32_t *)c->token_pool + at;
     c->run->n_requests = id + 1 > c->run->n_requests ? id + 1 : c->run->n_requests;
     if (c->sess) {
         cl_session *ss = &c->sess[cl_user(c, id)];
@@ -706,9 +679,12 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     c->wreq = hugepage_calloc(c->total, sizeof *c->wreq);
     c->run->requests = hugepage_calloc(c->total, sizeof *c->run->requests);
     c->run->stages = calloc(c->w->n_stages, sizeof *c->run->stages);
-    if (!c->srv || !c->ring || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages)
+    c->run->servers = calloc(c->n_srv, sizeof *c->run->servers);
+    if (!c->srv || !c->ring || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests || !c->run->stages ||
+        !c->run->servers)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     c->run->n_stages = c->w->n_stages;
+    c->run->n_servers = c->n_srv;
     if (wl_multi_turn(c->w)) {
         c->sess = calloc(c->w->n_prompts, sizeof *c->sess);
         c->pend_next = calloc(c->total ? c->total : 1, sizeof *c->pend_next);
@@ -717,15 +693,6 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
         for (size_t u = 0; u < c->w->n_prompts; u++)
             c->sess[u].head = c->sess[u].tail = CL_NONE;
     }
-    /* Token times (one per SSE event, the run's largest array): one block, on huge
-     * pages where the kernel offers them, instead of a page fault every 4 KiB. */
-    size_t n_times = 0;
-    for (size_t st = 0; st < c->w->n_stages; st++)
-        for (uint64_t i = 0; i < c->w->stages[st].n_requests; i++)
-            n_times += (size_t)wl_output_len(c->w, st, i) + 1;
-    c->token_cap = n_times ? n_times : 1;
-    if (!(c->token_pool = hugepage_alloc(c->token_cap * sizeof(uint32_t))))
-        return kv_err_set(err, KV_ENOMEM, "out of memory (%zu token times)", n_times);
     for (size_t i = 0; i < c->n_srv; i++) {
         cl_server *sv = &c->srv[i];
         snprintf(sv->name, sizeof sv->name, "10.0.%zu.%zu:8000", (i + 1) / 256, (i + 1) % 256);
@@ -874,8 +841,6 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
                         out->router, (unsigned long long)(c.total - c.completed), (unsigned long long)c.total);
     c.st.sim_end_us = (uint64_t)c.now;
     out->events_delivered = c.st.kv_events_delivered;
-    if (out->n_requests == 0)          /* else requests[0]'s token times own the block */
-        free(c.token_pool);
     if (stats)
         *stats = c.st;
     cl_teardown(&c);
@@ -887,9 +852,10 @@ int cluster_run(const scenario *s, const workload *w, size_t r, const cluster_op
 
 void cluster_run_free(sim_run *run)
 {
-    if (run->n_requests)
-        free(run->requests[0].token_offsets ? (void *)run->requests[0].token_offsets
-                                            : (void *)run->requests[0].token_times);
+    for (size_t i = 0; i < run->n_servers; i++)
+        free(run->servers[i].t);
+    free(run->servers);
+    free(run->token_runs);
     free(run->requests);
     free(run->stages);
     free(run->samples);

@@ -53,8 +53,12 @@ static size_t request_gaps(const sim_request_record *r)
 typedef struct gap_cursor {
     const sim_run *run;
     int stage;
-    size_t i;        /* the record */
-    uint32_t j;      /* its next gap ends at timestamp j; 0: not started */
+    size_t i;                /* the record */
+    bool started;            /* its first timestamp has been read */
+    sim_token_cursor tc;     /* its spans */
+    const sim_time *t;       /* the span's unread timestamps, n of them */
+    uint32_t n;
+    sim_time prev;           /* the last timestamp read */
 } gap_cursor;
 
 static void next_gaps(void *ctx, int64_t *buf, size_t k)
@@ -62,21 +66,25 @@ static void next_gaps(void *ctx, int64_t *buf, size_t k)
     gap_cursor *c = ctx;
     size_t got = 0;
     while (got < k) {
-        const sim_request_record *r = &c->run->requests[c->i];
-        if (c->j == 0 && (!in_set(r, c->stage) || !request_gaps(r))) {
-            c->i++;
-            continue;
+        if (!c->started) {
+            const sim_request_record *r = &c->run->requests[c->i];
+            if (!in_set(r, c->stage) || !request_gaps(r)) {
+                c->i++;
+                continue;
+            }
+            c->tc = sim_token_cursor_of(c->run, r);
+            sim_token_span(&c->tc, &c->t, &c->n);
+            c->prev = *c->t++;
+            c->n--;
+            c->started = true;
         }
-        uint32_t m = r->n_token_times, j = c->j ? c->j : 1;
-        if (r->token_offsets)
-            for (const uint32_t *o = r->token_offsets; j < m && got < k; j++)
-                buf[got++] = (int64_t)o[j] - (int64_t)o[j - 1];
-        else
-            for (const sim_time *t = r->token_times; j < m && got < k; j++)
-                buf[got++] = t[j] - t[j - 1];
-        c->j = j;
-        if (j == m)
-            c->i++, c->j = 0;
+        for (; c->n && got < k; c->n--) {
+            sim_time t = *c->t++;
+            buf[got++] = t - c->prev;
+            c->prev = t;
+        }
+        if (!c->n && !sim_token_span(&c->tc, &c->t, &c->n))
+            c->i++, c->started = false;
     }
 }
 
@@ -152,9 +160,9 @@ int lc_compute(const sim_run *run, int stage, lc_metrics *out, kv_err *err)
         out->preemptions += r->preemptions;
         if (streamable(r)) {
             uint32_t k = r->n_token_times;
-            sim_time t0 = sim_token_time(r, 0);
+            sim_time t0 = sim_token_time(run, r, 0);
             s.ttft[s.n_tpot] = secs(t0 - r->t_start);
-            s.tpot[s.n_tpot++] = secs(sim_token_time(r, k - 1) - t0) / (double)(k - 1);
+            s.tpot[s.n_tpot++] = secs(sim_token_time(run, r, k - 1) - t0) / (double)(k - 1);
         }
     }
 

@@ -125,7 +125,7 @@ static int write_ttft_cdf(const char *dir, const sim_run *const *runs, size_t n,
         for (size_t i = 0; i < run->n_requests; i++) {
             const sim_request_record *q = &run->requests[i];
             if (!q->failed && q->n_token_times > 1 && sim_has_token_times(q))
-                v[k++] = (double)(sim_token_time(q, 0) - q->t_start) / SIM_US_PER_S;
+                v[k++] = (double)(sim_token_time(run, q, 0) - q->t_start) / SIM_US_PER_S;
         }
         qsort(v, k, sizeof *v, cmp_double);
         fprintf(f, "%s# router %s\n# ttft_s fraction\n", r ? "\n\n" : "", run->router ? run->router : "?");

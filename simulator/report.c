@@ -114,8 +114,11 @@ static json_t *per_request_item(void *ctx, size_t i)
     put(info, "output_tokens", json_integer(r->output_tokens));
     if (o->token_times) {
         json_t *tt = json_array();
-        for (uint32_t j = 0; sim_has_token_times(r) && j < r->n_token_times; j++)
-            json_array_append_new(tt, json_real(secs(sim_token_time(r, j))));
+        sim_token_cursor tc = sim_token_cursor_of(pc->run, r);
+        const sim_time *t;
+        for (uint32_t n; sim_token_span(&tc, &t, &n);)
+            for (uint32_t j = 0; j < n; j++)
+                json_array_append_new(tt, json_real(secs(t[j])));
         put(info, "output_token_times", tt);
     }
     put(extra, "stage", json_integer(r->stage));

@@ -99,6 +99,8 @@ struct simsrv {
     sm_batch batch;                   /* this step's sequences, priced at its end */
     VEC(simsrv_req *, out);
     VEC(simsrv_req *, fin);
+    VEC(simsrv_run_start, starts);
+    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
     VEC(uint32_t, tmp_blocks);
     VEC(uint64_t, tmp_evicted);
     uint32_t *tmp_tokens;             /* one block of tokens */
@@ -294,6 +296,7 @@ void simsrv_free(simsrv *s)
     free(s->sched.v);
     free(s->out.v);
     free(s->fin.v);
+    free(s->starts.v);
     free(s->tmp_blocks.v);
     free(s->tmp_evicted.v);
     free(s->tmp_tokens);
@@ -451,6 +454,7 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
     st->cap_blocks = cdiv(total, s->bs);
     r->priv_ptr = st;
     r->n_computed = r->n_generated = r->n_cached = r->preemptions = 0;
+    r->run_step = r->run_len = 0;
     r->admitted_once = r->prefill_done = false;
     if (s->cfg.prefix_caching) st->n_hashes = prompt_hashes(s, r, st->hashes);
     wq_push_back(s, r);
@@ -732,13 +736,16 @@ static bool share_common_prefix(simsrv *s)
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 {
     memset(res, 0, sizeof *res);
-    s->sched.n = s->out.n = s->fin.n = 0;
+    if (s->n_emit_steps == UINT32_MAX) return KV_ERANGE;   /* emit_step would wrap */
+    s->sched.n = s->out.n = s->fin.n = s->starts.n = 0;
     s->batch = (sm_batch){0};
     s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
 
     /* Every running request and every admission is scheduled at most once. */
     size_t most = s->run.n + (s->wq_len < s->max_seqs ? s->wq_len : s->max_seqs);
-    if (!VEC_RESERVE(s->sched, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most)) return KV_ENOMEM;
+    if (!VEC_RESERVE(s->sched, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most) ||
+        !VEC_RESERVE(s->starts, most))
+        return KV_ENOMEM;
     uint32_t budget = s->max_tokens, n_preempted = 0;
     int rc = schedule_running(s, &budget, &n_preempted);
     if (rc == KV_OK && n_preempted == 0) rc = schedule_waiting(s, &budget);
@@ -756,6 +763,7 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     res->n_scheduled_tokens = s->max_tokens - budget;
 
     /* The step's outcome, as update_from_output applies it. */
+    uint32_t step = s->n_emit_steps;
     for (size_t i = 0; i < s->sched.n; i++) {
         simsrv_req *r = s->sched.v[i];
         rstate *st = r->priv_ptr;
@@ -766,6 +774,13 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
         r->n_generated++;
         r->prefill_done = true;
         s->out.v[s->out.n++] = r;
+        if (r->run_len && r->run_step + r->run_len == step) {
+            r->run_len++;
+        } else {
+            s->starts.v[s->starts.n++] = (simsrv_run_start){.r = r, .prev_step = r->run_step, .prev_len = r->run_len};
+            r->run_step = step;
+            r->run_len = 1;
+        }
         if (r->n_generated == r->n_output) {
             s->fin.v[s->fin.n++] = r;
         } else if (s->cfg.prefix_caching && num_tokens(r) >= (uint64_t)(st->n_hashes + 1) * s->bs) {
@@ -786,6 +801,10 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
         }
         s->run.n = k;
     }
+    s->n_emit_steps += s->out.n > 0;
+    res->emit_step = step;
+    res->run_starts = s->starts.v;
+    res->n_run_starts = s->starts.n;
     res->tokens_out = s->out.v;
     res->n_tokens_out = s->out.n;
     res->finished = s->fin.v;

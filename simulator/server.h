@@ -58,16 +58,31 @@ typedef struct simsrv_req {
     uint32_t n_generated;
     uint32_t n_cached;                    /* hit tokens at first admission */
     uint32_t preemptions;
+    /* The run of consecutive emitting steps (simsrv_step_result.emit_step) in which it got
+     * its latest tokens: run_len steps from run_step; run_len 0: no token yet. */
+    uint32_t run_step, run_len;
     bool admitted_once;
     bool prefill_done;                    /* the first token has been emitted */
     void *priv_ptr;
 } simsrv_req;
+
+/* A request whose token this step does not continue its latest run (its first token,
+ * or one after an emitting step without it: preempted, or left out of a step), with the
+ * run it ends, so that a caller keeping token times per step touches only these. */
+typedef struct simsrv_run_start {
+    simsrv_req *r;
+    uint32_t prev_step, prev_len;         /* prev_len 0: r's first token */
+} simsrv_run_start;
 
 /* What one engine step did; arrays valid until the next simsrv_step call. */
 typedef struct simsrv_step_result {
     sim_time duration;                    /* step time (the step ends at now + duration) */
     simsrv_req **tokens_out; size_t n_tokens_out;    /* each got one new token at step end */
     simsrv_req **finished; size_t n_finished;        /* generated all n_output this step */
+    /* When n_tokens_out > 0: this step's index among the server's steps that emitted a
+     * token (0, 1, ...), and which of tokens_out start a run there. */
+    uint32_t emit_step;
+    simsrv_run_start *run_starts; size_t n_run_starts;
     uint32_t n_scheduled_tokens, n_prefill_tokens, n_decode_seqs;
     uint32_t n_preempted;
     bool cascade;                         /* the step read a common prefix once */
@@ -94,7 +109,8 @@ int simsrv_submit(simsrv *s, simsrv_req *r);
  * it has read that result). */
 int simsrv_abort(simsrv *s, simsrv_req *r);
 bool simsrv_has_work(const simsrv *s);
-/* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done. */
+/* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done.
+ * KV_ERANGE, doing nothing, once 2^32 - 1 steps have emitted tokens. */
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res);
 
 typedef struct simsrv_metrics {

@@ -583,15 +583,18 @@ static void test_itl_gap_past_32_bits(void **state)
  * seconds, the values secs() gives, and summarized by stats_summarize (sort-free NumPy).
  * lc_compute streams the gaps from the token times and counts them instead; every key
  * must be bit-identical, for each stage and the summary of a run whose records are in the
- * cluster driver's offset form (one with a falling offset: a negative gap) or token_times
- * (one with a gap past 32 bits), with failures, stages that interleave, requests of a
- * stage the stage list lacks, and a listed stage with no requests. */
+ * cluster driver's stepped form (runs of their server's step times, broken every fifth
+ * token by a step they skip; one with a falling time: a negative gap) or token_times (one
+ * with a gap past 32 bits), with failures, stages that interleave, requests of a stage the
+ * stage list lacks, and a listed stage with no requests. */
 static void test_itl_streamed_equals_gathered(void **state)
 {
     (void)state;
-    enum { N = 300, T = 300 };
-    static uint32_t off[N][T];
+    enum { N = 300, T = 300, BREAK = 5 };
     static sim_time times[N][T];
+    static sim_time steps[N][T + T / BREAK];
+    static sim_server_steps servers[N];
+    static sim_token_run runs[N * (T / BREAK)];
     static sim_request_record r[N];
     static double gaps[N * T];
     static sim_stage_info st[] = {{.index = 0, .rate = 1}, {.index = 1, .rate = 2}, {.index = 2, .rate = 3},
@@ -603,31 +606,59 @@ static void test_itl_streamed_equals_gathered(void **state)
             uint32_t k = 1 + (uint32_t)(x % (T - 1));
             sim_time start = (sim_time)i * 100000;
             r[i] = (sim_request_record){.id = (uint64_t)i, .t_scheduled = start, .t_start = start,
-                                        .prompt_tokens = 100, .output_tokens = k, .prefix_group = UINT32_MAX};
+                                        .prompt_tokens = 100, .output_tokens = k, .endpoint = i,
+                                        .prefix_group = UINT32_MAX};
             r[i].stage = layout == 0 ? i * 4 / N : (int)(x >> 40) % 4;   /* 3: not in the stage list */
-            uint32_t o = 0;
+            sim_time t = start;
             for (uint32_t j = 0; j < k; j++) {
                 x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-                o += x % 10 == 0 ? 1000000 + (uint32_t)(x % 3000000) : 1000 + (uint32_t)(x % 90000);
-                off[i][j] = o;
-                times[i][j] = start + o;
+                t += x % 10 == 0 ? 1000000 + (sim_time)(x % 3000000) : 1000 + (sim_time)(x % 90000);
+                times[i][j] = t;
             }
-            if (i % 2)
-                r[i].token_offsets = off[i];
-            else
-                r[i].token_times = times[i];
             r[i].n_token_times = k;
-            r[i].t_first_token = start + off[i][0];
-            r[i].t_end = start + off[i][k - 1];
             r[i].failed = i % 37 == 5;
         }
         assert_true(r[11].n_token_times > 2 && r[20].n_token_times > 3);
-        off[11][2] = off[11][1] - 1;                                 /* a falling offset */
+        times[11][2] = times[11][1] - 1;                             /* a falling time */
+        sim_time gap20 = times[20][3] - times[20][2];
         for (uint32_t j = 3; j < r[20].n_token_times; j++)
             times[20][j] += 5000 * SIM_US_PER_S;                     /* a gap past 2^32 us */
-        r[20].t_end = times[20][r[20].n_token_times - 1];
+        size_t n_runs = 0;
+        for (int i = 0; i < N; i++) {
+            uint32_t k = r[i].n_token_times;
+            r[i].t_first_token = times[i][0];
+            r[i].t_end = times[i][k - 1];
+            if (i % 2 == 0 || k < 2) {
+                r[i].token_times = times[i];
+                continue;
+            }
+            /* the last time is [DONE], t_end; the others are steps of server i */
+            sim_server_steps *sv = &servers[i];
+            sv->t = steps[i], sv->n = 0;
+            uint32_t *link = &r[i].more;
+            for (uint32_t j = 0; j + 1 < k; j++) {
+                if (j % BREAK == 0 && j > 0)
+                    sv->t[sv->n++] = times[i][j - 1];                /* a step it skips */
+                if (j == 0) {
+                    r[i].step0 = (uint32_t)sv->n;
+                } else if (j % BREAK == 0) {
+                    runs[n_runs] = (sim_token_run){.step = (uint32_t)sv->n};
+                    *link = (uint32_t)++n_runs;
+                    link = &runs[n_runs - 1].next;
+                }
+                if (j < BREAK)
+                    r[i].run0++;
+                else
+                    runs[n_runs - 1].len++;
+                sv->t[sv->n++] = times[i][j];
+            }
+        }
         sim_run run = fixture;
         run.requests = r, run.n_requests = N, run.stages = st, run.n_stages = 4;
+        run.servers = servers, run.n_servers = N, run.token_runs = runs, run.n_token_runs = n_runs;
+        for (int i = 0; i < N; i++)
+            for (uint32_t j = 0; j < r[i].n_token_times && r[i].n_token_times > 1; j++)
+                assert_int_equal(sim_token_time(&run, &r[i], j), times[i][j]);
         lc_run all;
         assert_int_equal(lc_run_compute(&run, &all, NULL), KV_OK);
         for (int set = 0; set <= 4; set++) {
@@ -637,7 +668,7 @@ static void test_itl_streamed_equals_gathered(void **state)
                 if ((stage >= 0 && r[i].stage != stage) || r[i].failed || r[i].n_token_times < 2)
                     continue;
                 for (uint32_t j = 1; j < r[i].n_token_times; j++)
-                    gaps[n++] = (double)(sim_token_time(&r[i], j) - sim_token_time(&r[i], j - 1)) / SIM_US_PER_S;
+                    gaps[n++] = (double)(times[i][j] - times[i][j - 1]) / SIM_US_PER_S;
             }
             stats_block want;
             stats_summarize(gaps, n, &want);
@@ -646,7 +677,7 @@ static void test_itl_streamed_equals_gathered(void **state)
             for (int key = 0; want.valid && key < STATS_NKEYS; key++)
                 assert_memory_equal(&got->v[key], &want.v[key], sizeof want.v[key]);
         }
-        assert_true(all.summary.itl.v[STATS_MAX] == 5000.0 + (double)(off[20][3] - off[20][2]) / SIM_US_PER_S);
+        assert_true(all.summary.itl.v[STATS_MAX] == 5000.0 + (double)gap20 / SIM_US_PER_S);
         assert_true(all.summary.itl.v[STATS_MIN] == -1e-6);
         assert_false(all.stages[3].itl.valid);
         lc_run_free(&all);

@@ -131,8 +131,8 @@ static void test_path_adds_exactly(void **state)
         assert_int_equal(rb->t_end - rb->t_start, ra->t_end - ra->t_start + in + out);
         assert_int_equal(rb->n_token_times, ra->n_token_times);
         for (uint32_t k = 1; k < ra->n_token_times; k++)             /* gaps unchanged */
-            assert_int_equal(sim_token_time(rb, k) - sim_token_time(rb, k - 1),
-                             sim_token_time(ra, k) - sim_token_time(ra, k - 1));
+            assert_int_equal(sim_token_time(&b, rb, k) - sim_token_time(&b, rb, k - 1),
+                             sim_token_time(&a, ra, k) - sim_token_time(&a, ra, k - 1));
     }
     cluster_run_free(&a);
     cluster_run_free(&b);

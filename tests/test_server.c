@@ -493,7 +493,10 @@ static void run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t max
     simsrv_req *req = calloc(NREQ, sizeof *req);
     uint32_t **toks = calloc(NREQ, sizeof *toks);
     uint32_t *got = calloc(NREQ, sizeof *got);
-    assert_true(req && toks && got);
+    /* each request's latest run of consecutive emitting steps, kept here independently */
+    uint32_t *run_step = calloc(NREQ, sizeof *run_step), *run_len = calloc(NREQ, sizeof *run_len);
+    assert_true(req && toks && got && run_step && run_len);
+    uint32_t emitting = 0, breaks = 0;
     size_t next = 0, done = 0;
     sim_time now = 0;
     int guard = 0;
@@ -518,11 +521,27 @@ static void run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t max
         assert_true(m.running >= 0 && (uint32_t)m.running <= max_seqs);
         assert_true(m.kv_usage >= 0.0 && m.kv_usage <= 1.0);
         check(s);
+        if (r.n_tokens_out) assert_int_equal(r.emit_step, emitting++);
+        size_t starts = 0;
         for (size_t k = 0; k < r.n_tokens_out; k++) {
             simsrv_req *q = r.tokens_out[k];
             got[q->id]++;
             assert_int_equal(got[q->id], q->n_generated);
+            uint32_t *rs = &run_step[q->id], *rl = &run_len[q->id];
+            if (*rl && *rs + *rl == r.emit_step) {
+                (*rl)++;
+            } else {              /* reported, in tokens_out order, with the run it ends */
+                assert_true(starts < r.n_run_starts);
+                const simsrv_run_start *st = &r.run_starts[starts++];
+                assert_ptr_equal(st->r, q);
+                assert_int_equal(st->prev_len, *rl);
+                if (*rl) assert_int_equal(st->prev_step, *rs), breaks++;
+                *rs = r.emit_step, *rl = 1;
+            }
+            assert_int_equal(q->run_step, *rs);
+            assert_int_equal(q->run_len, *rl);
         }
+        assert_int_equal(starts, r.n_run_starts);
         for (size_t k = 0; k < r.n_finished; k++) {
             assert_int_equal(r.finished[k]->n_generated, r.finished[k]->n_output);
             done++;
@@ -539,10 +558,10 @@ static void run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t max
     assert_int_equal(m.blocks_stored, e.stored);
     assert_int_equal(m.blocks_removed, e.removed);
     assert_true(m.hit_tokens > 0);
-    if (blocks < 200) assert_true(m.preemptions > 0);   /* the tight pools must preempt */
+    if (blocks < 200) assert_true(m.preemptions > 0 && breaks > 0);   /* the tight pools must preempt */
     for (size_t i = 0; i < NREQ; i++) free(toks[i]);
     for (int g = 0; g < NGROUP; g++) free(prefix[g]);
-    free(req); free(toks); free(got); free(e.live);
+    free(req); free(toks); free(got); free(run_step); free(run_len); free(e.live);
     kvev_decoder_free(e.dec);
     simsrv_free(s);
 }
