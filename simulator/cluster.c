@@ -352,7 +352,7 @@ static int cl_token_run(cl *c, sim_request_record *rec, uint32_t step, uint32_t 
     }
     sim_run *run = c->run;
     if (run->n_token_runs >= UINT32_MAX - 1)
-        return kv_err_set(err, KV_ERANGE, "more than 2^32 token runs");
+        return kv_err_set(err, KV_ERANGE, "token runs past 2^32 - 2");
     if (!grow_array((void **)&run->token_runs, &c->cap_token_runs, run->n_token_runs + 1, sizeof *run->token_runs))
         return kv_err_set(err, KV_ENOMEM, "out of memory (token runs)");
     uint32_t *link = &rec->more;
@@ -868,10 +868,13 @@ void cluster_run_free(sim_run *run)
  * the arrays named below are 332, rounded up. */
 #define CLUSTER_OTHER_BYTES 96
 
+/* A step's time is shared by every sequence that emits in it: with two or more a step on
+ * average, which any run large enough to be refused has, under half a time a token. */
+#define CLUSTER_TOKEN_BYTES (sizeof(sim_time) / 2)
+
 uint64_t cluster_request_bytes(const scenario *s, uint32_t n_output)
 {
-    uint64_t times = (uint64_t)n_output + 1;   /* every streamed event, [DONE] included */
-    uint64_t kept = sizeof(sim_request_record) + times * sizeof(uint32_t);
+    uint64_t kept = sizeof(sim_request_record) + (uint64_t)n_output * CLUSTER_TOKEN_BYTES;
     uint64_t running = sizeof(simsrv_req) + sizeof(wl_req) + sizeof(sim_time) + sizeof(uint64_t);
     return kept * (s->n_routers ? s->n_routers : 1) + running + CLUSTER_OTHER_BYTES;
 }

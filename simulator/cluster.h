@@ -15,8 +15,9 @@
  *                ("10.0.0.<i+1>:8000", id = replica index) -> sched_pre_request ->
  *                simsrv_submit; an idle server starts a step at once.
  *   step end  -> every token of the step is stamped at the step's end time plus
- *                reqpath_outbound (one SSE event each, when the client reads it); a
- *                finished request gets inference-perf's [DONE] event
+ *                reqpath_outbound (one SSE event each, when the client reads it), a
+ *                time kept once per step in sim_run.servers, of which each record
+ *                holds runs (records.h); a finished request gets inference-perf's [DONE] event
  *                CLUSTER_DONE_DELAY_US later, which is also its end time E; then
  *                sched_response_complete. The step's KV-event payload (vLLM msgpack)
  *                reaches the router kv_event_delay later, through kvevents decode and
@@ -34,8 +35,8 @@
  *                stage's start + 1 s head start; the harness polls each second until the
  *                stage has drained, then sleeps `interval`, then starts the next stage.
  * Ownership: cluster_run fills a sim_run whose arrays belong to it until
- * cluster_run_free (the records' token_times are slices of one block that starts at
- * requests[0].token_times). Single-threaded; runs for different routers are independent. */
+ * cluster_run_free (the records' token times index its servers' step times and token
+ * runs). Single-threaded; runs for different routers are independent. */
 #ifndef KVROUTE_SIM_CLUSTER_H
 #define KVROUTE_SIM_CLUSTER_H
 
