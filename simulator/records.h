@@ -13,8 +13,6 @@
 typedef int64_t sim_time;              /* microseconds */
 #define SIM_US_PER_S 1000000LL
 
-typedef struct sim_run sim_run;
-
 typedef struct sim_request_record {
     uint64_t id;                       /* 0.. in arrival order within the run */
     sim_time t_scheduled;              /* when the load generator meant to send it */
@@ -64,7 +62,6 @@ typedef struct sim_server_sample {
     uint64_t preemptions;              /* cumulative */
 } sim_server_sample;
 
-/* One router's run over the scenario's workload. */
 /* A stepped record's run after its first: len emitting steps from step of its server. */
 typedef struct sim_token_run {
     uint32_t step, len;
@@ -78,7 +75,8 @@ typedef struct sim_server_steps {
     size_t n;
 } sim_server_steps;
 
-struct sim_run {
+/* One router's run over the scenario's workload. */
+typedef struct sim_run {
     const char *router;                /* router name from the scenario */
     const char *config_path;           /* EndpointPickerConfig file or preset used */
     sim_request_record *requests; size_t n_requests;
@@ -89,7 +87,7 @@ struct sim_run {
     uint64_t events_delivered;         /* KV events that reached the router's index */
     double wall_seconds;               /* host time the run took (not written to outputs
                                         * that must be byte-identical) */
-};
+} sim_run;
 
 static inline bool sim_has_token_times(const sim_request_record *r)
 {
