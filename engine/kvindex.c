@@ -115,7 +115,6 @@ struct kvindex {
     pthread_mutex_t wmu;   /* writers, one at a time: held across a whole change, including
                               the table growth done between its write-locked slices */
     uint32_t max_ep, words;
-    uint32_t wstride;      /* uint64 words per wide entry: a header, then 3 bitmaps of words */
     uint32_t live_words;   /* words up to the highest slot in use: the rest hold no bits,
                               so lookups neither read nor scan them */
     uint32_t capacity;
@@ -125,8 +124,8 @@ struct kvindex {
     blink *link;
     size_t rec_bytes, link_bytes;  /* mapped sizes */
     uint32_t n_blk, cap_blk, used_blk, free_blk;
-    uint64_t *wide;    /* wide entries, wstride words each (see wide_of) */
-    size_t wide_bytes;
+    uint64_t *wide, *wside;  /* wide entries: header + gpu bitmap, cpu + other bitmaps (wide_at) */
+    size_t wide_bytes, wside_bytes;
     uint32_t n_wide, cap_wide, used_wide, free_wide;
     ilist order;       /* request keys, most recently stored first */
     reftab btab;
@@ -303,22 +302,26 @@ static inline uint32_t hold_slot(uint32_t h) { return h & SLOT_MASK; }
 static inline unsigned hold_tiers(uint32_t h) { return h >> SLOT_BITS; }
 static inline uint32_t hold_one(uint32_t slot, unsigned tiers) { return slot | tiers << SLOT_BITS; }
 
-/* Wide entry e: word 0 is a header, holder slots in its low half and the cpu/other bits
- * set in its high half (next free entry while on the free list); then the gpu, cpu and
- * other bitmaps, words apart. */
-static inline uint64_t *wide_at(const kvindex *ix, uint32_t e) { return ix->wide + (size_t)e * ix->wstride; }
-static inline uint64_t *wide_of(const kvindex *ix, uint32_t hold) { return wide_at(ix, hold & ~HOLD_WIDE); }
-static inline uint64_t *wide_tier(const kvindex *ix, uint64_t *wd, int t) { return wd + 1 + (size_t)t * ix->words; }
-static inline uint32_t wide_slots(const uint64_t *wd) { return (uint32_t)wd[0]; }
-static inline uint32_t wide_nongpu(const uint64_t *wd) { return (uint32_t)(wd[0] >> 32); }
+/* Wide entry e: in the wide array a header word, holder slots in its low half and the
+ * cpu/other bits set in its high half (the next free entry while on the free list), then
+ * the gpu bitmap; its cpu and other bitmaps in the parallel wside array, which is read
+ * only when the header counts bits there and so is mostly never touched. */
+static inline uint64_t *wide_at(const kvindex *ix, uint32_t e) { return ix->wide + (size_t)e * (1 + ix->words); }
+static inline uint32_t wide_index(uint32_t hold) { return hold & ~HOLD_WIDE; }
+static inline uint64_t *wide_tier(const kvindex *ix, uint32_t e, int t)
+{
+    return t == KVTIER_GPU ? wide_at(ix, e) + 1 : ix->wside + ((size_t)e * 2 + (size_t)(t - 1)) * ix->words;
+}
+static inline uint32_t wide_slots(const kvindex *ix, uint32_t e) { return (uint32_t)wide_at(ix, e)[0]; }
+static inline uint32_t wide_nongpu(const kvindex *ix, uint32_t e) { return (uint32_t)(wide_at(ix, e)[0] >> 32); }
 #define WIDE_SLOT 1ULL
 #define WIDE_NONGPU (1ULL << 32)
 
-static unsigned wide_slot_tiers(const kvindex *ix, uint64_t *wd, uint32_t slot)
+static unsigned wide_slot_tiers(const kvindex *ix, uint32_t e, uint32_t slot)
 {
     unsigned tiers = 0;
-    for (int t = 0; t < KVTIER_COUNT; t++)
-        if (wide_tier(ix, wd, t)[slot / 64] >> (slot % 64) & 1) tiers |= 1u << t;
+    for (int t = 0; t < (wide_nongpu(ix, e) ? KVTIER_COUNT : 1); t++)
+        if (wide_tier(ix, e, t)[slot / 64] >> (slot % 64) & 1) tiers |= 1u << t;
     return tiers;
 }
 
@@ -326,7 +329,7 @@ static unsigned wide_slot_tiers(const kvindex *ix, uint64_t *wd, uint32_t slot)
 static unsigned blk_slot_tiers(const kvindex *ix, uint32_t b, uint32_t slot)
 {
     uint32_t h = ix->rec[b].hold;
-    if (hold_wide(h)) return wide_slot_tiers(ix, wide_of(ix, h), slot);
+    if (hold_wide(h)) return wide_slot_tiers(ix, wide_index(h), slot);
     return hold_slot(h) == slot ? hold_tiers(h) : 0;
 }
 
@@ -334,7 +337,9 @@ static int wide_array_grow(kvindex *ix, bool populate)
 {
     uint32_t want = ix->cap_wide ? ix->cap_wide * 2 : MIN_RECORDS;
     if (want > ix->capacity) want = ix->capacity;
-    if (region_grow(&ix->wide, &ix->wide_bytes, (size_t)want * ix->wstride * 8, populate) != KV_OK) return KV_ENOMEM;
+    if (region_grow(&ix->wide, &ix->wide_bytes, (size_t)want * (1 + ix->words) * 8, populate) ||
+        region_grow(&ix->wside, &ix->wside_bytes, (size_t)want * 2 * ix->words * 8, false))
+        return KV_ENOMEM;
     ix->cap_wide = want;
     return KV_OK;
 }
@@ -384,20 +389,21 @@ static int blk_set(kvindex *ix, uint32_t b, uint32_t slot, int tier)
         unsigned tiers = hold_tiers(r->hold);
         int rc = wide_alloc(ix, &e);
         if (rc != KV_OK) return rc;
-        uint64_t *wd = wide_at(ix, e);
+        uint64_t *hdr = wide_at(ix, e);
         for (int t = 0; t < KVTIER_COUNT; t++)
             if (tiers >> t & 1) {
-                wide_tier(ix, wd, t)[one / 64] |= 1ULL << (one % 64);
-                if (t != KVTIER_GPU) wd[0] += WIDE_NONGPU;
+                wide_tier(ix, e, t)[one / 64] |= 1ULL << (one % 64);
+                if (t != KVTIER_GPU) *hdr += WIDE_NONGPU;
             }
-        wd[0] += WIDE_SLOT;
+        *hdr += WIDE_SLOT;
         r->hold = HOLD_WIDE | e;
     }
-    uint64_t *wd = wide_of(ix, r->hold), *word = wide_tier(ix, wd, tier) + slot / 64, bit = 1ULL << (slot % 64);
+    uint32_t e = wide_index(r->hold);
+    uint64_t *hdr = wide_at(ix, e), *word = wide_tier(ix, e, tier) + slot / 64, bit = 1ULL << (slot % 64);
     if (*word & bit) return KV_OK;
-    if (!wide_slot_tiers(ix, wd, slot)) wd[0] += WIDE_SLOT;
+    if (!wide_slot_tiers(ix, e, slot)) *hdr += WIDE_SLOT;
     *word |= bit;
-    if (tier != KVTIER_GPU) wd[0] += WIDE_NONGPU;
+    if (tier != KVTIER_GPU) *hdr += WIDE_NONGPU;
 added:
     ix->entries++;
     ix->slot_entries[slot]++;
@@ -407,13 +413,16 @@ added:
 /* Block b's wide entry e is down to one holder slot: the record names it inline again. */
 static void wide_narrow(kvindex *ix, uint32_t b, uint32_t e)
 {
-    uint64_t *wd = wide_at(ix, e);
-    uint32_t i = 0;
-    while (!wd[1 + i]) i++;   /* the one holder's bits are all that is left */
-    uint32_t w = i % ix->words, slot = w * 64 + (uint32_t)__builtin_ctzll(wd[1 + i]);
-    unsigned tiers = wide_slot_tiers(ix, wd, slot);
-    for (int t = 0; t < KVTIER_COUNT; t++) wide_tier(ix, wd, t)[w] = 0;
-    wd[0] = 0;
+    /* The one holder's bits are all that is left: the first set bit names it. */
+    uint32_t w = 0;
+    int t = 0;
+    while (!wide_tier(ix, e, t)[w])
+        if (++w == ix->words) w = 0, t++;
+    uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(wide_tier(ix, e, t)[w]);
+    unsigned tiers = wide_slot_tiers(ix, e, slot);
+    for (t = 0; t < KVTIER_COUNT; t++)
+        if (tiers >> t & 1) wide_tier(ix, e, t)[w] = 0;
+    wide_at(ix, e)[0] = 0;
     wide_free(ix, e);
     ix->rec[b].hold = hold_one(slot, tiers);
 }
@@ -431,17 +440,17 @@ static unsigned blk_unset(kvindex *ix, uint32_t b, uint32_t slot, unsigned tiers
         unsigned left = hold_tiers(r->hold) & ~tiers;
         r->hold = left ? hold_one(slot, left) : 0;
     } else {
-        uint32_t e = r->hold & ~HOLD_WIDE;
-        uint64_t *wd = wide_at(ix, e), bit = 1ULL << (slot % 64);
-        had = wide_slot_tiers(ix, wd, slot) & tiers;
+        uint32_t e = wide_index(r->hold);
+        uint64_t *hdr = wide_at(ix, e), bit = 1ULL << (slot % 64);
+        had = wide_slot_tiers(ix, e, slot) & tiers;
         for (int t = 0; t < KVTIER_COUNT; t++)
             if (had >> t & 1) {
-                wide_tier(ix, wd, t)[slot / 64] &= ~bit;
-                if (t != KVTIER_GPU) wd[0] -= WIDE_NONGPU;
+                wide_tier(ix, e, t)[slot / 64] &= ~bit;
+                if (t != KVTIER_GPU) *hdr -= WIDE_NONGPU;
             }
-        if (had && !wide_slot_tiers(ix, wd, slot)) {
-            wd[0] -= WIDE_SLOT;
-            if (wide_slots(wd) == 1) wide_narrow(ix, b, e);
+        if (had && !wide_slot_tiers(ix, e, slot)) {
+            *hdr -= WIDE_SLOT;
+            if (wide_slots(ix, e) == 1) wide_narrow(ix, b, e);
         }
     }
     unsigned n = (unsigned)__builtin_popcount(had);
@@ -588,10 +597,9 @@ static void blk_drop_holders(kvindex *ix, uint32_t b)
         r->hold = 0;
         return;
     }
-    uint32_t e = r->hold & ~HOLD_WIDE;
-    uint64_t *wd = wide_at(ix, e);
-    for (int t = 0; t < (wide_nongpu(wd) ? KVTIER_COUNT : 1); t++) {
-        uint64_t *g = wide_tier(ix, wd, t);
+    uint32_t e = wide_index(r->hold);
+    for (int t = 0; t < (wide_nongpu(ix, e) ? KVTIER_COUNT : 1); t++) {
+        uint64_t *g = wide_tier(ix, e, t);
         for (uint32_t i = 0; i < ix->words; i++) {
             for (uint64_t m = g[i]; m; m &= m - 1) {
                 ix->slot_entries[i * 64 + (uint32_t)__builtin_ctzll(m)]--;
@@ -600,7 +608,7 @@ static void blk_drop_holders(kvindex *ix, uint32_t b)
             g[i] = 0;
         }
     }
-    wd[0] = 0;
+    wide_at(ix, e)[0] = 0;
     wide_free(ix, e);
     r->hold = 0;
 }
@@ -729,7 +737,6 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     if (!ix) goto oom;
     ix->max_ep = c.max_endpoints;
     ix->words = (c.max_endpoints + 63) / 64;
-    ix->wstride = 1 + KVTIER_COUNT * ix->words;
     ix->capacity = (uint32_t)c.capacity;
     for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
     ix->free_blk = NIL;
@@ -780,6 +787,7 @@ void kvindex_free(kvindex *ix)
     rt_free(&ix->etab);
     region_free(ix->rec, ix->rec_bytes);
     region_free(ix->wide, ix->wide_bytes);
+    region_free(ix->wside, ix->wside_bytes);
     region_free(ix->link, ix->link_bytes);
     region_free(ix->em, ix->em_bytes);
     free(ix->hold_hist);
@@ -1220,13 +1228,14 @@ static inline void prefetch_span(const void *p, size_t bytes)
 static inline void prefetch_wide(const kvindex *ix, uint32_t b, uint32_t live)
 {
     uint32_t h = ix->rec[b].hold;
-    if (hold_wide(h)) prefetch_span(wide_of(ix, h), (size_t)(1 + live) * 8);
+    if (hold_wide(h)) prefetch_span(wide_at(ix, wide_index(h)), (size_t)(1 + live) * 8);
 }
 
 /* One key's holders as a lookup reads them: a wide entry's bitmaps, or the one inline
  * holder, whose bitmap words are made up as they are read (its bit in its word). */
 typedef struct holders {
-    const uint64_t *bm;   /* wide: the gpu, cpu and other bitmaps, words apart; NULL: one holder */
+    const uint64_t *gpu;  /* wide: the gpu bitmap; NULL: one holder */
+    const uint64_t *cpu;  /* wide with side: the cpu and other bitmaps, words apart */
     uint32_t words;
     uint32_t w;           /* one holder: its word, bit and tiers */
     uint64_t bit;
@@ -1237,8 +1246,10 @@ typedef struct holders {
 static inline holders holders_of(const kvindex *ix, uint32_t hold)
 {
     if (hold_wide(hold)) {
-        const uint64_t *wd = wide_of(ix, hold);
-        return (holders){.bm = wd + 1, .words = ix->words, .side = wide_nongpu(wd) != 0};
+        uint32_t e = wide_index(hold);
+        bool side = wide_nongpu(ix, e) != 0;
+        return (holders){.gpu = wide_tier(ix, e, KVTIER_GPU), .cpu = side ? wide_tier(ix, e, KVTIER_CPU) : NULL,
+                         .words = ix->words, .side = side};
     }
     uint32_t slot = hold_slot(hold);
     return (holders){.w = slot / 64, .bit = 1ULL << (slot % 64), .tiers = hold_tiers(hold),
@@ -1247,7 +1258,7 @@ static inline holders holders_of(const kvindex *ix, uint32_t hold)
 
 static inline uint64_t holders_word(const holders *hv, int t, uint32_t w)
 {
-    if (hv->bm) return hv->bm[(size_t)t * hv->words + w];
+    if (hv->gpu) return t == KVTIER_GPU ? hv->gpu[w] : hv->cpu[(size_t)(t - 1) * hv->words + w];
     return w == hv->w && (hv->tiers >> t & 1) ? hv->bit : 0;
 }
 
@@ -1385,7 +1396,7 @@ void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
     out->blocks = ix->n_blk;
     out->entries = ix->entries;
     out->engine_keys = ix->n_em;
-    size_t bytes = sizeof *ix + ix->rec_bytes + ix->wide_bytes + ix->link_bytes + ix->em_bytes +
+    size_t bytes = sizeof *ix + ix->rec_bytes + ix->wide_bytes + ix->wside_bytes + ix->link_bytes + ix->em_bytes +
                    rt_bytes(&ix->btab) + rt_bytes(&ix->etab) + rt_bytes(&ix->ntab) + ix->max_ep * sizeof *ix->names;
     for (uint32_t s = 0; s < ix->max_ep; s++)
         if (ix->names[s]) bytes += strlen(ix->names[s]) + 1;
