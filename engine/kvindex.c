@@ -5,12 +5,22 @@
  * hash's top 32 bits and the home bucket its top log2(size) bits, so moving entries
  * (deletion, rehash) never reads a record, and a probe rarely touches a record it does
  * not want (only same-home entries can share a tag):
- *   blocks  request key -> block record {key, gpu bitmap} in one flat array, so a
- *           lookup touches one bucket line and one small record. The cpu and other
- *           bitmaps live in a parallel "side" array that a lookup reads only for blocks
- *           whose bit in the nongpu bitset (1 bit per block, cache-resident) is set;
- *           LRU neighbours live in another parallel array (32-bit indexes) because
- *           lookups never need them.
+ *   blocks  request key -> block record {key, holder, mappings} in one flat array of
+ *           16-byte records, so a lookup touches one bucket line and one small record.
+ *           Nearly every key has one holder endpoint (the prompts a cluster does not
+ *           share), and the record names it inline: its slot and the tiers it holds the
+ *           key in. A second holder moves the record's holders to a wide entry, one
+ *           bitmap over the endpoint slots per tier (gpu, cpu, other), in a separate
+ *           array; a lookup reads the cpu/other bitmaps only when the entry's count of
+ *           their bits is non-zero. When the holders drop back to one the record takes
+ *           its holder inline again and the entry goes back on the wide free list, so
+ *           the wide entries in use are the keys shared right now, not every key that
+ *           was ever shared (a dense bitmap in every record cost 136 bytes a key at
+ *           1,024 endpoints, 256 MB of a 2M-key index, nearly all of it one set bit).
+ *           Memory stays bounded by the capacity: a record owns at most one wide entry,
+ *           so there are never more wide entries than records, and the wide array
+ *           doubles up to capacity entries at most. LRU neighbours live in a parallel
+ *           array (32-bit indexes) because lookups never need them.
  *   emaps   (slot, engine key) -> block, a multimap (an engine key maps to several
  *           request keys when the index block is smaller than the engine block).
  *           Every mapping is also threaded on its block's list, so evicting or
@@ -21,8 +31,11 @@
  * losing the last tier (remove, clear, eviction) drops the slot's mappings to rk. So
  * the engine-key table is bounded by the holder entries and never dangles, and a
  * request key that is evicted and re-stored never resurrects a stale mapping.
- * Invariant: a record on the free list holds no bits (a block is deleted only once
+ * Invariant: a record on the free list has no holder (a block is deleted only once
  * empty; eviction clears it), so new records need no clearing and scans need no marker.
+ * Invariant: a wide entry in use holds at least two holder slots, and a free one holds
+ * no bits, so a record is empty exactly when its holder word is zero and a new wide
+ * entry needs no clearing.
  *
  * Concurrency: one rwlock, writer-preferring so a steady stream of lookups cannot
  * starve event ingestion. Lookups take it shared and mutate nothing but an atomic
@@ -51,6 +64,7 @@
 #define MIN_RECORDS 1024u
 #define MIN_TABLE_BITS 4u
 #define PREFETCH_AHEAD 16         /* keys between a record's prefetch and its use */
+#define WIDE_AHEAD (PREFETCH_AHEAD / 2)  /* keys between a wide entry's prefetch and its use */
 #define PIPE 64                   /* ring of in-flight keys, > 2 * PREFETCH_AHEAD */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define HOLD_BUCKET_NS 250u
@@ -67,9 +81,24 @@ typedef struct reftab {
     uint32_t n;
 } reftab;
 
+/* A block's holders, in its record's hold word:
+ *   0                        nobody (a free record, or one about to be deleted);
+ *   HOLD_WIDE | e            two or more endpoints: wide entry e;
+ *   slot | tiers << SLOT_BITS  one endpoint, holding the key in tiers (bit 1 << kvtier). */
+#define SLOT_BITS 12u
+#define SLOT_MASK ((1u << SLOT_BITS) - 1)
+#define HOLD_WIDE (1u << 31)
+_Static_assert(MAX_ENDPOINTS <= 1u << SLOT_BITS, "a slot fits the hold word");
+_Static_assert(MAX_CAPACITY <= HOLD_WIDE, "a wide entry's index fits the hold word");
+
+typedef struct brec {
+    uint64_t key;
+    uint32_t hold;
+    uint32_t emaps;       /* head of the block's engine-key mappings */
+} brec;
+
 typedef struct blink {
     ilist_link lru;       /* prev is more recently stored; next doubles as the free list */
-    uint32_t emaps;       /* head of the block's engine-key mappings */
 } blink;
 
 /* 20 bytes: the engine key is split so the struct needs only 4-byte alignment. */
@@ -85,18 +114,19 @@ struct kvindex {
     pthread_rwlock_t lock;
     pthread_mutex_t wmu;   /* writers, one at a time: held across a whole change, including
                               the table growth done between its write-locked slices */
-    uint32_t max_ep, words, stride;  /* stride: uint64 words per record = 1 + words */
+    uint32_t max_ep, words;
     uint32_t live_words;   /* words up to the highest slot in use: the rest hold no bits,
                               so lookups neither read nor scan them */
     uint32_t capacity;
     float weight[KVTIER_COUNT];
 
-    uint64_t *rec;
-    uint64_t *side;    /* per block: cpu bitmap, other bitmap (2 * words) */
-    uint64_t *nongpu;  /* bit b: block b has a cpu or other holder */
+    brec *rec;
     blink *link;
-    size_t rec_bytes, side_bytes, nongpu_bytes, link_bytes;  /* mapped sizes */
+    size_t rec_bytes, link_bytes;  /* mapped sizes */
     uint32_t n_blk, cap_blk, used_blk, free_blk;
+    uint64_t *wide, *wside;  /* wide entries: header + gpu bitmap, cpu + other bitmaps (wide_at) */
+    size_t wide_bytes, wside_bytes;
+    uint32_t n_wide, cap_wide, used_wide, free_wide;
     ilist order;       /* request keys, most recently stored first */
     reftab btab;
 
@@ -127,8 +157,8 @@ struct kvindex {
  * filling index from one per 4 KB into one per 2 MB. Regions that will surely be
  * touched (arrays filled in order, tables filled at random) are populated as they
  * grow: one call instead of a fault per page, which on a virtual machine cost ~10 us
- * each (bench_ingest's index part 300 -> 220 ns per block). The cpu/other bitmaps are
- * not: most indexes never touch them. */
+ * each (bench_ingest's index part 300 -> 220 ns per block). The wide entries are not:
+ * they are touched only as keys come to be shared, which in many indexes is few. */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14; older kernels fail the call, harmlessly */
 #endif
@@ -267,24 +297,167 @@ static int rt_reserve(reftab *t)
 
 /* ---- blocks ---------------------------------------------------------------- */
 
-static inline uint64_t *rec_of(const kvindex *ix, uint32_t b) { return ix->rec + (size_t)b * ix->stride; }
-static inline uint64_t *side_of(const kvindex *ix, uint32_t b) { return ix->side + (size_t)b * 2 * ix->words; }
-static inline uint64_t *tier_of(const kvindex *ix, uint32_t b, int t)
-{
-    return t == KVTIER_GPU ? rec_of(ix, b) + 1 : side_of(ix, b) + (size_t)(t - 1) * ix->words;
-}
-static inline bool has_side(const kvindex *ix, uint32_t b) { return (ix->nongpu[b / 64] >> (b % 64)) & 1; }
+static inline bool hold_wide(uint32_t h) { return h & HOLD_WIDE; }
+static inline uint32_t hold_slot(uint32_t h) { return h & SLOT_MASK; }
+static inline unsigned hold_tiers(uint32_t h) { return h >> SLOT_BITS; }
+static inline uint32_t hold_one(uint32_t slot, unsigned tiers) { return slot | tiers << SLOT_BITS; }
 
-/* Recomputes block b's nongpu bit after its cpu or other bitmap changed. */
-static void side_changed(kvindex *ix, uint32_t b)
+/* Wide entry e: in the wide array a header word, holder slots in its low half and the
+ * cpu/other bits set in its high half (the next free entry while on the free list), then
+ * the gpu bitmap; its cpu and other bitmaps in the parallel wside array, which is read
+ * only when the header counts bits there and so is mostly never touched. */
+static inline uint64_t *wide_at(const kvindex *ix, uint32_t e) { return ix->wide + (size_t)e * (1 + ix->words); }
+static inline uint32_t wide_index(uint32_t hold) { return hold & ~HOLD_WIDE; }
+static inline uint64_t *wide_tier(const kvindex *ix, uint32_t e, int t)
 {
-    const uint64_t *r = side_of(ix, b);
-    uint64_t any = 0;
-    for (uint32_t i = 0; i < 2 * ix->words; i++) any |= r[i];
-    if (any) ix->nongpu[b / 64] |= 1ULL << (b % 64);
-    else ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
+    return t == KVTIER_GPU ? wide_at(ix, e) + 1 : ix->wside + ((size_t)e * 2 + (size_t)(t - 1)) * ix->words;
+}
+static inline uint32_t wide_slots(const kvindex *ix, uint32_t e) { return (uint32_t)wide_at(ix, e)[0]; }
+static inline uint32_t wide_nongpu(const kvindex *ix, uint32_t e) { return (uint32_t)(wide_at(ix, e)[0] >> 32); }
+#define WIDE_SLOT 1ULL
+#define WIDE_NONGPU (1ULL << 32)
+
+static unsigned wide_slot_tiers(const kvindex *ix, uint32_t e, uint32_t slot)
+{
+    unsigned tiers = 0;
+    for (int t = 0; t < (wide_nongpu(ix, e) ? KVTIER_COUNT : 1); t++)
+        if (wide_tier(ix, e, t)[slot / 64] >> (slot % 64) & 1) tiers |= 1u << t;
+    return tiers;
 }
 
+/* Tiers in which slot holds block b: bit (1 << kvtier) per tier. */
+static unsigned blk_slot_tiers(const kvindex *ix, uint32_t b, uint32_t slot)
+{
+    uint32_t h = ix->rec[b].hold;
+    if (hold_wide(h)) return wide_slot_tiers(ix, wide_index(h), slot);
+    return hold_slot(h) == slot ? hold_tiers(h) : 0;
+}
+
+static int wide_array_grow(kvindex *ix, bool populate)
+{
+    uint32_t want = ix->cap_wide ? ix->cap_wide * 2 : MIN_RECORDS;
+    if (want > ix->capacity) want = ix->capacity;
+    if (region_grow(&ix->wide, &ix->wide_bytes, (size_t)want * (1 + ix->words) * 8, populate) ||
+        region_grow(&ix->wside, &ix->wside_bytes, (size_t)want * 2 * ix->words * 8, false))
+        return KV_ENOMEM;
+    ix->cap_wide = want;
+    return KV_OK;
+}
+
+/* A cleared wide entry. The array never runs out before the index does: entries in use
+ * are at most the records (one each), and it grows to capacity entries. */
+static int wide_alloc(kvindex *ix, uint32_t *out)
+{
+    uint32_t e = ix->free_wide;
+    if (e != NIL) {
+        ix->free_wide = (uint32_t)wide_at(ix, e)[0];
+        wide_at(ix, e)[0] = 0;
+    } else {
+        int rc;
+        if (ix->used_wide == ix->cap_wide && (rc = wide_array_grow(ix, false)) != KV_OK) return rc;
+        e = ix->used_wide++;
+    }
+    ix->n_wide++;
+    *out = e;
+    return KV_OK;
+}
+
+/* e's bitmaps are already clear. */
+static void wide_free(kvindex *ix, uint32_t e)
+{
+    wide_at(ix, e)[0] = ix->free_wide;
+    ix->free_wide = e;
+    ix->n_wide--;
+}
+
+/* Adds slot's entry in tier to block b (a new record included), keeping the entry
+ * counts; fails only when a second holder needs a wide entry and none can be had. */
+static int blk_set(kvindex *ix, uint32_t b, uint32_t slot, int tier)
+{
+    brec *r = &ix->rec[b];
+    if (!r->hold) {
+        r->hold = hold_one(slot, 1u << tier);
+        goto added;
+    }
+    if (!hold_wide(r->hold) && hold_slot(r->hold) == slot) {
+        if (hold_tiers(r->hold) >> tier & 1) return KV_OK;
+        r->hold |= (1u << tier) << SLOT_BITS;
+        goto added;
+    }
+    if (!hold_wide(r->hold)) {
+        uint32_t e, one = hold_slot(r->hold);
+        unsigned tiers = hold_tiers(r->hold);
+        int rc = wide_alloc(ix, &e);
+        if (rc != KV_OK) return rc;
+        uint64_t *hdr = wide_at(ix, e);
+        for (int t = 0; t < KVTIER_COUNT; t++)
+            if (tiers >> t & 1) {
+                wide_tier(ix, e, t)[one / 64] |= 1ULL << (one % 64);
+                if (t != KVTIER_GPU) *hdr += WIDE_NONGPU;
+            }
+        *hdr += WIDE_SLOT;
+        r->hold = HOLD_WIDE | e;
+    }
+    uint32_t e = wide_index(r->hold);
+    uint64_t *hdr = wide_at(ix, e), *word = wide_tier(ix, e, tier) + slot / 64, bit = 1ULL << (slot % 64);
+    if (*word & bit) return KV_OK;
+    if (!wide_slot_tiers(ix, e, slot)) *hdr += WIDE_SLOT;
+    *word |= bit;
+    if (tier != KVTIER_GPU) *hdr += WIDE_NONGPU;
+added:
+    ix->entries++;
+    ix->slot_entries[slot]++;
+    return KV_OK;
+}
+
+/* Block b's wide entry e is down to one holder slot: the record names it inline again. */
+static void wide_narrow(kvindex *ix, uint32_t b, uint32_t e)
+{
+    /* The one holder's bits are all that is left: the first set bit names it. */
+    uint32_t w = 0;
+    int t = 0;
+    while (!wide_tier(ix, e, t)[w])
+        if (++w == ix->words) w = 0, t++;
+    uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(wide_tier(ix, e, t)[w]);
+    unsigned tiers = wide_slot_tiers(ix, e, slot);
+    for (t = 0; t < KVTIER_COUNT; t++)
+        if (tiers >> t & 1) wide_tier(ix, e, t)[w] = 0;
+    wide_at(ix, e)[0] = 0;
+    wide_free(ix, e);
+    ix->rec[b].hold = hold_one(slot, tiers);
+}
+
+/* Drops slot's entries in the given tiers of block b, keeping the entry counts; returns
+ * the tiers it held among them. The record may go back to one inline holder, or to
+ * none (the caller deletes it). */
+static unsigned blk_unset(kvindex *ix, uint32_t b, uint32_t slot, unsigned tiers)
+{
+    brec *r = &ix->rec[b];
+    unsigned had;
+    if (!hold_wide(r->hold)) {
+        if (!r->hold || hold_slot(r->hold) != slot) return 0;
+        had = hold_tiers(r->hold) & tiers;
+        unsigned left = hold_tiers(r->hold) & ~tiers;
+        r->hold = left ? hold_one(slot, left) : 0;
+    } else {
+        uint32_t e = wide_index(r->hold);
+        uint64_t *hdr = wide_at(ix, e), bit = 1ULL << (slot % 64);
+        had = wide_slot_tiers(ix, e, slot) & tiers;
+        for (int t = 0; t < KVTIER_COUNT; t++)
+            if (had >> t & 1) {
+                wide_tier(ix, e, t)[slot / 64] &= ~bit;
+                if (t != KVTIER_GPU) *hdr -= WIDE_NONGPU;
+            }
+        if (had && !wide_slot_tiers(ix, e, slot)) {
+            *hdr -= WIDE_SLOT;
+            if (wide_slots(ix, e) == 1) wide_narrow(ix, b, e);
+        }
+    }
+    unsigned n = (unsigned)__builtin_popcount(had);
+    ix->entries -= n;
+    ix->slot_entries[slot] -= n;
+    return had;
+}
 
 /* h is mix64_fmix(key), which callers that prefetched the key's bucket already hold. */
 static uint32_t blk_find_h(const kvindex *ix, uint64_t key, uint64_t h)
@@ -293,7 +466,7 @@ static uint32_t blk_find_h(const kvindex *ix, uint64_t key, uint64_t h)
     for (;;) {
         bucket bk = ix->btab.b[i];
         if (!bk.ref) return NIL;
-        if (bk.tag == rt_tag(h) && rec_of(ix, bk.ref - 1)[0] == key) return bk.ref - 1;
+        if (bk.tag == rt_tag(h) && ix->rec[bk.ref - 1].key == key) return bk.ref - 1;
         i = (i + 1) & m;
     }
 }
@@ -310,26 +483,9 @@ static void lru_touch(kvindex *ix, uint32_t b)
     lru_push(ix, b);
 }
 
-static bool slot_holds(const kvindex *ix, uint32_t b, int slot)
-{
-    uint32_t w = (uint32_t)slot / 64, W = ix->words;
-    uint64_t bit = 1ULL << (slot % 64);
-    if (rec_of(ix, b)[1 + w] & bit) return true;
-    return has_side(ix, b) && ((side_of(ix, b)[w] | side_of(ix, b)[W + w]) & bit);
-}
-
-static bool blk_empty(const kvindex *ix, uint32_t b)
-{
-    if (has_side(ix, b)) return false;
-    const uint64_t *r = rec_of(ix, b) + 1;
-    for (uint32_t i = 0; i < ix->words; i++)
-        if (r[i]) return false;
-    return true;
-}
-
 static void blk_delete(kvindex *ix, uint32_t b)
 {
-    rt_del(&ix->btab, mix64_fmix(rec_of(ix, b)[0]), b);
+    rt_del(&ix->btab, mix64_fmix(ix->rec[b].key), b);
     lru_unlink(ix, b);
     ix->link[b].lru.next = ix->free_blk;
     ix->free_blk = b;
@@ -352,7 +508,7 @@ static void em_release(kvindex *ix, uint32_t e)
 /* Drops the block's mappings of one slot, or of every slot when slot < 0. */
 static void blk_drop_emaps(kvindex *ix, uint32_t b, int slot)
 {
-    uint32_t *pp = &ix->link[b].emaps;
+    uint32_t *pp = &ix->rec[b].emaps;
     while (*pp != NIL) {
         uint32_t e = *pp;
         if (slot < 0 || ix->em[e].slot == slot) {
@@ -386,7 +542,7 @@ static void em_drop_key(kvindex *ix, int slot, uint64_t ek, uint64_t h)
         size_t pos = rt_home(&ix->etab, h);
         uint32_t e = em_next(ix, slot, ek, h, &pos);
         if (e == NIL) return;
-        uint32_t *pp = &ix->link[ix->em[e].blk].emaps;
+        uint32_t *pp = &ix->rec[ix->em[e].blk].emaps;
         while (*pp != e) pp = &ix->em[*pp].next;
         *pp = ix->em[e].next;
         em_release(ix, e);
@@ -419,8 +575,8 @@ static int em_add(kvindex *ix, int slot, uint64_t ek, uint64_t h, uint32_t b, ui
     m->blk = b;
     m->slot = (uint16_t)slot;
     m->pos = (uint16_t)pos;
-    m->next = ix->link[b].emaps;
-    ix->link[b].emaps = e;
+    m->next = ix->rec[b].emaps;
+    ix->rec[b].emaps = e;
     rt_put(&ix->etab, h, e);
     ix->n_em++;
     return KV_OK;
@@ -428,39 +584,39 @@ static int em_add(kvindex *ix, int slot, uint64_t ek, uint64_t h, uint32_t b, ui
 
 /* ---- block lifecycle ---------------------------------------------------------- */
 
-/* Holders of block b; the cpu/other bitmaps are read only when the nongpu bit says they
- * hold something, since on eviction they are a cache line nobody else needs. */
-static unsigned blk_popcount(const kvindex *ix, uint32_t b)
+/* Takes block b's holders off the entry counts and clears them (b is being evicted);
+ * the cpu/other bitmaps of a wide entry are read only when its header counts bits in
+ * them, since on eviction they are cache lines nobody else needs. */
+static void blk_drop_holders(kvindex *ix, uint32_t b)
 {
-    unsigned c = 0;
-    const uint64_t *g = rec_of(ix, b) + 1;
-    for (uint32_t i = 0; i < ix->words; i++) c += (unsigned)__builtin_popcountll(g[i]);
-    if (has_side(ix, b))
-        for (uint32_t i = 0; i < 2 * ix->words; i++) c += (unsigned)__builtin_popcountll(side_of(ix, b)[i]);
-    return c;
-}
-
-/* Takes block b's holder bits off their slots' entry counts (b is being evicted). */
-static void blk_uncount_slots(kvindex *ix, uint32_t b)
-{
-    for (int t = 0; t < (has_side(ix, b) ? KVTIER_COUNT : 1); t++) {
-        const uint64_t *g = tier_of(ix, b, t);
-        for (uint32_t i = 0; i < ix->words; i++)
-            for (uint64_t m = g[i]; m; m &= m - 1) ix->slot_entries[i * 64 + (uint32_t)__builtin_ctzll(m)]--;
+    brec *r = &ix->rec[b];
+    if (!hold_wide(r->hold)) {
+        unsigned n = (unsigned)__builtin_popcount(hold_tiers(r->hold));
+        ix->entries -= n;
+        ix->slot_entries[hold_slot(r->hold)] -= n;
+        r->hold = 0;
+        return;
     }
+    uint32_t e = wide_index(r->hold);
+    for (int t = 0; t < (wide_nongpu(ix, e) ? KVTIER_COUNT : 1); t++) {
+        uint64_t *g = wide_tier(ix, e, t);
+        for (uint32_t i = 0; i < ix->words; i++) {
+            for (uint64_t m = g[i]; m; m &= m - 1) {
+                ix->slot_entries[i * 64 + (uint32_t)__builtin_ctzll(m)]--;
+                ix->entries--;
+            }
+            g[i] = 0;
+        }
+    }
+    wide_at(ix, e)[0] = 0;
+    wide_free(ix, e);
+    r->hold = 0;
 }
 
 static void blk_evict(kvindex *ix, uint32_t b)
 {
-    ix->entries -= blk_popcount(ix, b);
-    blk_uncount_slots(ix, b);
+    blk_drop_holders(ix, b);
     blk_drop_emaps(ix, b, -1);
-    /* Free records hold no bits, so clear_slot's scan can skip them without a marker. */
-    memset(rec_of(ix, b) + 1, 0, (size_t)(ix->stride - 1) * 8);
-    if (has_side(ix, b)) {
-        memset(side_of(ix, b), 0, (size_t)2 * ix->words * 8);
-        ix->nongpu[b / 64] &= ~(1ULL << (b % 64));
-    }
     blk_delete(ix, b);
     ix->evictions++;
 }
@@ -471,10 +627,8 @@ static int blk_arrays_grow(kvindex *ix, bool populate)
 {
     uint32_t want = ix->cap_blk ? ix->cap_blk * 2 : MIN_RECORDS;
     if (want > ix->capacity) want = ix->capacity;
-    if (region_grow(&ix->rec, &ix->rec_bytes, (size_t)want * ix->stride * 8, populate) ||
-        region_grow(&ix->side, &ix->side_bytes, (size_t)want * 2 * ix->words * 8, false) ||
-        region_grow(&ix->link, &ix->link_bytes, (size_t)want * sizeof *ix->link, populate) ||
-        region_grow(&ix->nongpu, &ix->nongpu_bytes, ((size_t)want + 63) / 64 * 8, false))
+    if (region_grow(&ix->rec, &ix->rec_bytes, (size_t)want * sizeof *ix->rec, populate) ||
+        region_grow(&ix->link, &ix->link_bytes, (size_t)want * sizeof *ix->link, populate))
         return KV_ENOMEM;
     ix->cap_blk = want;
     return KV_OK;
@@ -492,9 +646,9 @@ static int blk_new(kvindex *ix, uint64_t key, uint64_t h, uint32_t *out)
         if (ix->used_blk == ix->cap_blk && blk_arrays_grow(ix, true) != KV_OK) return KV_ENOMEM;
         b = ix->used_blk++;
     }
-    /* No bits to clear: fresh records are zero pages and freed ones were emptied. */
-    rec_of(ix, b)[0] = key;
-    ix->link[b].emaps = NIL;
+    /* No holder to clear: fresh records are zero pages and freed ones were emptied. */
+    ix->rec[b].key = key;
+    ix->rec[b].emaps = NIL;
     lru_push(ix, b);
     rt_put(&ix->btab, h, b);
     ix->n_blk++;
@@ -502,23 +656,12 @@ static int blk_new(kvindex *ix, uint64_t key, uint64_t h, uint32_t *out)
     return KV_OK;
 }
 
-/* Clears every tier bit of slot on block b; deletes b if nobody holds it any more. */
-static void blk_clear_slot(kvindex *ix, uint32_t b, int slot)
+/* Clears every tier of slot on block b; deletes b if nobody holds it any more. */
+static void blk_clear_slot(kvindex *ix, uint32_t b, uint32_t slot)
 {
-    uint32_t w = (uint32_t)slot / 64;
-    uint64_t bit = 1ULL << (slot % 64);
-    bool side = has_side(ix, b);   /* else the cpu/other bitmaps are zero: not read */
-    for (int t = 0; t < (side ? KVTIER_COUNT : 1); t++) {
-        uint64_t *word = tier_of(ix, b, t) + w;
-        if (*word & bit) {
-            *word &= ~bit;
-            ix->entries--;
-            ix->slot_entries[slot]--;
-        }
-    }
-    if (side) side_changed(ix, b);
-    blk_drop_emaps(ix, b, slot);
-    if (blk_empty(ix, b)) blk_delete(ix, b);
+    blk_unset(ix, b, slot, (1u << KVTIER_COUNT) - 1);
+    blk_drop_emaps(ix, b, (int)slot);
+    if (!ix->rec[b].hold) blk_delete(ix, b);
 }
 
 /* ---- endpoint names ------------------------------------------------------------ */
@@ -594,10 +737,10 @@ kvindex *kvindex_new(const kvindex_config *cfg, kv_err *err)
     if (!ix) goto oom;
     ix->max_ep = c.max_endpoints;
     ix->words = (c.max_endpoints + 63) / 64;
-    ix->stride = 1 + ix->words;
     ix->capacity = (uint32_t)c.capacity;
     for (int t = 0; t < KVTIER_COUNT; t++) ix->weight[t] = (float)c.tier_weight[t];
     ix->free_blk = NIL;
+    ix->free_wide = NIL;
     ix->order = ILIST_EMPTY;
     ix->free_em = NIL;
     ix->clock_ns = c.clock_ns;
@@ -643,8 +786,8 @@ void kvindex_free(kvindex *ix)
     rt_free(&ix->btab);
     rt_free(&ix->etab);
     region_free(ix->rec, ix->rec_bytes);
-    region_free(ix->side, ix->side_bytes);
-    region_free(ix->nongpu, ix->nongpu_bytes);
+    region_free(ix->wide, ix->wide_bytes);
+    region_free(ix->wside, ix->wside_bytes);
     region_free(ix->link, ix->link_bytes);
     region_free(ix->em, ix->em_bytes);
     free(ix->hold_hist);
@@ -697,6 +840,8 @@ static void wend(kvindex *ix)
 static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
 {
     reftab nb = {0}, ne = {0};
+    /* every block of the slice may gain a second holder, also past capacity */
+    bool grow_wide = ix->free_wide == NIL && ix->used_wide + blocks > ix->cap_wide && ix->cap_wide < ix->capacity;
     if (ix->n_blk + blocks > ix->capacity) /* past capacity, stores evict: n_blk stays put */
         blocks = ix->capacity - ix->n_blk;
     unsigned bb = rt_bits_for(&ix->btab, blocks), eb = rt_bits_for(&ix->etab, maps);
@@ -707,7 +852,7 @@ static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
     }
     bool grow_blk = ix->free_blk == NIL && ix->used_blk + blocks > ix->cap_blk && ix->cap_blk < ix->capacity;
     bool grow_em = ix->free_em == NIL && maps && ix->used_em + maps > ix->cap_em;
-    if (!nb.b && !ne.b && !grow_blk && !grow_em) return KV_OK;
+    if (!nb.b && !ne.b && !grow_blk && !grow_em && !grow_wide) return KV_OK;
     size_t rec0 = ix->rec_bytes, link0 = ix->link_bytes, em0 = ix->em_bytes;
     int rc = KV_OK;
     reftab ob = ix->btab, oe = ix->etab;
@@ -716,7 +861,8 @@ static int reserve_unlocked(kvindex *ix, size_t blocks, size_t maps)
     if (ne.b) ix->etab = ne;
     if (grow_blk) rc = blk_arrays_grow(ix, false);
     if (rc == KV_OK && grow_em) rc = em_array_grow(ix, false);
-    uint64_t *rec = ix->rec;
+    if (rc == KV_OK && grow_wide) rc = wide_array_grow(ix, false);
+    brec *rec = ix->rec;
     blink *link = ix->link;
     emap *em = ix->em;
     size_t rec1 = ix->rec_bytes, link1 = ix->link_bytes, em1 = ix->em_bytes;
@@ -802,8 +948,8 @@ static void clear_slot(kvindex *ix, int slot)
 {
     uint32_t scanned = 0, cleared = 0;
     for (uint32_t b = 0; b < ix->used_blk; b++) {
-        if (slot_holds(ix, b, slot)) {
-            blk_clear_slot(ix, b, slot);
+        if (blk_slot_tiers(ix, b, (uint32_t)slot)) {
+            blk_clear_slot(ix, b, (uint32_t)slot);
             cleared++;
         }
         if (++scanned == KVINDEX_CLEAR_SCAN || cleared == KVINDEX_CLEAR_SLICE) {
@@ -886,8 +1032,8 @@ static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
     }
     *cursor = v;
     if (v == NIL || v >= ix->used_blk) return;
-    prefetch_probe(&ix->btab, mix64_fmix(rec_of(ix, v)[0]));
-    uint32_t e = ix->link[v].emaps;
+    prefetch_probe(&ix->btab, mix64_fmix(ix->rec[v].key));
+    uint32_t e = ix->rec[v].emaps;
     if (e != NIL && e < ix->used_em)
         prefetch_probe(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])));
 }
@@ -924,8 +1070,6 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     if (rc != KV_OK) goto out;
     ix->stores++;
     ix->admissions += n_request;
-    uint32_t w = (uint32_t)slot / 64;
-    uint64_t bit = 1ULL << (slot % 64);
     size_t group = SIZE_MAX;   /* index into engine_keys of the current mapping group */
     uint32_t pos = 0;
     /* Keep the next pairs' bucket lines in flight: a chain's keys are independent probes. */
@@ -952,12 +1096,9 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
         } else {
             lru_touch(ix, b);
         }
-        uint64_t *word = tier_of(ix, b, tier) + w;
-        if (!(*word & bit)) {
-            *word |= bit;
-            ix->entries++;
-            ix->slot_entries[slot]++;
-            if (tier != KVTIER_GPU) ix->nongpu[b / 64] |= 1ULL << (b % 64);
+        if ((rc = blk_set(ix, b, (uint32_t)slot, tier)) != KV_OK) {
+            kv_err_set(err, rc, "kvindex_store: cannot add a holder to block %zu of %zu: %s", i, n, kv_strerror(rc));
+            goto out;
         }
         if (!n_engine) continue;
         size_t g = pair_at(i, n_engine, n);
@@ -988,7 +1129,7 @@ bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint6
     uint32_t best = NIL;
     for (uint32_t e; (e = em_next(ix, slot, engine_key, h, &pos)) != NIL;)
         if (best == NIL || ix->em[e].pos > ix->em[best].pos) best = e;
-    if (best != NIL && request_key) *request_key = rec_of(ix, ix->em[best].blk)[0];
+    if (best != NIL && request_key) *request_key = ix->rec[ix->em[best].blk].key;
     unlock(ix);
     return best != NIL;
 }
@@ -999,9 +1140,7 @@ unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key)
     rdlock(ix);
     unsigned mask = 0;
     uint32_t b = blk_find(ix, request_key);
-    if (b != NIL)
-        for (int t = 0; t < KVTIER_COUNT; t++)
-            if (tier_of(ix, b, t)[slot / 64] & (1ULL << (slot % 64))) mask |= 1u << t;
+    if (b != NIL) mask = blk_slot_tiers(ix, b, (uint32_t)slot);
     unlock(ix);
     return mask;
 }
@@ -1013,25 +1152,18 @@ size_t kvindex_remove(kvindex *ix, int slot, kvtier tier, const uint64_t *engine
     size_t removed = 0;
     if (!slot_live(ix, slot)) goto out;
     ix->removes++;
-    uint32_t w = (uint32_t)slot / 64;
-    uint64_t bit = 1ULL << (slot % 64);
     for (size_t k = 0; k < n; k++) {
         uint64_t ek = engine_keys[k], h = em_hash_of(slot, ek);
         size_t pos = rt_home(&ix->etab, h);
         for (uint32_t e; (e = em_next(ix, slot, ek, h, &pos)) != NIL;) {
             uint32_t b = ix->em[e].blk;
-            uint64_t *word = tier_of(ix, b, tier) + w;
-            if (!(*word & bit)) continue;
-            *word &= ~bit;
-            ix->entries--;
-            ix->slot_entries[slot]--;
-            if (tier != KVTIER_GPU) side_changed(ix, b);
+            if (!blk_unset(ix, b, (uint32_t)slot, 1u << tier)) continue;
             removed++;
-            if (slot_holds(ix, b, slot)) continue;
+            if (blk_slot_tiers(ix, b, (uint32_t)slot)) continue;
             /* The slot lost its last tier: its mappings to b go, and the table may have
              * shifted under the cursor, so probe again from the start. */
             blk_drop_emaps(ix, b, slot);
-            if (blk_empty(ix, b)) blk_delete(ix, b);
+            if (!ix->rec[b].hold) blk_delete(ix, b);
             pos = rt_home(&ix->etab, h);
         }
     }
@@ -1091,10 +1223,43 @@ static inline void prefetch_span(const void *p, size_t bytes)
     __builtin_prefetch((const char *)p + bytes - 1);
 }
 
-static inline void prefetch_record(const kvindex *ix, uint32_t b, uint32_t live)
+/* A shared key's wide entry: its header and gpu words up to the live ones. Whether the
+ * cpu/other bitmaps are needed is in the header, not yet read; they rarely are. */
+static inline void prefetch_wide(const kvindex *ix, uint32_t b, uint32_t live)
 {
-    prefetch_span(rec_of(ix, b), (size_t)(1 + live) * 8);
-    if (has_side(ix, b)) prefetch_span(side_of(ix, b), (size_t)ix->words * 16);
+    uint32_t h = ix->rec[b].hold;
+    if (hold_wide(h)) prefetch_span(wide_at(ix, wide_index(h)), (size_t)(1 + live) * 8);
+}
+
+/* One key's holders as a lookup reads them: a wide entry's bitmaps, or the one inline
+ * holder, whose bitmap words are made up as they are read (its bit in its word). */
+typedef struct holders {
+    const uint64_t *gpu;  /* wide: the gpu bitmap; NULL: one holder */
+    const uint64_t *cpu;  /* wide with side: the cpu and other bitmaps, words apart */
+    uint32_t words;
+    uint32_t w;           /* one holder: its word, bit and tiers */
+    uint64_t bit;
+    unsigned tiers;
+    bool side;            /* some holder in cpu or other */
+} holders;
+
+static inline holders holders_of(const kvindex *ix, uint32_t hold)
+{
+    if (hold_wide(hold)) {
+        uint32_t e = wide_index(hold);
+        bool side = wide_nongpu(ix, e) != 0;
+        return (holders){.gpu = wide_tier(ix, e, KVTIER_GPU), .cpu = side ? wide_tier(ix, e, KVTIER_CPU) : NULL,
+                         .words = ix->words, .side = side};
+    }
+    uint32_t slot = hold_slot(hold);
+    return (holders){.w = slot / 64, .bit = 1ULL << (slot % 64), .tiers = hold_tiers(hold),
+                     .side = (hold_tiers(hold) & ~(1u << KVTIER_GPU)) != 0};
+}
+
+static inline uint64_t holders_word(const holders *hv, int t, uint32_t w)
+{
+    if (hv->gpu) return t == KVTIER_GPU ? hv->gpu[w] : hv->cpu[(size_t)(t - 1) * hv->words + w];
+    return w == hv->w && (hv->tiers >> t & 1) ? hv->bit : 0;
 }
 
 uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvindex_match *out)
@@ -1126,47 +1291,51 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
     bool done = false, runs = false;
 
     rdlock(ix);
-    uint32_t W = ix->live_words, SW = ix->words;   /* scanned words; side layout's words */
+    uint32_t W = ix->live_words;   /* scanned words */
     /* Words with a survivor: after the first few keys most hold none and are skipped. */
     uint64_t lw = W == 64 ? ~0ULL : (1ULL << W) - 1;
-    /* Memory-level parallelism: key j+2A's bucket and key j+A's record are in flight
-     * while key j is ANDed, so the dependent chain rarely waits on DRAM. */
+    /* Memory-level parallelism: key j+2A's bucket, key j+A's record and, for a shared
+     * key, key j+A/2's wide entry are in flight while key j is ANDed, so the dependent
+     * chain rarely waits on DRAM. */
     size_t ahead = 2 * PREFETCH_AHEAD < n ? 2 * PREFETCH_AHEAD : n;
     for (size_t k = 0; k < ahead; k++) {
         hash[k] = mix64_fmix(keys[k]);
         __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[k])]);
     }
     for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
-        if ((cand[k] = blk_candidate(ix, hash[k])) != NIL) prefetch_record(ix, cand[k], W);
+        if ((cand[k] = blk_candidate(ix, hash[k])) != NIL) __builtin_prefetch(&ix->rec[cand[k]]);
+    for (size_t k = 0; k < WIDE_AHEAD && k < n; k++)
+        if (cand[k] != NIL) prefetch_wide(ix, cand[k], W);
     size_t j = 0;
     for (; j < n; j++) {
-        size_t far = j + 2 * PREFETCH_AHEAD, near = j + PREFETCH_AHEAD;
+        size_t far = j + 2 * PREFETCH_AHEAD, near = j + PREFETCH_AHEAD, mid = j + WIDE_AHEAD;
         if (far < n) {
             hash[far % PIPE] = mix64_fmix(keys[far]);
             __builtin_prefetch(&ix->btab.b[rt_home(&ix->btab, hash[far % PIPE])]);
         }
         if (near < n && (cand[near % PIPE] = blk_candidate(ix, hash[near % PIPE])) != NIL)
-            prefetch_record(ix, cand[near % PIPE], W);
+            __builtin_prefetch(&ix->rec[cand[near % PIPE]]);
+        if (mid < n && cand[mid % PIPE] != NIL) prefetch_wide(ix, cand[mid % PIPE], W);
         uint32_t b = cand[j % PIPE];
-        if (b != NIL && rec_of(ix, b)[0] != keys[j]) b = blk_find(ix, keys[j]);
+        if (b != NIL && ix->rec[b].key != keys[j]) b = blk_find(ix, keys[j]);
         if (b == NIL) break;
-        const uint64_t *g = rec_of(ix, b) + 1;
-        if (!has_side(ix, b)) {
+        holders hv = holders_of(ix, ix->rec[b].hold);
+        if (!hv.side) {
             /* Held in gpu only: every survivor scores exactly the gpu weight. */
             if (runs) runs_end(run, W, d, (uint32_t)j, out);
             runs = false;
             for (uint64_t m = lw; m; m &= m - 1) {
                 uint32_t w = (uint32_t)__builtin_ctzll(m);
-                uint64_t prev = j ? alive[w] : g[w], now = prev & g[w];
+                uint64_t g = holders_word(&hv, KVTIER_GPU, w), prev = j ? alive[w] : g, now = prev & g;
                 if (prev != now) set_blocks(w, prev & ~now, (uint32_t)j, out);
                 alive[w] = now;
                 if (!now) lw &= ~(1ULL << w);
             }
         } else {
-            const uint64_t *side = side_of(ix, b);
             for (uint64_t m = lw; m; m &= m - 1) {
                 uint32_t w = (uint32_t)__builtin_ctzll(m);
-                uint64_t tiers[KVTIER_COUNT] = {g[w], side[w], side[SW + w]};
+                uint64_t tiers[KVTIER_COUNT] = {holders_word(&hv, KVTIER_GPU, w), holders_word(&hv, KVTIER_CPU, w),
+                                                holders_word(&hv, KVTIER_OTHER, w)};
                 uint64_t held = tiers[0] | tiers[1] | tiers[2];
                 uint64_t prev = j ? alive[w] : held, now = prev & held;
                 set_blocks(w, prev & ~now, (uint32_t)j, out);
@@ -1227,7 +1396,7 @@ void kvindex_get_stats(const kvindex *ix, kvindex_stats *out)
     out->blocks = ix->n_blk;
     out->entries = ix->entries;
     out->engine_keys = ix->n_em;
-    size_t bytes = sizeof *ix + ix->rec_bytes + ix->side_bytes + ix->nongpu_bytes + ix->link_bytes + ix->em_bytes +
+    size_t bytes = sizeof *ix + ix->rec_bytes + ix->wide_bytes + ix->wside_bytes + ix->link_bytes + ix->em_bytes +
                    rt_bytes(&ix->btab) + rt_bytes(&ix->etab) + rt_bytes(&ix->ntab) + ix->max_ep * sizeof *ix->names;
     for (uint32_t s = 0; s < ix->max_ep; s++)
         if (ix->names[s]) bytes += strlen(ix->names[s]) + 1;

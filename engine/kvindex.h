@@ -1,13 +1,16 @@
 /* kvindex: which endpoint holds which prompt block, fed by vLLM KV events.
  *
  * Dual-key (llm-d design, docs/upstream/kv-events-and-index.md §3):
- *   request key -> holders, one bitmap over endpoint slots per tier (gpu/cpu/other);
+ *   request key -> holders: one endpoint and its tiers inline, or, for a key two or
+ *   more endpoints hold, one bitmap over endpoint slots per tier (gpu/cpu/other);
  *   (endpoint, engine key) -> request key, so BlockRemoved can resolve vLLM's own hashes
  *   even when pods use different hash seeds or algorithms.
  * Endpoints are small integer slots (0..max_endpoints-1) fixed at creation, so a
- * block's holders are a few machine words and the longest-prefix lookup for every
- * endpoint at once is a running AND over the request's keys.
- * Bounded: at most capacity request keys, least-recently-stored evicted first.
+ * block's holders are at most a few machine words and the longest-prefix lookup for
+ * every endpoint at once is a running AND over the request's keys.
+ * Bounded: at most capacity request keys, least-recently-stored evicted first; a key
+ * held by two or more endpoints has one set of holder bitmaps (8 + 24 x ceil(max_endpoints
+ * / 64) bytes), so there are never more sets than keys.
  *
  * Threads: any number of concurrent readers (kvindex_lookup, kvindex_stats, getters)
  * while one or more writers apply events; writers are serialised internally. */

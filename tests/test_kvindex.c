@@ -342,6 +342,60 @@ static void test_lookup_width_follows_slots(void **state)
 
 /* Enough blocks and mappings to grow every array and table several times over, with
  * side (cpu) bitmaps and three bitmap words per tier. */
+/* Keys shared and unshared over and over: each second holder takes a wide entry and gives
+ * it back when it leaves, so the index does not grow with the number of times keys were
+ * shared, and the one holder left is found as before. */
+static void test_sharing_reuses_wide_entries(void **state)
+{
+    enum { N = 3000 };
+    kvindex *ix = new_index(0, 1024);
+    int a = add_ep(ix, "pod-a");
+    for (int i = 0; i < 700; i++) {   /* b in a later word of the bitmaps than a */
+        char name[16];
+        snprintf(name, sizeof name, "pad-%d", i);
+        add_ep(ix, name);
+    }
+    int b = add_ep(ix, "pod-b");
+    static uint64_t rk[N], ek[N];
+    for (int i = 0; i < N; i++) {
+        rk[i] = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+        ek[i] = rk[i] ^ 0xABCDEFULL;
+    }
+    store(ix, a, KVTIER_GPU, NULL, 0, rk, N);
+    kvindex_stats st;
+    uint64_t bytes_after_first = 0;
+    kvindex_match *m = calloc(1024, sizeof *m);
+    for (int cycle = 0; cycle < 4; cycle++) {
+        store(ix, b, KVTIER_CPU, ek, N, rk, N);
+        store(ix, b, KVTIER_GPU, ek, N / 2, rk, N / 2);
+        assert_int_equal(kvindex_tiers(ix, b, rk[0]), (1u << KVTIER_GPU) | (1u << KVTIER_CPU));
+        assert_int_equal(kvindex_endpoint_entries(ix, b), N + N / 2);
+        assert_int_equal(kvindex_lookup(ix, rk, N, m), N);
+        assert_int_equal(m[b].blocks, N);
+        assert_int_equal(m[a].blocks, N);
+        if (cycle % 2) {
+            kvindex_clear_endpoint(ix, b);
+        } else {
+            assert_int_equal(kvindex_remove(ix, b, KVTIER_CPU, ek, N), N);
+            assert_int_equal(kvindex_tiers(ix, b, rk[0]), 1u << KVTIER_GPU);
+            assert_int_equal(kvindex_remove(ix, b, KVTIER_GPU, ek, N), N / 2);
+        }
+        assert_int_equal(kvindex_tiers(ix, b, rk[0]), 0);
+        assert_int_equal(kvindex_tiers(ix, a, rk[N - 1]), 1u << KVTIER_GPU);
+        assert_int_equal(kvindex_endpoint_entries(ix, b), 0);
+        assert_int_equal(kvindex_lookup(ix, rk, N, m), N);
+        assert_int_equal(m[a].blocks, N);
+        assert_int_equal(m[b].blocks, 0);
+        kvindex_get_stats(ix, &st);
+        assert_int_equal(st.blocks, N);
+        assert_int_equal(st.entries, N);
+        if (cycle == 0) bytes_after_first = st.bytes;
+        assert_int_equal(st.bytes, bytes_after_first);
+    }
+    free(m);
+    kvindex_free(ix);
+}
+
 static void test_growth(void **state)
 {
     enum { N = 5000 };
@@ -879,6 +933,7 @@ int main(void)
         cmocka_unit_test(test_capacity_eviction_order),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_lookup_width_follows_slots),
+        cmocka_unit_test(test_sharing_reuses_wide_entries),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_sliced_store_and_hold_times),
         cmocka_unit_test(test_property_small_capacity),
