@@ -10,13 +10,14 @@
  *           Nearly every key has one holder endpoint (the prompts a cluster does not
  *           share), and the record names it inline: its slot and the tiers it holds the
  *           key in. A second holder moves the record's holders to a wide entry, one
- *           bitmap over the endpoint slots per tier (gpu, cpu, other), in a separate
- *           array; a lookup reads the cpu/other bitmaps only when the entry's count of
- *           their bits is non-zero. When the holders drop back to one the record takes
- *           its holder inline again and the entry goes back on the wide free list, so
- *           the wide entries in use are the keys shared right now, not every key that
- *           was ever shared (a dense bitmap in every record cost 136 bytes a key at
- *           1,024 endpoints, 256 MB of a 2M-key index, nearly all of it one set bit).
+ *           bitmap over the endpoint slots per tier, in separate arrays (header + gpu
+ *           bitmap; cpu + other bitmaps, read only when the header counts bits in
+ *           them, so mostly never touched). When the holders drop back to one, the
+ *           record takes its holder inline again and the entry goes back on the wide
+ *           free list, so the wide entries in use are the keys shared right now, not
+ *           every key that was ever shared (a dense bitmap in every record cost 136
+ *           bytes a key at 1,024 endpoints, 256 MB of a 2M-key index, nearly all of it
+ *           one set bit).
  *           Memory stays bounded by the capacity: a record owns at most one wide entry,
  *           so there are never more wide entries than records, and the wide array
  *           doubles up to capacity entries at most. LRU neighbours live in a parallel
