@@ -1,8 +1,8 @@
 /* simdb: runs.db writer (see simdb.h; schema and queries in docs/sim-outputs.md).
  * One transaction per run. The two big tables, requests and samples (a ladder run has
- * 17k requests and 334k samples a router), go in ROWS_PER_INSERT rows per INSERT
- * through one helper (insert_rows): SQLite's cost is mostly per statement executed, not
- * per value. samples is keyed by (run_id, server, t) without a rowid and its rows go in
+ * 17k requests a router and 669k samples in all), go in ROWS_PER_INSERT rows per INSERT
+ * through one helper (insert_rows), so SQLite steps one statement per 64 rows instead of
+ * one per row. samples is keyed by (run_id, server, t) without a rowid and its rows go in
  * in that order, so every insert appends to the table's B-tree. Times are stored as
  * seconds (REAL), like the report files. */
 #include "simdb.h"
