@@ -142,37 +142,6 @@ static int write_ttft_cdf(const char *dir, const sim_run *const *runs, size_t n,
     return rc ? rc : crc;
 }
 
-static int server_count(const sim_run *run)
-{
-    int n = 0;
-    for (size_t i = 0; i < run->n_samples; i++)
-        if (run->samples[i].server + 1 > n)
-            n = run->samples[i].server + 1;
-    return n;
-}
-
-/* The samples' indices grouped by server, in their run order within each server (a
- * counting sort), so writing every server's series reads the samples once rather than
- * once per server. first[s]..first[s + 1] are server s's in order[]. */
-static bool group_by_server(const sim_run *run, int nservers, size_t **order, size_t **first)
-{
-    *order = malloc((run->n_samples ? run->n_samples : 1) * sizeof **order);
-    *first = calloc((size_t)nservers + 1, sizeof **first);
-    if (!*order || !*first)
-        return false;
-    for (size_t i = 0; i < run->n_samples; i++)
-        (*first)[run->samples[i].server + 1]++;
-    for (int s = 0; s < nservers; s++)
-        (*first)[s + 1] += (*first)[s];
-    size_t *next = *first;                 /* advanced per placement, restored below */
-    for (size_t i = 0; i < run->n_samples; i++)
-        (*order)[next[run->samples[i].server]++] = i;
-    for (int s = nservers; s > 0; s--)
-        next[s] = next[s - 1];
-    next[0] = 0;
-    return true;
-}
-
 /* A server chart is ~1,000 px wide, while a ladder run scrapes each server every 50 ms for
  * 47 minutes (56,000 samples per server, 15 MB of text per router that gnuplot parsed and
  * drew in more CPU time than the whole report took). So each server's series is cut into
@@ -237,7 +206,7 @@ static void bucket_flush(FILE *f, series_bucket *b)
 static int write_servers(const char *dir, const sim_run *run, const char *safe, int nservers, kv_err *err)
 {
     size_t *order, *first;
-    if (!group_by_server(run, nservers, &order, &first)) {
+    if (!sim_samples_by_server(run, nservers, &order, &first)) {
         free(order), free(first);
         return kv_err_set(err, KV_ENOMEM, "plots: out of memory for %zu samples", run->n_samples);
     }
@@ -370,7 +339,7 @@ int plots_write(const sim_run *const *runs, const lc_run *const *m, size_t n, co
     int rc = safe && nservers ? KV_OK : kv_err_set(err, KV_ENOMEM, "plots: out of memory");
     for (size_t r = 0; rc == KV_OK && r < n; r++) {
         safe_name(safe[r], sizeof safe[r], runs[r]->router);
-        nservers[r] = server_count(runs[r]);
+        nservers[r] = sim_server_count(runs[r]);
         rc = write_servers(cdir, runs[r], safe[r], nservers[r], err);
     }
     if (rc == KV_OK)

@@ -2,7 +2,8 @@
  * Produced by the cluster driver (simulator/cluster.c), read by simulator/report.c (inference-perf
  * JSON, llm-d benchmark report), simulator/simdb.c (SQLite) and simulator/plots.c (gnuplot).
  * Times are integer microseconds of simulated time (sim_time); writers convert to
- * seconds. Ownership: a sim_run owns its arrays; writers only read. */
+ * seconds. Ownership: a sim_run owns its arrays; writers only read. records.c holds what
+ * more than one writer computes from them. */
 #ifndef KVROUTE_SIM_RECORDS_H
 #define KVROUTE_SIM_RECORDS_H
 
@@ -150,5 +151,13 @@ static inline bool sim_token_span(sim_token_cursor *c, const sim_time **t, uint3
     }
     return true;
 }
+
+/* (records.c) One more than the largest server number among the samples; 0 without any. */
+int sim_server_count(const sim_run *run);
+/* The samples' indices grouped by server, in their run order within each server (so in
+ * time order): a counting sort, one pass to count and one to place. first[s]..first[s + 1]
+ * are server s's in order[], for s < nservers (at least sim_server_count). Both arrays are
+ * the caller's to free, also on false (out of memory). */
+bool sim_samples_by_server(const sim_run *run, int nservers, size_t **order, size_t **first);
 
 #endif

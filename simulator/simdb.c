@@ -1,6 +1,9 @@
 /* simdb: runs.db writer (see simdb.h; schema and queries in docs/sim-outputs.md).
- * One transaction per run, prepared statements reused for every row: a ladder run's
- * ~17k requests and their samples go in in a few milliseconds. Times are stored as
+ * One transaction per run. The two big tables, requests and samples (a ladder run has
+ * 17k requests a router and 669k samples in all), go in ROWS_PER_INSERT rows per INSERT
+ * through one helper (insert_rows), so SQLite steps one statement per 64 rows instead of
+ * one per row. samples is keyed by (run_id, server, t) without a rowid and its rows go in
+ * in that order, so every insert appends to the table's B-tree. Times are stored as
  * seconds (REAL), like the report files. */
 #include "simdb.h"
 
@@ -17,10 +20,11 @@
 static const char schema[] =
     "PRAGMA journal_mode=MEMORY;"
     "PRAGMA synchronous=OFF;"
-    /* A thousand-replica run inserts millions of samples in time order into an index
-     * ordered by server: with SQLite's 2 MiB page cache every insert read and wrote index
-     * pages through the file system, and writing runs.db took longer than simulating.
-     * Up to 128 MiB of cache, used only as the tables grow; the file is the same. */
+    /* A thousand-replica run's million requests go into requests_by_endpoint in random
+     * endpoint order, an index of ~12 MB: with SQLite's 2 MiB page cache those inserts
+     * would read and write its pages through the file system. Up to 128 MiB of cache,
+     * used only as the tables grow and given back after each run's commit (simdb_end_run);
+     * the file is the same. */
     "PRAGMA cache_size=-131072;"
     TRACEDB_RUNS_TABLE
     "CREATE TABLE stages("
@@ -43,24 +47,47 @@ static const char schema[] =
     TRACEDB_DECISIONS_TABLE
     "CREATE TABLE samples("
     "  run_id INTEGER NOT NULL REFERENCES runs(run_id), t REAL NOT NULL, server INTEGER NOT NULL,"
-    "  waiting INTEGER, running INTEGER, kv_usage REAL, hit_rate REAL, preemptions INTEGER);"
+    "  waiting INTEGER, running INTEGER, kv_usage REAL, hit_rate REAL, preemptions INTEGER,"
+    "  PRIMARY KEY(run_id, server, t)) WITHOUT ROWID;"
     "CREATE INDEX requests_by_stage ON requests(run_id, stage);"
     "CREATE INDEX requests_by_endpoint ON requests(run_id, endpoint);"
-    TRACEDB_DECISIONS_INDEX
-    "CREATE INDEX samples_by_server ON samples(run_id, server, t);";
+    TRACEDB_DECISIONS_INDEX;
 
 /* runs and decisions rows are io/tracedb's, shared with ./epp's decision log */
-enum { ST_RUN_END, ST_STAGE, ST_REQ, ST_SAMPLE, ST_N };
+enum { ST_RUN_END, ST_STAGE, ST_N };
 static const char *const stmt_sql[ST_N] = {
     [ST_RUN_END] = "UPDATE runs SET events_delivered=? WHERE run_id=?",
     [ST_STAGE] = "INSERT INTO stages VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    [ST_REQ] = "INSERT INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    [ST_SAMPLE] = "INSERT INTO samples VALUES(?,?,?,?,?,?,?,?)",
+};
+
+/* Rows per INSERT of the tables in row_tables: a run's rows go in as full statements of
+ * this many (64 x 14 = 896 parameters at most, far below SQLite's limit), prepared once,
+ * then one statement for the rest. */
+enum { ROWS_PER_INSERT = 64 };
+
+/* A table filled ROWS_PER_INSERT rows per statement: its INSERT up to VALUES, its column
+ * count, and how row k of rows goes to the parameters from p on. */
+typedef struct row_table {
+    const char *insert;
+    int n_cols;
+    void (*bind)(sqlite3_stmt *s, int p, int64_t run_id, const void *rows, size_t k);
+} row_table;
+
+static void bind_request(sqlite3_stmt *s, int p, int64_t run_id, const void *rows, size_t k);
+static void bind_sample(sqlite3_stmt *s, int p, int64_t run_id, const void *rows, size_t k);
+
+enum { TB_REQ, TB_SAMPLE, TB_N };
+static const row_table row_tables[TB_N] = {
+    [TB_REQ] = {.insert = "INSERT INTO requests", .n_cols = 14, .bind = bind_request},
+    /* A server's (t) repeats when the run drains at a scrape time: the scrape taken then
+     * and the one after the drain (cluster.c's last) share t; the later one is kept. */
+    [TB_SAMPLE] = {.insert = "INSERT OR REPLACE INTO samples", .n_cols = 8, .bind = bind_sample},
 };
 
 struct simdb {
     sqlite3 *db;
     sqlite3_stmt *st[ST_N];
+    sqlite3_stmt *full[TB_N];         /* row_tables' ROWS_PER_INSERT-row INSERTs */
     tracedb_writer dec;               /* tracedb's decisions and endpoints inserts */
     char path[1024];
     bool in_run;
@@ -69,6 +96,26 @@ struct simdb {
 static int db_err(simdb *d, kv_err *err, const char *what)
 {
     return kv_err_set(err, KV_EIO, "%s: %s: %s", d->path, what, sqlite3_errmsg(d->db));
+}
+
+/* A row_table's INSERT of n_rows rows. */
+static int prepare_rows(sqlite3 *db, const row_table *t, size_t n_rows, sqlite3_stmt **st)
+{
+    size_t head = strlen(t->insert), row = 2 * (size_t)t->n_cols + 2;   /* "(?,...,?)," */
+    char *sql = malloc(head + sizeof " VALUES" + n_rows * row);
+    if (!sql)
+        return SQLITE_NOMEM;
+    memcpy(sql, t->insert, head);
+    size_t len = head + (size_t)sprintf(sql + head, " VALUES");
+    for (size_t r = 0; r < n_rows; r++) {
+        sql[len++] = r ? ',' : ' ';
+        sql[len++] = '(';
+        for (int c = 0; c < t->n_cols; c++)
+            sql[len++] = '?', sql[len++] = c + 1 < t->n_cols ? ',' : ')';
+    }
+    int rc = sqlite3_prepare_v2(db, sql, (int)len, st, NULL);
+    free(sql);
+    return rc;
 }
 
 /* replace: start afresh; else keep an existing database (its schema is already there). */
@@ -92,8 +139,10 @@ static simdb *db_open(const char *path, bool replace, kv_err *err)
         simdb_close(d);
         return NULL;
     }
-    for (int i = 0; i < ST_N; i++)
-        if (sqlite3_prepare_v2(d->db, stmt_sql[i], -1, &d->st[i], NULL) != SQLITE_OK) {
+    for (int i = 0; i < ST_N + TB_N; i++)
+        if ((i < ST_N ? sqlite3_prepare_v2(d->db, stmt_sql[i], -1, &d->st[i], NULL)
+                      : prepare_rows(d->db, &row_tables[i - ST_N], ROWS_PER_INSERT, &d->full[i - ST_N])) !=
+            SQLITE_OK) {
             db_err(d, err, "cannot prepare a statement (not a runs.db?)");
             simdb_close(d);
             return NULL;
@@ -124,15 +173,16 @@ void simdb_close(simdb *d)
         sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < ST_N; i++)
         sqlite3_finalize(d->st[i]);
+    for (int i = 0; i < TB_N; i++)
+        sqlite3_finalize(d->full[i]);
     tracedb_writer_close(&d->dec);
     sqlite3_close(d->db);
     free(d);
 }
 
 /* Runs a bound statement to completion and resets it for the next row. */
-static int step(simdb *d, int which, kv_err *err)
+static int step(simdb *d, sqlite3_stmt *s, kv_err *err)
 {
-    sqlite3_stmt *s = d->st[which];
     int rc = sqlite3_step(s);
     sqlite3_reset(s);   /* every statement binds all its parameters for every row */
     if (rc != SQLITE_DONE)
@@ -243,47 +293,83 @@ static int add_stage(simdb *d, int64_t run_id, const sim_stage_info *si, const l
     sqlite3_bind_int64(s, c++, (sqlite3_int64)m->output_tokens);
     sqlite3_bind_int64(s, c++, (sqlite3_int64)m->cached_tokens);
     sqlite3_bind_int64(s, c++, (sqlite3_int64)m->preemptions);
-    return step(d, ST_STAGE, err);
+    return step(d, d->st[ST_STAGE], err);
 }
 
-static int add_request(simdb *d, int64_t run_id, const sim_request_record *r, kv_err *err)
+/* rows: the run's requests. */
+static void bind_request(sqlite3_stmt *s, int p, int64_t run_id, const void *rows, size_t k)
 {
-    sqlite3_stmt *s = d->st[ST_REQ];
-    sqlite3_bind_int64(s, 1, run_id);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)r->id);
-    sqlite3_bind_int(s, 3, r->stage);
-    sqlite3_bind_int(s, 4, r->endpoint);
-    sqlite3_bind_double(s, 5, secs(r->t_scheduled));
-    sqlite3_bind_double(s, 6, secs(r->t_start));
+    const sim_request_record *r = (const sim_request_record *)rows + k;
+    sqlite3_bind_int64(s, p, run_id);
+    sqlite3_bind_int64(s, p + 1, (sqlite3_int64)r->id);
+    sqlite3_bind_int(s, p + 2, r->stage);
+    sqlite3_bind_int(s, p + 3, r->endpoint);
+    sqlite3_bind_double(s, p + 4, secs(r->t_scheduled));
+    sqlite3_bind_double(s, p + 5, secs(r->t_start));
     if (r->failed)
-        sqlite3_bind_null(s, 7);
+        sqlite3_bind_null(s, p + 6);
     else
-        sqlite3_bind_double(s, 7, secs(r->t_first_token));
-    sqlite3_bind_double(s, 8, secs(r->t_end));
-    sqlite3_bind_int64(s, 9, r->prompt_tokens);
-    sqlite3_bind_int64(s, 10, r->output_tokens);
-    sqlite3_bind_int64(s, 11, r->cached_tokens);
-    sqlite3_bind_int64(s, 12, r->preemptions);
-    sqlite3_bind_int(s, 13, r->failed);
+        sqlite3_bind_double(s, p + 6, secs(r->t_first_token));
+    sqlite3_bind_double(s, p + 7, secs(r->t_end));
+    sqlite3_bind_int64(s, p + 8, r->prompt_tokens);
+    sqlite3_bind_int64(s, p + 9, r->output_tokens);
+    sqlite3_bind_int64(s, p + 10, r->cached_tokens);
+    sqlite3_bind_int64(s, p + 11, r->preemptions);
+    sqlite3_bind_int(s, p + 12, r->failed);
     if (r->prefix_group == UINT32_MAX)
-        sqlite3_bind_null(s, 14);
+        sqlite3_bind_null(s, p + 13);
     else
-        sqlite3_bind_int64(s, 14, r->prefix_group);
-    return step(d, ST_REQ, err);
+        sqlite3_bind_int64(s, p + 13, r->prefix_group);
 }
 
-static int add_sample(simdb *d, int64_t run_id, const sim_server_sample *x, kv_err *err)
+/* The run's samples in the table's key order: order[] as sim_samples_by_server makes it. */
+typedef struct sample_rows {
+    const sim_server_sample *samples;
+    const size_t *order;
+} sample_rows;
+
+static void bind_sample(sqlite3_stmt *s, int p, int64_t run_id, const void *rows, size_t k)
 {
-    sqlite3_stmt *s = d->st[ST_SAMPLE];
-    sqlite3_bind_int64(s, 1, run_id);
-    sqlite3_bind_double(s, 2, secs(x->t));
-    sqlite3_bind_int(s, 3, x->server);
-    sqlite3_bind_int(s, 4, x->waiting);
-    sqlite3_bind_int(s, 5, x->running);
-    sqlite3_bind_double(s, 6, x->kv_usage);
-    sqlite3_bind_double(s, 7, x->hit_rate);
-    sqlite3_bind_int64(s, 8, (sqlite3_int64)x->preemptions);
-    return step(d, ST_SAMPLE, err);
+    const sample_rows *sr = rows;
+    const sim_server_sample *x = &sr->samples[sr->order[k]];
+    sqlite3_bind_int64(s, p, run_id);
+    sqlite3_bind_double(s, p + 1, secs(x->t));
+    sqlite3_bind_int(s, p + 2, x->server);
+    sqlite3_bind_int(s, p + 3, x->waiting);
+    sqlite3_bind_int(s, p + 4, x->running);
+    sqlite3_bind_double(s, p + 5, x->kv_usage);
+    sqlite3_bind_double(s, p + 6, x->hit_rate);
+    sqlite3_bind_int64(s, p + 7, (sqlite3_int64)x->preemptions);
+}
+
+/* Rows 0..n of a row_table: the prepared full statements, then one for the rest. */
+static int insert_rows(simdb *d, int tb, int64_t run_id, const void *rows, size_t n, kv_err *err)
+{
+    const row_table *t = &row_tables[tb];
+    sqlite3_stmt *rest = NULL;
+    if (n % ROWS_PER_INSERT && prepare_rows(d->db, t, n % ROWS_PER_INSERT, &rest) != SQLITE_OK)
+        return db_err(d, err, "cannot prepare a statement");
+    int rc = KV_OK;
+    for (size_t k = 0; rc == KV_OK && k < n;) {
+        size_t m = n - k < ROWS_PER_INSERT ? n - k : ROWS_PER_INSERT;
+        sqlite3_stmt *s = m == ROWS_PER_INSERT ? d->full[tb] : rest;
+        for (int p = 1; m--; k++, p += t->n_cols)
+            t->bind(s, p, run_id, rows, k);
+        rc = step(d, s, err);
+    }
+    sqlite3_finalize(rest);
+    return rc;
+}
+
+static int add_samples(simdb *d, int64_t run_id, const sim_run *run, kv_err *err)
+{
+    size_t *order, *first;
+    int rc = sim_samples_by_server(run, sim_server_count(run), &order, &first)
+                 ? insert_rows(d, TB_SAMPLE, run_id, &(sample_rows){.samples = run->samples, .order = order},
+                               run->n_samples, err)
+                 : kv_err_set(err, KV_ENOMEM, "%s: out of memory for %zu samples", d->path, run->n_samples);
+    free(order), free(first);
+    return rc;
 }
 
 int simdb_end_run(simdb *d, int64_t run_id, const sim_run *run, const lc_run *m, kv_err *err)
@@ -296,20 +382,22 @@ int simdb_end_run(simdb *d, int64_t run_id, const sim_run *run, const lc_run *m,
     int rc = KV_OK;
     for (size_t i = 0; rc == KV_OK && i < run->n_stages; i++)
         rc = add_stage(d, run_id, &run->stages[i], &m->stages[i], err);
-    for (size_t i = 0; rc == KV_OK && i < run->n_requests; i++)
-        rc = add_request(d, run_id, &run->requests[i], err);
-    for (size_t i = 0; rc == KV_OK && i < run->n_samples; i++)
-        rc = add_sample(d, run_id, &run->samples[i], err);
+    if (rc == KV_OK)
+        rc = insert_rows(d, TB_REQ, run_id, run->requests, run->n_requests, err);
+    if (rc == KV_OK)
+        rc = add_samples(d, run_id, run, err);
     if (rc == KV_OK) {
         sqlite3_bind_int64(d->st[ST_RUN_END], 1, (sqlite3_int64)run->events_delivered);
         sqlite3_bind_int64(d->st[ST_RUN_END], 2, run_id);
-        rc = step(d, ST_RUN_END, err);
+        rc = step(d, d->st[ST_RUN_END], err);
     }
     if (rc == KV_OK && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         rc = db_err(d, err, "commit failed");
     if (rc != KV_OK)
         sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     d->in_run = false;
+    /* the next router simulates while runs.db waits: its cache need not sit in memory */
+    sqlite3_db_release_memory(d->db);
     return rc;
 }
 
