@@ -80,40 +80,41 @@ typedef struct evrec {
 
 #define VEC(T, name) struct { T *v; size_t n, cap; } name
 
-/* A request scheduled in the current step and its tokens: kept here rather than in its
- * rstate, which a decode step then need not touch (see simsrv_req.ready_end). */
-typedef struct sched_ent {
-    simsrv_req *r;
-    uint32_t num_new;
-} sched_ent;
-
+/* What every step reads or writes comes first, in the allocation's first six cache
+ * lines (it is 64-byte aligned): with a thousand servers a step finds its server out
+ * of cache, and these fields lay over ten lines. */
 struct simsrv {
     simsrv_config cfg;
     uint32_t bs, max_tokens, max_seqs, max_model_len;
+    size_t wq_len;                    /* waiting requests (the ring is wq, below) */
+    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
+    VEC(simsrv_req *, run);           /* running, in scheduling order */
+    /* This step's scheduled requests, in order, are out.v[0..n_sched) until its outcome
+     * keeps there those that got a token (one array fewer for a step to bring into
+     * cache); sched_new.v[i]: the tokens scheduled for out.v[i], kept here rather than in
+     * its rstate, which a decode step then need not touch (simsrv_req.ready_end). */
+    size_t n_sched;
+    VEC(uint32_t, sched_new);
+    sm_batch batch;                   /* this step's sequences, priced at its end */
+    VEC(simsrv_req *, out);
+    VEC(simsrv_req *, fin);
+    VEC(simsrv_run_start, starts);
+    VEC(evrec, ev);
+    VEC(uint64_t, ev_hashes);
+    VEC(uint32_t, ev_tokens);
+
     uint64_t num_gpu_blocks;          /* as vLLM reports it: usable + the null block */
     bpool *pool;
     blockkeys_ctx keys;
     uint64_t root;
     uint64_t vocab;                   /* > 0 */
     unsigned __int128 vocab_m;        /* 2^128 / vocab, rounded up: x % vocab without a divide */
-
     simsrv_req **wq;                  /* waiting: ring buffer (front = next to admit) */
-    size_t wq_head, wq_len, wq_cap;
-    VEC(simsrv_req *, run);           /* running, in scheduling order */
+    size_t wq_head, wq_cap;
 
-    VEC(sched_ent, sched);            /* this step's scheduled requests */
-    sm_batch batch;                   /* this step's sequences, priced at its end */
-    VEC(simsrv_req *, out);
-    VEC(simsrv_req *, fin);
-    VEC(simsrv_run_start, starts);
-    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
     VEC(uint32_t, tmp_blocks);
     VEC(uint64_t, tmp_evicted);
     uint32_t *tmp_tokens;             /* one block of tokens */
-
-    VEC(evrec, ev);
-    VEC(uint64_t, ev_hashes);
-    VEC(uint32_t, ev_tokens);
     VEC(kvev_event, ev_out);
     kvev_buf payload;
     uint64_t next_seq;
@@ -212,7 +213,9 @@ simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
         kv_err_set(err, KV_EINVAL, "server: tensor_parallel_size %d must be >= 1", cfg->tp);
         return NULL;
     }
-    simsrv *s = calloc(1, sizeof *s);
+    size_t size = (sizeof(simsrv) + 63) / 64 * 64;   /* aligned_alloc takes a multiple of the alignment */
+    simsrv *s = aligned_alloc(64, size);
+    if (s) memset(s, 0, size);
     if (!s) {
         kv_err_set(err, KV_ENOMEM, "server: out of memory");
         return NULL;
@@ -321,7 +324,7 @@ void simsrv_free(simsrv *s)
     free(s->memo);
     free(s->wq);
     free(s->run.v);
-    free(s->sched.v);
+    free(s->sched_new.v);
     free(s->out.v);
     free(s->fin.v);
     free(s->starts.v);
@@ -618,7 +621,8 @@ static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
         if (st->n_hashes && st->n_out < st->out_room) __builtin_prefetch(&st->out[st->n_out], 1);
     }
     sm_batch_add(&s->batch, num_new, r->n_computed);
-    s->sched.v[s->sched.n++] = (sched_ent){.r = r, .num_new = num_new};   /* room reserved by simsrv_step */
+    s->out.v[s->n_sched] = r;   /* room reserved by simsrv_step */
+    s->sched_new.v[s->n_sched++] = num_new;
 }
 
 static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed, uint32_t budget)
@@ -755,7 +759,7 @@ static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
  * kernel, the batch reads that prefix's KV once. Returns whether it did. */
 static bool share_common_prefix(simsrv *s)
 {
-    if (s->run.n == 0 || s->sched.n < 2)
+    if (s->run.n == 0 || s->n_sched < 2)
         return false;
     const rstate *first = s->run.v[0]->priv_ptr;
     uint32_t k = 0;
@@ -763,15 +767,15 @@ static bool share_common_prefix(simsrv *s)
         k++;
     uint64_t prefix = (uint64_t)k * s->bs;
     bool all_decode = true;
-    for (size_t i = 0; i < s->sched.n; i++) {
-        const simsrv_req *r = s->sched.v[i].r;
+    for (size_t i = 0; i < s->n_sched; i++) {
+        const simsrv_req *r = s->out.v[i];
         if (r->n_computed < prefix)
             prefix = r->n_computed;
-        if (s->sched.v[i].num_new != 1)
+        if (s->sched_new.v[i] != 1)
             all_decode = false;
     }
     prefix = prefix / s->bs * s->bs;
-    if (!sm_cascade(s->cfg.model, s->cfg.hw, s->cfg.tp, (uint32_t)prefix, s->sched.n, all_decode))
+    if (!sm_cascade(s->cfg.model, s->cfg.hw, s->cfg.tp, (uint32_t)prefix, s->n_sched, all_decode))
         return false;
     sm_batch_share_prefix(&s->batch, (uint32_t)prefix);
     return true;
@@ -781,13 +785,13 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 {
     memset(res, 0, sizeof *res);
     if (s->n_emit_steps == UINT32_MAX) return KV_ERANGE;   /* emit_step would wrap */
-    s->sched.n = s->out.n = s->fin.n = s->starts.n = 0;
+    s->n_sched = s->out.n = s->fin.n = s->starts.n = 0;
     s->batch = (sm_batch){0};
     s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
 
     /* Every running request and every admission is scheduled at most once. */
     size_t most = s->run.n + (s->wq_len < s->max_seqs ? s->wq_len : s->max_seqs);
-    if (!VEC_RESERVE(s->sched, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most) ||
+    if (!VEC_RESERVE(s->sched_new, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most) ||
         !VEC_RESERVE(s->starts, most))
         return KV_ENOMEM;
     uint32_t budget = s->max_tokens, n_preempted = 0;
@@ -795,7 +799,7 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     if (rc == KV_OK && n_preempted == 0) rc = schedule_waiting(s, &budget);
     if (rc != KV_OK) return rc;
     res->n_preempted = n_preempted;
-    if (s->sched.n == 0) return KV_OK;
+    if (s->n_sched == 0) return KV_OK;
 
     if (s->cfg.cascade_attention)
         res->cascade = share_common_prefix(s);
@@ -808,9 +812,9 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 
     /* The step's outcome, as update_from_output applies it. */
     uint32_t step = s->n_emit_steps;
-    for (size_t i = 0; i < s->sched.n; i++) {
-        simsrv_req *r = s->sched.v[i].r;
-        uint32_t num_new = s->sched.v[i].num_new;
+    for (size_t i = 0; i < s->n_sched; i++) {   /* out.n <= i: out.v is rewritten behind the reads */
+        simsrv_req *r = s->out.v[i];
+        uint32_t num_new = s->sched_new.v[i];
         /* n_generated > 0: prefill_done, which lies outside the first 32 bytes */
         if (r->n_generated && num_new == 1 && r->n_computed + 1 == num_tokens(r)) res->n_decode_seqs++;
         else res->n_prefill_tokens += num_new;
