@@ -85,10 +85,10 @@ typedef struct evrec {
  * of cache, and these fields lay over ten lines. */
 struct simsrv {
     simsrv_config cfg;
-    uint32_t bs, max_tokens, max_seqs, max_model_len;
     size_t wq_len;                    /* waiting requests (the ring is wq, below) */
-    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
     VEC(simsrv_req *, run);           /* running, in scheduling order */
+    uint32_t bs, max_tokens, max_seqs, max_model_len;
+    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
     /* This step's scheduled requests, in order, are out.v[0..n_sched) until its outcome
      * keeps there those that got a token (one array fewer for a step to bring into
      * cache); sched_new.v[i]: the tokens scheduled for out.v[i], kept here rather than in
@@ -635,18 +635,25 @@ static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed,
     return n < room ? n : room;
 }
 
+/* Fetches the first 32 bytes of r, which a step reads and writes (server.h). */
+static void prefetch_req(const simsrv_req *r)
+{
+    __builtin_prefetch(r, 1);
+    __builtin_prefetch((const char *)r + offsetof(simsrv_req, hash_due), 1);
+}
+
 static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
 {
     /* The running requests and their states lie apart in memory and, with many replicas,
-     * out of cache: fetch every request's first 32 bytes now, and below a state a few
-     * requests ahead when that request's next token crosses a block. */
+     * out of cache: fetch the requests 2 * SRV_AHEAD ahead (the first ones before the
+     * loop: a step often runs fewer), and a state SRV_AHEAD ahead when its request's
+     * next token crosses a block. */
+    for (size_t k = 0; k < s->run.n && k < 2 * SRV_AHEAD; k++)
+        prefetch_req(s->run.v[k]);
     size_t i = 0;
     while (i < s->run.n && *budget > 0) {
-        if (i + 2 * SRV_AHEAD < s->run.n) {
-            const char *ahead = (const char *)s->run.v[i + 2 * SRV_AHEAD];
-            __builtin_prefetch(ahead, 1);
-            __builtin_prefetch(ahead + offsetof(simsrv_req, hash_due), 1);
-        }
+        if (i + 2 * SRV_AHEAD < s->run.n)
+            prefetch_req(s->run.v[i + 2 * SRV_AHEAD]);
         if (i + SRV_AHEAD < s->run.n) {
             const simsrv_req *ahead = s->run.v[i + SRV_AHEAD];
             if ((uint64_t)ahead->n_computed + 1 > ahead->ready_end ||
