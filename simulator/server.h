@@ -62,11 +62,11 @@ typedef struct simsrv_req {
      * ready_end tokens needs no new block and no block's hash; hash_due: the token count
      * at which the next full block is hashed (UINT32_MAX: never, or past 2^32). */
     uint32_t ready_end, hash_due;
+    void *priv_ptr;                       /* next to them: read at every block boundary */
     uint32_t n_cached;                    /* hit tokens at first admission */
     uint32_t preemptions;
     bool admitted_once;
     bool prefill_done;                    /* the first token has been emitted */
-    void *priv_ptr;
     /* inputs */
     uint64_t id;
     const uint32_t *tokens;               /* prompt token ids */
