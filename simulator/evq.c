@@ -1,10 +1,23 @@
-/* evq: binary min-heap ordered by (time, kind, push sequence). See evq.h. */
+/* evq: 4-ary min-heap ordered by (time, kind, push sequence). See evq.h.
+ *
+ * Four children a node rather than two: a pop walks half as many levels, each a
+ * dependent load that, with a thousand servers' events in the heap, misses the cache.
+ * The array is laid out so that every node's four children (heap[4i+1..4i+4], 128
+ * bytes) fill two whole cache lines: heap + 1 is 128-byte aligned. */
 #include "evq.h"
 
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "grow.h"
 #include "kverr.h"
+
+#define EVQ_D 4
+#define EVQ_ALIGN 128
+#define EVQ_LEAD (EVQ_ALIGN / sizeof(evq_event) - 1)   /* slots before heap[0] in the allocation */
+
+_Static_assert(EVQ_ALIGN % sizeof(evq_event) == 0 && EVQ_D * sizeof(evq_event) == EVQ_ALIGN,
+               "a node's children fill one aligned block");
 
 void evq_init(evq *q)
 {
@@ -15,7 +28,8 @@ void evq_init(evq *q)
 
 void evq_free(evq *q)
 {
-    free(q->heap);
+    if (q->heap)
+        free(q->heap - EVQ_LEAD);
     evq_init(q);
 }
 
@@ -28,14 +42,35 @@ bool evq_before(const evq_event *a, const evq_event *b)
     return a->seq < b->seq;
 }
 
+/* Room for one more event: doubles the capacity from 64 into a new aligned array. */
+static bool evq_grow(evq *q)
+{
+    if (q->n < q->cap)
+        return true;
+    size_t cap = q->cap ? 2 * q->cap : 64;
+    if (cap > (SIZE_MAX / sizeof(evq_event)) - EVQ_LEAD - EVQ_ALIGN)
+        return false;
+    size_t bytes = ((cap + EVQ_LEAD) * sizeof(evq_event) + EVQ_ALIGN - 1) / EVQ_ALIGN * EVQ_ALIGN;
+    evq_event *mem = aligned_alloc(EVQ_ALIGN, bytes);
+    if (!mem)
+        return false;
+    if (q->heap) {
+        memcpy(mem + EVQ_LEAD, q->heap, q->n * sizeof *q->heap);
+        free(q->heap - EVQ_LEAD);
+    }
+    q->heap = mem + EVQ_LEAD;
+    q->cap = cap;
+    return true;
+}
+
 int evq_push(evq *q, sim_time t, uint32_t kind, int32_t who, uint64_t arg)
 {
-    if (!grow_array((void **)&q->heap, &q->cap, q->n + 1, sizeof *q->heap))
+    if (!evq_grow(q))
         return KV_ENOMEM;
     evq_event ev = {.t = t, .kind = kind, .who = who, .seq = q->next_seq++, .arg = arg};
     size_t i = q->n++;
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
+        size_t parent = (i - 1) / EVQ_D;
         if (!evq_before(&ev, &q->heap[parent]))
             break;
         q->heap[i] = q->heap[parent];
@@ -58,11 +93,13 @@ bool evq_pop(evq *q, evq_event *out)
     evq_event last = q->heap[--q->n];
     size_t i = 0, n = q->n;
     for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
+        size_t first = EVQ_D * i + 1;
+        if (first >= n)
             break;
-        if (c + 1 < n && evq_before(&q->heap[c + 1], &q->heap[c]))
-            c++;
+        size_t end = first + EVQ_D < n ? first + EVQ_D : n, c = first;
+        for (size_t k = first + 1; k < end; k++)
+            if (evq_before(&q->heap[k], &q->heap[c]))
+                c = k;
         if (!evq_before(&q->heap[c], &last))
             break;
         q->heap[i] = q->heap[c];

@@ -1,4 +1,4 @@
-/* evq: the simulator's event queue — a binary min-heap of small fixed-size events.
+/* evq: the simulator's event queue — a 4-ary min-heap of small fixed-size events.
  *
  * Time is integer microseconds (sim_time), so ordering never depends on floating
  * point. Ties are broken by a total order: (time, kind priority, sequence number),

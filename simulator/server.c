@@ -39,7 +39,6 @@ typedef struct rstate {
     uint32_t n_blocks;
     uint32_t cap_blocks;    /* cdiv(n_prompt + n_output, block_size) */
     uint32_t n_cached;      /* leading blocks already given their hash (vLLM num_cached_block) */
-    uint32_t num_new;       /* tokens scheduled in the current step */
     uint32_t hashes_room, blocks_room;  /* allocated lengths of hashes and blocks */
     /* The output tokens drawn so far (simsrv_output_token), so an output block's tokens
      * are drawn once for its hash and copied when it is published. */
@@ -81,33 +80,41 @@ typedef struct evrec {
 
 #define VEC(T, name) struct { T *v; size_t n, cap; } name
 
+/* What every step reads or writes comes first, in the allocation's first six cache
+ * lines (it is 64-byte aligned): with a thousand servers a step finds its server out
+ * of cache, and these fields lay over ten lines. */
 struct simsrv {
     simsrv_config cfg;
+    size_t wq_len;                    /* waiting requests (the ring is wq, below) */
+    VEC(simsrv_req *, run);           /* running, in scheduling order */
     uint32_t bs, max_tokens, max_seqs, max_model_len;
+    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
+    /* This step's scheduled requests, in order, are out.v[0..n_sched) until its outcome
+     * keeps there those that got a token (one array fewer for a step to bring into
+     * cache); sched_new.v[i]: the tokens scheduled for out.v[i], kept here rather than in
+     * its rstate, which a decode step then need not touch (simsrv_req.ready_end). */
+    size_t n_sched;
+    VEC(uint32_t, sched_new);
+    sm_batch batch;                   /* this step's sequences, priced at its end */
+    VEC(simsrv_req *, out);
+    VEC(simsrv_req *, fin);
+    VEC(simsrv_run_start, starts);
+    VEC(evrec, ev);
+    VEC(uint64_t, ev_hashes);
+    VEC(uint32_t, ev_tokens);
+
     uint64_t num_gpu_blocks;          /* as vLLM reports it: usable + the null block */
     bpool *pool;
     blockkeys_ctx keys;
     uint64_t root;
     uint64_t vocab;                   /* > 0 */
     unsigned __int128 vocab_m;        /* 2^128 / vocab, rounded up: x % vocab without a divide */
-
     simsrv_req **wq;                  /* waiting: ring buffer (front = next to admit) */
-    size_t wq_head, wq_len, wq_cap;
-    VEC(simsrv_req *, run);           /* running, in scheduling order */
+    size_t wq_head, wq_cap;
 
-    VEC(simsrv_req *, sched);         /* this step's scheduled requests */
-    sm_batch batch;                   /* this step's sequences, priced at its end */
-    VEC(simsrv_req *, out);
-    VEC(simsrv_req *, fin);
-    VEC(simsrv_run_start, starts);
-    uint32_t n_emit_steps;            /* steps so far in which a token was emitted */
     VEC(uint32_t, tmp_blocks);
     VEC(uint64_t, tmp_evicted);
     uint32_t *tmp_tokens;             /* one block of tokens */
-
-    VEC(evrec, ev);
-    VEC(uint64_t, ev_hashes);
-    VEC(uint32_t, ev_tokens);
     VEC(kvev_event, ev_out);
     kvev_buf payload;
     uint64_t next_seq;
@@ -172,6 +179,28 @@ static uint32_t cdiv(uint64_t a, uint32_t b)
     return (uint32_t)((a + b - 1) / b);
 }
 
+/* simsrv_req.ready_end and hash_due as st implies them. The blocks hold the first
+ * ready_end tokens and every full block among them already carries its hash, so
+ * scheduling up to ready_end tokens needs no allocate_slots (63 decode steps in 64 at
+ * block size 64). */
+static void ready_marks(const simsrv *s, const rstate *st, uint32_t *ready_end, uint32_t *hash_due)
+{
+    uint64_t end = (uint64_t)st->n_blocks * s->bs;
+    if (s->cfg.prefix_caching && st->n_hashes > st->n_cached) {
+        uint64_t unhashed = (uint64_t)(st->n_cached + 1) * s->bs - 1;   /* its next full block has a hash to set */
+        if (unhashed < end) end = unhashed;
+    }
+    uint64_t due = (uint64_t)(st->n_hashes + 1) * s->bs;
+    *ready_end = end < UINT32_MAX ? (uint32_t)end : UINT32_MAX;
+    *hash_due = s->cfg.prefix_caching && due < UINT32_MAX ? (uint32_t)due : UINT32_MAX;
+}
+
+/* Called wherever r's blocks, cached blocks or hashes change. */
+static void sync_ready(const simsrv *s, simsrv_req *r)
+{
+    ready_marks(s, r->priv_ptr, &r->ready_end, &r->hash_due);
+}
+
 /* --- lifecycle ----------------------------------------------------------------- */
 
 simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
@@ -184,7 +213,9 @@ simsrv *simsrv_new(const simsrv_config *cfg, kv_err *err)
         kv_err_set(err, KV_EINVAL, "server: tensor_parallel_size %d must be >= 1", cfg->tp);
         return NULL;
     }
-    simsrv *s = calloc(1, sizeof *s);
+    size_t size = (sizeof(simsrv) + 63) / 64 * 64;   /* aligned_alloc takes a multiple of the alignment */
+    simsrv *s = aligned_alloc(64, size);
+    if (s) memset(s, 0, size);
     if (!s) {
         kv_err_set(err, KV_ENOMEM, "server: out of memory");
         return NULL;
@@ -263,7 +294,7 @@ static rstate *rstate_get(simsrv *s, uint32_t n_hashes, uint32_t n_blocks, uint3
     }
     s->rs_free = st->next_free;
     st->next_free = NULL;
-    st->n_hashes = st->n_blocks = st->n_cached = st->num_new = st->n_out = 0;
+    st->n_hashes = st->n_blocks = st->n_cached = st->n_out = 0;
     return st;
 }
 
@@ -293,7 +324,7 @@ void simsrv_free(simsrv *s)
     free(s->memo);
     free(s->wq);
     free(s->run.v);
-    free(s->sched.v);
+    free(s->sched_new.v);
     free(s->out.v);
     free(s->fin.v);
     free(s->starts.v);
@@ -341,6 +372,14 @@ int simsrv_check(const simsrv *s, kv_err *err)
                             (unsigned long long)r->id, r->n_computed, num_tokens(r), st->n_blocks, st->n_cached,
                             st->cap_blocks, r->n_generated, r->n_output);
         for (uint32_t b = 0; b < st->n_blocks; b++) held[st->blocks[b]]++;
+    }
+    for (size_t i = 0; i < s->run.n + s->wq_len && rc == KV_OK; i++) {
+        const simsrv_req *r = i < s->run.n ? s->run.v[i] : s->wq[(s->wq_head + i - s->run.n) % s->wq_cap];
+        uint32_t ready_end, hash_due;
+        ready_marks(s, r->priv_ptr, &ready_end, &hash_due);
+        if (r->ready_end != ready_end || r->hash_due != hash_due)
+            rc = kv_err_set(err, KV_ESTATE, "server check: request %llu: ready_end %u, hash_due %u; its state says %u, %u",
+                            (unsigned long long)r->id, r->ready_end, r->hash_due, ready_end, hash_due);
     }
     for (size_t i = 0; i < s->wq_len && rc == KV_OK; i++) {
         const simsrv_req *r = s->wq[(s->wq_head + i) % s->wq_cap];
@@ -411,6 +450,7 @@ static void hash_known_blocks(simsrv *s, simsrv_req *r)
         blockkeys_compute(&s->keys, parent, s->tmp_tokens, s->bs, NULL, 0, NULL, &st->hashes[b], 1);
         st->n_hashes++;
     }
+    sync_ready(s, r);
 }
 
 /* Writes the engine hash chain of r's prompt's full blocks to out (room for
@@ -457,27 +497,16 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
     r->run_step = r->run_len = 0;
     r->admitted_once = r->prefill_done = false;
     if (s->cfg.prefix_caching) st->n_hashes = prompt_hashes(s, r, st->hashes);
+    sync_ready(s, r);
     wq_push_back(s, r);
     return KV_OK;
 }
 
 /* --- KV allocation (vLLM allocate_slots) ------------------------------------------- */
 
-/* True when r's blocks already hold its first `end` tokens and every full block among
- * them already carries its hash: allocate_slots would change nothing (63 decode steps
- * in 64 at block size 64). */
-static bool slots_ready(const simsrv *s, const rstate *st, uint32_t end)
-{
-    if ((uint64_t)end > (uint64_t)st->n_blocks * s->bs) return false;
-    return !s->cfg.prefix_caching || (uint64_t)end < (uint64_t)(st->n_cached + 1) * s->bs ||
-           st->n_hashes <= st->n_cached;
-}
-
-/* Gives r the blocks for its first num_computed + num_new tokens, taking hits[0..n_hit)
- * (cached blocks found at admission) first. Records evictions and stores as events.
- * Returns KV_EFULL, changing nothing, when the pool cannot supply them. */
-static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t num_new, const uint32_t *hits,
-                          uint32_t n_hit)
+/* allocate_slots, less bringing r->ready_end and r->hash_due up to date (its one caller does). */
+static int take_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t num_new, const uint32_t *hits,
+                      uint32_t n_hit)
 {
     rstate *st = r->priv_ptr;
     uint32_t need_total = cdiv((uint64_t)num_computed + num_new, s->bs);
@@ -531,6 +560,17 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
     return KV_OK;
 }
 
+/* Gives r the blocks for its first num_computed + num_new tokens, taking hits[0..n_hit)
+ * (cached blocks found at admission) first. Records evictions and stores as events.
+ * Returns KV_EFULL, changing nothing, when the pool cannot supply them. */
+static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t num_new, const uint32_t *hits,
+                          uint32_t n_hit)
+{
+    int rc = take_slots(s, r, num_computed, num_new, hits, n_hit);
+    if (rc != KV_EFULL) sync_ready(s, r);
+    return rc;
+}
+
 /* Frees r's blocks, tail first (vLLM frees reversed(blocks) so a request's last blocks
  * are evicted before its prefix). Cached hashes stay until eviction. */
 static void free_blocks(simsrv *s, simsrv_req *r)
@@ -544,6 +584,7 @@ static void free_blocks(simsrv *s, simsrv_req *r)
     bpool_release(s->pool, st->blocks, st->n_blocks);
     st->n_blocks = 0;
     st->n_cached = 0;
+    sync_ready(s, r);
 }
 
 int simsrv_abort(simsrv *s, simsrv_req *r)
@@ -572,16 +613,16 @@ int simsrv_abort(simsrv *s, simsrv_req *r)
 
 static void schedule(simsrv *s, simsrv_req *r, uint32_t num_new)
 {
-    rstate *st = r->priv_ptr;
-    st->num_new = num_new;
     /* A step that fills a block hashes it at its end (hash_known_blocks) from the chain's
      * tail and the output tokens drawn so far: fetch them while the batch is scheduled. */
-    if (s->cfg.prefix_caching && st->n_hashes && num_tokens(r) + 1 >= (uint64_t)(st->n_hashes + 1) * s->bs) {
-        __builtin_prefetch(&st->hashes[st->n_hashes - 1], 1);
-        if (st->n_out < st->out_room) __builtin_prefetch(&st->out[st->n_out], 1);
+    if (s->cfg.prefix_caching && (uint64_t)num_tokens(r) + 1 >= r->hash_due) {
+        const rstate *st = r->priv_ptr;
+        if (st->n_hashes) __builtin_prefetch(&st->hashes[st->n_hashes - 1], 1);
+        if (st->n_hashes && st->n_out < st->out_room) __builtin_prefetch(&st->out[st->n_out], 1);
     }
     sm_batch_add(&s->batch, num_new, r->n_computed);
-    s->sched.v[s->sched.n++] = r;   /* room reserved by simsrv_step */
+    s->out.v[s->n_sched] = r;   /* room reserved by simsrv_step */
+    s->sched_new.v[s->n_sched++] = num_new;
 }
 
 static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed, uint32_t budget)
@@ -594,17 +635,31 @@ static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed,
     return n < room ? n : room;
 }
 
+/* Fetches the first 32 bytes of r, which a step reads and writes (server.h). */
+static void prefetch_req(const simsrv_req *r)
+{
+    __builtin_prefetch(r, 1);
+    __builtin_prefetch((const char *)r + offsetof(simsrv_req, hash_due), 1);
+}
+
 static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
 {
+    /* The running requests and their states lie apart in memory and, with many replicas,
+     * out of cache: fetch the requests 2 * SRV_AHEAD ahead (the first ones before the
+     * loop: a step often runs fewer), and a state SRV_AHEAD ahead when its request's
+     * next token crosses a block. */
+    for (size_t k = 0; k < s->run.n && k < 2 * SRV_AHEAD; k++)
+        prefetch_req(s->run.v[k]);
     size_t i = 0;
     while (i < s->run.n && *budget > 0) {
-        /* The running requests and their states lie apart in memory and, with many
-         * replicas, out of cache: fetch them a few requests ahead, a request twice as far
-         * ahead as the state it points to. */
         if (i + 2 * SRV_AHEAD < s->run.n)
-            __builtin_prefetch(s->run.v[i + 2 * SRV_AHEAD]);
-        if (i + SRV_AHEAD < s->run.n)
-            __builtin_prefetch(s->run.v[i + SRV_AHEAD]->priv_ptr);
+            prefetch_req(s->run.v[i + 2 * SRV_AHEAD]);
+        if (i + SRV_AHEAD < s->run.n) {
+            const simsrv_req *ahead = s->run.v[i + SRV_AHEAD];
+            if ((uint64_t)ahead->n_computed + 1 > ahead->ready_end ||
+                (uint64_t)num_tokens(ahead) + 1 >= ahead->hash_due)
+                __builtin_prefetch(ahead->priv_ptr, 1);
+        }
         simsrv_req *r = s->run.v[i];
         uint32_t n = cap_new(s, r, r->n_computed, *budget);
         if (n == 0) {
@@ -613,7 +668,7 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
         }
         int rc = KV_OK;
         bool self_preempted = false;
-        while (!slots_ready(s, r->priv_ptr, r->n_computed + n) &&
+        while (r->n_computed + n > r->ready_end &&
                (rc = allocate_slots(s, r, r->n_computed, n, NULL, 0)) == KV_EFULL) {
             simsrv_req *victim = s->run.v[--s->run.n];
             free_blocks(s, victim);
@@ -711,7 +766,7 @@ static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
  * kernel, the batch reads that prefix's KV once. Returns whether it did. */
 static bool share_common_prefix(simsrv *s)
 {
-    if (s->run.n == 0 || s->sched.n < 2)
+    if (s->run.n == 0 || s->n_sched < 2)
         return false;
     const rstate *first = s->run.v[0]->priv_ptr;
     uint32_t k = 0;
@@ -719,15 +774,15 @@ static bool share_common_prefix(simsrv *s)
         k++;
     uint64_t prefix = (uint64_t)k * s->bs;
     bool all_decode = true;
-    for (size_t i = 0; i < s->sched.n; i++) {
-        const simsrv_req *r = s->sched.v[i];
+    for (size_t i = 0; i < s->n_sched; i++) {
+        const simsrv_req *r = s->out.v[i];
         if (r->n_computed < prefix)
             prefix = r->n_computed;
-        if (((const rstate *)r->priv_ptr)->num_new != 1)
+        if (s->sched_new.v[i] != 1)
             all_decode = false;
     }
     prefix = prefix / s->bs * s->bs;
-    if (!sm_cascade(s->cfg.model, s->cfg.hw, s->cfg.tp, (uint32_t)prefix, s->sched.n, all_decode))
+    if (!sm_cascade(s->cfg.model, s->cfg.hw, s->cfg.tp, (uint32_t)prefix, s->n_sched, all_decode))
         return false;
     sm_batch_share_prefix(&s->batch, (uint32_t)prefix);
     return true;
@@ -737,13 +792,13 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 {
     memset(res, 0, sizeof *res);
     if (s->n_emit_steps == UINT32_MAX) return KV_ERANGE;   /* emit_step would wrap */
-    s->sched.n = s->out.n = s->fin.n = s->starts.n = 0;
+    s->n_sched = s->out.n = s->fin.n = s->starts.n = 0;
     s->batch = (sm_batch){0};
     s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
 
     /* Every running request and every admission is scheduled at most once. */
     size_t most = s->run.n + (s->wq_len < s->max_seqs ? s->wq_len : s->max_seqs);
-    if (!VEC_RESERVE(s->sched, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most) ||
+    if (!VEC_RESERVE(s->sched_new, most) || !VEC_RESERVE(s->out, most) || !VEC_RESERVE(s->fin, most) ||
         !VEC_RESERVE(s->starts, most))
         return KV_ENOMEM;
     uint32_t budget = s->max_tokens, n_preempted = 0;
@@ -751,7 +806,7 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     if (rc == KV_OK && n_preempted == 0) rc = schedule_waiting(s, &budget);
     if (rc != KV_OK) return rc;
     res->n_preempted = n_preempted;
-    if (s->sched.n == 0) return KV_OK;
+    if (s->n_sched == 0) return KV_OK;
 
     if (s->cfg.cascade_attention)
         res->cascade = share_common_prefix(s);
@@ -764,26 +819,27 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 
     /* The step's outcome, as update_from_output applies it. */
     uint32_t step = s->n_emit_steps;
-    for (size_t i = 0; i < s->sched.n; i++) {
-        simsrv_req *r = s->sched.v[i];
-        rstate *st = r->priv_ptr;
-        if (r->prefill_done && st->num_new == 1 && r->n_computed + 1 == num_tokens(r)) res->n_decode_seqs++;
-        else res->n_prefill_tokens += st->num_new;
-        r->n_computed += st->num_new;
+    for (size_t i = 0; i < s->n_sched; i++) {   /* out.n <= i: out.v is rewritten behind the reads */
+        simsrv_req *r = s->out.v[i];
+        uint32_t num_new = s->sched_new.v[i];
+        /* n_generated > 0: prefill_done, which lies outside the first 32 bytes */
+        if (r->n_generated && num_new == 1 && r->n_computed + 1 == num_tokens(r)) res->n_decode_seqs++;
+        else res->n_prefill_tokens += num_new;
+        r->n_computed += num_new;
         if (r->n_computed < num_tokens(r)) continue;   /* a partial prefill chunk */
         r->n_generated++;
-        r->prefill_done = true;
         s->out.v[s->out.n++] = r;
         if (r->run_len && r->run_step + r->run_len == step) {
             r->run_len++;
-        } else {
+        } else {   /* a first token always starts a run */
+            r->prefill_done = true;
             s->starts.v[s->starts.n++] = (simsrv_run_start){.r = r, .prev_step = r->run_step, .prev_len = r->run_len};
             r->run_step = step;
             r->run_len = 1;
         }
         if (r->n_generated == r->n_output) {
             s->fin.v[s->fin.n++] = r;
-        } else if (s->cfg.prefix_caching && num_tokens(r) >= (uint64_t)(st->n_hashes + 1) * s->bs) {
+        } else if (s->cfg.prefix_caching && num_tokens(r) >= r->hash_due) {
             hash_known_blocks(s, r);
         }
     }

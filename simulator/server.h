@@ -43,27 +43,37 @@ typedef struct simsrv_config {
     const char *model_name;               /* topic model, e.g. "Qwen/Qwen3-32B" */
 } simsrv_config;
 
-/* A request as the server sees it. The cluster fills the inputs; the server the rest. */
+/* A request as the server sees it. The cluster fills the inputs; the server the rest.
+ * What a step reads and writes for every running request comes first, in 32 bytes, so
+ * that with thousands of requests out of cache a step touches one or two cache lines of
+ * each (the rest is read when a request is admitted, starts a run of tokens, crosses a
+ * block boundary or finishes). */
 typedef struct simsrv_req {
+    uint32_t n_prompt;                    /* input */
+    uint32_t n_output;                    /* input: tokens to generate (ignore_eos) */
+    /* server-owned progress */
+    uint32_t n_computed;                  /* prompt+output tokens with KV computed */
+    uint32_t n_generated;
+    /* The run of consecutive emitting steps (simsrv_step_result.emit_step) in which it got
+     * its latest tokens: run_len steps from run_step; run_len 0: no token yet. */
+    uint32_t run_step, run_len;
+    /* What a step needs to know of the server's per-request state (priv_ptr), kept here
+     * so that a decode step reads that state only at block boundaries: scheduling up to
+     * ready_end tokens needs no new block and no block's hash; hash_due: the token count
+     * at which the next full block is hashed (UINT32_MAX: never, or past 2^32). */
+    uint32_t ready_end, hash_due;
+    void *priv_ptr;                       /* next to them: read at every block boundary */
+    uint32_t n_cached;                    /* hit tokens at first admission */
+    uint32_t preemptions;
+    bool admitted_once;
+    bool prefill_done;                    /* the first token has been emitted */
+    /* inputs */
     uint64_t id;
     const uint32_t *tokens;               /* prompt token ids */
-    uint32_t n_prompt;
-    uint32_t n_output;                    /* tokens to generate (ignore_eos) */
     void *user;                           /* the cluster's record */
     uint64_t prompt_fp;                   /* XXH3_64bits of the prompt's tokens when the prompt
                                            * may come back (the server then remembers its hash
                                            * chain); 0 = a prompt seen once, hashed, not kept */
-    /* server-owned progress */
-    uint32_t n_computed;                  /* prompt+output tokens with KV computed */
-    uint32_t n_generated;
-    uint32_t n_cached;                    /* hit tokens at first admission */
-    uint32_t preemptions;
-    /* The run of consecutive emitting steps (simsrv_step_result.emit_step) in which it got
-     * its latest tokens: run_len steps from run_step; run_len 0: no token yet. */
-    uint32_t run_step, run_len;
-    bool admitted_once;
-    bool prefill_done;                    /* the first token has been emitted */
-    void *priv_ptr;
 } simsrv_req;
 
 /* A request whose token this step does not continue its latest run (its first token,
