@@ -1020,52 +1020,23 @@ static void prefetch_pair(const kvindex *ix, int slot, const uint64_t *ek, size_
 }
 
 /* A full index evicts its least recently stored block for every new one: the victims'
- * bucket lines are as random as the new keys'. Three cursors walk the LRU list ahead of
- * the tail (hints only: a touched or recycled block just makes them restart), each
- * fetching what the next needs, so no step reads a line not yet fetched: the far one
- * fetches the victim's record; the middle one reads it (its key and first mapping), for
- * the key's bucket and the mapping; the near one reads the mapping, for its bucket. One
- * cursor reading the record and the mapping at once waited on both, in turn, for every
- * key stored: most of a full index's store time. Most stores are a single decoded block,
- * each restarting the walk from the tail, which is then one block further on: the
- * stages still line up across calls. */
-#define VICTIM_FAR PREFETCH_AHEAD
-#define VICTIM_MID (PREFETCH_AHEAD / 2)
-#define VICTIM_NEAR (PREFETCH_AHEAD / 4)
-typedef struct victim_cursor {
-    uint32_t near, mid, far;
-} victim_cursor;
-
-#define VICTIM_CURSOR_NONE ((victim_cursor){.near = NIL, .mid = NIL, .far = NIL})
-
-static bool victim_ok(const kvindex *ix, uint32_t v) { return v != NIL && v < ix->used_blk; }
-
-static void prefetch_victim(const kvindex *ix, victim_cursor *c)
+ * bucket lines are as random as the new keys'. *cursor walks the LRU list a few blocks
+ * ahead of the tail (a hint only: a touched or recycled block just makes it restart). */
+static void prefetch_victim(const kvindex *ix, uint32_t *cursor)
 {
-    if (victim_ok(ix, c->near) && victim_ok(ix, c->mid) && victim_ok(ix, c->far)) {
-        c->near = ix->link[c->near].lru.prev;
-        c->mid = ix->link[c->mid].lru.prev;
-        c->far = ix->link[c->far].lru.prev;
+    uint32_t v = *cursor;
+    if (v == NIL || v >= ix->used_blk) {
+        v = ix->order.tail;
+        for (int k = 0; k < PREFETCH_AHEAD && v != NIL; k++) v = ix->link[v].lru.prev;
     } else {
-        *c = VICTIM_CURSOR_NONE;
-        uint32_t v = ix->order.tail;
-        for (int k = 0; k < VICTIM_FAR && v != NIL; k++) {
-            if (k == VICTIM_NEAR) c->near = v;
-            if (k == VICTIM_MID) c->mid = v;
-            v = ix->link[v].lru.prev;
-        }
-        c->far = v;
+        v = ix->link[v].lru.prev;
     }
-    if (victim_ok(ix, c->far)) __builtin_prefetch(&ix->rec[c->far]);
-    if (victim_ok(ix, c->mid)) {
-        prefetch_probe(&ix->btab, mix64_fmix(ix->rec[c->mid].key));
-        uint32_t e = ix->rec[c->mid].emaps;
-        if (e != NIL && e < ix->used_em) __builtin_prefetch(&ix->em[e]);
-    }
-    if (victim_ok(ix, c->near)) {
-        uint32_t e = ix->rec[c->near].emaps;
-        if (e != NIL && e < ix->used_em) prefetch_probe(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])));
-    }
+    *cursor = v;
+    if (v == NIL || v >= ix->used_blk) return;
+    prefetch_probe(&ix->btab, mix64_fmix(ix->rec[v].key));
+    uint32_t e = ix->rec[v].emaps;
+    if (e != NIL && e < ix->used_em)
+        prefetch_probe(&ix->etab, em_hash_of(ix->em[e].slot, em_ek(&ix->em[e])));
 }
 
 /* Opens the slice of a store that starts at pair i of n: room for it made outside the
@@ -1106,7 +1077,7 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
     pair_hash ring[PIPE];
     for (size_t k = 0; k < PREFETCH_AHEAD && k < n; k++)
         prefetch_pair(ix, slot, engine_keys, n_engine, request_keys, n_request, n, k, ring);
-    victim_cursor victim = VICTIM_CURSOR_NONE;
+    uint32_t victim = NIL;
     for (size_t i = 0; i < n; i++) {
         if (i && i % KVINDEX_STORE_SLICE == 0) {
             wrunlock(ix);   /* let waiting lookups in between slices */
