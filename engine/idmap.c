@@ -1,14 +1,8 @@
-/* idmap: endpoint id -> int64 (see idmap.h); linear probing, grown at 3/4 load. */
+/* idmap: endpoint id -> int64 (see idmap.h, which holds the inline lookup); linear probing, grown at 3/4 load. */
 #include "idmap.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
-
-static size_t idmap_hash(uint32_t id)
-{
-    uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
-    return (size_t)(x ^ (x >> 29));
-}
 
 static bool idmap_grow(idmap *m)
 {
@@ -51,20 +45,6 @@ int64_t *idmap_at(idmap *m, uint32_t id)
         m->n++;
     }
     return &m->vals[j];
-}
-
-int64_t idmap_get(const idmap *m, uint32_t id, int64_t def)
-{
-    if (!m->cap)
-        return def;
-    uint64_t key = (uint64_t)id + 1;
-    size_t j = idmap_hash(id) & (m->cap - 1);
-    while (m->keys[j]) {
-        if (m->keys[j] == key)
-            return m->vals[j];
-        j = (j + 1) & (m->cap - 1);
-    }
-    return def;
 }
 
 void idmap_free(idmap *m)

@@ -1135,6 +1135,14 @@ bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint6
     return best != NIL;
 }
 
+void kvindex_prefetch_engine_keys(const kvindex *ix, int slot, const uint64_t *engine_keys, size_t n)
+{
+    if (slot < 0 || (uint32_t)slot >= ix->max_ep || n == 0) return;
+    rdlock(ix);   /* a writer may swap the table for a grown one */
+    for (size_t i = 0; i < n; i++) prefetch_probe(&ix->etab, em_hash_of(slot, engine_keys[i]));
+    unlock(ix);
+}
+
 unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key)
 {
     if (slot < 0 || (uint32_t)slot >= ix->max_ep) return 0;

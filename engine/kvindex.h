@@ -80,6 +80,10 @@ int kvindex_store(kvindex *ix, int slot, kvtier tier, const uint64_t *engine_key
                   const uint64_t *request_keys, size_t n_request, kv_err *err);
 /* The request key an endpoint's engine key maps to (the last one mapped); false if none. */
 bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint64_t *request_key);
+/* A hint, changing nothing: starts fetching the table lines that kvindex_request_key and
+ * a store's mapping of the endpoint's engine keys will probe, so that a batch's events,
+ * each one such probe after another, wait on memory together rather than in turn. */
+void kvindex_prefetch_engine_keys(const kvindex *ix, int slot, const uint64_t *engine_keys, size_t n);
 /* Tiers in which the endpoint holds the request key: bit (1 << kvtier) per tier, 0 if none. */
 unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key);
 /* BlockRemoved: drops the endpoint's tier entry for each engine key's request keys;

@@ -176,8 +176,22 @@ void pu_minmax_lower_better(double *scores, size_t n)
             scores[i] = 1.0;
         return;
     }
-    for (size_t i = 0; i < n; i++)
-        scores[i] = (hi - scores[i]) / (hi - lo);
+    /* Loads are queue lengths and request counts, a few small integers over 1,000
+     * endpoints: a value equal (bit for bit) to the one before takes that one's result,
+     * the same quotient without a divide (a divide per endpoint was most of the call). */
+    double range = hi - lo, v = scores[0], r = (hi - v) / range;
+    uint64_t vbits;
+    memcpy(&vbits, &v, sizeof vbits);
+    scores[0] = r;
+    for (size_t i = 1; i < n; i++) {
+        uint64_t b;
+        memcpy(&b, &scores[i], sizeof b);
+        if (b != vbits) {
+            vbits = b;
+            r = (hi - scores[i]) / range;
+        }
+        scores[i] = r;
+    }
 }
 
 size_t pu_below(sched_cycle *c, size_t n)

@@ -15,6 +15,10 @@
 #include <string.h>
 #include <strings.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "arena.h"
 #include "config.h"
 #include "grow.h"
@@ -435,6 +439,34 @@ static int trace_removed(sched_trace *t, const char *profile, const sched_plugin
     return KV_OK;
 }
 
+/* GIE's enforceScoreRange: a scorer's value clamped to [0, 1]; NaN (which GIE would pass
+ * on) counts as 0. */
+static inline double score_range(double v)
+{
+    v = v >= 0 ? v : 0;
+    return v > 1 ? 1 : v;
+}
+
+/* tot[i] += score_range(sc[i]) * w, two candidates at a time where SSE2 is there: a
+ * compare and branch per candidate was half of a decision's own time at 1,000 endpoints
+ * and three scorers. Each sum takes the same additions in the same order as ever. MAXPD
+ * gives its second operand for a NaN, as the range wants, and +0 where score_range keeps
+ * -0: the same to the sum, which never holds -0 (it starts at +0, and x + -0 == x + +0
+ * for every other x). */
+static void weigh_in(double *restrict tot, const double *restrict sc, size_t k, double w)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128d zero = _mm_setzero_pd(), one = _mm_set1_pd(1), vw = _mm_set1_pd(w);
+    for (; i + 2 <= k; i += 2) {
+        __m128d v = _mm_min_pd(_mm_max_pd(_mm_loadu_pd(sc + i), zero), one);
+        _mm_storeu_pd(tot + i, _mm_add_pd(_mm_loadu_pd(tot + i), _mm_mul_pd(v, vw)));
+    }
+#endif
+    for (; i < k; i++)
+        tot[i] += score_range(sc[i]) * w;
+}
+
 /* One profile, exactly as GIE's SchedulerProfile.Run: filters, weighted clamped scores,
  * picker. Returns 0, KV_ENOENDPOINTS, KV_ESTATE (picker chose nothing) or KV_ENOMEM. */
 static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t n, sched_trace *t)
@@ -462,27 +494,26 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
     if (k == 0)
         return KV_ENOENDPOINTS;
     sched_scored *cands = sched_cycle_alloc(c, k * sizeof *cands);
-    double *sc = sched_cycle_alloc(c, k * sizeof *sc);
-    if (!cands || !sc)
+    double *sc = sched_cycle_alloc(c, k * sizeof *sc), *tot = sched_cycle_alloc(c, k * sizeof *tot);
+    if (!cands || !sc || !tot)
         return KV_ENOMEM;
-    for (size_t i = 0; i < k; i++)
-        cands[i] = (sched_scored){.ep = work[i], .score = 0};
+    memset(tot, 0, k * sizeof *tot);
     for (size_t j = 0; j < pf->n_scorers; j++) {
         sched_plugin *p = pf->scorers[j];
         double w = pf->weights[j];
         memset(sc, 0, k * sizeof *sc);
         OBSERVED(s, SCHED_POINT_SCORER, p, p->type->score(p, c, work, k, sc));
-        if (t && !grow_array((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
-            return KV_ENOMEM;
-        for (size_t i = 0; i < k; i++) {
-            /* enforceScoreRange; NaN (which GIE would pass on) counts as 0 */
-            double v = sc[i] > 1 ? 1 : sc[i] >= 0 ? sc[i] : 0;
-            cands[i].score += v * w;
-            if (t)
+        if (t) {
+            if (!grow_array((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
+                return KV_ENOMEM;
+            for (size_t i = 0; i < k; i++)
                 t->scores[t->n_scores++] = (sched_trace_score){
-                    .profile = pf->name, .plugin = p, .ep = work[i], .score = v, .weight = w};
+                    .profile = pf->name, .plugin = p, .ep = work[i], .score = score_range(sc[i]), .weight = w};
         }
+        weigh_in(tot, sc, k, w);
     }
+    for (size_t i = 0; i < k; i++)
+        cands[i] = (sched_scored){.ep = work[i], .score = tot[i]};
     if (t) {
         sched_scored *copy = sched_cycle_alloc(c, k * sizeof *copy);
         if (!copy)

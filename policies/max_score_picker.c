@@ -28,11 +28,13 @@ static size_t msp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
          * candidates first; reservoir sampling over the ties chooses the same way in one
          * pass, drawing only when there is a tie. */
         size_t best = 0, ties = 1;
+        double top = cands[0].score;   /* cands[best].score, in a register across the draws */
         for (size_t i = 1; i < n; i++) {
-            if (cands[i].score > cands[best].score) {
+            if (cands[i].score > top) {
                 best = i;
+                top = cands[i].score;
                 ties = 1;
-            } else if (cands[i].score == cands[best].score && pu_below(c, ++ties) == 0) {
+            } else if (cands[i].score == top && pu_below(c, ++ties) == 0) {
                 best = i;
             }
         }

@@ -97,7 +97,8 @@ static void pps_score(sched_plugin *p, sched_cycle *c, sched_endpoint *const *ep
         hi = any && hi > scores[i] ? hi : scores[i];
         any = true;
     }
-    for (size_t i = 0; i < n; i++) {
+    /* any: some endpoint matched; with random prompts none ever does */
+    for (size_t i = 0; any && i < n; i++) {
         if (!matched[i])
             continue;
         if (st->norm == NORM_MATCHED_TOTAL)
