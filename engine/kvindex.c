@@ -929,9 +929,15 @@ uint64_t kvindex_endpoints_version(const kvindex *ix)
     return atomic_load_explicit(&ix->ep_version, memory_order_acquire);
 }
 
+/* A slot number callers may pass in: 0..max_endpoints-1 (in use or not). */
+static bool slot_in_range(const kvindex *ix, int slot)
+{
+    return slot >= 0 && (uint32_t)slot < ix->max_ep;
+}
+
 const char *kvindex_endpoint_name(const kvindex *ix, int slot)
 {
-    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return NULL;
+    if (!slot_in_range(ix, slot)) return NULL;
     rdlock(ix);
     const char *n = ix->names[slot];
     unlock(ix);
@@ -963,7 +969,7 @@ static void clear_slot(kvindex *ix, int slot)
 
 static bool slot_live(const kvindex *ix, int slot)
 {
-    return slot >= 0 && (uint32_t)slot < ix->max_ep && ix->names[slot];
+    return slot_in_range(ix, slot) && ix->names[slot];
 }
 
 void kvindex_endpoint_remove(kvindex *ix, int slot)
@@ -1123,7 +1129,7 @@ out:
 
 bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint64_t *request_key)
 {
-    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return false;
+    if (!slot_in_range(ix, slot)) return false;
     rdlock(ix);
     uint64_t h = em_hash_of(slot, engine_key);
     size_t pos = rt_home(&ix->etab, h);
@@ -1137,7 +1143,7 @@ bool kvindex_request_key(const kvindex *ix, int slot, uint64_t engine_key, uint6
 
 void kvindex_prefetch_engine_keys(const kvindex *ix, int slot, const uint64_t *engine_keys, size_t n)
 {
-    if (slot < 0 || (uint32_t)slot >= ix->max_ep || n == 0) return;
+    if (!slot_in_range(ix, slot) || n == 0) return;
     rdlock(ix);   /* a writer may swap the table for a grown one */
     for (size_t i = 0; i < n; i++) prefetch_probe(&ix->etab, em_hash_of(slot, engine_keys[i]));
     unlock(ix);
@@ -1145,7 +1151,7 @@ void kvindex_prefetch_engine_keys(const kvindex *ix, int slot, const uint64_t *e
 
 unsigned kvindex_tiers(const kvindex *ix, int slot, uint64_t request_key)
 {
-    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return 0;
+    if (!slot_in_range(ix, slot)) return 0;
     rdlock(ix);
     unsigned mask = 0;
     uint32_t b = blk_find(ix, request_key);
@@ -1392,7 +1398,7 @@ uint32_t kvindex_lookup(const kvindex *ix, const uint64_t *keys, size_t n, kvind
 
 uint64_t kvindex_endpoint_entries(const kvindex *ix, int slot)
 {
-    if (slot < 0 || (uint32_t)slot >= ix->max_ep) return 0;
+    if (!slot_in_range(ix, slot)) return 0;
     rdlock(ix);
     uint64_t n = ix->slot_entries[slot];
     unlock(ix);
