@@ -495,7 +495,7 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
     r->priv_ptr = st;
     r->n_computed = r->n_generated = r->n_cached = r->preemptions = 0;
     r->run_step = r->run_len = 0;
-    r->admitted_once = r->prefill_done = false;
+    r->admitted_once = false;
     if (s->cfg.prefix_caching) st->n_hashes = prompt_hashes(s, r, st->hashes);
     sync_ready(s, r);
     wq_push_back(s, r);
@@ -822,7 +822,7 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     for (size_t i = 0; i < s->n_sched; i++) {   /* out.n <= i: out.v is rewritten behind the reads */
         simsrv_req *r = s->out.v[i];
         uint32_t num_new = s->sched_new.v[i];
-        /* n_generated > 0: prefill_done, which lies outside the first 32 bytes */
+        /* n_generated > 0: its prefill is done */
         if (r->n_generated && num_new == 1 && r->n_computed + 1 == num_tokens(r)) res->n_decode_seqs++;
         else res->n_prefill_tokens += num_new;
         r->n_computed += num_new;
@@ -832,7 +832,6 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
         if (r->run_len && r->run_step + r->run_len == step) {
             r->run_len++;
         } else {   /* a first token always starts a run */
-            r->prefill_done = true;
             s->starts.v[s->starts.n++] = (simsrv_run_start){.r = r, .prev_step = r->run_step, .prev_len = r->run_len};
             r->run_step = step;
             r->run_len = 1;

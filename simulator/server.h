@@ -53,7 +53,7 @@ typedef struct simsrv_req {
     uint32_t n_output;                    /* input: tokens to generate (ignore_eos) */
     /* server-owned progress */
     uint32_t n_computed;                  /* prompt+output tokens with KV computed */
-    uint32_t n_generated;
+    uint32_t n_generated;                 /* > 0: the prefill is done, the first token out */
     /* The run of consecutive emitting steps (simsrv_step_result.emit_step) in which it got
      * its latest tokens: run_len steps from run_step; run_len 0: no token yet. */
     uint32_t run_step, run_len;
@@ -66,7 +66,6 @@ typedef struct simsrv_req {
     uint32_t n_cached;                    /* hit tokens at first admission */
     uint32_t preemptions;
     bool admitted_once;
-    bool prefill_done;                    /* the first token has been emitted */
     /* inputs */
     uint64_t id;
     const uint32_t *tokens;               /* prompt token ids */

@@ -92,13 +92,13 @@ static void rig_open(rig *r, bool cascade, int share)
         r->q[i] = (simsrv_req){.id = (uint64_t)i + 1, .tokens = t, .n_prompt = PREFIX + TAIL, .n_output = 50};
         assert_int_equal(simsrv_submit(r->s, &r->q[i]), KV_OK);
         if (i < share)                 /* each prefix computed once before the rest arrive */
-            while (!r->q[i].prefill_done)
+            while (r->q[i].n_generated == 0)
                 assert_int_equal(simsrv_step(r->s, 0, &res), KV_OK);
     }
     for (int guard = 0; guard < 100; guard++) {
         bool all = true;
         for (int i = 0; i < NREQ; i++)
-            all &= r->q[i].prefill_done;
+            all &= r->q[i].n_generated > 0;
         if (all)
             return;
         assert_int_equal(simsrv_step(r->s, 0, &res), KV_OK);
