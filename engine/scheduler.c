@@ -79,6 +79,7 @@ struct sched {
     sched_plugin *handler;
     uint64_t rng;
     idmap in_flight;
+    bool refresh_in_flight;            /* a plugin reads sched_endpoint.in_flight */
     sched_cycle cycle;
     const sched_result *hook_result;   /* during sched_pre_request */
     sched_observer obs;                /* NULL: plugin calls are not timed */
@@ -341,6 +342,7 @@ sched *sched_new(const epc_config *cfg, const sched_env *env, kv_err *err)
         if (p->type->init && p->type->init(p, &params, &s->env, err))
             goto fail;
         s->n_plugins = i + 1;
+        s->refresh_in_flight |= p->type->reads_in_flight;
         char path[512] = "";
         warn_unused(s, p, cfg->doc, cp->params, path, 0, sizeof path);
     }
@@ -563,7 +565,7 @@ int sched_schedule(sched *s, const sched_request *r, sched_endpoint *const *eps,
         sched_trace_reset(trace);
     if (n == 0)
         return kv_err_set(err, KV_ENOENDPOINTS, NO_PODS_MSG);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; s->refresh_in_flight && i < n; i++)
         eps[i]->in_flight = (int)idmap_get(&s->in_flight, eps[i]->id, 0);
     size_t np = s->n_profiles;
     for (size_t i = 0; i < np; i++) {

@@ -72,7 +72,12 @@ typedef struct sched_endpoint {
     const sched_kv *labels;       /* e.g. llm-d.ai/role=decode */
     size_t n_labels;
     sched_metrics m;
-    int in_flight;                /* picker-side: routed, not yet complete (kept by the sched) */
+    /* Picker-side: routed, not yet complete. The sched keeps the counts by id; its hooks
+     * write them into the target they are given, and sched_schedule into every endpoint
+     * it is given when one of its plugins reads them (sched_plugin_type.reads_in_flight):
+     * refreshing all of them is a lookup per endpoint, the largest per-decision cost of
+     * a thousand-endpoint pool whose policy never reads them. */
+    int in_flight;
 } sched_endpoint;
 
 const char *sched_label(const sched_endpoint *ep, const char *key);      /* NULL if absent */
@@ -130,6 +135,7 @@ typedef struct sched_params {
 typedef struct sched_plugin_type {
     const char *type;             /* registry name, e.g. "queue-scorer" */
     sched_kind kind;
+    bool reads_in_flight;         /* reads sched_endpoint.in_flight (refreshed before each decision) */
     /* Parses parameters and allocates p->state. Errors name the field. */
     int (*init)(sched_plugin *p, const sched_params *params, const sched_env *env, kv_err *err);
     void (*fini)(sched_plugin *p);

@@ -166,6 +166,7 @@ static void sca_pre_request(sched_plugin *p, const sched_request *r, sched_endpo
 const sched_plugin_type sglang_cache_aware_picker_type = {
     .type = "sglang-cache-aware-picker",
     .kind = SCHED_PICKER,
+    .reads_in_flight = true,
     .init = sca_init,
     .fini = sca_fini,
     .pick = sca_pick,

@@ -1,6 +1,7 @@
 /* test_peer_policies: the peer routers' policies through the real scheduler, against
  * cases worked by hand from their formulas (docs/upstream/peer-routers.md §1-2).
  *   sglang-cache-aware-picker: both branches of the imbalance gate and both of its edges,
+ *     loads from the sched's counts over stale endpoint structs,
  *     the cache-threshold edge, the min-load fallback, insertion on the imbalanced branch,
  *     interval eviction, token-id prompts.
  *   dynamo-kv-picker: the cost arithmetic pinned by where decisions flip as the credit and
@@ -110,6 +111,19 @@ static void test_sglang_imbalance_gate(void **state)
     assert_ptr_equal(fx_route(f, &q), &f->eps[1]);                 /* Q inserted into ep1's tree */
     unload(f, 0, 3);                                               /* loads 1, 2, 2: balanced */
     assert_ptr_equal(fx_pick(f, &q), &f->eps[1]);                  /* cache route to ep1, not min ep0 */
+    fx_free(f);
+
+    /* The loads are the sched's counts, not whatever a driver's endpoint structs hold
+     * (a snapshot rebuilt each request): the picker reads in_flight, so sched_schedule
+     * refreshes it. Stale 0 and 9 would send p to ep0. */
+    f = picker(SGL, "{blockSize: 8, balanceAbsThreshold: 2, balanceRelThreshold: 1.5}", 2, 1);
+    fx_assign(f, &p, &f->eps[0]);
+    load(f, 0, 3);                                                 /* loads 4, 1 */
+    load(f, 1, 1);
+    f->eps[0].in_flight = 0;
+    f->eps[1].in_flight = 9;
+    assert_ptr_equal(fx_pick(f, &p), &f->eps[1]);
+    assert_int_equal(f->eps[0].in_flight, 4);
     fx_free(f);
 
     /* Absolute edge: 3 - 1 = 2 is not > 2. */
