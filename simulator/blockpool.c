@@ -4,10 +4,11 @@
  * Memory is what limits a thousand-replica run (one pool per replica, ~28k blocks
  * each for Llama-3.1-8B on an H100), so a block costs 20 bytes and a map slot 4:
  *   - a block is {ref, prev, next, hash}; it is in the free queue exactly when its
- *     reference count is 0, and the count's top bit says whether it carries a hash;
+ *     reference count is 0, and the count's top two bits say whether it carries a hash
+ *     and whether that hash is in the map (bpool_set_private_hashes);
  *   - a map slot holds block + 1 (0 = empty) and its distance from home (see
  *     slot_pack); the hash is read from the block;
- *   - the map is sized to the hashes cached (load at most 1/2, doubling from
+ *   - the map is sized to the hashes in it (load at most 1/2, doubling from
  *     BP_MAP_MIN slots up to the pool's size), not to the pool: a replica that caches
  *     a few thousand blocks touches a few pages of map, not the 256 KiB a full pool's
  *     map takes, and its random probes stay in cache;
@@ -19,12 +20,14 @@
 #include "blockpool.h"
 
 #define BP_HASHED 0x80000000u
+#define BP_MAPPED 0x40000000u    /* the hash is in the map (else private to the holder) */
+#define BP_FLAGS (BP_HASHED | BP_MAPPED)
 #define BP_MAP_MIN 16u
 #define BP_AHEAD 8           /* map slots prefetched ahead when a run of blocks is hashed */
 
 /* 20 bytes: the hash is split so the struct needs only 4-byte alignment. */
 typedef struct bp_block {
-    uint32_t ref;            /* reference count | BP_HASHED */
+    uint32_t ref;            /* reference count | BP_FLAGS */
     uint32_t prev, next;     /* free-queue links, BPOOL_NONE at the ends / when held */
     uint32_t hash_lo, hash_hi;
 } bp_block;
@@ -34,9 +37,10 @@ struct bpool {
     bp_block *blk;
     uint32_t fresh;          /* blocks fresh..n-1 were never allocated: the queue's head */
     uint32_t head, tail;     /* the linked part of the free queue, after the fresh blocks */
-    uint32_t n_free, n_cached;
+    uint32_t n_free, n_cached;   /* n_cached: blocks with a hash, in the map or not */
+    uint32_t n_mapped;
     uint32_t *map;           /* block + 1, 0 = empty slot */
-    uint32_t mask;           /* map size - 1 (a power of two, >= 2 n_cached) */
+    uint32_t mask;           /* map size - 1 (a power of two, >= 2 n_mapped) */
     uint32_t max_size;       /* the map's final size: the power of two >= 2n */
 };
 
@@ -47,7 +51,7 @@ static uint64_t blk_hash(const bp_block *k)
 
 static uint32_t blk_ref(const bp_block *k)
 {
-    return k->ref & ~BP_HASHED;
+    return k->ref & ~BP_FLAGS;
 }
 
 static uint32_t slot_of(const bpool *p, uint64_t h)
@@ -165,7 +169,7 @@ static void map_put(bpool *p, uint64_t h, uint32_t b)
 static int map_reserve(bpool *p, uint32_t more)
 {
     uint32_t size = p->mask + 1, want = size;
-    while (want < p->max_size && 2 * ((uint64_t)p->n_cached + more) > want) want <<= 1;
+    while (want < p->max_size && 2 * ((uint64_t)p->n_mapped + more) > want) want <<= 1;
     if (want == size) return KV_OK;
     uint32_t *old = p->map;
     if (!(p->map = calloc(want, sizeof *p->map))) {
@@ -267,7 +271,7 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
      * fetch their slots together, instead of one miss after another. */
     size_t fresh = p->n - p->fresh, b = p->head;
     for (size_t i = fresh; i < n; i++, b = p->blk[b].next)
-        if (p->blk[b].ref & BP_HASHED) __builtin_prefetch(&p->map[slot_of(p, blk_hash(&p->blk[b]))]);
+        if (p->blk[b].ref & BP_MAPPED) __builtin_prefetch(&p->map[slot_of(p, blk_hash(&p->blk[b]))]);
     for (size_t i = 0; i < n; i++) {
         if (p->fresh < p->n) {
             p->n_free--;
@@ -280,7 +284,10 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
         bp_block *k = &p->blk[b];
         if (k->ref & BP_HASHED) {
             uint64_t h = blk_hash(k);
-            map_del(p, h, b);
+            if (k->ref & BP_MAPPED) {
+                map_del(p, h, b);
+                p->n_mapped--;
+            }
             p->n_cached--;
             evicted[(*n_evicted)++] = h;
         }
@@ -309,11 +316,37 @@ int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, s
         if (i + BP_AHEAD < n) __builtin_prefetch(&p->map[slot_of(p, hashes[i + BP_AHEAD])], 1);
         bp_block *k = &p->blk[blocks[i]];
         if (k->ref & BP_HASHED) continue;
-        k->ref |= BP_HASHED;
+        k->ref |= BP_FLAGS;
         k->hash_lo = (uint32_t)hashes[i];
         k->hash_hi = (uint32_t)(hashes[i] >> 32);
         map_put(p, hashes[i], blocks[i]);
         p->n_cached++;
+        p->n_mapped++;
+    }
+    return KV_OK;
+}
+
+void bpool_set_private_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bp_block *k = &p->blk[blocks[i]];
+        if (k->ref & BP_HASHED) continue;
+        k->ref |= BP_HASHED;
+        k->hash_lo = (uint32_t)hashes[i];
+        k->hash_hi = (uint32_t)(hashes[i] >> 32);
+        p->n_cached++;
+    }
+}
+
+int bpool_map_hashes(bpool *p, const uint32_t *blocks, size_t n)
+{
+    if (map_reserve(p, (uint32_t)n) != KV_OK) return KV_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        bp_block *k = &p->blk[blocks[i]];
+        if ((k->ref & BP_FLAGS) != BP_HASHED) continue;
+        k->ref |= BP_MAPPED;
+        map_put(p, blk_hash(k), blocks[i]);
+        p->n_mapped++;
     }
     return KV_OK;
 }

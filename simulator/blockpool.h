@@ -12,7 +12,7 @@
  * Hash -> block is an open-addressing multimap (linear probing, backward-shift
  * delete): vLLM allows two blocks with the same hash (a block recomputed under the
  * num_tokens-1 cap) and looks up the one cached first.
- * Arrays and 32-bit indexes only; the map grows with the hashes cached (the only
+ * Arrays and 32-bit indexes only; the map grows with the hashes in it (the only
  * allocation after bpool_new).
  * Ownership: the pool owns its arrays. Single-threaded. */
 #ifndef KVROUTE_SIM_BLOCKPOOL_H
@@ -53,6 +53,17 @@ void bpool_release(bpool *p, const uint32_t *blocks, size_t n);
  * already carry one (vLLM's cache_full_blocks). KV_ENOMEM, with nothing changed, when
  * the map cannot grow. */
 int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n);
+/* The same for blocks whose hashes no other request can ask for (the caller knows their
+ * tokens are its own: simsrv_req.unshared_tail): they carry the hash (counted, evicted
+ * and reported as above) but stay out of the map, so that a thousand replicas caching
+ * millions of such blocks do not pay a random map write to store each and another to
+ * evict it. bpool_match does not find them until bpool_map_hashes. */
+void bpool_set_private_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n);
+/* Enters the private hashes of blocks[0..n) into the map, in that order (blocks without
+ * a hash or already in the map are skipped): their holder is about to free them and ask
+ * for them again (a preempted request). KV_ENOMEM, with nothing changed, when the map
+ * cannot grow. */
+int bpool_map_hashes(bpool *p, const uint32_t *blocks, size_t n);
 
 uint32_t bpool_ref(const bpool *p, uint32_t block);
 /* How many of blocks[0..n) have no reference (sit in the free queue): what a cache

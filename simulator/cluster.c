@@ -560,7 +560,8 @@ static int cl_send(cl *c, uint64_t id, kv_err *err)
             return kv_err_set(err, KV_ENOMEM, "out of memory (multi-turn prompt)");
         memcpy(t, ctx, (size_t)n_ctx * sizeof *t);
         memcpy(t + n_ctx, p->tokens + p->n_prefix, (size_t)n_q * sizeof *t);
-        *wr = (wl_req){t, n_ctx + n_q, p->n_output, p->group, t};
+        *wr = (wl_req){.tokens = t, .n_prompt = n_ctx + n_q, .n_output = p->n_output, .group = p->group,
+                       .shared_len = n_ctx + n_q, .owned = t};
         ss->busy = true;
         rec->prompt_tokens = wr->n_prompt;
     }
@@ -609,8 +610,9 @@ static int cl_route(cl *c, uint64_t id, kv_err *err)
     size_t target = res.targets[0]->id;
     rec->endpoint = (int)target;
     simsrv_req *sr = &c->sreq[id];
+    /* A multi-turn response comes back in the user's next prompt; any other is the request's alone. */
     *sr = (simsrv_req){.id = id, .tokens = wr->tokens, .n_prompt = wr->n_prompt, .n_output = wr->n_output,
-                       .user = rec};
+                       .user = rec, .unshared_tail = !c->sess, .shared_len = wr->shared_len};
     const cl_prompt *pm = cl_prompt_get(&c->prompts, wr);
     if (pm)
         sr->prompt_fp = pm->fp;

@@ -540,8 +540,11 @@ static int take_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t 
     if (full <= st->n_cached) return KV_OK;
     uint32_t first = st->n_cached;
     s->m.blocks_stored += full - first;
-    if (bpool_set_hashes(s->pool, st->blocks + first, st->hashes + first, full - first) != KV_OK)
+    uint32_t shared = r->unshared_tail ? r->shared_len / s->bs : full;   /* blocks another request may ask for */
+    shared = shared < first ? first : shared > full ? full : shared;
+    if (bpool_set_hashes(s->pool, st->blocks + first, st->hashes + first, shared - first) != KV_OK)
         return KV_ENOMEM;
+    bpool_set_private_hashes(s->pool, st->blocks + shared, st->hashes + shared, full - shared);
     if (!s->cfg.emit_kv_events) {
         st->n_cached = full;
         return KV_OK;
@@ -671,6 +674,10 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
         while (r->n_computed + n > r->ready_end &&
                (rc = allocate_slots(s, r, r->n_computed, n, NULL, 0)) == KV_EFULL) {
             simsrv_req *victim = s->run.v[--s->run.n];
+            /* It will ask for its blocks again when readmitted: publish its private hashes. */
+            const rstate *vst = victim->priv_ptr;
+            if (victim->unshared_tail && bpool_map_hashes(s->pool, vst->blocks, vst->n_cached) != KV_OK)
+                return KV_ENOMEM;
             free_blocks(s, victim);
             victim->n_computed = 0;
             victim->preemptions++;

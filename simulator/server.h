@@ -66,6 +66,14 @@ typedef struct simsrv_req {
     uint32_t n_cached;                    /* hit tokens at first admission */
     uint32_t preemptions;
     bool admitted_once;
+    /* input: every token past the first shared_len is this request's alone (fresh random
+     * tokens, and output tokens that no later prompt repeats), so no other request can
+     * ask for a block holding one: the server hashes such blocks (events, counts and
+     * evictions are unchanged) but keeps them out of its prefix-cache map unless the
+     * request is preempted and will ask for them itself (bpool_set_private_hashes). False:
+     * any block may be shared. */
+    bool unshared_tail;
+    uint32_t shared_len;
     /* inputs */
     uint64_t id;
     const uint32_t *tokens;               /* prompt token ids */

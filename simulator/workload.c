@@ -931,7 +931,8 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
     switch (w->spec.data) {
     case WL_DATA_SHARED_PREFIX: {
         const wl_prompt *p = &w->prompts[i % w->n_prompts];
-        *out = (wl_req){p->tokens, p->n_tokens, p->n_output, p->group, NULL};
+        *out = (wl_req){.tokens = p->tokens, .n_prompt = p->n_tokens, .n_output = p->n_output, .group = p->group,
+                        .shared_len = p->n_tokens};
         return KV_OK;
     }
     case WL_DATA_RANDOM: {
@@ -943,7 +944,8 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
         rng r;   /* fresh tokens per (stage, request): random data never shares a block */
         rng_seed(&r, mix64(w->seed) ^ mix64(((uint64_t)stage << 40) ^ i), RNG_STREAM_TOKENS);
         wl_fill_tokens(&r, w->spec.vocab, out->owned, n);
-        *out = (wl_req){out->owned, n, (uint32_t)w->out_len[ko], UINT32_MAX, out->owned};
+        *out = (wl_req){.tokens = out->owned, .n_prompt = n, .n_output = (uint32_t)w->out_len[ko],
+                        .group = UINT32_MAX, .shared_len = 0, .owned = out->owned};
         return KV_OK;
     }
     case WL_DATA_TRACE: {
@@ -958,7 +960,8 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
         }
         rng_seed(&r, mix64(w->seed) ^ mix64(((uint64_t)1 << 63) | i), RNG_STREAM_TRACE);
         wl_fill_tokens(&r, w->spec.vocab, out->owned + shared, n - shared);
-        *out = (wl_req){out->owned, n, p->n_output, p->group, out->owned};
+        *out = (wl_req){.tokens = out->owned, .n_prompt = n, .n_output = p->n_output, .group = p->group,
+                        .shared_len = shared, .owned = out->owned};
         return KV_OK;
     }
     }

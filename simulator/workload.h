@@ -153,6 +153,10 @@ typedef struct wl_req {
     const uint32_t *tokens;
     uint32_t n_prompt, n_output;
     uint32_t group;
+    /* Only the first shared_len tokens can be another request's too: a shared_prefix
+     * prompt comes back every stage (n_prompt), random data shares nothing (0), a trace
+     * row shares its group's prefix. */
+    uint32_t shared_len;
     uint32_t *owned;
 } wl_req;
 int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err *err);

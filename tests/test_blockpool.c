@@ -1,6 +1,7 @@
 /* test_blockpool: vLLM v1 free-queue order and prefix-cache lookups, by hand-worked
  * cases and against an independent reference model (plain arrays, linear scans,
- * insertion-ordered hash list) driven by a random operation sequence. */
+ * insertion-ordered hash list, private hashes entering it when published) driven by a
+ * random operation sequence. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -106,13 +107,43 @@ static void test_duplicate_hashes(void **state)
     bpool_free(p);
 }
 
+/* A private hash is counted, evicted and reported like any other, but is found only
+ * once its holder publishes it. */
+static void test_private_hashes(void **state)
+{
+    (void)state;
+    bpool *p = bpool_new(3, NULL);
+    uint32_t a[2];
+    uint64_t ev[4];
+    size_t nev;
+    bpool_alloc(p, 2, a, ev, &nev);
+    bpool_set_private_hashes(p, a, (uint64_t[]){5, 6}, 2);
+    assert_int_equal(bpool_num_cached(p), 2);
+    uint64_t chain[2] = {5, 6}, h;
+    uint32_t hit[2];
+    assert_int_equal(bpool_match(p, chain, 2, hit), 0);
+    assert_true(bpool_hash_of(p, a[1], &h) && h == 6);
+    assert_int_equal(bpool_map_hashes(p, a, 1), KV_OK);   /* a preempted holder publishes the first */
+    assert_int_equal(bpool_match(p, chain, 2, hit), 1);
+    assert_int_equal(hit[0], a[0]);
+    bpool_release(p, (uint32_t[]){a[1], a[0]}, 2);
+    uint32_t b[3];
+    assert_int_equal(bpool_alloc(p, 3, b, ev, &nev), KV_OK);   /* the fresh block, then a[1], a[0] */
+    assert_int_equal(nev, 2);
+    assert_true(ev[0] == 6 && ev[1] == 5);
+    assert_int_equal(bpool_num_cached(p), 0);
+    assert_int_equal(bpool_match(p, chain, 2, hit), 0);
+    bpool_free(p);
+}
+
 /* --- reference model ------------------------------------------------------------ */
 
 #define RN 48
 typedef struct ref {
     uint32_t ref[RN];
-    bool hashed[RN];
+    bool hashed[RN], mapped[RN];      /* mapped: in the map (else a private hash) */
     uint64_t hash[RN];
+    size_t nhashed;
     uint32_t q[RN];                   /* free queue, head first */
     size_t nq;
     uint32_t map_b[RN];               /* (hash, block) in insertion order */
@@ -183,28 +214,37 @@ static void test_random_against_reference(void **state)
                 assert_int_equal(out[i], b);
                 if (r.hashed[b]) {
                     assert_true(evicted[want_ev++] == r.hash[b]);
-                    ref_map_remove(&r, b);
-                    r.hashed[b] = false;
+                    if (r.mapped[b]) ref_map_remove(&r, b);
+                    r.hashed[b] = r.mapped[b] = false;
+                    r.nhashed--;
                 }
                 r.ref[b] = 1;
             }
             assert_int_equal(nev, want_ev);
             /* Hash some of them from a small key space so hits and duplicates occur
-             * (the map grows from 16 slots to 128 on the way). */
-            uint32_t hb[8];
-            uint64_t hh[8];
-            size_t nh = 0;
+             * (the map grows from 16 slots to 128 on the way), a third privately. */
+            uint32_t hb[8], pb[8];
+            uint64_t hh[8], ph[8];
+            size_t nh = 0, np = 0;
             for (size_t i = 0; i < k; i++)
                 if (rand() % 2) {
                     uint64_t h = 1 + (uint64_t)(rand() % 40);
-                    hb[nh] = out[i];
-                    hh[nh++] = h;
                     r.hashed[out[i]] = true;
                     r.hash[out[i]] = h;
+                    r.nhashed++;
+                    if (rand() % 3 == 0) {
+                        pb[np] = out[i];
+                        ph[np++] = h;
+                        continue;
+                    }
+                    hb[nh] = out[i];
+                    hh[nh++] = h;
+                    r.mapped[out[i]] = true;
                     r.map_b[r.nmap] = out[i];
                     r.map_h[r.nmap++] = h;
                 }
             assert_int_equal(bpool_set_hashes(p, hb, hh, nh), KV_OK);
+            bpool_set_private_hashes(p, pb, ph, np);
             memcpy(hold[nhold].b, out, k * sizeof *out);
             hold[nhold++].n = k;
         } else if (op == 1 && nhold > 0) {                   /* a request finishes */
@@ -240,13 +280,28 @@ static void test_random_against_reference(void **state)
                 if (r.ref[hit[i]]++ == 0) ref_q_remove(&r, hit[i]);
             memcpy(hold[nhold].b, hit, u * sizeof *hit);
             hold[nhold++].n = u;
+        } else if (op == 3 && nhold > 0) {                   /* a holder publishes its private hashes */
+            const holder *w = &hold[(size_t)rand() % nhold];
+            assert_int_equal(bpool_map_hashes(p, w->b, w->n), KV_OK);
+            for (size_t i = 0; i < w->n; i++) {
+                uint32_t b = w->b[i];
+                if (!r.hashed[b] || r.mapped[b]) continue;
+                r.mapped[b] = true;
+                r.map_b[r.nmap] = b;
+                r.map_h[r.nmap++] = r.hash[b];
+            }
         }
         uint32_t got[RN];
         size_t nq = bpool_free_order(p, got, RN);
         assert_int_equal(nq, r.nq);
         assert_memory_equal(got, r.q, nq * sizeof *got);
         assert_int_equal(bpool_num_free(p), r.nq);
-        assert_int_equal(bpool_num_cached(p), r.nmap);
+        assert_int_equal(bpool_num_cached(p), r.nhashed);
+        for (uint32_t b = 0; b < RN; b++) {
+            uint64_t h;
+            assert_int_equal(bpool_hash_of(p, b, &h), r.hashed[b]);
+            if (r.hashed[b]) assert_true(h == r.hash[b]);
+        }
     }
     bpool_free(p);
 }
@@ -256,6 +311,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_queue_order),
         cmocka_unit_test(test_duplicate_hashes),
+        cmocka_unit_test(test_private_hashes),
         cmocka_unit_test(test_random_against_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
