@@ -315,12 +315,14 @@ int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, s
     for (size_t i = 0; i < n; i++) {
         if (i + BP_AHEAD < n) __builtin_prefetch(&p->map[slot_of(p, hashes[i + BP_AHEAD])], 1);
         bp_block *k = &p->blk[blocks[i]];
-        if (k->ref & BP_HASHED) continue;
+        if (k->ref & BP_MAPPED) continue;
+        if (!(k->ref & BP_HASHED)) {
+            k->hash_lo = (uint32_t)hashes[i];
+            k->hash_hi = (uint32_t)(hashes[i] >> 32);
+            p->n_cached++;
+        }
         k->ref |= BP_FLAGS;
-        k->hash_lo = (uint32_t)hashes[i];
-        k->hash_hi = (uint32_t)(hashes[i] >> 32);
-        map_put(p, hashes[i], blocks[i]);
-        p->n_cached++;
+        map_put(p, blk_hash(k), blocks[i]);
         p->n_mapped++;
     }
     return KV_OK;
@@ -336,17 +338,4 @@ void bpool_set_private_hashes(bpool *p, const uint32_t *blocks, const uint64_t *
         k->hash_hi = (uint32_t)(hashes[i] >> 32);
         p->n_cached++;
     }
-}
-
-int bpool_map_hashes(bpool *p, const uint32_t *blocks, size_t n)
-{
-    if (map_reserve(p, (uint32_t)n) != KV_OK) return KV_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        bp_block *k = &p->blk[blocks[i]];
-        if ((k->ref & BP_FLAGS) != BP_HASHED) continue;
-        k->ref |= BP_MAPPED;
-        map_put(p, blk_hash(k), blocks[i]);
-        p->n_mapped++;
-    }
-    return KV_OK;
 }

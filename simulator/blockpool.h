@@ -50,21 +50,17 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
  * join the free queue's tail in that order. */
 void bpool_release(bpool *p, const uint32_t *blocks, size_t n);
 /* Gives each held block blocks[i] its hash hashes[i], in order, skipping blocks that
- * already carry one (vLLM's cache_full_blocks). KV_ENOMEM, with nothing changed, when
- * the map cannot grow. */
+ * already carry one (vLLM's cache_full_blocks), and enters them in the map; a block with
+ * a private hash (below) keeps it and enters the map. KV_ENOMEM, with nothing changed,
+ * when the map cannot grow. */
 int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n);
-/* The same for blocks whose hashes no other request can ask for (the caller knows their
- * tokens are its own: simsrv_req.unshared_tail): they carry the hash (counted, evicted
- * and reported as above) but stay out of the map, so that a thousand replicas caching
- * millions of such blocks do not pay a random map write to store each and another to
- * evict it. bpool_match does not find them until bpool_map_hashes. */
+/* The same, but out of the map, for blocks whose hashes no other request can ask for
+ * (the caller knows their tokens are its own: simsrv_req.unshared_tail). They are
+ * counted, evicted and reported as cached blocks, but bpool_match does not find them
+ * until bpool_set_hashes enters them, so that a thousand replicas caching millions of
+ * such blocks do not pay a random map write to store each and another to evict it.
+ * Their holder may give them their hashes as late as just before it releases them. */
 void bpool_set_private_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n);
-/* Enters the private hashes of blocks[0..n) into the map, in that order (blocks without
- * a hash or already in the map are skipped): their holder is about to free them and ask
- * for them again (a preempted request). KV_ENOMEM, with nothing changed, when the map
- * cannot grow. */
-int bpool_map_hashes(bpool *p, const uint32_t *blocks, size_t n);
-
 uint32_t bpool_ref(const bpool *p, uint32_t block);
 /* How many of blocks[0..n) have no reference (sit in the free queue): what a cache
  * hit on them would take out of the free pool. */

@@ -504,6 +504,12 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
 
 /* --- KV allocation (vLLM allocate_slots) ------------------------------------------- */
 
+/* How many of r's first n blocks another request may ask for (simsrv_req.unshared_tail). */
+static uint32_t shared_blocks(const simsrv_req *r, uint32_t bs, uint32_t n)
+{
+    return r->unshared_tail && r->shared_len / bs < n ? r->shared_len / bs : n;
+}
+
 /* allocate_slots, less bringing r->ready_end and r->hash_due up to date (its one caller does). */
 static int take_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t num_new, const uint32_t *hits,
                       uint32_t n_hit)
@@ -540,11 +546,10 @@ static int take_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t 
     if (full <= st->n_cached) return KV_OK;
     uint32_t first = st->n_cached;
     s->m.blocks_stored += full - first;
-    uint32_t shared = r->unshared_tail ? r->shared_len / s->bs : full;   /* blocks another request may ask for */
-    shared = shared < first ? first : shared > full ? full : shared;
-    if (bpool_set_hashes(s->pool, st->blocks + first, st->hashes + first, shared - first) != KV_OK)
+    /* Blocks no other request can ask for get their hashes when r frees them (free_blocks). */
+    uint32_t shared = shared_blocks(r, s->bs, full);
+    if (shared > first && bpool_set_hashes(s->pool, st->blocks + first, st->hashes + first, shared - first) != KV_OK)
         return KV_ENOMEM;
-    bpool_set_private_hashes(s->pool, st->blocks + shared, st->hashes + shared, full - shared);
     if (!s->cfg.emit_kv_events) {
         st->n_cached = full;
         return KV_OK;
@@ -575,10 +580,14 @@ static int allocate_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint3
 }
 
 /* Frees r's blocks, tail first (vLLM frees reversed(blocks) so a request's last blocks
- * are evicted before its prefix). Cached hashes stay until eviction. */
+ * are evicted before its prefix). Cached hashes stay until eviction; the blocks that
+ * only r could ask for get theirs now, out of the map (the release touches them anyway,
+ * where giving them at hashing time cost a cache miss per block). */
 static void free_blocks(simsrv *s, simsrv_req *r)
 {
     rstate *st = r->priv_ptr;
+    uint32_t shared = shared_blocks(r, s->bs, st->n_cached);
+    bpool_set_private_hashes(s->pool, st->blocks + shared, st->hashes + shared, st->n_cached - shared);
     for (uint32_t i = 0; i < st->n_blocks / 2; i++) {
         uint32_t t = st->blocks[i];
         st->blocks[i] = st->blocks[st->n_blocks - 1 - i];
@@ -674,9 +683,11 @@ static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)
         while (r->n_computed + n > r->ready_end &&
                (rc = allocate_slots(s, r, r->n_computed, n, NULL, 0)) == KV_EFULL) {
             simsrv_req *victim = s->run.v[--s->run.n];
-            /* It will ask for its blocks again when readmitted: publish its private hashes. */
+            /* It will ask for its blocks again when readmitted: they enter the map. */
             const rstate *vst = victim->priv_ptr;
-            if (victim->unshared_tail && bpool_map_hashes(s->pool, vst->blocks, vst->n_cached) != KV_OK)
+            uint32_t shared = shared_blocks(victim, s->bs, vst->n_cached);
+            if (shared < vst->n_cached && bpool_set_hashes(s->pool, vst->blocks + shared, vst->hashes + shared,
+                                                           vst->n_cached - shared) != KV_OK)
                 return KV_ENOMEM;
             free_blocks(s, victim);
             victim->n_computed = 0;
