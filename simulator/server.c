@@ -438,16 +438,45 @@ static void wq_push_front(simsrv *s, simsrv_req *r)
 
 /* --- hashing ------------------------------------------------------------------------ */
 
+/* How many of r's first n blocks another request may ask for (simsrv_req.unshared_tail). */
+static uint32_t shared_blocks(const simsrv_req *r, uint32_t bs, uint32_t n)
+{
+    return r->unshared_tail && r->shared_len / bs < n ? r->shared_len / bs : n;
+}
+
+/* With KV events off nobody sees a block's hash; it only finds the block again. A block
+ * that only its own request can ask for is then found as well by a key unique to the
+ * request and the block's position, which reads no tokens and draws no output tokens
+ * (a thousand-replica run of random data hashed half a billion tokens for nothing). The
+ * keys are mixed 64-bit values like the chain's, so they meet a real hash no more often
+ * than two real hashes meet. */
+static bool keyed_by_position(const simsrv *s, const simsrv_req *r)
+{
+    return r->unshared_tail && !s->cfg.emit_kv_events;
+}
+
+#define POSITION_KEY_SALT 0x6b76726f75746531ULL   /* "kvroute1": apart from simsrv_output_token's stream */
+
+static uint64_t position_key(const simsrv_req *r, uint32_t block)
+{
+    return mix64(mix64(r->id ^ POSITION_KEY_SALT) + block);
+}
+
 /* Extends r's hash chain over every full block of its known tokens. */
 static void hash_known_blocks(simsrv *s, simsrv_req *r)
 {
     rstate *st = r->priv_ptr;
     uint32_t full = num_tokens(r) / s->bs;
+    uint32_t by_position = keyed_by_position(s, r) ? shared_blocks(r, s->bs, full) : full;
     while (st->n_hashes < full) {
         uint32_t b = st->n_hashes;
-        uint64_t parent = b ? st->hashes[b - 1] : s->root;
-        tokens_at(s, r, b * s->bs, s->bs, s->tmp_tokens);
-        blockkeys_compute(&s->keys, parent, s->tmp_tokens, s->bs, NULL, 0, NULL, &st->hashes[b], 1);
+        if (b >= by_position) {
+            st->hashes[b] = position_key(r, b);
+        } else {
+            uint64_t parent = b ? st->hashes[b - 1] : s->root;
+            tokens_at(s, r, b * s->bs, s->bs, s->tmp_tokens);
+            blockkeys_compute(&s->keys, parent, s->tmp_tokens, s->bs, NULL, 0, NULL, &st->hashes[b], 1);
+        }
         st->n_hashes++;
     }
     sync_ready(s, r);
@@ -458,6 +487,12 @@ static void hash_known_blocks(simsrv *s, simsrv_req *r)
 static uint32_t prompt_hashes(simsrv *s, const simsrv_req *r, uint64_t *out)
 {
     uint32_t n = r->n_prompt / s->bs;
+    uint32_t shared = keyed_by_position(s, r) ? shared_blocks(r, s->bs, n) : n;
+    if (shared < n) {
+        blockkeys_compute(&s->keys, s->root, r->tokens, (size_t)shared * s->bs, NULL, 0, NULL, out, shared);
+        for (uint32_t b = shared; b < n; b++) out[b] = position_key(r, b);
+        return n;
+    }
     if (!r->prompt_fp || n == 0)
         return (uint32_t)blockkeys_compute(&s->keys, s->root, r->tokens, r->n_prompt, NULL, 0, NULL, out, n);
     if (!s->memo) s->memo = calloc(MEMO_SLOTS, sizeof *s->memo);
@@ -503,12 +538,6 @@ int simsrv_submit(simsrv *s, simsrv_req *r)
 }
 
 /* --- KV allocation (vLLM allocate_slots) ------------------------------------------- */
-
-/* How many of r's first n blocks another request may ask for (simsrv_req.unshared_tail). */
-static uint32_t shared_blocks(const simsrv_req *r, uint32_t bs, uint32_t n)
-{
-    return r->unshared_tail && r->shared_len / bs < n ? r->shared_len / bs : n;
-}
 
 /* allocate_slots, less bringing r->ready_end and r->hash_due up to date (its one caller does). */
 static int take_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t num_new, const uint32_t *hits,
