@@ -483,7 +483,7 @@ static void hash_known_blocks(simsrv *s, simsrv_req *r)
 }
 
 /* Writes the engine hash chain of r's prompt's full blocks to out (room for
- * n_prompt / block_size) and returns its length. */
+ * n_prompt / block_size) and returns its length; blocks keyed by position get their keys. */
 static uint32_t prompt_hashes(simsrv *s, const simsrv_req *r, uint64_t *out)
 {
     uint32_t n = r->n_prompt / s->bs;

@@ -70,7 +70,8 @@ typedef struct simsrv_req {
      * tokens, and output tokens that no later prompt repeats), so no other request can
      * ask for a block holding one: the server hashes such blocks (events, counts and
      * evictions are unchanged) but keeps them out of its prefix-cache map unless the
-     * request is preempted and will ask for them itself (bpool_set_private_hashes). False:
+     * request is preempted and will ask for them itself (bpool_set_private_hashes), and
+     * with KV events off keys them by position instead of hashing their tokens. False:
      * any block may be shared. */
     bool unshared_tail;
     uint32_t shared_len;
