@@ -307,6 +307,15 @@ void bpool_release(bpool *p, const uint32_t *blocks, size_t n)
     }
 }
 
+/* k carries hash h from now on (in the map or not: the caller says). */
+static void blk_give_hash(bpool *p, bp_block *k, uint64_t h)
+{
+    k->ref |= BP_HASHED;
+    k->hash_lo = (uint32_t)h;
+    k->hash_hi = (uint32_t)(h >> 32);
+    p->n_cached++;
+}
+
 int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, size_t n)
 {
     if (map_reserve(p, (uint32_t)n) != KV_OK) return KV_ENOMEM;
@@ -316,12 +325,8 @@ int bpool_set_hashes(bpool *p, const uint32_t *blocks, const uint64_t *hashes, s
         if (i + BP_AHEAD < n) __builtin_prefetch(&p->map[slot_of(p, hashes[i + BP_AHEAD])], 1);
         bp_block *k = &p->blk[blocks[i]];
         if (k->ref & BP_MAPPED) continue;
-        if (!(k->ref & BP_HASHED)) {
-            k->hash_lo = (uint32_t)hashes[i];
-            k->hash_hi = (uint32_t)(hashes[i] >> 32);
-            p->n_cached++;
-        }
-        k->ref |= BP_FLAGS;
+        if (!(k->ref & BP_HASHED)) blk_give_hash(p, k, hashes[i]);
+        k->ref |= BP_MAPPED;
         map_put(p, blk_hash(k), blocks[i]);
         p->n_mapped++;
     }
@@ -332,10 +337,6 @@ void bpool_set_private_hashes(bpool *p, const uint32_t *blocks, const uint64_t *
 {
     for (size_t i = 0; i < n; i++) {
         bp_block *k = &p->blk[blocks[i]];
-        if (k->ref & BP_HASHED) continue;
-        k->ref |= BP_HASHED;
-        k->hash_lo = (uint32_t)hashes[i];
-        k->hash_hi = (uint32_t)(hashes[i] >> 32);
-        p->n_cached++;
+        if (!(k->ref & BP_HASHED)) blk_give_hash(p, k, hashes[i]);
     }
 }
