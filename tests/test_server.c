@@ -410,6 +410,25 @@ static void test_rejects_and_defaults(void **state)
     free(t);
 }
 
+/* --- digests ------------------------------------------------------------------ */
+
+/* FNV-1a over 64-bit words: two runs that must agree fold what they did into one each. */
+#define DIGEST_START 1469598103934665603ULL
+
+static uint64_t digest_word(uint64_t h, uint64_t v)
+{
+    return (h ^ v) * 1099511628211ULL;
+}
+
+/* Folds in what a step did: its event bytes, which requests got a token, its time and
+ * its token and preemption counts. */
+static uint64_t digest_step(uint64_t h, const simsrv_step_result *r)
+{
+    for (size_t k = 0; k < r->kv_payload_len; k++) h = digest_word(h, r->kv_payload[k]);
+    for (size_t k = 0; k < r->n_tokens_out; k++) h = digest_word(h, r->tokens_out[k]->id);
+    return digest_word(h, (uint64_t)r->duration ^ (uint64_t)r->n_tokens_out << 32 ^ (uint64_t)r->n_preempted << 48);
+}
+
 /* --- events ------------------------------------------------------------------- */
 
 typedef struct evcheck {
@@ -501,7 +520,7 @@ static uint64_t run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t
     uint32_t *run_step = calloc(NREQ, sizeof *run_step), *run_len = calloc(NREQ, sizeof *run_len);
     assert_true(req && toks && got && run_step && run_len);
     uint32_t emitting = 0, breaks = 0;
-    uint64_t digest = 1469598103934665603ULL;
+    uint64_t digest = DIGEST_START;
     size_t next = 0, done = 0;
     sim_time now = 0;
     int guard = 0;
@@ -553,9 +572,7 @@ static uint64_t run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t
             done++;
         }
         ev_apply(&e, &r, bs);
-        for (size_t k = 0; k < r.kv_payload_len; k++) digest = (digest ^ r.kv_payload[k]) * 1099511628211ULL;
-        for (size_t k = 0; k < r.n_tokens_out; k++) digest = (digest ^ r.tokens_out[k]->id) * 1099511628211ULL;
-        digest = (digest ^ (uint64_t)r.duration ^ (uint64_t)r.n_preempted << 40) * 1099511628211ULL;
+        digest = digest_step(digest, &r);
         now += r.duration;
     }
     for (size_t i = 0; i < NREQ; i++) assert_int_equal(got[i], req[i].n_output);
@@ -570,7 +587,7 @@ static uint64_t run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t
     }
     assert_true(m.hit_tokens > 0);
     if (blocks < 200) assert_true(m.preemptions > 0 && breaks > 0);   /* the tight pools must preempt */
-    digest = (digest ^ m.hit_tokens ^ m.blocks_removed << 32 ^ m.blocks_stored << 48) * 1099511628211ULL;
+    digest = digest_word(digest, m.hit_tokens ^ m.blocks_removed << 32 ^ m.blocks_stored << 48);
     for (size_t i = 0; i < NREQ; i++) free(toks[i]);
     for (int g = 0; g < NGROUP; g++) free(prefix[g]);
     free(req); free(toks); free(got); free(run_step); free(run_len); free(e.live);
@@ -613,15 +630,14 @@ static uint64_t run_digest(bool events, bool fingerprints)
         if (fingerprints) q[i].prompt_fp = XXH3_64bits(q[i].tokens, (size_t)q[i].n_prompt * sizeof *q[i].tokens);
         assert_int_equal(simsrv_submit(s, &q[i]), KV_OK);
     }
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = DIGEST_START;
     sim_time now = 0;
     simsrv_step_result r;
     while (simsrv_has_work(s)) {
         assert_int_equal(simsrv_step(s, now, &r), KV_OK);
         now += r.duration;
         if (!events) assert_null(r.kv_payload);
-        for (size_t k = 0; k < r.kv_payload_len; k++) h = (h ^ r.kv_payload[k]) * 1099511628211ULL;
-        h = (h ^ (uint64_t)r.duration ^ ((uint64_t)r.n_tokens_out << 32)) * 1099511628211ULL;
+        h = digest_step(h, &r);
     }
     simsrv_free(s);
     free(t);
