@@ -200,5 +200,9 @@ void kvev_buf_free(kvev_buf *b);
  * are left out. Hashes are written as unsigned integers (vLLM's default). Returns
  * KV_EINVAL for unencodable input (KVEV_EXTRA_OTHER items, bad type), KV_ENOMEM. */
 int kvev_encode(const kvev_batch *b, kvev_encoding enc, kvev_buf *out, kv_err *err);
+/* kvev_encode, but the payload goes after out's first out->len bytes, which are kept: a
+ * caller queueing payloads in one buffer encodes straight into it. On error out->len is
+ * as it was. */
+int kvev_encode_append(const kvev_batch *b, kvev_encoding enc, kvev_buf *out, kv_err *err);
 
 #endif

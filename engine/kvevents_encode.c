@@ -209,11 +209,11 @@ static int pack_event(enc *x, const kvev_event *e, size_t ev, kv_err *err)
     return KV_OK;
 }
 
-int kvev_encode(const kvev_batch *b, kvev_encoding encoding, kvev_buf *out, kv_err *err)
+int kvev_encode_append(const kvev_batch *b, kvev_encoding encoding, kvev_buf *out, kv_err *err)
 {
     if (b->n_events && !b->events) return kv_err_set(err, KV_EINVAL, "kvevents: batch has a count without events");
+    size_t start = out->len;
     enc x = {.buf = out, .map = encoding != KVEV_ENC_ARRAY};
-    out->len = 0;
     msgpack_packer_init(&x.pk, &x, buf_write);
     if (encoding == KVEV_ENC_MAP_ALL) {
         msgpack_pack_map(&x.pk, b->has_dp_rank ? 3 : 2);
@@ -226,12 +226,24 @@ int kvev_encode(const kvev_batch *b, kvev_encoding encoding, kvev_buf *out, kv_e
     msgpack_pack_array(&x.pk, b->n_events);
     for (size_t i = 0; i < b->n_events; i++) {
         int rc = pack_event(&x, &b->events[i], i, err);
-        if (rc) return rc;
+        if (rc) {
+            out->len = start;
+            return rc;
+        }
     }
     if (b->has_dp_rank) {
         if (encoding == KVEV_ENC_MAP_ALL) pack_cstr(&x.pk, "data_parallel_rank");
         msgpack_pack_int64(&x.pk, b->data_parallel_rank);
     }
-    if (x.oom) return kv_err_set(err, KV_ENOMEM, "kvevents: out of memory encoding a batch");
+    if (x.oom) {
+        out->len = start;
+        return kv_err_set(err, KV_ENOMEM, "kvevents: out of memory encoding a batch");
+    }
     return KV_OK;
+}
+
+int kvev_encode(const kvev_batch *b, kvev_encoding encoding, kvev_buf *out, kv_err *err)
+{
+    out->len = 0;
+    return kvev_encode_append(b, encoding, out, err);
 }

@@ -408,9 +408,9 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
     }
     if (rc)
         return rc;
-    if (res->kv_payload_len) {
+    if (res->n_kv_events) {   /* published now, at the step's end */
         c->st.kv_batches++;
-        if (!kvpayq_push(&c->pay, res->kv_payload, res->kv_payload_len))
+        if (simsrv_kv_encode(sv->srv, kvpayq_open(&c->pay)) != KV_OK || !kvpayq_commit(&c->pay))
             return kv_err_set(err, KV_ENOMEM, "out of memory (KV payloads)");
         if ((rc = cl_push(c, c->now + c->s->cluster.kv_event_delay, EV_KV, (int32_t)i, 0, err)))
             return rc;
@@ -421,7 +421,7 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
 static int cl_kv_deliver(cl *c, size_t i, kv_err *err)
 {
     size_t len;
-    const uint8_t *data = kvpayq_front(&c->pay, &len);   /* readable until the next push */
+    const uint8_t *data = kvpayq_front(&c->pay, &len);   /* readable until the next kvpayq_open */
     if (!data)   /* one delivery event is pushed per payload */
         return kv_err_set(err, KV_ESTATE, "KV events of %s: no payload in flight", c->srv[i].name);
     kvpayq_pop(&c->pay);

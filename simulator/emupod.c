@@ -47,7 +47,7 @@ struct emupod {
     uint64_t seq;
     rbatch *ring;                      /* replay buffer: the last replay_steps batches */
     size_t ring_head, ring_len;
-    kvev_buf clear_buf;
+    kvev_buf payload;                  /* the batch being published: a step's, or a reset's */
     rng rng;
     emupod_stats st;
 };
@@ -111,9 +111,23 @@ static int publish_cleared(emupod *p, kv_err *err)
 {
     kvev_event ev = {.type = KVEV_ALL_BLOCKS_CLEARED};
     kvev_batch b = {.ts = (double)real_us() / 1e6, .has_dp_rank = true, .events = &ev, .n_events = 1};
-    int rc = kvev_encode(&b, p->cfg.srv.kv_encoding, &p->clear_buf, err);
-    if (rc == KV_OK) publish(p, p->clear_buf.data, p->clear_buf.len);
+    int rc = kvev_encode(&b, p->cfg.srv.kv_encoding, &p->payload, err);
+    if (rc == KV_OK) publish(p, p->payload.data, p->payload.len);
     return rc;
+}
+
+/* Publishes the KV events of the step that just ended. Out of memory, the batch is lost
+ * as a dropped one is: its number is used, so the router sees the gap. */
+static void publish_step(emupod *p)
+{
+    p->payload.len = 0;
+    if (simsrv_kv_encode(p->srv, &p->payload) == KV_OK) {
+        publish(p, p->payload.data, p->payload.len);
+        return;
+    }
+    p->seq++;
+    p->st.batches++;
+    p->st.dropped++;
 }
 
 /* One replay request: [id, "", seq8]. Malformed requests are ignored (vLLM logs them). */
@@ -230,7 +244,7 @@ static void on_step_end(evutil_socket_t fd, short what, void *arg)
         if (r->sink.ctx) r->sink.done(r->sink.ctx, KV_OK);
         req_unlink_free(p, r);
     }
-    if (res->kv_payload_len && p->pub) publish(p, res->kv_payload, res->kv_payload_len);
+    if (res->n_kv_events && p->pub) publish_step(p);
     for (emupod_req *r = p->live, *next; r; r = next) {   /* aborted during the step */
         next = r->next;
         if (r->aborted) req_unlink_free(p, r);
@@ -392,7 +406,7 @@ void emupod_free(emupod *p)
     free(p->ring);
     if (p->pub) zmq_close(p->pub);
     if (p->router) zmq_close(p->router);
-    kvev_buf_free(&p->clear_buf);
+    kvev_buf_free(&p->payload);
     free(p);
 }
 

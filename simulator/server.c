@@ -116,7 +116,7 @@ struct simsrv {
     VEC(uint64_t, tmp_evicted);
     uint32_t *tmp_tokens;             /* one block of tokens */
     VEC(kvev_event, ev_out);
-    kvev_buf payload;
+    sim_time ev_ts;                   /* end of the step that recorded ev */
     uint64_t next_seq;
 
     simsrv_metrics m;
@@ -335,7 +335,6 @@ void simsrv_free(simsrv *s)
     free(s->ev_hashes.v);
     free(s->ev_tokens.v);
     free(s->ev_out.v);
-    kvev_buf_free(&s->payload);
     bpool_free(s->pool);
     free(s);
 }
@@ -773,38 +772,6 @@ static int schedule_waiting(simsrv *s, uint32_t *budget)
     return KV_OK;
 }
 
-/* Builds this step's KVEventBatch payload from the recorded events. */
-static int publish(simsrv *s, sim_time t_end, simsrv_step_result *res)
-{
-    if (s->ev.n == 0 || !s->cfg.emit_kv_events) return KV_OK;
-    if (!VEC_RESERVE(s->ev_out, s->ev.n)) return KV_ENOMEM;
-    static const kvev_event blank;
-    for (size_t i = 0; i < s->ev.n; i++) {
-        const evrec *e = &s->ev.v[i];
-        kvev_event *o = &s->ev_out.v[i];
-        *o = blank;
-        o->type = e->type;
-        o->block_hashes = s->ev_hashes.v + e->hash_off;
-        o->n_block_hashes = e->n_hashes;
-        o->medium = kvev_str_c("GPU");
-        if (e->type == KVEV_BLOCK_STORED) {
-            o->has_parent = e->has_parent;
-            o->parent_block_hash = e->parent;
-            o->token_ids = s->ev_tokens.v + e->tok_off;
-            o->n_token_ids = e->n_tokens;
-            o->block_size = s->bs;
-        }
-    }
-    kvev_batch b = {.ts = (double)t_end / SIM_US_PER_S, .has_dp_rank = true, .data_parallel_rank = 0,
-                    .events = s->ev_out.v, .n_events = s->ev.n};
-    int rc = kvev_encode(&b, s->cfg.kv_encoding, &s->payload, NULL);
-    if (rc != KV_OK) return rc;
-    res->kv_payload = s->payload.data;
-    res->kv_payload_len = s->payload.len;
-    res->kv_seq = s->next_seq++;
-    return KV_OK;
-}
-
 /* vLLM's cascade attention for the step just scheduled: the leading blocks that every
  * running request holds (KVCacheManager.get_num_common_prefix_blocks: a block whose
  * reference count is the number of running requests), capped at the least context any
@@ -838,10 +805,10 @@ static bool share_common_prefix(simsrv *s)
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
 {
     memset(res, 0, sizeof *res);
+    s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;   /* nothing left for simsrv_kv_encode */
     if (s->n_emit_steps == UINT32_MAX) return KV_ERANGE;   /* emit_step would wrap */
     s->n_sched = s->out.n = s->fin.n = s->starts.n = 0;
     s->batch = (sm_batch){0};
-    s->ev.n = s->ev_hashes.n = s->ev_tokens.n = 0;
 
     /* Every running request and every admission is scheduled at most once. */
     size_t most = s->run.n + (s->wq_len < s->max_seqs ? s->wq_len : s->max_seqs);
@@ -911,5 +878,36 @@ int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res)
     res->n_tokens_out = s->out.n;
     res->finished = s->fin.v;
     res->n_finished = s->fin.n;
-    return publish(s, now + res->duration, res);
+    if (s->cfg.emit_kv_events && s->ev.n) {
+        s->ev_ts = now + res->duration;
+        res->n_kv_events = s->ev.n;
+        res->kv_seq = s->next_seq++;
+    }
+    return KV_OK;
+}
+
+int simsrv_kv_encode(simsrv *s, kvev_buf *out)
+{
+    if (s->ev.n == 0 || !s->cfg.emit_kv_events) return KV_OK;
+    if (!VEC_RESERVE(s->ev_out, s->ev.n)) return KV_ENOMEM;
+    static const kvev_event blank;
+    for (size_t i = 0; i < s->ev.n; i++) {
+        const evrec *e = &s->ev.v[i];
+        kvev_event *o = &s->ev_out.v[i];
+        *o = blank;
+        o->type = e->type;
+        o->block_hashes = s->ev_hashes.v + e->hash_off;
+        o->n_block_hashes = e->n_hashes;
+        o->medium = kvev_str_c("GPU");
+        if (e->type == KVEV_BLOCK_STORED) {
+            o->has_parent = e->has_parent;
+            o->parent_block_hash = e->parent;
+            o->token_ids = s->ev_tokens.v + e->tok_off;
+            o->n_token_ids = e->n_tokens;
+            o->block_size = s->bs;
+        }
+    }
+    kvev_batch b = {.ts = (double)s->ev_ts / SIM_US_PER_S, .has_dp_rank = true, .data_parallel_rank = 0,
+                    .events = s->ev_out.v, .n_events = s->ev.n};
+    return kvev_encode_append(&b, s->cfg.kv_encoding, out, NULL);
 }

@@ -104,9 +104,9 @@ typedef struct simsrv_step_result {
     uint32_t n_scheduled_tokens, n_prefill_tokens, n_decode_seqs;
     uint32_t n_preempted;
     bool cascade;                         /* the step read a common prefix once */
-    /* KV events published at the end of this step: zero or one msgpack KVEventBatch
-     * payload (vLLM array encoding), with its sequence number. */
-    const uint8_t *kv_payload; size_t kv_payload_len;
+    /* KV events published at the end of this step (0: none, or events are off): one
+     * KVEventBatch, number kv_seq, that simsrv_kv_encode writes. */
+    size_t n_kv_events;
     uint64_t kv_seq;
 } simsrv_step_result;
 
@@ -130,6 +130,13 @@ bool simsrv_has_work(const simsrv *s);
 /* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done.
  * KV_ERANGE, doing nothing, once 2^32 - 1 steps have emitted tokens. */
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res);
+/* Appends the KV events of the step simsrv_step last ran (res.n_kv_events of them) to
+ * out as one msgpack KVEventBatch (the configured kv_encoding, ts = the step's end),
+ * after out's first out->len bytes; appends nothing when it had none. Valid until the
+ * next simsrv_step, so a caller encodes at the step's end, when the batch is published,
+ * straight into wherever it keeps payloads (the cluster: its in-flight queue, shared by
+ * every replica). KV_OK, or KV_ENOMEM with out->len unchanged. */
+int simsrv_kv_encode(simsrv *s, kvev_buf *out);
 
 typedef struct simsrv_metrics {
     int waiting, running;

@@ -348,6 +348,11 @@ static void test_round_trip_all_fields(void **state)
         assert_int_equal(kvev_encode(&out, (kvev_encoding)enc, &again, &err), KV_OK);
         assert_int_equal(again.len, buf.len);
         assert_memory_equal(again.data, buf.data, buf.len);
+        /* appended: what was there stays, and the payload's bytes are the same */
+        assert_int_equal(kvev_encode_append(&b, (kvev_encoding)enc, &again, &err), KV_OK);
+        assert_int_equal(again.len, 2 * buf.len);
+        assert_memory_equal(again.data, buf.data, buf.len);
+        assert_memory_equal(again.data + buf.len, buf.data, buf.len);
         kvev_buf_free(&buf);
         kvev_buf_free(&again);
     }
@@ -377,6 +382,15 @@ static void test_extra_key_kinds(void **state)
     kvev_buf buf = {0};
     assert_int_equal(kvev_encode(&b, KVEV_ENC_ARRAY, &buf, &err), KV_EINVAL);
     assert_non_null(strstr(err.msg, "extra_keys[0][1]"));
+    /* a failed append leaves the bytes before it, and only those */
+    uint8_t head[3] = {1, 2, 3};
+    buf.len = 0;
+    assert_int_equal(kvev_encode_append(&(kvev_batch){.n_events = 0}, KVEV_ENC_ARRAY, &buf, &err), KV_OK);
+    size_t before = buf.len;
+    memcpy(head, buf.data, before < 3 ? before : 3);
+    assert_int_equal(kvev_encode_append(&b, KVEV_ENC_ARRAY, &buf, &err), KV_EINVAL);
+    assert_int_equal(buf.len, before);
+    assert_memory_equal(buf.data, head, before < 3 ? before : 3);
     kvev_buf_free(&buf);
     kvev_decoder_free(d);
 }

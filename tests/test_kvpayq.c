@@ -1,7 +1,8 @@
 /* test_kvpayq: the KV payload FIFO hands back every payload, byte for byte, in push
  * order (against a reference queue, over random pushes and pops), and a queue that is
  * never empty keeps its buffer within a bound set by the payloads in flight, not by
- * everything ever pushed (the scale-1000 case the compaction exists for). */
+ * everything ever pushed (the scale-1000 case the compaction exists for). Payloads go in
+ * as a replica's do: appended to kvpayq_open's buffer, then committed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "grow.h"
 #include "kvpayq.h"
 #include "rng.h"
 
@@ -20,6 +22,20 @@
 static void fill(uint8_t *p, uint64_t id, size_t len)
 {
     for (size_t k = 0; k < len; k++) p[k] = (uint8_t)((id * 131 + k * 7) ^ (id >> 3));
+}
+
+/* Appends data[0, len) to the queue's buffer, growing it as kvev_encode_append does. */
+static bool append(kvev_buf *b, const uint8_t *data, size_t len)
+{
+    if (!grow_array((void **)&b->data, &b->cap, b->len + len, 1)) return false;
+    if (len) memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return true;
+}
+
+static bool push_payload(kvpayq *q, const uint8_t *data, size_t len)
+{
+    return append(kvpayq_open(q), data, len) && kvpayq_commit(q);
 }
 
 static void test_empty(void **state)
@@ -33,7 +49,7 @@ static void test_empty(void **state)
     kvpayq_free(&q);
 }
 
-/* What kvpayq_front returned stays readable after the pop, until the next push
+/* What kvpayq_front returned stays readable after the pop, until the next kvpayq_open
  * (cl_kv_deliver pops before applying the payload). */
 static void test_front_survives_pop(void **state)
 {
@@ -42,8 +58,8 @@ static void test_front_survives_pop(void **state)
     uint8_t a[100], b[50];
     fill(a, 1, sizeof a);
     fill(b, 2, sizeof b);
-    assert_true(kvpayq_push(&q, a, sizeof a));
-    assert_true(kvpayq_push(&q, b, sizeof b));
+    assert_true(push_payload(&q, a, sizeof a));
+    assert_true(push_payload(&q, b, sizeof b));
     size_t len;
     const uint8_t *p = kvpayq_front(&q, &len);
     kvpayq_pop(&q);
@@ -96,7 +112,7 @@ static void test_random_against_reference(void **state)
             assert_true(tail - head < cap);
             ref x = {.id = id++, .len = (size_t)rng_below(&r, MAX_LEN + 1)};
             fill(buf, x.id, x.len);
-            assert_true(kvpayq_push(&q, buf, x.len));
+            assert_true(push_payload(&q, buf, x.len));
             fifo[tail++ % cap] = x;
             live += x.len;
             pushed += x.len;
@@ -122,12 +138,49 @@ static void test_random_against_reference(void **state)
     kvpayq_free(&q);
 }
 
+/* Bytes appended after kvpayq_open but never committed (a replica's step that failed
+ * while encoding) are not part of any payload: the next open drops them. Payloads
+ * appended in one open are one payload, and an open with nothing appended commits an
+ * empty one. */
+static void test_uncommitted_dropped(void **state)
+{
+    (void)state;
+    kvpayq q = {0};
+    uint8_t a[40], b[30], c[20];
+    fill(a, 1, sizeof a);
+    fill(b, 2, sizeof b);
+    fill(c, 3, sizeof c);
+    assert_true(push_payload(&q, a, sizeof a));
+    assert_true(append(kvpayq_open(&q), b, sizeof b));   /* never committed */
+    kvev_buf *buf = kvpayq_open(&q);
+    assert_true(append(buf, c, 10) && append(buf, c + 10, 10) && kvpayq_commit(&q));
+    kvpayq_open(&q);
+    assert_true(kvpayq_commit(&q));
+    assert_int_equal(kvpayq_len(&q), 3);
+    size_t len;
+    const uint8_t *p = kvpayq_front(&q, &len);
+    assert_int_equal(len, sizeof a);
+    assert_memory_equal(p, a, sizeof a);
+    kvpayq_pop(&q);
+    p = kvpayq_front(&q, &len);
+    assert_int_equal(len, sizeof c);
+    assert_memory_equal(p, c, sizeof c);
+    kvpayq_pop(&q);
+    p = kvpayq_front(&q, &len);
+    assert_non_null(p);
+    assert_int_equal(len, 0);
+    kvpayq_pop(&q);
+    assert_null(kvpayq_front(&q, &len));
+    kvpayq_free(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_front_survives_pop),
         cmocka_unit_test(test_random_against_reference),
+        cmocka_unit_test(test_uncommitted_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

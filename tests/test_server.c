@@ -420,11 +420,20 @@ static uint64_t digest_word(uint64_t h, uint64_t v)
     return (h ^ v) * 1099511628211ULL;
 }
 
+/* The step's KV payload as its caller publishes it, into b (emptied first): none when
+ * the step reported no events. */
+static void step_payload(simsrv *s, const simsrv_step_result *r, kvev_buf *b)
+{
+    b->len = 0;
+    assert_int_equal(simsrv_kv_encode(s, b), KV_OK);
+    assert_int_equal(b->len > 0, r->n_kv_events > 0);
+}
+
 /* Folds in what a step did: its event bytes, which requests got a token, its time and
  * its token and preemption counts. */
-static uint64_t digest_step(uint64_t h, const simsrv_step_result *r)
+static uint64_t digest_step(uint64_t h, const simsrv_step_result *r, const kvev_buf *payload)
 {
-    for (size_t k = 0; k < r->kv_payload_len; k++) h = digest_word(h, r->kv_payload[k]);
+    for (size_t k = 0; k < payload->len; k++) h = digest_word(h, payload->data[k]);
     for (size_t k = 0; k < r->n_tokens_out; k++) h = digest_word(h, r->tokens_out[k]->id);
     return digest_word(h, (uint64_t)r->duration ^ (uint64_t)r->n_tokens_out << 32 ^ (uint64_t)r->n_preempted << 48);
 }
@@ -440,14 +449,14 @@ typedef struct evcheck {
     uint64_t stored, removed;
 } evcheck;
 
-static void ev_apply(evcheck *e, const simsrv_step_result *r, uint32_t bs)
+static void ev_apply(evcheck *e, const simsrv_step_result *r, const kvev_buf *payload, uint32_t bs)
 {
-    if (!r->kv_payload) return;
+    if (!payload->len) return;
     assert_int_equal(r->kv_seq, e->next_seq);
     e->next_seq++;
     kvev_batch b;
     kv_err err = {0};
-    if (kvev_decode_batch(e->dec, r->kv_payload, r->kv_payload_len, &b, &err) != KV_OK) fail_msg("%s", err.msg);
+    if (kvev_decode_batch(e->dec, payload->data, payload->len, &b, &err) != KV_OK) fail_msg("%s", err.msg);
     assert_true(b.n_events > 0);
     for (size_t i = 0; i < b.n_events; i++) {
         const kvev_event *ev = &b.events[i];
@@ -519,6 +528,7 @@ static uint64_t run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t
     /* each request's latest run of consecutive emitting steps, kept here independently */
     uint32_t *run_step = calloc(NREQ, sizeof *run_step), *run_len = calloc(NREQ, sizeof *run_len);
     assert_true(req && toks && got && run_step && run_len);
+    kvev_buf payload = {0};
     uint32_t emitting = 0, breaks = 0;
     uint64_t digest = DIGEST_START;
     size_t next = 0, done = 0;
@@ -571,8 +581,9 @@ static uint64_t run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t
             assert_int_equal(r.finished[k]->n_generated, r.finished[k]->n_output);
             done++;
         }
-        ev_apply(&e, &r, bs);
-        digest = digest_step(digest, &r);
+        step_payload(s, &r, &payload);
+        ev_apply(&e, &r, &payload, bs);
+        digest = digest_step(digest, &r, &payload);
         now += r.duration;
     }
     for (size_t i = 0; i < NREQ; i++) assert_int_equal(got[i], req[i].n_output);
@@ -591,6 +602,7 @@ static uint64_t run_random(uint32_t seed, uint32_t bs, uint64_t blocks, uint32_t
     for (size_t i = 0; i < NREQ; i++) free(toks[i]);
     for (int g = 0; g < NGROUP; g++) free(prefix[g]);
     free(req); free(toks); free(got); free(run_step); free(run_len); free(e.live);
+    kvev_buf_free(&payload);
     kvev_decoder_free(e.dec);
     simsrv_free(s);
     return digest;
@@ -633,12 +645,15 @@ static uint64_t run_digest(bool events, bool fingerprints)
     uint64_t h = DIGEST_START;
     sim_time now = 0;
     simsrv_step_result r;
+    kvev_buf payload = {0};
     while (simsrv_has_work(s)) {
         assert_int_equal(simsrv_step(s, now, &r), KV_OK);
         now += r.duration;
-        if (!events) assert_null(r.kv_payload);
-        h = digest_step(h, &r);
+        step_payload(s, &r, &payload);
+        if (!events) assert_int_equal(r.n_kv_events, 0);
+        h = digest_step(h, &r, &payload);
     }
+    kvev_buf_free(&payload);
     simsrv_free(s);
     free(t);
     return h;
