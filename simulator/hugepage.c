@@ -1,10 +1,13 @@
 /* hugepage: huge-page backed allocation for the simulator's large arrays (see hugepage.h). */
 #include "hugepage.h"
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 void *hugepage_alloc(size_t bytes)
 {
@@ -39,3 +42,31 @@ void *hugepage_grow(void *p, size_t used_bytes, size_t new_bytes)
     free(p);
     return n;
 }
+
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define HUGETLB_TUNABLE "glibc.malloc.hugetlb"
+
+static bool thp_mode_is_madvise(void)
+{
+    char mode[128] = {0};
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return false;
+    bool ok = fgets(mode, sizeof mode, f) != NULL;
+    fclose(f);
+    return ok && strstr(mode, "[madvise]");
+}
+
+void hugepage_heap(char **argv)
+{
+    const char *old = getenv("GLIBC_TUNABLES");
+    if ((old && strstr(old, HUGETLB_TUNABLE)) || !thp_mode_is_madvise()) return;
+    char tunables[4096];
+    int n = snprintf(tunables, sizeof tunables, "%s%s" HUGETLB_TUNABLE "=1", old ? old : "", old && *old ? ":" : "");
+    if (n < 0 || (size_t)n >= sizeof tunables || setenv("GLIBC_TUNABLES", tunables, 1)) return;
+    execv("/proc/self/exe", argv);
+    /* No re-run: this process goes on with its heap as it is, and its children (gnuplot,
+     * sweep workers) with the tunable, which changes nothing but their pages. */
+}
+#else
+void hugepage_heap(char **argv) { (void)argv; }
+#endif

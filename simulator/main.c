@@ -29,6 +29,7 @@
 #include "console.h"
 #include "expect.h"
 #include "htmlreport.h"
+#include "hugepage.h"
 #include "lifecycle.h"
 #include "liverun.h"
 #include "monoclock.h"
@@ -495,6 +496,7 @@ static void live_pods_line(FILE *f, const live_stats *st)
 
 int main(int argc, char **argv)
 {
+    hugepage_heap(argv);   /* may re-run this program (hugepage.h) */
     char tree[PATH_MAX], presets[PATH_MAX + 32], models[PATH_MAX + 32], hardware[PATH_MAX + 32];
     tree_dir(tree, sizeof tree);
     snprintf(presets, sizeof presets, "%s/policies/presets", tree);

@@ -45,6 +45,11 @@ check "one line per pod with its URL and KV-event endpoint" \
     "pod 0: http://127.0.0.1:$P  kv-events tcp://127.0.0.1:$((B + 10)) (bind)  replay off  model $MODEL" \
     "$(sed -n 1p "$D/a.log")"
 check "pod 1 listens on port+1" "200" "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$((P + 1))/health)"
+# ./sim runs with malloc's heap on huge pages where THP is "madvise": it re-ran itself with
+# the tunable added to its environment (hugepage.h)
+if grep -q '\[madvise\]' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null; then want=1; else want=0; fi
+check "./sim re-ran with glibc.malloc.hugetlb=1 where THP is madvise" "$want" \
+    "$(tr '\0' '\n' </proc/${pids##* }/environ | grep -c '^GLIBC_TUNABLES=.*glibc\.malloc\.hugetlb=1')"
 if python3 tests/tools/sse_client.py 127.0.0.1:$P $MODEL >"$D/sse.out" 2>&1; then ok "SSE and whole responses (independent client)"
 else bad "SSE and whole responses (independent client)"; cat "$D/sse.out"; fi
 
