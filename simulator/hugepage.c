@@ -1,6 +1,7 @@
 /* hugepage: huge-page backed allocation for the simulator's large arrays (see hugepage.h). */
 #include "hugepage.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,12 +59,18 @@ static bool thp_mode_is_madvise(void)
 
 void hugepage_heap(char **argv)
 {
-    const char *old = getenv("GLIBC_TUNABLES");
+    const char *old = getenv("GLIBC_TUNABLES"), *preload = getenv("LD_PRELOAD");
     if ((old && strstr(old, HUGETLB_TUNABLE)) || !thp_mode_is_madvise()) return;
-    char tunables[4096];
+    /* Valgrind replaces malloc, and by default stops following a program that execs. */
+    if (preload && strstr(preload, "vgpreload")) return;
+    /* The program's own path, not /proc/self/exe, so ps and perf still name it. */
+    char self[PATH_MAX], tunables[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || (size_t)len >= sizeof self - 1) return;
+    self[len] = '\0';
     int n = snprintf(tunables, sizeof tunables, "%s%s" HUGETLB_TUNABLE "=1", old ? old : "", old && *old ? ":" : "");
     if (n < 0 || (size_t)n >= sizeof tunables || setenv("GLIBC_TUNABLES", tunables, 1)) return;
-    execv("/proc/self/exe", argv);
+    execv(self, argv);
     /* No re-run: this process goes on with its heap as it is, and its children (gnuplot,
      * sweep workers) with the tunable, which changes nothing but their pages. */
 }
