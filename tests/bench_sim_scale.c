@@ -21,6 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "stats.h"
+
 #define SIM "build/rel/bin/sim"
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
@@ -51,12 +53,6 @@ static int run(char *const argv[], child_use *u)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 #define MAX_RUNS 15
 
 /* Runs argv n times: u gets the median CPU and the largest peak; lo, hi the CPU range. */
@@ -70,10 +66,11 @@ static int run_n(char *const argv[], int n, child_use *u, double *lo, double *hi
         cpu[i] = one.cpu_s;
         if (one.peak_bytes > u->peak_bytes) u->peak_bytes = one.peak_bytes;
     }
-    qsort(cpu, (size_t)n, sizeof *cpu, cmp_double);
-    u->cpu_s = n % 2 ? cpu[n / 2] : (cpu[n / 2 - 1] + cpu[n / 2]) / 2;
-    *lo = cpu[0];
-    *hi = cpu[n - 1];
+    stats_block st;
+    stats_summarize(cpu, (size_t)n, &st);
+    u->cpu_s = st.v[STATS_MEDIAN];
+    *lo = st.v[STATS_MIN];
+    *hi = st.v[STATS_MAX];
     return 0;
 }
 
