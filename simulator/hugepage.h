@@ -33,8 +33,9 @@ void *hugepage_grow(void *p, size_t used_bytes, size_t new_bytes);
  * kernel's mode is not "madvise" ("always" already gives the heap huge pages, "never"
  * gives none), when GLIBC_TUNABLES names the tunable already (a user's choice, or this
  * process after its re-run), under a sanitizer or Valgrind (whose allocators replace
- * glibc's; Valgrind would also stop following the program), or when the re-run fails. Otherwise does not return. Call it first in main, before any
- * file, socket or thread exists. */
+ * glibc's; Valgrind would also stop following the program), or when the re-run fails.
+ * Otherwise does not return. Call it first in main, before any file, socket or thread
+ * exists. */
 void hugepage_heap(char **argv);
 
 #endif
