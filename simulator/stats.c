@@ -129,6 +129,11 @@ static int cmp_d(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+void stats_sort(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_d);
+}
+
 static void swap_d(double *a, size_t i, size_t j)
 {
     double t = a[i];

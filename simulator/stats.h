@@ -35,6 +35,8 @@ extern const double stats_key_q[STATS_NKEYS];
 
 /* np.mean: NumPy's pairwise sum divided by n. n = 0 gives NaN. */
 double stats_mean(const double *v, size_t n);
+/* Sorts v[0..n) ascending, for stats_percentile_sorted. */
+void stats_sort(double *v, size_t n);
 /* np.percentile(v, q) ("linear") on an ascending array. q in [0, 100]; n > 0. */
 double stats_percentile_sorted(const double *sorted, size_t n, double q);
 /* Fills a block from v[0..n). Reorders v (selection); n = 0 gives valid = false. */

@@ -41,6 +41,7 @@
 #include "extproc.h"
 #include "ingest.h"
 #include "openai_body.h"
+#include "stats.h"
 #include "support/extproc_client.h"
 #include "support/fake_publisher.h"
 #include "support/sched_fixture.h"
@@ -170,8 +171,6 @@ static size_t pool_acquire(void *ctx, sched_endpoint *const **eps)
 
 static void pool_release(void *ctx) { pthread_mutex_unlock(&((bench *)ctx)->pool_mu); }
 
-static int cmp_double(const void *a, const void *b);
-
 static void prompt_tokens(uint32_t *t, size_t group, uint64_t *rng)
 {
     for (size_t i = 0; i < SHARED; i++)
@@ -298,10 +297,10 @@ static void *publisher(void *arg)
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b)
+/* np.percentile(v, q) of v[0..n) once stats_sort has sorted it; 0 when n is 0 */
+static double pct(const double *v, size_t n, double q)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
+    return n ? stats_percentile_sorted(v, n, q) : 0;
 }
 
 static void on_decision(void *ctx, const extproc_decision *d)
@@ -382,8 +381,8 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
             in_us[n_split] = (b->t_body[i] - b->t_sent[i]) * 1e6;
             out_us[n_split++] = (b->t_recv[i] - b->t_decided[i]) * 1e6;
         }
-    qsort(b->lat, (size_t)n_req, sizeof b->lat[0], cmp_double);
-    double p50 = b->lat[n_req / 2], p99 = b->lat[(size_t)(n_req * 0.99)];
+    stats_sort(b->lat, (size_t)n_req);
+    double p50 = pct(b->lat, (size_t)n_req, 50), p99 = pct(b->lat, (size_t)n_req, 99);
     char measured[256], target[32];
     int n = snprintf(measured, sizeof measured, "p50 %.0f us, p99 %.0f us (%d req, %.0f/s, %d late, %d errors", p50,
                      p99, n_req, n_req / secs, atomic_load(&b->late), atomic_load(&b->errors));
@@ -398,19 +397,19 @@ static void run(bench *b, const char *name, bool with_writer, int n_req, int cli
     if (rate > 0) { /* where the time goes: the scheduler inside the server */
         size_t ns = atomic_load(&b->n_sched);
         ns = ns > N_REQ ? N_REQ : ns;
-        qsort(b->decide_us, ns, sizeof b->decide_us[0], cmp_double);
+        stats_sort(b->decide_us, ns);
         snprintf(measured, sizeof measured, "p50 %.0f us, p99 %.0f us (%zu decisions of the row above)",
-                 ns ? b->decide_us[ns / 2] : 0, ns ? b->decide_us[(size_t)(ns * 0.99)] : 0, ns);
+                 pct(b->decide_us, ns, 50), pct(b->decide_us, ns, 99), ns);
         row("  of which: in the server, body in -> decision", measured, "(breakdown)", "info");
-        qsort(b->sched_us, ns, sizeof b->sched_us[0], cmp_double);
+        stats_sort(b->sched_us, ns);
         snprintf(measured, sizeof measured, "p50 %.0f us, p99 %.0f us (%zu decisions of the row above)",
-                 ns ? b->sched_us[ns / 2] : 0, ns ? b->sched_us[(size_t)(ns * 0.99)] : 0, ns);
+                 pct(b->sched_us, ns, 50), pct(b->sched_us, ns, 99), ns);
         row("    of which: sched_schedule (precise prefix, 8 eps)", measured, "(breakdown)", "info");
-        qsort(in_us, n_split, sizeof in_us[0], cmp_double);
-        qsort(out_us, n_split, sizeof out_us[0], cmp_double);
+        stats_sort(in_us, n_split);
+        stats_sort(out_us, n_split);
         snprintf(measured, sizeof measured, "in: p50 %.0f us, p99 %.0f us; out: p50 %.0f us, p99 %.0f us (%zu requests)",
-                 n_split ? in_us[n_split / 2] : 0, n_split ? in_us[(size_t)(n_split * 0.99)] : 0,
-                 n_split ? out_us[n_split / 2] : 0, n_split ? out_us[(size_t)(n_split * 0.99)] : 0, n_split);
+                 pct(in_us, n_split, 50), pct(in_us, n_split, 99), pct(out_us, n_split, 50), pct(out_us, n_split, 99),
+                 n_split);
         row("  of which: gRPC+host, last piece -> server; decision -> client", measured, "(breakdown)", "info");
     }
 }
@@ -437,10 +436,10 @@ static void parse_row(bench *b)
         if (rc != KV_OK)
             atomic_fetch_add(&b->errors, 1);
     }
-    qsort(lat, N, sizeof lat[0], cmp_double);
+    stats_sort(lat, N);
     char measured[128];
-    snprintf(measured, sizeof measured, "cpu p50 %.0f us, p99 %.0f us (%zu-byte body, %d parses; load %.1f)", lat[N / 2],
-             lat[N * 99 / 100], b->len[0], N, load1());
+    snprintf(measured, sizeof measured, "cpu p50 %.0f us, p99 %.0f us (%zu-byte body, %d parses; load %.1f)",
+             pct(lat, N, 50), pct(lat, N, 99), b->len[0], N, load1());
     row("  of which: JSON body parse (simdjson), 8k token ids", measured, "(breakdown)", "info");
 }
 

@@ -50,15 +50,9 @@ static const char CONFIG[] =
 
 extern char **environ;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void pcts(double *v, size_t n, double *p50, double *p99)
 {
-    qsort(v, n, sizeof *v, cmp_double);
+    stats_sort(v, n);
     *p50 = stats_percentile_sorted(v, n, 50);
     *p99 = stats_percentile_sorted(v, n, 99);
 }

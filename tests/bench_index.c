@@ -19,6 +19,7 @@
 #include "blockkeys.h"
 #include "kvindex.h"
 #include "monoclock.h"
+#include "stats.h"
 
 #define PROMPT_TOKENS 8192
 #define N_PROMPTS 1024
@@ -50,16 +51,11 @@ static double now_ns(void)
     return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
+/* np.percentile(v, 100 p); sorts v */
 static double pct(double *v, size_t n, double p)
 {
-    qsort(v, n, sizeof *v, cmp_double);
-    return v[(size_t)(p * (n - 1))];
+    stats_sort(v, n);
+    return stats_percentile_sorted(v, n, 100 * p);
 }
 
 static void die(const char *what, const kv_err *err)

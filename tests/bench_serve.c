@@ -203,12 +203,6 @@ static int simulate_pod(const scn_cluster *k, sref *q, size_t n, kv_err *err)
     return KV_OK;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void rel_errors(const sref *q, size_t n, bool ttft, double *med, double *p99)
 {
     double *e = malloc((n ? n : 1) * sizeof *e);
@@ -222,7 +216,7 @@ static void rel_errors(const sref *q, size_t n, bool ttft, double *med, double *
         if (getenv("BENCH_SERVE_DUMP"))
             fprintf(stderr, "pod %u send %lld meas %.0f sim %.0f\n", b->pod, (long long)b->t_send, meas, sim);
     }
-    qsort(e, k, sizeof *e, cmp_double);
+    stats_sort(e, k);
     *med = k ? stats_percentile_sorted(e, k, 50) : NAN;
     *p99 = k ? stats_percentile_sorted(e, k, 99) : NAN;
     free(e);

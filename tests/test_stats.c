@@ -50,6 +50,21 @@ static void test_percentile_upper_half_is_exact_at_b(void **state)
     assert_true(stats_percentile_sorted(v, 2, 50) == 2e300);
 }
 
+/* The benches' percentiles: an unsorted sample, sorted by stats_sort, then np.percentile
+ * (np.percentile([3, -1, 2, 2, 0, 7.5], [50, 99]) = 2.0, 7.275). */
+static void test_sort_then_percentile(void **state)
+{
+    (void)state;
+    double v[] = {3, -1, 2, 2, 0, 7.5};
+    stats_sort(v, 6);
+    const double want[] = {-1, 0, 2, 2, 3, 7.5};
+    for (int i = 0; i < 6; i++)
+        assert_true(v[i] == want[i]);
+    assert_true(stats_percentile_sorted(v, 6, 50) == 2.0);
+    assert_true(fabs(stats_percentile_sorted(v, 6, 99) - 7.275) < 1e-12);
+    stats_sort(v, 0);   /* nothing to sort: no access */
+}
+
 static void test_mean_pairwise_small_block(void **state)
 {
     (void)state;
@@ -240,6 +255,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_percentile_hand_values),
         cmocka_unit_test(test_percentile_upper_half_is_exact_at_b),
+        cmocka_unit_test(test_sort_then_percentile),
         cmocka_unit_test(test_mean_pairwise_small_block),
         cmocka_unit_test(test_mean_pairwise_split),
         cmocka_unit_test(test_summarize_matches_sorted_reference),
