@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-bool grow_array(void **arr, size_t *cap, size_t need, size_t elem)
+bool grow_array_realloc(void **arr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return true;

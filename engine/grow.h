@@ -7,8 +7,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* grow_array when there is not room already. */
+bool grow_array_realloc(void **arr, size_t *cap, size_t need, size_t elem);
+
 /* Makes room for need elements of elem bytes in *arr (capacity *cap elements), doubling
- * from 16. false, with *arr and *cap untouched, when out of memory or the size overflows. */
-bool grow_array(void **arr, size_t *cap, size_t need, size_t elem);
+ * from 16. false, with *arr and *cap untouched, when out of memory or the size overflows.
+ * Inline because nearly every call already has room (a push per token, per KV event,
+ * per step), and then it is one compare, not a call into another object. */
+static inline bool grow_array(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    return need <= *cap || grow_array_realloc(arr, cap, need, elem);
+}
 
 #endif

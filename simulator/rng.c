@@ -20,7 +20,7 @@ static inline uint64_t rotl(uint64_t x, int k)
     return (x << k) | (x >> (64 - k));
 }
 
-uint64_t rng_u64(rng *r)
+static inline uint64_t next(rng *r)
 {
     uint64_t *s = r->s;
     uint64_t out = rotl(s[1] * 5, 7) * 9;
@@ -34,23 +34,41 @@ uint64_t rng_u64(rng *r)
     return out;
 }
 
+uint64_t rng_u64(rng *r)
+{
+    return next(r);
+}
+
 double rng_01(rng *r)
 {
     return (double)(rng_u64(r) >> 11) * 0x1.0p-53;
 }
 
-uint64_t rng_below(rng *r, uint64_t n)
+static inline uint64_t below(rng *r, uint64_t n)
 {
-    unsigned __int128 m = (unsigned __int128)rng_u64(r) * n;
+    unsigned __int128 m = (unsigned __int128)next(r) * n;
     uint64_t lo = (uint64_t)m;
     if (lo < n) {
         uint64_t threshold = -n % n;
         while (lo < threshold) {
-            m = (unsigned __int128)rng_u64(r) * n;
+            m = (unsigned __int128)next(r) * n;
             lo = (uint64_t)m;
         }
     }
     return (uint64_t)(m >> 64);
+}
+
+uint64_t rng_below(rng *r, uint64_t n)
+{
+    return below(r, n);
+}
+
+void rng_fill_below(rng *r, uint32_t n, uint32_t *out, size_t k)
+{
+    rng l = *r;   /* a local copy stays in registers over the loop */
+    for (size_t i = 0; i < k; i++)
+        out[i] = (uint32_t)below(&l, n);
+    *r = l;
 }
 
 double rng_exp(rng *r, double mean)

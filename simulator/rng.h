@@ -11,6 +11,7 @@
 #ifndef KVROUTE_SIM_RNG_H
 #define KVROUTE_SIM_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct rng {
@@ -34,6 +35,9 @@ uint64_t rng_u64(rng *r);
 double rng_01(rng *r);
 /* Uniform integer in [0, n); n > 0. Unbiased (Lemire's multiply-and-reject). */
 uint64_t rng_below(rng *r, uint64_t n);
+/* out[i] = rng_below(r, n) for i in [0, k), the same values in the same order: prompt
+ * tokens are drawn hundreds at a time, and a call per token kept the state in memory. */
+void rng_fill_below(rng *r, uint32_t n, uint32_t *out, size_t k);
 /* Exponential with the given mean: -mean*log(u), u in (0,1]. */
 double rng_exp(rng *r, double mean);
 /* Standard normal (Box-Muller, one value per call). */

@@ -463,12 +463,6 @@ static uint32_t wl_drift(rng *r, uint32_t len, const wl_spec *s)
     return (uint32_t)llround((double)len * f);
 }
 
-static void wl_fill_tokens(rng *r, uint32_t vocab, uint32_t *out, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        out[i] = (uint32_t)rng_below(r, vocab);
-}
-
 static int wl_build_shared_prefix(workload *w, kv_err *err)
 {
     const wl_spec *s = &w->spec;
@@ -507,10 +501,10 @@ static int wl_build_shared_prefix(workload *w, kv_err *err)
         for (uint32_t q = 0; q < Q; q++) {
             size_t i = (size_t)g * Q + q;
             if (q == 0)
-                wl_fill_tokens(&tr, s->vocab, p, plen[g]);
+                rng_fill_below(&tr, s->vocab, p, plen[g]);
             else
                 memcpy(p, prefix, plen[g] * sizeof *p);
-            wl_fill_tokens(&tr, s->vocab, p + plen[g], qlen[i]);
+            rng_fill_below(&tr, s->vocab, p + plen[g], qlen[i]);
             w->prompts[i] = (wl_prompt){p, plen[g] + qlen[i], s->sp.output_len, g, plen[g]};
             p += plen[g] + qlen[i];
         }
@@ -943,7 +937,7 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
             return kv_err_set(err, KV_ENOMEM, "out of memory");
         rng r;   /* fresh tokens per (stage, request): random data never shares a block */
         rng_seed(&r, mix64(w->seed) ^ mix64(((uint64_t)stage << 40) ^ i), RNG_STREAM_TOKENS);
-        wl_fill_tokens(&r, w->spec.vocab, out->owned, n);
+        rng_fill_below(&r, w->spec.vocab, out->owned, n);
         *out = (wl_req){.tokens = out->owned, .n_prompt = n, .n_output = (uint32_t)w->out_len[ko],
                         .group = UINT32_MAX, .shared_len = 0, .owned = out->owned};
         return KV_OK;
@@ -956,10 +950,10 @@ int wl_request(const workload *w, size_t stage, uint64_t i, wl_req *out, kv_err 
         rng r;
         if (shared) {   /* the group's prefix: one stream per group, so shorter is a prefix of longer */
             rng_seed(&r, mix64(w->seed) ^ mix64(p->group), RNG_STREAM_TRACE);
-            wl_fill_tokens(&r, w->spec.vocab, out->owned, shared);
+            rng_fill_below(&r, w->spec.vocab, out->owned, shared);
         }
         rng_seed(&r, mix64(w->seed) ^ mix64(((uint64_t)1 << 63) | i), RNG_STREAM_TRACE);
-        wl_fill_tokens(&r, w->spec.vocab, out->owned + shared, n - shared);
+        rng_fill_below(&r, w->spec.vocab, out->owned + shared, n - shared);
         *out = (wl_req){.tokens = out->owned, .n_prompt = n, .n_output = p->n_output, .group = p->group,
                         .shared_len = shared, .owned = out->owned};
         return KV_OK;

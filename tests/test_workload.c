@@ -15,6 +15,7 @@
 #include <cmocka.h>
 #include <math.h>
 
+#include "rng.h"
 #include "workload.h"
 
 static int parse(const char *yaml, wl_spec *s, kv_err *err)
@@ -225,6 +226,28 @@ static void test_random_data(void **state)
     assert_memory_equal(a.tokens, a2.tokens, a.n_prompt * sizeof(uint32_t));
     wl_req_release(&a), wl_req_release(&b), wl_req_release(&c), wl_req_release(&a2);
     wl_free(w);
+}
+
+/* rng_fill_below is rng_below k times: the same values, and the stream left where k
+ * single draws leave it (wl_request's prompts come from it). */
+static void test_rng_fill_below(void **state)
+{
+    (void)state;
+    enum { K = 1000 };
+    const uint32_t vocab[] = {151643, 1, 7, UINT32_MAX};
+    for (size_t v = 0; v < sizeof vocab / sizeof *vocab; v++) {
+        rng one, many;
+        rng_seed(&one, 42, RNG_STREAM_TOKENS);
+        many = one;
+        uint32_t want[K], got[K];
+        for (int i = 0; i < K; i++)
+            want[i] = (uint32_t)rng_below(&one, vocab[v]);
+        rng_fill_below(&many, vocab[v], got, K);
+        assert_memory_equal(want, got, sizeof want);
+        assert_true(rng_u64(&one) == rng_u64(&many));
+        for (int i = 0; i < K; i++)
+            assert_true(got[i] < vocab[v]);
+    }
 }
 
 static void write_file(const char *path, const char *text)
@@ -535,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_shared_prefix_prompts),
         cmocka_unit_test(test_retokenize_drift),
         cmocka_unit_test(test_random_data),
+        cmocka_unit_test(test_rng_fill_below),
         cmocka_unit_test(test_trace_csv_and_jsonl),
         cmocka_unit_test(test_trace_missing),
         cmocka_unit_test(test_trace_numbers),
