@@ -63,7 +63,8 @@ void hugepage_heap(char **argv)
     if ((old && strstr(old, HUGETLB_TUNABLE)) || !thp_mode_is_madvise()) return;
     /* Valgrind replaces malloc, and by default stops following a program that execs. */
     if (preload && strstr(preload, "vgpreload")) return;
-    /* The program's own path, not /proc/self/exe, so ps and perf still name it. */
+    /* Exec the file /proc/self/exe points to, not the link itself, so ps and perf still
+     * name the program. */
     char self[PATH_MAX], tunables[4096];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len <= 0 || (size_t)len >= sizeof self - 1) return;
