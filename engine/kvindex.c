@@ -45,6 +45,7 @@
 #include "kvindex.h"
 #include "ilist.h"
 #include "mix64.h"
+#include "prefetch.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -1230,12 +1231,6 @@ static inline uint32_t blk_candidate(const kvindex *ix, uint64_t h)
         bucket bk = ix->btab.b[i];
         if (!bk.ref || bk.tag == rt_tag(h)) return bk.ref - 1;   /* ref 0 -> NIL */
     }
-}
-
-static inline void prefetch_span(const void *p, size_t bytes)
-{
-    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off);
-    __builtin_prefetch((const char *)p + bytes - 1);
 }
 
 /* A shared key's wide entry: its header and gpu words up to the live ones. Whether the

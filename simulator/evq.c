@@ -85,6 +85,17 @@ const evq_event *evq_peek(const evq *q)
     return q->n ? &q->heap[0] : NULL;
 }
 
+const evq_event *evq_peek_second(const evq *q)
+{
+    if (q->n < 2)
+        return NULL;
+    size_t end = 1 + EVQ_D < q->n ? 1 + EVQ_D : q->n, c = 1;
+    for (size_t k = 2; k < end; k++)
+        if (evq_before(&q->heap[k], &q->heap[c]))
+            c = k;
+    return &q->heap[c];
+}
+
 bool evq_pop(evq *q, evq_event *out)
 {
     if (!q->n)

@@ -40,6 +40,10 @@ int evq_push(evq *q, sim_time t, uint32_t kind, int32_t who, uint64_t arg);
 bool evq_pop(evq *q, evq_event *out);
 /* The smallest event, or NULL when empty; valid until the next push or pop. */
 const evq_event *evq_peek(const evq *q);
+/* The event that pops after the smallest (a child of the root: at most 3 comparisons),
+ * or NULL with fewer than two; valid until the next push or pop. A push may come
+ * between them. */
+const evq_event *evq_peek_second(const evq *q);
 static inline size_t evq_len(const evq *q) { return q->n; }
 /* True when a pops before b in the queue's total order. */
 bool evq_before(const evq_event *a, const evq_event *b);

@@ -22,6 +22,7 @@
 #include "grow.h"
 #include "kvevents.h"
 #include "mix64.h"
+#include "prefetch.h"
 #include "ring.h"
 #include "server.h"
 
@@ -345,6 +346,29 @@ uint32_t simsrv_max_num_seqs(const simsrv *s) { return s->max_seqs; }
 uint64_t simsrv_num_gpu_blocks(const simsrv *s) { return s->num_gpu_blocks; }
 uint32_t simsrv_max_model_len(const simsrv *s) { return s->max_model_len; }
 bool simsrv_has_work(const simsrv *s) { return s->wq_len > 0 || s->run.n > 0; }
+
+/* Fetches the first 32 bytes of r, which a step reads and writes (server.h). */
+static void prefetch_req(const simsrv_req *r)
+{
+    __builtin_prefetch(r, 1);
+    __builtin_prefetch((const char *)r + offsetof(simsrv_req, hash_due), 1);
+}
+
+void simsrv_prefetch(const simsrv *s, simsrv_prefetch_stage stage)
+{
+    /* The fields stage reads nothing of s, which is out of cache. The step's loop fetches
+     * 2 * SRV_AHEAD requests ahead of itself (schedule_running), and the list's later
+     * lines as it reads it: only their start is fetched here. */
+    if (stage == SIMSRV_PREFETCH_FIELDS) {
+        prefetch_span(s, offsetof(simsrv, num_gpu_blocks));
+    } else if (stage == SIMSRV_PREFETCH_RUNNING) {
+        __builtin_prefetch(s->run.v);
+    } else {
+        size_t n = s->run.n < 2 * SRV_AHEAD ? s->run.n : 2 * SRV_AHEAD;
+        for (size_t k = 0; k < n; k++)
+            prefetch_req(s->run.v[k]);
+    }
+}
 
 void simsrv_get_metrics(const simsrv *s, simsrv_metrics *m)
 {
@@ -673,13 +697,6 @@ static uint32_t cap_new(const simsrv *s, const simsrv_req *r, uint32_t computed,
     if (n > budget) n = budget;
     uint32_t room = s->max_model_len - 1 - computed;
     return n < room ? n : room;
-}
-
-/* Fetches the first 32 bytes of r, which a step reads and writes (server.h). */
-static void prefetch_req(const simsrv_req *r)
-{
-    __builtin_prefetch(r, 1);
-    __builtin_prefetch((const char *)r + offsetof(simsrv_req, hash_due), 1);
 }
 
 static int schedule_running(simsrv *s, uint32_t *budget, uint32_t *n_preempted)

@@ -127,6 +127,17 @@ int simsrv_submit(simsrv *s, simsrv_req *r);
  * it has read that result). */
 int simsrv_abort(simsrv *s, simsrv_req *r);
 bool simsrv_has_work(const simsrv *s);
+/* Starts fetching what the server's next step reads, for a caller that knows which server
+ * steps next; a hint, which changes no state. Each stage reads pointers the one before
+ * fetched, so a caller issues them in order, with other work between: the server's own
+ * fields, then the start of its list of running requests, then the first requests on it
+ * (the step fetches the rest ahead of itself). */
+typedef enum simsrv_prefetch_stage {
+    SIMSRV_PREFETCH_FIELDS,
+    SIMSRV_PREFETCH_RUNNING,
+    SIMSRV_PREFETCH_REQUESTS,
+} simsrv_prefetch_stage;
+void simsrv_prefetch(const simsrv *s, simsrv_prefetch_stage stage);
 /* Runs one step starting at now. Returns KV_OK; res->duration > 0 when work was done.
  * KV_ERANGE, doing nothing, once 2^32 - 1 steps have emitted tokens. */
 int simsrv_step(simsrv *s, sim_time now, simsrv_step_result *res);

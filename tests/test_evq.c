@@ -1,5 +1,6 @@
-/* test_evq: the event queue pops in the total order (time, kind, push sequence),
- * checked against a sorted reference over random pushes interleaved with pops. */
+/* test_evq: the event queue pops in the total order (time, kind, push sequence), and
+ * peeks the next two events, checked against a sorted reference over random pushes
+ * interleaved with pops. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,6 +92,24 @@ static void test_random_against_reference(void **state)
             pool[best] = pool[--n];
         }
         assert_int_equal(evq_len(&q), n);
+        /* evq_peek_second: the event the pop after next would return */
+        if (n < 2) {
+            assert_null(evq_peek_second(&q));
+            continue;
+        }
+        size_t first = 0, second = SIZE_MAX;
+        for (size_t i = 1; i < n; i++) {
+            if (ref_cmp(&pool[i], &pool[first]) < 0) {
+                second = first;
+                first = i;
+            } else if (second == SIZE_MAX || ref_cmp(&pool[i], &pool[second]) < 0) {
+                second = i;
+            }
+        }
+        const evq_event *e2 = evq_peek_second(&q);
+        assert_non_null(e2);
+        assert_int_equal(e2->seq, pool[second].seq);
+        assert_int_equal(evq_peek(&q)->seq, pool[first].seq);
     }
     qsort(pool, n, sizeof *pool, ref_cmp);
     for (size_t i = 0; i < n; i++) {

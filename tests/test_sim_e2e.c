@@ -5,7 +5,8 @@
  *     hits block-aligned and below the prompt, inference-perf's stage timing, no KV
  *     block held once the run has drained;
  *   - exact figures for fixed seeds: request counts, the Service's per-endpoint counts;
- *   - determinism: the same run twice gives identical records and samples;
+ *   - determinism: the same run twice gives identical records and samples, also with
+ *     64 replicas, where the cluster fetches servers' state ahead of their events;
  *   - policy regressions: precise prefix routing beats the Service on mean TTFT on a
  *     shared-prefix workload; a cache-only router loses to least-queue on random data;
  *   - closed-loop concurrency never exceeds concurrency_level; trace replay keeps the
@@ -564,6 +565,33 @@ static void test_token_times_past_32_bits(void **state)
     unload(&x);
 }
 
+/* 64 replicas, as many as the cluster needs before it fetches the next servers' state
+ * ahead of their events (cluster.c, CL_PREFETCH_SERVERS), under both routers: the
+ * look-ahead reads the event queue's next two events and the servers they name, and
+ * must leave every invariant and the run's determinism as they are. */
+static void test_many_replicas(void **state)
+{
+    (void)state;
+    const char *routers[] = {"k8s-service", "llm-d-precise"};
+    for (size_t k = 0; k < 2; k++) {
+        sim x = load("scenarios/small-shared-prefix.yaml"), y = load("scenarios/small-shared-prefix.yaml");
+        x.s->cluster.replicas = y.s->cluster.replicas = 64;
+        sim_run a, b;
+        run(&x, routers[k], &a, NULL);
+        run(&y, routers[k], &b, NULL);
+        check_invariants(&x, &a);
+        assert_runs_equal(&a, &b);
+        size_t used = 0;   /* many servers step: the Service's 62, the precise router's 24 (a group each) */
+        for (size_t i = 0; i < a.n_servers; i++)
+            used += a.servers[i].n > 0;
+        assert_true(used >= 16);
+        cluster_run_free(&a);
+        cluster_run_free(&b);
+        unload(&x);
+        unload(&y);
+    }
+}
+
 /* A pool too small for the load preempts (and leaves decodes out of steps behind long
  * prefill chunks): sequences then emit in more than one run of their server's steps,
  * which check_invariants reads back in order through both accessors. */
@@ -646,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_output_retokenize),
         cmocka_unit_test(test_token_times_past_32_bits),
         cmocka_unit_test(test_token_runs_after_preemption),
+        cmocka_unit_test(test_many_replicas),
         cmocka_unit_test(test_every_precise_scorer_fed),
         cmocka_unit_test(test_burst_window),
     };
