@@ -115,7 +115,7 @@ int64_t sm_batch_time_us(const sm_model *m, const sm_hardware *hw, int tp, const
 {
     if (b->n == 0) return 0;
     if (tp < 1) tp = 1;
-    double tokens = b->tokens, pairs = b->pairs, ctx = b->ctx, n = (double)b->n;
+    double tokens = (double)b->tokens, pairs = (double)b->pairs2 / 2, ctx = (double)b->ctx, n = (double)b->n;
     double flops = 2.0 * linear_params(m) / tp * tokens
                  + 4.0 * m->heads * (double)m->head_dim * m->layers / tp * pairs
                  + 2.0 * m->hidden * (double)m->vocab / tp * n;

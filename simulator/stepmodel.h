@@ -48,20 +48,23 @@ int64_t sm_step_time_us(const sm_model *m, const sm_hardware *hw, int tp, const 
 
 /* The same batch as running sums, so a scheduler can price a step while it builds it
  * instead of keeping a per-sequence array: sm_batch_add once per scheduled sequence,
- * then sm_batch_time_us. sm_step_time_us(seqs) == sm_batch_time_us(sum of seqs). */
+ * then sm_batch_time_us. sm_step_time_us(seqs) == sm_batch_time_us(sum of seqs).
+ * The sums are integers (the pairs doubled, since (n_i + 1) / 2 may be a half), so the
+ * order of the sequences cannot change them, and adding one costs a step no
+ * floating-point chain per sequence: a step adds thousands. */
 typedef struct sm_batch {
-    double tokens;              /* sum n_i */
-    double pairs;               /* sum n_i * (c_i + (n_i + 1) / 2): causal attention pairs */
-    double ctx;                 /* sum (c_i + n_i): KV read and written */
+    uint64_t tokens;            /* sum n_i */
+    uint64_t pairs2;            /* sum n_i * (2 c_i + n_i + 1): twice the causal attention pairs */
+    int64_t ctx;                /* sum (c_i + n_i): KV read and written (sm_batch_share_prefix takes from it) */
     size_t n;                   /* sequences */
 } sm_batch;
 
 static inline void sm_batch_add(sm_batch *b, uint32_t new_tokens, uint32_t context)
 {
-    double nt = new_tokens, c = context;
+    uint64_t nt = new_tokens, c = context;
     b->tokens += nt;
-    b->pairs += nt * (c + (nt + 1.0) / 2.0);
-    b->ctx += c + nt;
+    b->pairs2 += nt * (2 * c + nt + 1);
+    b->ctx += (int64_t)(c + nt);
     b->n++;
 }
 
@@ -80,7 +83,7 @@ bool sm_cascade(const sm_model *m, const sm_hardware *hw, int tp, uint32_t prefi
 static inline void sm_batch_share_prefix(sm_batch *b, uint32_t prefix_len)
 {
     if (b->n > 1)
-        b->ctx -= (double)(b->n - 1) * prefix_len;
+        b->ctx -= (int64_t)(b->n - 1) * prefix_len;
 }
 
 /* KV capacity in blocks per replica, vLLM's way: per rank, not multiplied by TP. */

@@ -137,6 +137,12 @@ static void test_mixed_step_by_hand(void **state)
     sm_batch b = {0};
     for (int i = 0; i < 101; i++) sm_batch_add(&b, mix[i].new_tokens, mix[i].context);
     assert_int_equal(sm_batch_time_us(m, h, 2, &b), t);
+    /* in any order: the prefill's (1584 + 1) / 2 is a half, kept exactly (pairs doubled) */
+    sm_batch r = {0};
+    for (int i = 100; i >= 0; i--) sm_batch_add(&r, mix[i].new_tokens, mix[i].context);
+    assert_int_equal(r.pairs2, b.pairs2);
+    assert_int_equal(r.pairs2, 1584ull * (2 * 6000 + 1585) + 100ull * (2 * 8000 + 2));
+    assert_int_equal(sm_batch_time_us(m, h, 2, &r), t);
 }
 
 static void test_monotonic(void **state)
