@@ -13,8 +13,10 @@
  *     a few thousand blocks touches a few pages of map, not the 256 KiB a full pool's
  *     map takes, and its random probes stay in cache;
  *   - blocks never handed out yet (ids fresh..n-1) are the free queue's head, in id
- *     order, without links: bpool_new touches no per-block memory, and calloc's
- *     zeroed pages are faulted in only as the pool is first used. */
+ *     order, without links, and have no memory yet: the block array grows as they are
+ *     first handed out (doubling from BP_BLK_MIN up to n). So a pool is as big as its
+ *     use, and a thousand pools fill the huge pages of malloc's heap (hugepage.h)
+ *     together instead of each keeping 560 KB of small pages of its own. */
 #include <stdlib.h>
 
 #include "blockpool.h"
@@ -23,6 +25,7 @@
 #define BP_MAPPED 0x40000000u    /* the hash is in the map (else private to the holder) */
 #define BP_FLAGS (BP_HASHED | BP_MAPPED)
 #define BP_MAP_MIN 16u
+#define BP_BLK_MIN 64u           /* the block array's first size */
 #define BP_AHEAD 8           /* map slots prefetched ahead when a run of blocks is hashed */
 
 /* 20 bytes: the hash is split so the struct needs only 4-byte alignment. */
@@ -34,7 +37,8 @@ typedef struct bp_block {
 
 struct bpool {
     uint32_t n;
-    bp_block *blk;
+    bp_block *blk;           /* blocks 0..cap_blk-1, cap_blk >= fresh */
+    uint32_t cap_blk;
     uint32_t fresh;          /* blocks fresh..n-1 were never allocated: the queue's head */
     uint32_t head, tail;     /* the linked part of the free queue, after the fresh blocks */
     uint32_t n_free, n_cached;   /* n_cached: blocks with a hash, in the map or not */
@@ -74,11 +78,9 @@ bpool *bpool_new(uint32_t n_blocks, kv_err *err)
     uint32_t max_size = 1;
     while (max_size < 2 * n_blocks) max_size <<= 1;
     uint32_t size = max_size < BP_MAP_MIN ? max_size : BP_MAP_MIN;
-    if (p) {
-        p->blk = calloc(n_blocks, sizeof *p->blk);
+    if (p)
         p->map = calloc(size, sizeof *p->map);
-    }
-    if (!p || !p->blk || !p->map) {
+    if (!p || !p->map) {
         bpool_free(p);
         kv_err_set(err, KV_ENOMEM, "blockpool: out of memory for %u blocks", n_blocks);
         return NULL;
@@ -102,7 +104,9 @@ void bpool_free(bpool *p)
 uint32_t bpool_num_blocks(const bpool *p) { return p->n; }
 uint32_t bpool_num_free(const bpool *p) { return p->n_free; }
 uint32_t bpool_num_cached(const bpool *p) { return p->n_cached; }
-uint32_t bpool_ref(const bpool *p, uint32_t b) { return blk_ref(&p->blk[b]); }
+/* A block never handed out (b >= fresh) has no memory yet, and neither a reference nor
+ * a hash. */
+uint32_t bpool_ref(const bpool *p, uint32_t b) { return b < p->fresh ? blk_ref(&p->blk[b]) : 0; }
 
 size_t bpool_count_unreferenced(const bpool *p, const uint32_t *blocks, size_t n)
 {
@@ -113,7 +117,7 @@ size_t bpool_count_unreferenced(const bpool *p, const uint32_t *blocks, size_t n
 
 bool bpool_hash_of(const bpool *p, uint32_t b, uint64_t *hash)
 {
-    if (!(p->blk[b].ref & BP_HASHED)) return false;
+    if (b >= p->fresh || !(p->blk[b].ref & BP_HASHED)) return false;
     *hash = blk_hash(&p->blk[b]);
     return true;
 }
@@ -263,10 +267,26 @@ void bpool_touch(bpool *p, const uint32_t *blocks, size_t n)
     }
 }
 
+/* Room in the block array for the k blocks after fresh (k <= n - fresh). */
+static bool blk_reserve(bpool *p, uint32_t k)
+{
+    uint32_t need = p->fresh + k, cap = p->cap_blk ? p->cap_blk : BP_BLK_MIN;
+    if (need <= p->cap_blk) return true;
+    while (cap < need) cap *= 2;   /* n < 2^30: no wrap */
+    if (cap > p->n) cap = p->n;
+    bp_block *b = realloc(p->blk, (size_t)cap * sizeof *b);
+    if (!b) return false;
+    p->blk = b;
+    p->cap_blk = cap;
+    return true;
+}
+
 int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_evicted)
 {
     *n_evicted = 0;
     if (n > p->n_free) return KV_EFULL;
+    if (p->fresh < p->n && !blk_reserve(p, (uint32_t)(n < p->n - p->fresh ? n : p->n - p->fresh)))
+        return KV_ENOMEM;
     /* Evictions start at random map slots: walk the queued blocks this takes once to
      * fetch their slots together, instead of one miss after another. */
     size_t fresh = p->n - p->fresh, b = p->head;

@@ -44,7 +44,8 @@ void bpool_touch(bpool *p, const uint32_t *blocks, size_t n);
 /* Pops n blocks from the free queue's head, each with ref 1. A popped block that was
  * cached loses its hash: the evicted hashes are written to evicted (room for n) in
  * eviction order and counted in *n_evicted. KV_EFULL, with nothing changed, when fewer
- * than n are free. */
+ * than n are free; KV_ENOMEM, with nothing changed, when the pool's block array cannot
+ * grow to take blocks never handed out before. */
 int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_evicted);
 /* Drops one reference from each of blocks[0..n) in that order; blocks reaching zero
  * join the free queue's tail in that order. */

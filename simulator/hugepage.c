@@ -2,6 +2,7 @@
 #include "hugepage.h"
 
 #include <limits.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,20 +48,28 @@ void *hugepage_grow(void *p, size_t used_bytes, size_t new_bytes)
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define HUGETLB_TUNABLE "glibc.malloc.hugetlb"
 
-static bool thp_mode_is_madvise(void)
+/* The kernel's transparent huge page mode: the first letter of its [bracketed] word
+ * ('a'lways, 'm'advise, 'n'ever), or 0 when it cannot be read. */
+static char thp_mode(void)
 {
     char mode[128] = {0};
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    if (!f) return false;
+    if (!f) return 0;
     bool ok = fgets(mode, sizeof mode, f) != NULL;
     fclose(f);
-    return ok && strstr(mode, "[madvise]");
+    const char *b = ok ? strchr(mode, '[') : NULL;
+    return b ? b[1] : 0;
 }
 
 void hugepage_heap(char **argv)
 {
+    char mode = thp_mode();
+    if (mode != 'a' && mode != 'm') return;
+    /* Blocks under the threshold come from the heap, which is on huge pages; glibc maps
+     * bigger ones apart, with small pages (hugepage.h). */
+    mallopt(M_MMAP_THRESHOLD, (int)HUGEPAGE_HEAP_MMAP_THRESHOLD);
     const char *old = getenv("GLIBC_TUNABLES"), *preload = getenv("LD_PRELOAD");
-    if ((old && strstr(old, HUGETLB_TUNABLE)) || !thp_mode_is_madvise()) return;
+    if ((old && strstr(old, HUGETLB_TUNABLE)) || mode != 'm') return;
     /* Valgrind replaces malloc, and by default stops following a program that execs. */
     if (preload && strstr(preload, "vgpreload")) return;
     /* Exec the file /proc/self/exe points to, not the link itself, so ps and perf still

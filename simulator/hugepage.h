@@ -27,15 +27,27 @@ void *hugepage_calloc(size_t n, size_t size);
  * On failure returns NULL and p is untouched. */
 void *hugepage_grow(void *p, size_t used_bytes, size_t new_bytes);
 
-/* Asks glibc to back its heap with huge pages (the glibc.malloc.hugetlb=1 tunable, glibc
- * 2.35) by re-running this program with it in GLIBC_TUNABLES: glibc reads tunables only
- * at start-up and offers no call to set them later. Returns, changing nothing, when the
- * kernel's mode is not "madvise" ("always" already gives the heap huge pages, "never"
- * gives none), when GLIBC_TUNABLES names the tunable already (a user's choice, or this
- * process after its re-run), under a sanitizer or Valgrind (whose allocators replace
- * glibc's; Valgrind would also stop following the program), or when the re-run fails.
- * Otherwise does not return. Call it first in main, before any file, socket or thread
- * exists. */
+/* glibc gives each block of 128 KiB or more a mapping of its own, with 4 KiB pages,
+ * however the heap is backed. A replica's block pool is such a block (560 KB for the
+ * scale scenario's Llama-3.1-8B), so a thousand replicas' pools were 560 MB of small
+ * pages: 137,000 faults and a TLB miss on nearly every block a step takes. Blocks under
+ * this threshold come from the heap instead (mallopt's M_MMAP_THRESHOLD; 32 MiB is
+ * glibc's largest on 64-bit). The price: the heap's huge pages are faulted whole, so a
+ * run that touches only the first blocks of every pool holds the whole pages (1,000
+ * replicas and 100,000 requests: 656 MB resident instead of 194 MB), while a run that
+ * uses its pools, as the million-request one does, holds what it held. */
+#define HUGEPAGE_HEAP_MMAP_THRESHOLD ((size_t)32 << 20)
+
+/* Backs malloc's heap with huge pages where the kernel offers them ("always" or
+ * "madvise"; nothing happens under "never"): raises malloc's mapping threshold (above),
+ * and in "madvise" mode asks glibc to advise its heap (the glibc.malloc.hugetlb=1
+ * tunable, glibc 2.35) by re-running this program with it in GLIBC_TUNABLES: glibc reads
+ * tunables only at start-up and offers no call to set them later ("always" already gives
+ * the heap huge pages). Returns without the re-run when GLIBC_TUNABLES names the tunable
+ * already (a user's choice, or this process after its re-run), under Valgrind (which
+ * would stop following the program), or when the re-run fails; under a sanitizer (whose
+ * allocator replaces glibc's) changes nothing. Otherwise does not return. Call it first
+ * in main, before any file, socket or thread exists. */
 void hugepage_heap(char **argv);
 
 #endif

@@ -582,7 +582,8 @@ static int take_slots(simsrv *s, simsrv_req *r, uint32_t num_computed, uint32_t 
     if (need) {
         if (!VEC_RESERVE(s->tmp_evicted, need)) return KV_ENOMEM;
         size_t n_ev = 0;
-        bpool_alloc(s->pool, need, st->blocks + st->n_blocks, s->tmp_evicted.v, &n_ev);
+        if (bpool_alloc(s->pool, need, st->blocks + st->n_blocks, s->tmp_evicted.v, &n_ev) != KV_OK)
+            return KV_ENOMEM;   /* not KV_EFULL: checked above */
         st->n_blocks += need;
         for (size_t i = 0; i < n_ev && s->cfg.emit_kv_events; i++) {
             evrec e = {.type = KVEV_BLOCK_REMOVED, .hash_off = s->ev_hashes.n, .n_hashes = 1};

@@ -138,7 +138,7 @@ static void test_private_hashes(void **state)
 
 /* --- reference model ------------------------------------------------------------ */
 
-#define RN 48
+#define RN 150   /* the largest pool the reference model runs */
 typedef struct ref {
     uint32_t ref[RN];
     bool hashed[RN], mapped[RN];      /* mapped: in the map (else a private hash) */
@@ -185,12 +185,13 @@ typedef struct holder {
     size_t n;
 } holder;
 
-static void test_random_against_reference(void **state)
+/* rn blocks: 48, full most of the time; 150, whose block array grows twice (from 64)
+ * while blocks are handed out for the first time, between allocations of the rest. */
+static void random_against_reference(uint32_t rn)
 {
-    (void)state;
-    bpool *p = bpool_new(RN, NULL);
+    bpool *p = bpool_new(rn, NULL);
     ref r = {0};
-    for (uint32_t i = 0; i < RN; i++) r.q[r.nq++] = i;
+    for (uint32_t i = 0; i < rn; i++) r.q[r.nq++] = i;
     holder hold[32] = {0};
     size_t nhold = 0;
     srand(12345);
@@ -298,18 +299,30 @@ static void test_random_against_reference(void **state)
             assert_int_equal(bpool_set_hashes(p, pb, ph, np), KV_OK);
         }
         uint32_t got[RN];
-        size_t nq = bpool_free_order(p, got, RN);
+        size_t nq = bpool_free_order(p, got, rn);
         assert_int_equal(nq, r.nq);
         assert_memory_equal(got, r.q, nq * sizeof *got);
         assert_int_equal(bpool_num_free(p), r.nq);
         assert_int_equal(bpool_num_cached(p), r.nhashed);
-        for (uint32_t b = 0; b < RN; b++) {
+        for (uint32_t b = 0; b < rn; b++) {
             uint64_t h;
             assert_int_equal(bpool_hash_of(p, b, &h), r.hashed[b]);
             if (r.hashed[b]) assert_true(h == r.hash[b]);
         }
     }
     bpool_free(p);
+}
+
+static void test_random_against_reference(void **state)
+{
+    (void)state;
+    random_against_reference(48);
+}
+
+static void test_random_against_reference_growing(void **state)
+{
+    (void)state;
+    random_against_reference(RN);
 }
 
 int main(void)
@@ -319,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_hashes),
         cmocka_unit_test(test_private_hashes),
         cmocka_unit_test(test_random_against_reference),
+        cmocka_unit_test(test_random_against_reference_growing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
