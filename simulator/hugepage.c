@@ -66,7 +66,7 @@ void hugepage_heap(char **argv)
     char mode = thp_mode();
     if (mode != 'a' && mode != 'm') return;
     /* Blocks under the threshold come from the heap, which is on huge pages; glibc maps
-     * bigger ones apart, with small pages (hugepage.h). */
+     * the others apart (hugepage.h). */
     mallopt(M_MMAP_THRESHOLD, (int)HUGEPAGE_HEAP_MMAP_THRESHOLD);
     const char *old = getenv("GLIBC_TUNABLES"), *preload = getenv("LD_PRELOAD");
     if ((old && strstr(old, HUGETLB_TUNABLE)) || mode != 'm') return;

@@ -6,9 +6,9 @@
  * block lists, step vectors) all over a heap of hundreds of MB, so with 4 KiB pages
  * nearly every touch also misses the TLB. Large arrays are advised one by one
  * (hugepage_alloc); malloc's heap is advised by glibc itself once the process runs with
- * its glibc.malloc.hugetlb tunable (hugepage_heap). Everything here is a hint; memory
- * comes from malloc's allocator and is released with free(). Called from the main
- * thread before any other starts. */
+ * its glibc.malloc.hugetlb tunable, and holds blocks of up to 32 MiB (hugepage_heap).
+ * Everything here is a hint; memory comes from malloc's allocator and is released with
+ * free(). Called from the main thread before any other starts. */
 #ifndef KVROUTE_SIM_HUGEPAGE_H
 #define KVROUTE_SIM_HUGEPAGE_H
 
@@ -32,10 +32,10 @@ void *hugepage_grow(void *p, size_t used_bytes, size_t new_bytes);
  * scale scenario's Llama-3.1-8B), so a thousand replicas' pools were 560 MB of small
  * pages: 137,000 faults and a TLB miss on nearly every block a step takes. Blocks under
  * this threshold come from the heap instead (mallopt's M_MMAP_THRESHOLD; 32 MiB is
- * glibc's largest on 64-bit). The price: the heap's huge pages are faulted whole, so a
- * run that touches only the first blocks of every pool holds the whole pages (1,000
- * replicas and 100,000 requests: 656 MB resident instead of 194 MB), while a run that
- * uses its pools, as the million-request one does, holds what it held. */
+ * glibc's largest on 64-bit). The heap's huge pages are faulted whole, so memory that is
+ * allocated but never touched costs there: pools allocated whole and used only at their
+ * start took 1,000 replicas and 100,000 requests to 656 MB resident instead of 194 MB,
+ * which is why a pool's block array grows with its use (blockpool.c; 244 MB). */
 #define HUGEPAGE_HEAP_MMAP_THRESHOLD ((size_t)32 << 20)
 
 /* Backs malloc's heap with huge pages where the kernel offers them ("always" or
