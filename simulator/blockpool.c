@@ -267,11 +267,13 @@ void bpool_touch(bpool *p, const uint32_t *blocks, size_t n)
     }
 }
 
-/* Room in the block array for the k blocks after fresh (k <= n - fresh). */
-static bool blk_reserve(bpool *p, uint32_t k)
+/* Room in the block array for an allocation of k blocks: the never handed out ones it
+ * takes first, up to the pool's n. */
+static bool blk_reserve(bpool *p, size_t k)
 {
-    uint32_t need = p->fresh + k, cap = p->cap_blk ? p->cap_blk : BP_BLK_MIN;
+    uint32_t left = p->n - p->fresh, need = p->fresh + (k < left ? (uint32_t)k : left);
     if (need <= p->cap_blk) return true;
+    uint32_t cap = p->cap_blk ? p->cap_blk : BP_BLK_MIN;
     while (cap < need) cap *= 2;   /* n < 2^30: no wrap */
     if (cap > p->n) cap = p->n;
     bp_block *b = realloc(p->blk, (size_t)cap * sizeof *b);
@@ -285,8 +287,7 @@ int bpool_alloc(bpool *p, size_t n, uint32_t *out, uint64_t *evicted, size_t *n_
 {
     *n_evicted = 0;
     if (n > p->n_free) return KV_EFULL;
-    if (p->fresh < p->n && !blk_reserve(p, (uint32_t)(n < p->n - p->fresh ? n : p->n - p->fresh)))
-        return KV_ENOMEM;
+    if (!blk_reserve(p, n)) return KV_ENOMEM;
     /* Evictions start at random map slots: walk the queued blocks this takes once to
      * fetch their slots together, instead of one miss after another. */
     size_t fresh = p->n - p->fresh, b = p->head;

@@ -85,15 +85,19 @@ const evq_event *evq_peek(const evq *q)
     return q->n ? &q->heap[0] : NULL;
 }
 
-const evq_event *evq_peek_second(const evq *q)
+/* The smallest of the children that start at first (< n), among the heap's first n. */
+static size_t min_child(const evq *q, size_t first, size_t n)
 {
-    if (q->n < 2)
-        return NULL;
-    size_t end = 1 + EVQ_D < q->n ? 1 + EVQ_D : q->n, c = 1;
-    for (size_t k = 2; k < end; k++)
+    size_t end = first + EVQ_D < n ? first + EVQ_D : n, c = first;
+    for (size_t k = first + 1; k < end; k++)
         if (evq_before(&q->heap[k], &q->heap[c]))
             c = k;
-    return &q->heap[c];
+    return c;
+}
+
+const evq_event *evq_peek_second(const evq *q)
+{
+    return q->n < 2 ? NULL : &q->heap[min_child(q, 1, q->n)];
 }
 
 bool evq_pop(evq *q, evq_event *out)
@@ -107,10 +111,7 @@ bool evq_pop(evq *q, evq_event *out)
         size_t first = EVQ_D * i + 1;
         if (first >= n)
             break;
-        size_t end = first + EVQ_D < n ? first + EVQ_D : n, c = first;
-        for (size_t k = first + 1; k < end; k++)
-            if (evq_before(&q->heap[k], &q->heap[c]))
-                c = k;
+        size_t c = min_child(q, first, n);
         if (!evq_before(&q->heap[c], &last))
             break;
         q->heap[i] = q->heap[c];
