@@ -196,7 +196,7 @@ static void cl_progress(cl *c)
     if (!c->o || !c->o->progress || c->completed < c->next_progress)
         return;
     cluster_progress p = {.stage = c->stage, .n_stages = c->w->n_stages, .sim_s = cl_clock(c),
-                          .completed = c->completed, .total = c->total};
+                          .sent = c->stage_first + c->stage_sent, .completed = c->completed, .total = c->total};
     c->o->progress(c->o->progress_ctx, &p);
     c->next_progress = c->completed + (c->total / 1000 ? c->total / 1000 : 1);
 }

@@ -55,6 +55,7 @@
 typedef struct cluster_progress {
     size_t stage, n_stages;           /* the stage being sent or drained (0-based) */
     double sim_s;                     /* simulated time */
+    uint64_t sent;                    /* requests that have arrived at the router */
     uint64_t completed, total;        /* requests finished (or failed) of the run's */
 } cluster_progress;
 

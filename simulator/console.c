@@ -19,6 +19,18 @@ void console_stage_lines(FILE *f, const char *router, const lc_run *m)
     }
 }
 
+void console_progress(FILE *f, const char *router, const cluster_progress *p, double wall_s)
+{
+    char eta[32] = "-";
+    double done = ((double)p->sent + (double)p->completed) / 2, total = (double)p->total;
+    if (p->completed >= p->total)
+        snprintf(eta, sizeof eta, "0 s");
+    else if (done * 100 >= total)
+        snprintf(eta, sizeof eta, "%.0f s", wall_s * (total - done) / done);
+    fprintf(f, "\r  %-16s stage %zu/%zu  sim %.1f s  %llu/%llu requests  wall %.1f s  ETA %s   ", router, p->stage + 1,
+            p->n_stages, p->sim_s, (unsigned long long)p->completed, (unsigned long long)p->total, wall_s, eta);
+}
+
 /* "%.*f" with thousands separators and an optional leading sign. */
 static const char *fmt_num(char *buf, size_t cap, double v, int decimals, bool sign, bool group)
 {

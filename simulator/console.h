@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "cluster.h"
 #include "lifecycle.h"
 #include "records.h"
 
@@ -16,5 +17,10 @@ void console_stage_lines(FILE *f, const char *router, const lc_run *m);
 /* The comparison table for stage (< 0: the last stage) between names[0] (baseline) and
  * each other router. n >= 2; a router without that stage is skipped with a note. */
 void console_compare(FILE *f, const char *const *names, const lc_run *const *m, size_t n, int stage);
+/* The progress line ("\r  router  stage 2/17  sim ...  ETA 41 s"), wall_s seconds into
+ * the router's run. The ETA counts a request half done once sent and done once
+ * completed (a request's work is spread over its life, and completions alone lag by a
+ * request's latency), and is "-" until 1% of the run is done. */
+void console_progress(FILE *f, const char *router, const cluster_progress *p, double wall_s);
 
 #endif

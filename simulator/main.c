@@ -251,9 +251,8 @@ static int keep_routers(scenario *s, const char *const *only, size_t n_only)
     return 0;
 }
 
-/* The progress line on stderr: router, stage, simulated time, requests done, wall time
- * and the ETA (wall time so far scaled by the requests left), redrawn at most 5 times a
- * wall second. Off by default when stderr is not a terminal, so logs and test outputs
+/* The progress line on stderr (console_progress), redrawn at most 5 times a wall
+ * second. Off by default when stderr is not a terminal, so logs and test outputs
  * stay byte-identical from run to run. */
 typedef struct progress {
     bool on;
@@ -306,13 +305,7 @@ static void progress_cb(void *ctx, const cluster_progress *c)
     if (!p->on || (now - p->last < 0.2 && c->completed < c->total))
         return;
     p->last = now;
-    double wall = now - p->t0;
-    char eta[32] = "-";
-    if (c->completed)
-        snprintf(eta, sizeof eta, "%.0f s", wall * (double)(c->total - c->completed) / (double)c->completed);
-    fprintf(stderr, "\r  %-16s stage %zu/%zu  sim %.1f s  %llu/%llu requests  wall %.1f s  ETA %s   ", p->router,
-            c->stage + 1, c->n_stages, c->sim_s, (unsigned long long)c->completed, (unsigned long long)c->total,
-            wall, eta);
+    console_progress(stderr, p->router, c, now - p->t0);
     fflush(stderr);
 }
 

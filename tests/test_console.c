@@ -1,6 +1,7 @@
 /* test_console: the comparison table reproduces the llm-d guide's own rate-60 table
  * (precise-prefix-cache-aware README) from its means: same deltas, same percentages,
- * same number formatting; more than two routers each compare against the first. */
+ * same number formatting; more than two routers each compare against the first. The
+ * progress line's ETA: none before 1% of the run, sent requests counted half done. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -112,11 +113,54 @@ static void test_stage_lines(void **state)
     free(buf);
 }
 
+static char *progress_line(uint64_t sent, uint64_t completed, uint64_t total, double wall_s)
+{
+    cluster_progress p = {.stage = 0, .n_stages = 1, .sim_s = 2.0, .sent = sent, .completed = completed,
+                          .total = total};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    console_progress(f, "k8s-service", &p, wall_s);
+    fclose(f);
+    return buf;
+}
+
+static void expect_eta(uint64_t sent, uint64_t completed, uint64_t total, double wall_s, const char *want)
+{
+    char *line = progress_line(sent, completed, total, wall_s), copy[256];
+    snprintf(copy, sizeof copy, "%s", line);
+    free(line);
+    if (!strstr(copy, want))
+        fail_msg("sent %llu, completed %llu of %llu at %.1f s: want '%s' in '%s'", (unsigned long long)sent,
+                 (unsigned long long)completed, (unsigned long long)total, wall_s, want, copy);
+}
+
+static void test_progress_eta(void **state)
+{
+    (void)state;
+    /* A 100,000-request run's first redraw: one request back, 17,000 sent. Counting
+     * completions alone said "ETA 23943 s" for a run that took 2 s. */
+    expect_eta(17000, 1, 100000, 0.2, "ETA 2 s");
+    /* Under 1% of the run done: no estimate. */
+    expect_eta(1000, 0, 100000, 0.1, "ETA -");
+    expect_eta(1998, 0, 100000, 0.1, "ETA -");
+    expect_eta(2000, 0, 100000, 0.1, "ETA 10 s");
+    /* Half the work done in 10 s: 10 s left (all sent, 0 back is 50%). */
+    expect_eta(100000, 0, 100000, 10, "ETA 10 s");
+    expect_eta(60000, 40000, 100000, 10, "ETA 10 s");
+    /* Done. */
+    expect_eta(150, 150, 150, 0.5, "ETA 0 s");
+    char *line = progress_line(60000, 40000, 100000, 10);
+    assert_non_null(strstr(line, "\r  k8s-service      stage 1/1  sim 2.0 s  40000/100000 requests  wall 10.0 s"));
+    free(line);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_guide_table),
         cmocka_unit_test(test_stage_lines),
+        cmocka_unit_test(test_progress_eta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
