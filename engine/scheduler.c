@@ -27,6 +27,16 @@
 
 #define NO_PODS_MSG "no pods available for the given request"
 
+/* The scores of a profile's metrics_only scorers under one metrics epoch
+ * (sched_set_metrics_epoch), for the candidate list eps[0..n). */
+typedef struct score_memo {
+    uint64_t epoch;           /* 0: nothing kept */
+    sched_endpoint **eps;
+    size_t n, cap;            /* cap: the length of eps and of every sc[j] */
+    double **sc;              /* per scorer of the profile: room for its scores (NULL: not metrics_only) */
+    bool *have;               /* per scorer: sc[j] holds its scores of eps under epoch */
+} score_memo;
+
 typedef struct sched_profile {
     const char *name;
     sched_plugin **filters;
@@ -35,6 +45,7 @@ typedef struct sched_profile {
     double *weights;
     size_t n_scorers;
     sched_plugin *picker;
+    score_memo *memo;         /* NULL: no metrics_only scorer */
 } sched_profile;
 
 typedef struct cycle_keyset {
@@ -80,6 +91,7 @@ struct sched {
     uint64_t rng;
     idmap in_flight;
     bool refresh_in_flight;            /* a plugin reads sched_endpoint.in_flight */
+    uint64_t metrics_epoch;            /* sched_set_metrics_epoch; 0: scores are not reused */
     sched_cycle cycle;
     const sched_result *hook_result;   /* during sched_pre_request */
     sched_observer obs;                /* NULL: plugin calls are not timed */
@@ -314,6 +326,13 @@ static int build_profiles(sched *s, const epc_config *cfg, kv_err *err)
         }
         if (!sp->picker)
             return kv_err_set(err, KV_EINVAL, "profile '%s' has no picker", sp->name);
+        bool any = false;
+        for (size_t j = 0; j < sp->n_scorers; j++)
+            any |= sp->scorers[j]->type->metrics_only;
+        if (any && (!(sp->memo = calloc(1, sizeof *sp->memo)) ||
+                    !(sp->memo->sc = calloc(sp->n_scorers, sizeof *sp->memo->sc)) ||
+                    !(sp->memo->have = calloc(sp->n_scorers, sizeof *sp->memo->have))))
+            return kv_err_set(err, KV_ENOMEM, "scheduler: out of memory");
     }
     return KV_OK;
 }
@@ -378,9 +397,18 @@ void sched_free(sched *s)
             s->plugins[i].type->fini(&s->plugins[i]);
     free(s->plugins);
     for (size_t i = 0; i < s->n_profiles; i++) {
-        free(s->profiles[i].filters);
-        free(s->profiles[i].scorers);
-        free(s->profiles[i].weights);
+        sched_profile *pf = &s->profiles[i];
+        if (pf->memo) {
+            for (size_t j = 0; pf->memo->sc && j < pf->n_scorers; j++)
+                free(pf->memo->sc[j]);
+            free(pf->memo->sc);
+            free(pf->memo->have);
+            free(pf->memo->eps);
+            free(pf->memo);
+        }
+        free(pf->filters);
+        free(pf->scorers);
+        free(pf->weights);
     }
     free(s->profiles);
     sched_cycle *c = &s->cycle;
@@ -401,6 +429,11 @@ const char *sched_point_name(sched_point pt)
     static const char *const names[SCHED_POINT_COUNT] = {"ProfilePicker", "Filter", "Scorer", "Picker",
                                                          "ProcessProfilesResults"};
     return (unsigned)pt < SCHED_POINT_COUNT ? names[pt] : "Unknown";
+}
+
+void sched_set_metrics_epoch(sched *s, uint64_t epoch)
+{
+    s->metrics_epoch = epoch;
 }
 
 void sched_set_observer(sched *s, sched_observer fn, void *ctx)
@@ -469,6 +502,40 @@ static void weigh_in(double *restrict tot, const double *restrict sc, size_t k, 
         tot[i] += score_range(sc[i]) * w;
 }
 
+/* The profile's memo, made current for candidates eps[0..n) under the sched's metrics
+ * epoch: kept as it is when both match what its scores were computed for, else emptied
+ * (have[] all false: run_profile computes them again into sc[]). NULL: nothing to reuse
+ * or keep (no metrics_only scorer, no epoch, or no memory), and the scores are computed
+ * as ever. */
+static score_memo *memo_for(const sched *s, const sched_profile *pf, sched_endpoint *const *eps, size_t n)
+{
+    score_memo *mm = pf->memo;
+    if (!mm || !s->metrics_epoch)
+        return NULL;
+    if (mm->epoch == s->metrics_epoch && mm->n == n && memcmp(mm->eps, eps, n * sizeof *eps) == 0)
+        return mm;
+    mm->epoch = 0;
+    memset(mm->have, 0, pf->n_scorers * sizeof *mm->have);
+    if (n > mm->cap) {
+        mm->cap = 0;   /* until every array has the new size */
+        free(mm->eps);
+        if (!(mm->eps = malloc(n * sizeof *mm->eps)))
+            return NULL;
+        for (size_t j = 0; j < pf->n_scorers; j++) {
+            if (!pf->scorers[j]->type->metrics_only)
+                continue;
+            free(mm->sc[j]);
+            if (!(mm->sc[j] = malloc(n * sizeof *mm->sc[j])))
+                return NULL;
+        }
+        mm->cap = n;
+    }
+    memcpy(mm->eps, eps, n * sizeof *eps);
+    mm->n = n;
+    mm->epoch = s->metrics_epoch;
+    return mm;
+}
+
 /* One profile, exactly as GIE's SchedulerProfile.Run: filters, weighted clamped scores,
  * picker. Returns 0, KV_ENOENDPOINTS, KV_ESTATE (picker chose nothing) or KV_ENOMEM. */
 static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t n, sched_trace *t)
@@ -496,15 +563,22 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
     if (k == 0)
         return KV_ENOENDPOINTS;
     sched_scored *cands = sched_cycle_alloc(c, k * sizeof *cands);
-    double *sc = sched_cycle_alloc(c, k * sizeof *sc), *tot = sched_cycle_alloc(c, k * sizeof *tot);
-    if (!cands || !sc || !tot)
+    double *scratch = sched_cycle_alloc(c, k * sizeof *scratch), *tot = sched_cycle_alloc(c, k * sizeof *tot);
+    if (!cands || !scratch || !tot)
         return KV_ENOMEM;
     memset(tot, 0, k * sizeof *tot);
+    score_memo *mm = memo_for(s, pf, work, k);
     for (size_t j = 0; j < pf->n_scorers; j++) {
         sched_plugin *p = pf->scorers[j];
         double w = pf->weights[j];
-        memset(sc, 0, k * sizeof *sc);
-        OBSERVED(s, SCHED_POINT_SCORER, p, p->type->score(p, c, work, k, sc));
+        bool keep = mm && p->type->metrics_only;
+        double *sc = keep ? mm->sc[j] : scratch;
+        if (!keep || !mm->have[j]) {
+            memset(sc, 0, k * sizeof *sc);
+            OBSERVED(s, SCHED_POINT_SCORER, p, p->type->score(p, c, work, k, sc));
+            if (keep)
+                mm->have[j] = true;
+        }
         if (t) {
             if (!grow_array((void **)&t->scores, &t->cap_scores, t->n_scores + k, sizeof *t->scores))
                 return KV_ENOMEM;

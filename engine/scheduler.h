@@ -136,6 +136,10 @@ typedef struct sched_plugin_type {
     const char *type;             /* registry name, e.g. "queue-scorer" */
     sched_kind kind;
     bool reads_in_flight;         /* reads sched_endpoint.in_flight (refreshed before each decision) */
+    /* SCORER: its scores depend on nothing but the candidates' metrics (sched_endpoint.m)
+     * and their order, so that a driver naming its metrics (sched_set_metrics_epoch) may
+     * have them reused instead of recomputed. */
+    bool metrics_only;
     /* Parses parameters and allocates p->state. Errors name the field. */
     int (*init)(sched_plugin *p, const sched_params *params, const sched_env *env, kv_err *err);
     void (*fini)(sched_plugin *p);
@@ -292,6 +296,17 @@ const char *sched_point_name(sched_point pt);   /* "ProfilePicker", "Filter", ..
  * simulator) plugin calls are not timed; the cost is one predictable branch per call. */
 typedef void (*sched_observer)(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds);
 void sched_set_observer(sched *s, sched_observer fn, void *ctx);   /* fn NULL: none */
+
+/* For a driver that changes its endpoints' metrics (sched_endpoint.m) only at moments it
+ * knows, such as a scrape of every pod: epoch names the metrics as they are from now on,
+ * a value never given before each time any endpoint's m changes. A profile's
+ * metrics_only scorers then run once per epoch and candidate list, and later decisions
+ * over the same candidates reuse their scores, the same values in the same sums (a
+ * reused score is not a plugin call: the observer sees none). Their passes over every
+ * candidate were 43% of the instructions of a thousand-endpoint llm-d-precise decision
+ * (docs/VALIDATION.md, thirteenth pass). 0, the default, reuses nothing: a driver whose endpoints' metrics may change without
+ * a new epoch must leave it there. */
+void sched_set_metrics_epoch(sched *s, uint64_t epoch);
 
 /* Plugins in config order, by index and by name; services by name (the first max that
  * answer what, in config order). */

@@ -13,4 +13,5 @@ const sched_plugin_type kv_cache_utilization_scorer_type = {
     .type = "kv-cache-utilization-scorer",
     .kind = SCHED_SCORER,
     .score = kvu_score,
+    .metrics_only = true,
 };

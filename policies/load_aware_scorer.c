@@ -29,4 +29,5 @@ const sched_plugin_type load_aware_scorer_type = {
     .kind = SCHED_SCORER,
     .init = las_init,
     .score = las_score,
+    .metrics_only = true,
 };

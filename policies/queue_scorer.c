@@ -15,4 +15,5 @@ const sched_plugin_type queue_scorer_type = {
     .type = "queue-scorer",
     .kind = SCHED_SCORER,
     .score = queue_score,
+    .metrics_only = true,
 };

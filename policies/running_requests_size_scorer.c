@@ -14,4 +14,5 @@ const sched_plugin_type running_requests_size_scorer_type = {
     .type = "running-requests-size-scorer",
     .kind = SCHED_SCORER,
     .score = rrs_score,
+    .metrics_only = true,
 };

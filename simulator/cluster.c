@@ -103,6 +103,10 @@ typedef struct cl {
      * decision checks one time, not every endpoint). */
     sim_time last_scrape;
     bool metrics_stale;
+    /* Names the endpoints' metrics for the scheduler (sched_set_metrics_epoch): the
+     * endpoints' m change only where it is advanced, at a scrape and when they go stale,
+     * so decisions between them reuse the load scorers' passes over every endpoint. */
+    uint64_t metrics_epoch;
     /* per request, by global id */
     simsrv_req *sreq;
     wl_req *wreq;
@@ -518,6 +522,7 @@ static int cl_scrape(cl *c, kv_err *err)
         ring->hit[cur] = m.hit_tokens;
         sv->n_sampled++;
     }
+    sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
     if (c->finished)
         return KV_OK;
     return cl_push(c, c->now + c->s->cluster.scrape_interval, EV_SCRAPE, 0, 0, err);
@@ -622,6 +627,7 @@ static int cl_route(cl *c, uint64_t id, kv_err *err)
         c->metrics_stale = true;             /* a scraper that stopped answering goes stale */
         for (size_t k = 0; k < c->n_srv; k++)
             c->eps[k].m.valid = false;
+        sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
     }
     char idbuf[32];
     sched_request view;
@@ -746,6 +752,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
+    sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
     c->burst = burst_of(c->sched);
     const file_discovery *fd;
     if (file_discovery_of(c->sched, c->s->routers[r].cfg, &fd, &e))

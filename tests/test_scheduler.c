@@ -1,7 +1,7 @@
 /* test_scheduler: the GIE profile run (filters in order, clamped weighted sums with float
  * weights and no division, the picker), the typed no-endpoint error, the trace contents,
- * determinism under a seed, the in-flight counters, the plugin-call observer and the small
- * view helpers. */
+ * determinism under a seed, the in-flight counters, the plugin-call observer, the reuse of
+ * metrics-only scores under a metrics epoch and the small view helpers. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -480,6 +480,120 @@ static void test_observer_sees_every_plugin_call(void **state)
     fx_free(f);
 }
 
+/* Counts each plugin's scorer calls (by config index). */
+typedef struct score_calls {
+    size_t n[8];
+} score_calls;
+
+static void count_scorer_calls(void *ctx, const sched_cycle *c, sched_point pt, size_t plugin, double seconds)
+{
+    score_calls *k = ctx;
+    if (pt == SCHED_POINT_SCORER && plugin < 8)
+        k->n[plugin]++;
+}
+
+/* Under a metrics epoch (sched_set_metrics_epoch) the metrics-only scorers run once per
+ * epoch and candidate list and their scores are reused; every decision stays what a
+ * scheduler without an epoch decides, bit for bit (scores, sums and picks), checked on a
+ * random walk of metrics, candidate lists and epochs. A request-dependent scorer
+ * (active-request-scorer, not metrics-only) runs every time. */
+static const char *epoch_yaml = "plugins:\n- type: kv-cache-utilization-scorer\n- type: queue-scorer\n"
+                                "- type: running-requests-size-scorer\n- type: load-aware-scorer\n"
+                                "- type: active-request-scorer\n";
+
+static void set_metrics(fx *a, fx *b, size_t i, double kv, int waiting, int running)
+{
+    a->eps[i].m.kv_usage = b->eps[i].m.kv_usage = kv;
+    a->eps[i].m.waiting = b->eps[i].m.waiting = waiting;
+    a->eps[i].m.running = b->eps[i].m.running = running;
+}
+
+static void test_metrics_epoch_reuses_scores(void **state)
+{
+    fx *f = fx_new(epoch_yaml, 6, 5), *ref = fx_new(epoch_yaml, 6, 5);   /* ref: no epoch */
+    assert_non_null(f);
+    assert_non_null(ref);
+    score_calls calls = {0};
+    sched_set_observer(f->s, count_scorer_calls, &calls);
+    sched_trace tr = {0}, rtr = {0};
+    sched_result res, rres;
+    kv_err err = {0};
+
+    /* One epoch, the same candidates: the four metrics-only scorers run once. */
+    for (size_t i = 0; i < 6; i++)
+        set_metrics(f, ref, i, 0.1 * (double)i, (int)(i % 3), (int)(5 - i));
+    sched_set_metrics_epoch(f->s, 1);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 6, &res, NULL, &err), KV_OK);
+    assert_int_equal(calls.n[0], 1);
+    assert_int_equal(calls.n[3], 1);
+    assert_int_equal(calls.n[4], 3);   /* active-request-scorer: every decision */
+    /* Metrics changed without a new epoch are not seen (the driver's promise broken):
+     * the scores are reused, which is how the test knows they are. */
+    f->eps[5].m.kv_usage = 0.99;
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 6, &res, &tr, &err), KV_OK);
+    assert_true(fabs(tr.scores[5].score - 0.5) < 1e-12);   /* kv scorer, endpoint 5: 1 - 0.5 */
+    assert_int_equal(calls.n[0], 1);
+    /* A new epoch, or another candidate list, computes them again. */
+    sched_set_metrics_epoch(f->s, 2);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 6, &res, &tr, &err), KV_OK);
+    assert_true(fabs(tr.scores[5].score - 0.01) < 1e-12);
+    assert_int_equal(calls.n[0], 2);
+    assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 5, &res, NULL, &err), KV_OK);
+    assert_int_equal(calls.n[0], 3);
+    sched_endpoint *swapped[6] = {f->ptrs[1], f->ptrs[0], f->ptrs[2], f->ptrs[3], f->ptrs[4], f->ptrs[5]};
+    assert_int_equal(sched_schedule(f->s, &req, swapped, 6, &res, NULL, &err), KV_OK);
+    assert_int_equal(calls.n[0], 4);
+    /* Epoch 0 reuses nothing. */
+    sched_set_metrics_epoch(f->s, 0);
+    assert_int_equal(sched_schedule(f->s, &req, swapped, 6, &res, NULL, &err), KV_OK);
+    assert_int_equal(sched_schedule(f->s, &req, swapped, 6, &res, NULL, &err), KV_OK);
+    assert_int_equal(calls.n[0], 6);
+
+    /* The random walk against the scheduler without an epoch. */
+    f->eps[5].m.kv_usage = ref->eps[5].m.kv_usage;
+    uint64_t rng = 11, epoch = 100;
+    size_t reused = 0, n = 6, rot = 0;
+    for (int trial = 0; trial < 400; trial++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned what = (unsigned)(rng >> 60);
+        if (what < 5) {   /* new metrics for one endpoint, and a new epoch */
+            size_t i = (size_t)(rng >> 8) % 6;
+            set_metrics(f, ref, i, (double)((rng >> 16) % 1300) / 1000.0 - 0.1, (int)((rng >> 28) % 9),
+                        (int)((rng >> 36) % 6));
+            sched_set_metrics_epoch(f->s, ++epoch);
+        }
+        if (what == 5 || what == 6) {   /* another candidate list: a prefix of a rotation */
+            n = 1 + (size_t)(rng >> 44) % 6;
+            rot = (size_t)(rng >> 52) % 6;
+        }
+        sched_endpoint *cand[6], *rcand[6];
+        for (size_t i = 0; i < n; i++) {
+            cand[i] = f->ptrs[(i + rot) % 6];
+            rcand[i] = ref->ptrs[(i + rot) % 6];
+        }
+        size_t before = calls.n[0];
+        assert_int_equal(sched_schedule(f->s, &req, cand, n, &res, &tr, &err), KV_OK);
+        assert_int_equal(sched_schedule(ref->s, &req, rcand, n, &rres, &rtr, &err), KV_OK);
+        reused += calls.n[0] == before;
+        assert_int_equal(tr.n_scores, rtr.n_scores);
+        for (size_t j = 0; j < tr.n_scores; j++) {
+            assert_int_equal(tr.scores[j].ep - f->eps, rtr.scores[j].ep - ref->eps);
+            assert_memory_equal(&tr.scores[j].score, &rtr.scores[j].score, sizeof(double));
+        }
+        assert_int_equal(tr.n_totals, rtr.n_totals);
+        for (size_t j = 0; j < tr.n_totals; j++)
+            assert_memory_equal(&tr.totals[j].score, &rtr.totals[j].score, sizeof(double));
+        assert_int_equal(res.targets[0] - f->eps, rres.targets[0] - ref->eps);
+    }
+    assert_true(reused > 100);   /* the walk does reuse, often */
+    assert_true(reused < 390);   /* and recomputes too */
+    sched_trace_free(&tr);
+    sched_trace_free(&rtr);
+    fx_free(f);
+    fx_free(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_profile_matches_reference_model),
         cmocka_unit_test(test_cycle_tables_grow),
         cmocka_unit_test(test_observer_sees_every_plugin_call),
+        cmocka_unit_test(test_metrics_epoch_reuses_scores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
