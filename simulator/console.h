@@ -1,7 +1,8 @@
-/* console: what ./sim prints. Per-stage lines for each router, and the guide's
- * comparison table for one stage: every router against the first (the baseline),
- * rows Requests/sec .. Inter-token latency (ms), columns baseline mean, other mean,
- * delta and delta % vs baseline. Writes to the FILE it is given; never to stderr. */
+/* console: what ./sim prints. Per-stage lines for each router, the guide's comparison
+ * table for one stage: every router against the first (the baseline), rows
+ * Requests/sec .. Inter-token latency (ms), columns baseline mean, other mean, delta and
+ * delta % vs baseline; and the progress line. Writes only to the FILE it is given (the
+ * progress line's is stderr, main.c's choice). */
 #ifndef KVROUTE_SIM_CONSOLE_H
 #define KVROUTE_SIM_CONSOLE_H
 
