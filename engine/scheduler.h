@@ -304,8 +304,8 @@ void sched_set_observer(sched *s, sched_observer fn, void *ctx);   /* fn NULL: n
  * over the same candidates reuse their scores, the same values in the same sums (a
  * reused score is not a plugin call: the observer sees none). Their passes over every
  * candidate were 43% of the instructions of a thousand-endpoint llm-d-precise decision
- * (docs/VALIDATION.md, thirteenth pass). 0, the default, reuses nothing: a driver whose endpoints' metrics may change without
- * a new epoch must leave it there. */
+ * (docs/VALIDATION.md, thirteenth pass). 0, the default, reuses nothing: a driver whose
+ * endpoints' metrics may change without a new epoch must leave it there. */
 void sched_set_metrics_epoch(sched *s, uint64_t epoch);
 
 /* Plugins in config order, by index and by name; services by name (the first max that

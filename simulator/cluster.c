@@ -103,10 +103,7 @@ typedef struct cl {
      * decision checks one time, not every endpoint). */
     sim_time last_scrape;
     bool metrics_stale;
-    /* Names the endpoints' metrics for the scheduler (sched_set_metrics_epoch): the
-     * endpoints' m change only where it is advanced, at a scrape and when they go stale,
-     * so decisions between them reuse the load scorers' passes over every endpoint. */
-    uint64_t metrics_epoch;
+    uint64_t metrics_epoch;           /* the endpoints' metrics, named (cl_metrics_changed) */
     /* per request, by global id */
     simsrv_req *sreq;
     wl_req *wreq;
@@ -193,6 +190,14 @@ static void cl_req_view(cl *c, uint64_t id, char *idbuf, size_t cap, sched_reque
         r->n_keys = p->n_keys;
         r->keys_ctx = c->prompts.kc;
     }
+}
+
+/* The endpoints' metrics (eps[].m) have just changed: a scrape, or their going stale.
+ * Every write to them is followed by this, so the scheduler may reuse the load scorers'
+ * passes over every endpoint between two calls (sched_set_metrics_epoch). */
+static void cl_metrics_changed(cl *c)
+{
+    sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
 }
 
 static void cl_progress(cl *c)
@@ -522,7 +527,7 @@ static int cl_scrape(cl *c, kv_err *err)
         ring->hit[cur] = m.hit_tokens;
         sv->n_sampled++;
     }
-    sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
+    cl_metrics_changed(c);
     if (c->finished)
         return KV_OK;
     return cl_push(c, c->now + c->s->cluster.scrape_interval, EV_SCRAPE, 0, 0, err);
@@ -627,7 +632,7 @@ static int cl_route(cl *c, uint64_t id, kv_err *err)
         c->metrics_stale = true;             /* a scraper that stopped answering goes stale */
         for (size_t k = 0; k < c->n_srv; k++)
             c->eps[k].m.valid = false;
-        sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
+        cl_metrics_changed(c);
     }
     char idbuf[32];
     sched_request view;
@@ -752,7 +757,7 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     kv_err e = {0};
     if (!(c->sched = sched_new(c->s->routers[r].cfg, &env, &e)))
         return kv_err_set(err, e.code ? e.code : KV_EINVAL, "router '%s': %s", rname, e.msg);
-    sched_set_metrics_epoch(c->sched, ++c->metrics_epoch);
+    cl_metrics_changed(c);   /* the endpoints' first metrics: zeros, never scraped */
     c->burst = burst_of(c->sched);
     const file_discovery *fd;
     if (file_discovery_of(c->sched, c->s->routers[r].cfg, &fd, &e))
