@@ -3,6 +3,13 @@
 # was admitted), one line per server.
 W = 1400; H = 800
 load scriptdir.'/common.gp'
+# One line per server of up to 2,000 points a panel (plots.c buckets the samples):
+# gnuplot's libgd png terminal draws them for a third of pngcairo's CPU and an eighth of
+# its bytes (docs/VALIDATION.md, "Fourteenth pass"); antialiasing adds nothing to lines
+# this dense. Where png is missing, common.gp's choice stands.
+if (!svg && strstrt(GPVAL_TERMINALS, " png ") > 0) {
+    set terminal png size W,H font "sans,10" noenhanced
+}
 set output outdir.'/servers_'.router.ext
 data = datadir.'/servers_'.router.'.dat'
 set multiplot layout 2,1 title router.": per-server state over time"
