@@ -45,7 +45,10 @@ static uint64_t rnd(void)
 /* Pod p's batches, round-robin over pods. Each pod's second event of a request names
  * the first event's last hash as its parent, as vLLM does for a prompt that fills more
  * blocks in a later step. */
-static payload *encode_all(int n_pods, uint64_t first_hash, size_t *n_out)
+static double now(void);
+
+/* *t_encode: the seconds kvev_encode took, the simulated replicas' side of the path. */
+static payload *encode_all(int n_pods, uint64_t first_hash, size_t *n_out, double *t_encode)
 {
     size_t n_events = TOTAL_BLOCKS / BLOCKS_PER_EVENT, n_batches = n_events / EVENTS_PER_BATCH;
     payload *out = calloc(n_batches, sizeof *out);
@@ -68,7 +71,9 @@ static payload *encode_all(int n_pods, uint64_t first_hash, size_t *n_out)
         }
         kvev_batch batch = {1700000000.0 + (double)b, true, 0, ev, EVENTS_PER_BATCH};
         kv_err err;
+        double t0 = now();
         if (kvev_encode(&batch, KVEV_ENC_ARRAY, &buf, &err)) die("encode", &err);
+        *t_encode += now() - t0;
         out[b].data = malloc(buf.len);
         memcpy(out[b].data, buf.data, buf.len);
         out[b].len = buf.len;
@@ -130,8 +135,10 @@ static double ingest_once(int n_pods, const payload *p, size_t n_batches, const 
 static void bench(int n_pods)
 {
     size_t n_batches, bytes = 0;
-    payload *p = encode_all(n_pods, 1, &n_batches);
-    payload *warm = encode_all(n_pods, 1 + TOTAL_BLOCKS, &n_batches);
+    double t_enc = 0, t_enc_warm = 0;
+    payload *p = encode_all(n_pods, 1, &n_batches, &t_enc);
+    payload *warm = encode_all(n_pods, 1 + TOTAL_BLOCKS, &n_batches, &t_enc_warm);
+    if (t_enc_warm < t_enc) t_enc = t_enc_warm;   /* the better of two encodes of as many blocks */
     for (size_t i = 0; i < n_batches; i++) bytes += p[i].len;
     double best = 0, steady = 0;
     kvingest_stats st = {0}, steady_st = {0};
@@ -193,6 +200,14 @@ static void bench(int n_pods)
     printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, sink ? "" : "-", "");
     snprintf(name, sizeof name, "  decode per block: scalar token path / default (%s)", vector ? "AVX-512 VBMI" : "scalar");
     snprintf(measured, sizeof measured, "%.0f ns / %.0f ns", t_scalar / TOTAL_BLOCKS * 1e9, t_dec / TOTAL_BLOCKS * 1e9);
+    printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, "", "info");
+    bool vbmi2 = false;
+#if defined(__x86_64__) && defined(__GNUC__)
+    vbmi2 = __builtin_cpu_supports("avx512vbmi2");
+#endif
+    snprintf(name, sizeof name, "  encode per block (token ids: %s)",
+             vbmi2 ? "AVX-512 VBMI2" : "scalar");
+    snprintf(measured, sizeof measured, "%.0f ns", t_enc / TOTAL_BLOCKS * 1e9);
     printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, "", "info");
     snprintf(name, sizeof name, "  write-lock hold per slice (<= %d blocks), same ingest", KVINDEX_STORE_SLICE);
     snprintf(measured, sizeof measured, "p99 %.1f us, max %.1f us over %llu holds", hold.write_hold_p99_ns / 1e3,
