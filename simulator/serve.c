@@ -97,8 +97,10 @@ static int parse(int argc, char **argv, serve_opts *o)
         size_t k = 0;
         while (k < sizeof ints / sizeof *ints && strcmp(a, ints[k].name)) k++;
         if (k < sizeof ints / sizeof *ints) {
-            if (!v || !num(a, v, ints[k].lo, ints[k].hi, &d) || d != (double)(long long)d) {
-                if (v && d != (double)(long long)d) fprintf(stderr, "sim serve: %s: '%s' is not an integer\n", a, v);
+            if (!v || !num(a, v, ints[k].lo, ints[k].hi, &d))
+                return 2;
+            if (d != (double)(long long)d) {
+                fprintf(stderr, "sim serve: %s: '%s' is not an integer\n", a, v);
                 return 2;
             }
             i++;

@@ -38,6 +38,13 @@ complete() {   # pod url, prompt json, max_tokens
         -d "{\"model\":\"$MODEL\",\"prompt\":$2,\"max_tokens\":$3}" >/dev/null
 }
 
+# --- flags: one message for each bad value, naming the flag, and exit 2 -------------------
+check "a value that is not a number: its message, once" "sim serve: --port: 'abc' is not a number in [1, 65535]" \
+    "$($S serve --port abc 2>&1 >/dev/null)"
+check "a value that is not a number: exit 2" "2" "$($S serve --port abc >/dev/null 2>&1; echo $?)"
+check "a value that is not an integer" "sim serve: --replicas: '2.5' is not an integer" \
+    "$($S serve --replicas 2.5 2>&1 >/dev/null)"
+
 # --- one pod per process: API, events, metrics, faults ------------------------------------
 P=$B
 serve "$D/a.log" --replicas 2 --port $P --kv-events-port $((B + 10)) --speedup 20
