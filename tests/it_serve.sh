@@ -1,5 +1,6 @@
 #!/bin/sh
 # it_serve: ./sim serve's emulated vLLM pods on loopback, checked from outside:
+#  - a bad flag value: one message naming the flag, and exit 2;
 #  - an independent client (tests/tools/sse_client.py, python3 standard library) reads
 #    both endpoints streamed and whole, checks the chunk format, [DONE] and usage;
 #  - KV events read by msgpack-c (kv_msgpack_check) and by ./kvctl, array and map
