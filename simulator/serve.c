@@ -97,7 +97,11 @@ static int parse(int argc, char **argv, serve_opts *o)
         size_t k = 0;
         while (k < sizeof ints / sizeof *ints && strcmp(a, ints[k].name)) k++;
         if (k < sizeof ints / sizeof *ints) {
-            if (!v || !num(a, v, ints[k].lo, ints[k].hi, &d))
+            if (!v) {
+                fprintf(stderr, "sim serve: %s needs a value\n", a);
+                return 2;
+            }
+            if (!num(a, v, ints[k].lo, ints[k].hi, &d))
                 return 2;
             if (d != (double)(long long)d) {
                 fprintf(stderr, "sim serve: %s: '%s' is not an integer\n", a, v);

@@ -45,6 +45,7 @@ check "a value that is not a number: its message, once" "sim serve: --port: 'abc
 check "a value that is not a number: exit 2" "2" "$($S serve --port abc >/dev/null 2>&1; echo $?)"
 check "a value that is not an integer" "sim serve: --replicas: '2.5' is not an integer" \
     "$($S serve --replicas 2.5 2>&1 >/dev/null)"
+check "a flag without its value" "sim serve: --port needs a value" "$($S serve --port 2>&1 >/dev/null)"
 
 # --- one pod per process: API, events, metrics, faults ------------------------------------
 P=$B
