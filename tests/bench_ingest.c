@@ -42,12 +42,17 @@ static uint64_t rnd(void)
     return rng_state;
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /* Pod p's batches, round-robin over pods. Each pod's second event of a request names
  * the first event's last hash as its parent, as vLLM does for a prompt that fills more
- * blocks in a later step. */
-static double now(void);
-
-/* *t_encode: the seconds kvev_encode took, the simulated replicas' side of the path. */
+ * blocks in a later step. *t_encode: the seconds kvev_encode took, the simulated
+ * replicas' side of the path. */
 static payload *encode_all(int n_pods, uint64_t first_hash, size_t *n_out, double *t_encode)
 {
     size_t n_events = TOTAL_BLOCKS / BLOCKS_PER_EVENT, n_batches = n_events / EVENTS_PER_BATCH;
@@ -82,13 +87,6 @@ static payload *encode_all(int n_pods, uint64_t first_hash, size_t *n_out, doubl
     kvev_buf_free(&buf);
     *n_out = n_batches;
     return out;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* One ingest of every payload into a fresh index; returns the seconds it took and the
