@@ -126,6 +126,61 @@ static void test_summary_spans_all_stages(void **state)
     lc_run_free(&r);
 }
 
+static void same_block(const stats_block *a, const stats_block *b)
+{
+    assert_int_equal(a->valid, b->valid);
+    assert_memory_equal(a->v, b->v, sizeof a->v);   /* bit for bit: NaN for NaN */
+}
+
+/* A run of one stage: lc_run_compute takes the summary from the stage, which holds every
+ * request, instead of reading the records again; it must equal the summary lc_compute
+ * makes over all requests, field for field, bar the stage's own fields. */
+static void test_one_stage_summary_is_the_stage(void **state)
+{
+    (void)state;
+    sim_run one = fixture;
+    one.n_requests = 3;   /* r0, r1, r2: stage 0 only */
+    one.n_stages = 1;
+    lc_run r;
+    lc_metrics all;
+    assert_int_equal(lc_run_compute(&one, &r, NULL), KV_OK);
+    assert_int_equal(lc_compute(&one, -1, &all, NULL), KV_OK);
+    const lc_metrics *s = &r.summary;
+    assert_int_equal(s->stage, -1);
+    assert_true(s->requested_rate == 0 && all.requested_rate == 0);
+    assert_true(r.stages[0].requested_rate == 1.5);
+    assert_int_equal(s->concurrency, all.concurrency);
+    assert_int_equal(s->count, all.count);
+    assert_int_equal(s->n_success, all.n_success);
+    assert_int_equal(s->n_failed, all.n_failed);
+    const double sd[] = {s->send_duration, s->achieved_rate, s->input_tokens_per_sec, s->output_tokens_per_sec,
+                         s->total_tokens_per_sec, s->requests_per_sec, s->total_time};
+    const double ad[] = {all.send_duration, all.achieved_rate, all.input_tokens_per_sec, all.output_tokens_per_sec,
+                         all.total_tokens_per_sec, all.requests_per_sec, all.total_time};
+    assert_memory_equal(sd, ad, sizeof sd);
+    const uint64_t su[] = {s->input_tokens, s->output_tokens, s->cached_tokens, s->preemptions};
+    const uint64_t au[] = {all.input_tokens, all.output_tokens, all.cached_tokens, all.preemptions};
+    assert_memory_equal(su, au, sizeof su);
+    same_block(&s->schedule_delay, &all.schedule_delay);
+    same_block(&s->request_latency, &all.request_latency);
+    same_block(&s->ntpot, &all.ntpot);
+    same_block(&s->tpot, &all.tpot);
+    same_block(&s->ttft, &all.ttft);
+    same_block(&s->itl, &all.itl);
+    same_block(&s->prompt_len, &all.prompt_len);
+    same_block(&s->output_len, &all.output_len);
+    same_block(&s->fail_request_latency, &all.fail_request_latency);
+    same_block(&s->fail_prompt_len, &all.fail_prompt_len);
+    near(s->itl.v[STATS_MEAN], 0.4 / 3);
+    lc_run_free(&r);
+
+    /* Two stages: neither holds every request, and the summary is its own. */
+    assert_int_equal(lc_run_compute(&fixture, &r, NULL), KV_OK);
+    assert_int_equal(r.summary.count, 4);
+    near(r.summary.itl.v[STATS_MAX], 0.5);
+    lc_run_free(&r);
+}
+
 static char *emit(int (*fn)(FILE *, const json_t *, kv_err *), const json_t *v)
 {
     char *buf = NULL;
@@ -689,6 +744,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stage_definitions),
         cmocka_unit_test(test_summary_spans_all_stages),
+        cmocka_unit_test(test_one_stage_summary_is_the_stage),
         cmocka_unit_test(test_json_shape_matches_inference_perf),
         cmocka_unit_test(test_floats_spelled_like_python),
         cmocka_unit_test(test_benchmark_report_v01_mapping),
