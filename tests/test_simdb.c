@@ -109,6 +109,10 @@ static void test_round_trip(void **state)
     assert_true(q1(db, "SELECT prefix_group FROM requests WHERE id=0") == 3);
     assert_true(q1(db, "SELECT prefix_group IS NULL FROM requests WHERE id=1") == 1);
     assert_true(q1(db, "SELECT preemptions FROM requests WHERE id=1") == 1);
+    /* both request indexes, whichever way the writer builds them, hold every row */
+    assert_true(q1(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name LIKE 'requests_by_%'") == 2);
+    assert_true(q1(db, "SELECT count(*) FROM requests INDEXED BY requests_by_endpoint WHERE run_id=1 AND endpoint=1") == 1);
+    assert_true(q1(db, "SELECT count(*) FROM requests INDEXED BY requests_by_stage WHERE run_id=1 AND stage=0") == 2);
     assert_true(q1(db, "SELECT count(*) FROM samples") == 2);
     assert_true(q1(db, "SELECT kv_usage FROM samples WHERE server=1") == 0.75);
     /* decisions: 4 scorer rows + 2 totals; endpoint 1 picked */
@@ -175,6 +179,9 @@ static void test_append_to_a_db_without_endpoints(void **state)
     simdb_close(d);
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     assert_true(q1(db, "SELECT count(*) FROM decisions WHERE run_id=1") == 6);
+    /* the appended run's requests are in the index the first run's commit built */
+    assert_true(q1(db, "SELECT count(*) FROM requests INDEXED BY requests_by_endpoint WHERE endpoint=1") == 2);
+    assert_true(q1(db, "SELECT count(*) FROM requests INDEXED BY requests_by_endpoint WHERE run_id=2") == 2);
     assert_true(q1(db, "SELECT count(*) FROM endpoints") == 1);
     assert_true(q1(db, "SELECT count(*) FROM endpoints WHERE run_id=2 AND endpoint=5 AND name='10.0.0.9:8000' "
                        "AND pod='pod-9'") == 1);
