@@ -27,7 +27,9 @@ typedef struct simdb_run_info {
     const char *created;              /* free text, NULL = NULL (keep it deterministic) */
 } simdb_run_info;
 
-/* Creates path afresh (an existing file is replaced) with the schema and indexes. */
+/* Creates path afresh (an existing file is replaced) with the schema and indexes; the
+ * requests_by_endpoint index is built when the first run ends (simdb_end_run), from its
+ * rows, so a database that never ends a run has no rows it would index. */
 simdb *simdb_open(const char *path, kv_err *err);
 /* Opens path to add runs beside those it holds (a live run next to simulated ones);
  * creates it with the schema when it does not exist. */
