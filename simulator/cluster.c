@@ -49,11 +49,27 @@ typedef struct cl_hit_ring {
 
 /* What every step of a server touches; its hit ring lives apart (cl.ring), so that a
  * thousand servers' step state stays a few cache lines each. */
+/* A request's state at its server (simsrv_req) lives in a slot of that server's, taken
+ * when the request is routed and given back once its completion is handled: a server's
+ * requests sit together, and a run holds the requests in flight, not one per request
+ * (88 MB at 1M requests). 96 bytes aligned to 32, so the 32 bytes a step reads and writes
+ * of a running request (server.h) never straddle two cache lines, as every third or so
+ * of an array of 88-byte requests did. */
+typedef union cl_sreq_slot {
+    simsrv_req r;
+    union cl_sreq_slot *next_free;
+    char size[96];
+} __attribute__((aligned(32))) cl_sreq_slot;
+_Static_assert(sizeof(cl_sreq_slot) == 96 && offsetof(simsrv_req, hash_due) + sizeof(uint32_t) <= 32,
+               "a slot's step-read head stays inside one cache line");
+#define CL_SREQ_CHUNK 64
+
 typedef struct cl_server {
     simsrv *srv;
     bool busy;                        /* a step is in flight */
     simsrv_step_result res;           /* the step in flight (arrays owned by the server) */
     size_t cap_steps;                 /* room in its sim_run.servers[i].t */
+    cl_sreq_slot *free_sreq;          /* its free request slots */
     uint64_t n_sampled;
     char name[32];
     char pod[32];
@@ -104,8 +120,9 @@ typedef struct cl {
     sim_time last_scrape;
     bool metrics_stale;
     uint64_t metrics_epoch;           /* the endpoints' metrics, named (cl_metrics_changed) */
+    cl_sreq_slot **sreq_chunks;       /* every chunk of request slots, CL_SREQ_CHUNK each */
+    size_t n_sreq_chunks, cap_sreq_chunks;
     /* per request, by global id */
-    simsrv_req *sreq;
     wl_req *wreq;
     uint64_t total, completed, next_progress;
     /* current stage */
@@ -299,6 +316,34 @@ static uint32_t cl_user(const cl *c, uint64_t id)
     return (uint32_t)((id - c->stage_first) % c->w->n_prompts);
 }
 
+static simsrv_req *cl_sreq_get(cl *c, size_t server)
+{
+    cl_server *sv = &c->srv[server];
+    if (!sv->free_sreq) {
+        if (!grow_array((void **)&c->sreq_chunks, &c->cap_sreq_chunks, c->n_sreq_chunks + 1, sizeof *c->sreq_chunks))
+            return NULL;
+        cl_sreq_slot *chunk = aligned_alloc(_Alignof(cl_sreq_slot), CL_SREQ_CHUNK * sizeof *chunk);
+        if (!chunk)
+            return NULL;
+        c->sreq_chunks[c->n_sreq_chunks++] = chunk;
+        for (size_t k = 0; k < CL_SREQ_CHUNK; k++)
+            chunk[k].next_free = k + 1 < CL_SREQ_CHUNK ? &chunk[k + 1] : NULL;
+        sv->free_sreq = chunk;
+    }
+    cl_sreq_slot *slot = sv->free_sreq;
+    sv->free_sreq = slot->next_free;
+    return &slot->r;
+}
+
+/* r is no longer read: neither the server (it finished, or was never queued) nor the step's
+ * result, which the server's next step replaces. */
+static void cl_sreq_put(cl *c, size_t server, simsrv_req *r)
+{
+    cl_sreq_slot *slot = (cl_sreq_slot *)r;
+    slot->next_free = c->srv[server].free_sreq;
+    c->srv[server].free_sreq = slot;
+}
+
 /* A multi-turn round ended at t (r = the server's request when it was answered, NULL
  * when it failed): the context becomes prompt + response, and the user's next waiting
  * round is sent at t. */
@@ -452,6 +497,8 @@ static int cl_step_end(cl *c, size_t i, kv_err *err)
     }
     if (rc)
         return rc;
+    for (size_t k = 0; k < res->n_finished; k++)
+        cl_sreq_put(c, i, res->finished[k]);
     if (res->n_kv_events) {   /* published now, at the step's end */
         c->st.kv_batches++;
         if (simsrv_kv_encode(sv->srv, kvpayq_open(&c->pay)) != KV_OK || !kvpayq_commit(&c->pay))
@@ -655,7 +702,9 @@ static int cl_route(cl *c, uint64_t id, kv_err *err)
     sched_pre_request(c->sched, &view, &res);
     size_t target = res.targets[0]->id;
     rec->endpoint = (int)target;
-    simsrv_req *sr = &c->sreq[id];
+    simsrv_req *sr = cl_sreq_get(c, target);
+    if (!sr)
+        return kv_err_set(err, KV_ENOMEM, "out of memory (requests at servers)");
     /* A multi-turn response comes back in the user's next prompt; any other is the request's alone. */
     *sr = (simsrv_req){.id = id, .tokens = wr->tokens, .n_prompt = wr->n_prompt, .n_output = wr->n_output,
                        .user = rec, .unshared_tail = !c->sess, .shared_len = wr->shared_len};
@@ -663,6 +712,8 @@ static int cl_route(cl *c, uint64_t id, kv_err *err)
     if (pm)
         sr->prompt_fp = pm->fp;
     rc = simsrv_submit(c->srv[target].srv, sr);
+    if (rc)
+        cl_sreq_put(c, target, sr);      /* not queued: the server keeps no pointer */
     if (rc == KV_ERANGE) {               /* vLLM would refuse it at the API */
         sched_response_complete(c->sched, &view, &c->eps[target]);
         return cl_fail(c, rec, err);
@@ -725,12 +776,11 @@ static int cl_setup(cl *c, size_t r, kv_err *err)
     c->total = wl_total_requests(c->w);
     /* The per-request arrays are read at random (each step touches its batch's entries):
      * on huge pages a thousand-replica run misses the TLB and faults far less. */
-    c->sreq = hugepage_calloc(c->total, sizeof *c->sreq);
     c->wreq = hugepage_calloc(c->total, sizeof *c->wreq);
     c->run->requests = hugepage_calloc(c->total, sizeof *c->run->requests);
     c->run->stages = calloc(c->w->n_stages, sizeof *c->run->stages);
     c->run->servers = calloc(c->n_srv, sizeof *c->run->servers);
-    if (!c->srv || !c->engine || !c->ring || !c->eps || !c->epp || !c->sreq || !c->wreq || !c->run->requests ||
+    if (!c->srv || !c->engine || !c->ring || !c->eps || !c->epp || !c->wreq || !c->run->requests ||
         !c->run->stages || !c->run->servers)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     c->run->n_stages = c->w->n_stages;
@@ -832,7 +882,9 @@ static void cl_teardown(cl *c)
     free(c->ring);
     free(c->eps);
     free(c->epp);
-    free(c->sreq);
+    for (size_t k = 0; k < c->n_sreq_chunks; k++)   /* after the servers, which clear their requests */
+        free(c->sreq_chunks[k]);
+    free(c->sreq_chunks);
     if (c->wreq)
         for (uint64_t i = 0; i < c->total; i++)
             wl_req_release(&c->wreq[i]);
@@ -917,8 +969,9 @@ void cluster_run_free(sim_run *run)
 
 /* What else a request costs while its run is measured and reported (the lifecycle
  * metrics' per-request arrays, allocator overhead): the residual of the maximum RSS of
- * 50,000 against 100,000 requests of 20 output tokens, 425 bytes per request of which
- * the arrays named below are 332, rounded up. */
+ * 50,000 against 100,000 requests of 20 output tokens, rounded up. Measured when each
+ * request also kept its 88-byte simsrv_req to the end (now a slot given back at
+ * completion): 425 bytes per request, of which the arrays named then were 332. */
 #define CLUSTER_OTHER_BYTES 96
 
 /* A step's time is shared by every sequence that emits in it: with two or more a step on
@@ -928,6 +981,6 @@ void cluster_run_free(sim_run *run)
 uint64_t cluster_request_bytes(const scenario *s, uint32_t n_output)
 {
     uint64_t kept = sizeof(sim_request_record) + (uint64_t)n_output * CLUSTER_TOKEN_BYTES;
-    uint64_t running = sizeof(simsrv_req) + sizeof(wl_req) + sizeof(sim_time) + sizeof(uint64_t);
+    uint64_t running = sizeof(wl_req) + sizeof(sim_time) + sizeof(uint64_t);
     return kept * (s->n_routers ? s->n_routers : 1) + running + CLUSTER_OTHER_BYTES;
 }
