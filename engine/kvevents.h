@@ -204,5 +204,8 @@ int kvev_encode(const kvev_batch *b, kvev_encoding enc, kvev_buf *out, kv_err *e
  * caller queueing payloads in one buffer encodes straight into it. On error out->len is
  * as it was. */
 int kvev_encode_append(const kvev_batch *b, kvev_encoding enc, kvev_buf *out, kv_err *err);
+/* Which code the encoder writes token ids with on this CPU: KVEV_TOKENS_VECTOR where it
+ * has AVX-512 VBMI2 (x86-64 only), else KVEV_TOKENS_SCALAR. The bytes are the same. */
+kvev_tokens_path kvev_encode_tokens_path(void);
 
 #endif

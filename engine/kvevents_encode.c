@@ -270,14 +270,21 @@ static int pack_event(enc *x, const kvev_event *e, size_t ev, kv_err *err)
     return KV_OK;
 }
 
+kvev_tokens_path kvev_encode_tokens_path(void)
+{
+#ifdef TOKENS_ENCODE_VECTOR
+    return cpu_has_vbmi2() ? KVEV_TOKENS_VECTOR : KVEV_TOKENS_SCALAR;
+#else
+    return KVEV_TOKENS_SCALAR;
+#endif
+}
+
 int kvev_encode_append(const kvev_batch *b, kvev_encoding encoding, kvev_buf *out, kv_err *err)
 {
     if (b->n_events && !b->events) return kv_err_set(err, KV_EINVAL, "kvevents: batch has a count without events");
     size_t start = out->len;
-    enc x = {.buf = out, .map = encoding != KVEV_ENC_ARRAY};
-#ifdef TOKENS_ENCODE_VECTOR
-    x.vector = cpu_has_vbmi2();
-#endif
+    enc x = {.buf = out, .map = encoding != KVEV_ENC_ARRAY,
+             .vector = kvev_encode_tokens_path() == KVEV_TOKENS_VECTOR};
     msgpack_packer_init(&x.pk, &x, buf_write);
     if (encoding == KVEV_ENC_MAP_ALL) {
         msgpack_pack_map(&x.pk, b->has_dp_rank ? 3 : 2);

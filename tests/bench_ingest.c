@@ -199,12 +199,8 @@ static void bench(int n_pods)
     snprintf(name, sizeof name, "  decode per block: scalar token path / default (%s)", vector ? "AVX-512 VBMI" : "scalar");
     snprintf(measured, sizeof measured, "%.0f ns / %.0f ns", t_scalar / TOTAL_BLOCKS * 1e9, t_dec / TOTAL_BLOCKS * 1e9);
     printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, "", "info");
-    bool vbmi2 = false;
-#if defined(__x86_64__) && defined(__GNUC__)
-    vbmi2 = __builtin_cpu_supports("avx512vbmi2");
-#endif
     snprintf(name, sizeof name, "  encode per block (token ids: %s)",
-             vbmi2 ? "AVX-512 VBMI2" : "scalar");
+             kvev_encode_tokens_path() == KVEV_TOKENS_VECTOR ? "AVX-512 VBMI2" : "scalar");
     snprintf(measured, sizeof measured, "%.0f ns", t_enc / TOTAL_BLOCKS * 1e9);
     printf("| %-58s | %-52s | %-14s | %-4s |\n", name, measured, "", "info");
     snprintf(name, sizeof name, "  write-lock hold per slice (<= %d blocks), same ingest", KVINDEX_STORE_SLICE);
