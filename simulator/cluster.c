@@ -47,8 +47,6 @@ typedef struct cl_hit_ring {
     uint64_t prompt[CL_HIT_RING], hit[CL_HIT_RING];
 } cl_hit_ring;
 
-/* What every step of a server touches; its hit ring lives apart (cl.ring), so that a
- * thousand servers' step state stays a few cache lines each. */
 /* A request's state at its server (simsrv_req) lives in a slot of that server's, taken
  * when the request is routed and given back once its completion is handled: a server's
  * requests sit together, and a run holds the requests in flight, not one per request
@@ -64,6 +62,8 @@ _Static_assert(sizeof(cl_sreq_slot) == 96 && offsetof(simsrv_req, hash_due) + si
                "a slot's step-read head stays inside one cache line");
 #define CL_SREQ_CHUNK 64
 
+/* What every step of a server touches; its hit ring lives apart (cl.ring), so that a
+ * thousand servers' step state stays a few cache lines each. */
 typedef struct cl_server {
     simsrv *srv;
     bool busy;                        /* a step is in flight */
