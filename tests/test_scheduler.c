@@ -1,5 +1,5 @@
 /* test_scheduler: the GIE profile run (filters in order, clamped weighted sums with float
- * weights and no division, the picker), the typed no-endpoint error, the trace contents,
+ * weights and no division, the picker; a profile without scorers), the typed no-endpoint error, the trace contents,
  * determinism under a seed, the in-flight counters, the plugin-call observer, the reuse of
  * metrics-only scores under a metrics epoch and the small view helpers. */
 #include <math.h>
@@ -120,6 +120,48 @@ static void picks(const char *yaml, uint64_t seed, int *out, int n)
         out[i] = (int)(res.targets[0] - f->eps);
     }
     fx_free(f);
+}
+
+/* A profile without scorers totals every candidate at exactly +0, in the driver's order
+ * without filters and the survivors' order with them, and the picker sees all of them;
+ * the driver's list is never written, with filters or without. */
+static void test_profile_without_scorers(void **state)
+{
+    const char *yamls[] = {"plugins:\n- type: max-score-picker\n  parameters: {maxNumOfEndpoints: 6}\n",
+                           "plugins:\n- type: by-label\n  parameters: {label: zone, validValues: [a]}\n"
+                           "- type: max-score-picker\n  parameters: {maxNumOfEndpoints: 6}\n"};
+    for (int y = 0; y < 2; y++) {
+        fx *f = fx_new(yamls[y], 6, 1);
+        assert_non_null(f);
+        sched_kv za[] = {{"zone", "a"}}, zb[] = {{"zone", "b"}};
+        for (size_t i = 0; i < 6; i++)
+            f->eps[i].labels = i % 3 == 1 ? zb : za, f->eps[i].n_labels = 1;
+        sched_endpoint *list[6];
+        memcpy(list, f->ptrs, sizeof list);
+        sched_trace tr = {0};
+        sched_result res;
+        kv_err err = {0};
+        assert_int_equal(sched_schedule(f->s, &req, f->ptrs, 6, &res, &tr, &err), KV_OK);
+        size_t want[] = {0, 1, 2, 3, 4, 5}, kept[] = {0, 2, 3, 5};
+        const size_t *order = y ? kept : want;
+        size_t n = y ? 4 : 6;
+        assert_int_equal(tr.n_scores, 0);
+        assert_int_equal(tr.n_totals, n);
+        assert_int_equal(res.n_targets, n);
+        unsigned seen = 0;
+        for (size_t i = 0; i < n; i++) {
+            assert_ptr_equal(tr.totals[i].ep, &f->eps[order[i]]);
+            assert_true(tr.totals[i].score == 0 && !signbit(tr.totals[i].score));
+            seen |= 1u << (res.targets[i] - f->eps);
+        }
+        unsigned all = 0;
+        for (size_t i = 0; i < n; i++)
+            all |= 1u << order[i];
+        assert_int_equal(seen, all);
+        assert_memory_equal(list, f->ptrs, sizeof list);
+        sched_trace_free(&tr);
+        fx_free(f);
+    }
 }
 
 static void test_deterministic_with_seed(void **state)
@@ -599,6 +641,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weighted_clamped_sum_and_trace),
         cmocka_unit_test(test_filters_in_order_and_no_endpoints),
+        cmocka_unit_test(test_profile_without_scorers),
         cmocka_unit_test(test_deterministic_with_seed),
         cmocka_unit_test(test_in_flight_counters),
         cmocka_unit_test(test_views_and_lookups),
