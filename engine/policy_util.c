@@ -200,6 +200,12 @@ size_t pu_below(sched_cycle *c, size_t n)
     return (size_t)(((unsigned __int128)sched_cycle_rand(c) * n) >> 64);
 }
 
+sched_scored *pu_cands_copy(sched_cycle *c, const sched_scored *cands, size_t n)
+{
+    sched_scored *a = sched_cycle_alloc(c, n * sizeof *a);
+    return a ? memcpy(a, cands, n * sizeof *a) : NULL;
+}
+
 void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n)
 {
     for (size_t i = n; i > 1; i--) {

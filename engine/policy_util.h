@@ -67,6 +67,9 @@ size_t pu_picked(const sched_scored *cands, size_t k, sched_endpoint **out);
 void pu_minmax_lower_better(double *scores, size_t n);
 /* A uniform integer in [0, n), n > 0, from the cycle's generator. */
 size_t pu_below(sched_cycle *c, size_t n);
+/* A picker's own copy of its candidates, in cycle memory, to reorder or rescore (a picker
+ * never writes the list it is given); NULL when out of memory (the cycle then fails). */
+sched_scored *pu_cands_copy(sched_cycle *c, const sched_scored *cands, size_t n);
 /* Fisher-Yates with the cycle's generator: the random tie-break of the pickers. */
 void pu_shuffle(sched_cycle *c, sched_scored *a, size_t n);
 

@@ -37,6 +37,15 @@ typedef struct score_memo {
     bool *have;               /* per scorer: sc[j] holds its scores of eps under epoch */
 } score_memo;
 
+/* A profile without filters or scorers: its candidates are the driver's list, each scored
+ * 0, the same from one decision to the next while the driver's list is (pickers do not
+ * write them), so they are built when that list changes instead of every decision. */
+typedef struct kept_cands {
+    sched_endpoint **eps;     /* the driver's list they were built from */
+    sched_scored *cands;
+    size_t n, cap;
+} kept_cands;
+
 typedef struct sched_profile {
     const char *name;
     sched_plugin **filters;
@@ -46,6 +55,7 @@ typedef struct sched_profile {
     size_t n_scorers;
     sched_plugin *picker;
     score_memo *memo;         /* NULL: no metrics_only scorer */
+    kept_cands kept;          /* used only without filters and scorers */
 } sched_profile;
 
 typedef struct cycle_keyset {
@@ -406,6 +416,8 @@ void sched_free(sched *s)
             free(pf->memo->eps);
             free(pf->memo);
         }
+        free(pf->kept.eps);
+        free(pf->kept.cands);
         free(pf->filters);
         free(pf->scorers);
         free(pf->weights);
@@ -536,16 +548,40 @@ static score_memo *memo_for(const sched *s, const sched_profile *pf, sched_endpo
     return mm;
 }
 
+/* The zero-score candidates of eps[0..n), rebuilt only when the list differs from the
+ * last one's; NULL when out of memory. */
+static const sched_scored *kept_for(kept_cands *kc, sched_endpoint *const *eps, size_t n)
+{
+    if (kc->n == n && memcmp(kc->eps, eps, n * sizeof *eps) == 0)
+        return kc->cands;
+    if (n > kc->cap) {
+        kc->n = kc->cap = 0;   /* until both arrays have the new size */
+        free(kc->eps);
+        free(kc->cands);
+        kc->eps = malloc(n * sizeof *kc->eps);
+        kc->cands = malloc(n * sizeof *kc->cands);
+        if (!kc->eps || !kc->cands)
+            return NULL;
+        kc->cap = n;
+    }
+    memcpy(kc->eps, eps, n * sizeof *eps);
+    for (size_t i = 0; i < n; i++)
+        kc->cands[i] = (sched_scored){.ep = eps[i], .score = 0};
+    kc->n = n;
+    return kc->cands;
+}
+
 /* One profile, exactly as GIE's SchedulerProfile.Run: filters, weighted clamped scores,
  * picker. Returns 0, KV_ENOENDPOINTS, KV_ESTATE (picker chose nothing) or KV_ENOMEM.
  * A profile without filters reads the driver's list as it is, and one without scorers
- * gives every candidate 0 without summing: at 1,000 endpoints the copy, the sums' zeroing
- * and their reading were 10k of the 17.5k instructions of a decision whose picker (a
- * Kubernetes Service's) reads one candidate. */
+ * gives every candidate 0 without summing, from a list kept between decisions when it
+ * has no filters either: at 1,000 endpoints the copy, the sums' zeroing and the list's
+ * building were 17k of the 17.5k instructions of a decision whose picker (a Kubernetes
+ * Service's) reads one candidate. */
 static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t n, sched_trace *t)
 {
     sched_cycle *c = &s->cycle;
-    const sched_profile *pf = &s->profiles[idx];
+    sched_profile *pf = &s->profiles[idx];
     size_t k = n;
     if (pf->n_filters) {
         sched_endpoint **work = sched_cycle_alloc(c, n * sizeof *work);
@@ -569,15 +605,21 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
             return KV_ENOENDPOINTS;
         eps = work;
     }
-    sched_scored *cands = sched_cycle_alloc(c, k * sizeof *cands);
-    if (!cands)
-        return KV_ENOMEM;
-    if (pf->n_scorers == 0) {
+    const sched_scored *cands;
+    if (pf->n_scorers == 0 && pf->n_filters == 0) {
+        if (!(cands = kept_for(&pf->kept, eps, k)))
+            return KV_ENOMEM;
+    } else if (pf->n_scorers == 0) {
+        sched_scored *zero = sched_cycle_alloc(c, k * sizeof *zero);
+        if (!zero)
+            return KV_ENOMEM;
         for (size_t i = 0; i < k; i++)
-            cands[i] = (sched_scored){.ep = eps[i], .score = 0};
+            zero[i] = (sched_scored){.ep = eps[i], .score = 0};
+        cands = zero;
     } else {
+        sched_scored *sum = sched_cycle_alloc(c, k * sizeof *sum);
         double *scratch = sched_cycle_alloc(c, k * sizeof *scratch), *tot = sched_cycle_alloc(c, k * sizeof *tot);
-        if (!scratch || !tot)
+        if (!sum || !scratch || !tot)
             return KV_ENOMEM;
         memset(tot, 0, k * sizeof *tot);
         score_memo *mm = memo_for(s, pf, eps, k);
@@ -602,7 +644,8 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
             weigh_in(tot, sc, k, w);
         }
         for (size_t i = 0; i < k; i++)
-            cands[i] = (sched_scored){.ep = eps[i], .score = tot[i]};
+            sum[i] = (sched_scored){.ep = eps[i], .score = tot[i]};
+        cands = sum;
     }
     if (t) {
         sched_scored *copy = sched_cycle_alloc(c, k * sizeof *copy);

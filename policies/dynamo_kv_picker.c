@@ -130,7 +130,7 @@ static const sched_kvsource *dkv_source(const sched_plugin *p)
 }
 
 /* Per-candidate credit from the KV-event index; false when the cycle has no keys. */
-static bool dkv_credit_events(const dkv *s, sched_cycle *c, const sched_kvsource *src, sched_scored *cands,
+static bool dkv_credit_events(const dkv *s, sched_cycle *c, const sched_kvsource *src, const sched_scored *cands,
                               size_t n, double *credit, double *prompt_blocks, uint32_t *request_blocks)
 {
     size_t nk = 0;
@@ -160,7 +160,7 @@ static bool dkv_credit_events(const dkv *s, sched_cycle *c, const sched_kvsource
     return true;
 }
 
-static void dkv_credit_approx(dkv *s, sched_cycle *c, sched_scored *cands, size_t n, double *credit,
+static void dkv_credit_approx(dkv *s, sched_cycle *c, const sched_scored *cands, size_t n, double *credit,
                               double *prompt_blocks, uint32_t *request_blocks)
 {
     const sched_request *r = sched_cycle_request(c);
@@ -186,7 +186,7 @@ static void dkv_credit_approx(dkv *s, sched_cycle *c, sched_scored *cands, size_
     }
 }
 
-static size_t dkv_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t dkv_pick(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                        size_t max)
 {
     dkv *s = p->state;

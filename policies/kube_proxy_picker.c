@@ -80,7 +80,7 @@ static kp_pool *kp_worker(kp_state *st, const sched_request *r)
 /* The reusable connection of the pool bound to one of cands, or -1. Like aiohttp's _get:
  * pop from the top; an expired one is closed (and every one below it is older). A
  * connection to an endpoint no longer a candidate is dropped (its pod went away). */
-static ssize_t kp_reuse(kp_state *st, kp_pool *pool, sched_scored *cands, size_t n, double now)
+static ssize_t kp_reuse(kp_state *st, kp_pool *pool, const sched_scored *cands, size_t n, double now)
 {
     while (pool->n) {
         kp_conn cn = pool->idle[--pool->n];
@@ -98,7 +98,7 @@ static ssize_t kp_reuse(kp_state *st, kp_pool *pool, sched_scored *cands, size_t
     return -1;
 }
 
-static size_t kp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t kp_pick(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                       size_t max)
 {
     kp_state *st = p->state;

@@ -17,7 +17,7 @@ static void msp_sort_desc(sched_scored *a, size_t n)
     }
 }
 
-static size_t msp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t msp_pick(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                        size_t max)
 {
     size_t k = pu_picker_count(p, max, n);
@@ -41,9 +41,12 @@ static size_t msp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, siz
         out[0] = cands[best].ep;
         return 1;
     }
-    pu_shuffle(c, cands, n);
-    msp_sort_desc(cands, n);
-    return pu_picked(cands, k, out);
+    sched_scored *a = pu_cands_copy(c, cands, n);
+    if (!a)
+        return 0;
+    pu_shuffle(c, a, n);
+    msp_sort_desc(a, n);
+    return pu_picked(a, k, out);
 }
 
 const sched_plugin_type max_score_picker_type = {

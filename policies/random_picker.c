@@ -2,12 +2,15 @@
  * maxNumOfEndpoints. */
 #include "policy_util.h"
 
-static size_t rp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t rp_pick(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                       size_t max)
 {
     size_t k = pu_picker_count(p, max, n);
-    pu_shuffle(c, cands, n);
-    return pu_picked(cands, k, out);
+    sched_scored *a = pu_cands_copy(c, cands, n);
+    if (!a)
+        return 0;
+    pu_shuffle(c, a, n);
+    return pu_picked(a, k, out);
 }
 
 const sched_plugin_type random_picker_type = {

@@ -25,7 +25,7 @@ static int rr_init(sched_plugin *p, const sched_params *pp, const sched_env *env
 
 static void rr_fini(sched_plugin *p) { free(p->state); }
 
-static size_t rr_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t rr_pick(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                       size_t max)
 {
     rr_state *st = p->state;

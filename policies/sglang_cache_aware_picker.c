@@ -111,7 +111,7 @@ static size_t sca_min_load(const sched_scored *cands, size_t n)
     return best;
 }
 
-static size_t sca_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t sca_pick(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                        size_t max)
 {
     sca *s = p->state;

@@ -6,10 +6,13 @@
 
 #include "policy_util.h"
 
-static size_t wrp_pick(sched_plugin *p, sched_cycle *c, sched_scored *cands, size_t n, sched_endpoint **out,
+static size_t wrp_pick(sched_plugin *p, sched_cycle *c, const sched_scored *given, size_t n, sched_endpoint **out,
                        size_t max)
 {
     size_t k = pu_picker_count(p, max, n);
+    sched_scored *cands = pu_cands_copy(c, given, n);
+    if (!cands)
+        return 0;
     bool any = false;
     for (size_t i = 0; i < n; i++)
         any |= cands[i].score > 0;
