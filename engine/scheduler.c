@@ -87,7 +87,7 @@ struct sched_cycle {
     sched_result *results;
     int *rcs;                 /* 0 ok, 1 not run, < 0 failure */
     bool *done;
-    sched_scored **totals;    /* candidates with their sums, for the trace */
+    const sched_scored **totals; /* the picker's candidates with their sums, for the trace */
     size_t *n_totals;
 };
 
@@ -648,11 +648,7 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
         cands = sum;
     }
     if (t) {
-        sched_scored *copy = sched_cycle_alloc(c, k * sizeof *copy);
-        if (!copy)
-            return KV_ENOMEM;
-        memcpy(copy, cands, k * sizeof *copy);
-        c->totals[idx] = copy;
+        c->totals[idx] = cands;
         c->n_totals[idx] = k;
     }
     sched_result *res = &c->results[idx];
