@@ -37,11 +37,12 @@ typedef struct score_memo {
     bool *have;               /* per scorer: sc[j] holds its scores of eps under epoch */
 } score_memo;
 
-/* A profile without filters or scorers: its candidates are the driver's list, each scored
- * 0, the same from one decision to the next while the driver's list is (pickers do not
- * write them), so they are built when that list changes instead of every decision. */
+/* A profile without scorers: its candidates are its list (the driver's, or what the filters
+ * kept of it), each scored 0, the same from one decision to the next while that list is
+ * (pickers do not write them), so they are built when the list changes instead of every
+ * decision. */
 typedef struct kept_cands {
-    sched_endpoint **eps;     /* the driver's list they were built from */
+    sched_endpoint **eps;     /* the list they were built from */
     sched_scored *cands;
     size_t n, cap;
 } kept_cands;
@@ -55,7 +56,7 @@ typedef struct sched_profile {
     size_t n_scorers;
     sched_plugin *picker;
     score_memo *memo;         /* NULL: no metrics_only scorer */
-    kept_cands kept;          /* used only without filters and scorers */
+    kept_cands kept;          /* used only without scorers */
 } sched_profile;
 
 typedef struct cycle_keyset {
@@ -574,10 +575,9 @@ static const sched_scored *kept_for(kept_cands *kc, sched_endpoint *const *eps, 
 /* One profile, exactly as GIE's SchedulerProfile.Run: filters, weighted clamped scores,
  * picker. Returns 0, KV_ENOENDPOINTS, KV_ESTATE (picker chose nothing) or KV_ENOMEM.
  * A profile without filters reads the driver's list as it is, and one without scorers
- * gives every candidate 0 without summing, from a list kept between decisions when it
- * has no filters either: at 1,000 endpoints the copy, the sums' zeroing and the list's
- * building were 15.8k of the 17.5k instructions of a decision whose picker (a Kubernetes
- * Service's) reads one candidate. */
+ * gives every candidate 0 without summing, from a list kept between decisions: at 1,000
+ * endpoints the copy, the sums' zeroing and the list's building were 15.8k of the 17.5k
+ * instructions of a decision whose picker (a Kubernetes Service's) reads one candidate. */
 static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t n, sched_trace *t)
 {
     sched_cycle *c = &s->cycle;
@@ -606,16 +606,9 @@ static int run_profile(sched *s, size_t idx, sched_endpoint *const *eps, size_t 
         eps = work;
     }
     const sched_scored *cands;
-    if (pf->n_scorers == 0 && pf->n_filters == 0) {
+    if (pf->n_scorers == 0) {
         if (!(cands = kept_for(&pf->kept, eps, k)))
             return KV_ENOMEM;
-    } else if (pf->n_scorers == 0) {
-        sched_scored *zero = sched_cycle_alloc(c, k * sizeof *zero);
-        if (!zero)
-            return KV_ENOMEM;
-        for (size_t i = 0; i < k; i++)
-            zero[i] = (sched_scored){.ep = eps[i], .score = 0};
-        cands = zero;
     } else {
         sched_scored *sum = sched_cycle_alloc(c, k * sizeof *sum);
         double *scratch = sched_cycle_alloc(c, k * sizeof *scratch), *tot = sched_cycle_alloc(c, k * sizeof *tot);

@@ -149,7 +149,7 @@ typedef struct sched_plugin_type {
     /* SCORER: scores[i] for eps[i], nominally in [0,1] (the framework clamps). */
     void (*score)(sched_plugin *p, sched_cycle *c, sched_endpoint *const *eps, size_t n, double *scores);
     /* PICKER: up to max endpoints, best first, from the scored candidates. cands is read
-     * only (a profile without filters or scorers hands every decision the same list); a
+     * only (a profile without scorers hands successive decisions one kept list); a
      * picker that reorders works on its own copy (pu_cands_copy). */
     size_t (*pick)(sched_plugin *p, sched_cycle *c, const sched_scored *cands, size_t n, sched_endpoint **out,
                    size_t max);

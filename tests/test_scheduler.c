@@ -124,8 +124,8 @@ static void picks(const char *yaml, uint64_t seed, int *out, int n)
 
 /* A profile without scorers totals every candidate at exactly +0, in the driver's order
  * without filters and the survivors' order with them, and the picker sees all of them;
- * the driver's list is never written, with filters or without. Without filters the list
- * is kept between decisions: it must follow the driver's list when that changes, and a
+ * the driver's list is never written, with filters or without. The list is kept between
+ * decisions: it must follow the driver's list (or the survivors) when that changes, and a
  * picker that shuffles (max-score-picker with several endpoints) must not reorder it. */
 static void test_profile_without_scorers(void **state)
 {
